@@ -1,0 +1,314 @@
+//! The `RouterConfig` custom resource (`lockstep.dev/v1alpha1`): which hosts and paths of a
+//! proxy fleet go to which backends, and the status through which every replica reports the
+//! generation it serves.
+//!
+//! Admission rules live in the schema itself (OpenAPI constraints and CEL
+//! `x-kubernetes-validations`), so a malformed object never reaches etcd. The same limits are
+//! repeated as `garde` rules because standalone proxies read RouterConfigs from files that no
+//! apiserver has seen.
+
+use garde::Validate;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+mod names;
+pub use names::*;
+
+/// Most rules one RouterConfig may hold; keeps one object from blowing up every replica.
+pub const MAX_RULES: usize = 256;
+/// Most paths one rule may hold.
+pub const MAX_PATHS: usize = 128;
+/// Longest host name (RFC 1123).
+pub const MAX_HOST_LEN: usize = 253;
+/// Longest path.
+pub const MAX_PATH_LEN: usize = 1024;
+/// Longest static upstream URL.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Routes of one proxy fleet: which hosts and paths go to which backends.
+///
+/// Every replica of the fleet applies the spec and reports the generation it serves in
+/// `status.replicaStatus`; the operator sets `Ready=True` only when every live replica
+/// serves `metadata.generation`, so `kubectl wait --for=condition=Ready` is a rollout barrier.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
+#[kube(
+    group = "lockstep.dev",
+    version = "v1alpha1",
+    kind = "RouterConfig",
+    plural = "routerconfigs",
+    namespaced,
+    status = "RouterConfigStatus",
+    shortname = "rcfg",
+    category = "lockstep",
+    derive = "PartialEq",
+    doc = "RouterConfig routes hosts and paths of a lockstep proxy fleet to backends; its Ready condition is True only when every live proxy replica serves the current generation.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        description = "True when every live replica serves the current generation",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Synced",
+        type_ = "string",
+        description = "replicas serving the current generation / live replicas",
+        json_path = ".status.synced"
+    ),
+    printcolumn(
+        name = "Generation",
+        type_ = "integer",
+        description = "metadata.generation of the spec",
+        json_path = ".metadata.generation"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = "1",
+        description = "reason of the Ready condition",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterConfigSpec {
+    /// Name of the proxy fleet that serves these routes. Proxies started with
+    /// `--fleet NAME` apply only the RouterConfigs of their fleet. Defaults to "default".
+    #[serde(default = "default_fleet")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    #[garde(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    pub fleet: String,
+
+    /// Host rules. A request is matched by its Host header (or :authority) first, then by
+    /// path. An exact host beats a wildcard host. Between 1 and 256 rules.
+    #[schemars(length(min = 1, max = 256))]
+    #[garde(length(min = 1, max = MAX_RULES), dive)]
+    pub rules: Vec<HostRule>,
+}
+
+fn default_fleet() -> String {
+    DEFAULT_FLEET.to_owned()
+}
+
+/// Routes for one host.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
+#[serde(rename_all = "camelCase")]
+pub struct HostRule {
+    /// Host to match, case-insensitively and without port: an exact DNS name such as
+    /// "app.example.com", or a wildcard with a single leading label "*.example.com", which
+    /// matches exactly one further label ("a.example.com", not "a.b.example.com").
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"))]
+    #[garde(length(min = 1, max = MAX_HOST_LEN), pattern(r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"))]
+    pub host: String,
+
+    /// TLS for this host: the certificate comes from a kubernetes.io/tls Secret in the
+    /// RouterConfig's namespace and is served on the proxies' TLS listener by SNI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub tls: Option<HostTls>,
+
+    /// Paths of this host. Exact paths beat Prefix paths; among Prefix paths the longest
+    /// wins. A request that matches none gets 404. Between 1 and 128 paths.
+    #[schemars(length(min = 1, max = 128))]
+    #[garde(length(min = 1, max = MAX_PATHS), dive)]
+    pub paths: Vec<HttpPath>,
+}
+
+/// TLS settings of a host rule.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
+#[serde(rename_all = "camelCase")]
+pub struct HostTls {
+    /// Name of a kubernetes.io/tls Secret (keys tls.crt and tls.key) in the RouterConfig's
+    /// namespace. Its certificate must cover the rule's host.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
+    #[garde(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
+    pub secret_name: String,
+
+    /// When true, plain-HTTP requests for this host are answered with a 308 redirect to
+    /// https instead of being proxied.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[garde(skip)]
+    pub redirect_http: bool,
+}
+
+/// How a path is compared with the request path.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum PathType {
+    /// Matches the request path element by element, split on "/": "/foo" matches "/foo" and
+    /// "/foo/bar" but not "/foobar". A trailing slash is ignored.
+    #[default]
+    Prefix,
+    /// Matches the request path exactly, case-sensitively.
+    Exact,
+}
+
+/// One path of a host and the backend it goes to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpPath {
+    /// Absolute path, starting with "/", without query or fragment.
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[^ \t\r\n?#]*$"))]
+    #[garde(length(min = 1, max = MAX_PATH_LEN), pattern(r"^/[^ \t\r\n?#]*$"))]
+    pub path: String,
+
+    /// Prefix (whole path elements, as Ingress) or Exact. Defaults to Prefix.
+    #[serde(default)]
+    #[garde(skip)]
+    pub path_type: PathType,
+
+    /// Where matching requests go.
+    #[garde(dive)]
+    pub backend: Backend,
+}
+
+/// Where requests go: exactly one of a Service or a static URL.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.service) != has(self.url)").message("exactly one of backend.service or backend.url must be set").reason(kube::core::Reason::FieldValueInvalid))]
+#[garde(custom(exactly_one_backend))]
+pub struct Backend {
+    /// A Service in the RouterConfig's namespace; requests are balanced over its ready
+    /// endpoints, read from EndpointSlices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub service: Option<ServiceBackend>,
+
+    /// A static upstream, "http://host:port" or "https://host:port". The request path is
+    /// forwarded unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$"))]
+    #[garde(inner(length(min = 1, max = MAX_URL_LEN), pattern(r"^https?://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$")))]
+    pub url: Option<String>,
+}
+
+fn exactly_one_backend(backend: &Backend, _: &()) -> garde::Result {
+    match (&backend.service, &backend.url) {
+        (Some(_), None) | (None, Some(_)) => Ok(()),
+        _ => Err(garde::Error::new("exactly one of backend.service or backend.url must be set")),
+    }
+}
+
+/// A Service port in the RouterConfig's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, Validate)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceBackend {
+    /// Service name (DNS-1035 label).
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    #[garde(length(min = 1, max = 63), pattern(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    pub name: String,
+
+    /// Service port number, 1-65535. Endpoints are taken from the EndpointSlice port with
+    /// the same number, or the only port when the slice has one.
+    #[schemars(range(min = 1, max = 65535))]
+    #[garde(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+/// Observed state: what the operator concluded and what each replica serves.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterConfigStatus {
+    /// The metadata.generation the operator last processed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Accepted, Ready, Reconciling and Stalled. Each carries the observedGeneration it was
+    /// computed for; written only by the operator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Live replicas serving the current generation with the expected digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_replicas: Option<i32>,
+
+    /// Live replicas of the fleet (replicas holding a fresh Lease).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+
+    /// "synced/replicas", for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<String>,
+
+    /// One entry per proxy replica, written only by that replica (server-side apply, field
+    /// manager lockstep-proxy/NAME) and pruned by the operator when its Lease expires.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    pub replica_status: Vec<ReplicaStatus>,
+}
+
+/// What one proxy replica serves.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// Replica name (the proxy's --replica-name).
+    pub name: String,
+
+    /// Generation of the spec this replica serves.
+    #[serde(default)]
+    pub observed_generation: i64,
+
+    /// Digest of what the replica serves, "sha256:<hex>", over the normalised spec and the
+    /// resolved TLS material (certificate hashes, never keys).
+    #[serde(default)]
+    pub config_digest: String,
+
+    /// When the replica swapped to this generation (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<String>,
+
+    /// Present while the newest generation failed to apply on this replica; the replica keeps
+    /// serving observedGeneration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<Rejection>,
+}
+
+/// A generation a replica could not apply.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    /// The generation that failed.
+    pub generation: i64,
+    /// Why, naming the field.
+    pub message: String,
+}
+
+impl RouterConfig {
+    /// The fleet of this RouterConfig.
+    pub fn fleet(&self) -> &str {
+        &self.spec.fleet
+    }
+}
+
+/// The CRD as YAML, as `crdgen` prints it and `crds/routerconfig.yaml` holds it.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let mut crd = serde_json::to_value(RouterConfig::crd()).expect("a CRD serialises to JSON");
+    unwrap_descriptions(&mut crd);
+    let mut out = String::from("# Generated by `cargo run -p lockstep-crds --features crdgen --bin crdgen`; do not edit.\n");
+    out.push_str(&serde_saphyr::to_string(&crd).expect("a CRD serialises to YAML"));
+    out
+}
+
+/// Doc comments are wrapped at source width; `kubectl explain` re-wraps text itself, so a
+/// description keeps only its paragraph breaks.
+fn unwrap_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|para| para.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    _ => unwrap_descriptions(v),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
+}

@@ -1,0 +1,67 @@
+//! Names of the contract (DESIGN.md) that other processes and outside tests rely on.
+
+/// The API group.
+pub const GROUP: &str = "lockstep.dev";
+/// `apiVersion` of RouterConfig.
+pub const API_VERSION: &str = "lockstep.dev/v1alpha1";
+/// `kind` of RouterConfig.
+pub const KIND: &str = "RouterConfig";
+/// The fleet a RouterConfig belongs to when it names none.
+pub const DEFAULT_FLEET: &str = "default";
+
+/// Label on proxy Leases naming the fleet of the replica.
+pub const FLEET_LABEL: &str = "lockstep.dev/fleet";
+/// Prefix of a proxy replica's Lease name: `lockstep-proxy-<replica>`.
+pub const PROXY_LEASE_PREFIX: &str = "lockstep-proxy-";
+/// Field manager of the operator's status writes.
+pub const OPERATOR_FIELD_MANAGER: &str = "lockstep-operator";
+/// Name of the operator's leader-election Lease.
+pub const OPERATOR_LEASE_NAME: &str = "lockstep-operator";
+
+/// The Lease name of a proxy replica.
+pub fn proxy_lease_name(replica: &str) -> String {
+    format!("{PROXY_LEASE_PREFIX}{replica}")
+}
+
+/// The field manager a proxy replica uses for its own `status.replicaStatus` entry.
+pub fn proxy_field_manager(replica: &str) -> String {
+    format!("lockstep-proxy/{replica}")
+}
+
+/// Condition types the operator writes.
+pub mod condition {
+    /// The spec is valid and owns all its host+path pairs.
+    pub const ACCEPTED: &str = "Accepted";
+    /// Every live replica serves the current generation.
+    pub const READY: &str = "Ready";
+    /// A rollout is in progress.
+    pub const RECONCILING: &str = "Reconciling";
+    /// A rollout has lagged beyond the stall timeout.
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Condition reasons the operator writes.
+pub mod reason {
+    /// Accepted=True.
+    pub const VALID: &str = "Valid";
+    /// Accepted=False: the spec failed semantic validation.
+    pub const INVALID: &str = "Invalid";
+    /// Accepted=False: an older RouterConfig of the fleet claims the same host and path.
+    pub const CONFLICT: &str = "Conflict";
+    /// Accepted=False: a referenced TLS Secret is missing or unusable.
+    pub const INVALID_TLS: &str = "InvalidTLS";
+    /// Ready=True.
+    pub const ALL_REPLICAS_SYNCED: &str = "AllReplicasSynced";
+    /// Ready=False: some live replicas do not serve the current generation yet.
+    pub const ROLLOUT_IN_PROGRESS: &str = "RolloutInProgress";
+    /// Ready=False: a replica rejected the current generation.
+    pub const REJECTED: &str = "Rejected";
+    /// Ready=False: the fleet has no live replica.
+    pub const NO_REPLICAS: &str = "NoReplicas";
+    /// Ready=False: the spec is not accepted.
+    pub const NOT_ACCEPTED: &str = "NotAccepted";
+    /// Reconciling=False / Stalled=False: nothing in progress.
+    pub const IDLE: &str = "Idle";
+    /// Stalled=True: the rollout lagged beyond the stall timeout.
+    pub const ROLLOUT_STALLED: &str = "RolloutStalled";
+}
