@@ -1,1 +1,2 @@
+//! Route table benchmarks.
 fn main() {}

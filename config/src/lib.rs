@@ -1,1 +1,45 @@
-//! placeholder
+//! Pure RouterConfig logic shared by the operator and the proxy, with no Kubernetes client:
+//! validation, fleet-wide conflict resolution, route table compilation, configuration
+//! digests and condition helpers.
+
+pub mod conditions;
+pub mod digest;
+pub mod file;
+pub mod fleet;
+pub mod table;
+pub mod validate;
+
+pub use digest::{config_digest, tls_material_hash, tls_secret_names};
+pub use fleet::{Candidate, Resolution, Verdict, resolve_fleet};
+pub use table::{BackendRef, Route, RouteTable, normalize_host};
+pub use validate::{Invalid, validate_spec};
+
+/// A namespaced object's identity, ordered namespace first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Builds a key.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+
+    /// The key of a RouterConfig ("default" when it has no namespace, as in files).
+    pub fn of(rc: &lockstep_crds::RouterConfig) -> Self {
+        Self {
+            namespace: rc.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+            name: rc.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}

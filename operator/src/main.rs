@@ -1,1 +1,2 @@
+//! lockstep-operator binary.
 fn main() {}

@@ -1,1 +1,2 @@
+//! lockstep-proxy binary.
 fn main() {}

@@ -1,0 +1,47 @@
+//! Ready endpoints of Service backends, kept current by the EndpointSlice watch.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+
+/// A Service port: namespace, Service name, Service port number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+    /// Service port number (as in RouterConfig `backend.service.port`).
+    pub port: u16,
+}
+
+/// Ready endpoints per Service port.
+#[derive(Debug, Default)]
+pub struct Endpoints {
+    map: ArcSwap<HashMap<ServiceKey, Arc<Vec<SocketAddr>>>>,
+}
+
+impl Endpoints {
+    /// Replaces the ready endpoints of one Service port (empty: the route answers 503).
+    pub fn set(&self, key: ServiceKey, ready: Vec<SocketAddr>) {
+        self.map.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(key.clone(), Arc::new(ready.clone()));
+            m
+        });
+    }
+
+    /// Forgets a Service port.
+    pub fn remove(&self, key: &ServiceKey) {
+        self.map.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.remove(key);
+            m
+        });
+    }
+
+    /// The ready endpoints of a Service port (None: never seen).
+    pub fn get(&self, key: &ServiceKey) -> Option<Arc<Vec<SocketAddr>>> {
+        self.map.load().get(key).cloned()
+    }
+}

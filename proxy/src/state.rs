@@ -1,0 +1,105 @@
+//! State shared by the data plane, the admin server and the configuration sources (the
+//! Kubernetes fleet sync or the standalone file): what the replica serves, its Service
+//! endpoints, and whether it is ready.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use arc_swap::ArcSwap;
+use lockstep_config::{ObjectKey, RouteTable};
+use lockstep_crds::RouterConfigSpec;
+
+use crate::endpoints::Endpoints;
+
+/// What one RouterConfig contributes to the served configuration.
+#[derive(Debug, Clone)]
+pub struct ServedObject {
+    /// namespace/name.
+    pub key: ObjectKey,
+    /// The generation being served.
+    pub generation: i64,
+    /// The digest reported for it (spec plus TLS material).
+    pub digest: String,
+    /// The spec being served.
+    pub spec: Arc<RouterConfigSpec>,
+}
+
+/// Everything a replica serves, replaced as a whole: requests that started on one
+/// `ServedConfig` finish on it.
+#[derive(Debug, Default)]
+pub struct ServedConfig {
+    /// The compiled routes of all served objects.
+    pub table: RouteTable,
+    /// The objects behind the table, by namespace/name.
+    pub objects: BTreeMap<ObjectKey, ServedObject>,
+}
+
+/// State shared across the proxy's tasks.
+#[derive(Debug)]
+pub struct ProxyState {
+    /// The replica name reported in status and `/config`.
+    pub replica: String,
+    served: ArcSwap<ServedConfig>,
+    swaps: AtomicU64,
+    /// Ready endpoints of Service backends.
+    pub endpoints: Endpoints,
+    synced: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl ProxyState {
+    /// Fresh state serving nothing, not ready.
+    pub fn new(replica: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            replica: replica.into(),
+            served: ArcSwap::from_pointee(ServedConfig::default()),
+            swaps: AtomicU64::new(0),
+            endpoints: Endpoints::default(),
+            synced: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// The configuration in force now; hold the guard for the duration of one request.
+    pub fn served(&self) -> Arc<ServedConfig> {
+        self.served.load_full()
+    }
+
+    /// Atomically replaces the served configuration.
+    pub fn swap(&self, config: ServedConfig) {
+        self.served.store(Arc::new(config));
+        self.swaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many swaps happened since start.
+    pub fn swap_count(&self) -> u64 {
+        self.swaps.load(Ordering::Relaxed)
+    }
+
+    /// Set by the configuration source: true while this replica serves what it should (in
+    /// Kubernetes mode: every RouterConfig of its fleet at its current generation, with a
+    /// fresh Lease).
+    pub fn set_synced(&self, synced: bool) {
+        self.synced.store(synced, Ordering::SeqCst);
+    }
+
+    /// Marks the replica as shutting down; it stays unready from then on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Shutting down?
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// What `/readyz` answers.
+    pub fn is_ready(&self) -> bool {
+        self.synced.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+}
