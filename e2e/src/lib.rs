@@ -1,1 +1,219 @@
-//! placeholder
+//! Test harness for lockstep against a real local control plane: kube-apiserver and etcd
+//! built from the Go module proxy (`e2e/controlplane/build.sh`), started on 127.0.0.1 with
+//! ephemeral ports and a temp dir, and stopped with the test binary.
+//!
+//! One control plane serves a whole test binary ([`ControlPlane::shared`]); tests isolate
+//! themselves with a namespace each ([`ControlPlane::namespace`]).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
+    time::Duration,
+};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client, Config,
+    api::{Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::wait::{await_condition, conditions},
+};
+
+pub mod process;
+
+/// Errors of the harness.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A script or command failed.
+    #[error("{what} failed: {detail}")]
+    Command {
+        /// What was run.
+        what: String,
+        /// Its stderr or exit status.
+        detail: String,
+    },
+    /// I/O on the harness's files.
+    #[error("harness I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The kubeconfig could not be read or used.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A wait ran out of time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+}
+
+/// Result of the harness.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The repository root (the workspace of this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
+}
+
+/// A running kube-apiserver + etcd. Dropping it stops both; a watchdog also stops them when
+/// the test process exits without running destructors.
+#[derive(Debug)]
+pub struct ControlPlane {
+    dir: tempfile::TempDir,
+}
+
+static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+
+impl ControlPlane {
+    /// Builds (first time only; cached outside the repo) and starts a control plane.
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("lockstep-cp-").tempdir()?;
+        let script = repo_root().join("e2e/controlplane/up.sh");
+        let out = Command::new(&script)
+            .arg(dir.path())
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                what: script.display().to_string(),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(Self { dir })
+    }
+
+    /// The control plane of this test binary, started on first use, with the RouterConfig
+    /// CRD installed.
+    pub fn shared() -> &'static ControlPlane {
+        SHARED.get_or_init(|| {
+            // Tests call this from inside their own runtime, which must not be blocked on;
+            // start-up gets a thread and runtime of its own.
+            std::thread::spawn(|| {
+                let cp = ControlPlane::start().expect("start the local control plane");
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async {
+                    let client = cp.client().await.expect("client");
+                    install_crd(&client).await.expect("install the RouterConfig CRD");
+                });
+                cp
+            })
+            .join()
+            .expect("control plane start-up thread")
+        })
+    }
+
+    /// The state directory (logs, pid files, kubeconfig).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Path of the admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// A new admin client. Make one per test: a client's connections belong to the tokio
+    /// runtime that created it.
+    pub async fn client(&self) -> Result<Client> {
+        client_from_kubeconfig(&self.kubeconfig()).await
+    }
+
+    /// `kubectl` with this control plane's kubeconfig.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", self.kubeconfig());
+        cmd
+    }
+
+    /// Runs kubectl with `args`, returning stdout; an error carries stderr.
+    pub fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl().args(args).stdin(Stdio::null()).output()?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(Error::Command {
+                what: format!("kubectl {}", args.join(" ")),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        }
+    }
+
+    /// Creates a namespace with a unique name starting with `prefix`.
+    pub async fn namespace(&self, client: &Client, prefix: &str) -> Result<String> {
+        use k8s_openapi::api::core::v1::Namespace;
+        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+            .expect("namespace literal");
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        Ok(name)
+    }
+
+    /// The apiserver's port.
+    pub fn apiserver_port(&self) -> Result<u16> {
+        let text = std::fs::read_to_string(self.dir.path().join("apiserver.port"))?;
+        text.trim().parse().map_err(|e| Error::Kubeconfig(format!("apiserver.port: {e}")))
+    }
+
+    /// The pid of the kube-apiserver process (for fault injection).
+    pub fn apiserver_pid(&self) -> Result<u32> {
+        let text = std::fs::read_to_string(self.dir.path().join("apiserver.pid"))?;
+        text.trim().parse().map_err(|e| Error::Kubeconfig(format!("apiserver.pid: {e}")))
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("e2e/controlplane/down.sh"))
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A client from a kubeconfig file.
+pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Applies the checked-in RouterConfig CRD (server-side) and waits until it is Established.
+pub async fn install_crd(client: &Client) -> Result<()> {
+    let text = std::fs::read_to_string(repo_root().join("crds/routerconfig.yaml"))?;
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&text).map_err(|e| Error::Kubeconfig(format!("crds/routerconfig.yaml: {e}")))?;
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    api.patch(&name, &PatchParams::apply("lockstep-e2e").force(), &Patch::Apply(&crd)).await?;
+    let established = await_condition(api, &name, conditions::is_crd_established());
+    tokio::time::timeout(Duration::from_secs(30), established)
+        .await
+        .map_err(|_| Error::Timeout(format!("CRD {name} Established")))?
+        .map_err(|e| Error::Timeout(format!("CRD {name}: {e}")))?;
+    Ok(())
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout(what.to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

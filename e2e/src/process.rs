@@ -1,0 +1,142 @@
+//! Processes started by tests: the workspace's binaries and small helpers, each stopped by
+//! pid when its guard drops.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+
+use crate::{Error, Result};
+
+/// Path of a binary of this workspace, built in the same profile as the running test
+/// (`cargo build --workspace --bins` puts it there; the README's test command does that).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace binaries first (cargo build --workspace --bins)",
+        bin.display()
+    );
+    bin
+}
+
+/// A child process that is stopped when dropped: SIGTERM, then SIGKILL after 5 s.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Option<Child>,
+    name: String,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .map_err(|e| Error::Command { what: format!("spawn {name}"), detail: e.to_string() })?;
+        Ok(Self { child: Some(child), name: name.to_owned(), log: log.to_owned() })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// The log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// The log's text so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        nix::sys::signal::kill(Pid::from_raw(self.pid() as i32), signal)
+            .map_err(|e| Error::Command { what: format!("kill -{signal} {}", self.name), detail: e.to_string() })
+    }
+
+    /// Still running?
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code (None: killed by a signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("child present");
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(format!("{} to exit", self.name)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until the log contains a line with `marker` and returns the text after it up to
+    /// the end of that line (e.g. the bound address after `http=`).
+    pub fn wait_for_log(&mut self, marker: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.log_text();
+            if let Some(pos) = text.find(marker) {
+                let rest = &text[pos + marker.len()..];
+                let value = rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap_or("");
+                return Ok(value.to_owned());
+            }
+            if !self.is_running() {
+                return Err(Error::Command {
+                    what: self.name.clone(),
+                    detail: format!("exited before logging {marker:?}; log:\n{text}"),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(format!("{} to log {marker:?}; log:\n{text}", self.name)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(child.id() as i32);
+            // A SIGSTOPped process would never act on SIGTERM.
+            let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
