@@ -1,0 +1,245 @@
+//! The pure core of the fleet sync: given the RouterConfigs of the fleet as the watch shows
+//! them and what the replica serves now, decide what to serve next and what to report.
+//!
+//! A generation that fails validation or conflicts with an older RouterConfig is never
+//! served: the replica keeps that object's last good spec and reports the rejection.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use jiff::Timestamp;
+use lockstep_config::{Candidate, ObjectKey, RouteTable, Verdict, config_digest, resolve_fleet};
+use lockstep_crds::{RouterConfig, RouterConfigSpec};
+
+use crate::state::{ServedConfig, ServedObject};
+
+/// What this replica reports for one RouterConfig in its `replicaStatus` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Generation served (0: nothing good yet).
+    pub observed_generation: i64,
+    /// Digest of what is served.
+    pub config_digest: String,
+    /// When the served generation was swapped in.
+    pub applied_at: Option<String>,
+    /// The newest generation, when it could not be applied.
+    pub rejected: Option<(i64, String)>,
+}
+
+/// The outcome of one planning pass.
+#[derive(Debug)]
+pub struct Plan {
+    /// The configuration to swap in, when it differs from the served one.
+    pub next: Option<ServedConfig>,
+    /// The entry to report per RouterConfig of the fleet.
+    pub reports: BTreeMap<ObjectKey, Report>,
+}
+
+/// One RouterConfig of the fleet with what the planner needs.
+fn candidate(rc: &RouterConfig) -> (ObjectKey, Option<Timestamp>, i64) {
+    (ObjectKey::of(rc), rc.metadata.creation_timestamp.as_ref().map(|t| t.0), rc.metadata.generation.unwrap_or(1))
+}
+
+/// Plans the next served configuration. `tls` holds the TLS material hashes per
+/// (namespace, secret name) the replica has loaded; `applied_at` remembers when each served
+/// generation was swapped in (updated here for new ones).
+pub fn plan(
+    objects: &[Arc<RouterConfig>],
+    served: &ServedConfig,
+    tls: &BTreeMap<ObjectKey, String>,
+    applied_at: &mut BTreeMap<ObjectKey, (i64, String)>,
+    now: Timestamp,
+) -> Plan {
+    let keyed: Vec<(ObjectKey, Option<Timestamp>, i64, &RouterConfigSpec)> = objects
+        .iter()
+        .map(|rc| {
+            let (key, created, generation) = candidate(rc);
+            (key, created, generation, &rc.spec)
+        })
+        .collect();
+    let resolution = resolve_fleet(
+        keyed.iter().map(|(key, created, _, spec)| Candidate { key, created: *created, spec }).collect(),
+    );
+
+    let mut next_objects: BTreeMap<ObjectKey, ServedObject> = BTreeMap::new();
+    let mut rejected: BTreeMap<ObjectKey, (i64, String)> = BTreeMap::new();
+    for (key, _, generation, spec) in &keyed {
+        let digest = config_digest(spec, &tls_for(key, spec, tls));
+        match resolution.verdicts.get(key) {
+            Some(Verdict::Accepted) => {
+                next_objects.insert(
+                    key.clone(),
+                    ServedObject { key: key.clone(), generation: *generation, digest, spec: Arc::new((*spec).clone()) },
+                );
+            }
+            verdict => {
+                let message = verdict.and_then(Verdict::message).unwrap_or("not judged").to_owned();
+                rejected.insert(key.clone(), (*generation, message));
+                // Keep serving the last good generation of this object, if any.
+                if let Some(previous) = served.objects.get(key) {
+                    next_objects.insert(key.clone(), previous.clone());
+                }
+            }
+        }
+    }
+
+    let unchanged = next_objects.len() == served.objects.len()
+        && next_objects.iter().all(|(k, o)| {
+            served.objects.get(k).is_some_and(|s| s.generation == o.generation && s.digest == o.digest)
+        });
+
+    applied_at.retain(|k, _| next_objects.contains_key(k));
+    let stamp = now.to_string();
+    for (key, object) in &next_objects {
+        match applied_at.get(key) {
+            Some((generation, _)) if *generation == object.generation => {}
+            _ => {
+                applied_at.insert(key.clone(), (object.generation, stamp.clone()));
+            }
+        }
+    }
+
+    let mut reports = BTreeMap::new();
+    for (key, _, _, _) in &keyed {
+        let served_object = next_objects.get(key);
+        reports.insert(
+            key.clone(),
+            Report {
+                observed_generation: served_object.map_or(0, |o| o.generation),
+                config_digest: served_object.map(|o| o.digest.clone()).unwrap_or_default(),
+                applied_at: applied_at.get(key).map(|(_, at)| at.clone()),
+                rejected: rejected.get(key).cloned(),
+            },
+        );
+    }
+
+    let next = (!unchanged).then(|| {
+        let mut order: Vec<(&ObjectKey, Option<Timestamp>)> =
+            keyed.iter().filter(|(k, ..)| next_objects.contains_key(k)).map(|(k, c, ..)| (k, *c)).collect();
+        order.sort_by(|a, b| a.1.unwrap_or(Timestamp::MAX).cmp(&b.1.unwrap_or(Timestamp::MAX)).then(a.0.cmp(b.0)));
+        let table = RouteTable::compile(order.iter().map(|(k, _)| (*k, next_objects[*k].spec.as_ref())));
+        ServedConfig { table, objects: next_objects }
+    });
+    Plan { next, reports }
+}
+
+/// The TLS hashes a spec's digest covers: the Secrets it names, looked up in its namespace.
+fn tls_for(key: &ObjectKey, spec: &RouterConfigSpec, tls: &BTreeMap<ObjectKey, String>) -> BTreeMap<String, String> {
+    lockstep_config::tls_secret_names(spec)
+        .into_iter()
+        .filter_map(|name| {
+            tls.get(&ObjectKey::new(key.namespace.clone(), name.clone())).map(|hash| (name, hash.clone()))
+        })
+        .collect()
+}
+
+/// True when the replica has processed the current generation of every RouterConfig of its
+/// fleet: it serves it, or it rejected it (a rejection is reported, never counted as applied).
+pub fn in_sync(objects: &[Arc<RouterConfig>], reports: &BTreeMap<ObjectKey, Report>) -> bool {
+    objects.iter().all(|rc| {
+        let generation = rc.metadata.generation.unwrap_or(1);
+        reports.get(&ObjectKey::of(rc)).is_some_and(|r| {
+            r.observed_generation == generation || r.rejected.as_ref().is_some_and(|(g, _)| *g == generation)
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    fn mk_rc(name: &str, generation: i64, created_secs: i64, host: &str, path: &str) -> Arc<RouterConfig> {
+        let mut rc: RouterConfig = serde_json::from_value(json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+            "metadata": {"name": name, "namespace": "ns", "generation": generation},
+            "spec": {"rules": [{"host": host, "paths": [{"path": path, "backend": {"url": "http://127.0.0.1:9000"}}]}]}
+        }))
+        .unwrap();
+        rc.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created_secs).unwrap()));
+        Arc::new(rc)
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_000_000).unwrap()
+    }
+
+    fn run(objects: &[Arc<RouterConfig>], served: &ServedConfig) -> Plan {
+        plan(objects, served, &BTreeMap::new(), &mut BTreeMap::new(), now())
+    }
+
+    #[test]
+    fn new_generation_is_served_and_reported() {
+        let objects = vec![mk_rc("web", 3, 1, "a.example.com", "/")];
+        let plan = run(&objects, &ServedConfig::default());
+        let next = plan.next.expect("a swap");
+        assert!(next.table.lookup("a.example.com", "/x").is_some());
+        let report = &plan.reports[&ObjectKey::new("ns", "web")];
+        assert_eq!(report.observed_generation, 3);
+        assert!(report.config_digest.starts_with("sha256:"));
+        assert_eq!(report.rejected, None);
+        assert!(in_sync(&objects, &plan.reports));
+    }
+
+    #[test]
+    fn unchanged_generation_does_not_swap() {
+        let objects = vec![mk_rc("web", 3, 1, "a.example.com", "/")];
+        let served = run(&objects, &ServedConfig::default()).next.unwrap();
+        assert!(run(&objects, &served).next.is_none());
+    }
+
+    #[test]
+    fn conflicting_generation_is_rejected_and_last_good_spec_kept() {
+        let old = mk_rc("old", 1, 1, "a.example.com", "/api");
+        let web_v1 = mk_rc("web", 1, 2, "b.example.com", "/");
+        let served = run(&[old.clone(), web_v1], &ServedConfig::default()).next.unwrap();
+
+        // web's generation 2 claims old's host+path.
+        let web_v2 = mk_rc("web", 2, 2, "a.example.com", "/api");
+        let objects = vec![old, web_v2];
+        let plan = run(&objects, &served);
+        let report = &plan.reports[&ObjectKey::new("ns", "web")];
+        assert_eq!(report.observed_generation, 1, "still serves generation 1");
+        let (generation, message) = report.rejected.clone().expect("rejected");
+        assert_eq!(generation, 2);
+        assert!(message.contains("spec.rules[0].paths[0]") && message.contains("ns/old"), "{message}");
+        assert!(plan.next.is_none(), "nothing to swap: the old table stays");
+        assert!(in_sync(&objects, &plan.reports), "a rejected generation is processed");
+    }
+
+    #[test]
+    fn invalid_first_generation_serves_nothing_and_reports_generation_zero() {
+        let objects = vec![mk_rc("web", 1, 1, "Not_A_Host", "/")];
+        let plan = run(&objects, &ServedConfig::default());
+        let report = &plan.reports[&ObjectKey::new("ns", "web")];
+        assert_eq!(report.observed_generation, 0);
+        assert!(report.rejected.as_ref().unwrap().1.contains("spec.rules[0].host"));
+    }
+
+    #[test]
+    fn deleted_object_is_dropped_from_table() {
+        let objects = vec![mk_rc("web", 1, 1, "a.example.com", "/")];
+        let served = run(&objects, &ServedConfig::default()).next.unwrap();
+        let plan = run(&[], &served);
+        let next = plan.next.expect("a swap");
+        assert!(next.table.lookup("a.example.com", "/").is_none());
+        assert!(plan.reports.is_empty());
+    }
+
+    #[test]
+    fn tls_material_changes_the_digest() {
+        let mut rc = (*mk_rc("web", 1, 1, "a.example.com", "/")).clone();
+        rc.spec.rules[0].tls =
+            Some(lockstep_crds::HostTls { secret_name: "cert".into(), redirect_http: false });
+        let objects = vec![Arc::new(rc)];
+        let mut tls = BTreeMap::new();
+        tls.insert(ObjectKey::new("ns", "cert"), "sha256:one".to_owned());
+        let one = plan(&objects, &ServedConfig::default(), &tls, &mut BTreeMap::new(), now());
+        tls.insert(ObjectKey::new("ns", "cert"), "sha256:two".to_owned());
+        let served = one.next.unwrap();
+        let two = plan(&objects, &served, &tls, &mut BTreeMap::new(), now());
+        assert!(two.next.is_some(), "a rotated certificate is a new configuration");
+        let key = ObjectKey::new("ns", "web");
+        assert_ne!(one.reports[&key].config_digest, two.reports[&key].config_digest);
+    }
+}
