@@ -1,0 +1,58 @@
+//! A tiny HTTP backend for the demo, tests and benchmarks: answers every request with a JSON
+//! description of what it received (its own name, method, path, Host and forwarding
+//! headers), so a request through a proxy shows where it landed.
+//!
+//! `lockstep-e2e-backend --listen 127.0.0.1:18090 --name web`; prints
+//! `lockstep-e2e-backend listening http=ADDR` once bound.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+
+fn arg(name: &str) -> Option<String> {
+    let mut args = std::env::args().skip_while(|a| a != name);
+    args.next();
+    args.next()
+}
+
+async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let description = serde_json::json!({
+        "backend": &*name,
+        "method": req.method().as_str(),
+        "path": req.uri().path(),
+        "query": req.uri().query(),
+        "host": header("host"),
+        "xForwardedFor": header("x-forwarded-for"),
+        "xForwardedProto": header("x-forwarded-proto"),
+        "xForwardedHost": header("x-forwarded-host"),
+    });
+    // Drain the request body so keep-alive connections stay usable.
+    let _ = req.into_body().collect().await;
+    let mut body = description.to_string();
+    body.push('\n');
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .header("x-backend", &*name)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response"))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let listen: SocketAddr = arg("--listen").unwrap_or_else(|| "127.0.0.1:0".into()).parse().expect("--listen ADDR");
+    let name: Arc<str> = arg("--name").unwrap_or_else(|| "backend".into()).into();
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    eprintln!("lockstep-e2e-backend listening http={}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let name = name.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(name.clone(), req));
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
