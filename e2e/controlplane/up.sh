@@ -115,7 +115,8 @@ chmod 600 "$DIR/kubeconfig"
 
 if [[ -n "$WATCH_PID" ]]; then
   # Stops the control plane once the process that asked for it is gone.
-  setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/apiserver.pid" ]; do sleep 1; done; "$3/down.sh" "$2"' \
+  setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/apiserver.pid" ]; do sleep 1; done
+    if ! kill -0 "$1" 2>/dev/null; then "$3/down.sh" "$2"; rm -rf "$2"; fi' \
     watchdog "$WATCH_PID" "$DIR" "$HERE" >/dev/null 2>&1 < /dev/null &
   echo $! > "$DIR/watchdog.pid"
 fi

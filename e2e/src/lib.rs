@@ -20,6 +20,8 @@ use kube::{
     runtime::wait::{await_condition, conditions},
 };
 
+pub mod check;
+pub mod fleet;
 pub mod process;
 
 /// Errors of the harness.
@@ -110,6 +112,14 @@ impl ControlPlane {
         self.dir.path()
     }
 
+    /// A fresh directory for one test's logs, inside the control plane's state directory (so
+    /// it is removed with it).
+    pub fn test_dir(&self, test: &str) -> PathBuf {
+        let dir = self.dir.path().join("tests").join(format!("{test}-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        dir
+    }
+
     /// Path of the admin kubeconfig.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig")
@@ -138,6 +148,25 @@ impl ControlPlane {
                 what: format!("kubectl {}", args.join(" ")),
                 detail: String::from_utf8_lossy(&out.stderr).into_owned(),
             })
+        }
+    }
+
+    /// `kubectl apply -f -` of `yaml`; returns stdout.
+    pub fn kubectl_apply(&self, yaml: &str) -> Result<String> {
+        use std::io::Write;
+        let mut child = self
+            .kubectl()
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().expect("stdin").write_all(yaml.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(Error::Command { what: "kubectl apply".into(), detail: String::from_utf8_lossy(&out.stderr).into_owned() })
         }
     }
 

@@ -26,6 +26,23 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// Stops `pid` once this test process is gone, even when it dies without running destructors
+/// (a panic in a static's owner, SIGKILL, abort).
+fn watchdog(pid: u32) {
+    // The start time (field 22 of /proc/PID/stat) guards against killing a reused pid.
+    let script = r#"start=$(cut -d' ' -f22 "/proc/$2/stat" 2>/dev/null) || exit 0
+alive() { [ "$(cut -d' ' -f22 "/proc/$2/stat" 2>/dev/null)" = "$start" ]; }
+while kill -0 "$1" 2>/dev/null && alive "$@"; do sleep 1; done
+alive "$@" || exit 0
+kill -CONT "$2"; kill -TERM "$2"; sleep 3; alive "$@" && kill -KILL "$2""#;
+    let _ = Command::new("setsid")
+        .args(["bash", "-c", script, "watchdog", &std::process::id().to_string(), &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
 /// A child process that is stopped when dropped: SIGTERM, then SIGKILL after 5 s.
 #[derive(Debug)]
 pub struct ChildGuard {
@@ -44,6 +61,7 @@ impl ChildGuard {
             .stderr(file)
             .spawn()
             .map_err(|e| Error::Command { what: format!("spawn {name}"), detail: e.to_string() })?;
+        watchdog(child.id());
         Ok(Self { child: Some(child), name: name.to_owned(), log: log.to_owned() })
     }
 

@@ -50,6 +50,9 @@ pub struct ProxyState {
     pub endpoints: Endpoints,
     synced: AtomicBool,
     draining: AtomicBool,
+    /// In Kubernetes mode, the instant the replica's Lease may have expired; readiness is
+    /// judged against it when asked, so a replica that wakes from a freeze is unready at once.
+    ready_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl ProxyState {
@@ -62,6 +65,7 @@ impl ProxyState {
             endpoints: Endpoints::default(),
             synced: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            ready_until: std::sync::Mutex::new(None),
         })
     }
 
@@ -98,8 +102,18 @@ impl ProxyState {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Bounds readiness in time (Kubernetes mode: the end of the Lease just renewed).
+    pub fn set_ready_until(&self, until: Option<std::time::Instant>) {
+        *self.ready_until.lock().expect("ready_until lock") = until;
+    }
+
     /// What `/readyz` answers.
     pub fn is_ready(&self) -> bool {
-        self.synced.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+        let in_time = self
+            .ready_until
+            .lock()
+            .expect("ready_until lock")
+            .is_none_or(|until| std::time::Instant::now() < until);
+        in_time && self.synced.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
     }
 }

@@ -82,6 +82,7 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
                             tracing::info!(replica = %shared.options.replica, lease = %name, "joined the fleet");
                         }
                         last_renewal = Some(sent);
+                        shared.state.set_ready_until(Some((sent + duration).into_std()));
                         shared.lease_fresh.store(sent.elapsed() < duration, Ordering::SeqCst);
                         shared.update_readiness();
                     }

@@ -1,0 +1,307 @@
+//! The consistency barrier end to end: real kube-apiserver, the real operator and proxy
+//! binaries, real kubectl and real HTTP requests. After `kubectl wait --for=condition=Ready`
+//! returns, every live replica serves that generation; rejected generations never count;
+//! dead and frozen replicas drop out when their Lease expires.
+
+use std::{
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use kube::{
+    Api,
+    runtime::{WatchStreamExt, watcher},
+};
+use lockstep_crds::RouterConfig;
+use lockstep_e2e::{
+    ControlPlane,
+    check::{self, ready_generation},
+    eventually,
+    fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
+};
+use nix::sys::signal::Signal;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One operator serves every test of this binary; tests stay apart by namespace and fleet.
+fn operator() -> &'static Operator {
+    static OPERATOR: OnceLock<Operator> = OnceLock::new();
+    OPERATOR.get_or_init(|| {
+        let cp = ControlPlane::shared();
+        Operator::start(cp, &cp.test_dir("operator"), OperatorSpec::default()).expect("start operator")
+    })
+}
+
+fn router_config(ns: &str, fleet: &str, name: &str, routes: &[(&str, &str, &str)]) -> String {
+    let mut rules = String::new();
+    for (host, path, url) in routes {
+        rules.push_str(&format!(
+            "  - host: {host}\n    paths:\n    - path: {path}\n      pathType: Prefix\n      backend: {{url: \"{url}\"}}\n"
+        ));
+    }
+    format!(
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  fleet: {fleet}\n  rules:\n{rules}"
+    )
+}
+
+fn kubectl_wait(cp: &ControlPlane, ns: &str, name: &str) {
+    cp.kubectl_ok(&["wait", "--for=condition=Ready", &format!("routerconfig/{name}"), "-n", ns, "--timeout=60s"])
+        .unwrap_or_else(|e| panic!("kubectl wait for {ns}/{name}: {e}"));
+}
+
+struct Fixture {
+    cp: &'static ControlPlane,
+    ns: String,
+    fleet: String,
+    dir: std::path::PathBuf,
+    api: Api<RouterConfig>,
+    http: reqwest::Client,
+}
+
+async fn fixture(test: &str) -> Fixture {
+    let cp = ControlPlane::shared();
+    let _ = operator();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, test).await.unwrap();
+    Fixture {
+        cp,
+        fleet: format!("{test}-{:06x}", rand::random::<u32>() & 0xffffff),
+        dir: cp.test_dir(test),
+        api: Api::namespaced(client, &ns),
+        ns,
+        http: check::http(),
+    }
+}
+
+impl Fixture {
+    fn proxies(&self, n: usize) -> Vec<Proxy> {
+        (0..n)
+            .map(|i| Proxy::start(self.cp, &self.dir, ProxySpec::new(&format!("proxy-{i}"), &self.ns, &self.fleet)).unwrap())
+            .collect()
+    }
+
+    fn apply(&self, name: &str, routes: &[(&str, &str, &str)]) {
+        self.cp.kubectl_apply(&router_config(&self.ns, &self.fleet, name, routes)).unwrap();
+    }
+
+    async fn get(&self, name: &str) -> RouterConfig {
+        check::get(&self.api, name).await.unwrap()
+    }
+
+    /// Asserts every proxy serves `generation` of `name` and routes `host/` to `backend`.
+    async fn assert_all_serve(&self, proxies: &[&Proxy], name: &str, generation: i64, host: &str, backend: &str) {
+        for proxy in proxies {
+            let served = check::served_generation(&self.http, proxy.admin, &self.ns, name).await;
+            assert_eq!(served, Some(generation), "{} /config (logs in {})", proxy.spec.name, self.dir.display());
+            let (status, landed) = check::request(&self.http, proxy.http, host, "/").await.unwrap();
+            assert_eq!((status, landed.as_deref()), (200, Some(backend)), "request via {}", proxy.spec.name);
+        }
+    }
+}
+
+/// Watches a RouterConfig and, the moment Ready=True is current for a generation, asks every
+/// given proxy what it serves; any proxy behind is a violation of the barrier.
+fn spawn_invariant_checker(
+    api: Api<RouterConfig>,
+    name: &str,
+    ns: &str,
+    admins: Vec<std::net::SocketAddr>,
+) -> (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<i64>>>, tokio::task::JoinHandle<()>) {
+    let violations = Arc::new(Mutex::new(Vec::new()));
+    let ready_seen = Arc::new(Mutex::new(Vec::new()));
+    let (v, seen, name, ns) = (violations.clone(), ready_seen.clone(), name.to_owned(), ns.to_owned());
+    let task = tokio::spawn(async move {
+        let http = check::http();
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut events = std::pin::pin!(watcher(api, cfg).applied_objects());
+        while let Some(Ok(rc)) = events.next().await {
+            let Some(generation) = ready_generation(&rc) else { continue };
+            seen.lock().unwrap().push(generation);
+            for admin in &admins {
+                let served = check::served_generation(&http, *admin, &ns, &name).await;
+                if served.is_none_or(|s| s < generation) {
+                    v.lock().unwrap().push(format!("Ready=True at generation {generation} but {admin} serves {served:?}"));
+                }
+            }
+        }
+    });
+    (violations, ready_seen, task)
+}
+
+#[tokio::test]
+async fn kubectl_wait_returns_only_when_every_replica_serves_the_generation() {
+    let f = fixture("rollout").await;
+    let one = Backend::start(&f.dir, "one").unwrap();
+    let two = Backend::start(&f.dir, "two").unwrap();
+    let proxies = f.proxies(3);
+    let all: Vec<&Proxy> = proxies.iter().collect();
+
+    f.apply("web", &[("app.test", "/", &one.url())]);
+    kubectl_wait(f.cp, &f.ns, "web");
+    f.assert_all_serve(&all, "web", 1, "app.test", "one").await;
+    let rc = f.get("web").await;
+    let status = rc.status.clone().unwrap();
+    assert_eq!((status.synced_replicas, status.replicas, status.synced.as_deref()), (Some(3), Some(3), Some("3/3")));
+    assert_eq!(status.observed_generation, Some(1));
+    let json = f.cp.kubectl_ok(&["get", "rcfg", "web", "-n", &f.ns, "-o", "json"]).unwrap();
+    assert_eq!(check::kstatus(&json).unwrap().0, "Current", "kstatus judges a Ready RouterConfig Current");
+
+    let (violations, ready_seen, checker) =
+        spawn_invariant_checker(f.api.clone(), "web", &f.ns, proxies.iter().map(|p| p.admin).collect());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // apply and wait back to back, as a deploy pipeline does: no sleep in between.
+    f.apply("web", &[("app.test", "/", &two.url())]);
+    kubectl_wait(f.cp, &f.ns, "web");
+    f.assert_all_serve(&all, "web", 2, "app.test", "two").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    checker.abort();
+    assert!(violations.lock().unwrap().is_empty(), "{:?}", violations.lock().unwrap());
+    assert!(ready_seen.lock().unwrap().contains(&2), "the checker saw Ready=True for generation 2");
+
+    let table = f.cp.kubectl_ok(&["get", "rcfg", "web", "-n", &f.ns]).unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "SYNCED", "GENERATION", "AGE"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["web", "True", "3/3", "2"]);
+}
+
+#[tokio::test]
+async fn a_conflicting_generation_is_not_accepted_and_every_replica_keeps_its_table() {
+    let f = fixture("conflict").await;
+    let one = Backend::start(&f.dir, "one").unwrap();
+    let two = Backend::start(&f.dir, "two").unwrap();
+    let proxies = f.proxies(2);
+    let all: Vec<&Proxy> = proxies.iter().collect();
+
+    f.apply("owner", &[("app.test", "/", &one.url())]);
+    f.apply("other", &[("other.test", "/", &two.url())]);
+    kubectl_wait(f.cp, &f.ns, "owner");
+    kubectl_wait(f.cp, &f.ns, "other");
+
+    // "other" now claims the host+path "owner" (older) routes: admissible, but a conflict.
+    f.apply("other", &[("app.test", "/", &two.url())]);
+    let rc = eventually("other to be judged at generation 2", WAIT, || async {
+        let rc = f.get("other").await;
+        let accepted = check::condition(&rc, "Accepted")?;
+        (accepted.2 == 2).then_some(rc)
+    })
+    .await
+    .unwrap();
+    let accepted = rc.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Accepted").unwrap();
+    assert_eq!((accepted.status.as_str(), accepted.reason.as_str()), ("False", "Conflict"));
+    assert!(accepted.message.contains("spec.rules[0].paths[0]"), "names the field: {}", accepted.message);
+    assert!(accepted.message.contains(&format!("{}/owner", f.ns)), "names the owner: {}", accepted.message);
+    let ready = check::ready_condition(&rc).unwrap();
+    assert_eq!((ready.0.as_str(), ready.2), ("False", 2));
+
+    // Every replica rejected generation 2 of "other", reported it, and still routes as before.
+    let rc = eventually("both replicas to report the rejection", WAIT, || async {
+        let rc = f.get("other").await;
+        let entries = &rc.status.as_ref()?.replica_status;
+        (entries.len() == 2 && entries.iter().all(|e| e.rejected.as_ref().is_some_and(|r| r.generation == 2)))
+            .then_some(rc)
+    })
+    .await
+    .unwrap();
+    assert!(rc.status.unwrap().replica_status.iter().all(|e| e.observed_generation == 1));
+    f.assert_all_serve(&all, "owner", 1, "app.test", "one").await;
+    for proxy in &all {
+        let (status, landed) = check::request(&f.http, proxy.http, "other.test", "/").await.unwrap();
+        assert_eq!((status, landed.as_deref()), (200, Some("two")), "the last good generation of other");
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_without_replicas_is_not_ready() {
+    let f = fixture("empty").await;
+    f.apply("web", &[("app.test", "/", "http://127.0.0.1:9")]);
+    let rc = eventually("Ready to be computed", WAIT, || async {
+        let rc = f.get("web").await;
+        check::ready_condition(&rc).map(|_| rc)
+    })
+    .await
+    .unwrap();
+    let ready = check::ready_condition(&rc).unwrap();
+    assert_eq!((ready.0.as_str(), ready.1.as_str(), ready.2), ("False", "NoReplicas", 1));
+    assert_eq!(rc.status.unwrap().observed_generation, Some(1));
+    let json = f.cp.kubectl_ok(&["get", "rcfg", "web", "-n", &f.ns, "-o", "json"]).unwrap();
+    assert_eq!(check::kstatus(&json).unwrap().0, "InProgress", "kstatus must not call a fleet without replicas Current");
+}
+
+#[tokio::test]
+async fn a_crashed_replica_holds_ready_back_until_its_lease_expires_and_rejoins_after_syncing() {
+    let f = fixture("crash").await;
+    let one = Backend::start(&f.dir, "one").unwrap();
+    let two = Backend::start(&f.dir, "two").unwrap();
+    let mut proxies = f.proxies(3);
+    f.apply("web", &[("app.test", "/", &one.url())]);
+    kubectl_wait(f.cp, &f.ns, "web");
+
+    proxies[2].crash();
+    f.apply("web", &[("app.test", "/", &two.url())]);
+    // Right after the edit the crashed replica still holds a fresh Lease: not Ready.
+    let rc = eventually("generation 2 to be observed", WAIT, || async {
+        let rc = f.get("web").await;
+        (check::ready_condition(&rc)?.2 == 2).then_some(rc)
+    })
+    .await
+    .unwrap();
+    assert_eq!(check::ready_condition(&rc).unwrap().0, "False", "the crashed replica has not applied generation 2");
+
+    // Once its Lease (3 s) expires, Ready is computed without it.
+    kubectl_wait(f.cp, &f.ns, "web");
+    let status = f.get("web").await.status.unwrap();
+    assert_eq!(status.synced.as_deref(), Some("2/2"));
+    assert!(status.replica_status.iter().all(|e| e.name != "proxy-2"), "the expired replica's entry is pruned");
+    let live: Vec<&Proxy> = proxies[..2].iter().collect();
+    f.assert_all_serve(&live, "web", 2, "app.test", "two").await;
+
+    // The restarted replica is ready only once it serves generation 2, then counts again.
+    let restarted = Proxy::start(f.cp, &f.dir, ProxySpec::new("proxy-2", &f.ns, &f.fleet)).unwrap();
+    eventually("proxy-2 to rejoin", WAIT, || async {
+        if check::is_ready(&f.http, restarted.admin).await {
+            let served = check::served_generation(&f.http, restarted.admin, &f.ns, "web").await;
+            assert_eq!(served, Some(2), "ready implies serving the current generation");
+        }
+        let status = f.get("web").await.status?;
+        (status.synced.as_deref() == Some("3/3") && check::is_ready(&f.http, restarted.admin).await).then_some(())
+    })
+    .await
+    .unwrap();
+    kubectl_wait(f.cp, &f.ns, "web");
+}
+
+#[tokio::test]
+async fn a_frozen_replica_is_excluded_and_unready_after_waking_until_resynced() {
+    let f = fixture("freeze").await;
+    let one = Backend::start(&f.dir, "one").unwrap();
+    let two = Backend::start(&f.dir, "two").unwrap();
+    let proxies = f.proxies(3);
+    f.apply("web", &[("app.test", "/", &one.url())]);
+    kubectl_wait(f.cp, &f.ns, "web");
+
+    proxies[1].process.signal(Signal::SIGSTOP).unwrap();
+    f.apply("web", &[("app.test", "/", &two.url())]);
+    kubectl_wait(f.cp, &f.ns, "web");
+    let status = f.get("web").await.status.unwrap();
+    assert_eq!(status.synced.as_deref(), Some("2/2"), "the frozen replica is excluded once its Lease expires");
+
+    proxies[1].process.signal(Signal::SIGCONT).unwrap();
+    // From the moment it wakes, the replica may answer ready only while it serves generation 2.
+    let frozen = &proxies[1];
+    eventually("the woken replica to re-sync", WAIT, || async {
+        let ready = check::is_ready(&f.http, frozen.admin).await;
+        let served = check::served_generation(&f.http, frozen.admin, &f.ns, "web").await;
+        if ready {
+            assert_eq!(served, Some(2), "a woken replica reported ready before re-syncing");
+        }
+        let synced = f.get("web").await.status?.synced;
+        (ready && synced.as_deref() == Some("3/3")).then_some(())
+    })
+    .await
+    .unwrap();
+    kubectl_wait(f.cp, &f.ns, "web");
+    let all: Vec<&Proxy> = proxies.iter().collect();
+    f.assert_all_serve(&all, "web", 2, "app.test", "two").await;
+}
