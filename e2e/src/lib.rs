@@ -170,6 +170,41 @@ impl ControlPlane {
         }
     }
 
+    /// Creates (if needed) the ServiceAccount `lockstep-<component>` in `namespace`, grants it
+    /// the ClusterRoles of `deploy/rbac/<component>.yaml` (cluster-wide read, plus its Lease
+    /// permissions in `namespace`), and writes a kubeconfig with a token for it. Processes
+    /// started with that kubeconfig run with least privilege, as in a real cluster.
+    /// `component` is "proxy" or "operator".
+    pub fn service_account_kubeconfig(&self, namespace: &str, component: &str) -> Result<PathBuf> {
+        let manifest = std::fs::read_to_string(repo_root().join(format!("deploy/rbac/{component}.yaml")))?;
+        let cluster_roles: Vec<&str> = manifest
+            .split("\n---\n")
+            .filter(|doc| doc.lines().any(|l| l.trim() == "kind: ClusterRole"))
+            .collect();
+        self.kubectl_apply(&cluster_roles.join("\n---\n"))?;
+        let sa = format!("lockstep-{component}");
+        let lease_role = if component == "proxy" { "lockstep-proxy-lease" } else { "lockstep-operator-leader" };
+        self.kubectl_apply(&format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {sa}, namespace: {namespace}}}\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {sa}-{namespace}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {sa}}}\n\
+             subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {namespace}}}]\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {lease_role}, namespace: {namespace}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {lease_role}}}\n\
+             subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {namespace}}}]\n"
+        ))?;
+        let token = self.kubectl_ok(&["create", "token", &sa, "-n", namespace, "--duration=24h"])?;
+        let admin = std::fs::read_to_string(self.kubeconfig())?;
+        let admin_token = std::fs::read_to_string(self.dir.path().join("token"))?;
+        let kubeconfig = admin
+            .replace(admin_token.trim(), token.trim())
+            .replace("lockstep-admin", &format!("{sa}-{namespace}"))
+            .replace("namespace: default", &format!("namespace: {namespace}"));
+        let path = self.dir.path().join(format!("kubeconfig-{sa}-{namespace}"));
+        std::fs::write(&path, kubeconfig)?;
+        Ok(path)
+    }
+
     /// Creates a namespace with a unique name starting with `prefix`.
     pub async fn namespace(&self, client: &Client, prefix: &str) -> Result<String> {
         use k8s_openapi::api::core::v1::Namespace;
