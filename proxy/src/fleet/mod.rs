@@ -12,7 +12,9 @@
 mod lease;
 pub mod plan;
 mod report;
+mod secrets;
 pub mod slices;
+pub mod tls;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -85,7 +87,7 @@ struct Shared {
     /// ... and its status entries say so.
     reported_current: AtomicBool,
     /// Wakes the sync loop.
-    wake: Notify,
+    wake: Arc<Notify>,
     /// Wakes the Lease loop.
     wake_lease: Notify,
     /// The Lease loop holds a fresh Lease.
@@ -164,7 +166,7 @@ pub async fn start_with_client(
         reports: Mutex::new(BTreeMap::new()),
         serving_current: AtomicBool::new(false),
         reported_current: AtomicBool::new(false),
-        wake: Notify::new(),
+        wake: Arc::new(Notify::new()),
         wake_lease: Notify::new(),
         lease_fresh: AtomicBool::new(false),
     });
@@ -207,14 +209,31 @@ async fn sync_loop(shared: Arc<Shared>, slices: Store<EndpointSlice>, services: 
     };
     stores_ready.await;
     let mut applied_at = BTreeMap::new();
+    let secrets = secrets::SecretWatches::new(shared.client.clone(), shared.wake.clone());
+    let mut good_tls = std::collections::HashMap::new();
     // Retries of failed status writes, and a periodic level check, ride on this tick.
     let mut retry = tokio::time::interval(Duration::from_secs(1));
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let objects = shared.fleet_objects();
+        secrets.ensure(&tls::referenced(&objects));
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let tls = tls::assemble(&objects, &secrets.states(), &mut good_tls, now.as_second());
+        if tls.pending {
+            // A referenced Secret has not been listed yet; judging now would report it
+            // missing. Its watch wakes the loop.
+            tokio::select! {
+                _ = shared.wake.notified() => {}
+                _ = retry.tick() => {}
+            }
+            continue;
+        }
         refresh_endpoints(&shared, &objects, &slices, &services);
+        // Certificates first: a host the new table routes has its certificate in place.
+        shared.state.certs.replace(tls.by_host);
         let served = shared.state.served();
-        let plan = plan::plan(&objects, &served, &BTreeMap::new(), &mut applied_at, k8s_openapi::jiff::Timestamp::now());
+        let view = plan::TlsView { hashes: tls.hashes, problems: tls.problems };
+        let plan = plan::plan(&objects, &served, &view, &mut applied_at, now);
         if let Some(next) = plan.next {
             let generations: Vec<String> =
                 next.objects.values().map(|o| format!("{}@{}", o.key, o.generation)).collect();

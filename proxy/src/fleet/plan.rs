@@ -39,13 +39,22 @@ fn candidate(rc: &RouterConfig) -> (ObjectKey, Option<Timestamp>, i64) {
     (ObjectKey::of(rc), rc.metadata.creation_timestamp.as_ref().map(|t| t.0), rc.metadata.generation.unwrap_or(1))
 }
 
-/// Plans the next served configuration. `tls` holds the TLS material hashes per
-/// (namespace, secret name) the replica has loaded; `applied_at` remembers when each served
-/// generation was swapped in (updated here for new ones).
+/// TLS as the planner sees it: hashes of the material served per Secret (namespace/name),
+/// and TLS problems per RouterConfig.
+#[derive(Debug, Default, Clone)]
+pub struct TlsView {
+    /// Hash of the material each Secret serves.
+    pub hashes: BTreeMap<ObjectKey, String>,
+    /// Problems with a RouterConfig's TLS, naming the field.
+    pub problems: BTreeMap<ObjectKey, String>,
+}
+
+/// Plans the next served configuration. `applied_at` remembers when each served generation
+/// was swapped in (updated here for new ones).
 pub fn plan(
     objects: &[Arc<RouterConfig>],
     served: &ServedConfig,
-    tls: &BTreeMap<ObjectKey, String>,
+    tls: &TlsView,
     applied_at: &mut BTreeMap<ObjectKey, (i64, String)>,
     now: Timestamp,
 ) -> Plan {
@@ -63,9 +72,14 @@ pub fn plan(
     let mut next_objects: BTreeMap<ObjectKey, ServedObject> = BTreeMap::new();
     let mut rejected: BTreeMap<ObjectKey, (i64, String)> = BTreeMap::new();
     for (key, _, generation, spec) in &keyed {
-        let digest = config_digest(spec, &tls_for(key, spec, tls));
+        let digest = config_digest(spec, &tls_for(key, spec, &tls.hashes));
         match resolution.verdicts.get(key) {
             Some(Verdict::Accepted) => {
+                // Routes apply; hosts whose TLS material is bad keep their last good
+                // certificate, and the problem is reported against this generation.
+                if let Some(problem) = tls.problems.get(key) {
+                    rejected.insert(key.clone(), (*generation, problem.clone()));
+                }
                 next_objects.insert(
                     key.clone(),
                     ServedObject { key: key.clone(), generation: *generation, digest, spec: Arc::new((*spec).clone()) },
@@ -165,7 +179,7 @@ mod tests {
     }
 
     fn run(objects: &[Arc<RouterConfig>], served: &ServedConfig) -> Plan {
-        plan(objects, served, &BTreeMap::new(), &mut BTreeMap::new(), now())
+        plan(objects, served, &TlsView::default(), &mut BTreeMap::new(), now())
     }
 
     #[test]
@@ -232,14 +246,20 @@ mod tests {
         rc.spec.rules[0].tls =
             Some(lockstep_crds::HostTls { secret_name: "cert".into(), redirect_http: false });
         let objects = vec![Arc::new(rc)];
-        let mut tls = BTreeMap::new();
-        tls.insert(ObjectKey::new("ns", "cert"), "sha256:one".to_owned());
+        let mut tls = TlsView::default();
+        tls.hashes.insert(ObjectKey::new("ns", "cert"), "sha256:one".to_owned());
         let one = plan(&objects, &ServedConfig::default(), &tls, &mut BTreeMap::new(), now());
-        tls.insert(ObjectKey::new("ns", "cert"), "sha256:two".to_owned());
+        tls.hashes.insert(ObjectKey::new("ns", "cert"), "sha256:two".to_owned());
         let served = one.next.unwrap();
         let two = plan(&objects, &served, &tls, &mut BTreeMap::new(), now());
         assert!(two.next.is_some(), "a rotated certificate is a new configuration");
         let key = ObjectKey::new("ns", "web");
         assert_ne!(one.reports[&key].config_digest, two.reports[&key].config_digest);
+
+        // Bad new material: the generation applies, the problem is reported against it.
+        tls.problems.insert(key.clone(), "spec.rules[0].tls.secretName: expired".into());
+        let three = plan(&objects, &two.next.unwrap(), &tls, &mut BTreeMap::new(), now());
+        assert_eq!(three.reports[&key].observed_generation, 1);
+        assert_eq!(three.reports[&key].rejected, Some((1, "spec.rules[0].tls.secretName: expired".into())));
     }
 }
