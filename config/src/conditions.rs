@@ -1,7 +1,7 @@
 //! Condition helpers with `meta.SetStatusCondition` semantics.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// A condition without its transition time, which [`set_condition`] fills in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,4 +65,103 @@ pub fn eq_ignoring_time(a: &[Condition], b: &[Condition]) -> bool {
                     && x.observed_generation == y.observed_generation
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(status: &'static str, reason: &'static str, generation: i64) -> NewCondition {
+        NewCondition {
+            type_: "Ready",
+            status,
+            reason,
+            message: format!("{reason} at {generation}"),
+            observed_generation: generation,
+        }
+    }
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_status_is_unchanged() {
+        let mut cs = Vec::new();
+        set_condition(
+            &mut cs,
+            cond("False", "RolloutInProgress", 1),
+            t("2025-01-01T00:00:00Z"),
+        );
+        assert_eq!(cs[0].last_transition_time.0, t("2025-01-01T00:00:00Z"));
+        // Same status, new reason, message and generation: time kept, the rest updated.
+        set_condition(&mut cs, cond("False", "NoReplicas", 2), t("2025-01-01T00:01:00Z"));
+        assert_eq!(cs.len(), 1);
+        assert_eq!(cs[0].last_transition_time.0, t("2025-01-01T00:00:00Z"));
+        assert_eq!(
+            (cs[0].reason.as_str(), cs[0].observed_generation),
+            ("NoReplicas", Some(2))
+        );
+        assert_eq!(cs[0].message, "NoReplicas at 2");
+        // Status flips: time moves.
+        set_condition(
+            &mut cs,
+            cond("True", "AllReplicasSynced", 2),
+            t("2025-01-01T00:02:00Z"),
+        );
+        assert_eq!(cs[0].last_transition_time.0, t("2025-01-01T00:02:00Z"));
+        assert_eq!(cs[0].status, "True");
+        // Another type is added beside it.
+        set_condition(
+            &mut cs,
+            NewCondition {
+                type_: "Accepted",
+                ..cond("True", "Valid", 2)
+            },
+            t("2025-01-01T00:03:00Z"),
+        );
+        assert_eq!(cs.len(), 2);
+        assert_eq!(find(&cs, "Accepted").unwrap().reason, "Valid");
+        assert_eq!(find(&cs, "Ready").unwrap().status, "True");
+        assert!(find(&cs, "Stalled").is_none());
+    }
+
+    #[test]
+    fn eq_ignoring_time_ignores_time_and_order_only() {
+        let mut a = Vec::new();
+        set_condition(
+            &mut a,
+            cond("True", "AllReplicasSynced", 3),
+            t("2025-01-01T00:00:00Z"),
+        );
+        set_condition(
+            &mut a,
+            NewCondition {
+                type_: "Accepted",
+                ..cond("True", "Valid", 3)
+            },
+            t("2025-01-01T00:00:00Z"),
+        );
+        let mut b = a.clone();
+        b.reverse();
+        for c in &mut b {
+            c.last_transition_time = Time(t("2026-01-01T00:00:00Z"));
+        }
+        assert!(eq_ignoring_time(&a, &b));
+        assert!(eq_ignoring_time(&[], &[]));
+        for change in [
+            |c: &mut Condition| c.status = "False".into(),
+            |c: &mut Condition| c.reason = "Other".into(),
+            |c: &mut Condition| c.message = "other".into(),
+            |c: &mut Condition| c.observed_generation = Some(4),
+            |c: &mut Condition| c.type_ = "Stalled".into(),
+        ] {
+            let mut c = a.clone();
+            change(&mut c[0]);
+            assert!(!eq_ignoring_time(&a, &c), "{c:?}");
+        }
+        assert!(!eq_ignoring_time(&a, &a[..1]));
+        assert_eq!(status_str(true), "True");
+        assert_eq!(status_str(false), "False");
+    }
 }

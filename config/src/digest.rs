@@ -36,9 +36,95 @@ pub fn config_digest(spec: &RouterConfigSpec, tls: &BTreeMap<String, String>) ->
 
 /// The TLS Secret names a spec references, sorted and unique.
 pub fn tls_secret_names(spec: &RouterConfigSpec) -> Vec<String> {
-    let mut names: Vec<String> =
-        spec.rules.iter().filter_map(|r| r.tls.as_ref().map(|t| t.secret_name.clone())).collect();
+    let mut names: Vec<String> = spec
+        .rules
+        .iter()
+        .filter_map(|r| r.tls.as_ref().map(|t| t.secret_name.clone()))
+        .collect();
     names.sort();
     names.dedup();
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+
+    fn spec() -> RouterConfigSpec {
+        mk_spec(vec![
+            mk_tls_rule("app.example.com", "app-tls", vec![mk_prefix("/")]),
+            mk_tls_rule("b.example.com", "app-tls", vec![mk_prefix("/")]),
+            mk_tls_rule("c.example.com", "a-tls", vec![mk_exact("/")]),
+        ])
+    }
+
+    #[test]
+    fn same_spec_same_digest_and_format() {
+        let tls = BTreeMap::from([("app-tls".to_owned(), tls_material_hash(b"cert", b"key"))]);
+        let a = config_digest(&spec(), &tls);
+        assert_eq!(a, config_digest(&spec().clone(), &tls.clone()));
+        assert!(a.starts_with("sha256:") && a.len() == 7 + 64, "{a}");
+        // A spec that went through YAML and back (defaults filled in) digests the same.
+        let json = serde_json::to_string(&spec()).unwrap();
+        let round: RouterConfigSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(config_digest(&round, &tls), a);
+    }
+
+    #[test]
+    fn explicit_defaults_digest_like_implicit_ones() {
+        let implicit: RouterConfigSpec = serde_json::from_str(
+            r#"{"rules":[{"host":"h","paths":[{"path":"/","backend":{"url":"http://x"}}]}]}"#,
+        )
+        .unwrap();
+        let explicit: RouterConfigSpec = serde_json::from_str(
+            r#"{"fleet":"default","rules":[{"host":"h","paths":[{"path":"/","pathType":"Prefix","backend":{"url":"http://x"}}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config_digest(&implicit, &BTreeMap::new()),
+            config_digest(&explicit, &BTreeMap::new())
+        );
+    }
+
+    #[test]
+    fn changed_spec_or_tls_changes_digest() {
+        let none = BTreeMap::new();
+        let base = config_digest(&spec(), &none);
+        let mut other = spec();
+        other.rules[0].paths[0].path = "/x".into();
+        assert_ne!(config_digest(&other, &none), base);
+        let mut fleet = spec();
+        fleet.fleet = "blue".into();
+        assert_ne!(config_digest(&fleet, &none), base);
+        let with_tls = BTreeMap::from([("app-tls".to_owned(), tls_material_hash(b"cert", b"key"))]);
+        let rotated = BTreeMap::from([("app-tls".to_owned(), tls_material_hash(b"cert2", b"key"))]);
+        let new_key = BTreeMap::from([("app-tls".to_owned(), tls_material_hash(b"cert", b"key2"))]);
+        let d = [
+            base,
+            config_digest(&spec(), &with_tls),
+            config_digest(&spec(), &rotated),
+            config_digest(&spec(), &new_key),
+        ];
+        for i in 0..d.len() {
+            for j in i + 1..d.len() {
+                assert_ne!(d[i], d[j], "{i} vs {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn tls_hash_separates_cert_and_key() {
+        assert_ne!(tls_material_hash(b"ab", b"c"), tls_material_hash(b"a", b"bc"));
+        assert!(!tls_material_hash(b"cert", b"secret-key").contains("secret"));
+    }
+
+    #[test]
+    fn secret_names_are_sorted_and_unique() {
+        assert_eq!(
+            tls_secret_names(&spec()),
+            vec!["a-tls".to_owned(), "app-tls".to_owned()]
+        );
+        assert!(tls_secret_names(&mk_spec(vec![mk_rule("h", vec![mk_prefix("/")])])).is_empty());
+    }
 }

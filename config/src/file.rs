@@ -37,8 +37,10 @@ pub enum FileError {
 /// Parses RouterConfig documents; empty documents are skipped. Objects without a namespace
 /// get "default".
 pub fn parse_router_configs(path: &str, text: &str) -> Result<Vec<RouterConfig>, FileError> {
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text)
-        .map_err(|e| FileError::Parse { path: path.to_owned(), message: e.to_string() })?;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|e| FileError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
     let mut out = Vec::new();
     for (index, doc) in docs.into_iter().enumerate() {
         if doc.is_null() {
@@ -63,4 +65,111 @@ pub fn parse_router_configs(path: &str, text: &str) -> Result<Vec<RouterConfig>,
         out.push(rc);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ObjectKey, RouteTable, validate_spec};
+
+    const ONE: &str = "apiVersion: lockstep.dev/v1alpha1
+kind: RouterConfig
+metadata: {name: a}
+spec:
+  rules:
+  - host: a.example.com
+    paths: [{path: /, backend: {url: 'http://127.0.0.1:9000'}}]
+";
+
+    #[test]
+    fn multiple_documents_with_empty_ones_skipped() {
+        let text = format!(
+            "---\n{ONE}---\n---\n# only a comment\n---\n{}",
+            ONE.replace("name: a", "name: b, namespace: shop")
+        );
+        let rcs = parse_router_configs("f.yaml", &text).unwrap();
+        let keys: Vec<_> = rcs.iter().map(ObjectKey::of).collect();
+        assert_eq!(
+            keys,
+            vec![ObjectKey::new("default", "a"), ObjectKey::new("shop", "b")]
+        );
+        assert_eq!(rcs[0].spec.fleet, "default", "defaults apply");
+        assert!(parse_router_configs("f.yaml", "").unwrap().is_empty());
+    }
+
+    #[test]
+    fn wrong_kind_names_the_document() {
+        let text = format!("{ONE}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n");
+        let err = parse_router_configs("f.yaml", &text).unwrap_err();
+        assert!(
+            matches!(&err, FileError::WrongKind { index: 1, found, .. } if found == "v1/ConfigMap"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "f.yaml: document 1 is v1/ConfigMap, expected lockstep.dev/v1alpha1 RouterConfig"
+        );
+        let old = ONE.replace("v1alpha1", "v1");
+        assert!(matches!(
+            parse_router_configs("f.yaml", &old),
+            Err(FileError::WrongKind { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn bad_yaml_and_bad_fields_are_parse_errors() {
+        let err = parse_router_configs("f.yaml", "apiVersion: [unclosed\n").unwrap_err();
+        assert!(matches!(err, FileError::Parse { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("parsing f.yaml: "), "{err}");
+        let err = parse_router_configs(
+            "f.yaml",
+            &ONE.replace("pathType", "x")
+                .replace("path: /", "path: 7, pathType: Sideways"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("document 0"), "{err}");
+        let err = parse_router_configs("f.yaml", &ONE.replace("  rules:\n", "  rulez:\n")).unwrap_err();
+        assert!(err.to_string().contains("rules"), "{err}");
+    }
+
+    #[test]
+    fn the_web_example_parses_validates_and_routes() {
+        let text = include_str!("../../examples/web.yaml");
+        let rcs = parse_router_configs("examples/web.yaml", text).unwrap();
+        assert_eq!(rcs.len(), 1);
+        let rc = &rcs[0];
+        assert_eq!(ObjectKey::of(rc), ObjectKey::new("default", "web"));
+        assert_eq!(rc.spec.fleet, "default");
+        validate_spec(&rc.spec).unwrap();
+        let key = ObjectKey::of(rc);
+        let table = RouteTable::compile([(&key, &rc.spec)]);
+        let backend = |host: &str, path: &str| table.lookup(host, path).map(|r| r.backend.to_string());
+        assert_eq!(
+            backend("app.example.com", "/api/users").as_deref(),
+            Some("service default/api:8080")
+        );
+        assert_eq!(
+            backend("app.example.com", "/healthz").as_deref(),
+            Some("http://127.0.0.1:18091")
+        );
+        assert_eq!(
+            backend("app.example.com", "/healthz/x").as_deref(),
+            Some("http://127.0.0.1:18090")
+        );
+        assert_eq!(
+            backend("app.example.com:18080", "/").as_deref(),
+            Some("http://127.0.0.1:18090")
+        );
+        assert_eq!(
+            backend("pr-42.preview.example.com", "/x").as_deref(),
+            Some("http://127.0.0.1:18090")
+        );
+        assert_eq!(backend("static.example.com", "/").as_deref(), None);
+        let url_hosts: Vec<_> = table
+            .routes()
+            .iter()
+            .filter(|r| matches!(r.backend, crate::BackendRef::Url { .. }))
+            .collect();
+        assert!(url_hosts.len() >= 3);
+    }
 }

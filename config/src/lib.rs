@@ -9,6 +9,9 @@ pub mod fleet;
 pub mod table;
 pub mod validate;
 
+#[cfg(test)]
+mod testutil;
+
 pub use digest::{config_digest, tls_material_hash, tls_secret_names};
 pub use fleet::{Candidate, Resolution, Verdict, resolve_fleet};
 pub use table::{BackendRef, Route, RouteTable, normalize_host};
@@ -26,13 +29,20 @@ pub struct ObjectKey {
 impl ObjectKey {
     /// Builds a key.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     /// The key of a RouterConfig ("default" when it has no namespace, as in files).
     pub fn of(rc: &lockstep_crds::RouterConfig) -> Self {
         Self {
-            namespace: rc.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+            namespace: rc
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
             name: rc.metadata.name.clone().unwrap_or_default(),
         }
     }

@@ -4,6 +4,18 @@
 //! Lookup cost depends on the length of the host and path, never on the number of routes:
 //! exact hosts and wildcard suffixes are hash lookups, Exact paths a hash lookup, Prefix
 //! paths a walk down a per-host trie of path segments.
+//!
+//! Matching, as Ingress and the DESIGN contract define it:
+//! - The Host header is normalised ([`normalize_host`]): port and trailing dot dropped, lower
+//!   case. An exact host beats a wildcard. A wildcard "*.example.com" matches exactly one
+//!   further, non-empty label: "a.example.com", not "example.com" nor "a.b.example.com".
+//! - The host is chosen first, then the path. When an exact host has routes, only its paths
+//!   are considered: a request for it that matches none of them is not retried against a
+//!   wildcard host (as nginx server blocks and Envoy virtual hosts behave; it gets 404).
+//! - An Exact path must equal the request path (case-sensitive). It beats every Prefix path.
+//! - A Prefix path matches whole path segments: "/foo" (or "/foo/") matches "/foo", "/foo/"
+//!   and "/foo/bar", not "/foobar"; "/" matches everything. Empty segments are ignored, so
+//!   "/a//b" is "/a/b". The longest matching Prefix (in segments) wins.
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
@@ -36,7 +48,10 @@ pub struct Route {
 impl Route {
     /// A short label for metrics: `namespace/name host path`.
     pub fn label(&self) -> String {
-        format!("{}/{} {}{}", self.source.namespace, self.source.name, self.host, self.path)
+        format!(
+            "{}/{} {}{}",
+            self.source.namespace, self.source.name, self.host, self.path
+        )
     }
 }
 
@@ -64,7 +79,11 @@ pub enum BackendRef {
 impl fmt::Display for BackendRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BackendRef::Service { namespace, name, port } => write!(f, "service {namespace}/{name}:{port}"),
+            BackendRef::Service {
+                namespace,
+                name,
+                port,
+            } => write!(f, "service {namespace}/{name}:{port}"),
             BackendRef::Url { scheme, authority } => write!(f, "{scheme}://{authority}"),
         }
     }
@@ -86,7 +105,10 @@ impl BackendRef {
                 } else {
                     format!("{authority}:{}", if scheme == "https" { 443 } else { 80 })
                 };
-                Some(BackendRef::Url { scheme: scheme.into(), authority: authority.into() })
+                Some(BackendRef::Url {
+                    scheme: scheme.into(),
+                    authority: authority.into(),
+                })
             }
             _ => None,
         }
@@ -247,7 +269,11 @@ impl RouteTable {
         let host = normalize_host(host);
         let host_routes = match self.exact_hosts.get(host.as_ref()) {
             Some(routes) => Some(routes),
-            None => host.split_once('.').and_then(|(_, suffix)| self.wildcard_hosts.get(suffix)),
+            None => match host.split_once('.') {
+                // A wildcard stands for one whole, non-empty label.
+                Some((label, suffix)) if !label.is_empty() => self.wildcard_hosts.get(suffix),
+                _ => None,
+            },
         }?;
         host_routes.lookup(path).map(|id| &self.routes[id as usize])
     }
@@ -267,3 +293,6 @@ impl RouteTable {
         self.routes.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests;

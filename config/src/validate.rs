@@ -16,12 +16,30 @@ pub struct Invalid {
     pub problems: Vec<String>,
 }
 
+/// garde names fields as in Rust ("tls.secret_name"); the API names them in camelCase
+/// ("tls.secretName"). Path components hold no other underscores.
+fn camel_case_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut upper = false;
+    for c in path.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.push(c.to_ascii_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Validates one spec on its own.
 pub fn validate_spec(spec: &RouterConfigSpec) -> Result<(), Invalid> {
     let mut problems = Vec::new();
     if let Err(report) = spec.validate() {
         for (path, error) in report.iter() {
-            problems.push(format!("spec.{path}: {error}"));
+            problems.push(format!("spec.{}: {error}", camel_case_path(&path.to_string())));
         }
     }
     let mut seen: HashMap<(String, String), (usize, usize)> = HashMap::new();
@@ -39,5 +57,225 @@ pub fn validate_spec(spec: &RouterConfigSpec) -> Result<(), Invalid> {
             }
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(Invalid { problems }) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Invalid { problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lockstep_crds::PathType;
+
+    use super::*;
+    use crate::testutil::*;
+
+    fn problems(spec: &RouterConfigSpec) -> Vec<String> {
+        validate_spec(spec).err().map(|e| e.problems).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_good_spec_passes() {
+        let spec = mk_spec(vec![
+            mk_tls_rule(
+                "app.example.com",
+                "app-tls",
+                vec![mk_prefix("/"), mk_exact("/"), mk_prefix("/api")],
+            ),
+            mk_rule(
+                "*.example.com",
+                vec![mk_path_to("/", PathType::Prefix, mk_svc("api", 8080))],
+            ),
+        ]);
+        assert_eq!(validate_spec(&spec), Ok(()));
+    }
+
+    #[test]
+    fn messages_name_the_field() {
+        let mut spec = mk_spec(vec![mk_rule(
+            "app.example.com",
+            vec![mk_prefix("/"), mk_prefix("api")],
+        )]);
+        spec.rules.push(mk_tls_rule(
+            "a.*.example.com",
+            "Bad_Secret",
+            vec![mk_path_to("/", PathType::Prefix, mk_svc("api", 0))],
+        ));
+        spec.rules.push(mk_rule(
+            "b.example.com",
+            vec![mk_path_to("/", PathType::Prefix, mk_url("ftp://x"))],
+        ));
+        spec.rules.push(mk_rule(
+            "c.example.com",
+            vec![mk_path_to(
+                "/",
+                PathType::Prefix,
+                lockstep_crds::Backend {
+                    service: None,
+                    url: None,
+                },
+            )],
+        ));
+        spec.fleet = "Not A Fleet".into();
+        let p = problems(&spec);
+        let has = |prefix: &str| p.iter().any(|m| m.starts_with(prefix));
+        assert!(has("spec.rules[0].paths[1].path: "), "{p:#?}");
+        assert!(
+            has("spec.rules[1].host: a wildcard is allowed only as the whole first label"),
+            "{p:#?}"
+        );
+        assert!(has("spec.rules[1].tls.secretName: "), "{p:#?}");
+        assert!(has("spec.rules[1].paths[0].backend.service.port: "), "{p:#?}");
+        assert!(has("spec.rules[2].paths[0].backend.url: "), "{p:#?}");
+        assert!(
+            has("spec.rules[3].paths[0].backend: exactly one of backend.service or backend.url"),
+            "{p:#?}"
+        );
+        assert!(has("spec.fleet: "), "{p:#?}");
+        assert_eq!(p.len(), 7, "{p:#?}");
+        let joined = validate_spec(&spec).unwrap_err().to_string();
+        assert!(joined.contains("; "), "{joined}");
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        assert!(
+            problems(&mk_spec(vec![]))
+                .iter()
+                .any(|m| m.starts_with("spec.rules: "))
+        );
+        let rules = (0..=lockstep_crds::MAX_RULES)
+            .map(|i| mk_rule(&format!("h{i}.example.com"), vec![mk_prefix("/")]));
+        assert!(
+            problems(&mk_spec(rules.collect()))
+                .iter()
+                .any(|m| m.starts_with("spec.rules: "))
+        );
+        let paths = (0..=lockstep_crds::MAX_PATHS).map(|i| mk_prefix(&format!("/p{i}")));
+        assert!(
+            problems(&mk_spec(vec![mk_rule("h", paths.collect())]))
+                .iter()
+                .any(|m| m.starts_with("spec.rules[0].paths: "))
+        );
+        assert!(
+            problems(&mk_spec(vec![mk_rule("h", vec![])]))
+                .iter()
+                .any(|m| m.starts_with("spec.rules[0].paths: "))
+        );
+        let long_host = format!("{}.example.com", vec!["a".repeat(60); 5].join("."));
+        assert!(
+            problems(&mk_spec(vec![mk_rule(&long_host, vec![mk_prefix("/")])]))
+                .iter()
+                .any(|m| m.starts_with("spec.rules[0].host: "))
+        );
+        let long_path = format!("/{}", "p".repeat(lockstep_crds::MAX_PATH_LEN));
+        assert!(
+            problems(&mk_spec(vec![mk_rule("h", vec![mk_prefix(&long_path)])]))
+                .iter()
+                .any(|m| m.starts_with("spec.rules[0].paths[0].path: "))
+        );
+    }
+
+    #[test]
+    fn host_syntax() {
+        for good in ["a", "app.example.com", "*.example.com", "x-1.y2.z", "127.0.0.1"] {
+            assert_eq!(
+                problems(&mk_spec(vec![mk_rule(good, vec![mk_prefix("/")])])),
+                Vec::<String>::new(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "",
+            "App.example.com",
+            "a.*.example.com",
+            "*",
+            "*.",
+            "**.example.com",
+            "-a.example.com",
+            "a-.example.com",
+            "a..b",
+            "a.b.",
+            "a_b.example.com",
+            "app.example.com:80",
+            &"a".repeat(64),
+        ] {
+            let p = problems(&mk_spec(vec![mk_rule(bad, vec![mk_prefix("/")])]));
+            assert!(
+                p.iter().any(|m| m.starts_with("spec.rules[0].host: ")),
+                "{bad:?}: {p:?}"
+            );
+        }
+        let msg = |host: &str| problems(&mk_spec(vec![mk_rule(host, vec![mk_prefix("/")])])).join("\n");
+        assert_eq!(
+            msg("App.example.com"),
+            "spec.rules[0].host: host must be lower case (hosts are matched case-insensitively)"
+        );
+        assert!(msg("a_b.example.com").starts_with("spec.rules[0].host: host must be a DNS name (RFC 1123)"));
+        assert!(msg("a.*.example.com").starts_with("spec.rules[0].host: a wildcard is allowed only"));
+        assert!(msg("*foo.example.com").starts_with("spec.rules[0].host: a wildcard is allowed only"));
+    }
+
+    #[test]
+    fn url_syntax() {
+        for good in [
+            "http://127.0.0.1:18090",
+            "https://up.example.com",
+            "http://[::1]:80",
+            "http://up/",
+        ] {
+            assert_eq!(
+                problems(&mk_spec(vec![mk_rule(
+                    "h",
+                    vec![mk_path_to("/", PathType::Prefix, mk_url(good))]
+                )])),
+                Vec::<String>::new(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "ftp://x",
+            "http://x/path",
+            "http://",
+            "127.0.0.1:80",
+            "http://x:80?q",
+            "http://user@x",
+        ] {
+            let p = problems(&mk_spec(vec![mk_rule(
+                "h",
+                vec![mk_path_to("/", PathType::Prefix, mk_url(bad))],
+            )]));
+            assert!(
+                p.iter()
+                    .any(|m| m.starts_with("spec.rules[0].paths[0].backend.url: ")),
+                "{bad:?}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_host_and_path_within_one_object() {
+        let spec = mk_spec(vec![
+            mk_rule("app.example.com", vec![mk_prefix("/api"), mk_exact("/api")]),
+            mk_rule("other.example.com", vec![mk_prefix("/api")]),
+            mk_rule("app.example.com", vec![mk_prefix("/x"), mk_prefix("/api/")]),
+            mk_rule("app.example.com", vec![mk_prefix("/api")]),
+        ]);
+        assert_eq!(
+            problems(&spec),
+            vec![
+                "spec.rules[2].paths[1]: duplicate of spec.rules[0].paths[0] (host app.example.com, Prefix /api/)".to_owned(),
+                "spec.rules[3].paths[0]: duplicate of spec.rules[0].paths[0] (host app.example.com, Prefix /api)".to_owned(),
+            ]
+        );
+        let exact = mk_spec(vec![mk_rule(
+            "h",
+            vec![mk_exact("/a"), mk_exact("/a/"), mk_exact("/a")],
+        )]);
+        assert_eq!(
+            problems(&exact),
+            vec!["spec.rules[0].paths[2]: duplicate of spec.rules[0].paths[0] (host h, Exact /a)".to_owned()]
+        );
+    }
 }

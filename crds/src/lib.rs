@@ -31,6 +31,8 @@ pub const MAX_URL_LEN: usize = 2048;
 /// Every replica of the fleet applies the spec and reports the generation it serves in
 /// `status.replicaStatus`; the operator sets `Ready=True` only when every live replica
 /// serves `metadata.generation`, so `kubectl wait --for=condition=Ready` is a rollout barrier.
+// Several printer columns share `type_ = "string"`, which clippy takes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
 #[kube(
     group = "lockstep.dev",
@@ -75,7 +77,10 @@ pub struct RouterConfigSpec {
     /// Name of the proxy fleet that serves these routes. Proxies started with
     /// `--fleet NAME` apply only the RouterConfigs of their fleet. Defaults to "default".
     #[serde(default = "default_fleet")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    )]
     #[garde(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub fleet: String,
 
@@ -84,6 +89,41 @@ pub struct RouterConfigSpec {
     #[schemars(length(min = 1, max = 256))]
     #[garde(length(min = 1, max = MAX_RULES), dive)]
     pub rules: Vec<HostRule>,
+}
+
+/// Host syntax (RFC 1123 labels, lower case, optional leading "*." label), as a regex.
+pub const HOST_PATTERN: &str =
+    r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$";
+
+const HOST_LOWER_CASE_CEL: &str = "self == self.lowerAscii()";
+const HOST_LOWER_CASE_MSG: &str = "host must be lower case (hosts are matched case-insensitively)";
+const HOST_WILDCARD_CEL: &str =
+    "!self.contains('*') || (self.startsWith('*.') && self.lastIndexOf('*') == 0)";
+const HOST_WILDCARD_MSG: &str =
+    "a wildcard is allowed only as the whole first label of a host, as in \"*.example.com\"";
+/// Reported only when the two rules above hold, so one mistake gives one message.
+const HOST_SYNTAX_CEL: &str = concat!(
+    "self != self.lowerAscii() || ",
+    "(self.contains('*') && !(self.startsWith('*.') && self.lastIndexOf('*') == 0)) || ",
+    r"self.matches(r'^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$')"
+);
+const HOST_SYNTAX_MSG: &str = "host must be a DNS name (RFC 1123): dot-separated labels of 1-63 lower-case letters, digits and '-', each starting and ending with a letter or digit, optionally after a leading \"*.\" (e.g. app.example.com, *.example.com)";
+
+fn valid_host(host: &str, _: &()) -> garde::Result {
+    static HOST_RE: std::sync::LazyLock<garde::rules::pattern::regex::Regex> =
+        std::sync::LazyLock::new(|| {
+            garde::rules::pattern::regex::Regex::new(HOST_PATTERN).expect("host regex")
+        });
+    if host != host.to_ascii_lowercase() {
+        return Err(garde::Error::new(HOST_LOWER_CASE_MSG));
+    }
+    if host.contains('*') && !(host.starts_with("*.") && host.rfind('*') == Some(0)) {
+        return Err(garde::Error::new(HOST_WILDCARD_MSG));
+    }
+    if !HOST_RE.is_match(host) {
+        return Err(garde::Error::new(HOST_SYNTAX_MSG));
+    }
+    Ok(())
 }
 
 fn default_fleet() -> String {
@@ -97,8 +137,16 @@ pub struct HostRule {
     /// Host to match, case-insensitively and without port: an exact DNS name such as
     /// "app.example.com", or a wildcard with a single leading label "*.example.com", which
     /// matches exactly one further label ("a.example.com", not "a.b.example.com").
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"))]
-    #[garde(length(min = 1, max = MAX_HOST_LEN), pattern(r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"))]
+    ///
+    /// When an exact host has rules, a request for it is matched against its paths only; it
+    /// does not fall back to a wildcard host that would also cover it.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(
+        validation = kube::core::Rule::new(HOST_LOWER_CASE_CEL).message(HOST_LOWER_CASE_MSG),
+        validation = kube::core::Rule::new(HOST_WILDCARD_CEL).message(HOST_WILDCARD_MSG),
+        validation = kube::core::Rule::new(HOST_SYNTAX_CEL).message(HOST_SYNTAX_MSG)
+    )]
+    #[garde(length(min = 1, max = MAX_HOST_LEN), custom(valid_host))]
     pub host: String,
 
     /// TLS for this host: the certificate comes from a kubernetes.io/tls Secret in the
@@ -120,8 +168,14 @@ pub struct HostRule {
 pub struct HostTls {
     /// Name of a kubernetes.io/tls Secret (keys tls.crt and tls.key) in the RouterConfig's
     /// namespace. Its certificate must cover the rule's host.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
-    #[garde(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    )]
+    #[garde(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    )]
     pub secret_name: String,
 
     /// When true, plain-HTTP requests for this host are answered with a 308 redirect to
@@ -176,7 +230,12 @@ pub struct Backend {
     /// A static upstream, "http://host:port" or "https://host:port". The request path is
     /// forwarded unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$"))]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(
+            pattern = r"^https?://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$"
+        )
+    )]
     #[garde(inner(length(min = 1, max = MAX_URL_LEN), pattern(r"^https?://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$")))]
     pub url: Option<String>,
 }
@@ -184,7 +243,9 @@ pub struct Backend {
 fn exactly_one_backend(backend: &Backend, _: &()) -> garde::Result {
     match (&backend.service, &backend.url) {
         (Some(_), None) | (None, Some(_)) => Ok(()),
-        _ => Err(garde::Error::new("exactly one of backend.service or backend.url must be set")),
+        _ => Err(garde::Error::new(
+            "exactly one of backend.service or backend.url must be set",
+        )),
     }
 }
 
@@ -193,7 +254,10 @@ fn exactly_one_backend(backend: &Backend, _: &()) -> garde::Result {
 #[serde(rename_all = "camelCase")]
 pub struct ServiceBackend {
     /// Service name (DNS-1035 label).
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+    )]
     #[garde(length(min = 1, max = 63), pattern(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: String,
 
@@ -285,7 +349,9 @@ pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
     let mut crd = serde_json::to_value(RouterConfig::crd()).expect("a CRD serialises to JSON");
     unwrap_descriptions(&mut crd);
-    let mut out = String::from("# Generated by `cargo run -p lockstep-crds --features crdgen --bin crdgen`; do not edit.\n");
+    let mut out = String::from(
+        "# Generated by `cargo run -p lockstep-crds --features crdgen --bin crdgen`; do not edit.\n",
+    );
     out.push_str(&serde_saphyr::to_string(&crd).expect("a CRD serialises to YAML"));
     out
 }

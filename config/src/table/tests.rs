@@ -1,0 +1,456 @@
+//! Route table tests: matching semantics, and a property test against a linear reference
+//! matcher.
+
+use lockstep_crds::{PathType, RouterConfigSpec};
+use proptest::prelude::*;
+
+use super::*;
+use crate::testutil::*;
+
+fn key(name: &str) -> ObjectKey {
+    ObjectKey::new("default", name)
+}
+
+fn table(specs: &[(ObjectKey, RouterConfigSpec)]) -> RouteTable {
+    RouteTable::compile(specs.iter().map(|(k, s)| (k, s)))
+}
+
+fn one(rules: Vec<HostRule>) -> RouteTable {
+    table(&[(key("web"), mk_spec(rules))])
+}
+
+/// "host Type path" of the route a request hits, or None.
+fn hit(table: &RouteTable, host: &str, path: &str) -> Option<String> {
+    table
+        .lookup(host, path)
+        .map(|r| format!("{} {:?} {}", r.host, r.path_type, r.path))
+}
+
+use lockstep_crds::HostRule;
+
+#[test]
+fn exact_host_beats_wildcard() {
+    let t = one(vec![
+        mk_rule("*.example.com", vec![mk_prefix("/")]),
+        mk_rule("app.example.com", vec![mk_prefix("/")]),
+    ]);
+    assert_eq!(
+        hit(&t, "app.example.com", "/x").as_deref(),
+        Some("app.example.com Prefix /")
+    );
+    assert_eq!(
+        hit(&t, "web.example.com", "/x").as_deref(),
+        Some("*.example.com Prefix /")
+    );
+}
+
+#[test]
+fn exact_host_without_matching_path_does_not_fall_back_to_wildcard() {
+    let t = one(vec![
+        mk_rule("*.example.com", vec![mk_prefix("/")]),
+        mk_rule("app.example.com", vec![mk_prefix("/api")]),
+    ]);
+    assert_eq!(
+        hit(&t, "app.example.com", "/api/v1").as_deref(),
+        Some("app.example.com Prefix /api")
+    );
+    assert_eq!(hit(&t, "app.example.com", "/other"), None);
+}
+
+#[test]
+fn wildcard_matches_exactly_one_label() {
+    let t = one(vec![mk_rule("*.example.com", vec![mk_prefix("/")])]);
+    assert!(hit(&t, "a.example.com", "/").is_some());
+    assert!(hit(&t, "a-b-1.example.com", "/").is_some());
+    assert_eq!(hit(&t, "a.b.example.com", "/"), None, "two labels");
+    assert_eq!(hit(&t, "example.com", "/"), None, "zero labels");
+    assert_eq!(hit(&t, ".example.com", "/"), None, "an empty label");
+    assert_eq!(hit(&t, "aexample.com", "/"), None);
+    assert_eq!(hit(&t, "a.example.org", "/"), None);
+}
+
+#[test]
+fn exact_path_beats_prefix_of_same_and_longer_paths() {
+    let t = one(vec![mk_rule(
+        "h.example.com",
+        vec![
+            mk_prefix("/foo/bar"),
+            mk_prefix("/foo"),
+            mk_exact("/foo"),
+            mk_prefix("/"),
+        ],
+    )]);
+    assert_eq!(
+        hit(&t, "h.example.com", "/foo").as_deref(),
+        Some("h.example.com Exact /foo")
+    );
+    assert_eq!(
+        hit(&t, "h.example.com", "/foo/").as_deref(),
+        Some("h.example.com Prefix /foo")
+    );
+    assert_eq!(
+        hit(&t, "h.example.com", "/foo/bar/x").as_deref(),
+        Some("h.example.com Prefix /foo/bar")
+    );
+}
+
+#[test]
+fn exact_path_is_exact_and_case_sensitive() {
+    let t = one(vec![mk_rule("h.example.com", vec![mk_exact("/login")])]);
+    assert!(hit(&t, "h.example.com", "/login").is_some());
+    assert_eq!(hit(&t, "h.example.com", "/login/"), None);
+    assert_eq!(hit(&t, "h.example.com", "/Login"), None);
+    assert_eq!(hit(&t, "h.example.com", "/login/x"), None);
+    assert_eq!(hit(&t, "h.example.com", "/"), None);
+}
+
+#[test]
+fn longest_prefix_wins_regardless_of_declaration_order() {
+    for paths in [
+        vec![
+            mk_prefix("/"),
+            mk_prefix("/a"),
+            mk_prefix("/a/b"),
+            mk_prefix("/a/b/c"),
+        ],
+        vec![
+            mk_prefix("/a/b/c"),
+            mk_prefix("/a/b"),
+            mk_prefix("/a"),
+            mk_prefix("/"),
+        ],
+    ] {
+        let t = one(vec![mk_rule("h", paths)]);
+        assert_eq!(hit(&t, "h", "/a/b/c/d").as_deref(), Some("h Prefix /a/b/c"));
+        assert_eq!(hit(&t, "h", "/a/b/x").as_deref(), Some("h Prefix /a/b"));
+        assert_eq!(hit(&t, "h", "/a/bc").as_deref(), Some("h Prefix /a"));
+        assert_eq!(hit(&t, "h", "/b").as_deref(), Some("h Prefix /"));
+    }
+}
+
+#[test]
+fn prefix_matches_whole_segments_only() {
+    let t = one(vec![mk_rule("h", vec![mk_prefix("/foo")])]);
+    for path in ["/foo", "/foo/", "/foo/bar", "/foo/bar/", "/foo//bar"] {
+        assert_eq!(hit(&t, "h", path).as_deref(), Some("h Prefix /foo"), "{path}");
+    }
+    for path in ["/foobar", "/fo", "/", "/bar/foo", "/Foo"] {
+        assert_eq!(hit(&t, "h", path), None, "{path}");
+    }
+}
+
+#[test]
+fn prefix_with_trailing_slash_equals_without() {
+    let a = one(vec![mk_rule("h", vec![mk_prefix("/foo/")])]);
+    for path in ["/foo", "/foo/", "/foo/bar"] {
+        assert_eq!(hit(&a, "h", path).as_deref(), Some("h Prefix /foo/"), "{path}");
+    }
+    assert_eq!(hit(&a, "h", "/foobar"), None);
+    assert_eq!(
+        match_key(PathType::Prefix, "/foo/"),
+        match_key(PathType::Prefix, "/foo")
+    );
+    assert_ne!(
+        match_key(PathType::Exact, "/foo/"),
+        match_key(PathType::Exact, "/foo")
+    );
+    // The second claim of the same prefix is skipped: first one wins.
+    let b = one(vec![mk_rule("h", vec![mk_prefix("/foo"), mk_prefix("/foo/")])]);
+    assert_eq!(b.len(), 1);
+    assert_eq!(hit(&b, "h", "/foo/x").as_deref(), Some("h Prefix /foo"));
+}
+
+#[test]
+fn root_prefix_matches_everything() {
+    let t = one(vec![mk_rule("h", vec![mk_prefix("/")])]);
+    for path in ["/", "/a", "/a/b/c", "//", "/a/"] {
+        assert!(hit(&t, "h", path).is_some(), "{path}");
+    }
+}
+
+#[test]
+fn hosts_are_case_insensitive_and_ports_and_trailing_dots_ignored() {
+    let t = one(vec![
+        mk_rule("app.example.com", vec![mk_prefix("/")]),
+        mk_rule("*.example.org", vec![mk_prefix("/")]),
+    ]);
+    for host in [
+        "app.example.com",
+        "APP.Example.COM",
+        "app.example.com:8080",
+        "app.example.com.",
+        "App.Example.Com.:443",
+    ] {
+        assert_eq!(
+            hit(&t, host, "/").as_deref(),
+            Some("app.example.com Prefix /"),
+            "{host}"
+        );
+    }
+    for host in ["WWW.example.ORG", "www.example.org:80"] {
+        assert_eq!(
+            hit(&t, host, "/").as_deref(),
+            Some("*.example.org Prefix /"),
+            "{host}"
+        );
+    }
+    assert_eq!(hit(&t, "app.example.com:x", "/"), None, "not a port");
+}
+
+#[test]
+fn normalize_host_handles_ports_and_ipv6_literals() {
+    assert_eq!(normalize_host("app.example.com:8080"), "app.example.com");
+    assert_eq!(normalize_host("[::1]:80"), "[::1]");
+    assert_eq!(normalize_host("[::1]"), "[::1]");
+    assert_eq!(normalize_host("[2001:DB8::1]:8443"), "[2001:db8::1]");
+    assert_eq!(normalize_host("Example.COM."), "example.com");
+    assert_eq!(normalize_host("127.0.0.1:18080"), "127.0.0.1");
+    assert!(matches!(
+        normalize_host("app.example.com"),
+        std::borrow::Cow::Borrowed(_)
+    ));
+}
+
+#[test]
+fn ip_literal_hosts_route_like_names() {
+    let t = one(vec![mk_rule("127.0.0.1", vec![mk_prefix("/")])]);
+    assert!(hit(&t, "127.0.0.1:18080", "/x").is_some());
+    assert_eq!(hit(&t, "[::1]:80", "/x"), None);
+}
+
+#[test]
+fn no_match_is_none() {
+    let t = one(vec![mk_rule("h.example.com", vec![mk_prefix("/api")])]);
+    assert_eq!(hit(&t, "other.example.com", "/api"), None);
+    assert_eq!(hit(&t, "h.example.com", "/"), None);
+    assert_eq!(hit(&t, "", "/api"), None);
+    assert_eq!(hit(&RouteTable::default(), "h.example.com", "/api"), None);
+    assert!(RouteTable::default().is_empty());
+}
+
+#[test]
+fn older_spec_keeps_a_contested_match_and_routes_carry_their_source() {
+    let older = (key("a-older"), mk_spec(vec![mk_rule("h", vec![mk_prefix("/x")])]));
+    let newer = (
+        key("b-newer"),
+        mk_spec(vec![
+            mk_rule("h", vec![mk_prefix("/x/"), mk_prefix("/y")]),
+            mk_rule("g", vec![mk_prefix("/")]),
+        ]),
+    );
+    let t = table(&[older, newer]);
+    assert_eq!(t.len(), 3);
+    assert_eq!(t.lookup("h", "/x/1").unwrap().source, key("a-older"));
+    assert_eq!(t.lookup("h", "/y").unwrap().source, key("b-newer"));
+    assert_eq!(t.lookup("g", "/").unwrap().source, key("b-newer"));
+}
+
+#[test]
+fn backends_are_resolved_with_namespace_and_default_ports() {
+    let spec = mk_spec(vec![mk_tls_rule(
+        "h",
+        "h-tls",
+        vec![
+            mk_path_to("/svc", PathType::Prefix, mk_svc("api", 8080)),
+            mk_path_to("/plain", PathType::Prefix, mk_url("http://10.0.0.1")),
+            mk_path_to("/tls", PathType::Prefix, mk_url("https://up.example.com/")),
+            mk_path_to("/port", PathType::Prefix, mk_url("http://127.0.0.1:18090")),
+            mk_path_to("/v6", PathType::Prefix, mk_url("http://[::1]")),
+            mk_path_to("/v6port", PathType::Prefix, mk_url("http://[::1]:9000")),
+        ],
+    )]);
+    let k = ObjectKey::new("shop", "web");
+    let t = RouteTable::compile([(&k, &spec)]);
+    let backend = |p: &str| t.lookup("h", p).unwrap().backend.to_string();
+    assert_eq!(backend("/svc"), "service shop/api:8080");
+    assert_eq!(backend("/plain"), "http://10.0.0.1:80");
+    assert_eq!(backend("/tls"), "https://up.example.com:443");
+    assert_eq!(backend("/port"), "http://127.0.0.1:18090");
+    assert_eq!(backend("/v6"), "http://[::1]:80");
+    assert_eq!(backend("/v6port"), "http://[::1]:9000");
+    let route = t.lookup("h", "/svc").unwrap();
+    assert_eq!(route.tls_secret.as_deref(), Some("h-tls"));
+    assert_eq!(route.label(), "shop/web h/svc");
+}
+
+#[test]
+fn invalid_backends_are_skipped_not_panicked_on() {
+    let spec = mk_spec(vec![mk_rule(
+        "h",
+        vec![
+            mk_path_to(
+                "/neither",
+                PathType::Prefix,
+                lockstep_crds::Backend {
+                    service: None,
+                    url: None,
+                },
+            ),
+            mk_path_to("/port", PathType::Prefix, mk_svc("api", 70000)),
+            mk_prefix("/ok"),
+        ],
+    )]);
+    let t = one(spec.rules);
+    assert_eq!(t.len(), 1);
+    assert_eq!(hit(&t, "h", "/neither"), None);
+    assert_eq!(hit(&t, "h", "/port"), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property test: the compiled table agrees with a linear reference matcher.
+
+/// What the table should answer, computed the slow and obvious way over the declared routes
+/// in precedence order. Returns the index of the winning (spec, rule, path) in declaration
+/// order, as "host Type path" plus source.
+fn reference(specs: &[(ObjectKey, RouterConfigSpec)], host: &str, path: &str) -> Option<(String, String)> {
+    // Every declared route in precedence order, without later duplicates of a match.
+    let mut routes: Vec<(&ObjectKey, String, PathType, &str)> = Vec::new();
+    for (k, spec) in specs {
+        for rule in &spec.rules {
+            let h = rule.host.to_ascii_lowercase();
+            for p in &rule.paths {
+                let dup = routes
+                    .iter()
+                    .any(|(_, h0, t0, p0)| *h0 == h && match_key(*t0, p0) == match_key(p.path_type, &p.path));
+                if !dup {
+                    routes.push((k, h.clone(), p.path_type, &p.path));
+                }
+            }
+        }
+    }
+    // Host: strip the port, a trailing dot, lower case.
+    let mut host = host.to_ascii_lowercase();
+    if !host.starts_with('[')
+        && let Some(i) = host.rfind(':')
+        && host[i + 1..].chars().all(|c| c.is_ascii_digit())
+    {
+        host.truncate(i);
+    }
+    if host.ends_with('.') {
+        host.pop();
+    }
+    let host_matches = |pattern: &str| -> bool {
+        match pattern.strip_prefix("*.") {
+            None => pattern == host,
+            Some(suffix) => {
+                let labels: Vec<&str> = host.split('.').collect();
+                let suffix_labels: Vec<&str> = suffix.split('.').collect();
+                labels.len() == suffix_labels.len() + 1
+                    && !labels[0].is_empty()
+                    && labels[1..] == suffix_labels[..]
+            }
+        }
+    };
+    let exact_host = routes
+        .iter()
+        .any(|r| !r.1.starts_with("*.") && host_matches(&r.1));
+    let candidates: Vec<_> = routes
+        .iter()
+        .filter(|r| host_matches(&r.1) && (r.1.starts_with("*.") != exact_host))
+        .collect();
+    let segs = |p: &str| {
+        p.split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let req = segs(path);
+    let winner = candidates
+        .iter()
+        .find(|r| r.2 == PathType::Exact && r.3 == path)
+        .or_else(|| {
+            candidates
+                .iter()
+                .filter(|r| r.2 == PathType::Prefix && req.starts_with(&segs(r.3)))
+                // max_by_key returns the last maximum; reverse so the first declared wins ties.
+                .rev()
+                .max_by_key(|r| segs(r.3).len())
+        })?;
+    Some((
+        format!("{} {:?} {}", winner.1, winner.2, winner.3),
+        winner.0.to_string(),
+    ))
+}
+
+const LABELS: &[&str] = &["a", "b", "c"];
+const SEGMENTS: &[&str] = &["x", "y", "xy"];
+
+fn arb_name() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(LABELS), 1..=3).prop_map(|l| l.join("."))
+}
+
+fn arb_rule_host() -> impl Strategy<Value = String> {
+    (any::<bool>(), arb_name()).prop_map(|(wild, name)| if wild { format!("*.{name}") } else { name })
+}
+
+fn arb_path() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(prop::sample::select(SEGMENTS), 0..=3),
+        any::<bool>(),
+    )
+        .prop_map(|(segs, slash)| {
+            let mut p = format!("/{}", segs.join("/"));
+            if slash && !segs.is_empty() {
+                p.push('/');
+            }
+            p
+        })
+}
+
+fn arb_request_path() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(prop::sample::select(&["x", "y", "xy", "", "z"][..]), 0..=4),
+        any::<bool>(),
+    )
+        .prop_map(|(segs, slash)| {
+            let mut p = format!("/{}", segs.join("/"));
+            if slash {
+                p.push('/');
+            }
+            p
+        })
+}
+
+fn arb_request_host() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(prop::sample::select(&["a", "b", "c", "A", "B", ""][..]), 1..=4),
+        prop::sample::select(&["", ":8080", ".", ".:80"][..]),
+    )
+        .prop_map(|(labels, tail)| format!("{}{tail}", labels.join(".")))
+}
+
+fn arb_specs() -> impl Strategy<Value = Vec<(ObjectKey, RouterConfigSpec)>> {
+    let path =
+        (arb_path(), any::<bool>()).prop_map(|(p, exact)| if exact { mk_exact(&p) } else { mk_prefix(&p) });
+    let rule = (arb_rule_host(), prop::collection::vec(path, 1..=5)).prop_map(|(h, ps)| mk_rule(&h, ps));
+    let spec = prop::collection::vec(rule, 1..=4).prop_map(mk_spec);
+    prop::collection::vec(spec, 1..=3).prop_map(|specs| {
+        specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (key(&format!("rc-{i}")), s))
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn compiled_table_agrees_with_linear_reference(
+        specs in arb_specs(),
+        requests in prop::collection::vec((arb_request_host(), arb_request_path()), 1..=20),
+    ) {
+        let t = table(&specs);
+        for (host, path) in &requests {
+            let got = t.lookup(host, path).map(|r| (format!("{} {:?} {}", r.host, r.path_type, r.path), r.source.to_string()));
+            prop_assert_eq!(got, reference(&specs, host, path), "host {:?} path {:?}", host, path);
+        }
+        // Every declared route is reachable by its own path, from some request.
+        for r in t.routes() {
+            let host = r.host.strip_prefix("*.").map(|s| format!("q.{s}")).unwrap_or_else(|| r.host.to_string());
+            let got = t.lookup(&host, &r.path).expect("a route is reachable by its own path");
+            prop_assert!(got.path_type == PathType::Exact || r.path_type == PathType::Prefix);
+        }
+    }
+}

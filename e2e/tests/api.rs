@@ -1,0 +1,328 @@
+//! The RouterConfig API against a real apiserver, through real kubectl: the examples apply,
+//! invalid objects are rejected at admission with messages naming the field, `kubectl get`
+//! shows the printer columns and `kubectl explain` shows the field docs.
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use lockstep_crds::RouterConfig;
+use lockstep_e2e::{ControlPlane, eventually, repo_root};
+use serde_json::{Value, json};
+
+/// Runs a kubectl command with `input` on stdin; Ok(stdout) or Err(stderr).
+fn kubectl_stdin(mut cmd: Command, input: &str) -> Result<String, String> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// `kubectl apply -f -` of one object into `ns`, with extra flags.
+fn apply(cp: &ControlPlane, ns: &str, object: &Value, flags: &[&str]) -> Result<String, String> {
+    let mut cmd = cp.kubectl();
+    cmd.args(["apply", "-n", ns, "-f", "-"]).args(flags);
+    kubectl_stdin(cmd, &object.to_string())
+}
+
+fn router_config(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig", "metadata": {"name": name}, "spec": spec})
+}
+
+fn path(p: &str) -> Value {
+    json!({"path": p, "pathType": "Prefix", "backend": {"url": "http://127.0.0.1:18090"}})
+}
+
+fn rule(host: &str) -> Value {
+    json!({"host": host, "paths": [path("/")]})
+}
+
+/// A valid spec; each invalid case changes one thing.
+fn valid_spec() -> Value {
+    json!({"fleet": "default", "rules": [
+        {"host": "app.example.com", "tls": {"secretName": "app-tls"}, "paths": [
+            {"path": "/api", "pathType": "Prefix", "backend": {"service": {"name": "api", "port": 8080}}},
+            {"path": "/", "pathType": "Exact", "backend": {"url": "http://127.0.0.1:18090"}}]}]})
+}
+
+fn with(edit: impl FnOnce(&mut Value)) -> Value {
+    let mut spec = valid_spec();
+    edit(&mut spec);
+    spec
+}
+
+#[tokio::test]
+async fn every_example_applies_with_kubectl() {
+    let cp = ControlPlane::shared();
+    let dir = repo_root().join("examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "examples/ holds RouterConfig YAML");
+    for file in &files {
+        let file = file.to_str().unwrap();
+        let out = cp
+            .kubectl_ok(&["apply", "-f", file])
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(out.contains("routerconfig.lockstep.dev/"), "{file}: {out}");
+        // Applying again changes nothing: the file is already in the apiserver's normal form.
+        let again = cp.kubectl_ok(&["apply", "-f", file]).unwrap();
+        assert!(again.contains("unchanged"), "{file}: {again}");
+        // And every object is also valid for the standalone proxy, which has no apiserver.
+        let text = std::fs::read_to_string(file).unwrap();
+        for rc in lockstep_config::file::parse_router_configs(file, &text).unwrap() {
+            lockstep_config::validate_spec(&rc.spec).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+    let web = cp
+        .kubectl_ok(&["get", "rcfg", "web", "-n", "default", "-o", "json"])
+        .unwrap();
+    let web: Value = serde_json::from_str(&web).unwrap();
+    assert_eq!(web["spec"]["fleet"], "default");
+    assert_eq!(web["metadata"]["generation"], 1);
+}
+
+#[tokio::test]
+async fn invalid_objects_are_rejected_at_admission_naming_the_field() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "invalid").await.unwrap();
+    let many_rules: Vec<Value> = (0..257).map(|i| rule(&format!("h{i}.example.com"))).collect();
+    let many_paths: Vec<Value> = (0..129).map(|i| path(&format!("/p{i}"))).collect();
+    let long_host = format!("{}.example.com", vec!["a".repeat(60); 4].join("."));
+    assert!(long_host.len() > 253);
+    let p0 = "spec.rules[0].paths[0]";
+    #[rustfmt::skip]
+    let cases: Vec<(&str, Value, String, &str)> = vec![
+        ("host-syntax", with(|s| s["rules"][0]["host"] = json!("app_example.com")), "spec.rules[0].host".into(), "must be a DNS name"),
+        ("host-label-dash", with(|s| s["rules"][0]["host"] = json!("-app.example.com")), "spec.rules[0].host".into(), "must be a DNS name"),
+        ("host-wildcard-middle", with(|s| s["rules"][0]["host"] = json!("a.*.example.com")), "spec.rules[0].host".into(), "wildcard is allowed only as the whole first label"),
+        ("host-wildcard-partial", with(|s| s["rules"][0]["host"] = json!("*app.example.com")), "spec.rules[0].host".into(), "wildcard is allowed only as the whole first label"),
+        ("host-uppercase", with(|s| s["rules"][0]["host"] = json!("App.Example.com")), "spec.rules[0].host".into(), "must be lower case"),
+        ("host-port", with(|s| s["rules"][0]["host"] = json!("app.example.com:80")), "spec.rules[0].host".into(), "must be a DNS name"),
+        ("host-too-long", with(|s| s["rules"][0]["host"] = json!(long_host)), "spec.rules[0].host".into(), "Too long"),
+        ("host-empty", with(|s| s["rules"][0]["host"] = json!("")), "spec.rules[0].host".into(), "at least 1 chars long"),
+        ("path-relative", with(|s| s["rules"][0]["paths"][1]["path"] = json!("api")), "spec.rules[0].paths[1].path".into(), "should match"),
+        ("path-query", with(|s| s["rules"][0]["paths"][0]["path"] = json!("/a?b=c")), format!("{p0}.path"), "should match"),
+        ("path-type", with(|s| s["rules"][0]["paths"][0]["pathType"] = json!("Regex")), format!("{p0}.pathType"), "Unsupported value: \"Regex\""),
+        ("backend-both", with(|s| s["rules"][0]["paths"][0]["backend"]["url"] = json!("http://127.0.0.1:18090")), format!("{p0}.backend"), "exactly one of backend.service or backend.url"),
+        ("backend-neither", with(|s| s["rules"][0]["paths"][0]["backend"] = json!({})), format!("{p0}.backend"), "exactly one of backend.service or backend.url"),
+        ("port-0", with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["port"] = json!(0)), format!("{p0}.backend.service.port"), "greater than or equal to 1"),
+        ("port-70000", with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["port"] = json!(70000)), format!("{p0}.backend.service.port"), "less than or equal to 65535"),
+        ("service-name", with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["name"] = json!("Api_Svc")), format!("{p0}.backend.service.name"), "should match"),
+        ("url-ftp", with(|s| s["rules"][0]["paths"][1]["backend"]["url"] = json!("ftp://127.0.0.1:21")), "spec.rules[0].paths[1].backend.url".into(), "should match"),
+        ("url-path", with(|s| s["rules"][0]["paths"][1]["backend"]["url"] = json!("http://127.0.0.1:18090/v1")), "spec.rules[0].paths[1].backend.url".into(), "should match"),
+        ("too-many-rules", with(|s| s["rules"] = json!(many_rules)), "spec.rules".into(), "must have at most 256 items"),
+        ("too-many-paths", with(|s| s["rules"][0]["paths"] = json!(many_paths)), "spec.rules[0].paths".into(), "must have at most 128 items"),
+        ("no-paths", with(|s| s["rules"][0]["paths"] = json!([])), "spec.rules[0].paths".into(), "at least 1 items"),
+        ("empty-rules", with(|s| s["rules"] = json!([])), "spec.rules".into(), "at least 1 items"),
+        ("missing-rules", json!({"fleet": "default"}), "spec.rules".into(), "Required value"),
+        ("fleet", with(|s| s["fleet"] = json!("Blue_Fleet")), "spec.fleet".into(), "should match"),
+        ("secret-name", with(|s| s["rules"][0]["tls"]["secretName"] = json!("App_TLS")), "spec.rules[0].tls.secretName".into(), "should match"),
+        ("second-rule", with(|s| s["rules"].as_array_mut().unwrap().push(rule("*.*.example.com"))), "spec.rules[1].host".into(), "wildcard is allowed only"),
+    ];
+    assert!(cases.len() >= 15);
+    let mut failures = Vec::new();
+    for (name, spec, field, reason) in &cases {
+        match apply(cp, &ns, &router_config(name, spec.clone()), &[]) {
+            Ok(out) => failures.push(format!("{name}: accepted: {out}")),
+            Err(err) => {
+                let names_field =
+                    err.contains(&format!("{field}: ")) || err.contains(&format!("{field} in body"));
+                if !(names_field && err.contains(reason)) {
+                    failures.push(format!("{name}: expected {field:?} and {reason:?} in:\n{err}"));
+                }
+            }
+        }
+    }
+    // One mistake gives one message, not a regex next to the readable rule.
+    let err = apply(
+        cp,
+        &ns,
+        &router_config("one", with(|s| s["rules"][0]["host"] = json!("App.example.com"))),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(err.matches("spec.rules[0].host").count(), 1, "{err}");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // Nothing reached etcd.
+    let list = cp.kubectl_ok(&["get", "rcfg", "-n", &ns, "-o", "name"]).unwrap();
+    assert_eq!(list.trim(), "", "{list}");
+    // The valid base is accepted, so each case failed for its one change.
+    apply(cp, &ns, &router_config("base", valid_spec()), &[]).unwrap();
+}
+
+#[tokio::test]
+async fn unknown_fields_are_rejected_by_strict_validation_and_pruned_otherwise() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "unknown").await.unwrap();
+    let spec = with(|s| s["rules"][0]["paths"][0]["weight"] = json!(5));
+    // kubectl's default --validate=strict asks the server to reject unknown fields.
+    let err = apply(cp, &ns, &router_config("strict", spec.clone()), &[]).unwrap_err();
+    assert!(
+        err.contains("unknown field \"spec.rules[0].paths[0].weight\""),
+        "{err}"
+    );
+    // With validation off the apiserver prunes the field (structural schema) and stores the rest.
+    apply(cp, &ns, &router_config("pruned", spec), &["--validate=false"]).unwrap();
+    let stored = cp
+        .kubectl_ok(&["get", "rcfg", "pruned", "-n", &ns, "-o", "json"])
+        .unwrap();
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(
+        stored["spec"]["rules"][0]["paths"][0].get("weight"),
+        None,
+        "{stored}"
+    );
+    assert_eq!(stored["spec"]["rules"][0]["paths"][0]["path"], "/api");
+}
+
+#[tokio::test]
+async fn defaults_are_filled_in_by_the_apiserver() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "defaults").await.unwrap();
+    let spec = json!({"rules": [{"host": "*.example.com", "paths": [{"path": "/", "backend": {"url": "https://[::1]:8443"}}]}]});
+    apply(cp, &ns, &router_config("d", spec), &[]).unwrap();
+    let api: Api<RouterConfig> = Api::namespaced(client, &ns);
+    let rc = api.get("d").await.unwrap();
+    assert_eq!(rc.spec.fleet, "default");
+    assert_eq!(
+        rc.spec.rules[0].paths[0].path_type,
+        lockstep_crds::PathType::Prefix
+    );
+}
+
+#[tokio::test]
+async fn kubectl_get_shows_ready_synced_generation_age() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "columns").await.unwrap();
+    apply(cp, &ns, &router_config("web", valid_spec()), &[]).unwrap();
+    let header = |out: &str| {
+        out.lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let out = cp.kubectl_ok(&["get", "rcfg", "-n", &ns]).unwrap();
+    assert_eq!(
+        header(&out),
+        ["NAME", "READY", "SYNCED", "GENERATION", "AGE"],
+        "{out}"
+    );
+
+    let api: Api<RouterConfig> = Api::namespaced(client, &ns);
+    api.patch_status(
+        "web",
+        &PatchParams::apply("api-test"),
+        &Patch::Apply(
+            json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig", "status": {
+            "observedGeneration": 1, "synced": "2/3", "syncedReplicas": 2, "replicas": 3,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "RolloutInProgress",
+                "message": "2/3 replicas serve generation 1", "observedGeneration": 1,
+                "lastTransitionTime": "2025-01-01T00:00:00Z"}]}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let out = cp
+        .kubectl_ok(&["get", "rcfg", "web", "-n", &ns, "--no-headers"])
+        .unwrap();
+    let cols: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(&cols[..4], ["web", "False", "2/3", "1"], "{out}");
+    let wide = cp
+        .kubectl_ok(&["get", "rcfg", "web", "-n", &ns, "-o", "wide"])
+        .unwrap();
+    assert_eq!(
+        header(&wide),
+        ["NAME", "READY", "SYNCED", "GENERATION", "AGE", "REASON"],
+        "{wide}"
+    );
+    assert!(wide.contains("RolloutInProgress"), "{wide}");
+    // The category and the full name list it too.
+    let by_category = cp
+        .kubectl_ok(&["get", "lockstep", "-n", &ns, "-o", "name"])
+        .unwrap();
+    assert_eq!(by_category.trim(), "routerconfig.lockstep.dev/web");
+    // A spec change bumps GENERATION.
+    apply(
+        cp,
+        &ns,
+        &router_config("web", with(|s| s["rules"][0]["paths"][0]["path"] = json!("/v2"))),
+        &[],
+    )
+    .unwrap();
+    let out = cp
+        .kubectl_ok(&[
+            "get",
+            "routerconfigs.lockstep.dev",
+            "web",
+            "-n",
+            &ns,
+            "--no-headers",
+        ])
+        .unwrap();
+    assert_eq!(out.split_whitespace().nth(3), Some("2"), "{out}");
+}
+
+#[tokio::test]
+async fn kubectl_explain_shows_the_field_docs() {
+    let cp = ControlPlane::shared();
+    // The OpenAPI document is published shortly after the CRD is Established.
+    let rules = eventually(
+        "kubectl explain rcfg.spec.rules",
+        Duration::from_secs(30),
+        || async { cp.kubectl_ok(&["explain", "rcfg.spec.rules"]).ok() },
+    )
+    .await
+    .unwrap();
+    for needle in [
+        "RouterConfig",
+        "Host rules.",
+        "An exact host beats a wildcard host",
+        "host",
+        "paths",
+        "tls",
+        "<[]Object>",
+    ] {
+        assert!(rules.contains(needle), "missing {needle:?} in:\n{rules}");
+    }
+    let host = cp.kubectl_ok(&["explain", "rcfg.spec.rules.host"]).unwrap();
+    assert!(
+        host.contains("\"*.example.com\"") && host.contains("exactly one further label"),
+        "{host}"
+    );
+    let backend = cp
+        .kubectl_ok(&["explain", "rcfg.spec.rules.paths.backend", "--recursive"])
+        .unwrap();
+    for needle in ["service", "url", "name", "port"] {
+        assert!(backend.contains(needle), "missing {needle:?} in:\n{backend}");
+    }
+    let top = cp.kubectl_ok(&["explain", "routerconfig"]).unwrap();
+    assert!(
+        top.contains("lockstep.dev") && top.contains("Ready condition is True only when"),
+        "{top}"
+    );
+}
