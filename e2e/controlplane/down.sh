@@ -15,5 +15,6 @@ stop() {
 }
 stop apiserver
 stop etcd
-# The watchdog may be the caller; it exits by itself once apiserver.pid is gone.
-rm -f "$DIR/watchdog.pid"
+# The watchdog may be the caller; it exits by itself once apiserver.pid is gone (a restart
+# keeps it: it is still watching for the test process).
+[[ -n "${KEEP_WATCHDOG:-}" ]] || rm -f "$DIR/watchdog.pid"

@@ -21,7 +21,9 @@ if alive "$DIR/apiserver.pid" && [[ -f "$DIR/kubeconfig" ]]; then
   log "already running (apiserver pid $(cat "$DIR/apiserver.pid"))"
   exit 0
 fi
-"$HERE/down.sh" "$DIR" >/dev/null 2>&1 || true
+KEEP_WATCHDOG=1 "$HERE/down.sh" "$DIR" >/dev/null 2>&1 || true
+# A restart (restart.sh) keeps the ports, so running clients reconnect to the same address.
+if [[ -n "${REUSE_PORTS:-}" && ! -f "$DIR/apiserver.port" ]]; then REUSE_PORTS=""; fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
@@ -36,7 +38,7 @@ fi
 TOKEN="$(cat "$DIR/token")"
 
 start_etcd() {
-  EP=$(free_port); PP=$(free_port)
+  if [[ -n "${REUSE_PORTS:-}" ]]; then EP=$(cat "$DIR/etcd.port"); PP=$(cat "$DIR/etcd.peer-port"); else EP=$(free_port); PP=$(free_port); fi
   setsid "$BIN/etcd" --name lockstep --data-dir "$DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$EP" --advertise-client-urls "http://127.0.0.1:$EP" \
     --listen-peer-urls "http://127.0.0.1:$PP" --initial-advertise-peer-urls "http://127.0.0.1:$PP" \
@@ -45,6 +47,7 @@ start_etcd() {
     >"$DIR/etcd.log" 2>&1 < /dev/null &
   echo $! > "$DIR/etcd.pid"
   echo "$EP" > "$DIR/etcd.port"
+  echo "$PP" > "$DIR/etcd.peer-port"
   for _ in $(seq 1 100); do
     if curl -fsS "http://127.0.0.1:$EP/health" 2>/dev/null | grep -q '"health":"true"'; then return 0; fi
     alive "$DIR/etcd.pid" || return 1
@@ -54,7 +57,7 @@ start_etcd() {
 }
 
 start_apiserver() {
-  P=$(free_port)
+  if [[ -n "${REUSE_PORTS:-}" ]]; then P=$(cat "$DIR/apiserver.port"); else P=$(free_port); fi
   setsid "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$(cat "$DIR/etcd.port")" \
     --bind-address 127.0.0.1 --secure-port "$P" --cert-dir "$DIR/certs" \
@@ -113,9 +116,9 @@ current-context: lockstep-local
 KC
 chmod 600 "$DIR/kubeconfig"
 
-if [[ -n "$WATCH_PID" ]]; then
+if [[ -n "$WATCH_PID" && ! -f "$DIR/watchdog.pid" ]]; then
   # Stops the control plane once the process that asked for it is gone.
-  setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/apiserver.pid" ]; do sleep 1; done
+  setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/watchdog.pid" ]; do sleep 1; done
     if ! kill -0 "$1" 2>/dev/null; then "$3/down.sh" "$2"; rm -rf "$2"; fi' \
     watchdog "$WATCH_PID" "$DIR" "$HERE" >/dev/null 2>&1 < /dev/null &
   echo $! > "$DIR/watchdog.pid"

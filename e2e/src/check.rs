@@ -15,9 +15,18 @@ pub fn ready_condition(rc: &RouterConfig) -> Option<(String, String, i64)> {
 
 /// A condition of a RouterConfig by type: `(status, reason, observedGeneration)`.
 pub fn condition(rc: &RouterConfig, type_: &str) -> Option<(String, String, i64)> {
-    rc.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| {
-        (c.status.clone(), c.reason.clone(), c.observed_generation.unwrap_or(0))
-    })
+    rc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| {
+            (
+                c.status.clone(),
+                c.reason.clone(),
+                c.observed_generation.unwrap_or(0),
+            )
+        })
 }
 
 /// The generation Ready=True is claimed for, if Ready=True is current for the object's
@@ -40,11 +49,24 @@ pub fn http() -> reqwest::Client {
 }
 
 /// The generation a proxy serves for namespace/name, from its `/config`.
-pub async fn served_generation(client: &reqwest::Client, admin: SocketAddr, namespace: &str, name: &str) -> Option<i64> {
-    let config: serde_json::Value =
-        client.get(format!("http://{admin}/config")).send().await.ok()?.json().await.ok()?;
+pub async fn served_generation(
+    client: &reqwest::Client,
+    admin: SocketAddr,
+    namespace: &str,
+    name: &str,
+) -> Option<i64> {
+    let config: serde_json::Value = client
+        .get(format!("http://{admin}/config"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
     config["routerConfigs"].as_array()?.iter().find_map(|rc| {
-        (rc["namespace"] == namespace && rc["name"] == name).then(|| rc["generation"].as_i64()).flatten()
+        (rc["namespace"] == namespace && rc["name"] == name)
+            .then(|| rc["generation"].as_i64())
+            .flatten()
     })
 }
 
@@ -55,16 +77,27 @@ pub async fn is_ready(client: &reqwest::Client, admin: SocketAddr) -> bool {
 
 /// Sends `GET path` with `Host: host` through a proxy; returns the status and, for a JSON
 /// answer from a test backend, the backend's name.
-pub async fn request(client: &reqwest::Client, proxy: SocketAddr, host: &str, path: &str) -> Result<(u16, Option<String>)> {
+pub async fn request(
+    client: &reqwest::Client,
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<(u16, Option<String>)> {
     let response = client
         .get(format!("http://{proxy}{path}"))
         .header("host", host)
         .send()
         .await
-        .map_err(|e| crate::Error::Command { what: format!("GET {host}{path} via {proxy}"), detail: e.to_string() })?;
+        .map_err(|e| crate::Error::Command {
+            what: format!("GET {host}{path} via {proxy}"),
+            detail: e.to_string(),
+        })?;
     let status = response.status().as_u16();
     let body: Option<serde_json::Value> = response.json().await.ok();
-    Ok((status, body.and_then(|b| b["backend"].as_str().map(str::to_owned))))
+    Ok((
+        status,
+        body.and_then(|b| b["backend"].as_str().map(str::to_owned)),
+    ))
 }
 
 /// The RouterConfig now, with status.
@@ -79,7 +112,10 @@ pub fn kstatus(object_json: &str) -> Result<(String, String)> {
     let build = crate::repo_root().join("e2e/kstatus/build.sh");
     let out = std::process::Command::new(&build).output()?;
     if !out.status.success() {
-        return Err(crate::Error::Command { what: build.display().to_string(), detail: String::from_utf8_lossy(&out.stderr).into_owned() });
+        return Err(crate::Error::Command {
+            what: build.display().to_string(),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
     }
     let bin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let mut child = std::process::Command::new(bin)
@@ -87,13 +123,27 @@ pub fn kstatus(object_json: &str) -> Result<(String, String)> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
-    child.stdin.take().expect("stdin").write_all(object_json.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(object_json.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        return Err(crate::Error::Command { what: "kstatus".into(), detail: String::from_utf8_lossy(&out.stderr).into_owned() });
+        return Err(crate::Error::Command {
+            what: "kstatus".into(),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
     }
-    let line = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned();
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let mut parts = line.splitn(3, ' ');
     let _name = parts.next();
-    Ok((parts.next().unwrap_or_default().to_owned(), parts.next().unwrap_or_default().to_owned()))
+    Ok((
+        parts.next().unwrap_or_default().to_owned(),
+        parts.next().unwrap_or_default().to_owned(),
+    ))
 }

@@ -12,10 +12,12 @@ use crate::{
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn parse_addr(text: &str) -> Result<SocketAddr> {
-    text.trim_end_matches([',', ')']).parse().map_err(|e| Error::Command {
-        what: "parse a listen address".into(),
-        detail: format!("{text:?}: {e}"),
-    })
+    text.trim_end_matches([',', ')'])
+        .parse()
+        .map_err(|e| Error::Command {
+            what: "parse a listen address".into(),
+            detail: format!("{text:?}: {e}"),
+        })
 }
 
 /// A demo/test backend that answers with a JSON description of each request, including its
@@ -33,7 +35,11 @@ impl Backend {
     pub fn start(dir: &Path, name: &str) -> Result<Self> {
         let mut cmd = Command::new(workspace_bin("lockstep-e2e-backend"));
         cmd.args(["--listen", "127.0.0.1:0", "--name", name]);
-        let mut process = ChildGuard::spawn(&format!("backend {name}"), cmd, &dir.join(format!("backend-{name}.log")))?;
+        let mut process = ChildGuard::spawn(
+            &format!("backend {name}"),
+            cmd,
+            &dir.join(format!("backend-{name}.log")),
+        )?;
         let addr = parse_addr(&process.wait_for_log("listening http=", START_TIMEOUT)?)?;
         Ok(Self { process, addr })
     }
@@ -96,15 +102,30 @@ impl Proxy {
         let mut cmd = Command::new(workspace_bin("lockstep-proxy"));
         cmd.env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,lockstep_proxy=debug")
-            .args(["--replica-name", &spec.name, "--namespace", &spec.namespace, "--fleet", &spec.fleet])
+            .args([
+                "--replica-name",
+                &spec.name,
+                "--namespace",
+                &spec.namespace,
+                "--fleet",
+                &spec.fleet,
+            ])
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(["--lease-duration", &format!("{}s", spec.lease_seconds)])
             .args(&spec.extra);
-        let mut process =
-            ChildGuard::spawn(&format!("proxy {}", spec.name), cmd, &dir.join(format!("proxy-{}.log", spec.name)))?;
+        let mut process = ChildGuard::spawn(
+            &format!("proxy {}", spec.name),
+            cmd,
+            &dir.join(format!("proxy-{}.log", spec.name)),
+        )?;
         let http = parse_addr(&process.wait_for_log("listening http=", START_TIMEOUT)?)?;
         let admin = parse_addr(&process.wait_for_log("listening admin=", START_TIMEOUT)?)?;
-        Ok(Self { process, spec, http, admin })
+        Ok(Self {
+            process,
+            spec,
+            http,
+            admin,
+        })
     }
 
     /// Stops it with SIGKILL (a crash).

@@ -54,7 +54,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The repository root (the workspace of this crate).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e/ has a parent")
+        .to_path_buf()
 }
 
 /// A running kube-apiserver + etcd. Dropping it stops both; a watchdog also stops them when
@@ -95,7 +98,10 @@ impl ControlPlane {
             // start-up gets a thread and runtime of its own.
             std::thread::spawn(|| {
                 let cp = ControlPlane::start().expect("start the local control plane");
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
                 rt.block_on(async {
                     let client = cp.client().await.expect("client");
                     install_crd(&client).await.expect("install the RouterConfig CRD");
@@ -115,7 +121,11 @@ impl ControlPlane {
     /// A fresh directory for one test's logs, inside the control plane's state directory (so
     /// it is removed with it).
     pub fn test_dir(&self, test: &str) -> PathBuf {
-        let dir = self.dir.path().join("tests").join(format!("{test}-{:08x}", rand::random::<u32>()));
+        let dir = self
+            .dir
+            .path()
+            .join("tests")
+            .join(format!("{test}-{:08x}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir).expect("create test dir");
         dir
     }
@@ -166,7 +176,10 @@ impl ControlPlane {
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(Error::Command { what: "kubectl apply".into(), detail: String::from_utf8_lossy(&out.stderr).into_owned() })
+            Err(Error::Command {
+                what: "kubectl apply".into(),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
         }
     }
 
@@ -183,7 +196,11 @@ impl ControlPlane {
             .collect();
         self.kubectl_apply(&cluster_roles.join("\n---\n"))?;
         let sa = format!("lockstep-{component}");
-        let lease_role = if component == "proxy" { "lockstep-proxy-lease" } else { "lockstep-operator-leader" };
+        let lease_role = if component == "proxy" {
+            "lockstep-proxy-lease"
+        } else {
+            "lockstep-operator-leader"
+        };
         self.kubectl_apply(&format!(
             "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {sa}, namespace: {namespace}}}\n---\n\
              apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {sa}-{namespace}}}\n\
@@ -211,20 +228,44 @@ impl ControlPlane {
         let name = format!("{prefix}-{:08x}", rand::random::<u32>());
         let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
             .expect("namespace literal");
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
         Ok(name)
     }
 
     /// The apiserver's port.
     pub fn apiserver_port(&self) -> Result<u16> {
         let text = std::fs::read_to_string(self.dir.path().join("apiserver.port"))?;
-        text.trim().parse().map_err(|e| Error::Kubeconfig(format!("apiserver.port: {e}")))
+        text.trim()
+            .parse()
+            .map_err(|e| Error::Kubeconfig(format!("apiserver.port: {e}")))
+    }
+
+    /// Restarts etcd and kube-apiserver on the same ports and data (a fault for chaos runs);
+    /// returns once the apiserver is ready again.
+    pub fn restart(&self) -> Result<()> {
+        let script = repo_root().join("e2e/controlplane/restart.sh");
+        let out = Command::new(&script)
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Command {
+                what: script.display().to_string(),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        }
     }
 
     /// The pid of the kube-apiserver process (for fault injection).
     pub fn apiserver_pid(&self) -> Result<u32> {
         let text = std::fs::read_to_string(self.dir.path().join("apiserver.pid"))?;
-        text.trim().parse().map_err(|e| Error::Kubeconfig(format!("apiserver.pid: {e}")))
+        text.trim()
+            .parse()
+            .map_err(|e| Error::Kubeconfig(format!("apiserver.pid: {e}")))
     }
 }
 
@@ -251,11 +292,16 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
 /// Applies the checked-in RouterConfig CRD (server-side) and waits until it is Established.
 pub async fn install_crd(client: &Client) -> Result<()> {
     let text = std::fs::read_to_string(repo_root().join("crds/routerconfig.yaml"))?;
-    let crd: CustomResourceDefinition =
-        serde_saphyr::from_str(&text).map_err(|e| Error::Kubeconfig(format!("crds/routerconfig.yaml: {e}")))?;
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
+        .map_err(|e| Error::Kubeconfig(format!("crds/routerconfig.yaml: {e}")))?;
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let name = crd.metadata.name.clone().unwrap_or_default();
-    api.patch(&name, &PatchParams::apply("lockstep-e2e").force(), &Patch::Apply(&crd)).await?;
+    api.patch(
+        &name,
+        &PatchParams::apply("lockstep-e2e").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
     let established = await_condition(api, &name, conditions::is_crd_established());
     tokio::time::timeout(Duration::from_secs(30), established)
         .await

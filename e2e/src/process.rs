@@ -16,7 +16,10 @@ use crate::{Error, Result};
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
     let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
@@ -36,7 +39,14 @@ while kill -0 "$1" 2>/dev/null && alive "$@"; do sleep 1; done
 alive "$@" || exit 0
 kill -CONT "$2"; kill -TERM "$2"; sleep 3; alive "$@" && kill -KILL "$2""#;
     let _ = Command::new("setsid")
-        .args(["bash", "-c", script, "watchdog", &std::process::id().to_string(), &pid.to_string()])
+        .args([
+            "bash",
+            "-c",
+            script,
+            "watchdog",
+            &std::process::id().to_string(),
+            &pid.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -60,9 +70,16 @@ impl ChildGuard {
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()
-            .map_err(|e| Error::Command { what: format!("spawn {name}"), detail: e.to_string() })?;
+            .map_err(|e| Error::Command {
+                what: format!("spawn {name}"),
+                detail: e.to_string(),
+            })?;
         watchdog(child.id());
-        Ok(Self { child: Some(child), name: name.to_owned(), log: log.to_owned() })
+        Ok(Self {
+            child: Some(child),
+            name: name.to_owned(),
+            log: log.to_owned(),
+        })
     }
 
     /// The process id.
@@ -82,8 +99,10 @@ impl ChildGuard {
 
     /// Sends a signal.
     pub fn signal(&self, signal: Signal) -> Result<()> {
-        nix::sys::signal::kill(Pid::from_raw(self.pid() as i32), signal)
-            .map_err(|e| Error::Command { what: format!("kill -{signal} {}", self.name), detail: e.to_string() })
+        nix::sys::signal::kill(Pid::from_raw(self.pid() as i32), signal).map_err(|e| Error::Command {
+            what: format!("kill -{signal} {}", self.name),
+            detail: e.to_string(),
+        })
     }
 
     /// Still running?
@@ -122,7 +141,10 @@ impl ChildGuard {
             let text = self.log_text();
             if let Some(pos) = text.find(marker) {
                 let rest = &text[pos + marker.len()..];
-                let value = rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap_or("");
+                let value = rest
+                    .split(|c: char| c.is_whitespace() || c == '"')
+                    .next()
+                    .unwrap_or("");
                 return Ok(value.to_owned());
             }
             if !self.is_running() {
@@ -132,7 +154,10 @@ impl ChildGuard {
                 });
             }
             if Instant::now() >= deadline {
-                return Err(Error::Timeout(format!("{} to log {marker:?}; log:\n{text}", self.name)));
+                return Err(Error::Timeout(format!(
+                    "{} to log {marker:?}; log:\n{text}",
+                    self.name
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -46,8 +46,15 @@ fn router_config(ns: &str, fleet: &str, name: &str, routes: &[(&str, &str, &str)
 }
 
 fn kubectl_wait(cp: &ControlPlane, ns: &str, name: &str) {
-    cp.kubectl_ok(&["wait", "--for=condition=Ready", &format!("routerconfig/{name}"), "-n", ns, "--timeout=60s"])
-        .unwrap_or_else(|e| panic!("kubectl wait for {ns}/{name}: {e}"));
+    cp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("routerconfig/{name}"),
+        "-n",
+        ns,
+        "--timeout=60s",
+    ])
+    .unwrap_or_else(|e| panic!("kubectl wait for {ns}/{name}: {e}"));
 }
 
 struct Fixture {
@@ -77,12 +84,21 @@ async fn fixture(test: &str) -> Fixture {
 impl Fixture {
     fn proxies(&self, n: usize) -> Vec<Proxy> {
         (0..n)
-            .map(|i| Proxy::start(self.cp, &self.dir, ProxySpec::new(&format!("proxy-{i}"), &self.ns, &self.fleet)).unwrap())
+            .map(|i| {
+                Proxy::start(
+                    self.cp,
+                    &self.dir,
+                    ProxySpec::new(&format!("proxy-{i}"), &self.ns, &self.fleet),
+                )
+                .unwrap()
+            })
             .collect()
     }
 
     fn apply(&self, name: &str, routes: &[(&str, &str, &str)]) {
-        self.cp.kubectl_apply(&router_config(&self.ns, &self.fleet, name, routes)).unwrap();
+        self.cp
+            .kubectl_apply(&router_config(&self.ns, &self.fleet, name, routes))
+            .unwrap();
     }
 
     async fn get(&self, name: &str) -> RouterConfig {
@@ -90,43 +106,80 @@ impl Fixture {
     }
 
     /// Asserts every proxy serves `generation` of `name` and routes `host/` to `backend`.
-    async fn assert_all_serve(&self, proxies: &[&Proxy], name: &str, generation: i64, host: &str, backend: &str) {
+    async fn assert_all_serve(
+        &self,
+        proxies: &[&Proxy],
+        name: &str,
+        generation: i64,
+        host: &str,
+        backend: &str,
+    ) {
         for proxy in proxies {
             let served = check::served_generation(&self.http, proxy.admin, &self.ns, name).await;
-            assert_eq!(served, Some(generation), "{} /config (logs in {})", proxy.spec.name, self.dir.display());
+            assert_eq!(
+                served,
+                Some(generation),
+                "{} /config (logs in {})",
+                proxy.spec.name,
+                self.dir.display()
+            );
             let (status, landed) = check::request(&self.http, proxy.http, host, "/").await.unwrap();
-            assert_eq!((status, landed.as_deref()), (200, Some(backend)), "request via {}", proxy.spec.name);
+            assert_eq!(
+                (status, landed.as_deref()),
+                (200, Some(backend)),
+                "request via {}",
+                proxy.spec.name
+            );
         }
     }
 }
 
 /// Watches a RouterConfig and, the moment Ready=True is current for a generation, asks every
 /// given proxy what it serves; any proxy behind is a violation of the barrier.
+struct InvariantChecker {
+    violations: Arc<Mutex<Vec<String>>>,
+    ready_seen: Arc<Mutex<Vec<i64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 fn spawn_invariant_checker(
     api: Api<RouterConfig>,
     name: &str,
     ns: &str,
     admins: Vec<std::net::SocketAddr>,
-) -> (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<i64>>>, tokio::task::JoinHandle<()>) {
+) -> InvariantChecker {
     let violations = Arc::new(Mutex::new(Vec::new()));
     let ready_seen = Arc::new(Mutex::new(Vec::new()));
-    let (v, seen, name, ns) = (violations.clone(), ready_seen.clone(), name.to_owned(), ns.to_owned());
+    let (v, seen, name, ns) = (
+        violations.clone(),
+        ready_seen.clone(),
+        name.to_owned(),
+        ns.to_owned(),
+    );
     let task = tokio::spawn(async move {
         let http = check::http();
         let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
         let mut events = std::pin::pin!(watcher(api, cfg).applied_objects());
         while let Some(Ok(rc)) = events.next().await {
-            let Some(generation) = ready_generation(&rc) else { continue };
+            let Some(generation) = ready_generation(&rc) else {
+                continue;
+            };
             seen.lock().unwrap().push(generation);
             for admin in &admins {
                 let served = check::served_generation(&http, *admin, &ns, &name).await;
                 if served.is_none_or(|s| s < generation) {
-                    v.lock().unwrap().push(format!("Ready=True at generation {generation} but {admin} serves {served:?}"));
+                    v.lock().unwrap().push(format!(
+                        "Ready=True at generation {generation} but {admin} serves {served:?}"
+                    ));
                 }
             }
         }
     });
-    (violations, ready_seen, task)
+    InvariantChecker {
+        violations,
+        ready_seen,
+        task,
+    }
 }
 
 #[tokio::test]
@@ -142,13 +195,30 @@ async fn kubectl_wait_returns_only_when_every_replica_serves_the_generation() {
     f.assert_all_serve(&all, "web", 1, "app.test", "one").await;
     let rc = f.get("web").await;
     let status = rc.status.clone().unwrap();
-    assert_eq!((status.synced_replicas, status.replicas, status.synced.as_deref()), (Some(3), Some(3), Some("3/3")));
+    assert_eq!(
+        (status.synced_replicas, status.replicas, status.synced.as_deref()),
+        (Some(3), Some(3), Some("3/3"))
+    );
     assert_eq!(status.observed_generation, Some(1));
-    let json = f.cp.kubectl_ok(&["get", "rcfg", "web", "-n", &f.ns, "-o", "json"]).unwrap();
-    assert_eq!(check::kstatus(&json).unwrap().0, "Current", "kstatus judges a Ready RouterConfig Current");
+    let json =
+        f.cp.kubectl_ok(&["get", "rcfg", "web", "-n", &f.ns, "-o", "json"])
+            .unwrap();
+    assert_eq!(
+        check::kstatus(&json).unwrap().0,
+        "Current",
+        "kstatus judges a Ready RouterConfig Current"
+    );
 
-    let (violations, ready_seen, checker) =
-        spawn_invariant_checker(f.api.clone(), "web", &f.ns, proxies.iter().map(|p| p.admin).collect());
+    let InvariantChecker {
+        violations,
+        ready_seen,
+        task: checker,
+    } = spawn_invariant_checker(
+        f.api.clone(),
+        "web",
+        &f.ns,
+        proxies.iter().map(|p| p.admin).collect(),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     // apply and wait back to back, as a deploy pipeline does: no sleep in between.
     f.apply("web", &[("app.test", "/", &two.url())]);
@@ -156,8 +226,15 @@ async fn kubectl_wait_returns_only_when_every_replica_serves_the_generation() {
     f.assert_all_serve(&all, "web", 2, "app.test", "two").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     checker.abort();
-    assert!(violations.lock().unwrap().is_empty(), "{:?}", violations.lock().unwrap());
-    assert!(ready_seen.lock().unwrap().contains(&2), "the checker saw Ready=True for generation 2");
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "{:?}",
+        violations.lock().unwrap()
+    );
+    assert!(
+        ready_seen.lock().unwrap().contains(&2),
+        "the checker saw Ready=True for generation 2"
+    );
 
     let table = f.cp.kubectl_ok(&["get", "rcfg", "web", "-n", &f.ns]).unwrap();
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
@@ -188,10 +265,28 @@ async fn a_conflicting_generation_is_not_accepted_and_every_replica_keeps_its_ta
     })
     .await
     .unwrap();
-    let accepted = rc.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Accepted").unwrap();
-    assert_eq!((accepted.status.as_str(), accepted.reason.as_str()), ("False", "Conflict"));
-    assert!(accepted.message.contains("spec.rules[0].paths[0]"), "names the field: {}", accepted.message);
-    assert!(accepted.message.contains(&format!("{}/owner", f.ns)), "names the owner: {}", accepted.message);
+    let accepted = rc
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Accepted")
+        .unwrap();
+    assert_eq!(
+        (accepted.status.as_str(), accepted.reason.as_str()),
+        ("False", "Conflict")
+    );
+    assert!(
+        accepted.message.contains("spec.rules[0].paths[0]"),
+        "names the field: {}",
+        accepted.message
+    );
+    assert!(
+        accepted.message.contains(&format!("{}/owner", f.ns)),
+        "names the owner: {}",
+        accepted.message
+    );
     let ready = check::ready_condition(&rc).unwrap();
     assert_eq!((ready.0.as_str(), ready.2), ("False", 2));
 
@@ -199,16 +294,31 @@ async fn a_conflicting_generation_is_not_accepted_and_every_replica_keeps_its_ta
     let rc = eventually("both replicas to report the rejection", WAIT, || async {
         let rc = f.get("other").await;
         let entries = &rc.status.as_ref()?.replica_status;
-        (entries.len() == 2 && entries.iter().all(|e| e.rejected.as_ref().is_some_and(|r| r.generation == 2)))
-            .then_some(rc)
+        (entries.len() == 2
+            && entries
+                .iter()
+                .all(|e| e.rejected.as_ref().is_some_and(|r| r.generation == 2)))
+        .then_some(rc)
     })
     .await
     .unwrap();
-    assert!(rc.status.unwrap().replica_status.iter().all(|e| e.observed_generation == 1));
+    assert!(
+        rc.status
+            .unwrap()
+            .replica_status
+            .iter()
+            .all(|e| e.observed_generation == 1)
+    );
     f.assert_all_serve(&all, "owner", 1, "app.test", "one").await;
     for proxy in &all {
-        let (status, landed) = check::request(&f.http, proxy.http, "other.test", "/").await.unwrap();
-        assert_eq!((status, landed.as_deref()), (200, Some("two")), "the last good generation of other");
+        let (status, landed) = check::request(&f.http, proxy.http, "other.test", "/")
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, landed.as_deref()),
+            (200, Some("two")),
+            "the last good generation of other"
+        );
     }
 }
 
@@ -223,10 +333,19 @@ async fn a_fleet_without_replicas_is_not_ready() {
     .await
     .unwrap();
     let ready = check::ready_condition(&rc).unwrap();
-    assert_eq!((ready.0.as_str(), ready.1.as_str(), ready.2), ("False", "NoReplicas", 1));
+    assert_eq!(
+        (ready.0.as_str(), ready.1.as_str(), ready.2),
+        ("False", "NoReplicas", 1)
+    );
     assert_eq!(rc.status.unwrap().observed_generation, Some(1));
-    let json = f.cp.kubectl_ok(&["get", "rcfg", "web", "-n", &f.ns, "-o", "json"]).unwrap();
-    assert_eq!(check::kstatus(&json).unwrap().0, "InProgress", "kstatus must not call a fleet without replicas Current");
+    let json =
+        f.cp.kubectl_ok(&["get", "rcfg", "web", "-n", &f.ns, "-o", "json"])
+            .unwrap();
+    assert_eq!(
+        check::kstatus(&json).unwrap().0,
+        "InProgress",
+        "kstatus must not call a fleet without replicas Current"
+    );
 }
 
 #[tokio::test]
@@ -247,13 +366,20 @@ async fn a_crashed_replica_holds_ready_back_until_its_lease_expires_and_rejoins_
     })
     .await
     .unwrap();
-    assert_eq!(check::ready_condition(&rc).unwrap().0, "False", "the crashed replica has not applied generation 2");
+    assert_eq!(
+        check::ready_condition(&rc).unwrap().0,
+        "False",
+        "the crashed replica has not applied generation 2"
+    );
 
     // Once its Lease (3 s) expires, Ready is computed without it.
     kubectl_wait(f.cp, &f.ns, "web");
     let status = f.get("web").await.status.unwrap();
     assert_eq!(status.synced.as_deref(), Some("2/2"));
-    assert!(status.replica_status.iter().all(|e| e.name != "proxy-2"), "the expired replica's entry is pruned");
+    assert!(
+        status.replica_status.iter().all(|e| e.name != "proxy-2"),
+        "the expired replica's entry is pruned"
+    );
     let live: Vec<&Proxy> = proxies[..2].iter().collect();
     f.assert_all_serve(&live, "web", 2, "app.test", "two").await;
 
@@ -265,7 +391,8 @@ async fn a_crashed_replica_holds_ready_back_until_its_lease_expires_and_rejoins_
             assert_eq!(served, Some(2), "ready implies serving the current generation");
         }
         let status = f.get("web").await.status?;
-        (status.synced.as_deref() == Some("3/3") && check::is_ready(&f.http, restarted.admin).await).then_some(())
+        (status.synced.as_deref() == Some("3/3") && check::is_ready(&f.http, restarted.admin).await)
+            .then_some(())
     })
     .await
     .unwrap();
@@ -285,7 +412,11 @@ async fn a_frozen_replica_is_excluded_and_unready_after_waking_until_resynced() 
     f.apply("web", &[("app.test", "/", &two.url())]);
     kubectl_wait(f.cp, &f.ns, "web");
     let status = f.get("web").await.status.unwrap();
-    assert_eq!(status.synced.as_deref(), Some("2/2"), "the frozen replica is excluded once its Lease expires");
+    assert_eq!(
+        status.synced.as_deref(),
+        Some("2/2"),
+        "the frozen replica is excluded once its Lease expires"
+    );
 
     proxies[1].process.signal(Signal::SIGCONT).unwrap();
     // From the moment it wakes, the replica may answer ready only while it serves generation 2.
@@ -294,7 +425,11 @@ async fn a_frozen_replica_is_excluded_and_unready_after_waking_until_resynced() 
         let ready = check::is_ready(&f.http, frozen.admin).await;
         let served = check::served_generation(&f.http, frozen.admin, &f.ns, "web").await;
         if ready {
-            assert_eq!(served, Some(2), "a woken replica reported ready before re-syncing");
+            assert_eq!(
+                served,
+                Some(2),
+                "a woken replica reported ready before re-syncing"
+            );
         }
         let synced = f.get("web").await.status?.synced;
         (ready && synced.as_deref() == Some("3/3")).then_some(())

@@ -67,7 +67,10 @@ pub struct LoadedCert {
 /// Parses and checks PEM material from Secret `secret` (namespace/name, for messages) at
 /// `now` (seconds since the epoch).
 pub fn load(secret: &str, cert_pem: &[u8], key_pem: &[u8], now: i64) -> Result<LoadedCert, CertError> {
-    let malformed = |reason: String| CertError::Malformed { secret: secret.to_owned(), reason };
+    let malformed = |reason: String| CertError::Malformed {
+        secret: secret.to_owned(),
+        reason,
+    };
     let chain: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<_, _>>()
         .map_err(|e| malformed(format!("tls.crt is not valid PEM: {e}")))?;
@@ -102,9 +105,19 @@ pub fn load(secret: &str, cert_pem: &[u8], key_pem: &[u8], now: i64) -> Result<L
         }
     }
     if dns_names.is_empty() {
-        dns_names.extend(parsed.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_ascii_lowercase));
+        dns_names.extend(
+            parsed
+                .subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(str::to_ascii_lowercase),
+        );
     }
-    Ok(LoadedCert { certified: Arc::new(certified), dns_names, serial: parsed.raw_serial_as_string() })
+    Ok(LoadedCert {
+        certified: Arc::new(certified),
+        dns_names,
+        serial: parsed.raw_serial_as_string(),
+    })
 }
 
 /// Does a certificate name (possibly "*.example.com") cover `host` (possibly "*.example.com")?
@@ -114,7 +127,9 @@ pub fn name_covers(cert_name: &str, host: &str) -> bool {
     }
     match cert_name.strip_prefix("*.") {
         // A wildcard covers exactly one label, and never a wildcard host of another level.
-        Some(suffix) => host.split_once('.').is_some_and(|(label, rest)| label != "*" && rest == suffix),
+        Some(suffix) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| label != "*" && rest == suffix),
         None => false,
     }
 }
@@ -124,7 +139,11 @@ pub fn check_covers(secret: &str, cert: &LoadedCert, host: &str) -> Result<(), C
     if cert.dns_names.iter().any(|n| name_covers(n, host)) {
         Ok(())
     } else {
-        Err(CertError::WrongHost { secret: secret.to_owned(), host: host.to_owned(), covers: cert.dns_names.join(", ") })
+        Err(CertError::WrongHost {
+            secret: secret.to_owned(),
+            host: host.to_owned(),
+            covers: cert.dns_names.join(", "),
+        })
     }
 }
 
@@ -177,7 +196,8 @@ mod tests {
     const EXPIRED: (Ymd, Ymd) = ((2026, 10, 1), (2026, 10, 31));
 
     fn mk_cert(names: &[&str], (from, to): (Ymd, Ymd)) -> (String, String) {
-        let mut params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
         params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
         let key = rcgen::KeyPair::generate().unwrap();
@@ -196,16 +216,28 @@ mod tests {
         assert!(!loaded.serial.is_empty());
         assert!(check_covers("ns/app", &loaded, "app.example.com").is_ok());
         assert!(check_covers("ns/app", &loaded, "x.example.com").is_ok());
-        assert!(matches!(check_covers("ns/app", &loaded, "a.b.example.com"), Err(CertError::WrongHost { .. })));
+        assert!(matches!(
+            check_covers("ns/app", &loaded, "a.b.example.com"),
+            Err(CertError::WrongHost { .. })
+        ));
     }
 
     #[test]
     fn bad_material_is_rejected_with_reason() {
         let (cert, key) = mk_cert(&["app.example.com"], VALID);
         let (_, other_key) = mk_cert(&["app.example.com"], VALID);
-        assert!(matches!(load("ns/a", b"garbage", key.as_bytes(), NOW), Err(CertError::Malformed { .. })));
-        assert!(matches!(load("ns/a", cert.as_bytes(), b"", NOW), Err(CertError::Malformed { .. })));
-        assert_eq!(load("ns/a", cert.as_bytes(), other_key.as_bytes(), NOW).unwrap_err(), CertError::KeyMismatch("ns/a".into()));
+        assert!(matches!(
+            load("ns/a", b"garbage", key.as_bytes(), NOW),
+            Err(CertError::Malformed { .. })
+        ));
+        assert!(matches!(
+            load("ns/a", cert.as_bytes(), b"", NOW),
+            Err(CertError::Malformed { .. })
+        ));
+        assert_eq!(
+            load("ns/a", cert.as_bytes(), other_key.as_bytes(), NOW).unwrap_err(),
+            CertError::KeyMismatch("ns/a".into())
+        );
         let (expired, expired_key) = mk_cert(&["app.example.com"], EXPIRED);
         let err = load("ns/a", expired.as_bytes(), expired_key.as_bytes(), NOW).unwrap_err();
         assert!(matches!(err, CertError::NotValidNow { .. }), "{err}");
@@ -215,11 +247,21 @@ mod tests {
     #[test]
     fn store_resolves_exact_then_wildcard_and_nothing_else() {
         let (cert, key) = mk_cert(&["app.example.com"], VALID);
-        let app = load("ns/app", cert.as_bytes(), key.as_bytes(), NOW).unwrap().certified;
+        let app = load("ns/app", cert.as_bytes(), key.as_bytes(), NOW)
+            .unwrap()
+            .certified;
         let (cert, key) = mk_cert(&["*.example.com"], VALID);
-        let wild = load("ns/wild", cert.as_bytes(), key.as_bytes(), NOW).unwrap().certified;
+        let wild = load("ns/wild", cert.as_bytes(), key.as_bytes(), NOW)
+            .unwrap()
+            .certified;
         let store = CertStore::default();
-        store.replace([("app.example.com".into(), app.clone()), ("*.example.com".into(), wild.clone())].into());
+        store.replace(
+            [
+                ("app.example.com".into(), app.clone()),
+                ("*.example.com".into(), wild.clone()),
+            ]
+            .into(),
+        );
         assert!(Arc::ptr_eq(&store.lookup("APP.example.com").unwrap(), &app));
         assert!(Arc::ptr_eq(&store.lookup("x.example.com").unwrap(), &wild));
         assert!(store.lookup("a.b.example.com").is_none());

@@ -19,7 +19,12 @@ fn arg(name: &str) -> Option<String> {
 }
 
 async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |h: &str| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let description = serde_json::json!({
         "backend": &*name,
         "method": req.method().as_str(),
@@ -43,7 +48,10 @@ async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Full<
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
-    let listen: SocketAddr = arg("--listen").unwrap_or_else(|| "127.0.0.1:0".into()).parse().expect("--listen ADDR");
+    let listen: SocketAddr = arg("--listen")
+        .unwrap_or_else(|| "127.0.0.1:0".into())
+        .parse()
+        .expect("--listen ADDR");
     let name: Arc<str> = arg("--name").unwrap_or_else(|| "backend".into()).into();
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("lockstep-e2e-backend listening http={}", listener.local_addr()?);
@@ -52,7 +60,9 @@ async fn main() -> std::io::Result<()> {
         let name = name.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(name.clone(), req));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -34,7 +34,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn apiserver_counter(http: &reqwest::Client, cp: &ControlPlane, metric: &str, filter: &str) -> f64 {
     let token = std::fs::read_to_string(cp.dir().join("token")).unwrap_or_default();
     let url = format!("https://127.0.0.1:{}/metrics", cp.apiserver_port().expect("port"));
-    let Ok(response) = http.get(url).bearer_auth(token.trim()).send().await else { return f64::NAN };
+    let Ok(response) = http.get(url).bearer_auth(token.trim()).send().await else {
+        return f64::NAN;
+    };
     let text = response.text().await.unwrap_or_default();
     text.lines()
         .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{') && l.contains(filter))
@@ -44,13 +46,20 @@ async fn apiserver_counter(http: &reqwest::Client, cp: &ControlPlane, metric: &s
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let sizes: Vec<usize> = arg("--replicas", "3,10,30").split(',').map(|s| s.parse().expect("--replicas N,M")).collect();
+    let sizes: Vec<usize> = arg("--replicas", "3,10,30")
+        .split(',')
+        .map(|s| s.parse().expect("--replicas N,M"))
+        .collect();
     let rollouts: usize = arg("--rollouts", "100").parse()?;
     let cp = ControlPlane::start()?;
     let client = cp.client().await?;
     lockstep_e2e::install_crd(&client).await?;
-    let insecure = reqwest::Client::builder().danger_accept_invalid_certs(true).build()?;
-    println!("| replicas | rollouts | p50 | p90 | p99 | max | apiserver requests / rollout | watch events / rollout |");
+    let insecure = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()?;
+    println!(
+        "| replicas | rollouts | p50 | p90 | p99 | max | apiserver requests / rollout | watch events / rollout |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for replicas in sizes {
         let ns = cp.namespace(&client, "bench").await?;
@@ -102,7 +111,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
 
         let requests_before = apiserver_counter(&insecure, &cp, "apiserver_request_total", "").await;
-        let events_before = apiserver_counter(&insecure, &cp, "apiserver_watch_events_total", "lockstep.dev").await;
+        let events_before =
+            apiserver_counter(&insecure, &cp, "apiserver_watch_events_total", "lockstep.dev").await;
         let mut times = Vec::with_capacity(rollouts);
         for n in 1..=rollouts {
             let started = Instant::now();
@@ -111,9 +121,10 @@ async fn main() -> anyhow::Result<()> {
             let ready_at = wait_ready(&mut rx, generation).await?;
             times.push(ready_at.saturating_duration_since(started));
         }
-        let requests = apiserver_counter(&insecure, &cp, "apiserver_request_total", "").await - requests_before;
-        let events =
-            apiserver_counter(&insecure, &cp, "apiserver_watch_events_total", "lockstep.dev").await - events_before;
+        let requests =
+            apiserver_counter(&insecure, &cp, "apiserver_request_total", "").await - requests_before;
+        let events = apiserver_counter(&insecure, &cp, "apiserver_watch_events_total", "lockstep.dev").await
+            - events_before;
         watch.abort();
         times.sort();
         let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);

@@ -68,22 +68,32 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
         let due = last_renewal.is_none_or(|at| at.elapsed() >= renew_every);
         if due {
             let joining = last_renewal.is_none();
-            let may_renew = if joining { ready_to_join(&shared).await } else { true };
+            let may_renew = if joining {
+                ready_to_join(&shared).await
+            } else {
+                true
+            };
             if may_renew {
                 if joining {
                     acquired = Timestamp::now();
                 }
                 let sent = Instant::now();
-                let params = PatchParams::apply(&lockstep_crds::proxy_field_manager(&shared.options.replica)).force();
+                let params =
+                    PatchParams::apply(&lockstep_crds::proxy_field_manager(&shared.options.replica)).force();
                 let name = lockstep_crds::proxy_lease_name(&shared.options.replica);
-                match lease_api(&shared).patch(&name, &params, &Patch::Apply(lease_object(&shared, acquired))).await {
+                match lease_api(&shared)
+                    .patch(&name, &params, &Patch::Apply(lease_object(&shared, acquired)))
+                    .await
+                {
                     Ok(_) => {
                         if joining {
                             tracing::info!(replica = %shared.options.replica, lease = %name, "joined the fleet");
                         }
                         last_renewal = Some(sent);
                         shared.state.set_ready_until(Some((sent + duration).into_std()));
-                        shared.lease_fresh.store(sent.elapsed() < duration, Ordering::SeqCst);
+                        shared
+                            .lease_fresh
+                            .store(sent.elapsed() < duration, Ordering::SeqCst);
                         shared.update_readiness();
                     }
                     Err(error) => tracing::warn!(%error, "lease renewal failed"),
@@ -117,12 +127,16 @@ async fn ready_to_join(shared: &Shared) -> bool {
         }
     };
     let reports = shared.reports.lock().expect("reports lock").clone();
-    let caught_up = listed.iter().filter(|rc| rc.spec.fleet == shared.options.fleet).all(|rc| {
-        let generation = rc.metadata.generation.unwrap_or(1);
-        reports.get(&ObjectKey::of(rc)).is_some_and(|r| {
-            r.observed_generation == generation || r.rejected.as_ref().is_some_and(|(g, _)| *g == generation)
-        })
-    });
+    let caught_up = listed
+        .iter()
+        .filter(|rc| rc.spec.fleet == shared.options.fleet)
+        .all(|rc| {
+            let generation = rc.metadata.generation.unwrap_or(1);
+            reports.get(&ObjectKey::of(rc)).is_some_and(|r| {
+                r.observed_generation == generation
+                    || r.rejected.as_ref().is_some_and(|(g, _)| *g == generation)
+            })
+        });
     if !caught_up {
         // The watch has not delivered everything yet; the sync loop will wake us.
         shared.wake.notify_one();

@@ -96,7 +96,11 @@ struct Shared {
 
 impl Shared {
     fn fleet_objects(&self) -> Vec<Arc<RouterConfig>> {
-        self.rc_store.state().into_iter().filter(|rc| rc.spec.fleet == self.options.fleet).collect()
+        self.rc_store
+            .state()
+            .into_iter()
+            .filter(|rc| rc.spec.fleet == self.options.fleet)
+            .collect()
     }
 
     fn update_readiness(&self) {
@@ -113,7 +117,9 @@ pub struct FleetHandle {
 
 impl std::fmt::Debug for FleetHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FleetHandle").field("replica", &self.shared.options.replica).finish()
+        f.debug_struct("FleetHandle")
+            .field("replica", &self.shared.options.replica)
+            .finish()
     }
 }
 
@@ -145,7 +151,11 @@ pub async fn start_with_client(
     client: Client,
 ) -> anyhow::Result<FleetHandle> {
     let (rc_api, slice_api, svc_api) = if options.all_namespaces {
-        (Api::<RouterConfig>::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()))
+        (
+            Api::<RouterConfig>::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        )
     } else {
         let ns = options.namespace.as_str();
         (
@@ -171,12 +181,13 @@ pub async fn start_with_client(
         lease_fresh: AtomicBool::new(false),
     });
 
-    let mut tasks = Vec::new();
-    tasks.push(spawn_reflector("routerconfigs", rc_api, rc_writer, shared.clone()));
-    tasks.push(spawn_reflector("endpointslices", slice_api, slice_writer, shared.clone()));
-    tasks.push(spawn_reflector("services", svc_api, svc_writer, shared.clone()));
-    tasks.push(tokio::spawn(sync_loop(shared.clone(), slice_store, svc_store)));
-    tasks.push(tokio::spawn(lease::run(shared.clone())));
+    let tasks = vec![
+        spawn_reflector("routerconfigs", rc_api, rc_writer, shared.clone()),
+        spawn_reflector("endpointslices", slice_api, slice_writer, shared.clone()),
+        spawn_reflector("services", svc_api, svc_writer, shared.clone()),
+        tokio::spawn(sync_loop(shared.clone(), slice_store, svc_store)),
+        tokio::spawn(lease::run(shared.clone())),
+    ];
     Ok(FleetHandle { shared, tasks })
 }
 
@@ -194,7 +205,9 @@ where
 {
     tokio::spawn(async move {
         let stream = reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
-        let mut stream = std::pin::pin!(stream.map_err(move |e| tracing::warn!(what, error = %e, "watch error; retrying")));
+        let mut stream = std::pin::pin!(
+            stream.map_err(move |e| tracing::warn!(what, error = %e, "watch error; retrying"))
+        );
         while stream.next().await.is_some() {
             shared.wake.notify_one();
         }
@@ -232,11 +245,17 @@ async fn sync_loop(shared: Arc<Shared>, slices: Store<EndpointSlice>, services: 
         // Certificates first: a host the new table routes has its certificate in place.
         shared.state.certs.replace(tls.by_host);
         let served = shared.state.served();
-        let view = plan::TlsView { hashes: tls.hashes, problems: tls.problems };
+        let view = plan::TlsView {
+            hashes: tls.hashes,
+            problems: tls.problems,
+        };
         let plan = plan::plan(&objects, &served, &view, &mut applied_at, now);
         if let Some(next) = plan.next {
-            let generations: Vec<String> =
-                next.objects.values().map(|o| format!("{}@{}", o.key, o.generation)).collect();
+            let generations: Vec<String> = next
+                .objects
+                .values()
+                .map(|o| format!("{}@{}", o.key, o.generation))
+                .collect();
             shared.state.swap(next);
             tracing::info!(replica = %shared.options.replica, routerconfigs = ?generations, "route table swapped");
         }
@@ -251,7 +270,9 @@ async fn sync_loop(shared: Arc<Shared>, slices: Store<EndpointSlice>, services: 
         shared.update_readiness();
 
         let written = report::write_changed(&shared, &objects, &plan.reports).await;
-        shared.reported_current.store(serving && written, Ordering::SeqCst);
+        shared
+            .reported_current
+            .store(serving && written, Ordering::SeqCst);
         if serving && written {
             shared.wake_lease.notify_one();
         }
@@ -296,15 +317,28 @@ fn refresh_endpoints(
                 if let Some(svc) = &path.backend.service
                     && let Ok(port) = u16::try_from(svc.port)
                 {
-                    wanted.insert(ServiceKey { namespace: key.namespace.clone(), name: svc.name.clone(), port });
+                    wanted.insert(ServiceKey {
+                        namespace: key.namespace.clone(),
+                        name: svc.name.clone(),
+                        port,
+                    });
                 }
             }
         }
     }
     // Services still routed by a served (possibly older) generation stay resolved too.
     for route in shared.state.served().table.routes() {
-        if let BackendRef::Service { namespace, name, port } = &route.backend {
-            wanted.insert(ServiceKey { namespace: namespace.to_string(), name: name.to_string(), port: *port });
+        if let BackendRef::Service {
+            namespace,
+            name,
+            port,
+        } = &route.backend
+        {
+            wanted.insert(ServiceKey {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                port: *port,
+            });
         }
     }
     let all_slices = slices.state();
@@ -313,8 +347,13 @@ fn refresh_endpoints(
             s.metadata.namespace.as_deref() == Some(key.namespace.as_str())
                 && s.metadata.name.as_deref() == Some(key.name.as_str())
         });
-        let ready =
-            slices::ready_endpoints(&key.namespace, &key.name, key.port, service.as_deref(), all_slices.iter().map(|s| s.as_ref()));
+        let ready = slices::ready_endpoints(
+            &key.namespace,
+            &key.name,
+            key.port,
+            service.as_deref(),
+            all_slices.iter().map(|s| s.as_ref()),
+        );
         if shared.state.endpoints.get(&key).as_deref() != Some(&ready) {
             tracing::debug!(service = ?key, endpoints = ready.len(), "endpoints updated");
             shared.state.endpoints.set(key, ready);

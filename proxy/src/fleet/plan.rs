@@ -36,7 +36,11 @@ pub struct Plan {
 
 /// One RouterConfig of the fleet with what the planner needs.
 fn candidate(rc: &RouterConfig) -> (ObjectKey, Option<Timestamp>, i64) {
-    (ObjectKey::of(rc), rc.metadata.creation_timestamp.as_ref().map(|t| t.0), rc.metadata.generation.unwrap_or(1))
+    (
+        ObjectKey::of(rc),
+        rc.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        rc.metadata.generation.unwrap_or(1),
+    )
 }
 
 /// TLS as the planner sees it: hashes of the material served per Secret (namespace/name),
@@ -66,7 +70,14 @@ pub fn plan(
         })
         .collect();
     let resolution = resolve_fleet(
-        keyed.iter().map(|(key, created, _, spec)| Candidate { key, created: *created, spec }).collect(),
+        keyed
+            .iter()
+            .map(|(key, created, _, spec)| Candidate {
+                key,
+                created: *created,
+                spec,
+            })
+            .collect(),
     );
 
     let mut next_objects: BTreeMap<ObjectKey, ServedObject> = BTreeMap::new();
@@ -82,11 +93,19 @@ pub fn plan(
                 }
                 next_objects.insert(
                     key.clone(),
-                    ServedObject { key: key.clone(), generation: *generation, digest, spec: Arc::new((*spec).clone()) },
+                    ServedObject {
+                        key: key.clone(),
+                        generation: *generation,
+                        digest,
+                        spec: Arc::new((*spec).clone()),
+                    },
                 );
             }
             verdict => {
-                let message = verdict.and_then(Verdict::message).unwrap_or("not judged").to_owned();
+                let message = verdict
+                    .and_then(Verdict::message)
+                    .unwrap_or("not judged")
+                    .to_owned();
                 rejected.insert(key.clone(), (*generation, message));
                 // Keep serving the last good generation of this object, if any.
                 if let Some(previous) = served.objects.get(key) {
@@ -98,7 +117,10 @@ pub fn plan(
 
     let unchanged = next_objects.len() == served.objects.len()
         && next_objects.iter().all(|(k, o)| {
-            served.objects.get(k).is_some_and(|s| s.generation == o.generation && s.digest == o.digest)
+            served
+                .objects
+                .get(k)
+                .is_some_and(|s| s.generation == o.generation && s.digest == o.digest)
         });
 
     applied_at.retain(|k, _| next_objects.contains_key(k));
@@ -127,21 +149,36 @@ pub fn plan(
     }
 
     let next = (!unchanged).then(|| {
-        let mut order: Vec<(&ObjectKey, Option<Timestamp>)> =
-            keyed.iter().filter(|(k, ..)| next_objects.contains_key(k)).map(|(k, c, ..)| (k, *c)).collect();
-        order.sort_by(|a, b| a.1.unwrap_or(Timestamp::MAX).cmp(&b.1.unwrap_or(Timestamp::MAX)).then(a.0.cmp(b.0)));
+        let mut order: Vec<(&ObjectKey, Option<Timestamp>)> = keyed
+            .iter()
+            .filter(|(k, ..)| next_objects.contains_key(k))
+            .map(|(k, c, ..)| (k, *c))
+            .collect();
+        order.sort_by(|a, b| {
+            a.1.unwrap_or(Timestamp::MAX)
+                .cmp(&b.1.unwrap_or(Timestamp::MAX))
+                .then(a.0.cmp(b.0))
+        });
         let table = RouteTable::compile(order.iter().map(|(k, _)| (*k, next_objects[*k].spec.as_ref())));
-        ServedConfig { table, objects: next_objects }
+        ServedConfig {
+            table,
+            objects: next_objects,
+        }
     });
     Plan { next, reports }
 }
 
 /// The TLS hashes a spec's digest covers: the Secrets it names, looked up in its namespace.
-fn tls_for(key: &ObjectKey, spec: &RouterConfigSpec, tls: &BTreeMap<ObjectKey, String>) -> BTreeMap<String, String> {
+fn tls_for(
+    key: &ObjectKey,
+    spec: &RouterConfigSpec,
+    tls: &BTreeMap<ObjectKey, String>,
+) -> BTreeMap<String, String> {
     lockstep_config::tls_secret_names(spec)
         .into_iter()
         .filter_map(|name| {
-            tls.get(&ObjectKey::new(key.namespace.clone(), name.clone())).map(|hash| (name, hash.clone()))
+            tls.get(&ObjectKey::new(key.namespace.clone(), name.clone()))
+                .map(|hash| (name, hash.clone()))
         })
         .collect()
 }
@@ -206,7 +243,9 @@ mod tests {
     fn conflicting_generation_is_rejected_and_last_good_spec_kept() {
         let old = mk_rc("old", 1, 1, "a.example.com", "/api");
         let web_v1 = mk_rc("web", 1, 2, "b.example.com", "/");
-        let served = run(&[old.clone(), web_v1], &ServedConfig::default()).next.unwrap();
+        let served = run(&[old.clone(), web_v1], &ServedConfig::default())
+            .next
+            .unwrap();
 
         // web's generation 2 claims old's host+path.
         let web_v2 = mk_rc("web", 2, 2, "a.example.com", "/api");
@@ -216,9 +255,15 @@ mod tests {
         assert_eq!(report.observed_generation, 1, "still serves generation 1");
         let (generation, message) = report.rejected.clone().expect("rejected");
         assert_eq!(generation, 2);
-        assert!(message.contains("spec.rules[0].paths[0]") && message.contains("ns/old"), "{message}");
+        assert!(
+            message.contains("spec.rules[0].paths[0]") && message.contains("ns/old"),
+            "{message}"
+        );
         assert!(plan.next.is_none(), "nothing to swap: the old table stays");
-        assert!(in_sync(&objects, &plan.reports), "a rejected generation is processed");
+        assert!(
+            in_sync(&objects, &plan.reports),
+            "a rejected generation is processed"
+        );
     }
 
     #[test]
@@ -243,13 +288,23 @@ mod tests {
     #[test]
     fn tls_material_changes_the_digest() {
         let mut rc = (*mk_rc("web", 1, 1, "a.example.com", "/")).clone();
-        rc.spec.rules[0].tls =
-            Some(lockstep_crds::HostTls { secret_name: "cert".into(), redirect_http: false });
+        rc.spec.rules[0].tls = Some(lockstep_crds::HostTls {
+            secret_name: "cert".into(),
+            redirect_http: false,
+        });
         let objects = vec![Arc::new(rc)];
         let mut tls = TlsView::default();
-        tls.hashes.insert(ObjectKey::new("ns", "cert"), "sha256:one".to_owned());
-        let one = plan(&objects, &ServedConfig::default(), &tls, &mut BTreeMap::new(), now());
-        tls.hashes.insert(ObjectKey::new("ns", "cert"), "sha256:two".to_owned());
+        tls.hashes
+            .insert(ObjectKey::new("ns", "cert"), "sha256:one".to_owned());
+        let one = plan(
+            &objects,
+            &ServedConfig::default(),
+            &tls,
+            &mut BTreeMap::new(),
+            now(),
+        );
+        tls.hashes
+            .insert(ObjectKey::new("ns", "cert"), "sha256:two".to_owned());
         let served = one.next.unwrap();
         let two = plan(&objects, &served, &tls, &mut BTreeMap::new(), now());
         assert!(two.next.is_some(), "a rotated certificate is a new configuration");
@@ -257,9 +312,13 @@ mod tests {
         assert_ne!(one.reports[&key].config_digest, two.reports[&key].config_digest);
 
         // Bad new material: the generation applies, the problem is reported against it.
-        tls.problems.insert(key.clone(), "spec.rules[0].tls.secretName: expired".into());
+        tls.problems
+            .insert(key.clone(), "spec.rules[0].tls.secretName: expired".into());
         let three = plan(&objects, &two.next.unwrap(), &tls, &mut BTreeMap::new(), now());
         assert_eq!(three.reports[&key].observed_generation, 1);
-        assert_eq!(three.reports[&key].rejected, Some((1, "spec.rules[0].tls.secretName: expired".into())));
+        assert_eq!(
+            three.reports[&key].rejected,
+            Some((1, "spec.rules[0].tls.secretName: expired".into()))
+        );
     }
 }

@@ -28,11 +28,17 @@ fn entry_matches(entry: Option<&ReplicaStatus>, report: &Report) -> bool {
 }
 
 fn own_entry<'a>(rc: &'a RouterConfig, replica: &str) -> Option<&'a ReplicaStatus> {
-    rc.status.as_ref().and_then(|s| s.replica_status.iter().find(|e| e.name == replica))
+    rc.status
+        .as_ref()
+        .and_then(|s| s.replica_status.iter().find(|e| e.name == replica))
 }
 
 fn resource_version(rc: &RouterConfig) -> u64 {
-    rc.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+    rc.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Writes every entry whose status differs from the report. True when all entries match or
@@ -52,7 +58,11 @@ pub(super) async fn write_changed(
         }
         // The watch may not have delivered our own last write yet; resourceVersions are
         // etcd revisions, so an object older than that write is simply stale.
-        let last = LAST_WRITE.lock().expect("last write lock").get(&(replica.clone(), key.clone())).cloned();
+        let last = LAST_WRITE
+            .lock()
+            .expect("last write lock")
+            .get(&(replica.clone(), key.clone()))
+            .cloned();
         if let Some((rv, written)) = last
             && &written == report
             && resource_version(rc) < rv
@@ -86,10 +96,10 @@ async fn write(shared: &Shared, key: ObjectKey, report: Report) -> bool {
     let params = PatchParams::apply(&lockstep_crds::proxy_field_manager(replica));
     match api.patch_status(&key.name, &params, &Patch::Apply(&patch)).await {
         Ok(rc) => {
-            LAST_WRITE
-                .lock()
-                .expect("last write lock")
-                .insert((replica.clone(), key.clone()), (resource_version(&rc), report.clone()));
+            LAST_WRITE.lock().expect("last write lock").insert(
+                (replica.clone(), key.clone()),
+                (resource_version(&rc), report.clone()),
+            );
             tracing::debug!(routerconfig = %key, generation = report.observed_generation, "status reported");
             true
         }

@@ -27,7 +27,12 @@ pub(super) struct SecretWatches {
 
 impl SecretWatches {
     pub(super) fn new(client: Client, wake: Arc<Notify>) -> Self {
-        Self { client, wake, states: Arc::default(), tasks: Mutex::default() }
+        Self {
+            client,
+            wake,
+            states: Arc::default(),
+            tasks: Mutex::default(),
+        }
     }
 
     /// Watches exactly `wanted`: starts missing watches, stops unneeded ones.
@@ -45,7 +50,10 @@ impl SecretWatches {
             if tasks.contains_key(key) {
                 continue;
             }
-            self.states.lock().expect("secret states lock").insert(key.clone(), SecretState::Pending);
+            self.states
+                .lock()
+                .expect("secret states lock")
+                .insert(key.clone(), SecretState::Pending);
             let api: Api<Secret> = Api::namespaced(self.client.clone(), &key.namespace);
             let config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
             let (states, wake, key2) = (self.states.clone(), self.wake.clone(), key.clone());
@@ -70,7 +78,10 @@ impl SecretWatches {
                         }
                     };
                     if let Some(state) = next {
-                        states.lock().expect("secret states lock").insert(key2.clone(), state);
+                        states
+                            .lock()
+                            .expect("secret states lock")
+                            .insert(key2.clone(), state);
                         wake.notify_one();
                     }
                 }

@@ -31,13 +31,21 @@ pub fn ready_endpoints<'a>(
     let mut out = Vec::new();
     for slice in slices {
         if slice.metadata.namespace.as_deref() != Some(namespace)
-            || slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) != Some(name)
+            || slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(String::as_str)
+                != Some(name)
         {
             continue;
         }
         let ports = slice.ports.as_deref().unwrap_or_default();
         let target = match &port_name {
-            Some(wanted) => ports.iter().find(|p| p.name.clone().filter(|n| !n.is_empty()) == *wanted),
+            Some(wanted) => ports
+                .iter()
+                .find(|p| p.name.clone().filter(|n| !n.is_empty()) == *wanted),
             None => ports
                 .iter()
                 .find(|p| p.port == Some(i32::from(service_port)))
@@ -67,7 +75,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn mk_slice(service: &str, port_name: Option<&str>, port: i32, endpoints: serde_json::Value) -> EndpointSlice {
+    fn mk_slice(
+        service: &str,
+        port_name: Option<&str>,
+        port: i32,
+        endpoints: serde_json::Value,
+    ) -> EndpointSlice {
         serde_json::from_value(json!({
             "metadata": {"name": format!("{service}-x"), "namespace": "ns", "labels": {SERVICE_NAME_LABEL: service}},
             "addressType": "IPv4",
@@ -78,7 +91,10 @@ mod tests {
     }
 
     fn mk_service(name: &str, ports: serde_json::Value) -> Service {
-        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"}, "spec": {"ports": ports}})).unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "ns"}, "spec": {"ports": ports}}),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -95,13 +111,22 @@ mod tests {
             ]),
         );
         let got = ready_endpoints("ns", "api", 80, Some(&svc), [&slice]);
-        assert_eq!(got, vec!["127.0.0.2:8080".parse().unwrap(), "127.0.0.4:8080".parse().unwrap()]);
+        assert_eq!(
+            got,
+            vec![
+                "127.0.0.2:8080".parse().unwrap(),
+                "127.0.0.4:8080".parse().unwrap()
+            ]
+        );
     }
 
     #[test]
     fn without_service_uses_same_number_or_only_port() {
         let slice = mk_slice("api", None, 9000, json!([{"addresses": ["127.0.0.2"]}]));
-        assert_eq!(ready_endpoints("ns", "api", 80, None, [&slice]), vec!["127.0.0.2:9000".parse().unwrap()]);
+        assert_eq!(
+            ready_endpoints("ns", "api", 80, None, [&slice]),
+            vec!["127.0.0.2:9000".parse().unwrap()]
+        );
     }
 
     #[test]

@@ -96,12 +96,17 @@ pub fn assemble(
             if let Some(error) = errors.get(&secret_key) {
                 problems.push(format!("spec.rules[{i}].tls.secretName: {error}"));
             }
-            let Some(material) = good.get(&secret_key) else { continue };
+            let Some(material) = good.get(&secret_key) else {
+                continue;
+            };
             let host = rule.host.to_ascii_lowercase();
             match certs::check_covers(&secret_key.to_string(), &material.cert, &host) {
                 Ok(()) => {
                     outcome.hashes.insert(secret_key, material.hash.clone());
-                    outcome.by_host.entry(host).or_insert_with(|| material.cert.certified.clone());
+                    outcome
+                        .by_host
+                        .entry(host)
+                        .or_insert_with(|| material.cert.certified.clone());
                 }
                 Err(e) => problems.push(format!("spec.rules[{i}].tls.secretName: {e}")),
             }
@@ -114,13 +119,20 @@ pub fn assemble(
 }
 
 fn material(key: &ObjectKey, secret: &Secret) -> Result<(Vec<u8>, Vec<u8>), CertError> {
-    let malformed = |reason: &str| CertError::Malformed { secret: key.to_string(), reason: reason.to_owned() };
+    let malformed = |reason: &str| CertError::Malformed {
+        secret: key.to_string(),
+        reason: reason.to_owned(),
+    };
     if secret.type_.as_deref() != Some("kubernetes.io/tls") {
         return Err(malformed("type is not kubernetes.io/tls"));
     }
     let data = secret.data.as_ref().ok_or_else(|| malformed("no data"))?;
-    let crt = data.get("tls.crt").ok_or_else(|| malformed("tls.crt is missing"))?;
-    let tls_key = data.get("tls.key").ok_or_else(|| malformed("tls.key is missing"))?;
+    let crt = data
+        .get("tls.crt")
+        .ok_or_else(|| malformed("tls.crt is missing"))?;
+    let tls_key = data
+        .get("tls.key")
+        .ok_or_else(|| malformed("tls.key is missing"))?;
     Ok((crt.0.clone(), tls_key.0.clone()))
 }
 
@@ -130,7 +142,9 @@ pub fn referenced(objects: &[Arc<RouterConfig>]) -> std::collections::BTreeSet<O
         .iter()
         .flat_map(|rc| {
             let ns = ObjectKey::of(rc).namespace;
-            lockstep_config::tls_secret_names(&rc.spec).into_iter().map(move |name| ObjectKey::new(ns.clone(), name))
+            lockstep_config::tls_secret_names(&rc.spec)
+                .into_iter()
+                .map(move |name| ObjectKey::new(ns.clone(), name))
         })
         .collect()
 }
