@@ -40,22 +40,34 @@ async fn status_subresource_ignores_status_on_main_resource_and_spec_on_status()
     let ns = cp.namespace(&client, "status").await.unwrap();
     let api: Api<RouterConfig> = Api::namespaced(client, &ns);
     let mut rc = router_config("web");
-    rc.status = Some(lockstep_crds::RouterConfigStatus { observed_generation: Some(42), ..Default::default() });
+    rc.status = Some(lockstep_crds::RouterConfigStatus {
+        observed_generation: Some(42),
+        ..Default::default()
+    });
     let created = api.create(&PostParams::default(), &rc).await.unwrap();
-    assert_eq!(created.status, None, "status is dropped on create: it has its own subresource");
+    assert_eq!(
+        created.status, None,
+        "status is dropped on create: it has its own subresource"
+    );
     assert_eq!(created.metadata.generation, Some(1));
 
     let patched = api
         .patch_status(
             "web",
             &PatchParams::apply("test-status"),
-            &Patch::Apply(json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
-                "status": {"observedGeneration": 1}})),
+            &Patch::Apply(
+                json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+                "status": {"observedGeneration": 1}}),
+            ),
         )
         .await
         .unwrap();
     assert_eq!(patched.status.unwrap().observed_generation, Some(1));
-    assert_eq!(patched.metadata.generation, Some(1), "a status write does not bump generation");
+    assert_eq!(
+        patched.metadata.generation,
+        Some(1),
+        "a status write does not bump generation"
+    );
 }
 
 #[tokio::test]
@@ -64,7 +76,9 @@ async fn server_side_apply_of_replica_entries_by_two_managers_keeps_both() {
     let client = cp.client().await.unwrap();
     let ns = cp.namespace(&client, "ssa").await.unwrap();
     let api: Api<RouterConfig> = Api::namespaced(client, &ns);
-    api.create(&PostParams::default(), &router_config("web")).await.unwrap();
+    api.create(&PostParams::default(), &router_config("web"))
+        .await
+        .unwrap();
 
     let entry = |name: &str, generation: i64| {
         json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
@@ -80,8 +94,11 @@ async fn server_side_apply_of_replica_entries_by_two_managers_keeps_both() {
         .unwrap();
     }
     let status = api.get_status("web").await.unwrap().status.unwrap();
-    let mut entries: Vec<(String, i64)> =
-        status.replica_status.iter().map(|r| (r.name.clone(), r.observed_generation)).collect();
+    let mut entries: Vec<(String, i64)> = status
+        .replica_status
+        .iter()
+        .map(|r| (r.name.clone(), r.observed_generation))
+        .collect();
     entries.sort();
     assert_eq!(entries, vec![("proxy-0".into(), 2), ("proxy-1".into(), 1)]);
 
@@ -129,13 +146,28 @@ async fn lease_can_be_created_and_renewed_with_optimistic_concurrency() {
     let later = k8s_openapi::jiff::Timestamp::now();
     renewed.spec.as_mut().unwrap().renew_time =
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(later));
-    let after = api.replace("lockstep-proxy-proxy-0", &PostParams::default(), &renewed).await.unwrap();
+    let after = api
+        .replace("lockstep-proxy-proxy-0", &PostParams::default(), &renewed)
+        .await
+        .unwrap();
     assert!(after.spec.unwrap().renew_time.unwrap().0 > created.spec.clone().unwrap().renew_time.unwrap().0);
 
     // A writer holding the old resourceVersion loses: renewals cannot silently overwrite.
-    let stale = api.replace("lockstep-proxy-proxy-0", &PostParams::default(), &renewed).await.unwrap_err();
-    assert!(matches!(stale, kube::Error::Api(ref s) if s.code == 409), "{stale:?}");
+    let stale = api
+        .replace("lockstep-proxy-proxy-0", &PostParams::default(), &renewed)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, kube::Error::Api(ref s) if s.code == 409),
+        "{stale:?}"
+    );
 
-    let listed = api.list(&kube::api::ListParams::default().labels("lockstep.dev/fleet=default")).await.unwrap();
-    assert_eq!(listed.items.iter().map(|l| l.name_any()).collect::<Vec<_>>(), vec!["lockstep-proxy-proxy-0"]);
+    let listed = api
+        .list(&kube::api::ListParams::default().labels("lockstep.dev/fleet=default"))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.items.iter().map(|l| l.name_any()).collect::<Vec<_>>(),
+        vec!["lockstep-proxy-proxy-0"]
+    );
 }
