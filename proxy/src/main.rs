@@ -1,2 +1,322 @@
 //! lockstep-proxy binary.
-fn main() {}
+//!
+//! Kubernetes mode:
+//! `lockstep-proxy --replica-name NAME --namespace NS --fleet default --listen ADDR --admin ADDR`
+//! Standalone mode: `lockstep-proxy --config FILE.yaml --listen ADDR --admin ADDR`.
+//!
+//! Every listener is bound before anything else starts, and each bound address is logged
+//! (on stderr) as one line whose message is exactly
+//!
+//! ```text
+//! lockstep-proxy listening KIND=IP:PORT
+//! ```
+//!
+//! with KIND one of `http`, `tls`, `admin`, so `--listen 127.0.0.1:0` can be used and the port
+//! read back with the pattern `lockstep-proxy listening (\w+)=([^\s"]+)` (with
+//! `--log-format json` the line is the `message` field of a JSON object, hence the quote).
+//!
+//! On SIGTERM or SIGINT the replica turns unready, leaves its fleet (Kubernetes mode), stops
+//! accepting, lets in-flight requests finish for up to `--drain-timeout`, and exits 0.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser;
+use lockstep_proxy::{
+    LoadBalancing, Proxy, ProxyOptions, admin, fleet,
+    server::{self, Drained},
+    standalone,
+    state::ProxyState,
+};
+use tokio::net::TcpListener;
+
+/// lockstep's reverse proxy.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Replica name (Kubernetes mode): names the Lease and the status entries.
+    #[arg(long, env = "LOCKSTEP_REPLICA_NAME", required_unless_present = "config")]
+    replica_name: Option<String>,
+    /// Namespace of the replica's Lease; RouterConfigs are watched there unless
+    /// --all-namespaces.
+    #[arg(long, env = "LOCKSTEP_NAMESPACE", required_unless_present = "config")]
+    namespace: Option<String>,
+    /// The fleet whose RouterConfigs this replica serves.
+    #[arg(long, default_value = lockstep_crds::DEFAULT_FLEET)]
+    fleet: String,
+    /// Watch RouterConfigs, Services and EndpointSlices in every namespace.
+    #[arg(long, conflicts_with = "config")]
+    all_namespaces: bool,
+    /// Standalone mode: serve the RouterConfig documents of this YAML file, reloaded on change.
+    #[arg(long, conflicts_with = "namespace")]
+    config: Option<PathBuf>,
+    /// How often standalone mode checks the file for changes.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    reload_interval: Duration,
+    /// HTTP listener (HTTP/1.1 and h2c prior knowledge); port 0 picks a free port.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// TLS listener. Accepted for the deployment manifests' sake; TLS is served by a later
+    /// release, this one logs a warning and does not bind it.
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
+    /// Admin listener: /healthz, /readyz, /metrics, /config.
+    #[arg(long)]
+    admin: SocketAddr,
+    /// Longest time in-flight requests get to finish after SIGTERM.
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Longest time a client may take to send a request head once it started one.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// Connections with nothing in flight and nothing received for this long are closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Largest request head (HTTP/1) or header list (HTTP/2) in bytes; 431 above.
+    #[arg(long, default_value_t = 32 * 1024, value_parser = clap::value_parser!(u32).range(8192..))]
+    max_header_bytes: u32,
+    /// Most header fields in an HTTP/1 request; 431 above.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_header_count: u32,
+    /// Longest wait for a TCP connection to an upstream; 504 after.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// Longest wait for an upstream's response head; 504 after.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    response_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this long (keep it below the
+    /// backends' keep-alive timeout).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    upstream_idle_timeout: Duration,
+    /// Endpoint choice for Service backends.
+    #[arg(long, value_enum, default_value_t = LoadBalancing::P2c)]
+    load_balancing: LoadBalancing,
+    /// Log one line per request (target "access").
+    #[arg(long)]
+    access_log: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Runtime worker threads (default: one per CPU). With 1, a single-threaded runtime runs
+    /// everything on the main thread.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// "250ms", "10s", "2m", or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let threads = args
+        .worker_threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "lockstep-proxy failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn bind(kind: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {kind} listener {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!("lockstep-proxy listening {kind}={bound}");
+    Ok(listener)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let replica = match (&args.replica_name, &args.config) {
+        (Some(name), _) => name.clone(),
+        (None, _) => "standalone".to_owned(),
+    };
+    let state = ProxyState::new(replica);
+    let options = ProxyOptions {
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        max_header_bytes: args.max_header_bytes as usize,
+        max_header_count: args.max_header_count as usize,
+        connect_timeout: args.connect_timeout,
+        response_timeout: args.response_timeout,
+        upstream_idle_timeout: args.upstream_idle_timeout,
+        load_balancing: args.load_balancing,
+        access_log: args.access_log,
+        scheme: "http",
+    };
+
+    let admin_listener = bind("admin", args.admin).await?;
+    let http_listener = bind("http", args.listen).await?;
+    if let Some(tls) = args.tls_listen {
+        tracing::warn!(%tls, "--tls-listen is not served by this release; only plain HTTP is");
+    }
+    let admin = admin::serve(state.clone(), admin_listener)?;
+    let proxy = Proxy::new(state.clone(), options);
+    let server = server::serve_proxy(proxy, http_listener)?;
+
+    let fleet_handle = match &args.config {
+        Some(path) => {
+            standalone::watch(
+                state.clone(),
+                standalone::WatchOptions {
+                    path: path.clone(),
+                    fleet: args.fleet.clone(),
+                    interval: args.reload_interval,
+                },
+            );
+            None
+        }
+        None => {
+            let replica = args
+                .replica_name
+                .clone()
+                .context("--replica-name is required without --config")?;
+            let namespace = args
+                .namespace
+                .clone()
+                .context("--namespace is required without --config")?;
+            let mut options = fleet::FleetOptions::new(replica, namespace, args.fleet.clone());
+            options.all_namespaces = args.all_namespaces;
+            Some(
+                fleet::start(state.clone(), options)
+                    .await
+                    .context("starting the Kubernetes sync")?,
+            )
+        }
+    };
+
+    let signal = shutdown_signal().await?;
+    tracing::info!(signal, drain_timeout = ?args.drain_timeout, "shutting down: unready, leaving the fleet, draining");
+    state.start_draining();
+    let deadline = tokio::time::Instant::now() + args.drain_timeout;
+    if let Some(handle) = fleet_handle
+        && tokio::time::timeout_at(deadline, handle.leave()).await.is_err()
+    {
+        tracing::warn!("leaving the fleet took the whole drain timeout");
+    }
+    match server
+        .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        Drained::Complete => tracing::info!("drained; exiting"),
+        Drained::TimedOut { remaining } => {
+            tracing::warn!(
+                remaining,
+                "drain timeout passed; closing the remaining connections"
+            )
+        }
+    }
+    admin.stop();
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        let standalone = Args::try_parse_from([
+            "p",
+            "--config",
+            "f.yaml",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ]);
+        assert!(standalone.is_ok());
+        let kube = Args::try_parse_from([
+            "p",
+            "--replica-name",
+            "r",
+            "--namespace",
+            "ns",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--all-namespaces",
+        ]);
+        assert!(kube.is_ok_and(|a| a.all_namespaces));
+        let neither = Args::try_parse_from(["p", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+        assert!(neither.is_err());
+    }
+}

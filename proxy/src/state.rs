@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use lockstep_config::{ObjectKey, RouteTable};
 use lockstep_crds::RouterConfigSpec;
 
-use crate::endpoints::Endpoints;
+use crate::{endpoints::Endpoints, metrics::Metrics};
 
 /// What one RouterConfig contributes to the served configuration.
 #[derive(Debug, Clone)]
@@ -48,21 +48,28 @@ pub struct ProxyState {
     swaps: AtomicU64,
     /// Ready endpoints of Service backends.
     pub endpoints: Endpoints,
+    /// TLS certificates by host, for the TLS listener.
+    pub certs: Arc<crate::certs::CertStore>,
     synced: AtomicBool,
     draining: AtomicBool,
     /// In Kubernetes mode, the instant the replica's Lease may have expired; readiness is
     /// judged against it when asked, so a replica that wakes from a freeze is unready at once.
     ready_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The data plane's Prometheus metrics (served on the admin `/metrics`).
+    pub metrics: Metrics,
 }
 
 impl ProxyState {
     /// Fresh state serving nothing, not ready.
     pub fn new(replica: impl Into<String>) -> Arc<Self> {
-        Arc::new(Self {
+        // The metrics read the served configuration at scrape time, so they point back here.
+        Arc::new_cyclic(|state| Self {
+            metrics: Metrics::new(state.clone()),
             replica: replica.into(),
             served: ArcSwap::from_pointee(ServedConfig::default()),
             swaps: AtomicU64::new(0),
             endpoints: Endpoints::default(),
+            certs: Arc::default(),
             synced: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             ready_until: std::sync::Mutex::new(None),

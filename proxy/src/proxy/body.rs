@@ -1,0 +1,182 @@
+//! Bodies that cross the proxy. Both directions stream frame by frame: nothing is
+//! buffered beyond what hyper holds for one frame.
+
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::RequestGuard;
+
+/// The body of a response the proxy sends to a client.
+pub struct ProxyBody {
+    kind: Kind,
+    /// Dropped with the body: a request is in flight until its response body is sent in
+    /// full or abandoned by the client, not just until its head is sent.
+    _guard: Option<RequestGuard>,
+}
+
+enum Kind {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.kind {
+            Kind::Upstream(_) => "ProxyBody::Upstream",
+            Kind::Full(_) => "ProxyBody::Full",
+        })
+    }
+}
+
+impl ProxyBody {
+    /// An upstream response body, streamed through.
+    pub(crate) fn upstream(body: Incoming) -> Self {
+        Self {
+            kind: Kind::Upstream(body),
+            _guard: None,
+        }
+    }
+
+    /// A body made by the proxy.
+    pub(crate) fn full(data: impl Into<Bytes>) -> Self {
+        Self {
+            kind: Kind::Full(Some(data.into())),
+            _guard: None,
+        }
+    }
+
+    /// No body.
+    pub(crate) fn empty() -> Self {
+        Self {
+            kind: Kind::Full(None),
+            _guard: None,
+        }
+    }
+
+    /// Keeps `guard` alive until the body is done with.
+    pub(crate) fn with_guard(mut self, guard: RequestGuard) -> Self {
+        self._guard = Some(guard);
+        self
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Full(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream(body) => body.size_hint(),
+            Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+/// A client's request body on its way upstream, in a form that survives a failed connect:
+/// the legacy client drops a request it could not connect for, so the body sits in a shared
+/// slot until the first poll takes it, and a retry can pick it up again.
+pub(crate) struct RequestBody {
+    slot: Slot,
+    end_stream: bool,
+    hint: SizeHint,
+}
+
+enum Slot {
+    Shared(Arc<Mutex<Option<Incoming>>>),
+    Owned(Incoming),
+    Gone,
+}
+
+/// Hands out [`RequestBody`]s for one request's body.
+pub(crate) struct BodySlot {
+    shared: Arc<Mutex<Option<Incoming>>>,
+    end_stream: bool,
+    hint: SizeHint,
+}
+
+impl BodySlot {
+    /// Holds a client's body.
+    pub(crate) fn new(body: Incoming) -> Self {
+        let end_stream = body.is_end_stream();
+        let hint = body.size_hint();
+        Self {
+            shared: Arc::new(Mutex::new(Some(body))),
+            end_stream,
+            hint,
+        }
+    }
+
+    /// A body for one attempt.
+    pub(crate) fn attempt(&self) -> RequestBody {
+        RequestBody {
+            slot: Slot::Shared(self.shared.clone()),
+            end_stream: self.end_stream,
+            hint: self.hint,
+        }
+    }
+
+    /// Still unread, so another attempt sends the same bytes.
+    pub(crate) fn is_untouched(&self) -> bool {
+        self.shared.lock().map(|b| b.is_some()).unwrap_or(false)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Slot::Shared(shared) = &this.slot {
+            let taken = shared.lock().ok().and_then(|mut b| b.take());
+            this.slot = taken.map_or(Slot::Gone, Slot::Owned);
+        }
+        match &mut this.slot {
+            Slot::Owned(body) => Pin::new(body).poll_frame(cx),
+            _ => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.slot {
+            Slot::Owned(body) => body.is_end_stream(),
+            Slot::Shared(_) => self.end_stream,
+            Slot::Gone => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.slot {
+            Slot::Owned(body) => body.size_hint(),
+            Slot::Shared(_) => self.hint,
+            Slot::Gone => SizeHint::with_exact(0),
+        }
+    }
+}

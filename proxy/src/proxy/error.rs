@@ -1,0 +1,85 @@
+//! Why a request could not be proxied, and the status each reason answers with.
+
+use http::StatusCode;
+
+/// A request that ends in a response made by the proxy itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request has no usable Host header or :authority.
+    #[error("missing or invalid Host")]
+    BadHost,
+    /// No route matches the host and path.
+    #[error("no route")]
+    NoRoute,
+    /// The route's Service has no ready endpoint.
+    #[error("no ready endpoints for {0}")]
+    NoEndpoints(String),
+    /// The route's backend cannot be turned into an upstream address.
+    #[error("backend {0} has an invalid address")]
+    BadBackend(String),
+    /// The route's backend uses a scheme this proxy cannot speak yet.
+    #[error("backend scheme {0} is not supported")]
+    UnsupportedScheme(String),
+    /// No TCP connection to the upstream could be made.
+    #[error("connecting to {peer}: {source}")]
+    Connect {
+        /// The upstream address.
+        peer: String,
+        /// What the connector said.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// Connecting to the upstream took longer than the connect timeout.
+    #[error("connecting to {peer}: timed out")]
+    ConnectTimeout {
+        /// The upstream address.
+        peer: String,
+    },
+    /// The upstream's response head took longer than the response timeout.
+    #[error("upstream {peer} did not answer in time")]
+    ResponseTimeout {
+        /// The upstream address.
+        peer: String,
+    },
+    /// The upstream connection failed after the request was sent.
+    #[error("upstream {peer}: {source}")]
+    Upstream {
+        /// The upstream address.
+        peer: String,
+        /// What the client said.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+impl ProxyError {
+    /// The status the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadHost => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BadBackend(_)
+            | ProxyError::UnsupportedScheme(_)
+            | ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// The `kind` label of the upstream error counter; None for errors that are the
+    /// client's or the configuration's, not the upstream's.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::BadHost | ProxyError::NoRoute => None,
+            ProxyError::NoEndpoints(_) => Some("no_endpoints"),
+            ProxyError::BadBackend(_) | ProxyError::UnsupportedScheme(_) => Some("bad_backend"),
+            ProxyError::Connect { .. } => Some("connect"),
+            ProxyError::ConnectTimeout { .. } => Some("connect_timeout"),
+            ProxyError::ResponseTimeout { .. } => Some("response_timeout"),
+            ProxyError::Upstream { .. } => Some("protocol"),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Phase 2, request filter: turns the client's request into the upstream's. Hop-by-hop
+//! headers describe one connection and must not cross the proxy (RFC 9110 §7.6.1); the
+//! X-Forwarded-* headers tell the upstream what the client's connection looked like.
+
+use std::net::IpAddr;
+
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Request, Version,
+    header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE},
+};
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The protocol a client asked to switch to, for requests that may be tunnelled: only
+/// HTTP/1.1 has Upgrade, and it counts only when Connection names it.
+pub(crate) fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let upgrade = req.headers().get(UPGRADE)?;
+    connection_tokens(req.headers())
+        .any(|t| t.eq_ignore_ascii_case("upgrade"))
+        .then(|| upgrade.clone())
+}
+
+/// Rewrites a request's headers for the upstream. `host` is the request's host as routed,
+/// which becomes the Host header when the client sent only an authority (HTTP/2, absolute
+/// form).
+pub(crate) fn prepare_request<B>(
+    req: &mut Request<B>,
+    host: HeaderValue,
+    client_ip: IpAddr,
+    scheme: &'static str,
+    upgrade: Option<HeaderValue>,
+) {
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol);
+    }
+    append_forwarded_for(headers, client_ip);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    headers.insert(HOST, host);
+    // Upstreams are spoken to in HTTP/1.1 whatever the client used.
+    *req.version_mut() = Version::HTTP_11;
+}
+
+/// Rewrites an upstream response's headers for the client. A 101 keeps Connection and
+/// Upgrade: they are the switch the client asked for.
+pub(crate) fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
+    if switching_protocols {
+        let connection = headers.remove(CONNECTION);
+        let upgrade = headers.remove(UPGRADE);
+        strip_hop_by_hop(headers);
+        if let (Some(c), Some(u)) = (connection, upgrade) {
+            headers.insert(CONNECTION, c);
+            headers.insert(UPGRADE, u);
+        }
+    } else {
+        strip_hop_by_hop(headers);
+    }
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes Connection, every header it names, and the headers that are hop-by-hop by
+/// definition.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    for name in [&KEEP_ALIVE, &TE, &TRAILER, &TRANSFER_ENCODING, &UPGRADE] {
+        headers.remove(name);
+    }
+    // Proxy-Connection, Proxy-Authorization and friends are for this hop only; the scan is
+    // skipped in the common case of none.
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Appends the client's address to X-Forwarded-For, folding repeated headers into one.
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
+    let mut value = String::new();
+    for prior in headers.get_all(&X_FORWARDED_FOR).iter() {
+        if let Ok(prior) = prior.to_str() {
+            value.push_str(prior);
+            value.push_str(", ");
+        }
+    }
+    value.push_str(&client_ip.to_string());
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::builder().uri("/x");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(()).expect("request")
+    }
+
+    #[test]
+    fn strips_connection_and_the_headers_it_names() {
+        let mut req = request(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "yes"),
+        ]);
+        prepare_request(
+            &mut req,
+            HeaderValue::from_static("a.test"),
+            [10, 0, 0, 1].into(),
+            "http",
+            None,
+        );
+        let h = req.headers();
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "trailer",
+            "proxy-authorization",
+            "proxy-connection",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} must be stripped");
+        }
+        assert_eq!(h["x-kept"], "yes");
+        assert_eq!(h["host"], "a.test");
+        assert_eq!(h["x-forwarded-host"], "a.test");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+    }
+
+    #[test]
+    fn forwarded_for_appends_to_all_prior_values() {
+        let mut req = request(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
+        ]);
+        prepare_request(
+            &mut req,
+            HeaderValue::from_static("a"),
+            [127, 0, 0, 1].into(),
+            "https",
+            None,
+        );
+        assert_eq!(
+            req.headers()["x-forwarded-for"],
+            "1.1.1.1, 2.2.2.2, 3.3.3.3, 127.0.0.1"
+        );
+        assert_eq!(req.headers()["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn upgrade_survives_only_when_connection_names_it() {
+        let req = request(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        let protocol = upgrade_protocol(&req);
+        assert_eq!(
+            protocol.as_ref().map(|p| p.to_str().ok()),
+            Some(Some("websocket"))
+        );
+        let mut req = req;
+        prepare_request(
+            &mut req,
+            HeaderValue::from_static("a"),
+            [127, 0, 0, 1].into(),
+            "http",
+            protocol,
+        );
+        assert_eq!(req.headers()["connection"], "upgrade");
+        assert_eq!(req.headers()["upgrade"], "websocket");
+
+        let plain = request(&[("upgrade", "websocket")]);
+        assert!(upgrade_protocol(&plain).is_none());
+    }
+
+    #[test]
+    fn response_keeps_upgrade_only_on_101() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        let mut switched = h.clone();
+        prepare_response(&mut switched, true);
+        assert_eq!(switched["upgrade"], "websocket");
+        assert!(!switched.contains_key(TRANSFER_ENCODING));
+        prepare_response(&mut h, false);
+        assert!(h.is_empty());
+    }
+}

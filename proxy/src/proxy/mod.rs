@@ -1,0 +1,237 @@
+//! The request path, in the order a request goes through it:
+//!
+//! 1. [`route`]: route lookup in the served table (404, 400, or the 308 of a redirect route);
+//! 2. [`filter`]: request filter (hop-by-hop headers out, X-Forwarded-* in, upgrades noted);
+//! 3. [`peer`]: upstream peer selection (load balancing over ready endpoints, 503 if none);
+//! 4. [`upstream`]: the upstream request (pooled connection, timeouts, one retry on connect
+//!    failure; 502 and 504);
+//! 5. response: hop-by-hop headers out, protocol switches tunnelled ([`upgrade`]), the body
+//!    streamed back ([`body`]), metrics and the access log.
+//!
+//! The served configuration is loaded once per request, so a request that started on one
+//! table finishes on it whatever swaps happen meanwhile.
+
+pub mod body;
+pub mod error;
+mod filter;
+mod peer;
+mod route;
+mod upgrade;
+mod upstream;
+
+use std::{sync::Arc, time::Instant};
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use lockstep_config::{Route, RouteTable};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio_util::task::TaskTracker;
+
+use self::{
+    body::{BodySlot, ProxyBody},
+    error::ProxyError,
+    peer::{Balancer, EndpointGuard, PeerAuthority},
+    upstream::UpstreamClient,
+};
+use crate::{
+    metrics::Metrics,
+    options::ProxyOptions,
+    server::conn::ConnInfo,
+    state::{ProxyState, ServedConfig},
+};
+
+/// Everything the request path needs, shared by the connections of a listener.
+#[derive(Debug)]
+pub struct Proxy {
+    state: Arc<ProxyState>,
+    options: ProxyOptions,
+    client: UpstreamClient,
+    balancer: Balancer,
+    tunnels: TaskTracker,
+}
+
+/// Ends a request's accounting when dropped, which happens when its response body is done.
+pub(crate) struct RequestGuard {
+    conn: Arc<ConnInfo>,
+    in_flight: Gauge,
+    _endpoint: Option<EndpointGuard>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+        self.conn.activity.request_finished();
+    }
+}
+
+/// What one request went through, for metrics and the access log.
+struct Exchange {
+    route: Option<usize>,
+    peer: Option<PeerAuthority>,
+    endpoint: Option<EndpointGuard>,
+}
+
+impl Proxy {
+    /// A request path serving `state`'s table with these options.
+    pub fn new(state: Arc<ProxyState>, options: ProxyOptions) -> Arc<Self> {
+        Arc::new(Self {
+            client: upstream::client(&options),
+            balancer: Balancer::new(options.load_balancing),
+            state,
+            options,
+            tunnels: TaskTracker::new(),
+        })
+    }
+
+    /// The state whose table is served.
+    pub fn state(&self) -> &Arc<ProxyState> {
+        &self.state
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ProxyOptions {
+        &self.options
+    }
+
+    /// The upgraded connections being tunnelled (a drain waits for them).
+    pub(crate) fn tunnels(&self) -> &TaskTracker {
+        &self.tunnels
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+
+    /// Answers one client request.
+    pub(crate) async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let start = Instant::now();
+        conn.activity.request_started();
+        let in_flight = self.metrics().in_flight().clone();
+        in_flight.inc();
+        let served = self.state.served();
+        let log_head = self.options.access_log.then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.headers().get(header::HOST).cloned(),
+            )
+        });
+        let remote = conn.remote;
+
+        let mut exchange = Exchange {
+            route: None,
+            peer: None,
+            endpoint: None,
+        };
+        let response = match self.phases(&served, &conn, req, &mut exchange).await {
+            Ok(response) => response,
+            Err(error) => self.error_response(&error),
+        };
+
+        let elapsed = start.elapsed();
+        let status = response.status();
+        self.metrics()
+            .routes(&served)
+            .route(exchange.route)
+            .observe(status, elapsed.as_secs_f64());
+        if let Some((method, uri, host)) = log_head {
+            let route = exchange
+                .route
+                .and_then(|i| served.table.routes().get(i))
+                .map(Route::label);
+            tracing::info!(
+                target: "access",
+                client = %remote,
+                %method,
+                host = host.as_ref().and_then(|h| h.to_str().ok()).or(uri.host()).unwrap_or(""),
+                uri = %uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                status = status.as_u16(),
+                route = route.as_deref().unwrap_or(""),
+                upstream = %exchange.peer.as_ref().map(ToString::to_string).unwrap_or_default(),
+                micros = elapsed.as_micros() as u64,
+            );
+        }
+        let guard = RequestGuard {
+            conn,
+            in_flight,
+            _endpoint: exchange.endpoint.take(),
+        };
+        response.map(|body| body.with_guard(guard))
+    }
+
+    async fn phases(
+        &self,
+        served: &ServedConfig,
+        conn: &ConnInfo,
+        mut req: Request<Incoming>,
+        exchange: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        // 1. Route lookup.
+        let route = route::lookup(&served.table, &req)?;
+        exchange.route = Some(route_index(&served.table, route));
+        if route.redirect_http && self.options.scheme == "http" {
+            return route::https_redirect(&req);
+        }
+
+        // 2. Request filter.
+        let host = match req.uri().authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadHost)?,
+            None => req
+                .headers()
+                .get(header::HOST)
+                .cloned()
+                .ok_or(ProxyError::BadHost)?,
+        };
+        let protocol = filter::upgrade_protocol(&req);
+        let client_upgrade = protocol.is_some().then(|| hyper::upgrade::on(&mut req));
+        filter::prepare_request(&mut req, host, conn.remote.ip(), self.options.scheme, protocol);
+
+        // 3 and 4. Peer selection and the upstream request.
+        let (parts, body) = req.into_parts();
+        let answer = upstream::send(self, &route.backend, parts, BodySlot::new(body)).await?;
+        exchange.peer = Some(answer.peer.authority.clone());
+        exchange.endpoint = answer.peer.guard;
+
+        // 5. Response.
+        let mut response = answer.response;
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        filter::prepare_response(response.headers_mut(), switching);
+        if switching {
+            let Some(client_upgrade) = client_upgrade else {
+                // A 101 nobody asked for would leave client and upstream disagreeing about
+                // the connection's protocol.
+                return Err(ProxyError::BadBackend(format!(
+                    "{} switched protocols unasked",
+                    route.backend
+                )));
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            upgrade::tunnel(&self.tunnels, client_upgrade, upstream_upgrade);
+        }
+        Ok(response.map(ProxyBody::upstream))
+    }
+
+    fn error_response(&self, error: &ProxyError) -> Response<ProxyBody> {
+        let status = error.status();
+        if let Some(kind) = error.upstream_kind() {
+            self.metrics().upstream_error(kind);
+            tracing::warn!(%error, status = status.as_u16(), "upstream failure");
+        } else {
+            tracing::debug!(%error, status = status.as_u16(), "request refused");
+        }
+        let reason = status.canonical_reason().unwrap_or("error");
+        let mut response = Response::new(ProxyBody::full(format!("{} {reason}\n", status.as_u16())));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+/// The index of a route borrowed from a table, which the per-route metrics are keyed by.
+fn route_index(table: &RouteTable, route: &Route) -> usize {
+    let base = table.routes().as_ptr() as usize;
+    (route as *const Route as usize - base) / std::mem::size_of::<Route>()
+}

@@ -1,0 +1,296 @@
+//! The real `lockstep-proxy` binary in standalone mode: listen-line format, admin endpoints,
+//! file reloads, invalid files, and a SIGTERM drain with requests in flight.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use http::StatusCode;
+
+/// The binary, killed by pid when dropped.
+struct Proxy {
+    child: Child,
+    addrs: HashMap<String, SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    fn start(config: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep-proxy"))
+            .args(["--config", config.to_str().expect("utf-8 path")])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--reload-interval",
+                "50ms",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lockstep-proxy");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("lockstep-proxy listening ").nth(1)
+                    && let Some((kind, addr)) = rest.split_once('=')
+                    && let Ok(addr) = addr
+                        .split(|c: char| c.is_whitespace() || c == '"')
+                        .next()
+                        .unwrap_or("")
+                        .parse::<SocketAddr>()
+                {
+                    let _ = tx.send((kind.to_owned(), addr));
+                }
+                sink.lock().expect("log").push(line);
+            }
+        });
+        let mut addrs = HashMap::new();
+        while addrs.len() < 2 {
+            let (kind, addr) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("listen lines on stderr");
+            addrs.insert(kind, addr);
+        }
+        Self { child, addrs, log }
+    }
+
+    fn http(&self) -> SocketAddr {
+        self.addrs["http"]
+    }
+
+    fn admin(&self) -> SocketAddr {
+        self.addrs["admin"]
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.log.lock().expect("log").iter().any(|l| l.contains(needle))
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+async fn admin_get(proxy: &Proxy, path: &str) -> (StatusCode, String) {
+    let r = get(&client(), proxy.admin(), "admin", path).await;
+    (r.status(), text(&r))
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn with_generation(yaml: &str, generation: i64) -> String {
+    yaml.replace(
+        "  namespace: default\n",
+        &format!("  namespace: default\n  generation: {generation}\n"),
+    )
+}
+
+#[tokio::test]
+async fn standalone_serves_reloads_and_keeps_the_old_table_on_a_bad_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("routes.yaml");
+    let (a, b) = (backend("a").await, backend("b").await);
+    std::fs::write(
+        &file,
+        router_config("web", &[rule("app.test", "/", &url(a.addr))]),
+    )
+    .expect("write");
+    let proxy = Proxy::start(&file, &[]);
+    let client = client();
+
+    eventually("ready", || async {
+        admin_get(&proxy, "/readyz").await.0 == StatusCode::OK
+    })
+    .await;
+    assert_eq!(admin_get(&proxy, "/healthz").await.0, StatusCode::OK);
+    let response = get(&client, proxy.http(), "app.test", "/").await;
+    assert_eq!(response.headers()["x-backend"], "a");
+
+    let (_, config) = admin_get(&proxy, "/config").await;
+    let config: serde_json::Value = serde_json::from_str(&config).expect("json");
+    assert_eq!(config["replica"], "standalone");
+    assert_eq!(config["routerConfigs"][0]["namespace"], "default");
+    assert_eq!(config["routerConfigs"][0]["name"], "web");
+    assert_eq!(config["routerConfigs"][0]["generation"], 1);
+    assert!(
+        config["routerConfigs"][0]["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    assert_eq!(config["swaps"], 1);
+
+    // Reload: a new generation routes to b.
+    std::fs::write(
+        &file,
+        with_generation(&router_config("web", &[rule("app.test", "/", &url(b.addr))]), 2),
+    )
+    .expect("write");
+    eventually("reload to b", || async {
+        get(&client, proxy.http(), "app.test", "/").await.headers()["x-backend"] == "b"
+    })
+    .await;
+
+    // An invalid spec is rejected with the field named, and b keeps serving.
+    std::fs::write(
+        &file,
+        with_generation(&router_config("web", &[rule("Bad_Host!", "/", &url(a.addr))]), 3),
+    )
+    .expect("write");
+    eventually("rejection logged", || async {
+        proxy.logged("spec.rules[0].host")
+    })
+    .await;
+    // Unparseable YAML changes nothing either.
+    std::fs::write(
+        &file,
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nspec: [oops\n",
+    )
+    .expect("write");
+    eventually("parse error logged", || async {
+        proxy.logged("configuration file not applied")
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            get(&client, proxy.http(), "app.test", "/").await.headers()["x-backend"],
+            "b"
+        );
+    }
+    let (_, config) = admin_get(&proxy, "/config").await;
+    assert!(config.contains("\"generation\":2"), "{config}");
+    assert_eq!(admin_get(&proxy, "/readyz").await.0, StatusCode::OK);
+
+    let (status, metrics) = admin_get(&proxy, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    for name in [
+        "lockstep_proxy_requests_total{route=\"default/web app.test/\",class=\"2xx\"}",
+        "lockstep_proxy_request_duration_seconds_bucket",
+        "lockstep_proxy_config_swaps_total 2",
+        "lockstep_proxy_served_generation{namespace=\"default\",name=\"web\"} 2",
+        "lockstep_proxy_requests_in_flight",
+        "lockstep_proxy_ready 1",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from\n{metrics}");
+    }
+    // The spec's backend address is not exposed by the admin endpoints beyond route labels.
+    assert!(!metrics.contains(&b.addr.to_string()));
+}
+
+#[tokio::test]
+async fn a_bad_file_at_start_leaves_the_replica_unready_until_fixed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, "not: [yaml").expect("write");
+    let proxy = Proxy::start(&file, &["--log-format", "json"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        admin_get(&proxy, "/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let a = backend("a").await;
+    std::fs::write(
+        &file,
+        router_config("web", &[rule("app.test", "/", &url(a.addr))]),
+    )
+    .expect("write");
+    eventually("ready", || async {
+        admin_get(&proxy, "/readyz").await.0 == StatusCode::OK
+    })
+    .await;
+    assert_eq!(
+        get(&client(), proxy.http(), "app.test", "/").await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_requests_in_flight_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("routes.yaml");
+    let a = backend("a").await;
+    std::fs::write(
+        &file,
+        router_config("web", &[rule("app.test", "/", &url(a.addr))]),
+    )
+    .expect("write");
+    let mut proxy = Proxy::start(&file, &["--drain-timeout", "10s"]);
+    eventually("ready", || async {
+        admin_get(&proxy, "/readyz").await.0 == StatusCode::OK
+    })
+    .await;
+    let p = proxy.http();
+
+    let mut in_flight = Vec::new();
+    for i in 0..20 {
+        in_flight.push(tokio::spawn(async move {
+            // Separate connections, some keep-alive, one request each.
+            let response = get(&client(), p, "app.test", &format!("/slow/{}", 800 + i * 10)).await;
+            (response.status(), text(&response))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.signal("TERM");
+    eventually("unready while draining", || async {
+        matches!(
+            tokio::time::timeout(Duration::from_millis(200), admin_get(&proxy, "/readyz")).await,
+            Ok((StatusCode::SERVICE_UNAVAILABLE, _))
+        )
+    })
+    .await;
+    for task in in_flight {
+        let (status, body) = task.await.expect("request task");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "slow done");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = proxy.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "proxy did not exit after draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        tokio::net::TcpStream::connect(p).await.is_err(),
+        "still accepting after exit"
+    );
+}

@@ -1,0 +1,243 @@
+//! Requests through a real proxy reach the backend the route table says, over HTTP/1.1 and
+//! h2c, for URL and Service backends.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use http::{Request, StatusCode};
+use lockstep_proxy::{LoadBalancing, ProxyOptions, endpoints::ServiceKey};
+
+#[tokio::test]
+async fn hosts_wildcards_exact_and_prefix_paths_route_as_the_table_says() {
+    let (a, b, c, d, e) = (
+        backend("a").await,
+        backend("b").await,
+        backend("c").await,
+        backend("d").await,
+        backend("e").await,
+    );
+    let yaml = format!(
+        "{}---\n{}",
+        router_config(
+            "web",
+            &[
+                rule("app.test", "/", &url(a.addr)),
+                rule("app.test", "/api", &url(b.addr)),
+                rule("*.wild.test", "/", &url(c.addr)),
+                rule("exact.wild.test", "/only", &url(d.addr)),
+            ]
+        ),
+        router_config("other", &[rule("other.test", "/v1/deep", &url(e.addr))]),
+    )
+    .replace(
+        "    - path: /only\n      pathType: Prefix",
+        "    - path: /only\n      pathType: Exact",
+    );
+    let state = state_with(&yaml);
+    let server = proxy(state, ProxyOptions::default()).await;
+    let p = server.local_addr();
+    let client = client();
+
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        ("app.test", "/", Some("a")),
+        ("app.test", "/index.html", Some("a")),
+        ("app.test", "/api", Some("b")),
+        ("app.test", "/api/users?x=1", Some("b")),
+        // Prefix matches whole segments only.
+        ("app.test", "/apiary", Some("a")),
+        ("APP.test:8080", "/api/x", Some("b")),
+        ("app.test.", "/api", Some("b")),
+        ("x.wild.test", "/anything", Some("c")),
+        // A wildcard covers exactly one label.
+        ("a.b.wild.test", "/", None),
+        ("wild.test", "/", None),
+        // The exact host wins, and its paths are the only ones considered.
+        ("exact.wild.test", "/only", Some("d")),
+        ("exact.wild.test", "/only/more", None),
+        ("exact.wild.test", "/", None),
+        ("other.test", "/v1/deep/er", Some("e")),
+        ("other.test", "/v1", None),
+        ("unknown.test", "/", None),
+    ];
+    for (host, path, want) in cases {
+        let response = get(&client, p, host, path).await;
+        match want {
+            Some(name) => {
+                assert_eq!(response.status(), StatusCode::OK, "{host}{path}");
+                assert_eq!(response.headers()["x-backend"], *name, "{host}{path}");
+                let backend_path = path.split('?').next().unwrap_or(path);
+                assert_eq!(
+                    response.headers()["x-path"],
+                    backend_path,
+                    "{host}{path}: path must be preserved"
+                );
+            }
+            None => assert_eq!(response.status(), StatusCode::NOT_FOUND, "{host}{path}"),
+        }
+    }
+    server.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn h2c_requests_route_on_authority() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let state = state_with(&router_config(
+        "web",
+        &[
+            rule("one.test", "/", &url(a.addr)),
+            rule("two.test", "/", &url(b.addr)),
+        ],
+    ));
+    let server = proxy(state, ProxyOptions::default()).await;
+    let mut h2 = h2_connect(server.local_addr()).await;
+    for (host, name) in [("one.test", "a"), ("two.test", "b"), ("one.test", "a")] {
+        let req = Request::get(format!("http://{host}/hello"))
+            .body(empty())
+            .expect("req");
+        let response = h2.send_request(req).await.expect("h2 response");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.headers()["x-backend"], name);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        // The upstream hop is HTTP/1.1 with the authority as Host.
+        assert!(body.contains("HTTP/1.1"), "{body}");
+        assert!(body.contains(&format!("host: {host}")), "{body}");
+    }
+    let req = Request::get("http://nowhere.test/").body(empty()).expect("req");
+    assert_eq!(
+        h2.send_request(req).await.expect("h2").status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+fn service_config(name: &str, host: &str, service: &str, port: u16) -> String {
+    format!(
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata:\n  name: {name}\n  namespace: shop\nspec:\n  rules:\n  - host: {host}\n    paths:\n    - path: /\n      pathType: Prefix\n      backend:\n        service:\n          name: {service}\n          port: {port}\n"
+    )
+}
+
+async fn spread(mode: LoadBalancing) -> BTreeMap<String, usize> {
+    let backends = [backend("s0").await, backend("s1").await, backend("s2").await];
+    let state = state_with(&service_config("svc", "svc.test", "api", 8080));
+    state.endpoints.set(
+        ServiceKey {
+            namespace: "shop".into(),
+            name: "api".into(),
+            port: 8080,
+        },
+        backends.iter().map(|b| b.addr).collect(),
+    );
+    let server = proxy(
+        state,
+        ProxyOptions {
+            load_balancing: mode,
+            ..ProxyOptions::default()
+        },
+    )
+    .await;
+    let client = client();
+    let mut seen = BTreeMap::new();
+    for _ in 0..90 {
+        let response = get(&client, server.local_addr(), "svc.test", "/").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        *seen
+            .entry(response.headers()["x-backend"].to_str().expect("name").to_owned())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn service_backends_balance_over_ready_endpoints() {
+    let rr = spread(LoadBalancing::RoundRobin).await;
+    assert_eq!(
+        rr.values().copied().collect::<Vec<_>>(),
+        vec![30, 30, 30],
+        "round robin: {rr:?}"
+    );
+    // Sequential requests all see zero in flight, so p2c picks at random: each endpoint gets
+    // some, none gets all.
+    let p2c = spread(LoadBalancing::P2c).await;
+    assert_eq!(p2c.len(), 3, "p2c: {p2c:?}");
+}
+
+#[tokio::test]
+async fn service_without_ready_endpoints_is_503_and_recovers_when_endpoints_appear() {
+    let be = backend("late").await;
+    let state = state_with(&service_config("svc", "svc.test", "api", 80));
+    let server = proxy(state.clone(), ProxyOptions::default()).await;
+    let client = client();
+    let key = ServiceKey {
+        namespace: "shop".into(),
+        name: "api".into(),
+        port: 80,
+    };
+    assert_eq!(
+        get(&client, server.local_addr(), "svc.test", "/").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    state.endpoints.set(key.clone(), vec![]);
+    assert_eq!(
+        get(&client, server.local_addr(), "svc.test", "/").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    state.endpoints.set(key, vec![be.addr]);
+    let response = get(&client, server.local_addr(), "svc.test", "/").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-backend"], "late");
+}
+
+#[tokio::test]
+async fn failed_connect_retries_another_endpoint_for_idempotent_methods_only() {
+    let live = backend("live").await;
+    // A port nothing listens on: bind, note it, close.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let state = state_with(&service_config("svc", "svc.test", "api", 80));
+    state.endpoints.set(
+        ServiceKey {
+            namespace: "shop".into(),
+            name: "api".into(),
+            port: 80,
+        },
+        vec![dead, live.addr],
+    );
+    let server = proxy(
+        state,
+        ProxyOptions {
+            load_balancing: LoadBalancing::RoundRobin,
+            ..ProxyOptions::default()
+        },
+    )
+    .await;
+    let client = client();
+    let p = server.local_addr();
+    for _ in 0..10 {
+        let response = get(&client, p, "svc.test", "/").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "GET must be retried on the live endpoint"
+        );
+    }
+    let mut statuses = BTreeMap::new();
+    for _ in 0..10 {
+        let req = Request::post(format!("http://{p}/"))
+            .header("host", "svc.test")
+            .body(full("x"))
+            .expect("req");
+        *statuses
+            .entry(send(&client, req).await.status().as_u16())
+            .or_insert(0) += 1;
+    }
+    // Round robin alternates: half the POSTs hit the dead endpoint and are not retried.
+    assert_eq!(statuses, BTreeMap::from([(200, 5), (502, 5)]), "{statuses:?}");
+}
