@@ -1,1 +1,31 @@
-//! placeholder
+//! lockstep's operator: turns replica reports and fleet Leases into the `Accepted`, `Ready`,
+//! `Reconciling` and `Stalled` conditions of every RouterConfig, so that
+//! `kubectl wait --for=condition=Ready` is a barrier over the whole fleet.
+//!
+//! [`barrier`] holds the decision as a pure function; [`controller`] is the Kubernetes edge
+//! that feeds it and writes what it decides; [`leader`] makes sure only one copy writes;
+//! [`cli`] is the `status` and `wait` commands for people and pipelines.
+
+pub mod admin;
+pub mod barrier;
+pub mod cli;
+pub mod controller;
+pub mod leader;
+pub mod metrics;
+
+/// Errors of the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A patch could not be built.
+    #[error("building a patch: {0}")]
+    Serialize(#[source] serde_json::Error),
+    /// Leader election failed.
+    #[error("leader election: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+}
+
+/// Result of the operator.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,2 +1,207 @@
-//! lockstep-operator binary.
-fn main() {}
+//! `lockstep-operator`: runs the operator (the default), or `status` / `wait` for people and
+//! pipelines. Logs `lockstep-operator listening admin=ADDR` once its admin endpoint is bound.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use lockstep_operator::{admin, cli, controller, leader, metrics::Metrics};
+
+/// Parses "500ms", "3s", "2m", "1h" or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 3s, 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?} (ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "lockstep-operator", version, about = "lockstep's operator: Ready means every live proxy serves the generation")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the operator (the default).
+    Run(RunArgs),
+    /// Show each replica's generation, digest and rejections for RouterConfigs.
+    Status(StatusArgs),
+    /// Wait until a RouterConfig is Ready at its current generation, showing progress.
+    Wait(WaitArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
+    /// Admin endpoint (/healthz, /readyz, /metrics); port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin: SocketAddr,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Identity in the leader Lease (default: hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Leader Lease duration.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// A rollout lagging longer than this is Stalled.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    stall_timeout: Duration,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// RouterConfig name (all when omitted).
+    name: Option<String>,
+    /// Namespace (default: the kubeconfig's).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// All namespaces.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+}
+
+#[derive(Args, Debug)]
+struct WaitArgs {
+    /// RouterConfig name.
+    name: String,
+    /// Namespace (default: the kubeconfig's).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Give up after this long (exit 2).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_lease_manager=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // Installed as `kubectl-lockstep`, the binary is the kubectl plugin: `kubectl lockstep status`.
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Status(args)) => {
+            let client = kube::Client::try_default().await?;
+            let namespace = if args.all_namespaces {
+                None
+            } else {
+                Some(args.namespace.unwrap_or_else(|| client.default_namespace().to_owned()))
+            };
+            cli::status(client, namespace.as_deref(), args.name.as_deref()).await
+        }
+        Some(Command::Wait(args)) => {
+            let client = kube::Client::try_default().await?;
+            let namespace = args.namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+            let code = cli::wait(client, &namespace, &args.name, args.timeout).await?;
+            std::process::exit(code);
+        }
+        Some(Command::Run(args)) => run(args).await,
+        None => run(cli.run).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_format);
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "operator".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let client = kube::Client::try_default().await.context("no Kubernetes client configuration")?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let (listener, bound) = admin::bind(args.admin).await.with_context(|| format!("binding --admin {}", args.admin))?;
+    tracing::info!("lockstep-operator listening admin={bound}");
+    tokio::spawn(admin::serve(listener, metrics.clone(), ready.clone()));
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let leader_metrics = metrics.clone();
+    let (leading, election) = leader::campaign(
+        client.clone(),
+        leader::LeaderOptions {
+            namespace: args.lease_namespace.clone(),
+            identity: identity.clone(),
+            duration: args.lease_duration,
+        },
+        shutdown_rx.clone(),
+        move |leading| {
+            leader_metrics.leader.set(i64::from(leading));
+        },
+    )
+    .await
+    .context("starting leader election")?;
+
+    let mut stop = shutdown_rx.clone();
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    let controller = tokio::spawn(controller::run(
+        client,
+        controller::Options { stall_timeout: args.stall_timeout, identity: identity.clone() },
+        leading,
+        metrics,
+        ready,
+        shutdown,
+    ));
+
+    let signal = shutdown_signal().await;
+    tracing::info!(signal, "shutting down: releasing leadership");
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("3 days").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}
