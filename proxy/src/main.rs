@@ -47,6 +47,16 @@ struct Args {
     /// Watch RouterConfigs, Services and EndpointSlices in every namespace.
     #[arg(long, conflicts_with = "config")]
     all_namespaces: bool,
+    /// Duration of the replica's membership Lease (Kubernetes mode); renewed every third of
+    /// it. A replica that cannot renew within it is excluded from the barrier.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// Quiet time that ends a burst of RouterConfig changes before one swap.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    debounce: Duration,
+    /// Longest a burst of changes can delay a swap.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    debounce_max: Duration,
     /// Standalone mode: serve the RouterConfig documents of this YAML file, reloaded on change.
     #[arg(long, conflicts_with = "namespace")]
     config: Option<PathBuf>,
@@ -163,9 +173,12 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a terminal: log files and test harnesses parse these lines.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -232,6 +245,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .context("--namespace is required without --config")?;
             let mut options = fleet::FleetOptions::new(replica, namespace, args.fleet.clone());
             options.all_namespaces = args.all_namespaces;
+            options.lease_duration = args.lease_duration;
+            options.debounce = args.debounce;
+            options.debounce_max = args.debounce_max;
             Some(
                 fleet::start(state.clone(), options)
                     .await
