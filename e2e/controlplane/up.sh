@@ -119,8 +119,8 @@ chmod 600 "$DIR/kubeconfig"
 if [[ -n "$WATCH_PID" && ! -f "$DIR/watchdog.pid" ]]; then
   # Stops the control plane once the process that asked for it is gone.
   setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/watchdog.pid" ]; do sleep 1; done
-    if ! kill -0 "$1" 2>/dev/null; then "$3/down.sh" "$2"; rm -rf "$2"; fi' \
-    watchdog "$WATCH_PID" "$DIR" "$HERE" >/dev/null 2>&1 < /dev/null &
+    if ! kill -0 "$1" 2>/dev/null; then "$3/down.sh" "$2"; [ -n "$4" ] || rm -rf "$2"; fi' \
+    watchdog "$WATCH_PID" "$DIR" "$HERE" "${LOCKSTEP_KEEP_LOGS:-}" >/dev/null 2>&1 < /dev/null &
   echo $! > "$DIR/watchdog.pid"
 fi
 log "kube-apiserver $("$BIN/kube-apiserver" --version | cut -d' ' -f2) on https://127.0.0.1:$P, etcd on 127.0.0.1:$(cat "$DIR/etcd.port")"

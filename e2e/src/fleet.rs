@@ -61,6 +61,8 @@ pub struct ProxySpec {
     pub fleet: String,
     /// --lease-duration in seconds.
     pub lease_seconds: u64,
+    /// Also serve TLS (--tls-listen 127.0.0.1:0).
+    pub tls: bool,
     /// Extra flags.
     pub extra: Vec<String>,
 }
@@ -73,6 +75,7 @@ impl ProxySpec {
             namespace: namespace.into(),
             fleet: fleet.into(),
             lease_seconds: 3,
+            tls: false,
             extra: Vec::new(),
         }
     }
@@ -89,6 +92,8 @@ pub struct Proxy {
     pub http: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
+    /// The TLS listener, when started with `tls`.
+    pub tls: Option<SocketAddr>,
 }
 
 impl Proxy {
@@ -113,6 +118,9 @@ impl Proxy {
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(["--lease-duration", &format!("{}s", spec.lease_seconds)])
             .args(&spec.extra);
+        if spec.tls {
+            cmd.args(["--tls-listen", "127.0.0.1:0"]);
+        }
         let mut process = ChildGuard::spawn(
             &format!("proxy {}", spec.name),
             cmd,
@@ -120,11 +128,19 @@ impl Proxy {
         )?;
         let http = parse_addr(&process.wait_for_log("listening http=", START_TIMEOUT)?)?;
         let admin = parse_addr(&process.wait_for_log("listening admin=", START_TIMEOUT)?)?;
+        let tls = if spec.tls {
+            Some(parse_addr(
+                &process.wait_for_log("listening tls=", START_TIMEOUT)?,
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             process,
             spec,
             http,
             admin,
+            tls,
         })
     }
 

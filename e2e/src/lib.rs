@@ -271,6 +271,10 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        if std::env::var_os("LOCKSTEP_KEEP_LOGS").is_some() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            eprintln!("control plane state kept in {}", dir.keep().display());
+        }
         let _ = Command::new(repo_root().join("e2e/controlplane/down.sh"))
             .arg(self.dir.path())
             .stdin(Stdio::null())

@@ -59,12 +59,16 @@ pub struct ChildGuard {
     child: Option<Child>,
     name: String,
     log: PathBuf,
+    /// Length of the log when this process started: a restarted process appends to the log
+    /// of its predecessor, and only its own lines count.
+    log_start: usize,
 }
 
 impl ChildGuard {
     /// Spawns `cmd` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let log_start = usize::try_from(file.metadata()?.len()).unwrap_or(0);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -79,6 +83,7 @@ impl ChildGuard {
             child: Some(child),
             name: name.to_owned(),
             log: log.to_owned(),
+            log_start,
         })
     }
 
@@ -92,9 +97,10 @@ impl ChildGuard {
         &self.log
     }
 
-    /// The log's text so far.
+    /// This process's part of the log so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(text.get(self.log_start..).unwrap_or_default()).into_owned()
     }
 
     /// Sends a signal.

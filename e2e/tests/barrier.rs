@@ -252,6 +252,9 @@ async fn a_conflicting_generation_is_not_accepted_and_every_replica_keeps_its_ta
     let all: Vec<&Proxy> = proxies.iter().collect();
 
     f.apply("owner", &[("app.test", "/", &one.url())]);
+    // creationTimestamp has one-second resolution; "owner" must be strictly older (a tie
+    // would go to namespace/name order, where "other" comes first).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     f.apply("other", &[("other.test", "/", &two.url())]);
     kubectl_wait(f.cp, &f.ns, "owner");
     kubectl_wait(f.cp, &f.ns, "other");
@@ -376,16 +379,22 @@ async fn a_crashed_replica_holds_ready_back_until_its_lease_expires_and_rejoins_
     kubectl_wait(f.cp, &f.ns, "web");
     let status = f.get("web").await.status.unwrap();
     assert_eq!(status.synced.as_deref(), Some("2/2"));
-    assert!(
-        status.replica_status.iter().all(|e| e.name != "proxy-2"),
-        "the expired replica's entry is pruned"
-    );
+    eventually("the expired replica's entry to be pruned", WAIT, || async {
+        let status = f.get("web").await.status?;
+        status
+            .replica_status
+            .iter()
+            .all(|e| e.name != "proxy-2")
+            .then_some(())
+    })
+    .await
+    .unwrap();
     let live: Vec<&Proxy> = proxies[..2].iter().collect();
     f.assert_all_serve(&live, "web", 2, "app.test", "two").await;
 
     // The restarted replica is ready only once it serves generation 2, then counts again.
     let restarted = Proxy::start(f.cp, &f.dir, ProxySpec::new("proxy-2", &f.ns, &f.fleet)).unwrap();
-    eventually("proxy-2 to rejoin", WAIT, || async {
+    let rejoined = eventually("proxy-2 to rejoin", WAIT, || async {
         if check::is_ready(&f.http, restarted.admin).await {
             let served = check::served_generation(&f.http, restarted.admin, &f.ns, "web").await;
             assert_eq!(served, Some(2), "ready implies serving the current generation");
@@ -394,8 +403,15 @@ async fn a_crashed_replica_holds_ready_back_until_its_lease_expires_and_rejoins_
         (status.synced.as_deref() == Some("3/3") && check::is_ready(&f.http, restarted.admin).await)
             .then_some(())
     })
-    .await
-    .unwrap();
+    .await;
+    if let Err(e) = rejoined {
+        let status = f.get("web").await.status;
+        let ready = check::is_ready(&f.http, restarted.admin).await;
+        panic!(
+            "{e}: status {status:?}, proxy-2 ready {ready}, logs in {}",
+            f.dir.display()
+        );
+    }
     kubectl_wait(f.cp, &f.ns, "web");
 }
 

@@ -19,4 +19,4 @@ pub mod state;
 
 pub use options::{LoadBalancing, ProxyOptions};
 pub use proxy::Proxy;
-pub use server::{Drained, Server, serve, serve_proxy};
+pub use server::{Drained, Server, serve, serve_proxy, serve_tls, tls_acceptor};

@@ -66,8 +66,8 @@ struct Args {
     /// HTTP listener (HTTP/1.1 and h2c prior knowledge); port 0 picks a free port.
     #[arg(long)]
     listen: SocketAddr,
-    /// TLS listener. Accepted for the deployment manifests' sake; TLS is served by a later
-    /// release, this one logs a warning and does not bind it.
+    /// TLS listener (Kubernetes mode): certificates from the `kubernetes.io/tls` Secrets the
+    /// RouterConfigs name, chosen by SNI; TLS 1.2 and 1.3; ALPN h2 and http/1.1.
     #[arg(long)]
     tls_listen: Option<SocketAddr>,
     /// Admin listener: /healthz, /readyz, /metrics, /config.
@@ -215,12 +215,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let admin_listener = bind("admin", args.admin).await?;
     let http_listener = bind("http", args.listen).await?;
-    if let Some(tls) = args.tls_listen {
-        tracing::warn!(%tls, "--tls-listen is not served by this release; only plain HTTP is");
-    }
+    let tls_listener = match args.tls_listen {
+        Some(addr) => Some(bind("tls", addr).await?),
+        None => None,
+    };
     let admin = admin::serve(state.clone(), admin_listener)?;
     let proxy = Proxy::new(state.clone(), options);
-    let server = server::serve_proxy(proxy, http_listener)?;
+    let server = server::serve_proxy(proxy.clone(), http_listener)?;
+    let tls_server = match tls_listener {
+        Some(listener) => {
+            let acceptor = server::tls_acceptor(state.certs.clone()).context("TLS configuration")?;
+            Some(server::serve_tls(proxy, listener, acceptor)?)
+        }
+        None => None,
+    };
 
     let fleet_handle = match &args.config {
         Some(path) => {
@@ -265,10 +273,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     {
         tracing::warn!("leaving the fleet took the whole drain timeout");
     }
-    match server
-        .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
-        .await
-    {
+    let remaining = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let (plain, tls) = tokio::join!(server.shutdown(remaining()), async {
+        match tls_server {
+            Some(tls) => tls.shutdown(remaining()).await,
+            None => Drained::Complete,
+        }
+    });
+    let drained = match (plain, tls) {
+        (Drained::Complete, Drained::Complete) => Drained::Complete,
+        (Drained::TimedOut { remaining: a }, Drained::TimedOut { remaining: b }) => {
+            Drained::TimedOut { remaining: a + b }
+        }
+        (Drained::TimedOut { remaining }, _) | (_, Drained::TimedOut { remaining }) => {
+            Drained::TimedOut { remaining }
+        }
+    };
+    match drained {
         Drained::Complete => tracing::info!("drained; exiting"),
         Drained::TimedOut { remaining } => {
             tracing::warn!(

@@ -231,7 +231,14 @@ async fn sync_loop(shared: Arc<Shared>, slices: Store<EndpointSlice>, services: 
         let objects = shared.fleet_objects();
         secrets.ensure(&tls::referenced(&objects));
         let now = k8s_openapi::jiff::Timestamp::now();
-        let tls = tls::assemble(&objects, &secrets.states(), &mut good_tls, now.as_second());
+        let previous = shared.state.certs.snapshot();
+        let tls = tls::assemble(
+            &objects,
+            &secrets.states(),
+            &mut good_tls,
+            &previous,
+            now.as_second(),
+        );
         if tls.pending {
             // A referenced Secret has not been listed yet; judging now would report it
             // missing. Its watch wakes the loop.

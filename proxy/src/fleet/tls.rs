@@ -49,11 +49,13 @@ pub struct TlsOutcome {
     pub pending: bool,
 }
 
-/// Loads new material into `good` and decides the certificate of every TLS host.
+/// Loads new material into `good` and decides the certificate of every TLS host. A host
+/// whose rule has no usable material keeps the certificate it serves now (`previous`).
 pub fn assemble(
     objects: &[Arc<RouterConfig>],
     secrets: &HashMap<ObjectKey, SecretState>,
     good: &mut HashMap<ObjectKey, GoodMaterial>,
+    previous: &HashMap<String, Arc<CertifiedKey>>,
     now: i64,
 ) -> TlsOutcome {
     let mut outcome = TlsOutcome::default();
@@ -96,19 +98,27 @@ pub fn assemble(
             if let Some(error) = errors.get(&secret_key) {
                 problems.push(format!("spec.rules[{i}].tls.secretName: {error}"));
             }
-            let Some(material) = good.get(&secret_key) else {
-                continue;
-            };
             let host = rule.host.to_ascii_lowercase();
-            match certs::check_covers(&secret_key.to_string(), &material.cert, &host) {
-                Ok(()) => {
+            let covered = good.get(&secret_key).map(|material| {
+                certs::check_covers(&secret_key.to_string(), &material.cert, &host).map(|()| material)
+            });
+            match covered {
+                Some(Ok(material)) => {
                     outcome.hashes.insert(secret_key, material.hash.clone());
                     outcome
                         .by_host
                         .entry(host)
                         .or_insert_with(|| material.cert.certified.clone());
                 }
-                Err(e) => problems.push(format!("spec.rules[{i}].tls.secretName: {e}")),
+                other => {
+                    if let Some(Err(e)) = other {
+                        problems.push(format!("spec.rules[{i}].tls.secretName: {e}"));
+                    }
+                    // No usable material: the host keeps the certificate it serves now.
+                    if let Some(cert) = previous.get(&host) {
+                        outcome.by_host.entry(host).or_insert_with(|| cert.clone());
+                    }
+                }
             }
         }
         if !problems.is_empty() {

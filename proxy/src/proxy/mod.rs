@@ -169,7 +169,7 @@ impl Proxy {
         // 1. Route lookup.
         let route = route::lookup(&served.table, &req)?;
         exchange.route = Some(route_index(&served.table, route));
-        if route.redirect_http && self.options.scheme == "http" {
+        if route.redirect_http && conn.scheme == "http" {
             return route::https_redirect(&req);
         }
 
@@ -184,7 +184,7 @@ impl Proxy {
         };
         let protocol = filter::upgrade_protocol(&req);
         let client_upgrade = protocol.is_some().then(|| hyper::upgrade::on(&mut req));
-        filter::prepare_request(&mut req, host, conn.remote.ip(), self.options.scheme, protocol);
+        filter::prepare_request(&mut req, host, conn.remote.ip(), conn.scheme, protocol);
 
         // 3 and 4. Peer selection and the upstream request.
         let (parts, body) = req.into_parts();

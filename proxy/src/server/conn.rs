@@ -33,6 +33,8 @@ use crate::{options::ProxyOptions, proxy::Proxy};
 pub(crate) struct ConnInfo {
     /// The client's address.
     pub remote: SocketAddr,
+    /// "http" or "https": how the client reached us (X-Forwarded-Proto, redirects).
+    pub scheme: &'static str,
     /// What the watchdog reads.
     pub activity: ConnActivity,
 }
@@ -207,12 +209,14 @@ pub(crate) async fn serve<S>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     stream: S,
     remote: SocketAddr,
+    scheme: &'static str,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(ConnInfo {
         remote,
+        scheme,
         activity: ConnActivity::new(),
     });
     let header_timeout = millis(proxy.options().header_read_timeout);

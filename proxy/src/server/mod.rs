@@ -6,6 +6,7 @@ pub(crate) mod conn;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{options::ProxyOptions, proxy::Proxy, state::ProxyState};
@@ -44,6 +45,32 @@ pub fn serve(
 /// Serves a request path on `listener`; several listeners may share one [`Proxy`] (and so
 /// its upstream pool and load balancer).
 pub fn serve_proxy(proxy: Arc<Proxy>, listener: TcpListener) -> std::io::Result<Server> {
+    serve_listener(proxy, listener, None)
+}
+
+/// Serves a request path on a TLS `listener`: certificates come from `acceptor` (SNI), ALPN
+/// picks HTTP/2 or HTTP/1.1, and requests are proxied with `X-Forwarded-Proto: https`.
+pub fn serve_tls(proxy: Arc<Proxy>, listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Server> {
+    serve_listener(proxy, listener, Some(acceptor))
+}
+
+/// A TLS acceptor that picks certificates from `certs` by SNI, speaks TLS 1.2 and 1.3 only
+/// and offers h2 and http/1.1 by ALPN.
+pub fn tls_acceptor(certs: Arc<crate::certs::CertStore>) -> Result<TlsAcceptor, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(crate::certs::SniResolver(certs)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn serve_listener(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+) -> std::io::Result<Server> {
     let local_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let connections = TaskTracker::new();
@@ -54,6 +81,7 @@ pub fn serve_proxy(proxy: Arc<Proxy>, listener: TcpListener) -> std::io::Result<
         builder,
         shutdown.clone(),
         connections.clone(),
+        tls,
     ));
     Ok(Server {
         local_addr,
@@ -70,6 +98,7 @@ async fn accept_loop(
     builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
     shutdown: CancellationToken,
     connections: TaskTracker,
+    tls: Option<TlsAcceptor>,
 ) {
     let gauge = proxy.state().metrics.connections().clone();
     loop {
@@ -92,9 +121,27 @@ async fn accept_loop(
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         let gauge = gauge.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             gauge.inc();
-            conn::serve(proxy, builder, stream, remote, shutdown).await;
+            match tls {
+                None => {
+                    let scheme = proxy.options().scheme;
+                    conn::serve(proxy, builder, stream, remote, scheme, shutdown).await;
+                }
+                Some(acceptor) => {
+                    // The handshake is bounded like a request head: a client that opens a
+                    // connection and stalls must not hold it.
+                    let timeout = proxy.options().header_read_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            conn::serve(proxy, builder, tls_stream, remote, "https", shutdown).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                }
+            }
             gauge.dec();
         });
     }

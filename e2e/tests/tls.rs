@@ -1,0 +1,379 @@
+//! TLS termination from `kubernetes.io/tls` Secrets, end to end: certificates made here with
+//! rcgen, real proxies with a TLS listener, a real TLS client checking which certificate each
+//! replica presents by SNI, rotations covered by Ready, and bad material rejected while the
+//! previous certificate keeps being served.
+
+use std::{collections::BTreeMap, net::SocketAddr, sync::OnceLock, time::Duration};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use lockstep_crds::RouterConfig;
+use lockstep_e2e::{
+    ControlPlane,
+    check::{self},
+    eventually,
+    fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
+};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn operator() -> &'static Operator {
+    static OPERATOR: OnceLock<Operator> = OnceLock::new();
+    OPERATOR.get_or_init(|| {
+        let cp = ControlPlane::shared();
+        Operator::start(cp, &cp.test_dir("operator"), OperatorSpec::default()).expect("start operator")
+    })
+}
+
+/// A self-signed certificate and key for `names`, valid between the given dates.
+struct Cert {
+    pem: String,
+    key: String,
+    der: Vec<u8>,
+}
+
+fn mk_cert(names: &[&str], not_before: (i32, u8, u8), not_after: (i32, u8, u8)) -> Cert {
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    params.serial_number = Some(rcgen::SerialNumber::from(
+        rand::random::<u64>().to_be_bytes().to_vec(),
+    ));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Cert {
+        pem: cert.pem(),
+        key: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
+fn valid_cert(names: &[&str]) -> Cert {
+    mk_cert(names, (2020, 1, 1), (2099, 1, 1))
+}
+
+async fn put_secret(api: &Api<Secret>, name: &str, crt: &str, key: &str) {
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name},
+        "stringData": {"tls.crt": crt, "tls.key": key}
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("tls-test").force(),
+        &Patch::Apply(secret),
+    )
+    .await
+    .unwrap();
+}
+
+fn router_config(ns: &str, fleet: &str, rules: &[(&str, &str, &str)]) -> String {
+    let mut text = format!(
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  fleet: {fleet}\n  rules:\n"
+    );
+    for (host, secret, url) in rules {
+        text.push_str(&format!(
+            "  - host: {host}\n    tls: {{secretName: {secret}}}\n    paths:\n    - path: /\n      backend: {{url: \"{url}\"}}\n"
+        ));
+    }
+    text
+}
+
+/// GETs `https://host/` through `tls` trusting `root`; returns the certificate the server
+/// presented, the HTTP version, and the backend's JSON answer.
+async fn https_get(
+    tls: SocketAddr,
+    host: &str,
+    root: &Cert,
+) -> Result<(Vec<u8>, reqwest::Version, serde_json::Value), String> {
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(root.pem.as_bytes()).unwrap())
+        .resolve(host, tls)
+        .tls_info(true)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("https://{host}:{}/", tls.port()))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let presented = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate().map(<[u8]>::to_vec))
+        .ok_or("no peer certificate")?;
+    let version = response.version();
+    let body = response.json().await.map_err(|e| e.to_string())?;
+    Ok((presented, version, body))
+}
+
+/// The certificate a replica presents for `host`, trusting it whatever it is.
+async fn presented(tls: SocketAddr, host: &str, any_of: &[&Cert]) -> Option<Vec<u8>> {
+    for root in any_of {
+        if let Ok((der, _, _)) = https_get(tls, host, root).await {
+            return Some(der);
+        }
+    }
+    None
+}
+
+fn expected_digest(rc: &RouterConfig, secrets: &[(&str, &Cert)]) -> String {
+    let tls: BTreeMap<String, String> = secrets
+        .iter()
+        .map(|(name, cert)| {
+            (
+                name.to_string(),
+                lockstep_config::tls_material_hash(cert.pem.as_bytes(), cert.key.as_bytes()),
+            )
+        })
+        .collect();
+    lockstep_config::config_digest(&rc.spec, &tls)
+}
+
+struct Fixture {
+    cp: &'static ControlPlane,
+    ns: String,
+    fleet: String,
+    dir: std::path::PathBuf,
+    rcs: Api<RouterConfig>,
+    secrets: Api<Secret>,
+}
+
+async fn fixture(test: &str) -> Fixture {
+    let cp = ControlPlane::shared();
+    let _ = operator();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, test).await.unwrap();
+    Fixture {
+        cp,
+        fleet: format!("{test}-{:06x}", rand::random::<u32>() & 0xffffff),
+        dir: cp.test_dir(test),
+        rcs: Api::namespaced(client.clone(), &ns),
+        secrets: Api::namespaced(client, &ns),
+        ns,
+    }
+}
+
+impl Fixture {
+    fn proxies(&self, n: usize) -> Vec<Proxy> {
+        let kubeconfig = self.cp.service_account_kubeconfig(&self.ns, "proxy").unwrap();
+        (0..n)
+            .map(|i| {
+                let mut spec = ProxySpec::new(&format!("proxy-{i}"), &self.ns, &self.fleet);
+                spec.tls = true;
+                Proxy::start_with_kubeconfig(&kubeconfig, &self.dir, spec).unwrap()
+            })
+            .collect()
+    }
+
+    fn wait_ready(&self) {
+        self.cp
+            .kubectl_ok(&[
+                "wait",
+                "--for=condition=Ready",
+                "routerconfig/web",
+                "-n",
+                &self.ns,
+                "--timeout=60s",
+            ])
+            .unwrap();
+    }
+
+    /// Waits until Ready=True and every entry reports `digest`: the barrier for a rotation,
+    /// which changes no generation.
+    async fn wait_digest(&self, digest: &str) {
+        eventually("every replica to report the rotated material", WAIT, || async {
+            let rc = self.rcs.get_status("web").await.ok()?;
+            let status = rc.status.as_ref()?;
+            let synced = status
+                .replica_status
+                .iter()
+                .filter(|e| e.config_digest == digest)
+                .count() as i32;
+            (check::ready_generation(&rc).is_some() && synced >= status.replicas.unwrap_or(1)).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn every_replica_serves_the_certificate_by_sni_and_a_rotation_is_covered_by_ready() {
+    let f = fixture("tls").await;
+    let one = Backend::start(&f.dir, "one").unwrap();
+    let two = Backend::start(&f.dir, "two").unwrap();
+    let app_a = valid_cert(&["app.test"]);
+    let other = valid_cert(&["other.test"]);
+    put_secret(&f.secrets, "app-tls", &app_a.pem, &app_a.key).await;
+    put_secret(&f.secrets, "other-tls", &other.pem, &other.key).await;
+    let proxies = f.proxies(2);
+    f.cp.kubectl_apply(&router_config(
+        &f.ns,
+        &f.fleet,
+        &[
+            ("app.test", "app-tls", &one.url()),
+            ("other.test", "other-tls", &two.url()),
+        ],
+    ))
+    .unwrap();
+    f.wait_ready();
+
+    for proxy in &proxies {
+        let tls = proxy.tls.unwrap();
+        let (der, version, body) = https_get(tls, "app.test", &app_a).await.unwrap();
+        assert_eq!(
+            der, app_a.der,
+            "{} presents app.test's certificate",
+            proxy.spec.name
+        );
+        assert_eq!(version, reqwest::Version::HTTP_2, "ALPN negotiates h2");
+        assert_eq!(
+            (body["backend"].as_str(), body["xForwardedProto"].as_str()),
+            (Some("one"), Some("https"))
+        );
+        let (der, _, body) = https_get(tls, "other.test", &other).await.unwrap();
+        assert_eq!(der, other.der);
+        assert_eq!(body["backend"], "two");
+        // A name without a certificate gets no certificate at all, never another host's.
+        assert!(https_get(tls, "unknown.test", &app_a).await.is_err());
+        assert!(presented(tls, "unknown.test", &[&app_a, &other]).await.is_none());
+    }
+
+    // Rotate: same generation, new material. Ready covers it through the digest.
+    let app_b = valid_cert(&["app.test"]);
+    put_secret(&f.secrets, "app-tls", &app_b.pem, &app_b.key).await;
+    let rc = f.rcs.get("web").await.unwrap();
+    let digest = expected_digest(&rc, &[("app-tls", &app_b), ("other-tls", &other)]);
+    f.wait_digest(&digest).await;
+    f.wait_ready();
+    for proxy in &proxies {
+        let (der, _, _) = https_get(proxy.tls.unwrap(), "app.test", &app_b).await.unwrap();
+        assert_eq!(
+            der, app_b.der,
+            "{} presents the rotated certificate",
+            proxy.spec.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kept() {
+    let f = fixture("badtls").await;
+    let one = Backend::start(&f.dir, "one").unwrap();
+    let good = valid_cert(&["app.test"]);
+    put_secret(&f.secrets, "app-tls", &good.pem, &good.key).await;
+    let proxies = f.proxies(2);
+    f.cp.kubectl_apply(&router_config(
+        &f.ns,
+        &f.fleet,
+        &[("app.test", "app-tls", &one.url())],
+    ))
+    .unwrap();
+    f.wait_ready();
+
+    let other_key = valid_cert(&["app.test"]).key;
+    let expired = mk_cert(&["app.test"], (2020, 1, 1), (2021, 1, 1));
+    let wrong_host = valid_cert(&["elsewhere.test"]);
+    let cases: [(&str, String, String, &str); 4] = [
+        (
+            "malformed PEM",
+            "-----BEGIN CERTIFICATE-----\nnot base64\n".into(),
+            good.key.clone(),
+            "tls.crt",
+        ),
+        (
+            "key of another certificate",
+            good.pem.clone(),
+            other_key,
+            "does not match",
+        ),
+        (
+            "expired certificate",
+            expired.pem.clone(),
+            expired.key.clone(),
+            "not valid now",
+        ),
+        (
+            "certificate for another host",
+            wrong_host.pem.clone(),
+            wrong_host.key.clone(),
+            "does not cover host app.test",
+        ),
+    ];
+    for (case, crt, key, reason) in cases {
+        put_secret(&f.secrets, "app-tls", &crt, &key).await;
+        let judged = eventually(&format!("{case}: Ready=False naming the reason"), WAIT, || async {
+            let rc = f.rcs.get_status("web").await.ok()?;
+            let ready = rc.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+            (ready.status == "False" && ready.reason == "Rejected" && ready.message.contains(reason)).then_some(ready)
+        })
+        .await;
+        let ready = match judged {
+            Ok(ready) => ready,
+            Err(e) => panic!("{e}: {:?}", f.rcs.get_status("web").await.unwrap().status),
+        };
+        assert!(ready.message.contains("spec.rules[0].tls.secretName"), "{case}: names the field: {}", ready.message);
+        for proxy in &proxies {
+            let der = presented(proxy.tls.unwrap(), "app.test", &[&good]).await;
+            assert_eq!(
+                der.as_deref(),
+                Some(good.der.as_slice()),
+                "{case}: {} keeps the good certificate",
+                proxy.spec.name
+            );
+            let (status, landed) = check::request(&check::http(), proxy.http, "app.test", "/")
+                .await
+                .unwrap();
+            assert_eq!(
+                (status, landed.as_deref()),
+                (200, Some("one")),
+                "{case}: routes keep working"
+            );
+        }
+    }
+
+    // Good material again: Ready returns.
+    put_secret(&f.secrets, "app-tls", &good.pem, &good.key).await;
+    let rc = f.rcs.get("web").await.unwrap();
+    f.wait_digest(&expected_digest(&rc, &[("app-tls", &good)])).await;
+
+    // A Secret that does not exist: the spec is not accepted, naming the field.
+    f.cp.kubectl_apply(&router_config(
+        &f.ns,
+        &f.fleet,
+        &[("app.test", "missing-tls", &one.url())],
+    ))
+    .unwrap();
+    let accepted = eventually("Accepted=False for a missing Secret", WAIT, || async {
+        let rc = f.rcs.get_status("web").await.ok()?;
+        let generation = rc.metadata.generation?;
+        let c = rc
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Accepted")?;
+        (c.observed_generation == Some(generation) && c.status == "False").then_some(c)
+    })
+    .await
+    .unwrap();
+    assert_eq!(accepted.reason, "InvalidTLS");
+    assert!(
+        accepted.message.contains("spec.rules[0].tls.secretName") && accepted.message.contains("missing-tls"),
+        "{}",
+        accepted.message
+    );
+    for proxy in &proxies {
+        let der = presented(proxy.tls.unwrap(), "app.test", &[&good]).await;
+        assert_eq!(
+            der.as_deref(),
+            Some(good.der.as_slice()),
+            "a missing Secret keeps the previous certificate"
+        );
+    }
+}
