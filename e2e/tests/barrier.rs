@@ -456,3 +456,64 @@ async fn a_frozen_replica_is_excluded_and_unready_after_waking_until_resynced() 
     let all: Vec<&Proxy> = proxies.iter().collect();
     f.assert_all_serve(&all, "web", 2, "app.test", "two").await;
 }
+
+#[tokio::test]
+async fn service_backends_follow_their_endpointslices() {
+    let f = fixture("service").await;
+    let a = Backend::start(&f.dir, "a").unwrap();
+    let b = Backend::start(&f.dir, "b").unwrap();
+    let proxies = f.proxies(2);
+    // A Service without selector: the test plays kubelet and endpoint controller. Names under
+    // .localhost are how a slice points at this host (the apiserver refuses loopback IPs).
+    let slice = |ready_a: bool, ready_b: bool| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: {ns}}}\nspec:\n  ports: [{{name: http, port: 8080}}]\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: api-a\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: api}}\n\
+             addressType: FQDN\nports: [{{name: http, port: {pa}}}]\nendpoints: [{{addresses: [a.localhost], conditions: {{ready: {ready_a}}}}}]\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: api-b\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: api}}\n\
+             addressType: FQDN\nports: [{{name: http, port: {pb}}}]\nendpoints: [{{addresses: [b.localhost], conditions: {{ready: {ready_b}}}}}]\n",
+            ns = f.ns,
+            pa = a.addr.port(),
+            pb = b.addr.port(),
+        )
+    };
+    f.cp.kubectl_apply(&slice(true, false)).unwrap();
+    f.cp.kubectl_apply(&format!(
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  fleet: {fleet}\n  rules:\n  - host: api.test\n    paths:\n    - path: /\n      backend: {{service: {{name: api, port: 8080}}}}\n",
+        ns = f.ns,
+        fleet = f.fleet
+    ))
+    .unwrap();
+    kubectl_wait(f.cp, &f.ns, "web");
+    let landed_on = |proxy: &Proxy| {
+        let (http, addr) = (f.http.clone(), proxy.http);
+        async move { check::request(&http, addr, "api.test", "/").await.unwrap() }
+    };
+    for proxy in &proxies {
+        for _ in 0..4 {
+            assert_eq!(
+                landed_on(proxy).await,
+                (200, Some("a".to_owned())),
+                "only a is ready"
+            );
+        }
+    }
+    // b turns ready, a stops being ready: traffic moves without any RouterConfig change.
+    f.cp.kubectl_apply(&slice(false, true)).unwrap();
+    for proxy in &proxies {
+        eventually("traffic to move to b", WAIT, || async {
+            (landed_on(proxy).await == (200, Some("b".to_owned()))).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    // No ready endpoint at all: 503, not a hang or a 502.
+    f.cp.kubectl_apply(&slice(false, false)).unwrap();
+    for proxy in &proxies {
+        eventually("503 without ready endpoints", WAIT, || async {
+            (landed_on(proxy).await.0 == 503).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+}

@@ -248,7 +248,7 @@ async fn sync_loop(shared: Arc<Shared>, slices: Store<EndpointSlice>, services: 
             }
             continue;
         }
-        refresh_endpoints(&shared, &objects, &slices, &services);
+        refresh_endpoints(&shared, &objects, &slices, &services).await;
         // Certificates first: a host the new table routes has its certificate in place.
         shared.state.certs.replace(tls.by_host);
         let served = shared.state.served();
@@ -310,7 +310,7 @@ async fn debounce(shared: &Shared) {
 
 /// Updates the endpoints of every Service any RouterConfig of the fleet names, before a table
 /// that routes to them is swapped in.
-fn refresh_endpoints(
+async fn refresh_endpoints(
     shared: &Shared,
     objects: &[Arc<RouterConfig>],
     slices: &Store<EndpointSlice>,
@@ -354,13 +354,14 @@ fn refresh_endpoints(
             s.metadata.namespace.as_deref() == Some(key.namespace.as_str())
                 && s.metadata.name.as_deref() == Some(key.name.as_str())
         });
-        let ready = slices::ready_endpoints(
+        let listed = slices::ready_endpoint_addrs(
             &key.namespace,
             &key.name,
             key.port,
             service.as_deref(),
             all_slices.iter().map(|s| s.as_ref()),
         );
+        let ready = slices::resolve(listed).await;
         if shared.state.endpoints.get(&key).as_deref() != Some(&ready) {
             tracing::debug!(service = ?key, endpoints = ready.len(), "endpoints updated");
             shared.state.endpoints.set(key, ready);

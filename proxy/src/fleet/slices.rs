@@ -1,5 +1,10 @@
 //! Ready endpoints of a Service port, from its EndpointSlices.
 //!
+//! Endpoints are IP addresses, or names for slices of `addressType: FQDN` (resolved by the
+//! caller; names under `.localhost` are the loopback address, RFC 6761 §6.3, which is how a
+//! cluster without a kubelet points a Service at processes on the proxy's own host: the
+//! apiserver refuses loopback IPs in EndpointSlices).
+//!
 //! RouterConfigs name a Service *port*; EndpointSlices list *target* ports by the Service
 //! port's name. So the Service maps the number to a name, and the slice port with that name
 //! gives the target port. Without a Service object (selector-less Services managed by hand),
@@ -13,13 +18,49 @@ use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Ready endpoints of `service_port` of Service `name` in `namespace`.
-pub fn ready_endpoints<'a>(
+/// An endpoint as a slice lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EndpointAddr {
+    /// An IP endpoint.
+    Ip(SocketAddr),
+    /// A name (addressType FQDN) and port, to be resolved.
+    Name(String, u16),
+}
+
+/// Resolves FQDN endpoints: `.localhost` names to the loopback address without asking DNS,
+/// others with the system resolver (bounded in time). Names that do not resolve are left out.
+pub async fn resolve(endpoints: Vec<EndpointAddr>) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for endpoint in endpoints {
+        match endpoint {
+            EndpointAddr::Ip(addr) => out.push(addr),
+            EndpointAddr::Name(name, port) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                if name == "localhost" || name.ends_with(".localhost") {
+                    out.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
+                    continue;
+                }
+                let lookup = tokio::net::lookup_host((name.as_str(), port));
+                match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
+                    Ok(Ok(addrs)) => out.extend(addrs),
+                    _ => tracing::warn!(endpoint = %name, "endpoint name does not resolve; left out"),
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Ready endpoints of `service_port` of Service `name` in `namespace`, unresolved.
+pub fn ready_endpoint_addrs<'a>(
     namespace: &str,
     name: &str,
     service_port: u16,
     service: Option<&Service>,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
-) -> Vec<SocketAddr> {
+) -> Vec<EndpointAddr> {
     let port_name: Option<Option<String>> = service.map(|svc| {
         svc.spec
             .as_ref()
@@ -60,8 +101,13 @@ pub fn ready_endpoints<'a>(
             if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;
             }
-            if let Some(ip) = endpoint.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) {
-                out.push(SocketAddr::new(ip, port));
+            let Some(address) = endpoint.addresses.first() else {
+                continue;
+            };
+            if slice.address_type == "FQDN" {
+                out.push(EndpointAddr::Name(address.clone(), port));
+            } else if let Ok(ip) = address.parse::<IpAddr>() {
+                out.push(EndpointAddr::Ip(SocketAddr::new(ip, port)));
             }
         }
     }
@@ -73,6 +119,47 @@ pub fn ready_endpoints<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ready_endpoints<'a>(
+        namespace: &str,
+        name: &str,
+        port: u16,
+        service: Option<&Service>,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    ) -> Vec<SocketAddr> {
+        ready_endpoint_addrs(namespace, name, port, service, slices)
+            .into_iter()
+            .map(|e| match e {
+                EndpointAddr::Ip(addr) => addr,
+                EndpointAddr::Name(..) => panic!("unexpected name"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn fqdn_endpoints_resolve_localhost_names_to_loopback() {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "api-x", "namespace": "ns", "labels": {SERVICE_NAME_LABEL: "api"}},
+            "addressType": "FQDN",
+            "ports": [{"name": "http", "port": 18092}],
+            "endpoints": [{"addresses": ["api.localhost"]}, {"addresses": ["b.localhost."]}]
+        }))
+        .unwrap();
+        let addrs = ready_endpoint_addrs("ns", "api", 8080, None, [&slice]);
+        assert_eq!(
+            addrs,
+            vec![
+                EndpointAddr::Name("api.localhost".into(), 18092),
+                EndpointAddr::Name("b.localhost.".into(), 18092)
+            ]
+        );
+        assert_eq!(resolve(addrs).await, vec!["127.0.0.1:18092".parse().unwrap()]);
+        assert!(
+            resolve(vec![EndpointAddr::Name("does-not-exist.invalid".into(), 1)])
+                .await
+                .is_empty()
+        );
+    }
     use serde_json::json;
 
     fn mk_slice(

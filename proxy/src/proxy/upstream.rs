@@ -31,6 +31,9 @@ pub(crate) fn client(options: &ProxyOptions) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(options.upstream_idle_timeout)
+        // A burst of concurrent requests opens as many upstream connections; keeping all of
+        // them idle afterwards costs memory per connection for nothing (nginx keeps 128).
+        .pool_max_idle_per_host(128)
         .build(connector)
 }
 
