@@ -308,17 +308,26 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
     ];
     for (case, crt, key, reason) in cases {
         put_secret(&f.secrets, "app-tls", &crt, &key).await;
-        let judged = eventually(&format!("{case}: Ready=False naming the reason"), WAIT, || async {
-            let rc = f.rcs.get_status("web").await.ok()?;
-            let ready = rc.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-            (ready.status == "False" && ready.reason == "Rejected" && ready.message.contains(reason)).then_some(ready)
-        })
+        let judged = eventually(
+            &format!("{case}: Ready=False naming the reason"),
+            WAIT,
+            || async {
+                let rc = f.rcs.get_status("web").await.ok()?;
+                let ready = rc.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+                (ready.status == "False" && ready.reason == "Rejected" && ready.message.contains(reason))
+                    .then_some(ready)
+            },
+        )
         .await;
         let ready = match judged {
             Ok(ready) => ready,
             Err(e) => panic!("{e}: {:?}", f.rcs.get_status("web").await.unwrap().status),
         };
-        assert!(ready.message.contains("spec.rules[0].tls.secretName"), "{case}: names the field: {}", ready.message);
+        assert!(
+            ready.message.contains("spec.rules[0].tls.secretName"),
+            "{case}: names the field: {}",
+            ready.message
+        );
         for proxy in &proxies {
             let der = presented(proxy.tls.unwrap(), "app.test", &[&good]).await;
             assert_eq!(
