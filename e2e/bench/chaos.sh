@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Chaos run: rollouts under faults, checking at every Ready=True that every ready replica
+# serves the generation; bounded in count and time, loopback only. Prints a Markdown row.
+#   e2e/bench/chaos.sh [--rollouts 200] [--seconds 600] [--replicas 3] [--seed N]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+"$ROOT/e2e/setup"
+cargo build --manifest-path "$ROOT/Cargo.toml" --workspace --bins --release --locked
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+exec "${CARGO_TARGET_DIR:-$ROOT/target}/release/lockstep-e2e-chaos" "$@"
