@@ -28,14 +28,22 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
 /// Serves the admin endpoint on `listener` forever.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let (metrics, ready) = (metrics.clone(), ready.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let response = match req.uri().path() {
                     "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
-                    "/readyz" if ready.load(Ordering::SeqCst) => respond(StatusCode::OK, "text/plain", "ready\n"),
-                    "/readyz" => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "caches not synced\n"),
+                    "/readyz" if ready.load(Ordering::SeqCst) => {
+                        respond(StatusCode::OK, "text/plain", "ready\n")
+                    }
+                    "/readyz" => respond(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "caches not synced\n",
+                    ),
                     "/metrics" => respond(
                         StatusCode::OK,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -45,7 +53,9 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<Atom
                 };
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -1,472 +1,582 @@
-//! The barrier as a pure function: given one RouterConfig, its verdict, the digest replicas
-//! must report, the fleet's Leases and the time, what are its conditions and counts, and
-//! which replica entries are stale?
+//! The barrier decision, free of Kubernetes I/O: given one RouterConfig (its generation, its
+//! status as replicas reported it), the Leases of its fleet, the fleet-wide verdict on its spec,
+//! the digest every replica must report and the time, what should the operator's part of the
+//! status say, which replica entries are garbage, and when must it look again even if nothing
+//! changes.
 //!
-//! - `Ready=True` iff the spec is accepted and every live member (fresh Lease) reports the
-//!   current generation with the expected digest and has not rejected it. No members: False,
-//!   `NoReplicas`. A rejection is never counted as applied.
-//! - `Reconciling=True` while live members are still catching up.
-//! - `Stalled=True` when the rollout has lagged past the stall timeout (measured from the
-//!   persisted `Reconciling` transition, so it survives leader failover), when a live member
-//!   rejected the generation, or when the spec is not accepted: nothing will progress
-//!   without a change, which is what kstatus, Flux and Argo CD need to hear.
-//! - Every condition carries the generation it was computed for.
+//! # Condition semantics (DESIGN.md "Status")
+//!
+//! | situation | Ready | Reconciling | Stalled |
+//! |---|---|---|---|
+//! | spec not accepted (invalid, conflict, unusable TLS Secret) | False `NotAccepted` | False `NotAccepted` | True `NotAccepted` |
+//! | no live replica in the fleet | False `NoReplicas` | True `NoReplicas` | False `Idle` |
+//! | every live replica serves generation and digest | True `AllReplicasSynced` | False `Idle` | False `Idle` |
+//! | some live replica rejected the generation | False `Rejected` | True `Rejected` | False `Idle` |
+//! | some live replica is behind | False `RolloutInProgress` | True `RolloutInProgress` | False `Idle` |
+//! | behind or rejecting longer than the stall timeout | False (as above) | False `RolloutStalled` | True `RolloutStalled` |
+//!
+//! Why these choices: kstatus (Flux, kpt, cli-utils) ignores `Ready` and judges a resource by
+//! `Reconciling`/`Stalled`, taking the *first* true one in list order. So every `Ready=False`
+//! case sets exactly one of them: a fleet without replicas is waiting (InProgress), never
+//! Current; a spec the operator will not accept cannot progress without an edit, so it is
+//! Failed at once; a replica's rejection may be transient (a TLS Secret that is created a moment
+//! later), so it is InProgress until the stall timeout turns it into Failed. `Reconciling` and
+//! `Stalled` are never both True, so list order does not matter.
+//!
+//! The stall clock is persisted state, so it survives leader failover: the rollout started at
+//! the `lastTransitionTime` of `Reconciling=True` for this generation. That time is reset when a
+//! new generation arrives or when replicas appear after `NoReplicas` (waiting for a fleet is not
+//! lagging). Once `Stalled=True` for a generation it stays until the rollout completes or a new
+//! generation arrives.
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::{
     api::coordination::v1::Lease,
-    apimachinery::pkg::apis::meta::v1::Condition,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 use lockstep_config::{
     Verdict,
     conditions::{NewCondition, eq_ignoring_time, find, set_condition, status_str},
 };
-use lockstep_crds::{RouterConfigStatus, condition, reason};
+use lockstep_crds::{PROXY_LEASE_PREFIX, RouterConfig, condition, reason};
+use serde_json::{Value, json};
 
-/// A fleet member as its Lease shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    /// Replica name (the Lease's holderIdentity).
-    pub name: String,
-    /// When the Lease stops being valid.
-    pub expires: Timestamp,
-}
+/// Most replica names a condition message lists; the rest are counted.
+const MAX_NAMES: usize = 10;
 
-impl Member {
-    /// A member from a proxy Lease; None when the Lease lacks the fields that make it one.
-    pub fn from_lease(lease: &Lease) -> Option<Self> {
-        let spec = lease.spec.as_ref()?;
-        let name = spec.holder_identity.clone().or_else(|| {
-            lease.metadata.name.as_deref()?.strip_prefix(lockstep_crds::PROXY_LEASE_PREFIX).map(str::to_owned)
-        })?;
-        let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
-        let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-        Some(Self { name, expires: renewed.checked_add(duration).ok()? })
-    }
-
-    /// Live at `now`?
-    pub fn is_live(&self, now: Timestamp) -> bool {
-        now < self.expires
-    }
-}
-
-/// Everything the barrier needs to judge one RouterConfig.
-#[derive(Debug, Clone)]
-pub struct Input<'a> {
-    /// metadata.generation.
-    pub generation: i64,
-    /// The fleet-wide verdict on the spec.
-    pub verdict: &'a Verdict,
-    /// A problem with referenced TLS Secrets the operator can see (missing, wrong type).
-    pub tls_problem: Option<&'a str>,
-    /// The digest a replica serving this generation reports.
-    pub expected_digest: &'a str,
-    /// The fleet's members, live or not (from all Leases labelled with the fleet).
-    pub members: &'a [Member],
-    /// The status as stored now.
-    pub status: Option<&'a RouterConfigStatus>,
-    /// Now.
-    pub now: Timestamp,
-    /// How long a rollout may lag before it is Stalled.
+/// Tunables of the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// How long a rollout may lag before `Stalled=True`.
     pub stall_timeout: Duration,
+    /// How long an entry of a replica that has no Lease at all is left alone. A proxy reports
+    /// before it creates its Lease (it joins only once in sync), so a fresh entry without a
+    /// Lease is usually a replica about to join, not garbage.
+    pub orphan_grace: Duration,
 }
 
-/// What the operator should write and do.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    /// The new top-level status fields (replicaStatus untouched: replicas own it).
-    pub observed_generation: i64,
-    /// All four conditions.
-    pub conditions: Vec<Condition>,
-    /// Live members serving the generation.
-    pub synced_replicas: i32,
-    /// Live members.
-    pub replicas: i32,
-    /// Replica entries whose Lease has expired: to be pruned.
-    pub prune: Vec<String>,
-    /// Ready=True?
-    pub ready: bool,
-    /// When the judgement can change without any event (a Lease expiring, the stall
-    /// deadline).
-    pub recheck_at: Option<Timestamp>,
-    /// Whether the stored status differs from this output (ignoring transition times).
-    pub changed: bool,
-}
-
-impl Output {
-    /// "synced/replicas".
-    pub fn synced(&self) -> String {
-        format!("{}/{}", self.synced_replicas, self.replicas)
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            stall_timeout: Duration::from_secs(60),
+            orphan_grace: Duration::from_secs(30),
+        }
     }
 }
 
-/// Judges one RouterConfig.
-pub fn judge(input: &Input<'_>) -> Output {
-    let generation = input.generation;
-    let now = input.now;
-    let empty = RouterConfigStatus::default();
-    let status = input.status.unwrap_or(&empty);
-    let entries = &status.replica_status;
+/// The replica a proxy Lease stands for: its holderIdentity, else the name after the prefix.
+pub fn lease_replica(lease: &Lease) -> Option<String> {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .or_else(|| {
+            lease
+                .metadata
+                .name
+                .as_deref()
+                .and_then(|n| n.strip_prefix(PROXY_LEASE_PREFIX))
+                .map(str::to_owned)
+        })
+}
 
-    let live: Vec<&Member> = input.members.iter().filter(|m| m.is_live(now)).collect();
-    let is_live = |name: &str| live.iter().any(|m| m.name == name);
-    // Entries of replicas that were members and whose Lease expired; an entry without any
-    // Lease belongs to a replica still joining (it reports before it takes its Lease).
-    let prune: Vec<String> = entries
+/// The instant a Lease stops counting: `renewTime + leaseDurationSeconds` (acquireTime when it
+/// was never renewed). None when it has no holder, no time or no duration: a released Lease.
+pub fn lease_expiry(lease: &Lease) -> Option<Timestamp> {
+    let spec = lease.spec.as_ref()?;
+    spec.holder_identity.as_ref()?;
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
+    let seconds = spec.lease_duration_seconds.filter(|d| *d > 0)?;
+    renewed
+        .checked_add(SignedDuration::from_secs(i64::from(seconds)))
+        .ok()
+}
+
+/// True while `lease` is held by `holder` and fresh at `now`.
+pub fn lease_held_by(lease: &Lease, holder: &str, now: Timestamp) -> bool {
+    let held = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(holder);
+    held && lease_expiry(lease).is_some_and(|expiry| expiry > now)
+}
+
+/// Who is in the fleet at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// Live replicas and when each one's Lease expires.
+    pub live: BTreeMap<String, Timestamp>,
+    /// Every replica with a Lease, live or not.
+    pub known: BTreeSet<String>,
+}
+
+/// Membership of a fleet from its Leases: live iff `renewTime + leaseDurationSeconds > now`.
+pub fn membership(leases: &[Lease], now: Timestamp) -> Membership {
+    let mut m = Membership::default();
+    for lease in leases {
+        let Some(name) = lease_replica(lease) else {
+            continue;
+        };
+        m.known.insert(name.clone());
+        if let Some(expiry) = lease_expiry(lease).filter(|e| *e > now) {
+            let slot = m.live.entry(name).or_insert(expiry);
+            *slot = (*slot).max(expiry);
+        }
+    }
+    m
+}
+
+/// Everything the decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The RouterConfig as last seen (metadata.generation and status from one snapshot).
+    pub rc: &'a RouterConfig,
+    /// The Leases labelled with its fleet.
+    pub leases: &'a [Lease],
+    /// The fleet-wide verdict on its spec.
+    pub verdict: &'a Verdict,
+    /// A problem with the TLS Secrets it names that the operator can see (missing, lacking
+    /// keys); makes it `Accepted=False, reason=InvalidTLS`.
+    pub tls_problem: Option<&'a str>,
+    /// The digest a replica serving this generation must report.
+    pub expected_digest: &'a str,
+    /// The time of the decision.
+    pub now: Timestamp,
+    /// Tunables.
+    pub settings: Settings,
+}
+
+/// The part of the status the operator owns (field manager `lockstep-operator`); never
+/// `replicaStatus`, whose entries belong to the replicas.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorStatus {
+    /// `status.observedGeneration`.
+    pub observed_generation: i64,
+    /// Accepted, Ready, Reconciling, Stalled (and any others already present).
+    pub conditions: Vec<Condition>,
+    /// Live replicas serving the generation with the expected digest.
+    pub synced_replicas: i32,
+    /// Live replicas.
+    pub replicas: i32,
+    /// "synced/replicas" for the SYNCED printer column.
+    pub synced: String,
+}
+
+impl OperatorStatus {
+    /// The server-side apply body for the status subresource.
+    pub fn apply_patch(&self) -> Value {
+        json!({
+            "apiVersion": lockstep_crds::API_VERSION,
+            "kind": lockstep_crds::KIND,
+            "status": {
+                "observedGeneration": self.observed_generation,
+                "conditions": self.conditions,
+                "syncedReplicas": self.synced_replicas,
+                "replicas": self.replicas,
+                "synced": self.synced,
+            }
+        })
+    }
+}
+
+/// A `replicaStatus` entry to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prune {
+    /// Its index in the list as seen.
+    pub index: usize,
+    /// Its name, tested before the removal so a list that moved meanwhile is left alone.
+    pub name: String,
+}
+
+/// The JSON patch (an Update, so no apply conflicts with the replicas' field managers) that
+/// removes `prunes`: each removal guarded by a `test` of the name at that index, highest index
+/// first so earlier removals do not shift later ones.
+pub fn prune_patch(prunes: &[Prune]) -> Value {
+    let mut sorted: Vec<&Prune> = prunes.iter().collect();
+    sorted.sort_by_key(|p| std::cmp::Reverse(p.index));
+    let ops: Vec<Value> = sorted
+        .into_iter()
+        .flat_map(|p| {
+            let path = format!("/status/replicaStatus/{}", p.index);
+            [
+                json!({"op": "test", "path": format!("{path}/name"), "value": p.name}),
+                json!({"op": "remove", "path": path}),
+            ]
+        })
+        .collect();
+    Value::Array(ops)
+}
+
+/// A condition change worth a Kubernetes Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// Warning rather than Normal.
+    pub warning: bool,
+    /// The condition reason.
+    pub reason: &'static str,
+    /// The condition message.
+    pub note: String,
+}
+
+/// The decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The generation it was computed for.
+    pub generation: i64,
+    /// What the operator's part of the status should be.
+    pub status: OperatorStatus,
+    /// True when `status` differs from the current one other than in transition times.
+    pub changed: bool,
+    /// Ready=True for `generation`.
+    pub ready: bool,
+    /// Entries of replicas that are no longer members.
+    pub prune: Vec<Prune>,
+    /// When the decision may change without any event: the next Lease expiry, the stall
+    /// deadline, the end of an orphan's grace.
+    pub recheck_at: Option<Timestamp>,
+    /// Transitions to announce as Events once the status is written.
+    pub transitions: Vec<Transition>,
+}
+
+/// Where one live replica stands with the current generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Standing {
+    Synced,
+    Rejected(String),
+    NoReport,
+    Behind(i64),
+    OtherDigest,
+}
+
+enum Phase {
+    NotAccepted(&'static str, String),
+    NoReplicas,
+    Synced,
+    Rejected,
+    InProgress,
+}
+
+fn list_names<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
+    let mut text: Vec<String> = items.iter().take(MAX_NAMES).map(show).collect();
+    if items.len() > MAX_NAMES {
+        text.push(format!("and {} more", items.len() - MAX_NAMES));
+    }
+    text.join(", ")
+}
+
+fn plus(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Computes the operator's status, the entries to prune and the next deadline.
+pub fn decide(input: Input<'_>) -> Outcome {
+    let Input {
+        rc,
+        leases,
+        verdict,
+        tls_problem,
+        expected_digest,
+        now,
+        settings,
+    } = input;
+    let generation = rc.metadata.generation.unwrap_or(0);
+    let current = rc.status.clone().unwrap_or_default();
+    let entries = &current.replica_status;
+    let members = membership(leases, now);
+    let mut deadlines: Vec<Timestamp> = members.live.values().copied().collect();
+
+    let mut prune = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        if members.live.contains_key(&entry.name) {
+            continue;
+        }
+        let applied = entry
+            .applied_at
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        match applied.map(|t| plus(t, settings.orphan_grace)) {
+            Some(end) if !members.known.contains(&entry.name) && end > now => deadlines.push(end),
+            _ => prune.push(Prune {
+                index,
+                name: entry.name.clone(),
+            }),
+        }
+    }
+
+    let standings: Vec<(&str, Standing)> = members
+        .live
+        .keys()
+        .map(|name| {
+            let standing = match entries.iter().find(|e| &e.name == name) {
+                None => Standing::NoReport,
+                Some(e) => match &e.rejected {
+                    Some(r) if r.generation == generation => Standing::Rejected(r.message.clone()),
+                    _ if e.observed_generation != generation => Standing::Behind(e.observed_generation),
+                    _ if e.config_digest != expected_digest => Standing::OtherDigest,
+                    _ => Standing::Synced,
+                },
+            };
+            (name.as_str(), standing)
+        })
+        .collect();
+    let replicas = standings.len();
+    let synced = standings.iter().filter(|(_, s)| *s == Standing::Synced).count();
+    let lagging: Vec<&(&str, Standing)> = standings.iter().filter(|(_, s)| *s != Standing::Synced).collect();
+    let rejected: Vec<(&str, &str)> = standings
         .iter()
-        .filter(|e| !is_live(&e.name) && input.members.iter().any(|m| m.name == e.name))
-        .map(|e| e.name.clone())
+        .filter_map(|(n, s)| match s {
+            Standing::Rejected(m) => Some((*n, m.as_str())),
+            _ => None,
+        })
         .collect();
 
-    let mut synced = Vec::new();
-    let mut lagging = Vec::new();
-    let mut rejections = Vec::new();
-    for member in &live {
-        let entry = entries.iter().find(|e| e.name == member.name);
-        match entry {
-            Some(e) if e.rejected.as_ref().is_some_and(|r| r.generation == generation) => {
-                let message = e.rejected.as_ref().map(|r| r.message.as_str()).unwrap_or_default();
-                rejections.push(format!("{} rejected generation {generation}: {message}", member.name));
-            }
-            Some(e) if e.observed_generation == generation && e.config_digest == input.expected_digest => {
-                synced.push(member.name.clone());
-            }
-            _ => lagging.push(member.name.clone()),
+    let phase = match (verdict, tls_problem) {
+        (Verdict::Invalid(m), _) => Phase::NotAccepted(reason::INVALID, m.clone()),
+        (Verdict::Conflict(m), _) => Phase::NotAccepted(reason::CONFLICT, m.clone()),
+        (Verdict::Accepted, Some(problem)) => Phase::NotAccepted(reason::INVALID_TLS, problem.to_owned()),
+        _ if replicas == 0 => Phase::NoReplicas,
+        _ if !rejected.is_empty() => Phase::Rejected,
+        _ if lagging.is_empty() => Phase::Synced,
+        _ => Phase::InProgress,
+    };
+
+    let old = &current.conditions;
+    let old_reconciling = find(old, condition::RECONCILING);
+    let clock_running = old_reconciling.is_some_and(|c| {
+        c.status == "True" && c.observed_generation == Some(generation) && c.reason != reason::NO_REPLICAS
+    });
+    let rollout_start = old_reconciling
+        .filter(|_| clock_running)
+        .map_or(now, |c| c.last_transition_time.0);
+    let was_stalled = find(old, condition::STALLED).is_some_and(|c| {
+        c.status == "True" && c.observed_generation == Some(generation) && c.reason == reason::ROLLOUT_STALLED
+    });
+    let lags = matches!(phase, Phase::Rejected | Phase::InProgress);
+    let stall_at = plus(rollout_start, settings.stall_timeout);
+    let stalled = lags && (was_stalled || now >= stall_at);
+    if lags && !stalled {
+        deadlines.push(stall_at);
+    }
+
+    let counts = format!("{synced}/{replicas} replicas serve generation {generation}");
+    let fleet = &rc.spec.fleet;
+    let cond = |type_, value: bool, reason, message: String| NewCondition {
+        type_,
+        status: status_str(value),
+        reason,
+        message,
+        observed_generation: generation,
+    };
+    let accepted = match &phase {
+        Phase::NotAccepted(why, message) => cond(condition::ACCEPTED, false, *why, message.clone()),
+        _ => cond(
+            condition::ACCEPTED,
+            true,
+            reason::VALID,
+            "the spec is valid and owns all its routes".into(),
+        ),
+    };
+    let waiting_for = || {
+        format!(
+            "waiting for {}",
+            list_names(&lagging, |(name, standing)| match standing {
+                Standing::NoReport => format!("{name} (no report)"),
+                Standing::Behind(g) => format!("{name} (at generation {g})"),
+                Standing::OtherDigest => format!("{name} (generation {generation} with another digest)"),
+                Standing::Rejected(_) => format!("{name} (rejected generation {generation})"),
+                Standing::Synced => (*name).to_owned(),
+            })
+        )
+    };
+    let (ready, reconciling) = match &phase {
+        Phase::NotAccepted(why, message) => (
+            cond(
+                condition::READY,
+                false,
+                reason::NOT_ACCEPTED,
+                format!("generation {generation} is not accepted ({why}): {message}"),
+            ),
+            cond(
+                condition::RECONCILING,
+                false,
+                reason::NOT_ACCEPTED,
+                format!("generation {generation} is not accepted; nothing to roll out"),
+            ),
+        ),
+        Phase::NoReplicas => (
+            cond(
+                condition::READY,
+                false,
+                reason::NO_REPLICAS,
+                format!("no live replica in fleet {fleet}"),
+            ),
+            cond(
+                condition::RECONCILING,
+                true,
+                reason::NO_REPLICAS,
+                format!("waiting for a live replica in fleet {fleet}"),
+            ),
+        ),
+        Phase::Synced => (
+            cond(
+                condition::READY,
+                true,
+                reason::ALL_REPLICAS_SYNCED,
+                counts.clone(),
+            ),
+            cond(
+                condition::RECONCILING,
+                false,
+                reason::IDLE,
+                format!("every live replica serves generation {generation}"),
+            ),
+        ),
+        Phase::Rejected | Phase::InProgress => {
+            let (why, message) = if rejected.is_empty() {
+                (reason::ROLLOUT_IN_PROGRESS, counts.clone())
+            } else {
+                let rejections = list_names(&rejected, |(n, m)| format!("rejected by {n}: {m}"));
+                (reason::REJECTED, format!("{counts}; {rejections}"))
+            };
+            let reconciling = if stalled {
+                cond(
+                    condition::RECONCILING,
+                    false,
+                    reason::ROLLOUT_STALLED,
+                    "the rollout is stalled; see the Stalled condition".into(),
+                )
+            } else {
+                cond(condition::RECONCILING, true, why, waiting_for())
+            };
+            (cond(condition::READY, false, why, message), reconciling)
+        }
+    };
+    let stalled_cond = match &phase {
+        Phase::NotAccepted(..) => cond(
+            condition::STALLED,
+            true,
+            reason::NOT_ACCEPTED,
+            format!("generation {generation} cannot roll out until the spec is fixed; see Accepted"),
+        ),
+        _ if stalled => {
+            let names = list_names(&lagging, |(n, _)| (*n).to_owned());
+            let verb = if lagging.len() == 1 { "has" } else { "have" };
+            cond(
+                condition::STALLED,
+                true,
+                reason::ROLLOUT_STALLED,
+                format!(
+                    "{names} {verb} not served generation {generation} within the stall timeout ({}s)",
+                    settings.stall_timeout.as_secs()
+                ),
+            )
+        }
+        _ => cond(condition::STALLED, false, reason::IDLE, String::new()),
+    };
+
+    let mut conditions = old.clone();
+    for new in [accepted, ready, reconciling, stalled_cond] {
+        set_condition(&mut conditions, new, now);
+    }
+    if lags && !stalled && !clock_running {
+        // A new generation (or the first replicas after NoReplicas) starts the stall clock even
+        // though Reconciling stays True; the clock is this persisted time.
+        if let Some(c) = conditions.iter_mut().find(|c| c.type_ == condition::RECONCILING) {
+            c.last_transition_time = Time(now);
         }
     }
-    let replicas = live.len() as i32;
-    let synced_replicas = synced.len() as i32;
 
-    let (accepted, accepted_reason, accepted_message) = match (input.verdict, input.tls_problem) {
-        (Verdict::Invalid(m), _) => (false, reason::INVALID, m.clone()),
-        (Verdict::Conflict(m), _) => (false, reason::CONFLICT, m.clone()),
-        (Verdict::Accepted, Some(problem)) => (false, reason::INVALID_TLS, problem.to_owned()),
-        (Verdict::Accepted, None) => (true, reason::VALID, format!("generation {generation} is valid")),
+    let transitions = transitions(old, &conditions, generation);
+    let status = OperatorStatus {
+        observed_generation: generation,
+        conditions,
+        synced_replicas: synced as i32,
+        replicas: replicas as i32,
+        synced: format!("{synced}/{replicas}"),
     };
+    let changed = current.observed_generation != Some(status.observed_generation)
+        || current.synced_replicas != Some(status.synced_replicas)
+        || current.replicas != Some(status.replicas)
+        || current.synced.as_deref() != Some(status.synced.as_str())
+        || !eq_ignoring_time(&current.conditions, &status.conditions);
+    Outcome {
+        generation,
+        ready: matches!(phase, Phase::Synced),
+        status,
+        changed,
+        prune,
+        recheck_at: deadlines.into_iter().min(),
+        transitions,
+    }
+}
 
-    let waiting_for = |names: &[String]| {
-        let mut shown: Vec<&str> = names.iter().map(String::as_str).take(10).collect();
-        if names.len() > 10 {
-            shown.push("...");
-        }
-        shown.join(", ")
-    };
-    let (ready, ready_reason, ready_message) = if !accepted {
-        (false, reason::NOT_ACCEPTED, format!("generation {generation} is not accepted: {accepted_message}"))
-    } else if replicas == 0 {
-        (false, reason::NO_REPLICAS, "no live replica in the fleet".to_owned())
-    } else if !rejections.is_empty() {
-        (false, reason::REJECTED, rejections.join("; "))
-    } else if lagging.is_empty() {
-        (true, reason::ALL_REPLICAS_SYNCED, format!("{synced_replicas}/{replicas} replicas serve generation {generation}"))
-    } else {
-        (
-            false,
+/// Ready changing status or reason (or turning True for a new generation), Accepted turning
+/// False (or False for another reason), Stalled turning True because the rollout lags.
+fn transitions(old: &[Condition], new: &[Condition], generation: i64) -> Vec<Transition> {
+    let pick = |list: &[Condition], t: &str| find(list, t).cloned();
+    let mut out = Vec::new();
+    let static_reason = |r: &str| -> &'static str {
+        [
+            reason::INVALID,
+            reason::CONFLICT,
+            reason::INVALID_TLS,
+            reason::ALL_REPLICAS_SYNCED,
             reason::ROLLOUT_IN_PROGRESS,
-            format!(
-                "{synced_replicas}/{replicas} replicas serve generation {generation}; waiting for {}",
-                waiting_for(&lagging)
-            ),
-        )
-    };
-
-    let reconciling = accepted && replicas > 0 && rejections.is_empty() && !lagging.is_empty();
-    // The rollout started when Reconciling last turned True (persisted, so a new leader
-    // measures from the same instant).
-    let reconciling_since = find(&status.conditions, condition::RECONCILING)
-        .filter(|c| c.status == "True")
-        .map(|c| c.last_transition_time.0)
-        .unwrap_or(now);
-    let stall_deadline = reconciling_since
-        .checked_add(SignedDuration::try_from(input.stall_timeout).unwrap_or(SignedDuration::MAX))
-        .unwrap_or(Timestamp::MAX);
-    let lag_stalled = reconciling && now >= stall_deadline;
-    let (stalled, stalled_reason, stalled_message) = if !accepted {
-        (true, reason::NOT_ACCEPTED, ready_message.clone())
-    } else if !rejections.is_empty() {
-        (true, reason::REJECTED, ready_message.clone())
-    } else if lag_stalled {
-        (
-            true,
+            reason::REJECTED,
+            reason::NO_REPLICAS,
+            reason::NOT_ACCEPTED,
             reason::ROLLOUT_STALLED,
-            format!(
-                "replicas {} have not served generation {generation} for more than {}s",
-                waiting_for(&lagging),
-                input.stall_timeout.as_secs()
-            ),
-        )
-    } else {
-        (false, reason::IDLE, "no rollout is stuck".to_owned())
+        ]
+        .into_iter()
+        .find(|known| *known == r)
+        .unwrap_or(reason::IDLE)
     };
-
-    let mut conditions = status.conditions.clone();
-    let mut set = |type_, value: bool, reason, message: String| {
-        set_condition(
-            &mut conditions,
-            NewCondition { type_, status: status_str(value), reason, message, observed_generation: generation },
-            now,
-        )
-    };
-    set(condition::ACCEPTED, accepted, accepted_reason, accepted_message);
-    set(condition::READY, ready, ready_reason, ready_message);
-    set(
-        condition::RECONCILING,
-        reconciling,
-        if reconciling { reason::ROLLOUT_IN_PROGRESS } else { reason::IDLE },
-        if reconciling {
-            format!("rolling out generation {generation}: {synced_replicas}/{replicas} replicas")
-        } else {
-            "no rollout in progress".to_owned()
-        },
-    );
-    set(condition::STALLED, stalled, stalled_reason, stalled_message);
-
-    let recheck_at = live
-        .iter()
-        .map(|m| m.expires)
-        .chain(reconciling.then_some(stall_deadline).filter(|d| *d > now))
-        .min();
-
-    let synced_text = format!("{synced_replicas}/{replicas}");
-    let changed = status.observed_generation != Some(generation)
-        || status.synced_replicas != Some(synced_replicas)
-        || status.replicas != Some(replicas)
-        || status.synced.as_deref() != Some(synced_text.as_str())
-        || !eq_ignoring_time(&status.conditions, &conditions);
-
-    Output { observed_generation: generation, conditions, synced_replicas, replicas, prune, ready, recheck_at, changed }
+    if let Some(ready) = pick(new, condition::READY) {
+        let before = pick(old, condition::READY);
+        let moved = before.as_ref().is_none_or(|b| {
+            b.status != ready.status
+                || b.reason != ready.reason
+                || (ready.status == "True" && b.observed_generation != Some(generation))
+        });
+        if moved {
+            out.push(Transition {
+                warning: [reason::REJECTED, reason::NO_REPLICAS].contains(&ready.reason.as_str()),
+                reason: static_reason(&ready.reason),
+                note: ready.message.clone(),
+            });
+        }
+    }
+    if let Some(accepted) = pick(new, condition::ACCEPTED).filter(|c| c.status == "False") {
+        let before = pick(old, condition::ACCEPTED);
+        if before.is_none_or(|b| {
+            b.status != "False" || b.reason != accepted.reason || b.message != accepted.message
+        }) {
+            out.push(Transition {
+                warning: true,
+                reason: static_reason(&accepted.reason),
+                note: accepted.message.clone(),
+            });
+        }
+    }
+    if let Some(stalled) =
+        pick(new, condition::STALLED).filter(|c| c.status == "True" && c.reason == reason::ROLLOUT_STALLED)
+    {
+        let before = pick(old, condition::STALLED);
+        if before.is_none_or(|b| b.status != "True" || b.observed_generation != Some(generation)) {
+            out.push(Transition {
+                warning: true,
+                reason: reason::ROLLOUT_STALLED,
+                note: stalled.message.clone(),
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use lockstep_crds::{Rejection, ReplicaStatus};
-
-    const DIGEST: &str = "sha256:current";
-
-    fn t(secs: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + secs).unwrap()
-    }
-
-    fn mk_member(name: &str, expires: i64) -> Member {
-        Member { name: name.into(), expires: t(expires) }
-    }
-
-    fn mk_entry(name: &str, generation: i64, digest: &str) -> ReplicaStatus {
-        ReplicaStatus { name: name.into(), observed_generation: generation, config_digest: digest.into(), ..Default::default() }
-    }
-
-    fn mk_status(entries: Vec<ReplicaStatus>) -> RouterConfigStatus {
-        RouterConfigStatus { replica_status: entries, ..Default::default() }
-    }
-
-    fn judge_at(
-        now: i64,
-        generation: i64,
-        verdict: &Verdict,
-        members: &[Member],
-        status: &RouterConfigStatus,
-    ) -> Output {
-        judge(&Input {
-            generation,
-            verdict,
-            tls_problem: None,
-            expected_digest: DIGEST,
-            members,
-            status: Some(status),
-            now: t(now),
-            stall_timeout: Duration::from_secs(60),
-        })
-    }
-
-    fn cond<'a>(out: &'a Output, type_: &str) -> &'a Condition {
-        find(&out.conditions, type_).unwrap()
-    }
-
-    fn assert_cond(out: &Output, type_: &str, status: &str, reason: &str) {
-        let c = cond(out, type_);
-        assert_eq!((c.status.as_str(), c.reason.as_str()), (status, reason), "{type_}: {}", c.message);
-    }
-
-    #[test]
-    fn all_live_members_at_generation_make_ready() {
-        let members = [mk_member("a", 10), mk_member("b", 10)];
-        let status = mk_status(vec![mk_entry("a", 7, DIGEST), mk_entry("b", 7, DIGEST)]);
-        let out = judge_at(0, 7, &Verdict::Accepted, &members, &status);
-        assert!(out.ready);
-        assert_cond(&out, "Ready", "True", "AllReplicasSynced");
-        assert_eq!(cond(&out, "Ready").message, "2/2 replicas serve generation 7");
-        assert_cond(&out, "Reconciling", "False", "Idle");
-        assert_cond(&out, "Stalled", "False", "Idle");
-        assert_cond(&out, "Accepted", "True", "Valid");
-        assert_eq!((out.synced_replicas, out.replicas, out.synced()), (2, 2, "2/2".into()));
-        assert!(out.conditions.iter().all(|c| c.observed_generation == Some(7)));
-        assert_eq!(out.observed_generation, 7);
-        assert_eq!(out.recheck_at, Some(t(10)), "the next Lease expiry");
-    }
-
-    #[test]
-    fn a_lagging_member_holds_ready_back_and_is_named() {
-        let members = [mk_member("a", 10), mk_member("b", 10)];
-        let status = mk_status(vec![mk_entry("a", 8, DIGEST), mk_entry("b", 7, "sha256:old")]);
-        let out = judge_at(0, 8, &Verdict::Accepted, &members, &status);
-        assert!(!out.ready);
-        assert_cond(&out, "Ready", "False", "RolloutInProgress");
-        assert!(cond(&out, "Ready").message.contains("waiting for b"));
-        assert_cond(&out, "Reconciling", "True", "RolloutInProgress");
-        assert_eq!(out.synced(), "1/2");
-    }
-
-    #[test]
-    fn right_generation_with_wrong_digest_is_not_synced() {
-        // A rotated certificate: same generation, new expected digest.
-        let members = [mk_member("a", 10)];
-        let status = mk_status(vec![mk_entry("a", 3, "sha256:old-cert")]);
-        let out = judge_at(0, 3, &Verdict::Accepted, &members, &status);
-        assert!(!out.ready);
-        assert_eq!(out.synced_replicas, 0);
-    }
-
-    #[test]
-    fn no_live_member_is_no_replicas() {
-        let status = mk_status(vec![]);
-        let out = judge_at(0, 1, &Verdict::Accepted, &[], &status);
-        assert_cond(&out, "Ready", "False", "NoReplicas");
-        assert_cond(&out, "Reconciling", "False", "Idle");
-        let expired_only = judge_at(20, 1, &Verdict::Accepted, &[mk_member("a", 10)], &status);
-        assert_cond(&expired_only, "Ready", "False", "NoReplicas");
-        assert_eq!(expired_only.recheck_at, None);
-    }
-
-    #[test]
-    fn an_expired_member_is_excluded_and_its_entry_pruned() {
-        let members = [mk_member("a", 10), mk_member("dead", 5)];
-        let status = mk_status(vec![mk_entry("a", 2, DIGEST), mk_entry("dead", 1, DIGEST)]);
-        let before = judge_at(4, 2, &Verdict::Accepted, &members, &status);
-        assert!(!before.ready, "dead still holds a fresh Lease");
-        assert_eq!(before.recheck_at, Some(t(5)));
-        let after = judge_at(6, 2, &Verdict::Accepted, &members, &status);
-        assert!(after.ready);
-        assert_eq!(after.synced(), "1/1");
-        assert_eq!(after.prune, vec!["dead".to_owned()]);
-    }
-
-    #[test]
-    fn an_entry_without_any_lease_is_a_joining_replica_and_kept() {
-        let members = [mk_member("a", 10)];
-        let status = mk_status(vec![mk_entry("a", 2, DIGEST), mk_entry("joining", 2, DIGEST)]);
-        let out = judge_at(0, 2, &Verdict::Accepted, &members, &status);
-        assert!(out.prune.is_empty());
-        assert_eq!(out.synced(), "1/1", "not a member until it holds a Lease");
-    }
-
-    #[test]
-    fn a_rejection_is_never_counted_as_applied() {
-        let members = [mk_member("a", 10), mk_member("b", 10)];
-        let mut rejected = mk_entry("b", 8, DIGEST);
-        rejected.rejected = Some(Rejection { generation: 8, message: "spec.rules[0].tls.secretName: expired".into() });
-        let status = mk_status(vec![mk_entry("a", 8, DIGEST), rejected]);
-        let out = judge_at(0, 8, &Verdict::Accepted, &members, &status);
-        assert!(!out.ready);
-        assert_cond(&out, "Ready", "False", "Rejected");
-        assert!(cond(&out, "Ready").message.contains("b rejected generation 8: spec.rules[0].tls.secretName: expired"));
-        assert_cond(&out, "Stalled", "True", "Rejected");
-        assert_eq!(out.synced(), "1/2");
-        // A rejection of an older generation does not matter once the replica serves this one.
-        let mut old = mk_entry("b", 9, DIGEST);
-        old.rejected = Some(Rejection { generation: 8, message: "x".into() });
-        let status = mk_status(vec![mk_entry("a", 9, DIGEST), old]);
-        assert!(judge_at(0, 9, &Verdict::Accepted, &members, &status).ready);
-    }
-
-    #[test]
-    fn not_accepted_is_not_ready_and_stalled_with_the_reason() {
-        let members = [mk_member("a", 10)];
-        let status = mk_status(vec![mk_entry("a", 3, DIGEST)]);
-        let verdict = Verdict::Conflict("spec.rules[0].paths[0]: already routed by ns/old".into());
-        let out = judge_at(0, 3, &verdict, &members, &status);
-        assert_cond(&out, "Accepted", "False", "Conflict");
-        assert!(cond(&out, "Accepted").message.contains("spec.rules[0].paths[0]"));
-        assert_cond(&out, "Ready", "False", "NotAccepted");
-        assert_cond(&out, "Stalled", "True", "NotAccepted");
-        let invalid = judge_at(0, 3, &Verdict::Invalid("spec.rules[0].host: bad".into()), &members, &status);
-        assert_cond(&invalid, "Accepted", "False", "Invalid");
-        let tls = judge(&Input {
-            tls_problem: Some("spec.rules[0].tls.secretName: secret ns/x not found"),
-            ..Input {
-                generation: 3,
-                verdict: &Verdict::Accepted,
-                tls_problem: None,
-                expected_digest: DIGEST,
-                members: &members,
-                status: Some(&status),
-                now: t(0),
-                stall_timeout: Duration::from_secs(60),
-            }
-        });
-        assert_cond(&tls, "Accepted", "False", "InvalidTLS");
-    }
-
-    #[test]
-    fn a_rollout_lagging_past_the_timeout_is_stalled_naming_the_replicas() {
-        let members = [mk_member("a", 1000), mk_member("slow", 1000)];
-        let status = mk_status(vec![mk_entry("a", 2, DIGEST), mk_entry("slow", 1, DIGEST)]);
-        let first = judge_at(0, 2, &Verdict::Accepted, &members, &status);
-        assert_cond(&first, "Stalled", "False", "Idle");
-        assert_eq!(first.recheck_at, Some(t(60)), "the stall deadline");
-        // The stored status now has Reconciling=True since t(0).
-        let stored = RouterConfigStatus { conditions: first.conditions.clone(), ..status.clone() };
-        let later = judge_at(61, 2, &Verdict::Accepted, &members, &stored);
-        assert_cond(&later, "Stalled", "True", "RolloutStalled");
-        assert!(cond(&later, "Stalled").message.contains("slow"));
-        assert_cond(&later, "Reconciling", "True", "RolloutInProgress");
-        let c = cond(&later, "Reconciling");
-        assert_eq!(c.last_transition_time.0, t(0), "the rollout start is kept");
-    }
-
-    #[test]
-    fn a_stale_ready_true_never_carries_the_new_generation() {
-        let members = [mk_member("a", 10)];
-        let synced_v1 = mk_status(vec![mk_entry("a", 1, DIGEST)]);
-        let v1 = judge_at(0, 1, &Verdict::Accepted, &members, &synced_v1);
-        assert!(v1.ready);
-        let stored = RouterConfigStatus { conditions: v1.conditions.clone(), ..synced_v1.clone() };
-        let v2 = judge_at(1, 2, &Verdict::Accepted, &members, &stored);
-        let ready = cond(&v2, "Ready");
-        assert_eq!((ready.status.as_str(), ready.observed_generation), ("False", Some(2)));
-        assert_eq!(ready.last_transition_time.0, t(1));
-        assert!(v2.changed);
-    }
-
-    #[test]
-    fn unchanged_judgement_is_not_a_change() {
-        let members = [mk_member("a", 10)];
-        let status = mk_status(vec![mk_entry("a", 1, DIGEST)]);
-        let first = judge_at(0, 1, &Verdict::Accepted, &members, &status);
-        let stored = RouterConfigStatus {
-            conditions: first.conditions.clone(),
-            observed_generation: Some(1),
-            synced_replicas: Some(1),
-            replicas: Some(1),
-            synced: Some("1/1".into()),
-            ..status
-        };
-        let again = judge_at(5, 1, &Verdict::Accepted, &members, &stored);
-        assert!(!again.changed, "only time passed");
-        assert_eq!(again.conditions, first.conditions, "transition times are kept");
-    }
-
-    #[test]
-    fn member_from_lease_uses_holder_and_renew_time() {
-        let lease: Lease = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "lockstep-proxy-p0"},
-            "spec": {"holderIdentity": "p0", "leaseDurationSeconds": 10, "renewTime": "2027-01-15T08:00:00.000000Z"}
-        }))
-        .unwrap();
-        let member = Member::from_lease(&lease).unwrap();
-        assert_eq!(member.name, "p0");
-        assert_eq!(member.expires, "2027-01-15T08:00:10Z".parse::<Timestamp>().unwrap());
-    }
-}
+mod tests;

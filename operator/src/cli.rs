@@ -11,7 +11,7 @@ use kube::{
     Api, Client, ResourceExt,
     runtime::{WatchStreamExt, watcher},
 };
-use lockstep_config::{ObjectKey, config_digest, conditions::find, tls_material_hash};
+use lockstep_config::{ObjectKey, conditions::find, config_digest, tls_material_hash};
 use lockstep_crds::{RouterConfig, condition};
 
 /// Exit code of `wait` when the rollout is Stalled (or not accepted).
@@ -59,10 +59,16 @@ pub fn render(rcs: &[(RouterConfig, Option<String>)]) -> String {
                 continue;
             }
             if c.type_ != condition::READY {
-                out.push_str(&format!("  {}={} {}: {}\n", c.type_, c.status, c.reason, c.message));
+                out.push_str(&format!(
+                    "  {}={} {}: {}\n",
+                    c.type_, c.status, c.reason, c.message
+                ));
             }
         }
-        out.push_str(&format!("  {:<24} {:>10}  {:<8} {:<22} {}\n", "REPLICA", "GENERATION", "DIGEST", "APPLIED", "REJECTED"));
+        out.push_str(&format!(
+            "  {:<24} {:>10}  {:<8} {:<22} {}\n",
+            "REPLICA", "GENERATION", "DIGEST", "APPLIED", "REJECTED"
+        ));
         for entry in &status.replica_status {
             let digest = match expected {
                 Some(d) if *d == entry.config_digest => "match",
@@ -114,11 +120,15 @@ pub async fn status(client: Client, namespace: Option<&str>, name: Option<&str>)
 pub fn progress_line(rc: &RouterConfig) -> String {
     let generation = rc.metadata.generation.unwrap_or(0);
     let status = rc.status.clone().unwrap_or_default();
-    let ready = find(&status.conditions, condition::READY).filter(|c| c.observed_generation == Some(generation));
+    let ready =
+        find(&status.conditions, condition::READY).filter(|c| c.observed_generation == Some(generation));
     match ready {
         Some(c) => {
             let (synced, replicas) = (status.synced_replicas.unwrap_or(0), status.replicas.unwrap_or(0));
-            format!("{synced}/{replicas} replicas at generation {generation} ({}: {})", c.reason, c.message)
+            format!(
+                "{synced}/{replicas} replicas at generation {generation} ({}: {})",
+                c.reason, c.message
+            )
         }
         None => format!("waiting for the operator to judge generation {generation}"),
     }
@@ -195,10 +205,26 @@ mod tests {
 
     #[test]
     fn wait_finishes_only_on_conditions_of_the_current_generation() {
-        assert_eq!(verdict(&mk_rc(2, json!([mk_cond("Ready", "True", 1)]))), None, "stale Ready=True");
+        assert_eq!(
+            verdict(&mk_rc(2, json!([mk_cond("Ready", "True", 1)]))),
+            None,
+            "stale Ready=True"
+        );
         assert_eq!(verdict(&mk_rc(2, json!([mk_cond("Ready", "True", 2)]))), Some(0));
-        assert_eq!(verdict(&mk_rc(2, json!([mk_cond("Ready", "False", 2), mk_cond("Stalled", "True", 2)]))), Some(EXIT_STALLED));
-        assert_eq!(verdict(&mk_rc(2, json!([mk_cond("Ready", "False", 2), mk_cond("Stalled", "True", 1)]))), None);
+        assert_eq!(
+            verdict(&mk_rc(
+                2,
+                json!([mk_cond("Ready", "False", 2), mk_cond("Stalled", "True", 2)])
+            )),
+            Some(EXIT_STALLED)
+        );
+        assert_eq!(
+            verdict(&mk_rc(
+                2,
+                json!([mk_cond("Ready", "False", 2), mk_cond("Stalled", "True", 1)])
+            )),
+            None
+        );
     }
 
     #[test]
@@ -206,7 +232,10 @@ mod tests {
         let rc = mk_rc(7, json!([mk_cond("Ready", "False", 7)]));
         assert!(progress_line(&rc).starts_with("2/3 replicas at generation 7"));
         let stale = mk_rc(8, json!([mk_cond("Ready", "True", 7)]));
-        assert_eq!(progress_line(&stale), "waiting for the operator to judge generation 8");
+        assert_eq!(
+            progress_line(&stale),
+            "waiting for the operator to judge generation 8"
+        );
     }
 
     #[test]
@@ -214,7 +243,12 @@ mod tests {
         let rc = mk_rc(7, json!([mk_cond("Ready", "False", 7)]));
         let table = render(&[(rc.clone(), Some("sha256:a".into()))]);
         assert!(table.contains("RouterConfig ns/web"), "{table}");
-        assert!(table.lines().any(|l| l.contains("proxy-0") && l.contains(" 7 ") && l.contains("match")), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("proxy-0") && l.contains(" 7 ") && l.contains("match")),
+            "{table}"
+        );
         let table = render(&[(rc, Some("sha256:b".into()))]);
         assert!(table.contains("differs"), "{table}");
     }

@@ -1,6 +1,12 @@
 //! The Kubernetes edge of the operator: watches RouterConfigs, the fleets' Leases and TLS
-//! Secrets, hands each RouterConfig to [`crate::barrier::judge`], and writes what it decides.
+//! Secrets, hands each RouterConfig to [`crate::barrier::decide`], and writes what it decides.
 //! Only the leader writes, and it checks its leadership right before every write.
+//!
+//! Reactions: every RouterConfig event (status writes included: replicas report there, so
+//! there is no generation predicate), every Lease event of a fleet (mapped to all RouterConfigs
+//! of that fleet), every TLS Secret event (mapped to the RouterConfigs naming it), becoming
+//! leader (everything), and time: each reconcile requeues at the next Lease expiry, stall
+//! deadline or orphan grace end, so an expiry is noticed within milliseconds without any event.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,20 +24,23 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
-        reflector::{self, ObjectRef, Store, reflector},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
 use lockstep_config::{Candidate, ObjectKey, Verdict, config_digest, resolve_fleet, tls_material_hash};
-use lockstep_crds::{FLEET_LABEL, RouterConfig, condition};
-use serde_json::json;
+use lockstep_crds::{FLEET_LABEL, RouterConfig};
 use tokio::sync::watch;
 
-use crate::{
-    Error, Result,
-    barrier::{self, Member},
-    metrics::Metrics,
-};
+use crate::{Error, Result, barrier, leader::Leadership, metrics::Metrics};
+
+/// Longest wait for the caches to list everything before a reconcile gives up (and retries):
+/// judging from a partial cache would flap Ready (no Leases yet: NoReplicas).
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requeue slack after a deadline, so the deadline has surely passed when the reconcile runs.
+const DEADLINE_SLACK: Duration = Duration::from_millis(5);
+/// Requeue at least this often anyway (a safety net, not a mechanism).
+const MAX_REQUEUE: Duration = Duration::from_secs(300);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -39,8 +48,10 @@ pub struct Context {
     routerconfigs: Store<RouterConfig>,
     leases: Store<Lease>,
     secrets: Store<Secret>,
-    leader: watch::Receiver<bool>,
-    stall_timeout: Duration,
+    leader: Arc<Leadership>,
+    /// True once every cache has listed.
+    synced: watch::Receiver<bool>,
+    settings: barrier::Settings,
     metrics: Arc<Metrics>,
     recorder: Recorder,
     /// When each generation was first seen, for the rollout-time histogram.
@@ -50,71 +61,86 @@ pub struct Context {
 /// Options of the controller.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// How long a rollout may lag before it is Stalled.
-    pub stall_timeout: Duration,
+    /// Stall timeout and orphan grace.
+    pub settings: barrier::Settings,
     /// This instance's identity (for Events).
     pub identity: String,
 }
 
-/// Runs the controller until `shutdown` resolves. `leader` says whether this instance holds
-/// the leader Lease; `ready` is set once the caches are synced.
+/// Runs the controller until `shutdown` resolves. `leader` says whether this instance may
+/// write; `ready` is set once the caches are synced.
 pub async fn run(
     client: Client,
     options: Options,
-    leader: watch::Receiver<bool>,
+    leader: Arc<Leadership>,
     metrics: Arc<Metrics>,
     ready: Arc<std::sync::atomic::AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let routerconfigs = Api::<RouterConfig>::all(client.clone());
-    let (lease_store, lease_writer) = reflector::store::<Lease>();
-    let lease_stream = reflector(
-        lease_writer,
-        watcher(Api::<Lease>::all(client.clone()), watcher::Config::default().labels(FLEET_LABEL)).default_backoff(),
+    // Readiness is read off the watch streams (InitDone) rather than Store::wait_until_ready:
+    // that keeps a single waker, and the controller's applier already waits on its store, so a
+    // second waiter could starve it.
+    let (synced_tx, synced) = watch::channel(false);
+    let gate = SyncGate::new(3, synced_tx, ready);
+    let (store, rc_writer) = reflector::store::<RouterConfig>();
+    let rc_stream = watcher(
+        Api::<RouterConfig>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
     )
+    .default_backoff()
+    .inspect(gate.marker(0))
+    .reflect(rc_writer)
+    .touched_objects();
+    let (lease_store, lease_writer) = reflector::store::<Lease>();
+    let lease_stream = watcher(
+        Api::<Lease>::all(client.clone()),
+        watcher::Config::default().labels(FLEET_LABEL),
+    )
+    .default_backoff()
+    .inspect(gate.marker(1))
+    .reflect(lease_writer)
     .touched_objects();
     let (secret_store, secret_writer) = reflector::store::<Secret>();
-    let secret_stream = reflector(
-        secret_writer,
-        watcher(Api::<Secret>::all(client.clone()), watcher::Config::default().fields("type=kubernetes.io/tls"))
-            .default_backoff(),
+    let secret_stream = watcher(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().fields("type=kubernetes.io/tls"),
     )
+    .default_backoff()
+    .inspect(gate.marker(2))
+    .reflect(secret_writer)
     .touched_objects();
 
-    let controller = Controller::new(routerconfigs, watcher::Config::default());
-    let store = controller.store();
+    let controller = Controller::for_stream(rc_stream, store.clone());
     let ctx = Arc::new(Context {
+        synced,
         recorder: Recorder::new(
             client.clone(),
-            Reporter { controller: "lockstep-operator".into(), instance: Some(options.identity.clone()) },
+            Reporter {
+                controller: "lockstep-operator".into(),
+                instance: Some(options.identity.clone()),
+            },
         ),
         client,
         routerconfigs: store.clone(),
-        leases: lease_store.clone(),
-        secrets: secret_store.clone(),
+        leases: lease_store,
+        secrets: secret_store,
         leader: leader.clone(),
-        stall_timeout: options.stall_timeout,
+        settings: options.settings,
         metrics,
         first_seen: Mutex::default(),
     });
 
     let (fleet_store, tls_store) = (store.clone(), store.clone());
-    let readiness = {
-        let (store, leases, secrets) = (store.clone(), lease_store, secret_store);
-        async move {
-            let _ = store.wait_until_ready().await;
-            let _ = leases.wait_until_ready().await;
-            let _ = secrets.wait_until_ready().await;
-            ready.store(true, std::sync::atomic::Ordering::SeqCst);
-            tracing::info!("caches synced");
-        }
-    };
-    tokio::spawn(readiness);
+    tokio::spawn(forget_deleted(store.clone(), ctx.metrics.clone()));
 
     controller
-        .watches_stream(lease_stream, move |lease| routerconfigs_of_fleet(&fleet_store, &lease))
-        .watches_stream(secret_stream, move |secret| routerconfigs_naming_secret(&tls_store, &secret))
-        .reconcile_all_on(became_leader(leader))
+        .watches_stream(lease_stream, move |lease| {
+            routerconfigs_of_fleet(&fleet_store, &lease)
+        })
+        .watches_stream(secret_stream, move |secret| {
+            routerconfigs_naming_secret(&tls_store, &secret)
+        })
+        .reconcile_all_on(became_leader(leader.changes()))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -123,6 +149,43 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Tracks which watch streams have listed once; when all have, flips `ready` (for /readyz)
+/// and the `synced` channel reconciles wait on.
+#[derive(Clone)]
+struct SyncGate {
+    parts: Arc<Vec<std::sync::atomic::AtomicBool>>,
+    synced: Arc<watch::Sender<bool>>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SyncGate {
+    fn new(n: usize, synced: watch::Sender<bool>, ready: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self {
+            parts: Arc::new((0..n).map(|_| Default::default()).collect()),
+            synced: Arc::new(synced),
+            ready,
+        }
+    }
+
+    /// An `inspect` callback for watch stream `i`.
+    fn marker<K>(
+        &self,
+        i: usize,
+    ) -> impl FnMut(&std::result::Result<watcher::Event<K>, watcher::Error>) + Send + use<K> {
+        let gate = self.clone();
+        move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                use std::sync::atomic::Ordering::SeqCst;
+                gate.parts[i].store(true, SeqCst);
+                if gate.parts.iter().all(|p| p.load(SeqCst)) && !gate.ready.swap(true, SeqCst) {
+                    gate.synced.send_replace(true);
+                    tracing::info!("caches synced");
+                }
+            }
+        }
+    }
 }
 
 /// Yields whenever this instance becomes the leader, so it judges everything afresh.
@@ -138,8 +201,15 @@ fn became_leader(leader: watch::Receiver<bool>) -> impl Stream<Item = ()> + Send
 }
 
 fn routerconfigs_of_fleet(store: &Store<RouterConfig>, lease: &Lease) -> Vec<ObjectRef<RouterConfig>> {
-    let Some(fleet) = lease.labels().get(FLEET_LABEL) else { return Vec::new() };
-    store.state().iter().filter(|rc| &rc.spec.fleet == fleet).map(|rc| ObjectRef::from_obj(rc.as_ref())).collect()
+    let Some(fleet) = lease.labels().get(FLEET_LABEL) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|rc| &rc.spec.fleet == fleet)
+        .map(|rc| ObjectRef::from_obj(rc.as_ref()))
+        .collect()
 }
 
 fn routerconfigs_naming_secret(store: &Store<RouterConfig>, secret: &Secret) -> Vec<ObjectRef<RouterConfig>> {
@@ -184,136 +254,178 @@ fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, Str
     (hashes, (!problems.is_empty()).then(|| problems.join("; ")))
 }
 
-fn is_leader(ctx: &Context) -> bool {
-    *ctx.leader.borrow()
+/// Drops the gauges of RouterConfigs that no longer exist, so dashboards show no ghosts.
+async fn forget_deleted(store: Store<RouterConfig>, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tick.tick().await;
+        let live: Vec<ObjectKey> = store.state().iter().map(|rc| ObjectKey::of(rc)).collect();
+        metrics.retain_routerconfigs(&live);
+    }
+}
+
+/// Waits until every cache has listed once.
+async fn caches_synced(ctx: &Context) -> Result<()> {
+    let mut synced = ctx.synced.clone();
+    match tokio::time::timeout(CACHE_SYNC_TIMEOUT, synced.wait_for(|s| *s)).await {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(Error::CacheNotSynced(CACHE_SYNC_TIMEOUT)),
+    }
+}
+
+/// The verdict on `rc` among all RouterConfigs of its fleet (oldest wins a conflict). The
+/// object itself replaces its cached copy, which may be older.
+fn verdict_for(rc: &RouterConfig, store: &Store<RouterConfig>) -> Verdict {
+    let key = ObjectKey::of(rc);
+    let mut fleet: Vec<(ObjectKey, Arc<RouterConfig>)> = store
+        .state()
+        .into_iter()
+        .filter(|o| o.spec.fleet == rc.spec.fleet && ObjectKey::of(o) != key)
+        .map(|o| (ObjectKey::of(&o), o))
+        .collect();
+    fleet.push((key.clone(), Arc::new(rc.clone())));
+    let resolution = resolve_fleet(
+        fleet
+            .iter()
+            .map(|(key, o)| Candidate {
+                key,
+                created: o.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                spec: &o.spec,
+            })
+            .collect(),
+    );
+    resolution
+        .verdicts
+        .get(&key)
+        .cloned()
+        .expect("resolve_fleet judges every candidate")
 }
 
 async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
     ctx.metrics.reconciles.inc();
-    if !is_leader(&ctx) {
+    note_seen(&ctx, &ObjectKey::of(&rc), rc.metadata.generation.unwrap_or(0));
+    if !ctx.leader.is_leader() {
         // Becoming leader triggers a reconcile of everything.
         return Ok(Action::await_change());
     }
+    caches_synced(&ctx).await?;
     let key = ObjectKey::of(&rc);
-    let generation = rc.metadata.generation.unwrap_or(1);
     let fleet = rc.spec.fleet.clone();
 
-    let fleet_objects: Vec<Arc<RouterConfig>> =
-        ctx.routerconfigs.state().into_iter().filter(|o| o.spec.fleet == fleet).collect();
-    let keys: Vec<ObjectKey> = fleet_objects.iter().map(|o| ObjectKey::of(o)).collect();
-    let resolution = resolve_fleet(
-        fleet_objects
-            .iter()
-            .zip(&keys)
-            .map(|(o, key)| Candidate { key, created: o.metadata.creation_timestamp.as_ref().map(|t| t.0), spec: &o.spec })
-            .collect(),
-    );
-    let verdict = resolution.verdicts.get(&key).cloned().unwrap_or(Verdict::Invalid("not judged".into()));
+    let verdict = verdict_for(&rc, &ctx.routerconfigs);
     let (tls_hashes, tls_problem) = tls_view(&rc, &ctx.secrets);
     let expected_digest = config_digest(&rc.spec, &tls_hashes);
-    let members: Vec<Member> = ctx
+    let leases: Vec<Lease> = ctx
         .leases
         .state()
         .iter()
         .filter(|l| l.labels().get(FLEET_LABEL) == Some(&fleet))
-        .filter_map(|l| Member::from_lease(l))
+        .map(|l| Lease::clone(l))
         .collect();
     let now = Timestamp::now();
-    let out = barrier::judge(&barrier::Input {
-        generation,
+    let out = barrier::decide(barrier::Input {
+        rc: &rc,
+        leases: &leases,
         verdict: &verdict,
         tls_problem: tls_problem.as_deref(),
         expected_digest: &expected_digest,
-        members: &members,
-        status: rc.status.as_ref(),
         now,
-        stall_timeout: ctx.stall_timeout,
+        settings: ctx.settings,
     });
 
     let api: Api<RouterConfig> = Api::namespaced(ctx.client.clone(), &key.namespace);
     if out.changed {
-        if !is_leader(&ctx) {
+        if !ctx.leader.is_leader() {
             return Ok(Action::await_change());
         }
-        let patch = json!({
-            "apiVersion": lockstep_crds::API_VERSION,
-            "kind": lockstep_crds::KIND,
-            "status": {
-                "observedGeneration": out.observed_generation,
-                "conditions": out.conditions,
-                "syncedReplicas": out.synced_replicas,
-                "replicas": out.replicas,
-                "synced": out.synced(),
-            }
-        });
         let params = PatchParams::apply(lockstep_crds::OPERATOR_FIELD_MANAGER).force();
-        match api.patch_status(&key.name, &params, &Patch::Apply(&patch)).await {
+        match api
+            .patch_status(&key.name, &params, &Patch::Apply(out.status.apply_patch()))
+            .await
+        {
             Ok(_) => {
                 ctx.metrics.status_writes.inc();
+                tracing::debug!(
+                    routerconfig = %key,
+                    generation = out.generation,
+                    synced = %out.status.synced,
+                    ready = out.ready,
+                    "status written"
+                );
             }
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(Error::Kube(e)),
         }
-        publish_transitions(&ctx, &rc, &out).await;
+        publish(&ctx, &rc, &key, out.generation, &out.transitions).await;
     }
-    if !out.prune.is_empty() && is_leader(&ctx) {
-        prune(&api, &key.name, &rc, &out.prune).await?;
+    if !out.prune.is_empty() && ctx.leader.is_leader() {
+        prune(&ctx, &api, &key, &out.prune).await?;
     }
-    record_metrics(&ctx, &key, generation, &out);
+    record_metrics(&ctx, &key, &out);
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
 
     let wait = out
         .recheck_at
-        .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or_default() + Duration::from_millis(50))
-        .unwrap_or(Duration::from_secs(300))
-        .min(Duration::from_secs(300));
+        .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or_default() + DEADLINE_SLACK)
+        .unwrap_or(MAX_REQUEUE)
+        .min(MAX_REQUEUE);
     Ok(Action::requeue(wait))
 }
 
-/// Removes entries of expired replicas with a JSON patch that tests each entry's name at its
-/// index first, so a concurrent change to the list makes the patch fail instead of removing
-/// the wrong entry. Highest index first keeps the lower indices valid.
-async fn prune(api: &Api<RouterConfig>, name: &str, rc: &RouterConfig, names: &[String]) -> Result<()> {
-    let Some(status) = &rc.status else { return Ok(()) };
-    let mut ops = Vec::new();
-    for (i, entry) in status.replica_status.iter().enumerate().rev() {
-        if names.contains(&entry.name) {
-            ops.push(json!({"op": "test", "path": format!("/status/replicaStatus/{i}/name"), "value": entry.name}));
-            ops.push(json!({"op": "remove", "path": format!("/status/replicaStatus/{i}")}));
-        }
-    }
-    let patch: json_patch::Patch = serde_json::from_value(json!(ops)).map_err(Error::Serialize)?;
-    match api.patch_status(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+/// Removes entries of replicas that left the fleet with one JSON patch (an Update: no apply
+/// conflict with the replicas' field managers) that tests each name at its index first.
+async fn prune(
+    ctx: &Context,
+    api: &Api<RouterConfig>,
+    key: &ObjectKey,
+    prunes: &[barrier::Prune],
+) -> Result<()> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(barrier::prune_patch(prunes)).map_err(Error::Serialize)?;
+    let names: Vec<&str> = prunes.iter().map(|p| p.name.as_str()).collect();
+    match api
+        .patch_status(&key.name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+    {
         Ok(_) => {
-            tracing::info!(routerconfig = name, replicas = ?names, "pruned entries of expired replicas");
+            ctx.metrics.prunes.inc();
+            tracing::info!(routerconfig = %key, replicas = ?names, "pruned entries of replicas without a live Lease");
             Ok(())
         }
-        // 422: the test failed because the list changed; the next reconcile sees the new list.
+        // 422: a test failed because the list changed meanwhile; that change is an event, and
+        // the next reconcile judges the new list.
         Err(kube::Error::Api(s)) if s.code == 422 || s.code == 404 => Ok(()),
         Err(e) => Err(Error::Kube(e)),
     }
 }
 
-async fn publish_transitions(ctx: &Context, rc: &RouterConfig, out: &barrier::Output) {
-    let old = rc.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+async fn publish(
+    ctx: &Context,
+    rc: &RouterConfig,
+    key: &ObjectKey,
+    generation: i64,
+    transitions: &[barrier::Transition],
+) {
+    if transitions.is_empty() {
+        return;
+    }
     let reference = rc.object_ref(&());
-    for new in &out.conditions {
-        let before = old.iter().find(|c| c.type_ == new.type_);
-        if before.is_some_and(|b| b.status == new.status && b.reason == new.reason) {
-            continue;
-        }
-        let warn = matches!(
-            (new.type_.as_str(), new.status.as_str()),
-            (condition::ACCEPTED, "False") | (condition::STALLED, "True")
-        );
-        let interesting = warn || new.type_ == condition::READY;
-        if !interesting {
-            continue;
-        }
+    for transition in transitions {
+        tracing::info!(routerconfig = %key, generation, reason = transition.reason, note = %transition.note, "condition transition");
         let event = Event {
-            type_: if warn { EventType::Warning } else { EventType::Normal },
-            reason: new.reason.clone(),
-            note: Some(format!("{}={}: {}", new.type_, new.status, new.message).chars().take(1000).collect()),
-            action: format!("Set{}", new.type_),
+            type_: if transition.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: transition.reason.to_owned(),
+            note: Some(transition.note.chars().take(1000).collect()),
+            // kube's Recorder folds events with the same action and reason into one series that
+            // keeps the first note; one action per generation keeps each rollout's own note.
+            action: format!("Generation{generation}"),
             secondary: None,
         };
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
@@ -322,16 +434,35 @@ async fn publish_transitions(ctx: &Context, rc: &RouterConfig, out: &barrier::Ou
     }
 }
 
-fn record_metrics(ctx: &Context, key: &ObjectKey, generation: i64, out: &barrier::Output) {
-    ctx.metrics.set_routerconfig(key, out.ready, out.synced_replicas, out.replicas, generation);
+fn record_metrics(ctx: &Context, key: &ObjectKey, out: &barrier::Outcome) {
+    let generation = out.generation;
+    ctx.metrics.set_routerconfig(
+        key,
+        out.ready,
+        out.status.synced_replicas,
+        out.status.replicas,
+        generation,
+    );
     let mut first_seen = ctx.first_seen.lock().expect("first_seen lock");
-    let entry = first_seen.entry(key.clone()).or_insert((generation, Instant::now(), false));
-    if entry.0 != generation {
-        *entry = (generation, Instant::now(), false);
-    }
+    let Some(entry) = first_seen.get_mut(key).filter(|e| e.0 == generation) else {
+        return;
+    };
     if out.ready && !entry.2 {
         entry.2 = true;
-        ctx.metrics.rollout_duration.observe(entry.1.elapsed().as_secs_f64());
-        tracing::info!(routerconfig = %key, generation, replicas = out.replicas, seconds = entry.1.elapsed().as_secs_f64(), "rollout complete");
+        let seconds = entry.1.elapsed().as_secs_f64();
+        ctx.metrics.rollout_duration.observe(seconds);
+        tracing::info!(routerconfig = %key, generation, replicas = out.status.replicas, seconds, "rollout complete");
+    }
+}
+
+/// Remembers when a generation was first seen (by any instance, leader or not, so a new
+/// leader's rollout times still start at the edit when it watched it happen).
+fn note_seen(ctx: &Context, key: &ObjectKey, generation: i64) {
+    let mut first_seen = ctx.first_seen.lock().expect("first_seen lock");
+    let entry = first_seen
+        .entry(key.clone())
+        .or_insert((generation, Instant::now(), false));
+    if entry.0 != generation {
+        *entry = (generation, Instant::now(), false);
     }
 }

@@ -25,6 +25,9 @@ pub enum Error {
     /// Leader election failed.
     #[error("leader election: {0}")]
     Lease(#[from] kube_lease_manager::LeaseManagerError),
+    /// The caches did not list everything in time; judging from a partial view would flap.
+    #[error("caches did not sync within {0:?}")]
+    CacheNotSynced(std::time::Duration),
 }
 
 /// Result of the operator.

@@ -9,13 +9,17 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use lockstep_operator::{admin, cli, controller, leader, metrics::Metrics};
+use lockstep_operator::{admin, barrier, cli, controller, leader, metrics::Metrics};
 
 /// Parses "500ms", "3s", "2m", "1h" or plain seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 3s, 2m"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 3s, 2m"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
@@ -27,7 +31,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "lockstep-operator", version, about = "lockstep's operator: Ready means every live proxy serves the generation")]
+#[command(
+    name = "lockstep-operator",
+    version,
+    about = "lockstep's operator: Ready means every live proxy serves the generation"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -95,7 +103,9 @@ struct WaitArgs {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_lease_manager=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {
@@ -113,13 +123,18 @@ async fn main() -> anyhow::Result<()> {
             let namespace = if args.all_namespaces {
                 None
             } else {
-                Some(args.namespace.unwrap_or_else(|| client.default_namespace().to_owned()))
+                Some(
+                    args.namespace
+                        .unwrap_or_else(|| client.default_namespace().to_owned()),
+                )
             };
             cli::status(client, namespace.as_deref(), args.name.as_deref()).await
         }
         Some(Command::Wait(args)) => {
             let client = kube::Client::try_default().await?;
-            let namespace = args.namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+            let namespace = args
+                .namespace
+                .unwrap_or_else(|| client.default_namespace().to_owned());
             let code = cli::wait(client, &namespace, &args.name, args.timeout).await?;
             std::process::exit(code);
         }
@@ -134,11 +149,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "operator".into());
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let client = kube::Client::try_default().await.context("no Kubernetes client configuration")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes client configuration")?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
 
-    let (listener, bound) = admin::bind(args.admin).await.with_context(|| format!("binding --admin {}", args.admin))?;
+    let (listener, bound) = admin::bind(args.admin)
+        .await
+        .with_context(|| format!("binding --admin {}", args.admin))?;
     tracing::info!("lockstep-operator listening admin={bound}");
     tokio::spawn(admin::serve(listener, metrics.clone(), ready.clone()));
 
@@ -165,7 +184,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let controller = tokio::spawn(controller::run(
         client,
-        controller::Options { stall_timeout: args.stall_timeout, identity: identity.clone() },
+        controller::Options {
+            settings: barrier::Settings {
+                stall_timeout: args.stall_timeout,
+                ..Default::default()
+            },
+            identity: identity.clone(),
+        },
         leading,
         metrics,
         ready,

@@ -1,12 +1,27 @@
-//! The operator's Prometheus metrics.
+//! The operator's Prometheus metrics, all prefixed `lockstep_operator_`.
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `reconciles_total` | counter | reconciles run |
+//! | `reconcile_errors_total` | counter | reconciles that failed (retried) |
+//! | `reconcile_duration_seconds` | histogram | time of one (leader) reconcile, writes included |
+//! | `status_writes_total` | counter | status applies sent |
+//! | `prunes_total` | counter | JSON patches that removed entries of departed replicas |
+//! | `rollout_duration_seconds` | histogram | first sight of a generation to Ready=True for it |
+//! | `leader` | gauge | 1 while this instance may write |
+//! | `routerconfig_ready` | gauge {namespace,name} | 1 while Ready=True for the current generation |
+//! | `routerconfig_synced_replicas` | gauge {namespace,name} | live replicas serving it |
+//! | `routerconfig_replicas` | gauge {namespace,name} | live replicas of its fleet |
+//! | `routerconfig_generation` | gauge {namespace,name} | metadata.generation |
 
+use std::{collections::BTreeSet, sync::Mutex};
+
+use lockstep_config::ObjectKey;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-
-use lockstep_config::ObjectKey;
 
 /// Labels of per-RouterConfig gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -17,75 +32,150 @@ pub struct RouterConfigLabels {
     pub name: String,
 }
 
+impl From<&ObjectKey> for RouterConfigLabels {
+    fn from(key: &ObjectKey) -> Self {
+        Self {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        }
+    }
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
-    /// The registry they are in.
-    pub registry: Registry,
+    registry: Registry,
     /// Reconciles run.
     pub reconciles: Counter,
     /// Reconciles that failed.
     pub reconcile_errors: Counter,
+    /// Seconds per leader reconcile.
+    pub reconcile_duration: Histogram,
     /// Status writes sent.
     pub status_writes: Counter,
+    /// Prune patches that removed entries.
+    pub prunes: Counter,
     /// Seconds from the first sight of a generation to Ready=True for it.
     pub rollout_duration: Histogram,
     /// 1 while this instance is the leader.
     pub leader: Gauge,
-    /// 1 when Ready=True, per RouterConfig.
-    pub ready: Family<RouterConfigLabels, Gauge>,
-    /// Live replicas serving the current generation, per RouterConfig.
-    pub synced_replicas: Family<RouterConfigLabels, Gauge>,
-    /// Live replicas, per RouterConfig.
-    pub replicas: Family<RouterConfigLabels, Gauge>,
-    /// metadata.generation, per RouterConfig.
-    pub generation: Family<RouterConfigLabels, Gauge>,
+    ready: Family<RouterConfigLabels, Gauge>,
+    synced_replicas: Family<RouterConfigLabels, Gauge>,
+    replicas: Family<RouterConfigLabels, Gauge>,
+    generation: Family<RouterConfigLabels, Gauge>,
+    known: Mutex<BTreeSet<ObjectKey>>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
+        // Rollouts take tens of milliseconds when healthy and up to the stall timeout when not.
+        let rollout_buckets = [
+            0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0,
+        ];
+        let reconcile_buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+        let mut registry = Registry::with_prefix("lockstep_operator");
         let m = Metrics {
             reconciles: Counter::default(),
             reconcile_errors: Counter::default(),
+            reconcile_duration: Histogram::new(reconcile_buckets),
             status_writes: Counter::default(),
-            rollout_duration: Histogram::new([0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0]),
+            prunes: Counter::default(),
+            rollout_duration: Histogram::new(rollout_buckets),
             leader: Gauge::default(),
             ready: Family::default(),
             synced_replicas: Family::default(),
             replicas: Family::default(),
             generation: Family::default(),
+            known: Mutex::default(),
             registry: Registry::default(),
         };
-        registry.register("lockstep_operator_reconciles", "Reconciles run", m.reconciles.clone());
-        registry.register("lockstep_operator_reconcile_errors", "Reconciles that failed", m.reconcile_errors.clone());
-        registry.register("lockstep_operator_status_writes", "RouterConfig status writes sent", m.status_writes.clone());
+        registry.register("reconciles", "Reconciles run", m.reconciles.clone());
         registry.register(
-            "lockstep_operator_rollout_duration_seconds",
+            "reconcile_errors",
+            "Reconciles that failed",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Seconds per leader reconcile, writes included",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "RouterConfig status applies sent",
+            m.status_writes.clone(),
+        );
+        registry.register(
+            "prunes",
+            "Patches that removed replicaStatus entries of replicas without a live Lease",
+            m.prunes.clone(),
+        );
+        registry.register(
+            "rollout_duration_seconds",
             "Seconds from the first sight of a generation to Ready=True for it",
             m.rollout_duration.clone(),
         );
-        registry.register("lockstep_operator_leader", "1 while this instance is the leader", m.leader.clone());
-        registry.register("lockstep_operator_routerconfig_ready", "1 when Ready=True", m.ready.clone());
+        registry.register("leader", "1 while this instance is the leader", m.leader.clone());
         registry.register(
-            "lockstep_operator_routerconfig_synced_replicas",
-            "Live replicas serving the current generation",
+            "routerconfig_ready",
+            "1 while Ready=True for the current generation",
+            m.ready.clone(),
+        );
+        registry.register(
+            "routerconfig_synced_replicas",
+            "Live replicas serving the current generation with the expected digest",
             m.synced_replicas.clone(),
         );
-        registry.register("lockstep_operator_routerconfig_replicas", "Live replicas of the fleet", m.replicas.clone());
-        registry.register("lockstep_operator_routerconfig_generation", "metadata.generation", m.generation.clone());
+        registry.register(
+            "routerconfig_replicas",
+            "Live replicas of the RouterConfig's fleet",
+            m.replicas.clone(),
+        );
+        registry.register(
+            "routerconfig_generation",
+            "metadata.generation of the RouterConfig",
+            m.generation.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
     /// Sets the gauges of one RouterConfig.
-    pub fn set_routerconfig(&self, key: &ObjectKey, ready: bool, synced: i32, replicas: i32, generation: i64) {
-        let labels = RouterConfigLabels { namespace: key.namespace.clone(), name: key.name.clone() };
+    pub fn set_routerconfig(
+        &self,
+        key: &ObjectKey,
+        ready: bool,
+        synced: i32,
+        replicas: i32,
+        generation: i64,
+    ) {
+        let labels = RouterConfigLabels::from(key);
         self.ready.get_or_create(&labels).set(i64::from(ready));
         self.synced_replicas.get_or_create(&labels).set(i64::from(synced));
         self.replicas.get_or_create(&labels).set(i64::from(replicas));
         self.generation.get_or_create(&labels).set(generation);
+        self.known.lock().expect("known lock").insert(key.clone());
+    }
+
+    /// Drops the gauges of RouterConfigs not in `live`.
+    pub fn retain_routerconfigs(&self, live: &[ObjectKey]) {
+        let mut known = self.known.lock().expect("known lock");
+        known.retain(|key| {
+            let keep = live.contains(key);
+            if !keep {
+                let labels = RouterConfigLabels::from(key);
+                for family in [
+                    &self.ready,
+                    &self.synced_replicas,
+                    &self.replicas,
+                    &self.generation,
+                ] {
+                    family.remove(&labels);
+                }
+            }
+            keep
+        });
     }
 
     /// The Prometheus text exposition.
@@ -93,5 +183,34 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauges_are_exported_per_routerconfig_and_dropped_with_it() {
+        let m = Metrics::default();
+        let (a, b) = (ObjectKey::new("ns", "a"), ObjectKey::new("ns", "b"));
+        m.set_routerconfig(&a, true, 3, 3, 7);
+        m.set_routerconfig(&b, false, 1, 3, 2);
+        m.rollout_duration.observe(0.04);
+        let text = m.encode();
+        for line in [
+            r#"lockstep_operator_routerconfig_ready{namespace="ns",name="a"} 1"#,
+            r#"lockstep_operator_routerconfig_synced_replicas{namespace="ns",name="b"} 1"#,
+            r#"lockstep_operator_routerconfig_replicas{namespace="ns",name="a"} 3"#,
+            r#"lockstep_operator_routerconfig_generation{namespace="ns",name="a"} 7"#,
+            r#"lockstep_operator_rollout_duration_seconds_bucket{le="0.05"} 1"#,
+            "lockstep_operator_leader 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        m.retain_routerconfigs(std::slice::from_ref(&a));
+        let text = m.encode();
+        assert!(!text.contains(r#"name="b""#), "{text}");
+        assert!(text.contains(r#"name="a""#));
     }
 }

@@ -6,7 +6,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "kubectl-lockstep", version, about = "lockstep rollouts: per-replica status and waiting")]
+#[command(
+    name = "kubectl-lockstep",
+    version,
+    about = "lockstep rollouts: per-replica status and waiting"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,11 +47,19 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let default_ns = client.default_namespace().to_owned();
     match Cli::parse().command {
-        Command::Status { name, namespace, all_namespaces } => {
+        Command::Status {
+            name,
+            namespace,
+            all_namespaces,
+        } => {
             let ns = (!all_namespaces).then(|| namespace.unwrap_or(default_ns));
             lockstep_operator::cli::status(client, ns.as_deref(), name.as_deref()).await
         }
-        Command::Wait { name, namespace, timeout } => {
+        Command::Wait {
+            name,
+            namespace,
+            timeout,
+        } => {
             let ns = namespace.unwrap_or(default_ns);
             let code = lockstep_operator::cli::wait(client, &ns, &name, Duration::from_secs(timeout)).await?;
             std::process::exit(code)

@@ -1,0 +1,339 @@
+//! The operator's barrier against a real kube-apiserver: the real `lockstep-operator` binary,
+//! real `kubectl`, and proxy replicas simulated exactly as the protocol has them write Leases
+//! and status entries. One operator serves every test of this binary; tests stay apart by
+//! namespace and fleet.
+
+mod common;
+
+use std::{sync::OnceLock, time::Duration};
+
+use common::*;
+use lockstep_e2e::{ControlPlane, eventually, fleet::Operator};
+
+fn operator() -> &'static Operator {
+    static OPERATOR: OnceLock<Operator> = OnceLock::new();
+    OPERATOR.get_or_init(|| start_operator(ControlPlane::shared(), "-barrier", &["--lease-duration", "3s"]))
+}
+
+#[tokio::test]
+async fn kubectl_wait_returns_only_once_every_live_replica_serves_the_generation() {
+    let f = fixture("wait").await;
+    operator();
+    let mut replicas: Vec<FakeReplica> = (0..3).map(|i| f.replica(&format!("proxy-{i}"), 10)).collect();
+    for r in &mut replicas {
+        r.join().await;
+    }
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    let mut wait = f.spawn_kubectl_wait("web", "30s");
+    for r in &replicas[..2] {
+        r.report_current(&f.api, "web").await;
+    }
+    let (rc, ready) = f
+        .wait_condition("web", "Ready", "to count 2/3", |c| c.message.starts_with("2/3"))
+        .await;
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "RolloutInProgress")
+    );
+    let status = rc.status.unwrap();
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.synced.as_deref(), Some("2/3"));
+    let reconciling = condition(&f.get("web").await, "Reconciling").unwrap();
+    assert_eq!(
+        (reconciling.status.as_str(), reconciling.message.as_str()),
+        ("True", "waiting for proxy-2 (no report)")
+    );
+    assert!(
+        exit_within(&mut wait, Duration::from_millis(500)).is_none(),
+        "kubectl wait returned with proxy-2 behind"
+    );
+
+    replicas[2].report_current(&f.api, "web").await;
+    let status = exit_within(&mut wait, Duration::from_secs(10)).expect("kubectl wait returns");
+    assert!(status.success());
+    let rc = f.get("web").await;
+    let ready = condition(&rc, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str(), ready.generation),
+        ("True", "AllReplicasSynced", 1)
+    );
+    assert_eq!(ready.message, "3/3 replicas serve generation 1");
+    let row = f.get_row("web");
+    assert_eq!(
+        (
+            row["READY"].as_str(),
+            row["SYNCED"].as_str(),
+            row["GENERATION"].as_str()
+        ),
+        ("True", "3/3", "1")
+    );
+    // The operator owns none of the replicas' entries: they stay theirs alone.
+    let entries = rc.status.unwrap().replica_status;
+    assert_eq!(entries.len(), 3);
+
+    // A new generation: apply and wait back to back. The stale Ready=True of generation 1
+    // must not let kubectl wait through.
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9002");
+    let mut wait = f.spawn_kubectl_wait("web", "30s");
+    let (_, ready) = f
+        .wait_condition("web", "Ready", "to be judged for generation 2", |_| true)
+        .await;
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "RolloutInProgress")
+    );
+    assert_eq!(ready.message, "0/3 replicas serve generation 2");
+    for r in &replicas[..2] {
+        r.report_current(&f.api, "web").await;
+    }
+    assert!(
+        exit_within(&mut wait, Duration::from_millis(700)).is_none(),
+        "kubectl wait returned before proxy-2 served generation 2"
+    );
+    replicas[2].report_current(&f.api, "web").await;
+    assert!(
+        exit_within(&mut wait, Duration::from_secs(10))
+            .expect("kubectl wait returns")
+            .success()
+    );
+    assert_eq!(f.get_row("web")["GENERATION"], "2");
+
+    let events = f.events("web");
+    assert!(
+        events
+            .iter()
+            .any(|(reason, note)| reason == "AllReplicasSynced" && note == "3/3 replicas serve generation 2"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_fleet_without_replicas_is_not_ready() {
+    let f = fixture("empty").await;
+    operator();
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    let (rc, ready) = f.wait_condition("web", "Ready", "to be judged", |_| true).await;
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NoReplicas")
+    );
+    assert!(ready.message.contains(&f.fleet), "{}", ready.message);
+    let status = rc.status.as_ref().unwrap();
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.synced.as_deref(), Some("0/0"));
+    // kstatus judges by Reconciling/Stalled: waiting for replicas is in progress, not done.
+    let reconciling = condition(&rc, "Reconciling").unwrap();
+    assert_eq!(
+        (reconciling.status.as_str(), reconciling.reason.as_str()),
+        ("True", "NoReplicas")
+    );
+    assert_eq!(f.get_row("web")["READY"], "False");
+
+    // The first replica to join and report makes it Ready.
+    let mut r = f.replica("proxy-0", 10);
+    r.report_current(&f.api, "web").await;
+    r.join().await;
+    f.wait_condition("web", "Ready", "True", |c| c.status == "True")
+        .await;
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_pruned_and_ready_is_computed_without_it() {
+    let f = fixture("expiry").await;
+    operator();
+    let mut alive = f.replica("alive", 10);
+    let mut doomed = f.replica("doomed", 4);
+    alive.join().await;
+    doomed.join().await;
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    alive.report_current(&f.api, "web").await;
+    doomed.report_current(&f.api, "web").await;
+    f.wait_condition("web", "Ready", "True at generation 1", |c| c.status == "True")
+        .await;
+
+    // doomed crashes right after a renewal (its Lease is fresh for 4 s more) and generation 2
+    // arrives: only alive applies it.
+    doomed.crash();
+    doomed.renew_once().await;
+    let renewed = std::time::Instant::now();
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9002");
+    alive.report_current(&f.api, "web").await;
+    let (rc, ready) = f
+        .wait_condition("web", "Ready", "judged with alive at generation 2", |c| {
+            c.message.starts_with("1/")
+        })
+        .await;
+    assert!(
+        renewed.elapsed() < Duration::from_secs(3),
+        "the test itself was too slow to judge"
+    );
+    assert_eq!(
+        (ready.status.as_str(), ready.message.as_str()),
+        ("False", "1/2 replicas serve generation 2"),
+        "doomed still holds a fresh Lease and serves generation 1"
+    );
+    assert_eq!(rc.status.unwrap().replicas, Some(2));
+
+    // No event announces the expiry: the operator wakes up on its own at renewTime + 2 s.
+    let (rc, ready) = f
+        .wait_condition("web", "Ready", "True without doomed", |c| c.status == "True")
+        .await;
+    assert_eq!(ready.message, "1/1 replicas serve generation 2");
+    let status = rc.status.unwrap();
+    assert_eq!(status.synced.as_deref(), Some("1/1"));
+    let names = eventually("doomed's entry to be pruned", WAIT, || async {
+        let names: Vec<String> = f
+            .get("web")
+            .await
+            .status?
+            .replica_status
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        (!names.contains(&"doomed".to_owned())).then_some(names)
+    })
+    .await
+    .unwrap();
+    assert_eq!(names, ["alive"]);
+}
+
+#[tokio::test]
+async fn a_rejected_generation_is_not_ready_and_names_the_replica() {
+    let f = fixture("reject").await;
+    operator();
+    let mut good = f.replica("good", 10);
+    let mut picky = f.replica("picky", 10);
+    good.join().await;
+    picky.join().await;
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    let g1 = f.get("web").await;
+    good.report_current(&f.api, "web").await;
+    picky.report_current(&f.api, "web").await;
+    f.wait_condition("web", "Ready", "True", |c| c.status == "True")
+        .await;
+
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9002");
+    good.report_current(&f.api, "web").await;
+    picky
+        .reject(
+            &f.api,
+            "web",
+            1,
+            &digest_of(&g1),
+            2,
+            "spec.rules[0].paths[0].backend: no route to host",
+        )
+        .await;
+    let (rc, ready) = f
+        .wait_condition("web", "Ready", "Rejected", |c| c.reason == "Rejected")
+        .await;
+    assert_eq!(ready.status, "False");
+    assert_eq!(
+        ready.message,
+        "1/2 replicas serve generation 2; rejected by picky: spec.rules[0].paths[0].backend: no route to host"
+    );
+    assert_eq!(rc.status.unwrap().synced.as_deref(), Some("1/2"));
+    let mut wait = f.spawn_kubectl_wait("web", "2s");
+    let status = exit_within(&mut wait, Duration::from_secs(10)).expect("kubectl wait times out");
+    assert!(
+        !status.success(),
+        "a rejected generation never satisfies kubectl wait"
+    );
+}
+
+#[tokio::test]
+async fn the_newer_of_two_conflicting_routerconfigs_is_not_accepted() {
+    let f = fixture("conflict").await;
+    operator();
+    let mut r = f.replica("proxy-0", 10);
+    r.join().await;
+    f.apply("older", "app.test", "/api", "http://127.0.0.1:9001");
+    r.report_current(&f.api, "older").await;
+    f.wait_condition("older", "Ready", "True", |c| c.status == "True")
+        .await;
+    // Creation timestamps have one-second resolution: make sure "newer" is newer.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.apply("newer", "app.test", "/api", "http://127.0.0.1:9002");
+    r.report_current(&f.api, "newer").await;
+
+    let (rc, accepted) = f.wait_condition("newer", "Accepted", "judged", |_| true).await;
+    assert_eq!(
+        (accepted.status.as_str(), accepted.reason.as_str()),
+        ("False", "Conflict")
+    );
+    assert!(
+        accepted.message.contains("spec.rules[0].paths[0]"),
+        "{}",
+        accepted.message
+    );
+    assert!(
+        accepted.message.contains(&format!("{}/older", f.ns)),
+        "{}",
+        accepted.message
+    );
+    let ready = condition(&rc, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NotAccepted"),
+        "even though the replica reports the generation"
+    );
+    // Nothing will change without an edit: kstatus must say Failed, not InProgress.
+    let stalled = condition(&rc, "Stalled").unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "NotAccepted")
+    );
+    let older = condition(&f.get("older").await, "Accepted").unwrap();
+    assert_eq!(older.status, "True");
+    assert!(f.events("newer").iter().any(|(reason, _)| reason == "Conflict"));
+}
+
+#[tokio::test]
+async fn admin_endpoint_serves_health_readiness_and_metrics() {
+    let f = fixture("metrics").await;
+    let op = operator();
+    let mut r = f.replica("proxy-0", 10);
+    r.join().await;
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    r.report_current(&f.api, "web").await;
+    f.wait_condition("web", "Ready", "True", |c| c.status == "True")
+        .await;
+
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            let resp = http
+                .get(format!("http://{}{path}", op.admin))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 200);
+    let series = format!(r#"{{namespace="{}",name="web"}}"#, f.ns);
+    let text = eventually("the gauges to be exported", WAIT, || async {
+        let (_, text) = get("/metrics").await;
+        text.contains(&format!("lockstep_operator_routerconfig_ready{series} 1"))
+            .then_some(text)
+    })
+    .await
+    .unwrap();
+    for line in [
+        format!("lockstep_operator_routerconfig_synced_replicas{series} 1"),
+        format!("lockstep_operator_routerconfig_replicas{series} 1"),
+        format!("lockstep_operator_routerconfig_generation{series} 1"),
+        "lockstep_operator_leader 1".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line} missing in\n{text}");
+    }
+    let rollouts: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("lockstep_operator_rollout_duration_seconds_count "))
+        .expect("rollout histogram")
+        .parse()
+        .unwrap();
+    assert!(rollouts >= 1.0, "{text}");
+}

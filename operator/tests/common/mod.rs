@@ -1,0 +1,341 @@
+//! Shared by the operator's end-to-end tests: the real operator binary against the real local
+//! control plane, with proxy replicas simulated exactly as the protocol (DESIGN.md) has them
+//! behave: a Lease `lockstep-proxy-NAME` labelled with the fleet, renewed every third of its
+//! duration, and one `status.replicaStatus` entry per RouterConfig applied server-side under
+//! the field manager `lockstep-proxy/NAME`, never forced.
+
+#![allow(dead_code, missing_docs)]
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use jiff::Timestamp;
+use k8s_openapi::{api::coordination::v1::Lease, apimachinery::pkg::apis::meta::v1::MicroTime};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use lockstep_crds::{FLEET_LABEL, RouterConfig, proxy_field_manager, proxy_lease_name};
+use lockstep_e2e::{
+    ControlPlane, eventually,
+    fleet::{Operator, OperatorSpec},
+};
+use serde_json::json;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// One test's namespace, fleet, clients and log directory.
+pub struct Fixture {
+    pub cp: &'static ControlPlane,
+    pub client: Client,
+    pub ns: String,
+    pub fleet: String,
+    pub dir: PathBuf,
+    pub api: Api<RouterConfig>,
+}
+
+pub async fn fixture(test: &str) -> Fixture {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, test).await.unwrap();
+    Fixture {
+        cp,
+        fleet: format!("{test}-{:06x}", rand::random::<u32>() & 0xffffff),
+        dir: cp.test_dir(test),
+        api: Api::namespaced(client.clone(), &ns),
+        client,
+        ns,
+    }
+}
+
+/// Starts the real operator binary with `extra` flags.
+pub fn start_operator(cp: &ControlPlane, name: &str, extra: &[&str]) -> Operator {
+    Operator::start(
+        cp,
+        &cp.test_dir("operator"),
+        OperatorSpec {
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            name: name.to_owned(),
+        },
+    )
+    .expect("start the operator")
+}
+
+impl Fixture {
+    /// `kubectl apply` of RouterConfig `name` routing `host`/`path` to `url`.
+    pub fn apply(&self, name: &str, host: &str, path: &str, url: &str) {
+        self.cp
+            .kubectl_apply(&format!(
+                "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+                 spec:\n  fleet: {fleet}\n  rules:\n  - host: {host}\n    paths:\n    - path: {path}\n      \
+                 pathType: Prefix\n      backend: {{url: \"{url}\"}}\n",
+                ns = self.ns,
+                fleet = self.fleet,
+            ))
+            .expect("kubectl apply");
+    }
+
+    pub async fn get(&self, name: &str) -> RouterConfig {
+        self.api.get(name).await.expect("get RouterConfig")
+    }
+
+    /// A replica of this fleet with its Lease in this namespace.
+    pub fn replica(&self, name: &str, lease_seconds: i32) -> FakeReplica {
+        FakeReplica {
+            name: name.to_owned(),
+            fleet: self.fleet.clone(),
+            leases: Api::namespaced(self.client.clone(), &self.ns),
+            lease_seconds,
+            renewer: None,
+        }
+    }
+
+    /// Waits for a condition of the current generation of `name` to satisfy `pred`.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        what: &str,
+        pred: impl Fn(&Cond) -> bool,
+    ) -> (RouterConfig, Cond) {
+        eventually(&format!("{name}: {type_} {what}"), WAIT, || async {
+            let rc = self.get(name).await;
+            let c = condition(&rc, type_)?;
+            (c.generation == rc.metadata.generation.unwrap_or(0) && pred(&c)).then_some((rc, c))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}; logs in {}", self.dir.display()))
+    }
+
+    /// Starts `kubectl wait --for=condition=Ready` on `name` (the real one, as a pipeline runs it).
+    pub fn spawn_kubectl_wait(&self, name: &str, timeout: &str) -> Child {
+        self.cp
+            .kubectl()
+            .args([
+                "wait",
+                "--for=condition=Ready",
+                &format!("routerconfig/{name}"),
+                "-n",
+                &self.ns,
+                &format!("--timeout={timeout}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kubectl wait")
+    }
+
+    /// The row of `kubectl get rcfg NAME`: column name to value.
+    pub fn get_row(&self, name: &str) -> BTreeMap<String, String> {
+        let table = self
+            .cp
+            .kubectl_ok(&["get", "rcfg", name, "-n", &self.ns])
+            .unwrap();
+        let mut lines = table.lines();
+        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        header
+            .into_iter()
+            .zip(row)
+            .map(|(h, v)| (h.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    /// Events the operator recorded about `name`: (reason, note).
+    pub fn events(&self, name: &str) -> Vec<(String, String)> {
+        let out = self
+            .cp
+            .kubectl_ok(&[
+                "get",
+                "events.events.k8s.io",
+                "-n",
+                &self.ns,
+                "--field-selector",
+                &format!("regarding.name={name}"),
+                "-o",
+                "json",
+            ])
+            .unwrap();
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reportingController"] == "lockstep-operator")
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or_default().to_owned(),
+                    e["note"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Waits up to `timeout` for a child to exit; None if it is still running (then it is killed).
+pub fn exit_within(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A condition as a test looks at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cond {
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub generation: i64,
+}
+
+pub fn condition(rc: &RouterConfig, type_: &str) -> Option<Cond> {
+    let c = rc.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some(Cond {
+        status: c.status.clone(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        generation: c.observed_generation.unwrap_or(-1),
+    })
+}
+
+/// The digest a replica serving `rc`'s spec (no TLS) reports.
+pub fn digest_of(rc: &RouterConfig) -> String {
+    lockstep_config::config_digest(&rc.spec, &BTreeMap::new())
+}
+
+/// A proxy replica as the operator sees one: a Lease and status entries.
+pub struct FakeReplica {
+    pub name: String,
+    fleet: String,
+    leases: Api<Lease>,
+    lease_seconds: i32,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn apply_lease(api: &Api<Lease>, name: &str, fleet: &str, seconds: i32) {
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": proxy_lease_name(name), "labels": {FLEET_LABEL: fleet}},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": seconds,
+                 "renewTime": MicroTime(Timestamp::now())}
+    });
+    api.patch(
+        &proxy_lease_name(name),
+        &PatchParams::apply(&proxy_field_manager(name)),
+        &Patch::Apply(lease),
+    )
+    .await
+    .expect("apply the replica's Lease");
+}
+
+impl FakeReplica {
+    /// Takes the Lease and keeps renewing it every third of its duration.
+    pub async fn join(&mut self) {
+        apply_lease(&self.leases, &self.name, &self.fleet, self.lease_seconds).await;
+        let (api, name, fleet, seconds) = (
+            self.leases.clone(),
+            self.name.clone(),
+            self.fleet.clone(),
+            self.lease_seconds,
+        );
+        self.renewer = Some(tokio::spawn(async move {
+            let every = Duration::from_millis(seconds as u64 * 1000 / 3);
+            loop {
+                tokio::time::sleep(every).await;
+                apply_lease(&api, &name, &fleet, seconds).await;
+            }
+        }));
+    }
+
+    /// Renews the Lease once, now.
+    pub async fn renew_once(&self) {
+        apply_lease(&self.leases, &self.name, &self.fleet, self.lease_seconds).await;
+    }
+
+    /// Stops renewing, as a crashed replica does: the Lease stays until it expires.
+    pub fn crash(&mut self) {
+        if let Some(task) = self.renewer.take() {
+            task.abort();
+        }
+    }
+
+    /// Deletes the Lease, as a replica leaving cleanly does.
+    pub async fn leave(&mut self) {
+        self.crash();
+        self.leases
+            .delete(&proxy_lease_name(&self.name), &DeleteParams::default())
+            .await
+            .expect("delete Lease");
+    }
+
+    /// Reports serving `generation` of `rc` with `digest`.
+    pub async fn report(&self, api: &Api<RouterConfig>, rc: &str, generation: i64, digest: &str) {
+        self.write_entry(
+            api,
+            rc,
+            json!({"name": self.name, "observedGeneration": generation, "configDigest": digest,
+                   "appliedAt": Timestamp::now().to_string()}),
+        )
+        .await;
+    }
+
+    /// Reports that `rejected` failed to apply while it keeps serving `serving`.
+    pub async fn reject(
+        &self,
+        api: &Api<RouterConfig>,
+        rc: &str,
+        serving: i64,
+        digest: &str,
+        rejected: i64,
+        message: &str,
+    ) {
+        self.write_entry(
+            api,
+            rc,
+            json!({"name": self.name, "observedGeneration": serving, "configDigest": digest,
+                   "appliedAt": Timestamp::now().to_string(),
+                   "rejected": {"generation": rejected, "message": message}}),
+        )
+        .await;
+    }
+
+    /// Reports the current generation of `rc` as served.
+    pub async fn report_current(&self, api: &Api<RouterConfig>, rc: &str) -> i64 {
+        let object = api.get(rc).await.unwrap();
+        let generation = object.metadata.generation.unwrap();
+        self.report(api, rc, generation, &digest_of(&object)).await;
+        generation
+    }
+
+    async fn write_entry(&self, api: &Api<RouterConfig>, rc: &str, entry: serde_json::Value) {
+        let body = json!({
+            "apiVersion": lockstep_crds::API_VERSION, "kind": lockstep_crds::KIND,
+            "status": {"replicaStatus": [entry]}
+        });
+        api.patch_status(
+            rc,
+            &PatchParams::apply(&proxy_field_manager(&self.name)),
+            &Patch::Apply(body),
+        )
+        .await
+        .expect("apply the replica's status entry");
+    }
+}
+
+impl Drop for FakeReplica {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
