@@ -170,3 +170,61 @@ pub async fn campaign(
     });
     Ok((leadership, task))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::{
+        api::coordination::v1::LeaseSpec,
+        apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    };
+    use kube::runtime::reflector::store::Writer;
+
+    fn mk_lease(holder: &str, renewed_ago: i64, seconds: i32) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(lockstep_crds::OPERATOR_LEASE_NAME.into()),
+                namespace: Some("ops".into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(seconds),
+                renew_time: Some(MicroTime(
+                    Timestamp::now() - jiff::SignedDuration::from_secs(renewed_ago),
+                )),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// A Leadership of "me" whose election says `elected` and whose Lease watch saw `lease`.
+    fn mk_leadership(elected: bool, lease: Option<Lease>) -> Leadership {
+        let mut writer = Writer::<Lease>::default();
+        if let Some(lease) = lease {
+            writer.apply_watcher_event(&watcher::Event::Apply(lease));
+        }
+        let (_, elected) = watch::channel(elected);
+        let (_, leading) = watch::channel(false);
+        Leadership {
+            identity: "me".into(),
+            elected,
+            lease: writer.as_reader(),
+            key: ObjectRef::new(lockstep_crds::OPERATOR_LEASE_NAME).within("ops"),
+            leading,
+        }
+    }
+
+    #[test]
+    fn writes_need_both_the_election_and_a_fresh_lease_naming_us() {
+        assert!(mk_leadership(true, Some(mk_lease("me", 1, 3))).is_leader());
+        // Frozen past the Lease: the manager still says leader, the Lease says otherwise.
+        assert!(!mk_leadership(true, Some(mk_lease("me", 4, 3))).is_leader());
+        // Another instance took over and the manager has not noticed yet.
+        assert!(!mk_leadership(true, Some(mk_lease("other", 0, 3))).is_leader());
+        // The Lease watch has not delivered anything yet.
+        assert!(!mk_leadership(true, None).is_leader());
+        // Lost (or released on SIGTERM) according to the manager.
+        assert!(!mk_leadership(false, Some(mk_lease("me", 0, 3))).is_leader());
+    }
+}
