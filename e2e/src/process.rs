@@ -15,11 +15,11 @@ use crate::{Error, Result};
 /// (`cargo build --workspace --bins` puts it there; the README's test command does that).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
+    // Tests live in target/<profile>/deps/, binaries (benchmarks, chaos) in target/<profile>/.
+    let mut profile_dir = exe.parent().expect("the executable has a directory");
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().expect("deps/ has a parent");
+    }
     let bin = profile_dir.join(name);
     assert!(
         bin.exists(),

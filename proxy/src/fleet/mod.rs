@@ -86,8 +86,11 @@ struct Shared {
     serving_current: AtomicBool,
     /// ... and its status entries say so.
     reported_current: AtomicBool,
-    /// Wakes the sync loop.
+    /// Wakes the sync loop after a debounce: something that changes what is served.
     wake: Arc<Notify>,
+    /// Wakes the sync loop at once: status-only changes (another replica's report, the
+    /// operator pruning this replica's entry), which only need a report checked.
+    wake_now: Notify,
     /// Wakes the Lease loop.
     wake_lease: Notify,
     /// The Lease loop holds a fresh Lease.
@@ -177,12 +180,13 @@ pub async fn start_with_client(
         serving_current: AtomicBool::new(false),
         reported_current: AtomicBool::new(false),
         wake: Arc::new(Notify::new()),
+        wake_now: Notify::new(),
         wake_lease: Notify::new(),
         lease_fresh: AtomicBool::new(false),
     });
 
     let tasks = vec![
-        spawn_reflector("routerconfigs", rc_api, rc_writer, shared.clone()),
+        spawn_routerconfig_reflector(rc_api, rc_writer, shared.clone()),
         spawn_reflector("endpointslices", slice_api, slice_writer, shared.clone()),
         spawn_reflector("services", svc_api, svc_writer, shared.clone()),
         tokio::spawn(sync_loop(shared.clone(), slice_store, svc_store)),
@@ -210,6 +214,46 @@ where
         );
         while stream.next().await.is_some() {
             shared.wake.notify_one();
+        }
+    })
+}
+
+/// Like [`spawn_reflector`] for RouterConfigs, telling spec changes (debounced: a burst of
+/// edits costs one swap) from status-only changes (at once: every replica's report is an
+/// event for every replica, and waiting out a debounce on each would stretch rollouts).
+fn spawn_routerconfig_reflector(
+    api: Api<RouterConfig>,
+    writer: reflector::store::Writer<RouterConfig>,
+    shared: Arc<Shared>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut generations: std::collections::HashMap<ObjectKey, i64> = std::collections::HashMap::new();
+        let stream = reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let spec_change = match &event {
+                Ok(watcher::Event::Apply(rc) | watcher::Event::InitApply(rc)) => {
+                    let key = ObjectKey::of(rc);
+                    let generation = rc.metadata.generation.unwrap_or(1);
+                    let ours = rc.spec.fleet == shared.options.fleet;
+                    match generations.insert(key.clone(), generation) {
+                        Some(previous) => previous != generation,
+                        // An object of another fleet that was never ours changes nothing here.
+                        None => ours,
+                    }
+                }
+                Ok(watcher::Event::Delete(rc)) => generations.remove(&ObjectKey::of(rc)).is_some(),
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => true,
+                Err(error) => {
+                    tracing::warn!(what = "routerconfigs", %error, "watch error; retrying");
+                    continue;
+                }
+            };
+            if spec_change {
+                shared.wake.notify_one();
+            } else {
+                shared.wake_now.notify_one();
+            }
         }
     })
 }
@@ -286,6 +330,7 @@ async fn sync_loop(shared: Arc<Shared>, slices: Store<EndpointSlice>, services: 
 
         tokio::select! {
             _ = shared.wake.notified() => debounce(&shared).await,
+            _ = shared.wake_now.notified() => {}
             _ = retry.tick() => {}
         }
     }
