@@ -11,6 +11,16 @@ pub enum ProxyError {
     /// No route matches the host and path.
     #[error("no route")]
     NoRoute,
+    /// A method the proxy does not forward (CONNECT).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The request's Transfer-Encoding is malformed (chunked repeated, empty codings).
+    #[error("malformed Transfer-Encoding")]
+    BadFraming,
+    /// The request uses a transfer coding other than chunked, which the proxy does not
+    /// decode; forwarding it without its Transfer-Encoding would corrupt the body.
+    #[error("unsupported transfer coding")]
+    UnsupportedTransferCoding,
     /// The route's Service has no ready endpoint.
     #[error("no ready endpoints for {0}")]
     NoEndpoints(String),
@@ -56,8 +66,10 @@ impl ProxyError {
     /// The status the client receives.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadHost => StatusCode::BAD_REQUEST,
+            ProxyError::BadHost | ProxyError::BadFraming => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadBackend(_)
             | ProxyError::UnsupportedScheme(_)
@@ -69,11 +81,24 @@ impl ProxyError {
         }
     }
 
+    /// The request's body framing cannot be trusted: the connection must close after the
+    /// answer, so nothing after this request is read as another.
+    pub fn is_framing_error(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadFraming | ProxyError::UnsupportedTransferCoding
+        )
+    }
+
     /// The `kind` label of the upstream error counter; None for errors that are the
     /// client's or the configuration's, not the upstream's.
     pub fn upstream_kind(&self) -> Option<&'static str> {
         match self {
-            ProxyError::BadHost | ProxyError::NoRoute => None,
+            ProxyError::BadHost
+            | ProxyError::NoRoute
+            | ProxyError::MethodNotAllowed
+            | ProxyError::BadFraming
+            | ProxyError::UnsupportedTransferCoding => None,
             ProxyError::NoEndpoints(_) => Some("no_endpoints"),
             ProxyError::BadBackend(_) | ProxyError::UnsupportedScheme(_) => Some("bad_backend"),
             ProxyError::Connect { .. } => Some("connect"),

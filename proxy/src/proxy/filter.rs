@@ -9,6 +9,8 @@ use http::{
     header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE},
 };
 
+use super::error::ProxyError;
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -24,6 +26,34 @@ pub(crate) fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     connection_tokens(req.headers())
         .any(|t| t.eq_ignore_ascii_case("upgrade"))
         .then(|| upgrade.clone())
+}
+
+/// Checks a request's Transfer-Encoding before it is stripped as hop-by-hop: the only
+/// coding the proxy decodes is a single `chunked` (hyper has already refused codings that
+/// do not end in chunked). Anything else would reach the upstream as content it cannot
+/// tell apart from the real body: `gzip, chunked` forwarded without its Transfer-Encoding
+/// hands over gzip bytes, `chunked, chunked` hands over a body decoded once of two.
+pub(crate) fn check_transfer_encoding<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    let mut codings = 0usize;
+    let mut chunked = 0usize;
+    for value in req.headers().get_all(TRANSFER_ENCODING) {
+        let value = value.to_str().map_err(|_| ProxyError::BadFraming)?;
+        for coding in value.split(',') {
+            let coding = coding.trim_matches([' ', '\t']);
+            if coding.is_empty() {
+                return Err(ProxyError::BadFraming);
+            }
+            codings += 1;
+            if coding.eq_ignore_ascii_case("chunked") {
+                chunked += 1;
+            }
+        }
+    }
+    match (codings, chunked) {
+        (0, _) | (1, 1) => Ok(()),
+        (_, 0) | (_, 2..) => Err(ProxyError::BadFraming),
+        _ => Err(ProxyError::UnsupportedTransferCoding),
+    }
 }
 
 /// Rewrites a request's headers for the upstream. `host` is the request's host as routed,
@@ -211,6 +241,27 @@ mod tests {
 
         let plain = request(&[("upgrade", "websocket")]);
         assert!(upgrade_protocol(&plain).is_none());
+    }
+
+    #[test]
+    fn only_a_single_chunked_coding_passes() {
+        for ok in [&[][..], &["chunked"], &["Chunked "]] {
+            let headers: Vec<(&str, &str)> = ok.iter().map(|v| ("transfer-encoding", *v)).collect();
+            assert!(check_transfer_encoding(&request(&headers)).is_ok(), "{ok:?}");
+        }
+        for (values, status) in [
+            (&["gzip, chunked"][..], 501),
+            (&["gzip", "chunked"], 501),
+            (&["chunked, chunked"], 400),
+            (&["chunked", "chunked"], 400),
+            (&[", chunked"], 400),
+            (&["gzip"], 400),
+        ] {
+            let headers: Vec<(&str, &str)> = values.iter().map(|v| ("transfer-encoding", *v)).collect();
+            let err = check_transfer_encoding(&request(&headers)).expect_err("refused");
+            assert_eq!(err.status().as_u16(), status, "{values:?}");
+            assert!(err.is_framing_error());
+        }
     }
 
     #[test]

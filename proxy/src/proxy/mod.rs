@@ -117,6 +117,10 @@ impl Proxy {
             )
         });
         let remote = conn.remote;
+        // Whether an HTTP/1 client may still be sending a body when an error is answered
+        // (HTTP/2 frames each stream's body on its own).
+        let http1 = req.version() < http::Version::HTTP_2;
+        let has_body = !http_body::Body::is_end_stream(req.body());
 
         let mut exchange = Exchange {
             route: None,
@@ -125,7 +129,17 @@ impl Proxy {
         };
         let response = match self.phases(&served, &conn, req, &mut exchange).await {
             Ok(response) => response,
-            Err(error) => self.error_response(&error),
+            Err(error) => {
+                let mut response = self.error_response(&error);
+                if http1 && (error.is_framing_error() || has_body) {
+                    // An unread body, or one whose length cannot be trusted: close after
+                    // the answer rather than risk reading the body as the next request.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
         };
 
         let elapsed = start.elapsed();
@@ -166,6 +180,9 @@ impl Proxy {
         mut req: Request<Incoming>,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        // Framing the upstream could not be told about is refused before anything else.
+        filter::check_transfer_encoding(&req)?;
+
         // 1. Route lookup.
         let route = route::lookup(&served.table, &req)?;
         exchange.route = Some(route_index(&served.table, route));

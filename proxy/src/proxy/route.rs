@@ -1,6 +1,6 @@
 //! Phase 1, route lookup: which route of the served table a request belongs to.
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header, uri::Authority};
 use lockstep_config::{Route, RouteTable, normalize_host};
 
 use super::{body::ProxyBody, error::ProxyError};
@@ -9,7 +9,20 @@ use super::{body::ProxyBody, error::ProxyError};
 /// `:authority`, HTTP/1 absolute form, which RFC 9112 says overrides Host), else the single
 /// Host header.
 pub(crate) fn request_host<B>(req: &Request<B>) -> Result<&str, ProxyError> {
+    if let Some(scheme) = req.uri().scheme_str()
+        && !scheme.eq_ignore_ascii_case("http")
+        && !scheme.eq_ignore_ascii_case("https")
+    {
+        // An absolute-form target for another protocol (ftp://…) is not an HTTP request
+        // for one of our hosts.
+        return Err(ProxyError::BadHost);
+    }
     if let Some(authority) = req.uri().authority() {
+        // userinfo ("app.test@elsewhere") makes a target read as one host by some parsers
+        // and another by others; RFC 9110 §4.2.4 says to treat it as an error.
+        if !valid_authority(authority) {
+            return Err(ProxyError::BadHost);
+        }
         return Ok(authority.as_str());
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
@@ -19,15 +32,41 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Result<&str, ProxyError> {
         return Err(ProxyError::BadHost);
     }
     match host.to_str() {
-        Ok(h) if !h.is_empty() => Ok(h),
+        // RFC 9112 §3.2: a Host that is not a valid uri-host [":" port] is answered 400, not
+        // looked up (and a 404 would tell a scanner which half of "a.test/evil" matched).
+        Ok(h) if h.parse::<Authority>().is_ok_and(|a| valid_authority(&a)) => Ok(h),
         _ => Err(ProxyError::BadHost),
     }
 }
 
+/// A host and optional port, nothing else: no userinfo, no empty host, a numeric port.
+fn valid_authority(authority: &Authority) -> bool {
+    let host = authority.host();
+    let port_ok = match authority.as_str().strip_prefix(host) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()),
+        None => false,
+    };
+    !authority.as_str().contains('@') && !host.is_empty() && port_ok
+}
+
 /// The route for a request, or the error that answers it.
 pub(crate) fn lookup<'t, B>(table: &'t RouteTable, req: &Request<B>) -> Result<&'t Route, ProxyError> {
+    if req.method() == Method::CONNECT {
+        // A reverse proxy has no tunnels to offer; forwarding CONNECT would let a client
+        // reach any address a backend can.
+        return Err(ProxyError::MethodNotAllowed);
+    }
     let host = request_host(req)?;
-    table.lookup(host, req.uri().path()).ok_or(ProxyError::NoRoute)
+    let path = req.uri().path();
+    if !path.starts_with('/') {
+        // Asterisk form (OPTIONS *) and CONNECT's authority form name no resource a route
+        // could serve.
+        return Err(ProxyError::NoRoute);
+    }
+    table.lookup(host, path).ok_or(ProxyError::NoRoute)
 }
 
 /// The 308 a `redirectHTTP` route answers plain-HTTP requests with. 308 rather than 301 keeps
