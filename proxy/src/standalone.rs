@@ -199,9 +199,47 @@ pub fn watch(state: Arc<ProxyState>, options: WatchOptions) -> JoinHandle<()> {
 
 /// Logs an error once, not on every poll.
 fn report_error(last: &mut Option<String>, error: &LoadError) {
-    let message = error.to_string();
+    let message = redact(&error.to_string());
     if last.as_deref() != Some(message.as_str()) {
         tracing::warn!(error = %message, "configuration file not applied; keeping the served table");
         *last = Some(message);
+    }
+}
+
+/// A parser's message without the file's content: the YAML parser appends a snippet of
+/// the lines around the error, and serde quotes the values it rejects ("invalid type:
+/// string \"…\""). A file may hold credentials (a backend URL's userinfo, a mistakenly
+/// pasted Secret), so only the first line is kept, with quoted strings elided; the line
+/// and column still say where to look.
+fn redact(message: &str) -> String {
+    let first = message.lines().next().unwrap_or("");
+    let mut out = String::with_capacity(first.len());
+    let mut quoted = false;
+    for c in first.chars() {
+        if c == '"' {
+            out.push_str(if quoted { "\"" } else { "\"…" });
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parser_messages_lose_snippets_and_quoted_values() {
+        let message = "parsing f.yaml: error: line 3 column 8: unclosed quote\n  --> <input>:3:8\n3 |   token: \"s3cr3t\n";
+        assert_eq!(
+            redact(message),
+            "parsing f.yaml: error: line 3 column 8: unclosed quote"
+        );
+        assert_eq!(
+            redact("document 0: invalid type: string \"s3cr3t\", expected a sequence"),
+            "document 0: invalid type: string \"…\", expected a sequence"
+        );
     }
 }
