@@ -142,17 +142,23 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             let http = check::http();
             while !stop.load(Ordering::SeqCst) {
-                let targets: Vec<(usize, std::net::SocketAddr)> = slots
+                let targets: Vec<(usize, std::net::SocketAddr, std::net::SocketAddr)> = slots
                     .lock()
                     .unwrap()
                     .iter()
                     .enumerate()
                     .filter(|(_, s)| !s.faulted)
-                    .filter_map(|(i, s)| s.proxy.as_ref().map(|p| (i, p.http)))
+                    .filter_map(|(i, s)| s.proxy.as_ref().map(|p| (i, p.http, p.admin)))
                     .collect();
-                for (i, addr) in targets {
+                for (i, addr, admin) in targets {
+                    // The promise is for replicas that say they are ready (a load balancer
+                    // would send them nothing otherwise).
+                    if !check::is_ready(&http, admin).await {
+                        continue;
+                    }
                     let sent = Instant::now();
-                    let ok = matches!(check::request(&http, addr, "chaos.test", "/").await, Ok((200, Some(ref b))) if b == "default");
+                    let outcome = check::request(&http, addr, "chaos.test", "/").await;
+                    let ok = matches!(outcome, Ok((200, Some(ref b))) if b == "default");
                     tally.requests.fetch_add(1, Ordering::Relaxed);
                     if !ok {
                         let slot_excused = {
@@ -163,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
                             tally.excused_failures.fetch_add(1, Ordering::Relaxed);
                         } else {
                             tally.failed_requests.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("chaos: request to proxy-{i} failed");
+                            eprintln!("chaos: request to proxy-{i} at {addr} failed: {outcome:?}");
                         }
                     }
                 }
@@ -243,7 +249,20 @@ async fn main() -> anyhow::Result<()> {
         rollout += 1;
         // A fault, sometimes, right before the rollout.
         if rng.random_bool(0.35) {
-            match rng.random_range(0..5) {
+            let kind = rng.random_range(0..5);
+            let names = [
+                "kill proxy",
+                "freeze proxy",
+                "kill operator leader",
+                "restart apiserver",
+                "edit burst",
+            ];
+            eprintln!(
+                "chaos: {:?} rollout {rollout}: {}",
+                started.elapsed(),
+                names[kind]
+            );
+            match kind {
                 0 => {
                     let i = rng.random_range(0..replicas);
                     let mut slots_guard = slots.lock().unwrap();

@@ -54,6 +54,8 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
     let renew_every = duration / 3;
     let mut last_renewal: Option<Instant> = None;
     let mut acquired = Timestamp::now();
+    // A failed renewal or join check is retried after a pause, not on every tick.
+    let mut retry_after: Option<Instant> = None;
     // Freshness is re-checked often so readiness drops as soon as the Lease may be expired.
     let mut check = tokio::time::interval(Duration::from_millis(100));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -65,7 +67,8 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
         }
         shared.update_readiness();
 
-        let due = last_renewal.is_none_or(|at| at.elapsed() >= renew_every);
+        let due = last_renewal.is_none_or(|at| at.elapsed() >= renew_every)
+            && retry_after.is_none_or(|at| Instant::now() >= at);
         if due {
             let joining = last_renewal.is_none();
             let may_renew = if joining {
@@ -73,6 +76,9 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
             } else {
                 true
             };
+            if joining && !may_renew {
+                retry_after = Some(Instant::now() + Duration::from_millis(200));
+            }
             if may_renew {
                 if joining {
                     acquired = Timestamp::now();
@@ -96,7 +102,10 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
                             .store(sent.elapsed() < duration, Ordering::SeqCst);
                         shared.update_readiness();
                     }
-                    Err(error) => tracing::warn!(%error, "lease renewal failed"),
+                    Err(error) => {
+                        tracing::warn!(%error, "lease renewal failed");
+                        retry_after = Some(Instant::now() + Duration::from_millis(500));
+                    }
                 }
             }
         }
