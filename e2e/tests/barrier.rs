@@ -28,8 +28,18 @@ const WAIT: Duration = Duration::from_secs(60);
 fn operator() -> &'static Operator {
     static OPERATOR: OnceLock<Operator> = OnceLock::new();
     OPERATOR.get_or_init(|| {
+        // Least privilege, as deployed: the operator's own ServiceAccount and RBAC.
         let cp = ControlPlane::shared();
-        Operator::start(cp, &cp.test_dir("operator"), OperatorSpec::default()).expect("start operator")
+        cp.kubectl_apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: lockstep-system}\n")
+            .expect("namespace lockstep-system");
+        let kubeconfig = cp
+            .service_account_kubeconfig("lockstep-system", "operator")
+            .expect("operator RBAC");
+        let spec = OperatorSpec {
+            extra: vec!["--lease-namespace".into(), "lockstep-system".into()],
+            ..OperatorSpec::default()
+        };
+        Operator::start_with_kubeconfig(&kubeconfig, &cp.test_dir("operator"), spec).expect("start operator")
     })
 }
 
@@ -82,17 +92,17 @@ async fn fixture(test: &str) -> Fixture {
 }
 
 impl Fixture {
+    /// Replicas running with the proxy ServiceAccount's token and RBAC, as deployed.
     fn proxies(&self, n: usize) -> Vec<Proxy> {
+        let kubeconfig = self.cp.service_account_kubeconfig(&self.ns, "proxy").unwrap();
         (0..n)
-            .map(|i| {
-                Proxy::start(
-                    self.cp,
-                    &self.dir,
-                    ProxySpec::new(&format!("proxy-{i}"), &self.ns, &self.fleet),
-                )
-                .unwrap()
-            })
+            .map(|i| self.proxy_with(&kubeconfig, &format!("proxy-{i}")))
             .collect()
+    }
+
+    fn proxy_with(&self, kubeconfig: &std::path::Path, name: &str) -> Proxy {
+        Proxy::start_with_kubeconfig(kubeconfig, &self.dir, ProxySpec::new(name, &self.ns, &self.fleet))
+            .unwrap()
     }
 
     fn apply(&self, name: &str, routes: &[(&str, &str, &str)]) {
@@ -393,7 +403,8 @@ async fn a_crashed_replica_holds_ready_back_until_its_lease_expires_and_rejoins_
     f.assert_all_serve(&live, "web", 2, "app.test", "two").await;
 
     // The restarted replica is ready only once it serves generation 2, then counts again.
-    let restarted = Proxy::start(f.cp, &f.dir, ProxySpec::new("proxy-2", &f.ns, &f.fleet)).unwrap();
+    let kubeconfig = f.cp.service_account_kubeconfig(&f.ns, "proxy").unwrap();
+    let restarted = f.proxy_with(&kubeconfig, "proxy-2");
     let rejoined = eventually("proxy-2 to rejoin", WAIT, || async {
         if check::is_ready(&f.http, restarted.admin).await {
             let served = check::served_generation(&f.http, restarted.admin, &f.ns, "web").await;
@@ -516,4 +527,62 @@ async fn service_backends_follow_their_endpointslices() {
         .await
         .unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_proxy_may_report_status_but_never_change_a_spec() {
+    let f = fixture("rbac").await;
+    f.apply("web", &[("app.test", "/", "http://127.0.0.1:9")]);
+    let kubeconfig = f.cp.service_account_kubeconfig(&f.ns, "proxy").unwrap();
+    let as_proxy = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("kubectl");
+        cmd.env("KUBECONFIG", &kubeconfig).args(args);
+        cmd.output().unwrap()
+    };
+    let patch = as_proxy(&[
+        "patch",
+        "rcfg",
+        "web",
+        "-n",
+        &f.ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"fleet":"stolen"}}"#,
+    ]);
+    assert!(!patch.status.success(), "a proxy patched a spec");
+    assert!(
+        String::from_utf8_lossy(&patch.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&patch.stderr)
+    );
+    let delete = as_proxy(&["delete", "rcfg", "web", "-n", &f.ns]);
+    assert!(!delete.status.success() && String::from_utf8_lossy(&delete.stderr).contains("forbidden"));
+    let status = as_proxy(&[
+        "auth",
+        "can-i",
+        "patch",
+        "routerconfigs.lockstep.dev",
+        "--subresource=status",
+        "-n",
+        &f.ns,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout).trim(),
+        "yes",
+        "a proxy may patch status"
+    );
+    for (verb, resource, allowed) in [
+        ("update", "routerconfigs.lockstep.dev", "no"),
+        ("create", "routerconfigs.lockstep.dev", "no"),
+        ("create", "leases.coordination.k8s.io", "yes"),
+        ("create", "secrets", "no"),
+    ] {
+        let out = as_proxy(&["auth", "can-i", verb, resource, "-n", &f.ns]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            allowed,
+            "can a proxy {verb} {resource}?"
+        );
+    }
+    assert_eq!(f.get("web").await.spec.fleet, f.fleet, "the spec is unchanged");
 }
