@@ -189,6 +189,10 @@ impl ControlPlane {
     /// started with that kubeconfig run with least privilege, as in a real cluster.
     /// `component` is "proxy" or "operator".
     pub fn service_account_kubeconfig(&self, namespace: &str, component: &str) -> Result<PathBuf> {
+        // Tests of one binary run in parallel; two first-time creations of the same
+        // ClusterRole would race (AlreadyExists).
+        static RBAC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _serialised = RBAC.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let manifest = std::fs::read_to_string(repo_root().join(format!("deploy/rbac/{component}.yaml")))?;
         let cluster_roles: Vec<&str> = manifest
             .split("\n---\n")
