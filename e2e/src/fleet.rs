@@ -144,6 +144,14 @@ impl Proxy {
         })
     }
 
+    /// Waits until the replica holds its Lease, i.e. the operator counts it as live. A test
+    /// that applies a RouterConfig before then sees the barrier close over fewer replicas.
+    pub fn wait_joined(&mut self) -> Result<()> {
+        self.process
+            .wait_for_log("joined the fleet", START_TIMEOUT)
+            .map(drop)
+    }
+
     /// Stops it with SIGKILL (a crash).
     pub fn crash(&mut self) {
         self.process.kill();

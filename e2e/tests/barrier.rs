@@ -93,11 +93,16 @@ async fn fixture(test: &str) -> Fixture {
 
 impl Fixture {
     /// Replicas running with the proxy ServiceAccount's token and RBAC, as deployed.
+    /// Starts `n` replicas and returns once every one has joined the fleet.
     fn proxies(&self, n: usize) -> Vec<Proxy> {
         let kubeconfig = self.cp.service_account_kubeconfig(&self.ns, "proxy").unwrap();
-        (0..n)
+        let mut proxies: Vec<Proxy> = (0..n)
             .map(|i| self.proxy_with(&kubeconfig, &format!("proxy-{i}")))
-            .collect()
+            .collect();
+        for proxy in &mut proxies {
+            proxy.wait_joined().unwrap();
+        }
+        proxies
     }
 
     fn proxy_with(&self, kubeconfig: &std::path::Path, name: &str) -> Proxy {

@@ -169,6 +169,12 @@ impl Fixture {
                 spec.tls = true;
                 Proxy::start_with_kubeconfig(&kubeconfig, &self.dir, spec).unwrap()
             })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|mut proxy| {
+                proxy.wait_joined().unwrap();
+                proxy
+            })
             .collect()
     }
 
