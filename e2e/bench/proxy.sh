@@ -19,66 +19,16 @@ CONNS=${CONNS:-64}            # keep-alive connections of the closed-loop runs
 SWAPS=${SWAPS:-1000}          # config rewrites in the reload test (at 10/s)
 IDLE_CONNS=${IDLE_CONNS:-1000}
 BACKEND_PORT=18900; LOCKSTEP_PORT=18901; NGINX_PORT=18902; HAPROXY_PORT=18903; ADMIN_PORT=18904
-PIDS=()
+# shellcheck source=lib.sh
+source "$ROOT/e2e/bench/lib.sh"
+bench_tools
 
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-log() { echo "[bench] $*" >&2; }
-
-# --- tools -------------------------------------------------------------------------------
-if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
-  log "installing nginx and haproxy"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy >/dev/null
-fi
-export PATH="$HOME/.cargo/bin:$PATH"
-if ! command -v oha >/dev/null; then
-  log "installing oha"
-  cargo install oha --locked >/dev/null
-fi
-log "building lockstep-proxy (release)"
-(cd "$ROOT" && cargo build --release -p lockstep-proxy >/dev/null 2>&1)
-LOCKSTEP="$ROOT/target/release/lockstep-proxy"
-CLK_TCK=$(getconf CLK_TCK)
-
-# --- helpers -----------------------------------------------------------------------------
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-
-# oha, pinned to CPU 0, JSON summary to stdout.
+# Every target is reached over plain HTTP with the bench host.
+target_load() { local t=$1; shift; taskset -c 0 oha --no-tui --output-format json -H "Host: bench.local" "$@" "http://127.0.0.1:${PORT[$t]}/"; }
+# oha, pinned to CPU 0, JSON summary to stdout (the reload run, which is lockstep only).
 load() { taskset -c 0 oha --no-tui --output-format json -H "Host: bench.local" "$@"; }
 
-# Fields of an oha JSON summary: total requests, rps, p50 ms, p99 ms, non-2xx + errors.
-summarise() {
-  python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-codes = d.get("statusCodeDistribution", {})
-ok = sum(n for c, n in codes.items() if c.startswith("2"))
-# A closed-loop run that ends at its deadline cancels the requests in flight; oha reports
-# them as "aborted due to deadline". They are not failures of the target.
-errors = {e: n for e, n in d.get("errorDistribution", {}).items() if "deadline" not in e}
-bad = sum(n for c, n in codes.items() if not c.startswith("2")) + sum(errors.values())
-lat = d.get("latencyPercentiles", {})
-print(ok + bad, round(d["summary"]["requestsPerSec"]), round(lat.get("p50", 0) * 1000, 3), round(lat.get("p99", 0) * 1000, 3), bad)
-'
-}
-
-# --- backend (CPU 0) -------------------------------------------------------------------------
-mkdir -p "$WORK/backend" "$WORK/nginx"
-cat > "$WORK/backend/nginx.conf" <<CONF
-daemon off; master_process off; worker_processes 1; error_log $WORK/backend/error.log warn; pid $WORK/backend/nginx.pid;
-events { worker_connections 20000; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
-  client_body_temp_path $WORK/backend; proxy_temp_path $WORK/backend; fastcgi_temp_path $WORK/backend; uwsgi_temp_path $WORK/backend; scgi_temp_path $WORK/backend;
-  server { listen 127.0.0.1:$BACKEND_PORT backlog=4096; location / { default_type text/plain; return 200 "ok\n"; } } }
-CONF
-taskset -c 0 nginx -c "$WORK/backend/nginx.conf" -e "$WORK/backend/error.log" & PIDS+=($!)
-wait_port $BACKEND_PORT
+start_backend $BACKEND_PORT
 
 # --- proxies (CPU 1, one worker each) --------------------------------------------------------
 route_yaml() { # $1 = generation, $2 = extra path (changes the table on every rewrite)
@@ -98,37 +48,8 @@ route_yaml 1 gen-1 > "$WORK/routes.yaml"
 taskset -c 1 "$LOCKSTEP" --config "$WORK/routes.yaml" --listen 127.0.0.1:$LOCKSTEP_PORT --admin 127.0.0.1:$ADMIN_PORT \
   --worker-threads 1 --reload-interval 20ms 2> "$WORK/lockstep.log" & LOCKSTEP_PID=$!; PIDS+=($LOCKSTEP_PID)
 
-cat > "$WORK/nginx/nginx.conf" <<CONF
-daemon off; master_process off; worker_processes 1; error_log $WORK/nginx/error.log warn; pid $WORK/nginx/nginx.pid;
-events { worker_connections 20000; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 75s;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 128; }
-  server { listen 127.0.0.1:$NGINX_PORT backlog=4096; server_name bench.local;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } } }
-CONF
-taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" & NGINX_PID=$!; PIDS+=($NGINX_PID)
-
-cat > "$WORK/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 9000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  timeout http-keep-alive 60s
-  option forwardfor
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$HAPROXY_PORT
-  default_backend be
-backend be
-  server b1 127.0.0.1:$BACKEND_PORT
-CONF
-taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
+start_nginx_proxy $NGINX_PORT $BACKEND_PORT ";"
+start_haproxy $HAPROXY_PORT $BACKEND_PORT ""
 
 wait_port $LOCKSTEP_PORT; wait_port $NGINX_PORT; wait_port $HAPROXY_PORT
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.05; done
@@ -136,25 +57,8 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/nul
 declare -A PORT=([direct]=$BACKEND_PORT [lockstep]=$LOCKSTEP_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
 declare -A PID=([direct]=0 [lockstep]=$LOCKSTEP_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
 TARGETS=(direct lockstep nginx haproxy)
-declare -A R
-
-# One measured run: $1 target, $2 label, rest = oha args. Records rps, requests per proxy
-# CPU-second, p50, p99, failures.
-measure() {
-  local t=$1 label=$2; shift 2
-  local pid=${PID[$t]} before=0 after=0
-  [[ $pid != 0 ]] && before=$(cpu_ticks "$pid")
-  local s; s=$(load "$@" "http://127.0.0.1:${PORT[$t]}/" | summarise)
-  [[ $pid != 0 ]] && after=$(cpu_ticks "$pid")
-  read -r total rps p50 p99 bad <<<"$s"
-  local per_cpu="-"
-  if [[ $pid != 0 && $after -gt $before ]]; then per_cpu=$(( total * CLK_TCK / (after - before) )); fi
-  R[$t,$label]="$rps $per_cpu $p50 $p99 $bad"
-  log "$t $label: rps=$rps per_cpu_s=$per_cpu p50=${p50}ms p99=${p99}ms failed=$bad"
-}
-
 for t in "${TARGETS[@]}"; do
-  load -z "${WARMUP}s" -c $CONNS "http://127.0.0.1:${PORT[$t]}/" >/dev/null
+  target_load "$t" -z "${WARMUP}s" -c $CONNS >/dev/null
   measure "$t" ka -z "${DURATION}s" -c $CONNS
   measure "$t" newconn -z "${DURATION}s" -c 16 --disable-keepalive
 done
@@ -210,12 +114,11 @@ SWAPPED=$(( swaps_end - swaps_before ))
 log "reload: $total requests, $bad failed, $SWAPPED swaps, final generation $gen_end, p50=${p50}ms p99=${p99}ms"
 
 # --- report ------------------------------------------------------------------------------------
-ratio() { python3 -c "a,b='$1','$2'; print('-' if '-' in (a,b) else f'{int(a)/int(b):.2f}×')"; }
 added() { python3 -c "print(f'{float(\"$1\")-float(\"$2\"):+.3f}')"; }
 {
   echo "- Command: \`e2e/bench/proxy.sh\` (DURATION=$DURATION s per run, WARMUP=$WARMUP s, $CONNS keep-alive connections, 16 for new-connection runs)"
-  echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ); $(nproc) × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $(uname -r)"
-  echo "- Versions: $("$LOCKSTEP" --version), nginx $(nginx -v 2>&1 | sed 's/.*\///'), haproxy $(haproxy -v | awk 'NR==1 {print $3}'), $(oha --version)"
+  echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
+  echo "- Versions: $(versions)"
   echo
   echo "| target | keep-alive rps | req per proxy CPU-s | new-conn rps | new-conn req per CPU-s | p50 / p99 at $RATE rps (ms) | added p50 / p99 (ms) |"
   echo "|---|---:|---:|---:|---:|---:|---:|"

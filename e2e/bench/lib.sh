@@ -1,0 +1,126 @@
+# Shared by the data-plane benchmarks (proxy.sh, tls.sh); sourced, not run.
+# Expects ROOT and WORK to be set; defines PIDS (stopped on exit by pid) and the helpers below.
+PIDS=()
+CLEANUP_HOOKS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for hook in "${CLEANUP_HOOKS[@]}"; do eval "$hook" || true; done
+}
+trap cleanup EXIT
+
+log() { echo "[bench] $*" >&2; }
+
+# nginx, haproxy and oha if missing; lockstep-proxy built with the release profile.
+bench_tools() {
+  if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
+    log "installing nginx and haproxy"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy >/dev/null
+  fi
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if ! command -v oha >/dev/null; then
+    log "installing oha"
+    cargo install oha --locked >/dev/null
+  fi
+  log "building lockstep-proxy (release)"
+  (cd "$ROOT" && cargo build --release --locked -p lockstep-proxy >/dev/null 2>&1)
+  LOCKSTEP="${CARGO_TARGET_DIR:-$ROOT/target}/release/lockstep-proxy"
+  CLK_TCK=$(getconf CLK_TCK)
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+machine() { echo "$(nproc) × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $(uname -r)"; }
+versions() { echo "$("$LOCKSTEP" --version), nginx $(nginx -v 2>&1 | sed 's/.*\///'), haproxy $(haproxy -v | awk 'NR==1 {print $3}'), $(oha --version)"; }
+ratio() { python3 -c "a,b='$1','$2'; print('-' if '-' in (a,b) else f'{int(a)/int(b):.2f}×')"; }
+
+# Fields of an oha JSON summary: total requests, rps, p50 ms, p99 ms, non-2xx + errors.
+summarise() {
+  python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+codes = d.get("statusCodeDistribution", {})
+ok = sum(n for c, n in codes.items() if c.startswith("2"))
+# A closed-loop run that ends at its deadline cancels the requests in flight; oha reports
+# them as "aborted due to deadline". They are not failures of the target.
+errors = {e: n for e, n in d.get("errorDistribution", {}).items() if "deadline" not in e}
+for e, n in errors.items():
+    print(f"[bench] error x{n}: {e}", file=sys.stderr)
+bad = sum(n for c, n in codes.items() if not c.startswith("2")) + sum(errors.values())
+lat = d.get("latencyPercentiles", {})
+print(ok + bad, round(d["summary"]["requestsPerSec"]), round(lat.get("p50", 0) * 1000, 3), round(lat.get("p99", 0) * 1000, 3), bad)
+'
+}
+
+# The one shared trivial backend: nginx `return 200` on CPU 0, port $1.
+start_backend() {
+  mkdir -p "$WORK/backend"
+  cat > "$WORK/backend/nginx.conf" <<CONF
+daemon off; master_process off; worker_processes 1; error_log $WORK/backend/error.log warn; pid $WORK/backend/nginx.pid;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  client_body_temp_path $WORK/backend; proxy_temp_path $WORK/backend; fastcgi_temp_path $WORK/backend; uwsgi_temp_path $WORK/backend; scgi_temp_path $WORK/backend;
+  server { listen 127.0.0.1:$1 backlog=4096; location / { default_type text/plain; return 200 "ok\n"; } } }
+CONF
+  taskset -c 0 nginx -c "$WORK/backend/nginx.conf" -e "$WORK/backend/error.log" & PIDS+=($!)
+  wait_port "$1"
+}
+
+# An nginx reverse proxy to the backend on CPU 1, one worker. $1 = port, $2 = backend port,
+# $3 = extra `listen` parameters and server directives (e.g. ssl and certificates).
+start_nginx_proxy() {
+  mkdir -p "$WORK/nginx"
+  cat > "$WORK/nginx/nginx.conf" <<CONF
+daemon off; master_process off; worker_processes 1; error_log $WORK/nginx/error.log warn; pid $WORK/nginx/nginx.pid;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 75s;
+  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  upstream backend { server 127.0.0.1:$2; keepalive 128; }
+  server { listen 127.0.0.1:$1 backlog=4096 $3 server_name bench.local;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } } }
+CONF
+  taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" & NGINX_PID=$!; PIDS+=($NGINX_PID)
+}
+
+# An haproxy in front of the backend on CPU 1, one thread. $1 = port, $2 = backend port,
+# $3 = extra `bind` parameters.
+start_haproxy() {
+  cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$1 $3
+  default_backend be
+backend be
+  server b1 127.0.0.1:$2
+CONF
+  taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
+}
+
+# One measured run: $1 target, $2 label, rest = oha args. `target_load TARGET ARGS...` (defined
+# by the script) runs oha against TARGET. Records in R[target,label]: rps, requests per proxy
+# CPU-second, p50, p99, failures.
+declare -A R
+measure() {
+  local t=$1 label=$2; shift 2
+  local pid=${PID[$t]} before=0 after=0
+  [[ $pid != 0 ]] && before=$(cpu_ticks "$pid")
+  local s; s=$(target_load "$t" "$@" | summarise)
+  [[ $pid != 0 ]] && after=$(cpu_ticks "$pid")
+  read -r total rps p50 p99 bad <<<"$s"
+  local per_cpu="-"
+  if [[ $pid != 0 && $after -gt $before ]]; then per_cpu=$(( total * CLK_TCK / (after - before) )); fi
+  R[$t,$label]="$rps $per_cpu $p50 $p99 $bad"
+  log "$t $label: rps=$rps per_cpu_s=$per_cpu p50=${p50}ms p99=${p99}ms failed=$bad"
+}

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# TLS data-plane benchmark: lockstep-proxy (Kubernetes mode, certificate from a Secret on the
+# local control plane) vs nginx vs haproxy terminating TLS with the same ECDSA P-256
+# certificate, one core each.
+#
+#   e2e/bench/tls.sh                 # everything (about 4 minutes after the builds)
+#   DURATION=5 e2e/bench/tls.sh      # a quicker look
+#
+# Roles as in proxy.sh: the proxy under test alone on CPU 1 with one worker; load generators,
+# the shared trivial backend and the control plane (idle during the runs) on CPU 0.
+# Cases:
+#   ka          HTTP/1.1 over TLS, 64 keep-alive connections (oha): requests per CPU-second
+#   h2          HTTP/2 over TLS (ALPN), 8 connections × 16 streams (oha)
+#   handshake   a new connection per request, full handshake every time, no session
+#               resumption (lockstep-e2e-tls-load, 16 at a time): handshakes per second and
+#               per CPU-second. oha is not used here because its client resumes sessions.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d /tmp/lockstep-bench-tls.XXXXXX)
+OUT=${OUT:-$WORK/results.md}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-3}
+CONNS=${CONNS:-64}
+HANDSHAKE_CONNS=${HANDSHAKE_CONNS:-16}
+BACKEND_PORT=18910; LOCKSTEP_PORT=18911; NGINX_PORT=18912; HAPROXY_PORT=18913; ADMIN_PORT=18914; PLAIN_PORT=18915
+# shellcheck source=lib.sh
+source "$ROOT/e2e/bench/lib.sh"
+bench_tools
+log "building the control plane and the TLS load generator"
+"$ROOT/e2e/setup"
+(cd "$ROOT" && cargo build --release --locked --workspace --bin lockstep-e2e-tls-load >/dev/null 2>&1)
+TLS_LOAD="${CARGO_TARGET_DIR:-$ROOT/target}/release/lockstep-e2e-tls-load"
+
+# --- certificates: a CA and a leaf for bench.local ---------------------------------------------
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=bench CA" \
+  -keyout "$WORK/ca.key" -out "$WORK/ca.crt" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=bench.local" \
+  -keyout "$WORK/tls.key" -out "$WORK/tls.csr" 2>/dev/null
+openssl x509 -req -in "$WORK/tls.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" -CAcreateserial -days 2 \
+  -extfile <(printf 'subjectAltName=DNS:bench.local\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n') \
+  -out "$WORK/tls.crt" 2>/dev/null
+cat "$WORK/tls.crt" "$WORK/tls.key" > "$WORK/tls.pem"
+
+# --- control plane, Secret and RouterConfig (CPU 0) ----------------------------------------------
+export LOCKSTEP_STATE="$WORK/cluster"
+CLEANUP_HOOKS+=("\"$ROOT/e2e/cluster\" down >/dev/null 2>&1")
+eval "$(taskset -c 0 "$ROOT/e2e/cluster" up 2>"$WORK/cluster-up.log" | grep '^export KUBECONFIG=')"
+kubectl apply -f "$ROOT/crds/routerconfig.yaml" >/dev/null
+kubectl wait --for=condition=Established crd/routerconfigs.lockstep.dev --timeout=60s >/dev/null
+kubectl -n default create secret tls bench-tls --cert "$WORK/tls.crt" --key "$WORK/tls.key" >/dev/null
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: lockstep.dev/v1alpha1
+kind: RouterConfig
+metadata: {name: bench, namespace: default}
+spec:
+  fleet: bench
+  rules:
+  - host: bench.local
+    tls: {secretName: bench-tls}
+    paths:
+    - {path: /, pathType: Prefix, backend: {url: "http://127.0.0.1:$BACKEND_PORT"}}
+YAML
+
+# --- backend and proxies -------------------------------------------------------------------------
+start_backend $BACKEND_PORT
+taskset -c 1 "$LOCKSTEP" --replica-name bench-0 --namespace default --fleet bench --worker-threads 1 \
+  --listen 127.0.0.1:$PLAIN_PORT --tls-listen 127.0.0.1:$LOCKSTEP_PORT --admin 127.0.0.1:$ADMIN_PORT \
+  2> "$WORK/lockstep.log" & LOCKSTEP_PID=$!; PIDS+=($LOCKSTEP_PID)
+start_nginx_proxy $NGINX_PORT $BACKEND_PORT \
+  "ssl http2; ssl_certificate $WORK/tls.crt; ssl_certificate_key $WORK/tls.key; ssl_protocols TLSv1.2 TLSv1.3;"
+start_haproxy $HAPROXY_PORT $BACKEND_PORT "ssl crt $WORK/tls.pem alpn h2,http/1.1"
+wait_port $NGINX_PORT; wait_port $HAPROXY_PORT; wait_port $LOCKSTEP_PORT
+https() { curl -fsS --cacert "$WORK/ca.crt" --resolve "bench.local:$1:127.0.0.1" "https://bench.local:$1/" -o /dev/null; }
+for _ in $(seq 200); do https $LOCKSTEP_PORT 2>/dev/null && break; sleep 0.05; done
+for port in $LOCKSTEP_PORT $NGINX_PORT $HAPROXY_PORT; do https "$port" || { log "https on $port fails"; exit 1; }; done
+
+declare -A PORT=([lockstep]=$LOCKSTEP_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
+declare -A PID=([lockstep]=$LOCKSTEP_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
+TARGETS=(lockstep nginx haproxy)
+
+target_load() {
+  local t=$1; shift
+  taskset -c 0 oha --no-tui --output-format json --cacert "$WORK/ca.crt" \
+    --connect-to "bench.local:${PORT[$t]}:127.0.0.1:${PORT[$t]}" "$@" "https://bench.local:${PORT[$t]}/"
+}
+
+# Full handshakes: $1 target; records H[target] = rate per CPU-second failed full p50 p99.
+declare -A H
+handshakes() {
+  local t=$1 before after
+  before=$(cpu_ticks "${PID[$t]}")
+  local s; s=$(taskset -c 0 "$TLS_LOAD" --connect "127.0.0.1:${PORT[$t]}" --sni bench.local --ca "$WORK/ca.crt" \
+    --seconds "$DURATION" --concurrency "$HANDSHAKE_CONNS")
+  after=$(cpu_ticks "${PID[$t]}")
+  H[$t]=$(python3 -c '
+import json, sys
+d = json.loads(sys.argv[1]); ticks = int(sys.argv[2]); hz = int(sys.argv[3])
+ok = d["connections"] - d["failed"]
+per_cpu = round(ok * hz / ticks) if ticks else "-"
+print(round(d["rate"]), per_cpu, d["failed"], str(d["fullHandshakes"]) + "/" + str(ok), round(d["p50Ms"], 3), round(d["p99Ms"], 3))
+if d["failed"]:
+    print("[bench] first failure:", d["firstFailure"], file=sys.stderr)
+' "$s" $((after - before)) "$CLK_TCK")
+  log "$t handshake: ${H[$t]} (rate per_cpu_s failed full p50 p99)"
+}
+
+for t in "${TARGETS[@]}"; do
+  target_load "$t" -z "${WARMUP}s" -c $CONNS >/dev/null
+  measure "$t" ka -z "${DURATION}s" -c $CONNS
+  measure "$t" h2 -z "${DURATION}s" -c 8 -p 16 --http2
+  handshakes "$t"
+done
+
+{
+  echo "- Command: \`e2e/bench/tls.sh\` (DURATION=$DURATION s per run, WARMUP=$WARMUP s, $CONNS keep-alive connections; h2: 8 connections × 16 streams; handshakes: $HANDSHAKE_CONNS at a time)"
+  echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
+  echo "- Versions: $(versions), $(openssl version | cut -d' ' -f1-2) (certificates)"
+  echo "- Certificate: ECDSA P-256 leaf signed by a CA, TLS 1.3 negotiated by every client here"
+  echo
+  echo "| target | h1 keep-alive rps | h1 req per proxy CPU-s | h2 rps | h2 req per proxy CPU-s | full handshakes/s | handshakes per proxy CPU-s | full of completed | handshake+request p50 / p99 (ms) | failed |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for t in "${TARGETS[@]}"; do
+    read -r ka_rps ka_cpu _ _ ka_bad <<<"${R[$t,ka]}"
+    read -r h2_rps h2_cpu _ _ h2_bad <<<"${R[$t,h2]}"
+    read -r hs_rate hs_cpu hs_bad hs_full hs50 hs99 <<<"${H[$t]}"
+    echo "| $t | $ka_rps | $ka_cpu | $h2_rps | $h2_cpu | $hs_rate | $hs_cpu | $hs_full | $hs50 / $hs99 | $((ka_bad + h2_bad + hs_bad)) |"
+  done
+  echo
+  read -r _ l_ka _ _ _ <<<"${R[lockstep,ka]}"; read -r _ n_ka _ _ _ <<<"${R[nginx,ka]}"; read -r _ h_ka _ _ _ <<<"${R[haproxy,ka]}"
+  read -r _ l_h2 _ _ _ <<<"${R[lockstep,h2]}"; read -r _ n_h2 _ _ _ <<<"${R[nginx,h2]}"; read -r _ h_h2 _ _ _ <<<"${R[haproxy,h2]}"
+  read -r _ l_hs _ _ _ _ <<<"${H[lockstep]}"; read -r _ n_hs _ _ _ _ <<<"${H[nginx]}"; read -r _ h_hs _ _ _ _ <<<"${H[haproxy]}"
+  echo "Per proxy CPU-second, lockstep ÷ nginx: h1 keep-alive $(ratio "$l_ka" "$n_ka"), h2 $(ratio "$l_h2" "$n_h2"), full handshakes $(ratio "$l_hs" "$n_hs"); lockstep ÷ haproxy: $(ratio "$l_ka" "$h_ka"), $(ratio "$l_h2" "$h_h2"), $(ratio "$l_hs" "$h_hs")."
+} > "$OUT"
+cat "$OUT"
