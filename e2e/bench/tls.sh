@@ -116,7 +116,7 @@ done
   echo "- Command: \`e2e/bench/tls.sh\` (DURATION=$DURATION s per run, WARMUP=$WARMUP s, $CONNS keep-alive connections; h2: 8 connections × 16 streams; handshakes: $HANDSHAKE_CONNS at a time)"
   echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
   echo "- Versions: $(versions), $(openssl version | cut -d' ' -f1-2) (certificates)"
-  echo "- Certificate: ECDSA P-256 leaf signed by a CA, TLS 1.3 negotiated by every client here"
+  echo "- Certificate: ECDSA P-256 leaf signed by a CA; both clients (oha, lockstep-e2e-tls-load) use rustls, which negotiates TLS 1.3 with all three servers"
   echo
   echo "| target | h1 keep-alive rps | h1 req per proxy CPU-s | h2 rps | h2 req per proxy CPU-s | full handshakes/s | handshakes per proxy CPU-s | full of completed | handshake+request p50 / p99 (ms) | failed |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

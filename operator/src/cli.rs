@@ -153,7 +153,11 @@ pub fn verdict(rc: &RouterConfig) -> Option<i32> {
 pub async fn wait(client: Client, namespace: &str, name: &str, timeout: Duration) -> anyhow::Result<i32> {
     let api: Api<RouterConfig> = Api::namespaced(client, namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    let mut stream = std::pin::pin!(
+        watcher(api, config)
+            .backoff(crate::watch_backoff())
+            .applied_objects()
+    );
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::new();
     loop {

@@ -87,28 +87,31 @@ pub async fn run(
         Api::<RouterConfig>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
-    .default_backoff()
+    .backoff(crate::watch_backoff())
     .inspect(gate.marker(0))
     .reflect(rc_writer)
-    .touched_objects();
+    .touched_objects()
+    .filter_map(log_watch_error("routerconfigs"));
     let (lease_store, lease_writer) = reflector::store::<Lease>();
     let lease_stream = watcher(
         Api::<Lease>::all(client.clone()),
         watcher::Config::default().labels(FLEET_LABEL),
     )
-    .default_backoff()
+    .backoff(crate::watch_backoff())
     .inspect(gate.marker(1))
     .reflect(lease_writer)
-    .touched_objects();
+    .touched_objects()
+    .filter_map(log_watch_error("leases"));
     let (secret_store, secret_writer) = reflector::store::<Secret>();
     let secret_stream = watcher(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default().fields("type=kubernetes.io/tls"),
     )
-    .default_backoff()
+    .backoff(crate::watch_backoff())
     .inspect(gate.marker(2))
     .reflect(secret_writer)
-    .touched_objects();
+    .touched_objects()
+    .filter_map(log_watch_error("secrets"));
 
     let controller = Controller::for_stream(rc_stream, store.clone());
     let ctx = Arc::new(Context {
@@ -185,6 +188,24 @@ impl SyncGate {
                 }
             }
         }
+    }
+}
+
+/// Logs a watch error and drops it. The watchers back off on their own; an error reaching the
+/// controller would pause every trigger behind kube's own backoff (up to 30 s), so an
+/// apiserver restart would hold Ready back long after the apiserver was back.
+fn log_watch_error<K: Send + 'static>(
+    what: &'static str,
+) -> impl FnMut(
+    std::result::Result<K, watcher::Error>,
+) -> std::future::Ready<Option<std::result::Result<K, watcher::Error>>>
++ Send
++ 'static {
+    move |event| {
+        if let Err(error) = &event {
+            tracing::warn!(what, %error, "watch error; retrying");
+        }
+        std::future::ready(event.ok().map(Ok))
     }
 }
 
@@ -357,7 +378,7 @@ async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(Error::Kube(e)),
         }
-        publish(&ctx, &rc, &key, out.generation, &out.transitions).await;
+        publish(&ctx, &rc, &key, out.generation, &out.transitions);
     }
     if !out.prune.is_empty() && ctx.leader.is_leader() {
         prune(&ctx, &api, &key, &out.prune).await?;
@@ -402,7 +423,10 @@ async fn prune(
     }
 }
 
-async fn publish(
+/// Logs each transition and records it as an Event. Events are best effort: they are sent
+/// beside the reconcile, in order, and never hold it (and with it the object's next
+/// reconcile) on a slow apiserver.
+fn publish(
     ctx: &Context,
     rc: &RouterConfig,
     key: &ObjectKey,
@@ -412,26 +436,33 @@ async fn publish(
     if transitions.is_empty() {
         return;
     }
-    let reference = rc.object_ref(&());
-    for transition in transitions {
-        tracing::info!(routerconfig = %key, generation, reason = transition.reason, note = %transition.note, "condition transition");
-        let event = Event {
-            type_: if transition.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: transition.reason.to_owned(),
-            note: Some(transition.note.chars().take(1000).collect()),
-            // kube's Recorder folds events with the same action and reason into one series that
-            // keeps the first note; one action per generation keeps each rollout's own note.
-            action: format!("Generation{generation}"),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            tracing::debug!(%error, "could not publish event");
+    let events: Vec<Event> = transitions
+        .iter()
+        .map(|transition| {
+            tracing::info!(routerconfig = %key, generation, reason = transition.reason, note = %transition.note, "condition transition");
+            Event {
+                type_: if transition.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: transition.reason.to_owned(),
+                note: Some(transition.note.chars().take(1000).collect()),
+                // kube's Recorder folds events with the same action and reason into one series
+                // that keeps the first note; one action per generation keeps each rollout's own.
+                action: format!("Generation{generation}"),
+                secondary: None,
+            }
+        })
+        .collect();
+    let (recorder, reference) = (ctx.recorder.clone(), rc.object_ref(&()));
+    tokio::spawn(async move {
+        for event in events {
+            if let Err(error) = recorder.publish(&event, &reference).await {
+                tracing::debug!(%error, "could not publish event");
+            }
         }
-    }
+    });
 }
 
 fn record_metrics(ctx: &Context, key: &ObjectKey, out: &barrier::Outcome) {

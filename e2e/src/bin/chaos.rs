@@ -187,7 +187,14 @@ async fn main() -> anyhow::Result<()> {
             let http = check::http();
             let mut stream = std::pin::pin!(
                 watcher(api, watcher::Config::default())
-                    .default_backoff()
+                    .backoff(watcher::ExponentialBackoff::from(
+                        // Quick to reconnect after an apiserver restart, so the harness
+                        // measures the fleet's recovery rather than its own.
+                        backon::ExponentialBuilder::default()
+                            .with_min_delay(Duration::from_millis(100))
+                            .with_max_delay(Duration::from_secs(1))
+                            .without_max_times()
+                    ))
                     .applied_objects()
             );
             let mut last = 0;
@@ -401,7 +408,14 @@ async fn main() -> anyhow::Result<()> {
         loop {
             match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
                 Ok(Some((g, at))) if g >= generation => {
-                    longest_not_ready = longest_not_ready.max(at.saturating_duration_since(rollout_start));
+                    let took = at.saturating_duration_since(rollout_start);
+                    if took > Duration::from_secs(5) {
+                        eprintln!(
+                            "chaos: {:?} generation {generation} Ready after {took:?}",
+                            started.elapsed()
+                        );
+                    }
+                    longest_not_ready = longest_not_ready.max(took);
                     break;
                 }
                 Ok(Some(_)) => continue,
