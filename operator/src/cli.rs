@@ -155,7 +155,7 @@ pub async fn wait(client: Client, namespace: &str, name: &str, timeout: Duration
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = std::pin::pin!(
         watcher(api, config)
-            .backoff(crate::watch_backoff())
+            .backoff(lockstep_apiclient::watch_backoff())
             .applied_objects()
     );
     let deadline = tokio::time::Instant::now() + timeout;

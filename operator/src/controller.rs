@@ -87,7 +87,7 @@ pub async fn run(
         Api::<RouterConfig>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
-    .backoff(crate::watch_backoff())
+    .backoff(lockstep_apiclient::watch_backoff())
     .inspect(gate.marker(0))
     .reflect(rc_writer)
     .touched_objects()
@@ -97,7 +97,7 @@ pub async fn run(
         Api::<Lease>::all(client.clone()),
         watcher::Config::default().labels(FLEET_LABEL),
     )
-    .backoff(crate::watch_backoff())
+    .backoff(lockstep_apiclient::watch_backoff())
     .inspect(gate.marker(1))
     .reflect(lease_writer)
     .touched_objects()
@@ -107,7 +107,7 @@ pub async fn run(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default().fields("type=kubernetes.io/tls"),
     )
-    .backoff(crate::watch_backoff())
+    .backoff(lockstep_apiclient::watch_backoff())
     .inspect(gate.marker(2))
     .reflect(secret_writer)
     .touched_objects()

@@ -98,7 +98,7 @@ pub async fn campaign(
         Api::<Lease>::namespaced(client, &options.namespace),
         watcher::Config::default().fields(&format!("metadata.name={}", lockstep_crds::OPERATOR_LEASE_NAME)),
     )
-    .backoff(crate::watch_backoff())
+    .backoff(lockstep_apiclient::watch_backoff())
     .reflect(lease_writer)
     .touched_objects();
 

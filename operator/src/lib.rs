@@ -32,29 +32,3 @@ pub enum Error {
 
 /// Result of the operator.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The watchers' reconnect backoff: 250 ms doubling to 3 s (plus up to 100% jitter), reset by
-/// any event. kube's default (client-go's 800 ms to 30 s) left a replica or the operator up
-/// to 30 s behind an apiserver that was back, which a barrier turns into 30 s of Ready=False.
-pub fn watch_backoff() -> impl kube::runtime::utils::Backoff {
-    let exponential = backon::ExponentialBuilder::default()
-        .with_min_delay(std::time::Duration::from_millis(250))
-        .with_max_delay(std::time::Duration::from_secs(3))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times();
-    kube::runtime::utils::ResetTimerBackoff::new(
-        kube::runtime::watcher::ExponentialBackoff::from(exponential),
-        std::time::Duration::from_secs(120),
-    )
-}
-
-/// A client from the usual places (KUBECONFIG, in-cluster) whose failed requests fail at
-/// once. kube retries 429/503 answers itself with a backoff that grows towards 1000 s; after
-/// an apiserver restart that held a reconcile (and with it the object's next one) for over 30
-/// s. Every caller here has its own bounded retry (requeue, the next tick).
-pub async fn client() -> Result<kube::Client, kube::Error> {
-    let mut config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
-    config.default_retry = false;
-    kube::Client::try_from(config)
-}

@@ -149,7 +149,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "operator".into());
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let client = lockstep_operator::client()
+    let client = lockstep_apiclient::client()
         .await
         .context("no Kubernetes client configuration")?;
     let metrics = Arc::new(Metrics::default());

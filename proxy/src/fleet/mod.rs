@@ -143,12 +143,7 @@ impl FleetHandle {
 /// Starts the sync in the background with a client from the usual places (KUBECONFIG,
 /// in-cluster).
 pub async fn start(state: Arc<ProxyState>, options: FleetOptions) -> anyhow::Result<FleetHandle> {
-    // Failed requests fail at once: kube's own retry of 429/503 answers backs off towards
-    // 1000 s, which after an apiserver restart held reports and renewals for tens of seconds.
-    // Every caller here retries on its own tick.
-    let mut config = kube::Config::infer().await?;
-    config.default_retry = false;
-    let client = Client::try_from(config)?;
+    let client = lockstep_apiclient::client().await?;
     start_with_client(state, options, client).await
 }
 
@@ -200,22 +195,6 @@ pub async fn start_with_client(
     Ok(FleetHandle { shared, tasks })
 }
 
-/// The watchers' reconnect backoff: 250 ms doubling to 3 s (plus up to 100% jitter), reset by
-/// any event. kube's default (client-go's 800 ms to 30 s) left a replica or the operator up
-/// to 30 s behind an apiserver that was back, which a barrier turns into 30 s of Ready=False.
-pub(crate) fn watch_backoff() -> impl kube::runtime::utils::Backoff {
-    let exponential = backon::ExponentialBuilder::default()
-        .with_min_delay(std::time::Duration::from_millis(250))
-        .with_max_delay(std::time::Duration::from_secs(3))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times();
-    kube::runtime::utils::ResetTimerBackoff::new(
-        kube::runtime::watcher::ExponentialBackoff::from(exponential),
-        std::time::Duration::from_secs(120),
-    )
-}
-
 /// Keeps a store current; the watcher reconnects with backoff when the apiserver is gone,
 /// and the replica serves its last table meanwhile.
 fn spawn_reflector<K>(
@@ -231,7 +210,7 @@ where
     tokio::spawn(async move {
         let stream = reflector(
             writer,
-            watcher(api, watcher::Config::default()).backoff(watch_backoff()),
+            watcher(api, watcher::Config::default()).backoff(lockstep_apiclient::watch_backoff()),
         );
         let mut stream = std::pin::pin!(
             stream.map_err(move |e| tracing::warn!(what, error = %e, "watch error; retrying"))
@@ -254,7 +233,7 @@ fn spawn_routerconfig_reflector(
         let mut generations: std::collections::HashMap<ObjectKey, i64> = std::collections::HashMap::new();
         let stream = reflector(
             writer,
-            watcher(api, watcher::Config::default()).backoff(watch_backoff()),
+            watcher(api, watcher::Config::default()).backoff(lockstep_apiclient::watch_backoff()),
         );
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {

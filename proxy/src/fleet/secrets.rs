@@ -58,7 +58,8 @@ impl SecretWatches {
             let config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
             let (states, wake, key2) = (self.states.clone(), self.wake.clone(), key.clone());
             let task = tokio::spawn(async move {
-                let mut events = std::pin::pin!(watcher(api, config).backoff(super::watch_backoff()));
+                let mut events =
+                    std::pin::pin!(watcher(api, config).backoff(lockstep_apiclient::watch_backoff()));
                 let mut seen = false;
                 while let Some(event) = events.next().await {
                     let next = match event {
