@@ -25,8 +25,6 @@ bench_tools
 
 # Every target is reached over plain HTTP with the bench host.
 target_load() { local t=$1; shift; taskset -c 0 oha --no-tui --output-format json -H "Host: bench.local" "$@" "http://127.0.0.1:${PORT[$t]}/"; }
-# oha, pinned to CPU 0, JSON summary to stdout (the reload run, which is lockstep only).
-load() { taskset -c 0 oha --no-tui --output-format json -H "Host: bench.local" "$@"; }
 
 start_backend $BACKEND_PORT
 
@@ -104,7 +102,7 @@ reload_secs=$(( SWAPS / 10 + 2 ))
     route_yaml "$i" "gen-$i" > "$WORK/routes.yaml.tmp" && mv "$WORK/routes.yaml.tmp" "$WORK/routes.yaml"
     sleep 0.1
   done ) & writer=$!
-s=$(load -z "${reload_secs}s" -c $CONNS -q $RATE --latency-correction "http://127.0.0.1:$LOCKSTEP_PORT/" | summarise)
+s=$(target_load lockstep -z "${reload_secs}s" -c $CONNS -q $RATE --latency-correction | summarise)
 wait $writer
 sleep 0.5
 swaps_after=$(curl -fs "http://127.0.0.1:$ADMIN_PORT/config" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["swaps"], d["routerConfigs"][0]["generation"])')

@@ -147,3 +147,24 @@ pub fn kstatus(object_json: &str) -> Result<(String, String)> {
         parts.next().unwrap_or_default().to_owned(),
     ))
 }
+
+/// Creates or replaces the `kubernetes.io/tls` Secret `name` with this PEM material.
+pub async fn put_tls_secret(
+    api: &Api<k8s_openapi::api::core::v1::Secret>,
+    name: &str,
+    crt: &str,
+    key: &str,
+) -> Result<()> {
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name},
+        "stringData": {"tls.crt": crt, "tls.key": key}
+    });
+    api.patch(
+        name,
+        &kube::api::PatchParams::apply("lockstep-e2e").force(),
+        &kube::api::Patch::Apply(secret),
+    )
+    .await?;
+    Ok(())
+}

@@ -24,6 +24,29 @@ pub mod check;
 pub mod fleet;
 pub mod process;
 
+/// A fleet name no other test of the run uses: `PREFIX-` and six hex digits.
+pub fn unique_fleet(prefix: &str) -> String {
+    format!("{prefix}-{:06x}", rand::random::<u32>() & 0xffffff)
+}
+
+/// The value after `NAME` (e.g. `--listen`) on the command line of the harness's binaries.
+pub fn flag(name: &str) -> Option<String> {
+    let mut args = std::env::args().skip_while(|a| a != name);
+    args.next();
+    args.next()
+}
+
+/// [`flag`], or `default` when it is not given.
+pub fn flag_or(name: &str, default: &str) -> String {
+    flag(name).unwrap_or_else(|| default.to_owned())
+}
+
+/// The `p`th percentile (0 to 100, nearest rank) of sorted, non-empty `sorted`.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
 /// Errors of the harness.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -159,6 +182,19 @@ impl ControlPlane {
                 detail: String::from_utf8_lossy(&out.stderr).into_owned(),
             })
         }
+    }
+
+    /// `kubectl wait --for=condition=Ready routerconfig/NAME`, the real one, as a pipeline
+    /// runs it; returns stdout, or an error carrying kubectl's stderr.
+    pub fn wait_ready(&self, namespace: &str, name: &str, timeout: Duration) -> Result<String> {
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("routerconfig/{name}"),
+            "-n",
+            namespace,
+            &format!("--timeout={}s", timeout.as_secs()),
+        ])
     }
 
     /// `kubectl apply -f -` of `yaml`; returns stdout.

@@ -56,15 +56,8 @@ fn router_config(ns: &str, fleet: &str, name: &str, routes: &[(&str, &str, &str)
 }
 
 fn kubectl_wait(cp: &ControlPlane, ns: &str, name: &str) {
-    cp.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("routerconfig/{name}"),
-        "-n",
-        ns,
-        "--timeout=60s",
-    ])
-    .unwrap_or_else(|e| panic!("kubectl wait for {ns}/{name}: {e}"));
+    cp.wait_ready(ns, name, WAIT)
+        .unwrap_or_else(|e| panic!("kubectl wait for {ns}/{name}: {e}"));
 }
 
 struct Fixture {
@@ -83,7 +76,7 @@ async fn fixture(test: &str) -> Fixture {
     let ns = cp.namespace(&client, test).await.unwrap();
     Fixture {
         cp,
-        fleet: format!("{test}-{:06x}", rand::random::<u32>() & 0xffffff),
+        fleet: lockstep_e2e::unique_fleet(test),
         dir: cp.test_dir(test),
         api: Api::namespaced(client, &ns),
         ns,

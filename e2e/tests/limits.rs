@@ -3,7 +3,7 @@
 //! real proxy serves it up to its last path; one rule or one path beyond is rejected at
 //! admission, naming the field.
 
-use std::sync::OnceLock;
+use std::{sync::OnceLock, time::Duration};
 
 use lockstep_e2e::{
     ControlPlane, check,
@@ -52,7 +52,7 @@ async fn a_router_config_at_the_limits_applies_and_is_served_and_one_beyond_is_r
     let _ = operator();
     let client = cp.client().await.unwrap();
     let ns = cp.namespace(&client, "limits").await.unwrap();
-    let fleet = format!("limits-{:06x}", rand::random::<u32>() & 0xffffff);
+    let fleet = lockstep_e2e::unique_fleet("limits");
     let dir = cp.test_dir("limits");
     let backend = Backend::start(&dir, "one").unwrap();
     let proxy = Proxy::start(cp, &dir, ProxySpec::new("proxy-0", &ns, &fleet)).unwrap();
@@ -68,15 +68,8 @@ async fn a_router_config_at_the_limits_applies_and_is_served_and_one_beyond_is_r
     };
     cp.kubectl_apply(&router_config(&ns, &fleet, &backend.url(), MAX_RULES, full))
         .unwrap_or_else(|e| panic!("the largest allowed RouterConfig is admitted: {e}"));
-    cp.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "routerconfig/big",
-        "-n",
-        &ns,
-        "--timeout=120s",
-    ])
-    .unwrap_or_else(|e| panic!("Ready at the limits: {e}"));
+    cp.wait_ready(&ns, "big", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("Ready at the limits: {e}"));
     let http = check::http();
     for (host, path) in [
         (format!("r{}.test", MAX_RULES - 1), format!("/p{}", MAX_PATHS - 1)),

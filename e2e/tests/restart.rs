@@ -3,6 +3,8 @@
 //! cache no longer has): the proxies keep serving, and the next rollout still reaches
 //! Ready. This binary has a control plane of its own because the test restarts it.
 
+use std::time::Duration;
+
 use lockstep_e2e::{
     ControlPlane, check,
     fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
@@ -15,15 +17,8 @@ fn router_config(ns: &str, fleet: &str, url: &str) -> String {
 }
 
 fn kubectl_wait(cp: &ControlPlane, ns: &str) {
-    cp.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "routerconfig/web",
-        "-n",
-        ns,
-        "--timeout=90s",
-    ])
-    .unwrap_or_else(|e| panic!("kubectl wait for {ns}/web: {e}"));
+    cp.wait_ready(ns, "web", Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("kubectl wait for {ns}/web: {e}"));
 }
 
 #[tokio::test]

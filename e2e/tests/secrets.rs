@@ -7,17 +7,13 @@
 use std::{sync::OnceLock, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api,
-    api::{Patch, PatchParams},
-};
+use kube::Api;
 use lockstep_crds::RouterConfig;
 use lockstep_e2e::{
-    ControlPlane, eventually,
+    ControlPlane, check, eventually,
     fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
     process::{ChildGuard, workspace_bin},
 };
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -97,21 +93,6 @@ fn assert_absent(what: &str, text: &str, secret: &str, needles: &[String]) {
     }
 }
 
-async fn put_secret(api: &Api<Secret>, name: &str, crt: &str, key: &str) {
-    let secret = json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": name},
-        "stringData": {"tls.crt": crt, "tls.key": key}
-    });
-    api.patch(
-        name,
-        &PatchParams::apply("secrets-test").force(),
-        &Patch::Apply(secret),
-    )
-    .await
-    .unwrap();
-}
-
 async fn fetch(url: String) -> String {
     let response = reqwest::Client::new()
         .get(&url)
@@ -128,7 +109,7 @@ async fn tls_material_never_reaches_logs_metrics_config_or_status() {
     let operator = operator();
     let client = cp.client().await.unwrap();
     let ns = cp.namespace(&client, "secrets").await.unwrap();
-    let fleet = format!("secrets-{:06x}", rand::random::<u32>() & 0xffffff);
+    let fleet = lockstep_e2e::unique_fleet("secrets");
     let dir = cp.test_dir("secrets");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let rcs: Api<RouterConfig> = Api::namespaced(client, &ns);
@@ -144,7 +125,9 @@ async fn tls_material_never_reaches_logs_metrics_config_or_status() {
             .map(|_| format!("{:02x}", rand::random::<u8>()))
             .collect::<String>()
     );
-    put_secret(&secrets, "app-tls", &good.cert, &good.key).await;
+    check::put_tls_secret(&secrets, "app-tls", &good.cert, &good.key)
+        .await
+        .unwrap();
 
     let kubeconfig = cp.service_account_kubeconfig(&ns, "proxy").unwrap();
     let mut spec = ProxySpec::new("proxy-0", &ns, &fleet);
@@ -155,17 +138,7 @@ async fn tls_material_never_reaches_logs_metrics_config_or_status() {
         backend.url()
     ))
     .unwrap();
-    let wait_ready = || {
-        cp.kubectl_ok(&[
-            "wait",
-            "--for=condition=Ready",
-            "routerconfig/web",
-            "-n",
-            &ns,
-            "--timeout=60s",
-        ])
-        .unwrap()
-    };
+    let wait_ready = || cp.wait_ready(&ns, "web", Duration::from_secs(60)).unwrap();
     wait_ready();
 
     // Traffic over TLS, and a handshake for a name with no certificate.
@@ -196,7 +169,9 @@ async fn tls_material_never_reaches_logs_metrics_config_or_status() {
         ("mismatched key", &good.cert, &mismatched.key),
         ("unparsable key", &good.cert, &garbage_key),
     ] {
-        put_secret(&secrets, "app-tls", crt, key).await;
+        check::put_tls_secret(&secrets, "app-tls", crt, key)
+            .await
+            .unwrap();
         eventually(&format!("{case}: rejected"), WAIT, || async {
             let rc = rcs.get_status("web").await.ok()?;
             let ready = rc.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
@@ -205,7 +180,9 @@ async fn tls_material_never_reaches_logs_metrics_config_or_status() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     }
-    put_secret(&secrets, "app-tls", &good.cert, &good.key).await;
+    check::put_tls_secret(&secrets, "app-tls", &good.cert, &good.key)
+        .await
+        .unwrap();
     eventually("good material served again", WAIT, || async {
         let rc = rcs.get_status("web").await.ok()?;
         let ready = rc.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;

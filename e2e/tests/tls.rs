@@ -6,18 +6,12 @@
 use std::{collections::BTreeMap, net::SocketAddr, sync::OnceLock, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api,
-    api::{Patch, PatchParams},
-};
+use kube::Api;
 use lockstep_crds::RouterConfig;
 use lockstep_e2e::{
-    ControlPlane,
-    check::{self},
-    eventually,
+    ControlPlane, check, eventually,
     fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
 };
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -55,21 +49,6 @@ fn mk_cert(names: &[&str], not_before: (i32, u8, u8), not_after: (i32, u8, u8)) 
 
 fn valid_cert(names: &[&str]) -> Cert {
     mk_cert(names, (2020, 1, 1), (2099, 1, 1))
-}
-
-async fn put_secret(api: &Api<Secret>, name: &str, crt: &str, key: &str) {
-    let secret = json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": name},
-        "stringData": {"tls.crt": crt, "tls.key": key}
-    });
-    api.patch(
-        name,
-        &PatchParams::apply("tls-test").force(),
-        &Patch::Apply(secret),
-    )
-    .await
-    .unwrap();
 }
 
 fn router_config(ns: &str, fleet: &str, rules: &[(&str, &str, &str)]) -> String {
@@ -152,7 +131,7 @@ async fn fixture(test: &str) -> Fixture {
     let ns = cp.namespace(&client, test).await.unwrap();
     Fixture {
         cp,
-        fleet: format!("{test}-{:06x}", rand::random::<u32>() & 0xffffff),
+        fleet: lockstep_e2e::unique_fleet(test),
         dir: cp.test_dir(test),
         rcs: Api::namespaced(client.clone(), &ns),
         secrets: Api::namespaced(client, &ns),
@@ -163,32 +142,21 @@ async fn fixture(test: &str) -> Fixture {
 impl Fixture {
     fn proxies(&self, n: usize) -> Vec<Proxy> {
         let kubeconfig = self.cp.service_account_kubeconfig(&self.ns, "proxy").unwrap();
-        (0..n)
+        let mut proxies: Vec<Proxy> = (0..n)
             .map(|i| {
                 let mut spec = ProxySpec::new(&format!("proxy-{i}"), &self.ns, &self.fleet);
                 spec.tls = true;
                 Proxy::start_with_kubeconfig(&kubeconfig, &self.dir, spec).unwrap()
             })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|mut proxy| {
-                proxy.wait_joined().unwrap();
-                proxy
-            })
-            .collect()
+            .collect();
+        for proxy in &mut proxies {
+            proxy.wait_joined().unwrap();
+        }
+        proxies
     }
 
     fn wait_ready(&self) {
-        self.cp
-            .kubectl_ok(&[
-                "wait",
-                "--for=condition=Ready",
-                "routerconfig/web",
-                "-n",
-                &self.ns,
-                "--timeout=60s",
-            ])
-            .unwrap();
+        self.cp.wait_ready(&self.ns, "web", WAIT).unwrap();
     }
 
     /// Waits until Ready=True and every entry reports `digest`: the barrier for a rotation,
@@ -216,8 +184,12 @@ async fn every_replica_serves_the_certificate_by_sni_and_a_rotation_is_covered_b
     let two = Backend::start(&f.dir, "two").unwrap();
     let app_a = valid_cert(&["app.test"]);
     let other = valid_cert(&["other.test"]);
-    put_secret(&f.secrets, "app-tls", &app_a.pem, &app_a.key).await;
-    put_secret(&f.secrets, "other-tls", &other.pem, &other.key).await;
+    check::put_tls_secret(&f.secrets, "app-tls", &app_a.pem, &app_a.key)
+        .await
+        .unwrap();
+    check::put_tls_secret(&f.secrets, "other-tls", &other.pem, &other.key)
+        .await
+        .unwrap();
     let proxies = f.proxies(2);
     f.cp.kubectl_apply(&router_config(
         &f.ns,
@@ -253,7 +225,9 @@ async fn every_replica_serves_the_certificate_by_sni_and_a_rotation_is_covered_b
 
     // Rotate: same generation, new material. Ready covers it through the digest.
     let app_b = valid_cert(&["app.test"]);
-    put_secret(&f.secrets, "app-tls", &app_b.pem, &app_b.key).await;
+    check::put_tls_secret(&f.secrets, "app-tls", &app_b.pem, &app_b.key)
+        .await
+        .unwrap();
     let rc = f.rcs.get("web").await.unwrap();
     let digest = expected_digest(&rc, &[("app-tls", &app_b), ("other-tls", &other)]);
     f.wait_digest(&digest).await;
@@ -273,7 +247,9 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
     let f = fixture("badtls").await;
     let one = Backend::start(&f.dir, "one").unwrap();
     let good = valid_cert(&["app.test"]);
-    put_secret(&f.secrets, "app-tls", &good.pem, &good.key).await;
+    check::put_tls_secret(&f.secrets, "app-tls", &good.pem, &good.key)
+        .await
+        .unwrap();
     let proxies = f.proxies(2);
     f.cp.kubectl_apply(&router_config(
         &f.ns,
@@ -313,7 +289,9 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
         ),
     ];
     for (case, crt, key, reason) in cases {
-        put_secret(&f.secrets, "app-tls", &crt, &key).await;
+        check::put_tls_secret(&f.secrets, "app-tls", &crt, &key)
+            .await
+            .unwrap();
         let judged = eventually(
             &format!("{case}: Ready=False naming the reason"),
             WAIT,
@@ -354,7 +332,9 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
     }
 
     // Good material again: Ready returns.
-    put_secret(&f.secrets, "app-tls", &good.pem, &good.key).await;
+    check::put_tls_secret(&f.secrets, "app-tls", &good.pem, &good.key)
+        .await
+        .unwrap();
     let rc = f.rcs.get("web").await.unwrap();
     f.wait_digest(&expected_digest(&rc, &[("app-tls", &good)])).await;
 

@@ -11,12 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args().skip_while(|a| a != name);
-    args.next();
-    args.next()
-}
+use lockstep_e2e::flag;
 
 async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let header = |h: &str| {
@@ -48,11 +43,11 @@ async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Full<
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
-    let listen: SocketAddr = arg("--listen")
+    let listen: SocketAddr = flag("--listen")
         .unwrap_or_else(|| "127.0.0.1:0".into())
         .parse()
         .expect("--listen ADDR");
-    let name: Arc<str> = arg("--name").unwrap_or_else(|| "backend".into()).into();
+    let name: Arc<str> = flag("--name").unwrap_or_else(|| "backend".into()).into();
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("lockstep-e2e-backend listening http={}", listener.local_addr()?);
     loop {

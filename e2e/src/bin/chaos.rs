@@ -27,16 +27,11 @@ use lockstep_crds::RouterConfig;
 use lockstep_e2e::{
     ControlPlane,
     check::{self, ready_generation},
+    flag_or,
     fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
 };
 use nix::sys::signal::Signal;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-
-fn arg(name: &str, default: &str) -> String {
-    let mut args = std::env::args().skip_while(|a| a != name);
-    args.next();
-    args.next().unwrap_or_else(|| default.to_owned())
-}
 
 /// A proxy slot: the running process (None while crashed) and whether a fault is active.
 struct Slot {
@@ -76,10 +71,10 @@ fn spec_for(ns: &str, generation_tag: u64, default_url: &str, gen_url: &str) -> 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let rollouts: u64 = arg("--rollouts", "200").parse()?;
-    let budget = Duration::from_secs(arg("--seconds", "600").parse()?);
-    let replicas: usize = arg("--replicas", "3").parse()?;
-    let seed: u64 = arg("--seed", &format!("{}", rand::random::<u32>())).parse()?;
+    let rollouts: u64 = flag_or("--rollouts", "200").parse()?;
+    let budget = Duration::from_secs(flag_or("--seconds", "600").parse()?);
+    let replicas: usize = flag_or("--replicas", "3").parse()?;
+    let seed: u64 = flag_or("--seed", &format!("{}", rand::random::<u32>())).parse()?;
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     eprintln!("chaos: seed {seed}, {rollouts} rollouts, {replicas} replicas, budget {budget:?}");

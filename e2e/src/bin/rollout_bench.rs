@@ -16,19 +16,10 @@ use lockstep_crds::RouterConfig;
 use lockstep_e2e::{
     ControlPlane,
     check::ready_generation,
+    flag_or,
     fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
+    percentile,
 };
-
-fn arg(name: &str, default: &str) -> String {
-    let mut args = std::env::args().skip_while(|a| a != name);
-    args.next();
-    args.next().unwrap_or_else(|| default.to_owned())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
 
 /// Sums a counter family of the apiserver's /metrics, optionally filtered by a label match.
 async fn apiserver_counter(http: &reqwest::Client, cp: &ControlPlane, metric: &str, filter: &str) -> f64 {
@@ -46,11 +37,11 @@ async fn apiserver_counter(http: &reqwest::Client, cp: &ControlPlane, metric: &s
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let sizes: Vec<usize> = arg("--replicas", "3,10,30")
+    let sizes: Vec<usize> = flag_or("--replicas", "3,10,30")
         .split(',')
         .map(|s| s.parse().expect("--replicas N,M"))
         .collect();
-    let rollouts: usize = arg("--rollouts", "100").parse()?;
+    let rollouts: usize = flag_or("--rollouts", "100").parse()?;
     let cp = ControlPlane::start()?;
     let client = cp.client().await?;
     lockstep_e2e::install_crd(&client).await?;

@@ -15,6 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use lockstep_e2e::{flag, flag_or, percentile};
 use rustls::{
     ClientConfig, HandshakeKind, RootCertStore,
     client::Resumption,
@@ -26,14 +27,8 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args().skip_while(|a| a != name);
-    args.next();
-    args.next()
-}
-
 fn required(name: &str) -> Result<String> {
-    arg(name).with_context(|| format!("{name} is required"))
+    flag(name).with_context(|| format!("{name} is required"))
 }
 
 /// What one connection ended as.
@@ -79,21 +74,13 @@ async fn one_connection(
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let addr: SocketAddr = required("--connect")?.parse().context("--connect")?;
     let host = required("--sni")?;
     let ca = std::fs::read(required("--ca")?).context("--ca")?;
-    let seconds: u64 = arg("--seconds").unwrap_or_else(|| "10".into()).parse()?;
-    let concurrency: usize = arg("--concurrency").unwrap_or_else(|| "16".into()).parse()?;
+    let seconds: u64 = flag_or("--seconds", "10").parse()?;
+    let concurrency: usize = flag_or("--concurrency", "16").parse()?;
 
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&ca) {
@@ -138,9 +125,10 @@ async fn main() -> Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     times.sort();
-    if times.is_empty() && !failures.is_empty() {
-        bail!("every connection failed, e.g.: {}", failures[0]);
+    if times.is_empty() {
+        bail!("no connection succeeded, e.g.: {:?}", failures.first());
     }
+    let ms = |p| percentile(&times, p).as_secs_f64() * 1000.0;
     let summary = serde_json::json!({
         "connections": times.len() + failures.len(),
         "failed": failures.len(),
@@ -148,8 +136,8 @@ async fn main() -> Result<()> {
         "fullHandshakes": full,
         "seconds": elapsed,
         "rate": times.len() as f64 / elapsed,
-        "p50Ms": percentile(&times, 0.50),
-        "p99Ms": percentile(&times, 0.99),
+        "p50Ms": ms(50.0),
+        "p99Ms": ms(99.0),
     });
     println!("{summary}");
     Ok(())

@@ -44,7 +44,7 @@ pub async fn fixture(test: &str) -> Fixture {
     let ns = cp.namespace(&client, test).await.unwrap();
     Fixture {
         cp,
-        fleet: format!("{test}-{:06x}", rand::random::<u32>() & 0xffffff),
+        fleet: lockstep_e2e::unique_fleet(test),
         dir: cp.test_dir(test),
         api: Api::namespaced(client.clone(), &ns),
         client,
