@@ -55,13 +55,23 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 /// True when both lists hold the same conditions, ignoring order and transition times; used to
 /// skip writes that would change nothing but a timestamp (and loop forever).
 pub fn eq_ignoring_time(a: &[Condition], b: &[Condition]) -> bool {
+    same_conditions(a, b, true)
+}
+
+/// True when both lists say the same thing (type, status, reason, generation), whatever their
+/// messages and times: a change of message alone is progress to report, not a verdict.
+pub fn same_verdicts(a: &[Condition], b: &[Condition]) -> bool {
+    same_conditions(a, b, false)
+}
+
+fn same_conditions(a: &[Condition], b: &[Condition], messages: bool) -> bool {
     a.len() == b.len()
         && a.iter().all(|x| {
             b.iter().any(|y| {
                 x.type_ == y.type_
                     && x.status == y.status
                     && x.reason == y.reason
-                    && x.message == y.message
+                    && (!messages || x.message == y.message)
                     && x.observed_generation == y.observed_generation
             })
         })
@@ -161,6 +171,22 @@ mod tests {
             assert!(!eq_ignoring_time(&a, &c), "{c:?}");
         }
         assert!(!eq_ignoring_time(&a, &a[..1]));
+        // A verdict is the same whatever its message says, and differs in anything else.
+        let mut reworded = b.clone();
+        reworded[0].message = "2/3 replicas at generation 3".into();
+        assert!(same_verdicts(&a, &reworded));
+        assert!(!eq_ignoring_time(&a, &reworded));
+        for change in [
+            |c: &mut Condition| c.status = "False".into(),
+            |c: &mut Condition| c.reason = "Other".into(),
+            |c: &mut Condition| c.observed_generation = Some(4),
+            |c: &mut Condition| c.type_ = "Stalled".into(),
+        ] {
+            let mut c = a.clone();
+            change(&mut c[0]);
+            assert!(!same_verdicts(&a, &c), "{c:?}");
+        }
+        assert!(!same_verdicts(&a, &a[..1]));
         assert_eq!(status_str(true), "True");
         assert_eq!(status_str(false), "False");
     }

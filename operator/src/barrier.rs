@@ -31,7 +31,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use jiff::{SignedDuration, Timestamp};
@@ -41,7 +41,7 @@ use k8s_openapi::{
 };
 use lockstep_config::{
     Verdict,
-    conditions::{NewCondition, eq_ignoring_time, find, set_condition, status_str},
+    conditions::{NewCondition, eq_ignoring_time, find, same_verdicts, set_condition, status_str},
 };
 use lockstep_crds::{PROXY_LEASE_PREFIX, RouterConfig, condition, reason};
 use serde_json::{Value, json};
@@ -58,6 +58,12 @@ pub struct Settings {
     /// before it creates its Lease (it joins only once in sync), so a fresh entry without a
     /// Lease is usually a replica about to join, not garbage.
     pub orphan_grace: Duration,
+    /// The least time between two status writes that only report progress (more replicas at
+    /// the generation, a reworded message). Every replica's report is a watch event for the
+    /// whole fleet; writing the count after each one doubled the writes to a contended object
+    /// during a rollout. Verdicts (a condition's status or reason, a new generation, a member
+    /// joining or leaving) are written at once.
+    pub progress_interval: Duration,
 }
 
 impl Default for Settings {
@@ -65,6 +71,7 @@ impl Default for Settings {
         Self {
             stall_timeout: Duration::from_secs(60),
             orphan_grace: Duration::from_secs(30),
+            progress_interval: Duration::from_secs(1),
         }
     }
 }
@@ -209,6 +216,13 @@ pub fn prune_patch(prunes: &[Prune]) -> Value {
     Value::Array(ops)
 }
 
+/// How long a progress-only status write has to wait, given when the object's status was last
+/// written by this instance; `None` when it may be written now.
+pub fn progress_wait(last_write: Option<Instant>, now: Instant, interval: Duration) -> Option<Duration> {
+    let since = now.saturating_duration_since(last_write?);
+    (since < interval).then(|| interval - since)
+}
+
 /// A condition change worth a Kubernetes Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
@@ -229,6 +243,9 @@ pub struct Outcome {
     pub status: OperatorStatus,
     /// True when `status` differs from the current one other than in transition times.
     pub changed: bool,
+    /// True when the change is progress only: counts and messages, no verdict (see
+    /// [`Settings::progress_interval`]).
+    pub progress_only: bool,
     /// Ready=True for `generation`.
     pub ready: bool,
     /// Entries of replicas that are no longer members.
@@ -504,11 +521,15 @@ pub fn decide(input: Input<'_>) -> Outcome {
         || current.replicas != Some(status.replicas)
         || current.synced.as_deref() != Some(status.synced.as_str())
         || !eq_ignoring_time(&current.conditions, &status.conditions);
+    let verdict_changed = current.observed_generation != Some(status.observed_generation)
+        || current.replicas != Some(status.replicas)
+        || !same_verdicts(&current.conditions, &status.conditions);
     Outcome {
         generation,
         ready: matches!(phase, Phase::Synced),
         status,
         changed,
+        progress_only: changed && !verdict_changed,
         prune,
         recheck_at: deadlines.into_iter().min(),
         transitions,

@@ -56,6 +56,8 @@ pub struct Context {
     recorder: Recorder,
     /// When each generation was first seen, for the rollout-time histogram.
     first_seen: Mutex<HashMap<ObjectKey, (i64, Instant, bool)>>,
+    /// When this instance last wrote each object's status, to space out progress writes.
+    last_written: Mutex<HashMap<ObjectKey, Instant>>,
 }
 
 /// Options of the controller.
@@ -131,10 +133,11 @@ pub async fn run(
         settings: options.settings,
         metrics,
         first_seen: Mutex::default(),
+        last_written: Mutex::default(),
     });
 
     let (fleet_store, tls_store) = (store.clone(), store.clone());
-    tokio::spawn(forget_deleted(store.clone(), ctx.metrics.clone()));
+    tokio::spawn(forget_deleted(store.clone(), ctx.clone()));
 
     controller
         .watches_stream(lease_stream, move |lease| {
@@ -275,13 +278,23 @@ fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, Str
     (hashes, (!problems.is_empty()).then(|| problems.join("; ")))
 }
 
-/// Drops the gauges of RouterConfigs that no longer exist, so dashboards show no ghosts.
-async fn forget_deleted(store: Store<RouterConfig>, metrics: Arc<Metrics>) {
+/// Drops the gauges and bookkeeping of RouterConfigs that no longer exist, so dashboards show
+/// no ghosts and a long-lived operator does not grow with every object ever seen.
+async fn forget_deleted(store: Store<RouterConfig>, ctx: Arc<Context>) {
     let mut tick = tokio::time::interval(Duration::from_secs(15));
     loop {
         tick.tick().await;
         let live: Vec<ObjectKey> = store.state().iter().map(|rc| ObjectKey::of(rc)).collect();
-        metrics.retain_routerconfigs(&live);
+        ctx.metrics.retain_routerconfigs(&live);
+        let live: std::collections::HashSet<ObjectKey> = live.into_iter().collect();
+        ctx.first_seen
+            .lock()
+            .expect("first_seen lock")
+            .retain(|key, _| live.contains(key));
+        ctx.last_written
+            .lock()
+            .expect("last_written lock")
+            .retain(|key, _| live.contains(key));
     }
 }
 
@@ -356,7 +369,18 @@ async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
     });
 
     let api: Api<RouterConfig> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    if out.changed {
+    let deferred = if out.progress_only {
+        let last = ctx
+            .last_written
+            .lock()
+            .expect("last_written lock")
+            .get(&key)
+            .copied();
+        barrier::progress_wait(last, Instant::now(), ctx.settings.progress_interval)
+    } else {
+        None
+    };
+    if out.changed && deferred.is_none() {
         if !ctx.leader.is_leader() {
             return Ok(Action::await_change());
         }
@@ -366,6 +390,10 @@ async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
             .await
         {
             Ok(_) => {
+                ctx.last_written
+                    .lock()
+                    .expect("last_written lock")
+                    .insert(key.clone(), Instant::now());
                 ctx.metrics.status_writes.inc();
                 tracing::debug!(
                     routerconfig = %key,
@@ -392,7 +420,8 @@ async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
         .recheck_at
         .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or_default() + DEADLINE_SLACK)
         .unwrap_or(MAX_REQUEUE)
-        .min(MAX_REQUEUE);
+        .min(MAX_REQUEUE)
+        .min(deferred.map_or(MAX_REQUEUE, |d| d + DEADLINE_SLACK));
     Ok(Action::requeue(wait))
 }
 

@@ -35,6 +35,15 @@ async fn apiserver_counter(http: &reqwest::Client, cp: &ControlPlane, metric: &s
         .sum()
 }
 
+/// What the bench's watch saw in one event.
+struct Seen {
+    generation: i64,
+    /// Replica entries at `generation` or later.
+    reports: usize,
+    ready: Option<i64>,
+    at: Instant,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let sizes: Vec<usize> = flag_or("--replicas", "3,10,30")
@@ -49,9 +58,9 @@ async fn main() -> anyhow::Result<()> {
         .danger_accept_invalid_certs(true)
         .build()?;
     println!(
-        "| replicas | rollouts | p50 | p90 | p99 | max | apiserver requests / rollout | watch events / rollout |"
+        "| replicas | rollouts | first report p50 | last report p50 | p50 | p90 | p99 | max | apiserver requests / rollout | watch events / rollout |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for replicas in sizes {
         let ns = cp.namespace(&client, "bench").await?;
         let dir = cp.test_dir(&format!("bench-{replicas}"));
@@ -78,22 +87,44 @@ async fn main() -> anyhow::Result<()> {
         let params = PatchParams::apply("rollout-bench").force();
         api.patch("web", &params, &Patch::Apply(spec(0))).await?;
 
-        // Ready transitions arrive through one watch, as `kubectl wait` would see them.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
+        // Ready transitions arrive through one watch, as `kubectl wait` would see them; the same
+        // watch notes when the first and the last replica reported, which splits a rollout into
+        // the proxies' part (apply to last report) and the operator's (last report to Ready).
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
         let watch_api = api.clone();
         let watch = tokio::spawn(async move {
             let mut stream = std::pin::pin!(watcher(watch_api, watcher::Config::default()).applied_objects());
             while let Some(Ok(rc)) = stream.next().await {
-                if let Some(g) = ready_generation(&rc) {
-                    let _ = tx.send((g, Instant::now()));
-                }
+                let generation = rc.metadata.generation.unwrap_or_default();
+                let reports = rc.status.as_ref().map_or(0, |s| {
+                    s.replica_status
+                        .iter()
+                        .filter(|e| e.observed_generation >= generation)
+                        .count()
+                });
+                let _ = tx.send(Seen {
+                    generation,
+                    reports,
+                    ready: ready_generation(&rc),
+                    at: Instant::now(),
+                });
             }
         });
-        let wait_ready = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<(i64, Instant)>, g: i64| {
+        let wait_ready = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>, g: i64| {
+            let (mut first, mut last) = (None, None);
             loop {
                 match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
-                    Ok(Some((got, at))) if got >= g => return Ok(at),
-                    Ok(Some(_)) => continue,
+                    Ok(Some(seen)) => {
+                        if seen.generation == g && seen.reports > 0 {
+                            first.get_or_insert(seen.at);
+                            if seen.reports >= replicas {
+                                last.get_or_insert(seen.at);
+                            }
+                        }
+                        if seen.ready.is_some_and(|r| r >= g) {
+                            return Ok((seen.at, first.unwrap_or(seen.at), last.unwrap_or(seen.at)));
+                        }
+                    }
                     _ => anyhow::bail!("generation {g} did not become Ready within 60 s"),
                 }
             }
@@ -104,13 +135,15 @@ async fn main() -> anyhow::Result<()> {
         let requests_before = apiserver_counter(&insecure, &cp, "apiserver_request_total", "").await;
         let events_before =
             apiserver_counter(&insecure, &cp, "apiserver_watch_events_total", "lockstep.dev").await;
-        let mut times = Vec::with_capacity(rollouts);
+        let (mut times, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
         for n in 1..=rollouts {
             let started = Instant::now();
             let rc = api.patch("web", &params, &Patch::Apply(spec(n))).await?;
             let generation = rc.metadata.generation.unwrap_or_default();
-            let ready_at = wait_ready(&mut rx, generation).await?;
+            let (ready_at, first, last) = wait_ready(&mut rx, generation).await?;
             times.push(ready_at.saturating_duration_since(started));
+            firsts.push(first.saturating_duration_since(started));
+            lasts.push(last.saturating_duration_since(started));
         }
         let requests =
             apiserver_counter(&insecure, &cp, "apiserver_request_total", "").await - requests_before;
@@ -118,9 +151,13 @@ async fn main() -> anyhow::Result<()> {
             - events_before;
         watch.abort();
         times.sort();
+        firsts.sort();
+        lasts.sort();
         let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
         println!(
-            "| {replicas} | {rollouts} | {} | {} | {} | {} | {:.1} | {:.1} |",
+            "| {replicas} | {rollouts} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |",
+            ms(percentile(&firsts, 50.0)),
+            ms(percentile(&lasts, 50.0)),
             ms(percentile(&times, 50.0)),
             ms(percentile(&times, 90.0)),
             ms(percentile(&times, 99.0)),

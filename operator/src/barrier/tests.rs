@@ -69,6 +69,7 @@ fn settings() -> Settings {
     Settings {
         stall_timeout: Duration::from_secs(60),
         orphan_grace: Duration::from_secs(30),
+        progress_interval: Duration::from_secs(1),
     }
 }
 
@@ -434,6 +435,73 @@ fn a_stale_ready_true_never_carries_the_new_generation() {
     assert_eq!(ready.last_transition_time.0, t(1));
     assert!(out2.changed);
     assert_eq!(out2.status.observed_generation, 2);
+}
+
+#[test]
+fn more_replicas_at_the_generation_is_progress_and_the_last_one_a_verdict() {
+    let leases = ["p0", "p1", "p2"].map(|n| mk_lease(n, 0, 10));
+    // Generation 2 is new: a verdict (Ready turns False for it).
+    let before = mk_rc(
+        2,
+        mk_status(["p0", "p1", "p2"].map(|n| mk_entry(n, 1, DIGEST)).into()),
+    );
+    let start = decide_at(&before, &leases, 1);
+    assert!(start.changed && !start.progress_only);
+    // One replica reports: only the counts and messages move.
+    let one = mk_rc(
+        2,
+        mk_status(vec![
+            mk_entry("p0", 2, DIGEST),
+            mk_entry("p1", 1, DIGEST),
+            mk_entry("p2", 1, DIGEST),
+        ]),
+    );
+    let one = RouterConfig {
+        status: written(&before, &start).status.map(|s| RouterConfigStatus {
+            replica_status: one.status.clone().unwrap().replica_status,
+            ..s
+        }),
+        ..one
+    };
+    let progress = decide_at(&one, &leases, 1);
+    assert!(progress.changed && progress.progress_only, "{progress:?}");
+    assert_eq!(progress.status.synced, "1/3");
+    // The last one: Ready turns True, a verdict written at once.
+    let mut all = written(&one, &progress);
+    for entry in &mut all.status.as_mut().unwrap().replica_status {
+        entry.observed_generation = 2;
+    }
+    let done = decide_at(&all, &leases, 1);
+    assert!(done.ready && done.changed && !done.progress_only);
+    // A rejection changes Ready's reason: a verdict too.
+    let mut rejecting = written(&one, &progress);
+    rejecting.status.as_mut().unwrap().replica_status[1] = mk_rejecting("p1", 1, 2, "bad");
+    let rejected = decide_at(&rejecting, &leases, 1);
+    assert!(rejected.changed && !rejected.progress_only, "{rejected:?}");
+    // A member leaving is a verdict even when the rest of the counts would be progress.
+    let left = decide_at(&written(&one, &progress), &leases[..2], 1);
+    assert!(left.changed && !left.progress_only);
+}
+
+#[test]
+fn progress_writes_wait_out_the_interval_since_the_last_write() {
+    let interval = Duration::from_secs(1);
+    let now = Instant::now();
+    assert_eq!(
+        progress_wait(None, now, interval),
+        None,
+        "never written: write now"
+    );
+    let last = now - Duration::from_millis(300);
+    assert_eq!(
+        progress_wait(Some(last), now, interval),
+        Some(Duration::from_millis(700))
+    );
+    assert_eq!(progress_wait(Some(now - interval), now, interval), None);
+    assert_eq!(
+        progress_wait(Some(now - Duration::from_secs(5)), now, interval),
+        None
+    );
 }
 
 #[test]
