@@ -145,9 +145,12 @@ impl ChildGuard {
         let deadline = Instant::now() + timeout;
         loop {
             let text = self.log_text();
-            if let Some(pos) = text.find(marker) {
-                let rest = &text[pos + marker.len()..];
-                let value = rest
+            // Only a whole line counts: the process may be halfway through writing it, and a
+            // cut "127.0.0.1:4" would parse as the wrong port.
+            if let Some(pos) = text.find(marker)
+                && let Some(line) = text[pos + marker.len()..].split_once('\n').map(|(line, _)| line)
+            {
+                let value = line
                     .split(|c: char| c.is_whitespace() || c == '"')
                     .next()
                     .unwrap_or("");

@@ -223,23 +223,47 @@ async fn every_replica_serves_the_certificate_by_sni_and_a_rotation_is_covered_b
         assert!(presented(tls, "unknown.test", &[&app_a, &other]).await.is_none());
     }
 
-    // Rotate: same generation, new material. Ready covers it through the digest.
+    // Rotate: same generation, new material. `kubectl lockstep wait`, started the moment the
+    // Secret is written, returns only once every replica serves it: the Ready=True it sees
+    // first was judged on the old material.
     let app_b = valid_cert(&["app.test"]);
     check::put_tls_secret(&f.secrets, "app-tls", &app_b.pem, &app_b.key)
         .await
         .unwrap();
-    let rc = f.rcs.get("web").await.unwrap();
-    let digest = expected_digest(&rc, &[("app-tls", &app_b), ("other-tls", &other)]);
-    f.wait_digest(&digest).await;
-    f.wait_ready();
+    let wait = lockstep_plugin(f.cp, &["wait", "web", "-n", &f.ns, "--timeout", "60"]);
+    assert!(wait.status.success(), "kubectl lockstep wait: {wait:?}");
     for proxy in &proxies {
         let (der, _, _) = https_get(proxy.tls.unwrap(), "app.test", &app_b).await.unwrap();
         assert_eq!(
             der, app_b.der,
-            "{} presents the rotated certificate",
+            "{} presents the rotated certificate once the wait returned",
             proxy.spec.name
         );
     }
+    // The operator's barrier agrees: Ready covers the rotation through the digest.
+    let rc = f.rcs.get("web").await.unwrap();
+    let digest = expected_digest(&rc, &[("app-tls", &app_b), ("other-tls", &other)]);
+    f.wait_digest(&digest).await;
+    f.wait_ready();
+    let table = lockstep_plugin(f.cp, &["status", "web", "-n", &f.ns]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    for proxy in &proxies {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(proxy.spec.name.as_str()))
+            .unwrap_or_else(|| panic!("{} missing from\n{table}", proxy.spec.name));
+        assert!(row.contains(" match "), "{row}");
+    }
+}
+
+/// Runs the `kubectl-lockstep` plugin binary against the local control plane.
+fn lockstep_plugin(cp: &ControlPlane, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(lockstep_e2e::process::workspace_bin("kubectl-lockstep"))
+        .env("KUBECONFIG", cp.kubeconfig())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run kubectl-lockstep")
 }
 
 #[tokio::test]

@@ -134,13 +134,20 @@ pub fn progress_line(rc: &RouterConfig) -> String {
     }
 }
 
-/// What `wait` concludes from one observation: Some(exit code) when it is done.
-pub fn verdict(rc: &RouterConfig) -> Option<i32> {
+/// What `wait` concludes from one observation: Some(exit code) when it is done. `expected` is
+/// the digest every replica must report for the TLS material as it is now (`None` when the
+/// caller may not read the Secrets): a rotation changes no generation, so a Ready=True judged
+/// before it, on the old material, must not end the wait.
+pub fn verdict(rc: &RouterConfig, expected: Option<&str>) -> Option<i32> {
     let generation = rc.metadata.generation.unwrap_or(0);
-    let conditions = &rc.status.as_ref()?.conditions;
-    let current = |type_| find(conditions, type_).filter(|c| c.observed_generation == Some(generation));
+    let status = rc.status.as_ref()?;
+    let current =
+        |type_| find(&status.conditions, type_).filter(|c| c.observed_generation == Some(generation));
     if current(condition::READY).is_some_and(|c| c.status == "True") {
-        return Some(0);
+        let Some(expected) = expected else {
+            return Some(0);
+        };
+        return (serving_digest(rc, expected) >= status.replicas.unwrap_or(0)).then_some(0);
     }
     if current(condition::STALLED).is_some_and(|c| c.status == "True") {
         return Some(EXIT_STALLED);
@@ -148,10 +155,21 @@ pub fn verdict(rc: &RouterConfig) -> Option<i32> {
     None
 }
 
-/// `wait NAME`: watches until Ready=True for the current generation (exit 0), Stalled=True
+/// Replica entries at the current generation that report `digest`.
+fn serving_digest(rc: &RouterConfig, digest: &str) -> i32 {
+    let generation = rc.metadata.generation.unwrap_or(0);
+    let entries = rc.status.as_ref().map_or(&[][..], |s| &s.replica_status[..]);
+    entries
+        .iter()
+        .filter(|e| e.observed_generation == generation && e.config_digest == digest)
+        .count() as i32
+}
+
+/// `wait NAME`: watches until Ready=True for the current generation and, when the caller may
+/// read the TLS Secrets, every replica reporting their current material (exit 0), Stalled=True
 /// (exit 1) or the timeout (exit 2), printing progress as it changes.
 pub async fn wait(client: Client, namespace: &str, name: &str, timeout: Duration) -> anyhow::Result<i32> {
-    let api: Api<RouterConfig> = Api::namespaced(client, namespace);
+    let api: Api<RouterConfig> = Api::namespaced(client.clone(), namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = std::pin::pin!(
         watcher(api, config)
@@ -160,6 +178,7 @@ pub async fn wait(client: Client, namespace: &str, name: &str, timeout: Duration
     );
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::new();
+    let mut warned = false;
     loop {
         let next = tokio::time::timeout_at(deadline, stream.next()).await;
         let rc = match next {
@@ -174,13 +193,37 @@ pub async fn wait(client: Client, namespace: &str, name: &str, timeout: Duration
             }
             Ok(Some(Ok(rc))) => rc,
         };
-        let line = progress_line(&rc);
+        // The material is read again at each Ready=True: Secrets can change during the wait,
+        // and each replica's report arrives as an event of this watch.
+        let expected = match verdict(&rc, None) {
+            Some(0) => {
+                let expected = expected_digest(&client, &rc).await;
+                if expected.is_none() && !warned {
+                    eprintln!("cannot read the TLS Secrets in {namespace}: waiting on the generation only");
+                    warned = true;
+                }
+                expected
+            }
+            _ => None,
+        };
+        let mut line = progress_line(&rc);
+        let code = verdict(&rc, expected.as_deref());
+        if code.is_none()
+            && let Some(digest) = &expected
+        {
+            let replicas = rc.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            line = format!(
+                "{}/{replicas} replicas serve the current TLS material of generation {}",
+                serving_digest(&rc, digest),
+                rc.metadata.generation.unwrap_or(0)
+            );
+        }
         if line != last {
             println!("{}/{}: {line}", rc.namespace().unwrap_or_default(), rc.name_any());
             let _ = std::io::stdout().flush();
             last = line;
         }
-        if let Some(code) = verdict(&rc) {
+        if let Some(code) = code {
             return Ok(code);
         }
     }
@@ -210,25 +253,68 @@ mod tests {
     #[test]
     fn wait_finishes_only_on_conditions_of_the_current_generation() {
         assert_eq!(
-            verdict(&mk_rc(2, json!([mk_cond("Ready", "True", 1)]))),
+            verdict(&mk_rc(2, json!([mk_cond("Ready", "True", 1)])), None),
             None,
             "stale Ready=True"
         );
-        assert_eq!(verdict(&mk_rc(2, json!([mk_cond("Ready", "True", 2)]))), Some(0));
         assert_eq!(
-            verdict(&mk_rc(
-                2,
-                json!([mk_cond("Ready", "False", 2), mk_cond("Stalled", "True", 2)])
-            )),
+            verdict(&mk_rc(2, json!([mk_cond("Ready", "True", 2)])), None),
+            Some(0)
+        );
+        assert_eq!(
+            verdict(
+                &mk_rc(
+                    2,
+                    json!([mk_cond("Ready", "False", 2), mk_cond("Stalled", "True", 2)])
+                ),
+                None
+            ),
             Some(EXIT_STALLED)
         );
         assert_eq!(
-            verdict(&mk_rc(
-                2,
-                json!([mk_cond("Ready", "False", 2), mk_cond("Stalled", "True", 1)])
-            )),
+            verdict(
+                &mk_rc(
+                    2,
+                    json!([mk_cond("Ready", "False", 2), mk_cond("Stalled", "True", 1)])
+                ),
+                None
+            ),
             None
         );
+    }
+
+    #[test]
+    fn after_a_rotation_ready_true_is_not_enough_until_every_replica_reports_the_material() {
+        let with_entries = |digests: &[&str]| {
+            let mut rc = mk_rc(2, json!([mk_cond("Ready", "True", 2)]));
+            let status = rc.status.as_mut().unwrap();
+            status.replica_status = digests
+                .iter()
+                .enumerate()
+                .map(|(i, d)| lockstep_crds::ReplicaStatus {
+                    name: format!("proxy-{i}"),
+                    observed_generation: 2,
+                    config_digest: (*d).into(),
+                    applied_at: None,
+                    rejected: None,
+                })
+                .collect();
+            rc
+        };
+        // Ready=True judged on the old material: every replica still reports it.
+        let old = with_entries(&["sha256:old", "sha256:old", "sha256:old"]);
+        assert_eq!(verdict(&old, Some("sha256:new")), None);
+        let partly = with_entries(&["sha256:new", "sha256:old", "sha256:new"]);
+        assert_eq!(verdict(&partly, Some("sha256:new")), None);
+        assert_eq!(serving_digest(&partly, "sha256:new"), 2);
+        let all = with_entries(&["sha256:new", "sha256:new", "sha256:new"]);
+        assert_eq!(verdict(&all, Some("sha256:new")), Some(0));
+        // Without access to the Secrets the generation is all that can be checked.
+        assert_eq!(verdict(&old, None), Some(0));
+        // An entry of an older generation does not count, whatever its digest.
+        let mut behind = all.clone();
+        behind.status.as_mut().unwrap().replica_status[0].observed_generation = 1;
+        assert_eq!(verdict(&behind, Some("sha256:new")), None);
     }
 
     #[test]
