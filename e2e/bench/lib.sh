@@ -53,16 +53,24 @@ print(ok + bad, round(d["summary"]["requestsPerSec"]), round(lat.get("p50", 0) *
 '
 }
 
+# The start of an nginx.conf for one worker whose state lives in directory $1, up to and
+# including the opening of its `http` block; $2 = its keep-alive timeout. The caller closes it.
+nginx_conf_head() {
+  cat <<CONF
+daemon off; master_process off; worker_processes 1; error_log $1/error.log warn; pid $1/nginx.pid;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout $2;
+  client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1; uwsgi_temp_path $1; scgi_temp_path $1;
+CONF
+}
+
 # The one shared trivial backend: nginx `return 200` on CPU 0, port $1.
 start_backend() {
   mkdir -p "$WORK/backend"
-  cat > "$WORK/backend/nginx.conf" <<CONF
-daemon off; master_process off; worker_processes 1; error_log $WORK/backend/error.log warn; pid $WORK/backend/nginx.pid;
-events { worker_connections 20000; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
-  client_body_temp_path $WORK/backend; proxy_temp_path $WORK/backend; fastcgi_temp_path $WORK/backend; uwsgi_temp_path $WORK/backend; scgi_temp_path $WORK/backend;
+  { nginx_conf_head "$WORK/backend" 300s; cat <<CONF
   server { listen 127.0.0.1:$1 backlog=4096; location / { default_type text/plain; return 200 "ok\n"; } } }
 CONF
+  } > "$WORK/backend/nginx.conf"
   taskset -c 0 nginx -c "$WORK/backend/nginx.conf" -e "$WORK/backend/error.log" & PIDS+=($!)
   wait_port "$1"
 }
@@ -71,16 +79,13 @@ CONF
 # $3 = extra `listen` parameters and server directives (e.g. ssl and certificates).
 start_nginx_proxy() {
   mkdir -p "$WORK/nginx"
-  cat > "$WORK/nginx/nginx.conf" <<CONF
-daemon off; master_process off; worker_processes 1; error_log $WORK/nginx/error.log warn; pid $WORK/nginx/nginx.pid;
-events { worker_connections 20000; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 75s;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  { nginx_conf_head "$WORK/nginx" 75s; cat <<CONF
   upstream backend { server 127.0.0.1:$2; keepalive 128; }
   server { listen 127.0.0.1:$1 backlog=4096 $3 server_name bench.local;
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } } }
 CONF
+  } > "$WORK/nginx/nginx.conf"
   taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" & NGINX_PID=$!; PIDS+=($NGINX_PID)
 }
 

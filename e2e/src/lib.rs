@@ -47,6 +47,19 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// The arguments of `kubectl wait --for=condition=Ready routerconfig/NAME -n NAMESPACE
+/// --timeout=…`: the wait a deploy pipeline runs.
+pub fn kubectl_wait_ready_args(namespace: &str, name: &str, timeout: Duration) -> Vec<String> {
+    vec![
+        "wait".into(),
+        "--for=condition=Ready".into(),
+        format!("routerconfig/{name}"),
+        "-n".into(),
+        namespace.into(),
+        format!("--timeout={}s", timeout.as_secs()),
+    ]
+}
+
 /// Errors of the harness.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -187,14 +200,8 @@ impl ControlPlane {
     /// `kubectl wait --for=condition=Ready routerconfig/NAME`, the real one, as a pipeline
     /// runs it; returns stdout, or an error carrying kubectl's stderr.
     pub fn wait_ready(&self, namespace: &str, name: &str, timeout: Duration) -> Result<String> {
-        self.kubectl_ok(&[
-            "wait",
-            "--for=condition=Ready",
-            &format!("routerconfig/{name}"),
-            "-n",
-            namespace,
-            &format!("--timeout={}s", timeout.as_secs()),
-        ])
+        let args = kubectl_wait_ready_args(namespace, name, timeout);
+        self.kubectl_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// `kubectl apply -f -` of `yaml`; returns stdout.

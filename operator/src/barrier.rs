@@ -516,14 +516,13 @@ pub fn decide(input: Input<'_>) -> Outcome {
         replicas: replicas as i32,
         synced: format!("{synced}/{replicas}"),
     };
-    let changed = current.observed_generation != Some(status.observed_generation)
-        || current.synced_replicas != Some(status.synced_replicas)
-        || current.replicas != Some(status.replicas)
-        || current.synced.as_deref() != Some(status.synced.as_str())
-        || !eq_ignoring_time(&current.conditions, &status.conditions);
     let verdict_changed = current.observed_generation != Some(status.observed_generation)
         || current.replicas != Some(status.replicas)
         || !same_verdicts(&current.conditions, &status.conditions);
+    let changed = verdict_changed
+        || current.synced_replicas != Some(status.synced_replicas)
+        || current.synced.as_deref() != Some(status.synced.as_str())
+        || !eq_ignoring_time(&current.conditions, &status.conditions);
     Outcome {
         generation,
         ready: matches!(phase, Phase::Synced),

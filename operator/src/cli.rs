@@ -11,7 +11,7 @@ use kube::{
     Api, Client, ResourceExt,
     runtime::{WatchStreamExt, watcher},
 };
-use lockstep_config::{ObjectKey, conditions::find, config_digest, tls_material_hash};
+use lockstep_config::{ObjectKey, conditions::find, config_digest};
 use lockstep_crds::{RouterConfig, condition};
 
 /// Exit code of `wait` when the rollout is Stalled (or not accepted).
@@ -27,9 +27,8 @@ async fn expected_digest(client: &Client, rc: &RouterConfig) -> Option<String> {
     for name in lockstep_config::tls_secret_names(&rc.spec) {
         match secrets.get_opt(&name).await {
             Ok(Some(secret)) => {
-                let data = secret.data.unwrap_or_default();
-                if let (Some(crt), Some(key)) = (data.get("tls.crt"), data.get("tls.key")) {
-                    hashes.insert(name, tls_material_hash(&crt.0, &key.0));
+                if let Some(hash) = crate::controller::secret_material_hash(&secret) {
+                    hashes.insert(name, hash);
                 }
             }
             Ok(None) => {}

@@ -260,10 +260,9 @@ fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, Str
     for (i, rule) in rc.spec.rules.iter().enumerate() {
         let Some(tls) = &rule.tls else { continue };
         let secret = secrets.get(&ObjectRef::new(&tls.secret_name).within(&ns));
-        let data = secret.as_ref().and_then(|s| s.data.as_ref());
-        match data.and_then(|d| Some((d.get("tls.crt")?, d.get("tls.key")?))) {
-            Some((crt, key)) => {
-                hashes.insert(tls.secret_name.clone(), tls_material_hash(&crt.0, &key.0));
+        match secret.as_deref().and_then(secret_material_hash) {
+            Some(hash) => {
+                hashes.insert(tls.secret_name.clone(), hash);
             }
             None if secret.is_some() => problems.push(format!(
                 "spec.rules[{i}].tls.secretName: secret {ns}/{} lacks tls.crt or tls.key",
@@ -276,6 +275,16 @@ fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, Str
         }
     }
     (hashes, (!problems.is_empty()).then(|| problems.join("; ")))
+}
+
+/// The hash of a `kubernetes.io/tls` Secret's certificate and key, as replicas fold it into
+/// their digest; `None` when either is missing.
+pub(crate) fn secret_material_hash(secret: &Secret) -> Option<String> {
+    let data = secret.data.as_ref()?;
+    Some(tls_material_hash(
+        &data.get("tls.crt")?.0,
+        &data.get("tls.key")?.0,
+    ))
 }
 
 /// Drops the gauges and bookkeeping of RouterConfigs that no longer exist, so dashboards show

@@ -24,7 +24,7 @@ async fn kubectl_wait_returns_only_once_every_live_replica_serves_the_generation
         r.join().await;
     }
     f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
-    let mut wait = f.spawn_kubectl_wait("web", "30s");
+    let mut wait = f.spawn_kubectl_wait("web", Duration::from_secs(30));
     for r in &replicas[..2] {
         r.report_current(&f.api, "web").await;
     }
@@ -74,7 +74,7 @@ async fn kubectl_wait_returns_only_once_every_live_replica_serves_the_generation
     // A new generation: apply and wait back to back. The stale Ready=True of generation 1
     // must not let kubectl wait through.
     f.apply("web", "app.test", "/", "http://127.0.0.1:9002");
-    let mut wait = f.spawn_kubectl_wait("web", "30s");
+    let mut wait = f.spawn_kubectl_wait("web", Duration::from_secs(30));
     let (_, ready) = f
         .wait_condition("web", "Ready", "to be judged for generation 2", |_| true)
         .await;
@@ -233,7 +233,7 @@ async fn a_rejected_generation_is_not_ready_and_names_the_replica() {
         "1/2 replicas serve generation 2; rejected by picky: spec.rules[0].paths[0].backend: no route to host"
     );
     assert_eq!(rc.status.unwrap().synced.as_deref(), Some("1/2"));
-    let mut wait = f.spawn_kubectl_wait("web", "2s");
+    let mut wait = f.spawn_kubectl_wait("web", Duration::from_secs(2));
     let status = exit_within(&mut wait, Duration::from_secs(10)).expect("kubectl wait times out");
     assert!(
         !status.success(),

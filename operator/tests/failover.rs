@@ -89,7 +89,7 @@ async fn the_standby_finishes_a_rollout_when_the_leader_is_killed() {
     for r in &replicas {
         r.report_current(&f.api, "web").await;
     }
-    let mut wait = f.spawn_kubectl_wait("web", "30s");
+    let mut wait = f.spawn_kubectl_wait("web", Duration::from_secs(30));
     let status = exit_within(&mut wait, Duration::from_secs(35)).expect("kubectl wait ends");
     assert!(status.success(), "the standby finished the rollout");
     let took = killed.elapsed();

@@ -112,17 +112,10 @@ impl Fixture {
     }
 
     /// Starts `kubectl wait --for=condition=Ready` on `name` (the real one, as a pipeline runs it).
-    pub fn spawn_kubectl_wait(&self, name: &str, timeout: &str) -> Child {
+    pub fn spawn_kubectl_wait(&self, name: &str, timeout: Duration) -> Child {
         self.cp
             .kubectl()
-            .args([
-                "wait",
-                "--for=condition=Ready",
-                &format!("routerconfig/{name}"),
-                "-n",
-                &self.ns,
-                &format!("--timeout={timeout}"),
-            ])
+            .args(lockstep_e2e::kubectl_wait_ready_args(&self.ns, name, timeout))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
