@@ -34,6 +34,16 @@ pub fn config_digest(spec: &RouterConfigSpec, tls: &BTreeMap<String, String>) ->
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
+/// The hash of a `kubernetes.io/tls` Secret's certificate and key, as replicas fold it into
+/// their digest; `None` when either is missing.
+pub fn tls_secret_hash(secret: &k8s_openapi::api::core::v1::Secret) -> Option<String> {
+    let data = secret.data.as_ref()?;
+    Some(tls_material_hash(
+        &data.get("tls.crt")?.0,
+        &data.get("tls.key")?.0,
+    ))
+}
+
 /// The TLS Secret names a spec references, sorted and unique.
 pub fn tls_secret_names(spec: &RouterConfigSpec) -> Vec<String> {
     let mut names: Vec<String> = spec

@@ -2,10 +2,12 @@
 //! validation, fleet-wide conflict resolution, route table compilation, configuration
 //! digests and condition helpers.
 
+pub mod barrier;
 pub mod conditions;
 pub mod digest;
 pub mod file;
 pub mod fleet;
+pub mod lease;
 pub mod table;
 pub mod validate;
 

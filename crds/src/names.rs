@@ -6,6 +6,8 @@ pub const GROUP: &str = "lockstep.dev";
 pub const API_VERSION: &str = "lockstep.dev/v1alpha1";
 /// `kind` of RouterConfig.
 pub const KIND: &str = "RouterConfig";
+/// `kind` of RouterReplica.
+pub const REPLICA_KIND: &str = "RouterReplica";
 /// The fleet a RouterConfig belongs to when it names none.
 pub const DEFAULT_FLEET: &str = "default";
 
@@ -23,9 +25,34 @@ pub fn proxy_lease_name(replica: &str) -> String {
     format!("{PROXY_LEASE_PREFIX}{replica}")
 }
 
-/// The field manager a proxy replica uses for its own `status.replicaStatus` entry.
-pub fn proxy_field_manager(replica: &str) -> String {
-    format!("lockstep-proxy/{replica}")
+/// The field manager of a proxy replica's writes (its Lease and RouterReplica). Only that
+/// replica writes those objects, so one name serves every replica.
+pub const PROXY_FIELD_MANAGER: &str = "lockstep-proxy";
+
+/// A proxy replica's identity: the namespace and name of its RouterReplica (and of its Lease,
+/// `lockstep-proxy-<name>`). Two `proxy-0`s in different namespaces are two replicas.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplicaId {
+    /// The proxy's --namespace.
+    pub namespace: String,
+    /// The proxy's --replica-name.
+    pub name: String,
+}
+
+impl ReplicaId {
+    /// Builds an id.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
 }
 
 /// Condition types the operator writes.
@@ -58,6 +85,8 @@ pub mod reason {
     pub const REJECTED: &str = "Rejected";
     /// Ready=False: the fleet has no live replica.
     pub const NO_REPLICAS: &str = "NoReplicas";
+    /// Ready=False / Reconciling=True: a referenced TLS Secret does not exist yet.
+    pub const WAITING_FOR_SECRET: &str = "WaitingForSecret";
     /// Ready=False: the spec is not accepted.
     pub const NOT_ACCEPTED: &str = "NotAccepted";
     /// Reconciling=False / Stalled=False: nothing in progress.

@@ -1,11 +1,10 @@
-//! The checked-in CRD (`crds/routerconfig.yaml`) must be what the types generate; regenerate it
-//! with `cargo run -p lockstep-crds --features crdgen --bin crdgen > crds/routerconfig.yaml`.
+//! The checked-in CRDs (`crds/routerconfig.yaml`, `crds/routerreplica.yaml`) must be what the
+//! types generate; regenerate them with
+//! `cargo run -p lockstep-crds --features crdgen --bin crdgen [routerreplica] > crds/NAME.yaml`.
 
-#[test]
-fn checked_in_crd_is_current() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/routerconfig.yaml");
-    let on_disk = std::fs::read_to_string(path).expect("read crds/routerconfig.yaml");
-    let generated = lockstep_crds::crd_yaml();
+fn assert_current(file: &str, generated: &str) {
+    let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     if on_disk.trim_end() != generated.trim_end() {
         let line = on_disk
             .lines()
@@ -22,11 +21,18 @@ fn checked_in_crd_is_current() {
                     )
                 },
             );
+        let kind = file.trim_end_matches(".yaml");
         panic!(
-            "crds/routerconfig.yaml is stale (first difference at {line}); regenerate it with \
-             `cargo run -p lockstep-crds --features crdgen --bin crdgen > crds/routerconfig.yaml`"
+            "crds/{file} is stale (first difference at {line}); regenerate it with \
+             `cargo run -p lockstep-crds --features crdgen --bin crdgen {kind} > crds/{file}`"
         );
     }
+}
+
+#[test]
+fn checked_in_crds_are_current() {
+    assert_current("routerconfig.yaml", &lockstep_crds::crd_yaml());
+    assert_current("routerreplica.yaml", &lockstep_crds::replica_crd_yaml());
 }
 
 #[test]
@@ -37,6 +43,17 @@ fn crd_yaml_has_the_contract_names() {
         "- rcfg",
         "- lockstep",
         "x-kubernetes-list-type: map",
+        "status: {}",
+    ] {
+        assert!(crd.contains(needle), "missing {needle:?}");
+    }
+    let crd = lockstep_crds::replica_crd_yaml();
+    for needle in [
+        "name: routerreplicas.lockstep.dev",
+        "- rrep",
+        "- lockstep",
+        "x-kubernetes-list-type: map",
+        "- namespace",
         "status: {}",
     ] {
         assert!(crd.contains(needle), "missing {needle:?}");

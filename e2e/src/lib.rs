@@ -140,7 +140,7 @@ impl ControlPlane {
                     .expect("runtime");
                 rt.block_on(async {
                     let client = cp.client().await.expect("client");
-                    install_crd(&client).await.expect("install the RouterConfig CRD");
+                    install_crds(&client).await.expect("install the lockstep CRDs");
                 });
                 cp
             })
@@ -226,47 +226,124 @@ impl ControlPlane {
         }
     }
 
-    /// Creates (if needed) the ServiceAccount `lockstep-<component>` in `namespace`, grants it
-    /// the ClusterRoles of `deploy/rbac/<component>.yaml` (cluster-wide read, plus its Lease
-    /// permissions in `namespace`), and writes a kubeconfig with a token for it. Processes
-    /// started with that kubeconfig run with least privilege, as in a real cluster.
-    /// `component` is "proxy" or "operator".
-    pub fn service_account_kubeconfig(&self, namespace: &str, component: &str) -> Result<PathBuf> {
+    /// Applies the cluster-scoped objects of `deploy/rbac/<component>.yaml` (ClusterRoles and,
+    /// for the proxy, the admission policy that keeps a replica to its own objects).
+    fn apply_cluster_rbac(&self, component: &str) -> Result<()> {
         // Tests of one binary run in parallel; two first-time creations of the same
         // ClusterRole would race (AlreadyExists).
         static RBAC: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _serialised = RBAC.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let manifest = std::fs::read_to_string(repo_root().join(format!("deploy/rbac/{component}.yaml")))?;
-        let cluster_roles: Vec<&str> = manifest
+        let cluster_scoped: Vec<&str> = manifest
             .split("\n---\n")
-            .filter(|doc| doc.lines().any(|l| l.trim() == "kind: ClusterRole"))
+            .filter(|doc| {
+                doc.lines().any(|l| {
+                    matches!(
+                        l.trim(),
+                        "kind: ClusterRole"
+                            | "kind: ValidatingAdmissionPolicy"
+                            | "kind: ValidatingAdmissionPolicyBinding"
+                    )
+                })
+            })
             .collect();
-        self.kubectl_apply(&cluster_roles.join("\n---\n"))?;
-        let sa = format!("lockstep-{component}");
-        let lease_role = if component == "proxy" {
-            "lockstep-proxy-lease"
-        } else {
-            "lockstep-operator-leader"
-        };
+        self.kubectl_apply(&cluster_scoped.join("\n---\n"))?;
+        Ok(())
+    }
+
+    /// Writes a kubeconfig with `token` for `user`, named `file`.
+    fn token_kubeconfig(&self, token: &str, user: &str, namespace: &str, file: &str) -> Result<PathBuf> {
+        let admin = std::fs::read_to_string(self.kubeconfig())?;
+        let admin_token = std::fs::read_to_string(self.dir.path().join("token"))?;
+        let kubeconfig = admin
+            .replace(admin_token.trim(), token.trim())
+            .replace("lockstep-admin", user)
+            .replace("namespace: default", &format!("namespace: {namespace}"));
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, kubeconfig)?;
+        Ok(path)
+    }
+
+    /// Creates (if needed) the ServiceAccount `lockstep-operator` in `namespace` with the RBAC
+    /// of `deploy/rbac/operator.yaml`, and writes a kubeconfig with a token for it. An operator
+    /// started with it runs with least privilege, as in a real cluster.
+    pub fn operator_kubeconfig(&self, namespace: &str) -> Result<PathBuf> {
+        self.apply_cluster_rbac("operator")?;
+        let sa = "lockstep-operator";
         self.kubectl_apply(&format!(
             "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {sa}, namespace: {namespace}}}\n---\n\
              apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {sa}-{namespace}}}\n\
              roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {sa}}}\n\
              subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {namespace}}}]\n---\n\
-             apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {lease_role}, namespace: {namespace}}}\n\
-             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {lease_role}}}\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: lockstep-operator-leader, namespace: {namespace}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: lockstep-operator-leader}}\n\
              subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {namespace}}}]\n"
         ))?;
-        let token = self.kubectl_ok(&["create", "token", &sa, "-n", namespace, "--duration=24h"])?;
-        let admin = std::fs::read_to_string(self.kubeconfig())?;
-        let admin_token = std::fs::read_to_string(self.dir.path().join("token"))?;
-        let kubeconfig = admin
-            .replace(admin_token.trim(), token.trim())
-            .replace("lockstep-admin", &format!("{sa}-{namespace}"))
-            .replace("namespace: default", &format!("namespace: {namespace}"));
-        let path = self.dir.path().join(format!("kubeconfig-{sa}-{namespace}"));
-        std::fs::write(&path, kubeconfig)?;
-        Ok(path)
+        let token = self.kubectl_ok(&["create", "token", sa, "-n", namespace, "--duration=24h"])?;
+        self.token_kubeconfig(
+            &token,
+            &format!("{sa}-{namespace}"),
+            namespace,
+            &format!("kubeconfig-{sa}-{namespace}"),
+        )
+    }
+
+    /// A kubeconfig for proxy replica `replica` living in `namespace` and serving `serves`,
+    /// with the RBAC of `deploy/rbac/proxy.yaml`: reads in the namespaces it serves, its
+    /// Lease and RouterReplica in its own. Its token is bound to a Pod object named after the
+    /// replica (created here; nothing runs it), as the kubelet binds a real Pod's token, so the
+    /// admission policy lets it write only its own objects.
+    pub fn proxy_kubeconfig(&self, namespace: &str, replica: &str, serves: &[&str]) -> Result<PathBuf> {
+        self.apply_cluster_rbac("proxy")?;
+        let sa = "lockstep-proxy";
+        let mut docs = vec![
+            format!(
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {sa}, namespace: {namespace}}}\n"
+            ),
+            format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {sa}-member, namespace: {namespace}}}\n\
+                 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {sa}-member}}\n\
+                 subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {namespace}}}]\n"
+            ),
+        ];
+        for served in serves {
+            docs.push(format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {sa}-read-{namespace}, namespace: {served}}}\n\
+                 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {sa}-read}}\n\
+                 subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {namespace}}}]\n"
+            ));
+        }
+        docs.push(format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {replica}, namespace: {namespace}}}\n\
+             spec: {{serviceAccountName: {sa}, containers: [{{name: proxy, image: lockstep-proxy:e2e}}]}}\n"
+        ));
+        self.kubectl_apply(&docs.join("---\n"))?;
+        let uid = self.kubectl_ok(&[
+            "get",
+            "pod",
+            replica,
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ])?;
+        let token = self.kubectl_ok(&[
+            "create",
+            "token",
+            sa,
+            "-n",
+            namespace,
+            "--duration=24h",
+            "--bound-object-kind=Pod",
+            &format!("--bound-object-name={replica}"),
+            &format!("--bound-object-uid={}", uid.trim()),
+        ])?;
+        self.token_kubeconfig(
+            &token,
+            &format!("{sa}-{namespace}-{replica}"),
+            namespace,
+            &format!("kubeconfig-{sa}-{namespace}-{replica}"),
+        )
     }
 
     /// Creates a namespace with a unique name starting with `prefix`.
@@ -340,24 +417,27 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// Applies the checked-in RouterConfig CRD (server-side) and waits until it is Established.
-pub async fn install_crd(client: &Client) -> Result<()> {
-    let text = std::fs::read_to_string(repo_root().join("crds/routerconfig.yaml"))?;
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
-        .map_err(|e| Error::Kubeconfig(format!("crds/routerconfig.yaml: {e}")))?;
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    let name = crd.metadata.name.clone().unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::apply("lockstep-e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    let established = await_condition(api, &name, conditions::is_crd_established());
-    tokio::time::timeout(Duration::from_secs(30), established)
-        .await
-        .map_err(|_| Error::Timeout(format!("CRD {name} Established")))?
-        .map_err(|e| Error::Timeout(format!("CRD {name}: {e}")))?;
+/// Applies the checked-in CRDs (RouterConfig, RouterReplica; server-side) and waits until
+/// they are Established.
+pub async fn install_crds(client: &Client) -> Result<()> {
+    for file in ["crds/routerconfig.yaml", "crds/routerreplica.yaml"] {
+        let text = std::fs::read_to_string(repo_root().join(file))?;
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&text).map_err(|e| Error::Kubeconfig(format!("{file}: {e}")))?;
+        let api = Api::<CustomResourceDefinition>::all(client.clone());
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply("lockstep-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        let established = await_condition(api, &name, conditions::is_crd_established());
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .map_err(|_| Error::Timeout(format!("CRD {name} Established")))?
+            .map_err(|e| Error::Timeout(format!("CRD {name}: {e}")))?;
+    }
     Ok(())
 }
 

@@ -32,9 +32,7 @@ fn operator() -> &'static Operator {
         let cp = ControlPlane::shared();
         cp.kubectl_apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: lockstep-system}\n")
             .expect("namespace lockstep-system");
-        let kubeconfig = cp
-            .service_account_kubeconfig("lockstep-system", "operator")
-            .expect("operator RBAC");
+        let kubeconfig = cp.operator_kubeconfig("lockstep-system").expect("operator RBAC");
         let spec = OperatorSpec {
             extra: vec!["--lease-namespace".into(), "lockstep-system".into()],
             ..OperatorSpec::default()
@@ -88,19 +86,22 @@ impl Fixture {
     /// Replicas running with the proxy ServiceAccount's token and RBAC, as deployed.
     /// Starts `n` replicas and returns once every one has joined the fleet.
     fn proxies(&self, n: usize) -> Vec<Proxy> {
-        let kubeconfig = self.cp.service_account_kubeconfig(&self.ns, "proxy").unwrap();
-        let mut proxies: Vec<Proxy> = (0..n)
-            .map(|i| self.proxy_with(&kubeconfig, &format!("proxy-{i}")))
-            .collect();
+        let mut proxies: Vec<Proxy> = (0..n).map(|i| self.proxy(&format!("proxy-{i}"))).collect();
         for proxy in &mut proxies {
             proxy.wait_joined().unwrap();
         }
         proxies
     }
 
-    fn proxy_with(&self, kubeconfig: &std::path::Path, name: &str) -> Proxy {
-        Proxy::start_with_kubeconfig(kubeconfig, &self.dir, ProxySpec::new(name, &self.ns, &self.fleet))
-            .unwrap()
+    /// One replica with its own Pod-bound token, as deployed.
+    fn proxy(&self, name: &str) -> Proxy {
+        let kubeconfig = self.cp.proxy_kubeconfig(&self.ns, name, &[&self.ns]).unwrap();
+        Proxy::start_with_kubeconfig(
+            &kubeconfig,
+            &self.dir,
+            ProxySpec::new(name, &self.ns, &self.fleet),
+        )
+        .unwrap()
     }
 
     fn apply(&self, name: &str, routes: &[(&str, &str, &str)]) {
@@ -387,22 +388,17 @@ async fn a_crashed_replica_holds_ready_back_until_its_lease_expires_and_rejoins_
     kubectl_wait(f.cp, &f.ns, "web");
     let status = f.get("web").await.status.unwrap();
     assert_eq!(status.synced.as_deref(), Some("2/2"));
-    eventually("the expired replica's entry to be pruned", WAIT, || async {
-        let status = f.get("web").await.status?;
-        status
-            .replica_status
-            .iter()
-            .all(|e| e.name != "proxy-2")
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    let expired = format!("{}/proxy-2", f.ns);
+    let names: Vec<String> = status.replica_status.iter().map(|e| e.name.clone()).collect();
+    assert!(
+        names.len() == 2 && !names.contains(&expired),
+        "only live replicas are copied into the status: {names:?}"
+    );
     let live: Vec<&Proxy> = proxies[..2].iter().collect();
     f.assert_all_serve(&live, "web", 2, "app.test", "two").await;
 
     // The restarted replica is ready only once it serves generation 2, then counts again.
-    let kubeconfig = f.cp.service_account_kubeconfig(&f.ns, "proxy").unwrap();
-    let restarted = f.proxy_with(&kubeconfig, "proxy-2");
+    let restarted = f.proxy("proxy-2");
     let rejoined = eventually("proxy-2 to rejoin", WAIT, || async {
         if check::is_ready(&f.http, restarted.admin).await {
             let served = check::served_generation(&f.http, restarted.admin, &f.ns, "web").await;
@@ -531,7 +527,7 @@ async fn service_backends_follow_their_endpointslices() {
 async fn a_proxy_may_report_status_but_never_change_a_spec() {
     let f = fixture("rbac").await;
     f.apply("web", &[("app.test", "/", "http://127.0.0.1:9")]);
-    let kubeconfig = f.cp.service_account_kubeconfig(&f.ns, "proxy").unwrap();
+    let kubeconfig = f.cp.proxy_kubeconfig(&f.ns, "proxy-0", &[&f.ns]).unwrap();
     let as_proxy = |args: &[&str]| {
         let mut cmd = std::process::Command::new("kubectl");
         cmd.env("KUBECONFIG", &kubeconfig).args(args);

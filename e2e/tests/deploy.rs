@@ -17,7 +17,7 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use lockstep_config::conditions::{NewCondition, set_condition};
-use lockstep_crds::{OPERATOR_FIELD_MANAGER, RouterConfig, condition, proxy_field_manager, reason};
+use lockstep_crds::{OPERATOR_FIELD_MANAGER, RouterConfig, condition, reason};
 use lockstep_e2e::{ControlPlane, repo_root};
 use serde_json::{Value, json};
 
@@ -677,17 +677,18 @@ impl Subject {
             .expect("status apply");
     }
 
-    /// A proxy replica reports the generation it serves, as the proxy does.
+    /// A replica's report as the operator copies it into the status (written by the test,
+    /// not by an operator: this checks the health check's reading of such objects).
     async fn replica_reports(&self, replica: &str, generation: i64) {
         let entry = json!({
             "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
-            "status": {"replicaStatus": [{"name": replica, "observedGeneration": generation,
+            "status": {"replicaStatus": [{"name": format!("lockstep-system/{replica}"), "observedGeneration": generation,
                 "configDigest": format!("sha256:{generation:064x}"), "appliedAt": self.now.to_string()}]}
         });
         self.api
             .patch_status(
                 "web",
-                &PatchParams::apply(&proxy_field_manager(replica)).force(),
+                &PatchParams::apply(&format!("test-replica-{replica}")).force(),
                 &Patch::Apply(entry),
             )
             .await

@@ -71,59 +71,75 @@ async fn status_subresource_ignores_status_on_main_resource_and_spec_on_status()
 }
 
 #[tokio::test]
-async fn server_side_apply_of_replica_entries_by_two_managers_keeps_both() {
+async fn a_router_replica_reports_per_namespace_and_name_and_prints_its_columns() {
     let cp = ControlPlane::shared();
     let client = cp.client().await.unwrap();
-    let ns = cp.namespace(&client, "ssa").await.unwrap();
-    let api: Api<RouterConfig> = Api::namespaced(client, &ns);
-    api.create(&PostParams::default(), &router_config("web"))
-        .await
-        .unwrap();
-
-    let entry = |name: &str, generation: i64| {
-        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
-            "status": {"replicaStatus": [{"name": name, "observedGeneration": generation, "configDigest": "sha256:x"}]}})
-    };
-    for (replica, generation) in [("proxy-0", 1), ("proxy-1", 1), ("proxy-0", 2)] {
-        api.patch_status(
-            "web",
-            &PatchParams::apply(&lockstep_crds::proxy_field_manager(replica)),
-            &Patch::Apply(entry(replica, generation)),
-        )
-        .await
-        .unwrap();
-    }
-    let status = api.get_status("web").await.unwrap().status.unwrap();
-    let mut entries: Vec<(String, i64)> = status
-        .replica_status
-        .iter()
-        .map(|r| (r.name.clone(), r.observed_generation))
-        .collect();
-    entries.sort();
-    assert_eq!(entries, vec![("proxy-0".into(), 2), ("proxy-1".into(), 1)]);
-
-    // A replica that applies an empty status gives up its entry, and only its entry.
-    api.patch_status(
-        "web",
-        &PatchParams::apply(&lockstep_crds::proxy_field_manager("proxy-0")),
-        &Patch::Apply(json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig", "status": {}})),
+    let ns = cp.namespace(&client, "rrep").await.unwrap();
+    let api: Api<lockstep_crds::RouterReplica> = Api::namespaced(client, &ns);
+    let params = PatchParams::apply(lockstep_crds::PROXY_FIELD_MANAGER).force();
+    api.patch(
+        "proxy-0",
+        &params,
+        &Patch::Apply(
+            json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterReplica",
+            "metadata": {"name": "proxy-0", "labels": {"lockstep.dev/fleet": "blue"}},
+            "spec": {"fleet": "blue", "namespaces": ["a", "b"]}}),
+        ),
     )
     .await
     .unwrap();
-    let status = api.get_status("web").await.unwrap().status.unwrap();
-    let names: Vec<_> = status.replica_status.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, vec!["proxy-1"]);
+    let served = |entries: serde_json::Value| {
+        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterReplica",
+            "status": {"served": entries, "synced": "1/2",
+                "conditions": [{"type": "Ready", "status": "False", "reason": "Joining", "message": "m",
+                                "lastTransitionTime": "2026-11-28T00:00:00Z"}]}})
+    };
+    // The same name in two namespaces is two entries: the list is keyed by both.
+    api.patch_status(
+        "proxy-0",
+        &params,
+        &Patch::Apply(served(json!([
+            {"namespace": "a", "name": "web", "observedGeneration": 3, "configDigest": "sha256:x"},
+            {"namespace": "b", "name": "web", "observedGeneration": 1, "configDigest": "sha256:y"}
+        ]))),
+    )
+    .await
+    .unwrap();
+    let status = api.get_status("proxy-0").await.unwrap().status.unwrap();
+    let entries: Vec<(String, i64)> = status
+        .served
+        .iter()
+        .map(|e| (format!("{}/{}", e.namespace, e.name), e.observed_generation))
+        .collect();
+    assert_eq!(entries, [("a/web".to_owned(), 3), ("b/web".to_owned(), 1)]);
 
-    // Another manager applying proxy-1's entry without force conflicts instead of stealing it.
+    // Two entries with the same key are refused by the apiserver (a list-map), not merged.
     let err = api
         .patch_status(
-            "web",
-            &PatchParams::apply(&lockstep_crds::proxy_field_manager("proxy-2")),
-            &Patch::Apply(entry("proxy-1", 9)),
+            "proxy-0",
+            &params,
+            &Patch::Apply(served(json!([
+                {"namespace": "a", "name": "web", "observedGeneration": 3},
+                {"namespace": "a", "name": "web", "observedGeneration": 4}
+            ]))),
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409), "{err:?}");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422 || s.code == 500),
+        "{err:?}"
+    );
+
+    let table = cp.kubectl_ok(&["get", "rrep", "-n", &ns]).unwrap();
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "FLEET", "SERVED", "READY", "AGE"]);
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["proxy-0", "blue", "1/2", "False"]);
+    let wide = cp
+        .kubectl_ok(&["get", "routerreplicas", "-n", &ns, "-o", "wide"])
+        .unwrap();
+    assert!(wide.contains("Joining"), "{wide}");
 }
 
 #[tokio::test]

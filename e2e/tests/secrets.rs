@@ -129,7 +129,7 @@ async fn tls_material_never_reaches_logs_metrics_config_or_status() {
         .await
         .unwrap();
 
-    let kubeconfig = cp.service_account_kubeconfig(&ns, "proxy").unwrap();
+    let kubeconfig = cp.proxy_kubeconfig(&ns, "proxy-0", &[&ns]).unwrap();
     let mut spec = ProxySpec::new("proxy-0", &ns, &fleet);
     spec.tls = true;
     let proxy = Proxy::start_with_kubeconfig(&kubeconfig, &dir, spec).unwrap();

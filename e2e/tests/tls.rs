@@ -141,9 +141,12 @@ async fn fixture(test: &str) -> Fixture {
 
 impl Fixture {
     fn proxies(&self, n: usize) -> Vec<Proxy> {
-        let kubeconfig = self.cp.service_account_kubeconfig(&self.ns, "proxy").unwrap();
         let mut proxies: Vec<Proxy> = (0..n)
             .map(|i| {
+                let kubeconfig = self
+                    .cp
+                    .proxy_kubeconfig(&self.ns, &format!("proxy-{i}"), &[&self.ns])
+                    .unwrap();
                 let mut spec = ProxySpec::new(&format!("proxy-{i}"), &self.ns, &self.fleet);
                 spec.tls = true;
                 Proxy::start_with_kubeconfig(&kubeconfig, &self.dir, spec).unwrap()

@@ -12,7 +12,7 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use lockstep_config::{ObjectKey, conditions::find, config_digest};
-use lockstep_crds::{RouterConfig, condition};
+use lockstep_crds::{Rejection, RouterConfig, RouterReplica, condition};
 
 /// Exit code of `wait` when the rollout is Stalled (or not accepted).
 pub const EXIT_STALLED: i32 = 1;
@@ -27,7 +27,7 @@ async fn expected_digest(client: &Client, rc: &RouterConfig) -> Option<String> {
     for name in lockstep_config::tls_secret_names(&rc.spec) {
         match secrets.get_opt(&name).await {
             Ok(Some(secret)) => {
-                if let Some(hash) = crate::controller::secret_material_hash(&secret) {
+                if let Some(hash) = lockstep_config::digest::tls_secret_hash(&secret) {
                     hashes.insert(name, hash);
                 }
             }
@@ -38,10 +38,74 @@ async fn expected_digest(client: &Client, rc: &RouterConfig) -> Option<String> {
     Some(config_digest(&rc.spec, &hashes))
 }
 
-/// Renders the status table of some RouterConfigs.
-pub fn render(rcs: &[(RouterConfig, Option<String>)]) -> String {
+/// One replica's line in the status table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRow {
+    /// `<namespace>/<replica>`.
+    pub name: String,
+    /// The generation it serves.
+    pub generation: i64,
+    /// The digest it reports.
+    pub digest: String,
+    /// When it applied that generation.
+    pub applied_at: Option<String>,
+    /// The generation it rejected, if any.
+    pub rejected: Option<Rejection>,
+    /// Its own readiness (its RouterReplica's Ready condition), when known.
+    pub ready: Option<String>,
+}
+
+/// The rows of `rc` from the reports the operator copied into its status (at most 100).
+pub fn rows_from_status(rc: &RouterConfig) -> Vec<ReplicaRow> {
+    let status = rc.status.clone().unwrap_or_default();
+    status
+        .replica_status
+        .into_iter()
+        .map(|e| ReplicaRow {
+            name: e.name,
+            generation: e.observed_generation,
+            digest: e.config_digest,
+            applied_at: e.applied_at,
+            rejected: e.rejected,
+            ready: None,
+        })
+        .collect()
+}
+
+/// The rows of `rc` from every RouterReplica of its fleet that serves its namespace.
+pub fn rows_from_replicas(rc: &RouterConfig, replicas: &[RouterReplica]) -> Vec<ReplicaRow> {
+    let key = ObjectKey::of(rc);
+    let mut rows: Vec<ReplicaRow> = replicas
+        .iter()
+        .filter(|r| r.spec.fleet == rc.spec.fleet && r.spec.serves_namespace(&key.namespace))
+        .map(|r| {
+            let status = r.status.clone().unwrap_or_default();
+            let served = status
+                .served
+                .iter()
+                .find(|e| e.namespace == key.namespace && e.name == key.name)
+                .cloned()
+                .unwrap_or_default();
+            ReplicaRow {
+                name: format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
+                generation: served.observed_generation,
+                digest: served.config_digest,
+                applied_at: served.applied_at,
+                rejected: served.rejected,
+                ready: find(&status.conditions, condition::READY)
+                    .map(|c| format!("{} ({})", c.status, c.reason)),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows
+}
+
+/// Renders the status table of some RouterConfigs, each with its expected digest (when the
+/// caller may read its Secrets) and its replicas.
+pub fn render(rcs: &[(RouterConfig, Option<String>, Vec<ReplicaRow>)]) -> String {
     let mut out = String::new();
-    for (rc, expected) in rcs {
+    for (rc, expected, rows) in rcs {
         let key = ObjectKey::of(rc);
         let generation = rc.metadata.generation.unwrap_or(0);
         let status = rc.status.clone().unwrap_or_default();
@@ -65,30 +129,31 @@ pub fn render(rcs: &[(RouterConfig, Option<String>)]) -> String {
             }
         }
         out.push_str(&format!(
-            "  {:<24} {:>10}  {:<8} {:<22} {}\n",
-            "REPLICA", "GENERATION", "DIGEST", "APPLIED", "REJECTED"
+            "  {:<32} {:>10}  {:<8} {:<22} {:<24} {}\n",
+            "REPLICA", "GENERATION", "DIGEST", "APPLIED", "READY", "REJECTED"
         ));
-        for entry in &status.replica_status {
+        for row in rows {
             let digest = match expected {
-                Some(d) if *d == entry.config_digest => "match",
+                Some(d) if *d == row.digest => "match",
                 Some(_) => "differs",
                 None => "?",
             };
-            let rejected = entry
+            let rejected = row
                 .rejected
                 .as_ref()
                 .map(|r| format!("generation {}: {}", r.generation, r.message))
                 .unwrap_or_else(|| "-".into());
             out.push_str(&format!(
-                "  {:<24} {:>10}  {:<8} {:<22} {}\n",
-                entry.name,
-                entry.observed_generation,
+                "  {:<32} {:>10}  {:<8} {:<22} {:<24} {}\n",
+                row.name,
+                row.generation,
                 digest,
-                entry.applied_at.as_deref().unwrap_or("-"),
+                row.applied_at.as_deref().unwrap_or("-"),
+                row.ready.as_deref().unwrap_or("-"),
                 rejected
             ));
         }
-        if status.replica_status.is_empty() {
+        if rows.is_empty() {
             out.push_str("  (no replica has reported)\n");
         }
     }
@@ -96,7 +161,9 @@ pub fn render(rcs: &[(RouterConfig, Option<String>)]) -> String {
 }
 
 /// `status [NAME]`: prints the table for one RouterConfig or all in the namespace (or all
-/// namespaces with `namespace == None`).
+/// namespaces with `namespace == None`). Replicas come from every RouterReplica (all of them,
+/// however many); a caller who may not list RouterReplicas gets the (at most 100) reports the
+/// operator copied into the status.
 pub async fn status(client: Client, namespace: Option<&str>, name: Option<&str>) -> anyhow::Result<()> {
     let api: Api<RouterConfig> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -106,10 +173,24 @@ pub async fn status(client: Client, namespace: Option<&str>, name: Option<&str>)
         Some(name) => vec![api.get(name).await?],
         None => api.list(&Default::default()).await?.items,
     };
+    let replicas = match Api::<RouterReplica>::all(client.clone())
+        .list(&Default::default())
+        .await
+    {
+        Ok(list) => Some(list.items),
+        Err(error) => {
+            eprintln!("cannot list RouterReplicas ({error}); showing the reports copied into each status");
+            None
+        }
+    };
     let mut rows = Vec::new();
     for rc in rcs {
         let expected = expected_digest(&client, &rc).await;
-        rows.push((rc, expected));
+        let replica_rows = match &replicas {
+            Some(replicas) => rows_from_replicas(&rc, replicas),
+            None => rows_from_status(&rc),
+        };
+        rows.push((rc, expected, replica_rows));
     }
     print!("{}", render(&rows));
     Ok(())
@@ -330,7 +411,7 @@ mod tests {
     #[test]
     fn status_table_shows_replicas_and_digest_match() {
         let rc = mk_rc(7, json!([mk_cond("Ready", "False", 7)]));
-        let table = render(&[(rc.clone(), Some("sha256:a".into()))]);
+        let table = render(&[(rc.clone(), Some("sha256:a".into()), rows_from_status(&rc))]);
         assert!(table.contains("RouterConfig ns/web"), "{table}");
         assert!(
             table
@@ -338,7 +419,50 @@ mod tests {
                 .any(|l| l.contains("proxy-0") && l.contains(" 7 ") && l.contains("match")),
             "{table}"
         );
-        let table = render(&[(rc, Some("sha256:b".into()))]);
+        let table = render(&[(rc.clone(), Some("sha256:b".into()), rows_from_status(&rc))]);
         assert!(table.contains("differs"), "{table}");
+    }
+
+    #[test]
+    fn status_rows_come_from_every_replica_serving_the_namespace() {
+        let rc = mk_rc(7, json!([mk_cond("Ready", "False", 7)]));
+        let mk_rrep = |ns: &str,
+                       name: &str,
+                       fleet: &str,
+                       namespaces: &[&str],
+                       generation: i64|
+         -> RouterReplica {
+            serde_json::from_value(json!({
+                "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterReplica",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"fleet": fleet, "namespaces": namespaces},
+                "status": {"served": [{"namespace": "ns", "name": "web", "observedGeneration": generation, "configDigest": "sha256:a"}],
+                           "conditions": [{"type": "Ready", "status": "True", "reason": "Serving", "message": "",
+                                           "lastTransitionTime": "2026-11-27T00:00:00Z"}]}
+            }))
+            .unwrap()
+        };
+        let mut replicas: Vec<RouterReplica> = (0..150)
+            .map(|i| mk_rrep("px", &format!("p{i:03}"), "default", &["ns"], 7))
+            .collect();
+        replicas.push(mk_rrep("px", "other-fleet", "green", &["*"], 7));
+        replicas.push(mk_rrep("px", "other-ns", "default", &["elsewhere"], 7));
+        replicas.push(mk_rrep("py", "p000", "default", &["*"], 6));
+        let rows = rows_from_replicas(&rc, &replicas);
+        assert_eq!(
+            rows.len(),
+            151,
+            "every replica, past the 100 copied into the status"
+        );
+        assert_eq!(rows[0].name, "px/p000");
+        assert_eq!(rows[150].name, "py/p000");
+        assert_eq!(rows[150].generation, 6);
+        let table = render(&[(rc, Some("sha256:a".into()), rows)]);
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("px/p149") && l.contains("True (Serving)")),
+            "{table}"
+        );
     }
 }

@@ -1,15 +1,22 @@
-//! The Kubernetes edge of the operator: watches RouterConfigs, the fleets' Leases and TLS
-//! Secrets, hands each RouterConfig to [`crate::barrier::decide`], and writes what it decides.
-//! Only the leader writes, and it checks its leadership right before every write.
+//! The Kubernetes edge of the operator: watches RouterConfigs, the replicas' RouterReplicas,
+//! the fleets' Leases and TLS Secrets, hands each RouterConfig to [`crate::barrier::decide`],
+//! and writes what it decides. It is the only writer of RouterConfig status; only the leader
+//! writes, and it checks its leadership right before every write.
 //!
-//! Reactions: every RouterConfig event (status writes included: replicas report there, so
-//! there is no generation predicate), every Lease event of a fleet (mapped to all RouterConfigs
-//! of that fleet), every TLS Secret event (mapped to the RouterConfigs naming it), becoming
-//! leader (everything), and time: each reconcile requeues at the next Lease expiry, stall
-//! deadline or orphan grace end, so an expiry is noticed within milliseconds without any event.
+//! Reactions: every RouterConfig event, every RouterReplica event (mapped to the RouterConfigs
+//! of its fleet in the namespaces it serves), every Lease event of a fleet (mapped to all
+//! RouterConfigs of that fleet), every TLS Secret event (mapped to the RouterConfigs naming
+//! it), becoming leader (everything), and time: each reconcile requeues at the next Lease
+//! expiry or stall deadline, so an expiry is noticed within milliseconds without any event.
+//!
+//! Leases are judged on this process's monotonic clock from when each renewal was observed
+//! ([`LeaseClock`]), never from the proxy's `renewTime`. Before it writes `Ready=True` the
+//! operator re-lists the fleet's Leases with a quorum read: a Lease cache that lags behind the
+//! RouterConfig cache could otherwise miss a replica that joined before the generation was
+//! written, and that replica may be ready while serving the previous one.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -19,7 +26,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -28,8 +35,14 @@ use kube::{
         watcher,
     },
 };
-use lockstep_config::{Candidate, ObjectKey, Verdict, config_digest, resolve_fleet, tls_material_hash};
-use lockstep_crds::{FLEET_LABEL, RouterConfig};
+use lockstep_config::{
+    Candidate, ObjectKey, Verdict,
+    barrier::{Member, TlsProblem, members_serving},
+    config_digest,
+    lease::{LeaseClock, LeaseView, Mono},
+    resolve_fleet,
+};
+use lockstep_crds::{FLEET_LABEL, ReplicaId, RouterConfig, RouterReplica};
 use tokio::sync::watch;
 
 use crate::{Error, Result, barrier, leader::Leadership, metrics::Metrics};
@@ -42,28 +55,45 @@ const DEADLINE_SLACK: Duration = Duration::from_millis(5);
 /// Requeue at least this often anyway (a safety net, not a mechanism).
 const MAX_REQUEUE: Duration = Duration::from_secs(300);
 
+/// When a generation of a RouterConfig was first seen, for the rollout-time histogram.
+#[derive(Debug, Clone, Copy)]
+struct Rollout {
+    generation: i64,
+    first_seen: Instant,
+    ready_recorded: bool,
+}
+
 /// What every reconcile shares.
 pub struct Context {
     client: Client,
     routerconfigs: Store<RouterConfig>,
-    leases: Store<Lease>,
+    replicas: Store<RouterReplica>,
     secrets: Store<Secret>,
+    /// When each proxy Lease was last seen renewed, on this process's clock.
+    leases: Arc<Mutex<LeaseClock>>,
+    /// The origin of [`Mono`] times.
+    origin: Instant,
     leader: Arc<Leadership>,
     /// True once every cache has listed.
     synced: watch::Receiver<bool>,
     settings: barrier::Settings,
     metrics: Arc<Metrics>,
     recorder: Recorder,
-    /// When each generation was first seen, for the rollout-time histogram.
-    first_seen: Mutex<HashMap<ObjectKey, (i64, Instant, bool)>>,
+    rollouts: Mutex<HashMap<ObjectKey, Rollout>>,
     /// When this instance last wrote each object's status, to space out progress writes.
     last_written: Mutex<HashMap<ObjectKey, Instant>>,
+}
+
+impl Context {
+    fn mono(&self) -> Mono {
+        self.origin.elapsed()
+    }
 }
 
 /// Options of the controller.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Stall timeout and orphan grace.
+    /// Stall timeout and progress interval.
     pub settings: barrier::Settings,
     /// This instance's identity (for Events).
     pub identity: String,
@@ -83,7 +113,9 @@ pub async fn run(
     // that keeps a single waker, and the controller's applier already waits on its store, so a
     // second waiter could starve it.
     let (synced_tx, synced) = watch::channel(false);
-    let gate = SyncGate::new(3, synced_tx, ready);
+    let gate = SyncGate::new(4, synced_tx, ready);
+    let origin = Instant::now();
+    let clock = Arc::new(Mutex::new(LeaseClock::default()));
     let (store, rc_writer) = reflector::store::<RouterConfig>();
     let rc_stream = watcher(
         Api::<RouterConfig>::all(client.clone()),
@@ -94,23 +126,32 @@ pub async fn run(
     .reflect(rc_writer)
     .touched_objects()
     .filter_map(log_watch_error("routerconfigs"));
-    let (lease_store, lease_writer) = reflector::store::<Lease>();
     let lease_stream = watcher(
         Api::<Lease>::all(client.clone()),
         watcher::Config::default().labels(FLEET_LABEL),
     )
     .backoff(lockstep_apiclient::watch_backoff())
     .inspect(gate.marker(1))
-    .reflect(lease_writer)
+    .inspect(observe_leases(clock.clone(), origin))
     .touched_objects()
     .filter_map(log_watch_error("leases"));
+    let (replica_store, replica_writer) = reflector::store::<RouterReplica>();
+    let replica_stream = watcher(
+        Api::<RouterReplica>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .backoff(lockstep_apiclient::watch_backoff())
+    .inspect(gate.marker(2))
+    .reflect(replica_writer)
+    .touched_objects()
+    .filter_map(log_watch_error("routerreplicas"));
     let (secret_store, secret_writer) = reflector::store::<Secret>();
     let secret_stream = watcher(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default().fields("type=kubernetes.io/tls"),
     )
     .backoff(lockstep_apiclient::watch_backoff())
-    .inspect(gate.marker(2))
+    .inspect(gate.marker(3))
     .reflect(secret_writer)
     .touched_objects()
     .filter_map(log_watch_error("secrets"));
@@ -127,21 +168,28 @@ pub async fn run(
         ),
         client,
         routerconfigs: store.clone(),
-        leases: lease_store,
+        replicas: replica_store,
         secrets: secret_store,
+        leases: clock,
+        origin,
         leader: leader.clone(),
         settings: options.settings,
         metrics,
-        first_seen: Mutex::default(),
+        rollouts: Mutex::default(),
         last_written: Mutex::default(),
     });
 
-    let (fleet_store, tls_store) = (store.clone(), store.clone());
+    let (fleet_store, replica_rcs, tls_store) = (store.clone(), store.clone(), store.clone());
+    let suspicious = Arc::new(Mutex::new(HashSet::new()));
     tokio::spawn(forget_deleted(store.clone(), ctx.clone()));
 
     controller
         .watches_stream(lease_stream, move |lease| {
             routerconfigs_of_fleet(&fleet_store, &lease)
+        })
+        .watches_stream(replica_stream, move |rrep| {
+            warn_once_about(&suspicious, &replica_rcs, &rrep);
+            routerconfigs_served_by(&replica_rcs, &rrep)
         })
         .watches_stream(secret_stream, move |secret| {
             routerconfigs_naming_secret(&tls_store, &secret)
@@ -236,6 +284,97 @@ fn routerconfigs_of_fleet(store: &Store<RouterConfig>, lease: &Lease) -> Vec<Obj
         .collect()
 }
 
+fn routerconfigs_served_by(
+    store: &Store<RouterConfig>,
+    rrep: &RouterReplica,
+) -> Vec<ObjectRef<RouterConfig>> {
+    store
+        .state()
+        .iter()
+        .filter(|rc| {
+            rc.spec.fleet == rrep.spec.fleet && rrep.spec.serves_namespace(&ObjectKey::of(rc).namespace)
+        })
+        .map(|rc| ObjectRef::from_obj(rc.as_ref()))
+        .collect()
+}
+
+/// Keeps the Lease clock current from the Lease watch: every new version is a renewal seen
+/// now; a relist forgets Leases deleted while the watch was down.
+fn observe_leases(
+    clock: Arc<Mutex<LeaseClock>>,
+    origin: Instant,
+) -> impl FnMut(&std::result::Result<watcher::Event<Lease>, watcher::Error>) + Send + 'static {
+    let mut relisted: Option<BTreeSet<ReplicaId>> = None;
+    move |event| {
+        let Ok(event) = event else { return };
+        let now = origin.elapsed();
+        let mut clock = clock.lock().expect("lease clock lock");
+        match event {
+            watcher::Event::Init => relisted = Some(BTreeSet::new()),
+            watcher::Event::InitApply(lease) | watcher::Event::Apply(lease) => {
+                if let Some(view) = LeaseView::of(lease) {
+                    if let Some(seen) = relisted.as_mut() {
+                        seen.insert(view.id.clone());
+                    }
+                    clock.observe(view, now);
+                }
+            }
+            watcher::Event::Delete(lease) => {
+                if let Some(view) = LeaseView::of(lease) {
+                    clock.forget(&view.id);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(seen) = relisted.take() {
+                    clock.retain(|id| seen.contains(id));
+                }
+            }
+        }
+    }
+}
+
+/// Logs, once per replica and problem, a RouterReplica that cannot count: one whose label
+/// names another fleet than its spec, or that reports RouterConfigs that do not exist. Such a
+/// report is judged as a laggard or ignored, never counted as synced.
+fn warn_once_about(warned: &Mutex<HashSet<String>>, store: &Store<RouterConfig>, rrep: &RouterReplica) {
+    let id = replica_id(rrep);
+    let mut problems = Vec::new();
+    if let Some(label) = rrep.labels().get(FLEET_LABEL)
+        && label != &rrep.spec.fleet
+    {
+        problems.push(format!(
+            "its label {FLEET_LABEL}={label} differs from spec.fleet {}",
+            rrep.spec.fleet
+        ));
+    }
+    let unknown: Vec<String> = rrep
+        .status
+        .iter()
+        .flat_map(|s| &s.served)
+        .filter(|e| store.get(&ObjectRef::new(&e.name).within(&e.namespace)).is_none())
+        .map(|e| format!("{}/{}", e.namespace, e.name))
+        .collect();
+    if !unknown.is_empty() {
+        problems.push(format!(
+            "it reports RouterConfigs that do not exist: {}",
+            unknown.join(", ")
+        ));
+    }
+    for problem in problems {
+        if warned
+            .lock()
+            .expect("warned lock")
+            .insert(format!("{id}: {problem}"))
+        {
+            tracing::warn!(replica = %id, %problem, "ignoring part of a RouterReplica");
+        }
+    }
+}
+
+fn replica_id(rrep: &RouterReplica) -> ReplicaId {
+    ReplicaId::new(rrep.namespace().unwrap_or_default(), rrep.name_any())
+}
+
 fn routerconfigs_naming_secret(store: &Store<RouterConfig>, secret: &Secret) -> Vec<ObjectRef<RouterConfig>> {
     let (ns, name) = (secret.namespace(), secret.name_any());
     store
@@ -252,15 +391,21 @@ fn error_policy(rc: Arc<RouterConfig>, error: &Error, ctx: Arc<Context>) -> Acti
     Action::requeue(Duration::from_millis(500))
 }
 
-/// TLS digest inputs and problems of a RouterConfig, from the Secrets it names.
-fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, String>, Option<String>) {
+/// TLS digest inputs and problems of a RouterConfig, from the Secrets it names. A Secret that
+/// does not exist yet is a wait (cert-manager and GitOps often create it after the
+/// RouterConfig); one that exists but lacks its keys is not accepted.
+fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, String>, Option<TlsProblem>) {
     let ns = ObjectKey::of(rc).namespace;
     let mut hashes = BTreeMap::new();
     let mut problems = Vec::new();
+    let mut missing = Vec::new();
     for (i, rule) in rc.spec.rules.iter().enumerate() {
         let Some(tls) = &rule.tls else { continue };
         let secret = secrets.get(&ObjectRef::new(&tls.secret_name).within(&ns));
-        match secret.as_deref().and_then(secret_material_hash) {
+        match secret
+            .as_deref()
+            .and_then(lockstep_config::digest::tls_secret_hash)
+        {
             Some(hash) => {
                 hashes.insert(tls.secret_name.clone(), hash);
             }
@@ -268,23 +413,20 @@ fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, Str
                 "spec.rules[{i}].tls.secretName: secret {ns}/{} lacks tls.crt or tls.key",
                 tls.secret_name
             )),
-            None => problems.push(format!(
+            None => missing.push(format!(
                 "spec.rules[{i}].tls.secretName: kubernetes.io/tls secret {ns}/{} not found",
                 tls.secret_name
             )),
         }
     }
-    (hashes, (!problems.is_empty()).then(|| problems.join("; ")))
-}
-
-/// The hash of a `kubernetes.io/tls` Secret's certificate and key, as replicas fold it into
-/// their digest; `None` when either is missing.
-pub(crate) fn secret_material_hash(secret: &Secret) -> Option<String> {
-    let data = secret.data.as_ref()?;
-    Some(tls_material_hash(
-        &data.get("tls.crt")?.0,
-        &data.get("tls.key")?.0,
-    ))
+    let problem = if !problems.is_empty() {
+        Some(TlsProblem::Unusable(problems.join("; ")))
+    } else if !missing.is_empty() {
+        Some(TlsProblem::Missing(missing.join("; ")))
+    } else {
+        None
+    };
+    (hashes, problem)
 }
 
 /// Drops the gauges and bookkeeping of RouterConfigs that no longer exist, so dashboards show
@@ -296,9 +438,9 @@ async fn forget_deleted(store: Store<RouterConfig>, ctx: Arc<Context>) {
         let live: Vec<ObjectKey> = store.state().iter().map(|rc| ObjectKey::of(rc)).collect();
         ctx.metrics.retain_routerconfigs(&live);
         let live: std::collections::HashSet<ObjectKey> = live.into_iter().collect();
-        ctx.first_seen
+        ctx.rollouts
             .lock()
-            .expect("first_seen lock")
+            .expect("rollouts lock")
             .retain(|key, _| live.contains(key));
         ctx.last_written
             .lock()
@@ -344,6 +486,77 @@ fn verdict_for(rc: &RouterConfig, store: &Store<RouterConfig>) -> Verdict {
         .expect("resolve_fleet judges every candidate")
 }
 
+/// The decision on `rc` from the caches as they are now, and when the next member's Lease
+/// runs out.
+fn judge(
+    ctx: &Context,
+    rc: &RouterConfig,
+    verdict: &Verdict,
+    tls_problem: Option<&TlsProblem>,
+    expected_digest: &str,
+) -> (barrier::Outcome, Option<Duration>) {
+    let key = ObjectKey::of(rc);
+    let fleet = rc.spec.fleet.as_str();
+    let now = ctx.mono();
+    let live: Vec<(ReplicaId, Mono)> = {
+        let clock = ctx.leases.lock().expect("lease clock lock");
+        clock
+            .live(fleet, now)
+            .map(|(id, until)| (id.clone(), until))
+            .collect()
+    };
+    let reports: BTreeMap<ReplicaId, Arc<RouterReplica>> = live
+        .iter()
+        .filter_map(|(id, _)| {
+            ctx.replicas
+                .get(&ObjectRef::new(&id.name).within(&id.namespace))
+                .map(|rrep| (id.clone(), rrep))
+        })
+        .collect();
+    let members: Vec<Member<'_>> = members_serving(
+        &key.namespace,
+        &key.name,
+        fleet,
+        live.iter().map(|(id, _)| id),
+        |id| reports.get(id).map(|r| r.as_ref()),
+    );
+    let next_expiry = live
+        .iter()
+        .filter(|(id, _)| members.iter().any(|m| &m.id == id))
+        .map(|(_, until)| until.saturating_sub(now))
+        .min();
+    let empty = Default::default();
+    let out = barrier::decide(barrier::Input {
+        generation: rc.metadata.generation.unwrap_or(0),
+        fleet,
+        current: rc.status.as_ref().unwrap_or(&empty),
+        members: &members,
+        verdict,
+        tls_problem,
+        expected_digest,
+        now: Timestamp::now(),
+        settings: ctx.settings,
+    });
+    (out, next_expiry)
+}
+
+/// Re-reads the fleet's Leases with a quorum list, so a Ready=True is never judged on a Lease
+/// cache older than the RouterConfig it is about.
+async fn confirm_members(ctx: &Context, fleet: &str) -> Result<()> {
+    let api: Api<Lease> = Api::all(ctx.client.clone());
+    let listed = api
+        .list(&ListParams::default().labels(&format!("{FLEET_LABEL}={fleet}")))
+        .await?;
+    ctx.metrics.membership_checks.inc();
+    let views = listed.items.iter().filter_map(LeaseView::of).collect();
+    let now = ctx.mono();
+    ctx.leases
+        .lock()
+        .expect("lease clock lock")
+        .relist(fleet, views, now);
+    Ok(())
+}
+
 async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
@@ -354,28 +567,15 @@ async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
     }
     caches_synced(&ctx).await?;
     let key = ObjectKey::of(&rc);
-    let fleet = rc.spec.fleet.clone();
 
     let verdict = verdict_for(&rc, &ctx.routerconfigs);
     let (tls_hashes, tls_problem) = tls_view(&rc, &ctx.secrets);
     let expected_digest = config_digest(&rc.spec, &tls_hashes);
-    let leases: Vec<Lease> = ctx
-        .leases
-        .state()
-        .iter()
-        .filter(|l| l.labels().get(FLEET_LABEL) == Some(&fleet))
-        .map(|l| Lease::clone(l))
-        .collect();
-    let now = Timestamp::now();
-    let out = barrier::decide(barrier::Input {
-        rc: &rc,
-        leases: &leases,
-        verdict: &verdict,
-        tls_problem: tls_problem.as_deref(),
-        expected_digest: &expected_digest,
-        now,
-        settings: ctx.settings,
-    });
+    let (mut out, mut next_expiry) = judge(&ctx, &rc, &verdict, tls_problem.as_ref(), &expected_digest);
+    if out.ready && out.changed {
+        confirm_members(&ctx, &rc.spec.fleet).await?;
+        (out, next_expiry) = judge(&ctx, &rc, &verdict, tls_problem.as_ref(), &expected_digest);
+    }
 
     let api: Api<RouterConfig> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let deferred = if out.progress_only {
@@ -417,48 +617,22 @@ async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
         }
         publish(&ctx, &rc, &key, out.generation, &out.transitions);
     }
-    if !out.prune.is_empty() && ctx.leader.is_leader() {
-        prune(&ctx, &api, &key, &out.prune).await?;
-    }
     record_metrics(&ctx, &key, &out);
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
 
-    let wait = out
+    let now = Timestamp::now();
+    let stall = out
         .recheck_at
-        .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or_default() + DEADLINE_SLACK)
-        .unwrap_or(MAX_REQUEUE)
-        .min(MAX_REQUEUE)
-        .min(deferred.map_or(MAX_REQUEUE, |d| d + DEADLINE_SLACK));
+        .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or_default());
+    let wait = [stall, next_expiry, deferred]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(MAX_REQUEUE, |d| d + DEADLINE_SLACK)
+        .min(MAX_REQUEUE);
     Ok(Action::requeue(wait))
-}
-
-/// Removes entries of replicas that left the fleet with one JSON patch (an Update: no apply
-/// conflict with the replicas' field managers) that tests each name at its index first.
-async fn prune(
-    ctx: &Context,
-    api: &Api<RouterConfig>,
-    key: &ObjectKey,
-    prunes: &[barrier::Prune],
-) -> Result<()> {
-    let patch: json_patch::Patch =
-        serde_json::from_value(barrier::prune_patch(prunes)).map_err(Error::Serialize)?;
-    let names: Vec<&str> = prunes.iter().map(|p| p.name.as_str()).collect();
-    match api
-        .patch_status(&key.name, &PatchParams::default(), &Patch::<()>::Json(patch))
-        .await
-    {
-        Ok(_) => {
-            ctx.metrics.prunes.inc();
-            tracing::info!(routerconfig = %key, replicas = ?names, "pruned entries of replicas without a live Lease");
-            Ok(())
-        }
-        // 422: a test failed because the list changed meanwhile; that change is an event, and
-        // the next reconcile judges the new list.
-        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 404 => Ok(()),
-        Err(e) => Err(Error::Kube(e)),
-    }
 }
 
 /// Logs each transition and records it as an Event. Events are best effort: they are sent
@@ -477,14 +651,14 @@ fn publish(
     let events: Vec<Event> = transitions
         .iter()
         .map(|transition| {
-            tracing::info!(routerconfig = %key, generation, reason = transition.reason, note = %transition.note, "condition transition");
+            tracing::info!(routerconfig = %key, generation, reason = transition.reason.as_str(), note = %transition.note, "condition transition");
             Event {
                 type_: if transition.warning {
                     EventType::Warning
                 } else {
                     EventType::Normal
                 },
-                reason: transition.reason.to_owned(),
+                reason: transition.reason.as_str().to_owned(),
                 note: Some(transition.note.chars().take(1000).collect()),
                 // kube's Recorder folds events with the same action and reason into one series
                 // that keeps the first note; one action per generation keeps each rollout's own.
@@ -512,13 +686,13 @@ fn record_metrics(ctx: &Context, key: &ObjectKey, out: &barrier::Outcome) {
         out.status.replicas,
         generation,
     );
-    let mut first_seen = ctx.first_seen.lock().expect("first_seen lock");
-    let Some(entry) = first_seen.get_mut(key).filter(|e| e.0 == generation) else {
+    let mut rollouts = ctx.rollouts.lock().expect("rollouts lock");
+    let Some(rollout) = rollouts.get_mut(key).filter(|r| r.generation == generation) else {
         return;
     };
-    if out.ready && !entry.2 {
-        entry.2 = true;
-        let seconds = entry.1.elapsed().as_secs_f64();
+    if out.ready && !rollout.ready_recorded {
+        rollout.ready_recorded = true;
+        let seconds = rollout.first_seen.elapsed().as_secs_f64();
         ctx.metrics.rollout_duration.observe(seconds);
         tracing::info!(routerconfig = %key, generation, replicas = out.status.replicas, seconds, "rollout complete");
     }
@@ -527,11 +701,14 @@ fn record_metrics(ctx: &Context, key: &ObjectKey, out: &barrier::Outcome) {
 /// Remembers when a generation was first seen (by any instance, leader or not, so a new
 /// leader's rollout times still start at the edit when it watched it happen).
 fn note_seen(ctx: &Context, key: &ObjectKey, generation: i64) {
-    let mut first_seen = ctx.first_seen.lock().expect("first_seen lock");
-    let entry = first_seen
-        .entry(key.clone())
-        .or_insert((generation, Instant::now(), false));
-    if entry.0 != generation {
-        *entry = (generation, Instant::now(), false);
+    let mut rollouts = ctx.rollouts.lock().expect("rollouts lock");
+    let fresh = Rollout {
+        generation,
+        first_seen: Instant::now(),
+        ready_recorded: false,
+    };
+    let rollout = rollouts.entry(key.clone()).or_insert(fresh);
+    if rollout.generation != generation {
+        *rollout = fresh;
     }
 }

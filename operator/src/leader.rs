@@ -24,7 +24,7 @@ use kube::{
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use tokio::sync::watch;
 
-use crate::{Result, barrier::lease_held_by};
+use crate::Result;
 
 /// How often leadership is re-judged without any event, so a Lease that runs out is noticed.
 const RECHECK: Duration = Duration::from_millis(250);
@@ -71,6 +71,25 @@ impl Leadership {
     pub fn identity(&self) -> &str {
         &self.identity
     }
+}
+
+/// True while `lease` is held by `holder` and fresh at `now`: `renewTime` (or `acquireTime`)
+/// plus `leaseDurationSeconds`. The operator's own Lease, so its own clock wrote `renewTime`.
+fn lease_held_by(lease: &Lease, holder: &str, now: Timestamp) -> bool {
+    let Some(spec) = lease.spec.as_ref() else {
+        return false;
+    };
+    let renewed = spec
+        .renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .map(|t| t.0);
+    let seconds = spec.lease_duration_seconds.filter(|d| *d > 0);
+    spec.holder_identity.as_deref() == Some(holder)
+        && renewed
+            .zip(seconds)
+            .and_then(|(at, s)| at.checked_add(jiff::SignedDuration::from_secs(i64::from(s))).ok())
+            .is_some_and(|expiry| expiry > now)
 }
 
 /// Campaigns for the Lease in the background. When `shutdown` fires the Lease is released so

@@ -6,7 +6,7 @@
 //! | `reconcile_errors_total` | counter | reconciles that failed (retried) |
 //! | `reconcile_duration_seconds` | histogram | time of one (leader) reconcile, writes included |
 //! | `status_writes_total` | counter | status applies sent |
-//! | `prunes_total` | counter | JSON patches that removed entries of departed replicas |
+//! | `membership_checks_total` | counter | quorum lists of a fleet's Leases before writing Ready=True |
 //! | `rollout_duration_seconds` | histogram | first sight of a generation to Ready=True for it |
 //! | `leader` | gauge | 1 while this instance may write |
 //! | `routerconfig_ready` | gauge {namespace,name} | 1 while Ready=True for the current generation |
@@ -53,8 +53,8 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Status writes sent.
     pub status_writes: Counter,
-    /// Prune patches that removed entries.
-    pub prunes: Counter,
+    /// Quorum lists of a fleet's Leases before a Ready=True write.
+    pub membership_checks: Counter,
     /// Seconds from the first sight of a generation to Ready=True for it.
     pub rollout_duration: Histogram,
     /// 1 while this instance is the leader.
@@ -79,7 +79,7 @@ impl Default for Metrics {
             reconcile_errors: Counter::default(),
             reconcile_duration: Histogram::new(reconcile_buckets),
             status_writes: Counter::default(),
-            prunes: Counter::default(),
+            membership_checks: Counter::default(),
             rollout_duration: Histogram::new(rollout_buckets),
             leader: Gauge::default(),
             ready: Family::default(),
@@ -106,9 +106,9 @@ impl Default for Metrics {
             m.status_writes.clone(),
         );
         registry.register(
-            "prunes",
-            "Patches that removed replicaStatus entries of replicas without a live Lease",
-            m.prunes.clone(),
+            "membership_checks",
+            "Quorum lists of a fleet's Leases before writing Ready=True",
+            m.membership_checks.clone(),
         );
         registry.register(
             "rollout_duration_seconds",

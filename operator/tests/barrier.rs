@@ -1,6 +1,6 @@
 //! The operator's barrier against a real kube-apiserver: the real `lockstep-operator` binary,
-//! real `kubectl`, and proxy replicas simulated exactly as the protocol has them write Leases
-//! and status entries. One operator serves every test of this binary; tests stay apart by
+//! real `kubectl`, and proxy replicas simulated (no data plane) exactly as the protocol has
+//! them write Leases and RouterReplicas. One operator serves every test of this binary; tests stay apart by
 //! namespace and fleet.
 
 mod common;
@@ -19,7 +19,7 @@ fn operator() -> &'static Operator {
 async fn kubectl_wait_returns_only_once_every_live_replica_serves_the_generation() {
     let f = fixture("wait").await;
     operator();
-    let mut replicas: Vec<FakeReplica> = (0..3).map(|i| f.replica(&format!("proxy-{i}"), 10)).collect();
+    let mut replicas: Vec<SimulatedReplica> = (0..3).map(|i| f.replica(&format!("proxy-{i}"), 10)).collect();
     for r in &mut replicas {
         r.join().await;
     }
@@ -41,7 +41,10 @@ async fn kubectl_wait_returns_only_once_every_live_replica_serves_the_generation
     let reconciling = condition(&f.get("web").await, "Reconciling").unwrap();
     assert_eq!(
         (reconciling.status.as_str(), reconciling.message.as_str()),
-        ("True", "waiting for proxy-2 (no report)")
+        (
+            "True",
+            format!("waiting for {}/proxy-2 (no report)", f.ns).as_str()
+        )
     );
     assert!(
         exit_within(&mut wait, Duration::from_millis(500)).is_none(),
@@ -67,9 +70,14 @@ async fn kubectl_wait_returns_only_once_every_live_replica_serves_the_generation
         ),
         ("True", "3/3", "1")
     );
-    // The operator owns none of the replicas' entries: they stay theirs alone.
+    // The operator copies each replica's report, named <namespace>/<replica>.
     let entries = rc.status.unwrap().replica_status;
-    assert_eq!(entries.len(), 3);
+    let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+    assert_eq!(
+        names,
+        (0..3).map(|i| format!("{}/proxy-{i}", f.ns)).collect::<Vec<_>>()
+    );
+    assert!(entries.iter().all(|e| e.observed_generation == 1));
 
     // A new generation: apply and wait back to back. The stale Ready=True of generation 1
     // must not let kubectl wait through.
@@ -138,7 +146,7 @@ async fn a_fleet_without_replicas_is_not_ready() {
 }
 
 #[tokio::test]
-async fn an_expired_lease_is_pruned_and_ready_is_computed_without_it() {
+async fn an_expired_lease_drops_its_replica_and_ready_is_computed_without_it() {
     let f = fixture("expiry").await;
     operator();
     let mut alive = f.replica("alive", 10);
@@ -174,27 +182,20 @@ async fn an_expired_lease_is_pruned_and_ready_is_computed_without_it() {
     );
     assert_eq!(rc.status.unwrap().replicas, Some(2));
 
-    // No event announces the expiry: the operator wakes up on its own at renewTime + 2 s.
+    // No event announces the expiry: the operator wakes up on its own 4 s after it saw the
+    // last renewal.
     let (rc, ready) = f
         .wait_condition("web", "Ready", "True without doomed", |c| c.status == "True")
         .await;
     assert_eq!(ready.message, "1/1 replicas serve generation 2");
     let status = rc.status.unwrap();
     assert_eq!(status.synced.as_deref(), Some("1/1"));
-    let names = eventually("doomed's entry to be pruned", WAIT, || async {
-        let names: Vec<String> = f
-            .get("web")
-            .await
-            .status?
-            .replica_status
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        (!names.contains(&"doomed".to_owned())).then_some(names)
-    })
-    .await
-    .unwrap();
-    assert_eq!(names, ["alive"]);
+    let names: Vec<String> = status.replica_status.into_iter().map(|e| e.name).collect();
+    assert_eq!(
+        names,
+        [format!("{}/alive", f.ns)],
+        "only live replicas are copied"
+    );
 }
 
 #[tokio::test]
@@ -230,7 +231,10 @@ async fn a_rejected_generation_is_not_ready_and_names_the_replica() {
     assert_eq!(ready.status, "False");
     assert_eq!(
         ready.message,
-        "1/2 replicas serve generation 2; rejected by picky: spec.rules[0].paths[0].backend: no route to host"
+        format!(
+            "1/2 replicas serve generation 2; rejected by {}/picky: spec.rules[0].paths[0].backend: no route to host",
+            f.ns
+        )
     );
     assert_eq!(rc.status.unwrap().synced.as_deref(), Some("1/2"));
     let mut wait = f.spawn_kubectl_wait("web", Duration::from_secs(2));
@@ -336,4 +340,140 @@ async fn admin_endpoint_serves_health_readiness_and_metrics() {
         .parse()
         .unwrap();
     assert!(rollouts >= 1.0, "{text}");
+}
+
+#[tokio::test]
+async fn replica_identity_is_namespaced_and_replicas_of_other_namespaces_do_not_block() {
+    let f = fixture("identity").await;
+    operator();
+    let other = f.cp.namespace(&f.client, "identity-other").await.unwrap();
+    // Two replicas named proxy-0: one in the test namespace serving it, one elsewhere serving
+    // only its own namespace. They are two replicas, and only the first serves "web".
+    let mut here = f.replica("proxy-0", 10);
+    let mut there = f.replica_in(&other, "proxy-0", 10, &[&other]);
+    here.join().await;
+    there.join().await;
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    here.report_current(&f.api, "web").await;
+    let (rc, ready) = f
+        .wait_condition("web", "Ready", "True with one replica", |c| c.status == "True")
+        .await;
+    assert_eq!(ready.message, "1/1 replicas serve generation 1");
+    let names: Vec<String> = rc
+        .status
+        .unwrap()
+        .replica_status
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, [format!("{}/proxy-0", f.ns)]);
+
+    // The other proxy-0 starts serving every namespace: now it is a member for "web" too, and
+    // it has not reported.
+    there.set_spec(&f.fleet, &["*"]).await;
+    let (_, ready) = f
+        .wait_condition("web", "Ready", "to count both proxy-0s", |c| {
+            c.message.starts_with("1/2")
+        })
+        .await;
+    assert_eq!(ready.status, "False");
+    let reconciling = condition(&f.get("web").await, "Reconciling").unwrap();
+    assert_eq!(
+        reconciling.message,
+        format!("waiting for {other}/proxy-0 (no report)")
+    );
+}
+
+#[tokio::test]
+async fn hand_written_reports_are_never_counted_as_synced() {
+    let f = fixture("garbage").await;
+    operator();
+    let mut honest = f.replica("honest", 10);
+    let mut liar = f.replica("liar", 10);
+    honest.join().await;
+    liar.join().await;
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    honest.report_current(&f.api, "web").await;
+    // The right generation with a made-up digest, plus a report on a RouterConfig that does
+    // not exist.
+    liar.report(&f.api, "web", 1, "sha256:garbage").await;
+    liar.report_raw(
+        "ghost",
+        serde_json::json!({"namespace": f.ns, "name": "ghost", "observedGeneration": 9, "configDigest": "sha256:x"}),
+    )
+    .await;
+    let (_, ready) = f
+        .wait_condition("web", "Ready", "judged with liar's report", |c| {
+            c.message.starts_with("1/2")
+        })
+        .await;
+    assert_eq!(ready.status, "False");
+    let reconciling = condition(&f.get("web").await, "Reconciling").unwrap();
+    assert_eq!(
+        reconciling.message,
+        format!("waiting for {}/liar (generation 1 with another digest)", f.ns)
+    );
+
+    // A RouterReplica claiming another fleet than its Lease: no report, whatever it says.
+    liar.report_current(&f.api, "web").await;
+    liar.set_spec("another-fleet", &["*"]).await;
+    f.wait_condition("web", "Reconciling", "to name liar without a report", |c| {
+        c.message.ends_with("liar (no report)")
+    })
+    .await;
+    // Logged once, not once per event.
+    liar.report_current(&f.api, "web").await;
+    liar.report_current(&f.api, "web").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = operator().process.log_text();
+    let mentions = log
+        .lines()
+        .filter(|l| {
+            l.contains("ignoring part of a RouterReplica")
+                && l.contains(&format!("{}/liar", f.ns))
+                && l.contains("ghost")
+        })
+        .count();
+    assert_eq!(mentions, 1, "the unknown RouterConfig is logged once:\n{log}");
+}
+
+#[tokio::test]
+async fn lease_expiry_is_judged_from_when_the_operator_saw_the_renewal_not_the_proxys_clock() {
+    let f = fixture("skew").await;
+    operator();
+    // One replica's clock is an hour behind, another's 30 s ahead. Both renew in time.
+    let mut behind = f.replica("behind", 3);
+    behind.clock_skew = jiff::SignedDuration::from_secs(-3600);
+    let mut ahead = f.replica("ahead", 3);
+    ahead.clock_skew = jiff::SignedDuration::from_secs(30);
+    behind.join().await;
+    ahead.join().await;
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    let (_, ready) = f
+        .wait_condition("web", "Ready", "to count both", |c| c.message.starts_with("0/2"))
+        .await;
+    assert_eq!(
+        ready.reason, "RolloutInProgress",
+        "a renewTime an hour old still counts"
+    );
+    behind.report_current(&f.api, "web").await;
+    ahead.report_current(&f.api, "web").await;
+    f.wait_condition("web", "Ready", "True", |c| c.status == "True")
+        .await;
+
+    // The fast clock stops renewing: it drops out 3 s after its last renewal was seen, not
+    // 3 s after the renewTime it wrote (30 s in the future).
+    ahead.crash();
+    let stopped = std::time::Instant::now();
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9002");
+    behind.report_current(&f.api, "web").await;
+    let (_, ready) = f
+        .wait_condition("web", "Ready", "True without ahead", |c| c.status == "True")
+        .await;
+    assert_eq!(ready.message, "1/1 replicas serve generation 2");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(20),
+        "ahead counted until its own clock's renewTime: {:?}",
+        stopped.elapsed()
+    );
 }

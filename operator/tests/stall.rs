@@ -44,7 +44,10 @@ async fn a_rollout_lagging_past_the_stall_timeout_is_stalled_until_it_catches_up
     assert_eq!(stalled.reason, "RolloutStalled");
     assert_eq!(
         stalled.message,
-        "slow has not served generation 1 within the stall timeout (3s)"
+        format!(
+            "{}/slow has not served generation 1 within the stall timeout (3s)",
+            f.ns
+        )
     );
     // Exactly one of Reconciling/Stalled is True, so kstatus reports Failed.
     let reconciling = condition(&rc, "Reconciling").unwrap();

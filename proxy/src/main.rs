@@ -34,23 +34,35 @@ use tokio::net::TcpListener;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Replica name (Kubernetes mode): names the Lease and the status entries.
+    /// Replica name (Kubernetes mode): names its Lease and its RouterReplica.
     #[arg(long, env = "LOCKSTEP_REPLICA_NAME", required_unless_present = "config")]
     replica_name: Option<String>,
-    /// Namespace of the replica's Lease; RouterConfigs are watched there unless
-    /// --all-namespaces.
+    /// Namespace of the replica's Lease and RouterReplica; RouterConfigs are watched there
+    /// unless --watch-namespaces or --all-namespaces say otherwise.
     #[arg(long, env = "LOCKSTEP_NAMESPACE", required_unless_present = "config")]
     namespace: Option<String>,
     /// The fleet whose RouterConfigs this replica serves.
     #[arg(long, default_value = lockstep_crds::DEFAULT_FLEET)]
     fleet: String,
-    /// Watch RouterConfigs, Services and EndpointSlices in every namespace.
-    #[arg(long, conflicts_with = "config")]
+    /// Serve RouterConfigs (and read Services, EndpointSlices and TLS Secrets) of every
+    /// namespace.
+    #[arg(long, conflicts_with_all = ["config", "watch_namespaces"])]
     all_namespaces: bool,
-    /// Duration of the replica's membership Lease (Kubernetes mode); renewed every third of
-    /// it. A replica that cannot renew within it is excluded from the barrier.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Serve RouterConfigs of these namespaces (comma-separated) instead of --namespace's.
+    #[arg(long, value_delimiter = ',', conflicts_with = "config")]
+    watch_namespaces: Vec<String>,
+    /// Duration of the replica's membership Lease (Kubernetes mode), in whole seconds of at
+    /// least one (as the Lease records it); renewed every third of it. A replica that cannot
+    /// renew within it is excluded from the barrier.
+    #[arg(long, default_value = "10s", value_parser = parse_lease_duration)]
     lease_duration: Duration,
+    /// The Pod this replica runs in (downward API); its RouterReplica is owned by the Pod, so
+    /// deleting the Pod deletes it. Needs --pod-uid.
+    #[arg(long, env = "POD_NAME", requires = "pod_uid")]
+    pod_name: Option<String>,
+    /// The uid of that Pod (downward API `metadata.uid`).
+    #[arg(long, env = "POD_UID")]
+    pod_uid: Option<String>,
     /// Quiet time that ends a burst of RouterConfig changes before one swap.
     #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     debounce: Duration,
@@ -137,6 +149,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// A Lease duration: [`parse_duration`], then whole seconds of at least one.
+fn parse_lease_duration(text: &str) -> Result<Duration, String> {
+    lockstep_config::lease::lease_duration(parse_duration(text)?)
 }
 
 fn main() -> ExitCode {
@@ -252,7 +269,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .clone()
                 .context("--namespace is required without --config")?;
             let mut options = fleet::FleetOptions::new(replica, namespace, args.fleet.clone());
-            options.all_namespaces = args.all_namespaces;
+            if args.all_namespaces {
+                options.scope = fleet::WatchScope::All;
+            } else if !args.watch_namespaces.is_empty() {
+                options.scope = fleet::WatchScope::Namespaces(args.watch_namespaces.clone());
+            }
+            options.pod = args
+                .pod_name
+                .clone()
+                .zip(args.pod_uid.clone())
+                .map(|(name, uid)| fleet::PodRef { name, uid });
             options.lease_duration = args.lease_duration;
             options.debounce = args.debounce;
             options.debounce_max = args.debounce_max;

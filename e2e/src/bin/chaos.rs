@@ -81,13 +81,16 @@ async fn main() -> anyhow::Result<()> {
 
     let cp = Arc::new(ControlPlane::start()?);
     let client = cp.client().await?;
-    lockstep_e2e::install_crd(&client).await?;
+    lockstep_e2e::install_crds(&client).await?;
     cp.kubectl_apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {OPERATOR_LEASE_NAMESPACE}}}\n"
     ))?;
     let ns = cp.namespace(&client, "chaos").await?;
-    let proxy_kubeconfig = cp.service_account_kubeconfig(&ns, "proxy")?;
-    let operator_kubeconfig = cp.service_account_kubeconfig(OPERATOR_LEASE_NAMESPACE, "operator")?;
+    // One Pod-bound token per replica, as the kubelet gives each Pod its own.
+    let proxy_kubeconfigs: Vec<std::path::PathBuf> = (0..replicas)
+        .map(|i| cp.proxy_kubeconfig(&ns, &format!("proxy-{i}"), &[&ns]))
+        .collect::<Result<_, _>>()?;
+    let operator_kubeconfig = cp.operator_kubeconfig(OPERATOR_LEASE_NAMESPACE)?;
     let dir = cp.test_dir("chaos");
     eprintln!("chaos: logs in {}", dir.display());
     let default_backend = Backend::start(&dir, "default")?;
@@ -115,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
         (0..replicas)
             .map(|i| {
                 let spec = ProxySpec::new(&format!("proxy-{i}"), &ns, "chaos");
-                Proxy::start_with_kubeconfig(&proxy_kubeconfig, &dir, spec.clone()).map(|p| Slot {
+                Proxy::start_with_kubeconfig(&proxy_kubeconfigs[i], &dir, spec.clone()).map(|p| Slot {
                     proxy: Some(p),
                     spec,
                     faulted: false,
@@ -279,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
                         tally.proxy_kills.fetch_add(1, Ordering::Relaxed);
                         let (slots, kubeconfig, dir, spec) = (
                             slots.clone(),
-                            proxy_kubeconfig.clone(),
+                            proxy_kubeconfigs[i].clone(),
                             dir.clone(),
                             slot.spec.clone(),
                         );

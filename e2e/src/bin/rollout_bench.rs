@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let rollouts: usize = flag_or("--rollouts", "100").parse()?;
     let cp = ControlPlane::start()?;
     let client = cp.client().await?;
-    lockstep_e2e::install_crd(&client).await?;
+    lockstep_e2e::install_crds(&client).await?;
     let insecure = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .build()?;

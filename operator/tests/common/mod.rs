@@ -1,8 +1,8 @@
-//! Shared by the operator's end-to-end tests: the real operator binary against the real local
-//! control plane, with proxy replicas simulated exactly as the protocol (DESIGN.md) has them
+//! Shared by the operator's tests: the real operator binary against the real local control
+//! plane, with proxy replicas simulated (no data plane) exactly as the protocol has them
 //! behave: a Lease `lockstep-proxy-NAME` labelled with the fleet, renewed every third of its
-//! duration, and one `status.replicaStatus` entry per RouterConfig applied server-side under
-//! the field manager `lockstep-proxy/NAME`, never forced.
+//! duration, and a RouterReplica NAME whose `status.served` lists what it serves, applied
+//! server-side.
 
 #![allow(dead_code, missing_docs)]
 
@@ -19,7 +19,7 @@ use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams},
 };
-use lockstep_crds::{FLEET_LABEL, RouterConfig, proxy_field_manager, proxy_lease_name};
+use lockstep_crds::{FLEET_LABEL, PROXY_FIELD_MANAGER, RouterConfig, RouterReplica, proxy_lease_name};
 use lockstep_e2e::{
     ControlPlane, eventually,
     fleet::{Operator, OperatorSpec},
@@ -83,14 +83,33 @@ impl Fixture {
         self.api.get(name).await.expect("get RouterConfig")
     }
 
-    /// A replica of this fleet with its Lease in this namespace.
-    pub fn replica(&self, name: &str, lease_seconds: i32) -> FakeReplica {
-        FakeReplica {
+    /// A simulated replica of this fleet with its Lease and RouterReplica in this namespace,
+    /// serving this namespace.
+    pub fn replica(&self, name: &str, lease_seconds: i32) -> SimulatedReplica {
+        self.replica_in(&self.ns, name, lease_seconds, &[&self.ns])
+    }
+
+    /// A simulated replica of this fleet living in `namespace` and serving `serves` ("*" for
+    /// every namespace).
+    pub fn replica_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        lease_seconds: i32,
+        serves: &[&str],
+    ) -> SimulatedReplica {
+        SimulatedReplica {
             name: name.to_owned(),
+            ns: namespace.to_owned(),
+            serves: serves.iter().map(|s| s.to_string()).collect(),
+            rc_ns: self.ns.clone(),
             fleet: self.fleet.clone(),
-            leases: Api::namespaced(self.client.clone(), &self.ns),
+            leases: Api::namespaced(self.client.clone(), namespace),
+            replicas: Api::namespaced(self.client.clone(), namespace),
             lease_seconds,
+            clock_skew: jiff::SignedDuration::ZERO,
             renewer: None,
+            served: Default::default(),
         }
     }
 
@@ -208,53 +227,73 @@ pub fn digest_of(rc: &RouterConfig) -> String {
     lockstep_config::config_digest(&rc.spec, &BTreeMap::new())
 }
 
-/// A proxy replica as the operator sees one: a Lease and status entries.
-pub struct FakeReplica {
+/// A proxy replica as the operator sees one: a Lease and a RouterReplica, no data plane.
+pub struct SimulatedReplica {
     pub name: String,
+    /// Where its Lease and RouterReplica live.
+    ns: String,
+    /// The namespaces it serves.
+    serves: Vec<String>,
+    /// The namespace of the RouterConfigs it reports on.
+    rc_ns: String,
     fleet: String,
+    /// How far its wall clock is off: written into every renewTime.
+    pub clock_skew: jiff::SignedDuration,
     leases: Api<Lease>,
+    replicas: Api<RouterReplica>,
     lease_seconds: i32,
     renewer: Option<tokio::task::JoinHandle<()>>,
+    /// What it reports, by RouterConfig name: every apply carries the whole list.
+    served: std::sync::Mutex<BTreeMap<String, serde_json::Value>>,
 }
 
-async fn apply_lease(api: &Api<Lease>, name: &str, fleet: &str, seconds: i32) {
+async fn apply_lease(api: &Api<Lease>, name: &str, fleet: &str, seconds: i32, skew: jiff::SignedDuration) {
     let lease = json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": proxy_lease_name(name), "labels": {FLEET_LABEL: fleet}},
         "spec": {"holderIdentity": name, "leaseDurationSeconds": seconds,
-                 "renewTime": MicroTime(Timestamp::now())}
+                 "renewTime": MicroTime(Timestamp::now() + skew)}
     });
     api.patch(
         &proxy_lease_name(name),
-        &PatchParams::apply(&proxy_field_manager(name)),
+        &PatchParams::apply(PROXY_FIELD_MANAGER).force(),
         &Patch::Apply(lease),
     )
     .await
     .expect("apply the replica's Lease");
 }
 
-impl FakeReplica {
+impl SimulatedReplica {
     /// Takes the Lease and keeps renewing it every third of its duration.
     pub async fn join(&mut self) {
-        apply_lease(&self.leases, &self.name, &self.fleet, self.lease_seconds).await;
-        let (api, name, fleet, seconds) = (
+        self.ensure_object().await;
+        self.renew_once().await;
+        let (api, name, fleet, seconds, skew) = (
             self.leases.clone(),
             self.name.clone(),
             self.fleet.clone(),
             self.lease_seconds,
+            self.clock_skew,
         );
         self.renewer = Some(tokio::spawn(async move {
             let every = Duration::from_millis(seconds as u64 * 1000 / 3);
             loop {
                 tokio::time::sleep(every).await;
-                apply_lease(&api, &name, &fleet, seconds).await;
+                apply_lease(&api, &name, &fleet, seconds, skew).await;
             }
         }));
     }
 
     /// Renews the Lease once, now.
     pub async fn renew_once(&self) {
-        apply_lease(&self.leases, &self.name, &self.fleet, self.lease_seconds).await;
+        apply_lease(
+            &self.leases,
+            &self.name,
+            &self.fleet,
+            self.lease_seconds,
+            self.clock_skew,
+        )
+        .await;
     }
 
     /// Stops renewing, as a crashed replica does: the Lease stays until it expires.
@@ -274,11 +313,10 @@ impl FakeReplica {
     }
 
     /// Reports serving `generation` of `rc` with `digest`.
-    pub async fn report(&self, api: &Api<RouterConfig>, rc: &str, generation: i64, digest: &str) {
+    pub async fn report(&self, _api: &Api<RouterConfig>, rc: &str, generation: i64, digest: &str) {
         self.write_entry(
-            api,
             rc,
-            json!({"name": self.name, "observedGeneration": generation, "configDigest": digest,
+            json!({"namespace": self.rc_ns, "name": rc, "observedGeneration": generation, "configDigest": digest,
                    "appliedAt": Timestamp::now().to_string()}),
         )
         .await;
@@ -287,7 +325,7 @@ impl FakeReplica {
     /// Reports that `rejected` failed to apply while it keeps serving `serving`.
     pub async fn reject(
         &self,
-        api: &Api<RouterConfig>,
+        _api: &Api<RouterConfig>,
         rc: &str,
         serving: i64,
         digest: &str,
@@ -295,9 +333,8 @@ impl FakeReplica {
         message: &str,
     ) {
         self.write_entry(
-            api,
             rc,
-            json!({"name": self.name, "observedGeneration": serving, "configDigest": digest,
+            json!({"namespace": self.rc_ns, "name": rc, "observedGeneration": serving, "configDigest": digest,
                    "appliedAt": Timestamp::now().to_string(),
                    "rejected": {"generation": rejected, "message": message}}),
         )
@@ -312,22 +349,68 @@ impl FakeReplica {
         generation
     }
 
-    async fn write_entry(&self, api: &Api<RouterConfig>, rc: &str, entry: serde_json::Value) {
+    async fn ensure_object(&self) {
         let body = json!({
-            "apiVersion": lockstep_crds::API_VERSION, "kind": lockstep_crds::KIND,
-            "status": {"replicaStatus": [entry]}
+            "apiVersion": lockstep_crds::API_VERSION, "kind": lockstep_crds::REPLICA_KIND,
+            "metadata": {"name": self.name, "labels": {FLEET_LABEL: self.fleet}},
+            "spec": {"fleet": self.fleet, "namespaces": self.serves}
         });
-        api.patch_status(
-            rc,
-            &PatchParams::apply(&proxy_field_manager(&self.name)),
-            &Patch::Apply(body),
-        )
-        .await
-        .expect("apply the replica's status entry");
+        self.replicas
+            .patch(
+                &self.name,
+                &PatchParams::apply(PROXY_FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .expect("apply the RouterReplica");
+    }
+
+    /// Rewrites the RouterReplica's spec as a hand-written object might have it.
+    pub async fn set_spec(&mut self, fleet: &str, serves: &[&str]) {
+        self.serves = serves.iter().map(|s| s.to_string()).collect();
+        let body = json!({
+            "apiVersion": lockstep_crds::API_VERSION, "kind": lockstep_crds::REPLICA_KIND,
+            "metadata": {"name": self.name, "labels": {FLEET_LABEL: self.fleet}},
+            "spec": {"fleet": fleet, "namespaces": self.serves}
+        });
+        self.replicas
+            .patch(
+                &self.name,
+                &PatchParams::apply(PROXY_FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .expect("apply the RouterReplica");
+    }
+
+    /// Adds a raw entry to what it reports (for hand-written garbage).
+    pub async fn report_raw(&self, key: &str, entry: serde_json::Value) {
+        self.write_entry(key, entry).await;
+    }
+
+    async fn write_entry(&self, rc: &str, entry: serde_json::Value) {
+        self.ensure_object().await;
+        let served: Vec<serde_json::Value> = {
+            let mut served = self.served.lock().unwrap();
+            served.insert(rc.to_owned(), entry);
+            served.values().cloned().collect()
+        };
+        let body = json!({
+            "apiVersion": lockstep_crds::API_VERSION, "kind": lockstep_crds::REPLICA_KIND,
+            "status": {"served": served}
+        });
+        self.replicas
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(PROXY_FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .expect("apply the replica's report");
     }
 }
 
-impl Drop for FakeReplica {
+impl Drop for SimulatedReplica {
     fn drop(&mut self) {
         self.crash();
     }

@@ -1,13 +1,14 @@
-//! Fleet membership through the Lease `lockstep-proxy-<replica>`.
+//! Fleet membership through the Lease `lockstep-proxy-<replica>`: the I/O around
+//! `lockstep_config::lease::ReplicaLease`.
 //!
-//! The replica joins (creates or renews its Lease) only after it has processed and reported
-//! the current generation of every RouterConfig of its fleet. Freshness is judged on the
-//! monotonic clock from the moment a renewal was *sent*, so a replica frozen past its Lease
-//! duration knows on waking that the operator may already have excluded it: it turns
-//! unready, re-lists the RouterConfigs with a quorum read, and rejoins only once it has
-//! caught up.
+//! The replica writes its Lease only once its own watch shows nothing it has not processed and
+//! reported. Once the write lands it is counted by the operator but not ready: it first lists
+//! its RouterConfigs with a quorum read and becomes ready only if it serves (or rejected and
+//! reported) the newest generation of each. Without that check, a generation written between
+//! the replica's last watch event and its Lease write could be judged Ready by the operator
+//! without this replica while it answers ready with the older one.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
@@ -18,11 +19,15 @@ use kube::{
     Api,
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
-use lockstep_config::ObjectKey;
+use lockstep_config::{ObjectKey, lease::Stage};
 use lockstep_crds::RouterConfig;
-use tokio::time::Instant;
 
 use super::Shared;
+
+/// First pause after a failed Lease write; doubled per failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest pause between Lease write attempts while they fail.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 fn lease_api(shared: &Shared) -> Api<Lease> {
     Api::namespaced(shared.client.clone(), &shared.options.namespace)
@@ -39,7 +44,9 @@ fn lease_object(shared: &Shared, acquired: Timestamp) -> Lease {
         },
         spec: Some(LeaseSpec {
             holder_identity: Some(options.replica.clone()),
-            lease_duration_seconds: Some(options.lease_duration.as_secs().max(1) as i32),
+            // Validated as whole seconds of at least one: what the operator reads is what the
+            // replica measures.
+            lease_duration_seconds: Some(i32::try_from(options.lease_duration.as_secs()).unwrap_or(i32::MAX)),
             acquire_time: Some(MicroTime(acquired)),
             renew_time: Some(MicroTime(Timestamp::now())),
             ..Default::default()
@@ -47,68 +54,98 @@ fn lease_object(shared: &Shared, acquired: Timestamp) -> Lease {
     }
 }
 
-/// Creates or renews the Lease while the replica is a member; fences itself when a renewal
-/// did not land within the Lease duration.
+/// Writes and renews the Lease; fences the replica when a renewal did not land in time, and
+/// makes it ready only after the quorum check.
 pub(super) async fn run(shared: std::sync::Arc<Shared>) {
-    let duration = shared.options.lease_duration;
-    let renew_every = duration / 3;
-    let mut last_renewal: Option<Instant> = None;
     let mut acquired = Timestamp::now();
-    // A failed renewal or join check is retried after a pause, not on every tick.
-    let mut retry_after: Option<Instant> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut retry_after: Option<Duration> = None;
+    let mut verify_after: Option<Duration> = None;
+    let mut was = Stage::Outside;
     // Freshness is re-checked often so readiness drops as soon as the Lease may be expired.
     let mut check = tokio::time::interval(Duration::from_millis(100));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let fresh = last_renewal.is_some_and(|at| at.elapsed() < duration);
-        if !fresh && shared.lease_fresh.swap(false, Ordering::SeqCst) {
+        let now = shared.mono();
+        let (stage, due) = {
+            let lease = shared.lease.lock().expect("lease lock");
+            (lease.stage(now), lease.renewal_due(now) <= now)
+        };
+        if stage == Stage::Outside && was != Stage::Outside {
             tracing::warn!(replica = %shared.options.replica, "lease not renewed in time; unready until re-synced");
-            last_renewal = None;
+            shared.wake_now.notify_one();
+        }
+        was = stage;
+        shared.update_readiness();
+
+        let may_write =
+            stage != Stage::Outside || shared.reported_current.load(std::sync::atomic::Ordering::SeqCst);
+        if due && may_write && retry_after.is_none_or(|at| now >= at) {
+            if stage == Stage::Outside {
+                acquired = Timestamp::now();
+            }
+            let sent = shared.mono();
+            let name = lockstep_crds::proxy_lease_name(&shared.options.replica);
+            let params = PatchParams::apply(lockstep_crds::PROXY_FIELD_MANAGER).force();
+            match lease_api(&shared)
+                .patch(&name, &params, &Patch::Apply(lease_object(&shared, acquired)))
+                .await
+            {
+                Ok(_) => {
+                    let now = shared.mono();
+                    shared.lease.lock().expect("lease lock").renewed(sent, now);
+                    retry_after = None;
+                    backoff = MIN_BACKOFF;
+                    if shared
+                        .lease_problem
+                        .lock()
+                        .expect("lease problem lock")
+                        .take()
+                        .is_some()
+                    {
+                        tracing::info!(replica = %shared.options.replica, "Lease writes work again");
+                        shared.wake_now.notify_one();
+                    }
+                }
+                Err(error) => {
+                    let problem = error.to_string();
+                    let mut last = shared.lease_problem.lock().expect("lease problem lock");
+                    if last.as_deref() != Some(problem.as_str()) {
+                        tracing::warn!(replica = %shared.options.replica, %problem, retry_in = ?backoff, "cannot write the Lease; backing off");
+                        *last = Some(problem);
+                        shared.wake_now.notify_one();
+                    }
+                    retry_after = Some(shared.mono() + backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+
+        let now = shared.mono();
+        let verifying = shared.lease.lock().expect("lease lock").stage(now) == Stage::Verifying;
+        if verifying
+            && shared.reported_current.load(std::sync::atomic::Ordering::SeqCst)
+            && verify_after.is_none_or(|at| now >= at)
+        {
+            let caught_up = caught_up(&shared).await;
+            let now = shared.mono();
+            let mut lease = shared.lease.lock().expect("lease lock");
+            lease.verified(caught_up, now);
+            if lease.stage(now) == Stage::Member {
+                tracing::info!(replica = %shared.options.replica, "joined the fleet");
+                verify_after = None;
+                drop(lease);
+                shared.wake_now.notify_one();
+            } else {
+                // Not yet: the watch has not delivered a newer generation. The sync loop
+                // wakes this loop once it has processed and reported more.
+                verify_after = Some(now + MIN_BACKOFF);
+                drop(lease);
+                shared.wake.notify_one();
+            }
         }
         shared.update_readiness();
 
-        let due = last_renewal.is_none_or(|at| at.elapsed() >= renew_every)
-            && retry_after.is_none_or(|at| Instant::now() >= at);
-        if due {
-            let joining = last_renewal.is_none();
-            let may_renew = if joining {
-                ready_to_join(&shared).await
-            } else {
-                true
-            };
-            if joining && !may_renew {
-                retry_after = Some(Instant::now() + Duration::from_millis(200));
-            }
-            if may_renew {
-                if joining {
-                    acquired = Timestamp::now();
-                }
-                let sent = Instant::now();
-                let params =
-                    PatchParams::apply(&lockstep_crds::proxy_field_manager(&shared.options.replica)).force();
-                let name = lockstep_crds::proxy_lease_name(&shared.options.replica);
-                match lease_api(&shared)
-                    .patch(&name, &params, &Patch::Apply(lease_object(&shared, acquired)))
-                    .await
-                {
-                    Ok(_) => {
-                        if joining {
-                            tracing::info!(replica = %shared.options.replica, lease = %name, "joined the fleet");
-                        }
-                        last_renewal = Some(sent);
-                        shared.state.set_ready_until(Some((sent + duration).into_std()));
-                        shared
-                            .lease_fresh
-                            .store(sent.elapsed() < duration, Ordering::SeqCst);
-                        shared.update_readiness();
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "lease renewal failed");
-                        retry_after = Some(Instant::now() + Duration::from_millis(500));
-                    }
-                }
-            }
-        }
         tokio::select! {
             _ = check.tick() => {}
             _ = shared.wake_lease.notified() => {}
@@ -116,41 +153,39 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
     }
 }
 
-/// True when the replica has processed and reported the current generation of every
-/// RouterConfig of its fleet, judged against a fresh quorum list rather than the watch
-/// cache, which may be behind after a freeze or a partition.
-async fn ready_to_join(shared: &Shared) -> bool {
-    if !shared.reported_current.load(Ordering::SeqCst) {
-        return false;
-    }
-    let api: Api<RouterConfig> = if shared.options.all_namespaces {
-        Api::all(shared.client.clone())
-    } else {
-        Api::namespaced(shared.client.clone(), &shared.options.namespace)
+/// The quorum check: a fresh list of the RouterConfigs the replica serves (not the watch
+/// cache, which may be behind) shows no generation it has not processed and reported.
+async fn caught_up(shared: &Shared) -> bool {
+    let apis: Vec<Api<RouterConfig>> = match &shared.options.scope {
+        super::WatchScope::All => vec![Api::all(shared.client.clone())],
+        super::WatchScope::Namespaces(names) => names
+            .iter()
+            .map(|ns| Api::namespaced(shared.client.clone(), ns))
+            .collect(),
     };
-    let listed = match api.list(&ListParams::default()).await {
-        Ok(list) => list.items,
-        Err(error) => {
-            tracing::warn!(%error, "listing RouterConfigs before joining failed");
+    let reported = shared.reported.lock().expect("reported lock").clone();
+    for api in apis {
+        let listed = match api.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(error) => {
+                tracing::warn!(%error, "listing RouterConfigs for the join check failed");
+                return false;
+            }
+        };
+        let behind = listed
+            .iter()
+            .filter(|rc| rc.spec.fleet == shared.options.fleet)
+            .any(|rc| {
+                let generation = rc.metadata.generation.unwrap_or(1);
+                !reported
+                    .get(&ObjectKey::of(rc))
+                    .is_some_and(|r| r.processed(generation))
+            });
+        if behind {
             return false;
         }
-    };
-    let reports = shared.reports.lock().expect("reports lock").clone();
-    let caught_up = listed
-        .iter()
-        .filter(|rc| rc.spec.fleet == shared.options.fleet)
-        .all(|rc| {
-            let generation = rc.metadata.generation.unwrap_or(1);
-            reports.get(&ObjectKey::of(rc)).is_some_and(|r| {
-                r.observed_generation == generation
-                    || r.rejected.as_ref().is_some_and(|(g, _)| *g == generation)
-            })
-        });
-    if !caught_up {
-        // The watch has not delivered everything yet; the sync loop will wake us.
-        shared.wake.notify_one();
     }
-    caught_up
+    true
 }
 
 /// Deletes the Lease (leaving the fleet).

@@ -1,13 +1,13 @@
 //! Kubernetes mode: the replica watches the RouterConfigs of its fleet and the EndpointSlices
-//! and Services they reference, swaps its route table, reports what it serves in each
-//! RouterConfig's `status.replicaStatus`, and holds a Lease that makes it a member of the
-//! fleet.
+//! and Services they reference, swaps its route table, reports what it serves on its own
+//! `RouterReplica`, and holds a Lease that makes it a member of the fleet.
 //!
-//! The promise the operator builds `Ready` on: a replica holds a fresh Lease only while it
-//! has processed (served, or rejected and reported) the current generation of every
-//! RouterConfig of its fleet and has written that into status. A replica that could not
-//! renew in time (frozen, partitioned) fences itself: unready and no renewals until it has
-//! re-listed and caught up.
+//! The promise the operator builds `Ready` on: a replica answers ready only while it holds a
+//! fresh Lease (judged from when it *sent* the renewal) and has confirmed with a quorum read,
+//! after its Lease was written, that it serves the newest generation of every RouterConfig it
+//! serves. A replica that could not renew in time (frozen, partitioned, a renewal answered
+//! late) fences itself: unready until it has rejoined through that check. The decisions are
+//! `lockstep_config::lease::ReplicaLease`; this module is their I/O.
 
 mod lease;
 pub mod plan;
@@ -22,7 +22,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{StreamExt, TryStreamExt};
@@ -31,47 +31,101 @@ use kube::{
     Api, Client, Resource,
     runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
 };
-use lockstep_config::{BackendRef, ObjectKey};
-use lockstep_crds::RouterConfig;
+use lockstep_config::{
+    BackendRef, ObjectKey,
+    lease::{Mono, ReplicaLease, Stage},
+};
+use lockstep_crds::{ALL_NAMESPACES, RouterConfig};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::{endpoints::ServiceKey, state::ProxyState};
 
 pub use plan::Report;
 
+/// Errors of the fleet sync.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No Kubernetes client configuration (KUBECONFIG, in-cluster) could be loaded.
+    #[error("kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+    /// The options are not usable.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// Which namespaces the replica serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchScope {
+    /// Every namespace (--all-namespaces).
+    All,
+    /// These namespaces (--watch-namespaces, or the replica's own).
+    Namespaces(Vec<String>),
+}
+
+impl WatchScope {
+    /// The `spec.namespaces` of the replica's RouterReplica.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Self::All => vec![ALL_NAMESPACES.to_owned()],
+            Self::Namespaces(names) => names.clone(),
+        }
+    }
+}
+
+/// The Pod a replica runs in, for the ownerReference that deletes its RouterReplica with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    /// metadata.name.
+    pub name: String,
+    /// metadata.uid.
+    pub uid: String,
+}
+
 /// Options of Kubernetes mode.
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
-    /// Replica name (--replica-name); names the Lease and the status entries.
+    /// Replica name (--replica-name); names the Lease and the RouterReplica.
     pub replica: String,
-    /// Namespace of the replica's Lease (--namespace); also the only namespace watched for
-    /// RouterConfigs unless `all_namespaces`.
+    /// Namespace of the replica's Lease and RouterReplica (--namespace).
     pub namespace: String,
     /// Fleet name (--fleet).
     pub fleet: String,
-    /// Watch RouterConfigs, EndpointSlices and Services in all namespaces.
-    pub all_namespaces: bool,
-    /// Lease duration; renewed every third of it.
+    /// The namespaces whose RouterConfigs, EndpointSlices, Services and Secrets it reads.
+    pub scope: WatchScope,
+    /// Lease duration (whole seconds, at least one); renewed every third of it.
     pub lease_duration: Duration,
     /// Quiet time that ends a burst of changes before one swap.
     pub debounce: Duration,
     /// Longest a burst can delay a swap.
     pub debounce_max: Duration,
+    /// The Pod the replica runs in, when it runs in one.
+    pub pod: Option<PodRef>,
 }
 
 impl FleetOptions {
-    /// Options with the default timings (10 s Lease, 20 ms debounce capped at 250 ms).
+    /// Options with the default timings (10 s Lease, 20 ms debounce capped at 250 ms),
+    /// serving the replica's own namespace.
     pub fn new(replica: impl Into<String>, namespace: impl Into<String>, fleet: impl Into<String>) -> Self {
+        let namespace = namespace.into();
         Self {
             replica: replica.into(),
-            namespace: namespace.into(),
+            scope: WatchScope::Namespaces(vec![namespace.clone()]),
+            namespace,
             fleet: fleet.into(),
-            all_namespaces: false,
             lease_duration: Duration::from_secs(10),
             debounce: Duration::from_millis(20),
             debounce_max: Duration::from_millis(250),
+            pod: None,
         }
     }
+}
+
+/// Why the replica is not (or is) ready, for its RouterReplica's `Ready` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    ready: bool,
+    reason: &'static str,
+    message: String,
 }
 
 /// State shared by the fleet sync's tasks.
@@ -79,36 +133,76 @@ struct Shared {
     options: FleetOptions,
     state: Arc<ProxyState>,
     client: Client,
-    rc_store: Store<RouterConfig>,
+    rc_stores: Vec<Store<RouterConfig>>,
     /// Reports as last computed by the sync loop.
     reports: Mutex<BTreeMap<ObjectKey, Report>>,
-    /// The replica serves the current generation of every RouterConfig of the fleet.
+    /// Reports as last written to the RouterReplica.
+    reported: Mutex<BTreeMap<ObjectKey, Report>>,
+    /// The replica serves (or rejected) the current generation of every RouterConfig its
+    /// watch shows.
     serving_current: AtomicBool,
-    /// ... and its status entries say so.
+    /// ... and its RouterReplica says so.
     reported_current: AtomicBool,
+    /// The replica's side of its Lease: stage and freshness.
+    lease: Mutex<ReplicaLease>,
+    /// Why the last Lease write failed, while it keeps failing.
+    lease_problem: Mutex<Option<String>>,
+    /// Origin of [`Mono`] times.
+    origin: Instant,
     /// Wakes the sync loop after a debounce: something that changes what is served.
     wake: Arc<Notify>,
-    /// Wakes the sync loop at once: status-only changes (another replica's report, the
-    /// operator pruning this replica's entry), which only need a report checked.
+    /// Wakes the sync loop at once: only the report needs a look (readiness changed, or a
+    /// status-only RouterConfig event).
     wake_now: Notify,
     /// Wakes the Lease loop.
     wake_lease: Notify,
-    /// The Lease loop holds a fresh Lease.
-    lease_fresh: AtomicBool,
 }
 
 impl Shared {
+    fn mono(&self) -> Mono {
+        self.origin.elapsed()
+    }
+
     fn fleet_objects(&self) -> Vec<Arc<RouterConfig>> {
-        self.rc_store
-            .state()
-            .into_iter()
+        self.rc_stores
+            .iter()
+            .flat_map(|store| store.state())
             .filter(|rc| rc.spec.fleet == self.options.fleet)
             .collect()
     }
 
-    fn update_readiness(&self) {
-        let ready = self.serving_current.load(Ordering::SeqCst) && self.lease_fresh.load(Ordering::SeqCst);
+    /// Judges readiness now and publishes it to `/readyz`, bounded by the Lease's freshness
+    /// so a replica that wakes from a freeze is unready before any task runs.
+    fn update_readiness(&self) -> Readiness {
+        let now = self.mono();
+        let lease = *self.lease.lock().expect("lease lock");
+        let serving = self.serving_current.load(Ordering::SeqCst);
+        let ready = lease.ready(serving, now);
         self.state.set_synced(ready);
+        self.state
+            .set_ready_until(ready.then(|| self.origin + lease.fresh_until()));
+        let problem = self.lease_problem.lock().expect("lease problem lock").clone();
+        let (reason, message) = match (lease.stage(now), problem) {
+            (Stage::Member, _) if serving => (
+                "Serving",
+                "serves the current generation of everything it serves".to_owned(),
+            ),
+            (Stage::Member, _) => ("Syncing", "applying a newer generation".to_owned()),
+            (Stage::Verifying, _) => (
+                "Joining",
+                "holds its Lease; confirming with a quorum read that it serves the newest generations"
+                    .to_owned(),
+            ),
+            (Stage::Outside, Some(problem)) => {
+                ("LeaseUnavailable", format!("cannot hold its Lease: {problem}"))
+            }
+            (Stage::Outside, None) => ("Joining", "not a member of the fleet yet".to_owned()),
+        };
+        Readiness {
+            ready,
+            reason,
+            message,
+        }
     }
 }
 
@@ -127,71 +221,99 @@ impl std::fmt::Debug for FleetHandle {
 }
 
 impl FleetHandle {
-    /// Leaves the fleet: stops renewing, deletes the Lease, then removes this replica's status
-    /// entries, so the operator neither waits for it nor counts it. Called on SIGTERM after
-    /// the replica turned unready and before draining.
+    /// Leaves the fleet: stops renewing and reporting, deletes the Lease and then the
+    /// RouterReplica, so the operator neither waits for it nor counts it. Called on SIGTERM
+    /// after the replica turned unready and before draining.
     pub async fn leave(self) {
         for task in &self.tasks {
             task.abort();
         }
-        self.shared.state.set_synced(false);
+        self.shared.lease.lock().expect("lease lock").leave();
+        self.shared.update_readiness();
         lease::delete(&self.shared).await;
-        report::remove_all(&self.shared).await;
+        report::delete(&self.shared).await;
     }
 }
 
 /// Starts the sync in the background with a client from the usual places (KUBECONFIG,
 /// in-cluster).
-pub async fn start(state: Arc<ProxyState>, options: FleetOptions) -> anyhow::Result<FleetHandle> {
+pub async fn start(state: Arc<ProxyState>, options: FleetOptions) -> Result<FleetHandle, Error> {
     let client = lockstep_apiclient::client().await?;
-    start_with_client(state, options, client).await
+    start_with_client(state, options, client)
 }
 
 /// Starts the sync with a given client.
-pub async fn start_with_client(
+pub fn start_with_client(
     state: Arc<ProxyState>,
     options: FleetOptions,
     client: Client,
-) -> anyhow::Result<FleetHandle> {
-    let (rc_api, slice_api, svc_api) = if options.all_namespaces {
-        (
-            Api::<RouterConfig>::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        )
-    } else {
-        let ns = options.namespace.as_str();
-        (
-            Api::<RouterConfig>::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        )
+) -> Result<FleetHandle, Error> {
+    lockstep_config::lease::lease_duration(options.lease_duration).map_err(Error::Options)?;
+    let namespaces: Vec<Option<String>> = match &options.scope {
+        WatchScope::All => vec![None],
+        WatchScope::Namespaces(names) if names.is_empty() => {
+            return Err(Error::Options(
+                "a replica must serve at least one namespace".into(),
+            ));
+        }
+        WatchScope::Namespaces(names) => names.iter().cloned().map(Some).collect(),
     };
-    let (rc_store, rc_writer) = reflector::store();
-    let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
-    let (svc_store, svc_writer) = reflector::store::<Service>();
+    let api = |ns: &Option<String>| match ns {
+        Some(ns) => (
+            Api::<RouterConfig>::namespaced(client.clone(), ns),
+            Api::<EndpointSlice>::namespaced(client.clone(), ns),
+            Api::<Service>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    let mut rc_parts = Vec::new();
+    let mut slice_parts = Vec::new();
+    let mut svc_parts = Vec::new();
+    for ns in &namespaces {
+        let (rc_api, slice_api, svc_api) = api(ns);
+        let (rc_store, rc_writer) = reflector::store();
+        let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
+        let (svc_store, svc_writer) = reflector::store::<Service>();
+        rc_parts.push((rc_api, rc_store, rc_writer));
+        slice_parts.push((slice_api, slice_store, slice_writer));
+        svc_parts.push((svc_api, svc_store, svc_writer));
+    }
 
     let shared = Arc::new(Shared {
+        lease: Mutex::new(ReplicaLease::new(options.lease_duration)),
         options,
         state,
         client,
-        rc_store,
-        reports: Mutex::new(BTreeMap::new()),
+        rc_stores: rc_parts.iter().map(|(_, store, _)| store.clone()).collect(),
+        reports: Mutex::default(),
+        reported: Mutex::default(),
         serving_current: AtomicBool::new(false),
         reported_current: AtomicBool::new(false),
+        lease_problem: Mutex::new(None),
+        origin: Instant::now(),
         wake: Arc::new(Notify::new()),
         wake_now: Notify::new(),
         wake_lease: Notify::new(),
-        lease_fresh: AtomicBool::new(false),
     });
 
-    let tasks = vec![
-        spawn_routerconfig_reflector(rc_api, rc_writer, shared.clone()),
-        spawn_reflector("endpointslices", slice_api, slice_writer, shared.clone()),
-        spawn_reflector("services", svc_api, svc_writer, shared.clone()),
-        tokio::spawn(sync_loop(shared.clone(), slice_store, svc_store)),
-        tokio::spawn(lease::run(shared.clone())),
-    ];
+    let mut tasks = Vec::new();
+    let slice_stores: Vec<Store<EndpointSlice>> = slice_parts.iter().map(|(_, s, _)| s.clone()).collect();
+    let svc_stores: Vec<Store<Service>> = svc_parts.iter().map(|(_, s, _)| s.clone()).collect();
+    for (api, _, writer) in rc_parts {
+        tasks.push(spawn_routerconfig_reflector(api, writer, shared.clone()));
+    }
+    for (api, _, writer) in slice_parts {
+        tasks.push(spawn_reflector("endpointslices", api, writer, shared.clone()));
+    }
+    for (api, _, writer) in svc_parts {
+        tasks.push(spawn_reflector("services", api, writer, shared.clone()));
+    }
+    tasks.push(tokio::spawn(sync_loop(shared.clone(), slice_stores, svc_stores)));
+    tasks.push(tokio::spawn(lease::run(shared.clone())));
     Ok(FleetHandle { shared, tasks })
 }
 
@@ -222,8 +344,8 @@ where
 }
 
 /// Like [`spawn_reflector`] for RouterConfigs, telling spec changes (debounced: a burst of
-/// edits costs one swap) from status-only changes (at once: every replica's report is an
-/// event for every replica, and waiting out a debounce on each would stretch rollouts).
+/// edits costs one swap) from status-only changes (the operator's writes), which change
+/// nothing here.
 fn spawn_routerconfig_reflector(
     api: Api<RouterConfig>,
     writer: reflector::store::Writer<RouterConfig>,
@@ -257,24 +379,26 @@ fn spawn_routerconfig_reflector(
             };
             if spec_change {
                 shared.wake.notify_one();
-            } else {
-                shared.wake_now.notify_one();
             }
         }
     })
 }
 
-async fn sync_loop(shared: Arc<Shared>, slices: Store<EndpointSlice>, services: Store<Service>) {
-    let stores_ready = async {
-        let _ = shared.rc_store.wait_until_ready().await;
-        let _ = slices.wait_until_ready().await;
-        let _ = services.wait_until_ready().await;
-    };
-    stores_ready.await;
+async fn sync_loop(shared: Arc<Shared>, slices: Vec<Store<EndpointSlice>>, services: Vec<Store<Service>>) {
+    for store in &shared.rc_stores {
+        let _ = store.wait_until_ready().await;
+    }
+    for store in &slices {
+        let _ = store.wait_until_ready().await;
+    }
+    for store in &services {
+        let _ = store.wait_until_ready().await;
+    }
     let mut applied_at = BTreeMap::new();
     let secrets = secrets::SecretWatches::new(shared.client.clone(), shared.wake.clone());
     let mut good_tls = std::collections::HashMap::new();
-    // Retries of failed status writes, and a periodic level check, ride on this tick.
+    let mut reporter = report::Reporter::default();
+    // Retries of failed report writes, and a periodic level check, ride on this tick.
     let mut retry = tokio::time::interval(Duration::from_secs(1));
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -318,15 +442,15 @@ async fn sync_loop(shared: Arc<Shared>, slices: Store<EndpointSlice>, services: 
         }
         for (key, report) in &plan.reports {
             if let Some((generation, message)) = &report.rejected {
-                tracing::warn!(routerconfig = %key, generation, %message, "generation rejected; serving the last good one");
+                tracing::debug!(routerconfig = %key, generation, %message, "generation rejected; serving the last good one");
             }
         }
         let serving = plan::in_sync(&objects, &plan.reports);
         shared.serving_current.store(serving, Ordering::SeqCst);
         *shared.reports.lock().expect("reports lock") = plan.reports.clone();
-        shared.update_readiness();
+        let readiness = shared.update_readiness();
 
-        let written = report::write_changed(&shared, &objects, &plan.reports).await;
+        let written = reporter.write(&shared, &objects, &plan.reports, &readiness).await;
         shared
             .reported_current
             .store(serving && written, Ordering::SeqCst);
@@ -364,8 +488,8 @@ async fn debounce(shared: &Shared) {
 async fn refresh_endpoints(
     shared: &Shared,
     objects: &[Arc<RouterConfig>],
-    slices: &Store<EndpointSlice>,
-    services: &Store<Service>,
+    slices: &[Store<EndpointSlice>],
+    services: &[Store<Service>],
 ) {
     let mut wanted = BTreeSet::new();
     for rc in objects {
@@ -399,11 +523,13 @@ async fn refresh_endpoints(
             });
         }
     }
-    let all_slices = slices.state();
+    let all_slices: Vec<Arc<EndpointSlice>> = slices.iter().flat_map(|s| s.state()).collect();
     for key in wanted {
-        let service = services.find(|s| {
-            s.metadata.namespace.as_deref() == Some(key.namespace.as_str())
-                && s.metadata.name.as_deref() == Some(key.name.as_str())
+        let service = services.iter().find_map(|store| {
+            store.find(|s| {
+                s.metadata.namespace.as_deref() == Some(key.namespace.as_str())
+                    && s.metadata.name.as_deref() == Some(key.name.as_str())
+            })
         });
         let listed = slices::ready_endpoint_addrs(
             &key.namespace,

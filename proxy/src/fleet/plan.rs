@@ -12,7 +12,7 @@ use lockstep_crds::{RouterConfig, RouterConfigSpec};
 
 use crate::state::{ServedConfig, ServedObject};
 
-/// What this replica reports for one RouterConfig in its `replicaStatus` entry.
+/// What this replica reports for one RouterConfig on its RouterReplica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Generation served (0: nothing good yet).
@@ -23,6 +23,15 @@ pub struct Report {
     pub applied_at: Option<String>,
     /// The newest generation, when it could not be applied.
     pub rejected: Option<(i64, String)>,
+}
+
+impl Report {
+    /// True when `generation` is processed: served, or rejected and reported as such. A
+    /// rejection is never counted as applied by the operator, but it is an answer.
+    pub fn processed(&self, generation: i64) -> bool {
+        self.observed_generation == generation
+            || self.rejected.as_ref().is_some_and(|(g, _)| *g == generation)
+    }
 }
 
 /// The outcome of one planning pass.
@@ -188,9 +197,9 @@ fn tls_for(
 pub fn in_sync(objects: &[Arc<RouterConfig>], reports: &BTreeMap<ObjectKey, Report>) -> bool {
     objects.iter().all(|rc| {
         let generation = rc.metadata.generation.unwrap_or(1);
-        reports.get(&ObjectKey::of(rc)).is_some_and(|r| {
-            r.observed_generation == generation || r.rejected.as_ref().is_some_and(|(g, _)| *g == generation)
-        })
+        reports
+            .get(&ObjectKey::of(rc))
+            .is_some_and(|r| r.processed(generation))
     })
 }
 

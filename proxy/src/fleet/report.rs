@@ -1,84 +1,66 @@
-//! Writes this replica's `status.replicaStatus` entries with server-side apply under its own
-//! field manager, never forced: replicas cannot overwrite each other, and applying an empty
-//! status removes exactly this replica's entry.
+//! Writes this replica's `RouterReplica`: the object itself (fleet label, namespaces served,
+//! an ownerReference to its Pod) and its status (what it serves of each RouterConfig, and its
+//! own readiness), with server-side apply. Only this replica writes it, so every write is one
+//! request to one object, whatever the size of the fleet.
 
-use std::{collections::BTreeMap, sync::Mutex};
+use std::{collections::BTreeMap, sync::Arc};
 
-use futures::future::join_all;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 use kube::{
     Api,
-    api::{Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams},
 };
-use lockstep_config::ObjectKey;
-use lockstep_crds::{ReplicaStatus, RouterConfig};
-use serde_json::json;
+use lockstep_config::{
+    ObjectKey,
+    conditions::{NewCondition, set_condition, status_str},
+};
+use lockstep_crds::{RouterConfig, RouterReplica};
+use serde_json::{Value, json};
 
-use super::{Report, Shared};
+use super::{Readiness, Report, Shared};
 
-/// resourceVersion our last write for an object produced, and what it said.
-static LAST_WRITE: Mutex<BTreeMap<(String, ObjectKey), (u64, Report)>> = Mutex::new(BTreeMap::new());
+/// What was last written, so unchanged reports cost nothing.
+#[derive(Debug, Default)]
+pub(super) struct Reporter {
+    /// The object (metadata and spec) is known to exist.
+    created: bool,
+    /// The status body last written.
+    last: Option<Value>,
+    /// Conditions as last written, so transition times survive.
+    conditions: Vec<Condition>,
+}
 
-fn entry_matches(entry: Option<&ReplicaStatus>, report: &Report) -> bool {
-    entry.is_some_and(|e| {
-        e.observed_generation == report.observed_generation
-            && e.config_digest == report.config_digest
-            && e.applied_at == report.applied_at
-            && e.rejected.as_ref().map(|r| (r.generation, r.message.clone())) == report.rejected
+fn api(shared: &Shared) -> Api<RouterReplica> {
+    Api::namespaced(shared.client.clone(), &shared.options.namespace)
+}
+
+fn params() -> PatchParams {
+    PatchParams::apply(lockstep_crds::PROXY_FIELD_MANAGER).force()
+}
+
+fn object_body(shared: &Shared) -> Value {
+    let options = &shared.options;
+    let mut metadata = json!({
+        "name": options.replica,
+        "labels": {lockstep_crds::FLEET_LABEL: options.fleet},
+    });
+    if let Some(pod) = &options.pod {
+        metadata["ownerReferences"] = json!([{
+            "apiVersion": "v1", "kind": "Pod", "name": pod.name, "uid": pod.uid,
+        }]);
+    }
+    json!({
+        "apiVersion": lockstep_crds::API_VERSION,
+        "kind": lockstep_crds::REPLICA_KIND,
+        "metadata": metadata,
+        "spec": {"fleet": options.fleet, "namespaces": options.scope.names()},
     })
 }
 
-fn own_entry<'a>(rc: &'a RouterConfig, replica: &str) -> Option<&'a ReplicaStatus> {
-    rc.status
-        .as_ref()
-        .and_then(|s| s.replica_status.iter().find(|e| e.name == replica))
-}
-
-fn resource_version(rc: &RouterConfig) -> u64 {
-    rc.metadata
-        .resource_version
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Writes every entry whose status differs from the report. True when all entries match or
-/// were written.
-pub(super) async fn write_changed(
-    shared: &Shared,
-    objects: &[std::sync::Arc<RouterConfig>],
-    reports: &BTreeMap<ObjectKey, Report>,
-) -> bool {
-    let replica = &shared.options.replica;
-    let mut writes = Vec::new();
-    for rc in objects {
-        let key = ObjectKey::of(rc);
-        let Some(report) = reports.get(&key) else { continue };
-        if entry_matches(own_entry(rc, replica), report) {
-            continue;
-        }
-        // The watch may not have delivered our own last write yet; resourceVersions are
-        // etcd revisions, so an object older than that write is simply stale.
-        let last = LAST_WRITE
-            .lock()
-            .expect("last write lock")
-            .get(&(replica.clone(), key.clone()))
-            .cloned();
-        if let Some((rv, written)) = last
-            && &written == report
-            && resource_version(rc) < rv
-        {
-            continue;
-        }
-        writes.push(write(shared, key, report.clone()));
-    }
-    join_all(writes).await.into_iter().all(|ok| ok)
-}
-
-async fn write(shared: &Shared, key: ObjectKey, report: Report) -> bool {
-    let replica = &shared.options.replica;
-    let api: Api<RouterConfig> = Api::namespaced(shared.client.clone(), &key.namespace);
+fn served_entry(key: &ObjectKey, report: &Report) -> Value {
     let mut entry = json!({
-        "name": replica,
+        "namespace": key.namespace,
+        "name": key.name,
         "observedGeneration": report.observed_generation,
         "configDigest": report.config_digest,
     });
@@ -88,43 +70,106 @@ async fn write(shared: &Shared, key: ObjectKey, report: Report) -> bool {
     if let Some((generation, message)) = &report.rejected {
         entry["rejected"] = json!({"generation": generation, "message": message});
     }
-    let patch = json!({
-        "apiVersion": lockstep_crds::API_VERSION,
-        "kind": lockstep_crds::KIND,
-        "status": {"replicaStatus": [entry]},
-    });
-    let params = PatchParams::apply(&lockstep_crds::proxy_field_manager(replica));
-    match api.patch_status(&key.name, &params, &Patch::Apply(&patch)).await {
-        Ok(rc) => {
-            LAST_WRITE.lock().expect("last write lock").insert(
-                (replica.clone(), key.clone()),
-                (resource_version(&rc), report.clone()),
-            );
-            tracing::debug!(routerconfig = %key, generation = report.observed_generation, "status reported");
-            true
+    entry
+}
+
+impl Reporter {
+    /// Writes the RouterReplica when what it would say changed. True when it says what the
+    /// replica serves now (written, or unchanged).
+    pub(super) async fn write(
+        &mut self,
+        shared: &Shared,
+        objects: &[Arc<RouterConfig>],
+        reports: &BTreeMap<ObjectKey, Report>,
+        readiness: &Readiness,
+    ) -> bool {
+        let current = objects
+            .iter()
+            .filter(|rc| {
+                let generation = rc.metadata.generation.unwrap_or(1);
+                reports
+                    .get(&ObjectKey::of(rc))
+                    .is_some_and(|r| r.observed_generation == generation)
+            })
+            .count();
+        let mut conditions = self.conditions.clone();
+        set_condition(
+            &mut conditions,
+            NewCondition {
+                type_: "Ready",
+                status: status_str(readiness.ready),
+                reason: readiness.reason,
+                message: readiness.message.clone(),
+                observed_generation: 1,
+            },
+            Timestamp::now(),
+        );
+        let status = json!({
+            "served": reports.iter().map(|(key, report)| served_entry(key, report)).collect::<Vec<_>>(),
+            "synced": format!("{current}/{}", objects.len()),
+            "conditions": conditions,
+        });
+        let unchanged = self.last.as_ref().is_some_and(|last| {
+            last["served"] == status["served"]
+                && last["synced"] == status["synced"]
+                && lockstep_config::conditions::eq_ignoring_time(&self.conditions, &conditions)
+        });
+        if unchanged {
+            return true;
         }
-        Err(kube::Error::Api(status)) if status.code == 404 => true,
-        Err(error) => {
-            tracing::warn!(routerconfig = %key, %error, "status report failed; will retry");
-            false
+        let api = api(shared);
+        if !self.created {
+            if let Err(error) = api
+                .patch(
+                    &shared.options.replica,
+                    &params(),
+                    &Patch::Apply(object_body(shared)),
+                )
+                .await
+            {
+                tracing::warn!(%error, "writing the RouterReplica failed; will retry");
+                return false;
+            }
+            self.created = true;
+        }
+        let body = json!({
+            "apiVersion": lockstep_crds::API_VERSION,
+            "kind": lockstep_crds::REPLICA_KIND,
+            "status": status,
+        });
+        match api
+            .patch_status(&shared.options.replica, &params(), &Patch::Apply(&body))
+            .await
+        {
+            Ok(_) => {
+                *shared.reported.lock().expect("reported lock") = reports.clone();
+                self.conditions = conditions;
+                self.last = Some(status);
+                tracing::debug!(replica = %shared.options.replica, "report written");
+                true
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                // Deleted under us: create it again on the next pass.
+                self.created = false;
+                self.last = None;
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "writing the report failed; will retry");
+                false
+            }
         }
     }
 }
 
-/// Removes this replica's entry from every RouterConfig that has one.
-pub(super) async fn remove_all(shared: &Shared) {
-    let replica = &shared.options.replica;
-    let params = PatchParams::apply(&lockstep_crds::proxy_field_manager(replica));
-    let removals = shared.rc_store.state().into_iter().filter(|rc| own_entry(rc, replica).is_some()).map(|rc| {
-        let key = ObjectKey::of(&rc);
-        let params = params.clone();
-        async move {
-            let api: Api<RouterConfig> = Api::namespaced(shared.client.clone(), &key.namespace);
-            let patch = json!({"apiVersion": lockstep_crds::API_VERSION, "kind": lockstep_crds::KIND, "status": {}});
-            if let Err(error) = api.patch_status(&key.name, &params, &Patch::Apply(&patch)).await {
-                tracing::warn!(routerconfig = %key, %error, "could not remove status entry");
-            }
-        }
-    });
-    join_all(removals).await;
+/// Deletes this replica's RouterReplica (leaving the fleet).
+pub(super) async fn delete(shared: &Shared) {
+    match api(shared)
+        .delete(&shared.options.replica, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => tracing::info!(replica = %shared.options.replica, "RouterReplica deleted"),
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(error) => tracing::warn!(%error, "could not delete the RouterReplica"),
+    }
 }

@@ -1,0 +1,434 @@
+//! Fleet membership through Leases, judged on each side's own monotonic clock.
+//!
+//! The Lease `lockstep-proxy-<replica>` is liveness; nobody trusts the other side's wall clock:
+//! - the operator ([`LeaseClock`]) counts a Lease live for `leaseDurationSeconds` after it
+//!   *observed* a new version of it, so a proxy whose clock runs 30 s fast or slow changes
+//!   nothing;
+//! - the proxy ([`ReplicaLease`]) counts itself fresh for the same duration after it *sent*
+//!   the renewal that landed.
+//!
+//! A renewal is sent before the apiserver stores it and stored before the operator observes
+//! it, so the proxy's freshness always ends before the operator stops counting it: the
+//! operator never drops a replica that still answers ready. A renewal whose answer arrives
+//! after the proxy's freshness ran out does not extend it: the operator may have dropped the
+//! replica meanwhile, so the replica rejoins through the quorum check like a new one.
+//!
+//! Times are [`Mono`]: a duration since some origin of the process's monotonic clock.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use lockstep_crds::{FLEET_LABEL, PROXY_LEASE_PREFIX, ReplicaId};
+
+/// A point on a monotonic clock: the time since an arbitrary origin of one process.
+pub type Mono = Duration;
+
+/// What the operator needs of a proxy Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    /// The replica it stands for: its namespace and its name after `lockstep-proxy-`.
+    pub id: ReplicaId,
+    /// Its `lockstep.dev/fleet` label.
+    pub fleet: String,
+    /// Held by its replica (holderIdentity is the replica's name) for a positive duration.
+    pub held: bool,
+    /// `leaseDurationSeconds`.
+    pub duration: Duration,
+    /// Its resourceVersion, compared only for equality: a new one is a renewal.
+    pub version: String,
+}
+
+impl LeaseView {
+    /// The view of a proxy Lease; None for a Lease that is not a proxy's.
+    pub fn of(lease: &Lease) -> Option<Self> {
+        let namespace = lease.metadata.namespace.clone()?;
+        let name = lease.metadata.name.as_deref()?.strip_prefix(PROXY_LEASE_PREFIX)?;
+        let fleet = lease.metadata.labels.as_ref()?.get(FLEET_LABEL)?.clone();
+        let spec = lease.spec.as_ref();
+        let seconds = spec.and_then(|s| s.lease_duration_seconds).unwrap_or(0);
+        let held = spec.and_then(|s| s.holder_identity.as_deref()) == Some(name) && seconds > 0;
+        Some(Self {
+            id: ReplicaId::new(namespace, name),
+            fleet,
+            held,
+            duration: Duration::from_secs(u64::try_from(seconds).unwrap_or(0)),
+            version: lease.metadata.resource_version.clone().unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Observed {
+    view: LeaseView,
+    at: Mono,
+}
+
+/// The operator's record of when it saw each proxy Lease change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseClock {
+    leases: BTreeMap<ReplicaId, Observed>,
+}
+
+impl LeaseClock {
+    /// Records a Lease as seen at `now`; its clock restarts only when its version changed.
+    /// Returns true when it did (a renewal, or a Lease not seen before).
+    pub fn observe(&mut self, view: LeaseView, now: Mono) -> bool {
+        match self.leases.get_mut(&view.id) {
+            Some(seen) if seen.view.version == view.version => false,
+            Some(seen) => {
+                *seen = Observed { view, at: now };
+                true
+            }
+            None => {
+                self.leases.insert(view.id.clone(), Observed { view, at: now });
+                true
+            }
+        }
+    }
+
+    /// Forgets a deleted Lease.
+    pub fn forget(&mut self, id: &ReplicaId) {
+        self.leases.remove(id);
+    }
+
+    /// Keeps only the Leases `keep` says still exist (after a watch relisted them all).
+    pub fn retain(&mut self, keep: impl Fn(&ReplicaId) -> bool) {
+        self.leases.retain(|id, _| keep(id));
+    }
+
+    /// Replaces what is known of `fleet`'s Leases with a fresh (quorum) list of them: each is
+    /// observed, and Leases of the fleet missing from the list are forgotten.
+    pub fn relist(&mut self, fleet: &str, listed: Vec<LeaseView>, now: Mono) {
+        let present: std::collections::BTreeSet<ReplicaId> = listed.iter().map(|v| v.id.clone()).collect();
+        self.leases
+            .retain(|id, seen| seen.view.fleet != fleet || present.contains(id));
+        for view in listed {
+            self.observe(view, now);
+        }
+    }
+
+    /// The live replicas of `fleet` at `now`, each with the instant it stops counting.
+    pub fn live<'a>(&'a self, fleet: &'a str, now: Mono) -> impl Iterator<Item = (&'a ReplicaId, Mono)> + 'a {
+        self.leases.values().filter_map(move |seen| {
+            let until = seen.at + seen.view.duration;
+            (seen.view.fleet == fleet && seen.view.held && until > now).then_some((&seen.view.id, until))
+        })
+    }
+
+    /// True when some Lease of `fleet` is known (live or not).
+    pub fn knows_fleet(&self, fleet: &str) -> bool {
+        self.leases.values().any(|seen| seen.view.fleet == fleet)
+    }
+}
+
+/// Where a proxy replica stands with its fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// No fresh Lease: not a member (never joined, frozen past its Lease, or its renewals
+    /// failed). Not ready; rejoins only once it serves what its own cache shows.
+    Outside,
+    /// Holds a fresh Lease, so the operator counts it, but has not yet confirmed with a
+    /// quorum read that it serves the newest generation of everything. Not ready.
+    Verifying,
+    /// Holds a fresh Lease and confirmed it serves the newest generations.
+    Member,
+}
+
+/// The proxy's side of its Lease: its stage and until when it may count itself fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaLease {
+    stage: Stage,
+    fresh_until: Mono,
+    duration: Duration,
+}
+
+impl ReplicaLease {
+    /// A replica outside the fleet whose Lease lasts `duration` (whole seconds, as the Lease
+    /// records it).
+    pub fn new(duration: Duration) -> Self {
+        Self {
+            stage: Stage::Outside,
+            fresh_until: Duration::ZERO,
+            duration,
+        }
+    }
+
+    /// The stage at `now` (a Lease past its freshness puts the replica outside).
+    pub fn stage(&self, now: Mono) -> Stage {
+        if self.fresh_until > now {
+            self.stage
+        } else {
+            Stage::Outside
+        }
+    }
+
+    /// Until when the replica counts itself fresh (meaningful while not outside).
+    pub fn fresh_until(&self) -> Mono {
+        self.fresh_until
+    }
+
+    /// The Lease duration.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// When the next renewal is due: a third of the duration after the last landed one,
+    /// at once when outside.
+    pub fn renewal_due(&self, now: Mono) -> Mono {
+        match self.stage(now) {
+            Stage::Outside => now,
+            _ => self.fresh_until.saturating_sub(self.duration) + self.duration / 3,
+        }
+    }
+
+    /// A renewal (or the first write) sent at `sent` landed; its answer arrived at `now`.
+    /// When the replica was still fresh it stays in its stage; otherwise the operator may
+    /// have dropped it meanwhile, so it starts over as a new member that must verify.
+    pub fn renewed(&mut self, sent: Mono, now: Mono) {
+        let until = sent + self.duration;
+        if until <= now {
+            // Landed, but already stale by the replica's own measure.
+            self.stage = Stage::Outside;
+            return;
+        }
+        if self.stage(now) == Stage::Outside {
+            self.stage = Stage::Verifying;
+        }
+        self.fresh_until = until;
+    }
+
+    /// The quorum check after joining: `caught_up` when a fresh list of the RouterConfigs it
+    /// serves shows nothing newer than what it serves (or rejected) and reported.
+    pub fn verified(&mut self, caught_up: bool, now: Mono) {
+        if caught_up && self.stage(now) == Stage::Verifying {
+            self.stage = Stage::Member;
+        }
+    }
+
+    /// Leaves the fleet (SIGTERM): outside at once.
+    pub fn leave(&mut self) {
+        self.stage = Stage::Outside;
+        self.fresh_until = Duration::ZERO;
+    }
+
+    /// Ready (`/readyz` 200): a verified member with a fresh Lease that serves what its cache
+    /// shows. Readiness lives here alone.
+    pub fn ready(&self, serving_current: bool, now: Mono) -> bool {
+        serving_current && self.stage(now) == Stage::Member
+    }
+}
+
+/// Parses a Lease duration: whole seconds, at least one, as `leaseDurationSeconds` records
+/// it. A fractional or sub-second duration would let the replica count itself fresh longer
+/// (or shorter) than the operator, who reads the whole seconds the Lease records.
+pub fn lease_duration(duration: Duration) -> Result<Duration, String> {
+    if duration < Duration::from_secs(1) {
+        return Err(format!("a Lease duration must be at least 1s, got {duration:?}"));
+    }
+    if duration.subsec_nanos() != 0 {
+        return Err(format!(
+            "a Lease records whole seconds; {duration:?} is not (use e.g. 10s)"
+        ));
+    }
+    if duration > Duration::from_secs(3600) {
+        return Err(format!(
+            "a Lease duration above 1h is not useful, got {duration:?}"
+        ));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(secs: u64) -> Mono {
+        Duration::from_secs(secs)
+    }
+
+    fn ms(millis: u64) -> Mono {
+        Duration::from_millis(millis)
+    }
+
+    fn mk_view(name: &str, version: &str) -> LeaseView {
+        LeaseView {
+            id: ReplicaId::new("proxies", name),
+            fleet: "blue".into(),
+            held: true,
+            duration: s(10),
+            version: version.into(),
+        }
+    }
+
+    fn live_names(clock: &LeaseClock, now: Mono) -> Vec<String> {
+        clock.live("blue", now).map(|(id, _)| id.to_string()).collect()
+    }
+
+    #[test]
+    fn the_operator_counts_a_lease_from_when_it_saw_the_renewal() {
+        let mut clock = LeaseClock::default();
+        assert!(clock.observe(mk_view("p0", "1"), s(100)));
+        assert_eq!(live_names(&clock, s(109)), ["proxies/p0"]);
+        assert!(
+            live_names(&clock, s(110)).is_empty(),
+            "expired after its duration"
+        );
+        // The same version seen again (a relist) is no renewal.
+        assert!(!clock.observe(mk_view("p0", "1"), s(105)));
+        assert!(live_names(&clock, s(110)).is_empty());
+        // A new version is.
+        assert!(clock.observe(mk_view("p0", "7"), s(111)));
+        assert_eq!(live_names(&clock, s(120)), ["proxies/p0"]);
+    }
+
+    #[test]
+    fn versions_are_opaque_so_a_smaller_one_after_a_restore_is_still_a_renewal() {
+        let mut clock = LeaseClock::default();
+        clock.observe(mk_view("p0", "900"), s(0));
+        assert!(
+            clock.observe(mk_view("p0", "12"), s(5)),
+            "etcd restored: lower number, new version"
+        );
+        assert_eq!(live_names(&clock, s(14)), ["proxies/p0"]);
+    }
+
+    #[test]
+    fn a_released_lease_and_other_fleets_do_not_count() {
+        let mut clock = LeaseClock::default();
+        clock.observe(
+            LeaseView {
+                held: false,
+                ..mk_view("p0", "1")
+            },
+            s(0),
+        );
+        clock.observe(
+            LeaseView {
+                fleet: "green".into(),
+                ..mk_view("p1", "1")
+            },
+            s(0),
+        );
+        assert!(live_names(&clock, s(1)).is_empty());
+        assert!(clock.knows_fleet("blue"));
+    }
+
+    #[test]
+    fn same_name_in_two_namespaces_is_two_replicas() {
+        let mut clock = LeaseClock::default();
+        clock.observe(mk_view("p0", "1"), s(0));
+        clock.observe(
+            LeaseView {
+                id: ReplicaId::new("other", "p0"),
+                ..mk_view("p0", "1")
+            },
+            s(0),
+        );
+        assert_eq!(live_names(&clock, s(1)), ["other/p0", "proxies/p0"]);
+    }
+
+    #[test]
+    fn a_relist_forgets_deleted_leases_of_that_fleet_only() {
+        let mut clock = LeaseClock::default();
+        clock.observe(mk_view("p0", "1"), s(0));
+        clock.observe(mk_view("p1", "1"), s(0));
+        clock.observe(
+            LeaseView {
+                fleet: "green".into(),
+                ..mk_view("g0", "1")
+            },
+            s(0),
+        );
+        clock.relist("blue", vec![mk_view("p1", "2")], s(5));
+        assert_eq!(
+            live_names(&clock, s(12)),
+            ["proxies/p1"],
+            "p1 renewed at 5, p0 gone"
+        );
+        assert_eq!(clock.live("green", s(1)).count(), 1);
+    }
+
+    #[test]
+    fn lease_view_reads_the_proxy_lease_contract() {
+        let lease: Lease = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "lockstep-proxy-p0", "namespace": "proxies", "resourceVersion": "42",
+                         "labels": {"lockstep.dev/fleet": "blue"}},
+            "spec": {"holderIdentity": "p0", "leaseDurationSeconds": 10}
+        }))
+        .unwrap();
+        assert_eq!(LeaseView::of(&lease), Some(mk_view("p0", "42")));
+        let mut other = lease.clone();
+        other.spec.as_mut().unwrap().holder_identity = Some("someone-else".into());
+        assert!(!LeaseView::of(&other).unwrap().held);
+        let mut operator = lease;
+        operator.metadata.name = Some("lockstep-operator".into());
+        assert_eq!(LeaseView::of(&operator), None);
+    }
+
+    #[test]
+    fn a_replica_is_ready_only_after_the_quorum_check() {
+        let mut lease = ReplicaLease::new(s(10));
+        assert_eq!(lease.stage(s(0)), Stage::Outside);
+        lease.renewed(s(0), ms(50));
+        assert_eq!(lease.stage(ms(50)), Stage::Verifying);
+        assert!(
+            !lease.ready(true, ms(50)),
+            "counted by the operator, but not ready yet"
+        );
+        lease.verified(false, ms(60));
+        assert!(!lease.ready(true, ms(60)), "a newer generation exists");
+        lease.verified(true, ms(70));
+        assert!(lease.ready(true, ms(70)));
+        assert!(!lease.ready(false, ms(70)), "not while behind its own cache");
+    }
+
+    #[test]
+    fn freshness_counts_from_the_send_and_ends_with_the_duration() {
+        let mut lease = ReplicaLease::new(s(10));
+        lease.renewed(s(1), s(2));
+        lease.verified(true, s(2));
+        assert_eq!(lease.renewal_due(s(2)), s(1) + s(10) / 3);
+        assert!(lease.ready(true, ms(10_999)));
+        assert!(!lease.ready(true, s(11)), "fresh until send + duration");
+        assert_eq!(lease.stage(s(11)), Stage::Outside);
+    }
+
+    #[test]
+    fn a_renewal_that_lands_after_the_lease_ran_out_does_not_skip_the_fence() {
+        let mut lease = ReplicaLease::new(s(10));
+        lease.renewed(s(0), s(0));
+        lease.verified(true, s(0));
+        // Sent at 9 s while fresh, answered at 12 s: the operator may have dropped the
+        // replica between 10 s and 12 s, so it must verify again.
+        lease.renewed(s(9), s(12));
+        assert_eq!(lease.stage(s(12)), Stage::Verifying);
+        assert!(!lease.ready(true, s(12)));
+        lease.verified(true, s(12));
+        assert!(lease.ready(true, s(12)));
+    }
+
+    #[test]
+    fn a_renewal_answered_after_its_own_duration_leaves_the_replica_outside() {
+        let mut lease = ReplicaLease::new(s(10));
+        lease.renewed(s(0), s(11));
+        assert_eq!(lease.stage(s(11)), Stage::Outside);
+    }
+
+    #[test]
+    fn a_member_renewing_in_time_stays_a_member() {
+        let mut lease = ReplicaLease::new(s(10));
+        lease.renewed(s(0), s(0));
+        lease.verified(true, s(0));
+        lease.renewed(s(3), ms(3_100));
+        assert_eq!(lease.stage(ms(3_100)), Stage::Member);
+        lease.leave();
+        assert!(!lease.ready(true, ms(3_100)));
+    }
+
+    #[test]
+    fn lease_durations_are_whole_seconds_of_at_least_one() {
+        assert_eq!(lease_duration(s(10)), Ok(s(10)));
+        assert!(lease_duration(ms(500)).unwrap_err().contains("at least 1s"));
+        assert!(lease_duration(ms(1500)).unwrap_err().contains("whole seconds"));
+    }
+}
