@@ -24,7 +24,7 @@ use lockstep_crds::{FLEET_LABEL, PROXY_LEASE_PREFIX, ReplicaId};
 pub type Mono = Duration;
 
 /// What the operator needs of a proxy Lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LeaseView {
     /// The replica it stands for: its namespace and its name after `lockstep-proxy-`.
     pub id: ReplicaId,
@@ -57,14 +57,14 @@ impl LeaseView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Observed {
     view: LeaseView,
     at: Mono,
 }
 
 /// The operator's record of when it saw each proxy Lease change.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct LeaseClock {
     leases: BTreeMap<ReplicaId, Observed>,
 }
@@ -122,7 +122,7 @@ impl LeaseClock {
 }
 
 /// Where a proxy replica stands with its fleet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
     /// No fresh Lease: not a member (never joined, frozen past its Lease, or its renewals
     /// failed). Not ready; rejoins only once it serves what its own cache shows.
@@ -135,7 +135,7 @@ pub enum Stage {
 }
 
 /// The proxy's side of its Lease: its stage and until when it may count itself fresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReplicaLease {
     stage: Stage,
     fresh_until: Mono,

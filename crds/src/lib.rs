@@ -305,7 +305,7 @@ pub struct RouterConfigStatus {
 }
 
 /// What one proxy replica serves, as the operator copied it from the replica's RouterReplica.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaStatus {
     /// The replica, "<namespace>/<name>" of its RouterReplica: replica identity is namespaced.
@@ -331,7 +331,7 @@ pub struct ReplicaStatus {
 }
 
 /// A generation a replica could not apply.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct Rejection {
     /// The generation that failed.

@@ -96,7 +96,7 @@ pub struct RouterReplicaStatus {
 }
 
 /// What a replica serves of one RouterConfig.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct ServedRouterConfig {
     /// Namespace of the RouterConfig.

@@ -524,7 +524,7 @@ async fn service_backends_follow_their_endpointslices() {
 }
 
 #[tokio::test]
-async fn a_proxy_may_report_status_but_never_change_a_spec() {
+async fn a_proxy_writes_only_its_own_lease_and_router_replica_and_never_a_routerconfig() {
     let f = fixture("rbac").await;
     f.apply("web", &[("app.test", "/", "http://127.0.0.1:9")]);
     let kubeconfig = f.cp.proxy_kubeconfig(&f.ns, "proxy-0", &[&f.ns]).unwrap();
@@ -533,43 +533,82 @@ async fn a_proxy_may_report_status_but_never_change_a_spec() {
         cmd.env("KUBECONFIG", &kubeconfig).args(args);
         cmd.output().unwrap()
     };
-    let patch = as_proxy(&[
-        "patch",
-        "rcfg",
-        "web",
-        "-n",
-        &f.ns,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"fleet":"stolen"}}"#,
-    ]);
-    assert!(!patch.status.success(), "a proxy patched a spec");
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    for (what, args) in [
+        (
+            "patch a spec",
+            vec![
+                "patch",
+                "rcfg",
+                "web",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"fleet":"stolen"}}"#,
+            ],
+        ),
+        (
+            "patch a status",
+            vec![
+                "patch",
+                "rcfg",
+                "web",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"synced":"9/9"}}"#,
+            ],
+        ),
+        ("delete a RouterConfig", vec!["delete", "rcfg", "web"]),
+    ] {
+        let out = as_proxy(&[&args[..], &["-n", &f.ns]].concat());
+        assert!(
+            !out.status.success() && stderr(&out).contains("forbidden"),
+            "a proxy could {what}: {}",
+            stderr(&out)
+        );
+    }
+
+    // Its own RouterReplica and Lease: allowed.
+    let own = |name: &str| {
+        format!(
+            "apiVersion: lockstep.dev/v1alpha1\nkind: RouterReplica\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec: {{fleet: {fleet}, namespaces: [{ns}]}}\n---\n\
+             apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: lockstep-proxy-{name}, namespace: {ns}}}\n\
+             spec: {{holderIdentity: {name}, leaseDurationSeconds: 10}}\n",
+            ns = f.ns,
+            fleet = f.fleet
+        )
+    };
+    let apply_as_proxy = |yaml: String| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("objects.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        as_proxy(&[
+            "apply",
+            "--server-side",
+            "--field-manager=lockstep-proxy",
+            "-f",
+            file.to_str().unwrap(),
+        ])
+    };
+    let out = apply_as_proxy(own("proxy-0"));
+    assert!(out.status.success(), "its own objects: {}", stderr(&out));
+    // Another replica's: refused by the admission policy, with a message saying why.
+    let out = apply_as_proxy(own("proxy-1"));
+    assert!(!out.status.success(), "proxy-0 wrote proxy-1's objects");
     assert!(
-        String::from_utf8_lossy(&patch.stderr).contains("forbidden"),
+        stderr(&out).contains("may write only its own Lease and RouterReplica")
+            && stderr(&out).contains("proxy-0"),
         "{}",
-        String::from_utf8_lossy(&patch.stderr)
-    );
-    let delete = as_proxy(&["delete", "rcfg", "web", "-n", &f.ns]);
-    assert!(!delete.status.success() && String::from_utf8_lossy(&delete.stderr).contains("forbidden"));
-    let status = as_proxy(&[
-        "auth",
-        "can-i",
-        "patch",
-        "routerconfigs.lockstep.dev",
-        "--subresource=status",
-        "-n",
-        &f.ns,
-    ]);
-    assert_eq!(
-        String::from_utf8_lossy(&status.stdout).trim(),
-        "yes",
-        "a proxy may patch status"
+        stderr(&out)
     );
     for (verb, resource, allowed) in [
         ("update", "routerconfigs.lockstep.dev", "no"),
         ("create", "routerconfigs.lockstep.dev", "no"),
         ("create", "leases.coordination.k8s.io", "yes"),
+        ("create", "routerreplicas.lockstep.dev", "yes"),
         ("create", "secrets", "no"),
+        ("list", "secrets", "yes"),
     ] {
         let out = as_proxy(&["auth", "can-i", verb, resource, "-n", &f.ns]);
         assert_eq!(
@@ -578,5 +617,8 @@ async fn a_proxy_may_report_status_but_never_change_a_spec() {
             "can a proxy {verb} {resource}?"
         );
     }
+    // No cluster-wide Secret read: only the namespaces it serves.
+    let out = as_proxy(&["auth", "can-i", "list", "secrets", "-n", "kube-system"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
     assert_eq!(f.get("web").await.spec.fleet, f.fleet, "the spec is unchanged");
 }
