@@ -66,6 +66,8 @@ impl Drop for RequestGuard {
 
 /// What one request went through, for metrics and the access log.
 struct Exchange {
+    /// The request's index on its connection.
+    index: u64,
     route: Option<usize>,
     peer: Option<PeerAuthority>,
     endpoint: Option<EndpointGuard>,
@@ -105,7 +107,7 @@ impl Proxy {
     /// Answers one client request.
     pub(crate) async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
-        conn.activity.request_started();
+        let index = conn.activity.request_started();
         let in_flight = self.metrics().in_flight().clone();
         in_flight.inc();
         let served = self.state.served();
@@ -123,6 +125,7 @@ impl Proxy {
         let has_body = !http_body::Body::is_end_stream(req.body());
 
         let mut exchange = Exchange {
+            index,
             route: None,
             peer: None,
             endpoint: None,
@@ -182,6 +185,13 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Framing the upstream could not be told about is refused before anything else.
         filter::check_transfer_encoding(&req)?;
+        // hyper drops the Content-Length of a head that also has Transfer-Encoding; the
+        // connection saw both (RFC 9112 §6.1: refuse, and close the connection).
+        if req.headers().contains_key(header::TRANSFER_ENCODING)
+            && conn.activity.had_both_lengths(exchange.index)
+        {
+            return Err(ProxyError::BothLengthAndEncoding);
+        }
 
         // 1. Route lookup.
         let route = route::lookup(&served.table, &req)?;
