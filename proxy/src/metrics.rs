@@ -1,9 +1,13 @@
 //! Prometheus metrics of the data plane. Per-route handles are resolved once per served
-//! configuration, not per request: the hot path bumps atomics, it does not build label sets.
+//! configuration, when it is swapped in, and kept beside it: the hot path bumps atomics, it
+//! does not build label sets, however many tables have requests in flight after a swap.
 
-use std::sync::{Arc, Weak};
+use std::sync::{
+    Arc, Weak,
+    atomic::{AtomicU64, Ordering},
+};
 
-use arc_swap::ArcSwapOption;
+use lockstep_config::RouteTable;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
@@ -17,7 +21,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::state::{ProxyState, ServedConfig};
+use crate::state::ProxyState;
 
 /// Route label of requests that matched no route.
 const NO_ROUTE: &str = "";
@@ -52,7 +56,7 @@ struct ObjectLabels {
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Counters and latency of one route.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct RouteMetrics {
     by_class: [Counter; 5],
     latency: Histogram,
@@ -67,10 +71,41 @@ impl RouteMetrics {
     }
 }
 
-/// The route handles of one served configuration, in the table's route order.
+/// The per-route series and which routes are live.
+#[derive(Debug)]
+struct RouteSeries {
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    builds: AtomicU64,
+}
+
+impl RouteSeries {
+    fn handles(&self, route: &str) -> RouteMetrics {
+        let counter = |class: &'static str| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.to_owned(),
+                    class,
+                })
+                .clone()
+        };
+        RouteMetrics {
+            by_class: CLASSES.map(counter),
+            latency: self
+                .latency
+                .get_or_create(&RouteLabel {
+                    route: route.to_owned(),
+                })
+                .clone(),
+        }
+    }
+}
+
+/// The route handles of one served configuration, in the table's route order. Built once
+/// when the configuration is swapped in and kept beside it, so every request on it, however
+/// many tables are live, finds its handles without building anything.
 #[derive(Debug)]
 pub(crate) struct RouteSet {
-    config: Weak<ServedConfig>,
     routes: Vec<RouteMetrics>,
     unrouted: RouteMetrics,
 }
@@ -86,12 +121,11 @@ impl RouteSet {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    series: Arc<RouteSeries>,
+    unrouted: RouteMetrics,
     upstream_errors: Family<KindLabel, Counter>,
     in_flight: Gauge,
     connections: Gauge,
-    routes: ArcSwapOption<RouteSet>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -134,56 +168,39 @@ impl Metrics {
             connections.clone(),
         );
         registry.register_collector(Box::new(StateCollector { state }));
-        Self {
-            registry,
+        let series = Arc::new(RouteSeries {
             requests,
             latency,
+            builds: AtomicU64::new(0),
+        });
+        Self {
+            registry,
+            unrouted: series.handles(NO_ROUTE),
+            series,
             upstream_errors,
             in_flight,
             connections,
-            routes: ArcSwapOption::empty(),
         }
     }
 
-    /// The route handles for requests served from `config`.
-    pub(crate) fn routes(&self, config: &Arc<ServedConfig>) -> Arc<RouteSet> {
-        if let Some(set) = self.routes.load_full()
-            && std::ptr::eq(set.config.as_ptr(), Arc::as_ptr(config))
-        {
-            return set;
+    /// Builds the route handles of `table`. Called once per swapped-in configuration.
+    pub(crate) fn route_set(&self, table: &RouteTable) -> RouteSet {
+        let routes = table
+            .routes()
+            .iter()
+            .map(|r| self.series.handles(&r.label()))
+            .collect();
+        self.series.builds.fetch_add(1, Ordering::Relaxed);
+        RouteSet {
+            routes,
+            unrouted: self.unrouted.clone(),
         }
-        let set = Arc::new(RouteSet {
-            config: Arc::downgrade(config),
-            routes: config
-                .table
-                .routes()
-                .iter()
-                .map(|r| self.route_metrics(&r.label()))
-                .collect(),
-            unrouted: self.route_metrics(NO_ROUTE),
-        });
-        self.routes.store(Some(set.clone()));
-        set
     }
 
-    fn route_metrics(&self, route: &str) -> RouteMetrics {
-        let counter = |class: &'static str| {
-            self.requests
-                .get_or_create(&RequestLabels {
-                    route: route.to_owned(),
-                    class,
-                })
-                .clone()
-        };
-        RouteMetrics {
-            by_class: CLASSES.map(counter),
-            latency: self
-                .latency
-                .get_or_create(&RouteLabel {
-                    route: route.to_owned(),
-                })
-                .clone(),
-        }
+    /// How many route sets were built since start: one per configuration swapped in, never
+    /// one per request.
+    pub fn route_set_builds(&self) -> u64 {
+        self.series.builds.load(Ordering::Relaxed)
     }
 
     /// Counts one upstream failure.

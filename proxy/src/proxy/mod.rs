@@ -110,7 +110,8 @@ impl Proxy {
         let index = conn.activity.request_started();
         let in_flight = self.metrics().in_flight().clone();
         in_flight.inc();
-        let served = self.state.served();
+        let serving = self.state.serving();
+        let served = &serving.config;
         let log_head = self.options.access_log.then(|| {
             (
                 req.method().clone(),
@@ -130,7 +131,7 @@ impl Proxy {
             peer: None,
             endpoint: None,
         };
-        let response = match self.phases(&served, &conn, req, &mut exchange).await {
+        let response = match self.phases(served, &conn, req, &mut exchange).await {
             Ok(response) => response,
             Err(error) => {
                 let mut response = self.error_response(&error);
@@ -147,8 +148,8 @@ impl Proxy {
 
         let elapsed = start.elapsed();
         let status = response.status();
-        self.metrics()
-            .routes(&served)
+        serving
+            .routes
             .route(exchange.route)
             .observe(status, elapsed.as_secs_f64());
         if let Some((method, uri, host)) = log_head {
