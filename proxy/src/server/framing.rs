@@ -34,12 +34,23 @@ enum State {
     Stopped,
 }
 
+/// Progress towards the empty line that ends a head: LF, then an optional CR, then LF
+/// (hyper accepts bare LF line endings, so the follower does too).
+#[derive(Debug, Clone, Copy)]
+enum Newline {
+    None,
+    Lf,
+    LfCr,
+}
+
 /// The framing follower of one connection.
 #[derive(Debug)]
 pub(crate) struct FramingScanner {
     state: State,
     /// The head (or chunk-size or trailer line) being collected.
     buf: Vec<u8>,
+    /// The line endings the head being collected ended with so far.
+    newline: Newline,
     /// How many heads were complete so far.
     heads: u64,
     /// The index of the first head that carried both Content-Length and Transfer-Encoding.
@@ -62,6 +73,7 @@ impl Default for FramingScanner {
         Self {
             state: State::Head,
             buf: Vec::new(),
+            newline: Newline::None,
             heads: 0,
             conflicting: None,
         }
@@ -94,15 +106,22 @@ impl FramingScanner {
                             return;
                         }
                     }
-                    let searched = self.buf.len().saturating_sub(2);
-                    let taken = self.take_until(bytes, searched, head_end);
-                    bytes = &bytes[taken..];
-                    if let Some(end) = head_end(&self.buf, searched) {
-                        debug_assert_eq!(end, self.buf.len());
-                        let head = std::mem::take(&mut self.buf);
-                        self.on_head(&head);
-                    } else if self.buf.len() > MAX_HEAD {
-                        self.stop();
+                    // Only the head's own bytes are copied: a read that also holds bodies
+                    // or further requests is not copied again for each head in it.
+                    match self.head_end(bytes) {
+                        Some(end) => {
+                            self.buf.extend_from_slice(&bytes[..end]);
+                            bytes = &bytes[end..];
+                            let head = std::mem::take(&mut self.buf);
+                            self.on_head(&head);
+                        }
+                        None => {
+                            self.buf.extend_from_slice(bytes);
+                            bytes = &[];
+                            if self.buf.len() > MAX_HEAD {
+                                self.stop();
+                            }
+                        }
                     }
                 }
                 State::Fixed(remaining) => {
@@ -114,14 +133,20 @@ impl FramingScanner {
                     };
                 }
                 State::ChunkSize | State::ChunkEnd | State::Trailers => {
-                    let searched = self.buf.len();
-                    let taken = self.take_until(bytes, searched, line_end);
-                    bytes = &bytes[taken..];
-                    if line_end(&self.buf, searched).is_some() {
-                        let line = std::mem::take(&mut self.buf);
-                        self.on_line(&line);
-                    } else if self.buf.len() > MAX_HEAD {
-                        self.stop();
+                    match bytes.iter().position(|b| *b == b'\n') {
+                        Some(at) => {
+                            self.buf.extend_from_slice(&bytes[..=at]);
+                            bytes = &bytes[at + 1..];
+                            let line = std::mem::take(&mut self.buf);
+                            self.on_line(&line);
+                        }
+                        None => {
+                            self.buf.extend_from_slice(bytes);
+                            bytes = &[];
+                            if self.buf.len() > MAX_HEAD {
+                                self.stop();
+                            }
+                        }
                     }
                 }
                 State::ChunkData(remaining) => {
@@ -136,18 +161,21 @@ impl FramingScanner {
         }
     }
 
-    /// Moves bytes into `buf` up to and including the terminator `end` finds (or all of
-    /// them); returns how many were taken.
-    fn take_until(&mut self, bytes: &[u8], searched: usize, end: fn(&[u8], usize) -> Option<usize>) -> usize {
-        let before = self.buf.len();
-        self.buf.extend_from_slice(bytes);
-        match end(&self.buf, searched) {
-            Some(at) => {
-                self.buf.truncate(at);
-                at - before
-            }
-            None => bytes.len(),
+    /// Where the head being collected ends in `bytes` (just after its empty line), carrying
+    /// what the previous reads ended with in `self.newline`.
+    fn head_end(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, b) in bytes.iter().enumerate() {
+            self.newline = match (self.newline, b) {
+                (Newline::Lf | Newline::LfCr, b'\n') => {
+                    self.newline = Newline::None;
+                    return Some(i + 1);
+                }
+                (_, b'\n') => Newline::Lf,
+                (Newline::Lf, b'\r') => Newline::LfCr,
+                _ => Newline::None,
+            };
         }
+        None
     }
 
     fn on_head(&mut self, head: &[u8]) {
@@ -199,27 +227,6 @@ impl FramingScanner {
             State::Head | State::Fixed(_) | State::ChunkData(_) | State::Stopped => State::Stopped,
         };
     }
-}
-
-/// Where the head in `buf` ends (just after its empty line), looking from `from`.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    loop {
-        let at = i + buf.get(i..)?.iter().position(|b| *b == b'\n')?;
-        match buf.get(at + 1..(at + 3).min(buf.len())) {
-            Some([b'\n', ..]) => return Some(at + 2),
-            Some([b'\r', b'\n']) => return Some(at + 3),
-            _ => i = at + 1,
-        }
-    }
-}
-
-/// Where the line in `buf` ends (just after its LF), looking from `from`.
-fn line_end(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?
-        .iter()
-        .position(|b| *b == b'\n')
-        .map(|offset| from + offset + 1)
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {
@@ -352,8 +359,15 @@ mod tests {
 
     #[test]
     fn head_ends_at_the_first_empty_line_with_either_line_ending() {
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nrest", 0), Some(18));
-        assert_eq!(head_end(b"GET / HTTP/1.1\n\nrest", 0), Some(16));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);
+        let mut s = FramingScanner::default();
+        assert_eq!(s.head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
+        assert_eq!(s.head_end(b"GET / HTTP/1.1\n\nrest"), Some(16));
+        assert_eq!(s.head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+        assert_eq!(
+            s.head_end(b"\r\n"),
+            Some(2),
+            "the end carried over from the last read"
+        );
+        assert_eq!(s.head_end(b"GET / HTTP/1.1\r\nA: \n\rb\r\n"), None);
     }
 }
