@@ -11,25 +11,6 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use lockstep_operator::{admin, barrier, cli, controller, leader, metrics::Metrics};
 
-/// Parses "500ms", "3s", "2m", "1h" or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 3s, 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?} (ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 #[derive(Parser, Debug)]
 #[command(
     name = "lockstep-operator",
@@ -66,10 +47,10 @@ struct RunArgs {
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
     /// Leader Lease duration.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = cli::parse_duration)]
     lease_duration: Duration,
     /// A rollout lagging longer than this is Stalled.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = cli::parse_duration)]
     stall_timeout: Duration,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
@@ -96,7 +77,7 @@ struct WaitArgs {
     #[arg(short, long)]
     namespace: Option<String>,
     /// Give up after this long (exit 2).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = cli::parse_duration)]
     timeout: Duration,
 }
 
@@ -119,7 +100,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Status(args)) => {
-            let client = kube::Client::try_default().await?;
+            let client = kube::Client::try_default().await.context(
+                "no usable Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)",
+            )?;
             let namespace = if args.all_namespaces {
                 None
             } else {
@@ -131,7 +114,9 @@ async fn main() -> anyhow::Result<()> {
             cli::status(client, namespace.as_deref(), args.name.as_deref()).await
         }
         Some(Command::Wait(args)) => {
-            let client = kube::Client::try_default().await?;
+            let client = kube::Client::try_default().await.context(
+                "no usable Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)",
+            )?;
             let namespace = args
                 .namespace
                 .unwrap_or_else(|| client.default_namespace().to_owned());
@@ -217,16 +202,49 @@ async fn shutdown_signal() -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{Cli, Command};
+    use clap::Parser;
     use std::time::Duration;
 
+    fn wait_timeout(args: &[&str]) -> Result<Duration, clap::Error> {
+        let cli = Cli::try_parse_from(["lockstep-operator", "wait", "web"].iter().chain(args))?;
+        match cli.command {
+            Some(Command::Wait(args)) => Ok(args.timeout),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
     #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("3 days").is_err());
-        assert!(parse_duration("s").is_err());
+    fn wait_timeout_takes_kubectl_durations_and_bare_seconds() {
+        assert_eq!(wait_timeout(&[]).unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            wait_timeout(&["--timeout", "90s"]).unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            wait_timeout(&["--timeout=1h30m"]).unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            wait_timeout(&["--timeout", "500ms"]).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(wait_timeout(&["--timeout", "7"]).unwrap(), Duration::from_secs(7));
+        let err = wait_timeout(&["--timeout", "3 days"]).unwrap_err().to_string();
+        assert!(err.contains("invalid duration \"3 days\""), "{err}");
+    }
+
+    #[test]
+    fn run_flags_take_the_same_durations() {
+        let cli = Cli::try_parse_from([
+            "lockstep-operator",
+            "--stall-timeout",
+            "1m30s",
+            "--lease-duration",
+            "15",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.stall_timeout, Duration::from_secs(90));
+        assert_eq!(cli.run.lease_duration, Duration::from_secs(15));
     }
 }

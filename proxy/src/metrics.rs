@@ -1,9 +1,24 @@
 //! Prometheus metrics of the data plane. Per-route handles are resolved once per served
-//! configuration, not per request: the hot path bumps atomics, it does not build label sets.
+//! configuration, when it is swapped in, and kept beside it: the hot path bumps atomics, it
+//! does not build label sets, however many tables have requests in flight after a swap.
+//!
+//! Series of removed routes are dropped after the next scrape: a route is live while any
+//! table that is served or still has requests in flight routes it; once none does, its
+//! request counters and latency histogram appear in exactly one more `/metrics` scrape
+//! (with their final counts, so `increase()` loses nothing), and are then removed. A proxy
+//! that nobody scrapes keeps at most as many retired routes as it has live ones (or 10,000),
+//! dropping the oldest at once beyond that. Routes that come back get fresh counters, as
+//! after a restart.
 
-use std::sync::{Arc, Weak};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
-use arc_swap::ArcSwapOption;
+use lockstep_config::RouteTable;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
@@ -17,7 +32,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::state::{ProxyState, ServedConfig};
+use crate::state::ProxyState;
 
 /// Route label of requests that matched no route.
 const NO_ROUTE: &str = "";
@@ -52,7 +67,7 @@ struct ObjectLabels {
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Counters and latency of one route.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct RouteMetrics {
     by_class: [Counter; 5],
     latency: Histogram,
@@ -67,10 +82,77 @@ impl RouteMetrics {
     }
 }
 
-/// The route handles of one served configuration, in the table's route order.
+/// The per-route series and which routes are live.
+#[derive(Debug)]
+struct RouteSeries {
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    liveness: Mutex<Liveness>,
+    builds: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Liveness {
+    /// For each route label, how many routes of live route sets carry it.
+    live: HashMap<String, usize>,
+    /// Labels no live route set carries any more, oldest first, whose series wait for a
+    /// scrape to show their final counts.
+    retired: VecDeque<String>,
+}
+
+/// Retired routes whose series may wait for a scrape, beyond the number of live routes: a
+/// proxy nobody scrapes drops the oldest beyond this at once.
+const RETIRED_SLACK: usize = 10_000;
+
+impl RouteSeries {
+    fn handles(&self, route: &str) -> RouteMetrics {
+        let counter = |class: &'static str| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.to_owned(),
+                    class,
+                })
+                .clone()
+        };
+        RouteMetrics {
+            by_class: CLASSES.map(counter),
+            latency: self
+                .latency
+                .get_or_create(&RouteLabel {
+                    route: route.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    /// Removes a route's series (the caller holds the liveness lock and checked that no live
+    /// route set carries it).
+    fn remove(&self, route: &str) {
+        for class in CLASSES {
+            self.requests.remove(&RequestLabels {
+                route: route.to_owned(),
+                class,
+            });
+        }
+        self.latency.remove(&RouteLabel {
+            route: route.to_owned(),
+        });
+    }
+
+    fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
+        // Counting is done under the lock in steps that leave it consistent.
+        self.liveness.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The route handles of one served configuration, in the table's route order. Built once
+/// when the configuration is swapped in and kept beside it, so every request on it, however
+/// many tables are live, finds its handles without building anything. When the last request
+/// on it is done and it is dropped, the routes no other live table has are retired.
 #[derive(Debug)]
 pub(crate) struct RouteSet {
-    config: Weak<ServedConfig>,
+    series: Arc<RouteSeries>,
+    labels: Vec<String>,
     routes: Vec<RouteMetrics>,
     unrouted: RouteMetrics,
 }
@@ -82,16 +164,38 @@ impl RouteSet {
     }
 }
 
+impl Drop for RouteSet {
+    fn drop(&mut self) {
+        let mut liveness = self.series.liveness();
+        for label in self.labels.drain(..) {
+            if let Some(count) = liveness.live.get_mut(&label) {
+                *count -= 1;
+                if *count == 0 {
+                    liveness.live.remove(&label);
+                    liveness.retired.push_back(label);
+                }
+            }
+        }
+        let slack = liveness.live.len().max(RETIRED_SLACK);
+        while liveness.retired.len() > slack {
+            if let Some(label) = liveness.retired.pop_front()
+                && !liveness.live.contains_key(&label)
+            {
+                self.series.remove(&label);
+            }
+        }
+    }
+}
+
 /// The proxy's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    series: Arc<RouteSeries>,
+    unrouted: RouteMetrics,
     upstream_errors: Family<KindLabel, Counter>,
     in_flight: Gauge,
     connections: Gauge,
-    routes: ArcSwapOption<RouteSet>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -134,56 +238,48 @@ impl Metrics {
             connections.clone(),
         );
         registry.register_collector(Box::new(StateCollector { state }));
-        Self {
-            registry,
+        let series = Arc::new(RouteSeries {
             requests,
             latency,
+            liveness: Mutex::default(),
+            builds: AtomicU64::new(0),
+        });
+        Self {
+            registry,
+            unrouted: series.handles(NO_ROUTE),
+            series,
             upstream_errors,
             in_flight,
             connections,
-            routes: ArcSwapOption::empty(),
         }
     }
 
-    /// The route handles for requests served from `config`.
-    pub(crate) fn routes(&self, config: &Arc<ServedConfig>) -> Arc<RouteSet> {
-        if let Some(set) = self.routes.load_full()
-            && std::ptr::eq(set.config.as_ptr(), Arc::as_ptr(config))
-        {
-            return set;
+    /// Builds the route handles of `table`, marking its routes live until the set is
+    /// dropped. Called once per swapped-in configuration.
+    pub(crate) fn route_set(&self, table: &RouteTable) -> RouteSet {
+        let labels: Vec<String> = table.routes().iter().map(|r| r.label()).collect();
+        let mut liveness = self.series.liveness();
+        let routes = labels
+            .iter()
+            .map(|label| {
+                *liveness.live.entry(label.clone()).or_insert(0) += 1;
+                self.series.handles(label)
+            })
+            .collect();
+        drop(liveness);
+        self.series.builds.fetch_add(1, Ordering::Relaxed);
+        RouteSet {
+            series: self.series.clone(),
+            labels,
+            routes,
+            unrouted: self.unrouted.clone(),
         }
-        let set = Arc::new(RouteSet {
-            config: Arc::downgrade(config),
-            routes: config
-                .table
-                .routes()
-                .iter()
-                .map(|r| self.route_metrics(&r.label()))
-                .collect(),
-            unrouted: self.route_metrics(NO_ROUTE),
-        });
-        self.routes.store(Some(set.clone()));
-        set
     }
 
-    fn route_metrics(&self, route: &str) -> RouteMetrics {
-        let counter = |class: &'static str| {
-            self.requests
-                .get_or_create(&RequestLabels {
-                    route: route.to_owned(),
-                    class,
-                })
-                .clone()
-        };
-        RouteMetrics {
-            by_class: CLASSES.map(counter),
-            latency: self
-                .latency
-                .get_or_create(&RouteLabel {
-                    route: route.to_owned(),
-                })
-                .clone(),
-        }
+    /// How many route sets were built since start: one per configuration swapped in, never
+    /// one per request.
+    pub fn route_set_builds(&self) -> u64 {
+        self.series.builds.load(Ordering::Relaxed)
     }
 
     /// Counts one upstream failure.
@@ -201,11 +297,22 @@ impl Metrics {
         &self.connections
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition. The series of a route that no live table has any
+    /// more are in it one last time, with their final counts, and then dropped.
     pub fn render(&self) -> String {
+        // Only routes retired before this scrape started: their counts can no longer change.
+        let due = std::mem::take(&mut self.series.liveness().retired);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
+        if !due.is_empty() {
+            let liveness = self.series.liveness();
+            for label in due {
+                if !liveness.live.contains_key(&label) {
+                    self.series.remove(&label);
+                }
+            }
+        }
         out
     }
 }
@@ -250,5 +357,93 @@ impl Collector for StateCollector {
             ConstGauge::new(object.generation).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_config::ObjectKey;
+
+    fn table(paths: &[&str]) -> RouteTable {
+        let key = ObjectKey {
+            namespace: "ns".into(),
+            name: "web".into(),
+        };
+        let paths: Vec<_> = paths
+            .iter()
+            .map(|p| serde_json::json!({"path": p, "backend": {"url": "http://127.0.0.1:1"}}))
+            .collect();
+        let spec: lockstep_crds::RouterConfigSpec =
+            serde_json::from_value(serde_json::json!({"rules": [{"host": "a.test", "paths": paths}]}))
+                .expect("spec");
+        RouteTable::compile([(&key, &spec)])
+    }
+
+    fn routes(metrics: &Metrics) -> Vec<String> {
+        let text = metrics.render();
+        let mut routes: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("lockstep_proxy_requests_total{"))
+            .filter_map(|l| l.split("route=\"").nth(1)?.split('"').next())
+            .map(str::to_owned)
+            .collect();
+        routes.sort();
+        routes.dedup();
+        routes
+    }
+
+    #[test]
+    fn a_route_is_dropped_one_scrape_after_the_last_table_with_it() {
+        let metrics = Metrics::new(Weak::new());
+        let old = metrics.route_set(&table(&["/keep", "/gone"]));
+        let new = metrics.route_set(&table(&["/keep", "/new"]));
+        old.route(Some(1)).observe(http::StatusCode::OK, 0.001);
+        let all = [
+            "",
+            "ns/web a.test/gone",
+            "ns/web a.test/keep",
+            "ns/web a.test/new",
+        ];
+        assert_eq!(routes(&metrics), all);
+        // The old table is gone: /gone is shown once more, with its count, then dropped.
+        drop(old);
+        let text = metrics.render();
+        assert!(
+            text.contains("lockstep_proxy_requests_total{route=\"ns/web a.test/gone\",class=\"2xx\"} 1"),
+            "{text}"
+        );
+        assert_eq!(routes(&metrics), ["", "ns/web a.test/keep", "ns/web a.test/new"]);
+        drop(new);
+        assert_eq!(routes(&metrics), ["", "ns/web a.test/keep", "ns/web a.test/new"]);
+        assert_eq!(routes(&metrics), [""]);
+    }
+
+    #[test]
+    fn a_route_that_comes_back_before_the_scrape_keeps_its_counters() {
+        let metrics = Metrics::new(Weak::new());
+        let first = metrics.route_set(&table(&["/a"]));
+        first.route(Some(0)).observe(http::StatusCode::OK, 0.001);
+        drop(first);
+        let again = metrics.route_set(&table(&["/a"]));
+        again.route(Some(0)).observe(http::StatusCode::OK, 0.001);
+        metrics.render();
+        let text = metrics.render();
+        assert!(
+            text.contains("lockstep_proxy_requests_total{route=\"ns/web a.test/a\",class=\"2xx\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn without_scrapes_retired_routes_are_bounded() {
+        let metrics = Metrics::new(Weak::new());
+        for i in 0..(RETIRED_SLACK + 50) {
+            let path = format!("/p{i}");
+            drop(metrics.route_set(&table(&[path.as_str()])));
+        }
+        assert_eq!(metrics.series.liveness().retired.len(), RETIRED_SLACK);
+        assert_eq!(routes(&metrics).len(), RETIRED_SLACK + 1);
+        assert_eq!(routes(&metrics), [""]);
     }
 }

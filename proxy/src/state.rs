@@ -14,7 +14,10 @@ use arc_swap::ArcSwap;
 use lockstep_config::{ObjectKey, RouteTable};
 use lockstep_crds::RouterConfigSpec;
 
-use crate::{endpoints::Endpoints, metrics::Metrics};
+use crate::{
+    endpoints::Endpoints,
+    metrics::{Metrics, RouteSet},
+};
 
 /// What one RouterConfig contributes to the served configuration.
 #[derive(Debug, Clone)]
@@ -39,12 +42,21 @@ pub struct ServedConfig {
     pub objects: BTreeMap<ObjectKey, ServedObject>,
 }
 
+/// A served configuration with the metric handles of its routes, swapped in together.
+#[derive(Debug)]
+pub(crate) struct Serving {
+    /// What is served.
+    pub config: Arc<ServedConfig>,
+    /// Its routes' metric handles, in the table's order.
+    pub routes: RouteSet,
+}
+
 /// State shared across the proxy's tasks.
 #[derive(Debug)]
 pub struct ProxyState {
     /// The replica name reported in status and `/config`.
     pub replica: String,
-    served: ArcSwap<ServedConfig>,
+    served: ArcSwap<Serving>,
     swaps: AtomicU64,
     /// Ready endpoints of Service backends.
     pub endpoints: Endpoints,
@@ -63,27 +75,42 @@ impl ProxyState {
     /// Fresh state serving nothing, not ready.
     pub fn new(replica: impl Into<String>) -> Arc<Self> {
         // The metrics read the served configuration at scrape time, so they point back here.
-        Arc::new_cyclic(|state| Self {
-            metrics: Metrics::new(state.clone()),
-            replica: replica.into(),
-            served: ArcSwap::from_pointee(ServedConfig::default()),
-            swaps: AtomicU64::new(0),
-            endpoints: Endpoints::default(),
-            certs: Arc::default(),
-            synced: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            ready_until: std::sync::Mutex::new(None),
+        Arc::new_cyclic(|state| {
+            let metrics = Metrics::new(state.clone());
+            let config = Arc::new(ServedConfig::default());
+            let routes = metrics.route_set(&config.table);
+            Self {
+                metrics,
+                replica: replica.into(),
+                served: ArcSwap::from_pointee(Serving { config, routes }),
+                swaps: AtomicU64::new(0),
+                endpoints: Endpoints::default(),
+                certs: Arc::default(),
+                synced: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
+                ready_until: std::sync::Mutex::new(None),
+            }
         })
     }
 
     /// The configuration in force now; hold the guard for the duration of one request.
     pub fn served(&self) -> Arc<ServedConfig> {
+        self.served.load().config.clone()
+    }
+
+    /// The configuration in force now with its routes' metric handles, for one request.
+    pub(crate) fn serving(&self) -> Arc<Serving> {
         self.served.load_full()
     }
 
-    /// Atomically replaces the served configuration.
+    /// Atomically replaces the served configuration. Its routes' metric handles are built
+    /// here, once, not by the requests that use them.
     pub fn swap(&self, config: ServedConfig) {
-        self.served.store(Arc::new(config));
+        let routes = self.metrics.route_set(&config.table);
+        self.served.store(Arc::new(Serving {
+            config: Arc::new(config),
+            routes,
+        }));
         self.swaps.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -294,3 +294,90 @@ async fn sigterm_drains_requests_in_flight_and_exits_zero() {
         "still accepting after exit"
     );
 }
+
+/// The distinct `route` labels of the per-route request series in a `/metrics` text.
+fn route_series(metrics: &str) -> std::collections::BTreeSet<String> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("lockstep_proxy_request"))
+        .filter_map(|l| l.split("route=\"").nth(1)?.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn series_of_removed_routes_are_dropped_after_the_next_scrape() {
+    // A file rewritten many times, one path renamed each time (preview environments come
+    // and go like this): the request series must follow the live routes, not pile up.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("routes.yaml");
+    let a = backend("a").await;
+    let version = |n: i64| {
+        with_generation(
+            &router_config(
+                "web",
+                &[
+                    rule("app.test", "/", &url(a.addr)),
+                    rule("app.test", &format!("/pr-{n}"), &url(a.addr)),
+                ],
+            ),
+            n,
+        )
+    };
+    std::fs::write(&file, version(1)).expect("write");
+    let proxy = Proxy::start(&file, &[]);
+    let client = client();
+    eventually("ready", || async {
+        admin_get(&proxy, "/readyz").await.0 == StatusCode::OK
+    })
+    .await;
+    let versions = 40;
+    for n in 1..=versions {
+        if n > 1 {
+            std::fs::write(&file, version(n)).expect("write");
+        }
+        eventually(&format!("generation {n} served"), || async {
+            admin_get(&proxy, "/config")
+                .await
+                .1
+                .contains(&format!("\"generation\":{n}"))
+        })
+        .await;
+        let response = get(&client, proxy.http(), "app.test", &format!("/pr-{n}/x")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let (_, metrics) = admin_get(&proxy, "/metrics").await;
+        let routes = route_series(&metrics);
+        // The live routes, unrouted requests, and at most the route removed since the last
+        // scrape, shown once more with its final counts.
+        assert!(
+            routes.len() <= 4,
+            "version {n}: {} routes have series: {routes:?}",
+            routes.len()
+        );
+        let line =
+            format!("lockstep_proxy_requests_total{{route=\"default/web app.test/pr-{n}\",class=\"2xx\"}} 1");
+        assert!(
+            metrics.contains(&line),
+            "version {n}: {line} missing from\n{metrics}"
+        );
+        if n > 1 {
+            // The previous version's route appears one last time with its final count.
+            let last = format!(
+                "lockstep_proxy_requests_total{{route=\"default/web app.test/pr-{}\",class=\"2xx\"}} 1",
+                n - 1
+            );
+            assert!(
+                metrics.contains(&last),
+                "version {n}: {last} missing from\n{metrics}"
+            );
+        }
+    }
+    let (_, metrics) = admin_get(&proxy, "/metrics").await;
+    let expected: std::collections::BTreeSet<String> = [
+        String::new(),
+        "default/web app.test/".to_owned(),
+        format!("default/web app.test/pr-{versions}"),
+    ]
+    .into();
+    assert_eq!(route_series(&metrics), expected, "{metrics}");
+}

@@ -469,10 +469,10 @@ async fn the_recorder_sees_a_genuinely_pipelined_request() {
 }
 
 #[tokio::test]
-async fn content_length_and_chunked_together_forward_one_chunked_request_and_close() {
-    // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length; an intermediary that
-    // forwards such a message removes Content-Length and closes the connection afterwards,
-    // so bytes after the chunked body are never read as a request.
+async fn content_length_and_transfer_encoding_together_are_400_and_close() {
+    // RFC 9112 §6.1: a message with both is a probable smuggling attempt; a server may
+    // refuse it, and nginx does (400, connection closed). Nothing of it reaches the backend,
+    // and the bytes after it are never read as a request.
     let rig = rig(ProxyOptions::default()).await;
     for (case, framing) in [
         (
@@ -487,18 +487,49 @@ async fn content_length_and_chunked_together_forward_one_chunked_request_and_clo
             "CL, TE, CL",
             "Content-Length: 4\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\n",
         ),
+        (
+            "lower case, no spaces",
+            "content-length:0\r\ntransfer-encoding:chunked\r\n",
+        ),
+        (
+            "CL 0 before a chunked body",
+            "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n",
+        ),
     ] {
         let bytes = format!(
             "POST /upload HTTP/1.1\r\nHost: app.test\r\n{framing}\r\n5\r\nhello\r\n0\r\n\r\n{HIDDEN}"
         );
-        let reply = rig
-            .normalised(case, bytes.as_bytes(), "/upload", b"hello", true)
-            .await;
-        assert!(
-            reply.closed,
-            "{case}: the connection must close after the response: {reply:?}"
-        );
+        rig.refused(case, bytes.as_bytes(), 400).await;
     }
+}
+
+#[tokio::test]
+async fn content_length_and_transfer_encoding_after_a_good_request_are_400_and_close() {
+    // The second request of a keep-alive connection, pipelined: the first is served, the
+    // second refused, and the connection closed after it.
+    let rig = rig(ProxyOptions::default()).await;
+    let bytes = format!(
+        "POST /first HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\nfirst\
+         POST /chunked HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n\
+         POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n\
+         5\r\nhello\r\n0\r\n\r\n{HIDDEN}"
+    );
+    let reply = exchange_then(rig.addr(), bytes.as_bytes(), 3, true).await;
+    assert_eq!(reply.statuses(), [200, 200, 400], "{reply:?}");
+    assert!(reply.closed, "the connection must be closed: {reply:?}");
+    let seen = rig.backend.take();
+    let got: Vec<(&str, &[u8])> = seen
+        .iter()
+        .map(|s| (s.target.as_str(), s.body.as_slice()))
+        .collect();
+    assert_eq!(
+        got,
+        [("/first", &b"first"[..]), ("/chunked", &b"two"[..])],
+        "{seen:#?}"
+    );
+    assert!(seen.iter().all(|s| s.problems.is_empty()), "{seen:#?}");
+    rig.still_serves("both framing headers on a kept-alive connection")
+        .await;
 }
 
 #[tokio::test]

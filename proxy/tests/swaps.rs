@@ -120,3 +120,65 @@ async fn in_flight_requests_finish_on_the_table_they_started_with() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(text(&response), "slow done");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_on_two_live_tables_build_no_route_metrics() {
+    // After a swap, requests still finishing on the old table and requests on the new one
+    // alternate. Each table's per-route metric handles are built once, when it is swapped
+    // in; requests on either never build them again (a one-slot cache would rebuild the
+    // whole route set each time the table changes between two requests).
+    let a = backend("a").await;
+    let routes = |extra: &str| {
+        let mut rules = vec![rule("app.test", "/", &url(a.addr))];
+        rules.extend((0..200).map(|i| rule("app.test", &format!("/{extra}{i}"), &url(a.addr))));
+        router_config("web", &rules)
+    };
+    let state = state_with(&routes("old"));
+    let server = proxy(state.clone(), ProxyOptions::default()).await;
+    let p = server.local_addr();
+
+    // Requests on the old table that finish one after another, after the swap.
+    let mut slow = Vec::new();
+    for i in 1..=8u64 {
+        slow.push(tokio::spawn(async move {
+            get(&client(), p, "app.test", &format!("/slow/{}", 100 + i * 40)).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    standalone::apply(&state, "x.yaml", &routes("new"), "default").expect("applies");
+    let builds = state.metrics.route_set_builds();
+
+    // Requests on the new table in between.
+    let fast = client();
+    let mut fast_ok = 0;
+    while !slow.iter().all(|s| s.is_finished()) {
+        assert_eq!(get(&fast, p, "app.test", "/new7").await.status(), StatusCode::OK);
+        fast_ok += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for s in slow {
+        let response = s.await.expect("task");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert!(fast_ok > 0);
+    assert_eq!(
+        state.metrics.route_set_builds(),
+        builds,
+        "route metrics were rebuilt while {fast_ok} requests on the new table alternated with 8 on the old"
+    );
+    // Both tables' requests were counted, each on its own route.
+    let metrics = state.metrics.render();
+    let count = |route: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("lockstep_proxy_requests_total{")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains("class=\"2xx\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    assert_eq!(count("default/web app.test/"), Some(8), "{metrics}");
+    assert_eq!(count("default/web app.test/new7"), Some(fast_ok), "{metrics}");
+}

@@ -1,13 +1,19 @@
 //! The kubectl plugin: `kubectl lockstep status [NAME]`, `kubectl lockstep wait NAME`. Same
 //! commands as `lockstep-operator status|wait`.
+//!
+//! Arguments are parsed before any client is built, so `--help`, `--version` and argument
+//! errors work without a cluster or a kubeconfig.
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use lockstep_operator::cli;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "kubectl-lockstep",
+    bin_name = "kubectl lockstep",
     version,
     about = "lockstep rollouts: per-replica status and waiting"
 )]
@@ -36,32 +42,42 @@ enum Command {
         /// Namespace (default: the kubeconfig's).
         #[arg(short, long)]
         namespace: Option<String>,
-        /// Timeout in seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        /// Give up after this long (exit 2): kubectl's duration syntax (90s, 2m, 1h30m,
+        /// 500ms) or a number of seconds.
+        #[arg(long, default_value = "5m", value_parser = cli::parse_duration)]
+        timeout: Duration,
     },
+}
+
+/// The client from the usual places (KUBECONFIG, ~/.kube/config, in-cluster), built only
+/// once the arguments are known to be good.
+async fn client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default()
+        .await
+        .context("no usable Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)")
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await?;
-    let default_ns = client.default_namespace().to_owned();
     match Cli::parse().command {
         Command::Status {
             name,
             namespace,
             all_namespaces,
         } => {
-            let ns = (!all_namespaces).then(|| namespace.unwrap_or(default_ns));
-            lockstep_operator::cli::status(client, ns.as_deref(), name.as_deref()).await
+            let client = client().await?;
+            let ns =
+                (!all_namespaces).then(|| namespace.unwrap_or_else(|| client.default_namespace().to_owned()));
+            cli::status(client, ns.as_deref(), name.as_deref()).await
         }
         Command::Wait {
             name,
             namespace,
             timeout,
         } => {
-            let ns = namespace.unwrap_or(default_ns);
-            let code = lockstep_operator::cli::wait(client, &ns, &name, Duration::from_secs(timeout)).await?;
+            let client = client().await?;
+            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+            let code = cli::wait(client, &ns, &name, timeout).await?;
             std::process::exit(code)
         }
     }

@@ -17,6 +17,10 @@ pub enum ProxyError {
     /// The request's Transfer-Encoding is malformed (chunked repeated, empty codings).
     #[error("malformed Transfer-Encoding")]
     BadFraming,
+    /// The request has both Content-Length and Transfer-Encoding: RFC 9112 §6.1 allows
+    /// treating it as a smuggling attempt, and the proxy refuses it as nginx does.
+    #[error("both Content-Length and Transfer-Encoding")]
+    BothLengthAndEncoding,
     /// The request uses a transfer coding other than chunked, which the proxy does not
     /// decode; forwarding it without its Transfer-Encoding would corrupt the body.
     #[error("unsupported transfer coding")]
@@ -66,7 +70,9 @@ impl ProxyError {
     /// The status the client receives.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadHost | ProxyError::BadFraming => StatusCode::BAD_REQUEST,
+            ProxyError::BadHost | ProxyError::BadFraming | ProxyError::BothLengthAndEncoding => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
@@ -86,7 +92,9 @@ impl ProxyError {
     pub fn is_framing_error(&self) -> bool {
         matches!(
             self,
-            ProxyError::BadFraming | ProxyError::UnsupportedTransferCoding
+            ProxyError::BadFraming
+                | ProxyError::BothLengthAndEncoding
+                | ProxyError::UnsupportedTransferCoding
         )
     }
 
@@ -98,6 +106,7 @@ impl ProxyError {
             | ProxyError::NoRoute
             | ProxyError::MethodNotAllowed
             | ProxyError::BadFraming
+            | ProxyError::BothLengthAndEncoding
             | ProxyError::UnsupportedTransferCoding => None,
             ProxyError::NoEndpoints(_) => Some("no_endpoints"),
             ProxyError::BadBackend(_) | ProxyError::UnsupportedScheme(_) => Some("bad_backend"),

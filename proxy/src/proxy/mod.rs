@@ -66,6 +66,8 @@ impl Drop for RequestGuard {
 
 /// What one request went through, for metrics and the access log.
 struct Exchange {
+    /// The request's index on its connection.
+    index: u64,
     route: Option<usize>,
     peer: Option<PeerAuthority>,
     endpoint: Option<EndpointGuard>,
@@ -105,10 +107,11 @@ impl Proxy {
     /// Answers one client request.
     pub(crate) async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
-        conn.activity.request_started();
+        let index = conn.activity.request_started();
         let in_flight = self.metrics().in_flight().clone();
         in_flight.inc();
-        let served = self.state.served();
+        let serving = self.state.serving();
+        let served = &serving.config;
         let log_head = self.options.access_log.then(|| {
             (
                 req.method().clone(),
@@ -123,11 +126,12 @@ impl Proxy {
         let has_body = !http_body::Body::is_end_stream(req.body());
 
         let mut exchange = Exchange {
+            index,
             route: None,
             peer: None,
             endpoint: None,
         };
-        let response = match self.phases(&served, &conn, req, &mut exchange).await {
+        let response = match self.phases(served, &conn, req, &mut exchange).await {
             Ok(response) => response,
             Err(error) => {
                 let mut response = self.error_response(&error);
@@ -144,8 +148,8 @@ impl Proxy {
 
         let elapsed = start.elapsed();
         let status = response.status();
-        self.metrics()
-            .routes(&served)
+        serving
+            .routes
             .route(exchange.route)
             .observe(status, elapsed.as_secs_f64());
         if let Some((method, uri, host)) = log_head {
@@ -182,6 +186,13 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Framing the upstream could not be told about is refused before anything else.
         filter::check_transfer_encoding(&req)?;
+        // hyper drops the Content-Length of a head that also has Transfer-Encoding; the
+        // connection saw both (RFC 9112 §6.1: refuse, and close the connection).
+        if req.headers().contains_key(header::TRANSFER_ENCODING)
+            && conn.activity.had_both_lengths(exchange.index)
+        {
+            return Err(ProxyError::BothLengthAndEncoding);
+        }
 
         // 1. Route lookup.
         let route = route::lookup(&served.table, &req)?;

@@ -11,7 +11,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -26,6 +26,7 @@ use hyper_util::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
+use super::framing::FramingScanner;
 use crate::{options::ProxyOptions, proxy::Proxy};
 
 /// The client connection a request arrived on.
@@ -50,6 +51,10 @@ pub(crate) struct ConnActivity {
     head_since: AtomicU64,
     first_read_seen: AtomicBool,
     http2: AtomicBool,
+    /// Requests handed to the proxy so far (HTTP/1: the index of the next head).
+    dispatched: AtomicU64,
+    /// Follows HTTP/1 framing to see what hyper's parser hides.
+    framing: Mutex<FramingScanner>,
 }
 
 /// The HTTP/2 connection preface starts like this; nothing that is HTTP/1 does.
@@ -73,6 +78,8 @@ impl ConnActivity {
             head_since: AtomicU64::new(1),
             first_read_seen: AtomicBool::new(false),
             http2: AtomicBool::new(false),
+            dispatched: AtomicU64::new(0),
+            framing: Mutex::new(FramingScanner::default()),
         }
     }
 
@@ -90,18 +97,37 @@ impl ConnActivity {
                 // bound those, only the idle timeout applies.
                 self.http2.store(true, Ordering::Relaxed);
                 self.head_since.store(0, Ordering::Relaxed);
+                self.framing().stop();
                 return;
             }
+        }
+        if !self.http2.load(Ordering::Relaxed) {
+            self.framing().feed(bytes);
         }
         if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_since.load(Ordering::Relaxed) == 0 {
             self.head_since.store(now, Ordering::Relaxed);
         }
     }
 
-    /// A request head was parsed and handed to the proxy.
-    pub(crate) fn request_started(&self) {
+    fn framing(&self) -> std::sync::MutexGuard<'_, FramingScanner> {
+        // The scanner holds no invariant a panic elsewhere could break.
+        self.framing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A request head was parsed and handed to the proxy; returns its index on the
+    /// connection (0 for the first).
+    pub(crate) fn request_started(&self) -> u64 {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
+        self.dispatched.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the HTTP/1 head of request `index` had both Content-Length and
+    /// Transfer-Encoding (hyper hands such a request over with the Content-Length removed).
+    pub(crate) fn had_both_lengths(&self, index: u64) -> bool {
+        !self.http2.load(Ordering::Relaxed) && self.framing().had_both_lengths(index)
     }
 
     /// A response was sent in full (or abandoned).

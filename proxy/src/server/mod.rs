@@ -2,6 +2,7 @@
 //! [`crate::proxy`], until a draining shutdown.
 
 pub(crate) mod conn;
+mod framing;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
