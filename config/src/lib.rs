@@ -7,6 +7,7 @@ pub mod digest;
 pub mod file;
 pub mod fleet;
 pub mod table;
+pub mod traffic;
 pub mod validate;
 
 #[cfg(test)]

@@ -371,8 +371,8 @@ async fn refresh_endpoints(
     for rc in objects {
         let key = ObjectKey::of(rc);
         for rule in &rc.spec.rules {
-            for path in &rule.paths {
-                if let Some(svc) = &path.backend.service
+            for (backend, _) in rule.paths.iter().flat_map(|p| p.weighted_backends()) {
+                if let Some(svc) = &backend.service
                     && let Ok(port) = u16::try_from(svc.port)
                 {
                     wanted.insert(ServiceKey {
@@ -385,12 +385,19 @@ async fn refresh_endpoints(
         }
     }
     // Services still routed by a served (possibly older) generation stay resolved too.
-    for route in shared.state.served().table.routes() {
+    for (backend, _) in shared
+        .state
+        .served()
+        .table
+        .routes()
+        .iter()
+        .flat_map(|r| &r.backends)
+    {
         if let BackendRef::Service {
             namespace,
             name,
             port,
-        } = &route.backend
+        } = backend
         {
             wanted.insert(ServiceKey {
                 namespace: namespace.to_string(),

@@ -108,15 +108,21 @@ pub(crate) struct RequestBody {
 enum Slot {
     Shared(Arc<Mutex<Option<Incoming>>>),
     Owned(Incoming),
+    Buffered(Option<Bytes>),
     Gone,
 }
 
 /// Hands out [`RequestBody`]s for one request's body.
 pub(crate) struct BodySlot {
     shared: Arc<Mutex<Option<Incoming>>>,
+    /// The whole body, read before the first attempt so that retries can resend it.
+    buffered: Option<Bytes>,
     end_stream: bool,
     hint: SizeHint,
 }
+
+/// Largest request body kept in memory so that a request can be retried.
+pub(crate) const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 
 impl BodySlot {
     /// Holds a client's body.
@@ -125,18 +131,50 @@ impl BodySlot {
         let hint = body.size_hint();
         Self {
             shared: Arc::new(Mutex::new(Some(body))),
+            buffered: None,
             end_stream,
             hint,
         }
     }
 
+    /// Holds a client's body, read whole first when it is small and its length known (a
+    /// Content-Length of at most [`MAX_BUFFERED_BODY`]), so that every attempt can send it.
+    /// A body without a known length is streamed, and its request never retried.
+    pub(crate) async fn buffer_small(body: Incoming) -> Result<Self, hyper::Error> {
+        use http_body_util::BodyExt;
+        match body.size_hint().exact() {
+            Some(n) if n <= MAX_BUFFERED_BODY && !body.is_end_stream() => {
+                let bytes = body.collect().await?.to_bytes();
+                Ok(Self {
+                    shared: Arc::new(Mutex::new(None)),
+                    end_stream: bytes.is_empty(),
+                    hint: SizeHint::with_exact(bytes.len() as u64),
+                    buffered: Some(bytes),
+                })
+            }
+            _ => Ok(Self::new(body)),
+        }
+    }
+
     /// A body for one attempt.
     pub(crate) fn attempt(&self) -> RequestBody {
+        if let Some(bytes) = &self.buffered {
+            return RequestBody {
+                slot: Slot::Buffered((!bytes.is_empty()).then(|| bytes.clone())),
+                end_stream: bytes.is_empty(),
+                hint: self.hint,
+            };
+        }
         RequestBody {
             slot: Slot::Shared(self.shared.clone()),
             end_stream: self.end_stream,
             hint: self.hint,
         }
+    }
+
+    /// Every attempt sends the same bytes: the request has no body, or it was read whole.
+    pub(crate) fn is_replayable(&self) -> bool {
+        self.end_stream || self.buffered.is_some()
     }
 
     /// Still unread, so another attempt sends the same bytes.
@@ -160,6 +198,7 @@ impl Body for RequestBody {
         }
         match &mut this.slot {
             Slot::Owned(body) => Pin::new(body).poll_frame(cx),
+            Slot::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             _ => Poll::Ready(None),
         }
     }
@@ -168,6 +207,7 @@ impl Body for RequestBody {
         match &self.slot {
             Slot::Owned(body) => body.is_end_stream(),
             Slot::Shared(_) => self.end_stream,
+            Slot::Buffered(bytes) => bytes.is_none(),
             Slot::Gone => true,
         }
     }
@@ -176,6 +216,7 @@ impl Body for RequestBody {
         match &self.slot {
             Slot::Owned(body) => body.size_hint(),
             Slot::Shared(_) => self.hint,
+            Slot::Buffered(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Slot::Gone => SizeHint::with_exact(0),
         }
     }

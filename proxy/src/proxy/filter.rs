@@ -1,13 +1,16 @@
 //! Phase 2, request filter: turns the client's request into the upstream's. Hop-by-hop
 //! headers describe one connection and must not cross the proxy (RFC 9110 §7.6.1); the
-//! X-Forwarded-* headers tell the upstream what the client's connection looked like.
+//! X-Forwarded-* headers tell the upstream what the client's connection looked like. A
+//! route's rewrite then changes Host and path.
 
 use std::net::IpAddr;
 
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Request, Version,
+    HeaderMap, HeaderName, HeaderValue, Request, Uri, Version,
     header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE},
+    uri::PathAndQuery,
 };
+use lockstep_config::{Route, traffic::RewriteRule};
 
 use super::error::ProxyError;
 
@@ -78,6 +81,41 @@ pub(crate) fn prepare_request<B>(
     headers.insert(HOST, host);
     // Upstreams are spoken to in HTTP/1.1 whatever the client used.
     *req.version_mut() = Version::HTTP_11;
+}
+
+/// Whether the client asked for trailers (`TE: trailers`, as every gRPC client does). TE is
+/// hop-by-hop, so it is stripped and this one value put back for the upstream.
+pub(crate) fn wants_trailers<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
+/// Applies a route's rewrite: the Host the upstream sees and the path (the query is kept).
+/// X-Forwarded-Host, already set, keeps saying what the client sent.
+pub(crate) fn rewrite<B>(
+    req: &mut Request<B>,
+    route: &Route,
+    rewrite: &RewriteRule,
+) -> Result<(), ProxyError> {
+    if let Some(hostname) = &rewrite.hostname {
+        req.headers_mut().insert(HOST, hostname.clone());
+    }
+    if let Some(path) = &rewrite.path {
+        let mut target = path.apply(&route.path, req.uri().path());
+        if let Some(query) = req.uri().query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        let path_and_query = PathAndQuery::try_from(target).map_err(|_| ProxyError::NoRoute)?;
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = Some(path_and_query);
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::NoRoute)?;
+    }
+    Ok(())
 }
 
 /// Rewrites an upstream response's headers for the client. A 101 keeps Connection and

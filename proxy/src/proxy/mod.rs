@@ -1,12 +1,16 @@
 //! The request path, in the order a request goes through it:
 //!
-//! 1. [`route`]: route lookup in the served table (404, 400, or the 308 of a redirect route);
-//! 2. [`filter`]: request filter (hop-by-hop headers out, X-Forwarded-* in, upgrades noted);
-//! 3. [`peer`]: upstream peer selection (load balancing over ready endpoints, 503 if none);
-//! 4. [`upstream`]: the upstream request (pooled connection, timeouts, one retry on connect
-//!    failure; 502 and 504);
-//! 5. response: hop-by-hop headers out, protocol switches tunnelled ([`upgrade`]), the body
-//!    streamed back ([`body`]), metrics and the access log.
+//! 1. [`route`]: route lookup in the served table by host, path and request matches (404,
+//!    400, the 308 of a redirectHttp route, or a `filters.redirect`);
+//! 2. [`filter`]: request filter (hop-by-hop headers out, X-Forwarded-* in, upgrades noted),
+//!    then the route's rewrite and request header filter;
+//! 3. [`peer`]: upstream peer selection (a backend chosen by weight, load balancing over its
+//!    ready endpoints, 503 if none);
+//! 4. [`upstream`]: the upstream request (pooled connection, timeouts, retries; 502 and 504),
+//!    all within the route's `timeouts.request` (504 when it passes first);
+//! 5. response: hop-by-hop headers out, the route's response header filter, protocol
+//!    switches tunnelled ([`upgrade`]), the body streamed back ([`body`]), metrics and the
+//!    access log.
 //!
 //! The served configuration is loaded once per request, so a request that started on one
 //! table finishes on it whatever swaps happen meanwhile.
@@ -46,6 +50,7 @@ pub struct Proxy {
     state: Arc<ProxyState>,
     options: ProxyOptions,
     client: UpstreamClient,
+    h2c_client: UpstreamClient,
     balancer: Balancer,
     tunnels: TaskTracker,
 }
@@ -76,6 +81,7 @@ impl Proxy {
     pub fn new(state: Arc<ProxyState>, options: ProxyOptions) -> Arc<Self> {
         Arc::new(Self {
             client: upstream::client(&options),
+            h2c_client: upstream::h2c_client(&options),
             balancer: Balancer::new(options.load_balancing),
             state,
             options,
@@ -177,7 +183,7 @@ impl Proxy {
         &self,
         served: &ServedConfig,
         conn: &ConnInfo,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Framing the upstream could not be told about is refused before anything else.
@@ -189,7 +195,25 @@ impl Proxy {
         if route.redirect_http && conn.scheme == "http" {
             return route::https_redirect(&req);
         }
+        if let Some(redirect) = &route.filters.redirect {
+            return route::filter_redirect(route, redirect, &req, conn.scheme);
+        }
+        match route.timeouts.request {
+            None => self.forward(route, conn, req, exchange).await,
+            Some(limit) => tokio::time::timeout(limit, self.forward(route, conn, req, exchange))
+                .await
+                .unwrap_or(Err(ProxyError::RequestTimeout(limit))),
+        }
+    }
 
+    /// Phases 2 to 5 of a request that is proxied.
+    async fn forward(
+        &self,
+        route: &Route,
+        conn: &ConnInfo,
+        mut req: Request<Incoming>,
+        exchange: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         // 2. Request filter.
         let host = match req.uri().authority() {
             Some(authority) => HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadHost)?,
@@ -201,11 +225,25 @@ impl Proxy {
         };
         let protocol = filter::upgrade_protocol(&req);
         let client_upgrade = protocol.is_some().then(|| hyper::upgrade::on(&mut req));
+        let grpc_trailers = filter::wants_trailers(&req);
         filter::prepare_request(&mut req, host, conn.remote.ip(), conn.scheme, protocol);
+        if let Some(rewrite) = &route.filters.rewrite {
+            filter::rewrite(&mut req, route, rewrite)?;
+        }
+        if let Some(ops) = &route.filters.request_headers {
+            ops.apply(req.headers_mut());
+        }
 
         // 3 and 4. Peer selection and the upstream request.
         let (parts, body) = req.into_parts();
-        let answer = upstream::send(self, &route.backend, parts, BodySlot::new(body)).await?;
+        let body = if route.retry.is_some() {
+            BodySlot::buffer_small(body)
+                .await
+                .map_err(|_| ProxyError::BadFraming)?
+        } else {
+            BodySlot::new(body)
+        };
+        let answer = upstream::send(self, route, parts, body, grpc_trailers).await?;
         exchange.peer = Some(answer.peer.authority.clone());
         exchange.endpoint = answer.peer.guard;
 
@@ -213,13 +251,16 @@ impl Proxy {
         let mut response = answer.response;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         filter::prepare_response(response.headers_mut(), switching);
+        if let Some(ops) = &route.filters.response_headers {
+            ops.apply(response.headers_mut());
+        }
         if switching {
             let Some(client_upgrade) = client_upgrade else {
                 // A 101 nobody asked for would leave client and upstream disagreeing about
                 // the connection's protocol.
                 return Err(ProxyError::BadBackend(format!(
                     "{} switched protocols unasked",
-                    route.backend
+                    answer.peer.authority
                 )));
             };
             let upstream_upgrade = hyper::upgrade::on(&mut response);

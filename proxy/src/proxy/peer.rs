@@ -28,6 +28,8 @@ pub(crate) struct Peer {
     pub authority: PeerAuthority,
     /// Counts the attempt as in flight on its endpoint while alive.
     pub guard: Option<EndpointGuard>,
+    /// Spoken to in HTTP/2 with prior knowledge (an `h2c://` URL).
+    pub h2c: bool,
 }
 
 /// The address of a peer.
@@ -84,12 +86,15 @@ impl Balancer {
     ) -> Result<Peer, ProxyError> {
         match backend {
             BackendRef::Url { scheme, authority } => {
-                if &**scheme != "http" {
-                    return Err(ProxyError::UnsupportedScheme(scheme.to_string()));
-                }
+                let h2c = match &**scheme {
+                    "http" => false,
+                    "h2c" => true,
+                    _ => return Err(ProxyError::UnsupportedScheme(scheme.to_string())),
+                };
                 Ok(Peer {
                     authority: PeerAuthority::Static(authority.clone()),
                     guard: None,
+                    h2c,
                 })
             }
             BackendRef::Service {
@@ -130,6 +135,7 @@ impl Balancer {
                 Ok(Peer {
                     authority: PeerAuthority::Endpoint(addr),
                     guard: Some(EndpointGuard(count)),
+                    h2c: false,
                 })
             }
         }
