@@ -419,6 +419,15 @@ async fn refresh_endpoints(
             service.as_deref(),
             all_slices.iter().map(|s| s.as_ref()),
         );
+        let h2c = slices::app_protocol(
+            &key.namespace,
+            &key.name,
+            key.port,
+            service.as_deref(),
+            all_slices.iter().map(|s| s.as_ref()),
+        )
+        .is_some_and(|p| p == slices::H2C_APP_PROTOCOL);
+        shared.state.endpoints.set_h2c(&key, h2c);
         let ready = slices::resolve(listed).await;
         if shared.state.endpoints.get(&key).as_deref() != Some(&ready) {
             tracing::debug!(service = ?key, endpoints = ready.len(), "endpoints updated");

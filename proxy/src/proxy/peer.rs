@@ -28,7 +28,8 @@ pub(crate) struct Peer {
     pub authority: PeerAuthority,
     /// Counts the attempt as in flight on its endpoint while alive.
     pub guard: Option<EndpointGuard>,
-    /// Spoken to in HTTP/2 with prior knowledge (an `h2c://` URL).
+    /// Spoken to in HTTP/2 with prior knowledge (an `h2c://` URL, or a Service port with
+    /// appProtocol `kubernetes.io/h2c`).
     pub h2c: bool,
 }
 
@@ -135,7 +136,7 @@ impl Balancer {
                 Ok(Peer {
                     authority: PeerAuthority::Endpoint(addr),
                     guard: Some(EndpointGuard(count)),
-                    h2c: false,
+                    h2c: state.endpoints.is_h2c(&key),
                 })
             }
         }
