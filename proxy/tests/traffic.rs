@@ -168,6 +168,23 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if let Some(ms) = query.get("drip") {
+        // The head at once, then a chunk every 100 ms for MS milliseconds.
+        let chunks = ms.parse::<u64>().unwrap_or(0) / 100;
+        let stream = futures::stream::unfold(0u64, move |i| async move {
+            if i >= chunks {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(
+                    Bytes::from_static(b"drip\n"),
+                )),
+                i + 1,
+            ))
+        });
+        return Ok(Response::new(http_body_util::StreamBody::new(stream).boxed()));
+    }
     if let Some(ms) = query.get("delay") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }
@@ -589,6 +606,27 @@ async fn timeouts_answer_504_within_the_limit() {
 
     let reply = get(&client, &proxy, "/fast?delay=100", &[]).await;
     assert_eq!(reply.status, 200);
+
+    // A response that started in time is cut off when the request timeout passes while its
+    // body still streams: the client sees the body fail, not a complete short answer.
+    let start = Instant::now();
+    let response = client
+        .request(
+            Request::get(format!("http://{}/request?drip=3000", proxy.http))
+                .header("host", "app.test")
+                .body(empty())
+                .expect("req"),
+        )
+        .await
+        .expect("head in time");
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await;
+    let took = start.elapsed();
+    assert!(body.is_err(), "the body completed: {body:?}");
+    assert!(
+        took >= Duration::from_millis(500) && took <= limit(500),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! buffered beyond what hyper holds for one frame.
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
@@ -23,13 +24,21 @@ pub struct ProxyBody {
 
 enum Kind {
     Upstream(Incoming),
+    /// An upstream body that must be done by a deadline (a route's `timeouts.request`).
+    Bounded(Incoming, Pin<Box<tokio::time::Sleep>>),
     Full(Option<Bytes>),
 }
+
+/// Why a response body was cut off.
+#[derive(Debug, thiserror::Error)]
+#[error("the route's request timeout passed while the response body was streaming")]
+pub struct BodyTimeout;
 
 impl std::fmt::Debug for ProxyBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.kind {
             Kind::Upstream(_) => "ProxyBody::Upstream",
+            Kind::Bounded(..) => "ProxyBody::Bounded",
             Kind::Full(_) => "ProxyBody::Full",
         })
     }
@@ -40,6 +49,15 @@ impl ProxyBody {
     pub(crate) fn upstream(body: Incoming) -> Self {
         Self {
             kind: Kind::Upstream(body),
+            _guard: None,
+        }
+    }
+
+    /// An upstream response body, streamed through until `deadline`; a body still streaming
+    /// then is cut off (the connection or HTTP/2 stream is reset, so the client can tell).
+    pub(crate) fn upstream_until(body: Incoming, deadline: tokio::time::Instant) -> Self {
+        Self {
+            kind: Kind::Bounded(body, Box::pin(tokio::time::sleep_until(deadline))),
             _guard: None,
         }
     }
@@ -69,28 +87,34 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut self.get_mut().kind {
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::Bounded(body, deadline) => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                }
+                Pin::new(body).poll_frame(cx).map_err(Into::into)
+            }
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Upstream(body) | Kind::Bounded(body, _) => body.is_end_stream(),
             Kind::Full(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(body) | Kind::Bounded(body, _) => body.size_hint(),
             Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }

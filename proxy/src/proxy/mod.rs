@@ -199,10 +199,13 @@ impl Proxy {
             return route::filter_redirect(route, redirect, &req, conn.scheme);
         }
         match route.timeouts.request {
-            None => self.forward(route, conn, req, exchange).await,
-            Some(limit) => tokio::time::timeout(limit, self.forward(route, conn, req, exchange))
-                .await
-                .unwrap_or(Err(ProxyError::RequestTimeout(limit))),
+            None => self.forward(route, conn, req, exchange, None).await,
+            Some(limit) => {
+                let deadline = tokio::time::Instant::now() + limit;
+                tokio::time::timeout_at(deadline, self.forward(route, conn, req, exchange, Some(deadline)))
+                    .await
+                    .unwrap_or(Err(ProxyError::RequestTimeout(limit)))
+            }
         }
     }
 
@@ -213,6 +216,7 @@ impl Proxy {
         conn: &ConnInfo,
         mut req: Request<Incoming>,
         exchange: &mut Exchange,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // 2. Request filter.
         let host = match req.uri().authority() {
@@ -266,7 +270,10 @@ impl Proxy {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             upgrade::tunnel(&self.tunnels, client_upgrade, upstream_upgrade);
         }
-        Ok(response.map(ProxyBody::upstream))
+        Ok(response.map(|body| match deadline {
+            Some(deadline) if !switching => ProxyBody::upstream_until(body, deadline),
+            _ => ProxyBody::upstream(body),
+        }))
     }
 
     fn error_response(&self, error: &ProxyError) -> Response<ProxyBody> {
