@@ -8,6 +8,8 @@
 //	    unary Check("svc") must be SERVING; Check("missing") must fail with NotFound (a
 //	    grpc-status carried in trailers); Watch("flip") must stream 5 updates; a Check with a
 //	    300 ms deadline on "slow" must fail with DeadlineExceeded. Prints "ok" lines, exits 0.
+//	    With --proxy-timeout: after the streaming check, a Check on "slow" without a client
+//	    deadline must fail with DeadlineExceeded from the proxy's route timeout.
 package main
 
 import (
@@ -78,6 +80,7 @@ func client(args []string) error {
 	target := fs.String("target", "", "proxy address")
 	authority := fs.String("authority", "", ":authority (the routed host)")
 	ca := fs.String("tls-ca", "", "CA file: use TLS")
+	proxyTimeout := fs.Bool("proxy-timeout", false, "the route times out: expect DeadlineExceeded from the proxy for a slow call")
 	fs.Parse(args)
 	creds := insecure.NewCredentials()
 	if *ca != "" {
@@ -120,6 +123,17 @@ func client(args []string) error {
 		}
 	}
 	fmt.Println("ok stream 5")
+
+	if *proxyTimeout {
+		// The route's timeouts.request (300 ms) passes first: the proxy answers with grpc-status.
+		start := time.Now()
+		_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "slow"})
+		if status.Code(err) != codes.DeadlineExceeded || time.Since(start) > time.Second {
+			return fmt.Errorf("proxy timeout: want DeadlineExceeded within 1 s, got %v after %v", err, time.Since(start))
+		}
+		fmt.Println("ok proxy timeout DeadlineExceeded")
+		return nil
+	}
 
 	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancelShort()

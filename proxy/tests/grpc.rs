@@ -82,19 +82,38 @@ fn grpc_server() -> (Process, SocketAddr) {
 
 fn config(upstream: SocketAddr) -> String {
     format!(
-        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: grpc, namespace: default}}\nspec:\n  rules:\n  - host: grpc.test\n    paths:\n    - path: /grpc.health.v1.Health\n      backend: {{url: \"h2c://{upstream}\"}}\n      timeouts: {{request: 5s}}\n"
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: grpc, namespace: default}}\nspec:\n  rules:\n  - host: grpc.test\n    paths:\n    - path: /grpc.health.v1.Health\n      backend: {{url: \"h2c://{upstream}\"}}\n      timeouts: {{request: 5s}}\n  - host: slow.test\n    paths:\n    - path: /\n      backend: {{url: \"h2c://{upstream}\"}}\n      timeouts: {{request: 300ms}}\n"
     )
 }
 
 /// Runs the probe client against the proxy; every check must pass.
 fn run_client(target: SocketAddr, extra: &[&str]) {
+    let checks = [
+        "ok unary SERVING",
+        "ok error NotFound",
+        "ok stream 5",
+        "ok deadline DeadlineExceeded",
+    ];
+    run_client_for("grpc.test", target, extra, &checks);
+    // The route of slow.test times out after 300 ms: the proxy answers with grpc-status 4.
+    let mut timeout_args = extra.to_vec();
+    timeout_args.push("--proxy-timeout");
+    run_client_for(
+        "slow.test",
+        target,
+        &timeout_args,
+        &["ok proxy timeout DeadlineExceeded"],
+    );
+}
+
+fn run_client_for(authority: &str, target: SocketAddr, extra: &[&str], expected: &[&str]) {
     let out = Command::new(probe())
         .args([
             "client",
             "--target",
             &target.to_string(),
             "--authority",
-            "grpc.test",
+            authority,
         ])
         .args(extra)
         .output()
@@ -105,12 +124,7 @@ fn run_client(target: SocketAddr, extra: &[&str]) {
         "gRPC client failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for line in [
-        "ok unary SERVING",
-        "ok error NotFound",
-        "ok stream 5",
-        "ok deadline DeadlineExceeded",
-    ] {
+    for line in expected {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
 }
@@ -145,7 +159,8 @@ fn grpc_unary_streaming_errors_and_deadlines_over_h2c_through_the_binary() {
 #[test]
 fn grpc_over_tls_with_alpn_h2_to_an_h2c_upstream() {
     let (_server, upstream) = grpc_server();
-    let params = rcgen::CertificateParams::new(vec!["grpc.test".to_owned()]).expect("params");
+    let params =
+        rcgen::CertificateParams::new(vec!["grpc.test".to_owned(), "slow.test".to_owned()]).expect("params");
     let key = rcgen::KeyPair::generate().expect("key");
     let cert = params.self_signed(&key).expect("cert");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -166,10 +181,10 @@ fn grpc_over_tls_with_alpn_h2_to_an_h2c_upstream() {
             now,
         )
         .expect("certificate loads");
-        state.certs.replace(HashMap::from([(
-            "grpc.test".to_owned(),
-            Arc::clone(&loaded.certified),
-        )]));
+        state.certs.replace(HashMap::from([
+            ("grpc.test".to_owned(), Arc::clone(&loaded.certified)),
+            ("slow.test".to_owned(), Arc::clone(&loaded.certified)),
+        ]));
         let options = ProxyOptions {
             scheme: "https",
             ..ProxyOptions::default()

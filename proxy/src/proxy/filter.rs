@@ -94,6 +94,26 @@ pub(crate) fn wants_trailers<B>(req: &Request<B>) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
+/// The deadline a gRPC client sent (`grpc-timeout`: up to 8 digits and a unit H, M, S, m,
+/// u or n).
+pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => std::time::Duration::from_secs(n * 3600),
+        "M" => std::time::Duration::from_secs(n * 60),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Applies a route's rewrite: the Host the upstream sees and the path (the query is kept).
 /// X-Forwarded-Host, already set, keeps saying what the client sent.
 pub(crate) fn rewrite<B>(
@@ -300,6 +320,21 @@ mod tests {
             assert_eq!(err.status().as_u16(), status, "{values:?}");
             assert!(err.is_framing_error());
         }
+    }
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let t = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", HeaderValue::from_str(v).expect("value"));
+            grpc_timeout(&h)
+        };
+        assert_eq!(t("300m"), Some(std::time::Duration::from_millis(300)));
+        assert_eq!(t("2S"), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(t("1H"), Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(t("m"), None);
+        assert_eq!(t("123456789m"), None);
+        assert_eq!(t("10x"), None);
     }
 
     #[test]

@@ -127,6 +127,16 @@ impl Proxy {
         // (HTTP/2 frames each stream's body on its own).
         let http1 = req.version() < http::Version::HTTP_2;
         let has_body = !http_body::Body::is_end_stream(req.body());
+        // A gRPC client reads errors from grpc-status, not from the HTTP status.
+        let grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let grpc_timeout = if grpc {
+            filter::grpc_timeout(req.headers())
+        } else {
+            None
+        };
 
         let mut exchange = Exchange {
             route: None,
@@ -136,7 +146,16 @@ impl Proxy {
         let response = match self.phases(&served, &conn, req, &mut exchange).await {
             Ok(response) => response,
             Err(error) => {
-                let mut response = self.error_response(&error);
+                let mut response = if grpc {
+                    // The client's own deadline (grpc-timeout) has passed: whatever failed
+                    // upstream (a server resets a stream whose deadline expired), the call
+                    // ended because of it.
+                    let expired = grpc_timeout
+                        .is_some_and(|t| start.elapsed() + std::time::Duration::from_millis(10) >= t);
+                    self.grpc_error_response(&error, expired)
+                } else {
+                    self.error_response(&error)
+                };
                 if http1 && (error.is_framing_error() || has_body) {
                     // An unread body, or one whose length cannot be trusted: close after
                     // the answer rather than risk reading the body as the next request.
@@ -274,6 +293,29 @@ impl Proxy {
             Some(deadline) if !switching => ProxyBody::upstream_until(body, deadline),
             _ => ProxyBody::upstream(body),
         }))
+    }
+
+    /// The error as gRPC says it: a "trailers-only" answer (HTTP 200, no body, grpc-status
+    /// and grpc-message in the one header block), with the gRPC code of the HTTP status
+    /// (504: DEADLINE_EXCEEDED, 404: UNIMPLEMENTED, 502/503: UNAVAILABLE).
+    fn grpc_error_response(&self, error: &ProxyError, deadline_passed: bool) -> Response<ProxyBody> {
+        let status = self.error_response(error).status();
+        let code = match status.as_u16() {
+            _ if deadline_passed => "4",
+            504 => "4",
+            404 => "12",
+            502 | 503 => "14",
+            400 | 405 | 501 => "13",
+            _ => "2",
+        };
+        let mut response = Response::new(ProxyBody::empty());
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from_static(code));
+        if let Ok(message) = HeaderValue::try_from(format!("lockstep-proxy: {}", status.as_u16())) {
+            headers.insert("grpc-message", message);
+        }
+        response
     }
 
     fn error_response(&self, error: &ProxyError) -> Response<ProxyBody> {
