@@ -691,3 +691,41 @@ async fn retries_resend_replayable_requests_and_never_streamed_bodies() {
         assert_eq!(reply.status, 200);
     }
 }
+
+#[test]
+fn an_invalid_regular_expression_is_rejected_naming_the_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        config("    - path: /\n      backend: {url: \"http://127.0.0.1:9\"}\n      match:\n        headers: [{name: x-v, type: RegularExpression, value: \"v(1\"}]\n"),
+    )
+    .expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep-proxy"))
+        .args(["--config", file.to_str().expect("utf-8")])
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("invalid regular expression") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("a rejection naming the regular expression");
+    assert!(
+        line.contains(
+            "spec.rules[0].paths[0].match.headers[0]: value: invalid regular expression (RE2 syntax)"
+        ),
+        "{line}"
+    );
+}
