@@ -259,7 +259,6 @@ pub struct HttpPath {
     pub retry: Option<Retry>,
 }
 
-const REDIRECT_CEL: &str = "has(self.filters) && has(self.filters.redirect)";
 const BACKEND_AND_BACKENDS_CEL: &str = "!(has(self.backend) && has(self.backends))";
 const BACKEND_AND_BACKENDS_MSG: &str = "backend and backends are exclusive: set one";
 const REDIRECT_AND_BACKENDS_CEL: &str =
@@ -306,7 +305,6 @@ fn path_rules(path: &HttpPath, _: &()) -> garde::Result {
             )));
         }
     }
-    let _ = REDIRECT_CEL;
     Ok(())
 }
 

@@ -362,7 +362,6 @@ async fn invalid_traffic_features_are_rejected_at_admission_naming_the_field() {
     let client = cp.client().await.unwrap();
     let ns = cp.namespace(&client, "traffic").await.unwrap();
     let p0 = "spec.rules[0].paths[0]";
-    let url = json!({"url": "http://127.0.0.1:18090"});
     #[rustfmt::skip]
     let cases: Vec<(&str, Value, String, &str)> = vec![
         ("weight-negative", with_path0(true, |p| p["backends"] = json!([{"url": "http://127.0.0.1:1", "weight": -1}])), format!("{p0}.backends[0].weight"), "greater than or equal to 0"),
@@ -400,7 +399,6 @@ async fn invalid_traffic_features_are_rejected_at_admission_naming_the_field() {
         ("retry-backoff", with_path0(false, |p| p["retry"] = json!({"attempts": 1, "backoff": "fast"})), format!("{p0}.retry.backoff"), "should match"),
         ("url-scheme", with_path0(true, |p| p["backends"] = json!([{"url": "ftp://127.0.0.1:1"}])), format!("{p0}.backends[0].url"), "should match"),
     ];
-    let _ = url;
     let mut failures = Vec::new();
     for (name, spec, field, reason) in &cases {
         match apply(cp, &ns, &router_config(name, spec.clone()), &[]) {
