@@ -81,7 +81,12 @@ impl Proxy {
             match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(Some(addr)) => http = Some(addr),
                 Ok(None) => swapped = true,
-                Err(_) => panic!("not serving; log: {:#?}", log.lock().expect("log")),
+                Err(_) => {
+                    // Stopped by pid before failing, so a failed start leaves no process.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("not serving; log: {:#?}", log.lock().expect("log"))
+                }
             }
         }
         let http = http.expect("listen address");
