@@ -1,15 +1,18 @@
 //! Route table benchmarks: lookup at 10, 1k, 10k and 100k routes (first, last and a missing
-//! route) and compiling 10k and 100k routes. Lookup must not grow with the number of routes.
+//! route, and a route chosen by two header matches among entries sharing its path) and
+//! compiling 10k and 100k routes. Lookup must not grow with the number of routes.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_main};
+use http::{HeaderMap, HeaderValue, Method};
 use lockstep_config::{ObjectKey, RouteTable};
-use lockstep_crds::{Backend, HostRule, HttpPath, PathType, RouterConfigSpec};
+use lockstep_crds::{Backend, HostRule, HttpPath, PathType, RequestMatch, RouterConfigSpec, ValueMatch};
 
 /// `routes` routes spread over RouterConfigs of at most 256 rules × 8 paths (the schema allows
 /// 128 paths per rule; 8 is the more common shape). Host i/8, paths "/svc-j/api" (Prefix)
-/// and every fourth one Exact.
+/// and every fourth one Exact; paths 4-7 repeat the paths of 0-3 with two header matches
+/// (x-canary: true, x-env: prod), so half the routes are chosen by their request matches.
 fn specs(routes: usize) -> Vec<(ObjectKey, RouterConfigSpec)> {
     const PATHS: usize = 8;
     const RULES: usize = 256;
@@ -22,16 +25,18 @@ fn specs(routes: usize) -> Vec<(ObjectKey, RouterConfigSpec)> {
             let paths = (0..PATHS)
                 .take(routes - made)
                 .map(|p| HttpPath {
-                    path: format!("/svc-{p}/api"),
+                    path: format!("/svc-{}/api", p % 4),
                     path_type: if p % 4 == 3 {
                         PathType::Exact
                     } else {
                         PathType::Prefix
                     },
-                    backend: Backend {
+                    matches: (p >= 4).then(canary_match),
+                    backend: Some(Backend {
                         service: None,
                         url: Some(format!("http://10.0.{}.{}:8080", h % 256, p)),
-                    },
+                    }),
+                    ..Default::default()
                 })
                 .collect::<Vec<_>>();
             made += paths.len();
@@ -51,6 +56,18 @@ fn specs(routes: usize) -> Vec<(ObjectKey, RouterConfigSpec)> {
     }
     assert_eq!(made, routes);
     out
+}
+
+fn canary_match() -> RequestMatch {
+    let header = |name: &str, value: &str| ValueMatch {
+        match_type: Default::default(),
+        name: name.into(),
+        value: value.into(),
+    };
+    RequestMatch {
+        headers: vec![header("x-canary", "true"), header("x-env", "prod")],
+        ..Default::default()
+    }
 }
 
 fn compile(specs: &[(ObjectKey, RouterConfigSpec)]) -> RouteTable {
@@ -83,6 +100,26 @@ fn lookup(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("missing", n), &table, |b, t| {
             b.iter(|| t.lookup(black_box(missing.0), black_box(missing.1)).is_none())
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert("x-canary", HeaderValue::from_static("true"));
+        headers.insert("x-env", HeaderValue::from_static("prod"));
+        headers.insert("user-agent", HeaderValue::from_static("bench"));
+        let hit = table
+            .lookup_request(first.0, first.1, &Method::GET, &headers, Some("a=1"))
+            .expect("the header-matched route");
+        assert!(!hit.matches.is_empty());
+        group.bench_with_input(BenchmarkId::new("header-matched", n), &table, |b, t| {
+            b.iter(|| {
+                t.lookup_request(
+                    black_box(first.0),
+                    black_box(first.1),
+                    &Method::GET,
+                    &headers,
+                    Some("a=1"),
+                )
+                .is_some()
+            })
         });
     }
     group.finish();

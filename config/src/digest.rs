@@ -138,3 +138,48 @@ mod tests {
         assert!(tls_secret_names(&mk_spec(vec![mk_rule("h", vec![mk_prefix("/")])])).is_empty());
     }
 }
+
+#[cfg(test)]
+mod traffic_tests {
+    use super::*;
+
+    #[test]
+    fn every_traffic_field_changes_the_digest() {
+        let base = serde_json::json!({"rules": [{"host": "h", "paths": [{
+            "path": "/", "match": {"method": "GET", "headers": [{"name": "x", "type": "Exact", "value": "1"}], "queryParams": [{"name": "q", "value": "1"}]},
+            "backends": [{"url": "http://127.0.0.1:1", "weight": 90}, {"url": "http://127.0.0.1:2", "weight": 10}],
+            "filters": {"requestHeaders": {"set": [{"name": "a", "value": "1"}]}, "responseHeaders": {"add": [{"name": "b", "value": "1"}]},
+                "rewrite": {"hostname": "x.test", "path": {"replaceFullPath": "/x"}}},
+            "timeouts": {"request": "10s", "backendRequest": "3s"},
+            "retry": {"attempts": 2, "codes": [503], "backoff": "100ms"}}]}]});
+        let digest = |v: &serde_json::Value| {
+            config_digest(
+                &serde_json::from_value(v.clone()).expect("spec"),
+                &BTreeMap::new(),
+            )
+        };
+        let d0 = digest(&base);
+        let p = "/rules/0/paths/0";
+        for (pointer, value) in [
+            ("/backends/1/weight", serde_json::json!(11)),
+            ("/backends/0/url", serde_json::json!("http://127.0.0.1:3")),
+            ("/match/method", serde_json::json!("POST")),
+            ("/match/headers/0/value", serde_json::json!("2")),
+            ("/match/headers/0/type", serde_json::json!("RegularExpression")),
+            ("/match/queryParams/0/name", serde_json::json!("r")),
+            ("/filters/requestHeaders/set/0/value", serde_json::json!("2")),
+            ("/filters/responseHeaders/add/0/name", serde_json::json!("c")),
+            ("/filters/rewrite/hostname", serde_json::json!("y.test")),
+            ("/filters/rewrite/path/replaceFullPath", serde_json::json!("/y")),
+            ("/timeouts/request", serde_json::json!("11s")),
+            ("/timeouts/backendRequest", serde_json::json!("4s")),
+            ("/retry/attempts", serde_json::json!(3)),
+            ("/retry/codes/0", serde_json::json!(502)),
+            ("/retry/backoff", serde_json::json!("200ms")),
+        ] {
+            let mut changed = base.clone();
+            *changed.pointer_mut(&format!("{p}{pointer}")).expect(pointer) = value;
+            assert_ne!(digest(&changed), d0, "{pointer}");
+        }
+    }
+}

@@ -143,7 +143,7 @@ spec:
         validate_spec(&rc.spec).unwrap();
         let key = ObjectKey::of(rc);
         let table = RouteTable::compile([(&key, &rc.spec)]);
-        let backend = |host: &str, path: &str| table.lookup(host, path).map(|r| r.backend.to_string());
+        let backend = |host: &str, path: &str| table.lookup(host, path).map(|r| r.backends[0].0.to_string());
         assert_eq!(
             backend("app.example.com", "/api/users").as_deref(),
             Some("service default/api:8080")
@@ -168,7 +168,7 @@ spec:
         let url_hosts: Vec<_> = table
             .routes()
             .iter()
-            .filter(|r| matches!(r.backend, crate::BackendRef::Url { .. }))
+            .filter(|r| matches!(r.backends[0].0, crate::BackendRef::Url { .. }))
             .collect();
         assert!(url_hosts.len() >= 3);
     }

@@ -6,7 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use jiff::Timestamp;
 use lockstep_crds::RouterConfigSpec;
 
-use crate::{ObjectKey, table::match_key, validate::validate_spec};
+use crate::{
+    ObjectKey,
+    table::entry_key,
+    validate::{match_suffix, validate_spec},
+};
 
 /// One RouterConfig as the resolver sees it.
 #[derive(Debug, Clone, Copy)]
@@ -70,11 +74,13 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
         for (r, rule) in candidate.spec.rules.iter().enumerate() {
             let host = rule.host.to_ascii_lowercase();
             for (p, path) in rule.paths.iter().enumerate() {
-                let key = (host.clone(), match_key(path.path_type, &path.path));
+                let key = (host.clone(), entry_key(path));
                 if let Some((owner, r0, p0)) = owners.get(&key) {
                     conflicts.push(format!(
-                        "spec.rules[{r}].paths[{p}]: host {host} {:?} {} is already routed by RouterConfig {owner} (spec.rules[{r0}].paths[{p0}]), which is older",
-                        path.path_type, path.path
+                        "spec.rules[{r}].paths[{p}]: host {host} {:?} {}{} is already routed by RouterConfig {owner} (spec.rules[{r0}].paths[{p0}]), which is older",
+                        path.path_type,
+                        path.path,
+                        match_suffix(path)
                     ));
                 }
             }
@@ -83,10 +89,7 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
             for (r, rule) in candidate.spec.rules.iter().enumerate() {
                 let host = rule.host.to_ascii_lowercase();
                 for (p, path) in rule.paths.iter().enumerate() {
-                    owners.insert(
-                        (host.clone(), match_key(path.path_type, &path.path)),
-                        (candidate.key, r, p),
-                    );
+                    owners.insert((host.clone(), entry_key(path)), (candidate.key, r, p));
                 }
             }
             verdicts.insert(candidate.key.clone(), Verdict::Accepted);

@@ -9,6 +9,7 @@ pub mod file;
 pub mod fleet;
 pub mod lease;
 pub mod table;
+pub mod traffic;
 pub mod validate;
 
 #[cfg(test)]

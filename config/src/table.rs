@@ -16,12 +16,21 @@
 //! - A Prefix path matches whole path segments: "/foo" (or "/foo/") matches "/foo", "/foo/"
 //!   and "/foo/bar", not "/foobar"; "/" matches everything. Empty segments are ignored, so
 //!   "/a//b" is "/a/b". The longest matching Prefix (in segments) wins.
+//! - Several routes may share a host and path with different request matches (method,
+//!   headers, query parameters). Among the routes of the most specific path whose matches
+//!   hold, a method match wins, then more header matches, then more query matches, then the
+//!   older RouterConfig, then list order (Gateway API's precedence). When no route of a path
+//!   matches the request, the next shorter Prefix is tried.
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
-use lockstep_crds::{Backend, PathType, RouterConfigSpec};
+use http::{HeaderMap, Method};
+use lockstep_crds::{Backend, HttpPath, PathType, RouterConfigSpec};
 
-use crate::ObjectKey;
+use crate::{
+    ObjectKey,
+    traffic::{RetryPolicy, RouteFilters, RouteMatch, RouteTimeouts, WeightedPicker, request_match_key},
+};
 
 /// Index of a route in its table.
 pub type RouteId = u32;
@@ -37,8 +46,20 @@ pub struct Route {
     pub path: Arc<str>,
     /// Prefix or Exact.
     pub path_type: PathType,
-    /// Where matching requests go.
-    pub backend: BackendRef,
+    /// Conditions beyond host and path.
+    pub matches: RouteMatch,
+    /// Canonical text of the match, "" when there is none.
+    pub match_key: Arc<str>,
+    /// Where matching requests go, with weights (empty for a redirect).
+    pub backends: Vec<(BackendRef, u32)>,
+    /// Chooses among `backends` per request.
+    pub picker: WeightedPicker,
+    /// Header changes, redirect, rewrite.
+    pub filters: RouteFilters,
+    /// Time limits.
+    pub timeouts: RouteTimeouts,
+    /// Retries.
+    pub retry: Option<RetryPolicy>,
     /// Plain-HTTP requests get a redirect to https instead of being proxied.
     pub redirect_http: bool,
     /// The rule names a TLS Secret.
@@ -52,6 +73,50 @@ impl Route {
             "{}/{} {}{}",
             self.source.namespace, self.source.name, self.host, self.path
         )
+    }
+
+    /// The backend of the next request, by weight; None when every weight is 0 (or the
+    /// route redirects).
+    pub fn pick_backend(&self) -> Option<&BackendRef> {
+        self.picker.pick().map(|i| &self.backends[i].0)
+    }
+
+    /// Whether a request meets the route's match conditions.
+    pub fn is_match(&self, method: &Method, headers: &HeaderMap, query: Option<&str>) -> bool {
+        self.matches.is_match(method, headers, query)
+    }
+
+    fn compile(
+        key: &ObjectKey,
+        host: &str,
+        path: &HttpPath,
+        tls: Option<&lockstep_crds::HostTls>,
+    ) -> Option<Self> {
+        let backends = path
+            .weighted_backends()
+            .iter()
+            .map(|(b, w)| Some((BackendRef::from_spec(&key.namespace, b)?, *w)))
+            .collect::<Option<Vec<_>>>()?;
+        let filters = RouteFilters::compile(path.filters.as_ref())?;
+        if backends.is_empty() && filters.redirect.is_none() {
+            return None;
+        }
+        let weights: Vec<u32> = backends.iter().map(|(_, w)| *w).collect();
+        Some(Route {
+            source: key.clone(),
+            host: host.into(),
+            path: path.path.as_str().into(),
+            path_type: path.path_type,
+            matches: RouteMatch::compile(path.matches.as_ref())?,
+            match_key: request_match_key(path.matches.as_ref()).into(),
+            picker: WeightedPicker::new(&weights),
+            backends,
+            filters,
+            timeouts: RouteTimeouts::compile(path.timeouts.as_ref()),
+            retry: RetryPolicy::compile(path.retry.as_ref()),
+            redirect_http: tls.is_some_and(|t| t.redirect_http),
+            tls_secret: tls.map(|t| t.secret_name.as_str().into()),
+        })
     }
 }
 
@@ -69,7 +134,7 @@ pub enum BackendRef {
     },
     /// A static upstream.
     Url {
-        /// "http" or "https".
+        /// "http", "https" or "h2c".
         scheme: Arc<str>,
         /// host:port as in the URL; the default port of the scheme when absent.
         authority: Arc<str>,
@@ -122,31 +187,41 @@ fn has_port(authority: &str) -> bool {
     }
 }
 
+/// The routes of one path, most specific match first.
+type Group = Vec<RouteId>;
+
 #[derive(Default, Debug)]
 struct PrefixNode {
-    route: Option<RouteId>,
+    routes: Group,
     children: HashMap<Box<str>, PrefixNode>,
 }
 
 #[derive(Default, Debug)]
 struct HostRoutes {
-    exact: HashMap<Box<str>, RouteId>,
+    exact: HashMap<Box<str>, Group>,
     prefix: PrefixNode,
 }
 
+/// The first route of a group whose match holds.
+fn first_match(group: &Group, routes: &[Route], accept: &impl Fn(&Route) -> bool) -> Option<RouteId> {
+    group.iter().copied().find(|id| accept(&routes[*id as usize]))
+}
+
 impl HostRoutes {
-    fn lookup(&self, path: &str) -> Option<RouteId> {
-        if let Some(id) = self.exact.get(path) {
-            return Some(*id);
+    fn lookup(&self, path: &str, routes: &[Route], accept: &impl Fn(&Route) -> bool) -> Option<RouteId> {
+        if let Some(group) = self.exact.get(path)
+            && let Some(id) = first_match(group, routes, accept)
+        {
+            return Some(id);
         }
         let mut node = &self.prefix;
-        let mut best = node.route;
+        let mut best = first_match(&node.routes, routes, accept);
         for segment in segments(path) {
             match node.children.get(segment) {
                 Some(child) => {
                     node = child;
-                    if child.route.is_some() {
-                        best = child.route;
+                    if let Some(id) = first_match(&child.routes, routes, accept) {
+                        best = Some(id);
                     }
                 }
                 None => break,
@@ -155,28 +230,27 @@ impl HostRoutes {
         best
     }
 
-    /// Inserts unless the same match is taken; the first claim wins.
-    fn insert(&mut self, path_type: PathType, path: &str, id: RouteId) -> bool {
-        match path_type {
-            PathType::Exact => match self.exact.entry(path.into()) {
-                std::collections::hash_map::Entry::Occupied(_) => false,
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(id);
-                    true
-                }
-            },
+    /// Inserts unless a route with the same path and match is there; the first claim wins.
+    /// Keeps each group in precedence order: more specific matches first, then older.
+    fn insert(&mut self, route: &Route, id: RouteId, routes: &[Route]) -> bool {
+        let group = match route.path_type {
+            PathType::Exact => self.exact.entry(route.path.as_ref().into()).or_default(),
             PathType::Prefix => {
                 let mut node = &mut self.prefix;
-                for segment in segments(path) {
+                for segment in segments(&route.path) {
                     node = node.children.entry(segment.into()).or_default();
                 }
-                if node.route.is_some() {
-                    return false;
-                }
-                node.route = Some(id);
-                true
+                &mut node.routes
             }
+        };
+        let at = |i: RouteId| if i == id { route } else { &routes[i as usize] };
+        if group.iter().any(|i| at(*i).match_key == route.match_key) {
+            return false;
         }
+        let spec = |r: &Route| std::cmp::Reverse(r.matches.specificity());
+        let pos = group.partition_point(|i| (spec(at(*i)), *i) < (spec(route), id));
+        group.insert(pos, id);
+        true
     }
 }
 
@@ -196,6 +270,18 @@ pub fn match_key(path_type: PathType, path: &str) -> String {
             key
         }
     }
+}
+
+/// The key under which a path entry claims its match, request conditions included: entries
+/// with the same path and different matches coexist; with the same match they conflict.
+pub fn entry_key(path: &HttpPath) -> String {
+    let mut key = match_key(path.path_type, &path.path);
+    let m = request_match_key(path.matches.as_ref());
+    if !m.is_empty() {
+        key.push_str(" match ");
+        key.push_str(&m);
+    }
+    key
 }
 
 /// Normalises a Host header: no port, no trailing dot, lower case. Borrowed when possible.
@@ -239,7 +325,7 @@ impl RouteTable {
             for rule in &spec.rules {
                 let host = rule.host.to_ascii_lowercase();
                 for path in &rule.paths {
-                    let Some(backend) = BackendRef::from_spec(&key.namespace, &path.backend) else {
+                    let Some(route) = Route::compile(key, &host, path, rule.tls.as_ref()) else {
                         continue;
                     };
                     let id = RouteId::try_from(table.routes.len()).expect("fewer than 2^32 routes");
@@ -247,16 +333,8 @@ impl RouteTable {
                         Some(suffix) => table.wildcard_hosts.entry(suffix.into()).or_default(),
                         None => table.exact_hosts.entry(host.as_str().into()).or_default(),
                     };
-                    if host_routes.insert(path.path_type, &path.path, id) {
-                        table.routes.push(Route {
-                            source: key.clone(),
-                            host: host.as_str().into(),
-                            path: path.path.as_str().into(),
-                            path_type: path.path_type,
-                            backend,
-                            redirect_http: rule.tls.as_ref().is_some_and(|t| t.redirect_http),
-                            tls_secret: rule.tls.as_ref().map(|t| t.secret_name.as_str().into()),
-                        });
+                    if host_routes.insert(&route, id, &table.routes) {
+                        table.routes.push(route);
                     }
                 }
             }
@@ -264,8 +342,27 @@ impl RouteTable {
         table
     }
 
-    /// The route for a request, by its Host header (or :authority) and path (without query).
+    /// The route for a request, by its Host header (or :authority) and path (without query),
+    /// ignoring request matches (every route's conditions are taken to hold).
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Route> {
+        self.lookup_with(host, path, |_| true)
+    }
+
+    /// The route for a request: host, path, and the request's method, headers and query for
+    /// the routes' match conditions.
+    pub fn lookup_request(
+        &self,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Option<&Route> {
+        self.lookup_with(host, path, |r| r.is_match(method, headers, query))
+    }
+
+    /// The route for a host and path among the routes `accept` takes.
+    pub fn lookup_with(&self, host: &str, path: &str, accept: impl Fn(&Route) -> bool) -> Option<&Route> {
         let host = normalize_host(host);
         let host_routes = match self.exact_hosts.get(host.as_ref()) {
             Some(routes) => Some(routes),
@@ -275,7 +372,9 @@ impl RouteTable {
                 _ => None,
             },
         }?;
-        host_routes.lookup(path).map(|id| &self.routes[id as usize])
+        host_routes
+            .lookup(path, &self.routes, &accept)
+            .map(|id| &self.routes[id as usize])
     }
 
     /// Every route, in compile order.

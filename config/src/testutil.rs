@@ -26,7 +26,8 @@ pub fn mk_path_to(path: &str, path_type: PathType, backend: Backend) -> HttpPath
     HttpPath {
         path: path.to_owned(),
         path_type,
-        backend,
+        backend: Some(backend),
+        ..Default::default()
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use garde::Validate;
 use lockstep_crds::RouterConfigSpec;
 
-use crate::table::match_key;
+use crate::table::entry_key;
 
 /// Every problem found in one spec, each line naming its field ("spec.rules[0].host: …").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,26 +34,52 @@ fn camel_case_path(path: &str) -> String {
     out
 }
 
+/// ", match …" for an entry with request conditions, "" otherwise.
+pub(crate) fn match_suffix(path: &lockstep_crds::HttpPath) -> String {
+    let m = crate::traffic::request_match_key(path.matches.as_ref());
+    if m.is_empty() { m } else { format!(", match {m}") }
+}
+
+/// garde names the fields of the API by their Rust names where they differ from the
+/// serialised ones ("matches" is "match", a match's "matchType" is "type").
+fn api_field_path(path: &str) -> String {
+    camel_case_path(path)
+        .split('.')
+        .map(|c| {
+            if c == "matches" {
+                "match".to_owned()
+            } else if c == "matchType" {
+                "type".to_owned()
+            } else {
+                c.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// Validates one spec on its own.
 pub fn validate_spec(spec: &RouterConfigSpec) -> Result<(), Invalid> {
     let mut problems = Vec::new();
     if let Err(report) = spec.validate() {
         for (path, error) in report.iter() {
-            problems.push(format!("spec.{}: {error}", camel_case_path(&path.to_string())));
+            problems.push(format!("spec.{}: {error}", api_field_path(&path.to_string())));
         }
     }
     let mut seen: HashMap<(String, String), (usize, usize)> = HashMap::new();
     for (r, rule) in spec.rules.iter().enumerate() {
         let host = rule.host.to_ascii_lowercase();
         for (p, path) in rule.paths.iter().enumerate() {
-            let key = (host.clone(), match_key(path.path_type, &path.path));
+            let key = (host.clone(), entry_key(path));
             if let Some((r0, p0)) = seen.insert(key, (r, p)) {
                 problems.push(format!(
-                    "spec.rules[{r}].paths[{p}]: duplicate of spec.rules[{r0}].paths[{p0}] (host {host}, {:?} {})",
-                    path.path_type, path.path
+                    "spec.rules[{r}].paths[{p}]: duplicate of spec.rules[{r0}].paths[{p0}] (host {host}, {:?} {}{})",
+                    path.path_type,
+                    path.path,
+                    match_suffix(path)
                 ));
                 // Keep pointing at the first occurrence for later duplicates.
-                seen.insert((host.clone(), match_key(path.path_type, &path.path)), (r0, p0));
+                seen.insert((host.clone(), entry_key(path)), (r0, p0));
             }
         }
     }
@@ -276,6 +302,93 @@ mod tests {
         assert_eq!(
             problems(&exact),
             vec!["spec.rules[0].paths[2]: duplicate of spec.rules[0].paths[0] (host h, Exact /a)".to_owned()]
+        );
+    }
+}
+
+#[cfg(test)]
+mod traffic_tests {
+    use super::*;
+
+    fn spec_with_path(path: serde_json::Value) -> RouterConfigSpec {
+        serde_json::from_value(serde_json::json!({"rules": [{"host": "h", "paths": [path]}]}))
+            .expect("spec parses")
+    }
+
+    fn problems(path: serde_json::Value) -> Vec<String> {
+        validate_spec(&spec_with_path(path))
+            .err()
+            .map(|e| e.problems)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_full_featured_path_passes() {
+        let p = problems(serde_json::json!({
+            "path": "/api", "pathType": "Prefix",
+            "match": {"method": "GET", "headers": [{"name": "x-canary", "value": "true"},
+                {"name": "x-v", "type": "RegularExpression", "value": "^v[0-9]+$"}],
+                "queryParams": [{"name": "debug", "value": "1"}]},
+            "backends": [{"url": "http://127.0.0.1:1", "weight": 90}, {"service": {"name": "b", "port": 80}, "weight": 10}],
+            "filters": {"requestHeaders": {"set": [{"name": "x-env", "value": "prod"}], "add": [{"name": "x-a", "value": "1"}], "remove": ["x-debug"]},
+                "responseHeaders": {"remove": ["server"]},
+                "rewrite": {"hostname": "internal.example.com", "path": {"replacePrefixMatch": "/"}}},
+            "timeouts": {"request": "10s", "backendRequest": "3s"},
+            "retry": {"attempts": 2, "codes": [502, 503], "backoff": "100ms"}
+        }));
+        assert_eq!(p, Vec::<String>::new());
+        let redirect = problems(serde_json::json!({
+            "path": "/old", "filters": {"redirect": {"scheme": "https", "hostname": "new.example.com", "port": 443,
+                "path": {"replaceFullPath": "/new"}, "statusCode": 301}}}));
+        assert_eq!(redirect, Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_invalid_traffic_value_names_its_field() {
+        let url = serde_json::json!({"url": "http://127.0.0.1:1"});
+        #[rustfmt::skip]
+        let cases: Vec<(serde_json::Value, &str)> = vec![
+            (serde_json::json!({"path": "/", "backends": [{"url": "http://127.0.0.1:1", "weight": -1}]}), "spec.rules[0].paths[0].backends[0].weight: "),
+            (serde_json::json!({"path": "/", "backends": [{"url": "http://127.0.0.1:1", "weight": 1_000_001}]}), "spec.rules[0].paths[0].backends[0].weight: "),
+            (serde_json::json!({"path": "/", "backend": url, "backends": [{"url": "http://127.0.0.1:1"}]}), "spec.rules[0].paths[0]: backends: backend and backends are exclusive"),
+            (serde_json::json!({"path": "/"}), "spec.rules[0].paths[0]: backend: one of backend or backends"),
+            (serde_json::json!({"path": "/", "backends": [{"url": "http://127.0.0.1:1"}], "filters": {"redirect": {}}}), "spec.rules[0].paths[0]: filters.redirect: filters.redirect and backends are exclusive"),
+            (serde_json::json!({"path": "/", "filters": {"redirect": {}, "rewrite": {}}}), "spec.rules[0].paths[0].filters: redirect and rewrite are exclusive"),
+            (serde_json::json!({"path": "/", "filters": {"redirect": {"statusCode": 305}}}), "spec.rules[0].paths[0].filters.redirect.statusCode: "),
+            (serde_json::json!({"path": "/", "pathType": "Exact", "filters": {"redirect": {"path": {"replacePrefixMatch": "/x"}}}}), "spec.rules[0].paths[0]: filters.redirect.path.replacePrefixMatch: replacePrefixMatch needs a Prefix path"),
+            (serde_json::json!({"path": "/", "pathType": "Exact", "backend": url, "filters": {"rewrite": {"path": {"replacePrefixMatch": "/x"}}}}), "spec.rules[0].paths[0]: filters.rewrite.path.replacePrefixMatch: "),
+            (serde_json::json!({"path": "/", "backend": url, "match": {"headers": [{"name": "x", "type": "RegularExpression", "value": "a(b"}]}}), "spec.rules[0].paths[0].match.headers[0]: value: invalid regular expression"),
+            (serde_json::json!({"path": "/", "backend": url, "match": {"queryParams": [{"name": "q", "type": "RegularExpression", "value": "a".repeat(1025)}]}}), "spec.rules[0].paths[0].match.queryParams[0]: value: a regular expression is at most 1024"),
+            (serde_json::json!({"path": "/", "backend": url, "match": {"headers": [{"name": "x canary", "value": "1"}]}}), "spec.rules[0].paths[0].match.headers[0].name: "),
+            (serde_json::json!({"path": "/", "backend": url, "filters": {"requestHeaders": {"set": [{"name": "a:b", "value": "1"}]}}}), "spec.rules[0].paths[0].filters.requestHeaders.set[0].name: "),
+            (serde_json::json!({"path": "/", "backend": url, "filters": {"responseHeaders": {"remove": ["bad name"]}}}), "spec.rules[0].paths[0].filters.responseHeaders.remove[0]: "),
+            (serde_json::json!({"path": "/", "backend": url, "timeouts": {"request": "10"}}), "spec.rules[0].paths[0].timeouts.request: must be a duration"),
+            (serde_json::json!({"path": "/", "backend": url, "timeouts": {"request": "1s", "backendRequest": "2s"}}), "spec.rules[0].paths[0].timeouts: backendRequest: backendRequest must not be longer than request"),
+            (serde_json::json!({"path": "/", "backend": url, "retry": {"attempts": 11}}), "spec.rules[0].paths[0].retry.attempts: "),
+            (serde_json::json!({"path": "/", "backend": url, "retry": {"attempts": 1, "codes": [404]}}), "spec.rules[0].paths[0].retry.codes[0]: "),
+            (serde_json::json!({"path": "/", "backend": url, "retry": {"attempts": 1, "backoff": "fast"}}), "spec.rules[0].paths[0].retry.backoff: must be a duration"),
+        ];
+        for (path, expected) in cases {
+            let p = problems(path.clone());
+            assert!(
+                p.iter().any(|m| m.starts_with(expected)),
+                "{path}: expected {expected:?} in {p:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn same_path_with_different_matches_is_no_duplicate_but_the_same_match_is() {
+        let spec: RouterConfigSpec = serde_json::from_value(serde_json::json!({"rules": [{"host": "h", "paths": [
+            {"path": "/", "backend": {"url": "http://127.0.0.1:1"}},
+            {"path": "/", "backend": {"url": "http://127.0.0.1:2"}, "match": {"headers": [{"name": "x-a", "value": "1"}, {"name": "x-b", "value": "2"}]}},
+            {"path": "/", "backend": {"url": "http://127.0.0.1:3"}, "match": {"headers": [{"name": "X-B", "value": "2"}, {"name": "x-a", "value": "1"}]}},
+        ]}]}))
+        .unwrap();
+        let p = validate_spec(&spec).unwrap_err().problems;
+        assert_eq!(
+            p,
+            vec!["spec.rules[0].paths[2]: duplicate of spec.rules[0].paths[1] (host h, Prefix /, match header x-a=1, header x-b=2)".to_owned()]
         );
     }
 }

@@ -16,6 +16,8 @@ mod names;
 mod replica;
 pub use names::*;
 pub use replica::*;
+mod traffic;
+pub use traffic::*;
 
 /// Most rules one RouterConfig may hold; keeps one object from blowing up every replica.
 pub const MAX_RULES: usize = 256;
@@ -199,8 +201,15 @@ pub enum PathType {
 }
 
 /// One path of a host and the backend it goes to.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default, Validate)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new(BACKEND_AND_BACKENDS_CEL).message(BACKEND_AND_BACKENDS_MSG).field_path(".backends"),
+    validation = kube::core::Rule::new(REDIRECT_AND_BACKENDS_CEL).message(REDIRECT_AND_BACKENDS_MSG).field_path(".filters.redirect"),
+    validation = kube::core::Rule::new(NO_BACKEND_CEL).message(NO_BACKEND_MSG),
+    validation = kube::core::Rule::new(PREFIX_ON_EXACT_CEL).message(PREFIX_ON_EXACT_MSG).field_path(".filters")
+)]
+#[garde(custom(path_rules))]
 pub struct HttpPath {
     /// Absolute path, starting with "/", without query or fragment.
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[^ \t\r\n?#]*$"))]
@@ -212,9 +221,108 @@ pub struct HttpPath {
     #[garde(skip)]
     pub path_type: PathType,
 
-    /// Where matching requests go.
+    /// Further conditions on the request (method, headers, query parameters); every listed
+    /// condition must hold. Several entries may share a path with different matches. Among
+    /// the entries that match a request the most specific wins: an Exact path, then the
+    /// longest Prefix, then a method match, then the most header matches, then the most
+    /// query parameter matches, then the older RouterConfig, then list order. When no entry
+    /// of a path matches, the next shorter Prefix is tried.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
     #[garde(dive)]
-    pub backend: Backend,
+    pub matches: Option<RequestMatch>,
+
+    /// Where matching requests go: one backend. Exactly one of backend and backends is set,
+    /// unless filters.redirect answers the request, which takes neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub backend: Option<Backend>,
+
+    /// Where matching requests go: a weighted split over 1 to 16 backends, chosen per
+    /// request in proportion to their weights (smoothly interleaved). Weight 0 drains a
+    /// backend; when every weight is 0 requests get 503.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 16))]
+    #[garde(length(max = MAX_BACKENDS), dive)]
+    pub backends: Vec<WeightedBackend>,
+
+    /// Header changes, redirect and rewrite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub filters: Option<Filters>,
+
+    /// Time limits of the request and of each upstream attempt (504 when exceeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub timeouts: Option<Timeouts>,
+
+    /// Retries on connect failures and listed upstream statuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub retry: Option<Retry>,
+}
+
+const BACKEND_AND_BACKENDS_CEL: &str = "!(has(self.backend) && has(self.backends))";
+const BACKEND_AND_BACKENDS_MSG: &str = "backend and backends are exclusive: set one";
+const REDIRECT_AND_BACKENDS_CEL: &str =
+    "!(has(self.filters) && has(self.filters.redirect)) || (!has(self.backends) && !has(self.backend))";
+const REDIRECT_AND_BACKENDS_MSG: &str = "filters.redirect and backends are exclusive: a redirect answers the request itself (and takes no backend either)";
+const NO_BACKEND_CEL: &str = concat!(
+    "has(self.backend) || has(self.backends) || ",
+    "(has(self.filters) && has(self.filters.redirect))"
+);
+const NO_BACKEND_MSG: &str = "one of backend or backends must be set (or filters.redirect)";
+const PREFIX_ON_EXACT_CEL: &str = concat!(
+    "!has(self.pathType) || self.pathType != 'Exact' || !has(self.filters) || (",
+    "(!has(self.filters.redirect) || !has(self.filters.redirect.path) || !has(self.filters.redirect.path.replacePrefixMatch)) && ",
+    "(!has(self.filters.rewrite) || !has(self.filters.rewrite.path) || !has(self.filters.rewrite.path.replacePrefixMatch)))"
+);
+const PREFIX_ON_EXACT_MSG: &str =
+    "replacePrefixMatch needs a Prefix path; an Exact path takes replaceFullPath";
+
+fn path_rules(path: &HttpPath, _: &()) -> garde::Result {
+    let redirect = path.filters.as_ref().and_then(|f| f.redirect.as_ref());
+    if path.backend.is_some() && !path.backends.is_empty() {
+        return Err(garde::Error::new(format!("backends: {BACKEND_AND_BACKENDS_MSG}")));
+    }
+    if redirect.is_some() && (path.backend.is_some() || !path.backends.is_empty()) {
+        return Err(garde::Error::new(format!(
+            "filters.redirect: {REDIRECT_AND_BACKENDS_MSG}"
+        )));
+    }
+    if redirect.is_none() && path.backend.is_none() && path.backends.is_empty() {
+        return Err(garde::Error::new(format!("backend: {NO_BACKEND_MSG}")));
+    }
+    if path.path_type == PathType::Exact
+        && let Some(filters) = &path.filters
+    {
+        let prefix = |m: Option<&PathModifier>| m.is_some_and(|m| m.replace_prefix_match.is_some());
+        if prefix(filters.redirect.as_ref().and_then(|r| r.path.as_ref())) {
+            return Err(garde::Error::new(format!(
+                "filters.redirect.path.replacePrefixMatch: {PREFIX_ON_EXACT_MSG}"
+            )));
+        }
+        if prefix(filters.rewrite.as_ref().and_then(|r| r.path.as_ref())) {
+            return Err(garde::Error::new(format!(
+                "filters.rewrite.path.replacePrefixMatch: {PREFIX_ON_EXACT_MSG}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl HttpPath {
+    /// The backends of this path with their weights: `backend` as one backend of weight 1,
+    /// or `backends`.
+    pub fn weighted_backends(&self) -> Vec<(Backend, u32)> {
+        match &self.backend {
+            Some(backend) => vec![(backend.clone(), 1)],
+            None => self
+                .backends
+                .iter()
+                .map(|b| (b.backend(), u32::try_from(b.weight).unwrap_or(0)))
+                .collect(),
+        }
+    }
 }
 
 /// Where requests go: exactly one of a Service or a static URL.
@@ -229,16 +337,16 @@ pub struct Backend {
     #[garde(dive)]
     pub service: Option<ServiceBackend>,
 
-    /// A static upstream, "http://host:port" or "https://host:port". The request path is
-    /// forwarded unchanged.
+    /// A static upstream, "http://host:port", "https://host:port" or "h2c://host:port"
+    /// (HTTP/2 without TLS, for gRPC). The request path is forwarded unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 2048),
         regex(
-            pattern = r"^https?://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$"
+            pattern = r"^(https?|h2c)://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^(https?|h2c)://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$"
         )
     )]
-    #[garde(inner(length(min = 1, max = MAX_URL_LEN), pattern(r"^https?://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$")))]
+    #[garde(inner(length(min = 1, max = MAX_URL_LEN), pattern(r"^(https?|h2c)://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^(https?|h2c)://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$")))]
     pub url: Option<String>,
 }
 

@@ -326,3 +326,175 @@ async fn kubectl_explain_shows_the_field_docs() {
         "{top}"
     );
 }
+
+/// The valid base spec with path 0 changed by `edit` (its `backend` removed first when
+/// `drop_backend`).
+fn with_path0(drop_backend: bool, edit: impl FnOnce(&mut Value)) -> Value {
+    with(|s| {
+        let p = &mut s["rules"][0]["paths"][0];
+        if drop_backend {
+            p.as_object_mut().unwrap().remove("backend");
+        }
+        edit(p);
+    })
+}
+
+/// A full-featured path, valid.
+fn traffic_path() -> Value {
+    json!({
+        "path": "/api", "pathType": "Prefix",
+        "match": {"method": "GET", "headers": [{"name": "x-canary", "value": "true"},
+            {"name": "x-v", "type": "RegularExpression", "value": "^v[0-9]+$"}],
+            "queryParams": [{"name": "debug", "value": "1"}]},
+        "backends": [{"service": {"name": "api-v1", "port": 8080}, "weight": 90},
+            {"url": "http://127.0.0.1:18090", "weight": 10}],
+        "filters": {"requestHeaders": {"set": [{"name": "x-env", "value": "prod"}], "add": [{"name": "x-a", "value": "1"}], "remove": ["x-debug"]},
+            "responseHeaders": {"remove": ["server"]},
+            "rewrite": {"hostname": "internal.example.com", "path": {"replacePrefixMatch": "/"}}},
+        "timeouts": {"request": "10s", "backendRequest": "3s"},
+        "retry": {"attempts": 2, "codes": [502, 503, 504], "backoff": "100ms"}
+    })
+}
+
+#[tokio::test]
+async fn invalid_traffic_features_are_rejected_at_admission_naming_the_field() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "traffic").await.unwrap();
+    let p0 = "spec.rules[0].paths[0]";
+    #[rustfmt::skip]
+    let cases: Vec<(&str, Value, String, &str)> = vec![
+        ("weight-negative", with_path0(true, |p| p["backends"] = json!([{"url": "http://127.0.0.1:1", "weight": -1}])), format!("{p0}.backends[0].weight"), "greater than or equal to 0"),
+        ("weight-too-big", with_path0(true, |p| p["backends"] = json!([{"url": "http://127.0.0.1:1", "weight": 1_000_001}])), format!("{p0}.backends[0].weight"), "less than or equal to 1000000"),
+        ("weighted-neither", with_path0(true, |p| p["backends"] = json!([{"weight": 1}])), format!("{p0}.backends[0]"), "exactly one of service or url"),
+        ("backends-empty", with_path0(true, |p| p["backends"] = json!([])), format!("{p0}.backends"), "at least 1 items"),
+        ("backend-and-backends", with_path0(false, |p| p["backends"] = json!([{"url": "http://127.0.0.1:1"}])), format!("{p0}.backends"), "backend and backends are exclusive"),
+        ("no-backend", with_path0(true, |_| {}), p0.to_owned(), "one of backend or backends must be set"),
+        ("redirect-with-backends", with_path0(true, |p| { p["backends"] = json!([{"url": "http://127.0.0.1:1"}]); p["filters"] = json!({"redirect": {"scheme": "https"}}) }), format!("{p0}.filters.redirect"), "filters.redirect and backends are exclusive"),
+        ("redirect-with-backend", with_path0(false, |p| p["filters"] = json!({"redirect": {"scheme": "https"}})), format!("{p0}.filters.redirect"), "filters.redirect and backends are exclusive"),
+        ("redirect-with-rewrite", with_path0(true, |p| p["filters"] = json!({"redirect": {"scheme": "https"}, "rewrite": {"hostname": "a.example.com"}})), format!("{p0}.filters.rewrite"), "redirect and rewrite are exclusive"),
+        ("redirect-status", with_path0(true, |p| p["filters"] = json!({"redirect": {"statusCode": 305}})), format!("{p0}.filters.redirect.statusCode"), "statusCode must be one of 301, 302, 303, 307, 308"),
+        ("redirect-scheme", with_path0(true, |p| p["filters"] = json!({"redirect": {"scheme": "ftp"}})), format!("{p0}.filters.redirect.scheme"), "Unsupported value: \"ftp\""),
+        ("redirect-port", with_path0(true, |p| p["filters"] = json!({"redirect": {"port": 0}})), format!("{p0}.filters.redirect.port"), "greater than or equal to 1"),
+        ("redirect-hostname", with_path0(true, |p| p["filters"] = json!({"redirect": {"hostname": "*.example.com"}})), format!("{p0}.filters.redirect.hostname"), "should match"),
+        ("redirect-prefix-on-exact", with(|s| { s["rules"][0]["paths"][1].as_object_mut().unwrap().remove("backend"); s["rules"][0]["paths"][1]["filters"] = json!({"redirect": {"path": {"replacePrefixMatch": "/x"}}}) }), "spec.rules[0].paths[1].filters".into(), "replacePrefixMatch needs a Prefix path"),
+        ("rewrite-prefix-on-exact", with(|s| s["rules"][0]["paths"][1]["filters"] = json!({"rewrite": {"path": {"replacePrefixMatch": "/x"}}})), "spec.rules[0].paths[1].filters".into(), "replacePrefixMatch needs a Prefix path"),
+        ("path-modifier-both", with_path0(false, |p| p["filters"] = json!({"rewrite": {"path": {"replacePrefixMatch": "/x", "replaceFullPath": "/y"}}})), format!("{p0}.filters.rewrite.path"), "exactly one of replaceFullPath or replacePrefixMatch"),
+        ("rewrite-path-relative", with_path0(false, |p| p["filters"] = json!({"rewrite": {"path": {"replaceFullPath": "x"}}})), format!("{p0}.filters.rewrite.path.replaceFullPath"), "should match"),
+        ("regex-too-long", with_path0(false, |p| p["match"] = json!({"headers": [{"name": "x", "type": "RegularExpression", "value": "a".repeat(1025)}]})), format!("{p0}.match.headers[0].value"), "a regular expression is at most 1024 characters"),
+        ("match-type", with_path0(false, |p| p["match"] = json!({"headers": [{"name": "x", "type": "Prefix", "value": "a"}]})), format!("{p0}.match.headers[0].type"), "Unsupported value: \"Prefix\""),
+        ("match-method", with_path0(false, |p| p["match"] = json!({"method": "FETCH"})), format!("{p0}.match.method"), "Unsupported value: \"FETCH\""),
+        ("match-header-name", with_path0(false, |p| p["match"] = json!({"headers": [{"name": "x canary", "value": "1"}]})), format!("{p0}.match.headers[0].name"), "should match"),
+        ("match-header-twice", with_path0(false, |p| p["match"] = json!({"headers": [{"name": "x-a", "value": "1"}, {"name": "x-a", "value": "2"}]})), format!("{p0}.match.headers[1]"), "Duplicate value"),
+        ("match-query-twice", with_path0(false, |p| p["match"] = json!({"queryParams": [{"name": "q", "value": "1"}, {"name": "q", "value": "2"}]})), format!("{p0}.match.queryParams[1]"), "Duplicate value"),
+        ("filter-set-name", with_path0(false, |p| p["filters"] = json!({"requestHeaders": {"set": [{"name": "a:b", "value": "1"}]}})), format!("{p0}.filters.requestHeaders.set[0].name"), "should match"),
+        ("filter-add-name", with_path0(false, |p| p["filters"] = json!({"responseHeaders": {"add": [{"name": "a b", "value": "1"}]}})), format!("{p0}.filters.responseHeaders.add[0].name"), "should match"),
+        ("filter-remove-name", with_path0(false, |p| p["filters"] = json!({"responseHeaders": {"remove": ["bad name"]}})), format!("{p0}.filters.responseHeaders.remove[0]"), "should match"),
+        ("filter-value-newline", with_path0(false, |p| p["filters"] = json!({"requestHeaders": {"set": [{"name": "x", "value": "a\r\nb: c"}]}})), format!("{p0}.filters.requestHeaders.set[0].value"), "should match"),
+        ("timeout-unparsable", with_path0(false, |p| p["timeouts"] = json!({"request": "10"})), format!("{p0}.timeouts.request"), "should match"),
+        ("timeout-unit", with_path0(false, |p| p["timeouts"] = json!({"backendRequest": "1d"})), format!("{p0}.timeouts.backendRequest"), "should match"),
+        ("timeout-order", with_path0(false, |p| p["timeouts"] = json!({"request": "1s", "backendRequest": "2s"})), format!("{p0}.timeouts.backendRequest"), "backendRequest must not be longer than request"),
+        ("retry-attempts", with_path0(false, |p| p["retry"] = json!({"attempts": 11})), format!("{p0}.retry.attempts"), "less than or equal to 10"),
+        ("retry-codes", with_path0(false, |p| p["retry"] = json!({"attempts": 1, "codes": [404]})), format!("{p0}.retry.codes[0]"), "greater than or equal to 500"),
+        ("retry-backoff", with_path0(false, |p| p["retry"] = json!({"attempts": 1, "backoff": "fast"})), format!("{p0}.retry.backoff"), "should match"),
+        ("url-scheme", with_path0(true, |p| p["backends"] = json!([{"url": "ftp://127.0.0.1:1"}])), format!("{p0}.backends[0].url"), "should match"),
+    ];
+    let mut failures = Vec::new();
+    for (name, spec, field, reason) in &cases {
+        match apply(cp, &ns, &router_config(name, spec.clone()), &[]) {
+            Ok(out) => failures.push(format!("{name}: accepted: {out}")),
+            Err(err) => {
+                let names_field =
+                    err.contains(&format!("{field}: ")) || err.contains(&format!("{field} in body"));
+                if !(names_field && err.contains(reason)) {
+                    failures.push(format!("{name}: expected {field:?} and {reason:?} in:\n{err}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let list = cp.kubectl_ok(&["get", "rcfg", "-n", &ns, "-o", "name"]).unwrap();
+    assert_eq!(list.trim(), "", "{list}");
+    // Every feature at once is accepted, and what was stored is valid for a standalone proxy.
+    let spec = with(|s| s["rules"][0]["paths"][0] = traffic_path());
+    apply(cp, &ns, &router_config("full", spec), &[]).unwrap();
+    let api: Api<RouterConfig> = Api::namespaced(client, &ns);
+    let stored = api.get("full").await.unwrap();
+    lockstep_config::validate_spec(&stored.spec).unwrap();
+    assert_eq!(stored.spec.rules[0].paths[0].backends[1].weight, 10);
+    // The defaults are filled in: weight 1, match type Exact, redirect status 302.
+    let spec = with(|s| {
+        s["rules"][0]["paths"][0] = json!({"path": "/d", "backends": [{"url": "http://127.0.0.1:1"}],
+            "match": {"headers": [{"name": "x", "value": "1"}]}});
+        s["rules"][0]["paths"][1] = json!({"path": "/r", "filters": {"redirect": {"scheme": "https"}}});
+    });
+    apply(cp, &ns, &router_config("defaults", spec), &[]).unwrap();
+    let stored = api.get("defaults").await.unwrap();
+    let paths = &stored.spec.rules[0].paths;
+    assert_eq!(paths[0].backends[0].weight, 1);
+    assert_eq!(
+        paths[0].matches.as_ref().unwrap().headers[0].match_type,
+        lockstep_crds::MatchType::Exact
+    );
+    assert_eq!(
+        paths[1]
+            .filters
+            .as_ref()
+            .unwrap()
+            .redirect
+            .as_ref()
+            .unwrap()
+            .status_code,
+        302
+    );
+    // A weight change is a new generation.
+    let before = stored.metadata.generation;
+    let spec = with(|s| {
+        s["rules"][0]["paths"][0] = json!({"path": "/d", "backends": [{"url": "http://127.0.0.1:1", "weight": 2}],
+            "match": {"headers": [{"name": "x", "value": "1"}]}});
+        s["rules"][0]["paths"][1] = json!({"path": "/r", "filters": {"redirect": {"scheme": "https"}}});
+    });
+    apply(cp, &ns, &router_config("defaults", spec), &[]).unwrap();
+    let after = api.get("defaults").await.unwrap().metadata.generation;
+    assert_eq!(after, before.map(|g| g + 1));
+}
+
+#[tokio::test]
+async fn kubectl_explain_documents_the_traffic_fields() {
+    let cp = ControlPlane::shared();
+    let paths = eventually(
+        "kubectl explain rcfg.spec.rules.paths",
+        Duration::from_secs(30),
+        || async { cp.kubectl_ok(&["explain", "rcfg.spec.rules.paths"]).ok() },
+    )
+    .await
+    .unwrap();
+    for needle in [
+        "match",
+        "backends",
+        "filters",
+        "timeouts",
+        "retry",
+        "weighted split",
+    ] {
+        assert!(paths.contains(needle), "missing {needle:?} in:\n{paths}");
+    }
+    for (field, needles) in [
+        (
+            "rcfg.spec.rules.paths.backends.weight",
+            &["0 drains the backend", "1,000,000"][..],
+        ),
+        ("rcfg.spec.rules.paths.match", &["specific", "RouterConfig"][..]),
+        (
+            "rcfg.spec.rules.paths.filters.redirect",
+            &["Location", "port"][..],
+        ),
+        ("rcfg.spec.rules.paths.timeouts.backendRequest", &["attempt"][..]),
+        ("rcfg.spec.rules.paths.retry.codes", &["500-599"][..]),
+    ] {
+        let text = cp.kubectl_ok(&["explain", field]).unwrap();
+        for needle in needles {
+            assert!(text.contains(needle), "{field}: missing {needle:?} in:\n{text}");
+        }
+    }
+}

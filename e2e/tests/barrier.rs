@@ -622,3 +622,107 @@ async fn a_proxy_writes_only_its_own_lease_and_router_replica_and_never_a_router
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
     assert_eq!(f.get("web").await.spec.fleet, f.fleet, "the spec is unchanged");
 }
+
+/// Backends each proxy sent `n` requests for `host/` to, by backend name.
+async fn split(
+    f: &Fixture,
+    proxy: &Proxy,
+    host: &str,
+    n: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let (status, backend) = check::request(&f.http, proxy.http, host, "/").await.unwrap();
+        assert_eq!(status, 200);
+        *seen.entry(backend.unwrap_or_default()).or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_canary_weight_change_is_a_barrier_like_any_other() {
+    let f = fixture("canary").await;
+    let v1 = Backend::start(&f.dir, "v1").unwrap();
+    let v2 = Backend::start(&f.dir, "v2").unwrap();
+    let proxies = f.proxies(2);
+    let canary = |w1: u32, w2: u32| {
+        format!(
+            "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: shop, namespace: {ns}}}\nspec:\n  fleet: {fleet}\n  rules:\n  - host: shop.test\n    paths:\n    - path: /\n      backends:\n      - {{url: \"{u1}\", weight: {w1}}}\n      - {{url: \"{u2}\", weight: {w2}}}\n",
+            ns = f.ns,
+            fleet = f.fleet,
+            u1 = v1.url(),
+            u2 = v2.url(),
+        )
+    };
+    // 10%: once kubectl wait returns, every replica splits 90/10 (smoothly: exactly 20 of
+    // every 200 requests of one replica).
+    f.cp.kubectl_apply(&canary(90, 10)).unwrap();
+    kubectl_wait(f.cp, &f.ns, "shop");
+    for proxy in &proxies {
+        let seen = split(&f, proxy, "shop.test", 200).await;
+        assert_eq!(seen.get("v2"), Some(&20), "{seen:?}");
+        assert_eq!(seen.get("v1"), Some(&180), "{seen:?}");
+    }
+    // Promote: a weight change is a new generation; once kubectl wait returns, no replica
+    // sends anything to v1 (weight 0 drains).
+    f.cp.kubectl_apply(&canary(0, 100)).unwrap();
+    kubectl_wait(f.cp, &f.ns, "shop");
+    assert_eq!(f.get("shop").await.metadata.generation, Some(2));
+    for proxy in &proxies {
+        let seen = split(&f, proxy, "shop.test", 50).await;
+        assert_eq!(seen.get("v2"), Some(&50), "{seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn grpc_reaches_a_service_port_with_app_protocol_h2c() {
+    let f = fixture("grpc").await;
+    let build = lockstep_e2e::repo_root().join("e2e/grpc/build.sh");
+    let out = std::process::Command::new(&build).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let probe = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let mut server = lockstep_e2e::process::ChildGuard::spawn(
+        "grpc server",
+        {
+            let mut cmd = std::process::Command::new(&probe);
+            cmd.args(["server", "--listen", "127.0.0.1:0"]);
+            cmd
+        },
+        &f.dir.join("grpc-server.log"),
+    )
+    .unwrap();
+    let line = server
+        .wait_for_log("grpc-probe listening ", Duration::from_secs(30))
+        .unwrap();
+    let port = line.rsplit(':').next().unwrap().trim().to_owned();
+    let proxies = f.proxies(2);
+    // The Service port says it speaks HTTP/2 over cleartext; the slice points at this host.
+    f.cp.kubectl_apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: greeter, namespace: {ns}}}\nspec:\n  ports: [{{name: grpc, port: 80, appProtocol: kubernetes.io/h2c}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: greeter-a\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: greeter}}\n\
+         addressType: FQDN\nports: [{{name: grpc, port: {port}, appProtocol: kubernetes.io/h2c}}]\nendpoints: [{{addresses: [g.localhost]}}]\n---\n\
+         apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: grpc, namespace: {ns}}}\nspec:\n  fleet: {fleet}\n  rules:\n  - host: grpc.test\n    paths:\n    - path: /\n      backend: {{service: {{name: greeter, port: 80}}}}\n",
+        ns = f.ns,
+        fleet = f.fleet,
+    ))
+    .unwrap();
+    kubectl_wait(f.cp, &f.ns, "grpc");
+    for proxy in &proxies {
+        let out = std::process::Command::new(&probe)
+            .args([
+                "client",
+                "--target",
+                &proxy.http.to_string(),
+                "--authority",
+                "grpc.test",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("ok stream 5"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,6 +1,10 @@
 //! Ready endpoints of Service backends, kept current by the EndpointSlice watch.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::Arc,
+};
 
 use arc_swap::ArcSwap;
 
@@ -19,6 +23,8 @@ pub struct ServiceKey {
 #[derive(Debug, Default)]
 pub struct Endpoints {
     map: ArcSwap<HashMap<ServiceKey, Arc<Vec<SocketAddr>>>>,
+    /// Service ports whose appProtocol is `kubernetes.io/h2c`.
+    h2c: ArcSwap<HashSet<ServiceKey>>,
 }
 
 impl Endpoints {
@@ -38,6 +44,28 @@ impl Endpoints {
             m.remove(key);
             m
         });
+    }
+
+    /// Marks a Service port as spoken to in HTTP/2 over cleartext (appProtocol
+    /// `kubernetes.io/h2c`), or not.
+    pub fn set_h2c(&self, key: &ServiceKey, h2c: bool) {
+        if self.is_h2c(key) == h2c {
+            return;
+        }
+        self.h2c.rcu(|set| {
+            let mut set = HashSet::clone(set);
+            if h2c {
+                set.insert(key.clone());
+            } else {
+                set.remove(key);
+            }
+            set
+        });
+    }
+
+    /// Whether a Service port is spoken to in HTTP/2 over cleartext.
+    pub fn is_h2c(&self, key: &ServiceKey) -> bool {
+        self.h2c.load().contains(key)
     }
 
     /// The ready endpoints of a Service port (None: never seen).

@@ -261,7 +261,7 @@ fn backends_are_resolved_with_namespace_and_default_ports() {
     )]);
     let k = ObjectKey::new("shop", "web");
     let t = RouteTable::compile([(&k, &spec)]);
-    let backend = |p: &str| t.lookup("h", p).unwrap().backend.to_string();
+    let backend = |p: &str| t.lookup("h", p).unwrap().backends[0].0.to_string();
     assert_eq!(backend("/svc"), "service shop/api:8080");
     assert_eq!(backend("/plain"), "http://10.0.0.1:80");
     assert_eq!(backend("/tls"), "https://up.example.com:443");
@@ -453,4 +453,122 @@ proptest! {
             prop_assert!(got.path_type == PathType::Exact || r.path_type == PathType::Prefix);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request matches: Gateway API's precedence among entries that share a host.
+
+fn spec_json(paths: serde_json::Value) -> RouterConfigSpec {
+    serde_json::from_value(serde_json::json!({"rules": [{"host": "h", "paths": paths}]})).expect("spec")
+}
+
+fn to(port: u16) -> serde_json::Value {
+    serde_json::json!({"url": format!("http://127.0.0.1:{port}")})
+}
+
+/// The port of the backend a request goes to.
+fn routed(
+    t: &RouteTable,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    query: Option<&str>,
+) -> Option<u16> {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        map.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+    let route = t.lookup_request("h", path, &method, &map, query)?;
+    match &route.backends[0].0 {
+        BackendRef::Url { authority, .. } => authority.rsplit(':').next()?.parse().ok(),
+        BackendRef::Service { .. } => None,
+    }
+}
+
+#[test]
+fn precedence_follows_gateway_api() {
+    let t = table(&[(
+        key("web"),
+        spec_json(serde_json::json!([
+            {"path": "/", "backend": to(1)},
+            {"path": "/api", "backend": to(2)},
+            {"path": "/api", "backend": to(3), "match": {"queryParams": [{"name": "a", "value": "1"}, {"name": "b", "value": "1"}]}},
+            {"path": "/api", "backend": to(4), "match": {"headers": [{"name": "x-a", "value": "1"}]}},
+            {"path": "/api", "backend": to(5), "match": {"headers": [{"name": "x-a", "value": "1"}, {"name": "x-b", "value": "1"}]}},
+            {"path": "/api", "backend": to(6), "match": {"method": "POST"}},
+            {"path": "/api/exact", "pathType": "Exact", "backend": to(7), "match": {"headers": [{"name": "x-e", "value": "1"}]}},
+            {"path": "/api/v1", "backend": to(8), "match": {"headers": [{"name": "x-v", "type": "RegularExpression", "value": "^v1$"}]}},
+        ])),
+    )]);
+    // Longest Prefix without matches.
+    assert_eq!(routed(&t, "GET", "/api/x", &[], None), Some(2));
+    assert_eq!(routed(&t, "GET", "/other", &[], None), Some(1));
+    // More query matches beat fewer (none).
+    assert_eq!(routed(&t, "GET", "/api", &[], Some("a=1&b=1")), Some(3));
+    assert_eq!(routed(&t, "GET", "/api", &[], Some("a=1")), Some(2));
+    // Header matches beat query matches; more header matches beat fewer.
+    assert_eq!(
+        routed(&t, "GET", "/api", &[("x-a", "1")], Some("a=1&b=1")),
+        Some(4)
+    );
+    assert_eq!(
+        routed(&t, "GET", "/api", &[("x-a", "1"), ("x-b", "1")], None),
+        Some(5)
+    );
+    // A method match beats header matches.
+    assert_eq!(
+        routed(&t, "POST", "/api", &[("x-a", "1"), ("x-b", "1")], None),
+        Some(6)
+    );
+    // Exact beats Prefix, but only when its matches hold; else the longest Prefix that does.
+    assert_eq!(routed(&t, "GET", "/api/exact", &[("x-e", "1")], None), Some(7));
+    assert_eq!(routed(&t, "GET", "/api/exact", &[], None), Some(2));
+    // A longer Prefix whose match fails falls back to a shorter one.
+    assert_eq!(routed(&t, "GET", "/api/v1/x", &[("x-v", "v1")], None), Some(8));
+    assert_eq!(routed(&t, "GET", "/api/v1/x", &[("x-v", "v10")], None), Some(2));
+}
+
+#[test]
+fn equal_specificity_goes_to_the_older_config_then_list_order() {
+    let older = spec_json(serde_json::json!([
+        {"path": "/", "backend": to(1), "match": {"headers": [{"name": "x-a", "value": "1"}]}},
+        {"path": "/", "backend": to(2), "match": {"headers": [{"name": "x-b", "value": "1"}]}},
+    ]));
+    let newer = spec_json(serde_json::json!([
+        {"path": "/", "backend": to(3), "match": {"headers": [{"name": "x-c", "value": "1"}]}},
+    ]));
+    let t = table(&[(key("a-older"), older), (key("b-newer"), newer)]);
+    assert_eq!(
+        routed(&t, "GET", "/", &[("x-c", "1"), ("x-b", "1")], None),
+        Some(2)
+    );
+    assert_eq!(
+        routed(&t, "GET", "/", &[("x-c", "1"), ("x-b", "1"), ("x-a", "1")], None),
+        Some(1)
+    );
+    assert_eq!(routed(&t, "GET", "/", &[("x-c", "1")], None), Some(3));
+    assert_eq!(routed(&t, "GET", "/", &[], None), None);
+}
+
+#[test]
+fn weighted_backends_and_redirects_compile() {
+    let t = table(&[(
+        key("web"),
+        spec_json(serde_json::json!([
+            {"path": "/w", "backends": [{"url": "http://127.0.0.1:1", "weight": 3}, {"url": "http://127.0.0.1:2", "weight": 1}, {"url": "http://127.0.0.1:3", "weight": 0}]},
+            {"path": "/drained", "backends": [{"url": "http://127.0.0.1:1", "weight": 0}]},
+            {"path": "/r", "filters": {"redirect": {"scheme": "https"}}},
+        ])),
+    )]);
+    let w = t.lookup("h", "/w").unwrap();
+    let picks: Vec<String> = (0..8).map(|_| w.pick_backend().unwrap().to_string()).collect();
+    assert_eq!(picks.iter().filter(|p| p.ends_with(":1")).count(), 6);
+    assert_eq!(picks.iter().filter(|p| p.ends_with(":2")).count(), 2);
+    assert!(t.lookup("h", "/drained").unwrap().pick_backend().is_none());
+    let r = t.lookup("h", "/r").unwrap();
+    assert!(r.backends.is_empty() && r.filters.redirect.is_some());
 }

@@ -495,8 +495,8 @@ async fn refresh_endpoints(
     for rc in objects {
         let key = ObjectKey::of(rc);
         for rule in &rc.spec.rules {
-            for path in &rule.paths {
-                if let Some(svc) = &path.backend.service
+            for (backend, _) in rule.paths.iter().flat_map(|p| p.weighted_backends()) {
+                if let Some(svc) = &backend.service
                     && let Ok(port) = u16::try_from(svc.port)
                 {
                     wanted.insert(ServiceKey {
@@ -509,12 +509,19 @@ async fn refresh_endpoints(
         }
     }
     // Services still routed by a served (possibly older) generation stay resolved too.
-    for route in shared.state.served().table.routes() {
+    for (backend, _) in shared
+        .state
+        .served()
+        .table
+        .routes()
+        .iter()
+        .flat_map(|r| &r.backends)
+    {
         if let BackendRef::Service {
             namespace,
             name,
             port,
-        } = &route.backend
+        } = backend
         {
             wanted.insert(ServiceKey {
                 namespace: namespace.to_string(),
@@ -538,6 +545,15 @@ async fn refresh_endpoints(
             service.as_deref(),
             all_slices.iter().map(|s| s.as_ref()),
         );
+        let h2c = slices::app_protocol(
+            &key.namespace,
+            &key.name,
+            key.port,
+            service.as_deref(),
+            all_slices.iter().map(|s| s.as_ref()),
+        )
+        .is_some_and(|p| p == slices::H2C_APP_PROTOCOL);
+        shared.state.endpoints.set_h2c(&key, h2c);
         let ready = slices::resolve(listed).await;
         if shared.state.endpoints.get(&key).as_deref() != Some(&ready) {
             tracing::debug!(service = ?key, endpoints = ready.len(), "endpoints updated");

@@ -116,9 +116,89 @@ pub fn ready_endpoint_addrs<'a>(
     out
 }
 
+/// The application protocol `appProtocol` names for `service_port` of Service `name`:
+/// the Service port's, else that of the first EndpointSlice port that serves it.
+/// `kubernetes.io/h2c` means HTTP/2 over cleartext (gRPC without TLS).
+pub fn app_protocol<'a>(
+    namespace: &str,
+    name: &str,
+    service_port: u16,
+    service: Option<&Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> Option<String> {
+    let service_port_spec = service
+        .and_then(|svc| svc.spec.as_ref())
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|ports| ports.iter().find(|p| p.port == i32::from(service_port)));
+    if let Some(protocol) = service_port_spec.and_then(|p| p.app_protocol.clone()) {
+        return Some(protocol);
+    }
+    let wanted_name = service_port_spec.map(|p| p.name.clone().filter(|n| !n.is_empty()));
+    slices
+        .into_iter()
+        .filter(|slice| {
+            slice.metadata.namespace.as_deref() == Some(namespace)
+                && slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .map(String::as_str)
+                    == Some(name)
+        })
+        .flat_map(|slice| {
+            let ports = slice.ports.as_deref().unwrap_or_default();
+            match &wanted_name {
+                Some(wanted) => ports
+                    .iter()
+                    .find(|p| p.name.clone().filter(|n| !n.is_empty()) == *wanted),
+                None => ports
+                    .iter()
+                    .find(|p| p.port == Some(i32::from(service_port)))
+                    .or_else(|| if ports.len() == 1 { ports.first() } else { None }),
+            }
+            .and_then(|p| p.app_protocol.clone())
+        })
+        .next()
+}
+
+/// The appProtocol that makes a Service port HTTP/2 over cleartext.
+pub const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn app_protocol_comes_from_the_service_port_or_the_slice_port() {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "g-1", "namespace": "ns", "labels": {SERVICE_NAME_LABEL: "grpc"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "grpc", "port": 9000, "appProtocol": "kubernetes.io/h2c"}],
+            "endpoints": [{"addresses": ["10.0.0.1"]}]
+        }))
+        .unwrap();
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "grpc", "namespace": "ns"},
+            "spec": {"ports": [{"name": "grpc", "port": 80, "targetPort": 9000}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            app_protocol("ns", "grpc", 80, Some(&service), [&slice]).as_deref(),
+            Some(H2C_APP_PROTOCOL)
+        );
+        assert_eq!(
+            app_protocol("ns", "grpc", 9000, None, [&slice]).as_deref(),
+            Some(H2C_APP_PROTOCOL)
+        );
+        assert_eq!(app_protocol("other", "grpc", 9000, None, [&slice]), None);
+        let mut plain = service.clone();
+        plain.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].app_protocol = Some("http".into());
+        assert_eq!(
+            app_protocol("ns", "grpc", 80, Some(&plain), [&slice]).as_deref(),
+            Some("http")
+        );
+    }
 
     fn ready_endpoints<'a>(
         namespace: &str,

@@ -2,6 +2,7 @@
 //! buffered beyond what hyper holds for one frame.
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
@@ -23,13 +24,21 @@ pub struct ProxyBody {
 
 enum Kind {
     Upstream(Incoming),
+    /// An upstream body that must be done by a deadline (a route's `timeouts.request`).
+    Bounded(Incoming, Pin<Box<tokio::time::Sleep>>),
     Full(Option<Bytes>),
 }
+
+/// Why a response body was cut off.
+#[derive(Debug, thiserror::Error)]
+#[error("the route's request timeout passed while the response body was streaming")]
+pub struct BodyTimeout;
 
 impl std::fmt::Debug for ProxyBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.kind {
             Kind::Upstream(_) => "ProxyBody::Upstream",
+            Kind::Bounded(..) => "ProxyBody::Bounded",
             Kind::Full(_) => "ProxyBody::Full",
         })
     }
@@ -40,6 +49,15 @@ impl ProxyBody {
     pub(crate) fn upstream(body: Incoming) -> Self {
         Self {
             kind: Kind::Upstream(body),
+            _guard: None,
+        }
+    }
+
+    /// An upstream response body, streamed through until `deadline`; a body still streaming
+    /// then is cut off (the connection or HTTP/2 stream is reset, so the client can tell).
+    pub(crate) fn upstream_until(body: Incoming, deadline: tokio::time::Instant) -> Self {
+        Self {
+            kind: Kind::Bounded(body, Box::pin(tokio::time::sleep_until(deadline))),
             _guard: None,
         }
     }
@@ -69,28 +87,34 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut self.get_mut().kind {
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::Bounded(body, deadline) => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                }
+                Pin::new(body).poll_frame(cx).map_err(Into::into)
+            }
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Upstream(body) | Kind::Bounded(body, _) => body.is_end_stream(),
             Kind::Full(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(body) | Kind::Bounded(body, _) => body.size_hint(),
             Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
@@ -108,15 +132,21 @@ pub(crate) struct RequestBody {
 enum Slot {
     Shared(Arc<Mutex<Option<Incoming>>>),
     Owned(Incoming),
+    Buffered(Option<Bytes>),
     Gone,
 }
 
 /// Hands out [`RequestBody`]s for one request's body.
 pub(crate) struct BodySlot {
     shared: Arc<Mutex<Option<Incoming>>>,
+    /// The whole body, read before the first attempt so that retries can resend it.
+    buffered: Option<Bytes>,
     end_stream: bool,
     hint: SizeHint,
 }
+
+/// Largest request body kept in memory so that a request can be retried.
+pub(crate) const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 
 impl BodySlot {
     /// Holds a client's body.
@@ -125,18 +155,50 @@ impl BodySlot {
         let hint = body.size_hint();
         Self {
             shared: Arc::new(Mutex::new(Some(body))),
+            buffered: None,
             end_stream,
             hint,
         }
     }
 
+    /// Holds a client's body, read whole first when it is small and its length known (a
+    /// Content-Length of at most [`MAX_BUFFERED_BODY`]), so that every attempt can send it.
+    /// A body without a known length is streamed, and its request never retried.
+    pub(crate) async fn buffer_small(body: Incoming) -> Result<Self, hyper::Error> {
+        use http_body_util::BodyExt;
+        match body.size_hint().exact() {
+            Some(n) if n <= MAX_BUFFERED_BODY && !body.is_end_stream() => {
+                let bytes = body.collect().await?.to_bytes();
+                Ok(Self {
+                    shared: Arc::new(Mutex::new(None)),
+                    end_stream: bytes.is_empty(),
+                    hint: SizeHint::with_exact(bytes.len() as u64),
+                    buffered: Some(bytes),
+                })
+            }
+            _ => Ok(Self::new(body)),
+        }
+    }
+
     /// A body for one attempt.
     pub(crate) fn attempt(&self) -> RequestBody {
+        if let Some(bytes) = &self.buffered {
+            return RequestBody {
+                slot: Slot::Buffered((!bytes.is_empty()).then(|| bytes.clone())),
+                end_stream: bytes.is_empty(),
+                hint: self.hint,
+            };
+        }
         RequestBody {
             slot: Slot::Shared(self.shared.clone()),
             end_stream: self.end_stream,
             hint: self.hint,
         }
+    }
+
+    /// Every attempt sends the same bytes: the request has no body, or it was read whole.
+    pub(crate) fn is_replayable(&self) -> bool {
+        self.end_stream || self.buffered.is_some()
     }
 
     /// Still unread, so another attempt sends the same bytes.
@@ -160,6 +222,7 @@ impl Body for RequestBody {
         }
         match &mut this.slot {
             Slot::Owned(body) => Pin::new(body).poll_frame(cx),
+            Slot::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             _ => Poll::Ready(None),
         }
     }
@@ -168,6 +231,7 @@ impl Body for RequestBody {
         match &self.slot {
             Slot::Owned(body) => body.is_end_stream(),
             Slot::Shared(_) => self.end_stream,
+            Slot::Buffered(bytes) => bytes.is_none(),
             Slot::Gone => true,
         }
     }
@@ -176,6 +240,7 @@ impl Body for RequestBody {
         match &self.slot {
             Slot::Owned(body) => body.size_hint(),
             Slot::Shared(_) => self.hint,
+            Slot::Buffered(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Slot::Gone => SizeHint::with_exact(0),
         }
     }

@@ -28,6 +28,12 @@ pub enum ProxyError {
     /// The route's Service has no ready endpoint.
     #[error("no ready endpoints for {0}")]
     NoEndpoints(String),
+    /// Every backend of the route has weight 0 (drained).
+    #[error("every backend of the route has weight 0")]
+    NoBackends,
+    /// The route's `timeouts.request` passed before a response head could be sent.
+    #[error("request timed out after {0:?}")]
+    RequestTimeout(std::time::Duration),
     /// The route's backend cannot be turned into an upstream address.
     #[error("backend {0} has an invalid address")]
     BadBackend(String),
@@ -76,14 +82,14 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
-            ProxyError::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoints(_) | ProxyError::NoBackends => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadBackend(_)
             | ProxyError::UnsupportedScheme(_)
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::ConnectTimeout { .. }
+            | ProxyError::ResponseTimeout { .. }
+            | ProxyError::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -108,7 +114,8 @@ impl ProxyError {
             | ProxyError::BadFraming
             | ProxyError::BothLengthAndEncoding
             | ProxyError::UnsupportedTransferCoding => None,
-            ProxyError::NoEndpoints(_) => Some("no_endpoints"),
+            ProxyError::NoEndpoints(_) | ProxyError::NoBackends => Some("no_endpoints"),
+            ProxyError::RequestTimeout(_) => Some("request_timeout"),
             ProxyError::BadBackend(_) | ProxyError::UnsupportedScheme(_) => Some("bad_backend"),
             ProxyError::Connect { .. } => Some("connect"),
             ProxyError::ConnectTimeout { .. } => Some("connect_timeout"),

@@ -1,13 +1,16 @@
 //! Phase 2, request filter: turns the client's request into the upstream's. Hop-by-hop
 //! headers describe one connection and must not cross the proxy (RFC 9110 §7.6.1); the
-//! X-Forwarded-* headers tell the upstream what the client's connection looked like.
+//! X-Forwarded-* headers tell the upstream what the client's connection looked like. A
+//! route's rewrite then changes Host and path.
 
 use std::net::IpAddr;
 
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Request, Version,
+    HeaderMap, HeaderName, HeaderValue, Request, Uri, Version,
     header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE},
+    uri::PathAndQuery,
 };
+use lockstep_config::{Route, traffic::RewriteRule};
 
 use super::error::ProxyError;
 
@@ -78,6 +81,61 @@ pub(crate) fn prepare_request<B>(
     headers.insert(HOST, host);
     // Upstreams are spoken to in HTTP/1.1 whatever the client used.
     *req.version_mut() = Version::HTTP_11;
+}
+
+/// Whether the client asked for trailers (`TE: trailers`, as every gRPC client does). TE is
+/// hop-by-hop, so it is stripped and this one value put back for the upstream.
+pub(crate) fn wants_trailers<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
+/// The deadline a gRPC client sent (`grpc-timeout`: up to 8 digits and a unit H, M, S, m,
+/// u or n).
+pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => std::time::Duration::from_secs(n * 3600),
+        "M" => std::time::Duration::from_secs(n * 60),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Applies a route's rewrite: the Host the upstream sees and the path (the query is kept).
+/// X-Forwarded-Host, already set, keeps saying what the client sent.
+pub(crate) fn rewrite<B>(
+    req: &mut Request<B>,
+    route: &Route,
+    rewrite: &RewriteRule,
+) -> Result<(), ProxyError> {
+    if let Some(hostname) = &rewrite.hostname {
+        req.headers_mut().insert(HOST, hostname.clone());
+    }
+    if let Some(path) = &rewrite.path {
+        let mut target = path.apply(&route.path, req.uri().path());
+        if let Some(query) = req.uri().query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        let path_and_query = PathAndQuery::try_from(target).map_err(|_| ProxyError::NoRoute)?;
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = Some(path_and_query);
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::NoRoute)?;
+    }
+    Ok(())
 }
 
 /// Rewrites an upstream response's headers for the client. A 101 keeps Connection and
@@ -262,6 +320,21 @@ mod tests {
             assert_eq!(err.status().as_u16(), status, "{values:?}");
             assert!(err.is_framing_error());
         }
+    }
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let t = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", HeaderValue::from_str(v).expect("value"));
+            grpc_timeout(&h)
+        };
+        assert_eq!(t("300m"), Some(std::time::Duration::from_millis(300)));
+        assert_eq!(t("2S"), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(t("1H"), Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(t("m"), None);
+        assert_eq!(t("123456789m"), None);
+        assert_eq!(t("10x"), None);
     }
 
     #[test]

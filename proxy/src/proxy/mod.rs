@@ -1,12 +1,16 @@
 //! The request path, in the order a request goes through it:
 //!
-//! 1. [`route`]: route lookup in the served table (404, 400, or the 308 of a redirect route);
-//! 2. [`filter`]: request filter (hop-by-hop headers out, X-Forwarded-* in, upgrades noted);
-//! 3. [`peer`]: upstream peer selection (load balancing over ready endpoints, 503 if none);
-//! 4. [`upstream`]: the upstream request (pooled connection, timeouts, one retry on connect
-//!    failure; 502 and 504);
-//! 5. response: hop-by-hop headers out, protocol switches tunnelled ([`upgrade`]), the body
-//!    streamed back ([`body`]), metrics and the access log.
+//! 1. [`route`]: route lookup in the served table by host, path and request matches (404,
+//!    400, the 308 of a redirectHttp route, or a `filters.redirect`);
+//! 2. [`filter`]: request filter (hop-by-hop headers out, X-Forwarded-* in, upgrades noted),
+//!    then the route's rewrite and request header filter;
+//! 3. [`peer`]: upstream peer selection (a backend chosen by weight, load balancing over its
+//!    ready endpoints, 503 if none);
+//! 4. [`upstream`]: the upstream request (pooled connection, timeouts, retries; 502 and 504),
+//!    all within the route's `timeouts.request` (504 when it passes first);
+//! 5. response: hop-by-hop headers out, the route's response header filter, protocol
+//!    switches tunnelled ([`upgrade`]), the body streamed back ([`body`]), metrics and the
+//!    access log.
 //!
 //! The served configuration is loaded once per request, so a request that started on one
 //! table finishes on it whatever swaps happen meanwhile.
@@ -46,6 +50,7 @@ pub struct Proxy {
     state: Arc<ProxyState>,
     options: ProxyOptions,
     client: UpstreamClient,
+    h2c_client: UpstreamClient,
     balancer: Balancer,
     tunnels: TaskTracker,
 }
@@ -78,6 +83,7 @@ impl Proxy {
     pub fn new(state: Arc<ProxyState>, options: ProxyOptions) -> Arc<Self> {
         Arc::new(Self {
             client: upstream::client(&options),
+            h2c_client: upstream::h2c_client(&options),
             balancer: Balancer::new(options.load_balancing),
             state,
             options,
@@ -124,6 +130,16 @@ impl Proxy {
         // (HTTP/2 frames each stream's body on its own).
         let http1 = req.version() < http::Version::HTTP_2;
         let has_body = !http_body::Body::is_end_stream(req.body());
+        // A gRPC client reads errors from grpc-status, not from the HTTP status.
+        let grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let grpc_timeout = if grpc {
+            filter::grpc_timeout(req.headers())
+        } else {
+            None
+        };
 
         let mut exchange = Exchange {
             index,
@@ -134,7 +150,16 @@ impl Proxy {
         let response = match self.phases(served, &conn, req, &mut exchange).await {
             Ok(response) => response,
             Err(error) => {
-                let mut response = self.error_response(&error);
+                let mut response = if grpc {
+                    // The client's own deadline (grpc-timeout) has passed: whatever failed
+                    // upstream (a server resets a stream whose deadline expired), the call
+                    // ended because of it.
+                    let expired = grpc_timeout
+                        .is_some_and(|t| start.elapsed() + std::time::Duration::from_millis(10) >= t);
+                    self.grpc_error_response(&error, expired)
+                } else {
+                    self.error_response(&error)
+                };
                 if http1 && (error.is_framing_error() || has_body) {
                     // An unread body, or one whose length cannot be trusted: close after
                     // the answer rather than risk reading the body as the next request.
@@ -181,7 +206,7 @@ impl Proxy {
         &self,
         served: &ServedConfig,
         conn: &ConnInfo,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Framing the upstream could not be told about is refused before anything else.
@@ -200,7 +225,29 @@ impl Proxy {
         if route.redirect_http && conn.scheme == "http" {
             return route::https_redirect(&req);
         }
+        if let Some(redirect) = &route.filters.redirect {
+            return route::filter_redirect(route, redirect, &req, conn.scheme);
+        }
+        match route.timeouts.request {
+            None => self.forward(route, conn, req, exchange, None).await,
+            Some(limit) => {
+                let deadline = tokio::time::Instant::now() + limit;
+                tokio::time::timeout_at(deadline, self.forward(route, conn, req, exchange, Some(deadline)))
+                    .await
+                    .unwrap_or(Err(ProxyError::RequestTimeout(limit)))
+            }
+        }
+    }
 
+    /// Phases 2 to 5 of a request that is proxied.
+    async fn forward(
+        &self,
+        route: &Route,
+        conn: &ConnInfo,
+        mut req: Request<Incoming>,
+        exchange: &mut Exchange,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         // 2. Request filter.
         let host = match req.uri().authority() {
             Some(authority) => HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadHost)?,
@@ -212,11 +259,25 @@ impl Proxy {
         };
         let protocol = filter::upgrade_protocol(&req);
         let client_upgrade = protocol.is_some().then(|| hyper::upgrade::on(&mut req));
+        let grpc_trailers = filter::wants_trailers(&req);
         filter::prepare_request(&mut req, host, conn.remote.ip(), conn.scheme, protocol);
+        if let Some(rewrite) = &route.filters.rewrite {
+            filter::rewrite(&mut req, route, rewrite)?;
+        }
+        if let Some(ops) = &route.filters.request_headers {
+            ops.apply(req.headers_mut());
+        }
 
         // 3 and 4. Peer selection and the upstream request.
         let (parts, body) = req.into_parts();
-        let answer = upstream::send(self, &route.backend, parts, BodySlot::new(body)).await?;
+        let body = if route.retry.is_some() {
+            BodySlot::buffer_small(body)
+                .await
+                .map_err(|_| ProxyError::BadFraming)?
+        } else {
+            BodySlot::new(body)
+        };
+        let answer = upstream::send(self, route, parts, body, grpc_trailers).await?;
         exchange.peer = Some(answer.peer.authority.clone());
         exchange.endpoint = answer.peer.guard;
 
@@ -224,19 +285,48 @@ impl Proxy {
         let mut response = answer.response;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         filter::prepare_response(response.headers_mut(), switching);
+        if let Some(ops) = &route.filters.response_headers {
+            ops.apply(response.headers_mut());
+        }
         if switching {
             let Some(client_upgrade) = client_upgrade else {
                 // A 101 nobody asked for would leave client and upstream disagreeing about
                 // the connection's protocol.
                 return Err(ProxyError::BadBackend(format!(
                     "{} switched protocols unasked",
-                    route.backend
+                    answer.peer.authority
                 )));
             };
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             upgrade::tunnel(&self.tunnels, client_upgrade, upstream_upgrade);
         }
-        Ok(response.map(ProxyBody::upstream))
+        Ok(response.map(|body| match deadline {
+            Some(deadline) if !switching => ProxyBody::upstream_until(body, deadline),
+            _ => ProxyBody::upstream(body),
+        }))
+    }
+
+    /// The error as gRPC says it: a "trailers-only" answer (HTTP 200, no body, grpc-status
+    /// and grpc-message in the one header block), with the gRPC code of the HTTP status
+    /// (504: DEADLINE_EXCEEDED, 404: UNIMPLEMENTED, 502/503: UNAVAILABLE).
+    fn grpc_error_response(&self, error: &ProxyError, deadline_passed: bool) -> Response<ProxyBody> {
+        let status = self.error_response(error).status();
+        let code = match status.as_u16() {
+            _ if deadline_passed => "4",
+            504 => "4",
+            404 => "12",
+            502 | 503 => "14",
+            400 | 405 | 501 => "13",
+            _ => "2",
+        };
+        let mut response = Response::new(ProxyBody::empty());
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from_static(code));
+        if let Ok(message) = HeaderValue::try_from(format!("lockstep-proxy: {}", status.as_u16())) {
+            headers.insert("grpc-message", message);
+        }
+        response
     }
 
     fn error_response(&self, error: &ProxyError) -> Response<ProxyBody> {

@@ -28,6 +28,9 @@ pub(crate) struct Peer {
     pub authority: PeerAuthority,
     /// Counts the attempt as in flight on its endpoint while alive.
     pub guard: Option<EndpointGuard>,
+    /// Spoken to in HTTP/2 with prior knowledge (an `h2c://` URL, or a Service port with
+    /// appProtocol `kubernetes.io/h2c`).
+    pub h2c: bool,
 }
 
 /// The address of a peer.
@@ -84,12 +87,15 @@ impl Balancer {
     ) -> Result<Peer, ProxyError> {
         match backend {
             BackendRef::Url { scheme, authority } => {
-                if &**scheme != "http" {
-                    return Err(ProxyError::UnsupportedScheme(scheme.to_string()));
-                }
+                let h2c = match &**scheme {
+                    "http" => false,
+                    "h2c" => true,
+                    _ => return Err(ProxyError::UnsupportedScheme(scheme.to_string())),
+                };
                 Ok(Peer {
                     authority: PeerAuthority::Static(authority.clone()),
                     guard: None,
+                    h2c,
                 })
             }
             BackendRef::Service {
@@ -130,6 +136,7 @@ impl Balancer {
                 Ok(Peer {
                     authority: PeerAuthority::Endpoint(addr),
                     guard: Some(EndpointGuard(count)),
+                    h2c: state.endpoints.is_h2c(&key),
                 })
             }
         }

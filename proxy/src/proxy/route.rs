@@ -1,7 +1,8 @@
-//! Phase 1, route lookup: which route of the served table a request belongs to.
+//! Phase 1, route lookup: which route of the served table a request belongs to, by host,
+//! path and the routes' request matches; redirects are answered here.
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header, uri::Authority};
-use lockstep_config::{Route, RouteTable, normalize_host};
+use lockstep_config::{Route, RouteTable, normalize_host, traffic::RedirectRule};
 
 use super::{body::ProxyBody, error::ProxyError};
 
@@ -66,7 +67,40 @@ pub(crate) fn lookup<'t, B>(table: &'t RouteTable, req: &Request<B>) -> Result<&
         // could serve.
         return Err(ProxyError::NoRoute);
     }
-    table.lookup(host, path).ok_or(ProxyError::NoRoute)
+    table
+        .lookup_request(host, path, req.method(), req.headers(), req.uri().query())
+        .ok_or(ProxyError::NoRoute)
+}
+
+/// The answer of a route whose `filters.redirect` is set, with Location built from the
+/// request as Gateway API specifies.
+pub(crate) fn filter_redirect<B>(
+    route: &Route,
+    redirect: &RedirectRule,
+    req: &Request<B>,
+    scheme: &'static str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let raw = request_host(req)?;
+    let host = normalize_host(raw);
+    // The port the client addressed: from Host (or :authority), else the scheme's default.
+    let port = raw
+        .parse::<Authority>()
+        .ok()
+        .and_then(|a| a.port_u16())
+        .or(Some(if scheme == "https" { 443 } else { 80 }));
+    let location = redirect.location(
+        &route.path,
+        scheme,
+        &host,
+        port,
+        req.uri().path(),
+        req.uri().query(),
+    );
+    let location = HeaderValue::try_from(location).map_err(|_| ProxyError::BadHost)?;
+    let mut response = Response::new(ProxyBody::empty());
+    *response.status_mut() = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::FOUND);
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
 }
 
 /// The 308 a `redirectHTTP` route answers plain-HTTP requests with. 308 rather than 301 keeps

@@ -1,6 +1,13 @@
 //! Phase 4, upstream request: sends the request to the chosen peer over a pooled keep-alive
-//! connection, with the connect and response timeouts, and tries a second endpoint once
-//! when the first could not be connected to and nothing of the request was sent.
+//! connection, with the connect and response timeouts (a route's `timeouts.backendRequest`
+//! bounds each attempt), and retries:
+//! - without a `retry` policy, a second endpoint is tried once when the first could not be
+//!   connected to, nothing of the request was sent, and the method is idempotent;
+//! - with one, up to `attempts` retries, after `backoff`, on connect failures and on the
+//!   listed response statuses, but only for requests whose body is replayable (none, or
+//!   small enough to have been read whole). A retried response is dropped unread; a response
+//!   that is returned has not been shown to the client before, so no retry ever happens
+//!   after response bytes went out. Each retry chooses its backend by weight again.
 
 use std::io;
 
@@ -10,7 +17,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
-use lockstep_config::BackendRef;
+use lockstep_config::{BackendRef, Route};
 
 use super::{
     Proxy,
@@ -37,6 +44,20 @@ pub(crate) fn client(options: &ProxyOptions) -> UpstreamClient {
         .build(connector)
 }
 
+/// A client that speaks HTTP/2 with prior knowledge (h2c) to upstreams, as gRPC servers
+/// without TLS expect.
+pub(crate) fn h2c_client(options: &ProxyOptions) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(options.connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(options.upstream_idle_timeout)
+        .http2_only(true)
+        .build(connector)
+}
+
 /// What came back, and the peer it came from (its in-flight guard lives as long as the
 /// response body).
 pub(crate) struct Answer {
@@ -44,19 +65,86 @@ pub(crate) struct Answer {
     pub peer: Peer,
 }
 
-/// Sends a prepared request to the backend.
+/// Sends a prepared request to a backend of the route, retrying as its policy says.
+/// `trailers`: the client sent `TE: trailers` (a gRPC client), which is passed on to HTTP/2
+/// upstreams only.
 pub(crate) async fn send(
     proxy: &Proxy,
+    route: &Route,
+    parts: Parts,
+    body: BodySlot,
+    trailers: bool,
+) -> Result<Answer, ProxyError> {
+    let backend = route.pick_backend().ok_or(ProxyError::NoBackends)?;
+    let Some(policy) = route.retry.as_ref().filter(|p| p.attempts > 0) else {
+        return send_once(proxy, route, backend, parts, body, trailers).await;
+    };
+    let mut retries_left = policy.attempts;
+    let mut backend = backend;
+    let mut parts = parts;
+    let mut failed: Option<PeerAuthority> = None;
+    loop {
+        let replayable = body.is_replayable();
+        let spare = (retries_left > 0 && replayable).then(|| clone_head(&parts));
+        let peer = match proxy.balancer.select(&proxy.state, backend, failed.as_ref()) {
+            Ok(peer) => peer,
+            // The only endpoint just failed: try it again rather than give up.
+            Err(_) if failed.is_some() => proxy.balancer.select(&proxy.state, backend, None)?,
+            Err(e) => return Err(e),
+        };
+        let result = attempt(proxy, route, &peer, parts, &body, trailers).await;
+        let retry = match &result {
+            Ok(response) => policy.codes.contains(&response.status().as_u16()),
+            Err(err) => is_connect_failure(err) || matches!(err, ProxyError::ResponseTimeout { .. }),
+        };
+        match spare {
+            Some(head) if retry => {
+                match &result {
+                    Ok(response) => {
+                        tracing::debug!(peer = %peer.authority, status = response.status().as_u16(), "retrying")
+                    }
+                    Err(err) => {
+                        tracing::debug!(peer = %peer.authority, error = %err, "retrying");
+                        proxy
+                            .metrics()
+                            .upstream_error(err.upstream_kind().unwrap_or("connect"));
+                    }
+                }
+                drop(result);
+                failed = Some(peer.authority.clone());
+                drop(peer);
+                retries_left -= 1;
+                if !policy.backoff.is_zero() {
+                    tokio::time::sleep(policy.backoff).await;
+                }
+                parts = head;
+                backend = route.pick_backend().ok_or(ProxyError::NoBackends)?;
+            }
+            _ => {
+                return Ok(Answer {
+                    response: result?,
+                    peer,
+                });
+            }
+        }
+    }
+}
+
+/// One attempt, and without a retry policy the one connect retry of an idempotent request.
+async fn send_once(
+    proxy: &Proxy,
+    route: &Route,
     backend: &BackendRef,
     parts: Parts,
     body: BodySlot,
+    trailers: bool,
 ) -> Result<Answer, ProxyError> {
     let peer = proxy.balancer.select(&proxy.state, backend, None)?;
     // Only requests a server may see twice are retried (RFC 9110 §9.2.2), and only for
     // Service backends, where another endpoint may exist.
     let may_retry = matches!(backend, BackendRef::Service { .. }) && is_idempotent(&parts.method);
     let spare = may_retry.then(|| clone_head(&parts));
-    let first = attempt(proxy, &peer, parts, &body).await;
+    let first = attempt(proxy, route, &peer, parts, &body, trailers).await;
     match (first, spare) {
         (Err(err), Some(parts)) if is_connect_failure(&err) && body.is_untouched() => {
             tracing::debug!(peer = %peer.authority, error = %err, "connect failed; trying another endpoint");
@@ -72,7 +160,7 @@ pub(crate) async fn send(
                 Err(_) => return Err(err),
             };
             drop(peer);
-            let response = attempt(proxy, &second, parts, &body).await?;
+            let response = attempt(proxy, route, &second, parts, &body, trailers).await?;
             Ok(Answer {
                 response,
                 peer: second,
@@ -87,14 +175,31 @@ pub(crate) async fn send(
 
 async fn attempt(
     proxy: &Proxy,
+    route: &Route,
     peer: &Peer,
     mut parts: Parts,
     body: &BodySlot,
+    trailers: bool,
 ) -> Result<Response<Incoming>, ProxyError> {
     parts.uri = upstream_uri(&peer.authority, parts.uri.path_and_query())?;
+    let client = if peer.h2c {
+        parts.version = http::Version::HTTP_2;
+        if trailers {
+            // The one TE value HTTP/2 allows, which gRPC servers require.
+            parts
+                .headers
+                .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        }
+        &proxy.h2c_client
+    } else {
+        &proxy.client
+    };
     let request = Request::from_parts(parts, body.attempt());
-    let timeout = proxy.options.response_timeout;
-    match tokio::time::timeout(timeout, proxy.client.request(request)).await {
+    let timeout = route
+        .timeouts
+        .backend_request
+        .unwrap_or(proxy.options.response_timeout);
+    match tokio::time::timeout(timeout, client.request(request)).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(source)) => Err(classify(&peer.authority, source)),
         Err(_) => Err(ProxyError::ResponseTimeout {
