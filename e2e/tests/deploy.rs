@@ -74,22 +74,25 @@ fn numbers_as_floats(value: &Value) -> Value {
     }
 }
 
-const CLUSTER_SCOPED: [&str; 4] = [
+const CLUSTER_SCOPED: [&str; 6] = [
     "Namespace",
     "CustomResourceDefinition",
     "ClusterRole",
     "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 ];
 
 #[test]
 fn deploy_crd_is_the_generated_crd() {
     // kustomize refuses files outside deploy/, so deploy/ holds a copy of the CRD; the source
     // of truth is crds/routerconfig.yaml (which crds/tests/crd_current.rs keeps generated).
-    assert!(
-        read("deploy/crd/routerconfig.yaml") == read("crds/routerconfig.yaml"),
-        "deploy/crd/routerconfig.yaml differs from crds/routerconfig.yaml; run \
-         `cp crds/routerconfig.yaml deploy/crd/routerconfig.yaml`"
-    );
+    for file in ["routerconfig.yaml", "routerreplica.yaml"] {
+        assert!(
+            read(&format!("deploy/crd/{file}")) == read(&format!("crds/{file}")),
+            "deploy/crd/{file} differs from crds/{file}; run `cp crds/*.yaml deploy/crd/`"
+        );
+    }
 }
 
 #[test]
@@ -99,16 +102,19 @@ fn kustomize_builds_the_expected_objects() {
     let want: BTreeSet<(String, String)> = [
         ("Namespace", "lockstep-system"),
         ("CustomResourceDefinition", "routerconfigs.lockstep.dev"),
+        ("CustomResourceDefinition", "routerreplicas.lockstep.dev"),
         ("ServiceAccount", "lockstep-operator"),
         ("ServiceAccount", "lockstep-proxy"),
         ("ClusterRole", "lockstep-operator"),
         ("ClusterRole", "lockstep-operator-leader"),
-        ("ClusterRole", "lockstep-proxy"),
-        ("ClusterRole", "lockstep-proxy-lease"),
+        ("ClusterRole", "lockstep-proxy-read"),
+        ("ClusterRole", "lockstep-proxy-member"),
         ("ClusterRoleBinding", "lockstep-operator"),
-        ("ClusterRoleBinding", "lockstep-proxy"),
         ("RoleBinding", "lockstep-operator-leader"),
-        ("RoleBinding", "lockstep-proxy-lease"),
+        ("RoleBinding", "lockstep-proxy-read"),
+        ("RoleBinding", "lockstep-proxy-member"),
+        ("ValidatingAdmissionPolicy", "lockstep-proxy-own-objects"),
+        ("ValidatingAdmissionPolicyBinding", "lockstep-proxy-own-objects"),
         ("Deployment", "lockstep-operator"),
         ("Deployment", "lockstep-proxy"),
         ("Service", "lockstep-proxy"),
@@ -126,6 +132,9 @@ fn kustomize_builds_the_expected_objects() {
         let namespace = object["metadata"]["namespace"].as_str();
         if CLUSTER_SCOPED.contains(&kind.as_str()) {
             assert_eq!(namespace, None, "{kind}/{name} is cluster-scoped");
+        } else if (kind.as_str(), name.as_str()) == ("RoleBinding", "lockstep-proxy-read") {
+            // Read access where the proxies serve (--watch-namespaces), not where they live.
+            assert_eq!(namespace, Some("default"), "{kind}/{name}");
         } else {
             assert_eq!(namespace, Some("lockstep-system"), "{kind}/{name}");
         }
@@ -383,12 +392,12 @@ fn every_manifest_passes_server_side_dry_run() {
         env_field(container, "POD_NAMESPACE").as_deref(),
         Some("metadata.namespace")
     );
-    assert!(
-        container["args"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("--all-namespaces"))
-    );
+    // The proxies serve the namespaces their read RoleBindings cover: no cluster-wide read.
+    assert_eq!(flag(container, "--watch-namespaces"), Some("default"));
+    let read_binding = find(&objects, "RoleBinding", "lockstep-proxy-read");
+    assert_eq!(read_binding["metadata"]["namespace"], "default");
+    // Its RouterReplica is owned by its Pod: the downward API gives it the Pod's uid.
+    assert_eq!(env_field(container, "POD_UID").as_deref(), Some("metadata.uid"));
     let admin_port: i64 = flag(container, "--admin")
         .unwrap()
         .rsplit(':')

@@ -253,7 +253,7 @@ async fn every_replica_serves_the_certificate_by_sni_and_a_rotation_is_covered_b
     for proxy in &proxies {
         let row = table
             .lines()
-            .find(|l| l.split_whitespace().next() == Some(proxy.spec.name.as_str()))
+            .find(|l| l.split_whitespace().next() == Some(format!("{}/{}", f.ns, proxy.spec.name).as_str()))
             .unwrap_or_else(|| panic!("{} missing from\n{table}", proxy.spec.name));
         assert!(row.contains(" match "), "{row}");
     }
@@ -365,30 +365,36 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
     let rc = f.rcs.get("web").await.unwrap();
     f.wait_digest(&expected_digest(&rc, &[("app-tls", &good)])).await;
 
-    // A Secret that does not exist: the spec is not accepted, naming the field.
+    // A Secret that does not exist yet (cert-manager and GitOps often create it after the
+    // RouterConfig) is a wait, not a rejection: Accepted stays True, Ready is False with
+    // reason WaitingForSecret naming the field, and Reconciling is True (kstatus InProgress).
     f.cp.kubectl_apply(&router_config(
         &f.ns,
         &f.fleet,
         &[("app.test", "missing-tls", &one.url())],
     ))
     .unwrap();
-    let accepted = eventually("Accepted=False for a missing Secret", WAIT, || async {
+    let waiting = eventually("Ready=False waiting for the Secret", WAIT, || async {
         let rc = f.rcs.get_status("web").await.ok()?;
         let generation = rc.metadata.generation?;
-        let c = rc
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Accepted")?;
-        (c.observed_generation == Some(generation) && c.status == "False").then_some(c)
+        let status = rc.status?;
+        let find = |t: &str| status.conditions.iter().find(|c| c.type_ == t && c.observed_generation == Some(generation)).cloned();
+        let ready = find("Ready")?;
+        (ready.reason == "WaitingForSecret").then(|| (ready, find("Accepted"), find("Reconciling")))
     })
     .await
     .unwrap();
-    assert_eq!(accepted.reason, "InvalidTLS");
+    let (ready, accepted, reconciling) = waiting;
+    assert_eq!(ready.status, "False");
     assert!(
-        accepted.message.contains("spec.rules[0].tls.secretName") && accepted.message.contains("missing-tls"),
+        ready.message.contains("spec.rules[0].tls.secretName") && ready.message.contains("missing-tls"),
         "{}",
-        accepted.message
+        ready.message
+    );
+    assert_eq!(accepted.map(|c| c.status).as_deref(), Some("True"));
+    assert_eq!(
+        reconciling.map(|c| (c.status, c.reason)),
+        Some(("True".to_owned(), "WaitingForSecret".to_owned()))
     );
     for proxy in &proxies {
         let der = presented(proxy.tls.unwrap(), "app.test", &[&good]).await;
@@ -398,4 +404,11 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
             "a missing Secret keeps the previous certificate"
         );
     }
+    // The Secret appears: Ready without any edit of the RouterConfig.
+    check::put_tls_secret(&f.secrets, "missing-tls", &good.pem, &good.key)
+        .await
+        .unwrap();
+    let rc = f.rcs.get("web").await.unwrap();
+    f.wait_digest(&expected_digest(&rc, &[("missing-tls", &good)])).await;
+    f.wait_ready();
 }

@@ -91,9 +91,10 @@ pub struct BarrierModel {
     /// Start from a settled fleet (every proxy a member at generation 1, Ready=True) rather
     /// than from processes that have yet to join.
     pub steady_start: bool,
-    /// Lease writes land (and are answered) as a step of their own, any time later, rather
-    /// than with the send: slow apiservers and answers that come after the Lease ran out.
-    pub slow_lease_writes: bool,
+    /// The proxy (index) whose Lease writes land (and are answered) as a step of their own,
+    /// any time later, rather than with the send: a slow apiserver, answers that come after
+    /// the Lease ran out. One proxy suffices to show the race and keeps the space small.
+    pub slow_lease_writes: Option<usize>,
     /// A bug put back.
     pub mutation: Mutation,
 }
@@ -139,31 +140,27 @@ impl BarrierModel {
             rejecting: None,
             lease_seconds: 3,
             stall_seconds: 3,
-            max_time: 4,
-            faults_until: 2,
+            max_time: 3,
+            faults_until: 1,
             max_faults: 1,
             faults: Faults::ALL,
-            slow_lease_writes: false,
+            slow_lease_writes: None,
             steady_start: false,
             mutation: Mutation::None,
         }
     }
 
-    /// A rollout from a settled fleet with Lease writes that land late (and a 2 s Lease, so a
-    /// renewal can be answered after the previous one ran out), one freeze or crash.
+    /// A rollout from a settled fleet in which one proxy's Lease writes land late (and a 2 s
+    /// Lease, so a renewal can be answered after the previous one ran out).
     pub fn rollout() -> Self {
         Self {
             steady_start: true,
-            slow_lease_writes: true,
+            slow_lease_writes: Some(0),
             lease_seconds: 2,
-            max_time: 5,
+            max_time: 4,
             faults_until: 3,
-            faults: Faults {
-                freeze: true,
-                crash: true,
-                leave: false,
-                failover: false,
-            },
+            max_faults: 0,
+            faults: Faults::NONE,
             ..Self::small()
         }
     }
@@ -174,7 +171,7 @@ impl BarrierModel {
         Self {
             operators: 2,
             steady_start: true,
-            max_time: 5,
+            max_time: 4,
             faults_until: 3,
             faults: Faults {
                 failover: true,
@@ -213,7 +210,7 @@ impl BarrierModel {
             rejecting: Some((2, 2)),
             max_faults: 2,
             steady_start: true,
-            slow_lease_writes: true,
+            slow_lease_writes: Some(0),
             faults_until: 4,
             max_time: 7,
             ..Self::small()
@@ -222,7 +219,8 @@ impl BarrierModel {
 }
 
 /// A counterexample as a reader wants it: each step with the time, the stored generation and
-/// Ready, and each proxy's served generation, stage and readiness after it.
+/// Ready, and each proxy's served generation, stage and readiness after it, up to the first
+/// state that breaks the promise.
 pub fn explain(model: &BarrierModel, actions: &[Action]) -> String {
     let mut state = model.init_states().remove(0);
     let mut out = String::new();
@@ -265,6 +263,10 @@ pub fn explain(model: &BarrierModel, actions: &[Action]) -> String {
             state.store.status.ready_for(),
             proxies.join(" | ")
         ));
+        if !promise_holds(&state) {
+            out.push_str("^ the promise breaks here: Ready=True for the generation while a ready replica serves an older one\n");
+            break;
+        }
     }
     out
 }
@@ -695,7 +697,7 @@ impl Model for BarrierModel {
                 let stage = proxy.lease.stage(now);
                 // Without slow writes a member's renewals ride on the clock (see Tick); joins
                 // are steps of their own.
-                let renews_here = self.slow_lease_writes || stage == Stage::Outside;
+                let renews_here = self.slow_lease_writes == Some(p) || stage == Stage::Outside;
                 if renews_here
                     && proxy.renewal.is_none()
                     && proxy.lease.renewal_due(now) <= now
@@ -756,10 +758,13 @@ impl Model for BarrierModel {
         match action {
             Action::Tick => {
                 s.now += 1;
-                if !self.slow_lease_writes {
+                {
                     // Healthy members renew on time: send, land and answer at the tick. What
                     // can go wrong with a renewal is a fault or a slow write, modelled apart.
                     for p in 0..s.proxies.len() {
+                        if self.slow_lease_writes == Some(p) {
+                            continue;
+                        }
                         let proxy = &s.proxies[p];
                         let t = mono(s.now);
                         if proxy.active()
@@ -791,7 +796,7 @@ impl Model for BarrierModel {
                 proxy.reported = Some(proxy.report);
                 s.store.reports[p] = Some(proxy.report);
             }
-            Action::SendLease(p) if !self.slow_lease_writes => {
+            Action::SendLease(p) if self.slow_lease_writes != Some(p) => {
                 s.proxies[p].renewal = Some(now);
                 return self.next_state(&s, Action::LeaseLands(p));
             }
