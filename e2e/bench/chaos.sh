@@ -5,6 +5,12 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 "$ROOT/e2e/setup"
+# libfaketime gives one proxy a wall clock 30 s ahead (Debian package faketime).
+if [[ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 && ! -e /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1 ]]; then
+  echo "[chaos] installing faketime" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null) \
+    || echo "[chaos] faketime unavailable: running without clock skew" >&2
+fi
 cargo build --manifest-path "$ROOT/Cargo.toml" --workspace --bins --release --locked
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 exec "${CARGO_TARGET_DIR:-$ROOT/target}/release/lockstep-e2e-chaos" "$@"

@@ -4,7 +4,7 @@
 #   e2e/bench/proxy.sh            # everything (about 7 minutes)
 #   DURATION=5 SWAPS=200 e2e/bench/proxy.sh   # a quicker look
 #
-# Roles (2-core machine, see shared/notes/proxy-performance.md §5): the proxy under test runs
+# Roles (2-core machine; results in e2e/bench/RESULTS.md, "Data plane"): the proxy under test runs
 # alone on CPU 1 with one worker; the load generator (oha) and the one shared trivial backend
 # (an nginx `return 200`) run on CPU 0. Every proxy gets upstream keep-alive and no access
 # log. All traffic stays on 127.0.0.1. Results go to stdout and $OUT (a markdown fragment).

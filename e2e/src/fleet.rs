@@ -65,6 +65,8 @@ pub struct ProxySpec {
     pub tls: bool,
     /// Extra flags.
     pub extra: Vec<String>,
+    /// Extra environment (e.g. libfaketime's, for a skewed wall clock).
+    pub env: Vec<(String, String)>,
 }
 
 impl ProxySpec {
@@ -77,6 +79,7 @@ impl ProxySpec {
             lease_seconds: 3,
             tls: false,
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -117,7 +120,8 @@ impl Proxy {
             ])
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(["--lease-duration", &format!("{}s", spec.lease_seconds)])
-            .args(&spec.extra);
+            .args(&spec.extra)
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if spec.tls {
             cmd.args(["--tls-listen", "127.0.0.1:0"]);
         }

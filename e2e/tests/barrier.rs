@@ -726,3 +726,75 @@ async fn grpc_reaches_a_service_port_with_app_protocol_h2c() {
         );
     }
 }
+
+#[tokio::test]
+async fn sigterm_turns_a_proxy_unready_deletes_its_lease_and_router_replica_and_drains() {
+    let f = fixture("sigterm").await;
+    let backend = Backend::start(&f.dir, "slow").unwrap();
+    // A 30 s Lease: if the replica did not delete it, the operator would wait that long.
+    let mut proxies: Vec<Proxy> = (0..2)
+        .map(|i| {
+            let name = format!("proxy-{i}");
+            let kubeconfig = f.cp.proxy_kubeconfig(&f.ns, &name, &[&f.ns]).unwrap();
+            let mut spec = ProxySpec::new(&name, &f.ns, &f.fleet);
+            spec.lease_seconds = 30;
+            Proxy::start_with_kubeconfig(&kubeconfig, &f.dir, spec).unwrap()
+        })
+        .collect();
+    for proxy in &mut proxies {
+        proxy.wait_joined().unwrap();
+    }
+    f.apply("web", &[("app.test", "/", &backend.url())]);
+    kubectl_wait(f.cp, &f.ns, "web");
+
+    // A request in flight (the backend answers after 1.5 s) when SIGTERM arrives.
+    let (http, addr) = (f.http.clone(), proxies[1].http);
+    let in_flight =
+        tokio::spawn(async move { check::request(&http, addr, "app.test", "/?sleep_ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let leaving = &mut proxies[1];
+    leaving.process.signal(Signal::SIGTERM).unwrap();
+    let admin = leaving.admin;
+    eventually("proxy-1 to turn unready", WAIT, || async {
+        (!check::is_ready(&f.http, admin).await).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let client = f.cp.client().await.unwrap();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &f.ns);
+    let replicas: Api<lockstep_crds::RouterReplica> = Api::namespaced(client, &f.ns);
+    eventually(
+        "proxy-1's Lease and RouterReplica to be deleted",
+        WAIT,
+        || async {
+            let lease = leases.get_opt("lockstep-proxy-proxy-1").await.ok()?;
+            let rrep = replicas.get_opt("proxy-1").await.ok()?;
+            (lease.is_none() && rrep.is_none()).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(leases.get_opt("lockstep-proxy-proxy-0").await.unwrap().is_some());
+    assert!(replicas.get_opt("proxy-0").await.unwrap().is_some());
+
+    let (status, landed) = in_flight.await.unwrap().unwrap();
+    assert_eq!(
+        (status, landed.as_deref()),
+        (200, Some("slow")),
+        "the in-flight request was drained"
+    );
+    assert_eq!(leaving.process.wait_exit(WAIT).unwrap(), Some(0), "a clean exit");
+
+    // The operator counts the remaining replica at once, long before a 30 s Lease would run out.
+    f.apply("web", &[("app.test", "/", &format!("{}/", backend.url()))]);
+    let started = std::time::Instant::now();
+    kubectl_wait(f.cp, &f.ns, "web");
+    let rc = f.get("web").await;
+    assert_eq!(rc.status.unwrap().synced.as_deref(), Some("1/1"));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}

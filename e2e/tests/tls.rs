@@ -378,7 +378,13 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
         let rc = f.rcs.get_status("web").await.ok()?;
         let generation = rc.metadata.generation?;
         let status = rc.status?;
-        let find = |t: &str| status.conditions.iter().find(|c| c.type_ == t && c.observed_generation == Some(generation)).cloned();
+        let find = |t: &str| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == t && c.observed_generation == Some(generation))
+                .cloned()
+        };
         let ready = find("Ready")?;
         (ready.reason == "WaitingForSecret").then(|| (ready, find("Accepted"), find("Reconciling")))
     })
@@ -409,6 +415,7 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
         .await
         .unwrap();
     let rc = f.rcs.get("web").await.unwrap();
-    f.wait_digest(&expected_digest(&rc, &[("missing-tls", &good)])).await;
+    f.wait_digest(&expected_digest(&rc, &[("missing-tls", &good)]))
+        .await;
     f.wait_ready();
 }

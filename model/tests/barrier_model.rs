@@ -52,7 +52,10 @@ fn counterexample(model: BarrierModel, mutation: Mutation) -> String {
         .join();
     let path = checker.assert_any_discovery(PROMISE);
     let trace = explain(&model, &path.into_actions());
-    eprintln!("{mutation:?} breaks the promise after {} states:\n{trace}", checker.state_count());
+    eprintln!(
+        "{mutation:?} breaks the promise after {} states:\n{trace}",
+        checker.state_count()
+    );
     assert!(trace.contains("the promise breaks here"), "{trace}");
     trace
 }

@@ -196,11 +196,11 @@ async fn service_without_ready_endpoints_is_503_and_recovers_when_endpoints_appe
 #[tokio::test]
 async fn failed_connect_retries_another_endpoint_for_idempotent_methods_only() {
     let live = backend("live").await;
-    // A port nothing listens on: bind, note it, close.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    // A port nothing listens on, held (bound, never listening) for the whole test: a port
+    // that was closed again could be taken by a parallel test's listener, which would answer.
+    let dead_socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    dead_socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let dead = dead_socket.local_addr().expect("addr");
     let state = state_with(&service_config("svc", "svc.test", "api", 80));
     state.endpoints.set(
         ServiceKey {

@@ -212,10 +212,10 @@ async fn oversized_or_too_many_headers_are_431() {
 
 #[tokio::test]
 async fn unreachable_upstream_is_502() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    // Bound and never listening for the whole test, so no parallel test's listener takes it.
+    let dead_socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    dead_socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let dead = dead_socket.local_addr().expect("addr");
     let state = state_with(&router_config("web", &[rule("app.test", "/", &url(dead))]));
     let server = proxy(state.clone(), ProxyOptions::default()).await;
     assert_eq!(

@@ -637,10 +637,11 @@ async fn timeouts_answer_504_within_the_limit() {
 #[tokio::test]
 async fn retries_resend_replayable_requests_and_never_streamed_bodies() {
     let e = echo("e").await;
-    // A port nothing listens on: connect failures are retried on the other backend.
-    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    // A port nothing listens on, held (bound, never listening) for the whole test so a
+    // parallel test cannot take it: connect failures are retried on the other backend.
+    let dead = tokio::net::TcpSocket::new_v4().expect("socket");
+    dead.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
     let dead_addr = dead.local_addr().expect("addr");
-    drop(dead);
     let proxy = Proxy::start(&config(&format!(
         "    - {{path: /retry, backend: {{url: \"{u}\"}}, retry: {{attempts: 2, codes: [503], backoff: 50ms}}}}\n    - {{path: /once, backend: {{url: \"{u}\"}}, retry: {{attempts: 1, codes: [503]}}}}\n    - {{path: /none, backend: {{url: \"{u}\"}}}}\n    - path: /connect\n      backends:\n      - {{url: \"http://{dead_addr}\", weight: 1}}\n      - {{url: \"{u}\", weight: 1}}\n      retry: {{attempts: 1}}\n",
         u = url(&e)

@@ -3,7 +3,8 @@
 //! headers), so a request through a proxy shows where it landed.
 //!
 //! `lockstep-e2e-backend --listen 127.0.0.1:18090 --name web`; prints
-//! `lockstep-e2e-backend listening http=ADDR` once bound.
+//! `lockstep-e2e-backend listening http=ADDR` once bound. A query `sleep_ms=N` (at most 60 s)
+//! delays the answer, for tests of in-flight requests.
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
@@ -30,8 +31,18 @@ async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Full<
         "xForwardedProto": header("x-forwarded-proto"),
         "xForwardedHost": header("x-forwarded-host"),
     });
+    let sleep_ms: u64 = req
+        .uri()
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("sleep_ms=")?.parse().ok())
+        .unwrap_or(0);
     // Drain the request body so keep-alive connections stay usable.
     let _ = req.into_body().collect().await;
+    if sleep_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(sleep_ms.min(60_000))).await;
+    }
     let mut body = description.to_string();
     body.push('\n');
     Ok(Response::builder()

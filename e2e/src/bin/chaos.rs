@@ -1,8 +1,10 @@
 //! Chaos run: checks the barrier's promise under faults. While hundreds of rollouts run,
 //! proxies are SIGKILLed and restarted or SIGSTOPped and resumed, the operator leader is
-//! killed, the apiserver and etcd are restarted, and bursts of edits arrive faster than the
-//! debounce. At every transition to `Ready=True` at generation G, every replica that answers
-//! ready must serve G (its `/config`, and a real request to a path only G routes); steady
+//! killed or SIGSTOPped, the apiserver and etcd are restarted, and bursts of edits arrive
+//! faster than the debounce; one proxy runs with its wall clock 30 s ahead (libfaketime, when
+//! installed). At every status event that shows `Ready=True` for the current generation G,
+//! every replica that answers `/readyz` 200 (a faulted one too, e.g. one just woken from a
+//! freeze) must serve G (its `/config`, and a real request to a path only G routes); steady
 //! traffic counts failed requests to replicas that were not being faulted.
 //!
 //! `lockstep-e2e-chaos [--rollouts 200] [--seconds 600] [--replicas 3] [--seed N]`
@@ -55,6 +57,8 @@ struct Tally {
     failed_requests: AtomicU64,
     excused_failures: AtomicU64,
     ready_checks: AtomicU64,
+    ready_events: AtomicU64,
+    operator_freezes: AtomicU64,
 }
 
 const OPERATOR_LEASE_NAMESPACE: &str = "lockstep-system";
@@ -92,6 +96,17 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let operator_kubeconfig = cp.operator_kubeconfig(OPERATOR_LEASE_NAMESPACE)?;
     let dir = cp.test_dir("chaos");
+    let faketime = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .map(str::to_owned);
+    match &faketime {
+        Some(lib) => eprintln!("chaos: proxy-0's wall clock runs 30 s ahead ({lib})"),
+        None => eprintln!("chaos: libfaketime not installed (apt-get install faketime): no clock skew"),
+    }
     eprintln!("chaos: logs in {}", dir.display());
     let default_backend = Backend::start(&dir, "default")?;
     let gen_backend = Backend::start(&dir, "gen")?;
@@ -117,7 +132,19 @@ async fn main() -> anyhow::Result<()> {
     let slots: Arc<Mutex<Vec<Slot>>> = Arc::new(Mutex::new(
         (0..replicas)
             .map(|i| {
-                let spec = ProxySpec::new(&format!("proxy-{i}"), &ns, "chaos");
+                let mut spec = ProxySpec::new(&format!("proxy-{i}"), &ns, "chaos");
+                if i == 0
+                    && let Some(lib) = &faketime
+                {
+                    // Its wall clock (and so the renewTime it writes) runs 30 s ahead; its
+                    // monotonic clock, which its Lease freshness uses, is left alone.
+                    spec.env = vec![
+                        ("LD_PRELOAD".into(), lib.clone()),
+                        ("FAKETIME".into(), "+30s".into()),
+                        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+                        ("FAKETIME_NO_CACHE".into(), "1".into()),
+                    ];
+                }
                 Proxy::start_with_kubeconfig(&proxy_kubeconfigs[i], &dir, spec.clone()).map(|p| Slot {
                     proxy: Some(p),
                     spec,
@@ -201,11 +228,13 @@ async fn main() -> anyhow::Result<()> {
                 let Some(generation) = ready_generation(&rc) else {
                     continue;
                 };
-                if generation <= last {
-                    continue;
+                // Every event that shows Ready=True for the current generation is checked,
+                // not only the first per generation.
+                tally.ready_events.fetch_add(1, Ordering::Relaxed);
+                if generation > last {
+                    last = generation;
+                    let _ = ready_tx.send((generation, Instant::now()));
                 }
-                last = generation;
-                let _ = ready_tx.send((generation, Instant::now()));
                 let tag = rc.spec.rules[0].paths[1]
                     .path
                     .trim_start_matches("/gen/")
@@ -214,7 +243,6 @@ async fn main() -> anyhow::Result<()> {
                     .lock()
                     .unwrap()
                     .iter()
-                    .filter(|s| !s.faulted)
                     .filter_map(|s| s.proxy.as_ref().map(|p| (s.spec.name.clone(), p.admin, p.http)))
                     .collect();
                 for (name, admin, http_addr) in targets {
@@ -256,13 +284,14 @@ async fn main() -> anyhow::Result<()> {
         rollout += 1;
         // A fault, sometimes, right before the rollout.
         if rng.random_bool(0.35) {
-            let kind = rng.random_range(0..5);
+            let kind = rng.random_range(0..6);
             let names = [
                 "kill proxy",
                 "freeze proxy",
                 "kill operator leader",
                 "restart apiserver",
                 "edit burst",
+                "freeze operator leader",
             ];
             eprintln!(
                 "chaos: {:?} rollout {rollout}: {}",
@@ -366,6 +395,29 @@ async fn main() -> anyhow::Result<()> {
                     tally.apiserver_restarts.fetch_add(1, Ordering::Relaxed);
                     tokio::task::spawn_blocking(move || cp.restart()).await??;
                 }
+                5 => {
+                    // A frozen leader wakes believing it leads: its Lease check must stop it.
+                    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_LEASE_NAMESPACE);
+                    let holder = leases
+                        .get_opt(lockstep_crds::OPERATOR_LEASE_NAME)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|l| l.spec?.holder_identity);
+                    if let Some(i) = holder.and_then(|h| h.strip_prefix("operator-")?.parse::<usize>().ok()) {
+                        let pid = operators.lock().unwrap()[i].as_ref().map(|op| op.process.pid());
+                        if let Some(pid) = pid {
+                            let pid = nix::unistd::Pid::from_raw(pid as i32);
+                            let _ = nix::sys::signal::kill(pid, Signal::SIGSTOP);
+                            tally.operator_freezes.fetch_add(1, Ordering::Relaxed);
+                            let frozen_for = Duration::from_millis(rng.random_range(1000..8000));
+                            tokio::spawn(async move {
+                                tokio::time::sleep(frozen_for).await;
+                                let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
+                            });
+                        }
+                    }
+                }
                 _ => {
                     // A burst of edits faster than the debounce; only the last must win.
                     tally.bursts.fetch_add(1, Ordering::Relaxed);
@@ -437,19 +489,31 @@ async fn main() -> anyhow::Result<()> {
     let t = &tally;
     let v = violations.lock().unwrap().clone();
     println!(
-        "| seed | rollouts | timed out | proxy SIGKILL | proxy SIGSTOP | operator leader kills | apiserver restarts | edit bursts | Ready checks | invariant violations | requests | failed (ready replicas) | excused (faulted replica) | longest apply→Ready |"
+        "| seed | rollouts | timed out | proxy SIGKILL | proxy SIGSTOP | operator leader kills | operator leader SIGSTOP | apiserver restarts | edit bursts | clock skew | Ready=True events checked | ready replicas checked (per event) | invariant violations | requests | failed (ready replicas) | excused (faulted replica) | longest apply→Ready |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let (events, checks) = (
+        t.ready_events.load(Ordering::Relaxed),
+        t.ready_checks.load(Ordering::Relaxed),
+    );
     println!(
-        "| {seed} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} s |",
+        "| {seed} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({:.1}) | {} | {} | {} | {} | {:.2} s |",
         t.rollouts.load(Ordering::Relaxed),
         t.rollouts_timed_out.load(Ordering::Relaxed),
         t.proxy_kills.load(Ordering::Relaxed),
         t.proxy_freezes.load(Ordering::Relaxed),
         t.operator_kills.load(Ordering::Relaxed),
+        t.operator_freezes.load(Ordering::Relaxed),
         t.apiserver_restarts.load(Ordering::Relaxed),
         t.bursts.load(Ordering::Relaxed),
-        t.ready_checks.load(Ordering::Relaxed),
+        if faketime.is_some() {
+            "proxy-0 +30 s"
+        } else {
+            "none"
+        },
+        events,
+        checks,
+        checks as f64 / events.max(1) as f64,
         v.len(),
         t.requests.load(Ordering::Relaxed),
         t.failed_requests.load(Ordering::Relaxed),

@@ -1,10 +1,19 @@
 //! Rollout benchmark: time from a spec change of a RouterConfig to `Ready=True` for the new
 //! generation, over many rollouts, at several fleet sizes, on a real local control plane with
-//! the real operator and proxy binaries; plus apiserver requests and watch events per rollout.
+//! the real operator; the fleet is real proxy processes (`--replicas`) or hollow replicas
+//! (`--hollow`: the real fleet code without a data plane, many in one process, each with its
+//! own apiserver client). Per rollout it also reports apiserver requests, RouterConfig watch
+//! events and apiserver + etcd CPU-seconds, net of the fleet's background load (Lease
+//! renewals) measured in an idle window of the same length before the rollouts.
 //!
-//! `lockstep-e2e-rollout-bench [--replicas 3,10,30] [--rollouts 100]` (see e2e/bench/rollout.sh).
+//! `lockstep-e2e-rollout-bench [--replicas 3,10,30] [--hollow 100,300,1000] [--rollouts 100]
+//! [--hollow-rollouts 50]` (see e2e/bench/rollout.sh).
 
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
 use kube::{
@@ -12,17 +21,18 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{WatchStreamExt, watcher},
 };
-use lockstep_crds::RouterConfig;
+use lockstep_crds::{RouterConfig, RouterReplica};
 use lockstep_e2e::{
     ControlPlane,
     check::ready_generation,
-    flag_or,
+    flag, flag_or,
     fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
     percentile,
+    process::{ChildGuard, workspace_bin},
 };
 
-/// Sums a counter family of the apiserver's /metrics, optionally filtered by a label match.
-async fn apiserver_counter(http: &reqwest::Client, cp: &ControlPlane, metric: &str, filter: &str) -> f64 {
+/// Sums a counter family of the apiserver's /metrics whose label set contains every `filter`.
+async fn apiserver_counter(http: &reqwest::Client, cp: &ControlPlane, metric: &str, filters: &[&str]) -> f64 {
     let token = std::fs::read_to_string(cp.dir().join("token")).unwrap_or_default();
     let url = format!("https://127.0.0.1:{}/metrics", cp.apiserver_port().expect("port"));
     let Ok(response) = http.get(url).bearer_auth(token.trim()).send().await else {
@@ -30,27 +40,140 @@ async fn apiserver_counter(http: &reqwest::Client, cp: &ControlPlane, metric: &s
     };
     let text = response.text().await.unwrap_or_default();
     text.lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{') && l.contains(filter))
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{'))
+        .filter(|l| filters.iter().all(|f| l.contains(f)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
-/// What the bench's watch saw in one event.
-struct Seen {
-    generation: i64,
-    /// Replica entries at `generation` or later.
-    reports: usize,
-    ready: Option<i64>,
-    at: Instant,
+/// CPU-seconds (user + system) a process has used, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn pid_of(cp: &ControlPlane, file: &str) -> u32 {
+    std::fs::read_to_string(cp.dir().join(file))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// What the apiserver did in a window.
+#[derive(Clone, Copy)]
+struct Load {
+    requests: f64,
+    rc_events: f64,
+    cpu: f64,
+}
+
+async fn load(http: &reqwest::Client, cp: &ControlPlane) -> Load {
+    Load {
+        requests: apiserver_counter(http, cp, "apiserver_request_total", &[]).await,
+        rc_events: apiserver_counter(http, cp, "apiserver_watch_events_total", &["routerconfigs"]).await,
+        cpu: cpu_seconds(pid_of(cp, "apiserver.pid")) + cpu_seconds(pid_of(cp, "etcd.pid")),
+    }
+}
+
+impl std::ops::Sub for Load {
+    type Output = Load;
+    fn sub(self, o: Load) -> Load {
+        Load {
+            requests: self.requests - o.requests,
+            rc_events: self.rc_events - o.rc_events,
+            cpu: self.cpu - o.cpu,
+        }
+    }
+}
+
+/// What the bench's watches saw in one event.
+enum Seen {
+    Routerconfig {
+        generation: i64,
+        ready: Option<i64>,
+        at: Instant,
+    },
+    Report {
+        replica: String,
+        generation: i64,
+        at: Instant,
+    },
+}
+
+/// The fleet under test: real proxy processes, or one process of hollow replicas. Held only
+/// to be stopped (by pid) when dropped.
+#[allow(dead_code)]
+enum Fleet {
+    Real(Vec<Proxy>),
+    Hollow(ChildGuard),
+}
+
+fn start_fleet(
+    cp: &ControlPlane,
+    dir: &Path,
+    ns: &str,
+    fleet: &str,
+    size: usize,
+    hollow: bool,
+) -> anyhow::Result<Fleet> {
+    if !hollow {
+        let mut proxies: Vec<Proxy> = (0..size)
+            .map(|i| {
+                let mut spec = ProxySpec::new(&format!("proxy-{i}"), ns, fleet);
+                spec.lease_seconds = 10;
+                Proxy::start(cp, dir, spec)
+            })
+            .collect::<Result<_, _>>()?;
+        for proxy in &mut proxies {
+            proxy.wait_joined()?;
+        }
+        return Ok(Fleet::Real(proxies));
+    }
+    let mut cmd = Command::new(workspace_bin("lockstep-e2e-hollow"));
+    cmd.env("KUBECONFIG", cp.kubeconfig())
+        .args([
+            "--replicas",
+            &size.to_string(),
+            "--namespace",
+            ns,
+            "--fleet",
+            fleet,
+        ])
+        .args(["--lease-duration", "30", "--start-rate", "100"]);
+    let mut process = ChildGuard::spawn("hollow replicas", cmd, &dir.join("hollow.log"))?;
+    process.wait_for_log("hollow replicas joined", Duration::from_secs(600))?;
+    Ok(Fleet::Hollow(process))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let sizes: Vec<usize> = flag_or("--replicas", "3,10,30")
-        .split(',')
-        .map(|s| s.parse().expect("--replicas N,M"))
-        .collect();
+    let sizes = |name: &str, default: &str| -> Vec<usize> {
+        flag(name)
+            .unwrap_or_else(|| default.to_owned())
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().expect("N,M"))
+            .collect()
+    };
+    let real = sizes("--replicas", "3,10,30");
+    let hollow = sizes("--hollow", "");
     let rollouts: usize = flag_or("--rollouts", "100").parse()?;
+    let hollow_rollouts: usize = flag_or("--hollow-rollouts", "50").parse()?;
     let cp = ControlPlane::start()?;
     let client = cp.client().await?;
     lockstep_e2e::install_crds(&client).await?;
@@ -58,28 +181,27 @@ async fn main() -> anyhow::Result<()> {
         .danger_accept_invalid_certs(true)
         .build()?;
     println!(
-        "| replicas | rollouts | first report p50 | last report p50 | p50 | p90 | p99 | max | apiserver requests / rollout | watch events / rollout |"
+        "| fleet | rollouts | p50 | p90 | p99 | max | first report p50 | last report p50 | apiserver requests / rollout | RouterConfig watch events / rollout | apiserver+etcd CPU-s / rollout | background requests / s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for replicas in sizes {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let runs = real
+        .into_iter()
+        .map(|n| (n, false, rollouts))
+        .chain(hollow.into_iter().map(|n| (n, true, hollow_rollouts)));
+    for (replicas, is_hollow, rollouts) in runs {
+        let label = format!("{replicas} {}", if is_hollow { "hollow" } else { "real" });
         let ns = cp.namespace(&client, "bench").await?;
         let dir = cp.test_dir(&format!("bench-{replicas}"));
         let backend = Backend::start(&dir, "bench")?;
         let operator = Operator::start(&cp, &dir, OperatorSpec::default())?;
-        let fleet = format!("bench-{replicas}");
-        let proxies: Vec<Proxy> = (0..replicas)
-            .map(|i| {
-                let mut spec = ProxySpec::new(&format!("proxy-{i}"), &ns, &fleet);
-                spec.lease_seconds = 10;
-                Proxy::start(&cp, &dir, spec)
-            })
-            .collect::<Result<_, _>>()?;
+        let fleet_name = format!("bench-{replicas}");
+        let fleet = start_fleet(&cp, &dir, &ns, &fleet_name, replicas, is_hollow)?;
         let api: Api<RouterConfig> = Api::namespaced(client.clone(), &ns);
         let spec = |n: usize| {
             serde_json::json!({
                 "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
                 "metadata": {"name": "web", "namespace": ns},
-                "spec": {"fleet": fleet, "rules": [{"host": "app.test", "paths": [
+                "spec": {"fleet": fleet_name, "rules": [{"host": "app.test", "paths": [
                     {"path": "/", "backend": {"url": backend.url()}},
                     {"path": format!("/v{n}"), "backend": {"url": backend.url()}}]}]}
             })
@@ -87,54 +209,82 @@ async fn main() -> anyhow::Result<()> {
         let params = PatchParams::apply("rollout-bench").force();
         api.patch("web", &params, &Patch::Apply(spec(0))).await?;
 
-        // Ready transitions arrive through one watch, as `kubectl wait` would see them; the same
-        // watch notes when the first and the last replica reported, which splits a rollout into
-        // the proxies' part (apply to last report) and the operator's (last report to Ready).
+        // Ready transitions arrive through one watch, as `kubectl wait` would see them; a
+        // second watch on the RouterReplicas notes when the first and the last replica
+        // reported, which splits a rollout into the fleet's part (apply to last report) and
+        // the operator's (last report to Ready).
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
-        let watch_api = api.clone();
-        let watch = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(watcher(watch_api, watcher::Config::default()).applied_objects());
-            while let Some(Ok(rc)) = stream.next().await {
-                let generation = rc.metadata.generation.unwrap_or_default();
-                let reports = rc.status.as_ref().map_or(0, |s| {
-                    s.replica_status
+        let rc_watch = {
+            let (api, tx) = (api.clone(), tx.clone());
+            tokio::spawn(async move {
+                let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+                while let Some(Ok(rc)) = stream.next().await {
+                    let _ = tx.send(Seen::Routerconfig {
+                        generation: rc.metadata.generation.unwrap_or_default(),
+                        ready: ready_generation(&rc),
+                        at: Instant::now(),
+                    });
+                }
+            })
+        };
+        let report_watch = {
+            let rreps: Api<RouterReplica> = Api::namespaced(client.clone(), &ns);
+            tokio::spawn(async move {
+                let mut stream = std::pin::pin!(watcher(rreps, watcher::Config::default()).applied_objects());
+                while let Some(Ok(rrep)) = stream.next().await {
+                    let generation = rrep
+                        .status
                         .iter()
-                        .filter(|e| e.observed_generation >= generation)
-                        .count()
-                });
-                let _ = tx.send(Seen {
-                    generation,
-                    reports,
-                    ready: ready_generation(&rc),
-                    at: Instant::now(),
-                });
-            }
-        });
+                        .flat_map(|s| &s.served)
+                        .find(|e| e.name == "web")
+                        .map_or(0, |e| e.observed_generation);
+                    let _ = tx.send(Seen::Report {
+                        replica: rrep.metadata.name.clone().unwrap_or_default(),
+                        generation,
+                        at: Instant::now(),
+                    });
+                }
+            })
+        };
         let wait_ready = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>, g: i64| {
             let (mut first, mut last) = (None, None);
+            let mut reported = std::collections::HashSet::new();
             loop {
-                match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
-                    Ok(Some(seen)) => {
-                        if seen.generation == g && seen.reports > 0 {
-                            first.get_or_insert(seen.at);
-                            if seen.reports >= replicas {
-                                last.get_or_insert(seen.at);
-                            }
-                        }
-                        if seen.ready.is_some_and(|r| r >= g) {
-                            return Ok((seen.at, first.unwrap_or(seen.at), last.unwrap_or(seen.at)));
+                match tokio::time::timeout(Duration::from_secs(120), rx.recv()).await {
+                    Ok(Some(Seen::Report {
+                        replica,
+                        generation,
+                        at,
+                    })) if generation >= g => {
+                        first.get_or_insert(at);
+                        reported.insert(replica);
+                        if reported.len() >= replicas {
+                            last.get_or_insert(at);
                         }
                     }
-                    _ => anyhow::bail!("generation {g} did not become Ready within 60 s"),
+                    Ok(Some(Seen::Routerconfig {
+                        generation,
+                        ready,
+                        at,
+                    })) if generation >= g && ready.is_some_and(|r| r >= g) => {
+                        return Ok((at, first.unwrap_or(at), last.unwrap_or(at)));
+                    }
+                    Ok(Some(_)) => {}
+                    _ => anyhow::bail!("generation {g} did not become Ready within 120 s"),
                 }
             }
         };
         wait_ready(&mut rx, 1).await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
 
-        let requests_before = apiserver_counter(&insecure, &cp, "apiserver_request_total", "").await;
-        let events_before =
-            apiserver_counter(&insecure, &cp, "apiserver_watch_events_total", "lockstep.dev").await;
+        // The fleet's background load (Lease renewals, resyncs) over an idle window.
+        let idle = Duration::from_secs(10);
+        let before_idle = load(&insecure, &cp).await;
+        tokio::time::sleep(idle).await;
+        let idle_load = load(&insecure, &cp).await - before_idle;
+
+        let before = load(&insecure, &cp).await;
+        let started_all = Instant::now();
         let (mut times, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
         for n in 1..=rollouts {
             let started = Instant::now();
@@ -145,27 +295,35 @@ async fn main() -> anyhow::Result<()> {
             firsts.push(first.saturating_duration_since(started));
             lasts.push(last.saturating_duration_since(started));
         }
-        let requests =
-            apiserver_counter(&insecure, &cp, "apiserver_request_total", "").await - requests_before;
-        let events = apiserver_counter(&insecure, &cp, "apiserver_watch_events_total", "lockstep.dev").await
-            - events_before;
-        watch.abort();
+        let elapsed = started_all.elapsed();
+        let total = load(&insecure, &cp).await - before;
+        let scale = elapsed.as_secs_f64() / idle.as_secs_f64();
+        let net = Load {
+            requests: total.requests - idle_load.requests * scale,
+            rc_events: total.rc_events - idle_load.rc_events * scale,
+            cpu: total.cpu - idle_load.cpu * scale,
+        };
+        rc_watch.abort();
+        report_watch.abort();
         times.sort();
         firsts.sort();
         lasts.sort();
-        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+        let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+        let per = |v: f64| v / rollouts as f64;
         println!(
-            "| {replicas} | {rollouts} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |",
-            ms(percentile(&firsts, 50.0)),
-            ms(percentile(&lasts, 50.0)),
+            "| {label} | {rollouts} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.1} |",
             ms(percentile(&times, 50.0)),
             ms(percentile(&times, 90.0)),
             ms(percentile(&times, 99.0)),
             ms(*times.last().expect("rollouts > 0")),
-            requests / rollouts as f64,
-            events / rollouts as f64,
+            ms(percentile(&firsts, 50.0)),
+            ms(percentile(&lasts, 50.0)),
+            per(net.requests),
+            per(net.rc_events),
+            per(net.cpu),
+            idle_load.requests / idle.as_secs_f64(),
         );
-        drop(proxies);
+        drop(fleet);
         drop(operator);
     }
     Ok(())
