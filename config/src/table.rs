@@ -5,7 +5,7 @@
 //! exact hosts and wildcard suffixes are hash lookups, Exact paths a hash lookup, Prefix
 //! paths a walk down a per-host trie of path segments.
 //!
-//! Matching, as Ingress and the DESIGN contract define it:
+//! Matching, as Ingress and docs/design.md define it:
 //! - The Host header is normalised ([`normalize_host`]): port and trailing dot dropped, lower
 //!   case. An exact host beats a wildcard. A wildcard "*.example.com" matches exactly one
 //!   further, non-empty label: "a.example.com", not "example.com" nor "a.b.example.com".

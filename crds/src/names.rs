@@ -1,4 +1,4 @@
-//! Names of the contract (DESIGN.md) that other processes and outside tests rely on.
+//! Names of the contract (docs/design.md) that other processes and outside tests rely on.
 
 /// The API group.
 pub const GROUP: &str = "lockstep.dev";

@@ -1,6 +1,9 @@
-//! Runs the barrier model checker and prints what it explored:
-//! `cargo run --release -p lockstep-model --example check -- [small|failover|wide] [--mutation NAME]`.
-//! `e2e/bench/model.sh` runs the deep configurations; the test suite runs the small ones.
+//! Runs the barrier model checker and prints what it explored and any counterexample:
+//! `cargo run --release -p lockstep-model --example check -- [small|rollout|failover|names|wide]
+//! [--mutation none|late-renewal|join-without-check|name-only|no-relist] [--stop-at-first]
+//! [--max-states N] [--max-depth N] [--max-time S] [--faults-until S] [--max-faults N]
+//! [--lease-seconds S]`. Exits 1 when a property fails. `e2e/bench/model.sh` runs every
+//! configuration and mutant, then the deep `wide` run.
 
 use std::time::Instant;
 
@@ -69,6 +72,9 @@ fn main() {
     }
     if let Some(n) = number("--max-depth") {
         checker = checker.target_max_depth(n as usize);
+    }
+    if args.iter().any(|a| a == "--stop-at-first") {
+        checker = checker.finish_when(stateright::HasDiscoveries::AnyFailures);
     }
     let checker = checker.spawn_bfs().join();
     let elapsed = started.elapsed();

@@ -17,7 +17,7 @@
 //! the old one's status write is still in flight; and time that moves in whole seconds past
 //! Lease expiry and the stall timeout.
 //!
-//! The promise (DESIGN "The barrier's promise") is checked at every state: while the stored
+//! The promise (docs/protocol.md, "The promise") is checked at every state: while the stored
 //! status says `Ready=True` for the current generation G, every proxy that would answer
 //! `/readyz` 200 serves G or newer. Liveness: once faults stop, every run ends with
 //! `Ready=True` for the newest generation (unless a replica rejects it).

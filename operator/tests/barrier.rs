@@ -477,3 +477,28 @@ async fn lease_expiry_is_judged_from_when_the_operator_saw_the_renewal_not_the_p
         stopped.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_replica_that_reports_without_a_lease_is_not_a_member() {
+    let f = fixture("no-lease").await;
+    operator();
+    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    // It reports the current generation but never takes its Lease (a replica whose Lease
+    // writes are refused): it is not counted, as synced or at all.
+    let orphan = f.replica("orphan", 10);
+    orphan.report_current(&f.api, "web").await;
+    let (rc, ready) = f.wait_condition("web", "Ready", "judged", |_| true).await;
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NoReplicas")
+    );
+    assert_eq!(rc.status.unwrap().synced.as_deref(), Some("0/0"));
+    // Once a live replica reports, Ready counts that one alone.
+    let mut live = f.replica("live", 10);
+    live.join().await;
+    live.report_current(&f.api, "web").await;
+    let (_, ready) = f
+        .wait_condition("web", "Ready", "True", |c| c.status == "True")
+        .await;
+    assert_eq!(ready.message, "1/1 replicas serve generation 1");
+}
