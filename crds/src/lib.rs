@@ -448,10 +448,20 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// The generation of a RouterConfig that has none (one read from a file, which no
+/// apiserver has numbered): its first. The operator, the proxies and the CLI all use this one
+/// default, so they never disagree on which generation an object is at.
+pub const DEFAULT_GENERATION: i64 = 1;
+
 impl RouterConfig {
     /// The fleet of this RouterConfig.
     pub fn fleet(&self) -> &str {
         &self.spec.fleet
+    }
+
+    /// `metadata.generation`, or [`DEFAULT_GENERATION`] when it has none.
+    pub fn generation(&self) -> i64 {
+        self.metadata.generation.unwrap_or(DEFAULT_GENERATION)
     }
 }
 

@@ -419,3 +419,63 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
         .await;
     f.wait_ready();
 }
+
+#[tokio::test]
+async fn a_generation_whose_certificate_is_missing_is_not_served_not_even_its_redirect() {
+    let f = fixture("tls-missing").await;
+    let one = Backend::start(&f.dir, "one").unwrap();
+    let proxies = f.proxies(2);
+    // Generation 1: a.test over plain HTTP.
+    let plain = |hosts: &str| {
+        format!(
+            "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: web, namespace: {}}}\nspec:\n  fleet: {}\n  rules:\n{hosts}",
+            f.ns, f.fleet
+        )
+    };
+    let a = format!(
+        "  - host: a.test\n    paths:\n    - path: /\n      backend: {{url: \"{}\"}}\n",
+        one.url()
+    );
+    f.cp.kubectl_apply(&plain(&a)).unwrap();
+    f.wait_ready();
+    // Generation 2 adds b.test with redirectHttp and a Secret that does not exist: no replica
+    // may serve it (a redirect to https for a host without a certificate), and a.test stays.
+    let b = format!(
+        "  - host: b.test\n    tls: {{secretName: nowhere, redirectHttp: true}}\n    paths:\n    - path: /\n      backend: {{url: \"{}\"}}\n",
+        one.url()
+    );
+    f.cp.kubectl_apply(&plain(&format!("{a}{b}"))).unwrap();
+    eventually("every replica to report generation 2 rejected", WAIT, || async {
+        let rc = f.rcs.get_status("web").await.ok()?;
+        let entries = rc.status?.replica_status;
+        (entries.len() == 2
+            && entries
+                .iter()
+                .all(|e| e.rejected.as_ref().is_some_and(|r| r.generation == 2)))
+        .then_some(())
+    })
+    .await
+    .unwrap();
+    let http = check::http();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for proxy in &proxies {
+        let response = no_redirects
+            .get(format!("http://{}/", proxy.http))
+            .header("host", "b.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            404,
+            "{} serves a generation without its certificate: {:?}",
+            proxy.spec.name,
+            response.headers().get("location")
+        );
+        let (status, landed) = check::request(&http, proxy.http, "a.test", "/").await.unwrap();
+        assert_eq!((status, landed.as_deref()), (200, Some("one")));
+    }
+}

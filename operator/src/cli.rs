@@ -161,7 +161,7 @@ pub fn render(rcs: &[(RouterConfig, Option<String>, Vec<ReplicaRow>)]) -> String
     let mut out = String::new();
     for (rc, expected, rows) in rcs {
         let key = ObjectKey::of(rc);
-        let generation = rc.metadata.generation.unwrap_or(0);
+        let generation = rc.generation();
         let status = rc.status.clone().unwrap_or_default();
         let ready = find(&status.conditions, condition::READY);
         out.push_str(&format!(
@@ -252,7 +252,7 @@ pub async fn status(client: Client, namespace: Option<&str>, name: Option<&str>)
 
 /// One line of progress for `wait`.
 pub fn progress_line(rc: &RouterConfig) -> String {
-    let generation = rc.metadata.generation.unwrap_or(0);
+    let generation = rc.generation();
     let status = rc.status.clone().unwrap_or_default();
     let ready =
         find(&status.conditions, condition::READY).filter(|c| c.observed_generation == Some(generation));
@@ -273,7 +273,7 @@ pub fn progress_line(rc: &RouterConfig) -> String {
 /// caller may not read the Secrets): a rotation changes no generation, so a Ready=True judged
 /// before it, on the old material, must not end the wait.
 pub fn verdict(rc: &RouterConfig, expected: Option<&str>) -> Option<i32> {
-    let generation = rc.metadata.generation.unwrap_or(0);
+    let generation = rc.generation();
     let status = rc.status.as_ref()?;
     let current =
         |type_| find(&status.conditions, type_).filter(|c| c.observed_generation == Some(generation));
@@ -291,7 +291,7 @@ pub fn verdict(rc: &RouterConfig, expected: Option<&str>) -> Option<i32> {
 
 /// Replica entries at the current generation that report `digest`.
 fn serving_digest(rc: &RouterConfig, digest: &str) -> i32 {
-    let generation = rc.metadata.generation.unwrap_or(0);
+    let generation = rc.generation();
     let entries = rc.status.as_ref().map_or(&[][..], |s| &s.replica_status[..]);
     entries
         .iter()
@@ -349,7 +349,7 @@ pub async fn wait(client: Client, namespace: &str, name: &str, timeout: Duration
             line = format!(
                 "{}/{replicas} replicas serve the current TLS material of generation {}",
                 serving_digest(&rc, digest),
-                rc.metadata.generation.unwrap_or(0)
+                rc.generation()
             );
         }
         if line != last {

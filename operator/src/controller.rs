@@ -527,7 +527,7 @@ fn judge(
         .min();
     let empty = Default::default();
     let out = barrier::decide(barrier::Input {
-        generation: rc.metadata.generation.unwrap_or(0),
+        generation: rc.generation(),
         fleet,
         current: rc.status.as_ref().unwrap_or(&empty),
         members: &members,
@@ -560,7 +560,7 @@ async fn confirm_members(ctx: &Context, fleet: &str) -> Result<()> {
 async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
-    note_seen(&ctx, &ObjectKey::of(&rc), rc.metadata.generation.unwrap_or(0));
+    note_seen(&ctx, &ObjectKey::of(&rc), rc.generation());
     if !ctx.leader.is_leader() {
         // Becoming leader triggers a reconcile of everything.
         return Ok(Action::await_change());

@@ -176,7 +176,7 @@ async fn caught_up(shared: &Shared) -> bool {
             .iter()
             .filter(|rc| rc.spec.fleet == shared.options.fleet)
             .any(|rc| {
-                let generation = rc.metadata.generation.unwrap_or(1);
+                let generation = rc.generation();
                 !reported
                     .get(&ObjectKey::of(rc))
                     .is_some_and(|r| r.processed(generation))

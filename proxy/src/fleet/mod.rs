@@ -362,7 +362,7 @@ fn spawn_routerconfig_reflector(
             let spec_change = match &event {
                 Ok(watcher::Event::Apply(rc) | watcher::Event::InitApply(rc)) => {
                     let key = ObjectKey::of(rc);
-                    let generation = rc.metadata.generation.unwrap_or(1);
+                    let generation = rc.generation();
                     let ours = rc.spec.fleet == shared.options.fleet;
                     match generations.insert(key.clone(), generation) {
                         Some(previous) => previous != generation,

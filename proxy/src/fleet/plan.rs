@@ -48,7 +48,7 @@ fn candidate(rc: &RouterConfig) -> (ObjectKey, Option<Timestamp>, i64) {
     (
         ObjectKey::of(rc),
         rc.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        rc.metadata.generation.unwrap_or(1),
+        rc.generation(),
     )
 }
 
@@ -93,13 +93,9 @@ pub fn plan(
     let mut rejected: BTreeMap<ObjectKey, (i64, String)> = BTreeMap::new();
     for (key, _, generation, spec) in &keyed {
         let digest = config_digest(spec, &tls_for(key, spec, &tls.hashes));
+        let tls_problem = tls.problems.get(key);
         match resolution.verdicts.get(key) {
-            Some(Verdict::Accepted) => {
-                // Routes apply; hosts whose TLS material is bad keep their last good
-                // certificate, and the problem is reported against this generation.
-                if let Some(problem) = tls.problems.get(key) {
-                    rejected.insert(key.clone(), (*generation, problem.clone()));
-                }
+            Some(Verdict::Accepted) if tls_problem.is_none() => {
                 next_objects.insert(
                     key.clone(),
                     ServedObject {
@@ -111,10 +107,16 @@ pub fn plan(
                 );
             }
             verdict => {
-                let message = verdict
-                    .and_then(Verdict::message)
-                    .unwrap_or("not judged")
-                    .to_owned();
+                // Invalid, in conflict, or its TLS material is unusable or missing: a
+                // generation whose certificates cannot be served is not served at all (its
+                // routes could redirect plain HTTP to a host without a certificate).
+                let message = match (verdict, tls_problem) {
+                    (Some(Verdict::Accepted), Some(problem)) => problem.clone(),
+                    (verdict, _) => verdict
+                        .and_then(Verdict::message)
+                        .unwrap_or("not judged")
+                        .to_owned(),
+                };
                 rejected.insert(key.clone(), (*generation, message));
                 // Keep serving the last good generation of this object, if any.
                 if let Some(previous) = served.objects.get(key) {
@@ -196,7 +198,7 @@ fn tls_for(
 /// fleet: it serves it, or it rejected it (a rejection is reported, never counted as applied).
 pub fn in_sync(objects: &[Arc<RouterConfig>], reports: &BTreeMap<ObjectKey, Report>) -> bool {
     objects.iter().all(|rc| {
-        let generation = rc.metadata.generation.unwrap_or(1);
+        let generation = rc.generation();
         reports
             .get(&ObjectKey::of(rc))
             .is_some_and(|r| r.processed(generation))
@@ -276,6 +278,33 @@ mod tests {
     }
 
     #[test]
+    fn a_generation_with_unusable_tls_is_not_served_and_its_routes_do_not_go_live() {
+        // Generation 1 serves a.example.com; generation 2 adds b.example.com with a TLS
+        // Secret that is missing: b must not be routed (nor redirected to https).
+        let v1 = mk_rc("web", 1, 1, "a.example.com", "/");
+        let served = run(&[v1], &ServedConfig::default()).next.unwrap();
+        let mut v2 = (*mk_rc("web", 2, 1, "b.example.com", "/")).clone();
+        v2.spec.rules[0].tls = Some(lockstep_crds::HostTls {
+            secret_name: "b-tls".into(),
+            redirect_http: true,
+        });
+        let key = ObjectKey::new("ns", "web");
+        let mut tls = TlsView::default();
+        tls.problems.insert(
+            key.clone(),
+            "spec.rules[0].tls.secretName: secret ns/b-tls not found".into(),
+        );
+        let plan = plan(&[Arc::new(v2)], &served, &tls, &mut BTreeMap::new(), now());
+        assert!(plan.next.is_none(), "the last good table stays");
+        assert!(served.table.lookup("b.example.com", "/").is_none());
+        assert!(served.table.lookup("a.example.com", "/").is_some());
+        let report = &plan.reports[&key];
+        assert_eq!(report.observed_generation, 1);
+        assert_eq!(report.rejected.as_ref().map(|r| r.0), Some(2));
+        assert!(report.rejected.as_ref().unwrap().1.contains("b-tls"));
+    }
+
+    #[test]
     fn invalid_first_generation_serves_nothing_and_reports_generation_zero() {
         let objects = vec![mk_rc("web", 1, 1, "Not_A_Host", "/")];
         let plan = run(&objects, &ServedConfig::default());
@@ -320,11 +349,15 @@ mod tests {
         let key = ObjectKey::new("ns", "web");
         assert_ne!(one.reports[&key].config_digest, two.reports[&key].config_digest);
 
-        // Bad new material: the generation applies, the problem is reported against it.
+        // Bad new material: the replica keeps what it served (digest included) and reports
+        // the problem against this generation.
         tls.problems
             .insert(key.clone(), "spec.rules[0].tls.secretName: expired".into());
-        let three = plan(&objects, &two.next.unwrap(), &tls, &mut BTreeMap::new(), now());
+        let served_two = two.next.unwrap();
+        let three = plan(&objects, &served_two, &tls, &mut BTreeMap::new(), now());
+        assert!(three.next.is_none(), "nothing new is served");
         assert_eq!(three.reports[&key].observed_generation, 1);
+        assert_eq!(three.reports[&key].config_digest, two.reports[&key].config_digest);
         assert_eq!(
             three.reports[&key].rejected,
             Some((1, "spec.rules[0].tls.secretName: expired".into()))

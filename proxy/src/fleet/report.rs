@@ -86,7 +86,7 @@ impl Reporter {
         let current = objects
             .iter()
             .filter(|rc| {
-                let generation = rc.metadata.generation.unwrap_or(1);
+                let generation = rc.generation();
                 reports
                     .get(&ObjectKey::of(rc))
                     .is_some_and(|r| r.observed_generation == generation)
