@@ -798,3 +798,45 @@ async fn sigterm_turns_a_proxy_unready_deletes_its_lease_and_router_replica_and_
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_all_namespaces_fleet_serves_and_reports_every_namespace() {
+    let f = fixture("all-ns").await;
+    let client = f.cp.client().await.unwrap();
+    let other = f.cp.namespace(&client, "all-ns-other").await.unwrap();
+    let one = Backend::start(&f.dir, "one").unwrap();
+    let two = Backend::start(&f.dir, "two").unwrap();
+    // Cluster-wide reads need cluster-wide RBAC (deploy/ grants reads per namespace instead);
+    // this replica runs as admin.
+    let mut spec = ProxySpec::new("proxy-all", &f.ns, &f.fleet);
+    spec.extra = vec!["--all-namespaces".into()];
+    let mut proxy = Proxy::start(f.cp, &f.dir, spec).unwrap();
+    proxy.wait_joined().unwrap();
+    f.apply("web", &[("one.test", "/", &one.url())]);
+    f.cp.kubectl_apply(&router_config(
+        &other,
+        &f.fleet,
+        "web",
+        &[("two.test", "/", &two.url())],
+    ))
+    .unwrap();
+    kubectl_wait(f.cp, &f.ns, "web");
+    kubectl_wait(f.cp, &other, "web");
+    for (host, backend) in [("one.test", "one"), ("two.test", "two")] {
+        let (status, landed) = check::request(&f.http, proxy.http, host, "/").await.unwrap();
+        assert_eq!((status, landed.as_deref()), (200, Some(backend)));
+    }
+    let rrep: lockstep_crds::RouterReplica = Api::namespaced(client, &f.ns).get("proxy-all").await.unwrap();
+    assert_eq!(rrep.spec.namespaces, ["*"]);
+    let mut served: Vec<String> = rrep
+        .status
+        .unwrap()
+        .served
+        .iter()
+        .map(|e| format!("{}/{}@{}", e.namespace, e.name, e.observed_generation))
+        .collect();
+    served.sort();
+    let mut want = vec![format!("{}/web@1", f.ns), format!("{other}/web@1")];
+    want.sort();
+    assert_eq!(served, want);
+}

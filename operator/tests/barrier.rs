@@ -502,3 +502,76 @@ async fn a_replica_that_reports_without_a_lease_is_not_a_member() {
         .await;
     assert_eq!(ready.message, "1/1 replicas serve generation 1");
 }
+
+#[tokio::test]
+async fn the_operator_is_not_ready_until_every_cache_has_listed() {
+    let f = fixture("unsynced").await;
+    // An operator whose ServiceAccount may not list RouterReplicas: that cache never lists,
+    // so it must never say ready (judging without the reports would say NoReplicas).
+    let sa = "lockstep-operator-partial";
+    f.cp.kubectl_apply(&format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {sa}, namespace: {ns}}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {sa}-{ns}}}\n\
+         rules:\n- {{apiGroups: [lockstep.dev], resources: [routerconfigs], verbs: [get, list, watch]}}\n\
+         - {{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, list, watch, create, update, patch]}}\n\
+         - {{apiGroups: [\"\"], resources: [secrets], verbs: [get, list, watch]}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {sa}-{ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {sa}-{ns}}}\n\
+         subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {ns}}}]\n",
+        ns = f.ns
+    ))
+    .unwrap();
+    let token = f.cp.kubectl_ok(&["create", "token", sa, "-n", &f.ns]).unwrap();
+    let admin = std::fs::read_to_string(f.cp.kubeconfig()).unwrap();
+    let admin_token = std::fs::read_to_string(f.cp.dir().join("token")).unwrap();
+    let kubeconfig = f.dir.join("kubeconfig-partial");
+    std::fs::write(&kubeconfig, admin.replace(admin_token.trim(), token.trim())).unwrap();
+    let partial = lockstep_e2e::fleet::Operator::start_with_kubeconfig(
+        &kubeconfig,
+        &f.dir,
+        lockstep_e2e::fleet::OperatorSpec {
+            extra: vec![
+                "--lease-namespace".into(),
+                f.ns.clone(),
+                "--identity".into(),
+                "partial".into(),
+            ],
+            name: "-partial".into(),
+        },
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let status = |path: &'static str| {
+        let http = http.clone();
+        let admin = partial.admin;
+        async move {
+            http.get(format!("http://{admin}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Long enough for every permitted cache to list many times over.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status("/healthz").await, 200, "alive");
+    assert_eq!(
+        status("/readyz").await,
+        503,
+        "not ready while a cache has not listed"
+    );
+    // The operator with every permission (this binary's) turns ready once it has listed.
+    let admin = operator().admin;
+    eventually("the full operator to be ready", WAIT, || async {
+        let ready = reqwest::get(format!("http://{admin}/readyz"))
+            .await
+            .ok()?
+            .status()
+            .as_u16();
+        (ready == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status("/readyz").await, 503, "the partial one still is not");
+}
