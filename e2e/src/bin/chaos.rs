@@ -73,6 +73,18 @@ fn spec_for(ns: &str, generation_tag: u64, default_url: &str, gen_url: &str) -> 
     })
 }
 
+/// Which operator (`operator-<i>`) holds the leader Lease now.
+async fn leader_index(client: &kube::Client) -> Option<usize> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_LEASE_NAMESPACE);
+    let holder = leases
+        .get_opt(lockstep_crds::OPERATOR_LEASE_NAME)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)?;
+    holder.strip_prefix("operator-")?.parse().ok()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let rollouts: u64 = flag_or("--rollouts", "200").parse()?;
@@ -359,14 +371,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 2 => {
-                    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_LEASE_NAMESPACE);
-                    let holder = leases
-                        .get_opt(lockstep_crds::OPERATOR_LEASE_NAME)
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(|l| l.spec?.holder_identity);
-                    if let Some(i) = holder.and_then(|h| h.strip_prefix("operator-")?.parse::<usize>().ok()) {
+                    if let Some(i) = leader_index(&client).await {
                         let mut ops = operators.lock().unwrap();
                         if let Some(mut op) = ops[i].take() {
                             op.process.kill();
@@ -397,14 +402,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 5 => {
                     // A frozen leader wakes believing it leads: its Lease check must stop it.
-                    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_LEASE_NAMESPACE);
-                    let holder = leases
-                        .get_opt(lockstep_crds::OPERATOR_LEASE_NAME)
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(|l| l.spec?.holder_identity);
-                    if let Some(i) = holder.and_then(|h| h.strip_prefix("operator-")?.parse::<usize>().ok()) {
+                    if let Some(i) = leader_index(&client).await {
                         let pid = operators.lock().unwrap()[i].as_ref().map(|op| op.process.pid());
                         if let Some(pid) = pid {
                             let pid = nix::unistd::Pid::from_raw(pid as i32);

@@ -350,10 +350,14 @@ impl SimulatedReplica {
     }
 
     async fn ensure_object(&self) {
+        self.apply_object(&self.fleet.clone()).await;
+    }
+
+    async fn apply_object(&self, fleet: &str) {
         let body = json!({
             "apiVersion": lockstep_crds::API_VERSION, "kind": lockstep_crds::REPLICA_KIND,
             "metadata": {"name": self.name, "labels": {FLEET_LABEL: self.fleet}},
-            "spec": {"fleet": self.fleet, "namespaces": self.serves}
+            "spec": {"fleet": fleet, "namespaces": self.serves}
         });
         self.replicas
             .patch(
@@ -368,19 +372,7 @@ impl SimulatedReplica {
     /// Rewrites the RouterReplica's spec as a hand-written object might have it.
     pub async fn set_spec(&mut self, fleet: &str, serves: &[&str]) {
         self.serves = serves.iter().map(|s| s.to_string()).collect();
-        let body = json!({
-            "apiVersion": lockstep_crds::API_VERSION, "kind": lockstep_crds::REPLICA_KIND,
-            "metadata": {"name": self.name, "labels": {FLEET_LABEL: self.fleet}},
-            "spec": {"fleet": fleet, "namespaces": self.serves}
-        });
-        self.replicas
-            .patch(
-                &self.name,
-                &PatchParams::apply(PROXY_FIELD_MANAGER).force(),
-                &Patch::Apply(body),
-            )
-            .await
-            .expect("apply the RouterReplica");
+        self.apply_object(fleet).await;
     }
 
     /// Adds a raw entry to what it reports (for hand-written garbage).
