@@ -281,7 +281,12 @@ pub fn verdict(rc: &RouterConfig, expected: Option<&str>) -> Option<i32> {
         let Some(expected) = expected else {
             return Some(0);
         };
-        return (serving_digest(rc, expected) >= status.replicas.unwrap_or(0)).then_some(0);
+        // The status copies at most 100 reports, replicas not at the operator's expected
+        // digest first: when the list is cut, every listed entry reporting the material means
+        // every replica does.
+        let listed = i32::try_from(status.replica_status.len()).unwrap_or(i32::MAX);
+        let needed = status.replicas.unwrap_or(0).min(listed.max(1));
+        return (serving_digest(rc, expected) >= needed).then_some(0);
     }
     if current(condition::STALLED).is_some_and(|c| c.status == "True") {
         return Some(EXIT_STALLED);
@@ -489,6 +494,29 @@ mod tests {
         let mut behind = all.clone();
         behind.status.as_mut().unwrap().replica_status[0].observed_generation = 1;
         assert_eq!(verdict(&behind, Some("sha256:new")), None);
+    }
+
+    #[test]
+    fn a_rotation_wait_finishes_past_100_replicas_from_the_copied_reports() {
+        let mut rc = mk_rc(2, json!([mk_cond("Ready", "True", 2)]));
+        let status = rc.status.as_mut().unwrap();
+        status.replicas = Some(150);
+        status.replica_status = (0..100)
+            .map(|i| lockstep_crds::ReplicaStatus {
+                name: format!("px/proxy-{i}"),
+                observed_generation: 2,
+                config_digest: "sha256:new".into(),
+                applied_at: None,
+                rejected: None,
+            })
+            .collect();
+        assert_eq!(verdict(&rc, Some("sha256:new")), Some(0));
+        rc.status.as_mut().unwrap().replica_status[0].config_digest = "sha256:old".into();
+        assert_eq!(
+            verdict(&rc, Some("sha256:new")),
+            None,
+            "a laggard is listed first"
+        );
     }
 
     #[test]
