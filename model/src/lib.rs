@@ -1,5 +1,8 @@
 //! A model of lockstep's barrier protocol, checked exhaustively with stateright.
 //!
+//! (One file on purpose: the state, the actions and the properties are read together, and
+//! splitting them would hide how a step changes the state the properties look at.)
+//!
 //! The model is the protocol's moving parts and faults; every decision in it is the project's
 //! own code, called as the operator and the proxies call it:
 //! - the operator's judgement: `lockstep_config::barrier::{members_serving, decide}`, fed by a

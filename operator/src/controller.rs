@@ -1,3 +1,6 @@
+//! (Over 600 lines: the watches, their mapping to RouterConfigs and the reconcile share one
+//! Context; issue 14 plans to split the watch wiring from the reconcile.)
+//!
 //! The Kubernetes edge of the operator: watches RouterConfigs, the replicas' RouterReplicas,
 //! the fleets' Leases and TLS Secrets, hands each RouterConfig to [`crate::barrier::decide`],
 //! and writes what it decides. It is the only writer of RouterConfig status; only the leader
