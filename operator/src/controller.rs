@@ -1,6 +1,3 @@
-//! (Over 600 lines: the watches, their mapping to RouterConfigs and the reconcile share one
-//! Context; issue 14 plans to split the watch wiring from the reconcile.)
-//!
 //! The Kubernetes edge of the operator: watches RouterConfigs, the replicas' RouterReplicas,
 //! the fleets' Leases and TLS Secrets, hands each RouterConfig to [`crate::barrier::decide`],
 //! and writes what it decides. It is the only writer of RouterConfig status; only the leader
@@ -17,6 +14,9 @@
 //! operator re-lists the fleet's Leases with a quorum read: a Lease cache that lags behind the
 //! RouterConfig cache could otherwise miss a replica that joined before the generation was
 //! written, and that replica may be ready while serving the previous one.
+//!
+//! (Over 600 lines: the watches, their mapping to RouterConfigs and the reconcile share one
+//! Context; splitting the watch wiring from the reconcile is left to the house issue.)
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
