@@ -19,7 +19,7 @@ use kube::{
     Api,
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
-use lockstep_config::{ObjectKey, lease::Stage};
+use lockstep_config::lease::Stage;
 use lockstep_crds::RouterConfig;
 
 use super::Shared;
@@ -172,15 +172,8 @@ async fn caught_up(shared: &Shared) -> bool {
                 return false;
             }
         };
-        let behind = listed
-            .iter()
-            .filter(|rc| rc.spec.fleet == shared.options.fleet)
-            .any(|rc| {
-                let generation = rc.generation();
-                !reported
-                    .get(&ObjectKey::of(rc))
-                    .is_some_and(|r| r.processed(generation))
-            });
+        let ours = listed.iter().filter(|rc| rc.spec.fleet == shared.options.fleet);
+        let behind = !super::plan::in_sync(ours, &reported);
         if behind {
             return false;
         }

@@ -134,8 +134,6 @@ struct Shared {
     state: Arc<ProxyState>,
     client: Client,
     rc_stores: Vec<Store<RouterConfig>>,
-    /// Reports as last computed by the sync loop.
-    reports: Mutex<BTreeMap<ObjectKey, Report>>,
     /// Reports as last written to the RouterReplica.
     reported: Mutex<BTreeMap<ObjectKey, Report>>,
     /// The replica serves (or rejected) the current generation of every RouterConfig its
@@ -289,7 +287,6 @@ pub fn start_with_client(
         state,
         client,
         rc_stores: rc_parts.iter().map(|(_, store, _)| store.clone()).collect(),
-        reports: Mutex::default(),
         reported: Mutex::default(),
         serving_current: AtomicBool::new(false),
         reported_current: AtomicBool::new(false),
@@ -445,9 +442,8 @@ async fn sync_loop(shared: Arc<Shared>, slices: Vec<Store<EndpointSlice>>, servi
                 tracing::debug!(routerconfig = %key, generation, %message, "generation rejected; serving the last good one");
             }
         }
-        let serving = plan::in_sync(&objects, &plan.reports);
+        let serving = plan::in_sync(objects.iter().map(|rc| rc.as_ref()), &plan.reports);
         shared.serving_current.store(serving, Ordering::SeqCst);
-        *shared.reports.lock().expect("reports lock") = plan.reports.clone();
         let readiness = shared.update_readiness();
 
         let written = reporter.write(&shared, &objects, &plan.reports, &readiness).await;

@@ -196,8 +196,11 @@ fn tls_for(
 
 /// True when the replica has processed the current generation of every RouterConfig of its
 /// fleet: it serves it, or it rejected it (a rejection is reported, never counted as applied).
-pub fn in_sync(objects: &[Arc<RouterConfig>], reports: &BTreeMap<ObjectKey, Report>) -> bool {
-    objects.iter().all(|rc| {
+pub fn in_sync<'a>(
+    objects: impl IntoIterator<Item = &'a RouterConfig>,
+    reports: &BTreeMap<ObjectKey, Report>,
+) -> bool {
+    objects.into_iter().all(|rc| {
         let generation = rc.generation();
         reports
             .get(&ObjectKey::of(rc))
@@ -240,7 +243,7 @@ mod tests {
         assert_eq!(report.observed_generation, 3);
         assert!(report.config_digest.starts_with("sha256:"));
         assert_eq!(report.rejected, None);
-        assert!(in_sync(&objects, &plan.reports));
+        assert!(in_sync(objects.iter().map(|rc| rc.as_ref()), &plan.reports));
     }
 
     #[test]
@@ -272,7 +275,7 @@ mod tests {
         );
         assert!(plan.next.is_none(), "nothing to swap: the old table stays");
         assert!(
-            in_sync(&objects, &plan.reports),
+            in_sync(objects.iter().map(|rc| rc.as_ref()), &plan.reports),
             "a rejected generation is processed"
         );
     }
