@@ -37,6 +37,18 @@ pub fn watch_backoff() -> impl Backoff {
     ResetTimerBackoff::new(ExponentialBackoff::from(exponential), Duration::from_secs(120))
 }
 
+/// Waits for SIGTERM or SIGINT and names it. Both binaries stop the same way: a handler that
+/// cannot be installed is an error at start-up, not a process that cannot be stopped.
+pub async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

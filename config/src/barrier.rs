@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use lockstep_crds::{
-    ReplicaId, ReplicaStatus, RouterConfigStatus, RouterReplica, ServedRouterConfig, condition, reason,
+    AcceptedGeneration, ReplicaId, ReplicaStatus, RouterConfigStatus, RouterReplica, ServedRouterConfig,
+    condition, reason,
 };
 use serde_json::{Value, json};
 
@@ -128,6 +129,15 @@ pub enum TlsProblem {
     Unusable(String),
 }
 
+impl TlsProblem {
+    /// The message, naming the field.
+    pub fn message(&self) -> &str {
+        match self {
+            TlsProblem::Missing(m) | TlsProblem::Unusable(m) => m,
+        }
+    }
+}
+
 /// A live member of the fleet that serves the RouterConfig's namespace, and its report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member<'a> {
@@ -183,6 +193,8 @@ pub struct Input<'a> {
     pub tls_problem: Option<&'a TlsProblem>,
     /// The digest a replica serving this generation must report.
     pub expected_digest: &'a str,
+    /// What `status.lastAccepted` holds after this decision ([`crate::last_accepted`]).
+    pub last_accepted: Option<&'a AcceptedGeneration>,
     /// The time of the decision.
     pub now: Timestamp,
     /// Tunables.
@@ -204,12 +216,14 @@ pub struct OperatorStatus {
     pub synced: String,
     /// At most [`MAX_REPLICA_STATUS`] reports, rejecters and laggards first.
     pub replica_status: Vec<ReplicaStatus>,
+    /// `status.lastAccepted`: what every replica serves while a newer generation is rejected.
+    pub last_accepted: Option<AcceptedGeneration>,
 }
 
 impl OperatorStatus {
     /// The server-side apply body for the status subresource.
     pub fn apply_patch(&self) -> Value {
-        json!({
+        let mut patch = json!({
             "apiVersion": lockstep_crds::API_VERSION,
             "kind": lockstep_crds::KIND,
             "status": {
@@ -220,7 +234,13 @@ impl OperatorStatus {
                 "synced": self.synced,
                 "replicaStatus": self.replica_status,
             }
-        })
+        });
+        // Omitted rather than null: the operator owns the field, so leaving it out of an
+        // apply removes it.
+        if let Some(accepted) = &self.last_accepted {
+            patch["status"]["lastAccepted"] = json!(accepted);
+        }
+        patch
     }
 }
 
@@ -598,8 +618,10 @@ pub fn decide(input: Input<'_>) -> Outcome {
         replicas: replicas as i32,
         synced: format!("{synced}/{replicas}"),
         replica_status: replica_status(input.members, &standings),
+        last_accepted: input.last_accepted.cloned(),
     };
     let verdict_changed = current.observed_generation != Some(status.observed_generation)
+        || current.last_accepted != status.last_accepted
         || current.replicas != Some(status.replicas)
         || !same_verdicts(&current.conditions, &status.conditions);
     let changed = verdict_changed

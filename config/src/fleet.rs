@@ -1,10 +1,22 @@
-//! Which RouterConfigs of a fleet are accepted: each must be valid on its own, and a host+path
-//! belongs to the oldest RouterConfig that claims it (creationTimestamp, then namespace/name).
+//! Which RouterConfigs of a fleet are accepted, and what every replica of the fleet serves.
+//!
+//! The one policy, used by the operator's judgement, the Kubernetes-mode plan and the
+//! standalone file mode alike:
+//! - A generation is accepted when it is valid on its own and claims no host+path+match that
+//!   an older RouterConfig (creationTimestamp, then namespace/name) holds.
+//! - An accepted generation whose TLS material can be served is served. Otherwise the
+//!   object's last accepted generation (`status.lastAccepted`, written by the operator) is
+//!   served, and its matches stay claimed: a newer RouterConfig claiming them is in
+//!   conflict. One team's typo neither drops its routes nor hands them to another team.
+//! - An object never accepted serves nothing and claims nothing.
+//!
+//! Last-good state lives in the object's status, not in a replica's memory, so every
+//! replica, a restarted one included, serves the same thing for the same objects.
 
 use std::collections::{BTreeMap, HashMap};
 
 use jiff::Timestamp;
-use lockstep_crds::RouterConfigSpec;
+use lockstep_crds::{RouterConfig, RouterConfigSpec};
 
 use crate::{
     ObjectKey,
@@ -13,14 +25,46 @@ use crate::{
 };
 
 /// One RouterConfig as the resolver sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Candidate<'a> {
     /// namespace/name.
-    pub key: &'a ObjectKey,
+    pub key: ObjectKey,
     /// metadata.creationTimestamp; None sorts last (not yet persisted).
     pub created: Option<Timestamp>,
+    /// metadata.generation of `spec`.
+    pub generation: i64,
     /// The spec to judge.
     pub spec: &'a RouterConfigSpec,
+    /// The last generation the operator accepted and its spec.
+    pub last_accepted: Option<(i64, &'a RouterConfigSpec)>,
+    /// Why the current generation's TLS material cannot be served, naming the field; such a
+    /// generation may be accepted but is not served.
+    pub tls_problem: Option<&'a str>,
+}
+
+impl<'a> Candidate<'a> {
+    /// A RouterConfig as it is stored: spec, generation and `status.lastAccepted`.
+    pub fn of(rc: &'a RouterConfig) -> Self {
+        let last_accepted = rc
+            .status
+            .as_ref()
+            .and_then(|s| s.last_accepted.as_ref())
+            .map(|a| (a.generation, &a.spec));
+        Candidate {
+            key: ObjectKey::of(rc),
+            created: rc.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            generation: rc.generation(),
+            spec: &rc.spec,
+            last_accepted,
+            tls_problem: None,
+        }
+    }
+
+    /// The same candidate with a TLS problem that keeps its generation from being served.
+    pub fn with_tls_problem(mut self, problem: Option<&'a str>) -> Self {
+        self.tls_problem = problem;
+        self
+    }
 }
 
 /// The judgement on one RouterConfig.
@@ -49,33 +93,61 @@ impl Verdict {
     }
 }
 
+/// What one RouterConfig contributes to what the fleet serves.
+#[derive(Debug, Clone)]
+pub struct ServedSpec<'a> {
+    /// namespace/name.
+    pub key: ObjectKey,
+    /// The generation served: the current one, or the last accepted.
+    pub generation: i64,
+    /// Its spec.
+    pub spec: &'a RouterConfigSpec,
+}
+
+/// The outcome of [`resolve_fleet`].
+#[derive(Debug)]
+pub struct Resolution<'a> {
+    /// A verdict on the current generation of every candidate.
+    pub verdicts: BTreeMap<ObjectKey, Verdict>,
+    /// What the fleet serves, in precedence order (a route table compiled in this order
+    /// gives every claimed match to its holder).
+    pub served: Vec<ServedSpec<'a>>,
+}
+
+impl Resolution<'_> {
+    /// Why the current generation of `key` is not served, naming the field; None when it is.
+    pub fn unserved_reason<'b>(&'b self, candidate: &'b Candidate<'_>) -> Option<&'b str> {
+        match self.verdicts.get(&candidate.key) {
+            Some(Verdict::Accepted) => candidate.tls_problem,
+            Some(verdict) => verdict.message(),
+            None => Some("not judged"),
+        }
+    }
+}
+
 /// Sorts candidates into precedence order: oldest first, then namespace/name.
 pub fn precedence_order(candidates: &mut [Candidate<'_>]) {
     candidates.sort_by(|a, b| {
         let ca = a.created.unwrap_or(Timestamp::MAX);
         let cb = b.created.unwrap_or(Timestamp::MAX);
-        ca.cmp(&cb).then_with(|| a.key.cmp(b.key))
+        ca.cmp(&cb).then_with(|| a.key.cmp(&b.key))
     });
 }
 
-/// Judges every candidate of one fleet. The verdicts are keyed by namespace/name; the accepted
-/// ones, in precedence order, are what a route table is compiled from.
-pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
-    precedence_order(&mut candidates);
-    let mut owners: HashMap<(String, String), (&ObjectKey, usize, usize)> = HashMap::new();
-    let mut verdicts = BTreeMap::new();
-    let mut accepted = Vec::new();
-    for candidate in candidates {
-        if let Err(invalid) = validate_spec(candidate.spec) {
-            verdicts.insert(candidate.key.clone(), Verdict::Invalid(invalid.to_string()));
-            continue;
-        }
+/// Which entry of which RouterConfig holds each host+path+match.
+#[derive(Default)]
+struct Claims<'k> {
+    owners: HashMap<(String, String), (&'k ObjectKey, usize, usize)>,
+}
+
+impl<'k> Claims<'k> {
+    /// The entries of `spec` that someone else holds, as conflict messages.
+    fn conflicts(&self, spec: &RouterConfigSpec) -> Vec<String> {
         let mut conflicts = Vec::new();
-        for (r, rule) in candidate.spec.rules.iter().enumerate() {
+        for (r, rule) in spec.rules.iter().enumerate() {
             let host = rule.host.to_ascii_lowercase();
             for (p, path) in rule.paths.iter().enumerate() {
-                let key = (host.clone(), entry_key(path));
-                if let Some((owner, r0, p0)) = owners.get(&key) {
+                if let Some((owner, r0, p0)) = self.owners.get(&(host.clone(), entry_key(path))) {
                     conflicts.push(format!(
                         "spec.rules[{r}].paths[{p}]: host {host} {:?} {}{} is already routed by RouterConfig {owner} (spec.rules[{r0}].paths[{p0}]), which is older",
                         path.path_type,
@@ -85,35 +157,109 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
                 }
             }
         }
-        if conflicts.is_empty() {
-            for (r, rule) in candidate.spec.rules.iter().enumerate() {
-                let host = rule.host.to_ascii_lowercase();
-                for (p, path) in rule.paths.iter().enumerate() {
-                    owners.insert((host.clone(), entry_key(path)), (candidate.key, r, p));
-                }
+        conflicts
+    }
+
+    /// Claims every entry of `spec` that nobody holds yet.
+    fn claim(&mut self, key: &'k ObjectKey, spec: &RouterConfigSpec) {
+        for (r, rule) in spec.rules.iter().enumerate() {
+            let host = rule.host.to_ascii_lowercase();
+            for (p, path) in rule.paths.iter().enumerate() {
+                self.owners
+                    .entry((host.clone(), entry_key(path)))
+                    .or_insert((key, r, p));
             }
-            verdicts.insert(candidate.key.clone(), Verdict::Accepted);
-            accepted.push(candidate);
-        } else {
-            verdicts.insert(candidate.key.clone(), Verdict::Conflict(conflicts.join("; ")));
         }
     }
-    Resolution { verdicts, accepted }
 }
 
-/// The outcome of [`resolve_fleet`].
-#[derive(Debug)]
-pub struct Resolution<'a> {
-    /// A verdict for every candidate.
-    pub verdicts: BTreeMap<ObjectKey, Verdict>,
-    /// Accepted candidates in precedence order.
-    pub accepted: Vec<Candidate<'a>>,
+/// Judges every candidate of one fleet and decides what the fleet serves (see the module
+/// doc for the policy).
+pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
+    precedence_order(&mut candidates);
+    let mut claims = Claims::default();
+    let mut verdicts = BTreeMap::new();
+    let mut served = Vec::new();
+    for candidate in &candidates {
+        let verdict = match validate_spec(candidate.spec) {
+            Err(invalid) => Verdict::Invalid(invalid.to_string()),
+            Ok(()) => {
+                let conflicts = claims.conflicts(candidate.spec);
+                if conflicts.is_empty() {
+                    Verdict::Accepted
+                } else {
+                    Verdict::Conflict(conflicts.join("; "))
+                }
+            }
+        };
+        if verdict.is_accepted() {
+            claims.claim(&candidate.key, candidate.spec);
+        }
+        if verdict.is_accepted() && candidate.tls_problem.is_none() {
+            served.push(ServedSpec {
+                key: candidate.key.clone(),
+                generation: candidate.generation,
+                spec: candidate.spec,
+            });
+        } else if let Some((generation, spec)) = candidate
+            .last_accepted
+            // A hand-edited status is not trusted further than a spec would be.
+            .filter(|(g, s)| *g <= candidate.generation && validate_spec(s).is_ok())
+        {
+            // An older RouterConfig may have claimed part of it meanwhile; the table drops
+            // those entries, as precedence says.
+            claims.claim(&candidate.key, spec);
+            served.push(ServedSpec {
+                key: candidate.key.clone(),
+                generation,
+                spec,
+            });
+        }
+        verdicts.insert(candidate.key.clone(), verdict);
+    }
+    Resolution { verdicts, served }
+}
+
+/// The `status.lastAccepted` the operator writes after judging `candidate`: its current
+/// generation when that is accepted and its TLS material can be served, else what was there.
+pub fn last_accepted(
+    candidate: &Candidate<'_>,
+    verdict: &Verdict,
+) -> Option<lockstep_crds::AcceptedGeneration> {
+    if verdict.is_accepted() && candidate.tls_problem.is_none() {
+        Some(lockstep_crds::AcceptedGeneration {
+            generation: candidate.generation,
+            spec: candidate.spec.clone(),
+        })
+    } else {
+        candidate
+            .last_accepted
+            .map(|(generation, spec)| lockstep_crds::AcceptedGeneration {
+                generation,
+                spec: spec.clone(),
+            })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::*;
+
+    fn mk_candidate<'a>(
+        key: &ObjectKey,
+        created: Option<Timestamp>,
+        spec: &'a RouterConfigSpec,
+    ) -> Candidate<'a> {
+        Candidate {
+            key: key.clone(),
+            created,
+            generation: 1,
+            spec,
+            last_accepted: None,
+            tls_problem: None,
+        }
+    }
 
     fn ts(s: &str) -> Option<Timestamp> {
         Some(s.parse().unwrap())
@@ -133,16 +279,8 @@ mod tests {
         ]);
         // Given newest first: order of input does not matter.
         let res = resolve_fleet(vec![
-            Candidate {
-                key: &new,
-                created: ts("2025-01-02T00:00:00Z"),
-                spec: &new_spec,
-            },
-            Candidate {
-                key: &old,
-                created: ts("2025-01-01T00:00:00Z"),
-                spec: &old_spec,
-            },
+            mk_candidate(&new, ts("2025-01-02T00:00:00Z"), &new_spec),
+            mk_candidate(&old, ts("2025-01-01T00:00:00Z"), &old_spec),
         ]);
         assert_eq!(res.verdicts[&old], Verdict::Accepted);
         assert_eq!(
@@ -153,7 +291,7 @@ mod tests {
         );
         assert!(!res.verdicts[&new].is_accepted());
         assert!(res.verdicts[&new].message().unwrap().contains("team-b/old"));
-        assert_eq!(res.accepted.iter().map(|c| c.key).collect::<Vec<_>>(), vec![&old]);
+        assert_eq!(res.served.iter().map(|c| &c.key).collect::<Vec<_>>(), vec![&old]);
     }
 
     #[test]
@@ -165,15 +303,7 @@ mod tests {
         ];
         let spec = spec_claiming("h", "/");
         let t = ts("2025-01-01T00:00:00Z");
-        let res = resolve_fleet(
-            keys.iter()
-                .map(|k| Candidate {
-                    key: k,
-                    created: t,
-                    spec: &spec,
-                })
-                .collect(),
-        );
+        let res = resolve_fleet(keys.iter().map(|k| mk_candidate(k, t, &spec)).collect());
         assert_eq!(res.verdicts[&keys[2]], Verdict::Accepted, "a/y sorts first");
         assert!(matches!(&res.verdicts[&keys[1]], Verdict::Conflict(m) if m.contains("RouterConfig a/y")));
         assert!(matches!(&res.verdicts[&keys[0]], Verdict::Conflict(m) if m.contains("RouterConfig a/y")));
@@ -184,16 +314,8 @@ mod tests {
         let (a, b) = (ObjectKey::new("a", "unsaved"), ObjectKey::new("z", "saved"));
         let spec = spec_claiming("h", "/");
         let res = resolve_fleet(vec![
-            Candidate {
-                key: &a,
-                created: None,
-                spec: &spec,
-            },
-            Candidate {
-                key: &b,
-                created: ts("2030-01-01T00:00:00Z"),
-                spec: &spec,
-            },
+            mk_candidate(&a, None, &spec),
+            mk_candidate(&b, ts("2030-01-01T00:00:00Z"), &spec),
         ]);
         assert_eq!(res.verdicts[&b], Verdict::Accepted);
         assert!(matches!(res.verdicts[&a], Verdict::Conflict(_)));
@@ -219,11 +341,7 @@ mod tests {
         let res = resolve_fleet(
             oldest_first
                 .iter()
-                .map(|(t, k, s)| Candidate {
-                    key: k,
-                    created: ts(t),
-                    spec: s,
-                })
+                .map(|(t, k, s)| mk_candidate(k, ts(t), s))
                 .collect(),
         );
         assert!(
@@ -239,7 +357,7 @@ mod tests {
             Verdict::Accepted,
             "Exact /d and Prefix /d do not conflict"
         );
-        assert_eq!(res.accepted.len(), 2);
+        assert_eq!(res.served.len(), 2);
 
         // A conflicted config claims nothing either: a third config may take what it wanted.
         let (c1, c2, c3) = (
@@ -251,21 +369,9 @@ mod tests {
         let s2 = mk_spec(vec![mk_rule("h", vec![mk_prefix("/a"), mk_prefix("/b")])]);
         let s3 = spec_claiming("h", "/b");
         let res = resolve_fleet(vec![
-            Candidate {
-                key: &c1,
-                created: ts("2025-01-01T00:00:00Z"),
-                spec: &s1,
-            },
-            Candidate {
-                key: &c2,
-                created: ts("2025-01-02T00:00:00Z"),
-                spec: &s2,
-            },
-            Candidate {
-                key: &c3,
-                created: ts("2025-01-03T00:00:00Z"),
-                spec: &s3,
-            },
+            mk_candidate(&c1, ts("2025-01-01T00:00:00Z"), &s1),
+            mk_candidate(&c2, ts("2025-01-02T00:00:00Z"), &s2),
+            mk_candidate(&c3, ts("2025-01-03T00:00:00Z"), &s3),
         ]);
         assert!(matches!(res.verdicts[&c2], Verdict::Conflict(_)));
         assert_eq!(res.verdicts[&c3], Verdict::Accepted);
@@ -275,16 +381,115 @@ mod tests {
     fn invalid_message_names_fields() {
         let k = ObjectKey::new("ns", "x");
         let spec = spec_claiming("Bad.Host", "nope");
-        let res = resolve_fleet(vec![Candidate {
-            key: &k,
-            created: None,
-            spec: &spec,
-        }]);
+        let res = resolve_fleet(vec![mk_candidate(&k, None, &spec)]);
         let msg = res.verdicts[&k].message().unwrap();
         assert!(
             msg.contains("spec.rules[0].host: ") && msg.contains("spec.rules[0].paths[0].path: "),
             "{msg}"
         );
-        assert!(res.accepted.is_empty());
+        assert!(res.served.is_empty());
+    }
+
+    /// An older RouterConfig `a` whose new generation is invalid, and a newer `b` that wants
+    /// a's path.
+    fn typo_and_grab(
+        a_last: Option<(i64, &RouterConfigSpec)>,
+    ) -> (Vec<String>, BTreeMap<ObjectKey, Verdict>) {
+        let (a, b) = (ObjectKey::new("team-a", "a"), ObjectKey::new("team-b", "b"));
+        let a_typo = spec_claiming("Not_A_Host", "/api");
+        let b_spec = spec_claiming("app.example.com", "/api");
+        let mut ca = mk_candidate(&a, ts("2025-01-01T00:00:00Z"), &a_typo);
+        ca.generation = 2;
+        ca.last_accepted = a_last;
+        let cb = mk_candidate(&b, ts("2025-01-02T00:00:00Z"), &b_spec);
+        let res = resolve_fleet(vec![cb, ca]);
+        let served = res
+            .served
+            .iter()
+            .map(|s| format!("{}@{}", s.key, s.generation))
+            .collect();
+        (served, res.verdicts)
+    }
+
+    #[test]
+    fn a_claim_held_by_a_last_accepted_spec_is_not_up_for_grabs() {
+        let a_v1 = spec_claiming("app.example.com", "/api");
+        let (served, verdicts) = typo_and_grab(Some((1, &a_v1)));
+        assert_eq!(
+            served,
+            vec!["team-a/a@1"],
+            "a keeps serving generation 1, b gets nothing"
+        );
+        assert!(
+            matches!(&verdicts[&ObjectKey::new("team-a", "a")], Verdict::Invalid(m) if m.contains("spec.rules[0].host"))
+        );
+        assert!(
+            matches!(&verdicts[&ObjectKey::new("team-b", "b")], Verdict::Conflict(m) if m.contains("RouterConfig team-a/a")),
+            "{verdicts:?}"
+        );
+
+        // Never accepted: nothing is served for a and its matches are free.
+        let (served, verdicts) = typo_and_grab(None);
+        assert_eq!(served, vec!["team-b/b@1"]);
+        assert!(verdicts[&ObjectKey::new("team-b", "b")].is_accepted());
+    }
+
+    #[test]
+    fn an_older_claim_beats_a_last_accepted_spec_and_unusable_tls_serves_the_last_accepted() {
+        let (old, a) = (ObjectKey::new("n", "old"), ObjectKey::new("n", "a"));
+        let old_spec = spec_claiming("h", "/x");
+        let a_v1 = mk_spec(vec![mk_rule("h", vec![mk_prefix("/x"), mk_prefix("/y")])]);
+        let a_v2 = spec_claiming("h", "/z");
+        let mut ca = mk_candidate(&a, ts("2025-01-02T00:00:00Z"), &a_v2);
+        ca.generation = 2;
+        ca.last_accepted = Some((1, &a_v1));
+        ca.tls_problem = Some("spec.rules[0].tls.secretName: bad PEM");
+        let res = resolve_fleet(vec![
+            ca.clone(),
+            mk_candidate(&old, ts("2025-01-01T00:00:00Z"), &old_spec),
+        ]);
+        assert!(res.verdicts[&a].is_accepted(), "TLS does not change the verdict");
+        assert_eq!(
+            res.unserved_reason(&ca),
+            Some("spec.rules[0].tls.secretName: bad PEM")
+        );
+        let served: Vec<_> = res
+            .served
+            .iter()
+            .map(|s| (s.key.name.as_str(), s.generation))
+            .collect();
+        assert_eq!(
+            served,
+            vec![("old", 1), ("a", 1)],
+            "a serves generation 1, after old"
+        );
+        let table = crate::RouteTable::compile(res.served.iter().map(|s| (&s.key, s.spec)));
+        assert_eq!(
+            table.lookup("h", "/x").unwrap().source,
+            old,
+            "the older claim wins /x"
+        );
+        assert_eq!(table.lookup("h", "/y").unwrap().source, a);
+        assert!(table.lookup("h", "/z").is_none(), "generation 2 is not served");
+        // What the operator records stays generation 1.
+        let verdict = &res.verdicts[&a];
+        assert_eq!(last_accepted(&ca, verdict).map(|l| l.generation), Some(1));
+        assert_eq!(
+            last_accepted(&ca.with_tls_problem(None), verdict).map(|l| l.generation),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn a_last_accepted_spec_that_is_invalid_or_from_the_future_is_ignored() {
+        let a = ObjectKey::new("n", "a");
+        let bad = spec_claiming("Bad_Host", "/");
+        let good = spec_claiming("h", "/");
+        for (generation, last) in [(2, (1, &bad)), (2, (3, &good))] {
+            let mut c = mk_candidate(&a, None, &bad);
+            c.generation = generation;
+            c.last_accepted = Some(last);
+            assert!(resolve_fleet(vec![c]).served.is_empty());
+        }
     }
 }

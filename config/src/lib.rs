@@ -1,6 +1,7 @@
 //! Pure RouterConfig logic shared by the operator and the proxy, with no Kubernetes client:
-//! validation, fleet-wide conflict resolution, route table compilation, configuration
-//! digests and condition helpers.
+//! validation, the fleet policy (who owns a match, what is served while a generation is
+//! rejected), the plan of what a replica serves, route table compilation, the barrier
+//! decision, Lease freshness, configuration digests and condition helpers.
 
 pub mod barrier;
 pub mod conditions;
@@ -8,6 +9,7 @@ pub mod digest;
 pub mod file;
 pub mod fleet;
 pub mod lease;
+pub mod plan;
 pub mod table;
 pub mod traffic;
 pub mod validate;
@@ -16,7 +18,8 @@ pub mod validate;
 mod testutil;
 
 pub use digest::{config_digest, tls_material_hash, tls_secret_names};
-pub use fleet::{Candidate, Resolution, Verdict, resolve_fleet};
+pub use fleet::{Candidate, Resolution, ServedSpec, Verdict, last_accepted, resolve_fleet};
+pub use plan::{ServedConfig, ServedObject};
 pub use table::{BackendRef, Route, RouteTable, normalize_host};
 pub use validate::{Invalid, validate_spec};
 

@@ -410,6 +410,34 @@ pub struct RouterConfigStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
     pub replica_status: Vec<ReplicaStatus>,
+
+    /// The newest generation the operator accepted, with its spec. While a newer generation
+    /// is rejected, every replica serves this one, a restarted replica included, and its
+    /// matches stay claimed: one team's typo neither drops its routes nor hands them to a
+    /// newer RouterConfig. Written only by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_accepted: Option<AcceptedGeneration>,
+}
+
+/// A generation the operator accepted, kept in status so that what it served outlives
+/// newer, rejected generations.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedGeneration {
+    /// metadata.generation of the accepted spec.
+    pub generation: i64,
+    /// The accepted spec. Its schema is not repeated here: it was validated at admission
+    /// and by the operator, and repeating the CEL rules would double the CRD's rule cost.
+    #[schemars(schema_with = "opaque_object")]
+    pub spec: RouterConfigSpec,
+}
+
+/// An object the apiserver stores as is.
+fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// What one proxy replica serves, as the operator copied it from the replica's RouterReplica.

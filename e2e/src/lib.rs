@@ -438,7 +438,56 @@ pub async fn install_crds(client: &Client) -> Result<()> {
             .map_err(|_| Error::Timeout(format!("CRD {name} Established")))?
             .map_err(|e| Error::Timeout(format!("CRD {name}: {e}")))?;
     }
-    Ok(())
+    install_admission_policy(client).await
+}
+
+/// The RouterConfig admission policy (`crds/routerconfig-admission.yaml`): a policy and its
+/// binding. The apiserver compiles a policy asynchronously, so this waits until a request
+/// that breaks it is denied.
+async fn install_admission_policy(client: &Client) -> Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let file = "crds/routerconfig-admission.yaml";
+    let text = std::fs::read_to_string(repo_root().join(file))?;
+    let mut docs = text.split("\n---\n");
+    let invalid = |e: &dyn std::fmt::Display| Error::Kubeconfig(format!("{file}: {e}"));
+    let policy: ValidatingAdmissionPolicy =
+        serde_saphyr::from_str(docs.next().unwrap_or_default()).map_err(|e| invalid(&e))?;
+    let binding: ValidatingAdmissionPolicyBinding =
+        serde_saphyr::from_str(docs.next().unwrap_or_default()).map_err(|e| invalid(&e))?;
+    let params = PatchParams::apply("lockstep-e2e").force();
+    let name = policy.metadata.name.clone().unwrap_or_default();
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .patch(&name, &params, &Patch::Apply(&policy))
+        .await?;
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .patch(&name, &params, &Patch::Apply(&binding))
+        .await?;
+    let probe: lockstep_crds::RouterConfig = serde_json::from_value(serde_json::json!({
+        "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+        "metadata": {"name": "admission-probe", "namespace": "default"},
+        "spec": {"rules": [{"host": "probe.example.com", "paths": [
+            {"path": "/", "backend": {"url": "http://127.0.0.1:1"}},
+            {"path": "/", "backend": {"url": "http://127.0.0.1:1"}}]}]}
+    }))
+    .map_err(|e| invalid(&e))?;
+    let api = Api::<lockstep_crds::RouterConfig>::namespaced(client.clone(), "default");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    eventually(
+        "the RouterConfig admission policy denies",
+        Duration::from_secs(30),
+        || async {
+            match api.create(&dry_run, &probe).await {
+                Err(kube::Error::Api(s)) if s.message.contains("two paths of one host") => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout`.

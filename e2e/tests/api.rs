@@ -137,6 +137,10 @@ async fn invalid_objects_are_rejected_at_admission_naming_the_field() {
         ("missing-rules", json!({"fleet": "default"}), "spec.rules".into(), "Required value"),
         ("fleet", with(|s| s["fleet"] = json!("Blue_Fleet")), "spec.fleet".into(), "should match"),
         ("secret-name", with(|s| s["rules"][0]["tls"]["secretName"] = json!("App_TLS")), "spec.rules[0].tls.secretName".into(), "should match"),
+        ("duplicate-path", with(|s| { let dup = s["rules"][0]["paths"][0].clone(); s["rules"][0]["paths"].as_array_mut().unwrap().push(dup) }), "spec.rules".into(), "two paths of one host have the same path, pathType and match"),
+        ("duplicate-prefix-slash", with(|s| { let mut dup = s["rules"][0]["paths"][0].clone(); dup["path"] = json!("/api/"); s["rules"][0]["paths"].as_array_mut().unwrap().push(dup) }), "spec.rules".into(), "two paths of one host have the same path, pathType and match"),
+        ("duplicate-match", with(|s| { for _ in 0..2 { let mut dup = s["rules"][0]["paths"][0].clone(); dup["match"] = json!({"method": "GET"}); s["rules"][0]["paths"].as_array_mut().unwrap().push(dup) } }), "spec.rules".into(), "two paths of one host have the same path, pathType and match"),
+        ("duplicate-across-rules", with(|s| { let mut second = s["rules"][0].clone(); second.as_object_mut().unwrap().remove("tls"); s["rules"].as_array_mut().unwrap().push(second) }), "spec.rules".into(), "two paths of one host have the same path, pathType and match"),
         ("second-rule", with(|s| s["rules"].as_array_mut().unwrap().push(rule("*.*.example.com"))), "spec.rules[1].host".into(), "wildcard is allowed only"),
     ];
     assert!(cases.len() >= 15);
@@ -168,6 +172,18 @@ async fn invalid_objects_are_rejected_at_admission_naming_the_field() {
     assert_eq!(list.trim(), "", "{list}");
     // The valid base is accepted, so each case failed for its one change.
     apply(cp, &ns, &router_config("base", valid_spec()), &[]).unwrap();
+    // The same path under another match, or as Exact next to a Prefix, is no duplicate.
+    let distinct = with(|s| {
+        let mut get = s["rules"][0]["paths"][0].clone();
+        get["match"] = json!({"method": "GET"});
+        let mut exact = s["rules"][0]["paths"][0].clone();
+        exact["pathType"] = json!("Exact");
+        s["rules"][0]["paths"]
+            .as_array_mut()
+            .unwrap()
+            .extend([get, exact]);
+    });
+    apply(cp, &ns, &router_config("distinct", distinct), &[]).unwrap();
 }
 
 #[tokio::test]

@@ -332,6 +332,61 @@ async fn a_conflicting_generation_is_not_accepted_and_every_replica_keeps_its_ta
             "the last good generation of other"
         );
     }
+
+    // The operator recorded generation 1 of "other" as its last accepted one. A newer
+    // RouterConfig that wants other.test is in conflict with it: "other"'s typo does not hand
+    // its traffic over, and no Ready=True may name a route nobody serves. (Before
+    // status.lastAccepted, "grabber" was Accepted and Ready while every replica kept routing
+    // other.test to "other".)
+    let rc = f.get("other").await;
+    let last = rc.status.as_ref().and_then(|s| s.last_accepted.as_ref());
+    assert_eq!(last.map(|l| l.generation), Some(1), "{:?}", rc.status);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.apply("grabber", &[("other.test", "/", &one.url())]);
+    let rc = eventually("grabber to be judged", WAIT, || async {
+        let rc = f.get("grabber").await;
+        check::condition(&rc, "Accepted").is_some().then_some(rc)
+    })
+    .await
+    .unwrap();
+    let accepted = check::condition(&rc, "Accepted").unwrap();
+    assert_eq!(
+        (accepted.0.as_str(), accepted.1.as_str()),
+        ("False", "Conflict"),
+        "{:?}",
+        rc.status
+    );
+    let message = &rc
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Accepted")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains(&format!("{}/other", f.ns)),
+        "names the holder: {message}"
+    );
+    assert_eq!(check::ready_condition(&rc).unwrap().0, "False");
+
+    // A replica that starts now has no memory of generation 1, and serves it all the same.
+    let mut late = f.proxy("proxy-late");
+    late.wait_joined().unwrap();
+    for proxy in all.iter().copied().chain([&late]) {
+        let served = check::served_generation(&f.http, proxy.admin, &f.ns, "other").await;
+        assert_eq!(served, Some(1), "{} serves other@1", proxy.spec.name);
+        let (status, landed) = check::request(&f.http, proxy.http, "other.test", "/")
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, landed.as_deref()),
+            (200, Some("two")),
+            "{}: other.test stays with other",
+            proxy.spec.name
+        );
+    }
 }
 
 #[tokio::test]

@@ -87,7 +87,11 @@ const CLUSTER_SCOPED: [&str; 6] = [
 fn deploy_crd_is_the_generated_crd() {
     // kustomize refuses files outside deploy/, so deploy/ holds a copy of the CRD; the source
     // of truth is crds/routerconfig.yaml (which crds/tests/crd_current.rs keeps generated).
-    for file in ["routerconfig.yaml", "routerreplica.yaml"] {
+    for file in [
+        "routerconfig.yaml",
+        "routerreplica.yaml",
+        "routerconfig-admission.yaml",
+    ] {
         assert!(
             read(&format!("deploy/crd/{file}")) == read(&format!("crds/{file}")),
             "deploy/crd/{file} differs from crds/{file}; run `cp crds/*.yaml deploy/crd/`"

@@ -310,6 +310,7 @@ impl Status {
             replicas: self.replicas,
             synced: self.synced.clone(),
             replica_status: self.replica_status.clone(),
+            last_accepted: None,
         }
     }
 
@@ -637,6 +638,7 @@ impl BarrierModel {
             verdict: &Verdict::Accepted,
             tls_problem: None,
             expected_digest: &digest(generation),
+            last_accepted: None,
             now: wall(now),
             settings: self.settings(),
         })

@@ -461,32 +461,47 @@ async fn caches_synced(ctx: &Context) -> Result<()> {
     }
 }
 
-/// The verdict on `rc` among all RouterConfigs of its fleet (oldest wins a conflict). The
-/// object itself replaces its cached copy, which may be older.
-fn verdict_for(rc: &RouterConfig, store: &Store<RouterConfig>) -> Verdict {
+/// The fleet policy ([`lockstep_config::fleet`]) applied to `rc` among the RouterConfigs of
+/// its fleet, with the TLS problems of each: the same call the replicas' plan makes, so the
+/// verdict the operator writes is the one every replica serves by.
+struct SpecJudgement {
+    verdict: Verdict,
+    tls_problem: Option<TlsProblem>,
+    tls_hashes: BTreeMap<String, String>,
+    last_accepted: Option<lockstep_crds::AcceptedGeneration>,
+}
+
+/// Judges `rc` (which replaces its cached copy, which may be older).
+fn judge_spec(rc: &RouterConfig, ctx: &Context) -> SpecJudgement {
     let key = ObjectKey::of(rc);
-    let mut fleet: Vec<(ObjectKey, Arc<RouterConfig>)> = store
+    let mut fleet: Vec<Arc<RouterConfig>> = ctx
+        .routerconfigs
         .state()
         .into_iter()
         .filter(|o| o.spec.fleet == rc.spec.fleet && ObjectKey::of(o) != key)
-        .map(|o| (ObjectKey::of(&o), o))
         .collect();
-    fleet.push((key.clone(), Arc::new(rc.clone())));
-    let resolution = resolve_fleet(
-        fleet
-            .iter()
-            .map(|(key, o)| Candidate {
-                key,
-                created: o.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                spec: &o.spec,
-            })
-            .collect(),
-    );
-    resolution
+    fleet.push(Arc::new(rc.clone()));
+    let views: Vec<_> = fleet.iter().map(|o| tls_view(o, &ctx.secrets)).collect();
+    let candidates: Vec<Candidate<'_>> = fleet
+        .iter()
+        .zip(&views)
+        .map(|(o, (_, problem))| Candidate::of(o).with_tls_problem(problem.as_ref().map(TlsProblem::message)))
+        .collect();
+    let ours = candidates.last().expect("rc itself").clone();
+    let resolution = resolve_fleet(candidates);
+    let verdict = resolution
         .verdicts
         .get(&key)
         .cloned()
-        .expect("resolve_fleet judges every candidate")
+        .expect("resolve_fleet judges every candidate");
+    let last_accepted = lockstep_config::last_accepted(&ours, &verdict);
+    let (tls_hashes, tls_problem) = views.into_iter().last().expect("rc itself");
+    SpecJudgement {
+        verdict,
+        tls_problem,
+        tls_hashes,
+        last_accepted,
+    }
 }
 
 /// The decision on `rc` from the caches as they are now, and when the next member's Lease
@@ -494,8 +509,7 @@ fn verdict_for(rc: &RouterConfig, store: &Store<RouterConfig>) -> Verdict {
 fn judge(
     ctx: &Context,
     rc: &RouterConfig,
-    verdict: &Verdict,
-    tls_problem: Option<&TlsProblem>,
+    spec: &SpecJudgement,
     expected_digest: &str,
 ) -> (barrier::Outcome, Option<Duration>) {
     let key = ObjectKey::of(rc);
@@ -537,9 +551,10 @@ fn judge(
         fleet,
         current: rc.status.as_ref().unwrap_or(&empty),
         members: &members,
-        verdict,
-        tls_problem,
+        verdict: &spec.verdict,
+        tls_problem: spec.tls_problem.as_ref(),
         expected_digest,
+        last_accepted: spec.last_accepted.as_ref(),
         now: Timestamp::now(),
         settings: ctx.settings,
     });
@@ -574,13 +589,12 @@ async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
     caches_synced(&ctx).await?;
     let key = ObjectKey::of(&rc);
 
-    let verdict = verdict_for(&rc, &ctx.routerconfigs);
-    let (tls_hashes, tls_problem) = tls_view(&rc, &ctx.secrets);
-    let expected_digest = config_digest(&rc.spec, &tls_hashes);
-    let (mut out, mut next_expiry) = judge(&ctx, &rc, &verdict, tls_problem.as_ref(), &expected_digest);
+    let spec = judge_spec(&rc, &ctx);
+    let expected_digest = config_digest(&rc.spec, &spec.tls_hashes);
+    let (mut out, mut next_expiry) = judge(&ctx, &rc, &spec, &expected_digest);
     if out.ready && out.changed {
         confirm_members(&ctx, &rc.spec.fleet).await?;
-        (out, next_expiry) = judge(&ctx, &rc, &verdict, tls_problem.as_ref(), &expected_digest);
+        (out, next_expiry) = judge(&ctx, &rc, &spec, &expected_digest);
     }
 
     let api: Api<RouterConfig> = Api::namespaced(ctx.client.clone(), &key.namespace);

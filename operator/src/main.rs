@@ -182,22 +182,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown,
     ));
 
-    let signal = shutdown_signal().await;
+    let signal = lockstep_apiclient::shutdown_signal()
+        .await
+        .context("installing the SIGTERM and SIGINT handlers")?;
     tracing::info!(signal, "shutting down: releasing leadership");
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
     Ok(())
-}
-
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }
 
 #[cfg(test)]

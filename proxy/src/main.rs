@@ -290,7 +290,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
-    let signal = shutdown_signal().await?;
+    let signal = lockstep_apiclient::shutdown_signal()
+        .await
+        .context("installing the SIGTERM and SIGINT handlers")?;
     tracing::info!(signal, drain_timeout = ?args.drain_timeout, "shutting down: unready, leaving the fleet, draining");
     state.start_draining();
     let deadline = tokio::time::Instant::now() + args.drain_timeout;
@@ -326,17 +328,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     admin.stop();
     Ok(())
-}
-
-/// Waits for SIGTERM or SIGINT and names it.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
 }
 
 #[cfg(test)]

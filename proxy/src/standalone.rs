@@ -3,8 +3,8 @@
 //! file accepted here is accepted by the operator, and the file is re-read on change.
 //!
 //! A file that cannot be read or parsed changes nothing. A RouterConfig that fails validation
-//! or conflicts keeps its last good spec (or stays absent), as in Kubernetes mode; the log
-//! names the field.
+//! or conflicts serves its last accepted generation (or nothing), by the same plan as
+//! Kubernetes mode ([`lockstep_config::plan`]); the log names the field.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -14,11 +14,14 @@ use std::{
 };
 
 use lockstep_config::{
-    Candidate, ObjectKey, RouteTable, Verdict, config_digest, file::FileError, resolve_fleet,
+    Candidate, ObjectKey,
+    file::FileError,
+    plan::{self, TlsView},
 };
+use lockstep_crds::{AcceptedGeneration, RouterConfig, RouterConfigStatus};
 use tokio::task::JoinHandle;
 
-use crate::state::{ProxyState, ServedConfig, ServedObject};
+use crate::state::ProxyState;
 
 /// Why a file was not applied at all.
 #[derive(Debug, thiserror::Error)]
@@ -50,79 +53,84 @@ pub enum LoadError {
 pub struct Applied {
     /// The served configuration changed.
     pub swapped: bool,
-    /// RouterConfigs not applied, with the reason (each keeps its last good spec).
+    /// RouterConfigs whose current document is not served, with the reason (each serves its
+    /// last accepted generation, if any).
     pub rejected: BTreeMap<ObjectKey, String>,
 }
 
-/// Parses, judges and swaps in the RouterConfigs of `fleet` from `text`.
-pub fn apply(state: &ProxyState, path: &str, text: &str, fleet: &str) -> Result<Applied, LoadError> {
-    let configs: Vec<_> = lockstep_config::file::parse_router_configs(path, text)?
-        .into_iter()
-        .filter(|rc| rc.spec.fleet == fleet)
-        .collect();
-    let keyed: Vec<(ObjectKey, &lockstep_crds::RouterConfig)> =
-        configs.iter().map(|rc| (ObjectKey::of(rc), rc)).collect();
+/// What the operator would keep in each RouterConfig's `status.lastAccepted`, kept by the
+/// standalone proxy for itself: here the file plays the apiserver and the proxy the operator.
+/// It lives as long as the process; a restarted standalone proxy starts from the file alone.
+#[derive(Debug, Default)]
+pub struct AcceptedGenerations(BTreeMap<ObjectKey, AcceptedGeneration>);
+
+/// Parses, judges and swaps in the RouterConfigs of `fleet` from `text`, with the plan of
+/// Kubernetes mode.
+pub fn apply(
+    state: &ProxyState,
+    accepted: &mut AcceptedGenerations,
+    path: &str,
+    text: &str,
+    fleet: &str,
+) -> Result<Applied, LoadError> {
     let mut seen = BTreeSet::new();
-    for (key, _) in &keyed {
-        if !seen.insert(key) {
+    let mut objects: Vec<Arc<RouterConfig>> = Vec::new();
+    for mut rc in lockstep_config::file::parse_router_configs(path, text)? {
+        if rc.spec.fleet != fleet {
+            continue;
+        }
+        let key = ObjectKey::of(&rc);
+        if !seen.insert(key.clone()) {
             return Err(LoadError::Duplicate {
                 path: path.to_owned(),
-                key: key.clone(),
+                key,
             });
         }
+        // A status written in the file is not the operator's: only what this process accepted
+        // counts.
+        rc.status = Some(RouterConfigStatus {
+            last_accepted: accepted.0.get(&key).cloned(),
+            ..RouterConfigStatus::default()
+        });
+        objects.push(Arc::new(rc));
     }
-    let resolution = resolve_fleet(
-        keyed
-            .iter()
-            .map(|(key, rc)| Candidate {
-                key,
-                created: rc.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                spec: &rc.spec,
-            })
-            .collect(),
-    );
 
     let previous = state.served();
-    let mut objects = BTreeMap::new();
-    let mut order = Vec::new();
-    for candidate in &resolution.accepted {
-        let rc = keyed.iter().find(|(k, _)| k == candidate.key).map(|(_, rc)| *rc);
-        let generation = rc.and_then(|rc| rc.metadata.generation).unwrap_or(1);
-        let object = ServedObject {
-            key: candidate.key.clone(),
-            generation,
-            digest: config_digest(candidate.spec, &BTreeMap::new()),
-            spec: Arc::new(candidate.spec.clone()),
-        };
-        order.push(object.key.clone());
-        objects.insert(object.key.clone(), object);
-    }
+    let plan = plan::plan(
+        &objects,
+        &previous,
+        &TlsView::default(),
+        &mut BTreeMap::new(),
+        jiff::Timestamp::now(),
+    );
+    accepted.0 = objects
+        .iter()
+        .filter_map(|rc| {
+            let candidate = Candidate::of(rc);
+            let verdict = plan.verdicts.get(&candidate.key)?;
+            lockstep_config::last_accepted(&candidate, verdict).map(|a| (candidate.key, a))
+        })
+        .collect();
     let mut applied = Applied::default();
-    for (key, verdict) in &resolution.verdicts {
-        if let Verdict::Invalid(message) | Verdict::Conflict(message) = verdict {
-            applied.rejected.insert(key.clone(), message.clone());
-            if let Some(last_good) = previous.objects.get(key) {
-                order.push(key.clone());
-                objects.insert(key.clone(), last_good.clone());
-            }
+    for (key, report) in plan.reports {
+        if let Some(rejected) = report.rejected {
+            applied.rejected.insert(key, rejected.message);
         }
     }
-
-    let unchanged = objects.len() == previous.objects.len()
-        && objects
-            .iter()
-            .zip(previous.objects.iter())
-            .all(|((k, a), (pk, b))| k == pk && a.generation == b.generation && a.digest == b.digest);
-    if !unchanged {
-        let table = RouteTable::compile(order.iter().map(|k| (k, &*objects[k].spec)));
-        state.swap(ServedConfig { table, objects });
+    if let Some(next) = plan.next {
+        state.swap(next);
         applied.swapped = true;
     }
     Ok(applied)
 }
 
 /// Reads and applies a file, logging what happened; Ok means the file was read and parsed.
-pub async fn load(state: &ProxyState, path: &Path, fleet: &str) -> Result<Applied, LoadError> {
+pub async fn load(
+    state: &ProxyState,
+    accepted: &mut AcceptedGenerations,
+    path: &Path,
+    fleet: &str,
+) -> Result<Applied, LoadError> {
     let display = path.display().to_string();
     let text = tokio::fs::read_to_string(path)
         .await
@@ -130,7 +138,7 @@ pub async fn load(state: &ProxyState, path: &Path, fleet: &str) -> Result<Applie
             path: display.clone(),
             source,
         })?;
-    apply(state, &display, &text, fleet)
+    apply(state, accepted, &display, &text, fleet)
 }
 
 /// Options of the file watcher.
@@ -151,6 +159,7 @@ pub fn watch(state: Arc<ProxyState>, options: WatchOptions) -> JoinHandle<()> {
         let display = options.path.display().to_string();
         let mut last_text: Option<String> = None;
         let mut last_error: Option<String> = None;
+        let mut accepted = AcceptedGenerations::default();
         let mut tick = tokio::time::interval(options.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -173,11 +182,11 @@ pub fn watch(state: Arc<ProxyState>, options: WatchOptions) -> JoinHandle<()> {
             if last_text.as_deref() == Some(text.as_str()) {
                 continue;
             }
-            match apply(&state, &display, &text, &options.fleet) {
+            match apply(&state, &mut accepted, &display, &text, &options.fleet) {
                 Ok(applied) => {
                     last_error = None;
                     for (key, reason) in &applied.rejected {
-                        tracing::warn!(routerconfig = %key, %reason, "RouterConfig rejected; serving its last good spec");
+                        tracing::warn!(routerconfig = %key, %reason, "RouterConfig rejected; serving its last accepted generation");
                     }
                     if applied.swapped {
                         let served = state.served();

@@ -2,45 +2,18 @@
 //! Kubernetes fleet sync or the standalone file): what the replica serves, its Service
 //! endpoints, and whether it is ready.
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use arc_swap::ArcSwap;
-use lockstep_config::{ObjectKey, RouteTable};
-use lockstep_crds::RouterConfigSpec;
+pub use lockstep_config::{ServedConfig, ServedObject};
 
 use crate::{
     endpoints::Endpoints,
     metrics::{Metrics, RouteSet},
 };
-
-/// What one RouterConfig contributes to the served configuration.
-#[derive(Debug, Clone)]
-pub struct ServedObject {
-    /// namespace/name.
-    pub key: ObjectKey,
-    /// The generation being served.
-    pub generation: i64,
-    /// The digest reported for it (spec plus TLS material).
-    pub digest: String,
-    /// The spec being served.
-    pub spec: Arc<RouterConfigSpec>,
-}
-
-/// Everything a replica serves, replaced as a whole: requests that started on one
-/// `ServedConfig` finish on it.
-#[derive(Debug, Default)]
-pub struct ServedConfig {
-    /// The compiled routes of all served objects.
-    pub table: RouteTable,
-    /// The objects behind the table, by namespace/name.
-    pub objects: BTreeMap<ObjectKey, ServedObject>,
-}
 
 /// A served configuration with the metric handles of its routes, swapped in together.
 #[derive(Debug)]

@@ -72,7 +72,8 @@ async fn a_thousand_swaps_under_load_fail_no_request() {
             "  namespace: default\n",
             &format!("  namespace: default\n  generation: {}\n", i + 2),
         );
-        let applied = standalone::apply(&state, "swap.yaml", &yaml, "default").expect("applies");
+        let applied = standalone::apply(&state, &mut Default::default(), "swap.yaml", &yaml, "default")
+            .expect("applies");
         assert!(applied.swapped);
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
@@ -107,6 +108,7 @@ async fn in_flight_requests_finish_on_the_table_they_started_with() {
     // The host disappears while the request is in flight.
     standalone::apply(
         &state,
+        &mut Default::default(),
         "x.yaml",
         &router_config("web", &[rule("other.test", "/", &url(a.addr))]),
         "default",
@@ -145,7 +147,14 @@ async fn requests_on_two_live_tables_build_no_route_metrics() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    standalone::apply(&state, "x.yaml", &routes("new"), "default").expect("applies");
+    standalone::apply(
+        &state,
+        &mut Default::default(),
+        "x.yaml",
+        &routes("new"),
+        "default",
+    )
+    .expect("applies");
     let builds = state.metrics.route_set_builds();
 
     // Requests on the new table in between.

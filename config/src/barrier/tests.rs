@@ -70,6 +70,7 @@ impl World {
             verdict,
             tls_problem: tls,
             expected_digest: DIGEST,
+            last_accepted: None,
             now: t(now),
             settings: settings(),
         })
@@ -89,6 +90,7 @@ impl World {
             replicas: Some(out.status.replicas),
             synced: Some(out.status.synced.clone()),
             replica_status: out.status.replica_status.clone(),
+            last_accepted: out.status.last_accepted.clone(),
         };
         next
     }
@@ -634,7 +636,17 @@ fn transitions_announce_ready_acceptance_and_stalls_once() {
 
 #[test]
 fn the_operator_patch_holds_the_whole_status() {
-    let out = mk_world(1, &[("p0", Some(mk_report(1, DIGEST)))]).decide_at(0);
+    let mut out = mk_world(1, &[("p0", Some(mk_report(1, DIGEST)))]).decide_at(0);
+    assert!(
+        !out.status.apply_patch()["status"]
+            .as_object()
+            .unwrap()
+            .contains_key("lastAccepted")
+    );
+    out.status.last_accepted = Some(lockstep_crds::AcceptedGeneration {
+        generation: 1,
+        spec: serde_json::from_value(serde_json::json!({"rules": []})).unwrap(),
+    });
     let patch = out.status.apply_patch();
     assert_eq!(patch["kind"], "RouterConfig");
     let status = patch["status"].as_object().unwrap();
@@ -644,6 +656,7 @@ fn the_operator_patch_holds_the_whole_status() {
         keys,
         [
             "conditions",
+            "lastAccepted",
             "observedGeneration",
             "replicaStatus",
             "replicas",

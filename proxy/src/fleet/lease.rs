@@ -173,7 +173,7 @@ async fn caught_up(shared: &Shared) -> bool {
             }
         };
         let ours = listed.iter().filter(|rc| rc.spec.fleet == shared.options.fleet);
-        let behind = !super::plan::in_sync(ours, &reported);
+        let behind = !lockstep_config::plan::in_sync(ours, &reported);
         if behind {
             return false;
         }

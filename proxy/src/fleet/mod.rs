@@ -10,7 +10,6 @@
 //! `lockstep_config::lease::ReplicaLease`; this module is their I/O.
 
 mod lease;
-pub mod plan;
 mod report;
 mod secrets;
 pub mod slices;
@@ -40,7 +39,8 @@ use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::{endpoints::ServiceKey, state::ProxyState};
 
-pub use plan::Report;
+use lockstep_config::plan;
+pub use lockstep_config::plan::Report;
 
 /// Errors of the fleet sync.
 #[derive(Debug, thiserror::Error)]
@@ -340,16 +340,18 @@ where
     })
 }
 
-/// Like [`spawn_reflector`] for RouterConfigs, telling spec changes (debounced: a burst of
-/// edits costs one swap) from status-only changes (the operator's writes), which change
-/// nothing here.
+/// Like [`spawn_reflector`] for RouterConfigs, telling changes the plan reads (a new
+/// generation, or a new `status.lastAccepted`; debounced: a burst of edits costs one swap)
+/// from the operator's other status writes, which change nothing here.
 fn spawn_routerconfig_reflector(
     api: Api<RouterConfig>,
     writer: reflector::store::Writer<RouterConfig>,
     shared: Arc<Shared>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut generations: std::collections::HashMap<ObjectKey, i64> = std::collections::HashMap::new();
+        // The generation and the operator's last accepted generation: the plan reads both.
+        let mut generations: std::collections::HashMap<ObjectKey, (i64, Option<i64>)> =
+            std::collections::HashMap::new();
         let stream = reflector(
             writer,
             watcher(api, watcher::Config::default()).backoff(lockstep_apiclient::watch_backoff()),
@@ -359,7 +361,12 @@ fn spawn_routerconfig_reflector(
             let spec_change = match &event {
                 Ok(watcher::Event::Apply(rc) | watcher::Event::InitApply(rc)) => {
                     let key = ObjectKey::of(rc);
-                    let generation = rc.generation();
+                    let last_accepted = rc
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.last_accepted.as_ref())
+                        .map(|a| a.generation);
+                    let generation = (rc.generation(), last_accepted);
                     let ours = rc.spec.fleet == shared.options.fleet;
                     match generations.insert(key.clone(), generation) {
                         Some(previous) => previous != generation,
@@ -438,8 +445,8 @@ async fn sync_loop(shared: Arc<Shared>, slices: Vec<Store<EndpointSlice>>, servi
             tracing::info!(replica = %shared.options.replica, routerconfigs = ?generations, "route table swapped");
         }
         for (key, report) in &plan.reports {
-            if let Some((generation, message)) = &report.rejected {
-                tracing::debug!(routerconfig = %key, generation, %message, "generation rejected; serving the last good one");
+            if let Some(rejected) = &report.rejected {
+                tracing::debug!(routerconfig = %key, generation = rejected.generation, message = %rejected.message, "generation rejected; serving the last accepted one");
             }
         }
         let serving = plan::in_sync(objects.iter().map(|rc| rc.as_ref()), &plan.reports);

@@ -67,8 +67,8 @@ fn served_entry(key: &ObjectKey, report: &Report) -> Value {
     if let Some(at) = &report.applied_at {
         entry["appliedAt"] = json!(at);
     }
-    if let Some((generation, message)) = &report.rejected {
-        entry["rejected"] = json!({"generation": generation, "message": message});
+    if let Some(rejected) = &report.rejected {
+        entry["rejected"] = json!(rejected);
     }
     entry
 }

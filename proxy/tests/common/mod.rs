@@ -149,7 +149,8 @@ async fn answer(name: &'static str, mut req: Request<Incoming>) -> Result<Respon
 /// A state serving the RouterConfigs of `yaml`, judged like standalone mode does.
 pub fn state_with(yaml: &str) -> Arc<ProxyState> {
     let state = ProxyState::new("test");
-    let applied = standalone::apply(&state, "test.yaml", yaml, "default").expect("test config applies");
+    let applied = standalone::apply(&state, &mut Default::default(), "test.yaml", yaml, "default")
+        .expect("test config applies");
     assert!(
         applied.rejected.is_empty(),
         "test config rejected: {:?}",

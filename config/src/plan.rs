@@ -1,18 +1,42 @@
-//! The pure core of the fleet sync: given the RouterConfigs of the fleet as the watch shows
-//! them and what the replica serves now, decide what to serve next and what to report.
+//! What a replica serves next, and what it reports: the one plan of both the Kubernetes
+//! fleet sync and the standalone file mode. Given the RouterConfigs of the fleet (with the
+//! operator's `status.lastAccepted`) and the TLS material, it applies the fleet policy of
+//! [`crate::fleet`] and compiles the route table.
 //!
-//! A generation that fails validation or conflicts with an older RouterConfig is never
-//! served: the replica keeps that object's last good spec and reports the rejection.
+//! The plan reads nothing from what the replica served before except to tell whether a swap
+//! is needed, so a restarted replica plans exactly what a long-running one does.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use jiff::Timestamp;
-use lockstep_config::{Candidate, ObjectKey, RouteTable, Verdict, config_digest, resolve_fleet};
-use lockstep_crds::{RouterConfig, RouterConfigSpec};
+use lockstep_crds::{Rejection, RouterConfig, RouterConfigSpec};
 
-use crate::state::{ServedConfig, ServedObject};
+use crate::{Candidate, ObjectKey, RouteTable, config_digest, resolve_fleet};
 
-/// What this replica reports for one RouterConfig on its RouterReplica.
+/// What one RouterConfig contributes to the served configuration.
+#[derive(Debug, Clone)]
+pub struct ServedObject {
+    /// namespace/name.
+    pub key: ObjectKey,
+    /// The generation being served.
+    pub generation: i64,
+    /// The digest reported for it (spec plus TLS material).
+    pub digest: String,
+    /// The spec being served.
+    pub spec: Arc<RouterConfigSpec>,
+}
+
+/// Everything a replica serves, replaced as a whole: requests that started on one
+/// `ServedConfig` finish on it.
+#[derive(Debug, Default)]
+pub struct ServedConfig {
+    /// The compiled routes of all served objects.
+    pub table: RouteTable,
+    /// The objects behind the table, by namespace/name.
+    pub objects: BTreeMap<ObjectKey, ServedObject>,
+}
+
+/// What a replica reports for one RouterConfig on its RouterReplica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Generation served (0: nothing good yet).
@@ -21,8 +45,8 @@ pub struct Report {
     pub config_digest: String,
     /// When the served generation was swapped in.
     pub applied_at: Option<String>,
-    /// The newest generation, when it could not be applied.
-    pub rejected: Option<(i64, String)>,
+    /// The newest generation, when it is not served.
+    pub rejected: Option<Rejection>,
 }
 
 impl Report {
@@ -30,7 +54,7 @@ impl Report {
     /// rejection is never counted as applied by the operator, but it is an answer.
     pub fn processed(&self, generation: i64) -> bool {
         self.observed_generation == generation
-            || self.rejected.as_ref().is_some_and(|(g, _)| *g == generation)
+            || self.rejected.as_ref().is_some_and(|r| r.generation == generation)
     }
 }
 
@@ -41,15 +65,8 @@ pub struct Plan {
     pub next: Option<ServedConfig>,
     /// The entry to report per RouterConfig of the fleet.
     pub reports: BTreeMap<ObjectKey, Report>,
-}
-
-/// One RouterConfig of the fleet with what the planner needs.
-fn candidate(rc: &RouterConfig) -> (ObjectKey, Option<Timestamp>, i64) {
-    (
-        ObjectKey::of(rc),
-        rc.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        rc.generation(),
-    )
+    /// The verdict on the current generation of each RouterConfig of the fleet.
+    pub verdicts: BTreeMap<ObjectKey, crate::Verdict>,
 }
 
 /// TLS as the planner sees it: hashes of the material served per Secret (namespace/name),
@@ -62,68 +79,48 @@ pub struct TlsView {
     pub problems: BTreeMap<ObjectKey, String>,
 }
 
+/// When each served generation was swapped in, by RouterConfig.
+pub type AppliedAt = BTreeMap<ObjectKey, (i64, String)>;
+
 /// Plans the next served configuration. `applied_at` remembers when each served generation
 /// was swapped in (updated here for new ones).
 pub fn plan(
     objects: &[Arc<RouterConfig>],
     served: &ServedConfig,
     tls: &TlsView,
-    applied_at: &mut BTreeMap<ObjectKey, (i64, String)>,
+    applied_at: &mut AppliedAt,
     now: Timestamp,
 ) -> Plan {
-    let keyed: Vec<(ObjectKey, Option<Timestamp>, i64, &RouterConfigSpec)> = objects
+    let candidates: Vec<Candidate<'_>> = objects
         .iter()
         .map(|rc| {
-            let (key, created, generation) = candidate(rc);
-            (key, created, generation, &rc.spec)
+            let candidate = Candidate::of(rc);
+            let problem = tls.problems.get(&candidate.key).map(String::as_str);
+            candidate.with_tls_problem(problem)
         })
         .collect();
-    let resolution = resolve_fleet(
-        keyed
-            .iter()
-            .map(|(key, created, _, spec)| Candidate {
-                key,
-                created: *created,
-                spec,
-            })
-            .collect(),
-    );
+    let resolution = resolve_fleet(candidates.clone());
 
     let mut next_objects: BTreeMap<ObjectKey, ServedObject> = BTreeMap::new();
-    let mut rejected: BTreeMap<ObjectKey, (i64, String)> = BTreeMap::new();
-    for (key, _, generation, spec) in &keyed {
-        let digest = config_digest(spec, &tls_for(key, spec, &tls.hashes));
-        let tls_problem = tls.problems.get(key);
-        match resolution.verdicts.get(key) {
-            Some(Verdict::Accepted) if tls_problem.is_none() => {
-                next_objects.insert(
-                    key.clone(),
-                    ServedObject {
-                        key: key.clone(),
-                        generation: *generation,
-                        digest,
-                        spec: Arc::new((*spec).clone()),
-                    },
-                );
+    for entry in &resolution.served {
+        // The same spec is shared with the previous table when nothing changed, so an
+        // unchanged object costs no copy.
+        let digest = config_digest(entry.spec, &tls_for(&entry.key, entry.spec, &tls.hashes));
+        let spec = match served.objects.get(&entry.key) {
+            Some(previous) if previous.generation == entry.generation && previous.digest == digest => {
+                previous.spec.clone()
             }
-            verdict => {
-                // Invalid, in conflict, or its TLS material is unusable or missing: a
-                // generation whose certificates cannot be served is not served at all (its
-                // routes could redirect plain HTTP to a host without a certificate).
-                let message = match (verdict, tls_problem) {
-                    (Some(Verdict::Accepted), Some(problem)) => problem.clone(),
-                    (verdict, _) => verdict
-                        .and_then(Verdict::message)
-                        .unwrap_or("not judged")
-                        .to_owned(),
-                };
-                rejected.insert(key.clone(), (*generation, message));
-                // Keep serving the last good generation of this object, if any.
-                if let Some(previous) = served.objects.get(key) {
-                    next_objects.insert(key.clone(), previous.clone());
-                }
-            }
-        }
+            _ => Arc::new(entry.spec.clone()),
+        };
+        next_objects.insert(
+            entry.key.clone(),
+            ServedObject {
+                key: entry.key.clone(),
+                generation: entry.generation,
+                digest,
+                spec,
+            },
+        );
     }
 
     let unchanged = next_objects.len() == served.objects.len()
@@ -145,38 +142,41 @@ pub fn plan(
         }
     }
 
-    let mut reports = BTreeMap::new();
-    for (key, _, _, _) in &keyed {
-        let served_object = next_objects.get(key);
-        reports.insert(
-            key.clone(),
-            Report {
+    let reports = candidates
+        .iter()
+        .map(|candidate| {
+            let served_object = next_objects.get(&candidate.key);
+            let rejected = resolution.unserved_reason(candidate).map(|message| Rejection {
+                generation: candidate.generation,
+                message: message.to_owned(),
+            });
+            let report = Report {
                 observed_generation: served_object.map_or(0, |o| o.generation),
                 config_digest: served_object.map(|o| o.digest.clone()).unwrap_or_default(),
-                applied_at: applied_at.get(key).map(|(_, at)| at.clone()),
-                rejected: rejected.get(key).cloned(),
-            },
-        );
-    }
+                applied_at: applied_at.get(&candidate.key).map(|(_, at)| at.clone()),
+                rejected,
+            };
+            (candidate.key.clone(), report)
+        })
+        .collect();
 
     let next = (!unchanged).then(|| {
-        let mut order: Vec<(&ObjectKey, Option<Timestamp>)> = keyed
-            .iter()
-            .filter(|(k, ..)| next_objects.contains_key(k))
-            .map(|(k, c, ..)| (k, *c))
-            .collect();
-        order.sort_by(|a, b| {
-            a.1.unwrap_or(Timestamp::MAX)
-                .cmp(&b.1.unwrap_or(Timestamp::MAX))
-                .then(a.0.cmp(b.0))
-        });
-        let table = RouteTable::compile(order.iter().map(|(k, _)| (*k, next_objects[*k].spec.as_ref())));
+        let table = RouteTable::compile(
+            resolution
+                .served
+                .iter()
+                .map(|entry| (&entry.key, next_objects[&entry.key].spec.as_ref())),
+        );
         ServedConfig {
             table,
             objects: next_objects,
         }
     });
-    Plan { next, reports }
+    Plan {
+        next,
+        reports,
+        verdicts: resolution.verdicts,
+    }
 }
 
 /// The TLS hashes a spec's digest covers: the Secrets it names, looked up in its namespace.
@@ -185,7 +185,7 @@ fn tls_for(
     spec: &RouterConfigSpec,
     tls: &BTreeMap<ObjectKey, String>,
 ) -> BTreeMap<String, String> {
-    lockstep_config::tls_secret_names(spec)
+    crate::tls_secret_names(spec)
         .into_iter()
         .filter_map(|name| {
             tls.get(&ObjectKey::new(key.namespace.clone(), name.clone()))
@@ -225,6 +225,20 @@ mod tests {
         Arc::new(rc)
     }
 
+    /// `rc` as the operator leaves it after accepting generation `generation` of `spec`.
+    fn with_last_accepted(
+        rc: &Arc<RouterConfig>,
+        generation: i64,
+        spec: &RouterConfigSpec,
+    ) -> Arc<RouterConfig> {
+        let mut rc = (**rc).clone();
+        rc.status.get_or_insert_default().last_accepted = Some(lockstep_crds::AcceptedGeneration {
+            generation,
+            spec: spec.clone(),
+        });
+        Arc::new(rc)
+    }
+
     fn now() -> Timestamp {
         Timestamp::from_second(1_000_000).unwrap()
     }
@@ -257,17 +271,17 @@ mod tests {
     fn conflicting_generation_is_rejected_and_last_good_spec_kept() {
         let old = mk_rc("old", 1, 1, "a.example.com", "/api");
         let web_v1 = mk_rc("web", 1, 2, "b.example.com", "/");
-        let served = run(&[old.clone(), web_v1], &ServedConfig::default())
+        let served = run(&[old.clone(), web_v1.clone()], &ServedConfig::default())
             .next
             .unwrap();
 
-        // web's generation 2 claims old's host+path.
-        let web_v2 = mk_rc("web", 2, 2, "a.example.com", "/api");
+        // web's generation 2 claims old's host+path; the operator had accepted generation 1.
+        let web_v2 = with_last_accepted(&mk_rc("web", 2, 2, "a.example.com", "/api"), 1, &web_v1.spec);
         let objects = vec![old, web_v2];
         let plan = run(&objects, &served);
         let report = &plan.reports[&ObjectKey::new("ns", "web")];
         assert_eq!(report.observed_generation, 1, "still serves generation 1");
-        let (generation, message) = report.rejected.clone().expect("rejected");
+        let Rejection { generation, message } = report.rejected.clone().expect("rejected");
         assert_eq!(generation, 2);
         assert!(
             message.contains("spec.rules[0].paths[0]") && message.contains("ns/old"),
@@ -278,6 +292,15 @@ mod tests {
             in_sync(objects.iter().map(|rc| rc.as_ref()), &plan.reports),
             "a rejected generation is processed"
         );
+        // A replica that starts now plans the same table: last-good state is in the status.
+        let restarted = run(&objects, &ServedConfig::default())
+            .next
+            .expect("a first table");
+        assert_eq!(
+            restarted.table.lookup("b.example.com", "/").map(|r| &r.source),
+            Some(&ObjectKey::new("ns", "web"))
+        );
+        assert_eq!(restarted.objects[&ObjectKey::new("ns", "web")].generation, 1);
     }
 
     #[test]
@@ -285,8 +308,10 @@ mod tests {
         // Generation 1 serves a.example.com; generation 2 adds b.example.com with a TLS
         // Secret that is missing: b must not be routed (nor redirected to https).
         let v1 = mk_rc("web", 1, 1, "a.example.com", "/");
-        let served = run(&[v1], &ServedConfig::default()).next.unwrap();
-        let mut v2 = (*mk_rc("web", 2, 1, "b.example.com", "/")).clone();
+        let served = run(std::slice::from_ref(&v1), &ServedConfig::default())
+            .next
+            .unwrap();
+        let mut v2 = (*with_last_accepted(&mk_rc("web", 2, 1, "b.example.com", "/"), 1, &v1.spec)).clone();
         v2.spec.rules[0].tls = Some(lockstep_crds::HostTls {
             secret_name: "b-tls".into(),
             redirect_http: true,
@@ -303,8 +328,8 @@ mod tests {
         assert!(served.table.lookup("a.example.com", "/").is_some());
         let report = &plan.reports[&key];
         assert_eq!(report.observed_generation, 1);
-        assert_eq!(report.rejected.as_ref().map(|r| r.0), Some(2));
-        assert!(report.rejected.as_ref().unwrap().1.contains("b-tls"));
+        assert_eq!(report.rejected.as_ref().map(|r| r.generation), Some(2));
+        assert!(report.rejected.as_ref().unwrap().message.contains("b-tls"));
     }
 
     #[test]
@@ -313,7 +338,14 @@ mod tests {
         let plan = run(&objects, &ServedConfig::default());
         let report = &plan.reports[&ObjectKey::new("ns", "web")];
         assert_eq!(report.observed_generation, 0);
-        assert!(report.rejected.as_ref().unwrap().1.contains("spec.rules[0].host"));
+        assert!(
+            report
+                .rejected
+                .as_ref()
+                .unwrap()
+                .message
+                .contains("spec.rules[0].host")
+        );
     }
 
     #[test]
@@ -333,7 +365,8 @@ mod tests {
             secret_name: "cert".into(),
             redirect_http: false,
         });
-        let objects = vec![Arc::new(rc)];
+        let rc = Arc::new(rc);
+        let objects = vec![with_last_accepted(&rc, 1, &rc.spec)];
         let mut tls = TlsView::default();
         tls.hashes
             .insert(ObjectKey::new("ns", "cert"), "sha256:one".to_owned());
@@ -363,7 +396,10 @@ mod tests {
         assert_eq!(three.reports[&key].config_digest, two.reports[&key].config_digest);
         assert_eq!(
             three.reports[&key].rejected,
-            Some((1, "spec.rules[0].tls.secretName: expired".into()))
+            Some(Rejection {
+                generation: 1,
+                message: "spec.rules[0].tls.secretName: expired".into()
+            })
         );
     }
 }
