@@ -31,18 +31,6 @@ pub fn unique_fleet(prefix: &str) -> String {
     format!("{prefix}-{:06x}", rand::random::<u32>() & 0xffffff)
 }
 
-/// The value after `NAME` (e.g. `--listen`) on the command line of the harness's binaries.
-pub fn flag(name: &str) -> Option<String> {
-    let mut args = std::env::args().skip_while(|a| a != name);
-    args.next();
-    args.next()
-}
-
-/// [`flag`], or `default` when it is not given.
-pub fn flag_or(name: &str, default: &str) -> String {
-    flag(name).unwrap_or_else(|| default.to_owned())
-}
-
 /// The `p`th percentile (0 to 100, nearest rank) of sorted, non-empty `sorted`.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
@@ -213,7 +201,11 @@ impl ControlPlane {
         let mut child = self
             .kubectl()
             .args(args)
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
@@ -359,7 +351,9 @@ impl ControlPlane {
     /// Creates namespace `name` unless it exists (e.g. `lockstep-system`, shared by a binary's
     /// tests).
     pub fn ensure_namespace(&self, name: &str) -> Result<()> {
-        self.kubectl_apply(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"))?;
+        self.kubectl_apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"
+        ))?;
         Ok(())
     }
 

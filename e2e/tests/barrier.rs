@@ -39,7 +39,14 @@ trait BarrierFixture {
     /// `kubectl wait` for `name` in the test's namespace, with this binary's timeout.
     fn wait(&self, name: &str);
     /// Asserts every proxy serves `generation` of `name` and routes `host/` to `backend`.
-    async fn assert_all_serve(&self, proxies: &[&Proxy], name: &str, generation: i64, host: &str, backend: &str);
+    async fn assert_all_serve(
+        &self,
+        proxies: &[&Proxy],
+        name: &str,
+        generation: i64,
+        host: &str,
+        backend: &str,
+    );
 }
 
 impl BarrierFixture for Fixture {

@@ -198,8 +198,7 @@ async fn tls_material_never_reaches_logs_metrics_config_or_status() {
         ),
         (
             "the namespace's events",
-            cp.kubectl_ok(&["get", "events", "-n", ns, "-o", "yaml"])
-                .unwrap(),
+            cp.kubectl_ok(&["get", "events", "-n", ns, "-o", "yaml"]).unwrap(),
         ),
     ];
     // The texts are real: the replica logged its work at debug level and served /config.
