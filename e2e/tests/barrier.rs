@@ -1,7 +1,8 @@
 //! The consistency barrier end to end: real kube-apiserver, the real operator and proxy
 //! binaries, real kubectl and real HTTP requests. After `kubectl wait --for=condition=Ready`
 //! returns, every live replica serves that generation; rejected generations never count;
-//! dead and frozen replicas drop out when their Lease expires.
+//! dead and frozen replicas drop out when their Lease expires. (The operator's side alone,
+//! with the test playing the replicas, is `operator/tests/simulated_barrier.rs`.)
 
 use std::{
     sync::{Arc, Mutex},

@@ -1,6 +1,7 @@
 //! Leader election against a real kube-apiserver: two operator binaries share the Lease
 //! `lockstep-operator`; when the leader is SIGKILLed during a rollout the other takes over and
-//! finishes it, and a leader stopped with SIGTERM releases the Lease.
+//! finishes it, and a leader stopped with SIGTERM releases the Lease. The replicas are
+//! simulated (`lockstep_e2e::simulated`).
 
 use std::{process::Command, time::Duration};
 

@@ -1,6 +1,7 @@
 //! `Stalled` against a real kube-apiserver, with a short `--stall-timeout`: a rollout that lags
 //! longer than the timeout is Stalled naming the laggard, and recovers when it catches up.
-//! Its own binary (and control plane), because its operator's stall timeout differs.
+//! Its own binary (and control plane), because its operator's stall timeout differs. The
+//! replicas are simulated (`lockstep_e2e::simulated`).
 
 use std::time::{Duration, Instant};
 
