@@ -2,6 +2,7 @@
 # Chaos run: rollouts under faults, checking at every Ready=True that every ready replica
 # serves the generation; bounded in count and time, loopback only. Prints a Markdown row.
 #   e2e/bench/chaos.sh [--rollouts 200] [--seconds 600] [--replicas 3] [--seed N]
+# LOCKSTEP_PROFILE (default release) is the cargo profile of the binaries, as for e2e/demo.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 "$ROOT/e2e/setup"
@@ -11,6 +12,7 @@ if [[ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 && ! -e /usr/lib/
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null) \
     || echo "[chaos] faketime unavailable: running without clock skew" >&2
 fi
-cargo build --manifest-path "$ROOT/Cargo.toml" --workspace --bins --release --locked
+PROFILE="${LOCKSTEP_PROFILE:-release}"
+cargo build --manifest-path "$ROOT/Cargo.toml" --workspace --bins --profile "$PROFILE" --locked
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-exec "${CARGO_TARGET_DIR:-$ROOT/target}/release/lockstep-e2e-chaos" "$@"
+exec "${CARGO_TARGET_DIR:-$ROOT/target}/$([[ $PROFILE == dev ]] && echo debug || echo "$PROFILE")/lockstep-e2e-chaos" "$@"

@@ -21,24 +21,14 @@ use kube::{
 };
 
 pub mod check;
+pub mod fixture;
 pub mod fleet;
 pub mod process;
+pub mod simulated;
 
 /// A fleet name no other test of the run uses: `PREFIX-` and six hex digits.
 pub fn unique_fleet(prefix: &str) -> String {
     format!("{prefix}-{:06x}", rand::random::<u32>() & 0xffffff)
-}
-
-/// The value after `NAME` (e.g. `--listen`) on the command line of the harness's binaries.
-pub fn flag(name: &str) -> Option<String> {
-    let mut args = std::env::args().skip_while(|a| a != name);
-    args.next();
-    args.next()
-}
-
-/// [`flag`], or `default` when it is not given.
-pub fn flag_or(name: &str, default: &str) -> String {
-    flag(name).unwrap_or_else(|| default.to_owned())
 }
 
 /// The `p`th percentile (0 to 100, nearest rank) of sorted, non-empty `sorted`.
@@ -204,18 +194,30 @@ impl ControlPlane {
         self.kubectl_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
-    /// `kubectl apply -f -` of `yaml`; returns stdout.
-    pub fn kubectl_apply(&self, yaml: &str) -> Result<String> {
+    /// Runs kubectl with `args` and `input` on stdin (None: no stdin) and returns its output,
+    /// whatever its exit status.
+    pub fn kubectl_output(&self, args: &[&str], input: Option<&str>) -> Result<std::process::Output> {
         use std::io::Write;
         let mut child = self
             .kubectl()
-            .args(["apply", "-f", "-"])
-            .stdin(Stdio::piped())
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        child.stdin.take().expect("stdin").write_all(yaml.as_bytes())?;
-        let out = child.wait_with_output()?;
+        if let Some(text) = input {
+            child.stdin.take().expect("stdin").write_all(text.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// `kubectl apply -f -` of `yaml`; returns stdout.
+    pub fn kubectl_apply(&self, yaml: &str) -> Result<String> {
+        let out = self.kubectl_output(&["apply", "-f", "-"], Some(yaml))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -344,6 +346,15 @@ impl ControlPlane {
             namespace,
             &format!("kubeconfig-{sa}-{namespace}-{replica}"),
         )
+    }
+
+    /// Creates namespace `name` unless it exists (e.g. `lockstep-system`, shared by a binary's
+    /// tests).
+    pub fn ensure_namespace(&self, name: &str) -> Result<()> {
+        self.kubectl_apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"
+        ))?;
+        Ok(())
     }
 
     /// Creates a namespace with a unique name starting with `prefix`.

@@ -2,6 +2,7 @@
 //! pid when its guard drops.
 
 use std::{
+    ffi::{OsStr, OsString},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -176,19 +177,71 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(child.id() as i32);
-            // A SIGSTOPped process would never act on SIGTERM.
-            let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
-            let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
+            terminate(child.id(), Duration::from_secs(5), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            });
             let _ = child.wait();
         }
     }
+}
+
+/// Stops `pid` as the harness stops every process it started: SIGCONT (a SIGSTOPped process
+/// would never act on SIGTERM), SIGTERM, then SIGKILL unless `exited` says it is gone within
+/// `grace`.
+pub fn terminate(pid: u32, grace: Duration, mut exited: impl FnMut() -> bool) {
+    let pid = Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
+    let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if exited() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+}
+
+/// Starts `program` in a session of its own (it outlives the caller and a Ctrl-C of its
+/// terminal), with stdout and stderr to `DIR/NAME.log` and its pid in `DIR/NAME.pid`; for
+/// processes that keep running after the script that started them (the demo), stopped with
+/// [`stop_detached`].
+pub fn spawn_detached(dir: &Path, name: &str, program: &OsStr, args: &[OsString]) -> Result<u32> {
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    // setsid(1) execs the program in place: the pid is the program's.
+    let child = Command::new("setsid")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| Error::Command {
+            what: format!("spawn {name}"),
+            detail: e.to_string(),
+        })?;
+    std::fs::write(dir.join(format!("{name}.pid")), format!("{}\n", child.id()))?;
+    Ok(child.id())
+}
+
+/// Stops every process whose pid file [`spawn_detached`] wrote in `dir` ([`terminate`], with
+/// 10 s to exit), and removes the pid files.
+pub fn stop_detached(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension() != Some(OsStr::new("pid")) {
+            continue;
+        }
+        let pid = std::fs::read_to_string(&path)?.trim().parse::<u32>().ok();
+        if let Some(pid) = pid.filter(|pid| alive(*pid)) {
+            terminate(pid, Duration::from_secs(10), || !alive(pid));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    Ok(())
+}
+
+/// Whether a process `pid` exists (`kill -0`).
+fn alive(pid: u32) -> bool {
+    nix::sys::signal::kill(Pid::from_raw(pid as i32), None).is_ok()
 }

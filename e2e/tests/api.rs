@@ -2,11 +2,7 @@
 //! invalid objects are rejected at admission with messages naming the field, `kubectl get`
 //! shows the printer columns and `kubectl explain` shows the field docs.
 
-use std::{
-    io::Write,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use kube::{
     Api,
@@ -16,28 +12,17 @@ use lockstep_crds::RouterConfig;
 use lockstep_e2e::{ControlPlane, eventually, repo_root};
 use serde_json::{Value, json};
 
-/// Runs a kubectl command with `input` on stdin; Ok(stdout) or Err(stderr).
-fn kubectl_stdin(mut cmd: Command, input: &str) -> Result<String, String> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+/// `kubectl apply -f -` of one object into `ns`, with extra flags: Ok(stdout) or Err(stderr).
+fn apply(cp: &ControlPlane, ns: &str, object: &Value, flags: &[&str]) -> Result<String, String> {
+    let args = [&["apply", "-n", ns, "-f", "-"], flags].concat();
+    let out = cp
+        .kubectl_output(&args, Some(&object.to_string()))
         .expect("kubectl");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
-}
-
-/// `kubectl apply -f -` of one object into `ns`, with extra flags.
-fn apply(cp: &ControlPlane, ns: &str, object: &Value, flags: &[&str]) -> Result<String, String> {
-    let mut cmd = cp.kubectl();
-    cmd.args(["apply", "-n", ns, "-f", "-"]).args(flags);
-    kubectl_stdin(cmd, &object.to_string())
 }
 
 fn router_config(name: &str, spec: Value) -> Value {

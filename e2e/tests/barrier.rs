@@ -1,10 +1,11 @@
 //! The consistency barrier end to end: real kube-apiserver, the real operator and proxy
 //! binaries, real kubectl and real HTTP requests. After `kubectl wait --for=condition=Ready`
 //! returns, every live replica serves that generation; rejected generations never count;
-//! dead and frozen replicas drop out when their Lease expires.
+//! dead and frozen replicas drop out when their Lease expires. (The operator's side alone,
+//! with the test playing the replicas, is `operator/tests/simulated_barrier.rs`.)
 
 use std::{
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -15,106 +16,45 @@ use kube::{
 };
 use lockstep_crds::RouterConfig;
 use lockstep_e2e::{
-    ControlPlane,
     check::{self, ready_generation},
     eventually,
-    fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
+    fixture::{Fixture, least_privilege_operator, router_config, shared_operator},
+    fleet::{Backend, Operator, Proxy, ProxySpec},
 };
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// One operator serves every test of this binary; tests stay apart by namespace and fleet.
+/// Least privilege, as deployed: the operator's own ServiceAccount and RBAC.
 fn operator() -> &'static Operator {
-    static OPERATOR: OnceLock<Operator> = OnceLock::new();
-    OPERATOR.get_or_init(|| {
-        // Least privilege, as deployed: the operator's own ServiceAccount and RBAC.
-        let cp = ControlPlane::shared();
-        cp.kubectl_apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: lockstep-system}\n")
-            .expect("namespace lockstep-system");
-        let kubeconfig = cp.operator_kubeconfig("lockstep-system").expect("operator RBAC");
-        let spec = OperatorSpec {
-            extra: vec!["--lease-namespace".into(), "lockstep-system".into()],
-            ..OperatorSpec::default()
-        };
-        Operator::start_with_kubeconfig(&kubeconfig, &cp.test_dir("operator"), spec).expect("start operator")
-    })
-}
-
-fn router_config(ns: &str, fleet: &str, name: &str, routes: &[(&str, &str, &str)]) -> String {
-    let mut rules = String::new();
-    for (host, path, url) in routes {
-        rules.push_str(&format!(
-            "  - host: {host}\n    paths:\n    - path: {path}\n      pathType: Prefix\n      backend: {{url: \"{url}\"}}\n"
-        ));
-    }
-    format!(
-        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  fleet: {fleet}\n  rules:\n{rules}"
-    )
-}
-
-fn kubectl_wait(cp: &ControlPlane, ns: &str, name: &str) {
-    cp.wait_ready(ns, name, WAIT)
-        .unwrap_or_else(|e| panic!("kubectl wait for {ns}/{name}: {e}"));
-}
-
-struct Fixture {
-    cp: &'static ControlPlane,
-    ns: String,
-    fleet: String,
-    dir: std::path::PathBuf,
-    api: Api<RouterConfig>,
-    http: reqwest::Client,
+    shared_operator(|cp| least_privilege_operator(cp, "lockstep-system", "operator"))
 }
 
 async fn fixture(test: &str) -> Fixture {
-    let cp = ControlPlane::shared();
     let _ = operator();
-    let client = cp.client().await.unwrap();
-    let ns = cp.namespace(&client, test).await.unwrap();
-    Fixture {
-        cp,
-        fleet: lockstep_e2e::unique_fleet(test),
-        dir: cp.test_dir(test),
-        api: Api::namespaced(client, &ns),
-        ns,
-        http: check::http(),
-    }
+    Fixture::new(test).await
 }
 
-impl Fixture {
-    /// Replicas running with the proxy ServiceAccount's token and RBAC, as deployed.
-    /// Starts `n` replicas and returns once every one has joined the fleet.
-    fn proxies(&self, n: usize) -> Vec<Proxy> {
-        let mut proxies: Vec<Proxy> = (0..n).map(|i| self.proxy(&format!("proxy-{i}"))).collect();
-        for proxy in &mut proxies {
-            proxy.wait_joined().unwrap();
-        }
-        proxies
-    }
-
-    /// One replica with its own Pod-bound token, as deployed.
-    fn proxy(&self, name: &str) -> Proxy {
-        let kubeconfig = self.cp.proxy_kubeconfig(&self.ns, name, &[&self.ns]).unwrap();
-        Proxy::start_with_kubeconfig(
-            &kubeconfig,
-            &self.dir,
-            ProxySpec::new(name, &self.ns, &self.fleet),
-        )
-        .unwrap()
-    }
-
-    fn apply(&self, name: &str, routes: &[(&str, &str, &str)]) {
-        self.cp
-            .kubectl_apply(&router_config(&self.ns, &self.fleet, name, routes))
-            .unwrap();
-    }
-
-    async fn get(&self, name: &str) -> RouterConfig {
-        check::get(&self.api, name).await.unwrap()
-    }
-
+trait BarrierFixture {
+    /// `kubectl wait` for `name` in the test's namespace, with this binary's timeout.
+    fn wait(&self, name: &str);
     /// Asserts every proxy serves `generation` of `name` and routes `host/` to `backend`.
+    async fn assert_all_serve(
+        &self,
+        proxies: &[&Proxy],
+        name: &str,
+        generation: i64,
+        host: &str,
+        backend: &str,
+    );
+}
+
+impl BarrierFixture for Fixture {
+    fn wait(&self, name: &str) {
+        self.kubectl_wait(name, WAIT);
+    }
+
     async fn assert_all_serve(
         &self,
         proxies: &[&Proxy],
@@ -200,7 +140,7 @@ async fn kubectl_wait_returns_only_when_every_replica_serves_the_generation() {
     let all: Vec<&Proxy> = proxies.iter().collect();
 
     f.apply("web", &[("app.test", "/", &one.url())]);
-    kubectl_wait(f.cp, &f.ns, "web");
+    f.wait("web");
     f.assert_all_serve(&all, "web", 1, "app.test", "one").await;
     let rc = f.get("web").await;
     let status = rc.status.clone().unwrap();
@@ -231,7 +171,7 @@ async fn kubectl_wait_returns_only_when_every_replica_serves_the_generation() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // apply and wait back to back, as a deploy pipeline does: no sleep in between.
     f.apply("web", &[("app.test", "/", &two.url())]);
-    kubectl_wait(f.cp, &f.ns, "web");
+    f.wait("web");
     f.assert_all_serve(&all, "web", 2, "app.test", "two").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     checker.abort();
@@ -265,8 +205,8 @@ async fn a_conflicting_generation_is_not_accepted_and_every_replica_keeps_its_ta
     // would go to namespace/name order, where "other" comes first).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     f.apply("other", &[("other.test", "/", &two.url())]);
-    kubectl_wait(f.cp, &f.ns, "owner");
-    kubectl_wait(f.cp, &f.ns, "other");
+    f.wait("owner");
+    f.wait("other");
 
     // "other" now claims the host+path "owner" (older) routes: admissible, but a conflict.
     f.apply("other", &[("app.test", "/", &two.url())]);
@@ -422,7 +362,7 @@ async fn a_crashed_replica_holds_ready_back_until_its_lease_expires_and_rejoins_
     let two = Backend::start(&f.dir, "two").unwrap();
     let mut proxies = f.proxies(3);
     f.apply("web", &[("app.test", "/", &one.url())]);
-    kubectl_wait(f.cp, &f.ns, "web");
+    f.wait("web");
 
     proxies[2].crash();
     f.apply("web", &[("app.test", "/", &two.url())]);
@@ -440,7 +380,7 @@ async fn a_crashed_replica_holds_ready_back_until_its_lease_expires_and_rejoins_
     );
 
     // Once its Lease (3 s) expires, Ready is computed without it.
-    kubectl_wait(f.cp, &f.ns, "web");
+    f.wait("web");
     let status = f.get("web").await.status.unwrap();
     assert_eq!(status.synced.as_deref(), Some("2/2"));
     let expired = format!("{}/proxy-2", f.ns);
@@ -472,7 +412,7 @@ async fn a_crashed_replica_holds_ready_back_until_its_lease_expires_and_rejoins_
             f.dir.display()
         );
     }
-    kubectl_wait(f.cp, &f.ns, "web");
+    f.wait("web");
 }
 
 #[tokio::test]
@@ -482,11 +422,11 @@ async fn a_frozen_replica_is_excluded_and_unready_after_waking_until_resynced() 
     let two = Backend::start(&f.dir, "two").unwrap();
     let proxies = f.proxies(3);
     f.apply("web", &[("app.test", "/", &one.url())]);
-    kubectl_wait(f.cp, &f.ns, "web");
+    f.wait("web");
 
     proxies[1].process.signal(Signal::SIGSTOP).unwrap();
     f.apply("web", &[("app.test", "/", &two.url())]);
-    kubectl_wait(f.cp, &f.ns, "web");
+    f.wait("web");
     let status = f.get("web").await.status.unwrap();
     assert_eq!(
         status.synced.as_deref(),
@@ -512,7 +452,7 @@ async fn a_frozen_replica_is_excluded_and_unready_after_waking_until_resynced() 
     })
     .await
     .unwrap();
-    kubectl_wait(f.cp, &f.ns, "web");
+    f.wait("web");
     let all: Vec<&Proxy> = proxies.iter().collect();
     f.assert_all_serve(&all, "web", 2, "app.test", "two").await;
 }
@@ -544,7 +484,7 @@ async fn service_backends_follow_their_endpointslices() {
         fleet = f.fleet
     ))
     .unwrap();
-    kubectl_wait(f.cp, &f.ns, "web");
+    f.wait("web");
     let landed_on = |proxy: &Proxy| {
         let (http, addr) = (f.http.clone(), proxy.http);
         async move { check::request(&http, addr, "api.test", "/").await.unwrap() }
@@ -712,7 +652,7 @@ async fn a_canary_weight_change_is_a_barrier_like_any_other() {
     // 10%: once kubectl wait returns, every replica splits 90/10 (smoothly: exactly 20 of
     // every 200 requests of one replica).
     f.cp.kubectl_apply(&canary(90, 10)).unwrap();
-    kubectl_wait(f.cp, &f.ns, "shop");
+    f.wait("shop");
     for proxy in &proxies {
         let seen = split(&f, proxy, "shop.test", 200).await;
         assert_eq!(seen.get("v2"), Some(&20), "{seen:?}");
@@ -721,7 +661,7 @@ async fn a_canary_weight_change_is_a_barrier_like_any_other() {
     // Promote: a weight change is a new generation; once kubectl wait returns, no replica
     // sends anything to v1 (weight 0 drains).
     f.cp.kubectl_apply(&canary(0, 100)).unwrap();
-    kubectl_wait(f.cp, &f.ns, "shop");
+    f.wait("shop");
     assert_eq!(f.get("shop").await.metadata.generation, Some(2));
     for proxy in &proxies {
         let seen = split(&f, proxy, "shop.test", 50).await;
@@ -761,7 +701,7 @@ async fn grpc_reaches_a_service_port_with_app_protocol_h2c() {
         fleet = f.fleet,
     ))
     .unwrap();
-    kubectl_wait(f.cp, &f.ns, "grpc");
+    f.wait("grpc");
     for proxy in &proxies {
         let out = std::process::Command::new(&probe)
             .args([
@@ -787,20 +727,9 @@ async fn sigterm_turns_a_proxy_unready_deletes_its_lease_and_router_replica_and_
     let f = fixture("sigterm").await;
     let backend = Backend::start(&f.dir, "slow").unwrap();
     // A 30 s Lease: if the replica did not delete it, the operator would wait that long.
-    let mut proxies: Vec<Proxy> = (0..2)
-        .map(|i| {
-            let name = format!("proxy-{i}");
-            let kubeconfig = f.cp.proxy_kubeconfig(&f.ns, &name, &[&f.ns]).unwrap();
-            let mut spec = ProxySpec::new(&name, &f.ns, &f.fleet);
-            spec.lease_seconds = 30;
-            Proxy::start_with_kubeconfig(&kubeconfig, &f.dir, spec).unwrap()
-        })
-        .collect();
-    for proxy in &mut proxies {
-        proxy.wait_joined().unwrap();
-    }
+    let mut proxies = f.proxies_with(2, |spec| spec.lease_seconds = 30);
     f.apply("web", &[("app.test", "/", &backend.url())]);
-    kubectl_wait(f.cp, &f.ns, "web");
+    f.wait("web");
 
     // A request in flight (the backend answers after 1.5 s) when SIGTERM arrives.
     let (http, addr) = (f.http.clone(), proxies[1].http);
@@ -844,7 +773,7 @@ async fn sigterm_turns_a_proxy_unready_deletes_its_lease_and_router_replica_and_
     // The operator counts the remaining replica at once, long before a 30 s Lease would run out.
     f.apply("web", &[("app.test", "/", &format!("{}/", backend.url()))]);
     let started = std::time::Instant::now();
-    kubectl_wait(f.cp, &f.ns, "web");
+    f.wait("web");
     let rc = f.get("web").await;
     assert_eq!(rc.status.unwrap().synced.as_deref(), Some("1/1"));
     assert!(
@@ -875,8 +804,8 @@ async fn an_all_namespaces_fleet_serves_and_reports_every_namespace() {
         &[("two.test", "/", &two.url())],
     ))
     .unwrap();
-    kubectl_wait(f.cp, &f.ns, "web");
-    kubectl_wait(f.cp, &other, "web");
+    f.wait("web");
+    lockstep_e2e::fixture::kubectl_wait(f.cp, &other, "web", WAIT);
     for (host, backend) in [("one.test", "one"), ("two.test", "two")] {
         let (status, landed) = check::request(&f.http, proxy.http, host, "/").await.unwrap();
         assert_eq!((status, landed.as_deref()), (200, Some(backend)));

@@ -3,10 +3,11 @@
 //! real proxy serves it up to its last path; one rule or one path beyond is rejected at
 //! admission, naming the field.
 
-use std::{sync::OnceLock, time::Duration};
+use std::time::Duration;
 
 use lockstep_e2e::{
-    ControlPlane, check,
+    check,
+    fixture::{Fixture, shared_operator},
     fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
 };
 
@@ -15,11 +16,7 @@ const MAX_RULES: usize = 256;
 const MAX_PATHS: usize = 128;
 
 fn operator() -> &'static Operator {
-    static OPERATOR: OnceLock<Operator> = OnceLock::new();
-    OPERATOR.get_or_init(|| {
-        let cp = ControlPlane::shared();
-        Operator::start(cp, &cp.test_dir("limits-operator"), OperatorSpec::default()).expect("start operator")
-    })
+    shared_operator(|cp| Operator::start(cp, &cp.test_dir("limits-operator"), OperatorSpec::default()))
 }
 
 /// `rules` rules for hosts r0.test…; rule i has `paths(i)` Prefix paths /p0…, all to `url`.
@@ -48,14 +45,11 @@ async fn a_router_config_at_the_limits_applies_and_is_served_and_one_beyond_is_r
     );
     assert!(crd.contains(&format!("maxItems: {MAX_PATHS}")), "paths limit");
 
-    let cp = ControlPlane::shared();
     let _ = operator();
-    let client = cp.client().await.unwrap();
-    let ns = cp.namespace(&client, "limits").await.unwrap();
-    let fleet = lockstep_e2e::unique_fleet("limits");
-    let dir = cp.test_dir("limits");
-    let backend = Backend::start(&dir, "one").unwrap();
-    let proxy = Proxy::start(cp, &dir, ProxySpec::new("proxy-0", &ns, &fleet)).unwrap();
+    let f = Fixture::new("limits").await;
+    let (cp, ns, fleet) = (f.cp, &f.ns, &f.fleet);
+    let backend = Backend::start(&f.dir, "one").unwrap();
+    let proxy = Proxy::start(cp, &f.dir, ProxySpec::new("proxy-0", ns, fleet)).unwrap();
 
     // 256 rules, and 128 paths in each of the first and the last: every limit reached, while
     // the object stays far below etcd's request size (256 x 128 paths would not fit it).
@@ -66,24 +60,24 @@ async fn a_router_config_at_the_limits_applies_and_is_served_and_one_beyond_is_r
             2
         }
     };
-    cp.kubectl_apply(&router_config(&ns, &fleet, &backend.url(), MAX_RULES, full))
+    cp.kubectl_apply(&router_config(ns, fleet, &backend.url(), MAX_RULES, full))
         .unwrap_or_else(|e| panic!("the largest allowed RouterConfig is admitted: {e}"));
-    cp.wait_ready(&ns, "big", Duration::from_secs(120))
+    cp.wait_ready(ns, "big", Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("Ready at the limits: {e}"));
-    let http = check::http();
+    let http = &f.http;
     for (host, path) in [
         (format!("r{}.test", MAX_RULES - 1), format!("/p{}", MAX_PATHS - 1)),
         ("r0.test".to_owned(), format!("/p{}", MAX_PATHS - 1)),
         ("r100.test".to_owned(), "/p1/deeper".to_owned()),
     ] {
-        let (status, landed) = check::request(&http, proxy.http, &host, &path).await.unwrap();
+        let (status, landed) = check::request(http, proxy.http, &host, &path).await.unwrap();
         assert_eq!(
             (status, landed.as_deref()),
             (200, Some("one")),
             "{host}{path} routes"
         );
     }
-    let (status, _) = check::request(&http, proxy.http, &format!("r{MAX_RULES}.test"), "/p0")
+    let (status, _) = check::request(http, proxy.http, &format!("r{MAX_RULES}.test"), "/p0")
         .await
         .unwrap();
     assert_eq!(status, 404, "no rule beyond the last");
@@ -95,13 +89,13 @@ async fn a_router_config_at_the_limits_applies_and_is_served_and_one_beyond_is_r
             "get",
             "routerconfig/big",
             "-n",
-            &ns,
+            ns,
             "-o",
             "jsonpath={.metadata.generation}",
         ])
         .unwrap();
     let error = cp
-        .kubectl_apply(&router_config(&ns, &fleet, &backend.url(), MAX_RULES + 1, |_| 1))
+        .kubectl_apply(&router_config(ns, fleet, &backend.url(), MAX_RULES + 1, |_| 1))
         .expect_err("257 rules must be rejected")
         .to_string();
     assert!(
@@ -110,7 +104,7 @@ async fn a_router_config_at_the_limits_applies_and_is_served_and_one_beyond_is_r
     );
     // One path too many in a rule.
     let error = cp
-        .kubectl_apply(&router_config(&ns, &fleet, &backend.url(), 1, |_| MAX_PATHS + 1))
+        .kubectl_apply(&router_config(ns, fleet, &backend.url(), 1, |_| MAX_PATHS + 1))
         .expect_err("129 paths must be rejected")
         .to_string();
     assert!(
@@ -122,7 +116,7 @@ async fn a_router_config_at_the_limits_applies_and_is_served_and_one_beyond_is_r
             "get",
             "routerconfig/big",
             "-n",
-            &ns,
+            ns,
             "-o",
             "jsonpath={.metadata.generation}"
         ])
@@ -130,7 +124,7 @@ async fn a_router_config_at_the_limits_applies_and_is_served_and_one_beyond_is_r
         generation,
         "rejected applies change nothing"
     );
-    let (status, landed) = check::request(&http, proxy.http, &format!("r{}.test", MAX_RULES - 1), "/p0")
+    let (status, landed) = check::request(http, proxy.http, &format!("r{}.test", MAX_RULES - 1), "/p0")
         .await
         .unwrap();
     assert_eq!((status, landed.as_deref()), (200, Some("one")));

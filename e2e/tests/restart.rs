@@ -7,38 +7,27 @@ use std::time::Duration;
 
 use lockstep_e2e::{
     ControlPlane, check,
+    fixture::Fixture,
     fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
 };
 
-fn router_config(ns: &str, fleet: &str, url: &str) -> String {
-    format!(
-        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  fleet: {fleet}\n  rules:\n  - host: app.test\n    paths:\n    - path: /\n      backend: {{url: \"{url}\"}}\n"
-    )
-}
-
-fn kubectl_wait(cp: &ControlPlane, ns: &str) {
-    cp.wait_ready(ns, "web", Duration::from_secs(90))
-        .unwrap_or_else(|e| panic!("kubectl wait for {ns}/web: {e}"));
-}
+const WAIT: Duration = Duration::from_secs(90);
 
 #[tokio::test]
 async fn a_rollout_after_a_control_plane_restart_reaches_ready_and_serving_never_stops() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let ns = cp.namespace(&client, "restart").await.unwrap();
-    let dir = cp.test_dir("restart");
-    let fleet = "restart";
-    let one = Backend::start(&dir, "one").unwrap();
-    let two = Backend::start(&dir, "two").unwrap();
-    let _operator = Operator::start(cp, &dir, OperatorSpec::default()).unwrap();
+    let f = Fixture::new("restart").await;
+    let (cp, ns, dir, fleet) = (f.cp, &f.ns, &f.dir, &f.fleet);
+    let one = Backend::start(dir, "one").unwrap();
+    let two = Backend::start(dir, "two").unwrap();
+    let _operator = Operator::start(cp, dir, OperatorSpec::default()).unwrap();
     let mut proxies: Vec<Proxy> = (0..2)
-        .map(|i| Proxy::start(cp, &dir, ProxySpec::new(&format!("proxy-{i}"), &ns, fleet)).unwrap())
+        .map(|i| Proxy::start(cp, dir, ProxySpec::new(&format!("proxy-{i}"), ns, fleet)).unwrap())
         .collect();
     for proxy in &mut proxies {
         proxy.wait_joined().unwrap();
     }
-    cp.kubectl_apply(&router_config(&ns, fleet, &one.url())).unwrap();
-    kubectl_wait(cp, &ns);
+    f.apply_route("web", "app.test", "/", &one.url());
+    f.kubectl_wait("web", WAIT);
 
     // Traffic keeps flowing through every proxy while the apiserver and etcd restart: each
     // replica serves its last table with the control plane gone.
@@ -78,11 +67,11 @@ async fn a_rollout_after_a_control_plane_restart_reaches_ready_and_serving_never
     }
     let http = check::http();
 
-    cp.kubectl_apply(&router_config(&ns, fleet, &two.url())).unwrap();
-    kubectl_wait(cp, &ns);
+    f.apply_route("web", "app.test", "/", &two.url());
+    f.kubectl_wait("web", WAIT);
     for proxy in &proxies {
         assert_eq!(
-            check::served_generation(&http, proxy.admin, &ns, "web").await,
+            check::served_generation(&http, proxy.admin, ns, "web").await,
             Some(2),
             "{} (logs in {})",
             proxy.spec.name,

@@ -4,26 +4,19 @@
 //! events — neither when it is served nor when bad material is rejected. A standalone file
 //! that fails to load must not be dumped into the log either.
 
-use std::{sync::OnceLock, time::Duration};
+use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
-use lockstep_crds::RouterConfig;
 use lockstep_e2e::{
     ControlPlane, check, eventually,
-    fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
+    fixture::{Fixture, shared_operator},
+    fleet::{Backend, Operator, OperatorSpec},
     process::{ChildGuard, workspace_bin},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn operator() -> &'static Operator {
-    static OPERATOR: OnceLock<Operator> = OnceLock::new();
-    OPERATOR.get_or_init(|| {
-        let cp = ControlPlane::shared();
-        Operator::start(cp, &cp.test_dir("secrets-operator"), OperatorSpec::default())
-            .expect("start operator")
-    })
+    shared_operator(|cp| Operator::start(cp, &cp.test_dir("secrets-operator"), OperatorSpec::default()))
 }
 
 struct Material {
@@ -105,15 +98,10 @@ async fn fetch(url: String) -> String {
 
 #[tokio::test]
 async fn tls_material_never_reaches_logs_metrics_config_or_status() {
-    let cp = ControlPlane::shared();
     let operator = operator();
-    let client = cp.client().await.unwrap();
-    let ns = cp.namespace(&client, "secrets").await.unwrap();
-    let fleet = lockstep_e2e::unique_fleet("secrets");
-    let dir = cp.test_dir("secrets");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let rcs: Api<RouterConfig> = Api::namespaced(client, &ns);
-    let backend = Backend::start(&dir, "one").unwrap();
+    let f = Fixture::new("secrets").await;
+    let (cp, ns, fleet, dir, rcs, secrets) = (f.cp, &f.ns, &f.fleet, &f.dir, &f.api, f.secrets());
+    let backend = Backend::start(dir, "one").unwrap();
 
     let good = material("app.test");
     // Bad material goes through the error paths, whose messages are the likeliest to quote
@@ -129,16 +117,13 @@ async fn tls_material_never_reaches_logs_metrics_config_or_status() {
         .await
         .unwrap();
 
-    let kubeconfig = cp.proxy_kubeconfig(&ns, "proxy-0", &[&ns]).unwrap();
-    let mut spec = ProxySpec::new("proxy-0", &ns, &fleet);
-    spec.tls = true;
-    let proxy = Proxy::start_with_kubeconfig(&kubeconfig, &dir, spec).unwrap();
+    let proxy = f.proxy_with("proxy-0", |spec| spec.tls = true);
     cp.kubectl_apply(&format!(
         "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  fleet: {fleet}\n  rules:\n  - host: app.test\n    tls: {{secretName: app-tls}}\n    paths:\n    - path: /\n      backend: {{url: \"{}\"}}\n",
         backend.url()
     ))
     .unwrap();
-    let wait_ready = || cp.wait_ready(&ns, "web", Duration::from_secs(60)).unwrap();
+    let wait_ready = || cp.wait_ready(ns, "web", Duration::from_secs(60)).unwrap();
     wait_ready();
 
     // Traffic over TLS, and a handshake for a name with no certificate.
@@ -208,13 +193,12 @@ async fn tls_material_never_reaches_logs_metrics_config_or_status() {
         ),
         (
             "the RouterConfig",
-            cp.kubectl_ok(&["get", "routerconfig/web", "-n", &ns, "-o", "yaml"])
+            cp.kubectl_ok(&["get", "routerconfig/web", "-n", ns, "-o", "yaml"])
                 .unwrap(),
         ),
         (
             "the namespace's events",
-            cp.kubectl_ok(&["get", "events", "-n", &ns, "-o", "yaml"])
-                .unwrap(),
+            cp.kubectl_ok(&["get", "events", "-n", ns, "-o", "yaml"]).unwrap(),
         ),
     ];
     // The texts are real: the replica logged its work at debug level and served /config.

@@ -3,24 +3,19 @@
 //! replica presents by SNI, rotations covered by Ready, and bad material rejected while the
 //! previous certificate keeps being served.
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::OnceLock, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use lockstep_crds::RouterConfig;
 use lockstep_e2e::{
-    ControlPlane, check, eventually,
-    fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
+    check, eventually,
+    fixture::{Fixture, lockstep_plugin, shared_operator},
+    fleet::{Backend, Operator, OperatorSpec, Proxy},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn operator() -> &'static Operator {
-    static OPERATOR: OnceLock<Operator> = OnceLock::new();
-    OPERATOR.get_or_init(|| {
-        let cp = ControlPlane::shared();
-        Operator::start(cp, &cp.test_dir("operator"), OperatorSpec::default()).expect("start operator")
-    })
+    shared_operator(|cp| Operator::start(cp, &cp.test_dir("operator"), OperatorSpec::default()))
 }
 
 /// A self-signed certificate and key for `names`, valid between the given dates.
@@ -115,58 +110,34 @@ fn expected_digest(rc: &RouterConfig, secrets: &[(&str, &Cert)]) -> String {
     lockstep_config::config_digest(&rc.spec, &tls)
 }
 
-struct Fixture {
-    cp: &'static ControlPlane,
-    ns: String,
-    fleet: String,
-    dir: std::path::PathBuf,
-    rcs: Api<RouterConfig>,
-    secrets: Api<Secret>,
-}
-
 async fn fixture(test: &str) -> Fixture {
-    let cp = ControlPlane::shared();
     let _ = operator();
-    let client = cp.client().await.unwrap();
-    let ns = cp.namespace(&client, test).await.unwrap();
-    Fixture {
-        cp,
-        fleet: lockstep_e2e::unique_fleet(test),
-        dir: cp.test_dir(test),
-        rcs: Api::namespaced(client.clone(), &ns),
-        secrets: Api::namespaced(client, &ns),
-        ns,
-    }
+    Fixture::new(test).await
 }
 
-impl Fixture {
-    fn proxies(&self, n: usize) -> Vec<Proxy> {
-        let mut proxies: Vec<Proxy> = (0..n)
-            .map(|i| {
-                let kubeconfig = self
-                    .cp
-                    .proxy_kubeconfig(&self.ns, &format!("proxy-{i}"), &[&self.ns])
-                    .unwrap();
-                let mut spec = ProxySpec::new(&format!("proxy-{i}"), &self.ns, &self.fleet);
-                spec.tls = true;
-                Proxy::start_with_kubeconfig(&kubeconfig, &self.dir, spec).unwrap()
-            })
-            .collect();
-        for proxy in &mut proxies {
-            proxy.wait_joined().unwrap();
-        }
-        proxies
+/// What this binary's tests do with the shared fixture.
+trait TlsFixture {
+    /// Replicas `proxy-0..n` with a TLS listener, once every one has joined.
+    fn tls_proxies(&self, n: usize) -> Vec<Proxy>;
+    /// `kubectl wait` for RouterConfig `web`.
+    fn wait_ready(&self);
+    /// Waits until Ready=True and every entry reports `digest`: the barrier for a rotation,
+    /// which changes no generation.
+    async fn wait_digest(&self, digest: &str);
+}
+
+impl TlsFixture for Fixture {
+    fn tls_proxies(&self, n: usize) -> Vec<Proxy> {
+        self.proxies_with(n, |spec| spec.tls = true)
     }
 
     fn wait_ready(&self) {
-        self.cp.wait_ready(&self.ns, "web", WAIT).unwrap();
+        self.kubectl_wait("web", WAIT);
     }
 
-    /// Waits until Ready=True and every entry reports `digest`: the barrier for a rotation,
-    /// which changes no generation.
     async fn wait_digest(&self, digest: &str) {
         eventually("every replica to report the rotated material", WAIT, || async {
-            let rc = self.rcs.get_status("web").await.ok()?;
+            let rc = self.api.get_status("web").await.ok()?;
             let status = rc.status.as_ref()?;
             let synced = status
                 .replica_status
@@ -187,13 +158,13 @@ async fn every_replica_serves_the_certificate_by_sni_and_a_rotation_is_covered_b
     let two = Backend::start(&f.dir, "two").unwrap();
     let app_a = valid_cert(&["app.test"]);
     let other = valid_cert(&["other.test"]);
-    check::put_tls_secret(&f.secrets, "app-tls", &app_a.pem, &app_a.key)
+    check::put_tls_secret(&f.secrets(), "app-tls", &app_a.pem, &app_a.key)
         .await
         .unwrap();
-    check::put_tls_secret(&f.secrets, "other-tls", &other.pem, &other.key)
+    check::put_tls_secret(&f.secrets(), "other-tls", &other.pem, &other.key)
         .await
         .unwrap();
-    let proxies = f.proxies(2);
+    let proxies = f.tls_proxies(2);
     f.cp.kubectl_apply(&router_config(
         &f.ns,
         &f.fleet,
@@ -230,7 +201,7 @@ async fn every_replica_serves_the_certificate_by_sni_and_a_rotation_is_covered_b
     // Secret is written, returns only once every replica serves it: the Ready=True it sees
     // first was judged on the old material.
     let app_b = valid_cert(&["app.test"]);
-    check::put_tls_secret(&f.secrets, "app-tls", &app_b.pem, &app_b.key)
+    check::put_tls_secret(&f.secrets(), "app-tls", &app_b.pem, &app_b.key)
         .await
         .unwrap();
     let wait = lockstep_plugin(f.cp, &["wait", "web", "-n", &f.ns, "--timeout", "60"]);
@@ -244,7 +215,7 @@ async fn every_replica_serves_the_certificate_by_sni_and_a_rotation_is_covered_b
         );
     }
     // The operator's barrier agrees: Ready covers the rotation through the digest.
-    let rc = f.rcs.get("web").await.unwrap();
+    let rc = f.api.get("web").await.unwrap();
     let digest = expected_digest(&rc, &[("app-tls", &app_b), ("other-tls", &other)]);
     f.wait_digest(&digest).await;
     f.wait_ready();
@@ -259,25 +230,15 @@ async fn every_replica_serves_the_certificate_by_sni_and_a_rotation_is_covered_b
     }
 }
 
-/// Runs the `kubectl-lockstep` plugin binary against the local control plane.
-fn lockstep_plugin(cp: &ControlPlane, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(lockstep_e2e::process::workspace_bin("kubectl-lockstep"))
-        .env("KUBECONFIG", cp.kubeconfig())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run kubectl-lockstep")
-}
-
 #[tokio::test]
 async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kept() {
     let f = fixture("badtls").await;
     let one = Backend::start(&f.dir, "one").unwrap();
     let good = valid_cert(&["app.test"]);
-    check::put_tls_secret(&f.secrets, "app-tls", &good.pem, &good.key)
+    check::put_tls_secret(&f.secrets(), "app-tls", &good.pem, &good.key)
         .await
         .unwrap();
-    let proxies = f.proxies(2);
+    let proxies = f.tls_proxies(2);
     f.cp.kubectl_apply(&router_config(
         &f.ns,
         &f.fleet,
@@ -316,14 +277,14 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
         ),
     ];
     for (case, crt, key, reason) in cases {
-        check::put_tls_secret(&f.secrets, "app-tls", &crt, &key)
+        check::put_tls_secret(&f.secrets(), "app-tls", &crt, &key)
             .await
             .unwrap();
         let judged = eventually(
             &format!("{case}: Ready=False naming the reason"),
             WAIT,
             || async {
-                let rc = f.rcs.get_status("web").await.ok()?;
+                let rc = f.api.get_status("web").await.ok()?;
                 let ready = rc.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
                 (ready.status == "False" && ready.reason == "Rejected" && ready.message.contains(reason))
                     .then_some(ready)
@@ -332,7 +293,7 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
         .await;
         let ready = match judged {
             Ok(ready) => ready,
-            Err(e) => panic!("{e}: {:?}", f.rcs.get_status("web").await.unwrap().status),
+            Err(e) => panic!("{e}: {:?}", f.api.get_status("web").await.unwrap().status),
         };
         assert!(
             ready.message.contains("spec.rules[0].tls.secretName"),
@@ -359,10 +320,10 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
     }
 
     // Good material again: Ready returns.
-    check::put_tls_secret(&f.secrets, "app-tls", &good.pem, &good.key)
+    check::put_tls_secret(&f.secrets(), "app-tls", &good.pem, &good.key)
         .await
         .unwrap();
-    let rc = f.rcs.get("web").await.unwrap();
+    let rc = f.api.get("web").await.unwrap();
     f.wait_digest(&expected_digest(&rc, &[("app-tls", &good)])).await;
 
     // A Secret that does not exist yet (cert-manager and GitOps often create it after the
@@ -375,7 +336,7 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
     ))
     .unwrap();
     let waiting = eventually("Ready=False waiting for the Secret", WAIT, || async {
-        let rc = f.rcs.get_status("web").await.ok()?;
+        let rc = f.api.get_status("web").await.ok()?;
         let generation = rc.metadata.generation?;
         let status = rc.status?;
         let find = |t: &str| {
@@ -411,10 +372,10 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
         );
     }
     // The Secret appears: Ready without any edit of the RouterConfig.
-    check::put_tls_secret(&f.secrets, "missing-tls", &good.pem, &good.key)
+    check::put_tls_secret(&f.secrets(), "missing-tls", &good.pem, &good.key)
         .await
         .unwrap();
-    let rc = f.rcs.get("web").await.unwrap();
+    let rc = f.api.get("web").await.unwrap();
     f.wait_digest(&expected_digest(&rc, &[("missing-tls", &good)]))
         .await;
     f.wait_ready();
@@ -424,7 +385,7 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
 async fn a_generation_whose_certificate_is_missing_is_not_served_not_even_its_redirect() {
     let f = fixture("tls-missing").await;
     let one = Backend::start(&f.dir, "one").unwrap();
-    let proxies = f.proxies(2);
+    let proxies = f.tls_proxies(2);
     // Generation 1: a.test over plain HTTP.
     let plain = |hosts: &str| {
         format!(
@@ -446,7 +407,7 @@ async fn a_generation_whose_certificate_is_missing_is_not_served_not_even_its_re
     );
     f.cp.kubectl_apply(&plain(&format!("{a}{b}"))).unwrap();
     eventually("every replica to report generation 2 rejected", WAIT, || async {
-        let rc = f.rcs.get_status("web").await.ok()?;
+        let rc = f.api.get_status("web").await.ok()?;
         let entries = rc.status?.replica_status;
         (entries.len() == 2
             && entries

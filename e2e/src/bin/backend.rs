@@ -9,10 +9,22 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
+use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use lockstep_e2e::flag;
+
+/// A test backend that answers with a JSON description of each request.
+#[derive(Debug, Parser)]
+#[command(name = "lockstep-e2e-backend")]
+struct Args {
+    /// Address to listen on (port 0: an ephemeral one, printed once bound).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Its name, in every answer and in the `x-backend` header.
+    #[arg(long, default_value = "backend")]
+    name: String,
+}
 
 async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let header = |h: &str| {
@@ -54,12 +66,9 @@ async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Full<
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
-    let listen: SocketAddr = flag("--listen")
-        .unwrap_or_else(|| "127.0.0.1:0".into())
-        .parse()
-        .expect("--listen ADDR");
-    let name: Arc<str> = flag("--name").unwrap_or_else(|| "backend".into()).into();
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let args = Args::parse();
+    let name: Arc<str> = args.name.into();
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
     eprintln!("lockstep-e2e-backend listening http={}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;

@@ -21,16 +21,42 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use lockstep_e2e::{flag, flag_or};
+use clap::Parser;
 
-fn required(name: &str) -> Result<String> {
-    flag(name).with_context(|| format!("{name} is required"))
-}
-
-fn number(name: &str, default: &str) -> Result<u64> {
-    flag_or(name, default)
-        .parse()
-        .with_context(|| format!("{name} must be a whole number"))
+/// Soak load with configuration churn against a running standalone `lockstep-proxy`.
+#[derive(Debug, Parser)]
+#[command(name = "lockstep-e2e-churn")]
+struct Args {
+    /// The proxy's HTTP listener.
+    #[arg(long)]
+    proxy: SocketAddr,
+    /// The proxy's admin listener (for /metrics).
+    #[arg(long)]
+    admin: SocketAddr,
+    /// The proxy's pid (for its RSS).
+    #[arg(long)]
+    pid: u32,
+    /// The config file the proxy reloads; rewritten by this run.
+    #[arg(long)]
+    config: PathBuf,
+    /// The backend url every route goes to.
+    #[arg(long)]
+    backend: String,
+    /// How long to run.
+    #[arg(long, default_value_t = 150)]
+    seconds: u64,
+    /// Milliseconds between rewrites of the file.
+    #[arg(long, default_value_t = 100)]
+    rewrite_ms: u64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 10)]
+    sample_s: u64,
+    /// Keep-alive clients.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u64,
+    /// Fixed routes besides the renamed one.
+    #[arg(long, default_value_t = 20)]
+    routes: u64,
 }
 
 /// Version `n` of the file: `routes` fixed paths plus the renamed one.
@@ -87,16 +113,20 @@ async fn scrape(client: &reqwest::Client, admin: SocketAddr) -> Result<(usize, u
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let proxy: SocketAddr = required("--proxy")?.parse().context("--proxy")?;
-    let admin: SocketAddr = required("--admin")?.parse().context("--admin")?;
-    let pid: u32 = required("--pid")?.parse().context("--pid")?;
-    let file = PathBuf::from(required("--config")?);
-    let backend = required("--backend")?;
-    let seconds = number("--seconds", "150")?;
-    let rewrite = Duration::from_millis(number("--rewrite-ms", "100")?);
-    let sample = Duration::from_secs(number("--sample-s", "10")?);
-    let concurrency = number("--concurrency", "16")?;
-    let routes = number("--routes", "20")?;
+    let Args {
+        proxy,
+        admin,
+        pid,
+        config: file,
+        backend,
+        seconds,
+        rewrite_ms,
+        sample_s,
+        concurrency,
+        routes,
+    } = Args::parse();
+    let rewrite = Duration::from_millis(rewrite_ms);
+    let sample = Duration::from_secs(sample_s);
 
     let version = Arc::new(AtomicU64::new(1));
     write_atomically(&file, &config(1, routes, &backend))?;

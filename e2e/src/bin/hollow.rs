@@ -11,18 +11,44 @@
 
 use std::{sync::Arc, time::Duration};
 
-use lockstep_e2e::flag_or;
+use clap::Parser;
 use lockstep_proxy::{fleet, state::ProxyState};
+
+/// Many hollow replicas of one fleet in one process (uses `KUBECONFIG`).
+#[derive(Debug, Parser)]
+#[command(name = "lockstep-e2e-hollow")]
+struct Args {
+    /// How many replicas.
+    #[arg(long, default_value_t = 100)]
+    replicas: usize,
+    /// The namespace their Leases and RouterReplicas live in, and the one they serve.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// The fleet they join.
+    #[arg(long = "fleet", default_value = "default")]
+    fleet_name: String,
+    /// Replica names are PREFIX-0, PREFIX-1, ...
+    #[arg(long, default_value = "hollow")]
+    prefix: String,
+    /// Lease duration in seconds.
+    #[arg(long = "lease-duration", default_value_t = 30)]
+    lease: u64,
+    /// Replicas started per second.
+    #[arg(long, default_value_t = 50)]
+    start_rate: u64,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber_init();
-    let replicas: usize = flag_or("--replicas", "100").parse()?;
-    let namespace = flag_or("--namespace", "default");
-    let fleet_name = flag_or("--fleet", "default");
-    let prefix = flag_or("--prefix", "hollow");
-    let lease: u64 = flag_or("--lease-duration", "30").parse()?;
-    let start_rate: u64 = flag_or("--start-rate", "50").parse()?;
+    let Args {
+        replicas,
+        namespace,
+        fleet_name,
+        prefix,
+        lease,
+        start_rate,
+    } = Args::parse();
     let kubeconfig = std::env::var("KUBECONFIG").map_err(|_| anyhow::anyhow!("KUBECONFIG must be set"))?;
 
     let mut handles = Vec::with_capacity(replicas);

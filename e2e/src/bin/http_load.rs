@@ -12,21 +12,36 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bytes::Bytes;
+use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use lockstep_e2e::{flag, flag_or};
 use tokio::net::TcpStream;
 
-/// Every value of a repeatable flag.
-fn flags(name: &str) -> Vec<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .filter(|w| w[0] == name)
-        .map(|w| w[1].clone())
-        .collect()
+/// A closed-loop HTTP/1.1 keep-alive load generator.
+#[derive(Debug, Parser)]
+#[command(name = "lockstep-e2e-http-load")]
+struct Args {
+    /// The address to send to.
+    #[arg(long)]
+    connect: SocketAddr,
+    /// The Host header.
+    #[arg(long, default_value = "bench.local")]
+    host: String,
+    /// The request path.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// An extra header `NAME:VALUE`; repeatable.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// How long to run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Connections.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
 }
 
 #[derive(Default)]
@@ -74,12 +89,15 @@ async fn connection(
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let addr: SocketAddr = flag("--connect").context("--connect ADDR")?.parse()?;
-    let host = flag_or("--host", "bench.local");
-    let path = flag_or("--path", "/");
-    let seconds: u64 = flag_or("--seconds", "10").parse()?;
-    let concurrency: usize = flag_or("--concurrency", "16").parse()?;
-    let headers: Vec<(String, String)> = flags("--header")
+    let Args {
+        connect: addr,
+        host,
+        path,
+        headers,
+        seconds,
+        concurrency,
+    } = Args::parse();
+    let headers: Vec<(String, String)> = headers
         .iter()
         .filter_map(|h| h.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))

@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clap::Parser;
 use futures::StreamExt;
 use kube::{
     Api,
@@ -25,7 +26,6 @@ use lockstep_crds::{RouterConfig, RouterReplica};
 use lockstep_e2e::{
     ControlPlane,
     check::ready_generation,
-    flag, flag_or,
     fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
     percentile,
     process::{ChildGuard, workspace_bin},
@@ -160,20 +160,39 @@ fn start_fleet(
     Ok(Fleet::Hollow(process))
 }
 
+/// Rollout latency and control-plane cost at several fleet sizes.
+#[derive(Debug, Parser)]
+#[command(name = "lockstep-e2e-rollout-bench")]
+struct Args {
+    /// Fleet sizes of real proxy replicas, comma-separated (empty: none).
+    #[arg(long, default_value = "3,10,30")]
+    replicas: String,
+    /// Fleet sizes of hollow replicas, comma-separated (empty: none).
+    #[arg(long, default_value = "")]
+    hollow: String,
+    /// Rollouts per real fleet.
+    #[arg(long, default_value_t = 100)]
+    rollouts: usize,
+    /// Rollouts per hollow fleet.
+    #[arg(long, default_value_t = 50)]
+    hollow_rollouts: usize,
+}
+
+/// `N,M,...` as numbers.
+fn sizes(list: &str) -> anyhow::Result<Vec<usize>> {
+    Ok(list
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()?)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let sizes = |name: &str, default: &str| -> Vec<usize> {
-        flag(name)
-            .unwrap_or_else(|| default.to_owned())
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().expect("N,M"))
-            .collect()
-    };
-    let real = sizes("--replicas", "3,10,30");
-    let hollow = sizes("--hollow", "");
-    let rollouts: usize = flag_or("--rollouts", "100").parse()?;
-    let hollow_rollouts: usize = flag_or("--hollow-rollouts", "50").parse()?;
+    let args = Args::parse();
+    let real = sizes(&args.replicas)?;
+    let hollow = sizes(&args.hollow)?;
+    let (rollouts, hollow_rollouts) = (args.rollouts, args.hollow_rollouts);
     let cp = ControlPlane::start()?;
     let client = cp.client().await?;
     lockstep_e2e::install_crds(&client).await?;

@@ -15,7 +15,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use lockstep_e2e::{flag, flag_or, percentile};
+use clap::Parser;
+use lockstep_e2e::percentile;
 use rustls::{
     ClientConfig, HandshakeKind, RootCertStore,
     client::Resumption,
@@ -27,8 +28,25 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
-fn required(name: &str) -> Result<String> {
-    flag(name).with_context(|| format!("{name} is required"))
+/// New TLS connections, each with a full handshake and one request.
+#[derive(Debug, Parser)]
+#[command(name = "lockstep-e2e-tls-load")]
+struct Args {
+    /// The address to connect to.
+    #[arg(long)]
+    connect: SocketAddr,
+    /// The server name (SNI and Host).
+    #[arg(long)]
+    sni: String,
+    /// PEM file of the CA to trust.
+    #[arg(long)]
+    ca: std::path::PathBuf,
+    /// How long to run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Connections in flight.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
 }
 
 /// What one connection ended as.
@@ -76,11 +94,14 @@ async fn one_connection(
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    let addr: SocketAddr = required("--connect")?.parse().context("--connect")?;
-    let host = required("--sni")?;
-    let ca = std::fs::read(required("--ca")?).context("--ca")?;
-    let seconds: u64 = flag_or("--seconds", "10").parse()?;
-    let concurrency: usize = flag_or("--concurrency", "16").parse()?;
+    let Args {
+        connect: addr,
+        sni: host,
+        ca,
+        seconds,
+        concurrency,
+    } = Args::parse();
+    let ca = std::fs::read(ca).context("--ca")?;
 
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&ca) {

@@ -1,56 +1,28 @@
-//! Shared by the operator's tests: the real operator binary against the real local control
-//! plane, with proxy replicas simulated (no data plane) exactly as the protocol has them
+//! Proxy replicas simulated for the operator's tests (`operator/tests/simulated_*.rs`): no
+//! data plane, only what the operator sees of a replica, exactly as the protocol has it
 //! behave: a Lease `lockstep-proxy-NAME` labelled with the fleet, renewed every third of its
 //! duration, and a RouterReplica NAME whose `status.served` lists what it serves, applied
-//! server-side.
+//! server-side. The end-to-end tests of `e2e/tests/` run real proxies instead.
 
-#![allow(dead_code, missing_docs)]
-
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    process::{Child, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use jiff::Timestamp;
 use k8s_openapi::{api::coordination::v1::Lease, apimachinery::pkg::apis::meta::v1::MicroTime};
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, Patch, PatchParams},
 };
 use lockstep_crds::{FLEET_LABEL, PROXY_FIELD_MANAGER, RouterConfig, RouterReplica, proxy_lease_name};
-use lockstep_e2e::{
-    ControlPlane, eventually,
-    fleet::{Operator, OperatorSpec},
-};
 use serde_json::json;
 
+use crate::{
+    ControlPlane, eventually,
+    fixture::Fixture,
+    fleet::{Operator, OperatorSpec},
+};
+
+/// How long the operator's tests wait for a condition.
 pub const WAIT: Duration = Duration::from_secs(30);
-
-/// One test's namespace, fleet, clients and log directory.
-pub struct Fixture {
-    pub cp: &'static ControlPlane,
-    pub client: Client,
-    pub ns: String,
-    pub fleet: String,
-    pub dir: PathBuf,
-    pub api: Api<RouterConfig>,
-}
-
-pub async fn fixture(test: &str) -> Fixture {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let ns = cp.namespace(&client, test).await.unwrap();
-    Fixture {
-        cp,
-        fleet: lockstep_e2e::unique_fleet(test),
-        dir: cp.test_dir(test),
-        api: Api::namespaced(client.clone(), &ns),
-        client,
-        ns,
-    }
-}
 
 /// Starts the real operator binary with `extra` flags.
 pub fn start_operator(cp: &ControlPlane, name: &str, extra: &[&str]) -> Operator {
@@ -65,24 +37,8 @@ pub fn start_operator(cp: &ControlPlane, name: &str, extra: &[&str]) -> Operator
     .expect("start the operator")
 }
 
+/// Simulated replicas of a test's fleet.
 impl Fixture {
-    /// `kubectl apply` of RouterConfig `name` routing `host`/`path` to `url`.
-    pub fn apply(&self, name: &str, host: &str, path: &str, url: &str) {
-        self.cp
-            .kubectl_apply(&format!(
-                "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: {name}, namespace: {ns}}}\n\
-                 spec:\n  fleet: {fleet}\n  rules:\n  - host: {host}\n    paths:\n    - path: {path}\n      \
-                 pathType: Prefix\n      backend: {{url: \"{url}\"}}\n",
-                ns = self.ns,
-                fleet = self.fleet,
-            ))
-            .expect("kubectl apply");
-    }
-
-    pub async fn get(&self, name: &str) -> RouterConfig {
-        self.api.get(name).await.expect("get RouterConfig")
-    }
-
     /// A simulated replica of this fleet with its Lease and RouterReplica in this namespace,
     /// serving this namespace.
     pub fn replica(&self, name: &str, lease_seconds: i32) -> SimulatedReplica {
@@ -100,7 +56,6 @@ impl Fixture {
     ) -> SimulatedReplica {
         SimulatedReplica {
             name: name.to_owned(),
-            ns: namespace.to_owned(),
             serves: serves.iter().map(|s| s.to_string()).collect(),
             rc_ns: self.ns.clone(),
             fleet: self.fleet.clone(),
@@ -129,89 +84,20 @@ impl Fixture {
         .await
         .unwrap_or_else(|e| panic!("{e}; logs in {}", self.dir.display()))
     }
-
-    /// Starts `kubectl wait --for=condition=Ready` on `name` (the real one, as a pipeline runs it).
-    pub fn spawn_kubectl_wait(&self, name: &str, timeout: Duration) -> Child {
-        self.cp
-            .kubectl()
-            .args(lockstep_e2e::kubectl_wait_ready_args(&self.ns, name, timeout))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kubectl wait")
-    }
-
-    /// The row of `kubectl get rcfg NAME`: column name to value.
-    pub fn get_row(&self, name: &str) -> BTreeMap<String, String> {
-        let table = self
-            .cp
-            .kubectl_ok(&["get", "rcfg", name, "-n", &self.ns])
-            .unwrap();
-        let mut lines = table.lines();
-        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        header
-            .into_iter()
-            .zip(row)
-            .map(|(h, v)| (h.to_owned(), v.to_owned()))
-            .collect()
-    }
-
-    /// Events the operator recorded about `name`: (reason, note).
-    pub fn events(&self, name: &str) -> Vec<(String, String)> {
-        let out = self
-            .cp
-            .kubectl_ok(&[
-                "get",
-                "events.events.k8s.io",
-                "-n",
-                &self.ns,
-                "--field-selector",
-                &format!("regarding.name={name}"),
-                "-o",
-                "json",
-            ])
-            .unwrap();
-        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-        list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["reportingController"] == "lockstep-operator")
-            .map(|e| {
-                (
-                    e["reason"].as_str().unwrap_or_default().to_owned(),
-                    e["note"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect()
-    }
-}
-
-/// Waits up to `timeout` for a child to exit; None if it is still running (then it is killed).
-pub fn exit_within(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if std::time::Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A condition as a test looks at it.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)] // the condition's own fields
 pub struct Cond {
     pub status: String,
     pub reason: String,
     pub message: String,
+    /// Its observedGeneration (-1 when unset).
     pub generation: i64,
 }
 
+/// Condition `type_` of `rc`.
 pub fn condition(rc: &RouterConfig, type_: &str) -> Option<Cond> {
     let c = rc.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
     Some(Cond {
@@ -229,9 +115,8 @@ pub fn digest_of(rc: &RouterConfig) -> String {
 
 /// A proxy replica as the operator sees one: a Lease and a RouterReplica, no data plane.
 pub struct SimulatedReplica {
+    /// Its name: of its RouterReplica, and of its Lease after the `lockstep-proxy-` prefix.
     pub name: String,
-    /// Where its Lease and RouterReplica live.
-    ns: String,
     /// The namespaces it serves.
     serves: Vec<String>,
     /// The namespace of the RouterConfigs it reports on.
@@ -239,6 +124,7 @@ pub struct SimulatedReplica {
     fleet: String,
     /// How far its wall clock is off: written into every renewTime.
     pub clock_skew: jiff::SignedDuration,
+    /// Its Lease and RouterReplica, in the namespace it lives in.
     leases: Api<Lease>,
     replicas: Api<RouterReplica>,
     lease_seconds: i32,

@@ -1,15 +1,18 @@
 //! Leader election against a real kube-apiserver: two operator binaries share the Lease
 //! `lockstep-operator`; when the leader is SIGKILLed during a rollout the other takes over and
-//! finishes it, and a leader stopped with SIGTERM releases the Lease.
-
-mod common;
+//! finishes it, and a leader stopped with SIGTERM releases the Lease. The replicas are
+//! simulated (`lockstep_e2e::simulated`).
 
 use std::{process::Command, time::Duration};
 
-use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use lockstep_e2e::{eventually, fleet::Operator};
+use lockstep_e2e::{
+    eventually,
+    fixture::{Fixture, exit_within},
+    fleet::Operator,
+    simulated::*,
+};
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
     leases
@@ -34,7 +37,7 @@ async fn leader_gauge(admin: std::net::SocketAddr) -> Option<String> {
 
 #[tokio::test]
 async fn the_standby_finishes_a_rollout_when_the_leader_is_killed() {
-    let f = fixture("failover").await;
+    let f = Fixture::new("failover").await;
     let start = |id: &str| -> Operator {
         start_operator(
             f.cp,
@@ -74,7 +77,7 @@ async fn the_standby_finishes_a_rollout_when_the_leader_is_killed() {
     for r in &mut replicas {
         r.join().await;
     }
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     for r in &replicas {
         r.report_current(&f.api, "web").await;
     }
@@ -83,7 +86,7 @@ async fn the_standby_finishes_a_rollout_when_the_leader_is_killed() {
 
     // Kill the leader mid-rollout: generation 2 is applied and served, and only the standby
     // is left to notice.
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9002");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9002");
     leader.process.kill();
     let killed = std::time::Instant::now();
     for r in &replicas {

@@ -1,13 +1,15 @@
 //! `Stalled` against a real kube-apiserver, with a short `--stall-timeout`: a rollout that lags
 //! longer than the timeout is Stalled naming the laggard, and recovers when it catches up.
-//! Its own binary (and control plane), because its operator's stall timeout differs.
-
-mod common;
+//! Its own binary (and control plane), because its operator's stall timeout differs. The
+//! replicas are simulated (`lockstep_e2e::simulated`).
 
 use std::time::{Duration, Instant};
 
-use common::*;
-use lockstep_e2e::ControlPlane;
+use lockstep_e2e::{
+    ControlPlane,
+    fixture::{Fixture, lockstep_plugin},
+    simulated::*,
+};
 
 #[tokio::test]
 async fn a_rollout_lagging_past_the_stall_timeout_is_stalled_until_it_catches_up() {
@@ -16,13 +18,13 @@ async fn a_rollout_lagging_past_the_stall_timeout_is_stalled_until_it_catches_up
         "-stall",
         &["--stall-timeout", "3s", "--lease-duration", "3s"],
     );
-    let f = fixture("stall").await;
+    let f = Fixture::new("stall").await;
     let mut fast = f.replica("fast", 30);
     let mut slow = f.replica("slow", 30);
     fast.join().await;
     slow.join().await;
     let applied = Instant::now();
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     fast.report_current(&f.api, "web").await;
 
     let (rc, _) = f
@@ -32,12 +34,12 @@ async fn a_rollout_lagging_past_the_stall_timeout_is_stalled_until_it_catches_up
     if applied.elapsed() < Duration::from_secs(2) {
         assert_eq!(stalled.status, "False", "not stalled before the timeout");
         assert_eq!(
-            kstatus_of(&f, "web").0,
+            f.kstatus("web").0,
             "InProgress",
             "a lagging rollout is in progress"
         );
         // Still lagging when the wait gives up: exit 2.
-        let wait = plugin(&f, &["wait", "web", "-n", &f.ns, "--timeout", "500ms"]);
+        let wait = lockstep_plugin(f.cp, &["wait", "web", "-n", &f.ns, "--timeout", "500ms"]);
         assert_eq!(
             wait.status.code(),
             Some(2),
@@ -77,8 +79,8 @@ async fn a_rollout_lagging_past_the_stall_timeout_is_stalled_until_it_catches_up
 
     // kstatus (the real cli-utils library, as Flux and kpt use it) calls it Failed, and
     // `kubectl lockstep wait` exits 1.
-    assert_eq!(kstatus_of(&f, "web").0, "Failed");
-    let wait = plugin(&f, &["wait", "web", "-n", &f.ns, "--timeout", "20s"]);
+    assert_eq!(f.kstatus("web").0, "Failed");
+    let wait = lockstep_plugin(f.cp, &["wait", "web", "-n", &f.ns, "--timeout", "20s"]);
     assert_eq!(
         wait.status.code(),
         Some(1),
@@ -90,30 +92,12 @@ async fn a_rollout_lagging_past_the_stall_timeout_is_stalled_until_it_catches_up
     let (rc, _) = f
         .wait_condition("web", "Ready", "True", |c| c.status == "True")
         .await;
-    assert_eq!(kstatus_of(&f, "web").0, "Current");
+    assert_eq!(f.kstatus("web").0, "Current");
     let stalled = condition(&rc, "Stalled").unwrap();
     assert_eq!(
         (stalled.status.as_str(), stalled.reason.as_str()),
         ("False", "Idle")
     );
-}
-
-/// How kstatus judges the RouterConfig now.
-fn kstatus_of(f: &Fixture, name: &str) -> (String, String) {
-    let json =
-        f.cp.kubectl_ok(&["get", "rcfg", name, "-n", &f.ns, "-o", "json"])
-            .unwrap();
-    lockstep_e2e::check::kstatus(&json).unwrap()
-}
-
-/// Runs the `kubectl-lockstep` plugin binary with the admin kubeconfig.
-fn plugin(f: &Fixture, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(lockstep_e2e::process::workspace_bin("kubectl-lockstep"))
-        .env("KUBECONFIG", f.cp.kubeconfig())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -123,10 +107,10 @@ async fn a_rejection_is_in_progress_for_kstatus_until_the_stall_timeout_then_fai
         "-reject-stall",
         &["--stall-timeout", "3s", "--lease-duration", "3s"],
     );
-    let f = fixture("reject-stall").await;
+    let f = Fixture::new("reject-stall").await;
     let mut picky = f.replica("picky", 30);
     picky.join().await;
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     let applied = Instant::now();
     picky
         .reject(
@@ -142,9 +126,9 @@ async fn a_rejection_is_in_progress_for_kstatus_until_the_stall_timeout_then_fai
         .await;
     if applied.elapsed() < Duration::from_secs(2) {
         // A rejection may be transient (a Secret fixed a moment later): in progress.
-        assert_eq!(kstatus_of(&f, "web").0, "InProgress");
+        assert_eq!(f.kstatus("web").0, "InProgress");
     }
     f.wait_condition("web", "Stalled", "True", |c| c.status == "True")
         .await;
-    assert_eq!(kstatus_of(&f, "web").0, "Failed");
+    assert_eq!(f.kstatus("web").0, "Failed");
 }

@@ -1,29 +1,31 @@
 //! The operator's barrier against a real kube-apiserver: the real `lockstep-operator` binary,
 //! real `kubectl`, and proxy replicas simulated (no data plane) exactly as the protocol has
-//! them write Leases and RouterReplicas. One operator serves every test of this binary; tests stay apart by
-//! namespace and fleet.
+//! them write Leases and RouterReplicas (`lockstep_e2e::simulated`; `e2e/tests/barrier.rs` runs the
+//! same promise with real proxies). One operator serves every test of this binary; tests stay
+//! apart by namespace and fleet.
 
-mod common;
+use std::time::Duration;
 
-use std::{sync::OnceLock, time::Duration};
-
-use common::*;
-use lockstep_e2e::{ControlPlane, eventually, fleet::Operator};
+use lockstep_e2e::{
+    eventually,
+    fixture::{Fixture, exit_within, shared_operator},
+    fleet::Operator,
+    simulated::*,
+};
 
 fn operator() -> &'static Operator {
-    static OPERATOR: OnceLock<Operator> = OnceLock::new();
-    OPERATOR.get_or_init(|| start_operator(ControlPlane::shared(), "-barrier", &["--lease-duration", "3s"]))
+    shared_operator(|cp| Ok(start_operator(cp, "-barrier", &["--lease-duration", "3s"])))
 }
 
 #[tokio::test]
 async fn kubectl_wait_returns_only_once_every_live_replica_serves_the_generation() {
-    let f = fixture("wait").await;
+    let f = Fixture::new("wait").await;
     operator();
     let mut replicas: Vec<SimulatedReplica> = (0..3).map(|i| f.replica(&format!("proxy-{i}"), 10)).collect();
     for r in &mut replicas {
         r.join().await;
     }
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     let mut wait = f.spawn_kubectl_wait("web", Duration::from_secs(30));
     for r in &replicas[..2] {
         r.report_current(&f.api, "web").await;
@@ -81,7 +83,7 @@ async fn kubectl_wait_returns_only_once_every_live_replica_serves_the_generation
 
     // A new generation: apply and wait back to back. The stale Ready=True of generation 1
     // must not let kubectl wait through.
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9002");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9002");
     let mut wait = f.spawn_kubectl_wait("web", Duration::from_secs(30));
     let (_, ready) = f
         .wait_condition("web", "Ready", "to be judged for generation 2", |_| true)
@@ -117,9 +119,9 @@ async fn kubectl_wait_returns_only_once_every_live_replica_serves_the_generation
 
 #[tokio::test]
 async fn a_fleet_without_replicas_is_not_ready() {
-    let f = fixture("empty").await;
+    let f = Fixture::new("empty").await;
     operator();
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     let (rc, ready) = f.wait_condition("web", "Ready", "to be judged", |_| true).await;
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
@@ -147,13 +149,13 @@ async fn a_fleet_without_replicas_is_not_ready() {
 
 #[tokio::test]
 async fn an_expired_lease_drops_its_replica_and_ready_is_computed_without_it() {
-    let f = fixture("expiry").await;
+    let f = Fixture::new("expiry").await;
     operator();
     let mut alive = f.replica("alive", 10);
     let mut doomed = f.replica("doomed", 4);
     alive.join().await;
     doomed.join().await;
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     alive.report_current(&f.api, "web").await;
     doomed.report_current(&f.api, "web").await;
     f.wait_condition("web", "Ready", "True at generation 1", |c| c.status == "True")
@@ -164,7 +166,7 @@ async fn an_expired_lease_drops_its_replica_and_ready_is_computed_without_it() {
     doomed.crash();
     doomed.renew_once().await;
     let renewed = std::time::Instant::now();
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9002");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9002");
     alive.report_current(&f.api, "web").await;
     let (rc, ready) = f
         .wait_condition("web", "Ready", "judged with alive at generation 2", |c| {
@@ -200,20 +202,20 @@ async fn an_expired_lease_drops_its_replica_and_ready_is_computed_without_it() {
 
 #[tokio::test]
 async fn a_rejected_generation_is_not_ready_and_names_the_replica() {
-    let f = fixture("reject").await;
+    let f = Fixture::new("reject").await;
     operator();
     let mut good = f.replica("good", 10);
     let mut picky = f.replica("picky", 10);
     good.join().await;
     picky.join().await;
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     let g1 = f.get("web").await;
     good.report_current(&f.api, "web").await;
     picky.report_current(&f.api, "web").await;
     f.wait_condition("web", "Ready", "True", |c| c.status == "True")
         .await;
 
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9002");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9002");
     good.report_current(&f.api, "web").await;
     picky
         .reject(
@@ -247,17 +249,17 @@ async fn a_rejected_generation_is_not_ready_and_names_the_replica() {
 
 #[tokio::test]
 async fn the_newer_of_two_conflicting_routerconfigs_is_not_accepted() {
-    let f = fixture("conflict").await;
+    let f = Fixture::new("conflict").await;
     operator();
     let mut r = f.replica("proxy-0", 10);
     r.join().await;
-    f.apply("older", "app.test", "/api", "http://127.0.0.1:9001");
+    f.apply_route("older", "app.test", "/api", "http://127.0.0.1:9001");
     r.report_current(&f.api, "older").await;
     f.wait_condition("older", "Ready", "True", |c| c.status == "True")
         .await;
     // Creation timestamps have one-second resolution: make sure "newer" is newer.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    f.apply("newer", "app.test", "/api", "http://127.0.0.1:9002");
+    f.apply_route("newer", "app.test", "/api", "http://127.0.0.1:9002");
     r.report_current(&f.api, "newer").await;
 
     let (rc, accepted) = f.wait_condition("newer", "Accepted", "judged", |_| true).await;
@@ -294,11 +296,11 @@ async fn the_newer_of_two_conflicting_routerconfigs_is_not_accepted() {
 
 #[tokio::test]
 async fn admin_endpoint_serves_health_readiness_and_metrics() {
-    let f = fixture("metrics").await;
+    let f = Fixture::new("metrics").await;
     let op = operator();
     let mut r = f.replica("proxy-0", 10);
     r.join().await;
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     r.report_current(&f.api, "web").await;
     f.wait_condition("web", "Ready", "True", |c| c.status == "True")
         .await;
@@ -344,7 +346,7 @@ async fn admin_endpoint_serves_health_readiness_and_metrics() {
 
 #[tokio::test]
 async fn replica_identity_is_namespaced_and_replicas_of_other_namespaces_do_not_block() {
-    let f = fixture("identity").await;
+    let f = Fixture::new("identity").await;
     operator();
     let other = f.cp.namespace(&f.client, "identity-other").await.unwrap();
     // Two replicas named proxy-0: one in the test namespace serving it, one elsewhere serving
@@ -353,7 +355,7 @@ async fn replica_identity_is_namespaced_and_replicas_of_other_namespaces_do_not_
     let mut there = f.replica_in(&other, "proxy-0", 10, &[&other]);
     here.join().await;
     there.join().await;
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     here.report_current(&f.api, "web").await;
     let (rc, ready) = f
         .wait_condition("web", "Ready", "True with one replica", |c| c.status == "True")
@@ -386,13 +388,13 @@ async fn replica_identity_is_namespaced_and_replicas_of_other_namespaces_do_not_
 
 #[tokio::test]
 async fn hand_written_reports_are_never_counted_as_synced() {
-    let f = fixture("garbage").await;
+    let f = Fixture::new("garbage").await;
     operator();
     let mut honest = f.replica("honest", 10);
     let mut liar = f.replica("liar", 10);
     honest.join().await;
     liar.join().await;
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     honest.report_current(&f.api, "web").await;
     // The right generation with a made-up digest, plus a report on a RouterConfig that does
     // not exist.
@@ -439,7 +441,7 @@ async fn hand_written_reports_are_never_counted_as_synced() {
 
 #[tokio::test]
 async fn lease_expiry_is_judged_from_when_the_operator_saw_the_renewal_not_the_proxys_clock() {
-    let f = fixture("skew").await;
+    let f = Fixture::new("skew").await;
     operator();
     // One replica's clock is an hour behind, another's 30 s ahead. Both renew in time.
     let mut behind = f.replica("behind", 3);
@@ -448,7 +450,7 @@ async fn lease_expiry_is_judged_from_when_the_operator_saw_the_renewal_not_the_p
     ahead.clock_skew = jiff::SignedDuration::from_secs(30);
     behind.join().await;
     ahead.join().await;
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     let (_, ready) = f
         .wait_condition("web", "Ready", "to count both", |c| c.message.starts_with("0/2"))
         .await;
@@ -465,7 +467,7 @@ async fn lease_expiry_is_judged_from_when_the_operator_saw_the_renewal_not_the_p
     // 3 s after the renewTime it wrote (30 s in the future).
     ahead.crash();
     let stopped = std::time::Instant::now();
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9002");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9002");
     behind.report_current(&f.api, "web").await;
     let (_, ready) = f
         .wait_condition("web", "Ready", "True without ahead", |c| c.status == "True")
@@ -480,9 +482,9 @@ async fn lease_expiry_is_judged_from_when_the_operator_saw_the_renewal_not_the_p
 
 #[tokio::test]
 async fn a_replica_that_reports_without_a_lease_is_not_a_member() {
-    let f = fixture("no-lease").await;
+    let f = Fixture::new("no-lease").await;
     operator();
-    f.apply("web", "app.test", "/", "http://127.0.0.1:9001");
+    f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     // It reports the current generation but never takes its Lease (a replica whose Lease
     // writes are refused): it is not counted, as synced or at all.
     let orphan = f.replica("orphan", 10);
@@ -505,7 +507,7 @@ async fn a_replica_that_reports_without_a_lease_is_not_a_member() {
 
 #[tokio::test]
 async fn the_operator_is_not_ready_until_every_cache_has_listed() {
-    let f = fixture("unsynced").await;
+    let f = Fixture::new("unsynced").await;
     // An operator whose ServiceAccount may not list RouterReplicas: that cache never lists,
     // so it must never say ready (judging without the reports would say NoReplicas).
     let sa = "lockstep-operator-partial";
