@@ -77,8 +77,12 @@ pub fn spawn(
                 let misrouted =
                     served == Some(generation) && !matches!(landed, Ok((200, Some(ref b))) if b == "gen");
                 if behind || misrouted {
-                    // A replica that stopped being ready in between is not a violation.
-                    if check::is_ready(&http, admin).await {
+                    // A replica that stopped being ready in between is not a violation, nor
+                    // one that swapped to a newer generation between the two reads (the
+                    // next edit may land the moment Ready turns True).
+                    let after = check::served_generation(&http, admin, &world.ns, "web").await;
+                    let moved_on = misrouted && after.is_some_and(|a| a > generation);
+                    if !moved_on && check::is_ready(&http, admin).await {
                         let message = format!(
                             "Ready=True at generation {generation}: {name} answers ready but serves {served:?}, /gen/{tag} -> {landed:?}"
                         );
