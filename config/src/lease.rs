@@ -216,6 +216,43 @@ impl ReplicaLease {
     pub fn ready(&self, serving_current: bool, now: Mono) -> bool {
         serving_current && self.stage(now) == Stage::Member
     }
+
+    /// The replica's readiness and the reason its RouterReplica's `Ready` condition gives.
+    /// `lease_problem` is why the last Lease write failed, while it keeps failing.
+    pub fn readiness(&self, serving_current: bool, lease_problem: Option<&str>, now: Mono) -> Readiness {
+        let (reason, message) = match (self.stage(now), lease_problem) {
+            (Stage::Member, _) if serving_current => (
+                "Serving",
+                "serves the current generation of everything it serves".to_owned(),
+            ),
+            (Stage::Member, _) => ("Syncing", "applying a newer generation".to_owned()),
+            (Stage::Verifying, _) => (
+                "Joining",
+                "holds its Lease; confirming with a quorum read that it serves the newest generations"
+                    .to_owned(),
+            ),
+            (Stage::Outside, Some(problem)) => {
+                ("LeaseUnavailable", format!("cannot hold its Lease: {problem}"))
+            }
+            (Stage::Outside, None) => ("Joining", "not a member of the fleet yet".to_owned()),
+        };
+        Readiness {
+            ready: self.ready(serving_current, now),
+            reason,
+            message,
+        }
+    }
+}
+
+/// A replica's readiness as its RouterReplica's `Ready` condition reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// `/readyz` answers 200.
+    pub ready: bool,
+    /// `Serving`, `Syncing`, `Joining` or `LeaseUnavailable`.
+    pub reason: &'static str,
+    /// Why, for people.
+    pub message: String,
 }
 
 /// Parses a Lease duration: whole seconds, at least one, as `leaseDurationSeconds` records
@@ -430,5 +467,29 @@ mod tests {
         assert_eq!(lease_duration(s(10)), Ok(s(10)));
         assert!(lease_duration(ms(500)).unwrap_err().contains("at least 1s"));
         assert!(lease_duration(ms(1500)).unwrap_err().contains("whole seconds"));
+    }
+
+    #[test]
+    fn readiness_reasons_follow_the_stage() {
+        let mut lease = ReplicaLease::new(s(10));
+        let reason = |lease: &ReplicaLease, serving, problem, now| {
+            let r = lease.readiness(serving, problem, now);
+            (r.ready, r.reason)
+        };
+        assert_eq!(reason(&lease, true, None, s(0)), (false, "Joining"));
+        assert_eq!(
+            reason(&lease, true, Some("403"), s(0)),
+            (false, "LeaseUnavailable")
+        );
+        lease.renewed(s(0), s(0));
+        assert_eq!(reason(&lease, true, None, s(1)), (false, "Joining"), "verifying");
+        lease.verified(true, s(1));
+        assert_eq!(reason(&lease, true, None, s(2)), (true, "Serving"));
+        assert_eq!(reason(&lease, false, None, s(2)), (false, "Syncing"));
+        assert_eq!(
+            reason(&lease, true, None, s(11)),
+            (false, "Joining"),
+            "its Lease ran out"
+        );
     }
 }

@@ -79,8 +79,17 @@ pub struct TlsView {
     pub problems: BTreeMap<ObjectKey, String>,
 }
 
+/// When a served generation was swapped in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwappedIn {
+    /// The generation.
+    pub generation: i64,
+    /// When (RFC 3339), as reported in `appliedAt`.
+    pub at: String,
+}
+
 /// When each served generation was swapped in, by RouterConfig.
-pub type AppliedAt = BTreeMap<ObjectKey, (i64, String)>;
+pub type AppliedAt = BTreeMap<ObjectKey, SwappedIn>;
 
 /// Plans the next served configuration. `applied_at` remembers when each served generation
 /// was swapped in (updated here for new ones).
@@ -134,11 +143,15 @@ pub fn plan(
     applied_at.retain(|k, _| next_objects.contains_key(k));
     let stamp = now.to_string();
     for (key, object) in &next_objects {
-        match applied_at.get(key) {
-            Some((generation, _)) if *generation == object.generation => {}
-            _ => {
-                applied_at.insert(key.clone(), (object.generation, stamp.clone()));
-            }
+        if applied_at
+            .get(key)
+            .is_none_or(|s| s.generation != object.generation)
+        {
+            let swapped = SwappedIn {
+                generation: object.generation,
+                at: stamp.clone(),
+            };
+            applied_at.insert(key.clone(), swapped);
         }
     }
 
@@ -153,7 +166,7 @@ pub fn plan(
             let report = Report {
                 observed_generation: served_object.map_or(0, |o| o.generation),
                 config_digest: served_object.map(|o| o.digest.clone()).unwrap_or_default(),
-                applied_at: applied_at.get(&candidate.key).map(|(_, at)| at.clone()),
+                applied_at: applied_at.get(&candidate.key).map(|s| s.at.clone()),
                 rejected,
             };
             (candidate.key.clone(), report)

@@ -5,6 +5,10 @@
 //! rejects bad objects naming the field) and with `garde` (for standalone files no apiserver
 //! has seen). What CEL cannot check (RE2 syntax of a regular expression) the garde rules
 //! check, so a bad expression is reported as `Accepted=False` naming the field.
+//!
+//! (Over 600 lines: the types are mostly schema and validation attributes and their field
+//! docs, which `kubectl explain` shows; one file keeps the API of a path readable top to
+//! bottom.)
 
 use garde::Validate;
 use kube::KubeSchema;

@@ -1,6 +1,8 @@
 //! Traffic features of a path through the real `lockstep-proxy` binary in standalone mode,
 //! with real backends on loopback: weighted splits, match precedence, redirects, rewrites,
 //! header filters, timeouts and retries.
+//!
+//! (Over 600 lines: one test per feature, sharing one proxy harness.)
 
 mod common;
 

@@ -1,3 +1,7 @@
+//! Scenario tests of the barrier decision, one per row of the module's phase table and one
+//! per transition that matters to kstatus, kubectl wait and Events. (Over 600 lines: the
+//! scenarios share the `World` builder above them.)
+
 use super::*;
 use lockstep_crds::Rejection;
 

@@ -32,7 +32,7 @@ use kube::{
 };
 use lockstep_config::{
     BackendRef, ObjectKey,
-    lease::{Mono, ReplicaLease, Stage},
+    lease::{Mono, Readiness, ReplicaLease},
 };
 use lockstep_crds::{ALL_NAMESPACES, RouterConfig};
 use tokio::{sync::Notify, task::JoinHandle};
@@ -120,14 +120,6 @@ impl FleetOptions {
     }
 }
 
-/// Why the replica is not (or is) ready, for its RouterReplica's `Ready` condition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Readiness {
-    ready: bool,
-    reason: &'static str,
-    message: String,
-}
-
 /// State shared by the fleet sync's tasks.
 struct Shared {
     options: FleetOptions,
@@ -175,32 +167,12 @@ impl Shared {
         let now = self.mono();
         let lease = *self.lease.lock().expect("lease lock");
         let serving = self.serving_current.load(Ordering::SeqCst);
-        let ready = lease.ready(serving, now);
-        self.state.set_synced(ready);
-        self.state
-            .set_ready_until(ready.then(|| self.origin + lease.fresh_until()));
         let problem = self.lease_problem.lock().expect("lease problem lock").clone();
-        let (reason, message) = match (lease.stage(now), problem) {
-            (Stage::Member, _) if serving => (
-                "Serving",
-                "serves the current generation of everything it serves".to_owned(),
-            ),
-            (Stage::Member, _) => ("Syncing", "applying a newer generation".to_owned()),
-            (Stage::Verifying, _) => (
-                "Joining",
-                "holds its Lease; confirming with a quorum read that it serves the newest generations"
-                    .to_owned(),
-            ),
-            (Stage::Outside, Some(problem)) => {
-                ("LeaseUnavailable", format!("cannot hold its Lease: {problem}"))
-            }
-            (Stage::Outside, None) => ("Joining", "not a member of the fleet yet".to_owned()),
-        };
-        Readiness {
-            ready,
-            reason,
-            message,
-        }
+        let readiness = lease.readiness(serving, problem.as_deref(), now);
+        self.state.set_synced(readiness.ready);
+        self.state
+            .set_ready_until(readiness.ready.then(|| self.origin + lease.fresh_until()));
+        readiness
     }
 }
 
