@@ -218,7 +218,7 @@ pub fn render(rcs: &[(RouterConfig, Option<String>, Vec<ReplicaRow>)]) -> String
 /// namespaces with `namespace == None`). Replicas come from every RouterReplica (all of them,
 /// however many); a caller who may not list RouterReplicas gets the (at most 100) reports the
 /// operator copied into the status.
-pub async fn status(client: Client, namespace: Option<&str>, name: Option<&str>) -> anyhow::Result<()> {
+pub async fn status(client: Client, namespace: Option<&str>, name: Option<&str>) -> crate::Result<()> {
     let api: Api<RouterConfig> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -307,7 +307,7 @@ fn serving_digest(rc: &RouterConfig, digest: &str) -> i32 {
 /// `wait NAME`: watches until Ready=True for the current generation and, when the caller may
 /// read the TLS Secrets, every replica reporting their current material (exit 0), Stalled=True
 /// (exit 1) or the timeout (exit 2), printing progress as it changes.
-pub async fn wait(client: Client, namespace: &str, name: &str, timeout: Duration) -> anyhow::Result<i32> {
+pub async fn wait(client: Client, namespace: &str, name: &str, timeout: Duration) -> crate::Result<i32> {
     let api: Api<RouterConfig> = Api::namespaced(client.clone(), namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = std::pin::pin!(
@@ -325,7 +325,7 @@ pub async fn wait(client: Client, namespace: &str, name: &str, timeout: Duration
                 eprintln!("timed out after {timeout:?}: {last}");
                 return Ok(EXIT_TIMEOUT);
             }
-            Ok(None) => anyhow::bail!("watch ended"),
+            Ok(None) => return Err(crate::Error::WatchEnded),
             Ok(Some(Err(error))) => {
                 eprintln!("watch error: {error}; retrying");
                 continue;

@@ -29,6 +29,9 @@ pub enum Error {
     /// The caches did not list everything in time; judging from a partial view would flap.
     #[error("caches did not sync within {0:?}")]
     CacheNotSynced(std::time::Duration),
+    /// A watch the CLI waits on ended, which a kube watcher never does on its own.
+    #[error("the watch ended")]
+    WatchEnded,
 }
 
 /// Result of the operator.

@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
                         .unwrap_or_else(|| client.default_namespace().to_owned()),
                 )
             };
-            cli::status(client, namespace.as_deref(), args.name.as_deref()).await
+            Ok(cli::status(client, namespace.as_deref(), args.name.as_deref()).await?)
         }
         Some(Command::Wait(args)) => {
             let client = kube::Client::try_default().await.context(

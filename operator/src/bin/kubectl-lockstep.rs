@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
             let client = client().await?;
             let ns =
                 (!all_namespaces).then(|| namespace.unwrap_or_else(|| client.default_namespace().to_owned()));
-            cli::status(client, ns.as_deref(), name.as_deref()).await
+            Ok(cli::status(client, ns.as_deref(), name.as_deref()).await?)
         }
         Command::Wait {
             name,
