@@ -311,6 +311,23 @@ async fn a_conflicting_generation_is_not_accepted_and_every_replica_keeps_its_ta
     );
     assert_eq!(check::ready_condition(&rc).unwrap().0, "False");
 
+    // The recorded spec survives the apiserver's round trip unchanged: a settled RouterConfig
+    // gets no further status writes while Lease renewals keep the operator reconciling.
+    let settled = f.get("owner").await;
+    assert!(
+        settled
+            .status
+            .as_ref()
+            .and_then(|s| s.last_accepted.as_ref())
+            .is_some()
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        f.get("owner").await.metadata.resource_version,
+        settled.metadata.resource_version,
+        "no status write without a change"
+    );
+
     // A replica that starts now has no memory of generation 1, and serves it all the same.
     let mut late = f.proxy("proxy-late");
     late.wait_joined().unwrap();

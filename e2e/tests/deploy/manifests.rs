@@ -103,6 +103,11 @@ fn kustomize_builds_the_expected_objects() {
         ("RoleBinding", "lockstep-proxy-member"),
         ("ValidatingAdmissionPolicy", "lockstep-proxy-own-objects"),
         ("ValidatingAdmissionPolicyBinding", "lockstep-proxy-own-objects"),
+        ("ValidatingAdmissionPolicy", "lockstep-routerconfig-duplicates"),
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "lockstep-routerconfig-duplicates",
+        ),
         ("Deployment", "lockstep-operator"),
         ("Deployment", "lockstep-proxy"),
         ("Service", "lockstep-proxy"),
