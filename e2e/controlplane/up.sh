@@ -31,7 +31,7 @@ if [[ -n "${REUSE_PORTS:-}" && ! -f "$DIR/apiserver.port" ]]; then REUSE_PORTS="
 
 HOST="${LOCKSTEP_APISERVER_HOST:-127.0.0.1}"
 node_flags=(--endpoint-reconciler-type none --disable-admission-plugins ServiceAccount)
-[[ "$HOST" == 127.0.0.1 ]] || node_flags=(--endpoint-reconciler-type lease)
+[[ "$HOST" == 127.0.0.1 ]] || node_flags=(--endpoint-reconciler-type lease --kubelet-preferred-address-types InternalIP)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 # Credentials: an admin bearer token and the service-account signing key pair.

@@ -50,6 +50,10 @@ if [[ -d "$N" ]]; then
   fi
   # Mounts under DIR (overlay rootfs, shm, kubelet volumes), deepest first.
   awk -v d="$N" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  # The kubelet's links to our Pods' logs (its /var/log/containers is not configurable).
+  for l in /var/log/containers/*.log; do
+    [[ -L "$l" && "$(readlink "$l")" == "$N/"* ]] && rm -f "$l"
+  done
   # The kubelet's cgroups (cgroupfs driver): kubepods under each v1 controller.
   for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/unified/kubepods; do
     [[ -d "$c" ]] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null

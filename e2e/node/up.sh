@@ -80,6 +80,7 @@ cat > "$N/cni/net.d/10-lockstep.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "lockstep", "plugins": [
   {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$GATEWAY"}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
             "dataDir": "$N/cni/ipam"}}]}
 JSON
 
@@ -157,12 +158,14 @@ kind: KubeletConfiguration
 failCgroupV1: false
 cgroupDriver: cgroupfs
 containerRuntimeEndpoint: unix://$SOCK
-address: 127.0.0.1
+# On the bridge: the apiserver reaches it there for logs and exec (anonymous, AlwaysAllow:
+# only this machine's own Pods and processes can reach the bridge).
+address: $GATEWAY
 port: $(free_port)
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: $(free_port)
-authentication: {anonymous: {enabled: false}, webhook: {enabled: false}}
+authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
 authorization: {mode: AlwaysAllow}
 failSwapOn: false
 podCIDR: $POD_CIDR
@@ -173,6 +176,7 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 serializeImagePulls: false
 protectKernelDefaults: false
+podLogsDir: $N/pods
 YAML
 setsid "$BIN/kubelet" --config "$N/kubelet.yaml" --kubeconfig "$KC" --root-dir "$N/kubelet" \
   --cert-dir "$N/kubelet/pki" --hostname-override "$NODE" --node-ip "$GATEWAY" --v 1 \
