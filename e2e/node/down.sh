@@ -35,7 +35,7 @@ if [[ -d "$N" ]]; then
   fi
   # Shims outlive containerd; ours are those started with our socket (by pid, from /proc).
   for p in /proc/[0-9]*; do
-    if tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF -- "-address $SOCK "; then kill -KILL "${p#/proc/}" 2>/dev/null; fi
+    if { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null | grep -qF -- "-address $SOCK "; then kill -KILL "${p#/proc/}" 2>/dev/null; fi
   done
   stop kube-proxy
   stop kube-scheduler

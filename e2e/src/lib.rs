@@ -22,6 +22,7 @@ use kube::{
 
 pub mod check;
 pub mod fleet;
+pub mod node;
 pub mod process;
 
 /// A fleet name no other test of the run uses: `PREFIX-` and six hex digits.
