@@ -84,17 +84,6 @@ fn template(sets: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-fn kustomize_build() -> Vec<Value> {
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo_root().join("deploy"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_saphyr::from_multiple::<Value>(&String::from_utf8(out.stdout).unwrap()).unwrap()
-}
-
 type Key = (String, String, String);
 
 fn key(object: &Value) -> Key {
@@ -169,7 +158,7 @@ fn chart_versions_and_crds_are_the_workspace_ones() {
 #[test]
 fn default_values_render_the_kustomize_install() {
     let helm = template(&["namespace.create=true"]);
-    let kustomize = kustomize_build();
+    let kustomize = lockstep_e2e::kustomize_deploy();
     let (helm_map, kustomize_map) = (by_key(&helm), by_key(&kustomize));
     let helm_keys: Vec<&Key> = helm_map.keys().collect();
     let kustomize_keys: Vec<&Key> = kustomize_map.keys().collect();

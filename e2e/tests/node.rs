@@ -191,6 +191,18 @@ async fn serve_web(node: &Node, namespace: &str) {
                 .then_some(())
         },
     );
+    wait_web_ready(node, "kubectl wait --for=condition=Ready rcfg/web");
+    let url = proxy_url(node, namespace);
+    let client = client();
+    for i in 0..30 {
+        request(&client, &url)
+            .await
+            .unwrap_or_else(|e| panic!("request {i} through {url}: {e}"));
+    }
+}
+
+/// The real `kubectl wait --for=condition=Ready` on RouterConfig web, the barrier.
+fn wait_web_ready(node: &Node, what: &str) {
     node.kubectl_ok(&[
         "wait",
         "--for=condition=Ready",
@@ -199,14 +211,7 @@ async fn serve_web(node: &Node, namespace: &str) {
         "default",
         "--timeout=120s",
     ])
-    .expect("kubectl wait --for=condition=Ready rcfg/web");
-    let url = proxy_url(node, namespace);
-    let client = client();
-    for i in 0..30 {
-        request(&client, &url)
-            .await
-            .unwrap_or_else(|e| panic!("request {i} through {url}: {e}"));
-    }
+    .unwrap_or_else(|e| panic!("kubectl wait rcfg/web ({what}): {e}"));
 }
 
 fn rollout_status(node: &Node, namespace: &str, deployment: &str) {
@@ -368,15 +373,7 @@ async fn rollout_restart_under_load(node: &Node) {
                 .collect();
             (!names.iter().any(|n| before.iter().any(|b| b == n))).then_some(())
         });
-        node.kubectl_ok(&[
-            "wait",
-            "--for=condition=Ready",
-            "routerconfig/web",
-            "-n",
-            "default",
-            "--timeout=120s",
-        ])
-        .expect("Ready after the rollout");
+        wait_web_ready(node, "Ready after the rollout");
     });
     let rollout = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -474,15 +471,7 @@ fn pod_deletion_removes_its_router_replica(node: &Node) {
     wait_until("3 proxies Ready again", Duration::from_secs(120), || {
         (ready_pods(node, SYSTEM, "app.kubernetes.io/component=proxy").len() == 3).then_some(())
     });
-    node.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "routerconfig/web",
-        "-n",
-        "default",
-        "--timeout=120s",
-    ])
-    .expect("Ready with the replacement");
+    wait_web_ready(node, "Ready with the replacement");
 }
 
 fn helm_bin() -> std::path::PathBuf {
