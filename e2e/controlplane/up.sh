@@ -3,6 +3,10 @@
 # apiserver is ready and the `default` namespace exists, and writes DIR/kubeconfig.
 #
 # Usage: up.sh DIR [WATCH_PID]
+#   LOCKSTEP_APISERVER_HOST=IP (default 127.0.0.1): the address the apiserver binds and
+#   advertises. e2e/node/up.sh passes its bridge address so Pods reach the apiserver through
+#   the `kubernetes` Service; then the apiserver also keeps that Service's endpoints (lease
+#   reconciler) and runs the ServiceAccount admission plugin (Pods get their tokens).
 #   Processes run in the background; their pids are in DIR/etcd.pid and DIR/apiserver.pid.
 #   With WATCH_PID, a watchdog stops both when that process exits (test binaries that die
 #   without running destructors leave nothing behind).
@@ -25,6 +29,9 @@ KEEP_WATCHDOG=1 "$HERE/down.sh" "$DIR" >/dev/null 2>&1 || true
 # A restart (restart.sh) keeps the ports, so running clients reconnect to the same address.
 if [[ -n "${REUSE_PORTS:-}" && ! -f "$DIR/apiserver.port" ]]; then REUSE_PORTS=""; fi
 
+HOST="${LOCKSTEP_APISERVER_HOST:-127.0.0.1}"
+node_flags=(--endpoint-reconciler-type none --disable-admission-plugins ServiceAccount)
+[[ "$HOST" == 127.0.0.1 ]] || node_flags=(--endpoint-reconciler-type lease --kubelet-preferred-address-types InternalIP)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 # Credentials: an admin bearer token and the service-account signing key pair.
@@ -60,13 +67,12 @@ start_apiserver() {
   if [[ -n "${REUSE_PORTS:-}" ]]; then P=$(cat "$DIR/apiserver.port"); else P=$(free_port); fi
   setsid "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$(cat "$DIR/etcd.port")" \
-    --bind-address 127.0.0.1 --secure-port "$P" --cert-dir "$DIR/certs" \
-    --advertise-address 127.0.0.1 --endpoint-reconciler-type none \
+    --bind-address "$HOST" --secure-port "$P" --cert-dir "$DIR/certs" \
+    --advertise-address "$HOST" "${node_flags[@]}" \
     --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
     --authorization-mode RBAC --token-auth-file "$DIR/tokens.csv" \
-    --service-account-issuer "https://127.0.0.1:$P" \
+    --service-account-issuer "https://$HOST:$P" \
     --service-account-key-file "$DIR/sa.pub" --service-account-signing-key-file "$DIR/sa.key" \
-    --disable-admission-plugins ServiceAccount \
     --event-ttl 1h --v 1 \
     >"$DIR/apiserver.log" 2>&1 < /dev/null &
   echo $! > "$DIR/apiserver.pid"
@@ -85,8 +91,8 @@ for attempt in 1 2 3; do
   start_apiserver
   for _ in $(seq 1 600); do
     if ! alive "$DIR/apiserver.pid"; then break; fi
-    if curl -fsS -k -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$P/readyz" >/dev/null 2>&1 &&
-       curl -fsS -k -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$P/api/v1/namespaces/default" >/dev/null 2>&1; then
+    if curl -fsS -k -H "Authorization: Bearer $TOKEN" "https://$HOST:$P/readyz" >/dev/null 2>&1 &&
+       curl -fsS -k -H "Authorization: Bearer $TOKEN" "https://$HOST:$P/api/v1/namespaces/default" >/dev/null 2>&1; then
       ready=1; break
     fi
     sleep 0.1
@@ -103,8 +109,9 @@ kind: Config
 clusters:
 - name: lockstep-local
   cluster:
-    server: https://127.0.0.1:$P
+    server: https://$HOST:$P
     certificate-authority: $DIR/certs/apiserver.crt
+    tls-server-name: kubernetes
 users:
 - name: lockstep-admin
   user:
@@ -123,4 +130,4 @@ if [[ -n "$WATCH_PID" && ! -f "$DIR/watchdog.pid" ]]; then
     watchdog "$WATCH_PID" "$DIR" "$HERE" "${LOCKSTEP_KEEP_LOGS:-}" >/dev/null 2>&1 < /dev/null &
   echo $! > "$DIR/watchdog.pid"
 fi
-log "kube-apiserver $("$BIN/kube-apiserver" --version | cut -d' ' -f2) on https://127.0.0.1:$P, etcd on 127.0.0.1:$(cat "$DIR/etcd.port")"
+log "kube-apiserver $("$BIN/kube-apiserver" --version | cut -d' ' -f2) on https://$HOST:$P, etcd on 127.0.0.1:$(cat "$DIR/etcd.port")"

@@ -23,6 +23,7 @@ use kube::{
 pub mod check;
 pub mod fixture;
 pub mod fleet;
+pub mod node;
 pub mod process;
 pub mod simulated;
 
@@ -84,6 +85,23 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("e2e/ has a parent")
         .to_path_buf()
+}
+
+/// `kubectl kustomize deploy/` as JSON objects (no cluster needed).
+pub fn kustomize_deploy() -> Vec<serde_json::Value> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo_root().join("deploy"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize deploy/: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    serde_saphyr::from_multiple(&text).expect("kustomize output is YAML")
 }
 
 /// A running kube-apiserver + etcd. Dropping it stops both; a watchdog also stops them when

@@ -2,32 +2,12 @@
 //! server-side dry run under the "restricted" Pod Security Standard, and the CRD copy in
 //! `deploy/` is the generated one.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    process::{Command, Stdio},
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use lockstep_e2e::{ControlPlane, repo_root};
 use serde_json::{Value, json};
 
 use crate::read;
-
-/// `kubectl kustomize deploy/` as JSON objects (no cluster needed).
-fn kustomize_build() -> Vec<Value> {
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo_root().join("deploy"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize deploy/: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    serde_saphyr::from_multiple::<Value>(&text).expect("kustomize output is YAML")
-}
 
 fn kind_name(object: &Value) -> (String, String) {
     (
@@ -85,7 +65,7 @@ fn deploy_crd_is_the_generated_crd() {
 
 #[test]
 fn kustomize_builds_the_expected_objects() {
-    let objects = kustomize_build();
+    let objects = lockstep_e2e::kustomize_deploy();
     let got: BTreeSet<(String, String)> = objects.iter().map(kind_name).collect();
     let want: BTreeSet<(String, String)> = [
         ("Namespace", "lockstep-system"),
@@ -299,7 +279,7 @@ fn every_manifest_passes_server_side_dry_run() {
     let list: Value = serde_json::from_str(&stdout).expect("dry-run output is JSON");
     // The server's answer: every object, with the apiserver's defaults filled in.
     let objects = list["items"].as_array().expect("a List").clone();
-    assert_eq!(objects.len(), kustomize_build().len());
+    assert_eq!(objects.len(), lockstep_e2e::kustomize_deploy().len());
     for object in &objects {
         assert!(
             object["metadata"]["uid"].is_string(),
@@ -489,7 +469,7 @@ fn restricted_pod_security_rejects_a_weakened_proxy() {
     // drop one hardening setting and the apiserver must object.
     let cp = ControlPlane::shared();
     ensure_namespace(cp);
-    let objects = kustomize_build();
+    let objects = lockstep_e2e::kustomize_deploy();
     let mut proxy = find(&objects, "Deployment", "lockstep-proxy").clone();
     proxy["spec"]["template"]["spec"]["containers"][0]["securityContext"]
         .as_object_mut()

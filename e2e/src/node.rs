@@ -1,0 +1,112 @@
+//! A one-node cluster for the install tests: `e2e/node/up.sh` (control plane, containerd,
+//! runc, bridge CNI, kubelet, controller-manager, scheduler, kube-proxy) in a temporary
+//! directory, stopped and cleaned up (`e2e/node/down.sh`) when dropped, and by a watchdog
+//! when the test process dies without running destructors.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use crate::{Error, Result, repo_root};
+
+/// A running one-node cluster.
+#[derive(Debug)]
+pub struct Node {
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Why this machine cannot run the node (`e2e/node/up.sh --check`), or `None`.
+    pub fn cannot_start() -> Option<String> {
+        let out = Command::new(repo_root().join("e2e/node/up.sh"))
+            .arg("--check")
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+            Err(e) => Some(format!("cannot run e2e/node/up.sh: {e}")),
+        }
+    }
+
+    /// Starts the node with the images of `e2e/images`, packaged from the binaries in
+    /// `bin_dir` (the test's own profile directory).
+    pub fn start(bin_dir: &Path) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("lockstep-node-").tempdir()?;
+        let images = dir.path().join("images");
+        run(Command::new(repo_root().join("e2e/images"))
+            .arg(&images)
+            .env("LOCKSTEP_IMAGES_BIN_DIR", bin_dir))?;
+        let node = Self { dir };
+        run(Command::new(repo_root().join("e2e/node/up.sh"))
+            .arg(node.dir.path())
+            .arg(std::process::id().to_string())
+            .env("LOCKSTEP_IMAGES", &images))?;
+        Ok(node)
+    }
+
+    /// The state directory (logs under `node/logs`, Pod logs under `node/pods`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Path of the admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// `kubectl` with this cluster's kubeconfig.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", self.kubeconfig());
+        cmd
+    }
+
+    /// Runs kubectl with `args`, returning stdout; an error carries stderr.
+    pub fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
+        run(self.kubectl().args(args))
+    }
+
+    /// The containerd socket of the node (for `ctr -a`).
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.dir.path().join("node/containerd/containerd.sock")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("e2e/node/down.sh"))
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if std::env::var_os("LOCKSTEP_KEEP_LOGS").is_some() {
+            let kept = self.dir.path().to_path_buf();
+            eprintln!("node logs kept in {}", kept.display());
+            std::mem::forget(std::mem::replace(
+                &mut self.dir,
+                tempfile::tempdir().expect("tempdir"),
+            ));
+        }
+    }
+}
+
+/// Runs `cmd` with no stdin; stdout on success, an error carrying stderr otherwise.
+fn run(cmd: &mut Command) -> Result<String> {
+    let what = format!("{cmd:?}");
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(Error::Command {
+            what,
+            detail: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        })
+    }
+}
