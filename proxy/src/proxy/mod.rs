@@ -18,8 +18,10 @@
 pub mod body;
 pub mod error;
 mod filter;
+mod framing;
 mod peer;
 mod route;
+pub(crate) mod session;
 mod upgrade;
 mod upstream;
 
@@ -27,7 +29,7 @@ use std::{sync::Arc, time::Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use lockstep_config::{Route, RouteTable};
+use lockstep_config::Route;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::task::TaskTracker;
 
@@ -35,12 +37,12 @@ use self::{
     body::{BodySlot, ProxyBody},
     error::ProxyError,
     peer::{Balancer, EndpointGuard, PeerAuthority},
+    session::Session,
     upstream::UpstreamClient,
 };
 use crate::{
     metrics::Metrics,
     options::ProxyOptions,
-    server::conn::ConnInfo,
     state::{ProxyState, ServedConfig},
 };
 
@@ -57,7 +59,7 @@ pub struct Proxy {
 
 /// Ends a request's accounting when dropped, which happens when its response body is done.
 pub(crate) struct RequestGuard {
-    conn: Arc<ConnInfo>,
+    conn: Arc<Session>,
     in_flight: Gauge,
     _endpoint: Option<EndpointGuard>,
 }
@@ -111,7 +113,7 @@ impl Proxy {
     }
 
     /// Answers one client request.
-    pub(crate) async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ProxyBody> {
+    pub(crate) async fn handle(&self, conn: Arc<Session>, req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let index = conn.activity.request_started();
         let in_flight = self.metrics().in_flight().clone();
@@ -205,7 +207,7 @@ impl Proxy {
     async fn phases(
         &self,
         served: &ServedConfig,
-        conn: &ConnInfo,
+        conn: &Session,
         req: Request<Incoming>,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -220,8 +222,9 @@ impl Proxy {
         }
 
         // 1. Route lookup.
-        let route = route::lookup(&served.table, &req)?;
-        exchange.route = Some(route_index(&served.table, route));
+        let found = route::lookup(&served.table, &req)?;
+        let route = found.route;
+        exchange.route = Some(found.id as usize);
         if route.redirect_http && conn.scheme == "http" {
             return route::https_redirect(&req);
         }
@@ -243,7 +246,7 @@ impl Proxy {
     async fn forward(
         &self,
         route: &Route,
-        conn: &ConnInfo,
+        conn: &Session,
         mut req: Request<Incoming>,
         exchange: &mut Exchange,
         deadline: Option<tokio::time::Instant>,
@@ -346,10 +349,4 @@ impl Proxy {
         );
         response
     }
-}
-
-/// The index of a route borrowed from a table, which the per-route metrics are keyed by.
-fn route_index(table: &RouteTable, route: &Route) -> usize {
-    let base = table.routes().as_ptr() as usize;
-    (route as *const Route as usize - base) / std::mem::size_of::<Route>()
 }

@@ -2,7 +2,6 @@
 //! [`crate::proxy`], until a draining shutdown.
 
 pub(crate) mod conn;
-mod framing;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
