@@ -20,6 +20,7 @@ pub mod error;
 mod filter;
 mod framing;
 mod peer;
+mod pool;
 mod route;
 pub(crate) mod session;
 mod upgrade;
@@ -37,8 +38,8 @@ use self::{
     body::{BodySlot, ProxyBody},
     error::ProxyError,
     peer::{Balancer, EndpointGuard, PeerAuthority},
+    pool::Pool,
     session::Session,
-    upstream::UpstreamClient,
 };
 use crate::{
     metrics::Metrics,
@@ -51,8 +52,7 @@ use crate::{
 pub struct Proxy {
     state: Arc<ProxyState>,
     options: ProxyOptions,
-    client: UpstreamClient,
-    h2c_client: UpstreamClient,
+    pool: Arc<Pool>,
     balancer: Balancer,
     tunnels: TaskTracker,
 }
@@ -84,8 +84,7 @@ impl Proxy {
     /// A request path serving `state`'s table with these options.
     pub fn new(state: Arc<ProxyState>, options: ProxyOptions) -> Arc<Self> {
         Arc::new(Self {
-            client: upstream::client(&options),
-            h2c_client: upstream::h2c_client(&options),
+            pool: Pool::new(&options),
             balancer: Balancer::new(options.load_balancing),
             state,
             options,
@@ -263,7 +262,7 @@ impl Proxy {
         let protocol = filter::upgrade_protocol(&req);
         let client_upgrade = protocol.is_some().then(|| hyper::upgrade::on(&mut req));
         let grpc_trailers = filter::wants_trailers(&req);
-        filter::prepare_request(&mut req, host, conn.remote.ip(), conn.scheme, protocol);
+        filter::prepare_request(&mut req, host, &conn.forwarded_for, conn.scheme, protocol);
         if let Some(rewrite) = &route.filters.rewrite {
             filter::rewrite(&mut req, route, rewrite)?;
         }

@@ -19,10 +19,26 @@ use super::framing::FramingScanner;
 pub(crate) struct Session {
     /// The client's address.
     pub remote: SocketAddr,
+    /// The client's IP as a header value (X-Forwarded-For), formatted once per connection.
+    pub forwarded_for: http::HeaderValue,
     /// "http" or "https": how the client reached us (X-Forwarded-Proto, redirects).
     pub scheme: &'static str,
     /// What the watchdog reads.
     pub activity: ConnActivity,
+}
+
+impl Session {
+    /// The session of a connection accepted from `remote`, reached by `scheme`.
+    pub(crate) fn new(remote: SocketAddr, scheme: &'static str) -> Self {
+        let forwarded_for = http::HeaderValue::try_from(remote.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Self {
+            remote,
+            forwarded_for,
+            scheme,
+            activity: ConnActivity::new(),
+        }
+    }
 }
 
 /// Timestamps (milliseconds since the connection was accepted, plus one so that zero can
@@ -53,7 +69,7 @@ pub(crate) enum Check {
 }
 
 impl ConnActivity {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         Self {
             origin: Instant::now(),
             in_flight: AtomicU32::new(0),

@@ -27,11 +27,11 @@ use crate::{
     options::ProxyOptions,
     proxy::{
         Proxy,
-        session::{Check, ConnActivity, Session},
+        session::{Check, Session},
     },
 };
 
-/// A client stream that reports reads to the connection's [`ConnActivity`].
+/// A client stream that reports reads to the connection's activity record.
 struct TrackedStream<S> {
     inner: S,
     info: Arc<Session>,
@@ -77,8 +77,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
     }
 }
 
+/// The hyper connection builders of a listener: HTTP/1.1 or HTTP/2 told apart by the
+/// connection's first bytes, and HTTP/2 alone for TLS connections that chose h2 by ALPN (which
+/// then get HTTP/2's own answer to a bad preface rather than an HTTP/1 400).
+pub(crate) struct Builders {
+    any: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    pub(crate) fn new(options: &ProxyOptions) -> Self {
+        Self {
+            any: builder(options),
+            h2: builder(options).http2_only(),
+        }
+    }
+}
+
 /// The hyper connection builder for a listener's options.
-pub(crate) fn builder(options: &ProxyOptions) -> auto::Builder<TokioExecutor> {
+fn builder(options: &ProxyOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -98,7 +115,8 @@ pub(crate) fn builder(options: &ProxyOptions) -> auto::Builder<TokioExecutor> {
 /// finishes in-flight requests and closes).
 pub(crate) async fn serve<S>(
     proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
+    h2_only: bool,
     stream: S,
     remote: SocketAddr,
     scheme: &'static str,
@@ -106,11 +124,7 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let info = Arc::new(Session {
-        remote,
-        scheme,
-        activity: ConnActivity::new(),
-    });
+    let info = Arc::new(Session::new(remote, scheme));
     let header_timeout = millis(proxy.options().header_read_timeout);
     let idle_timeout = millis(proxy.options().idle_timeout);
     let io = TokioIo::new(TrackedStream {
@@ -124,6 +138,7 @@ pub(crate) async fn serve<S>(
         let info = service_info.clone();
         async move { Ok::<_, Infallible>(proxy.handle(info, req).await) }
     });
+    let builder = if h2_only { &builders.h2 } else { &builders.any };
     let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
