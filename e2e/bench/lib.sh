@@ -95,7 +95,7 @@ start_haproxy() {
   cat > "$WORK/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 9000
+  maxconn 9950
 defaults
   mode http
   timeout connect 5s
