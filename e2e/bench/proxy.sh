@@ -20,7 +20,7 @@ DURATION=${DURATION:-10}      # seconds per measured run
 WARMUP=${WARMUP:-3}           # seconds of discarded warm-up per target
 CONNS=${CONNS:-64}            # keep-alive connections of the closed-loop runs
 SWAPS=${SWAPS:-1000}          # config rewrites in the reload test (at 10/s)
-IDLE_CONNS=${IDLE_CONNS:-10000}
+IDLE_CONNS=${IDLE_CONNS:-9900}   # haproxy cannot hold more under a 20,000 open-file hard limit
 REPS=${REPS:-3}
 BACKEND_PORT=18900; LOCKSTEP_PORT=18901; NGINX_PORT=18902; HAPROXY_PORT=18903; ADMIN_PORT=18904
 # shellcheck source=lib.sh

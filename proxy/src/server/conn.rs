@@ -138,8 +138,16 @@ pub(crate) async fn serve<S>(
         let info = service_info.clone();
         async move { Ok::<_, Infallible>(proxy.handle(info, req).await) }
     });
-    let builder = if h2_only { &builders.h2 } else { &builders.any };
-    let conn = builder.serve_connection_with_upgrades(io, service);
+    // hyper-util ignores `http2_only` when serving with upgrades (HTTP/2 has none to serve).
+    let conn = if h2_only {
+        Served::H2 {
+            conn: builders.h2.serve_connection(io, service),
+        }
+    } else {
+        Served::Any {
+            conn: builders.any.serve_connection_with_upgrades(io, service),
+        }
+    };
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
     // Once closing for idleness, a peer that does not finish closing in another idle period
@@ -178,6 +186,49 @@ pub(crate) async fn serve<S>(
                 closing = true;
             }
             () = sleep => {}
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection served by either builder.
+    #[project = ServedProj]
+    enum Served<A, B> {
+        Any { #[pin] conn: A },
+        H2 { #[pin] conn: B },
+    }
+}
+
+impl<'a, I, S>
+    Served<auto::UpgradeableConnection<'a, I, S, TokioExecutor>, auto::Connection<'a, I, S, TokioExecutor>>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.project() {
+            ServedProj::Any { conn } => conn.graceful_shutdown(),
+            ServedProj::H2 { conn } => conn.graceful_shutdown(),
+        }
+    }
+}
+
+impl<A, B, T> std::future::Future for Served<A, B>
+where
+    A: std::future::Future<Output = T>,
+    B: std::future::Future<Output = T>,
+{
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.project() {
+            ServedProj::Any { conn } => conn.poll(cx),
+            ServedProj::H2 { conn } => conn.poll(cx),
         }
     }
 }
