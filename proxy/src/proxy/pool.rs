@@ -263,12 +263,6 @@ impl Pool {
         let response = sender.send_request(req).await.map_err(SendError::Upstream)?;
         Ok(response.map(|body| UpstreamBody::new(body, None)))
     }
-
-    /// Idle connections to all upstreams (for tests).
-    #[cfg(test)]
-    pub(crate) fn idle_count(&self) -> usize {
-        self.conns().idle.values().map(VecDeque::len).sum()
-    }
 }
 
 /// Closes idle connections that passed the idle timeout, so an upstream sees them closed by
