@@ -107,7 +107,8 @@ fn lookup(c: &mut Criterion) {
         headers.insert("user-agent", HeaderValue::from_static("bench"));
         let hit = table
             .lookup_request(first.0, first.1, &Method::GET, &headers, Some("a=1"))
-            .expect("the header-matched route");
+            .expect("the header-matched route")
+            .route;
         assert!(!hit.matches.is_empty());
         group.bench_with_input(BenchmarkId::new("header-matched", n), &table, |b, t| {
             b.iter(|| {

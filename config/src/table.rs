@@ -306,6 +306,16 @@ pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A route found for a request, with its id (its index in [`RouteTable::routes`]), by which
+/// state kept beside the table per route, such as metric handles, is found.
+#[derive(Debug, Clone, Copy)]
+pub struct Found<'t> {
+    /// The route's index in [`RouteTable::routes`].
+    pub id: RouteId,
+    /// The route.
+    pub route: &'t Route,
+}
+
 /// An immutable routing table compiled from the accepted RouterConfigs of a fleet.
 #[derive(Default, Debug)]
 pub struct RouteTable {
@@ -345,7 +355,7 @@ impl RouteTable {
     /// The route for a request, by its Host header (or :authority) and path (without query),
     /// ignoring request matches (every route's conditions are taken to hold).
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Route> {
-        self.lookup_with(host, path, |_| true)
+        self.lookup_with(host, path, |_| true).map(|found| found.route)
     }
 
     /// The route for a request: host, path, and the request's method, headers and query for
@@ -357,12 +367,12 @@ impl RouteTable {
         method: &Method,
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Option<&Route> {
+    ) -> Option<Found<'_>> {
         self.lookup_with(host, path, |r| r.is_match(method, headers, query))
     }
 
     /// The route for a host and path among the routes `accept` takes.
-    pub fn lookup_with(&self, host: &str, path: &str, accept: impl Fn(&Route) -> bool) -> Option<&Route> {
+    pub fn lookup_with(&self, host: &str, path: &str, accept: impl Fn(&Route) -> bool) -> Option<Found<'_>> {
         let host = normalize_host(host);
         let host_routes = match self.exact_hosts.get(host.as_ref()) {
             Some(routes) => Some(routes),
@@ -372,9 +382,10 @@ impl RouteTable {
                 _ => None,
             },
         }?;
-        host_routes
-            .lookup(path, &self.routes, &accept)
-            .map(|id| &self.routes[id as usize])
+        host_routes.lookup(path, &self.routes, &accept).map(|id| Found {
+            id,
+            route: &self.routes[id as usize],
+        })
     }
 
     /// Every route, in compile order.

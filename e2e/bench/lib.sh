@@ -22,9 +22,13 @@ bench_tools() {
     log "installing oha"
     cargo install oha --locked >/dev/null
   fi
-  log "building lockstep-proxy (release)"
-  (cd "$ROOT" && cargo build --release --locked -p lockstep-proxy >/dev/null 2>&1)
-  LOCKSTEP="${CARGO_TARGET_DIR:-$ROOT/target}/release/lockstep-proxy"
+  # LOCKSTEP=path/to/lockstep-proxy measures a binary built beforehand (a release build takes
+  # minutes on a busy 2-core machine).
+  if [[ -z "${LOCKSTEP:-}" ]]; then
+    log "building lockstep-proxy (release)"
+    (cd "$ROOT" && cargo build --release --locked -p lockstep-proxy >/dev/null 2>&1)
+    LOCKSTEP="${CARGO_TARGET_DIR:-$ROOT/target}/release/lockstep-proxy"
+  fi
   CLK_TCK=$(getconf CLK_TCK)
 }
 
@@ -95,7 +99,7 @@ start_haproxy() {
   cat > "$WORK/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 9000
+  maxconn 9950
 defaults
   mode http
   timeout connect 5s

@@ -3,8 +3,11 @@
 # local control plane) vs nginx vs haproxy terminating TLS with the same ECDSA P-256
 # certificate, one core each.
 #
-#   e2e/bench/tls.sh                 # everything (about 4 minutes after the builds)
-#   DURATION=5 e2e/bench/tls.sh      # a quicker look
+#   e2e/bench/tls.sh                 # everything (about 10 minutes after the builds)
+#   DURATION=5 REPS=1 e2e/bench/tls.sh   # a quicker look
+#
+# Each case repeats REPS times, alternating the targets within each round; the table shows each
+# target's median round and every round's lockstep ÷ nginx ratio follows it.
 #
 # Roles as in proxy.sh: the proxy under test alone on CPU 1 with one worker; load generators,
 # the shared trivial backend and the control plane (idle during the runs) on CPU 0.
@@ -23,6 +26,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-64}
 HANDSHAKE_CONNS=${HANDSHAKE_CONNS:-16}
+REPS=${REPS:-3}
 BACKEND_PORT=18910; LOCKSTEP_PORT=18911; NGINX_PORT=18912; HAPROXY_PORT=18913; ADMIN_PORT=18914; PLAIN_PORT=18915
 # shellcheck source=lib.sh
 source "$ROOT/e2e/bench/lib.sh"
@@ -85,15 +89,16 @@ target_load() {
     --connect-to "bench.local:${PORT[$t]}:127.0.0.1:${PORT[$t]}" "$@" "https://bench.local:${PORT[$t]}/"
 }
 
-# Full handshakes: $1 target; records H[target] = rate per CPU-second failed full p50 p99.
+# Full handshakes: $1 target, $2 label; records H[target,label] = rate per CPU-second failed
+# full p50 p99.
 declare -A H
 handshakes() {
-  local t=$1 before after
+  local t=$1 label=$2 before after
   before=$(cpu_ticks "${PID[$t]}")
   local s; s=$(taskset -c 0 "$TLS_LOAD" --connect "127.0.0.1:${PORT[$t]}" --sni bench.local --ca "$WORK/ca.crt" \
     --seconds "$DURATION" --concurrency "$HANDSHAKE_CONNS")
   after=$(cpu_ticks "${PID[$t]}")
-  H[$t]=$(python3 -c '
+  H[$t,$label]=$(python3 -c '
 import json, sys
 d = json.loads(sys.argv[1]); ticks = int(sys.argv[2]); hz = int(sys.argv[3])
 ok = d["connections"] - d["failed"]
@@ -102,18 +107,28 @@ print(round(d["rate"]), per_cpu, d["failed"], str(d["fullHandshakes"]) + "/" + s
 if d["failed"]:
     print("[bench] first failure:", d["firstFailure"], file=sys.stderr)
 ' "$s" $((after - before)) "$CLK_TCK")
-  log "$t handshake: ${H[$t]} (rate per_cpu_s failed full p50 p99)"
+  log "$t handshake: ${H[$t,$label]} (rate per_cpu_s failed full p50 p99)"
 }
 
+for t in "${TARGETS[@]}"; do target_load "$t" -z "${WARMUP}s" -c $CONNS >/dev/null; done
+for rep in $(seq "$REPS"); do
+  for t in "${TARGETS[@]}"; do
+    measure "$t" "ka$rep" -z "${DURATION}s" -c $CONNS
+    measure "$t" "h2$rep" -z "${DURATION}s" -c 8 -p 16 --http2
+    handshakes "$t" "$rep"
+  done
+done
+# The median round of each target stands for it in the table.
+median() { sort -n -k2 | sed -n "$(( (REPS + 1) / 2 ))p"; }
 for t in "${TARGETS[@]}"; do
-  target_load "$t" -z "${WARMUP}s" -c $CONNS >/dev/null
-  measure "$t" ka -z "${DURATION}s" -c $CONNS
-  measure "$t" h2 -z "${DURATION}s" -c 8 -p 16 --http2
-  handshakes "$t"
+  for label in ka h2; do
+    R[$t,$label]=$(for rep in $(seq "$REPS"); do echo "${R[$t,$label$rep]}"; done | median)
+  done
+  H[$t]=$(for rep in $(seq "$REPS"); do echo "${H[$t,$rep]}"; done | median)
 done
 
 {
-  echo "- Command: \`e2e/bench/tls.sh\` (DURATION=$DURATION s per run, WARMUP=$WARMUP s, $CONNS keep-alive connections; h2: 8 connections × 16 streams; handshakes: $HANDSHAKE_CONNS at a time)"
+  echo "- Command: \`e2e/bench/tls.sh\` (DURATION=$DURATION s per run, WARMUP=$WARMUP s, $CONNS keep-alive connections; h2: 8 connections × 16 streams; handshakes: $HANDSHAKE_CONNS at a time; REPS=$REPS alternating rounds, the table shows each target's median round)"
   echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
   echo "- Versions: $(versions), $(openssl version | cut -d' ' -f1-2) (certificates)"
   echo "- Certificate: ECDSA P-256 leaf signed by a CA; both clients (oha, lockstep-e2e-tls-load) use rustls, which negotiates TLS 1.3 with all three servers"
@@ -130,6 +145,13 @@ done
   read -r _ l_ka _ _ _ <<<"${R[lockstep,ka]}"; read -r _ n_ka _ _ _ <<<"${R[nginx,ka]}"; read -r _ h_ka _ _ _ <<<"${R[haproxy,ka]}"
   read -r _ l_h2 _ _ _ <<<"${R[lockstep,h2]}"; read -r _ n_h2 _ _ _ <<<"${R[nginx,h2]}"; read -r _ h_h2 _ _ _ <<<"${R[haproxy,h2]}"
   read -r _ l_hs _ _ _ _ <<<"${H[lockstep]}"; read -r _ n_hs _ _ _ _ <<<"${H[nginx]}"; read -r _ h_hs _ _ _ _ <<<"${H[haproxy]}"
-  echo "Per proxy CPU-second, lockstep ÷ nginx: h1 keep-alive $(ratio "$l_ka" "$n_ka"), h2 $(ratio "$l_h2" "$n_h2"), full handshakes $(ratio "$l_hs" "$n_hs"); lockstep ÷ haproxy: $(ratio "$l_ka" "$h_ka"), $(ratio "$l_h2" "$h_h2"), $(ratio "$l_hs" "$h_hs")."
+  echo "Per proxy CPU-second, lockstep ÷ nginx (median rounds): h1 keep-alive $(ratio "$l_ka" "$n_ka"), h2 $(ratio "$l_h2" "$n_h2"), full handshakes $(ratio "$l_hs" "$n_hs"); lockstep ÷ haproxy: $(ratio "$l_ka" "$h_ka"), $(ratio "$l_h2" "$h_h2"), $(ratio "$l_hs" "$h_hs")."
+  echo
+  echo "Each round, per proxy CPU-second, lockstep ÷ nginx and ÷ haproxy (h1 keep-alive / h2):"
+  for rep in $(seq "$REPS"); do
+    read -r _ a _ _ _ <<<"${R[lockstep,ka$rep]}"; read -r _ b _ _ _ <<<"${R[nginx,ka$rep]}"; read -r _ e _ _ _ <<<"${R[haproxy,ka$rep]}"
+    read -r _ c _ _ _ <<<"${R[lockstep,h2$rep]}"; read -r _ d _ _ _ <<<"${R[nginx,h2$rep]}"; read -r _ f _ _ _ <<<"${R[haproxy,h2$rep]}"
+    echo "- round $rep: nginx $(ratio "$a" "$b") / $(ratio "$c" "$d"); haproxy $(ratio "$a" "$e") / $(ratio "$c" "$f")"
+  done
 } > "$OUT"
 cat "$OUT"

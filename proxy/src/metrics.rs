@@ -18,7 +18,7 @@ use std::{
     },
 };
 
-use lockstep_config::RouteTable;
+use lockstep_config::{ObjectKey, RouteTable};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
@@ -32,7 +32,16 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::state::ProxyState;
+/// What the scrape-time collector reads from the state it reports on. The state owns the
+/// metrics and implements this, so the dependency runs one way: state → metrics.
+pub(crate) trait ScrapeView: Send + Sync + std::fmt::Debug {
+    /// Route table swaps since start.
+    fn swap_count(&self) -> u64;
+    /// What `/readyz` answers.
+    fn is_ready(&self) -> bool;
+    /// The served RouterConfigs and their generations.
+    fn served_generations(&self) -> Vec<(ObjectKey, i64)>;
+}
 
 /// Route label of requests that matched no route.
 const NO_ROUTE: &str = "";
@@ -203,8 +212,9 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Registers every metric; `state` feeds the ones read at scrape time.
-    pub(crate) fn new(state: Weak<ProxyState>) -> Self {
+    /// Registers every metric; `state` feeds the ones read at scrape time (weak: the state
+    /// owns these metrics).
+    pub(crate) fn new(state: Weak<dyn ScrapeView>) -> Self {
         let mut registry = Registry::with_prefix("lockstep_proxy");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: Family<RouteLabel, Histogram, fn() -> Histogram> =
@@ -320,7 +330,7 @@ impl Metrics {
 /// Metrics read from the state at scrape time.
 #[derive(Debug)]
 struct StateCollector {
-    state: Weak<ProxyState>,
+    state: Weak<dyn ScrapeView>,
 }
 
 impl Collector for StateCollector {
@@ -342,19 +352,19 @@ impl Collector for StateCollector {
             None,
             ready.metric_type(),
         )?)?;
-        let served = state.served();
+        let generations = state.served_generations();
         let mut family = encoder.encode_descriptor(
             "served_generation",
             "Generation of each RouterConfig in the served table",
             None,
             MetricType::Gauge,
         )?;
-        for object in served.objects.values() {
+        for (key, generation) in generations {
             let labels = ObjectLabels {
-                namespace: object.key.namespace.clone(),
-                name: object.key.name.clone(),
+                namespace: key.namespace,
+                name: key.name,
             };
-            ConstGauge::new(object.generation).encode(family.encode_family(&labels)?)?;
+            ConstGauge::new(generation).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }
@@ -363,7 +373,23 @@ impl Collector for StateCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lockstep_config::ObjectKey;
+
+    fn no_state() -> Weak<dyn ScrapeView> {
+        #[derive(Debug)]
+        struct Gone;
+        impl ScrapeView for Gone {
+            fn swap_count(&self) -> u64 {
+                0
+            }
+            fn is_ready(&self) -> bool {
+                false
+            }
+            fn served_generations(&self) -> Vec<(ObjectKey, i64)> {
+                Vec::new()
+            }
+        }
+        Weak::<Gone>::new()
+    }
 
     fn table(paths: &[&str]) -> RouteTable {
         let key = ObjectKey {
@@ -395,7 +421,7 @@ mod tests {
 
     #[test]
     fn a_route_is_dropped_one_scrape_after_the_last_table_with_it() {
-        let metrics = Metrics::new(Weak::new());
+        let metrics = Metrics::new(no_state());
         let old = metrics.route_set(&table(&["/keep", "/gone"]));
         let new = metrics.route_set(&table(&["/keep", "/new"]));
         old.route(Some(1)).observe(http::StatusCode::OK, 0.001);
@@ -421,7 +447,7 @@ mod tests {
 
     #[test]
     fn a_route_that_comes_back_before_the_scrape_keeps_its_counters() {
-        let metrics = Metrics::new(Weak::new());
+        let metrics = Metrics::new(no_state());
         let first = metrics.route_set(&table(&["/a"]));
         first.route(Some(0)).observe(http::StatusCode::OK, 0.001);
         drop(first);
@@ -437,7 +463,7 @@ mod tests {
 
     #[test]
     fn without_scrapes_retired_routes_are_bounded() {
-        let metrics = Metrics::new(Weak::new());
+        let metrics = Metrics::new(no_state());
         for i in 0..(RETIRED_SLACK + 50) {
             let path = format!("/p{i}");
             drop(metrics.route_set(&table(&[path.as_str()])));

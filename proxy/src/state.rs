@@ -8,11 +8,12 @@ use std::sync::{
 };
 
 use arc_swap::ArcSwap;
+use lockstep_config::ObjectKey;
 pub use lockstep_config::{ServedConfig, ServedObject};
 
 use crate::{
     endpoints::Endpoints,
-    metrics::{Metrics, RouteSet},
+    metrics::{Metrics, RouteSet, ScrapeView},
 };
 
 /// A served configuration with the metric handles of its routes, swapped in together.
@@ -48,7 +49,7 @@ impl ProxyState {
     /// Fresh state serving nothing, not ready.
     pub fn new(replica: impl Into<String>) -> Arc<Self> {
         // The metrics read the served configuration at scrape time, so they point back here.
-        Arc::new_cyclic(|state| {
+        Arc::new_cyclic(|state: &std::sync::Weak<Self>| {
             let metrics = Metrics::new(state.clone());
             let config = Arc::new(ServedConfig::default());
             let routes = metrics.route_set(&config.table);
@@ -122,5 +123,23 @@ impl ProxyState {
             .expect("ready_until lock")
             .is_none_or(|until| std::time::Instant::now() < until);
         in_time && self.synced.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+}
+
+impl ScrapeView for ProxyState {
+    fn swap_count(&self) -> u64 {
+        ProxyState::swap_count(self)
+    }
+
+    fn is_ready(&self) -> bool {
+        ProxyState::is_ready(self)
+    }
+
+    fn served_generations(&self) -> Vec<(ObjectKey, i64)> {
+        self.served()
+            .objects
+            .values()
+            .map(|object| (object.key.clone(), object.generation))
+            .collect()
     }
 }

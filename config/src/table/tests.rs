@@ -482,7 +482,7 @@ fn routed(
         );
     }
     let method = http::Method::from_bytes(method.as_bytes()).unwrap();
-    let route = t.lookup_request("h", path, &method, &map, query)?;
+    let route = t.lookup_request("h", path, &method, &map, query)?.route;
     match &route.backends[0].0 {
         BackendRef::Url { authority, .. } => authority.rsplit(':').next()?.parse().ok(),
         BackendRef::Service { .. } => None,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::RequestGuard;
+use super::{RequestGuard, pool::UpstreamBody};
 
 /// The body of a response the proxy sends to a client.
 pub struct ProxyBody {
@@ -23,9 +23,9 @@ pub struct ProxyBody {
 }
 
 enum Kind {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     /// An upstream body that must be done by a deadline (a route's `timeouts.request`).
-    Bounded(Incoming, Pin<Box<tokio::time::Sleep>>),
+    Bounded(UpstreamBody, Pin<Box<tokio::time::Sleep>>),
     Full(Option<Bytes>),
 }
 
@@ -46,7 +46,7 @@ impl std::fmt::Debug for ProxyBody {
 
 impl ProxyBody {
     /// An upstream response body, streamed through.
-    pub(crate) fn upstream(body: Incoming) -> Self {
+    pub(crate) fn upstream(body: UpstreamBody) -> Self {
         Self {
             kind: Kind::Upstream(body),
             _guard: None,
@@ -55,7 +55,7 @@ impl ProxyBody {
 
     /// An upstream response body, streamed through until `deadline`; a body still streaming
     /// then is cut off (the connection or HTTP/2 stream is reset, so the client can tell).
-    pub(crate) fn upstream_until(body: Incoming, deadline: tokio::time::Instant) -> Self {
+    pub(crate) fn upstream_until(body: UpstreamBody, deadline: tokio::time::Instant) -> Self {
         Self {
             kind: Kind::Bounded(body, Box::pin(tokio::time::sleep_until(deadline))),
             _guard: None,
@@ -120,9 +120,10 @@ impl Body for ProxyBody {
     }
 }
 
-/// A client's request body on its way upstream, in a form that survives a failed connect:
-/// the legacy client drops a request it could not connect for, so the body sits in a shared
-/// slot until the first poll takes it, and a retry can pick it up again.
+/// A client's request body on its way upstream, in a form that survives a failed attempt:
+/// the body sits in a shared slot until the first poll takes it, so an attempt that never
+/// sent anything (a connect failure, a response timeout before the upstream read it) leaves
+/// it for the next one.
 pub(crate) struct RequestBody {
     slot: Slot,
     end_stream: bool,
@@ -138,7 +139,8 @@ enum Slot {
 
 /// Hands out [`RequestBody`]s for one request's body.
 pub(crate) struct BodySlot {
-    shared: Arc<Mutex<Option<Incoming>>>,
+    /// None when the body was read whole (or is empty): no attempt takes anything from it.
+    shared: Option<Arc<Mutex<Option<Incoming>>>>,
     /// The whole body, read before the first attempt so that retries can resend it.
     buffered: Option<Bytes>,
     end_stream: bool,
@@ -153,8 +155,17 @@ impl BodySlot {
     pub(crate) fn new(body: Incoming) -> Self {
         let end_stream = body.is_end_stream();
         let hint = body.size_hint();
+        if end_stream {
+            // Most requests have no body: nothing to share between attempts.
+            return Self {
+                shared: None,
+                buffered: Some(Bytes::new()),
+                end_stream,
+                hint,
+            };
+        }
         Self {
-            shared: Arc::new(Mutex::new(Some(body))),
+            shared: Some(Arc::new(Mutex::new(Some(body)))),
             buffered: None,
             end_stream,
             hint,
@@ -170,7 +181,7 @@ impl BodySlot {
             Some(n) if n <= MAX_BUFFERED_BODY && !body.is_end_stream() => {
                 let bytes = body.collect().await?.to_bytes();
                 Ok(Self {
-                    shared: Arc::new(Mutex::new(None)),
+                    shared: None,
                     end_stream: bytes.is_empty(),
                     hint: SizeHint::with_exact(bytes.len() as u64),
                     buffered: Some(bytes),
@@ -190,7 +201,7 @@ impl BodySlot {
             };
         }
         RequestBody {
-            slot: Slot::Shared(self.shared.clone()),
+            slot: self.shared.clone().map_or(Slot::Gone, Slot::Shared),
             end_stream: self.end_stream,
             hint: self.hint,
         }
@@ -203,7 +214,10 @@ impl BodySlot {
 
     /// Still unread, so another attempt sends the same bytes.
     pub(crate) fn is_untouched(&self) -> bool {
-        self.shared.lock().map(|b| b.is_some()).unwrap_or(false)
+        match &self.shared {
+            Some(shared) => shared.lock().map(|b| b.is_some()).unwrap_or(false),
+            None => self.buffered.is_some(),
+        }
     }
 }
 

@@ -45,9 +45,9 @@ pub enum ProxyError {
     Connect {
         /// The upstream address.
         peer: String,
-        /// What the connector said.
+        /// Why the connection failed.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: std::io::Error,
     },
     /// Connecting to the upstream took longer than the connect timeout.
     #[error("connecting to {peer}: timed out")]
@@ -66,9 +66,9 @@ pub enum ProxyError {
     Upstream {
         /// The upstream address.
         peer: String,
-        /// What the client said.
+        /// What the connection said.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
 }
 

@@ -3,8 +3,6 @@
 //! X-Forwarded-* headers tell the upstream what the client's connection looked like. A
 //! route's rewrite then changes Host and path.
 
-use std::net::IpAddr;
-
 use http::{
     HeaderMap, HeaderName, HeaderValue, Request, Uri, Version,
     header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE},
@@ -59,13 +57,14 @@ pub(crate) fn check_transfer_encoding<B>(req: &Request<B>) -> Result<(), ProxyEr
     }
 }
 
-/// Rewrites a request's headers for the upstream. `host` is the request's host as routed,
-/// which becomes the Host header when the client sent only an authority (HTTP/2, absolute
-/// form).
+/// Rewrites a request's headers for the upstream, in place. `host` is the request's host as
+/// routed, which becomes the Host header when the client sent only an authority (HTTP/2,
+/// absolute form); `client` is the client's address as a header value, made once per
+/// connection.
 pub(crate) fn prepare_request<B>(
     req: &mut Request<B>,
     host: HeaderValue,
-    client_ip: IpAddr,
+    client: &HeaderValue,
     scheme: &'static str,
     upgrade: Option<HeaderValue>,
 ) {
@@ -75,7 +74,7 @@ pub(crate) fn prepare_request<B>(
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol);
     }
-    append_forwarded_for(headers, client_ip);
+    append_forwarded_for(headers, client);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
     headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     headers.insert(HOST, host);
@@ -193,17 +192,22 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client's address to X-Forwarded-For, folding repeated headers into one.
-fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
-    let mut value = String::new();
+/// Appends the client's address to X-Forwarded-For, folding repeated headers into one. The
+/// common case, no X-Forwarded-For from the client, shares the connection's value.
+fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR.clone(), client.clone());
+        return;
+    }
+    let mut value = Vec::with_capacity(128);
     for prior in headers.get_all(&X_FORWARDED_FOR).iter() {
-        if let Ok(prior) = prior.to_str() {
-            value.push_str(prior);
-            value.push_str(", ");
+        if prior.to_str().is_ok() {
+            value.extend_from_slice(prior.as_bytes());
+            value.extend_from_slice(b", ");
         }
     }
-    value.push_str(&client_ip.to_string());
-    if let Ok(value) = HeaderValue::try_from(value) {
+    value.extend_from_slice(client.as_bytes());
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
 }
@@ -235,7 +239,7 @@ mod tests {
         prepare_request(
             &mut req,
             HeaderValue::from_static("a.test"),
-            [10, 0, 0, 1].into(),
+            &HeaderValue::from_static("10.0.0.1"),
             "http",
             None,
         );
@@ -267,7 +271,7 @@ mod tests {
         prepare_request(
             &mut req,
             HeaderValue::from_static("a"),
-            [127, 0, 0, 1].into(),
+            &HeaderValue::from_static("127.0.0.1"),
             "https",
             None,
         );
@@ -290,7 +294,7 @@ mod tests {
         prepare_request(
             &mut req,
             HeaderValue::from_static("a"),
-            [127, 0, 0, 1].into(),
+            &HeaderValue::from_static("127.0.0.1"),
             "http",
             protocol,
         );

@@ -18,8 +18,11 @@
 pub mod body;
 pub mod error;
 mod filter;
+mod framing;
 mod peer;
+mod pool;
 mod route;
+pub(crate) mod session;
 mod upgrade;
 mod upstream;
 
@@ -27,7 +30,7 @@ use std::{sync::Arc, time::Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use lockstep_config::{Route, RouteTable};
+use lockstep_config::Route;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::task::TaskTracker;
 
@@ -35,12 +38,12 @@ use self::{
     body::{BodySlot, ProxyBody},
     error::ProxyError,
     peer::{Balancer, EndpointGuard, PeerAuthority},
-    upstream::UpstreamClient,
+    pool::Pool,
+    session::Session,
 };
 use crate::{
     metrics::Metrics,
     options::ProxyOptions,
-    server::conn::ConnInfo,
     state::{ProxyState, ServedConfig},
 };
 
@@ -49,15 +52,14 @@ use crate::{
 pub struct Proxy {
     state: Arc<ProxyState>,
     options: ProxyOptions,
-    client: UpstreamClient,
-    h2c_client: UpstreamClient,
+    pool: Arc<Pool>,
     balancer: Balancer,
     tunnels: TaskTracker,
 }
 
 /// Ends a request's accounting when dropped, which happens when its response body is done.
 pub(crate) struct RequestGuard {
-    conn: Arc<ConnInfo>,
+    conn: Arc<Session>,
     in_flight: Gauge,
     _endpoint: Option<EndpointGuard>,
 }
@@ -82,8 +84,7 @@ impl Proxy {
     /// A request path serving `state`'s table with these options.
     pub fn new(state: Arc<ProxyState>, options: ProxyOptions) -> Arc<Self> {
         Arc::new(Self {
-            client: upstream::client(&options),
-            h2c_client: upstream::h2c_client(&options),
+            pool: Pool::new(&options),
             balancer: Balancer::new(options.load_balancing),
             state,
             options,
@@ -111,7 +112,7 @@ impl Proxy {
     }
 
     /// Answers one client request.
-    pub(crate) async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ProxyBody> {
+    pub(crate) async fn handle(&self, conn: Arc<Session>, req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let index = conn.activity.request_started();
         let in_flight = self.metrics().in_flight().clone();
@@ -205,7 +206,7 @@ impl Proxy {
     async fn phases(
         &self,
         served: &ServedConfig,
-        conn: &ConnInfo,
+        conn: &Session,
         req: Request<Incoming>,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -220,8 +221,9 @@ impl Proxy {
         }
 
         // 1. Route lookup.
-        let route = route::lookup(&served.table, &req)?;
-        exchange.route = Some(route_index(&served.table, route));
+        let found = route::lookup(&served.table, &req)?;
+        let route = found.route;
+        exchange.route = Some(found.id as usize);
         if route.redirect_http && conn.scheme == "http" {
             return route::https_redirect(&req);
         }
@@ -243,7 +245,7 @@ impl Proxy {
     async fn forward(
         &self,
         route: &Route,
-        conn: &ConnInfo,
+        conn: &Session,
         mut req: Request<Incoming>,
         exchange: &mut Exchange,
         deadline: Option<tokio::time::Instant>,
@@ -260,7 +262,7 @@ impl Proxy {
         let protocol = filter::upgrade_protocol(&req);
         let client_upgrade = protocol.is_some().then(|| hyper::upgrade::on(&mut req));
         let grpc_trailers = filter::wants_trailers(&req);
-        filter::prepare_request(&mut req, host, conn.remote.ip(), conn.scheme, protocol);
+        filter::prepare_request(&mut req, host, &conn.forwarded_for, conn.scheme, protocol);
         if let Some(rewrite) = &route.filters.rewrite {
             filter::rewrite(&mut req, route, rewrite)?;
         }
@@ -346,10 +348,4 @@ impl Proxy {
         );
         response
     }
-}
-
-/// The index of a route borrowed from a table, which the per-route metrics are keyed by.
-fn route_index(table: &RouteTable, route: &Route) -> usize {
-    let base = table.routes().as_ptr() as usize;
-    (route as *const Route as usize - base) / std::mem::size_of::<Route>()
 }

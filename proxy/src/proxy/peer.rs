@@ -33,8 +33,8 @@ pub(crate) struct Peer {
     pub h2c: bool,
 }
 
-/// The address of a peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The address of a peer (and the key of its pooled connections).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum PeerAuthority {
     /// A Service endpoint.
     Endpoint(SocketAddr),

@@ -2,7 +2,7 @@
 //! path and the routes' request matches; redirects are answered here.
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header, uri::Authority};
-use lockstep_config::{Route, RouteTable, normalize_host, traffic::RedirectRule};
+use lockstep_config::{Route, RouteTable, normalize_host, table::Found, traffic::RedirectRule};
 
 use super::{body::ProxyBody, error::ProxyError};
 
@@ -53,8 +53,9 @@ fn valid_authority(authority: &Authority) -> bool {
     !authority.as_str().contains('@') && !host.is_empty() && port_ok
 }
 
-/// The route for a request, or the error that answers it.
-pub(crate) fn lookup<'t, B>(table: &'t RouteTable, req: &Request<B>) -> Result<&'t Route, ProxyError> {
+/// The route for a request (with its id, which per-route metrics are found by), or the
+/// error that answers it.
+pub(crate) fn lookup<'t, B>(table: &'t RouteTable, req: &Request<B>) -> Result<Found<'t>, ProxyError> {
     if req.method() == Method::CONNECT {
         // A reverse proxy has no tunnels to offer; forwarding CONNECT would let a client
         // reach any address a backend can.

@@ -12,56 +12,20 @@
 use std::io;
 
 use http::{Method, Request, Response, Uri, request::Parts, uri::PathAndQuery};
-use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
 use lockstep_config::{BackendRef, Route};
 
 use super::{
     Proxy,
-    body::{BodySlot, RequestBody},
+    body::BodySlot,
     error::ProxyError,
     peer::{Peer, PeerAuthority},
+    pool::{SendError, UpstreamBody},
 };
-use crate::options::ProxyOptions;
-
-/// The pooled upstream client.
-pub(crate) type UpstreamClient = Client<HttpConnector, RequestBody>;
-
-/// A client that keeps idle connections per upstream address for reuse.
-pub(crate) fn client(options: &ProxyOptions) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(options.connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(options.upstream_idle_timeout)
-        // A burst of concurrent requests opens as many upstream connections; keeping all of
-        // them idle afterwards costs memory per connection for nothing (nginx keeps 128).
-        .pool_max_idle_per_host(128)
-        .build(connector)
-}
-
-/// A client that speaks HTTP/2 with prior knowledge (h2c) to upstreams, as gRPC servers
-/// without TLS expect.
-pub(crate) fn h2c_client(options: &ProxyOptions) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(options.connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(options.upstream_idle_timeout)
-        .http2_only(true)
-        .build(connector)
-}
 
 /// What came back, and the peer it came from (its in-flight guard lives as long as the
 /// response body).
 pub(crate) struct Answer {
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     pub peer: Peer,
 }
 
@@ -180,9 +144,10 @@ async fn attempt(
     mut parts: Parts,
     body: &BodySlot,
     trailers: bool,
-) -> Result<Response<Incoming>, ProxyError> {
-    parts.uri = upstream_uri(&peer.authority, parts.uri.path_and_query())?;
-    let client = if peer.h2c {
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    if peer.h2c {
+        // HTTP/2 carries the authority in the request (:authority), so the URI is absolute.
+        parts.uri = upstream_uri(&peer.authority, parts.uri.path_and_query())?;
         parts.version = http::Version::HTTP_2;
         if trailers {
             // The one TE value HTTP/2 allows, which gRPC servers require.
@@ -190,33 +155,36 @@ async fn attempt(
                 .headers
                 .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
         }
-        &proxy.h2c_client
-    } else {
-        &proxy.client
-    };
+    } else if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        // HTTP/1 sends the origin form; most clients sent that already, and their URI is
+        // forwarded as it is.
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
+    }
     let request = Request::from_parts(parts, body.attempt());
     let timeout = route
         .timeouts
         .backend_request
         .unwrap_or(proxy.options.response_timeout);
-    match tokio::time::timeout(timeout, client.request(request)).await {
+    match tokio::time::timeout(timeout, proxy.pool.send(&peer.authority, peer.h2c, request)).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(source)) => Err(classify(&peer.authority, source)),
+        Ok(Err(error)) => Err(classify(&peer.authority, error)),
         Err(_) => Err(ProxyError::ResponseTimeout {
             peer: peer.authority.to_string(),
         }),
     }
 }
 
-fn classify(peer: &PeerAuthority, source: hyper_util::client::legacy::Error) -> ProxyError {
+fn classify(peer: &PeerAuthority, error: SendError) -> ProxyError {
     let peer = peer.to_string();
-    if !source.is_connect() {
-        return ProxyError::Upstream { peer, source };
-    }
-    if timed_out(&source) {
-        ProxyError::ConnectTimeout { peer }
-    } else {
-        ProxyError::Connect { peer, source }
+    match error {
+        SendError::Connect(source) if timed_out(&source) => ProxyError::ConnectTimeout { peer },
+        SendError::Connect(source) => ProxyError::Connect { peer, source },
+        SendError::Upstream(source) => ProxyError::Upstream { peer, source },
     }
 }
 

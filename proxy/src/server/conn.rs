@@ -10,12 +10,9 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use hyper::service::service_fn;
@@ -26,149 +23,18 @@ use hyper_util::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use super::framing::FramingScanner;
-use crate::{options::ProxyOptions, proxy::Proxy};
+use crate::{
+    options::ProxyOptions,
+    proxy::{
+        Proxy,
+        session::{Check, Session},
+    },
+};
 
-/// The client connection a request arrived on.
-#[derive(Debug)]
-pub(crate) struct ConnInfo {
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// "http" or "https": how the client reached us (X-Forwarded-Proto, redirects).
-    pub scheme: &'static str,
-    /// What the watchdog reads.
-    pub activity: ConnActivity,
-}
-
-/// Timestamps (milliseconds since the connection was accepted, plus one so that zero can
-/// mean "none") and counters written by the IO wrapper and the request path.
-#[derive(Debug)]
-pub(crate) struct ConnActivity {
-    origin: Instant,
-    in_flight: AtomicU32,
-    last_read: AtomicU64,
-    /// When the client started a request head that has not been dispatched yet.
-    head_since: AtomicU64,
-    first_read_seen: AtomicBool,
-    http2: AtomicBool,
-    /// Requests handed to the proxy so far (HTTP/1: the index of the next head).
-    dispatched: AtomicU64,
-    /// Follows HTTP/1 framing to see what hyper's parser hides.
-    framing: Mutex<FramingScanner>,
-}
-
-/// The HTTP/2 connection preface starts like this; nothing that is HTTP/1 does.
-const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
-
-enum Check {
-    /// Look again at this many milliseconds.
-    Until(u64),
-    HeaderTimeout,
-    Idle,
-}
-
-impl ConnActivity {
-    fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-            in_flight: AtomicU32::new(0),
-            last_read: AtomicU64::new(1),
-            // A new connection owes a request head from the start: a client that connects
-            // and sends nothing is a slowloris too.
-            head_since: AtomicU64::new(1),
-            first_read_seen: AtomicBool::new(false),
-            http2: AtomicBool::new(false),
-            dispatched: AtomicU64::new(0),
-            framing: Mutex::new(FramingScanner::default()),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
-    }
-
-    fn on_read(&self, bytes: &[u8]) {
-        let now = self.now();
-        self.last_read.store(now, Ordering::Relaxed);
-        if !self.first_read_seen.swap(true, Ordering::Relaxed) {
-            let n = bytes.len().min(H2_PREFACE_START.len());
-            if bytes[..n] == H2_PREFACE_START[..n] {
-                // HTTP/2 sends heads as frames of a long-lived connection; hyper and h2
-                // bound those, only the idle timeout applies.
-                self.http2.store(true, Ordering::Relaxed);
-                self.head_since.store(0, Ordering::Relaxed);
-                self.framing().stop();
-                return;
-            }
-        }
-        if !self.http2.load(Ordering::Relaxed) {
-            self.framing().feed(bytes);
-        }
-        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_since.load(Ordering::Relaxed) == 0 {
-            self.head_since.store(now, Ordering::Relaxed);
-        }
-    }
-
-    fn framing(&self) -> std::sync::MutexGuard<'_, FramingScanner> {
-        // The scanner holds no invariant a panic elsewhere could break.
-        self.framing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A request head was parsed and handed to the proxy; returns its index on the
-    /// connection (0 for the first).
-    pub(crate) fn request_started(&self) -> u64 {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.head_since.store(0, Ordering::Relaxed);
-        self.dispatched.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Whether the HTTP/1 head of request `index` had both Content-Length and
-    /// Transfer-Encoding (hyper hands such a request over with the Content-Length removed).
-    pub(crate) fn had_both_lengths(&self, index: u64) -> bool {
-        !self.http2.load(Ordering::Relaxed) && self.framing().had_both_lengths(index)
-    }
-
-    /// A response was sent in full (or abandoned).
-    pub(crate) fn request_finished(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        // Idle time starts now, not at the last byte the client sent.
-        self.last_read.store(self.now(), Ordering::Relaxed);
-    }
-
-    fn check(&self, header_timeout: u64, idle_timeout: u64) -> Check {
-        let now = self.now();
-        let short = header_timeout.min(idle_timeout);
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Check::Until(now + short);
-        }
-        let http2 = self.http2.load(Ordering::Relaxed);
-        let head = self.head_since.load(Ordering::Relaxed);
-        if !http2 && head != 0 && now >= head + header_timeout {
-            return Check::HeaderTimeout;
-        }
-        let last = self.last_read.load(Ordering::Relaxed);
-        if now >= last + idle_timeout {
-            return Check::Idle;
-        }
-        let mut next = last + idle_timeout;
-        if !http2 {
-            // A head may start at any moment; look again soon enough to catch it timing out.
-            next = next.min(if head != 0 {
-                head + header_timeout
-            } else {
-                now + header_timeout
-            });
-        }
-        Check::Until(next)
-    }
-}
-
-/// A client stream that reports reads to the connection's [`ConnActivity`].
+/// A client stream that reports reads to the connection's activity record.
 struct TrackedStream<S> {
     inner: S,
-    info: Arc<ConnInfo>,
+    info: Arc<Session>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for TrackedStream<S> {
@@ -211,8 +77,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
     }
 }
 
+/// The hyper connection builders of a listener: HTTP/1.1 or HTTP/2 told apart by the
+/// connection's first bytes, and HTTP/2 alone for TLS connections that chose h2 by ALPN (which
+/// then get HTTP/2's own answer to a bad preface rather than an HTTP/1 400).
+pub(crate) struct Builders {
+    any: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    pub(crate) fn new(options: &ProxyOptions) -> Self {
+        Self {
+            any: builder(options),
+            h2: builder(options).http2_only(),
+        }
+    }
+}
+
 /// The hyper connection builder for a listener's options.
-pub(crate) fn builder(options: &ProxyOptions) -> auto::Builder<TokioExecutor> {
+fn builder(options: &ProxyOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -232,7 +115,8 @@ pub(crate) fn builder(options: &ProxyOptions) -> auto::Builder<TokioExecutor> {
 /// finishes in-flight requests and closes).
 pub(crate) async fn serve<S>(
     proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
+    h2_only: bool,
     stream: S,
     remote: SocketAddr,
     scheme: &'static str,
@@ -240,11 +124,7 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let info = Arc::new(ConnInfo {
-        remote,
-        scheme,
-        activity: ConnActivity::new(),
-    });
+    let info = Arc::new(Session::new(remote, scheme));
     let header_timeout = millis(proxy.options().header_read_timeout);
     let idle_timeout = millis(proxy.options().idle_timeout);
     let io = TokioIo::new(TrackedStream {
@@ -258,7 +138,16 @@ pub(crate) async fn serve<S>(
         let info = service_info.clone();
         async move { Ok::<_, Infallible>(proxy.handle(info, req).await) }
     });
-    let conn = builder.serve_connection_with_upgrades(io, service);
+    // hyper-util ignores `http2_only` when serving with upgrades (HTTP/2 has none to serve).
+    let conn = if h2_only {
+        Served::H2 {
+            conn: builders.h2.serve_connection(io, service),
+        }
+    } else {
+        Served::Any {
+            conn: builders.any.serve_connection_with_upgrades(io, service),
+        }
+    };
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
     // Once closing for idleness, a peer that does not finish closing in another idle period
@@ -301,32 +190,49 @@ pub(crate) async fn serve<S>(
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4).max(1)
+pin_project_lite::pin_project! {
+    /// A connection served by either builder.
+    #[project = ServedProj]
+    enum Served<A, B> {
+        Any { #[pin] conn: A },
+        H2 { #[pin] conn: B },
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_head_that_never_completes_times_out_but_a_request_in_flight_does_not() {
-        let a = ConnActivity::new();
-        assert!(matches!(a.check(0, 1_000_000), Check::HeaderTimeout));
-        a.request_started();
-        assert!(matches!(a.check(0, 0), Check::Until(_)));
-        a.request_finished();
-        // Idle keep-alive: no head pending, the header clock is not running.
-        assert!(matches!(a.check(0, 1_000_000), Check::Until(_)));
-        a.on_read(b"GET / HTTP/1.1\r\n");
-        assert!(matches!(a.check(0, 1_000_000), Check::HeaderTimeout));
+impl<'a, I, S>
+    Served<auto::UpgradeableConnection<'a, I, S, TokioExecutor>, auto::Connection<'a, I, S, TokioExecutor>>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.project() {
+            ServedProj::Any { conn } => conn.graceful_shutdown(),
+            ServedProj::H2 { conn } => conn.graceful_shutdown(),
+        }
     }
+}
 
-    #[test]
-    fn http2_connections_only_have_the_idle_timeout() {
-        let a = ConnActivity::new();
-        a.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-        assert!(matches!(a.check(0, 1_000_000), Check::Until(_)));
-        assert!(matches!(a.check(1_000_000, 0), Check::Idle));
+impl<A, B, T> std::future::Future for Served<A, B>
+where
+    A: std::future::Future<Output = T>,
+    B: std::future::Future<Output = T>,
+{
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.project() {
+            ServedProj::Any { conn } => conn.poll(cx),
+            ServedProj::H2 { conn } => conn.poll(cx),
+        }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4).max(1)
 }

@@ -2,7 +2,6 @@
 //! [`crate::proxy`], until a draining shutdown.
 
 pub(crate) mod conn;
-mod framing;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -75,7 +74,7 @@ fn serve_listener(
     let local_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let connections = TaskTracker::new();
-    let builder = Arc::new(conn::builder(proxy.options()));
+    let builder = Arc::new(conn::Builders::new(proxy.options()));
     let accept = tokio::spawn(accept_loop(
         listener,
         proxy.clone(),
@@ -96,7 +95,7 @@ fn serve_listener(
 async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
-    builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    builder: Arc<conn::Builders>,
     shutdown: CancellationToken,
     connections: TaskTracker,
     tls: Option<TlsAcceptor>,
@@ -128,7 +127,7 @@ async fn accept_loop(
             match tls {
                 None => {
                     let scheme = proxy.options().scheme;
-                    conn::serve(proxy, builder, stream, remote, scheme, shutdown).await;
+                    conn::serve(proxy, builder, false, stream, remote, scheme, shutdown).await;
                 }
                 Some(acceptor) => {
                     // The handshake is bounded like a request head: a client that opens a
@@ -136,7 +135,8 @@ async fn accept_loop(
                     let timeout = proxy.options().header_read_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            conn::serve(proxy, builder, tls_stream, remote, "https", shutdown).await;
+                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            conn::serve(proxy, builder, h2, tls_stream, remote, "https", shutdown).await;
                         }
                         Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
