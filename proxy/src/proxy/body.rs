@@ -1,16 +1,15 @@
-//! Bodies that cross the proxy. Both directions stream frame by frame: nothing is
-//! buffered beyond what hyper holds for one frame.
+//! The response body on its way to the client: it streams frame by frame (nothing is
+//! buffered beyond what hyper holds for one frame), ends the request's bookkeeping when it
+//! ends, and enforces the route's time limit. The request direction is in
+//! [`super::request_body`].
 
 use std::{
-    future::Future,
     pin::Pin,
-    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::{RequestGuard, pool::UpstreamBody};
 
@@ -116,146 +115,6 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Upstream(body) | Kind::Bounded(body, _) => body.size_hint(),
             Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-        }
-    }
-}
-
-/// A client's request body on its way upstream, in a form that survives a failed attempt:
-/// the body sits in a shared slot until the first poll takes it, so an attempt that never
-/// sent anything (a connect failure, a response timeout before the upstream read it) leaves
-/// it for the next one.
-pub(crate) struct RequestBody {
-    slot: Slot,
-    end_stream: bool,
-    hint: SizeHint,
-}
-
-enum Slot {
-    Shared(Arc<Mutex<Option<Incoming>>>),
-    Owned(Incoming),
-    Buffered(Option<Bytes>),
-    Gone,
-}
-
-/// Hands out [`RequestBody`]s for one request's body.
-pub(crate) struct BodySlot {
-    /// None when the body was read whole (or is empty): no attempt takes anything from it.
-    shared: Option<Arc<Mutex<Option<Incoming>>>>,
-    /// The whole body, read before the first attempt so that retries can resend it.
-    buffered: Option<Bytes>,
-    end_stream: bool,
-    hint: SizeHint,
-}
-
-/// Largest request body kept in memory so that a request can be retried.
-pub(crate) const MAX_BUFFERED_BODY: u64 = 64 * 1024;
-
-impl BodySlot {
-    /// Holds a client's body.
-    pub(crate) fn new(body: Incoming) -> Self {
-        let end_stream = body.is_end_stream();
-        let hint = body.size_hint();
-        if end_stream {
-            // Most requests have no body: nothing to share between attempts.
-            return Self {
-                shared: None,
-                buffered: Some(Bytes::new()),
-                end_stream,
-                hint,
-            };
-        }
-        Self {
-            shared: Some(Arc::new(Mutex::new(Some(body)))),
-            buffered: None,
-            end_stream,
-            hint,
-        }
-    }
-
-    /// Holds a client's body, read whole first when it is small and its length known (a
-    /// Content-Length of at most [`MAX_BUFFERED_BODY`]), so that every attempt can send it.
-    /// A body without a known length is streamed, and its request never retried.
-    pub(crate) async fn buffer_small(body: Incoming) -> Result<Self, hyper::Error> {
-        use http_body_util::BodyExt;
-        match body.size_hint().exact() {
-            Some(n) if n <= MAX_BUFFERED_BODY && !body.is_end_stream() => {
-                let bytes = body.collect().await?.to_bytes();
-                Ok(Self {
-                    shared: None,
-                    end_stream: bytes.is_empty(),
-                    hint: SizeHint::with_exact(bytes.len() as u64),
-                    buffered: Some(bytes),
-                })
-            }
-            _ => Ok(Self::new(body)),
-        }
-    }
-
-    /// A body for one attempt.
-    pub(crate) fn attempt(&self) -> RequestBody {
-        if let Some(bytes) = &self.buffered {
-            return RequestBody {
-                slot: Slot::Buffered((!bytes.is_empty()).then(|| bytes.clone())),
-                end_stream: bytes.is_empty(),
-                hint: self.hint,
-            };
-        }
-        RequestBody {
-            slot: self.shared.clone().map_or(Slot::Gone, Slot::Shared),
-            end_stream: self.end_stream,
-            hint: self.hint,
-        }
-    }
-
-    /// Every attempt sends the same bytes: the request has no body, or it was read whole.
-    pub(crate) fn is_replayable(&self) -> bool {
-        self.end_stream || self.buffered.is_some()
-    }
-
-    /// Still unread, so another attempt sends the same bytes.
-    pub(crate) fn is_untouched(&self) -> bool {
-        match &self.shared {
-            Some(shared) => shared.lock().map(|b| b.is_some()).unwrap_or(false),
-            None => self.buffered.is_some(),
-        }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        if let Slot::Shared(shared) = &this.slot {
-            let taken = shared.lock().ok().and_then(|mut b| b.take());
-            this.slot = taken.map_or(Slot::Gone, Slot::Owned);
-        }
-        match &mut this.slot {
-            Slot::Owned(body) => Pin::new(body).poll_frame(cx),
-            Slot::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            _ => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.slot {
-            Slot::Owned(body) => body.is_end_stream(),
-            Slot::Shared(_) => self.end_stream,
-            Slot::Buffered(bytes) => bytes.is_none(),
-            Slot::Gone => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.slot {
-            Slot::Owned(body) => body.size_hint(),
-            Slot::Shared(_) => self.hint,
-            Slot::Buffered(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Slot::Gone => SizeHint::with_exact(0),
         }
     }
 }

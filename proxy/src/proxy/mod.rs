@@ -21,6 +21,7 @@ mod filter;
 mod framing;
 mod peer;
 mod pool;
+mod request_body;
 mod route;
 pub(crate) mod session;
 mod upgrade;
@@ -35,10 +36,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::task::TaskTracker;
 
 use self::{
-    body::{BodySlot, ProxyBody},
+    body::ProxyBody,
     error::ProxyError,
     peer::{Balancer, EndpointGuard, PeerAuthority},
     pool::Pool,
+    request_body::BodySlot,
     session::Session,
 };
 use crate::{

@@ -36,7 +36,7 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::{body::RequestBody, peer::PeerAuthority};
+use super::{peer::PeerAuthority, request_body::RequestBody};
 use crate::options::ProxyOptions;
 
 /// Idle HTTP/1 connections kept per upstream; a burst opens as many as it needs, but keeping

@@ -16,10 +16,10 @@ use lockstep_config::{BackendRef, Route};
 
 use super::{
     Proxy,
-    body::BodySlot,
     error::ProxyError,
     peer::{Peer, PeerAuthority},
     pool::{SendError, UpstreamBody},
+    request_body::BodySlot,
 };
 
 /// What came back, and the peer it came from (its in-flight guard lives as long as the
