@@ -45,11 +45,7 @@ pub struct Candidate<'a> {
 impl<'a> Candidate<'a> {
     /// A RouterConfig as it is stored: spec, generation and `status.lastAccepted`.
     pub fn of(rc: &'a RouterConfig) -> Self {
-        let last_accepted = rc
-            .status
-            .as_ref()
-            .and_then(|s| s.last_accepted.as_ref())
-            .map(|a| (a.generation, &a.spec));
+        let last_accepted = rc.last_accepted().map(|a| (a.generation, &a.spec));
         Candidate {
             key: ObjectKey::of(rc),
             created: rc.metadata.creation_timestamp.as_ref().map(|t| t.0),

@@ -491,6 +491,11 @@ impl RouterConfig {
     pub fn generation(&self) -> i64 {
         self.metadata.generation.unwrap_or(DEFAULT_GENERATION)
     }
+
+    /// `status.lastAccepted`: the newest generation the operator accepted, if any.
+    pub fn last_accepted(&self) -> Option<&AcceptedGeneration> {
+        self.status.as_ref()?.last_accepted.as_ref()
+    }
 }
 
 /// The RouterConfig CRD as YAML, as `crdgen` prints it and `crds/routerconfig.yaml` holds it.

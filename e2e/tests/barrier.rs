@@ -279,7 +279,7 @@ async fn a_conflicting_generation_is_not_accepted_and_every_replica_keeps_its_ta
     // status.lastAccepted, "grabber" was Accepted and Ready while every replica kept routing
     // other.test to "other".)
     let rc = f.get("other").await;
-    let last = rc.status.as_ref().and_then(|s| s.last_accepted.as_ref());
+    let last = rc.last_accepted();
     assert_eq!(last.map(|l| l.generation), Some(1), "{:?}", rc.status);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     f.apply("grabber", &[("other.test", "/", &one.url())]);
@@ -314,13 +314,7 @@ async fn a_conflicting_generation_is_not_accepted_and_every_replica_keeps_its_ta
     // The recorded spec survives the apiserver's round trip unchanged: a settled RouterConfig
     // gets no further status writes while Lease renewals keep the operator reconciling.
     let settled = f.get("owner").await;
-    assert!(
-        settled
-            .status
-            .as_ref()
-            .and_then(|s| s.last_accepted.as_ref())
-            .is_some()
-    );
+    assert!(settled.last_accepted().is_some());
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         f.get("owner").await.metadata.resource_version,

@@ -211,7 +211,7 @@ proptest! {
                 } else {
                     // Rejected: what it last had accepted is still served by it, unless an
                     // older RouterConfig claims an entry now.
-                    rc.status.as_ref().and_then(|s| s.last_accepted.as_ref()).map(|a| &a.spec)
+                    rc.last_accepted().map(|a| &a.spec)
                 };
                 for rule in served_spec.into_iter().flat_map(|s| &s.rules) {
                     for p in &rule.paths {

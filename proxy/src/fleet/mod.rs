@@ -333,12 +333,7 @@ fn spawn_routerconfig_reflector(
             let spec_change = match &event {
                 Ok(watcher::Event::Apply(rc) | watcher::Event::InitApply(rc)) => {
                     let key = ObjectKey::of(rc);
-                    let last_accepted = rc
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.last_accepted.as_ref())
-                        .map(|a| a.generation);
-                    let generation = (rc.generation(), last_accepted);
+                    let generation = (rc.generation(), rc.last_accepted().map(|a| a.generation));
                     let ours = rc.spec.fleet == shared.options.fleet;
                     match generations.insert(key.clone(), generation) {
                         Some(previous) => previous != generation,
