@@ -1,18 +1,11 @@
 #!/usr/bin/env bash
 # Stops the control plane started by up.sh DIR: exactly the processes in its pid files.
 set -uo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DIR="$1"
-stop() {
-  local f="$DIR/$1.pid"
-  [[ -f "$f" ]] || return 0
-  local pid; pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
+# shellcheck source=pidfile.sh
+source "$HERE/pidfile.sh"
+stop() { stop_pidfile "$DIR/$1.pid"; }
 stop apiserver
 stop etcd
 # The watchdog may be the caller; it exits by itself once apiserver.pid is gone (a restart

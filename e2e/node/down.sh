@@ -7,17 +7,9 @@ set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DIR="$1"
 N="$DIR/node"
-stop() {
-  local f="$N/$1.pid"
-  [[ -f "$f" ]] || return 0
-  local pid; pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
+# shellcheck source=../controlplane/pidfile.sh
+source "$HERE/../controlplane/pidfile.sh"
+stop() { stop_pidfile "$N/$1.pid"; }
 if [[ -d "$N" ]]; then
   stop kubelet
   SOCK="$N/containerd/containerd.sock"
