@@ -372,3 +372,51 @@ async fn idle_keepalive_connections_are_closed() {
         "{waited:?}"
     );
 }
+
+/// A plain connection's first bytes tell HTTP/2 with prior knowledge from HTTP/1.1, however
+/// they are split: a preface that arrives a few bytes at a time is HTTP/2, and an HTTP/1
+/// request that starts like the preface ("P") and arrives a byte at a time is HTTP/1.
+#[tokio::test]
+async fn the_protocol_is_told_by_the_first_bytes_however_they_arrive() {
+    let (_be, server) = single_route(ProxyOptions::default()).await;
+    let wait = Duration::from_secs(5);
+
+    let mut h2 = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    for piece in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".chunks(5) {
+        h2.write_all(piece).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An empty SETTINGS frame; the server's first frame is its own SETTINGS (type 4).
+    h2.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.expect("write");
+    let mut frame_head = [0u8; 9];
+    tokio::time::timeout(wait, h2.read_exact(&mut frame_head))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    assert_eq!(
+        frame_head[3], 4,
+        "an HTTP/2 SETTINGS frame first, got {frame_head:?}"
+    );
+
+    let mut h1 = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let request =
+        b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    for byte in request {
+        h1.write_all(&[*byte]).await.expect("write");
+        if byte.is_ascii_uppercase() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(wait, h1.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("hello"), "{answer}");
+}

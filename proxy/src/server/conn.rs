@@ -7,19 +7,20 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
-use hyper::service::service_fn;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
 };
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
@@ -27,27 +28,98 @@ use crate::{
     options::ProxyOptions,
     proxy::{
         Proxy,
+        body::ProxyBody,
         session::{Check, Session},
     },
 };
 
-/// A client stream that reports reads to the connection's activity record.
+/// What an HTTP/2 connection starts with (RFC 9113 §3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How much of a connection's first bytes one read takes when they decide its protocol:
+/// enough for most request heads, so hyper gets the whole head without another read.
+const FIRST_READ: usize = 2048;
+
+/// A client stream that reports reads to the connection's activity record, and gives back
+/// first the bytes that were read to tell HTTP/1 from HTTP/2.
 struct TrackedStream<S> {
     inner: S,
     info: Arc<Session>,
+    /// Bytes already read (and reported) that hyper has not read yet.
+    replay: Option<(Box<[u8]>, usize)>,
+}
+
+impl<S: AsyncRead + Unpin> TrackedStream<S> {
+    fn new(inner: S, info: Arc<Session>) -> Self {
+        Self {
+            inner,
+            info,
+            replay: None,
+        }
+    }
+
+    fn poll_read_tracked(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result
+            && buf.filled().len() > before
+        {
+            self.info.activity.on_read(&buf.filled()[before..]);
+        }
+        result
+    }
+
+    /// Reads the connection's first bytes and tells which protocol they start: `None` when
+    /// the client closed before sending any.
+    fn poll_sniff(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Protocol>>> {
+        loop {
+            let mut first = [0u8; FIRST_READ];
+            let mut buf = ReadBuf::new(&mut first);
+            ready!(self.poll_read_tracked(cx, &mut buf))?;
+            let read = buf.filled();
+            let mut seen = match self.replay.take() {
+                Some((earlier, _)) => earlier.into_vec(),
+                None => Vec::new(),
+            };
+            if read.is_empty() {
+                // Closed before a whole preface: whatever came is a (short) HTTP/1 request
+                // for hyper to answer, or nothing at all.
+                return Poll::Ready(Ok((!seen.is_empty()).then(|| {
+                    self.replay = Some((seen.into_boxed_slice(), 0));
+                    Protocol::Http1
+                })));
+            }
+            seen.extend_from_slice(read);
+            let common = seen.len().min(PREFACE.len());
+            let protocol = if seen[..common] != PREFACE[..common] {
+                Some(Protocol::Http1)
+            } else if seen.len() >= PREFACE.len() {
+                Some(Protocol::Http2)
+            } else {
+                // A preface in pieces: read on.
+                None
+            };
+            self.replay = Some((seen.into_boxed_slice(), 0));
+            if let Some(protocol) = protocol {
+                return Poll::Ready(Ok(Some(protocol)));
+            }
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for TrackedStream<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result
-            && buf.filled().len() > before
-        {
-            this.info.activity.on_read(&buf.filled()[before..]);
+        if let Some((bytes, at)) = &mut this.replay {
+            let n = buf.remaining().min(bytes.len() - *at);
+            buf.put_slice(&bytes[*at..*at + n]);
+            *at += n;
+            if *at == bytes.len() {
+                this.replay = None;
+            }
+            return Poll::Ready(Ok(()));
         }
-        result
+        this.poll_read_tracked(cx, buf)
     }
 }
 
@@ -77,38 +149,38 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
     }
 }
 
-/// The hyper connection builders of a listener: HTTP/1.1 or HTTP/2 told apart by the
-/// connection's first bytes, and HTTP/2 alone for TLS connections that chose h2 by ALPN (which
-/// then get HTTP/2's own answer to a bad preface rather than an HTTP/1 400).
+/// Which protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// Told by the first bytes: HTTP/2 with prior knowledge when they are its preface,
+    /// HTTP/1.1 otherwise (plain connections, and TLS ones that did not choose h2).
+    Sniff,
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 (a TLS connection that chose h2 by ALPN, which then gets HTTP/2's own answer
+    /// to a bad preface rather than an HTTP/1 400).
+    Http2,
+}
+
+/// The hyper connection builders of a listener.
 pub(crate) struct Builders {
-    any: auto::Builder<TokioExecutor>,
-    h2: auto::Builder<TokioExecutor>,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
 }
 
 impl Builders {
     pub(crate) fn new(options: &ProxyOptions) -> Self {
-        Self {
-            any: builder(options),
-            h2: builder(options).http2_only(),
-        }
+        let mut h1 = http1::Builder::new();
+        h1.keep_alive(true)
+            // hyper refuses read buffers below 8 KiB; a head must fit the buffer, so this is
+            // the header size limit, answered with 431.
+            .max_buf_size(options.max_header_bytes.max(8192))
+            .max_headers(options.max_header_count);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
+            .timer(TokioTimer::new());
+        Self { h1, h2 }
     }
-}
-
-/// The hyper connection builder for a listener's options.
-fn builder(options: &ProxyOptions) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .keep_alive(true)
-        // hyper refuses read buffers below 8 KiB; a head must fit the buffer, so this is
-        // the header size limit, answered with 431.
-        .max_buf_size(options.max_header_bytes.max(8192))
-        .max_headers(options.max_header_count);
-    builder
-        .http2()
-        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
-        .timer(hyper_util::rt::TokioTimer::new());
-    builder
 }
 
 /// Serves one accepted connection until it closes, times out, or `shutdown` fires (then it
@@ -116,7 +188,7 @@ fn builder(options: &ProxyOptions) -> auto::Builder<TokioExecutor> {
 pub(crate) async fn serve<S>(
     proxy: Arc<Proxy>,
     builders: Arc<Builders>,
-    h2_only: bool,
+    protocol: Protocol,
     stream: S,
     remote: SocketAddr,
     scheme: &'static str,
@@ -127,28 +199,12 @@ pub(crate) async fn serve<S>(
     let info = Arc::new(Session::new(remote, scheme));
     let header_timeout = millis(proxy.options().header_read_timeout);
     let idle_timeout = millis(proxy.options().idle_timeout);
-    let io = TokioIo::new(TrackedStream {
-        inner: stream,
+    let stream = TrackedStream::new(stream, info.clone());
+    let service = Service {
+        proxy,
         info: info.clone(),
-    });
-    let service_info = info.clone();
-    let service_proxy = proxy.clone();
-    let service = service_fn(move |req| {
-        let proxy = service_proxy.clone();
-        let info = service_info.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(info, req).await) }
-    });
-    // hyper-util ignores `http2_only` when serving with upgrades (HTTP/2 has none to serve).
-    let conn = if h2_only {
-        Served::H2 {
-            conn: builders.h2.serve_connection(io, service),
-        }
-    } else {
-        Served::Any {
-            conn: builders.any.serve_connection_with_upgrades(io, service),
-        }
     };
-    let mut conn = std::pin::pin!(conn);
+    let mut conn = Connection::new(builders, stream, service, protocol);
     let mut closing = false;
     // Once closing for idleness, a peer that does not finish closing in another idle period
     // is cut off.
@@ -166,7 +222,7 @@ pub(crate) async fn serve<S>(
                 Some(at) => at,
                 None => {
                     tracing::debug!(client = %remote, "idle; closing");
-                    conn.as_mut().graceful_shutdown();
+                    conn.graceful_shutdown();
                     closing = true;
                     give_up_at = Some(now + idle_timeout);
                     now + idle_timeout
@@ -175,14 +231,14 @@ pub(crate) async fn serve<S>(
         };
         let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now).min(3_600_000)));
         tokio::select! {
-            result = conn.as_mut() => {
+            result = &mut conn => {
                 if let Err(error) = result {
                     tracing::debug!(client = %remote, %error, "connection ended with an error");
                 }
                 return;
             }
             () = shutdown.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
+                conn.graceful_shutdown();
                 closing = true;
             }
             () = sleep => {}
@@ -190,45 +246,112 @@ pub(crate) async fn serve<S>(
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A connection served by either builder.
-    #[project = ServedProj]
-    enum Served<A, B> {
-        Any { #[pin] conn: A },
-        H2 { #[pin] conn: B },
+/// The request path as hyper's service, for one connection.
+#[derive(Clone)]
+struct Service {
+    proxy: Arc<Proxy>,
+    info: Arc<Session>,
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<hyper::Response<ProxyBody>, Infallible>> + Send>>;
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Service {
+    type Response = hyper::Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> ResponseFuture {
+        let proxy = self.proxy.clone();
+        let info = self.info.clone();
+        // Boxed per request: hyper keeps room for one request future in every connection for
+        // its whole life, so unboxed, each idle connection would hold the request path's
+        // state (about 8 KB) for nothing.
+        Box::pin(async move { Ok(proxy.handle(info, req).await) })
     }
 }
 
-impl<'a, I, S>
-    Served<auto::UpgradeableConnection<'a, I, S, TokioExecutor>, auto::Connection<'a, I, S, TokioExecutor>>
+type Io<S> = TokioIo<TrackedStream<S>>;
+
+/// One client connection as hyper serves it, once its protocol is known. Each protocol's
+/// connection is boxed, so a connection holds only its own protocol's state.
+struct Connection<S> {
+    builders: Arc<Builders>,
+    state: State<S>,
+}
+
+enum State<S> {
+    /// Waiting for the first bytes, which tell HTTP/1 from HTTP/2.
+    Sniffing {
+        stream: TrackedStream<S>,
+        service: Service,
+    },
+    Http1(Pin<Box<http1::UpgradeableConnection<Io<S>, Service>>>),
+    Http2(Pin<Box<http2::Connection<Io<S>, Service, TokioExecutor>>>),
+    Closed,
+}
+
+impl<S> Connection<S>
 where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: hyper::body::Body + Send + 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    <S::ResBody as hyper::body::Body>::Data: Send,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        match self.project() {
-            ServedProj::Any { conn } => conn.graceful_shutdown(),
-            ServedProj::H2 { conn } => conn.graceful_shutdown(),
+    fn new(builders: Arc<Builders>, stream: TrackedStream<S>, service: Service, protocol: Protocol) -> Self {
+        let state = match protocol {
+            Protocol::Sniff => State::Sniffing { stream, service },
+            known => start(&builders, known, stream, service),
+        };
+        Self { builders, state }
+    }
+
+    /// Lets in-flight requests finish and then closes (at once when none has started).
+    fn graceful_shutdown(&mut self) {
+        match &mut self.state {
+            State::Sniffing { .. } => self.state = State::Closed,
+            State::Http1(conn) => conn.as_mut().graceful_shutdown(),
+            State::Http2(conn) => conn.as_mut().graceful_shutdown(),
+            State::Closed => {}
         }
     }
 }
 
-impl<A, B, T> std::future::Future for Served<A, B>
+fn start<S>(builders: &Builders, protocol: Protocol, stream: TrackedStream<S>, service: Service) -> State<S>
 where
-    A: std::future::Future<Output = T>,
-    B: std::future::Future<Output = T>,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    type Output = T;
+    let io = TokioIo::new(stream);
+    match protocol {
+        Protocol::Http2 => State::Http2(Box::pin(builders.h2.serve_connection(io, service))),
+        Protocol::Http1 | Protocol::Sniff => State::Http1(Box::pin(
+            builders.h1.serve_connection(io, service).with_upgrades(),
+        )),
+    }
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match self.project() {
-            ServedProj::Any { conn } => conn.poll(cx),
-            ServedProj::H2 { conn } => conn.poll(cx),
+impl<S> Future for Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Sniffing { stream, .. } => {
+                    let sniffed = ready!(stream.poll_sniff(cx));
+                    let State::Sniffing { stream, service } =
+                        std::mem::replace(&mut this.state, State::Closed)
+                    else {
+                        return Poll::Ready(Ok(()));
+                    };
+                    match sniffed? {
+                        Some(protocol) => this.state = start(&this.builders, protocol, stream, service),
+                        None => return Poll::Ready(Ok(())),
+                    }
+                }
+                State::Http1(conn) => return conn.as_mut().poll(cx).map_err(Into::into),
+                State::Http2(conn) => return conn.as_mut().poll(cx).map_err(Into::into),
+                State::Closed => return Poll::Ready(Ok(())),
+            }
         }
     }
 }

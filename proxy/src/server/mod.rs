@@ -5,10 +5,14 @@ pub(crate) mod conn;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use self::conn::Protocol;
 use crate::{options::ProxyOptions, proxy::Proxy, state::ProxyState};
 
 /// A running proxy listener.
@@ -122,29 +126,50 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         let gauge = gauge.clone();
         let tls = tls.clone();
-        connections.spawn(async move {
-            gauge.inc();
-            match tls {
-                None => {
-                    let scheme = proxy.options().scheme;
-                    conn::serve(proxy, builder, false, stream, remote, scheme, shutdown).await;
-                }
-                Some(acceptor) => {
-                    // The handshake is bounded like a request head: a client that opens a
-                    // connection and stalls must not hold it.
-                    let timeout = proxy.options().header_read_timeout;
-                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            conn::serve(proxy, builder, h2, tls_stream, remote, "https", shutdown).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                    }
-                }
+        // A plain connection's task is sized for a plain connection: a TLS handshake's
+        // state would otherwise be paid by every one of them.
+        match tls {
+            None => {
+                let scheme = proxy.options().scheme;
+                connections.spawn(async move {
+                    gauge.inc();
+                    conn::serve(proxy, builder, Protocol::Sniff, stream, remote, scheme, shutdown).await;
+                    gauge.dec();
+                });
             }
-            gauge.dec();
-        });
+            Some(acceptor) => {
+                connections.spawn(async move {
+                    gauge.inc();
+                    serve_tls_connection(proxy, builder, acceptor, stream, remote, shutdown).await;
+                    gauge.dec();
+                });
+            }
+        }
+    }
+}
+
+async fn serve_tls_connection(
+    proxy: Arc<Proxy>,
+    builder: Arc<conn::Builders>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    remote: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    // The handshake is bounded like a request head: a client that opens a connection and
+    // stalls must not hold it.
+    let timeout = proxy.options().header_read_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => {
+            let protocol = if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                Protocol::Http2
+            } else {
+                Protocol::Sniff
+            };
+            conn::serve(proxy, builder, protocol, tls_stream, remote, "https", shutdown).await;
+        }
+        Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
     }
 }
 
