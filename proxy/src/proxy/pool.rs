@@ -106,8 +106,11 @@ impl Pool {
         h2c: bool,
         req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        // The rarer paths (an h2c upstream, a new connection) are boxed: inline, every
+        // request's future would carry room for their state (about 2 KB), and moving and
+        // allocating it is part of each request's cost.
         if h2c {
-            return self.send_h2(peer, req).await;
+            return Box::pin(self.send_h2(peer, req)).await;
         }
         let mut req = req;
         // Pooled connections first; each may turn out closed, and then the request, handed
@@ -115,7 +118,7 @@ impl Pool {
         loop {
             let (mut sender, fresh) = match self.checkout(peer) {
                 Some(sender) => (sender, false),
-                None => (self.connect_h1(peer).await?, true),
+                None => (Box::pin(self.connect_h1(peer)).await?, true),
             };
             if !sender.is_ready()
                 && let Err(error) = sender.ready().await

@@ -12,7 +12,7 @@
 use std::io;
 
 use http::{Method, Request, Response, Uri, request::Parts, uri::PathAndQuery};
-use lockstep_config::{BackendRef, Route};
+use lockstep_config::{BackendRef, Route, traffic::RetryPolicy};
 
 use super::{
     Proxy,
@@ -40,9 +40,28 @@ pub(crate) async fn send(
     trailers: bool,
 ) -> Result<Answer, ProxyError> {
     let backend = route.pick_backend().ok_or(ProxyError::NoBackends)?;
-    let Some(policy) = route.retry.as_ref().filter(|p| p.attempts > 0) else {
-        return send_once(proxy, route, backend, parts, body, trailers).await;
-    };
+    match route.retry.as_ref().filter(|p| p.attempts > 0) {
+        None => send_once(proxy, route, backend, parts, body, trailers).await,
+        // Boxed, as the rarer path: inline, every request's future would carry room for it.
+        Some(policy) => {
+            Box::pin(send_with_retries(
+                proxy, route, policy, backend, parts, body, trailers,
+            ))
+            .await
+        }
+    }
+}
+
+/// Sends with a route's retry policy.
+async fn send_with_retries(
+    proxy: &Proxy,
+    route: &Route,
+    policy: &RetryPolicy,
+    backend: &BackendRef,
+    parts: Parts,
+    body: BodySlot,
+    trailers: bool,
+) -> Result<Answer, ProxyError> {
     let mut retries_left = policy.attempts;
     let mut backend = backend;
     let mut parts = parts;
@@ -124,7 +143,7 @@ async fn send_once(
                 Err(_) => return Err(err),
             };
             drop(peer);
-            let response = attempt(proxy, route, &second, parts, &body, trailers).await?;
+            let response = Box::pin(attempt(proxy, route, &second, parts, &body, trailers)).await?;
             Ok(Answer {
                 response,
                 peer: second,

@@ -231,6 +231,8 @@ pub(crate) async fn serve<S>(
         };
         let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now).min(3_600_000)));
         tokio::select! {
+            // The connection first: it is what wakes the task almost every time.
+            biased;
             result = &mut conn => {
                 if let Err(error) = result {
                     tracing::debug!(client = %remote, %error, "connection ended with an error");
