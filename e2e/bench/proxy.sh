@@ -77,8 +77,15 @@ done
 slowest=$(for t in lockstep nginx haproxy; do echo "${R[$t,ka]%% *}"; done | sort -n | head -1)
 RATE=$(( slowest / 2 ))
 log "open-loop rate: $RATE req/s"
+# Tail latency is the noisiest figure: REPS alternating rounds, and each target's median round
+# (by p99) stands for it.
+for rep in $(seq "$REPS"); do
+  for t in "${TARGETS[@]}"; do
+    measure "$t" "open$rep" -z "${DURATION}s" -c $CONNS -q $RATE --latency-correction
+  done
+done
 for t in "${TARGETS[@]}"; do
-  measure "$t" open -z "${DURATION}s" -c $CONNS -q $RATE --latency-correction
+  R[$t,open]=$(for rep in $(seq "$REPS"); do echo "${R[$t,open$rep]}"; done | sort -n -k4 | sed -n "$(( (REPS + 1) / 2 ))p")
 done
 
 # Memory: idle, then with IDLE_CONNS idle keep-alive connections that each made one request.
@@ -129,7 +136,7 @@ log "reload: $total requests, $bad failed, $SWAPPED swaps, final generation $gen
 # --- report ------------------------------------------------------------------------------------
 added() { python3 -c "print(f'{float(\"$1\")-float(\"$2\"):+.3f}')"; }
 {
-  echo "- Command: \`e2e/bench/proxy.sh\` (DURATION=$DURATION s per run, WARMUP=$WARMUP s, $CONNS keep-alive connections, 16 for new-connection runs, REPS=$REPS alternating rounds; the table shows each target's median round)"
+  echo "- Command: \`e2e/bench/proxy.sh\` (DURATION=$DURATION s per run, WARMUP=$WARMUP s, $CONNS keep-alive connections, 16 for new-connection runs, REPS=$REPS alternating rounds of throughput and of open-loop latency; the table shows each target's median round)"
   echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
   echo "- Versions: $(versions)"
   echo
@@ -153,6 +160,17 @@ added() { python3 -c "print(f'{float(\"$1\")-float(\"$2\"):+.3f}')"; }
     read -r _ a _ _ _ <<<"${R[lockstep,ka$rep]}"; read -r _ b _ _ _ <<<"${R[nginx,ka$rep]}"
     read -r _ c _ _ _ <<<"${R[lockstep,newconn$rep]}"; read -r _ d _ _ _ <<<"${R[nginx,newconn$rep]}"
     echo "- round $rep: $(ratio "$a" "$b") / $(ratio "$c" "$d") (lockstep $a / $c, nginx $b / $d)"
+  done
+  echo
+  echo "Each round, added p99 at $RATE req/s over direct's in the same round (ms), lockstep / nginx / haproxy:"
+  for rep in $(seq "$REPS"); do
+    read -r _ _ _ d99 _ <<<"${R[direct,open$rep]}"
+    line=""
+    for t in lockstep nginx haproxy; do
+      read -r _ _ _ o99 _ <<<"${R[$t,open$rep]}"
+      line+="${line:+ / }$(added "$o99" "$d99")"
+    done
+    echo "- round $rep: $line"
   done
   echo
   echo "| target | RSS idle (KiB) | RSS with $IDLE_CONNS idle connections (KiB) | per connection (KiB) |"

@@ -166,6 +166,14 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Removes Connection, every header it names, and the headers that are hop-by-hop by
 /// definition.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names (compared as hyper's known
+    // names, not hashed) is cheaper than a lookup per hop-by-hop header.
+    if !headers
+        .keys()
+        .any(|name| is_hop_by_hop(name) || name.as_str().starts_with("proxy-"))
+    {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -190,6 +198,19 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Hop-by-hop by definition (RFC 9110 §7.6.1, and Keep-Alive of RFC 2068).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ]
+    .contains(&name)
 }
 
 /// Appends the client's address to X-Forwarded-For, folding repeated headers into one. The

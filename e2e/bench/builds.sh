@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Two or more lockstep-proxy builds side by side, with nginx as the reference in the same run:
+# requests per proxy CPU-second, split into user and system time per request.
+#
+#   e2e/bench/builds.sh OLD_BINARY NEW_BINARY         # e.g. a copy of target/release/lockstep-proxy
+#   REPS=3 DURATION=5 MODES="ka new h2c" e2e/bench/builds.sh A B
+#
+# Built for A/B checks of a change to the data plane: proxy.sh compares one build with nginx
+# and haproxy; this one tells whether a change moved the figures beyond the machine's noise.
+# Roles as in proxy.sh (each proxy alone on CPU 1 with one worker; oha and the backend on
+# CPU 0), targets alternating within each round. Modes:
+#   ka    64 keep-alive HTTP/1.1 connections
+#   new   a new connection per request, 16 at a time
+#   h2c   HTTP/2 with prior knowledge, 8 connections x 16 streams (lockstep builds only: the
+#         nginx here is not configured for h2c)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d /tmp/lockstep-bench-builds.XXXXXX)
+DURATION=${DURATION:-5}
+REPS=${REPS:-2}
+MODES=${MODES:-ka new h2c}
+BACKEND_PORT=18920; NGINX_PORT=18921; FIRST_PORT=18922
+[[ $# -ge 1 ]] || { echo "usage: $0 LOCKSTEP_PROXY_BINARY..." >&2; exit 2; }
+LOCKSTEP=$1  # bench_tools builds nothing when LOCKSTEP is set
+# shellcheck source=lib.sh
+source "$ROOT/e2e/bench/lib.sh"
+bench_tools
+
+start_backend $BACKEND_PORT
+cat > "$WORK/routes.yaml" <<YAML
+apiVersion: lockstep.dev/v1alpha1
+kind: RouterConfig
+metadata: {name: bench, namespace: default, generation: 1}
+spec:
+  rules:
+  - host: bench.local
+    paths:
+    - {path: /, pathType: Prefix, backend: {url: "http://127.0.0.1:$BACKEND_PORT"}}
+YAML
+
+NAMES=(); declare -A PORT PID
+i=0
+for bin in "$@"; do
+  name="$i:$(basename "$bin")"; port=$((FIRST_PORT + 2 * i))
+  taskset -c 1 "$bin" --config "$WORK/routes.yaml" --listen 127.0.0.1:$port --admin 127.0.0.1:$((port + 1)) \
+    --worker-threads 1 2> "$WORK/lockstep-$i.log" & PID[$name]=$!; PIDS+=($!)
+  PORT[$name]=$port; NAMES+=("$name"); i=$((i + 1))
+done
+start_nginx_proxy $NGINX_PORT $BACKEND_PORT ";"
+PORT[nginx]=$NGINX_PORT; PID[nginx]=$NGINX_PID; NAMES+=(nginx)
+for name in "${NAMES[@]}"; do wait_port "${PORT[$name]}"; done
+
+# One run: prints "requests user-µs system-µs" per request of the target's process.
+run() {
+  local name=$1 mode=$2 port=${PORT[$1]} pid=${PID[$1]} args
+  case $mode in
+    ka) args=(-c 64 -H "Host: bench.local" "http://127.0.0.1:$port/") ;;
+    new) args=(-c 16 --disable-keepalive -H "Host: bench.local" "http://127.0.0.1:$port/") ;;
+    h2c) args=(--http2 -c 8 -p 16 --connect-to "bench.local:$port:127.0.0.1:$port" "http://bench.local:$port/") ;;
+  esac
+  local before after n
+  before=$(awk '{print $14, $15}' "/proc/$pid/stat")
+  n=$(taskset -c 0 oha --no-tui --output-format json -z "${DURATION}s" "${args[@]}" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["statusCodeDistribution"].get("200", 0))')
+  after=$(awk '{print $14, $15}' "/proc/$pid/stat")
+  python3 - "$n" "$before" "$after" "$CLK_TCK" <<'PY'
+import sys
+n, (u0, s0), (u1, s1), tck = int(sys.argv[1]), map(int, sys.argv[2].split()), map(int, sys.argv[3].split()), int(sys.argv[4])
+u, s = (u1 - u0) / tck, (s1 - s0) / tck
+print(n, round(u * 1e6 / max(n, 1), 2), round(s * 1e6 / max(n, 1), 2), round(n / max(u + s, 1e-9)))
+PY
+}
+
+echo "| round | mode | target | requests | user µs/req | system µs/req | req per proxy CPU-s |"
+echo "|---|---|---|---:|---:|---:|---:|"
+for rep in $(seq "$REPS"); do
+  for mode in $MODES; do
+    for name in "${NAMES[@]}"; do
+      [[ $mode == h2c && $name == nginx ]] && continue
+      read -r n user sys per_cpu <<<"$(run "$name" "$mode")"
+      echo "| $rep | $mode | $name | $n | $user | $sys | $per_cpu |"
+    done
+  done
+done
+log "machine: $(machine); load average $(cut -d' ' -f1-3 /proc/loadavg)"
