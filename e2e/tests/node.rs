@@ -194,6 +194,17 @@ async fn serve_web(node: &Node, namespace: &str) {
     wait_web_ready(node, "kubectl wait --for=condition=Ready rcfg/web");
     let url = proxy_url(node, namespace);
     let client = client();
+    // kube-proxy programs a new Service's rules some time after its endpoints turn ready,
+    // and nothing in the API says when (a fresh Helm release's Service was refused once,
+    // 2026-11-28): the first answer is waited for, then every request must be answered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(error) = request(&client, &url).await {
+        assert!(
+            Instant::now() < deadline,
+            "no answer through {url} within 60 s: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     for i in 0..30 {
         request(&client, &url)
             .await
