@@ -182,7 +182,21 @@ pub fn watch(state: Arc<ProxyState>, options: WatchOptions) -> JoinHandle<()> {
             if last_text.as_deref() == Some(text.as_str()) {
                 continue;
             }
-            match apply(&state, &mut accepted, &display, &text, &options.fleet) {
+            // Parsing, compiling and building the routes' metric handles take seconds for a
+            // 100k-route file: on a blocking thread, so the runtime's workers keep serving.
+            let applying = {
+                let (state, display, fleet) = (state.clone(), display.clone(), options.fleet.clone());
+                let mut moved = std::mem::take(&mut accepted);
+                tokio::task::spawn_blocking(move || {
+                    let outcome = apply(&state, &mut moved, &display, &text, &fleet);
+                    (outcome, moved, text)
+                })
+            };
+            let (outcome, moved, text) = applying
+                .await
+                .unwrap_or_else(|failed| std::panic::resume_unwind(failed.into_panic()));
+            accepted = moved;
+            match outcome {
                 Ok(applied) => {
                     last_error = None;
                     for (key, reason) in &applied.rejected {
