@@ -22,10 +22,9 @@ DURATION=${DURATION:-30}
 EVERY=${EVERY:-5}
 REPS=${REPS:-2}
 BACKEND_PORT=18930; PROXY_PORT=18931; ADMIN_PORT=18932
-[[ $# -ge 1 ]] || { echo "usage: $0 LOCKSTEP_PROXY_BINARY..." >&2; exit 2; }
-LOCKSTEP=$1  # bench_tools builds nothing when LOCKSTEP is set
 # shellcheck source=lib.sh
 source "$ROOT/e2e/bench/lib.sh"
+builds_from_args "$@"
 bench_tools
 start_backend $BACKEND_PORT
 

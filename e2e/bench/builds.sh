@@ -21,10 +21,9 @@ DURATION=${DURATION:-5}
 REPS=${REPS:-2}
 MODES=${MODES:-ka new h2c}
 BACKEND_PORT=18920; NGINX_PORT=18921; FIRST_PORT=18922
-[[ $# -ge 1 ]] || { echo "usage: $0 LOCKSTEP_PROXY_BINARY..." >&2; exit 2; }
-LOCKSTEP=$1  # bench_tools builds nothing when LOCKSTEP is set
 # shellcheck source=lib.sh
 source "$ROOT/e2e/bench/lib.sh"
+builds_from_args "$@"
 bench_tools
 
 start_backend $BACKEND_PORT

@@ -32,6 +32,13 @@ bench_tools() {
   CLK_TCK=$(getconf CLK_TCK)
 }
 
+# For the scripts that compare builds given as arguments (builds.sh, big-table.sh): at least
+# one binary, and the first stands in as LOCKSTEP so that bench_tools builds nothing.
+builds_from_args() {
+  [[ $# -ge 1 ]] || { echo "usage: $0 LOCKSTEP_PROXY_BINARY..." >&2; exit 2; }
+  LOCKSTEP=$1
+}
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
