@@ -36,6 +36,16 @@ pub struct ServedConfig {
     pub objects: BTreeMap<ObjectKey, ServedObject>,
 }
 
+impl ServedConfig {
+    /// The served objects as `namespace/name@generation`, for logs.
+    pub fn generations(&self) -> Vec<String> {
+        self.objects
+            .values()
+            .map(|o| format!("{}@{}", o.key, o.generation))
+            .collect()
+    }
+}
+
 /// What a replica reports for one RouterConfig on its RouterReplica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {

@@ -21,7 +21,7 @@ use lockstep_config::{
 use lockstep_crds::{AcceptedGeneration, RouterConfig, RouterConfigStatus};
 use tokio::task::JoinHandle;
 
-use crate::state::ProxyState;
+use crate::state::{ProxyState, off_the_runtime};
 
 /// Why a file was not applied at all.
 #[derive(Debug, thiserror::Error)]
@@ -182,19 +182,15 @@ pub fn watch(state: Arc<ProxyState>, options: WatchOptions) -> JoinHandle<()> {
             if last_text.as_deref() == Some(text.as_str()) {
                 continue;
             }
-            // Parsing, compiling and building the routes' metric handles take seconds for a
-            // 100k-route file: on a blocking thread, so the runtime's workers keep serving.
-            let applying = {
+            let (outcome, moved, text) = {
                 let (state, display, fleet) = (state.clone(), display.clone(), options.fleet.clone());
                 let mut moved = std::mem::take(&mut accepted);
-                tokio::task::spawn_blocking(move || {
+                off_the_runtime(move || {
                     let outcome = apply(&state, &mut moved, &display, &text, &fleet);
                     (outcome, moved, text)
                 })
-            };
-            let (outcome, moved, text) = applying
                 .await
-                .unwrap_or_else(|failed| std::panic::resume_unwind(failed.into_panic()));
+            };
             accepted = moved;
             match outcome {
                 Ok(applied) => {
@@ -204,12 +200,7 @@ pub fn watch(state: Arc<ProxyState>, options: WatchOptions) -> JoinHandle<()> {
                     }
                     if applied.swapped {
                         let served = state.served();
-                        let generations: Vec<String> = served
-                            .objects
-                            .values()
-                            .map(|o| format!("{}@{}", o.key, o.generation))
-                            .collect();
-                        tracing::info!(file = %options.path.display(), routerconfigs = ?generations, routes = served.table.len(), "route table swapped");
+                        tracing::info!(file = %options.path.display(), routerconfigs = ?served.generations(), routes = served.table.len(), "route table swapped");
                     }
                     state.set_synced(true);
                 }

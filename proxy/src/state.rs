@@ -143,3 +143,12 @@ impl ScrapeView for ProxyState {
             .collect()
     }
 }
+
+/// Runs a configuration source's heavy step (parsing, compiling a table and building its
+/// routes' metric handles: about a second at 100k routes) on a blocking thread, so the
+/// runtime's workers keep serving requests meanwhile; a panic in it is the caller's.
+pub(crate) async fn off_the_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|failed| std::panic::resume_unwind(failed.into_panic()))
+}

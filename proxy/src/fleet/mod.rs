@@ -401,30 +401,23 @@ async fn sync_loop(shared: Arc<Shared>, slices: Vec<Store<EndpointSlice>>, servi
             hashes: tls.hashes,
             problems: tls.problems,
         };
-        // Compiling a table and building its routes' metric handles take about a second at
-        // 100k routes: on a blocking thread, so the runtime's workers keep serving.
-        let planning = {
+        let (plan, swapped, moved) = {
             let (objects, state) = (objects.clone(), shared.state.clone());
             let mut moved = std::mem::take(&mut applied_at);
-            tokio::task::spawn_blocking(move || {
+            crate::state::off_the_runtime(move || {
                 let mut plan = plan::plan(&objects, &served, &view, &mut moved, now);
-                let swapped = plan.next.take().map(|next| {
-                    let generations: Vec<String> = next
-                        .objects
-                        .values()
-                        .map(|o| format!("{}@{}", o.key, o.generation))
-                        .collect();
+                let next = plan.next.take();
+                let swapped = next.is_some();
+                if let Some(next) = next {
                     state.swap(next);
-                    generations
-                });
+                }
                 (plan, swapped, moved)
             })
-        };
-        let (plan, swapped, moved) = planning
             .await
-            .unwrap_or_else(|failed| std::panic::resume_unwind(failed.into_panic()));
+        };
         applied_at = moved;
-        if let Some(generations) = swapped {
+        if swapped {
+            let generations = shared.state.served().generations();
             tracing::info!(replica = %shared.options.replica, routerconfigs = ?generations, "route table swapped");
         }
         for (key, report) in &plan.reports {
