@@ -109,15 +109,7 @@ pub async fn get(api: &Api<RouterConfig>, name: &str) -> Result<RouterConfig> {
 /// word (InProgress, Current, Failed, ...) and message. Builds the judge on first use.
 pub fn kstatus(object_json: &str) -> Result<(String, String)> {
     use std::io::Write;
-    let build = crate::repo_root().join("e2e/kstatus/build.sh");
-    let out = std::process::Command::new(&build).output()?;
-    if !out.status.success() {
-        return Err(crate::Error::Command {
-            what: build.display().to_string(),
-            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    let bin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let bin = crate::built_tool("e2e/kstatus/build.sh")?;
     let mut child = std::process::Command::new(bin)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -104,6 +104,21 @@ pub fn kustomize_deploy() -> Vec<serde_json::Value> {
     serde_saphyr::from_multiple(&text).expect("kustomize output is YAML")
 }
 
+/// A tool built from the Go module proxy by its `e2e/<tool>/build.sh` (helm, h2spec, the
+/// gRPC probe, the kstatus judge): built on first use and cached outside the repo; the script
+/// prints the binary's path. `script` is relative to the repository root.
+pub fn built_tool(script: &str) -> Result<PathBuf> {
+    let script = repo_root().join(script);
+    let out = Command::new(&script).stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            what: script.display().to_string(),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 /// A running kube-apiserver + etcd. Dropping it stops both; a watchdog also stops them when
 /// the test process exits without running destructors.
 #[derive(Debug)]

@@ -683,10 +683,7 @@ async fn a_canary_weight_change_is_a_barrier_like_any_other() {
 #[tokio::test]
 async fn grpc_reaches_a_service_port_with_app_protocol_h2c() {
     let f = fixture("grpc").await;
-    let build = lockstep_e2e::repo_root().join("e2e/grpc/build.sh");
-    let out = std::process::Command::new(&build).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let probe = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let probe = lockstep_e2e::built_tool("e2e/grpc/build.sh").expect("build the gRPC probe");
     let mut server = lockstep_e2e::process::ChildGuard::spawn(
         "grpc server",
         {

@@ -46,15 +46,7 @@ const MAY_FAIL: &[(&str, &str, &str, &str)] = &[
 /// Runs h2spec against 127.0.0.1:`port` with `:authority` localhost; returns (cases run,
 /// failed cases as (section, description)).
 fn h2spec(dir: &Path, port: u16, tls: bool) -> (usize, Vec<(String, String)>) {
-    let build = lockstep_e2e::repo_root().join("e2e/h2spec/build.sh");
-    let out = Command::new(&build).output().expect("run e2e/h2spec/build.sh");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        build.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let bin = lockstep_e2e::built_tool("e2e/h2spec/build.sh").expect("build h2spec");
     let report = dir.join(if tls { "h2spec-tls.xml" } else { "h2spec-h2c.xml" });
     let mut cmd = Command::new(bin);
     cmd.args(["-h", "localhost", "-p", &port.to_string(), "-o", "5", "-j"])

@@ -17,17 +17,7 @@ use serde_json::{Value, json};
 
 /// The helm binary, built once and cached outside the repo.
 fn helm() -> PathBuf {
-    let script = repo_root().join("e2e/helm/build.sh");
-    let out = Command::new(&script)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run e2e/helm/build.sh");
-    assert!(
-        out.status.success(),
-        "e2e/helm/build.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    lockstep_e2e::built_tool("e2e/helm/build.sh").expect("build helm")
 }
 
 fn chart() -> PathBuf {

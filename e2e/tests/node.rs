@@ -486,12 +486,7 @@ fn pod_deletion_removes_its_router_replica(node: &Node) {
 }
 
 fn helm_bin() -> std::path::PathBuf {
-    let out = std::process::Command::new(repo_root().join("e2e/helm/build.sh"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().into()
+    lockstep_e2e::built_tool("e2e/helm/build.sh").expect("build helm")
 }
 
 /// `helm install` of deploy/helm/lockstep into lockstep-helm (restricted Pod Security), the
