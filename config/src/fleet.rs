@@ -29,6 +29,8 @@ use crate::{
 pub struct Candidate<'a> {
     /// namespace/name.
     pub key: ObjectKey,
+    /// metadata.uid ("" for a file's object): which incarnation of `key` this is.
+    pub uid: &'a str,
     /// metadata.creationTimestamp; None sorts last (not yet persisted).
     pub created: Option<Timestamp>,
     /// metadata.generation of `spec`.
@@ -48,6 +50,7 @@ impl<'a> Candidate<'a> {
         let last_accepted = rc.last_accepted().map(|a| (a.generation, &a.spec));
         Candidate {
             key: ObjectKey::of(rc),
+            uid: rc.uid(),
             created: rc.metadata.creation_timestamp.as_ref().map(|t| t.0),
             generation: rc.generation(),
             spec: &rc.spec,
@@ -224,6 +227,7 @@ pub fn last_accepted(
 ) -> Option<lockstep_crds::AcceptedGeneration> {
     if verdict.is_accepted() && candidate.tls_problem.is_none() {
         Some(lockstep_crds::AcceptedGeneration {
+            uid: candidate.uid.to_owned(),
             generation: candidate.generation,
             spec: candidate.spec.clone(),
         })
@@ -231,6 +235,7 @@ pub fn last_accepted(
         candidate
             .last_accepted
             .map(|(generation, spec)| lockstep_crds::AcceptedGeneration {
+                uid: candidate.uid.to_owned(),
                 generation,
                 spec: spec.clone(),
             })
@@ -249,6 +254,7 @@ mod tests {
     ) -> Candidate<'a> {
         Candidate {
             key: key.clone(),
+            uid: "",
             created,
             generation: 1,
             spec,

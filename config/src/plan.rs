@@ -49,6 +49,8 @@ impl ServedConfig {
 /// What a replica reports for one RouterConfig on its RouterReplica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
+    /// metadata.uid of the RouterConfig reported on ("" for a file's object).
+    pub uid: String,
     /// Generation served (0: nothing good yet).
     pub observed_generation: i64,
     /// Digest of what is served.
@@ -174,6 +176,7 @@ pub fn plan(
                 message: message.to_owned(),
             });
             let report = Report {
+                uid: candidate.uid.to_owned(),
                 observed_generation: served_object.map_or(0, |o| o.generation),
                 config_digest: served_object.map(|o| o.digest.clone()).unwrap_or_default(),
                 applied_at: applied_at.get(&candidate.key).map(|s| s.at.clone()),
@@ -256,6 +259,7 @@ mod tests {
     ) -> Arc<RouterConfig> {
         let mut rc = (**rc).clone();
         rc.status.get_or_insert_default().last_accepted = Some(lockstep_crds::AcceptedGeneration {
+            uid: rc.uid().to_owned(),
             generation,
             spec: spec.clone(),
         });

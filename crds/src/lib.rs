@@ -424,6 +424,10 @@ pub struct RouterConfigStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AcceptedGeneration {
+    /// metadata.uid of the object it was accepted for: a status written for an earlier
+    /// object of the same name never stands for a re-created one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
     /// metadata.generation of the accepted spec.
     pub generation: i64,
     /// The accepted spec. Its schema is not repeated here: it was validated at admission
@@ -492,9 +496,17 @@ impl RouterConfig {
         self.metadata.generation.unwrap_or(DEFAULT_GENERATION)
     }
 
-    /// `status.lastAccepted`: the newest generation the operator accepted, if any.
+    /// `status.lastAccepted`: the newest generation the operator accepted for this very
+    /// object, if any. One recorded for another object of the same name (another uid) is
+    /// ignored: a RouterConfig deleted and re-created starts from nothing.
     pub fn last_accepted(&self) -> Option<&AcceptedGeneration> {
-        self.status.as_ref()?.last_accepted.as_ref()
+        let accepted = self.status.as_ref()?.last_accepted.as_ref()?;
+        (accepted.uid == self.uid()).then_some(accepted)
+    }
+
+    /// metadata.uid, or "" for an object no apiserver stored (one read from a file).
+    pub fn uid(&self) -> &str {
+        self.metadata.uid.as_deref().unwrap_or_default()
     }
 }
 

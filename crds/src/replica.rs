@@ -103,6 +103,11 @@ pub struct ServedRouterConfig {
     pub namespace: String,
     /// Name of the RouterConfig.
     pub name: String,
+    /// metadata.uid of the RouterConfig this entry is about: a RouterConfig deleted and
+    /// re-created under the same name is another object, and a report about the old one
+    /// never counts for the new one. Empty for an object that has no uid (a file's).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
     /// Generation of the spec the replica serves (0: nothing good yet).
     #[serde(default)]
     pub observed_generation: i64,

@@ -616,6 +616,7 @@ impl BarrierModel {
                 served: vec![ServedRouterConfig {
                     namespace: NS.into(),
                     name: NAME.into(),
+                    uid: String::new(),
                     observed_generation: report.serving,
                     config_digest: digest(report.serving),
                     applied_at: None,

@@ -15,6 +15,7 @@ fn mk_report(generation: i64, digest: &str) -> ServedRouterConfig {
     ServedRouterConfig {
         namespace: "ns".into(),
         name: "web".into(),
+        uid: String::new(),
         observed_generation: generation,
         config_digest: digest.into(),
         applied_at: Some(t(0).to_string()),
@@ -648,6 +649,7 @@ fn the_operator_patch_holds_the_whole_status() {
             .contains_key("lastAccepted")
     );
     out.status.last_accepted = Some(lockstep_crds::AcceptedGeneration {
+        uid: String::new(),
         generation: 1,
         spec: serde_json::from_value(serde_json::json!({"rules": []})).unwrap(),
     });

@@ -61,6 +61,7 @@ fn served_entry(key: &ObjectKey, report: &Report) -> Value {
     let mut entry = json!({
         "namespace": key.namespace,
         "name": key.name,
+        "uid": report.uid,
         "observedGeneration": report.observed_generation,
         "configDigest": report.config_digest,
     });
