@@ -20,9 +20,6 @@ pub enum Error {
     /// A Kubernetes API call failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// A patch could not be built.
-    #[error("building a patch: {0}")]
-    Serialize(#[source] serde_json::Error),
     /// Leader election failed.
     #[error("leader election: {0}")]
     Lease(#[from] kube_lease_manager::LeaseManagerError),
