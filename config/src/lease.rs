@@ -255,6 +255,13 @@ pub struct Readiness {
     pub message: String,
 }
 
+/// Reads a Lease duration flag: the one duration syntax ([`lockstep_crds::duration::parse`]),
+/// then [`lease_duration`]'s rule. The operator's leader Lease and the replicas' Leases both
+/// take it, so `1m30s` works on both and `1.5s` is refused by both.
+pub fn parse_lease_duration(text: &str) -> Result<Duration, String> {
+    lease_duration(lockstep_crds::duration::parse(text)?)
+}
+
 /// Parses a Lease duration: whole seconds, at least one, as `leaseDurationSeconds` records
 /// it. A fractional or sub-second duration would let the replica count itself fresh longer
 /// (or shorter) than the operator, who reads the whole seconds the Lease records.

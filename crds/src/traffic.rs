@@ -500,42 +500,17 @@ fn timeouts_in_order(t: &Timeouts, _: &()) -> garde::Result {
     Ok(())
 }
 
-/// Parses Gateway API's duration syntax; None when it does not parse.
+/// Parses a duration field (Gateway API's syntax: up to four number-unit pairs of h, m, s or
+/// ms, [`DURATION_PATTERN`], as admission checks it); None when it does not match. The value is
+/// read by the one duration parser, [`crate::duration::parse`].
 pub fn parse_duration(value: &str) -> Option<std::time::Duration> {
-    let bytes = value.as_bytes();
-    let (mut i, mut pairs, mut total) = (0usize, 0usize, std::time::Duration::ZERO);
-    if bytes.is_empty() {
+    static SHAPE: std::sync::LazyLock<garde::rules::pattern::regex::Regex> = std::sync::LazyLock::new(|| {
+        garde::rules::pattern::regex::Regex::new(DURATION_PATTERN).expect("DURATION_PATTERN compiles")
+    });
+    if !SHAPE.is_match(value) {
         return None;
     }
-    while i < bytes.len() {
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start || i - start > 5 {
-            return None;
-        }
-        let n: u64 = value[start..i].parse().ok()?;
-        let unit = if value[i..].starts_with("ms") {
-            i += 2;
-            std::time::Duration::from_millis(n)
-        } else {
-            let d = match bytes.get(i)? {
-                b'h' => std::time::Duration::from_secs(n * 3600),
-                b'm' => std::time::Duration::from_secs(n * 60),
-                b's' => std::time::Duration::from_secs(n),
-                _ => return None,
-            };
-            i += 1;
-            d
-        };
-        total += unit;
-        pairs += 1;
-        if pairs > 4 {
-            return None;
-        }
-    }
-    Some(total)
+    crate::duration::parse(value).ok()
 }
 
 /// Retries of a request whose attempt failed. Only requests without a body, or whose body

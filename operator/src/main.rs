@@ -46,8 +46,8 @@ struct RunArgs {
     /// Identity in the leader Lease (default: hostname-pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// Leader Lease duration.
-    #[arg(long, default_value = "15s", value_parser = cli::parse_duration)]
+    /// Leader Lease duration: whole seconds, as the Lease records them.
+    #[arg(long, default_value = "15s", value_parser = lockstep_config::lease::parse_lease_duration)]
     lease_duration: Duration,
     /// A rollout lagging longer than this is Stalled.
     #[arg(long, default_value = "60s", value_parser = cli::parse_duration)]
@@ -238,5 +238,8 @@ mod tests {
         .unwrap();
         assert_eq!(cli.run.stall_timeout, Duration::from_secs(90));
         assert_eq!(cli.run.lease_duration, Duration::from_secs(15));
+        // A Lease records whole seconds: refused, as the proxy refuses it, not truncated.
+        let fractional = Cli::try_parse_from(["lockstep-operator", "--lease-duration", "1.5s"]);
+        assert!(fractional.is_err());
     }
 }

@@ -22,6 +22,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
+use lockstep_crds::duration::parse as parse_duration;
 use lockstep_proxy::{
     LoadBalancing, Proxy, ProxyOptions, admin, fleet,
     server::{self, Drained},
@@ -54,7 +55,7 @@ struct Args {
     /// Duration of the replica's membership Lease (Kubernetes mode), in whole seconds of at
     /// least one (as the Lease records it); renewed every third of it. A replica that cannot
     /// renew within it is excluded from the barrier.
-    #[arg(long, default_value = "10s", value_parser = parse_lease_duration)]
+    #[arg(long, default_value = "10s", value_parser = lockstep_config::lease::parse_lease_duration)]
     lease_duration: Duration,
     /// The Pod this replica runs in (downward API); its RouterReplica is owned by the Pod, so
     /// deleting the Pod deletes it. Needs --pod-uid.
@@ -129,31 +130,6 @@ struct Args {
 enum LogFormat {
     Text,
     Json,
-}
-
-/// "250ms", "10s", "2m", or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
-
-/// A Lease duration: [`parse_duration`], then whole seconds of at least one.
-fn parse_lease_duration(text: &str) -> Result<Duration, String> {
-    lockstep_config::lease::lease_duration(parse_duration(text)?)
 }
 
 fn main() -> ExitCode {
@@ -335,14 +311,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
-        assert!(parse_duration("-1s").is_err());
+    fn duration_flags_take_the_one_syntax_and_the_lease_rule() {
+        let args = |extra: &[&str]| {
+            let mut argv = vec![
+                "p",
+                "--config",
+                "f.yaml",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv)
+        };
+        let parsed =
+            args(&["--lease-duration", "1m30s", "--drain-timeout", "1m0.5s"]).expect("kubectl syntax");
+        assert_eq!(parsed.lease_duration, Duration::from_secs(90));
+        assert_eq!(parsed.drain_timeout, Duration::from_millis(60_500));
+        for refused in [
+            ["--lease-duration", "1.5s"],
+            ["--lease-duration", "500ms"],
+            ["--drain-timeout", "5d"],
+        ] {
+            assert!(args(&refused).is_err(), "{refused:?}");
+        }
     }
 
     #[test]
