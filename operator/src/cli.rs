@@ -14,6 +14,71 @@ use kube::{
 use lockstep_config::{ObjectKey, conditions::find, config_digest};
 use lockstep_crds::{Rejection, RouterConfig, RouterReplica, condition};
 
+/// The commands for people and pipelines, defined once for `lockstep-operator status|wait`
+/// and the kubectl plugin `kubectl lockstep status|wait`.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Show each replica's generation, digest and rejections for RouterConfigs.
+    Status(StatusArgs),
+    /// Wait until a RouterConfig is Ready at its current generation, showing progress.
+    Wait(WaitArgs),
+}
+
+/// Arguments of `status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// RouterConfig name (all when omitted).
+    pub name: Option<String>,
+    /// Namespace (default: the kubeconfig's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// All namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+/// Arguments of `wait`.
+#[derive(clap::Args, Debug)]
+pub struct WaitArgs {
+    /// RouterConfig name.
+    pub name: String,
+    /// Namespace (default: the kubeconfig's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Give up after this long (exit 2): kubectl's duration syntax (90s, 2m, 1h30m, 500ms) or
+    /// a number of seconds.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl Command {
+    /// Runs the command with a client from the usual places (KUBECONFIG, ~/.kube/config,
+    /// in-cluster), built only now that the arguments are known to be good; returns the exit
+    /// code.
+    pub async fn run(self) -> anyhow::Result<i32> {
+        use anyhow::Context as _;
+        let client = kube::Client::try_default().await.context(
+            "no usable Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)",
+        )?;
+        match self {
+            Command::Status(args) => {
+                let namespace = (!args.all_namespaces).then(|| {
+                    args.namespace
+                        .unwrap_or_else(|| client.default_namespace().to_owned())
+                });
+                status(client, namespace.as_deref(), args.name.as_deref()).await?;
+                Ok(0)
+            }
+            Command::Wait(args) => {
+                let namespace = args
+                    .namespace
+                    .unwrap_or_else(|| client.default_namespace().to_owned());
+                Ok(wait(client, &namespace, &args.name, args.timeout).await?)
+            }
+        }
+    }
+}
+
 /// Exit code of `wait` when the rollout is Stalled (or not accepted).
 pub const EXIT_STALLED: i32 = 1;
 /// Exit code of `wait` when the timeout passed.

@@ -29,10 +29,8 @@ struct Cli {
 enum Command {
     /// Run the operator (the default).
     Run(RunArgs),
-    /// Show each replica's generation, digest and rejections for RouterConfigs.
-    Status(StatusArgs),
-    /// Wait until a RouterConfig is Ready at its current generation, showing progress.
-    Wait(WaitArgs),
+    #[command(flatten)]
+    People(cli::Command),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -57,30 +55,6 @@ struct RunArgs {
     log_format: String,
 }
 
-#[derive(Args, Debug)]
-struct StatusArgs {
-    /// RouterConfig name (all when omitted).
-    name: Option<String>,
-    /// Namespace (default: the kubeconfig's).
-    #[arg(short, long)]
-    namespace: Option<String>,
-    /// All namespaces.
-    #[arg(short = 'A', long)]
-    all_namespaces: bool,
-}
-
-#[derive(Args, Debug)]
-struct WaitArgs {
-    /// RouterConfig name.
-    name: String,
-    /// Namespace (default: the kubeconfig's).
-    #[arg(short, long)]
-    namespace: Option<String>,
-    /// Give up after this long (exit 2).
-    #[arg(long, default_value = "5m", value_parser = cli::parse_duration)]
-    timeout: Duration,
-}
-
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_lease_manager=warn"));
@@ -99,30 +73,7 @@ async fn main() -> anyhow::Result<()> {
     // Installed as `kubectl-lockstep`, the binary is the kubectl plugin: `kubectl lockstep status`.
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Status(args)) => {
-            let client = kube::Client::try_default().await.context(
-                "no usable Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)",
-            )?;
-            let namespace = if args.all_namespaces {
-                None
-            } else {
-                Some(
-                    args.namespace
-                        .unwrap_or_else(|| client.default_namespace().to_owned()),
-                )
-            };
-            Ok(cli::status(client, namespace.as_deref(), args.name.as_deref()).await?)
-        }
-        Some(Command::Wait(args)) => {
-            let client = kube::Client::try_default().await.context(
-                "no usable Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)",
-            )?;
-            let namespace = args
-                .namespace
-                .unwrap_or_else(|| client.default_namespace().to_owned());
-            let code = cli::wait(client, &namespace, &args.name, args.timeout).await?;
-            std::process::exit(code);
-        }
+        Some(Command::People(command)) => std::process::exit(command.run().await?),
         Some(Command::Run(args)) => run(args).await,
         None => run(cli.run).await,
     }
@@ -201,7 +152,7 @@ mod tests {
     fn wait_timeout(args: &[&str]) -> Result<Duration, clap::Error> {
         let cli = Cli::try_parse_from(["lockstep-operator", "wait", "web"].iter().chain(args))?;
         match cli.command {
-            Some(Command::Wait(args)) => Ok(args.timeout),
+            Some(Command::People(lockstep_operator::cli::Command::Wait(args))) => Ok(args.timeout),
             other => panic!("parsed as {other:?}"),
         }
     }
