@@ -8,9 +8,12 @@ use std::process::Command;
 /// The directory of `module@version` in the Go module cache.
 pub fn go_module_dir(module: &str, version: &str) -> PathBuf {
     // `go mod download` wants a main module; an empty one in a fresh directory keeps the
-    // repository's tree out of it.
+    // repository's tree out of it. One directory per call: tests run in parallel, and one
+    // removing a shared directory under another's `go` made it fail.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let work = std::env::temp_dir().join(format!(
-        "lockstep-gomod-{}-{}",
+        "lockstep-gomod-{}-{call}-{}",
         std::process::id(),
         module.replace('/', "_")
     ));
