@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod digest;
 pub mod file;
 pub mod fleet;
+pub mod gateway;
 pub mod lease;
 pub mod plan;
 pub mod table;

@@ -13,6 +13,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 pub mod duration;
+pub mod gateway;
 mod names;
 mod replica;
 pub use names::*;

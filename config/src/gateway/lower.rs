@@ -1,0 +1,150 @@
+//! From a served listener to lockstep's existing internal form, the `RouterConfigSpec`
+//! every proxy already validates and compiles, and an exact list of what that form cannot
+//! express yet.
+//!
+//! | Gateway API needs | RouterConfigSpec today | gap |
+//! |---|---|---|
+//! | a listener or route without host name: any host | a host is a DNS name or `*.suffix` | [`Gap::AnyHost`] |
+//! | `*.example.com` covers one or more labels | covers exactly one label | [`Gap::WildcardDepth`] |
+//! | a backend in another namespace (ReferenceGrant) | Services of the RouterConfig's namespace | [`Gap::CrossNamespaceBackend`] |
+//! | an unresolved backend answered 500 with its weight | every backend is a Service or URL | [`Gap::StatusBackend`] |
+//! | GRPCRoute backends over h2c whatever the Service's appProtocol | h2c only for appProtocol `kubernetes.io/h2c` | [`Gap::GrpcWithoutH2c`] |
+//! | per-listener route tables on one port, chosen by the most specific listener host name (listener isolation) | one table per fleet | [`Gap::SharedPort`] |
+//! | a listener's certificate for any SNI, or from another namespace | a Secret of the same namespace per host | [`Gap::ListenerCertificate`] |
+//!
+//! Entries that can never win (a later entry with the same host, path and match as an
+//! earlier one) are left out: Gateway API gives the request to the earlier one, and the
+//! RouterConfig validation refuses duplicates within one object.
+
+use std::collections::HashSet;
+
+use lockstep_crds::{
+    Filters, HostRule, HostTls, HttpPath, RouterConfigSpec, ServiceBackend, WeightedBackend,
+};
+
+use super::{ServedListener, listeners::Protocol, rules::ServedBackend};
+
+/// Something a served listener needs that a RouterConfigSpec cannot say yet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Gap {
+    /// Entries for any host (no listener or route host name).
+    AnyHost,
+    /// A wildcard host, which Gateway API matches over one or more labels.
+    WildcardDepth(String),
+    /// A Service in another namespace than the Gateway's.
+    CrossNamespaceBackend(String),
+    /// A share of requests answered with a status by the proxy itself.
+    StatusBackend(u16),
+    /// A gRPC backend whose Service port does not say h2c.
+    GrpcWithoutH2c(String),
+    /// Other served listeners share this port: requests must first be matched to a listener.
+    SharedPort(i32),
+    /// The listener's certificate cannot be expressed per host in the Gateway's namespace.
+    ListenerCertificate(String),
+    /// The lowered spec fails RouterConfig validation.
+    Invalid(String),
+}
+
+/// Lowers one listener of a Gateway in namespace `namespace` to a RouterConfigSpec for
+/// `fleet`. `others_on_port` is how many other served listeners share its port.
+/// `grpc_routes` says which route indexes are GRPCRoutes.
+pub fn router_config_spec(
+    listener: &ServedListener,
+    namespace: &str,
+    fleet: &str,
+    others_on_port: usize,
+    is_grpc: &dyn Fn(usize) -> bool,
+) -> Result<RouterConfigSpec, Vec<Gap>> {
+    let mut gaps: Vec<Gap> = Vec::new();
+    if others_on_port > 0 {
+        gaps.push(Gap::SharedPort(listener.port));
+    }
+    let tls = match (listener.protocol, listener.certificates.as_slice()) {
+        (Protocol::Http, _) => None,
+        (Protocol::Https, [cert]) if cert.namespace == namespace && listener.hostname.is_some() => {
+            Some(HostTls {
+                secret_name: cert.name.clone(),
+                redirect_http: false,
+            })
+        }
+        (Protocol::Https, certs) => {
+            gaps.push(Gap::ListenerCertificate(
+                certs
+                    .iter()
+                    .map(|c| format!("{}/{}", c.namespace, c.name))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ));
+            None
+        }
+    };
+    let mut rules: Vec<HostRule> = Vec::new();
+    let mut seen = HashSet::new();
+    for e in &listener.entries {
+        let Some(host) = &e.host else {
+            gaps.push(Gap::AnyHost);
+            continue;
+        };
+        if host.starts_with("*.") {
+            gaps.push(Gap::WildcardDepth(host.clone()));
+        }
+        let identity = serde_json::to_string(&(host, &e.entry.path, e.entry.path_type, &e.entry.matches))
+            .expect("entry identity serialises");
+        if !seen.insert(identity) {
+            continue;
+        }
+        let mut backends = Vec::new();
+        for b in &e.entry.backends {
+            match b {
+                ServedBackend::Service { service, weight } => {
+                    let name = format!("{}/{}", service.namespace, service.name);
+                    if service.namespace != namespace {
+                        gaps.push(Gap::CrossNamespaceBackend(name.clone()));
+                    }
+                    if is_grpc(e.route) && !service.h2c {
+                        gaps.push(Gap::GrpcWithoutH2c(name));
+                    }
+                    backends.push(WeightedBackend {
+                        service: Some(ServiceBackend {
+                            name: service.name.clone(),
+                            port: service.port,
+                        }),
+                        url: None,
+                        weight: i32::try_from(*weight).unwrap_or(i32::MAX),
+                    });
+                }
+                ServedBackend::Status { status, .. } => gaps.push(Gap::StatusBackend(*status)),
+            }
+        }
+        let filters = e.entry.filters.clone().filter(|f| *f != Filters::default());
+        let matches = e.entry.matches.clone();
+        let path = HttpPath {
+            path: e.entry.path.clone(),
+            path_type: e.entry.path_type,
+            matches: (matches != Default::default()).then_some(matches),
+            backends,
+            filters,
+            timeouts: e.entry.timeouts.clone(),
+            ..Default::default()
+        };
+        match rules.iter_mut().find(|r| &r.host == host) {
+            Some(rule) => rule.paths.push(path),
+            None => rules.push(HostRule {
+                host: host.clone(),
+                tls: tls.clone(),
+                paths: vec![path],
+            }),
+        }
+    }
+    gaps.sort();
+    gaps.dedup();
+    if !gaps.is_empty() {
+        return Err(gaps);
+    }
+    let spec = RouterConfigSpec {
+        fleet: fleet.to_owned(),
+        rules,
+    };
+    crate::validate_spec(&spec).map_err(|e| vec![Gap::Invalid(e.to_string())])?;
+    Ok(spec)
+}

@@ -1,0 +1,594 @@
+//! Gateway API, translated: given a GatewayClass, one of its Gateways and everything the
+//! operator reads around it (HTTPRoutes, GRPCRoutes, Services, Secrets, ReferenceGrants,
+//! Namespaces), what the Gateway's fleet serves and what every status says. Pure: no
+//! client, no clock but the one passed in.
+//!
+//! The steps, each its own module with its own table of rules:
+//! 1. [`listeners`]: which listeners can be served (protocol, conflicts, route kinds,
+//!    certificates through [`references`]);
+//! 2. [`attachment`]: which listeners each route's parentRef binds to (`sectionName`,
+//!    `port`, `allowedRoutes`, [`hostnames`] intersection), or the reason it binds to none;
+//! 3. [`rules`]: each route rule in lockstep's internal form (matches, filters, timeouts,
+//!    weighted backends with unresolved ones answered 500), or why it is dropped;
+//! 4. [`precedence`]: every entry of a listener in Gateway API order;
+//! 5. this module: the statuses ([`status`]) and the served configuration
+//!    ([`GatewayConfig`]), which [`lower`] turns into a `RouterConfigSpec` per listener where
+//!    the existing form can express it, naming what it cannot.
+//!
+//! A route's status here is its Gateway API verdict (Accepted, ResolvedRefs,
+//! PartiallyInvalid). Whether the fleet serves it (`lockstep.dev/Ready`, and the Gateway's
+//! `Programmed`) is the barrier's decision, made from the route generations recorded in
+//! [`GatewayConfig::routes`]: see [`status::gateway_programmed`] and [`status::route_ready`].
+
+pub mod attachment;
+pub mod hostnames;
+pub mod listeners;
+pub mod lower;
+pub mod precedence;
+pub mod references;
+pub mod rules;
+pub mod status;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use lockstep_crds::gateway::{
+    CONTROLLER_NAME, GROUP, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ListenerStatus, ParentReference,
+    ReferenceGrant, RouteParentStatus,
+};
+
+use self::{
+    attachment::{RouteSide, attach, refers_to_gateway},
+    listeners::{ListenerVerdict, Protocol, judge_listeners},
+    references::{Referrer, ResolvedSecret, Unresolved},
+    rules::{DroppedRule, RuleEntry, TranslatedRule},
+    status::{condition, reason},
+};
+use crate::ObjectKey;
+
+/// Everything the translation of one Gateway reads.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayInputs<'a> {
+    /// The Gateway's class.
+    pub class: &'a GatewayClass,
+    /// The Gateway.
+    pub gateway: &'a Gateway,
+    /// HTTPRoutes (any namespace; those not naming the Gateway are ignored).
+    pub http_routes: &'a [HTTPRoute],
+    /// GRPCRoutes (likewise).
+    pub grpc_routes: &'a [GRPCRoute],
+    /// Services routes may name.
+    pub services: &'a [Service],
+    /// Secrets listeners may name.
+    pub secrets: &'a [Secret],
+    /// ReferenceGrants of every namespace.
+    pub grants: &'a [ReferenceGrant],
+    /// Namespaces, for their labels (`allowedRoutes.namespaces.selector`).
+    pub namespaces: &'a [Namespace],
+}
+
+/// Which generation of which route a configuration contains: the identity the barrier
+/// judges `lockstep.dev/Ready` by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteGeneration {
+    /// HTTPRoute or GRPCRoute.
+    pub kind: &'static str,
+    /// namespace/name.
+    pub key: ObjectKey,
+    /// metadata.uid: a route deleted and re-created is another route.
+    pub uid: String,
+    /// metadata.generation.
+    pub generation: i64,
+}
+
+/// One entry a listener serves: a match of a route rule under one host name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedEntry {
+    /// Host name (None: any host the listener accepts).
+    pub host: Option<String>,
+    /// Index into [`GatewayConfig::routes`].
+    pub route: usize,
+    /// Index of the rule in the route.
+    pub rule: usize,
+    /// Path, match, filters, timeouts and weighted backends.
+    pub entry: RuleEntry,
+}
+
+/// What one listener serves. Listeners are kept apart: a request is matched only against
+/// the entries of the listener it arrived on (its port, then the most specific listener
+/// host name, [`hostnames::listener_for_host`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedListener {
+    /// Listener name.
+    pub name: String,
+    /// Port.
+    pub port: i32,
+    /// HTTP or HTTPS.
+    pub protocol: Protocol,
+    /// Listener host name (None: any).
+    pub hostname: Option<String>,
+    /// Certificates presented (HTTPS).
+    pub certificates: Vec<ResolvedSecret>,
+    /// Entries in Gateway API precedence order (the first that matches wins).
+    pub entries: Vec<ServedEntry>,
+}
+
+/// What a Gateway's fleet serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// The Gateway.
+    pub gateway: ObjectKey,
+    /// Its generation.
+    pub generation: i64,
+    /// Listeners that can be served, in spec order.
+    pub listeners: Vec<ServedListener>,
+    /// Route generations contained, sorted: accepted on at least one listener of this
+    /// Gateway (a route accepted with no entries, all rules dropped, is not listed).
+    pub routes: Vec<RouteGeneration>,
+}
+
+/// A route's status entry for one parentRef naming this Gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteVerdict {
+    /// The route.
+    pub route: RouteGeneration,
+    /// One entry per parentRef of the route that names this Gateway.
+    pub parents: Vec<RouteParentStatus>,
+}
+
+/// The result of translating one Gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translation {
+    /// GatewayClass conditions (Accepted).
+    pub class_conditions: Vec<Condition>,
+    /// Gateway conditions: Accepted, and Programmed as far as the translation knows it
+    /// (False `Invalid` or False `Pending`; the barrier turns it True).
+    pub gateway_conditions: Vec<Condition>,
+    /// Listener statuses, in spec order.
+    pub listeners: Vec<ListenerStatus>,
+    /// Route statuses (routes that name this Gateway), sorted by kind and key.
+    pub routes: Vec<RouteVerdict>,
+    /// What the fleet serves; None when the Gateway is not accepted.
+    pub config: Option<GatewayConfig>,
+}
+
+fn key_of(meta: &ObjectMeta) -> ObjectKey {
+    ObjectKey::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+fn generation_of(meta: &ObjectMeta) -> i64 {
+    meta.generation.unwrap_or(lockstep_crds::DEFAULT_GENERATION)
+}
+
+/// GatewayClass `Accepted`: True for lockstep's controller name without parameters
+/// (parameters are not defined yet, so a parametersRef is `InvalidParameters`). None when the
+/// class belongs to another controller: lockstep writes nothing on it.
+pub fn class_conditions(class: &GatewayClass, now: Timestamp) -> Option<Vec<Condition>> {
+    if class.spec.controller_name != CONTROLLER_NAME {
+        return None;
+    }
+    let generation = generation_of(&class.metadata);
+    let accepted = match &class.spec.parameters_ref {
+        None => condition(
+            status::condition::ACCEPTED,
+            true,
+            reason::ACCEPTED,
+            "",
+            generation,
+            now,
+        ),
+        Some(p) => condition(
+            status::condition::ACCEPTED,
+            false,
+            reason::INVALID_PARAMETERS,
+            format!(
+                "parametersRef {}/{} {}: lockstep defines no parameters yet",
+                p.group, p.kind, p.name
+            ),
+            generation,
+            now,
+        ),
+    };
+    Some(vec![accepted])
+}
+
+/// Translates one Gateway. None when the Gateway's class is not lockstep's (or is not its
+/// class): such a Gateway gets no status from lockstep.
+pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translation> {
+    let gw = inputs.gateway;
+    if gw.spec.gateway_class_name != inputs.class.metadata.name.clone().unwrap_or_default() {
+        return None;
+    }
+    let class_conditions = class_conditions(inputs.class, now)?;
+    let class_accepted = class_conditions.iter().all(|c| c.status == "True");
+    let gw_key = key_of(&gw.metadata);
+    let gw_generation = generation_of(&gw.metadata);
+    let verdicts = judge_listeners(
+        &gw_key.namespace,
+        &gw.spec.listeners,
+        inputs.secrets,
+        inputs.grants,
+    );
+
+    let (accepted, accepted_reason, accepted_message) = gateway_accepted(gw, class_accepted, &verdicts);
+    let gateway_conditions = vec![
+        condition(
+            status::condition::ACCEPTED,
+            accepted,
+            accepted_reason,
+            accepted_message,
+            gw_generation,
+            now,
+        ),
+        status::gateway_programmed(accepted, None, gw_generation, now),
+    ];
+
+    let labels: BTreeMap<&str, &BTreeMap<String, String>> = inputs
+        .namespaces
+        .iter()
+        .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?)))
+        .collect();
+    let lookup = |ns: &str| labels.get(ns).copied();
+
+    let mut attached_count = vec![0i32; verdicts.len()];
+    let mut routes = Vec::new();
+    let mut contained: Vec<RouteGeneration> = Vec::new();
+    let mut staged: Vec<(usize, ServedEntry, precedence_inputs::Owned)> = Vec::new();
+
+    let mut handle = |kind: &'static str,
+                      meta: &ObjectMeta,
+                      hostnames: &[String],
+                      parent_refs: &[ParentReference],
+                      rules: Vec<Result<TranslatedRule, DroppedRule>>| {
+        let key = key_of(meta);
+        let ours: Vec<&ParentReference> = parent_refs
+            .iter()
+            .filter(|p| refers_to_gateway(p, &key.namespace, &gw_key.namespace, &gw_key.name))
+            .collect();
+        if ours.is_empty() {
+            return;
+        }
+        let route = RouteGeneration {
+            kind,
+            key: key.clone(),
+            uid: meta.uid.clone().unwrap_or_default(),
+            generation: generation_of(meta),
+        };
+        let side = RouteSide {
+            kind,
+            namespace: &key.namespace,
+            hostnames,
+        };
+        let rule_verdict = RuleVerdict::of(&rules);
+        let mut parents = Vec::new();
+        let mut listeners_with_route = vec![false; verdicts.len()];
+        for parent in ours {
+            let attached = if accepted {
+                attach(
+                    side,
+                    parent,
+                    &gw_key.namespace,
+                    &gw.spec.listeners,
+                    &verdicts,
+                    &lookup,
+                )
+            } else {
+                Err(attachment::NotAttached {
+                    reason: reason::NO_MATCHING_PARENT,
+                    message: "the Gateway is not accepted".into(),
+                })
+            };
+            let conditions = route_conditions(&attached, &rule_verdict, route.generation, now);
+            let route_accepted = conditions[0].status == "True";
+            if let (Ok(listeners), true) = (&attached, route_accepted) {
+                for (i, hosts) in listeners {
+                    if listeners_with_route[*i] {
+                        continue;
+                    }
+                    listeners_with_route[*i] = true;
+                    attached_count[*i] += 1;
+                    if !verdicts[*i].serves() {
+                        continue;
+                    }
+                    let index = match contained.iter().position(|r| r == &route) {
+                        Some(p) => p,
+                        None => {
+                            contained.push(route.clone());
+                            contained.len() - 1
+                        }
+                    };
+                    for (rule_index, rule) in rules.iter().enumerate() {
+                        let Ok(rule) = rule else { continue };
+                        for entry in &rule.entries {
+                            for host in hosts {
+                                staged.push((
+                                    *i,
+                                    ServedEntry {
+                                        host: host.clone(),
+                                        route: index,
+                                        rule: rule_index,
+                                        entry: entry.clone(),
+                                    },
+                                    precedence_inputs::Owned::of(meta),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            parents.push(RouteParentStatus {
+                parent_ref: parent.clone(),
+                controller_name: CONTROLLER_NAME.to_owned(),
+                conditions,
+            });
+        }
+        routes.push(RouteVerdict { route, parents });
+    };
+
+    for r in inputs.http_routes {
+        let ns = r.metadata.namespace.clone().unwrap_or_default();
+        let from = Referrer {
+            group: GROUP,
+            kind: "HTTPRoute",
+            namespace: &ns,
+        };
+        let rules = r
+            .spec
+            .rules
+            .iter()
+            .map(|rule| rules::http_rule(rule, from, inputs.services, inputs.grants))
+            .collect();
+        handle(
+            "HTTPRoute",
+            &r.metadata,
+            &r.spec.hostnames,
+            &r.spec.parent_refs,
+            rules,
+        );
+    }
+    for r in inputs.grpc_routes {
+        let ns = r.metadata.namespace.clone().unwrap_or_default();
+        let from = Referrer {
+            group: GROUP,
+            kind: "GRPCRoute",
+            namespace: &ns,
+        };
+        let rules = r
+            .spec
+            .rules
+            .iter()
+            .map(|rule| rules::grpc_rule(rule, from, inputs.services, inputs.grants))
+            .collect();
+        handle(
+            "GRPCRoute",
+            &r.metadata,
+            &r.spec.hostnames,
+            &r.spec.parent_refs,
+            rules,
+        );
+    }
+    routes.sort_by(|a, b| (a.route.kind, &a.route.key).cmp(&(b.route.kind, &b.route.key)));
+
+    let listeners = verdicts
+        .iter()
+        .zip(&attached_count)
+        .map(|(v, n)| status::listener_status(v, *n, gw_generation, now))
+        .collect();
+
+    let config = accepted.then(|| {
+        let mut served: Vec<ServedListener> = verdicts
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.serves())
+            .map(|(_, v)| ServedListener {
+                name: v.name.clone(),
+                port: v.port,
+                protocol: v.protocol.expect("a served listener has a protocol"),
+                hostname: v.hostname.clone(),
+                certificates: v.certificates.clone(),
+                entries: Vec::new(),
+            })
+            .collect();
+        staged.sort_by(|(_, a, ma), (_, b, mb)| precedence::compare(&ma.rank(a), &mb.rank(b)));
+        for (i, entry, _) in staged {
+            let name = &verdicts[i].name;
+            if let Some(l) = served.iter_mut().find(|l| &l.name == name) {
+                l.entries.push(entry);
+            }
+        }
+        // Route indexes are positions in `contained`; sort it and remap.
+        let mut order: Vec<usize> = (0..contained.len()).collect();
+        order.sort_by(|&a, &b| contained[a].cmp(&contained[b]));
+        let mut new_index = vec![0; contained.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_index[old] = new;
+        }
+        for l in &mut served {
+            for e in &mut l.entries {
+                e.route = new_index[e.route];
+            }
+        }
+        let routes = order.iter().map(|&i| contained[i].clone()).collect();
+        GatewayConfig {
+            gateway: gw_key.clone(),
+            generation: gw_generation,
+            listeners: served,
+            routes,
+        }
+    });
+
+    Some(Translation {
+        class_conditions,
+        gateway_conditions,
+        listeners,
+        routes,
+        config,
+    })
+}
+
+/// Gateway `Accepted`: the class must be accepted, requested addresses are not supported
+/// (the fleet's Service gets its address), and at least one listener must be servable.
+fn gateway_accepted(
+    gw: &Gateway,
+    class_accepted: bool,
+    verdicts: &[ListenerVerdict],
+) -> (bool, &'static str, String) {
+    if !class_accepted {
+        return (
+            false,
+            reason::INVALID_PARAMETERS,
+            "the GatewayClass is not accepted".into(),
+        );
+    }
+    if !gw.spec.addresses.is_empty() {
+        return (
+            false,
+            reason::UNSUPPORTED_ADDRESS,
+            "spec.addresses is not supported: the address comes from the fleet's Service".into(),
+        );
+    }
+    let invalid: Vec<&str> = verdicts
+        .iter()
+        .filter(|v| !v.serves())
+        .map(|v| v.name.as_str())
+        .collect();
+    if invalid.is_empty() {
+        (true, reason::ACCEPTED, String::new())
+    } else {
+        let all = invalid.len() == verdicts.len();
+        (
+            !all,
+            reason::LISTENERS_NOT_VALID,
+            format!("invalid listeners: {}", invalid.join(", ")),
+        )
+    }
+}
+
+/// What a route's rules say for its status, whatever the parent.
+struct RuleVerdict {
+    dropped: Vec<String>,
+    kept: usize,
+    unresolved: Vec<Unresolved>,
+}
+
+impl RuleVerdict {
+    fn of(rules: &[Result<TranslatedRule, DroppedRule>]) -> Self {
+        let mut v = RuleVerdict {
+            dropped: Vec::new(),
+            kept: 0,
+            unresolved: Vec::new(),
+        };
+        for (i, r) in rules.iter().enumerate() {
+            match r {
+                Ok(rule) => {
+                    v.kept += 1;
+                    v.unresolved.extend(rule.unresolved.iter().cloned());
+                }
+                Err(DroppedRule(msg)) => v.dropped.push(format!("rule {i}: {msg}")),
+            }
+        }
+        v
+    }
+}
+
+/// A route parent's conditions: Accepted, ResolvedRefs and, when some but not all rules
+/// were dropped, PartiallyInvalid (only ever True, its message starting "Dropped Rule").
+fn route_conditions(
+    attached: &Result<attachment::Attached, attachment::NotAttached>,
+    rules: &RuleVerdict,
+    generation: i64,
+    now: Timestamp,
+) -> Vec<Condition> {
+    use status::condition as c;
+    let accepted = match attached {
+        Err(e) => condition(c::ACCEPTED, false, e.reason, e.message.clone(), generation, now),
+        Ok(_) if rules.kept == 0 && !rules.dropped.is_empty() => condition(
+            c::ACCEPTED,
+            false,
+            reason::UNSUPPORTED_VALUE,
+            rules.dropped.join("; "),
+            generation,
+            now,
+        ),
+        Ok(_) => condition(c::ACCEPTED, true, reason::ACCEPTED, "", generation, now),
+    };
+    let resolved = match rules.unresolved.first() {
+        None => condition(c::RESOLVED_REFS, true, reason::RESOLVED_REFS, "", generation, now),
+        Some(first) => condition(
+            c::RESOLVED_REFS,
+            false,
+            first.reason,
+            rules
+                .unresolved
+                .iter()
+                .map(|u| u.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            generation,
+            now,
+        ),
+    };
+    let mut out = vec![accepted, resolved];
+    if attached.is_ok() && rules.kept > 0 && !rules.dropped.is_empty() {
+        out.push(condition(
+            c::PARTIALLY_INVALID,
+            true,
+            reason::UNSUPPORTED_VALUE,
+            format!("Dropped Rule(s): {}", rules.dropped.join("; ")),
+            generation,
+            now,
+        ));
+    }
+    out
+}
+
+/// The route fields precedence needs, owned so entries can be sorted after the routes are
+/// walked.
+mod precedence_inputs {
+    use super::{ServedEntry, precedence::Rank};
+    use jiff::Timestamp;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    #[derive(Debug, Clone)]
+    pub struct Owned {
+        created: Option<Timestamp>,
+        namespace: String,
+        name: String,
+    }
+
+    impl Owned {
+        pub fn of(meta: &ObjectMeta) -> Self {
+            Owned {
+                created: meta.creation_timestamp.as_ref().map(|t| t.0),
+                namespace: meta.namespace.clone().unwrap_or_default(),
+                name: meta.name.clone().unwrap_or_default(),
+            }
+        }
+
+        pub fn rank<'a>(&'a self, e: &'a ServedEntry) -> Rank<'a> {
+            Rank {
+                host: e.host.as_deref(),
+                path_type: e.entry.path_type,
+                path: &e.entry.path,
+                method: e.entry.matches.method.is_some(),
+                headers: e.entry.matches.headers.len(),
+                query_params: e.entry.matches.query_params.len(),
+                created: self.created,
+                namespace: &self.namespace,
+                name: &self.name,
+                rule: e.rule,
+                match_index: e.entry.match_index,
+            }
+        }
+    }
+}

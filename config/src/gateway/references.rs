@@ -1,0 +1,407 @@
+//! References across objects: ReferenceGrant, backend references and certificate
+//! references, each resolved to what it points at or to the standard reason it cannot be.
+//!
+//! | reference | wrong group/kind | other namespace, no ReferenceGrant | target missing | resolved |
+//! |---|---|---|---|---|
+//! | route backendRef | `InvalidKind` | `RefNotPermitted` | `BackendNotFound` (also: port not on the Service) | the Service port, h2c when asked |
+//! | listener certificateRef | `InvalidCertificateRef` | `RefNotPermitted` | `InvalidCertificateRef` (also: not a usable `kubernetes.io/tls` Secret) | the Secret |
+//!
+//! The checks run in that order (kind, then permission, then existence), so a reference
+//! that is not permitted never reveals whether its target exists.
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use lockstep_crds::gateway::{BackendObjectReference, ReferenceGrant, SecretObjectReference};
+
+use super::status::reason;
+
+/// Who refers: the group, kind and namespace of the referring object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Referrer<'a> {
+    /// API group (`gateway.networking.k8s.io`).
+    pub group: &'a str,
+    /// Kind (HTTPRoute, GRPCRoute, Gateway).
+    pub kind: &'a str,
+    /// Namespace of the referring object.
+    pub namespace: &'a str,
+}
+
+/// True when a reference from `from` to the object `group/kind namespace/name` is allowed:
+/// same namespace, or a ReferenceGrant in the target's namespace lists the referrer in
+/// `from` and the target in `to`.
+pub fn reference_permitted(
+    grants: &[ReferenceGrant],
+    from: Referrer<'_>,
+    group: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> bool {
+    if from.namespace == namespace {
+        return true;
+    }
+    grants
+        .iter()
+        .filter(|g| g.metadata.namespace.as_deref() == Some(namespace))
+        .any(|g| {
+            g.spec
+                .from
+                .iter()
+                .any(|f| f.group == from.group && f.kind == from.kind && f.namespace == from.namespace)
+                && g.spec.to.iter().any(|t| {
+                    t.group == group && t.kind == kind && t.name.as_deref().is_none_or(|n| n == name)
+                })
+        })
+}
+
+/// A backend reference resolved to a Service port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResolvedService {
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// Name of the Service.
+    pub name: String,
+    /// Service port number.
+    pub port: i32,
+    /// The port's appProtocol is `kubernetes.io/h2c`: reach it over HTTP/2 cleartext.
+    pub h2c: bool,
+}
+
+/// Why a reference could not be resolved: the standard reason and a message naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    /// `InvalidKind`, `RefNotPermitted`, `BackendNotFound`, `InvalidCertificateRef`.
+    pub reason: &'static str,
+    /// What was wrong, naming the reference.
+    pub message: String,
+}
+
+fn unresolved(reason: &'static str, message: String) -> Unresolved {
+    Unresolved { reason, message }
+}
+
+/// Resolves a route's backend reference. Only core Services are backends.
+pub fn resolve_backend(
+    backend: &BackendObjectReference,
+    from: Referrer<'_>,
+    services: &[Service],
+    grants: &[ReferenceGrant],
+) -> Result<ResolvedService, Unresolved> {
+    let group = backend.group.as_deref().unwrap_or("");
+    let kind = backend.kind.as_deref().unwrap_or("Service");
+    let namespace = backend.namespace.as_deref().unwrap_or(from.namespace);
+    let name = backend.name.as_str();
+    if !group.is_empty() || kind != "Service" {
+        return Err(unresolved(
+            reason::INVALID_KIND,
+            format!(
+                "backendRef {name}: kind {kind:?} of group {group:?} is not supported (only core Services are)"
+            ),
+        ));
+    }
+    if !reference_permitted(grants, from, "", "Service", namespace, name) {
+        return Err(unresolved(
+            reason::REF_NOT_PERMITTED,
+            format!(
+                "backendRef {namespace}/{name}: no ReferenceGrant in namespace {namespace} allows {} from namespace {}",
+                from.kind, from.namespace
+            ),
+        ));
+    }
+    let Some(service) = services.iter().find(|s| {
+        s.metadata.namespace.as_deref() == Some(namespace) && s.metadata.name.as_deref() == Some(name)
+    }) else {
+        return Err(unresolved(
+            reason::BACKEND_NOT_FOUND,
+            format!("backendRef {namespace}/{name}: Service not found"),
+        ));
+    };
+    let Some(port) = backend.port else {
+        return Err(unresolved(
+            reason::BACKEND_NOT_FOUND,
+            format!("backendRef {namespace}/{name}: a Service backend needs a port"),
+        ));
+    };
+    let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref());
+    let Some(service_port) = ports.and_then(|ps| ps.iter().find(|p| p.port == port)) else {
+        return Err(unresolved(
+            reason::BACKEND_NOT_FOUND,
+            format!("backendRef {namespace}/{name}: Service has no port {port}"),
+        ));
+    };
+    Ok(ResolvedService {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        port,
+        h2c: service_port.app_protocol.as_deref() == Some("kubernetes.io/h2c"),
+    })
+}
+
+/// A certificate reference resolved to a Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResolvedSecret {
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+}
+
+/// Resolves a listener's certificate reference: a core Secret of type `kubernetes.io/tls`
+/// with `tls.crt` and `tls.key`, in the Gateway's namespace or granted by a ReferenceGrant.
+pub fn resolve_certificate(
+    cert: &SecretObjectReference,
+    from: Referrer<'_>,
+    secrets: &[Secret],
+    grants: &[ReferenceGrant],
+) -> Result<ResolvedSecret, Unresolved> {
+    let group = cert.group.as_deref().unwrap_or("");
+    let kind = cert.kind.as_deref().unwrap_or("Secret");
+    let namespace = cert.namespace.as_deref().unwrap_or(from.namespace);
+    let name = cert.name.as_str();
+    if !group.is_empty() || kind != "Secret" {
+        return Err(unresolved(
+            reason::INVALID_CERTIFICATE_REF,
+            format!(
+                "certificateRef {name}: kind {kind:?} of group {group:?} is not supported (only core Secrets are)"
+            ),
+        ));
+    }
+    if !reference_permitted(grants, from, "", "Secret", namespace, name) {
+        return Err(unresolved(
+            reason::REF_NOT_PERMITTED,
+            format!(
+                "certificateRef {namespace}/{name}: no ReferenceGrant in namespace {namespace} allows Gateways from namespace {}",
+                from.namespace
+            ),
+        ));
+    }
+    let secret = secrets.iter().find(|s| {
+        s.metadata.namespace.as_deref() == Some(namespace) && s.metadata.name.as_deref() == Some(name)
+    });
+    let usable = secret.is_some_and(|s| {
+        s.type_.as_deref() == Some("kubernetes.io/tls")
+            && ["tls.crt", "tls.key"].iter().all(|k| {
+                s.data
+                    .as_ref()
+                    .is_some_and(|d| d.get(*k).is_some_and(|v| !v.0.is_empty()))
+            })
+    });
+    if !usable {
+        let what = if secret.is_some() {
+            "is not a kubernetes.io/tls Secret with tls.crt and tls.key"
+        } else {
+            "not found"
+        };
+        return Err(unresolved(
+            reason::INVALID_CERTIFICATE_REF,
+            format!("certificateRef {namespace}/{name}: Secret {what}"),
+        ));
+    }
+    Ok(ResolvedSecret {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::testutil::*;
+
+    const ROUTE: Referrer<'static> = Referrer {
+        group: "gateway.networking.k8s.io",
+        kind: "HTTPRoute",
+        namespace: "apps",
+    };
+
+    fn backend(ns: Option<&str>, name: &str, port: Option<i32>) -> BackendObjectReference {
+        BackendObjectReference {
+            namespace: ns.map(str::to_owned),
+            name: name.to_owned(),
+            port,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn backend_references() {
+        let services = [
+            service("apps", "web", &[(8080, None)]),
+            service("other", "api", &[(9000, Some("kubernetes.io/h2c"))]),
+        ];
+        let grant_all = grant("other", "HTTPRoute", "apps", "", "Service", None);
+        let grant_named = grant("other", "HTTPRoute", "apps", "", "Service", Some("api"));
+        let grant_wrong_kind = grant("other", "GRPCRoute", "apps", "", "Service", None);
+        let grant_elsewhere = grant("apps", "HTTPRoute", "apps", "", "Service", None);
+        let mut kind_cm = backend(None, "web", Some(8080));
+        kind_cm.kind = Some("ConfigMap".into());
+        let mut group_x = backend(None, "web", Some(8080));
+        group_x.group = Some("example.com".into());
+        type Row<'a> = (
+            &'a str,
+            BackendObjectReference,
+            Vec<ReferenceGrant>,
+            Result<(&'a str, bool), &'static str>,
+        );
+        let rows: Vec<Row> = vec![
+            // HTTPBackendRef: "It refers to an unknown or unsupported kind of resource. In
+            // this case, the Reason must be set to `InvalidKind`".
+            ("unsupported kind", kind_cm, vec![], Err(reason::INVALID_KIND)),
+            ("unsupported group", group_x, vec![], Err(reason::INVALID_KIND)),
+            // "It refers to a resource that does not exist. In this case, the Reason must be
+            // set to `BackendNotFound`".
+            (
+                "missing Service",
+                backend(None, "gone", Some(8080)),
+                vec![],
+                Err(reason::BACKEND_NOT_FOUND),
+            ),
+            (
+                "port not on the Service",
+                backend(None, "web", Some(81)),
+                vec![],
+                Err(reason::BACKEND_NOT_FOUND),
+            ),
+            (
+                "same namespace",
+                backend(None, "web", Some(8080)),
+                vec![],
+                Ok(("apps/web", false)),
+            ),
+            // "It refers a resource in another namespace when the reference has not been
+            // explicitly allowed by a ReferenceGrant ... the Reason must be set to
+            // `RefNotPermitted`".
+            (
+                "other namespace, no grant",
+                backend(Some("other"), "api", Some(9000)),
+                vec![],
+                Err(reason::REF_NOT_PERMITTED),
+            ),
+            // ReferenceGrant: "identifies kinds of resources in other namespaces that are
+            // trusted to reference the specified kinds of resources in the same namespace
+            // as the policy"; `to.name`: "When unspecified, this policy refers to all
+            // resources of the specified Group and Kind in the local namespace."
+            (
+                "grant for every Service",
+                backend(Some("other"), "api", Some(9000)),
+                vec![grant_all],
+                Ok(("other/api", true)),
+            ),
+            (
+                "grant naming the Service",
+                backend(Some("other"), "api", Some(9000)),
+                vec![grant_named.clone()],
+                Ok(("other/api", true)),
+            ),
+            (
+                "grant naming another Service",
+                backend(Some("other"), "db", Some(9000)),
+                vec![grant_named],
+                Err(reason::REF_NOT_PERMITTED),
+            ),
+            (
+                "grant for another route kind",
+                backend(Some("other"), "api", Some(9000)),
+                vec![grant_wrong_kind],
+                Err(reason::REF_NOT_PERMITTED),
+            ),
+            // "MUST NOT permit cross-namespace references which have no grant": one in
+            // the referrer's namespace grants nothing.
+            (
+                "grant in the referrer's namespace",
+                backend(Some("other"), "api", Some(9000)),
+                vec![grant_elsewhere],
+                Err(reason::REF_NOT_PERMITTED),
+            ),
+            // A permitted reference to a missing Service is BackendNotFound.
+            (
+                "granted but missing",
+                backend(Some("other"), "gone", Some(1)),
+                vec![grant("other", "HTTPRoute", "apps", "", "Service", None)],
+                Err(reason::BACKEND_NOT_FOUND),
+            ),
+        ];
+        for (why, b, grants, want) in rows {
+            let got = resolve_backend(&b, ROUTE, &services, &grants)
+                .map(|r| (format!("{}/{}", r.namespace, r.name), r.h2c))
+                .map_err(|u| u.reason);
+            let want = want.map(|(k, h)| (k.to_owned(), h));
+            assert_eq!(got, want, "{why}");
+        }
+    }
+
+    #[test]
+    fn certificate_references() {
+        const GW: Referrer<'static> = Referrer {
+            group: "gateway.networking.k8s.io",
+            kind: "Gateway",
+            namespace: "infra",
+        };
+        let secrets = [
+            tls_secret("infra", "cert"),
+            tls_secret("certs", "shared"),
+            opaque_secret("infra", "opaque"),
+        ];
+        let cert = |ns: Option<&str>, name: &str| SecretObjectReference {
+            namespace: ns.map(str::to_owned),
+            name: name.to_owned(),
+            ..Default::default()
+        };
+        let mut cm = cert(None, "cert");
+        cm.kind = Some("ConfigMap".into());
+        type Row<'a> = (
+            &'a str,
+            SecretObjectReference,
+            Vec<ReferenceGrant>,
+            Result<(), &'a str>,
+        );
+        let rows: Vec<Row> = vec![
+            ("same namespace", cert(None, "cert"), vec![], Ok(())),
+            // ListenerReasonInvalidCertificateRef: "A CertificateRef is considered invalid
+            // when it refers to a nonexistent or unsupported resource or kind, or when the
+            // data within that resource is malformed."
+            (
+                "unsupported kind",
+                cm,
+                vec![],
+                Err(reason::INVALID_CERTIFICATE_REF),
+            ),
+            // "Support: Core - A single reference to a Kubernetes Secret of type
+            // kubernetes.io/tls"; anything else is InvalidCertificateRef (above).
+            (
+                "missing Secret",
+                cert(None, "gone"),
+                vec![],
+                Err(reason::INVALID_CERTIFICATE_REF),
+            ),
+            (
+                "not a TLS Secret",
+                cert(None, "opaque"),
+                vec![],
+                Err(reason::INVALID_CERTIFICATE_REF),
+            ),
+            // "References to a resource in different namespace are invalid UNLESS there is
+            // a ReferenceGrant in the target namespace that allows the certificate to be
+            // attached. If a ReferenceGrant does not allow this reference, the
+            // "ResolvedRefs" condition MUST be set to False for this listener with the
+            // "RefNotPermitted" reason."
+            (
+                "other namespace, no grant",
+                cert(Some("certs"), "shared"),
+                vec![],
+                Err(reason::REF_NOT_PERMITTED),
+            ),
+            (
+                "other namespace, granted",
+                cert(Some("certs"), "shared"),
+                vec![grant("certs", "Gateway", "infra", "", "Secret", None)],
+                Ok(()),
+            ),
+        ];
+        for (why, c, grants, want) in rows {
+            let got = resolve_certificate(&c, GW, &secrets, &grants)
+                .map(|_| ())
+                .map_err(|u| u.reason);
+            assert_eq!(got, want, "{why}");
+        }
+    }
+}

@@ -1,0 +1,807 @@
+//! The whole translation, scenario by scenario. Objects are written as YAML, as a user
+//! would; each scenario quotes the Gateway API v1.6.3 rule it checks.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use lockstep_crds::gateway::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ListenerStatus, ReferenceGrant};
+use lockstep_crds::{PathType, gateway::RouteParentStatus};
+
+use super::{
+    GatewayInputs, Translation,
+    lower::{Gap, router_config_spec},
+    rules::ServedBackend,
+    status::{FleetProgress, condition as ctype, gateway_programmed, reason, route_ready},
+    testutil::*,
+    translate,
+};
+
+fn now() -> Timestamp {
+    "2026-06-01T00:00:00Z".parse().unwrap()
+}
+
+fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn class() -> GatewayClass {
+    yaml("metadata: {name: lockstep, generation: 1}\nspec: {controllerName: lockstep.dev/gateway-controller}")
+}
+
+fn gateway(listeners: &str) -> Gateway {
+    yaml(&format!(
+        "metadata: {{name: gw, namespace: infra, generation: 3}}\nspec:\n  gatewayClassName: lockstep\n  listeners: {listeners}"
+    ))
+}
+
+const HTTP80: &str = "[{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}]";
+
+fn http_route(ns: &str, name: &str, created: &str, spec: &str) -> HTTPRoute {
+    yaml(&format!(
+        "metadata: {{name: {name}, namespace: {ns}, uid: uid-{name}, generation: 2, creationTimestamp: \"{created}\"}}\nspec: {spec}"
+    ))
+}
+
+fn services() -> Vec<Service> {
+    vec![
+        service("infra", "web", &[(8080, None)]),
+        service("infra", "web2", &[(8080, None)]),
+        service("apps", "api", &[(9000, None)]),
+        service("infra", "grpc", &[(9000, Some("kubernetes.io/h2c"))]),
+    ]
+}
+
+struct World {
+    class: GatewayClass,
+    gateway: Gateway,
+    http: Vec<HTTPRoute>,
+    grpc: Vec<GRPCRoute>,
+    services: Vec<Service>,
+    secrets: Vec<Secret>,
+    grants: Vec<ReferenceGrant>,
+    namespaces: Vec<Namespace>,
+}
+
+impl World {
+    fn new(gateway: Gateway) -> Self {
+        World {
+            class: class(),
+            gateway,
+            http: Vec::new(),
+            grpc: Vec::new(),
+            services: services(),
+            secrets: vec![tls_secret("infra", "cert")],
+            grants: Vec::new(),
+            namespaces: Vec::new(),
+        }
+    }
+
+    fn run(&self) -> Translation {
+        self.run_opt().expect("a Gateway of lockstep's class")
+    }
+}
+
+fn cond<'a>(p: &'a RouteParentStatus, t: &str) -> Option<(&'a str, &'a str)> {
+    p.conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+fn parent<'a>(t: &'a Translation, name: &str) -> &'a RouteParentStatus {
+    &t.routes
+        .iter()
+        .find(|r| r.route.key.name == name)
+        .expect("route verdict")
+        .parents[0]
+}
+
+fn listener<'a>(t: &'a Translation, name: &str) -> &'a ListenerStatus {
+    t.listeners
+        .iter()
+        .find(|l| l.name == name)
+        .expect("listener status")
+}
+
+#[test]
+fn class_and_gateway_acceptance() {
+    let mut w = World::new(gateway(HTTP80));
+    let t = w.run();
+    assert_eq!(t.class_conditions[0].status, "True");
+    assert_eq!(
+        (
+            t.gateway_conditions[0].status.as_str(),
+            t.gateway_conditions[0].reason.as_str()
+        ),
+        ("True", reason::ACCEPTED)
+    );
+    // Programmed before the fleet reports: False Pending, with the Gateway's generation.
+    assert_eq!(
+        (
+            t.gateway_conditions[1].status.as_str(),
+            t.gateway_conditions[1].reason.as_str()
+        ),
+        ("False", reason::PENDING)
+    );
+    assert!(
+        t.gateway_conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(3))
+    );
+
+    // GatewayClass: only "controllerName: lockstep.dev/gateway-controller" is lockstep's;
+    // another controller's class and its Gateways get nothing from lockstep.
+    w.class.spec.controller_name = "example.com/other".into();
+    assert!(w.run_opt().is_none());
+    w.class = class();
+    // Gateway `spec.addresses`: "UnsupportedAddress ... an address that was provided is a
+    // type which is not supported by the implementation."
+    w.gateway.spec.addresses = vec![lockstep_crds::gateway::GatewaySpecAddress {
+        address_type: None,
+        value: "10.0.0.1".into(),
+    }];
+    let t = w.run();
+    assert_eq!(t.gateway_conditions[0].reason, reason::UNSUPPORTED_ADDRESS);
+    assert_eq!(t.gateway_conditions[1].reason, reason::INVALID);
+    assert!(
+        t.config.is_none(),
+        "a Gateway that is not accepted serves nothing"
+    );
+}
+
+impl World {
+    fn run_opt(&self) -> Option<Translation> {
+        translate(
+            GatewayInputs {
+                class: &self.class,
+                gateway: &self.gateway,
+                http_routes: &self.http,
+                grpc_routes: &self.grpc,
+                services: &self.services,
+                secrets: &self.secrets,
+                grants: &self.grants,
+                namespaces: &self.namespaces,
+            },
+            now(),
+        )
+    }
+}
+
+#[test]
+fn unresolved_backends_are_answered_500_with_their_weight() {
+    let mut w = World::new(gateway(HTTP80));
+    // HTTPRouteRule backendRefs: "If multiple backends are specified, and some are
+    // invalid, the proportion of requests that would otherwise have been routed to an
+    // invalid backend MUST receive a 500 status code."
+    w.http.push(http_route(
+        "infra",
+        "split",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], rules: [{backendRefs: [{name: web, port: 8080, weight: 70}, {name: gone, port: 8080, weight: 30}]}]}",
+    ));
+    let t = w.run();
+    let p = parent(&t, "split");
+    assert_eq!(cond(p, ctype::ACCEPTED), Some(("True", reason::ACCEPTED)));
+    assert_eq!(
+        cond(p, ctype::RESOLVED_REFS),
+        Some(("False", reason::BACKEND_NOT_FOUND))
+    );
+    let config = t.config.as_ref().unwrap();
+    let backends = &config.listeners[0].entries[0].entry.backends;
+    assert!(matches!(&backends[0], ServedBackend::Service { service, weight: 70 } if service.name == "web"));
+    assert_eq!(
+        backends[1],
+        ServedBackend::Status {
+            status: 500,
+            weight: 30
+        }
+    );
+    assert_eq!(
+        listener(&t, "http").attached_routes,
+        1,
+        "a route with a bad backend is still attached"
+    );
+}
+
+#[test]
+fn route_parent_reasons() {
+    let mut w = World::new(gateway(
+        "[{name: http, port: 80, protocol: HTTP}, {name: foo, port: 8080, protocol: HTTP, hostname: foo.example.com}]",
+    ));
+    /// (name, namespace, spec, Accepted, ResolvedRefs)
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<(&'a str, &'a str)>,
+        Option<(&'a str, &'a str)>,
+    );
+    let rows: &[Row] = &[
+        // (name, namespace, spec, Accepted, ResolvedRefs)
+        // RouteReasonNoMatchingParent: "a Route ParentRef specifies a Port and/or
+        // SectionName that does not match any Listeners in the Gateway."
+        (
+            "no-section",
+            "infra",
+            "{parentRefs: [{name: gw, sectionName: nope}], rules: [{backendRefs: [{name: web, port: 8080}]}]}",
+            Some(("False", reason::NO_MATCHING_PARENT)),
+            Some(("True", reason::RESOLVED_REFS)),
+        ),
+        // RouteReasonNotAllowedByListeners: "the Gateway has no Listener whose
+        // allowedRoutes criteria permit the route" (default From: Same).
+        (
+            "other-ns",
+            "apps",
+            "{parentRefs: [{name: gw, namespace: infra}], rules: [{backendRefs: [{name: api, port: 9000}]}]}",
+            Some(("False", reason::NOT_ALLOWED_BY_LISTENERS)),
+            Some(("True", reason::RESOLVED_REFS)),
+        ),
+        // RouteReasonNoMatchingListenerHostname: "the Gateway has no compatible Listeners
+        // whose Hostname matches the route".
+        (
+            "bad-host",
+            "infra",
+            "{parentRefs: [{name: gw, sectionName: foo}], hostnames: [bar.example.net], rules: [{backendRefs: [{name: web, port: 8080}]}]}",
+            Some(("False", reason::NO_MATCHING_LISTENER_HOSTNAME)),
+            Some(("True", reason::RESOLVED_REFS)),
+        ),
+        // HTTPBackendRef: "It refers to an unknown or unsupported kind of resource ...
+        // `InvalidKind`".
+        (
+            "bad-kind",
+            "infra",
+            "{parentRefs: [{name: gw}], rules: [{backendRefs: [{group: example.com, kind: Bucket, name: web}]}]}",
+            Some(("True", reason::ACCEPTED)),
+            Some(("False", reason::INVALID_KIND)),
+        ),
+        // "It refers a resource in another namespace when the reference has not been
+        // explicitly allowed by a ReferenceGrant ... `RefNotPermitted`".
+        (
+            "cross-ns",
+            "infra",
+            "{parentRefs: [{name: gw}], rules: [{backendRefs: [{name: api, namespace: apps, port: 9000}]}]}",
+            Some(("True", reason::ACCEPTED)),
+            Some(("False", reason::REF_NOT_PERMITTED)),
+        ),
+        // HTTPRouteFilter type: "Unknown values here must result in the implementation
+        // setting the Accepted Condition for the Route to `status: False`, with a Reason of
+        // `UnsupportedValue`." (Every rule unsupported: the route is not accepted.)
+        (
+            "mirror-only",
+            "infra",
+            "{parentRefs: [{name: gw}], rules: [{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web2, port: 8080}}}], backendRefs: [{name: web, port: 8080}]}]}",
+            Some(("False", reason::UNSUPPORTED_VALUE)),
+            Some(("True", reason::RESOLVED_REFS)),
+        ),
+        (
+            "regex-path",
+            "infra",
+            "{parentRefs: [{name: gw}], rules: [{matches: [{path: {type: RegularExpression, value: \"/v[0-9]+\"}}], backendRefs: [{name: web, port: 8080}]}]}",
+            Some(("False", reason::UNSUPPORTED_VALUE)),
+            Some(("True", reason::RESOLVED_REFS)),
+        ),
+        // HTTPRouteFilter: "If a reference to a custom filter type cannot be resolved, the
+        // filter MUST NOT be skipped. Instead, requests that would have been processed by
+        // that filter MUST receive a HTTP error response."
+        (
+            "extension",
+            "infra",
+            "{parentRefs: [{name: gw}], rules: [{filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Magic, name: m}}], backendRefs: [{name: web, port: 8080}]}]}",
+            Some(("True", reason::ACCEPTED)),
+            Some(("False", reason::INVALID_KIND)),
+        ),
+    ];
+    for (name, ns, spec, _, _) in rows {
+        w.http.push(http_route(ns, name, "2026-01-01T00:00:00Z", spec));
+    }
+    let t = w.run();
+    for (name, _, _, accepted, resolved) in rows {
+        let p = parent(&t, name);
+        assert_eq!(cond(p, ctype::ACCEPTED), *accepted, "{name}: Accepted");
+        assert_eq!(cond(p, ctype::RESOLVED_REFS), *resolved, "{name}: ResolvedRefs");
+        assert_eq!(
+            cond(p, ctype::PARTIALLY_INVALID),
+            None,
+            "{name}: PartiallyInvalid is only for a mix"
+        );
+        assert!(
+            p.conditions.iter().all(|c| c.observed_generation == Some(2)),
+            "{name}: the route's generation"
+        );
+        assert_eq!(p.controller_name, lockstep_crds::gateway::CONTROLLER_NAME);
+    }
+    let config = t.config.as_ref().unwrap();
+    let served: Vec<&str> = config.routes.iter().map(|r| r.key.name.as_str()).collect();
+    assert_eq!(
+        served,
+        ["bad-kind", "cross-ns", "extension"],
+        "only accepted routes are contained"
+    );
+    let extension = config.listeners[0]
+        .entries
+        .iter()
+        .find(|e| config.routes[e.route].key.name == "extension")
+        .unwrap();
+    assert_eq!(
+        extension.entry.backends,
+        [ServedBackend::Status {
+            status: 500,
+            weight: 1
+        }]
+    );
+    // ListenerStatus attachedRoutes: "Routes with any other value for the Accepted
+    // condition MUST NOT be included in this count."
+    assert_eq!(listener(&t, "http").attached_routes, 3);
+}
+
+#[test]
+fn a_reference_grant_admits_a_cross_namespace_backend() {
+    let mut w = World::new(gateway(HTTP80));
+    w.http.push(http_route(
+        "infra",
+        "cross-ns",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], rules: [{backendRefs: [{name: api, namespace: apps, port: 9000}]}]}",
+    ));
+    w.grants
+        .push(grant("apps", "HTTPRoute", "infra", "", "Service", None));
+    let t = w.run();
+    assert_eq!(
+        cond(parent(&t, "cross-ns"), ctype::RESOLVED_REFS),
+        Some(("True", reason::RESOLVED_REFS))
+    );
+}
+
+#[test]
+fn dropped_rules_make_a_route_partially_invalid() {
+    let mut w = World::new(gateway(HTTP80));
+    // RouteConditionPartiallyInvalid: "Drop Rule(s): ... The message for this condition
+    // MUST start with the prefix "Dropped Rule" ... the "Accepted" condition MUST be set to
+    // "True" with the latest generation of the resource."
+    w.http.push(http_route("infra", "mixed", "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], rules: [{matches: [{path: {value: /ok}}], backendRefs: [{name: web, port: 8080}]}, {matches: [{path: {value: /cors}}], filters: [{type: CORS, cors: {allowOrigins: [\"*\"]}}], backendRefs: [{name: web, port: 8080}]}]}"));
+    let t = w.run();
+    let p = parent(&t, "mixed");
+    assert_eq!(cond(p, ctype::ACCEPTED), Some(("True", reason::ACCEPTED)));
+    let partial = p
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ctype::PARTIALLY_INVALID)
+        .unwrap();
+    assert_eq!(
+        (partial.status.as_str(), partial.reason.as_str()),
+        ("True", reason::UNSUPPORTED_VALUE)
+    );
+    assert!(partial.message.starts_with("Dropped Rule"), "{}", partial.message);
+    let config = t.config.as_ref().unwrap();
+    let paths: Vec<&str> = config.listeners[0]
+        .entries
+        .iter()
+        .map(|e| e.entry.path.as_str())
+        .collect();
+    assert_eq!(paths, ["/ok"], "the dropped rule is not served");
+    // The issue's promise: a partially invalid route never counts as served.
+    let ready = route_ready(
+        &p.conditions,
+        Some(FleetProgress::AllServe { replicas: 3 }),
+        2,
+        now(),
+    );
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "PartiallyInvalid")
+    );
+}
+
+#[test]
+fn listeners_are_isolated() {
+    // Gateway `spec.listeners`: "if Listeners are defined for "foo.example.com" and
+    // "*.example.com", a request to "foo.example.com" SHOULD only be routed using routes
+    // attached to the "foo.example.com" Listener (and not the "*.example.com" Listener)."
+    let mut w = World::new(gateway(
+        "[{name: foo, port: 80, protocol: HTTP, hostname: foo.example.com}, {name: wild, port: 80, protocol: HTTP, hostname: \"*.example.com\"}, {name: other-port, port: 8080, protocol: HTTP}]",
+    ));
+    w.http.push(http_route(
+        "infra",
+        "to-wild",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw, sectionName: wild}], rules: [{backendRefs: [{name: web, port: 8080}]}]}",
+    ));
+    w.http.push(http_route(
+        "infra",
+        "to-foo",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw, sectionName: foo}], rules: [{backendRefs: [{name: web2, port: 8080}]}]}",
+    ));
+    // No hostnames and no sectionName: attaches to every listener with its host names.
+    w.http.push(http_route("infra", "everywhere", "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], rules: [{matches: [{path: {value: /all}}], backendRefs: [{name: web, port: 8080}]}]}"));
+    let t = w.run();
+    let config = t.config.as_ref().unwrap();
+    let of = |listener: &str| -> Vec<(String, Option<String>)> {
+        let l = config.listeners.iter().find(|l| l.name == listener).unwrap();
+        l.entries
+            .iter()
+            .map(|e| (config.routes[e.route].key.name.clone(), e.host.clone()))
+            .collect()
+    };
+    let s = |x: &str| Some(x.to_owned());
+    let n = |x: &str| x.to_owned();
+    assert_eq!(
+        of("foo"),
+        [
+            (n("everywhere"), s("foo.example.com")),
+            (n("to-foo"), s("foo.example.com"))
+        ]
+    );
+    assert_eq!(
+        of("wild"),
+        [
+            (n("everywhere"), s("*.example.com")),
+            (n("to-wild"), s("*.example.com"))
+        ]
+    );
+    assert_eq!(of("other-port"), [(n("everywhere"), None)]);
+    assert_eq!(listener(&t, "foo").attached_routes, 2);
+    assert_eq!(listener(&t, "wild").attached_routes, 2);
+    assert_eq!(listener(&t, "other-port").attached_routes, 1);
+    // The per-port RouterConfigSpec cannot keep the two listeners of port 80 apart.
+    let l = &config.listeners[0];
+    assert!(
+        router_config_spec(l, "infra", "gw", 1, &|_| false)
+            .unwrap_err()
+            .contains(&Gap::SharedPort(80))
+    );
+}
+
+#[test]
+fn the_oldest_route_wins_a_tie() {
+    // HTTPRoute matches: "If ties still exist across multiple Routes, matching precedence
+    // MUST be determined in order of ... The oldest Route based on creation timestamp. The
+    // Route appearing first in alphabetical order by "{namespace}/{name}"."
+    let mut w = World::new(gateway(HTTP80));
+    let spec = |svc: &str| {
+        format!(
+            "{{parentRefs: [{{name: gw}}], hostnames: [app.example.com], rules: [{{matches: [{{path: {{value: /api}}}}], backendRefs: [{{name: {svc}, port: 8080}}]}}]}}"
+        )
+    };
+    w.http.push(http_route(
+        "infra",
+        "a-newer",
+        "2026-02-01T00:00:00Z",
+        &spec("web2"),
+    ));
+    w.http.push(http_route(
+        "infra",
+        "z-older",
+        "2026-01-01T00:00:00Z",
+        &spec("web"),
+    ));
+    w.http.push(http_route(
+        "infra",
+        "b-same-age",
+        "2026-01-01T00:00:00Z",
+        &spec("web2"),
+    ));
+    // Precedence first: an Exact path beats the older Prefix.
+    w.http.push(http_route("infra", "newest-exact", "2026-03-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], hostnames: [app.example.com], rules: [{matches: [{path: {type: Exact, value: /api}}], backendRefs: [{name: web, port: 8080}]}]}"));
+    let config = w.run().config.unwrap();
+    let order: Vec<&str> = config.listeners[0]
+        .entries
+        .iter()
+        .map(|e| config.routes[e.route].key.name.as_str())
+        .collect();
+    assert_eq!(order, ["newest-exact", "b-same-age", "z-older", "a-newer"]);
+    // Lowered, the duplicates that can never win are left out and the oldest route keeps
+    // the path.
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap();
+    let paths: Vec<(&str, PathType, &str)> = spec.rules[0]
+        .paths
+        .iter()
+        .map(|p| {
+            (
+                p.path.as_str(),
+                p.path_type,
+                p.backends[0].service.as_ref().unwrap().name.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("/api", PathType::Exact, "web"),
+            ("/api", PathType::Prefix, "web2")
+        ]
+    );
+    // The proxies' own table takes it: Exact /api first, the oldest route's Prefix below.
+    let key = crate::ObjectKey::new("infra", "gw");
+    let table = crate::RouteTable::compile([(&key, &spec)]);
+    assert_eq!(
+        table.lookup("app.example.com", "/api").map(|r| r.path_type),
+        Some(PathType::Exact)
+    );
+    assert_eq!(
+        table.lookup("app.example.com", "/api/x").map(|r| r.path_type),
+        Some(PathType::Prefix)
+    );
+}
+
+#[test]
+fn routes_record_the_generation_they_contain() {
+    let mut w = World::new(gateway(HTTP80));
+    w.http.push(http_route(
+        "infra",
+        "web",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], rules: [{backendRefs: [{name: web, port: 8080}]}]}",
+    ));
+    // A route for another Gateway is neither contained nor given a status here.
+    w.http.push(http_route(
+        "infra",
+        "elsewhere",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: other-gw}], rules: [{backendRefs: [{name: web, port: 8080}]}]}",
+    ));
+    let t = w.run();
+    assert_eq!(t.routes.len(), 1);
+    let config = t.config.as_ref().unwrap();
+    assert_eq!(config.routes.len(), 1);
+    assert_eq!(
+        (config.routes[0].uid.as_str(), config.routes[0].generation),
+        ("uid-web", 2)
+    );
+    assert_eq!(
+        (config.gateway.to_string(), config.generation),
+        ("infra/gw".to_owned(), 3)
+    );
+}
+
+#[test]
+fn filters_and_timeouts_become_lockstep_filters() {
+    let mut w = World::new(gateway(HTTP80));
+    w.http.push(http_route("infra", "filters", "2026-01-01T00:00:00Z", r#"
+      parentRefs: [{name: gw}]
+      hostnames: [app.example.com]
+      rules:
+      - matches: [{path: {value: /old}}]
+        filters:
+        - {type: RequestRedirect, requestRedirect: {scheme: https, port: 8443, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}}
+      - matches: [{path: {value: /api}, method: POST, headers: [{name: x-env, value: prod}], queryParams: [{name: v, type: RegularExpression, value: "^[0-9]+$"}]}]
+        filters:
+        - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: "1"}], remove: [x-b]}}
+        - {type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: x-c, value: "2"}]}}
+        - {type: URLRewrite, urlRewrite: {hostname: internal.example.com, path: {type: ReplaceFullPath, replaceFullPath: /v2}}}
+        backendRefs: [{name: web, port: 8080}]
+        timeouts: {request: 10s, backendRequest: 2s}
+    "#));
+    let config = w.run().config.unwrap();
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap();
+    let paths = &spec.rules[0].paths;
+    // Precedence: the POST+header+query /api entry and /old are distinct prefixes; both kept.
+    let api = paths.iter().find(|p| p.path == "/api").unwrap();
+    let m = api.matches.as_ref().unwrap();
+    assert_eq!(m.method, Some(lockstep_crds::HttpMethod::Post));
+    assert_eq!(
+        (m.headers.len(), m.query_params[0].match_type),
+        (1, lockstep_crds::MatchType::RegularExpression)
+    );
+    let f = api.filters.as_ref().unwrap();
+    assert_eq!(f.request_headers.as_ref().unwrap().remove, ["x-b"]);
+    assert_eq!(f.response_headers.as_ref().unwrap().add[0].name, "x-c");
+    assert_eq!(
+        f.rewrite
+            .as_ref()
+            .unwrap()
+            .path
+            .as_ref()
+            .unwrap()
+            .replace_full_path
+            .as_deref(),
+        Some("/v2")
+    );
+    assert_eq!(
+        api.timeouts.as_ref().unwrap().backend_request.as_deref(),
+        Some("2s")
+    );
+    let old = paths.iter().find(|p| p.path == "/old").unwrap();
+    let r = old.filters.as_ref().unwrap().redirect.as_ref().unwrap();
+    // HTTPRequestRedirectFilter statusCode: "+kubebuilder:default=302".
+    assert_eq!(
+        (r.status_code, r.port, r.scheme),
+        (302, Some(8443), Some(lockstep_crds::Scheme::Https))
+    );
+    assert!(
+        old.backends.is_empty() && old.backend.is_none(),
+        "a redirect is answered by the proxy"
+    );
+}
+
+#[test]
+fn grpc_routes_match_service_and_method() {
+    let mut w = World::new(gateway(HTTP80));
+    w.grpc.push(yaml(r#"
+      metadata: {name: echo, namespace: infra, uid: uid-echo, generation: 4, creationTimestamp: "2026-01-01T00:00:00Z"}
+      spec:
+        parentRefs: [{name: gw}]
+        hostnames: [grpc.example.com]
+        rules:
+        - matches: [{method: {service: echo.Echo, method: Ping}, headers: [{name: x-v, value: "2"}]}]
+          backendRefs: [{name: grpc, port: 9000}]
+        - matches: [{method: {service: echo.Echo}}]
+          backendRefs: [{name: grpc, port: 9000}]
+    "#));
+    w.grpc.push(yaml(
+        r#"
+      metadata: {name: method-only, namespace: infra, generation: 1}
+      spec:
+        parentRefs: [{name: gw}]
+        rules: [{matches: [{method: {method: Ping}}], backendRefs: [{name: grpc, port: 9000}]}]
+    "#,
+    ));
+    let t = w.run();
+    let config = t.config.as_ref().unwrap();
+    let entries: Vec<(&str, PathType)> = config.listeners[0]
+        .entries
+        .iter()
+        .map(|e| (e.entry.path.as_str(), e.entry.path_type))
+        .collect();
+    // GRPCRoute matches: "Precedence MUST be given to the rule with the largest number
+    // of: ... Characters in a matching service. Characters in a matching method. Header
+    // matches.": the service+method entry comes first.
+    assert_eq!(
+        entries,
+        [
+            ("/echo.Echo/Ping", PathType::Exact),
+            ("/echo.Echo", PathType::Prefix)
+        ]
+    );
+    assert_eq!(
+        config.listeners[0].entries[0].entry.matches.headers[0].name,
+        "x-v"
+    );
+    assert_eq!(
+        cond(parent(&t, "method-only"), ctype::ACCEPTED),
+        Some(("False", reason::UNSUPPORTED_VALUE))
+    );
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|r| {
+        config.routes[r].kind == "GRPCRoute"
+    });
+    assert!(spec.is_ok(), "an h2c Service lowers: {spec:?}");
+}
+
+#[test]
+fn lowering_names_each_gap() {
+    let mut w = World::new(gateway(
+        "[{name: http, port: 80, protocol: HTTP}, {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}]",
+    ));
+    w.services.push(service("infra", "plain-grpc", &[(9000, None)]));
+    w.http.push(http_route(
+        "infra",
+        "anyhost",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw, sectionName: http}], rules: [{backendRefs: [{name: gone, port: 1}]}]}",
+    ));
+    w.http.push(http_route("infra", "wild", "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw, sectionName: http}], hostnames: [\"*.example.com\"], rules: [{backendRefs: [{name: web, port: 8080}]}]}"));
+    let t = w.run();
+    let config = t.config.as_ref().unwrap();
+    let gaps = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap_err();
+    assert_eq!(gaps, [Gap::AnyHost, Gap::WildcardDepth("*.example.com".into())]);
+    // An HTTPS listener without host name presents its certificate for any SNI.
+    let https = config.listeners.iter().find(|l| l.name == "https").unwrap();
+    assert_eq!(https.certificates.len(), 1);
+    assert_eq!(
+        router_config_spec(https, "infra", "gw", 0, &|_| false).unwrap_err(),
+        [Gap::ListenerCertificate("infra/cert".into())]
+    );
+}
+
+#[test]
+fn programmed_and_ready_follow_the_barrier() {
+    // Gateway API defines Programmed as "assumed to be ready soon"; lockstep sets it True
+    // only when every live replica serves the generation.
+    let rows: &[(bool, Option<FleetProgress>, &str, &str)] = &[
+        (
+            false,
+            Some(FleetProgress::AllServe { replicas: 3 }),
+            "False",
+            reason::INVALID,
+        ),
+        (true, None, "False", reason::PENDING),
+        (true, Some(FleetProgress::NoReplicas), "False", reason::PENDING),
+        (
+            true,
+            Some(FleetProgress::Behind {
+                synced: 2,
+                replicas: 3,
+            }),
+            "False",
+            reason::PENDING,
+        ),
+        (
+            true,
+            Some(FleetProgress::Rejected {
+                rejected: 1,
+                replicas: 3,
+            }),
+            "False",
+            reason::PENDING,
+        ),
+        (
+            true,
+            Some(FleetProgress::AllServe { replicas: 3 }),
+            "True",
+            reason::PROGRAMMED,
+        ),
+    ];
+    for (accepted, fleet, status, why) in rows {
+        let c = gateway_programmed(*accepted, *fleet, 5, now());
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.observed_generation),
+            (*status, *why, Some(5)),
+            "{fleet:?}"
+        );
+    }
+    let accepted = [super::status::condition(
+        ctype::ACCEPTED,
+        true,
+        reason::ACCEPTED,
+        "",
+        2,
+        now(),
+    )];
+    let not_accepted = [super::status::condition(
+        ctype::ACCEPTED,
+        false,
+        reason::NO_MATCHING_PARENT,
+        "",
+        2,
+        now(),
+    )];
+    let ready_rows: &[(&[_], Option<FleetProgress>, &str, &str)] = &[
+        (
+            &not_accepted,
+            Some(FleetProgress::AllServe { replicas: 3 }),
+            "False",
+            "NotAccepted",
+        ),
+        (&accepted, Some(FleetProgress::NoReplicas), "False", "NoReplicas"),
+        (
+            &accepted,
+            Some(FleetProgress::Rejected {
+                rejected: 1,
+                replicas: 3,
+            }),
+            "False",
+            "Rejected",
+        ),
+        (
+            &accepted,
+            Some(FleetProgress::Behind {
+                synced: 1,
+                replicas: 3,
+            }),
+            "False",
+            "RolloutInProgress",
+        ),
+        (
+            &accepted,
+            Some(FleetProgress::AllServe { replicas: 3 }),
+            "True",
+            "AllReplicasSynced",
+        ),
+    ];
+    for (conds, fleet, status, why) in ready_rows {
+        let c = route_ready(conds, *fleet, 2, now());
+        assert_eq!(
+            (
+                c.type_.as_str(),
+                c.status.as_str(),
+                c.reason.as_str(),
+                c.observed_generation
+            ),
+            (ctype::LOCKSTEP_READY, *status, *why, Some(2)),
+            "{fleet:?}"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! Gateway: listeners (port, protocol, hostname, TLS) that routes attach to.
+
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, LabelSelector, SecretObjectReference};
+
+/// A set of listeners; for lockstep, one proxy fleet.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "Gateway",
+    plural = "gateways",
+    namespaced,
+    status = "GatewayStatus",
+    schema = "disabled",
+    derive = "PartialEq",
+    derive = "Default"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// The GatewayClass this Gateway belongs to.
+    pub gateway_class_name: String,
+    /// The listeners, unique by name.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Requested addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<GatewaySpecAddress>,
+}
+
+/// One logical endpoint of a Gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Listener {
+    /// Unique within the Gateway; what a route's `sectionName` names.
+    pub name: String,
+    /// Host names this listener accepts; unset means all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Port.
+    pub port: i32,
+    /// HTTP, HTTPS, TLS, TCP, UDP or an implementation-specific protocol.
+    pub protocol: String,
+    /// TLS settings (HTTPS and TLS listeners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTlsConfig>,
+    /// Which routes may attach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_routes: Option<AllowedRoutes>,
+}
+
+/// TLS settings of a listener.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerTlsConfig {
+    /// Terminate (default) or Passthrough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Certificates served (Secrets of type kubernetes.io/tls).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificate_refs: Vec<SecretObjectReference>,
+}
+
+/// Which routes may attach to a listener.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct AllowedRoutes {
+    /// Namespaces routes may come from; defaults to the Gateway's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<RouteNamespaces>,
+    /// Route kinds; empty means the kinds the listener's protocol supports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<RouteGroupKind>,
+}
+
+/// Namespaces routes may attach from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct RouteNamespaces {
+    /// All, Same (default) or Selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Labels of the allowed namespaces, when `from` is Selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// A route kind, with its group.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RouteGroupKind {
+    /// API group; defaults to `gateway.networking.k8s.io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind, e.g. HTTPRoute.
+    pub kind: String,
+}
+
+/// An address requested for a Gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct GatewaySpecAddress {
+    /// IPAddress (default), Hostname or an implementation-specific type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub address_type: Option<String>,
+    /// The address.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// Status of a Gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct GatewayStatus {
+    /// Addresses the Gateway is reachable at.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<GatewayStatusAddress>,
+    /// Accepted and Programmed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// One entry per listener.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// An address a Gateway is reachable at.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct GatewayStatusAddress {
+    /// IPAddress, Hostname or an implementation-specific type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub address_type: Option<String>,
+    /// The address.
+    pub value: String,
+}
+
+/// Status of one listener.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    /// The listener's name.
+    pub name: String,
+    /// Route kinds this listener accepts (of those it was asked for).
+    #[serde(default)]
+    pub supported_kinds: Vec<RouteGroupKind>,
+    /// Routes successfully attached.
+    pub attached_routes: i32,
+    /// Accepted, Programmed, ResolvedRefs, Conflicted.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
