@@ -1,4 +1,5 @@
-//! How lockstep's operator and proxies talk to the Kubernetes API.
+//! What lockstep's two binaries share as processes: how they talk to the Kubernetes API, how
+//! they stop, and how they log.
 //!
 //! A barrier is only as quick as its slowest party to notice a change, so both sides share
 //! one policy for the moments the apiserver is away: requests fail at once and are retried
@@ -49,9 +50,95 @@ pub async fn shutdown_signal() -> std::io::Result<&'static str> {
     })
 }
 
+/// The format of both binaries' logs on stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only on a terminal.
+    Text,
+    /// One JSON object per line, the event's fields at the top level beside `message`,
+    /// `level`, `target` and `timestamp`: the same shape from the operator and the proxy, so
+    /// one log pipeline reads both.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("log format {other:?}: expected text or json")),
+        }
+    }
+}
+
+/// The log filter when `RUST_LOG` is unset. kube-lease-manager logs every renewal at info.
+const DEFAULT_LOG_FILTER: &str = "info,kube_lease_manager=warn";
+
+/// Installs the process's logger: `RUST_LOG` or [`DEFAULT_LOG_FILTER`], to stderr, in
+/// `format`. Both binaries call this once at start-up.
+pub fn init_logging(format: LogFormat) {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing::subscriber::set_global_default(subscriber(format, std::io::stderr, ansi))
+        .expect("the logger is installed once, at start-up");
+}
+
+fn subscriber<W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        // Colour codes only for a terminal: log files and test harnesses parse these lines.
+        LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_logs_put_the_event_fields_beside_the_message() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = subscriber(LogFormat::Json, move || writer.clone(), false);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(replica = "proxy-0", "lockstep-proxy listening http=127.0.0.1:1");
+        });
+        let line = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let event: serde_json::Value = serde_json::from_str(line.trim()).expect(&line);
+        assert_eq!(
+            event["message"], "lockstep-proxy listening http=127.0.0.1:1",
+            "{line}"
+        );
+        assert_eq!(event["replica"], "proxy-0", "{line}");
+        assert_eq!(event["level"], "INFO", "{line}");
+    }
+
+    #[test]
+    fn log_formats_are_text_or_json() {
+        assert_eq!("json".parse(), Ok(LogFormat::Json));
+        assert_eq!("text".parse(), Ok(LogFormat::Text));
+        assert!("yaml".parse::<LogFormat>().unwrap_err().contains("text or json"));
+    }
 
     #[test]
     fn the_watch_backoff_never_gives_up_and_stays_within_six_seconds() {

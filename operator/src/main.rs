@@ -51,21 +51,8 @@ struct RunArgs {
     #[arg(long, default_value = "60s", value_parser = cli::parse_duration)]
     stall_timeout: Duration,
     /// Log format.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_lease_manager=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
+    #[arg(long, default_value = "text")]
+    log_format: lockstep_apiclient::LogFormat,
 }
 
 #[tokio::main]
@@ -80,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_logging(&args.log_format);
+    lockstep_apiclient::init_logging(args.log_format);
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "operator".into());
         format!("{}-{}", host.trim(), std::process::id())

@@ -118,23 +118,17 @@ struct Args {
     #[arg(long)]
     access_log: bool,
     /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[arg(long, default_value = "text")]
+    log_format: lockstep_apiclient::LogFormat,
     /// Runtime worker threads (default: one per CPU). With 1, a single-threaded runtime runs
     /// everything on the main thread.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.log_format);
+    lockstep_apiclient::init_logging(args.log_format);
     let threads = args
         .worker_threads
         .map(usize::from)
@@ -160,21 +154,6 @@ fn main() -> ExitCode {
             tracing::error!(error = format!("{error:#}"), "lockstep-proxy failed");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a terminal: log files and test harnesses parse these lines.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 
