@@ -25,8 +25,12 @@
 //! `/readyz` 200 serves G or newer. Liveness: once faults stop, every run ends with
 //! `Ready=True` for the newest generation (unless a replica rejects it).
 //!
-//! [`Mutation`] puts back, one at a time, the three bugs a review found in the first design;
+//! [`Mutation`] puts back, one at a time, the four bugs a review found in the first design;
 //! the checker must find a counterexample for each (`tests/barrier_model.rs`).
+//!
+//! [`objects`] is the second model: the promise per object across the RouterConfigs of a
+//! fleet (identity by uid, certificates, conflicts, replica processes), with the mutants of
+//! the review that found those gaps.
 
 use std::{collections::BTreeMap, time::Duration};
 
