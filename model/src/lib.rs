@@ -25,8 +25,12 @@
 //! `/readyz` 200 serves G or newer. Liveness: once faults stop, every run ends with
 //! `Ready=True` for the newest generation (unless a replica rejects it).
 //!
-//! [`Mutation`] puts back, one at a time, the three bugs a review found in the first design;
+//! [`Mutation`] puts back, one at a time, the four bugs a review found in the first design;
 //! the checker must find a counterexample for each (`tests/barrier_model.rs`).
+//!
+//! [`objects`] is the second model: the promise per object across the RouterConfigs of a
+//! fleet (identity by uid, certificates, conflicts, replica processes), with the mutants of
+//! the review that found those gaps.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -44,6 +48,8 @@ use lockstep_crds::{
     RouterReplicaStatus, ServedRouterConfig, condition,
 };
 use stateright::{Model, Property};
+
+pub mod objects;
 
 /// The namespace of the RouterConfig.
 const NS: &str = "apps";
@@ -66,6 +72,29 @@ pub enum Mutation {
     NameOnlyIdentity,
     /// The operator trusts its Lease cache when it writes Ready=True (no quorum list).
     NoMembershipRelist,
+    /// Identity is namespace/name and generation, no uid: a report, the join check and the
+    /// status write of one incarnation stand for a re-created one ([`objects`] model).
+    NameGenerationIdentity,
+    /// Each TLS host's certificate comes from the current spec of whichever object names it,
+    /// rejected or not, not from the generation that owns the host ([`objects`] model).
+    CertificateFromCurrentSpec,
+    /// The operator judges membership on its cached RouterReplica spec (no re-list of the
+    /// RouterReplicas before `Ready=True`) ([`objects`] model).
+    StaleReplicaSpec,
+    /// A sync loop that died leaves the replica renewing and ready ([`objects`] model).
+    UnsupervisedSyncLoop,
+    /// SIGTERM aborts the writers, so a write already on the wire re-creates the Lease and
+    /// RouterReplica after leave's deletes ([`objects`] model).
+    LeaveRecreatesLease,
+    /// Only the edited RouterConfig is re-judged when it takes or frees another's match or
+    /// TLS host ([`objects`] model).
+    EditedObjectOnlyRejudged,
+    /// The operator judges TLS material usable on its own weaker check (keys present) while
+    /// the replicas reject it ([`objects`] model).
+    OperatorJudgesTlsApart,
+    /// The operator never removes the RouterReplica of a replica whose Lease is gone
+    /// ([`objects`] model).
+    NoReplicaGarbageCollection,
 }
 
 /// The model's shape and bounds.
@@ -336,6 +365,14 @@ impl Status {
             synced: Some(out.synced.clone()),
             replica_status: out.replica_status.clone(),
         }
+    }
+
+    /// The status (True, False) of condition `type_`.
+    pub fn condition(&self, type_: &str) -> Option<&str> {
+        self.conditions
+            .iter()
+            .find(|c| c.0 == type_)
+            .map(|c| c.1.as_str())
     }
 
     /// The generation a `Ready=True` condition was computed for.

@@ -7,12 +7,16 @@ use std::{
 };
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use lockstep_crds::RouterConfig;
 use lockstep_e2e::fleet::{Operator, Proxy};
 use nix::{sys::signal::Signal, unistd::Pid};
 use rand::{Rng, rngs::StdRng};
 
-use crate::{OPERATOR_LEASE_NAMESPACE, Rollouts, World, operator_spec};
+use crate::{OPERATOR_LEASE_NAMESPACE, Rollouts, TLS_HOST, World, operator_spec};
 
 /// The faults, in the order the schedule draws them from (the order keeps a seed's schedule).
 #[derive(Debug, Clone, Copy)]
@@ -29,16 +33,24 @@ pub enum Fault {
     EditBurst,
     /// SIGSTOP the operator leader; SIGCONT 1 to 8 s later.
     FreezeLeader,
+    /// Delete `web` and create it again under the same name (`kubectl replace --force`): a
+    /// new uid, generation 1, no status.
+    Recreate,
+    /// A newer RouterConfig `rival` names `web`'s TLS host with another certificate; it is
+    /// deleted 1 to 6 s later. `web` (older) keeps the host and its certificate.
+    TlsTakeover,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] = [
+    const ALL: [Fault; 8] = [
         Fault::KillProxy,
         Fault::FreezeProxy,
         Fault::KillLeader,
         Fault::RestartApiserver,
         Fault::EditBurst,
         Fault::FreezeLeader,
+        Fault::Recreate,
+        Fault::TlsTakeover,
     ];
 
     /// A fault drawn uniformly.
@@ -55,6 +67,8 @@ impl Fault {
             Fault::RestartApiserver => "restart apiserver",
             Fault::EditBurst => "edit burst",
             Fault::FreezeLeader => "freeze operator leader",
+            Fault::Recreate => "delete and re-create web",
+            Fault::TlsTakeover => "a newer RouterConfig names web's TLS host",
         }
     }
 }
@@ -78,11 +92,13 @@ pub async fn inject(
         Fault::EditBurst => {
             world.tally.bursts.fetch_add(1, Ordering::Relaxed);
             for _ in 0..5 {
-                web.next();
+                web.next(world);
                 web.apply().await?;
             }
         }
         Fault::FreezeLeader => freeze_leader(world, rng).await,
+        Fault::Recreate => recreate(world, web).await?,
+        Fault::TlsTakeover => tls_takeover(world, web, rng).await?,
     }
     Ok(())
 }
@@ -203,4 +219,61 @@ async fn freeze_leader(world: &Arc<World>, rng: &mut StdRng) {
         tokio::time::sleep(frozen_for).await;
         let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
     });
+}
+
+/// Deletes `web`, waits until it is gone, and creates it again (the same spec, so the same
+/// `/gen/TAG` path: the next rollout moves on from it).
+async fn recreate(world: &Arc<World>, web: &mut Rollouts) -> anyhow::Result<()> {
+    let old = web.api.get_opt("web").await?.map(|rc| rc.uid().to_owned());
+    web.api.delete("web", &DeleteParams::default()).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while web
+        .api
+        .get_opt("web")
+        .await?
+        .is_some_and(|rc| Some(rc.uid()) == old.as_deref())
+    {
+        anyhow::ensure!(Instant::now() < deadline, "web not deleted within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A new version for the new incarnation: the old one's path is never Ready again.
+    web.next(world);
+    web.apply().await?;
+    world.tally.recreates.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Creates `rival`, newer than `web`, naming `web`'s TLS host with Secret `rival-tls` (and a
+/// path of its own, so only the TLS host is contested); deletes it 1 to 6 s later.
+async fn tls_takeover(world: &Arc<World>, web: &Rollouts, rng: &mut StdRng) -> anyhow::Result<()> {
+    if web.api.get_opt("rival").await?.is_some() {
+        return Ok(());
+    }
+    let rival = serde_json::json!({
+        "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+        "metadata": {"name": "rival", "namespace": world.ns},
+        "spec": {"fleet": "chaos", "rules": [{"host": TLS_HOST, "tls": {"secretName": "rival-tls"}, "paths": [
+            {"path": "/rival", "pathType": "Prefix", "backend": {"url": web.gen_url}}]}]}
+    });
+    let api: Api<RouterConfig> = web.api.clone();
+    api.patch(
+        "rival",
+        &PatchParams::apply("chaos").force(),
+        &Patch::Apply(rival),
+    )
+    .await?;
+    world.tally.tls_takeovers.fetch_add(1, Ordering::Relaxed);
+    let lasts = Duration::from_millis(rng.random_range(1000..6000));
+    tokio::spawn(async move {
+        tokio::time::sleep(lasts).await;
+        // Retried: the apiserver may be restarting.
+        for _ in 0..50 {
+            let deleted = api.delete("rival", &DeleteParams::default()).await.is_ok();
+            if deleted || matches!(api.get_opt("rival").await, Ok(None)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    Ok(())
 }

@@ -1,11 +1,15 @@
 //! Chaos run: checks the barrier's promise under faults. While hundreds of rollouts run,
 //! proxies are SIGKILLed and restarted or SIGSTOPped and resumed, the operator leader is
-//! killed or SIGSTOPped, the apiserver and etcd are restarted, and bursts of edits arrive
-//! faster than the debounce; one proxy runs with its wall clock 30 s ahead (libfaketime, when
-//! installed). At every status event that shows `Ready=True` for the current generation G,
+//! killed or SIGSTOPped, the apiserver and etcd are restarted, bursts of edits arrive faster
+//! than the debounce, the RouterConfig is deleted and re-created under the same name
+//! (generation back to 1, a new uid), and a newer RouterConfig names its TLS host with another
+//! certificate; one proxy runs with its wall clock 30 s ahead (libfaketime, when installed).
+//! At every status event that shows `Ready=True` for the current generation G of uid U,
 //! every replica that answers `/readyz` 200 (a faulted one too, e.g. one just woken from a
-//! freeze) must serve G (its `/config`, and a real request to a path only G routes); steady
-//! traffic counts failed requests to replicas that were not being faulted.
+//! freeze) must serve that version (a real request to a path only it routes: paths are never
+//! reused across generations or incarnations, so the check is per uid) and present its
+//! certificate for its TLS host; steady traffic counts failed requests to replicas that were
+//! not being faulted.
 //!
 //! `lockstep-e2e-chaos [--rollouts 200] [--seconds 600] [--replicas 3] [--seed N]`
 //! (see e2e/bench/chaos.sh). Loopback only; bounded in count and time; stops by itself.
@@ -82,6 +86,44 @@ struct World {
     operator_kubeconfig: PathBuf,
     tally: Tally,
     violations: Mutex<Vec<String>>,
+    /// The tag of the newest version applied (see [`Rollouts`]).
+    newest_tag: std::sync::atomic::AtomicU64,
+    /// The certificates of `web` and of the RouterConfig that tries to take its TLS host.
+    certs: Certs,
+}
+
+/// The TLS host of `web`, with its own certificate; a takeover names it with another.
+pub const TLS_HOST: &str = "tls.chaos.test";
+
+/// A self-signed certificate for [`TLS_HOST`].
+pub struct Cert {
+    /// PEM of the certificate.
+    pub pem: String,
+    /// PEM of its key.
+    pub key: String,
+    /// DER, to compare with what a replica presents.
+    pub der: Vec<u8>,
+}
+
+impl Cert {
+    fn new() -> anyhow::Result<Self> {
+        let params = rcgen::CertificateParams::new(vec![TLS_HOST.to_owned()])?;
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            pem: cert.pem(),
+            key: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        })
+    }
+}
+
+/// `web`'s certificate (Secret `web-tls`) and the taker's (Secret `rival-tls`).
+pub struct Certs {
+    /// What every ready replica must present for [`TLS_HOST`] while `web` is Ready.
+    pub web: Cert,
+    /// What a newer RouterConfig naming the same host brings.
+    pub rival: Cert,
 }
 
 /// How operator `i` runs: its own identity, sharing the leader Lease.
@@ -102,7 +144,9 @@ fn operator_spec(i: usize) -> OperatorSpec {
 }
 
 /// The RouterConfig `web` the rollouts rewrite: `/` to the default backend, and an Exact path
-/// `/gen/TAG` only this version routes (to the gen backend).
+/// `/gen/TAG` only this version routes (to the gen backend); TAG grows with every version
+/// applied, across re-creations too, so a path names one version of one incarnation. A second
+/// rule serves [`TLS_HOST`] with the certificate of Secret `web-tls`.
 struct Rollouts {
     api: Api<RouterConfig>,
     params: PatchParams,
@@ -120,14 +164,17 @@ impl Rollouts {
             "metadata": {"name": "web", "namespace": self.ns},
             "spec": {"fleet": "chaos", "rules": [{"host": "chaos.test", "paths": [
                 {"path": "/", "pathType": "Prefix", "backend": {"url": self.default_url}},
-                {"path": format!("/gen/{}", self.tag), "pathType": "Exact", "backend": {"url": self.gen_url}}]}]}
+                {"path": format!("/gen/{}", self.tag), "pathType": "Exact", "backend": {"url": self.gen_url}}]},
+                {"host": TLS_HOST, "tls": {"secretName": "web-tls"}, "paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"url": self.default_url}}]}]}
         });
         self.api.patch("web", &self.params, &Patch::Apply(object)).await
     }
 
     /// Moves to the next version (a new `/gen/TAG` path).
-    fn next(&mut self) {
+    fn next(&mut self, world: &World) {
         self.tag += 1;
+        world.newest_tag.fetch_max(self.tag, Ordering::SeqCst);
     }
 }
 
@@ -159,6 +206,14 @@ async fn start(replicas: usize, faketime: Option<&str>) -> anyhow::Result<(Arc<W
         None => eprintln!("chaos: libfaketime not installed (apt-get install faketime): no clock skew"),
     }
     eprintln!("chaos: logs in {}", dir.display());
+    let certs = Certs {
+        web: Cert::new()?,
+        rival: Cert::new()?,
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    for (name, cert) in [("web-tls", &certs.web), ("rival-tls", &certs.rival)] {
+        lockstep_e2e::check::put_tls_secret(&secrets, name, &cert.pem, &cert.key).await?;
+    }
     let default_backend = Backend::start(&dir, "default")?;
     let gen_backend = Backend::start(&dir, "gen")?;
 
@@ -168,6 +223,7 @@ async fn start(replicas: usize, faketime: Option<&str>) -> anyhow::Result<(Arc<W
     let slots = (0..replicas)
         .map(|i| {
             let mut spec = ProxySpec::new(&format!("proxy-{i}"), &ns, "chaos");
+            spec.tls = true;
             if i == 0
                 && let Some(lib) = faketime
             {
@@ -199,6 +255,8 @@ async fn start(replicas: usize, faketime: Option<&str>) -> anyhow::Result<(Arc<W
         operator_kubeconfig,
         tally: Tally::default(),
         violations: Mutex::default(),
+        newest_tag: Default::default(),
+        certs,
     };
     Ok((Arc::new(world), default_backend, gen_backend))
 }
@@ -226,7 +284,7 @@ async fn main() -> anyhow::Result<()> {
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = traffic::spawn(world.clone(), stop.clone());
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<(String, i64, Instant)>();
     let checker = checker::spawn(world.clone(), web.api.clone(), ready_tx);
 
     let mut longest_not_ready = Duration::ZERO;
@@ -244,7 +302,7 @@ async fn main() -> anyhow::Result<()> {
             );
             faults::inject(&world, &mut web, fault, &mut rng).await?;
         }
-        web.next();
+        web.next(&world);
         let rollout_start = Instant::now();
         let patched = loop {
             match web.apply().await {
@@ -257,11 +315,12 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         let generation = patched.metadata.generation.unwrap_or_default();
+        let uid = patched.uid().to_owned();
         world.tally.rollouts.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
-                Ok(Some((g, at))) if g >= generation => {
+                Ok(Some((u, g, at))) if u == uid && g >= generation => {
                     let took = at.saturating_duration_since(rollout_start);
                     if took > Duration::from_secs(5) {
                         eprintln!(

@@ -20,20 +20,24 @@ pub struct Tally {
     pub ready_checks: AtomicU64,
     pub ready_events: AtomicU64,
     pub operator_freezes: AtomicU64,
+    pub recreates: AtomicU64,
+    pub tls_takeovers: AtomicU64,
 }
 
 /// Prints the header, the run's row and one line per violation.
 pub fn print(seed: u64, t: &Tally, clock_skew: bool, violations: &[String], longest_not_ready: Duration) {
     println!(
-        "| seed | rollouts | timed out | proxy SIGKILL | proxy SIGSTOP | operator leader kills | operator leader SIGSTOP | apiserver restarts | edit bursts | clock skew | Ready=True events checked | ready replicas checked (per event) | invariant violations | requests | failed (ready replicas) | excused (faulted replica) | longest apply→Ready |"
+        "| seed | rollouts | timed out | proxy SIGKILL | proxy SIGSTOP | operator leader kills | operator leader SIGSTOP | apiserver restarts | edit bursts | re-creates | TLS-host takeovers | clock skew | Ready=True events checked | ready replicas checked (per event) | invariant violations | requests | failed (ready replicas) | excused (faulted replica) | longest apply→Ready |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let (events, checks) = (
         t.ready_events.load(Ordering::Relaxed),
         t.ready_checks.load(Ordering::Relaxed),
     );
     println!(
-        "| {seed} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({:.1}) | {} | {} | {} | {} | {:.2} s |",
+        "| {seed} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({:.1}) | {} | {} | {} | {} | {:.2} s |",
         t.rollouts.load(Ordering::Relaxed),
         t.rollouts_timed_out.load(Ordering::Relaxed),
         t.proxy_kills.load(Ordering::Relaxed),
@@ -42,6 +46,8 @@ pub fn print(seed: u64, t: &Tally, clock_skew: bool, violations: &[String], long
         t.operator_freezes.load(Ordering::Relaxed),
         t.apiserver_restarts.load(Ordering::Relaxed),
         t.bursts.load(Ordering::Relaxed),
+        t.recreates.load(Ordering::Relaxed),
+        t.tls_takeovers.load(Ordering::Relaxed),
         if clock_skew { "proxy-0 +30 s" } else { "none" },
         events,
         checks,
