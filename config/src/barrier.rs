@@ -153,12 +153,16 @@ pub struct Member<'a> {
 }
 
 /// The live members of `fleet` (`live`, from the Lease clock) that serve RouterConfigs of
-/// `namespace`, with their reports on `namespace/name`. A live Lease whose RouterReplica is
-/// missing or names another fleet is a member without a report: it holds `Ready` back (it
-/// may serve anything) but is never counted as synced.
+/// `namespace`, with their reports on `namespace/name` of incarnation `uid`. A live Lease
+/// whose RouterReplica is missing or names another fleet is a member without a report: it
+/// holds `Ready` back (it may serve anything) but is never counted as synced. A report on
+/// another uid is about an earlier object of the same name (deleted and re-created, its
+/// generation restarted at 1): it is no report on this one, so the old object's reports
+/// never make the new one Ready.
 pub fn members_serving<'a>(
     namespace: &str,
     name: &str,
+    uid: &str,
     fleet: &str,
     live: impl IntoIterator<Item = &'a ReplicaId>,
     replica: impl Fn(&ReplicaId) -> Option<&'a RouterReplica>,
@@ -170,13 +174,33 @@ pub fn members_serving<'a>(
                 report: rrep.status.as_ref().and_then(|s| {
                     s.served
                         .iter()
-                        .find(|e| e.namespace == namespace && e.name == name)
+                        .find(|e| e.namespace == namespace && e.name == name && e.uid == uid)
                 }),
             }),
             _ => Some(Member {
                 id: id.clone(),
                 report: None,
             }),
+        })
+        .collect()
+}
+
+/// The live replicas of `fleet` that [`members_serving`] leaves out of `namespace` because
+/// their RouterReplica says they do not serve it. Leaving a replica out is the one way a
+/// stale RouterReplica can make `Ready` lie (a missing one, or one naming another fleet,
+/// holds `Ready` back instead): a replica restarted with a wider namespace list writes its
+/// new spec before its Lease, but the operator's RouterReplica cache is a separate watch and
+/// can still hold the old spec when the Lease is seen, and so judge out a member that serves
+/// an old generation. Before `Ready=True` the operator reads these again with a quorum read.
+pub fn left_out_by_spec<'a, 'r>(
+    namespace: &str,
+    fleet: &str,
+    live: impl IntoIterator<Item = &'a ReplicaId>,
+    replica: impl Fn(&ReplicaId) -> Option<&'r RouterReplica>,
+) -> Vec<&'a ReplicaId> {
+    live.into_iter()
+        .filter(|id| {
+            replica(id).is_some_and(|r| r.spec.fleet == fleet && !r.spec.serves_namespace(namespace))
         })
         .collect()
 }
@@ -226,11 +250,17 @@ pub struct OperatorStatus {
 }
 
 impl OperatorStatus {
-    /// The server-side apply body for the status subresource.
-    pub fn apply_patch(&self) -> Value {
+    /// The server-side apply body for the status subresource of the object whose
+    /// metadata.resourceVersion was `resource_version` when this status was computed. The
+    /// resourceVersion is a precondition: the apiserver refuses the write (409) when the object
+    /// changed since, and so when it is another object of the same name (deleted and
+    /// re-created meanwhile): a verdict on the old object never lands on the new one. (A
+    /// metadata.uid in the body would not do: the apiserver ignores it in a status patch.)
+    pub fn apply_patch(&self, resource_version: &str) -> Value {
         let mut patch = json!({
             "apiVersion": lockstep_crds::API_VERSION,
             "kind": lockstep_crds::KIND,
+            "metadata": {"resourceVersion": resource_version},
             "status": {
                 "observedGeneration": self.observed_generation,
                 "conditions": self.conditions,

@@ -36,6 +36,9 @@ pub struct LeaseView {
     pub duration: Duration,
     /// Its resourceVersion, compared only for equality: a new one is a renewal.
     pub version: String,
+    /// Its metadata.uid: which incarnation of the Lease this is. A Lease deleted and created
+    /// again under the same name (a replica that left and came back) is another one.
+    pub uid: String,
 }
 
 impl LeaseView {
@@ -53,6 +56,7 @@ impl LeaseView {
             held,
             duration: Duration::from_secs(u64::try_from(seconds).unwrap_or(0)),
             version: lease.metadata.resource_version.clone().unwrap_or_default(),
+            uid: lease.metadata.uid.clone().unwrap_or_default(),
         })
     }
 }
@@ -86,9 +90,24 @@ impl LeaseClock {
         }
     }
 
-    /// Forgets a deleted Lease.
+    /// Forgets whatever is known of `id`'s Lease.
     pub fn forget(&mut self, id: &ReplicaId) {
         self.leases.remove(id);
+    }
+
+    /// A watch reported `deleted` gone. Only that incarnation is forgotten: the watch can lag
+    /// a quorum list that already saw the Lease created again (the replica came back), and
+    /// forgetting the new one would judge the fleet without a live member. Returns true when
+    /// something was forgotten.
+    pub fn deleted(&mut self, deleted: &LeaseView) -> bool {
+        let same = self
+            .leases
+            .get(&deleted.id)
+            .is_some_and(|seen| seen.view.uid == deleted.uid);
+        if same {
+            self.leases.remove(&deleted.id);
+        }
+        same
     }
 
     /// Keeps only the Leases `keep` says still exist (after a watch relisted them all).
@@ -112,6 +131,17 @@ impl LeaseClock {
         self.leases.values().filter_map(move |seen| {
             let until = seen.at + seen.view.duration;
             (seen.view.fleet == fleet && seen.view.held && until > now).then_some((&seen.view.id, until))
+        })
+    }
+
+    /// When `id`'s Lease stops (or stopped) counting, on this clock: its duration after the
+    /// version last seen, or when it was seen released. None when no Lease of it is known.
+    pub fn counts_until(&self, id: &ReplicaId) -> Option<Mono> {
+        let seen = self.leases.get(id)?;
+        Some(if seen.view.held {
+            seen.at + seen.view.duration
+        } else {
+            seen.at
         })
     }
 
@@ -301,6 +331,7 @@ mod tests {
             held: true,
             duration: s(10),
             version: version.into(),
+            uid: format!("uid-{name}"),
         }
     }
 
@@ -393,9 +424,31 @@ mod tests {
     }
 
     #[test]
+    fn a_late_delete_of_an_earlier_lease_does_not_forget_the_one_created_since() {
+        let mut clock = LeaseClock::default();
+        clock.observe(mk_view("p0", "1"), s(0));
+        // p0 left and came back: its Lease was deleted and created again. A quorum list sees
+        // the new Lease before the watch delivers the old one's deletion.
+        let again = LeaseView {
+            uid: "uid-p0-again".into(),
+            ..mk_view("p0", "9")
+        };
+        clock.relist("blue", vec![again.clone()], s(1));
+        assert!(
+            !clock.deleted(&mk_view("p0", "8")),
+            "the old Lease is already gone"
+        );
+        assert_eq!(live_names(&clock, s(2)), ["proxies/p0"]);
+        // The deletion of the Lease it holds does forget it.
+        assert!(clock.deleted(&again));
+        assert!(live_names(&clock, s(2)).is_empty());
+    }
+
+    #[test]
     fn lease_view_reads_the_proxy_lease_contract() {
         let lease: Lease = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "lockstep-proxy-p0", "namespace": "proxies", "resourceVersion": "42",
+                         "uid": "uid-p0",
                          "labels": {"lockstep.dev/fleet": "blue"}},
             "spec": {"holderIdentity": "p0", "leaseDurationSeconds": 10}
         }))

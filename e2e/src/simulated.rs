@@ -198,12 +198,18 @@ impl SimulatedReplica {
             .expect("delete Lease");
     }
 
-    /// Reports serving `generation` of `rc` with `digest`.
-    pub async fn report(&self, _api: &Api<RouterConfig>, rc: &str, generation: i64, digest: &str) {
+    /// Reports serving `generation` of `rc` (the object of that name now) with `digest`.
+    pub async fn report(&self, api: &Api<RouterConfig>, rc: &str, generation: i64, digest: &str) {
+        let uid = uid_of(api, rc).await;
+        self.report_on(rc, &uid, generation, digest).await;
+    }
+
+    /// Reports serving `generation` of the object `rc` whose metadata.uid is `uid`.
+    pub async fn report_on(&self, rc: &str, uid: &str, generation: i64, digest: &str) {
         self.write_entry(
             rc,
-            json!({"namespace": self.rc_ns, "name": rc, "observedGeneration": generation, "configDigest": digest,
-                   "appliedAt": Timestamp::now().to_string()}),
+            json!({"namespace": self.rc_ns, "name": rc, "uid": uid, "observedGeneration": generation,
+                   "configDigest": digest, "appliedAt": Timestamp::now().to_string()}),
         )
         .await;
     }
@@ -211,16 +217,17 @@ impl SimulatedReplica {
     /// Reports that `rejected` failed to apply while it keeps serving `serving`.
     pub async fn reject(
         &self,
-        _api: &Api<RouterConfig>,
+        api: &Api<RouterConfig>,
         rc: &str,
         serving: i64,
         digest: &str,
         rejected: i64,
         message: &str,
     ) {
+        let uid = uid_of(api, rc).await;
         self.write_entry(
             rc,
-            json!({"namespace": self.rc_ns, "name": rc, "observedGeneration": serving, "configDigest": digest,
+            json!({"namespace": self.rc_ns, "name": rc, "uid": uid, "observedGeneration": serving, "configDigest": digest,
                    "appliedAt": Timestamp::now().to_string(),
                    "rejected": {"generation": rejected, "message": message}}),
         )
@@ -231,7 +238,8 @@ impl SimulatedReplica {
     pub async fn report_current(&self, api: &Api<RouterConfig>, rc: &str) -> i64 {
         let object = api.get(rc).await.unwrap();
         let generation = object.metadata.generation.unwrap();
-        self.report(api, rc, generation, &digest_of(&object)).await;
+        self.report_on(rc, object.uid(), generation, &digest_of(&object))
+            .await;
         generation
     }
 
@@ -286,6 +294,15 @@ impl SimulatedReplica {
             .await
             .expect("apply the replica's report");
     }
+}
+
+/// metadata.uid of the RouterConfig `name`.
+async fn uid_of(api: &Api<RouterConfig>, name: &str) -> String {
+    api.get(name)
+        .await
+        .expect("get the RouterConfig")
+        .uid()
+        .to_owned()
 }
 
 impl Drop for SimulatedReplica {

@@ -499,3 +499,91 @@ async fn kubectl_explain_documents_the_traffic_fields() {
         }
     }
 }
+
+/// What the apiserver does with metadata.uid and metadata.resourceVersion in a write to the
+/// status subresource, server-side apply (what the operator sends) and merge patch alike: a
+/// uid is ignored (the write lands on whatever object has the name now), a resourceVersion is
+/// a precondition (a mismatch is refused with 409 Conflict and nothing is written). So the
+/// operator fences its status write with the resourceVersion it judged: a status computed for
+/// a RouterConfig that was deleted and re-created under the same name meanwhile must not land
+/// on the new object.
+#[tokio::test]
+async fn a_status_write_is_fenced_by_its_resource_version_not_by_a_uid() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "precondition").await.unwrap();
+    apply(cp, &ns, &router_config("web", valid_spec()), &[]).unwrap();
+    let api: Api<RouterConfig> = Api::namespaced(client, &ns);
+    let old = api.get("web").await.unwrap();
+    let old_rv = old.metadata.resource_version.clone().unwrap();
+    let status = |generation: i64, metadata: Value| {
+        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig", "metadata": metadata,
+               "status": {"observedGeneration": generation}})
+    };
+    let ssa = PatchParams::apply("api-test").force();
+    let merge = PatchParams::default();
+    let observed = |rc: &RouterConfig| rc.status.as_ref().and_then(|s| s.observed_generation);
+    let refused = |result: Result<RouterConfig, kube::Error>, what: &str| match result {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{what}: {s:?}"),
+        other => panic!("{what} was not refused: {other:?}"),
+    };
+
+    // Deleted and re-created under the same name.
+    api.delete("web", &Default::default()).await.unwrap();
+    apply(cp, &ns, &router_config("web", valid_spec()), &[]).unwrap();
+    let new = api.get("web").await.unwrap();
+    assert_ne!(new.uid(), old.uid());
+
+    // The old object's resourceVersion is refused, apply and merge alike; nothing is written.
+    refused(
+        api.patch_status(
+            "web",
+            &ssa,
+            &Patch::Apply(status(1, json!({"resourceVersion": old_rv}))),
+        )
+        .await,
+        "server-side apply with the old object's resourceVersion",
+    );
+    refused(
+        api.patch_status(
+            "web",
+            &merge,
+            &Patch::Merge(status(1, json!({"resourceVersion": old_rv}))),
+        )
+        .await,
+        "merge patch with the old object's resourceVersion",
+    );
+    assert_eq!(observed(&api.get("web").await.unwrap()), None, "nothing written");
+
+    // The old object's uid is no precondition: both writes land on the new object.
+    let landed = api
+        .patch_status("web", &ssa, &Patch::Apply(status(2, json!({"uid": old.uid()}))))
+        .await
+        .unwrap();
+    assert_eq!((landed.uid(), observed(&landed)), (new.uid(), Some(2)));
+    let landed = api
+        .patch_status("web", &merge, &Patch::Merge(status(3, json!({"uid": old.uid()}))))
+        .await
+        .unwrap();
+    assert_eq!((landed.uid(), observed(&landed)), (new.uid(), Some(3)));
+
+    // The current resourceVersion is written; the same one again, now stale, is refused.
+    let rv = landed.metadata.resource_version.clone().unwrap();
+    api.patch_status(
+        "web",
+        &ssa,
+        &Patch::Apply(status(4, json!({"resourceVersion": rv}))),
+    )
+    .await
+    .unwrap();
+    refused(
+        api.patch_status(
+            "web",
+            &ssa,
+            &Patch::Apply(status(5, json!({"resourceVersion": rv}))),
+        )
+        .await,
+        "server-side apply with a resourceVersion the object has moved past",
+    );
+    assert_eq!(observed(&api.get("web").await.unwrap()), Some(4));
+}

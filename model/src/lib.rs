@@ -584,6 +584,7 @@ impl BarrierModel {
             held: true,
             duration: mono(self.lease_seconds),
             version: version.to_string(),
+            uid: String::new(),
         }
     }
 
@@ -666,7 +667,7 @@ impl BarrierModel {
             });
             replicas.entry(self.id(p)).or_insert(rrep);
         }
-        let members: Vec<Member<'_>> = members_serving(NS, NAME, FLEET, &live, |id| replicas.get(id));
+        let members: Vec<Member<'_>> = members_serving(NS, NAME, "", FLEET, &live, |id| replicas.get(id));
         let current = current.to_crd();
         barrier::decide(barrier::Input {
             generation,

@@ -3,11 +3,13 @@
 //! and writes what it decides. It is the only writer of RouterConfig status; only the leader
 //! writes, and it checks its leadership right before every write.
 //!
-//! Reactions: every RouterConfig event, every RouterReplica event (mapped to the RouterConfigs
-//! of its fleet in the namespaces it serves), every Lease event of a fleet (mapped to all
-//! RouterConfigs of that fleet), every TLS Secret event (mapped to the RouterConfigs naming
-//! it), becoming leader (everything), and time: each reconcile requeues at the next Lease
-//! expiry or stall deadline, so an expiry is noticed within milliseconds without any event.
+//! Reactions: every RouterConfig event (and the other RouterConfigs of its fleet sharing a
+//! host with it, whose verdict it can change: `lockstep_config::rejudge`), every
+//! RouterReplica event (mapped to the RouterConfigs of its fleet in the namespaces it
+//! serves), every Lease event of a fleet (mapped to all RouterConfigs of that fleet), every
+//! TLS Secret event (mapped to the RouterConfigs naming it), becoming leader (everything),
+//! and time: each reconcile requeues at the next Lease expiry or stall deadline, so an expiry
+//! is noticed within milliseconds without any event.
 //!
 //! Leases are judged on this process's monotonic clock from when each renewal was observed
 //! ([`LeaseClock`]), never from the proxy's `renewTime`. Before it writes `Ready=True` the
@@ -29,7 +31,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -40,9 +42,11 @@ use kube::{
 };
 use lockstep_config::{
     Candidate, ObjectKey, Verdict,
-    barrier::{Member, TlsProblem, members_serving},
+    barrier::{Member, TlsProblem, left_out_by_spec, members_serving},
     config_digest,
+    garbage::ReplicaGarbage,
     lease::{LeaseClock, LeaseView, Mono},
+    rejudge::HostIndex,
     resolve_fleet,
 };
 use lockstep_crds::{FLEET_LABEL, ReplicaId, RouterConfig, RouterReplica};
@@ -82,9 +86,21 @@ pub struct Context {
     settings: barrier::Settings,
     metrics: Arc<Metrics>,
     recorder: Recorder,
-    rollouts: Mutex<HashMap<ObjectKey, Rollout>>,
+    rollouts: Mutex<HashMap<Incarnation, Rollout>>,
+    /// When the RouterReplica watch last delivered an event, for the ready-path trace.
+    last_report_seen: Arc<Mutex<Option<Instant>>>,
     /// When this instance last wrote each object's status, to space out progress writes.
-    last_written: Mutex<HashMap<ObjectKey, Instant>>,
+    last_written: Mutex<HashMap<Incarnation, Instant>>,
+}
+
+/// One object of a name: namespace/name and metadata.uid. What the operator remembers of a
+/// RouterConfig is keyed on it, so a RouterConfig deleted and re-created under the same name
+/// starts from nothing (its generation restarts at 1 and would otherwise match the old
+/// object's rollout clock or last write).
+type Incarnation = (ObjectKey, String);
+
+fn incarnation(rc: &RouterConfig) -> Incarnation {
+    (ObjectKey::of(rc), rc.uid().to_owned())
 }
 
 impl Context {
@@ -100,6 +116,8 @@ pub struct Options {
     pub settings: barrier::Settings,
     /// This instance's identity (for Events).
     pub identity: String,
+    /// How long a RouterReplica is kept after its Lease ran out ([`lockstep_config::garbage`]).
+    pub replica_gc_after: Duration,
 }
 
 /// Runs the controller until `shutdown` resolves. `leader` says whether this instance may
@@ -120,6 +138,7 @@ pub async fn run(
     let origin = Instant::now();
     let clock = Arc::new(Mutex::new(LeaseClock::default()));
     let (store, rc_writer) = reflector::store::<RouterConfig>();
+    let (rejudge, rejudged) = futures::channel::mpsc::unbounded();
     let rc_stream = watcher(
         Api::<RouterConfig>::all(client.clone()),
         watcher::Config::default().any_semantic(),
@@ -127,6 +146,7 @@ pub async fn run(
     .backoff(lockstep_apiclient::watch_backoff())
     .inspect(gate.marker(0))
     .reflect(rc_writer)
+    .inspect(sharing_hosts(store.clone(), rejudge))
     .touched_objects()
     .filter_map(log_watch_error("routerconfigs"));
     let lease_stream = watcher(
@@ -139,12 +159,17 @@ pub async fn run(
     .touched_objects()
     .filter_map(log_watch_error("leases"));
     let (replica_store, replica_writer) = reflector::store::<RouterReplica>();
+    let last_report_seen = Arc::new(Mutex::new(None));
     let replica_stream = watcher(
         Api::<RouterReplica>::all(client.clone()),
         watcher::Config::default(),
     )
     .backoff(lockstep_apiclient::watch_backoff())
     .inspect(gate.marker(2))
+    .inspect({
+        let seen = last_report_seen.clone();
+        move |_| *seen.lock().expect("last report lock") = Some(Instant::now())
+    })
     .reflect(replica_writer)
     .touched_objects()
     .filter_map(log_watch_error("routerreplicas"));
@@ -179,12 +204,14 @@ pub async fn run(
         settings: options.settings,
         metrics,
         rollouts: Mutex::default(),
+        last_report_seen: last_report_seen.clone(),
         last_written: Mutex::default(),
     });
 
     let (fleet_store, replica_rcs, tls_store) = (store.clone(), store.clone(), store.clone());
     let suspicious = Arc::new(Mutex::new(HashSet::new()));
     tokio::spawn(forget_deleted(store.clone(), ctx.clone()));
+    tokio::spawn(collect_garbage(ctx.clone(), options.replica_gc_after));
 
     controller
         .watches_stream(lease_stream, move |lease| {
@@ -197,6 +224,7 @@ pub async fn run(
         .watches_stream(secret_stream, move |secret| {
             routerconfigs_naming_secret(&tls_store, &secret)
         })
+        .reconcile_on(rejudged)
         .reconcile_all_on(became_leader(leader.changes()))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -287,6 +315,32 @@ fn routerconfigs_of_fleet(store: &Store<RouterConfig>, lease: &Lease) -> Vec<Obj
         .collect()
 }
 
+/// Sends, for each RouterConfig event, the other RouterConfigs whose verdict it can change
+/// ([`lockstep_config::rejudge`]): an older object taking or freeing a match changes the
+/// newer one's verdict and what the replicas serve of it, though nothing about the newer one
+/// changed.
+fn sharing_hosts(
+    store: Store<RouterConfig>,
+    rejudge: futures::channel::mpsc::UnboundedSender<ObjectRef<RouterConfig>>,
+) -> impl FnMut(&std::result::Result<watcher::Event<RouterConfig>, watcher::Error>) + Send + 'static {
+    let mut index = HostIndex::default();
+    move |event| {
+        let (rc, deleted) = match event {
+            Ok(watcher::Event::Init) => return index.clear(),
+            Ok(watcher::Event::InitApply(rc)) => return index.listed(rc),
+            Ok(watcher::Event::Apply(rc)) => (rc, false),
+            Ok(watcher::Event::Delete(rc)) => (rc, true),
+            _ => return,
+        };
+        let state = store.state();
+        for key in index.changed(rc, deleted, state.iter().map(Arc::as_ref)) {
+            tracing::debug!(routerconfig = %key, because = %ObjectKey::of(rc), "re-judging: shares a host");
+            // Closed only when the controller stopped.
+            let _ = rejudge.unbounded_send(ObjectRef::new(&key.name).within(&key.namespace));
+        }
+    }
+}
+
 fn routerconfigs_served_by(
     store: &Store<RouterConfig>,
     rrep: &RouterReplica,
@@ -324,7 +378,7 @@ fn observe_leases(
             }
             watcher::Event::Delete(lease) => {
                 if let Some(view) = LeaseView::of(lease) {
-                    clock.forget(&view.id);
+                    clock.deleted(&view);
                 }
             }
             watcher::Event::InitDone => {
@@ -438,9 +492,10 @@ async fn forget_deleted(store: Store<RouterConfig>, ctx: Arc<Context>) {
     let mut tick = tokio::time::interval(Duration::from_secs(15));
     loop {
         tick.tick().await;
-        let live: Vec<ObjectKey> = store.state().iter().map(|rc| ObjectKey::of(rc)).collect();
+        let state = store.state();
+        let live: Vec<ObjectKey> = state.iter().map(|rc| ObjectKey::of(rc)).collect();
         ctx.metrics.retain_routerconfigs(&live);
-        let live: std::collections::HashSet<ObjectKey> = live.into_iter().collect();
+        let live: HashSet<Incarnation> = state.iter().map(|rc| incarnation(rc)).collect();
         ctx.rollouts
             .lock()
             .expect("rollouts lock")
@@ -449,6 +504,54 @@ async fn forget_deleted(store: Store<RouterConfig>, ctx: Arc<Context>) {
             .lock()
             .expect("last_written lock")
             .retain(|key, _| live.contains(key));
+    }
+}
+
+/// Deletes the RouterReplicas of replicas whose Lease has been dead for `after`
+/// ([`lockstep_config::garbage`]), so `kubectl get rrep` does not show a SIGKILLed replica as
+/// ready forever. Only the leader deletes; each delete carries the resourceVersion judged as a
+/// precondition, so a replica that wrote its RouterReplica again meanwhile keeps it.
+async fn collect_garbage(ctx: Arc<Context>, after: Duration) {
+    let mut garbage = ReplicaGarbage::default();
+    let mut tick =
+        tokio::time::interval((after / 4).clamp(Duration::from_millis(250), Duration::from_secs(15)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !ctx.leader.is_leader() || !*ctx.synced.borrow() {
+            continue;
+        }
+        let replicas: HashMap<ReplicaId, Arc<RouterReplica>> = ctx
+            .replicas
+            .state()
+            .into_iter()
+            .map(|r| (replica_id(&r), r))
+            .collect();
+        let gone = {
+            let clock = ctx.leases.lock().expect("lease clock lock");
+            garbage.sweep(replicas.keys(), |id| clock.counts_until(id), ctx.mono(), after)
+        };
+        for id in gone {
+            let rrep = &replicas[&id];
+            let api: Api<RouterReplica> = Api::namespaced(ctx.client.clone(), &id.namespace);
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    resource_version: rrep.resource_version(),
+                    uid: rrep.uid(),
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&id.name, &params).await {
+                Ok(_) => {
+                    ctx.metrics.replicas_collected.inc();
+                    tracing::info!(replica = %id, after = ?after, "deleted the RouterReplica of a replica whose Lease is gone");
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+                    tracing::debug!(replica = %id, message = %s.message, "RouterReplica kept: gone or written again");
+                }
+                Err(error) => tracing::warn!(replica = %id, %error, "could not delete a RouterReplica"),
+            }
+        }
     }
 }
 
@@ -504,43 +607,67 @@ fn judge_spec(rc: &RouterConfig, ctx: &Context) -> SpecJudgement {
     }
 }
 
-/// The decision on `rc` from the caches as they are now, and when the next member's Lease
-/// runs out.
-fn judge(
-    ctx: &Context,
-    rc: &RouterConfig,
-    spec: &SpecJudgement,
-    expected_digest: &str,
-) -> (barrier::Outcome, Option<Duration>) {
-    let key = ObjectKey::of(rc);
-    let fleet = rc.spec.fleet.as_str();
-    let now = ctx.mono();
-    let live: Vec<(ReplicaId, Mono)> = {
-        let clock = ctx.leases.lock().expect("lease clock lock");
-        clock
-            .live(fleet, now)
-            .map(|(id, until)| (id.clone(), until))
-            .collect()
-    };
-    let reports: BTreeMap<ReplicaId, Arc<RouterReplica>> = live
-        .iter()
+/// Who is in the fleet: the live Leases, each with the instant it stops counting, and the
+/// RouterReplicas they stand for.
+struct Membership {
+    live: Vec<(ReplicaId, Mono)>,
+    replicas: HashMap<ReplicaId, Arc<RouterReplica>>,
+}
+
+impl Membership {
+    /// Membership as the caches have it now.
+    fn cached(ctx: &Context, fleet: &str) -> Self {
+        let live: Vec<(ReplicaId, Mono)> = {
+            let clock = ctx.leases.lock().expect("lease clock lock");
+            clock
+                .live(fleet, ctx.mono())
+                .map(|(id, until)| (id.clone(), until))
+                .collect()
+        };
+        let replicas = cached_replicas(ctx, &live);
+        Self { live, replicas }
+    }
+
+    fn replica(&self, id: &ReplicaId) -> Option<&RouterReplica> {
+        self.replicas.get(id).map(Arc::as_ref)
+    }
+}
+
+/// The cached RouterReplicas of `live`.
+fn cached_replicas(ctx: &Context, live: &[(ReplicaId, Mono)]) -> HashMap<ReplicaId, Arc<RouterReplica>> {
+    live.iter()
         .filter_map(|(id, _)| {
             ctx.replicas
                 .get(&ObjectRef::new(&id.name).within(&id.namespace))
                 .map(|rrep| (id.clone(), rrep))
         })
-        .collect();
+        .collect()
+}
+
+/// The decision on `rc` from `membership`, and when the next member's Lease runs out.
+fn judge(
+    ctx: &Context,
+    rc: &RouterConfig,
+    spec: &SpecJudgement,
+    expected_digest: &str,
+    membership: &Membership,
+) -> (barrier::Outcome, Option<Duration>) {
+    let key = ObjectKey::of(rc);
+    let fleet = rc.spec.fleet.as_str();
+    let now = ctx.mono();
     let members: Vec<Member<'_>> = members_serving(
         &key.namespace,
         &key.name,
+        rc.uid(),
         fleet,
-        live.iter().map(|(id, _)| id),
-        |id| reports.get(id).map(|r| r.as_ref()),
+        membership.live.iter().map(|(id, _)| id),
+        |id| membership.replica(id),
     );
     // A set: at a thousand members a scan per live replica is a million comparisons per
     // reconcile, on the rollout path.
     let member_ids: HashSet<&ReplicaId> = members.iter().map(|m| &m.id).collect();
-    let next_expiry = live
+    let next_expiry = membership
+        .live
         .iter()
         .filter(|(id, _)| member_ids.contains(id))
         .map(|(_, until)| until.saturating_sub(now))
@@ -561,27 +688,58 @@ fn judge(
     (out, next_expiry)
 }
 
-/// Re-reads the fleet's Leases with a quorum list, so a Ready=True is never judged on a Lease
-/// cache older than the RouterConfig it is about.
-async fn confirm_members(ctx: &Context, fleet: &str) -> Result<()> {
-    let api: Api<Lease> = Api::all(ctx.client.clone());
-    let listed = api
-        .list(&ListParams::default().labels(&format!("{FLEET_LABEL}={fleet}")))
-        .await?;
+/// Membership for a `Ready=True` on `rc`, as fresh as a quorum read: the fleet's Leases are
+/// listed again, so a Lease cache older than the RouterConfig cannot miss a replica that
+/// joined before the generation was written; and when the cache leaves a live replica out
+/// because its RouterReplica does not list the namespace ([`left_out_by_spec`]), the fleet's
+/// RouterReplicas are listed too (in parallel), so a spec widened since cannot leave out a
+/// member that serves an older generation. The live set is taken under the same lock as the
+/// relist, so a Lease watch event that lags the list cannot undo it in between.
+async fn confirm_members(ctx: &Context, rc: &RouterConfig, cached: &Membership) -> Result<Membership> {
+    let fleet = rc.spec.fleet.as_str();
+    let selector = ListParams::default().labels(&format!("{FLEET_LABEL}={fleet}"));
+    let namespace = ObjectKey::of(rc).namespace;
+    let stale_specs = !left_out_by_spec(&namespace, fleet, cached.live.iter().map(|(id, _)| id), |id| {
+        cached.replica(id)
+    })
+    .is_empty();
+    let leases: Api<Lease> = Api::all(ctx.client.clone());
+    let rreps: Api<RouterReplica> = Api::all(ctx.client.clone());
+    let (leases, replicas) = if stale_specs {
+        let (leases, rreps) = futures::try_join!(leases.list(&selector), rreps.list(&selector))?;
+        ctx.metrics.replica_checks.inc();
+        (leases, Some(rreps))
+    } else {
+        (leases.list(&selector).await?, None)
+    };
     ctx.metrics.membership_checks.inc();
-    let views = listed.items.iter().filter_map(LeaseView::of).collect();
+    let views = leases.items.iter().filter_map(LeaseView::of).collect();
     let now = ctx.mono();
-    ctx.leases
-        .lock()
-        .expect("lease clock lock")
-        .relist(fleet, views, now);
-    Ok(())
+    let live: Vec<(ReplicaId, Mono)> = {
+        let mut clock = ctx.leases.lock().expect("lease clock lock");
+        clock.relist(fleet, views, now);
+        clock
+            .live(fleet, now)
+            .map(|(id, until)| (id.clone(), until))
+            .collect()
+    };
+    let replicas = match replicas {
+        // A live Lease whose RouterReplica the list lacks (deleted since, or not labelled
+        // with its fleet) is a member without a report: it holds Ready back.
+        Some(listed) => listed
+            .items
+            .into_iter()
+            .map(|rrep| (replica_id(&rrep), Arc::new(rrep)))
+            .collect(),
+        None => cached_replicas(ctx, &live),
+    };
+    Ok(Membership { live, replicas })
 }
 
 async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
-    note_seen(&ctx, &ObjectKey::of(&rc), rc.generation());
+    note_seen(&ctx, &rc);
     if !ctx.leader.is_leader() {
         // Becoming leader triggers a reconcile of everything.
         return Ok(Action::await_change());
@@ -591,10 +749,14 @@ async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
 
     let spec = judge_spec(&rc, &ctx);
     let expected_digest = config_digest(&rc.spec, &spec.tls_hashes);
-    let (mut out, mut next_expiry) = judge(&ctx, &rc, &spec, &expected_digest);
+    let cached = Membership::cached(&ctx, &rc.spec.fleet);
+    let (mut out, mut next_expiry) = judge(&ctx, &rc, &spec, &expected_digest, &cached);
+    let judged = Instant::now();
+    let mut confirmed_at = None;
     if out.ready && out.changed {
-        confirm_members(&ctx, &rc.spec.fleet).await?;
-        (out, next_expiry) = judge(&ctx, &rc, &spec, &expected_digest);
+        let confirmed = confirm_members(&ctx, &rc, &cached).await?;
+        (out, next_expiry) = judge(&ctx, &rc, &spec, &expected_digest, &confirmed);
+        confirmed_at = Some(Instant::now());
     }
 
     let api: Api<RouterConfig> = Api::namespaced(ctx.client.clone(), &key.namespace);
@@ -603,7 +765,7 @@ async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
             .last_written
             .lock()
             .expect("last_written lock")
-            .get(&key)
+            .get(&incarnation(&rc))
             .copied();
         barrier::progress_wait(last, Instant::now(), ctx.settings.progress_interval)
     } else {
@@ -615,15 +777,22 @@ async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
         }
         let params = PatchParams::apply(lockstep_crds::OPERATOR_FIELD_MANAGER).force();
         match api
-            .patch_status(&key.name, &params, &Patch::Apply(out.status.apply_patch()))
+            .patch_status(
+                &key.name,
+                &params,
+                &Patch::Apply(out.status.apply_patch(&rc.resource_version().unwrap_or_default())),
+            )
             .await
         {
             Ok(_) => {
                 ctx.last_written
                     .lock()
                     .expect("last_written lock")
-                    .insert(key.clone(), Instant::now());
+                    .insert(incarnation(&rc), Instant::now());
                 ctx.metrics.status_writes.inc();
+                if out.ready {
+                    trace_ready_path(&ctx, &key, out.generation, started, judged, confirmed_at);
+                }
                 tracing::debug!(
                     routerconfig = %key,
                     generation = out.generation,
@@ -633,11 +802,20 @@ async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
                 );
             }
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
+            // The resourceVersion precondition failed: the object changed since this status
+            // was computed from it (its spec was edited, this instance's previous write is not
+            // in the cache yet, or it was deleted and re-created). The watch event of the
+            // newer version brings it back to be judged afresh.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                ctx.metrics.status_conflicts.inc();
+                tracing::debug!(routerconfig = %key, message = %s.message, "status not written: the object changed");
+                return Ok(Action::await_change());
+            }
             Err(e) => return Err(Error::Kube(e)),
         }
         publish(&ctx, &rc, &key, out.generation, &out.transitions);
     }
-    record_metrics(&ctx, &key, &out);
+    record_metrics(&ctx, &rc, &out);
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -653,6 +831,31 @@ async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Result<Action> {
         .map_or(MAX_REQUEUE, |d| d + DEADLINE_SLACK)
         .min(MAX_REQUEUE);
     Ok(Action::requeue(wait))
+}
+
+/// Logs, at debug level, where the time went between the last RouterReplica event this
+/// instance saw and the `Ready=True` write just made: the operator's part of a rollout,
+/// step by step (the last step, the write reaching a client's watch, is the client's to time).
+fn trace_ready_path(
+    ctx: &Context,
+    key: &ObjectKey,
+    generation: i64,
+    started: Instant,
+    judged: Instant,
+    confirmed: Option<Instant>,
+) {
+    let written = Instant::now();
+    let report = *ctx.last_report_seen.lock().expect("last report lock");
+    let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1000.0;
+    tracing::debug!(
+        routerconfig = %key,
+        generation,
+        report_to_reconcile_ms = report.map(|r| ms(r, started)),
+        judge_ms = ms(started, judged),
+        quorum_read_ms = confirmed.map(|c| ms(judged, c)),
+        write_ms = ms(confirmed.unwrap_or(judged), written),
+        "ready path"
+    );
 }
 
 /// Logs each transition and records it as an Event. Events are best effort: they are sent
@@ -697,8 +900,10 @@ fn publish(
     });
 }
 
-fn record_metrics(ctx: &Context, key: &ObjectKey, out: &barrier::Outcome) {
+fn record_metrics(ctx: &Context, rc: &RouterConfig, out: &barrier::Outcome) {
     let generation = out.generation;
+    let id = incarnation(rc);
+    let key = &id.0;
     ctx.metrics.set_routerconfig(
         key,
         out.ready,
@@ -707,7 +912,7 @@ fn record_metrics(ctx: &Context, key: &ObjectKey, out: &barrier::Outcome) {
         generation,
     );
     let mut rollouts = ctx.rollouts.lock().expect("rollouts lock");
-    let Some(rollout) = rollouts.get_mut(key).filter(|r| r.generation == generation) else {
+    let Some(rollout) = rollouts.get_mut(&id).filter(|r| r.generation == generation) else {
         return;
     };
     if out.ready && !rollout.ready_recorded {
@@ -720,14 +925,15 @@ fn record_metrics(ctx: &Context, key: &ObjectKey, out: &barrier::Outcome) {
 
 /// Remembers when a generation was first seen (by any instance, leader or not, so a new
 /// leader's rollout times still start at the edit when it watched it happen).
-fn note_seen(ctx: &Context, key: &ObjectKey, generation: i64) {
+fn note_seen(ctx: &Context, rc: &RouterConfig) {
+    let generation = rc.generation();
     let mut rollouts = ctx.rollouts.lock().expect("rollouts lock");
     let fresh = Rollout {
         generation,
         first_seen: Instant::now(),
         ready_recorded: false,
     };
-    let rollout = rollouts.entry(key.clone()).or_insert(fresh);
+    let rollout = rollouts.entry(incarnation(rc)).or_insert(fresh);
     if rollout.generation != generation {
         *rollout = fresh;
     }

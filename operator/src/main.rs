@@ -50,6 +50,10 @@ struct RunArgs {
     /// A rollout lagging longer than this is Stalled.
     #[arg(long, default_value = "60s", value_parser = cli::parse_duration)]
     stall_timeout: Duration,
+    /// Delete a RouterReplica once its replica's Lease has been dead (expired, released or
+    /// missing) this long, so `kubectl get rrep` does not list crashed replicas as ready.
+    #[arg(long, default_value = "60s", value_parser = cli::parse_duration)]
+    replica_gc_after: Duration,
     /// Log format.
     #[arg(long, default_value = "text")]
     log_format: lockstep_apiclient::LogFormat,
@@ -113,6 +117,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 ..Default::default()
             },
             identity: identity.clone(),
+            replica_gc_after: args.replica_gc_after,
         },
         leading,
         metrics,

@@ -6,7 +6,10 @@
 //! | `reconcile_errors_total` | counter | reconciles that failed (retried) |
 //! | `reconcile_duration_seconds` | histogram | time of one (leader) reconcile, writes included |
 //! | `status_writes_total` | counter | status applies sent |
+//! | `status_conflicts_total` | counter | status applies refused because the object changed since it was judged (resourceVersion precondition) |
 //! | `membership_checks_total` | counter | quorum lists of a fleet's Leases before writing Ready=True |
+//! | `replica_checks_total` | counter | quorum lists of a fleet's RouterReplicas before writing Ready=True (only when the cache leaves a live replica out of the namespace) |
+//! | `replicas_collected_total` | counter | RouterReplicas deleted because their Lease was dead longer than `--replica-gc-after` |
 //! | `rollout_duration_seconds` | histogram | first sight of a generation to Ready=True for it |
 //! | `leader` | gauge | 1 while this instance may write |
 //! | `routerconfig_ready` | gauge {namespace,name} | 1 while Ready=True for the current generation |
@@ -53,8 +56,14 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Status writes sent.
     pub status_writes: Counter,
+    /// Status applies refused by the resourceVersion precondition.
+    pub status_conflicts: Counter,
     /// Quorum lists of a fleet's Leases before a Ready=True write.
     pub membership_checks: Counter,
+    /// Quorum lists of a fleet's RouterReplicas before a Ready=True write.
+    pub replica_checks: Counter,
+    /// RouterReplicas deleted because their Lease was dead for `--replica-gc-after`.
+    pub replicas_collected: Counter,
     /// Seconds from the first sight of a generation to Ready=True for it.
     pub rollout_duration: Histogram,
     /// 1 while this instance is the leader.
@@ -79,7 +88,10 @@ impl Default for Metrics {
             reconcile_errors: Counter::default(),
             reconcile_duration: Histogram::new(reconcile_buckets),
             status_writes: Counter::default(),
+            status_conflicts: Counter::default(),
             membership_checks: Counter::default(),
+            replica_checks: Counter::default(),
+            replicas_collected: Counter::default(),
             rollout_duration: Histogram::new(rollout_buckets),
             leader: Gauge::default(),
             ready: Family::default(),
@@ -106,9 +118,24 @@ impl Default for Metrics {
             m.status_writes.clone(),
         );
         registry.register(
+            "status_conflicts",
+            "Status applies refused because the object changed since it was judged",
+            m.status_conflicts.clone(),
+        );
+        registry.register(
             "membership_checks",
             "Quorum lists of a fleet's Leases before writing Ready=True",
             m.membership_checks.clone(),
+        );
+        registry.register(
+            "replica_checks",
+            "Quorum lists of a fleet's RouterReplicas before writing Ready=True",
+            m.replica_checks.clone(),
+        );
+        registry.register(
+            "replicas_collected",
+            "RouterReplicas deleted because their Lease was dead longer than --replica-gc-after",
+            m.replicas_collected.clone(),
         );
         registry.register(
             "rollout_duration_seconds",

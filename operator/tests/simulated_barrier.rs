@@ -14,7 +14,13 @@ use lockstep_e2e::{
 };
 
 fn operator() -> &'static Operator {
-    shared_operator(|cp| Ok(start_operator(cp, "-barrier", &["--lease-duration", "3s"])))
+    shared_operator(|cp| {
+        Ok(start_operator(
+            cp,
+            "-barrier",
+            &["--lease-duration", "3s", "--replica-gc-after", "2s"],
+        ))
+    })
 }
 
 #[tokio::test]
@@ -576,4 +582,230 @@ async fn the_operator_is_not_ready_until_every_cache_has_listed() {
     .await
     .unwrap();
     assert_eq!(status("/readyz").await, 503, "the partial one still is not");
+}
+
+/// RouterConfig `name` of the fixture's fleet routing `app.test/` to `url`, as an object.
+fn web_object(f: &Fixture, url: &str) -> lockstep_crds::RouterConfig {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+        "metadata": {"name": "web", "namespace": f.ns},
+        "spec": {"fleet": f.fleet, "rules": [{"host": "app.test", "paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"url": url}}]}]}
+    }))
+    .unwrap()
+}
+
+/// Deletes `web` and waits until it is gone.
+async fn delete_web(f: &Fixture) {
+    f.api.delete("web", &Default::default()).await.unwrap();
+    eventually("web deleted", WAIT, || async {
+        f.api.get_opt("web").await.unwrap().is_none().then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_re_created_routerconfig_is_never_ready_on_the_old_objects_reports_or_writes() {
+    let f = Fixture::new("recreate").await;
+    operator();
+    let mut replicas: Vec<SimulatedReplica> = (0..2).map(|i| f.replica(&format!("proxy-{i}"), 10)).collect();
+    for r in &mut replicas {
+        r.join().await;
+    }
+    let post = kube::api::PostParams::default();
+
+    // Re-created with the very same spec: generation 1 and the same digest again, but the
+    // replicas' reports are about the old object, whose routes they may still serve.
+    let old = f
+        .api
+        .create(&post, &web_object(&f, "http://127.0.0.1:9001"))
+        .await
+        .unwrap();
+    for r in &replicas {
+        r.report_current(&f.api, "web").await;
+    }
+    f.wait_condition("web", "Ready", "True", |c| c.status == "True")
+        .await;
+    delete_web(&f).await;
+    let new = f
+        .api
+        .create(&post, &web_object(&f, "http://127.0.0.1:9001"))
+        .await
+        .unwrap();
+    assert_ne!(new.uid(), old.uid());
+    let (rc, ready) = f.wait_condition("web", "Ready", "judged", |_| true).await;
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "RolloutInProgress"),
+        "{:?}",
+        rc.status
+    );
+    assert_eq!(ready.message, "0/2 replicas serve generation 1");
+    let status = rc.status.unwrap();
+    assert!(
+        status.last_accepted.as_ref().is_none_or(|a| a.uid == new.uid()),
+        "{status:?}"
+    );
+    for r in &replicas {
+        r.report_current(&f.api, "web").await;
+    }
+    f.wait_condition("web", "Ready", "True on the new object's reports", |c| {
+        c.status == "True"
+    })
+    .await;
+
+    // Deleted and re-created with another spec right after the last report that completes the
+    // old object's rollout: the operator's Ready=True write for the old object is in flight
+    // (its quorum list, then the write) while the new object appears. It must not land on
+    // the new object, whose replicas have reported nothing.
+    for round in 0..8 {
+        delete_web(&f).await;
+        let old = f
+            .api
+            .create(&post, &web_object(&f, "http://127.0.0.1:9001"))
+            .await
+            .unwrap();
+        replicas[0].report_current(&f.api, "web").await;
+        replicas[1].report_on("web", old.uid(), 1, &digest_of(&old)).await;
+        f.api.delete("web", &Default::default()).await.unwrap();
+        let new = f
+            .api
+            .create(&post, &web_object(&f, "http://127.0.0.1:9002"))
+            .await
+            .unwrap();
+        let until = std::time::Instant::now() + Duration::from_millis(700);
+        while std::time::Instant::now() < until {
+            let rc = f.get("web").await;
+            assert_eq!(rc.uid(), new.uid());
+            let ready = condition(&rc, "Ready");
+            let last = rc.status.as_ref().and_then(|s| s.last_accepted.clone());
+            assert!(
+                ready.as_ref().is_none_or(|c| c.status != "True"),
+                "round {round}: the new object says Ready=True though no replica reported on it: {:?}",
+                rc.status
+            );
+            assert!(
+                last.as_ref().is_none_or(|a| a.uid == new.uid()),
+                "round {round}: the old object's lastAccepted landed on the new one: {last:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_routerconfig_whose_match_another_takes_or_frees_is_judged_again_at_once() {
+    let f = Fixture::new("takeover").await;
+    operator();
+    // A Lease that stays live for a minute without renewals (each of which would re-judge
+    // every RouterConfig of the fleet): what the test sees comes from the edits alone.
+    let mut replica = f.replica("proxy-0", 60);
+    replica.join().await;
+    replica.crash();
+    // Created in this order (and named so, for creationTimestamps within one second).
+    f.apply("a-older", &[("a.test", "/", "http://127.0.0.1:9001")]);
+    f.apply("b-newer", &[("b.test", "/", "http://127.0.0.1:9002")]);
+    replica.report_current(&f.api, "a-older").await;
+    replica.report_current(&f.api, "b-newer").await;
+    f.wait_condition("b-newer", "Ready", "True", |c| c.status == "True")
+        .await;
+
+    // The older one takes b.test/: the replicas drop b-newer's route, so b-newer must say so.
+    let edited = std::time::Instant::now();
+    f.apply(
+        "a-older",
+        &[
+            ("a.test", "/", "http://127.0.0.1:9001"),
+            ("b.test", "/", "http://127.0.0.1:9001"),
+        ],
+    );
+    let (_, accepted) = f
+        .wait_condition("b-newer", "Accepted", "False", |c| c.status == "False")
+        .await;
+    assert!(
+        edited.elapsed() < Duration::from_secs(3),
+        "re-judged only after {:?}, by a renewal",
+        edited.elapsed()
+    );
+    assert_eq!(accepted.reason, "Conflict");
+    assert!(accepted.message.contains("a-older"), "{}", accepted.message);
+    let ready = condition(&f.get("b-newer").await, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NotAccepted")
+    );
+
+    // And frees it again: b-newer is accepted again without any edit of its own.
+    let edited = std::time::Instant::now();
+    f.apply("a-older", &[("a.test", "/", "http://127.0.0.1:9001")]);
+    f.wait_condition("b-newer", "Accepted", "True again", |c| c.status == "True")
+        .await;
+    assert!(
+        edited.elapsed() < Duration::from_secs(3),
+        "re-judged only after {:?}, by a renewal",
+        edited.elapsed()
+    );
+}
+
+/// The `Ready` condition status of RouterReplica `name` as `kubectl get rrep` shows it; None
+/// once it is gone.
+fn rrep_ready(f: &Fixture, name: &str) -> Option<String> {
+    let out =
+        f.cp.kubectl_output(&["get", "rrep", name, "-n", &f.ns, "-o", "json"], None)
+            .unwrap();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("NotFound"), "{stderr}");
+        return None;
+    }
+    let rrep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let conditions = rrep["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    Some(ready["status"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_sigkilled_replicas_routerreplica_is_deleted_once_its_lease_is_long_dead() {
+    let f = Fixture::new("collect").await;
+    operator();
+    // A real proxy (3 s Lease), SIGKILLed: it deletes nothing, so its RouterReplica keeps
+    // the Ready=True it wrote last.
+    let mut doomed = f.proxy("doomed");
+    doomed.wait_joined().unwrap();
+    eventually("doomed's RouterReplica says Ready=True", WAIT, || async {
+        (rrep_ready(&f, "doomed").as_deref() == Some("True")).then_some(())
+    })
+    .await
+    .unwrap();
+    doomed.crash();
+    let killed = std::time::Instant::now();
+    assert_eq!(rrep_ready(&f, "doomed").as_deref(), Some("True"));
+    // Gone once its Lease has been dead for --replica-gc-after (2 s): its last renewal was
+    // at most a second before the kill, so that is 4 to 5 s after it.
+    eventually("doomed's RouterReplica deleted", WAIT, || async {
+        rrep_ready(&f, "doomed").is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    let after = killed.elapsed();
+    assert!(
+        after >= Duration::from_secs(3),
+        "deleted {after:?} after the kill, before its Lease had been dead for the bound"
+    );
+    assert!(
+        after < Duration::from_secs(15),
+        "deleted only {after:?} after the kill"
+    );
+    let log = operator().process.log_text();
+    assert!(
+        log.lines().any(
+            |l| l.contains("deleted the RouterReplica of a replica whose Lease is gone")
+                && l.contains(&format!("{}/doomed", f.ns))
+        ),
+        "{log}"
+    );
 }

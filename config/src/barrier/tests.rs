@@ -6,6 +6,8 @@ use super::*;
 use lockstep_crds::Rejection;
 
 const DIGEST: &str = "sha256:expected";
+/// metadata.uid of the RouterConfig the reports are about.
+const UID: &str = "uid-of-web";
 
 fn t(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).unwrap()
@@ -15,7 +17,7 @@ fn mk_report(generation: i64, digest: &str) -> ServedRouterConfig {
     ServedRouterConfig {
         namespace: "ns".into(),
         name: "web".into(),
-        uid: String::new(),
+        uid: UID.into(),
         observed_generation: generation,
         config_digest: digest.into(),
         applied_at: Some(t(0).to_string()),
@@ -643,7 +645,7 @@ fn transitions_announce_ready_acceptance_and_stalls_once() {
 fn the_operator_patch_holds_the_whole_status() {
     let mut out = mk_world(1, &[("p0", Some(mk_report(1, DIGEST)))]).decide_at(0);
     assert!(
-        !out.status.apply_patch()["status"]
+        !out.status.apply_patch("42")["status"]
             .as_object()
             .unwrap()
             .contains_key("lastAccepted")
@@ -653,7 +655,7 @@ fn the_operator_patch_holds_the_whole_status() {
         generation: 1,
         spec: serde_json::from_value(serde_json::json!({"rules": []})).unwrap(),
     });
-    let patch = out.status.apply_patch();
+    let patch = out.status.apply_patch("42");
     assert_eq!(patch["kind"], "RouterConfig");
     let status = patch["status"].as_object().unwrap();
     let mut keys: Vec<&str> = status.keys().map(String::as_str).collect();
@@ -671,6 +673,8 @@ fn the_operator_patch_holds_the_whole_status() {
         ]
     );
     assert_eq!(status["replicaStatus"][0]["name"], "proxies/p0");
+    // The precondition that keeps it off a re-created object of the same name.
+    assert_eq!(patch["metadata"], serde_json::json!({"resourceVersion": "42"}));
 }
 
 #[test]
@@ -751,7 +755,7 @@ fn members_are_the_live_replicas_serving_the_namespace_with_their_reports() {
                 && r.metadata.name.as_deref() == Some(id.name.as_str())
         })
     };
-    let members = members_serving("ns", "web", "blue", &ids, find);
+    let members = members_serving("ns", "web", UID, "blue", &ids, find);
     let got: Vec<(String, bool)> = members
         .iter()
         .map(|m| (m.id.to_string(), m.report.is_some()))
@@ -766,4 +770,105 @@ fn members_are_the_live_replicas_serving_the_namespace_with_their_reports() {
             ("elsewhere/p0".to_owned(), false),
         ]
     );
+}
+
+#[test]
+fn a_report_on_an_earlier_object_of_the_same_name_never_counts_for_a_re_created_one() {
+    // web was deleted and re-created: generation 1 again, another uid. Both replicas still
+    // report generation 1 of the old object, with the digest the new spec would have.
+    let ids = [ReplicaId::new("proxies", "p0"), ReplicaId::new("proxies", "p1")];
+    let rreps = [
+        mk_rrep("proxies", "p0", "blue", &["ns"], vec![mk_report(1, DIGEST)]),
+        mk_rrep("proxies", "p1", "blue", &["ns"], vec![mk_report(1, DIGEST)]),
+    ];
+    let find = |id: &ReplicaId| {
+        rreps
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(id.name.as_str()))
+    };
+    let members = members_serving("ns", "web", "uid-of-the-new-web", "blue", &ids, find);
+    assert!(
+        members.iter().all(|m| m.report.is_none()),
+        "reports on the old uid counted: {members:?}"
+    );
+    let out = decide(Input {
+        generation: 1,
+        fleet: "blue",
+        current: &RouterConfigStatus::default(),
+        members: &members,
+        verdict: &Verdict::Accepted,
+        tls_problem: None,
+        expected_digest: DIGEST,
+        last_accepted: None,
+        now: t(0),
+        settings: settings(),
+    });
+    assert!(!out.ready);
+    assert_cond(&out, "Ready", "False", reason::ROLLOUT_IN_PROGRESS);
+    assert_eq!(
+        cond(&out, "Reconciling").message,
+        "waiting for proxies/p0 (no report), proxies/p1 (no report)"
+    );
+    // The same reports on the object's own uid make it Ready.
+    let members = members_serving("ns", "web", UID, "blue", &ids, find);
+    assert!(members.iter().all(|m| m.report.is_some()));
+}
+
+#[test]
+fn a_live_replica_left_out_by_a_stale_spec_is_named_for_a_fresh_read() {
+    // p0 was restarted with a wider namespace list: it serves "ns" now, at generation 1, while
+    // the cached RouterReplica still has its old spec.
+    let ids = [ReplicaId::new("proxies", "p0"), ReplicaId::new("proxies", "p1")];
+    let stale = [
+        mk_rrep("proxies", "p0", "blue", &["other"], vec![]),
+        mk_rrep("proxies", "p1", "blue", &["ns"], vec![mk_report(2, DIGEST)]),
+    ];
+    let fresh = [
+        mk_rrep(
+            "proxies",
+            "p0",
+            "blue",
+            &["other", "ns"],
+            vec![mk_report(1, DIGEST)],
+        ),
+        mk_rrep("proxies", "p1", "blue", &["ns"], vec![mk_report(2, DIGEST)]),
+    ];
+    fn find<'r>(rreps: &'r [RouterReplica]) -> impl Fn(&ReplicaId) -> Option<&'r RouterReplica> {
+        move |id| {
+            rreps
+                .iter()
+                .find(|r| r.metadata.name.as_deref() == Some(id.name.as_str()))
+        }
+    }
+    let judged = |members: &[Member<'_>]| {
+        decide(Input {
+            generation: 2,
+            fleet: "blue",
+            current: &RouterConfigStatus::default(),
+            members,
+            verdict: &Verdict::Accepted,
+            tls_problem: None,
+            expected_digest: DIGEST,
+            last_accepted: None,
+            now: t(0),
+            settings: settings(),
+        })
+    };
+    // On the stale spec p0 is out, and generation 2 would be Ready on p1 alone.
+    let members = members_serving("ns", "web", UID, "blue", &ids, find(&stale));
+    assert!(judged(&members).ready);
+    // So the stale spec names p0 for a fresh read...
+    let left_out: Vec<String> = left_out_by_spec("ns", "blue", &ids, find(&stale))
+        .into_iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(left_out, ["proxies/p0"]);
+    // ...which counts it, serving generation 1: not Ready.
+    let members = members_serving("ns", "web", UID, "blue", &ids, find(&fresh));
+    let out = judged(&members);
+    assert!(!out.ready);
+    assert_eq!(cond(&out, "Ready").message, "1/2 replicas serve generation 2");
+    assert!(left_out_by_spec("ns", "blue", &ids, find(&fresh)).is_empty());
+    // A missing RouterReplica or one of another fleet holds Ready back already: no re-read.
+    assert!(left_out_by_spec("ns", "blue", &ids, |_| None).is_empty());
 }
