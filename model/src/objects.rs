@@ -22,8 +22,9 @@
 //! `lockstep_config::barrier::{members_serving, decide}` the status. Three rules that other
 //! branches are writing into the project now are modelled here, each in one function named
 //! after the project function that should replace it after the merge: [`tls_owners`] (the
-//! older RouterConfig owns a TLS host; in `fleet::resolve_fleet`), [`counts_for`] (a report
-//! counts only for the object's uid; in `barrier::standing`) and [`Usability`] (one function
+//! older RouterConfig owns a TLS host; in `fleet::resolve_fleet`), [`reported_uid`] (a report
+//! counts only for the object's uid: `barrier::members_serving` checks it; the function
+//! only puts the mutant back) and [`Usability`] (one function
 //! decides whether TLS material can be served, for the operator and the replicas).
 
 use std::collections::BTreeMap;
@@ -816,10 +817,16 @@ fn certificates_from_current_specs(model: &FleetModel, objects: &[Option<Snapsho
     certs.into_iter().collect()
 }
 
-/// Whether a replica's report counts for the object's incarnation `uid`: to be replaced by
-/// the uid check the operator-side branch writes into `barrier::standing`.
-pub fn counts_for(report: &Served, uid: u8, mutation: Mutation) -> bool {
-    mutation == Mutation::NameGenerationIdentity || report.uid == uid
+/// The uid a report names, as the operator's judgement reads it. The project's
+/// `barrier::members_serving` counts a report only for the object's own uid;
+/// `NameGenerationIdentity` puts back identity by name and generation by letting every
+/// report stand for the object's current incarnation.
+pub fn reported_uid(report: &Served, current: u8, mutation: Mutation) -> u8 {
+    if mutation == Mutation::NameGenerationIdentity {
+        current
+    } else {
+        report.uid
+    }
 }
 
 fn uid(u: u8) -> String {
@@ -918,10 +925,10 @@ impl FleetModel {
             .filter_map(|(o, entry)| {
                 let entry = entry.as_ref()?;
                 let obj = s.operator.objects[o].as_ref()?;
-                counts_for(entry, obj.snapshot.uid, self.mutation).then(|| ServedRouterConfig {
+                Some(ServedRouterConfig {
                     namespace: self.objects[o].namespace.clone(),
                     name: self.objects[o].name.clone(),
-                    uid: uid(entry.uid),
+                    uid: uid(reported_uid(entry, obj.snapshot.uid, self.mutation)),
                     observed_generation: entry.generation,
                     config_digest: entry
                         .shape
@@ -975,8 +982,15 @@ impl FleetModel {
                 })
                 .collect();
             let ns = &self.objects[o].namespace;
-            let members: Vec<Member<'_>> =
-                members_serving(ns, &self.objects[o].name, FLEET, &live, |id| objects.get(id));
+            let current_uid = uid(obj.snapshot.uid);
+            let members: Vec<Member<'_>> = members_serving(
+                ns,
+                &self.objects[o].name,
+                &current_uid,
+                FLEET,
+                &live,
+                |id| objects.get(id),
+            );
             let current = obj.status.to_crd();
             barrier::decide(barrier::Input {
                 generation: obj.snapshot.generation,
