@@ -10,7 +10,9 @@ pub mod file;
 pub mod fleet;
 pub mod lease;
 pub mod plan;
+pub mod supervision;
 pub mod table;
+pub mod tls_material;
 pub mod traffic;
 pub mod validate;
 
