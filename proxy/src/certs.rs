@@ -63,7 +63,6 @@ mod tests {
 
     type Ymd = (i32, u8, u8);
     const VALID: (Ymd, Ymd) = ((2026, 10, 31), (2026, 12, 1));
-    const EXPIRED: (Ymd, Ymd) = ((2026, 10, 1), (2026, 10, 31));
 
     fn mk_cert(names: &[&str], (from, to): (Ymd, Ymd)) -> (String, String) {
         let mut params =
@@ -75,7 +74,7 @@ mod tests {
         (cert.pem(), key.serialize_pem())
     }
 
-    /// 2026-11-15T00:00:00Z: inside VALID, after EXPIRED.
+    /// 2026-11-15T00:00:00Z: inside VALID.
     const NOW: i64 = 1_794_700_800;
 
     #[test]

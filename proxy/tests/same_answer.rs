@@ -225,7 +225,8 @@ proptest! {
                 for rule in served_spec.into_iter().flat_map(|s| &s.rules) {
                     for p in &rule.paths {
                         let route = cluster.running.table.lookup(&rule.host, &p.path);
-                        let older_holds = route.is_some_and(|r| r.source < key);
+                        let created = |k: &ObjectKey| cluster.objects.get(&k.name).map(|o| o.2);
+                        let older_holds = route.is_some_and(|r| created(&r.source) < created(&key));
                         prop_assert!(
                             route.is_some_and(|r| r.source == key) || (!resolution.verdicts[&key].is_accepted() && older_holds),
                             "step {}: {} {}{} is not served by {}", step, key, rule.host, p.path, key

@@ -725,7 +725,7 @@ async fn refresh_endpoints(
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use http::{Method, Request, Response};
+    use http::{Request, Response};
     use kube::client::Body;
     use tokio::sync::{mpsc, oneshot};
 
