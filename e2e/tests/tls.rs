@@ -511,7 +511,7 @@ async fn two_objects_naming_one_tls_host_give_the_older_ones_certificate_everywh
         &f.ns,
         &f.fleet,
         "older",
-        &[("app.test", "older-tls", "/a", &one.url())],
+        &[("app.test", "older-tls", "/", &one.url())],
     ))
     .unwrap();
     f.kubectl_wait("older", WAIT);
