@@ -1,6 +1,12 @@
 //! RouterConfig documents from a YAML file (the proxy's standalone mode).
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use lockstep_crds::RouterConfig;
+
+use crate::ObjectKey;
 
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +73,45 @@ pub fn parse_router_configs(path: &str, text: &str) -> Result<Vec<RouterConfig>,
     Ok(out)
 }
 
+/// When the standalone process first saw each document: its `creationTimestamp`.
+///
+/// Precedence between RouterConfigs is age (the older keeps a claimed match). In a cluster the
+/// apiserver stamps each object when it is created; a file has no such stamp, and falling back
+/// to namespace/name would let a document added later take a path from one that was there
+/// first, the opposite of what the operator decides for the same objects. So this process plays
+/// the apiserver: a document is stamped when it first appears, the documents of one read in
+/// file order (the first is the oldest), and the stamp is kept across reloads while the
+/// document stays in the file. A document removed and added again is a new object, as a
+/// deleted and re-created RouterConfig is. A `creationTimestamp` written in the file is not
+/// this process's observation and is replaced, like a written status.
+#[derive(Debug, Default)]
+pub struct FirstSeen {
+    stamps: BTreeMap<ObjectKey, Timestamp>,
+    latest: Option<Timestamp>,
+}
+
+impl FirstSeen {
+    /// Stamps the documents of one read (in file order) as of `now`; forgets documents gone
+    /// from the file.
+    pub fn stamp(&mut self, documents: &mut [RouterConfig], now: Timestamp) {
+        let present: BTreeSet<ObjectKey> = documents.iter().map(ObjectKey::of).collect();
+        self.stamps.retain(|key, _| present.contains(key));
+        for rc in documents.iter_mut() {
+            let latest = &mut self.latest;
+            let at = *self.stamps.entry(ObjectKey::of(rc)).or_insert_with(|| {
+                // Strictly after every earlier stamp, even when the clock did not move.
+                let next = match *latest {
+                    Some(t) if t >= now => t + SignedDuration::from_nanos(1),
+                    _ => now,
+                };
+                *latest = Some(next);
+                next
+            });
+            rc.metadata.creation_timestamp = Some(Time(at));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +140,41 @@ spec:
         );
         assert_eq!(rcs[0].spec.fleet, "default", "defaults apply");
         assert!(parse_router_configs("f.yaml", "").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_document_seen_first_is_older_as_the_operator_would_decide() {
+        let doc = |name: &str| {
+            format!(
+                "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: {name}}}\nspec:\n  rules:\n  - host: a.example.com\n    paths: [{{path: /, backend: {{url: 'http://127.0.0.1:9000'}}}}]\n"
+            )
+        };
+        let owner = |text: &str, seen: &mut FirstSeen, now: i64| {
+            let mut docs = parse_router_configs("f.yaml", text).unwrap();
+            seen.stamp(&mut docs, Timestamp::from_second(now).unwrap());
+            let res = crate::resolve_fleet(docs.iter().map(crate::Candidate::of).collect());
+            let accepted: Vec<String> = res
+                .verdicts
+                .iter()
+                .filter(|(_, v)| v.is_accepted())
+                .map(|(k, _)| k.name.clone())
+                .collect();
+            accepted
+        };
+        let mut seen = FirstSeen::default();
+        // "zz" comes first in the file: it is older, though "aa" sorts first by name (and the
+        // same second on the clock).
+        let first = format!("{}---\n{}", doc("zz"), doc("aa"));
+        assert_eq!(owner(&first, &mut seen, 100), vec!["zz"]);
+        // A document added above both later is newer than both; the stamps survive the reload.
+        let second = format!("{}---\n{}---\n{}", doc("a0"), doc("zz"), doc("aa"));
+        assert_eq!(owner(&second, &mut seen, 100), vec!["zz"]);
+        // The holder removed: the next oldest takes over, as after a delete in a cluster.
+        let third = format!("{}---\n{}", doc("a0"), doc("aa"));
+        assert_eq!(owner(&third, &mut seen, 200), vec!["aa"]);
+        // Added back: a new object, the newest.
+        let fourth = format!("{}---\n{}---\n{}", doc("zz"), doc("a0"), doc("aa"));
+        assert_eq!(owner(&fourth, &mut seen, 300), vec!["aa"]);
     }
 
     #[test]

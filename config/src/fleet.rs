@@ -9,6 +9,12 @@
 //!   served, and its matches stay claimed: a newer RouterConfig claiming them is in
 //!   conflict. One team's typo neither drops its routes nor hands them to another team.
 //! - An object never accepted serves nothing and claims nothing.
+//! - A TLS host is claimed like a match: the certificate presented for it is the one its
+//!   oldest served RouterConfig names. A newer RouterConfig that names another Secret for a
+//!   host an older one serves over TLS is in conflict, the message naming the holder; one
+//!   that names the same Secret (same namespace) is not, since the certificate is the same.
+//!   Without this, two teams naming one host would each have their certificate presented by
+//!   whichever replica read theirs first.
 //!
 //! Last-good state lives in the object's status, not in a replica's memory, so every
 //! replica, a restarted one included, serves the same thing for the same objects.
@@ -97,6 +103,8 @@ impl Verdict {
 pub struct ServedSpec<'a> {
     /// namespace/name.
     pub key: ObjectKey,
+    /// metadata.uid: which incarnation of `key` is served.
+    pub uid: &'a str,
     /// The generation served: the current one, or the last accepted.
     pub generation: i64,
     /// Its spec.
@@ -111,6 +119,9 @@ pub struct Resolution<'a> {
     /// What the fleet serves, in precedence order (a route table compiled in this order
     /// gives every claimed match to its holder).
     pub served: Vec<ServedSpec<'a>>,
+    /// The Secret (namespace/name) whose certificate is presented for each TLS host
+    /// (lowercase), from the served specs alone, the oldest first.
+    pub certificates: BTreeMap<String, ObjectKey>,
 }
 
 impl Resolution<'_> {
@@ -133,16 +144,40 @@ pub fn precedence_order(candidates: &mut [Candidate<'_>]) {
     });
 }
 
-/// Which entry of which RouterConfig holds each host+path+match.
+/// Which entry of which RouterConfig holds each host+path+match, and which rule each TLS
+/// host (with its Secret).
 #[derive(Default)]
 struct Claims<'k> {
     owners: HashMap<(String, String), (&'k ObjectKey, usize, usize)>,
+    tls_owners: HashMap<String, (&'k ObjectKey, usize, ObjectKey)>,
+}
+
+/// The TLS hosts of `spec` (lowercase) with the rule index and the Secret (namespace/name)
+/// each names.
+fn tls_hosts<'s>(
+    key: &'s ObjectKey,
+    spec: &'s RouterConfigSpec,
+) -> impl Iterator<Item = (String, usize, ObjectKey)> + 's {
+    spec.rules.iter().enumerate().filter_map(|(r, rule)| {
+        let tls = rule.tls.as_ref()?;
+        let secret = ObjectKey::new(key.namespace.clone(), tls.secret_name.clone());
+        Some((rule.host.to_ascii_lowercase(), r, secret))
+    })
 }
 
 impl<'k> Claims<'k> {
-    /// The entries of `spec` that someone else holds, as conflict messages.
-    fn conflicts(&self, spec: &RouterConfigSpec) -> Vec<String> {
+    /// The entries and TLS hosts of `spec` that someone else holds, as conflict messages.
+    fn conflicts(&self, key: &ObjectKey, spec: &RouterConfigSpec) -> Vec<String> {
         let mut conflicts = Vec::new();
+        for (host, r, secret) in tls_hosts(key, spec) {
+            if let Some((owner, r0, held)) = self.tls_owners.get(&host)
+                && *held != secret
+            {
+                conflicts.push(format!(
+                    "spec.rules[{r}].tls.secretName: host {host} is already served over TLS by RouterConfig {owner} (spec.rules[{r0}].tls, Secret {held}), which is older"
+                ));
+            }
+        }
         for (r, rule) in spec.rules.iter().enumerate() {
             let host = rule.host.to_ascii_lowercase();
             for (p, path) in rule.paths.iter().enumerate() {
@@ -159,8 +194,11 @@ impl<'k> Claims<'k> {
         conflicts
     }
 
-    /// Claims every entry of `spec` that nobody holds yet.
+    /// Claims every entry and TLS host of `spec` that nobody holds yet.
     fn claim(&mut self, key: &'k ObjectKey, spec: &RouterConfigSpec) {
+        for (host, r, secret) in tls_hosts(key, spec) {
+            self.tls_owners.entry(host).or_insert((key, r, secret));
+        }
         for (r, rule) in spec.rules.iter().enumerate() {
             let host = rule.host.to_ascii_lowercase();
             for (p, path) in rule.paths.iter().enumerate() {
@@ -183,7 +221,7 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
         let verdict = match validate_spec(candidate.spec) {
             Err(invalid) => Verdict::Invalid(invalid.to_string()),
             Ok(()) => {
-                let conflicts = claims.conflicts(candidate.spec);
+                let conflicts = claims.conflicts(&candidate.key, candidate.spec);
                 if conflicts.is_empty() {
                     Verdict::Accepted
                 } else {
@@ -197,6 +235,7 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
         if verdict.is_accepted() && candidate.tls_problem.is_none() {
             served.push(ServedSpec {
                 key: candidate.key.clone(),
+                uid: candidate.uid,
                 generation: candidate.generation,
                 spec: candidate.spec,
             });
@@ -210,13 +249,24 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
             claims.claim(&candidate.key, spec);
             served.push(ServedSpec {
                 key: candidate.key.clone(),
+                uid: candidate.uid,
                 generation,
                 spec,
             });
         }
         verdicts.insert(candidate.key.clone(), verdict);
     }
-    Resolution { verdicts, served }
+    let mut certificates = BTreeMap::new();
+    for entry in &served {
+        for (host, _, secret) in tls_hosts(&entry.key, entry.spec) {
+            certificates.entry(host).or_insert(secret);
+        }
+    }
+    Resolution {
+        verdicts,
+        served,
+        certificates,
+    }
 }
 
 /// The `status.lastAccepted` the operator writes after judging `candidate`: its current
@@ -480,6 +530,93 @@ mod tests {
             last_accepted(&ca.with_tls_problem(None), verdict).map(|l| l.generation),
             Some(2)
         );
+    }
+
+    #[test]
+    fn two_objects_naming_one_tls_host_the_older_owns_it_and_the_newer_is_told_who() {
+        let (old, new) = (ObjectKey::new("team-b", "old"), ObjectKey::new("team-a", "new"));
+        let old_spec = mk_spec(vec![mk_tls_rule(
+            "app.example.com",
+            "old-tls",
+            vec![mk_prefix("/a")],
+        )]);
+        // Other paths of the same host: no route conflict, only the certificate.
+        let new_spec = mk_spec(vec![
+            mk_rule("other.example.com", vec![mk_prefix("/")]),
+            mk_tls_rule("app.example.com", "new-tls", vec![mk_prefix("/b")]),
+        ]);
+        for input in [
+            vec![
+                mk_candidate(&new, ts("2025-01-02T00:00:00Z"), &new_spec),
+                mk_candidate(&old, ts("2025-01-01T00:00:00Z"), &old_spec),
+            ],
+            vec![
+                mk_candidate(&old, ts("2025-01-01T00:00:00Z"), &old_spec),
+                mk_candidate(&new, ts("2025-01-02T00:00:00Z"), &new_spec),
+            ],
+        ] {
+            let res = resolve_fleet(input);
+            assert_eq!(res.verdicts[&old], Verdict::Accepted);
+            assert_eq!(
+                res.verdicts[&new],
+                Verdict::Conflict(
+                    "spec.rules[1].tls.secretName: host app.example.com is already served over TLS by RouterConfig team-b/old (spec.rules[0].tls, Secret team-b/old-tls), which is older".into()
+                )
+            );
+            assert_eq!(
+                res.certificates,
+                BTreeMap::from([("app.example.com".to_owned(), ObjectKey::new("team-b", "old-tls"))])
+            );
+        }
+
+        // The same Secret of the same namespace is the same certificate: no conflict.
+        let (a, b) = (ObjectKey::new("n", "a"), ObjectKey::new("n", "b"));
+        let a_spec = mk_spec(vec![mk_tls_rule(
+            "h.example.com",
+            "shared",
+            vec![mk_prefix("/a")],
+        )]);
+        let b_spec = mk_spec(vec![mk_tls_rule(
+            "h.example.com",
+            "shared",
+            vec![mk_prefix("/b")],
+        )]);
+        let res = resolve_fleet(vec![
+            mk_candidate(&a, ts("2025-01-01T00:00:00Z"), &a_spec),
+            mk_candidate(&b, ts("2025-01-02T00:00:00Z"), &b_spec),
+        ]);
+        assert!(res.verdicts[&b].is_accepted(), "{:?}", res.verdicts[&b]);
+    }
+
+    #[test]
+    fn certificates_come_from_what_is_served_not_from_rejected_generations() {
+        let a = ObjectKey::new("n", "a");
+        // Generation 1 (accepted) serves h over TLS; generation 2 drops h's TLS and is rejected.
+        let v1 = mk_spec(vec![mk_tls_rule("h.example.com", "h-tls", vec![mk_prefix("/")])]);
+        let v2 = mk_spec(vec![mk_rule("Bad_Host", vec![mk_prefix("/")])]);
+        let mut c = mk_candidate(&a, ts("2025-01-01T00:00:00Z"), &v2);
+        c.generation = 2;
+        c.last_accepted = Some((1, &v1));
+        let res = resolve_fleet(vec![c.clone()]);
+        assert!(!res.verdicts[&a].is_accepted());
+        assert_eq!(
+            res.certificates,
+            BTreeMap::from([("h.example.com".to_owned(), ObjectKey::new("n", "h-tls"))]),
+            "the last accepted generation's host keeps its certificate"
+        );
+
+        // A rejected generation's new Secret does not go live.
+        let v3 = mk_spec(vec![mk_tls_rule(
+            "h.example.com",
+            "other-tls",
+            vec![mk_prefix("/")],
+        )]);
+        let mut c = mk_candidate(&a, ts("2025-01-01T00:00:00Z"), &v3);
+        c.generation = 3;
+        c.last_accepted = Some((1, &v1));
+        c.tls_problem = Some("spec.rules[0].tls.secretName: bad PEM");
+        let res = resolve_fleet(vec![c]);
+        assert_eq!(res.certificates["h.example.com"], ObjectKey::new("n", "h-tls"));
     }
 
     #[test]

@@ -13,7 +13,9 @@ pub mod gateway;
 pub mod lease;
 pub mod plan;
 pub mod rejudge;
+pub mod supervision;
 pub mod table;
+pub mod tls_material;
 pub mod traffic;
 pub mod validate;
 

@@ -18,6 +18,9 @@ use crate::{Candidate, ObjectKey, RouteTable, config_digest, resolve_fleet};
 pub struct ServedObject {
     /// namespace/name.
     pub key: ObjectKey,
+    /// metadata.uid: a RouterConfig deleted and created again under the same name is
+    /// another object, whatever its generation.
+    pub uid: String,
     /// The generation being served.
     pub generation: i64,
     /// The digest reported for it (spec plus TLS material).
@@ -79,6 +82,9 @@ pub struct Plan {
     pub reports: BTreeMap<ObjectKey, Report>,
     /// The verdict on the current generation of each RouterConfig of the fleet.
     pub verdicts: BTreeMap<ObjectKey, crate::Verdict>,
+    /// The Secret whose certificate is presented for each TLS host: decided by the fleet
+    /// policy from what is served, like the routes.
+    pub certificates: BTreeMap<String, ObjectKey>,
 }
 
 /// TLS as the planner sees it: hashes of the material served per Secret (namespace/name),
@@ -94,6 +100,8 @@ pub struct TlsView {
 /// When a served generation was swapped in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwappedIn {
+    /// The incarnation (metadata.uid).
+    pub uid: String,
     /// The generation.
     pub generation: i64,
     /// When (RFC 3339), as reported in `appliedAt`.
@@ -128,7 +136,11 @@ pub fn plan(
         // unchanged object costs no copy.
         let digest = config_digest(entry.spec, &tls_for(&entry.key, entry.spec, &tls.hashes));
         let spec = match served.objects.get(&entry.key) {
-            Some(previous) if previous.generation == entry.generation && previous.digest == digest => {
+            Some(previous)
+                if previous.uid == entry.uid
+                    && previous.generation == entry.generation
+                    && previous.digest == digest =>
+            {
                 previous.spec.clone()
             }
             _ => Arc::new(entry.spec.clone()),
@@ -137,6 +149,7 @@ pub fn plan(
             entry.key.clone(),
             ServedObject {
                 key: entry.key.clone(),
+                uid: entry.uid.to_owned(),
                 generation: entry.generation,
                 digest,
                 spec,
@@ -149,7 +162,7 @@ pub fn plan(
             served
                 .objects
                 .get(k)
-                .is_some_and(|s| s.generation == o.generation && s.digest == o.digest)
+                .is_some_and(|s| s.uid == o.uid && s.generation == o.generation && s.digest == o.digest)
         });
 
     applied_at.retain(|k, _| next_objects.contains_key(k));
@@ -157,9 +170,10 @@ pub fn plan(
     for (key, object) in &next_objects {
         if applied_at
             .get(key)
-            .is_none_or(|s| s.generation != object.generation)
+            .is_none_or(|s| s.uid != object.uid || s.generation != object.generation)
         {
             let swapped = SwappedIn {
+                uid: object.uid.clone(),
                 generation: object.generation,
                 at: stamp.clone(),
             };
@@ -202,6 +216,7 @@ pub fn plan(
         next,
         reports,
         verdicts: resolution.verdicts,
+        certificates: resolution.certificates,
     }
 }
 
@@ -222,6 +237,9 @@ fn tls_for(
 
 /// True when the replica has processed the current generation of every RouterConfig of its
 /// fleet: it serves it, or it rejected it (a rejection is reported, never counted as applied).
+/// The report must be on the same object (uid): a RouterConfig deleted and created again
+/// under its name restarts at generation 1, so a report on the old object's generation 1
+/// says nothing about the new one.
 pub fn in_sync<'a>(
     objects: impl IntoIterator<Item = &'a RouterConfig>,
     reports: &BTreeMap<ObjectKey, Report>,
@@ -230,7 +248,7 @@ pub fn in_sync<'a>(
         let generation = rc.generation();
         reports
             .get(&ObjectKey::of(rc))
-            .is_some_and(|r| r.processed(generation))
+            .is_some_and(|r| r.uid == rc.uid() && r.processed(generation))
     })
 }
 
@@ -285,6 +303,48 @@ mod tests {
         assert!(report.config_digest.starts_with("sha256:"));
         assert_eq!(report.rejected, None);
         assert!(in_sync(objects.iter().map(|rc| rc.as_ref()), &plan.reports));
+    }
+
+    #[test]
+    fn a_report_on_a_deleted_object_does_not_count_for_one_created_again_under_its_name() {
+        let incarnation = |uid: &str, host: &str| {
+            let mut rc = (*mk_rc("web", 1, 1, host, "/")).clone();
+            rc.metadata.uid = Some(uid.to_owned());
+            Arc::new(rc)
+        };
+        let old = incarnation("uid-old", "old.example.com");
+        let mut applied_at = BTreeMap::new();
+        let first = plan(
+            std::slice::from_ref(&old),
+            &ServedConfig::default(),
+            &TlsView::default(),
+            &mut applied_at,
+            now(),
+        );
+        let served = first.next.expect("a first table");
+
+        // Deleted and created again while the replica was frozen: generation 1 again.
+        let new = incarnation("uid-new", "new.example.com");
+        assert!(
+            !in_sync([new.as_ref()], &first.reports),
+            "the old object's generation 1 is not the new object's"
+        );
+
+        // Even with the very same spec, the new object is a new swap with its own appliedAt.
+        let same_spec = incarnation("uid-new", "old.example.com");
+        let later = Timestamp::from_second(2_000_000).unwrap();
+        let second = plan(
+            std::slice::from_ref(&same_spec),
+            &served,
+            &TlsView::default(),
+            &mut applied_at,
+            later,
+        );
+        assert!(second.next.is_some(), "another object is swapped in");
+        let report = &second.reports[&ObjectKey::new("ns", "web")];
+        assert_eq!(report.uid, "uid-new");
+        assert_eq!(report.applied_at, Some(later.to_string()));
+        assert!(in_sync([same_spec.as_ref()], &second.reports));
     }
 
     #[test]

@@ -280,14 +280,22 @@ async fn bad_material_is_rejected_with_a_reason_and_the_previous_certificate_kep
         check::put_tls_secret(&f.secrets(), "app-tls", &crt, &key)
             .await
             .unwrap();
+        // The operator judges the material with the replicas' own test: not accepted, rather
+        // than accepted by the operator and rejected by every replica.
         let judged = eventually(
-            &format!("{case}: Ready=False naming the reason"),
+            &format!("{case}: Accepted=False InvalidTLS naming the reason"),
             WAIT,
             || async {
                 let rc = f.api.get_status("web").await.ok()?;
-                let ready = rc.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-                (ready.status == "False" && ready.reason == "Rejected" && ready.message.contains(reason))
-                    .then_some(ready)
+                let accepted = rc
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Accepted")?;
+                (accepted.status == "False"
+                    && accepted.reason == "InvalidTLS"
+                    && accepted.message.contains(reason))
+                .then_some(accepted)
             },
         )
         .await;
@@ -437,6 +445,250 @@ async fn a_generation_whose_certificate_is_missing_is_not_served_not_even_its_re
             response.headers().get("location")
         );
         let (status, landed) = check::request(&http, proxy.http, "a.test", "/").await.unwrap();
+        assert_eq!((status, landed.as_deref()), (200, Some("one")));
+    }
+}
+
+/// RouterConfig `name` with one TLS rule per `(host, secret, path, url)`.
+fn tls_router_config(ns: &str, fleet: &str, name: &str, rules: &[(&str, &str, &str, &str)]) -> String {
+    let mut text = format!(
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  fleet: {fleet}\n  rules:\n"
+    );
+    for (host, secret, path, url) in rules {
+        let tls = if secret.is_empty() {
+            String::new()
+        } else {
+            format!("    tls: {{secretName: {secret}}}\n")
+        };
+        text.push_str(&format!(
+            "  - host: {host}\n{tls}    paths:\n    - path: {path}\n      backend: {{url: \"{url}\"}}\n"
+        ));
+    }
+    text
+}
+
+/// What each replica of the test's namespace reports on RouterConfig `name` (its own
+/// RouterReplica, not the operator's copy).
+async fn replica_entries(f: &Fixture, name: &str) -> Option<Vec<lockstep_crds::ServedRouterConfig>> {
+    let replicas: kube::Api<lockstep_crds::RouterReplica> = kube::Api::namespaced(f.client.clone(), &f.ns);
+    let list = replicas.list(&Default::default()).await.ok()?;
+    Some(
+        list.items
+            .into_iter()
+            .filter_map(|r| r.status?.served.into_iter().find(|e| e.name == name))
+            .collect(),
+    )
+}
+
+/// The condition `type_` of RouterConfig `name` for its current generation.
+async fn current_condition(
+    f: &Fixture,
+    name: &str,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let rc = f.api.get_status(name).await.ok()?;
+    let generation = rc.metadata.generation?;
+    rc.status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_ && c.observed_generation == Some(generation))
+}
+
+#[tokio::test]
+async fn two_objects_naming_one_tls_host_give_the_older_ones_certificate_everywhere() {
+    let f = fixture("tls-owner").await;
+    let one = Backend::start(&f.dir, "one").unwrap();
+    let two = Backend::start(&f.dir, "two").unwrap();
+    let (older_cert, newer_cert) = (valid_cert(&["app.test"]), valid_cert(&["app.test"]));
+    check::put_tls_secret(&f.secrets(), "older-tls", &older_cert.pem, &older_cert.key)
+        .await
+        .unwrap();
+    check::put_tls_secret(&f.secrets(), "newer-tls", &newer_cert.pem, &newer_cert.key)
+        .await
+        .unwrap();
+    let proxies = f.tls_proxies(2);
+    f.cp.kubectl_apply(&tls_router_config(
+        &f.ns,
+        &f.fleet,
+        "older",
+        &[("app.test", "older-tls", "/", &one.url())],
+    ))
+    .unwrap();
+    f.kubectl_wait("older", WAIT);
+    // Creation timestamps have one-second resolution: make "newer" newer.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Other paths of the same host, another certificate.
+    f.cp.kubectl_apply(&tls_router_config(
+        &f.ns,
+        &f.fleet,
+        "newer",
+        &[("app.test", "newer-tls", "/b", &two.url())],
+    ))
+    .unwrap();
+
+    let accepted = eventually("newer to be judged", WAIT, || async {
+        current_condition(&f, "newer", "Accepted").await
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (accepted.status.as_str(), accepted.reason.as_str()),
+        ("False", "Conflict"),
+        "{accepted:?}"
+    );
+    let holder = format!("RouterConfig {}/older", f.ns);
+    assert!(
+        accepted.message.contains(&holder) && accepted.message.contains("app.test"),
+        "the status names the holder: {}",
+        accepted.message
+    );
+    f.kubectl_wait("older", WAIT);
+    for _ in 0..3 {
+        for proxy in &proxies {
+            let der = presented(proxy.tls.unwrap(), "app.test", &[&older_cert, &newer_cert]).await;
+            assert_eq!(
+                der.as_deref(),
+                Some(older_cert.der.as_slice()),
+                "{} presents the older object's certificate",
+                proxy.spec.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_generation_that_drops_a_tls_host_keeps_its_certificate_on_every_replica() {
+    let f = fixture("tls-keep").await;
+    let one = Backend::start(&f.dir, "one").unwrap();
+    let two = Backend::start(&f.dir, "two").unwrap();
+    let cert = valid_cert(&["app.test"]);
+    check::put_tls_secret(&f.secrets(), "app-tls", &cert.pem, &cert.key)
+        .await
+        .unwrap();
+    let proxies = f.tls_proxies(2);
+    // An older object holds plain.test/.
+    f.cp.kubectl_apply(&tls_router_config(
+        &f.ns,
+        &f.fleet,
+        "holder",
+        &[("plain.test", "", "/", &two.url())],
+    ))
+    .unwrap();
+    f.kubectl_wait("holder", WAIT);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.cp.kubectl_apply(&tls_router_config(
+        &f.ns,
+        &f.fleet,
+        "web",
+        &[("app.test", "app-tls", "/", &one.url())],
+    ))
+    .unwrap();
+    f.wait_ready();
+    let serial = |der: &[u8]| {
+        let (_, parsed) = x509_parser::parse_x509_certificate(der).unwrap();
+        parsed.raw_serial_as_string()
+    };
+    let expected_serial = serial(&cert.der);
+
+    // Generation 2 drops app.test and claims the holder's path: rejected (Conflict), so every
+    // replica serves generation 1, app.test's certificate included.
+    f.cp.kubectl_apply(&tls_router_config(
+        &f.ns,
+        &f.fleet,
+        "web",
+        &[("plain.test", "", "/", &one.url())],
+    ))
+    .unwrap();
+    eventually("every replica to report generation 2 rejected", WAIT, || async {
+        let entries = replica_entries(&f, "web").await?;
+        (entries.len() == 2
+            && entries.iter().all(|e| {
+                e.observed_generation == 1 && e.rejected.as_ref().is_some_and(|r| r.generation == 2)
+            }))
+        .then_some(())
+    })
+    .await
+    .unwrap();
+    // Past a sync pass or two: the Secret's watch would have been dropped by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for proxy in &proxies {
+        let (der, _, body) = https_get(proxy.tls.unwrap(), "app.test", &cert)
+            .await
+            .unwrap_or_else(|e| panic!("{}: app.test handshake: {e}", proxy.spec.name));
+        assert_eq!(serial(&der), expected_serial, "{}", proxy.spec.name);
+        assert_eq!(body["backend"], "one");
+    }
+}
+
+#[tokio::test]
+async fn a_key_that_does_not_match_is_rejected_by_the_operator_and_every_replica_keeps_the_last_generation() {
+    let f = fixture("tls-mismatch").await;
+    let one = Backend::start(&f.dir, "one").unwrap();
+    let two = Backend::start(&f.dir, "two").unwrap();
+    let good = valid_cert(&["app.test"]);
+    let other = valid_cert(&["app.test"]);
+    check::put_tls_secret(&f.secrets(), "good-tls", &good.pem, &good.key)
+        .await
+        .unwrap();
+    check::put_tls_secret(&f.secrets(), "bad-tls", &good.pem, &other.key)
+        .await
+        .unwrap();
+    let proxies = f.tls_proxies(2);
+    f.cp.kubectl_apply(&tls_router_config(
+        &f.ns,
+        &f.fleet,
+        "web",
+        &[("app.test", "good-tls", "/", &one.url())],
+    ))
+    .unwrap();
+    f.wait_ready();
+
+    // Generation 2: a new backend, and a Secret whose key belongs to another certificate.
+    f.cp.kubectl_apply(&tls_router_config(
+        &f.ns,
+        &f.fleet,
+        "web",
+        &[("app.test", "bad-tls", "/", &two.url())],
+    ))
+    .unwrap();
+    let accepted = eventually("generation 2 to be judged", WAIT, || async {
+        current_condition(&f, "web", "Accepted").await
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (accepted.status.as_str(), accepted.reason.as_str()),
+        ("False", "InvalidTLS"),
+        "the operator rejects what every replica rejects: {accepted:?}"
+    );
+    assert!(
+        accepted.message.contains("tls.key does not match"),
+        "{}",
+        accepted.message
+    );
+    let rc = f.api.get_status("web").await.unwrap();
+    assert_eq!(
+        rc.status.unwrap().last_accepted.map(|a| a.generation),
+        Some(1),
+        "generation 2 is not recorded as accepted"
+    );
+    // Each replica's own report: it serves generation 1 and rejected generation 2.
+    eventually("every replica to report generation 2 rejected", WAIT, || async {
+        let entries = replica_entries(&f, "web").await?;
+        (entries.len() == 2
+            && entries.iter().all(|e| {
+                e.observed_generation == 1 && e.rejected.as_ref().is_some_and(|r| r.generation == 2)
+            }))
+        .then_some(())
+    })
+    .await
+    .unwrap();
+    let http = check::http();
+    for proxy in &proxies {
+        let (der, _, body) = https_get(proxy.tls.unwrap(), "app.test", &good).await.unwrap();
+        assert_eq!(der, good.der, "{}", proxy.spec.name);
+        assert_eq!(body["backend"], "one", "{} serves generation 1", proxy.spec.name);
+        let (status, landed) = check::request(&http, proxy.http, "app.test", "/").await.unwrap();
         assert_eq!((status, landed.as_deref()), (200, Some("one")));
     }
 }

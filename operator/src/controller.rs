@@ -450,26 +450,29 @@ fn error_policy(rc: Arc<RouterConfig>, error: &Error, ctx: Arc<Context>) -> Acti
 
 /// TLS digest inputs and problems of a RouterConfig, from the Secrets it names. A Secret that
 /// does not exist yet is a wait (cert-manager and GitOps often create it after the
-/// RouterConfig); one that exists but lacks its keys is not accepted.
+/// RouterConfig); one that exists but cannot be served (the replicas' own test,
+/// [`lockstep_config::tls_material::servable`]) is not accepted.
 fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, String>, Option<TlsProblem>) {
     let ns = ObjectKey::of(rc).namespace;
+    let now = jiff::Timestamp::now().as_second();
     let mut hashes = BTreeMap::new();
     let mut problems = Vec::new();
     let mut missing = Vec::new();
     for (i, rule) in rc.spec.rules.iter().enumerate() {
         let Some(tls) = &rule.tls else { continue };
         let secret = secrets.get(&ObjectRef::new(&tls.secret_name).within(&ns));
-        match secret
-            .as_deref()
-            .and_then(lockstep_config::digest::tls_secret_hash)
-        {
-            Some(hash) => {
+        // The replicas' own test of the material: what they would reject is not accepted.
+        let host = rule.host.to_ascii_lowercase();
+        let servable = secret.as_deref().map(|secret| {
+            let name = format!("{ns}/{}", tls.secret_name);
+            lockstep_config::tls_material::servable(&name, secret, &host, now)
+                .map(|_| lockstep_config::digest::tls_secret_hash(secret).unwrap_or_default())
+        });
+        match servable {
+            Some(Ok(hash)) => {
                 hashes.insert(tls.secret_name.clone(), hash);
             }
-            None if secret.is_some() => problems.push(format!(
-                "spec.rules[{i}].tls.secretName: secret {ns}/{} lacks tls.crt or tls.key",
-                tls.secret_name
-            )),
+            Some(Err(error)) => problems.push(format!("spec.rules[{i}].tls.secretName: {error}")),
             None => missing.push(format!(
                 "spec.rules[{i}].tls.secretName: kubernetes.io/tls secret {ns}/{} not found",
                 tls.secret_name

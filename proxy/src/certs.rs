@@ -9,143 +9,13 @@
 use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
+pub use lockstep_config::tls_material::{
+    CertError, LoadedCert, check_covers, load, name_covers, secret_material, servable,
+};
 use rustls::{
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
-
-/// Why TLS material was not usable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CertError {
-    /// The Secret does not exist (or is not readable).
-    #[error("secret {0} not found")]
-    Missing(String),
-    /// The Secret has the wrong type or lacks tls.crt / tls.key.
-    #[error("secret {secret}: {reason}")]
-    Malformed {
-        /// namespace/name.
-        secret: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The private key does not belong to the certificate.
-    #[error("secret {0}: tls.key does not match the certificate in tls.crt")]
-    KeyMismatch(String),
-    /// The certificate is outside its validity period.
-    #[error("secret {secret}: certificate is not valid now (valid {not_before} to {not_after})")]
-    NotValidNow {
-        /// namespace/name.
-        secret: String,
-        /// Start of validity.
-        not_before: String,
-        /// End of validity.
-        not_after: String,
-    },
-    /// The certificate does not cover the rule's host.
-    #[error("secret {secret}: certificate does not cover host {host} (it covers {covers})")]
-    WrongHost {
-        /// namespace/name.
-        secret: String,
-        /// The rule's host.
-        host: String,
-        /// The certificate's DNS names.
-        covers: String,
-    },
-}
-
-/// A parsed, checked certificate with its key.
-#[derive(Debug, Clone)]
-pub struct LoadedCert {
-    /// Certificate chain and signing key for rustls.
-    pub certified: Arc<CertifiedKey>,
-    /// DNS names the leaf certificate covers (subjectAltName, or the CN when there is none).
-    pub dns_names: Vec<String>,
-    /// Hex serial number of the leaf.
-    pub serial: String,
-}
-
-/// Parses and checks PEM material from Secret `secret` (namespace/name, for messages) at
-/// `now` (seconds since the epoch).
-pub fn load(secret: &str, cert_pem: &[u8], key_pem: &[u8], now: i64) -> Result<LoadedCert, CertError> {
-    let malformed = |reason: String| CertError::Malformed {
-        secret: secret.to_owned(),
-        reason,
-    };
-    let chain: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| malformed(format!("tls.crt is not valid PEM: {e}")))?;
-    let Some(leaf) = chain.first().cloned() else {
-        return Err(malformed("tls.crt holds no certificate".into()));
-    };
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| malformed(format!("tls.key is not valid PEM: {e}")))?
-        .ok_or_else(|| malformed("tls.key holds no private key".into()))?;
-    let provider = rustls::crypto::ring::default_provider();
-    let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => CertError::KeyMismatch(secret.to_owned()),
-        other => malformed(format!("unusable certificate or key: {other}")),
-    })?;
-
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|e| malformed(format!("tls.crt does not parse as X.509: {e}")))?;
-    let validity = parsed.validity();
-    if now < validity.not_before.timestamp() || now > validity.not_after.timestamp() {
-        return Err(CertError::NotValidNow {
-            secret: secret.to_owned(),
-            not_before: validity.not_before.to_string(),
-            not_after: validity.not_after.to_string(),
-        });
-    }
-    let mut dns_names = Vec::new();
-    if let Ok(Some(san)) = parsed.subject_alternative_name() {
-        for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
-                dns_names.push(dns.to_ascii_lowercase());
-            }
-        }
-    }
-    if dns_names.is_empty() {
-        dns_names.extend(
-            parsed
-                .subject()
-                .iter_common_name()
-                .filter_map(|cn| cn.as_str().ok())
-                .map(str::to_ascii_lowercase),
-        );
-    }
-    Ok(LoadedCert {
-        certified: Arc::new(certified),
-        dns_names,
-        serial: parsed.raw_serial_as_string(),
-    })
-}
-
-/// Does a certificate name (possibly "*.example.com") cover `host` (possibly "*.example.com")?
-pub fn name_covers(cert_name: &str, host: &str) -> bool {
-    if cert_name == host {
-        return true;
-    }
-    match cert_name.strip_prefix("*.") {
-        // A wildcard covers exactly one label, and never a wildcard host of another level.
-        Some(suffix) => host
-            .split_once('.')
-            .is_some_and(|(label, rest)| label != "*" && rest == suffix),
-        None => false,
-    }
-}
-
-/// Checks that `cert` covers the rule's `host`.
-pub fn check_covers(secret: &str, cert: &LoadedCert, host: &str) -> Result<(), CertError> {
-    if cert.dns_names.iter().any(|n| name_covers(n, host)) {
-        Ok(())
-    } else {
-        Err(CertError::WrongHost {
-            secret: secret.to_owned(),
-            host: host.to_owned(),
-            covers: cert.dns_names.join(", "),
-        })
-    }
-}
 
 /// Certificates by rule host ("app.example.com" or "*.example.com"), swapped as a whole.
 #[derive(Debug, Default)]
@@ -193,7 +63,6 @@ mod tests {
 
     type Ymd = (i32, u8, u8);
     const VALID: (Ymd, Ymd) = ((2026, 10, 31), (2026, 12, 1));
-    const EXPIRED: (Ymd, Ymd) = ((2026, 10, 1), (2026, 10, 31));
 
     fn mk_cert(names: &[&str], (from, to): (Ymd, Ymd)) -> (String, String) {
         let mut params =
@@ -205,44 +74,8 @@ mod tests {
         (cert.pem(), key.serialize_pem())
     }
 
-    /// 2026-11-15T00:00:00Z: inside VALID, after EXPIRED.
+    /// 2026-11-15T00:00:00Z: inside VALID.
     const NOW: i64 = 1_794_700_800;
-
-    #[test]
-    fn good_material_loads_with_names_and_serial() {
-        let (cert, key) = mk_cert(&["app.example.com", "*.example.com"], VALID);
-        let loaded = load("ns/app", cert.as_bytes(), key.as_bytes(), NOW).unwrap();
-        assert_eq!(loaded.dns_names, vec!["app.example.com", "*.example.com"]);
-        assert!(!loaded.serial.is_empty());
-        assert!(check_covers("ns/app", &loaded, "app.example.com").is_ok());
-        assert!(check_covers("ns/app", &loaded, "x.example.com").is_ok());
-        assert!(matches!(
-            check_covers("ns/app", &loaded, "a.b.example.com"),
-            Err(CertError::WrongHost { .. })
-        ));
-    }
-
-    #[test]
-    fn bad_material_is_rejected_with_reason() {
-        let (cert, key) = mk_cert(&["app.example.com"], VALID);
-        let (_, other_key) = mk_cert(&["app.example.com"], VALID);
-        assert!(matches!(
-            load("ns/a", b"garbage", key.as_bytes(), NOW),
-            Err(CertError::Malformed { .. })
-        ));
-        assert!(matches!(
-            load("ns/a", cert.as_bytes(), b"", NOW),
-            Err(CertError::Malformed { .. })
-        ));
-        assert_eq!(
-            load("ns/a", cert.as_bytes(), other_key.as_bytes(), NOW).unwrap_err(),
-            CertError::KeyMismatch("ns/a".into())
-        );
-        let (expired, expired_key) = mk_cert(&["app.example.com"], EXPIRED);
-        let err = load("ns/a", expired.as_bytes(), expired_key.as_bytes(), NOW).unwrap_err();
-        assert!(matches!(err, CertError::NotValidNow { .. }), "{err}");
-        assert!(err.to_string().contains("ns/a"));
-    }
 
     #[test]
     fn store_resolves_exact_then_wildcard_and_nothing_else() {
@@ -266,14 +99,5 @@ mod tests {
         assert!(Arc::ptr_eq(&store.lookup("x.example.com").unwrap(), &wild));
         assert!(store.lookup("a.b.example.com").is_none());
         assert!(store.lookup("other.test").is_none());
-    }
-
-    #[test]
-    fn wildcard_names_cover_one_label() {
-        assert!(name_covers("*.example.com", "a.example.com"));
-        assert!(!name_covers("*.example.com", "example.com"));
-        assert!(name_covers("*.example.com", "*.example.com"));
-        assert!(!name_covers("*.example.com", "*.a.example.com"));
-        assert!(!name_covers("a.example.com", "b.example.com"));
     }
 }

@@ -203,6 +203,7 @@ pub struct Metrics {
     series: Arc<RouteSeries>,
     unrouted: RouteMetrics,
     upstream_errors: Family<KindLabel, Counter>,
+    sync_failures: Family<KindLabel, Counter>,
     in_flight: Gauge,
     connections: Gauge,
 }
@@ -220,6 +221,7 @@ impl Metrics {
         let latency: Family<RouteLabel, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
         let upstream_errors = Family::<KindLabel, Counter>::default();
+        let sync_failures = Family::<KindLabel, Counter>::default();
         let in_flight = Gauge::default();
         let connections = Gauge::default();
         registry.register(
@@ -236,6 +238,11 @@ impl Metrics {
             "upstream_errors",
             "Upstream failures by kind (connect, connect_timeout, response_timeout, protocol, no_endpoints, bad_backend)",
             upstream_errors.clone(),
+        );
+        registry.register(
+            "sync_failures",
+            "Times the fleet sync loop gave up membership, by kind (SyncFailed: it panicked; SyncStalled: a pass ran past its bound)",
+            sync_failures.clone(),
         );
         registry.register(
             "requests_in_flight",
@@ -259,6 +266,7 @@ impl Metrics {
             unrouted: series.handles(NO_ROUTE),
             series,
             upstream_errors,
+            sync_failures,
             in_flight,
             connections,
         }
@@ -295,6 +303,11 @@ impl Metrics {
     /// Counts one upstream failure.
     pub(crate) fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts one failure of the fleet sync loop (`SyncFailed` or `SyncStalled`).
+    pub(crate) fn sync_failure(&self, kind: &'static str) {
+        self.sync_failures.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// The in-flight request gauge.

@@ -15,7 +15,7 @@ use std::{
 
 use lockstep_config::{
     Candidate, ObjectKey,
-    file::FileError,
+    file::{FileError, FirstSeen},
     plan::{self, TlsView},
 };
 use lockstep_crds::{AcceptedGeneration, RouterConfig, RouterConfigStatus};
@@ -61,8 +61,10 @@ pub struct Applied {
 /// What the operator would keep in each RouterConfig's `status.lastAccepted`, kept by the
 /// standalone proxy for itself: here the file plays the apiserver and the proxy the operator.
 /// It lives as long as the process; a restarted standalone proxy starts from the file alone.
+/// It also keeps when each document was first seen, its age for precedence
+/// ([`lockstep_config::file::FirstSeen`]).
 #[derive(Debug, Default)]
-pub struct AcceptedGenerations(BTreeMap<ObjectKey, AcceptedGeneration>);
+pub struct AcceptedGenerations(BTreeMap<ObjectKey, AcceptedGeneration>, FirstSeen);
 
 /// Parses, judges and swaps in the RouterConfigs of `fleet` from `text`, with the plan of
 /// Kubernetes mode.
@@ -73,19 +75,23 @@ pub fn apply(
     text: &str,
     fleet: &str,
 ) -> Result<Applied, LoadError> {
+    let mut documents = lockstep_config::file::parse_router_configs(path, text)?;
+    documents.retain(|rc| rc.spec.fleet == fleet);
     let mut seen = BTreeSet::new();
-    let mut objects: Vec<Arc<RouterConfig>> = Vec::new();
-    for mut rc in lockstep_config::file::parse_router_configs(path, text)? {
-        if rc.spec.fleet != fleet {
-            continue;
-        }
-        let key = ObjectKey::of(&rc);
+    for rc in &documents {
+        let key = ObjectKey::of(rc);
         if !seen.insert(key.clone()) {
             return Err(LoadError::Duplicate {
                 path: path.to_owned(),
                 key,
             });
         }
+    }
+    // Only a file that is applied ages its documents.
+    accepted.1.stamp(&mut documents, jiff::Timestamp::now());
+    let mut objects: Vec<Arc<RouterConfig>> = Vec::new();
+    for mut rc in documents {
+        let key = ObjectKey::of(&rc);
         // A status written in the file is not the operator's: only what this process accepted
         // counts.
         rc.status = Some(RouterConfigStatus {

@@ -91,8 +91,11 @@ fn answers(config: &ServedConfig) -> Vec<Option<String>> {
 /// throughout.
 #[derive(Default)]
 struct Cluster {
-    /// name -> (generation, spec document)
-    objects: BTreeMap<String, (i64, serde_json::Value)>,
+    /// name -> (generation, spec document, creation order): the apiserver stamps each object
+    /// when it is created, and the standalone proxy stamps each document when it first sees
+    /// it, in file order, so both order the same objects alike.
+    objects: BTreeMap<String, (i64, serde_json::Value, i64)>,
+    created: i64,
     last_accepted: BTreeMap<String, AcceptedGeneration>,
     running: Arc<ServedConfig>,
 }
@@ -106,12 +109,15 @@ impl Cluster {
                 self.last_accepted.remove(name);
             }
             Some(doc) => {
-                let generation = match self.objects.get(name) {
-                    Some((g, old)) if old["spec"] == doc["spec"] => *g,
-                    Some((g, _)) => g + 1,
-                    None => 1,
+                let (generation, created) = match self.objects.get(name) {
+                    Some((g, old, c)) if old["spec"] == doc["spec"] => (*g, *c),
+                    Some((g, _, c)) => (g + 1, *c),
+                    None => {
+                        self.created += 1;
+                        (1, self.created)
+                    }
                 };
-                self.objects.insert(name.to_owned(), (generation, doc));
+                self.objects.insert(name.to_owned(), (generation, doc, created));
             }
         }
     }
@@ -119,9 +125,12 @@ impl Cluster {
     fn stored(&self) -> Vec<Arc<RouterConfig>> {
         self.objects
             .iter()
-            .map(|(name, (generation, doc))| {
+            .map(|(name, (generation, doc, created))| {
                 let mut rc: RouterConfig = serde_json::from_value(doc.clone()).unwrap();
                 rc.metadata.generation = Some(*generation);
+                rc.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::from_second(*created).unwrap(),
+                ));
                 if let Some(accepted) = self.last_accepted.get(name) {
                     rc.status.get_or_insert_default().last_accepted = Some(accepted.clone());
                 }
@@ -216,7 +225,8 @@ proptest! {
                 for rule in served_spec.into_iter().flat_map(|s| &s.rules) {
                     for p in &rule.paths {
                         let route = cluster.running.table.lookup(&rule.host, &p.path);
-                        let older_holds = route.is_some_and(|r| r.source < key);
+                        let created = |k: &ObjectKey| cluster.objects.get(&k.name).map(|o| o.2);
+                        let older_holds = route.is_some_and(|r| created(&r.source) < created(&key));
                         prop_assert!(
                             route.is_some_and(|r| r.source == key) || (!resolution.verdicts[&key].is_accepted() && older_holds),
                             "step {}: {} {}{} is not served by {}", step, key, rule.host, p.path, key

@@ -19,7 +19,7 @@ use kube::{
     Api,
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
-use lockstep_config::lease::Stage;
+use lockstep_config::{lease::Stage, supervision::SyncProblem};
 use lockstep_crds::RouterConfig;
 
 use super::Shared;
@@ -62,10 +62,31 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
     let mut retry_after: Option<Duration> = None;
     let mut verify_after: Option<Duration> = None;
     let mut was = Stage::Outside;
+    let mut sync_was: Option<&'static str> = None;
     // Freshness is re-checked often so readiness drops as soon as the Lease may be expired.
     let mut check = tokio::time::interval(Duration::from_millis(100));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        if shared.leaving.is_cancelled() {
+            return;
+        }
+        // A sync loop that died or hangs gives up membership: unready now, no renewal, and
+        // a rejoin through the quorum check once it works again.
+        let sync_problem = shared.sync_problem();
+        let sync_is = sync_problem.as_ref().map(SyncProblem::reason);
+        if let Some(problem) = &sync_problem
+            && sync_was != sync_is
+        {
+            let readiness = problem.readiness();
+            tracing::warn!(replica = %shared.options.replica, reason = readiness.reason, message = %readiness.message, "sync unhealthy; giving up fleet membership");
+            if matches!(problem, SyncProblem::Stalled(_)) {
+                shared.state.metrics.sync_failure(readiness.reason);
+            }
+            shared.lease.lock().expect("lease lock").leave();
+            shared.update_readiness();
+            super::report::mark_unready(&shared, &readiness).await;
+        }
+        sync_was = sync_is;
         let now = shared.mono();
         let (stage, due) = {
             let lease = shared.lease.lock().expect("lease lock");
@@ -78,9 +99,9 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
         was = stage;
         shared.update_readiness();
 
-        let may_write =
-            stage != Stage::Outside || shared.reported_current.load(std::sync::atomic::Ordering::SeqCst);
-        if due && may_write && retry_after.is_none_or(|at| now >= at) {
+        let may_write = sync_problem.is_none()
+            && (stage != Stage::Outside || shared.reported_current.load(std::sync::atomic::Ordering::SeqCst));
+        if due && may_write && retry_after.is_none_or(|at| now >= at) && !shared.leaving.is_cancelled() {
             if stage == Stage::Outside {
                 acquired = Timestamp::now();
             }
@@ -121,9 +142,13 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
             }
         }
 
+        if shared.leaving.is_cancelled() {
+            return;
+        }
         let now = shared.mono();
         let verifying = shared.lease.lock().expect("lease lock").stage(now) == Stage::Verifying;
         if verifying
+            && sync_problem.is_none()
             && shared.reported_current.load(std::sync::atomic::Ordering::SeqCst)
             && verify_after.is_none_or(|at| now >= at)
         {
@@ -149,6 +174,7 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
         tokio::select! {
             _ = check.tick() => {}
             _ = shared.wake_lease.notified() => {}
+            _ = shared.leaving.cancelled() => return,
         }
     }
 }

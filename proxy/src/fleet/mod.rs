@@ -8,6 +8,17 @@
 //! serves. A replica that could not renew in time (frozen, partitioned, a renewal answered
 //! late) fences itself: unready until it has rejoined through that check. The decisions are
 //! `lockstep_config::lease::ReplicaLease`; this module is their I/O.
+//!
+//! The sync loop is supervised (`lockstep_config::supervision`): a panic restarts it after a
+//! pause, and a pass that runs past a bound (the Lease duration) or a dead loop makes the
+//! replica unready and stops its Lease renewals, so the operator stops waiting for it.
+//! Restarting the loop rather than exiting the process keeps the data plane serving its last
+//! table: a panic that some RouterConfig triggers would hit every replica at once, and a
+//! process exit would take the whole fleet's traffic down with it.
+//!
+//! Leaving (SIGTERM) stops the writers (Lease renewer, report writer) and waits for their
+//! requests in flight before deleting the Lease and the RouterReplica, so no write sent
+//! earlier can land after a delete and create the object again.
 
 mod lease;
 mod report;
@@ -33,9 +44,11 @@ use kube::{
 use lockstep_config::{
     BackendRef, ObjectKey,
     lease::{Mono, Readiness, ReplicaLease},
+    supervision::{SyncProblem, SyncWatch},
 };
 use lockstep_crds::{ALL_NAMESPACES, RouterConfig};
 use tokio::{sync::Notify, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
 
 use crate::{endpoints::ServiceKey, state::ProxyState};
 
@@ -146,6 +159,10 @@ struct Shared {
     wake_now: Notify,
     /// Wakes the Lease loop.
     wake_lease: Notify,
+    /// The health of the sync loop.
+    sync: Mutex<SyncWatch>,
+    /// Set when the replica leaves: writers stop before their next request.
+    leaving: CancellationToken,
 }
 
 impl Shared {
@@ -168,18 +185,61 @@ impl Shared {
         let lease = *self.lease.lock().expect("lease lock");
         let serving = self.serving_current.load(Ordering::SeqCst);
         let problem = self.lease_problem.lock().expect("lease problem lock").clone();
-        let readiness = lease.readiness(serving, problem.as_deref(), now);
+        let readiness = match self.sync_problem() {
+            Some(sync) => sync.readiness(),
+            None => lease.readiness(serving, problem.as_deref(), now),
+        };
         self.state.set_synced(readiness.ready);
         self.state
             .set_ready_until(readiness.ready.then(|| self.origin + lease.fresh_until()));
         readiness
     }
+
+    fn new(
+        options: FleetOptions,
+        state: Arc<ProxyState>,
+        client: Client,
+        rc_stores: Vec<Store<RouterConfig>>,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            lease: Mutex::new(ReplicaLease::new(options.lease_duration)),
+            // A pass that runs longer than a Lease would have the operator wait on a replica that
+            // cannot answer; one pass normally takes milliseconds (a second at 100k routes).
+            sync: Mutex::new(SyncWatch::new(options.lease_duration)),
+            leaving: CancellationToken::new(),
+            options,
+            state,
+            client,
+            rc_stores,
+            reported: Mutex::default(),
+            serving_current: AtomicBool::new(false),
+            reported_current: AtomicBool::new(false),
+            lease_problem: Mutex::new(None),
+            origin: Instant::now(),
+            wake: Arc::new(Notify::new()),
+            wake_now: Notify::new(),
+            wake_lease: Notify::new(),
+        })
+    }
+
+    /// What is wrong with the sync loop now, if anything.
+    fn sync_problem(&self) -> Option<SyncProblem> {
+        self.sync.lock().expect("sync watch lock").problem(self.mono())
+    }
 }
+
+/// Longest [`FleetHandle::leave`] waits for a writer's request in flight before it cancels
+/// it: only an apiserver this slow to answer can see a cancelled write after the deletes.
+const WRITER_STOP_BOUND: Duration = Duration::from_secs(3);
 
 /// A running fleet sync.
 pub struct FleetHandle {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Tasks that only read (watches): aborted on leave.
+    watchers: Vec<JoinHandle<()>>,
+    /// Tasks that write (the Lease renewer, the supervised sync loop with its report writer):
+    /// stopped and awaited on leave.
+    writers: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for FleetHandle {
@@ -194,10 +254,27 @@ impl FleetHandle {
     /// Leaves the fleet: stops renewing and reporting, deletes the Lease and then the
     /// RouterReplica, so the operator neither waits for it nor counts it. Called on SIGTERM
     /// after the replica turned unready and before draining.
+    ///
+    /// The writers are stopped first and their requests in flight answered (or, past
+    /// [`WRITER_STOP_BOUND`], cancelled) before the first delete is sent: a Lease renewal or
+    /// report sent before the delete but applied after it would create the object again, a
+    /// member without a report that nobody cleans up.
     pub async fn leave(self) {
-        for task in &self.tasks {
+        self.shared.leaving.cancel();
+        for task in &self.watchers {
             task.abort();
         }
+        self.shared.lease.lock().expect("lease lock").leave();
+        self.shared.update_readiness();
+        let deadline = tokio::time::Instant::now() + WRITER_STOP_BOUND;
+        for mut writer in self.writers {
+            if tokio::time::timeout_at(deadline, &mut writer).await.is_err() {
+                tracing::warn!(replica = %self.shared.options.replica, "a writer did not stop in time; cancelling its request");
+                writer.abort();
+                let _ = writer.await;
+            }
+        }
+        // A renewal answered meanwhile must not count: outside for good.
         self.shared.lease.lock().expect("lease lock").leave();
         self.shared.update_readiness();
         lease::delete(&self.shared).await;
@@ -253,38 +330,116 @@ pub fn start_with_client(
         svc_parts.push((svc_api, svc_store, svc_writer));
     }
 
-    let shared = Arc::new(Shared {
-        lease: Mutex::new(ReplicaLease::new(options.lease_duration)),
-        options,
-        state,
-        client,
-        rc_stores: rc_parts.iter().map(|(_, store, _)| store.clone()).collect(),
-        reported: Mutex::default(),
-        serving_current: AtomicBool::new(false),
-        reported_current: AtomicBool::new(false),
-        lease_problem: Mutex::new(None),
-        origin: Instant::now(),
-        wake: Arc::new(Notify::new()),
-        wake_now: Notify::new(),
-        wake_lease: Notify::new(),
-    });
+    let rc_stores = rc_parts.iter().map(|(_, store, _)| store.clone()).collect();
+    let shared = Shared::new(options, state, client, rc_stores);
 
-    let mut tasks = Vec::new();
+    let mut watchers = Vec::new();
     let slice_stores: Vec<Store<EndpointSlice>> = slice_parts.iter().map(|(_, s, _)| s.clone()).collect();
     let svc_stores: Vec<Store<Service>> = svc_parts.iter().map(|(_, s, _)| s.clone()).collect();
     for (api, _, writer) in rc_parts {
-        tasks.push(spawn_routerconfig_reflector(api, writer, shared.clone()));
+        watchers.push(spawn_routerconfig_reflector(api, writer, shared.clone()));
     }
     for (api, _, writer) in slice_parts {
-        tasks.push(spawn_reflector("endpointslices", api, writer, shared.clone()));
+        watchers.push(spawn_reflector("endpointslices", api, writer, shared.clone()));
     }
     for (api, _, writer) in svc_parts {
-        tasks.push(spawn_reflector("services", api, writer, shared.clone()));
+        watchers.push(spawn_reflector("services", api, writer, shared.clone()));
     }
-    tasks.push(tokio::spawn(sync_loop(shared.clone(), slice_stores, svc_stores)));
-    tasks.push(tokio::spawn(lease::run(shared.clone())));
-    Ok(FleetHandle { shared, tasks })
+    let writers = vec![
+        tokio::spawn(supervise(shared.clone(), slice_stores, svc_stores)),
+        tokio::spawn(lease::run(shared.clone())),
+    ];
+    Ok(FleetHandle {
+        shared,
+        watchers,
+        writers,
+    })
 }
+
+/// First pause before restarting a sync loop that panicked; doubled per panic in a row.
+const MIN_RESTART: Duration = Duration::from_secs(1);
+/// Longest pause before restarting a sync loop.
+const MAX_RESTART: Duration = Duration::from_secs(30);
+
+/// Runs the sync loop and restarts it when it panics (see the module doc); returns when the
+/// replica leaves.
+async fn supervise(shared: Arc<Shared>, slices: Vec<Store<EndpointSlice>>, services: Vec<Store<Service>>) {
+    let mut pause = MIN_RESTART;
+    loop {
+        let run = tokio::spawn(sync_loop(shared.clone(), slices.clone(), services.clone()));
+        // Dropping a JoinHandle does not stop its task: abort it when this one is stopped.
+        let abort = run.abort_handle();
+        let _stop_with_me = scopeguard(move || abort.abort());
+        let failure = match run.await {
+            Ok(()) => return,
+            Err(error) if error.is_cancelled() => return,
+            Err(error) => panic_message(error.into_panic()),
+        };
+        let restarted_healthy = shared.sync_problem().is_none();
+        if restarted_healthy {
+            pause = MIN_RESTART;
+        }
+        tracing::error!(replica = %shared.options.replica, panic = %failure, restart_in = ?pause, "the sync loop panicked; unready and not renewing the Lease until it works again");
+        shared.sync.lock().expect("sync watch lock").panicked(failure);
+        shared.state.metrics.sync_failure("SyncFailed");
+        shared.update_readiness();
+        shared.wake_lease.notify_one();
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shared.leaving.cancelled() => return,
+        }
+        pause = (pause * 2).min(MAX_RESTART);
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// The message of a panic payload.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// A fault injected into the plan step, for tests of the supervision against the real
+/// binary: `LOCKSTEP_TEST_SYNC_FAULT=panic:<name>` panics and `stall:<name>:<seconds>` blocks
+/// for that long whenever the fleet holds a RouterConfig named `<name>`. Read only in debug
+/// builds (`cfg(debug_assertions)`); a release build has no such hook.
+#[cfg(debug_assertions)]
+fn injected_fault(objects: &[Arc<RouterConfig>]) {
+    let Ok(fault) = std::env::var("LOCKSTEP_TEST_SYNC_FAULT") else {
+        return;
+    };
+    let mut parts = fault.split(':');
+    let (kind, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if !objects.iter().any(|rc| rc.metadata.name.as_deref() == Some(name)) {
+        return;
+    }
+    match kind {
+        "panic" => panic!("injected fault: RouterConfig {name} is present"),
+        "stall" => {
+            let seconds = parts.next().and_then(|s| s.parse().ok()).unwrap_or(3600);
+            std::thread::sleep(Duration::from_secs(seconds));
+        }
+        _ => {}
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn injected_fault(_: &[Arc<RouterConfig>]) {}
 
 /// Keeps a store current; the watcher reconnects with backoff when the apiserver is gone,
 /// and the replica serves its last table meanwhile.
@@ -321,9 +476,11 @@ fn spawn_routerconfig_reflector(
     shared: Arc<Shared>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        // The generation and the operator's last accepted generation: the plan reads both.
-        let mut generations: std::collections::HashMap<ObjectKey, (i64, Option<i64>)> =
-            std::collections::HashMap::new();
+        // The incarnation (uid), the generation and the operator's last accepted generation:
+        // the plan reads all three (an object created again under its name restarts at
+        // generation 1, so the generation alone would not tell it from the deleted one).
+        type Seen = (String, i64, Option<i64>);
+        let mut generations: std::collections::HashMap<ObjectKey, Seen> = std::collections::HashMap::new();
         let stream = reflector(
             writer,
             watcher(api, watcher::Config::default()).backoff(lockstep_apiclient::watch_backoff()),
@@ -333,9 +490,13 @@ fn spawn_routerconfig_reflector(
             let spec_change = match &event {
                 Ok(watcher::Event::Apply(rc) | watcher::Event::InitApply(rc)) => {
                     let key = ObjectKey::of(rc);
-                    let generation = (rc.generation(), rc.last_accepted().map(|a| a.generation));
+                    let generation = (
+                        rc.uid().to_owned(),
+                        rc.generation(),
+                        rc.last_accepted().map(|a| a.generation),
+                    );
                     let ours = rc.spec.fleet == shared.options.fleet;
-                    match generations.insert(key.clone(), generation) {
+                    match generations.insert(key.clone(), generation.clone()) {
                         Some(previous) => previous != generation,
                         // An object of another fleet that was never ours changes nothing here.
                         None => ours,
@@ -373,49 +534,59 @@ async fn sync_loop(shared: Arc<Shared>, slices: Vec<Store<EndpointSlice>>, servi
     let mut retry = tokio::time::interval(Duration::from_secs(1));
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if shared.leaving.is_cancelled() {
+            return;
+        }
+        shared
+            .sync
+            .lock()
+            .expect("sync watch lock")
+            .pass_started(shared.mono());
         let objects = shared.fleet_objects();
         secrets.ensure(&tls::referenced(&objects));
         let now = k8s_openapi::jiff::Timestamp::now();
         let previous = shared.state.certs.snapshot();
-        let tls = tls::assemble(
-            &objects,
-            &secrets.states(),
-            &mut good_tls,
-            &previous,
-            now.as_second(),
-        );
+        let tls = tls::assemble(&objects, &secrets.states(), &mut good_tls, now.as_second());
         if tls.pending {
             // A referenced Secret has not been listed yet; judging now would report it
             // missing. Its watch wakes the loop.
+            shared.sync.lock().expect("sync watch lock").pass_finished();
             tokio::select! {
                 _ = shared.wake.notified() => {}
                 _ = retry.tick() => {}
+                _ = shared.leaving.cancelled() => return,
             }
             continue;
         }
         refresh_endpoints(&shared, &objects, &slices, &services).await;
-        // Certificates first: a host the new table routes has its certificate in place.
-        shared.state.certs.replace(tls.by_host);
         let served = shared.state.served();
         let view = plan::TlsView {
             hashes: tls.hashes,
             problems: tls.problems,
         };
-        let (plan, swapped, moved) = {
+        let (plan, swapped, moved, good) = {
             let (objects, state) = (objects.clone(), shared.state.clone());
             let mut moved = std::mem::take(&mut applied_at);
+            let good = std::mem::take(&mut good_tls);
             crate::state::off_the_runtime(move || {
+                injected_fault(&objects);
                 let mut plan = plan::plan(&objects, &served, &view, &mut moved, now);
+                // Certificates first: a host the new table routes has its certificate in
+                // place. They follow what is served, as the plan decided.
+                state
+                    .certs
+                    .replace(tls::certificates(&plan.certificates, &good, &previous));
                 let next = plan.next.take();
                 let swapped = next.is_some();
                 if let Some(next) = next {
                     state.swap(next);
                 }
-                (plan, swapped, moved)
+                (plan, swapped, moved, good)
             })
             .await
         };
         applied_at = moved;
+        good_tls = good;
         if swapped {
             let generations = shared.state.served().generations();
             tracing::info!(replica = %shared.options.replica, routerconfigs = ?generations, "route table swapped");
@@ -427,8 +598,16 @@ async fn sync_loop(shared: Arc<Shared>, slices: Vec<Store<EndpointSlice>>, servi
         }
         let serving = plan::in_sync(objects.iter().map(|rc| rc.as_ref()), &plan.reports);
         shared.serving_current.store(serving, Ordering::SeqCst);
+        let recovered = shared.sync_problem().is_some();
+        shared.sync.lock().expect("sync watch lock").pass_finished();
+        if recovered {
+            tracing::info!(replica = %shared.options.replica, "the sync loop works again; rejoining the fleet");
+        }
         let readiness = shared.update_readiness();
 
+        if shared.leaving.is_cancelled() {
+            return;
+        }
         let written = reporter.write(&shared, &objects, &plan.reports, &readiness).await;
         shared
             .reported_current
@@ -441,6 +620,7 @@ async fn sync_loop(shared: Arc<Shared>, slices: Vec<Store<EndpointSlice>>, servi
             _ = shared.wake.notified() => debounce(&shared).await,
             _ = shared.wake_now.notified() => {}
             _ = retry.tick() => {}
+            _ = shared.leaving.cancelled() => return,
         }
     }
 }
@@ -538,5 +718,101 @@ async fn refresh_endpoints(
             tracing::debug!(service = ?key, endpoints = ready.len(), "endpoints updated");
             shared.state.endpoints.set(key, ready);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use http::{Request, Response};
+    use kube::client::Body;
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    /// A request the replica sent, and the way to answer it.
+    type Exchange = (Request<Body>, oneshot::Sender<Response<Body>>);
+
+    /// A client whose requests are handed to the test, which answers them when it wants.
+    fn mock_client() -> (Client, mpsc::UnboundedReceiver<Exchange>) {
+        let (sent, requests) = mpsc::unbounded_channel::<Exchange>();
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let sent = sent.clone();
+            async move {
+                let (answer, answered) = oneshot::channel();
+                sent.send((request, answer))
+                    .map_err(|_| -> BoxError { "test ended".into() })?;
+                answered.await.map_err(|_| -> BoxError { "not answered".into() })
+            }
+        });
+        (Client::new(service, "default"), requests)
+    }
+
+    fn json(body: serde_json::Value) -> Response<Body> {
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap()
+    }
+
+    fn describe(request: &Request<Body>) -> String {
+        format!("{} {}", request.method(), request.uri().path())
+    }
+
+    #[tokio::test]
+    async fn leave_deletes_only_after_the_lease_write_in_flight_is_answered() {
+        let (client, mut requests) = mock_client();
+        let options = FleetOptions::new("r1", "ns", "default");
+        let shared = Shared::new(options, ProxyState::new("r1"), client, Vec::new());
+        shared.reported_current.store(true, Ordering::SeqCst);
+        let handle = FleetHandle {
+            shared: shared.clone(),
+            watchers: Vec::new(),
+            writers: vec![tokio::spawn(lease::run(shared.clone()))],
+        };
+
+        let (renewal, answer_renewal) = requests.recv().await.expect("a Lease write");
+        assert_eq!(
+            describe(&renewal),
+            "PATCH /apis/coordination.k8s.io/v1/namespaces/ns/leases/lockstep-proxy-r1"
+        );
+
+        // SIGTERM while the write is on the wire: nothing else may be sent until it is answered,
+        // or the apiserver could apply it after the delete and create the Lease again.
+        let leaving = tokio::spawn(handle.leave());
+        let early = tokio::time::timeout(Duration::from_millis(300), requests.recv()).await;
+        assert!(
+            early.is_err(),
+            "sent {:?} while a Lease write was in flight",
+            early.ok().flatten().map(|(r, _)| describe(&r))
+        );
+        let _ = answer_renewal.send(json(serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "lockstep-proxy-r1", "namespace": "ns", "resourceVersion": "2"}
+        })));
+
+        let deleted = serde_json::json!({
+            "apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200, "metadata": {}
+        });
+        let mut order = Vec::new();
+        for _ in 0..2 {
+            let (request, answer) = requests.recv().await.expect("a delete");
+            order.push(describe(&request));
+            let _ = answer.send(json(deleted.clone()));
+        }
+        assert_eq!(
+            order,
+            vec![
+                "DELETE /apis/coordination.k8s.io/v1/namespaces/ns/leases/lockstep-proxy-r1",
+                "DELETE /apis/lockstep.dev/v1alpha1/namespaces/ns/routerreplicas/r1",
+            ]
+        );
+        leaving.await.unwrap();
+        // The writers are gone: nothing can write (and so create) either object again.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(requests.try_recv().is_err(), "a request after leaving");
     }
 }

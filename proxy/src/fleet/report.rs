@@ -90,7 +90,7 @@ impl Reporter {
                 let generation = rc.generation();
                 reports
                     .get(&ObjectKey::of(rc))
-                    .is_some_and(|r| r.observed_generation == generation)
+                    .is_some_and(|r| r.uid == rc.uid() && r.observed_generation == generation)
             })
             .count();
         let mut conditions = self.conditions.clone();
@@ -160,6 +160,35 @@ impl Reporter {
                 false
             }
         }
+    }
+}
+
+/// Says on the RouterReplica why the replica is unready when its sync loop cannot write the
+/// report itself (it died or hangs). A merge patch of the `Ready` condition alone: the served
+/// entries stay as last reported. The loop's next report, once it works again, replaces it.
+pub(super) async fn mark_unready(shared: &Shared, readiness: &Readiness) {
+    let mut conditions = Vec::new();
+    set_condition(
+        &mut conditions,
+        NewCondition {
+            type_: "Ready",
+            status: status_str(readiness.ready),
+            reason: readiness.reason,
+            message: readiness.message.clone(),
+            observed_generation: 1,
+        },
+        Timestamp::now(),
+    );
+    let body = json!({"status": {"conditions": conditions}});
+    if let Err(error) = api(shared)
+        .patch_status(
+            &shared.options.replica,
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await
+    {
+        tracing::warn!(%error, "could not write the Ready condition of the RouterReplica");
     }
 }
 

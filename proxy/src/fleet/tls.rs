@@ -3,6 +3,11 @@
 //! New material replaces a Secret's certificate only when it loads and checks out; until then
 //! the hosts keep the last good certificate, and the RouterConfig's replica entry reports the
 //! problem. The digest a replica reports covers the material it actually serves.
+//!
+//! Which Secret a host presents is not decided here: the plan decides it from the generations
+//! the fleet serves, like the routes ([`lockstep_config::plan::Plan::certificates`]), so a
+//! rejected generation neither takes a host's certificate away nor puts its own in place,
+//! and two RouterConfigs naming one host give the same certificate on every replica.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -36,26 +41,23 @@ pub struct GoodMaterial {
     pub cert: LoadedCert,
 }
 
-/// The outcome of assembling TLS for the fleet.
+/// The outcome of loading the TLS material the fleet names.
 #[derive(Debug, Default)]
 pub struct TlsOutcome {
-    /// Hash of the material served, per Secret (namespace/name): what digests cover.
+    /// Hash of the good material held, per Secret (namespace/name): what digests cover.
     pub hashes: BTreeMap<ObjectKey, String>,
-    /// Certificate per rule host.
-    pub by_host: HashMap<String, Arc<CertifiedKey>>,
-    /// Problems per RouterConfig, naming the field.
+    /// Problems per RouterConfig with its current generation's TLS, naming the field.
     pub problems: BTreeMap<ObjectKey, String>,
     /// Some referenced Secret has not been listed yet: do not judge yet.
     pub pending: bool,
 }
 
-/// Loads new material into `good` and decides the certificate of every TLS host. A host
-/// whose rule has no usable material keeps the certificate it serves now (`previous`).
+/// Loads new material into `good` and judges the TLS of every RouterConfig's current
+/// generation.
 pub fn assemble(
     objects: &[Arc<RouterConfig>],
     secrets: &HashMap<ObjectKey, SecretState>,
     good: &mut HashMap<ObjectKey, GoodMaterial>,
-    previous: &HashMap<String, Arc<CertifiedKey>>,
     now: i64,
 ) -> TlsOutcome {
     let mut outcome = TlsOutcome::default();
@@ -66,12 +68,14 @@ pub fn assemble(
             SecretState::Missing => {
                 errors.insert(key.clone(), CertError::Missing(key.to_string()));
             }
-            SecretState::Present(secret) => match material(key, secret) {
+            SecretState::Present(secret) => match certs::secret_material(&key.to_string(), secret) {
                 Ok((crt, tls_key)) => {
                     let hash = tls_material_hash(&crt, &tls_key);
                     if good.get(key).is_some_and(|g| g.hash == hash) {
                         continue;
                     }
+                    // The material half of the decision the operator makes with
+                    // `servable`; the host half is `check_covers`, per rule.
                     match certs::load(&key.to_string(), &crt, &tls_key, now) {
                         Ok(cert) => {
                             good.insert(key.clone(), GoodMaterial { hash, cert });
@@ -88,6 +92,10 @@ pub fn assemble(
         }
     }
     good.retain(|key, _| secrets.contains_key(key));
+    outcome.hashes = good
+        .iter()
+        .map(|(key, material)| (key.clone(), material.hash.clone()))
+        .collect();
 
     for rc in objects {
         let rc_key = ObjectKey::of(rc);
@@ -99,26 +107,10 @@ pub fn assemble(
                 problems.push(format!("spec.rules[{i}].tls.secretName: {error}"));
             }
             let host = rule.host.to_ascii_lowercase();
-            let covered = good.get(&secret_key).map(|material| {
-                certs::check_covers(&secret_key.to_string(), &material.cert, &host).map(|()| material)
-            });
-            match covered {
-                Some(Ok(material)) => {
-                    outcome.hashes.insert(secret_key, material.hash.clone());
-                    outcome
-                        .by_host
-                        .entry(host)
-                        .or_insert_with(|| material.cert.certified.clone());
-                }
-                other => {
-                    if let Some(Err(e)) = other {
-                        problems.push(format!("spec.rules[{i}].tls.secretName: {e}"));
-                    }
-                    // No usable material: the host keeps the certificate it serves now.
-                    if let Some(cert) = previous.get(&host) {
-                        outcome.by_host.entry(host).or_insert_with(|| cert.clone());
-                    }
-                }
+            if let Some(material) = good.get(&secret_key)
+                && let Err(e) = certs::check_covers(&secret_key.to_string(), &material.cert, &host)
+            {
+                problems.push(format!("spec.rules[{i}].tls.secretName: {e}"));
             }
         }
         if !problems.is_empty() {
@@ -128,31 +120,41 @@ pub fn assemble(
     outcome
 }
 
-fn material(key: &ObjectKey, secret: &Secret) -> Result<(Vec<u8>, Vec<u8>), CertError> {
-    let malformed = |reason: &str| CertError::Malformed {
-        secret: key.to_string(),
-        reason: reason.to_owned(),
-    };
-    if secret.type_.as_deref() != Some("kubernetes.io/tls") {
-        return Err(malformed("type is not kubernetes.io/tls"));
-    }
-    let data = secret.data.as_ref().ok_or_else(|| malformed("no data"))?;
-    let crt = data
-        .get("tls.crt")
-        .ok_or_else(|| malformed("tls.crt is missing"))?;
-    let tls_key = data
-        .get("tls.key")
-        .ok_or_else(|| malformed("tls.key is missing"))?;
-    Ok((crt.0.clone(), tls_key.0.clone()))
+/// The certificate of every TLS host the plan chose a Secret for (`chosen`, host to Secret).
+/// A host whose Secret has no good material covering it keeps the certificate it serves now
+/// (`previous`); a host no served generation names over TLS has none.
+pub fn certificates(
+    chosen: &BTreeMap<String, ObjectKey>,
+    good: &HashMap<ObjectKey, GoodMaterial>,
+    previous: &HashMap<String, Arc<CertifiedKey>>,
+) -> HashMap<String, Arc<CertifiedKey>> {
+    chosen
+        .iter()
+        .filter_map(|(host, secret)| {
+            let covering = good
+                .get(secret)
+                .filter(|m| certs::check_covers(&secret.to_string(), &m.cert, host).is_ok())
+                .map(|m| m.cert.certified.clone());
+            covering
+                .or_else(|| previous.get(host).cloned())
+                .map(|cert| (host.clone(), cert))
+        })
+        .collect()
 }
 
-/// The Secrets the fleet's RouterConfigs name, as namespace/name.
+/// The Secrets the fleet's RouterConfigs name, as namespace/name: those of the current
+/// generations and those of the last accepted ones, which are served while a newer generation
+/// is rejected (their hosts keep their certificates, rotations included).
 pub fn referenced(objects: &[Arc<RouterConfig>]) -> std::collections::BTreeSet<ObjectKey> {
     objects
         .iter()
         .flat_map(|rc| {
             let ns = ObjectKey::of(rc).namespace;
-            lockstep_config::tls_secret_names(&rc.spec)
+            let mut names = lockstep_config::tls_secret_names(&rc.spec);
+            if let Some(accepted) = rc.last_accepted() {
+                names.extend(lockstep_config::tls_secret_names(&accepted.spec));
+            }
+            names
                 .into_iter()
                 .map(move |name| ObjectKey::new(ns.clone(), name))
         })
