@@ -9,6 +9,7 @@ pub mod digest;
 pub mod file;
 pub mod fleet;
 pub mod lease;
+pub mod path;
 pub mod plan;
 pub mod table;
 pub mod traffic;
@@ -21,6 +22,7 @@ pub use digest::{config_digest, tls_material_hash, tls_secret_names};
 pub use fleet::{Candidate, Resolution, ServedSpec, Verdict, last_accepted, resolve_fleet};
 pub use plan::{ServedConfig, ServedObject};
 pub use table::{BackendRef, Route, RouteTable, normalize_host};
+pub use path::normalize_path;
 pub use validate::{Invalid, validate_spec};
 
 /// A namespaced object's identity, ordered namespace first.
