@@ -288,9 +288,45 @@ fn redirect_xor_rewrite(f: &Filters, _: &()) -> garde::Result {
     Ok(())
 }
 
+/// Header names a filter may not name: the proxy alone decides them. Framing
+/// (Content-Length, Transfer-Encoding: a response whose Content-Length disagrees with its
+/// body leaves bytes on a pooled client connection, which is response splitting), the
+/// connection's own hop-by-hop headers (Connection, Keep-Alive, TE, Trailer, Upgrade,
+/// Proxy-Connection, HTTP2-Settings: setting Upgrade would smuggle a protocol switch), and
+/// Host (a route's `rewrite.hostname` sets it, and X-Forwarded-Host keeps the client's).
+/// Compared without regard to case.
+pub const PROXY_MANAGED_HEADERS: [&str; 10] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "http2-settings",
+    "host",
+];
+
+/// [`PROXY_MANAGED_HEADERS`] as CEL, for one name (`self.name`) and for a list (`self.remove`).
+const MANAGED_NAME_CEL: &str = "!(self.name.lowerAscii() in ['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'te', 'trailer', 'upgrade', 'proxy-connection', 'http2-settings', 'host'])";
+const MANAGED_REMOVE_CEL: &str = "!has(self.remove) || self.remove.all(n, !(n.lowerAscii() in ['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'te', 'trailer', 'upgrade', 'proxy-connection', 'http2-settings', 'host']))";
+const MANAGED_MSG: &str = "framing, hop-by-hop and Host headers (content-length, transfer-encoding, connection, keep-alive, te, trailer, upgrade, proxy-connection, http2-settings, host) are the proxy's own; a filter may not name them";
+
+fn not_proxy_managed(name: &str, _: &()) -> garde::Result {
+    if PROXY_MANAGED_HEADERS
+        .iter()
+        .any(|managed| managed.eq_ignore_ascii_case(name))
+    {
+        return Err(garde::Error::new(format!("{name}: {MANAGED_MSG}")));
+    }
+    Ok(())
+}
+
 /// Header changes, applied in the order remove, set, add.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default, Validate)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(MANAGED_REMOVE_CEL).message(MANAGED_MSG).field_path(".remove"))]
 pub struct HeaderModifier {
     /// Headers replaced: every existing value of the name is dropped and this one set. At
     /// most 16.
@@ -306,7 +342,8 @@ pub struct HeaderModifier {
     #[garde(length(max = MAX_HEADER_MODS), dive)]
     pub add: Vec<HeaderValue>,
 
-    /// Header names removed with all their values. At most 16.
+    /// Header names removed with all their values. At most 16. Not one of the framing,
+    /// hop-by-hop or Host headers, which the proxy sets itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 16),
@@ -315,20 +352,22 @@ pub struct HeaderModifier {
             regex(pattern = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
         )
     )]
-    #[garde(length(max = MAX_HEADER_MODS), inner(length(min = 1, max = MAX_NAME_LEN), pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")))]
+    #[garde(length(max = MAX_HEADER_MODS), inner(length(min = 1, max = MAX_NAME_LEN), pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"), custom(not_proxy_managed)))]
     pub remove: Vec<String>,
 }
 
 /// A header name and value.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(MANAGED_NAME_CEL).message(MANAGED_MSG).field_path(".name"))]
 pub struct HeaderValue {
-    /// Header name (an RFC 9110 token). At most 256 characters.
+    /// Header name (an RFC 9110 token). At most 256 characters. Not one of the framing,
+    /// hop-by-hop or Host headers, which the proxy sets itself.
     #[schemars(
         length(min = 1, max = 256),
         regex(pattern = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
     )]
-    #[garde(length(min = 1, max = MAX_NAME_LEN), pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"))]
+    #[garde(length(min = 1, max = MAX_NAME_LEN), pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"), custom(not_proxy_managed))]
     pub name: String,
 
     /// Header value, without line breaks. At most 4096 characters.
@@ -566,6 +605,20 @@ pub struct Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cel_rules_and_message_list_every_proxy_managed_header() {
+        let list = PROXY_MANAGED_HEADERS
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(MANAGED_NAME_CEL.contains(&format!("[{list}]")), "{MANAGED_NAME_CEL}");
+        assert!(MANAGED_REMOVE_CEL.contains(&format!("[{list}]")), "{MANAGED_REMOVE_CEL}");
+        for name in PROXY_MANAGED_HEADERS {
+            assert!(MANAGED_MSG.contains(name), "{name}");
+        }
+    }
 
     #[test]
     fn durations() {
