@@ -600,6 +600,14 @@ pub struct Retry {
     #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
     #[garde(inner(custom(valid_duration)))]
     pub backoff: Option<String>,
+
+    /// Also retry requests whose method is not idempotent (POST, PATCH, ...) after the
+    /// upstream may have seen them: on a response timeout or a listed status. Off by
+    /// default, as nginx's `proxy_next_upstream non_idempotent` is: the backend may already
+    /// have acted on the first attempt. Connect failures are retried either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[garde(skip)]
+    pub non_idempotent: bool,
 }
 
 #[cfg(test)]
