@@ -73,8 +73,8 @@ fn parse_message(error: &serde_saphyr::Error) -> String {
 /// Parses RouterConfig documents; empty documents are skipped. Objects without a namespace
 /// get "default".
 pub fn parse_router_configs(path: &str, text: &str) -> Result<Vec<RouterConfig>, FileError> {
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|e| FileError::Parse {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple_with_options(text, yaml_options())
+        .map_err(|e| FileError::Parse {
             path: path.to_owned(),
             message: parse_message(&e),
         })?;
@@ -155,10 +155,20 @@ spec:
 
     #[test]
     fn a_file_over_the_loaders_limits_is_refused_naming_them() {
-        let deep = format!("{}1{}", "[".repeat(MAX_YAML_DEPTH + 1), "]".repeat(MAX_YAML_DEPTH + 1));
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_YAML_DEPTH + 1),
+            "]".repeat(MAX_YAML_DEPTH + 1)
+        );
         let err = parse_router_configs("f.yaml", &deep).unwrap_err().to_string();
-        assert!(err.starts_with("parsing f.yaml: the file exceeds a limit of the loader"), "{err}");
-        assert!(err.contains("at most 4000000 YAML nodes (about 400000 paths)"), "{err}");
+        assert!(
+            err.starts_with("parsing f.yaml: the file exceeds a limit of the loader"),
+            "{err}"
+        );
+        assert!(
+            err.contains("at most 4000000 YAML nodes (about 400000 paths)"),
+            "{err}"
+        );
         assert!(err.contains("nesting 64 deep"), "{err}");
     }
 

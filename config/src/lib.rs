@@ -20,9 +20,9 @@ mod testutil;
 
 pub use digest::{config_digest, tls_material_hash, tls_secret_names};
 pub use fleet::{Candidate, Resolution, ServedSpec, Verdict, last_accepted, resolve_fleet};
+pub use path::normalize_path;
 pub use plan::{ServedConfig, ServedObject};
 pub use table::{BackendRef, Route, RouteTable, normalize_host};
-pub use path::normalize_path;
 pub use validate::{Invalid, validate_spec};
 
 /// A namespaced object's identity, ordered namespace first.

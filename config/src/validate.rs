@@ -384,22 +384,32 @@ mod traffic_tests {
             let shouted = name.to_ascii_uppercase();
             for side in ["requestHeaders", "responseHeaders"] {
                 for (filter, field) in [
-                    (serde_json::json!({"set": [{"name": "x-ok", "value": "1"}, {"name": name, "value": "0"}]}), "set[1].name"),
-                    (serde_json::json!({"add": [{"name": shouted, "value": "0"}]}), "add[0].name"),
+                    (
+                        serde_json::json!({"set": [{"name": "x-ok", "value": "1"}, {"name": name, "value": "0"}]}),
+                        "set[1].name",
+                    ),
+                    (
+                        serde_json::json!({"add": [{"name": shouted, "value": "0"}]}),
+                        "add[0].name",
+                    ),
                     (serde_json::json!({"remove": ["x-ok", name]}), "remove[1]"),
                 ] {
-                    let p = problems(serde_json::json!({"path": "/", "backend": url, "filters": {side: filter}}));
+                    let p =
+                        problems(serde_json::json!({"path": "/", "backend": url, "filters": {side: filter}}));
                     let expected = format!("spec.rules[0].paths[0].filters.{side}.{field}: ");
                     assert!(
-                        p.iter().any(|m| m.starts_with(&expected) && m.contains("the proxy's own")),
+                        p.iter()
+                            .any(|m| m.starts_with(&expected) && m.contains("the proxy's own")),
                         "{name} in {side}: expected {expected:?} in {p:#?}"
                     );
                 }
             }
         }
         // Names that merely contain one are fine.
-        let p = problems(serde_json::json!({"path": "/", "backend": url, "filters": {"requestHeaders":
-            {"set": [{"name": "x-content-length", "value": "1"}, {"name": "hosting", "value": "1"}], "remove": ["upgrade-insecure-requests"]}}}));
+        let p = problems(
+            serde_json::json!({"path": "/", "backend": url, "filters": {"requestHeaders":
+            {"set": [{"name": "x-content-length", "value": "1"}, {"name": "hosting", "value": "1"}], "remove": ["upgrade-insecure-requests"]}}}),
+        );
         assert_eq!(p, Vec::<String>::new());
     }
 

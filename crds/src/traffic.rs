@@ -621,8 +621,14 @@ mod tests {
             .map(|n| format!("'{n}'"))
             .collect::<Vec<_>>()
             .join(", ");
-        assert!(MANAGED_NAME_CEL.contains(&format!("[{list}]")), "{MANAGED_NAME_CEL}");
-        assert!(MANAGED_REMOVE_CEL.contains(&format!("[{list}]")), "{MANAGED_REMOVE_CEL}");
+        assert!(
+            MANAGED_NAME_CEL.contains(&format!("[{list}]")),
+            "{MANAGED_NAME_CEL}"
+        );
+        assert!(
+            MANAGED_REMOVE_CEL.contains(&format!("[{list}]")),
+            "{MANAGED_REMOVE_CEL}"
+        );
         for name in PROXY_MANAGED_HEADERS {
             assert!(MANAGED_MSG.contains(name), "{name}");
         }

@@ -437,7 +437,8 @@ async fn invalid_traffic_features_are_rejected_at_admission_naming_the_field() {
             match apply(cp, &ns, &router_config(&case, spec), &[]) {
                 Ok(out) => failures.push(format!("{case}: accepted: {out}")),
                 Err(err) => {
-                    let names_field = err.contains(&format!("{field}: ")) || err.contains(&format!("{field} in body"));
+                    let names_field =
+                        err.contains(&format!("{field}: ")) || err.contains(&format!("{field} in body"));
                     if !(names_field && err.contains("a filter may not name them")) {
                         failures.push(format!("{case}: expected {field:?} in:\n{err}"));
                     }

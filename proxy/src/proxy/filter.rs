@@ -31,9 +31,8 @@ pub(crate) fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     let websocket = upgrade
         .to_str()
         .is_ok_and(|v| v.split(',').all(|p| is_websocket(p.trim())));
-    (websocket
-        && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade")))
-    .then(|| upgrade.clone())
+    (websocket && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade")))
+        .then(|| upgrade.clone())
 }
 
 /// `websocket`, any case, with or without a version (RFC 6455 §4.2.1; RFC 9110 §7.8
@@ -372,9 +371,19 @@ mod tests {
         let plain = request(&[("upgrade", "websocket")]);
         assert!(upgrade_protocol(&plain).is_none());
 
-        for other in ["h2c", "websocket, h2c", "h2c, websocket", "HTTP/2.0", "", "TLS/1.2"] {
+        for other in [
+            "h2c",
+            "websocket, h2c",
+            "h2c, websocket",
+            "HTTP/2.0",
+            "",
+            "TLS/1.2",
+        ] {
             let req = request(&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", other)]);
-            assert!(upgrade_protocol(&req).is_none(), "{other:?} must not be passed on");
+            assert!(
+                upgrade_protocol(&req).is_none(),
+                "{other:?} must not be passed on"
+            );
         }
         let req = request(&[("connection", "upgrade"), ("upgrade", "WebSocket")]);
         assert!(upgrade_protocol(&req).is_some());
