@@ -203,6 +203,8 @@ pub struct Metrics {
     series: Arc<RouteSeries>,
     unrouted: RouteMetrics,
     upstream_errors: Family<KindLabel, Counter>,
+    client_timeouts: Family<KindLabel, Counter>,
+    connections_refused: Counter,
     in_flight: Gauge,
     connections: Gauge,
 }
@@ -220,6 +222,8 @@ impl Metrics {
         let latency: Family<RouteLabel, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
         let upstream_errors = Family::<KindLabel, Counter>::default();
+        let client_timeouts = Family::<KindLabel, Counter>::default();
+        let connections_refused = Counter::default();
         let in_flight = Gauge::default();
         let connections = Gauge::default();
         registry.register(
@@ -236,6 +240,16 @@ impl Metrics {
             "upstream_errors",
             "Upstream failures by kind (connect, connect_timeout, response_timeout, protocol, no_endpoints, bad_backend)",
             upstream_errors.clone(),
+        );
+        registry.register(
+            "client_timeouts",
+            "Client connections cut by a timeout, by kind (head, request_body, send, tunnel_idle)",
+            client_timeouts.clone(),
+        );
+        registry.register(
+            "client_connections_refused",
+            "Client connections closed at accept because the listener had --max-client-connections open",
+            connections_refused.clone(),
         );
         registry.register(
             "requests_in_flight",
@@ -259,6 +273,8 @@ impl Metrics {
             unrouted: series.handles(NO_ROUTE),
             series,
             upstream_errors,
+            client_timeouts,
+            connections_refused,
             in_flight,
             connections,
         }
@@ -295,6 +311,16 @@ impl Metrics {
     /// Counts one upstream failure.
     pub(crate) fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts one client connection cut by the timeout of `kind`.
+    pub(crate) fn client_timeout(&self, kind: &'static str) {
+        self.client_timeouts.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts one client connection refused at the connection limit.
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// The in-flight request gauge.
