@@ -105,9 +105,10 @@ async fn trickle_until_closed(stream: &mut TcpStream, bytes: &[u8], every: Durat
         }
         tokio::time::sleep(every).await;
         let mut buf = [0u8; 256];
-        match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
-            _ => {}
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await
+        {
+            return Some(started.elapsed());
         }
     }
     None
@@ -273,18 +274,14 @@ async fn counting_backend(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>, tok
             };
             let seen = seen.clone();
             tokio::spawn(async move {
+                // One request per connection (the answer says close).
                 let mut buf = Vec::new();
-                while read_head(&mut stream, &mut buf).await.is_some() {
+                if read_head(&mut stream, &mut buf).await.is_some() {
                     seen.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(delay).await;
-                    if stream
+                    let _ = stream
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nlate")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    return;
+                        .await;
                 }
             });
         }
