@@ -40,13 +40,50 @@ pub enum FileError {
     },
 }
 
+/// Most YAML nodes (mappings, sequences, scalars) in one file: a path with a backend is about
+/// 10, so this is about 400,000 paths, above what one RouterConfig (256 rules of 128 paths)
+/// or a few hundred of them hold. The parser's default (250,000 nodes) stopped a file near
+/// 25,000 paths, which a standalone proxy for a large site reaches. What is left bounds a
+/// hostile file's memory (a node costs about 100 bytes parsed).
+pub const MAX_YAML_NODES: usize = 4_000_000;
+/// Most parser events (about two per node) in one file.
+pub const MAX_YAML_EVENTS: usize = 4 * MAX_YAML_NODES;
+/// Most YAML documents in one file.
+pub const MAX_YAML_DOCUMENTS: usize = 16_384;
+/// Deepest nesting of mappings and sequences (a RouterConfig needs under 10).
+pub const MAX_YAML_DEPTH: usize = 64;
+
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = MAX_YAML_NODES;
+    budget.max_events = MAX_YAML_EVENTS;
+    budget.max_documents = MAX_YAML_DOCUMENTS;
+    budget.max_depth = MAX_YAML_DEPTH;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+/// What the parser said, with the loader's limits spelled out when one was passed (the
+/// parser's own "budget breached" names the counter, not the limit).
+fn parse_message(error: &serde_saphyr::Error) -> String {
+    match error.without_snippet() {
+        serde_saphyr::Error::Budget { breach, .. } => format!(
+            "the file exceeds a limit of the loader ({breach:?}); a file may hold at most {MAX_YAML_NODES} YAML nodes (about {} paths), {MAX_YAML_EVENTS} parser events, {MAX_YAML_DOCUMENTS} documents, nesting {MAX_YAML_DEPTH} deep",
+            MAX_YAML_NODES / 10
+        ),
+        _ => error.to_string(),
+    }
+}
+
 /// Parses RouterConfig documents; empty documents are skipped. Objects without a namespace
 /// get "default".
 pub fn parse_router_configs(path: &str, text: &str) -> Result<Vec<RouterConfig>, FileError> {
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|e| FileError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple_with_options(text, yaml_options())
+        .map_err(|e| FileError::Parse {
+            path: path.to_owned(),
+            message: parse_message(&e),
+        })?;
     let mut out = Vec::new();
     for (index, doc) in docs.into_iter().enumerate() {
         if doc.is_null() {
@@ -194,6 +231,25 @@ spec:
             parse_router_configs("f.yaml", &old),
             Err(FileError::WrongKind { index: 0, .. })
         ));
+    }
+
+    #[test]
+    fn a_file_over_the_loaders_limits_is_refused_naming_them() {
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_YAML_DEPTH + 1),
+            "]".repeat(MAX_YAML_DEPTH + 1)
+        );
+        let err = parse_router_configs("f.yaml", &deep).unwrap_err().to_string();
+        assert!(
+            err.starts_with("parsing f.yaml: the file exceeds a limit of the loader"),
+            "{err}"
+        );
+        assert!(
+            err.contains("at most 4000000 YAML nodes (about 400000 paths)"),
+            "{err}"
+        );
+        assert!(err.contains("nesting 64 deep"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod garbage;
 pub mod gateway;
 pub mod lease;
+pub mod path;
 pub mod plan;
 pub mod rejudge;
 pub mod supervision;
@@ -24,6 +25,7 @@ mod testutil;
 
 pub use digest::{config_digest, tls_material_hash, tls_secret_names};
 pub use fleet::{Candidate, Resolution, ServedSpec, Verdict, last_accepted, resolve_fleet};
+pub use path::normalize_path;
 pub use plan::{ServedConfig, ServedObject};
 pub use table::{BackendRef, Route, RouteTable, normalize_host};
 pub use validate::{Invalid, validate_spec};

@@ -485,6 +485,9 @@ pub struct RetryPolicy {
     pub codes: Vec<u16>,
     /// Wait before each retry.
     pub backoff: Duration,
+    /// Requests with a non-idempotent method are retried after the upstream may have seen
+    /// them (a response timeout, a listed status); otherwise only when it cannot have.
+    pub non_idempotent: bool,
 }
 
 impl RetryPolicy {
@@ -495,6 +498,7 @@ impl RetryPolicy {
             attempts: u32::try_from(r.attempts).unwrap_or(0),
             codes: r.codes.iter().filter_map(|c| u16::try_from(*c).ok()).collect(),
             backoff: r.backoff.as_deref().and_then(parse_duration).unwrap_or_default(),
+            non_idempotent: r.non_idempotent,
         })
     }
 }

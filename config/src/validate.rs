@@ -378,6 +378,42 @@ mod traffic_tests {
     }
 
     #[test]
+    fn filters_may_not_name_framing_hop_by_hop_or_host_headers() {
+        let url = serde_json::json!({"url": "http://127.0.0.1:1"});
+        for name in lockstep_crds::PROXY_MANAGED_HEADERS {
+            let shouted = name.to_ascii_uppercase();
+            for side in ["requestHeaders", "responseHeaders"] {
+                for (filter, field) in [
+                    (
+                        serde_json::json!({"set": [{"name": "x-ok", "value": "1"}, {"name": name, "value": "0"}]}),
+                        "set[1].name",
+                    ),
+                    (
+                        serde_json::json!({"add": [{"name": shouted, "value": "0"}]}),
+                        "add[0].name",
+                    ),
+                    (serde_json::json!({"remove": ["x-ok", name]}), "remove[1]"),
+                ] {
+                    let p =
+                        problems(serde_json::json!({"path": "/", "backend": url, "filters": {side: filter}}));
+                    let expected = format!("spec.rules[0].paths[0].filters.{side}.{field}: ");
+                    assert!(
+                        p.iter()
+                            .any(|m| m.starts_with(&expected) && m.contains("the proxy's own")),
+                        "{name} in {side}: expected {expected:?} in {p:#?}"
+                    );
+                }
+            }
+        }
+        // Names that merely contain one are fine.
+        let p = problems(
+            serde_json::json!({"path": "/", "backend": url, "filters": {"requestHeaders":
+            {"set": [{"name": "x-content-length", "value": "1"}, {"name": "hosting", "value": "1"}], "remove": ["upgrade-insecure-requests"]}}}),
+        );
+        assert_eq!(p, Vec::<String>::new());
+    }
+
+    #[test]
     fn same_path_with_different_matches_is_no_duplicate_but_the_same_match_is() {
         let spec: RouterConfigSpec = serde_json::from_value(serde_json::json!({"rules": [{"host": "h", "paths": [
             {"path": "/", "backend": {"url": "http://127.0.0.1:1"}},

@@ -4,7 +4,8 @@
 //! Every rule is enforced twice: in the schema (OpenAPI constraints and CEL, so the apiserver
 //! rejects bad objects naming the field) and with `garde` (for standalone files no apiserver
 //! has seen). What CEL cannot check (RE2 syntax of a regular expression) the garde rules
-//! check, so a bad expression is reported as `Accepted=False` naming the field.
+//! check, so a bad expression is reported as `Accepted=False` naming the field; so are
+//! filters that name proxy-managed headers, whose CEL rule would exceed the cost budget.
 //!
 //! (Over 600 lines: the types are mostly schema and validation attributes and their field
 //! docs, which `kubectl explain` shows; one file keeps the API of a path readable top to
@@ -288,6 +289,42 @@ fn redirect_xor_rewrite(f: &Filters, _: &()) -> garde::Result {
     Ok(())
 }
 
+/// Header names a filter may not name: the proxy alone decides them. Framing
+/// (Content-Length, Transfer-Encoding: a response whose Content-Length disagrees with its
+/// body leaves bytes on a pooled client connection, which is response splitting), the
+/// connection's own hop-by-hop headers (Connection, Keep-Alive, TE, Trailer, Upgrade,
+/// Proxy-Connection, HTTP2-Settings: setting Upgrade would smuggle a protocol switch), and
+/// Host (a route's `rewrite.hostname` sets it, and X-Forwarded-Host keeps the client's).
+/// Compared without regard to case.
+pub const PROXY_MANAGED_HEADERS: [&str; 10] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "http2-settings",
+    "host",
+];
+
+// Not a CEL rule on the CRD: `lowerAscii() in [...]` on a 256-character name, multiplied
+// by the schema's list bounds (256 rules x 128 paths x 2 filters x 3 lists x 16), exceeds
+// the apiserver's estimated cost budget (6.6-fold). The garde rule below refuses it for
+// standalone files and the operator (Accepted=False naming the field).
+const MANAGED_MSG: &str = "framing, hop-by-hop and Host headers (content-length, transfer-encoding, connection, keep-alive, te, trailer, upgrade, proxy-connection, http2-settings, host) are the proxy's own; a filter may not name them";
+
+fn not_proxy_managed(name: &str, _: &()) -> garde::Result {
+    if PROXY_MANAGED_HEADERS
+        .iter()
+        .any(|managed| managed.eq_ignore_ascii_case(name))
+    {
+        return Err(garde::Error::new(format!("{name}: {MANAGED_MSG}")));
+    }
+    Ok(())
+}
+
 /// Header changes, applied in the order remove, set, add.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default, Validate)]
 #[serde(rename_all = "camelCase")]
@@ -306,7 +343,8 @@ pub struct HeaderModifier {
     #[garde(length(max = MAX_HEADER_MODS), dive)]
     pub add: Vec<HeaderValue>,
 
-    /// Header names removed with all their values. At most 16.
+    /// Header names removed with all their values. At most 16. Not one of the framing,
+    /// hop-by-hop or Host headers, which the proxy sets itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 16),
@@ -315,7 +353,7 @@ pub struct HeaderModifier {
             regex(pattern = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
         )
     )]
-    #[garde(length(max = MAX_HEADER_MODS), inner(length(min = 1, max = MAX_NAME_LEN), pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")))]
+    #[garde(length(max = MAX_HEADER_MODS), inner(length(min = 1, max = MAX_NAME_LEN), pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"), custom(not_proxy_managed)))]
     pub remove: Vec<String>,
 }
 
@@ -323,12 +361,13 @@ pub struct HeaderModifier {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderValue {
-    /// Header name (an RFC 9110 token). At most 256 characters.
+    /// Header name (an RFC 9110 token). At most 256 characters. Not one of the framing,
+    /// hop-by-hop or Host headers, which the proxy sets itself.
     #[schemars(
         length(min = 1, max = 256),
         regex(pattern = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
     )]
-    #[garde(length(min = 1, max = MAX_NAME_LEN), pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"))]
+    #[garde(length(min = 1, max = MAX_NAME_LEN), pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"), custom(not_proxy_managed))]
     pub name: String,
 
     /// Header value, without line breaks. At most 4096 characters.
@@ -536,11 +575,26 @@ pub struct Retry {
     #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
     #[garde(inner(custom(valid_duration)))]
     pub backoff: Option<String>,
+
+    /// Also retry requests whose method is not idempotent (POST, PATCH, ...) after the
+    /// upstream may have seen them: on a response timeout or a listed status. Off by
+    /// default, as nginx's `proxy_next_upstream non_idempotent` is: the backend may already
+    /// have acted on the first attempt. Connect failures are retried either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[garde(skip)]
+    pub non_idempotent: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_message_lists_every_proxy_managed_header() {
+        for name in PROXY_MANAGED_HEADERS {
+            assert!(MANAGED_MSG.contains(name), "{name}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -95,6 +95,20 @@ struct Args {
     /// Connections with nothing in flight and nothing received for this long are closed.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// A connection that sends nothing for this long while the proxy waits for its request
+    /// body is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    request_body_timeout: Duration,
+    /// A connection that reads nothing of its response for this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    send_timeout: Duration,
+    /// An upgraded connection (WebSocket) with no byte either way for this long is closed.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    tunnel_idle_timeout: Duration,
+    /// Most client connections open at once per listener; above it new ones are closed at
+    /// accept. 0: no limit.
+    #[arg(long, default_value_t = 50_000)]
+    max_client_connections: usize,
     /// Largest request head (HTTP/1) or header list (HTTP/2) in bytes; 431 above.
     #[arg(long, default_value_t = 32 * 1024, value_parser = clap::value_parser!(u32).range(8192..))]
     max_header_bytes: u32,
@@ -175,6 +189,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let options = ProxyOptions {
         header_read_timeout: args.header_read_timeout,
         idle_timeout: args.idle_timeout,
+        request_body_timeout: args.request_body_timeout,
+        send_timeout: args.send_timeout,
+        tunnel_idle_timeout: args.tunnel_idle_timeout,
+        max_client_connections: args.max_client_connections,
         max_header_bytes: args.max_header_bytes as usize,
         max_header_count: args.max_header_count as usize,
         connect_timeout: args.connect_timeout,

@@ -204,6 +204,8 @@ pub struct Metrics {
     unrouted: RouteMetrics,
     upstream_errors: Family<KindLabel, Counter>,
     sync_failures: Family<KindLabel, Counter>,
+    client_timeouts: Family<KindLabel, Counter>,
+    connections_refused: Counter,
     in_flight: Gauge,
     connections: Gauge,
 }
@@ -222,6 +224,8 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         let upstream_errors = Family::<KindLabel, Counter>::default();
         let sync_failures = Family::<KindLabel, Counter>::default();
+        let client_timeouts = Family::<KindLabel, Counter>::default();
+        let connections_refused = Counter::default();
         let in_flight = Gauge::default();
         let connections = Gauge::default();
         registry.register(
@@ -243,6 +247,16 @@ impl Metrics {
             "sync_failures",
             "Times the fleet sync loop gave up membership, by kind (SyncFailed: it panicked; SyncStalled: a pass ran past its bound)",
             sync_failures.clone(),
+        );
+        registry.register(
+            "client_timeouts",
+            "Client connections cut by a timeout, by kind (head, request_body, send, tunnel_idle)",
+            client_timeouts.clone(),
+        );
+        registry.register(
+            "client_connections_refused",
+            "Client connections closed at accept because the listener had --max-client-connections open",
+            connections_refused.clone(),
         );
         registry.register(
             "requests_in_flight",
@@ -267,6 +281,8 @@ impl Metrics {
             series,
             upstream_errors,
             sync_failures,
+            client_timeouts,
+            connections_refused,
             in_flight,
             connections,
         }
@@ -308,6 +324,16 @@ impl Metrics {
     /// Counts one failure of the fleet sync loop (`SyncFailed` or `SyncStalled`).
     pub(crate) fn sync_failure(&self, kind: &'static str) {
         self.sync_failures.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts one client connection cut by the timeout of `kind`.
+    pub(crate) fn client_timeout(&self, kind: &'static str) {
+        self.client_timeouts.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts one client connection refused at the connection limit.
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// The in-flight request gauge.

@@ -21,6 +21,18 @@ pub struct ProxyOptions {
     pub header_read_timeout: Duration,
     /// A connection with no request in flight and nothing received for this long is closed.
     pub idle_timeout: Duration,
+    /// A connection whose request body the proxy is waiting for, and that has sent nothing
+    /// for this long, is closed (nginx's `client_body_timeout`).
+    pub request_body_timeout: Duration,
+    /// A connection the proxy has been unable to write anything to for this long (the
+    /// client reads nothing) is closed (nginx's `send_timeout`).
+    pub send_timeout: Duration,
+    /// An upgraded connection (WebSocket) that carried no byte either way for this long is
+    /// closed (HAProxy's `timeout tunnel`).
+    pub tunnel_idle_timeout: Duration,
+    /// Most client connections open at once on one listener; connections accepted above it
+    /// are closed at once. 0: no limit.
+    pub max_client_connections: usize,
     /// Largest HTTP/1 request head, and largest HTTP/2 header list, in bytes (431 above).
     /// HTTP/1 values below 8192 are raised to 8192, hyper's smallest read buffer.
     pub max_header_bytes: usize,
@@ -46,6 +58,10 @@ impl Default for ProxyOptions {
         Self {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            request_body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(3600),
+            max_client_connections: 50_000,
             max_header_bytes: 32 * 1024,
             max_header_count: 100,
             connect_timeout: Duration::from_secs(5),

@@ -645,7 +645,7 @@ async fn retries_resend_replayable_requests_and_never_streamed_bodies() {
     dead.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
     let dead_addr = dead.local_addr().expect("addr");
     let proxy = Proxy::start(&config(&format!(
-        "    - {{path: /retry, backend: {{url: \"{u}\"}}, retry: {{attempts: 2, codes: [503], backoff: 50ms}}}}\n    - {{path: /once, backend: {{url: \"{u}\"}}, retry: {{attempts: 1, codes: [503]}}}}\n    - {{path: /none, backend: {{url: \"{u}\"}}}}\n    - path: /connect\n      backends:\n      - {{url: \"http://{dead_addr}\", weight: 1}}\n      - {{url: \"{u}\", weight: 1}}\n      retry: {{attempts: 1}}\n",
+        "    - {{path: /retry, backend: {{url: \"{u}\"}}, retry: {{attempts: 2, codes: [503], backoff: 50ms}}}}\n    - {{path: /once, backend: {{url: \"{u}\"}}, retry: {{attempts: 1, codes: [503]}}}}\n    - {{path: /post-once, backend: {{url: \"{u}\"}}, retry: {{attempts: 1, codes: [503], nonIdempotent: true}}}}\n    - {{path: /none, backend: {{url: \"{u}\"}}}}\n    - path: /connect\n      backends:\n      - {{url: \"http://{dead_addr}\", weight: 1}}\n      - {{url: \"{u}\", weight: 1}}\n      retry: {{attempts: 1}}\n",
         u = url(&e)
     )));
     let client = client();
@@ -666,19 +666,31 @@ async fn retries_resend_replayable_requests_and_never_streamed_bodies() {
     let reply = get(&client, &proxy, "/none?fail=1&key=none", &[]).await;
     assert_eq!(reply.status, 503);
 
-    // A POST with a small body of known length is buffered and resent whole.
+    // A POST with a small body of known length is buffered and resent whole, when the
+    // route says a POST may be sent twice.
     let body = "x".repeat(1000);
     let reply = call(
         &client,
         &proxy,
         "POST",
-        "/once?fail=1&key=post",
+        "/post-once?fail=1&key=post",
         &[("content-length", "1000")],
         full(body.clone()),
     )
     .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json["body"], body.as_str());
+    // Without that, the backend's 503 stands: it may have acted on the POST.
+    let reply = call(
+        &client,
+        &proxy,
+        "POST",
+        "/once?fail=1&key=post-unsafe",
+        &[("content-length", "1000")],
+        full(body.clone()),
+    )
+    .await;
+    assert_eq!(reply.status, 503);
 
     // A POST with a streamed body is not retried: the first answer stands.
     let reply = call(

@@ -8,6 +8,10 @@ pub enum ProxyError {
     /// The request has no usable Host header or :authority.
     #[error("missing or invalid Host")]
     BadHost,
+    /// The path has a `%` that starts no escape, so it has no one normal form that routing
+    /// and backend would agree on.
+    #[error("invalid percent-encoding in the path")]
+    BadPath,
     /// No route matches the host and path.
     #[error("no route")]
     NoRoute,
@@ -76,9 +80,10 @@ impl ProxyError {
     /// The status the client receives.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadHost | ProxyError::BadFraming | ProxyError::BothLengthAndEncoding => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::BadHost
+            | ProxyError::BadPath
+            | ProxyError::BadFraming
+            | ProxyError::BothLengthAndEncoding => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
@@ -109,6 +114,7 @@ impl ProxyError {
     pub fn upstream_kind(&self) -> Option<&'static str> {
         match self {
             ProxyError::BadHost
+            | ProxyError::BadPath
             | ProxyError::NoRoute
             | ProxyError::MethodNotAllowed
             | ProxyError::BadFraming

@@ -18,15 +18,28 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The protocol a client asked to switch to, for requests that may be tunnelled: only
-/// HTTP/1.1 has Upgrade, and it counts only when Connection names it.
+/// HTTP/1.1 has Upgrade, it counts only when Connection names it, and only WebSocket is
+/// passed on. Any other Upgrade is dropped with the other hop-by-hop headers, so the
+/// upstream answers the request itself: `h2c` above all must never be tunnelled, since an
+/// upstream that accepts it would then speak HTTP/2 straight to the client, past routing,
+/// filters and timeouts (the h2c smuggling technique).
 pub(crate) fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
     }
     let upgrade = req.headers().get(UPGRADE)?;
-    connection_tokens(req.headers())
-        .any(|t| t.eq_ignore_ascii_case("upgrade"))
+    let websocket = upgrade
+        .to_str()
+        .is_ok_and(|v| v.split(',').all(|p| is_websocket(p.trim())));
+    (websocket && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade")))
         .then(|| upgrade.clone())
+}
+
+/// `websocket`, any case, with or without a version (RFC 6455 §4.2.1; RFC 9110 §7.8
+/// protocol names are `name[/version]`).
+fn is_websocket(protocol: &str) -> bool {
+    let name = protocol.split_once('/').map_or(protocol, |(name, _)| name);
+    name.eq_ignore_ascii_case("websocket")
 }
 
 /// Checks a request's Transfer-Encoding before it is stripped as hop-by-hop: the only
@@ -70,6 +83,7 @@ pub(crate) fn prepare_request<B>(
 ) {
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    strip_client_claims(headers);
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol);
@@ -80,6 +94,30 @@ pub(crate) fn prepare_request<B>(
     headers.insert(HOST, host);
     // Upstreams are spoken to in HTTP/1.1 whatever the client used.
     *req.version_mut() = Version::HTTP_11;
+}
+
+/// Headers a client may send to claim what only a proxy should say, which backends trust:
+/// `Forwarded` and `X-Real-IP` name the original client (nginx's `realip`, Spring, Rails
+/// read them), `X-Original-URL` and `X-Rewrite-URL` override the path a backend serves
+/// (IIS, Symfony), past this proxy's routing. They are removed rather than overwritten: the
+/// proxy says the same in X-Forwarded-For/-Proto/-Host, where it appends to or replaces
+/// what the client sent, and a chain of proxies that wants `Forwarded` sets it at the
+/// edge. (Envoy likewise strips its own `x-envoy-*` headers from untrusted clients; nginx
+/// passes them on unless told to clear them, which is how the X-Original-URL bypass works.)
+static CLIENT_CLAIMS: [HeaderName; 4] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
+
+fn strip_client_claims(headers: &mut HeaderMap) {
+    // Most requests carry none: one pass over the names before any removal.
+    if headers.keys().any(|name| CLIENT_CLAIMS.contains(name)) {
+        for name in &CLIENT_CLAIMS {
+            headers.remove(name);
+        }
+    }
 }
 
 /// Whether the client asked for trailers (`TE: trailers`, as every gRPC client does). TE is
@@ -256,6 +294,10 @@ mod tests {
             ("proxy-authorization", "Basic x"),
             ("proxy-connection", "keep-alive"),
             ("x-kept", "yes"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("X-Original-URL", "/admin"),
+            ("x-rewrite-url", "/admin"),
         ]);
         prepare_request(
             &mut req,
@@ -273,6 +315,10 @@ mod tests {
             "trailer",
             "proxy-authorization",
             "proxy-connection",
+            "forwarded",
+            "x-real-ip",
+            "x-original-url",
+            "x-rewrite-url",
         ] {
             assert!(!h.contains_key(gone), "{gone} must be stripped");
         }
@@ -324,6 +370,23 @@ mod tests {
 
         let plain = request(&[("upgrade", "websocket")]);
         assert!(upgrade_protocol(&plain).is_none());
+
+        for other in [
+            "h2c",
+            "websocket, h2c",
+            "h2c, websocket",
+            "HTTP/2.0",
+            "",
+            "TLS/1.2",
+        ] {
+            let req = request(&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", other)]);
+            assert!(
+                upgrade_protocol(&req).is_none(),
+                "{other:?} must not be passed on"
+            );
+        }
+        let req = request(&[("connection", "upgrade"), ("upgrade", "WebSocket")]);
+        assert!(upgrade_protocol(&req).is_some());
     }
 
     #[test]

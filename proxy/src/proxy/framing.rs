@@ -8,7 +8,8 @@
 //! does: a head ends at its first empty line; its body is chunked when it has a
 //! Transfer-Encoding, else as long as its Content-Length, else empty. Heads are numbered
 //! from 0 in the order they arrive, which is the order hyper dispatches their requests.
-//! When anything does not frame (bytes hyper will refuse, a protocol switch, HTTP/2) the
+//! When anything does not frame (bytes hyper will refuse, CONNECT, a protocol switch the
+//! upstream accepted, HTTP/2) the
 //! scanner stops following: it then reports nothing more, and hyper's own framing and
 //! refusals stand.
 
@@ -63,8 +64,9 @@ struct HeadFraming {
     content_length: Option<u64>,
     bad_content_length: bool,
     transfer_encoding: bool,
-    /// The request may switch protocols (Upgrade, CONNECT): what follows its head may not
-    /// be HTTP/1 at all.
+    /// The request is a CONNECT: what follows its head may not be HTTP/1 at all. (An
+    /// Upgrade is followed on: the upstream may not switch, and then the next request is
+    /// HTTP/1 like any other; the request path stops the follower when it does switch.)
     switches: bool,
 }
 
@@ -269,8 +271,6 @@ fn head_framing(head: &[u8]) -> HeadFraming {
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             framing.transfer_encoding = true;
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            framing.switches = true;
         }
     }
     framing
@@ -344,10 +344,14 @@ mod tests {
     }
 
     #[test]
-    fn the_scanner_stops_at_a_protocol_switch_or_a_broken_body() {
+    fn the_scanner_stops_at_connect_or_a_broken_body_but_follows_an_upgrade_request() {
+        // An Upgrade the upstream did not honour leaves an HTTP/1 connection.
         let upgrade = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\
             POST /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(both_ways(upgrade), (1, None));
+        assert_eq!(both_ways(upgrade), (2, Some(1)));
+        let connect = b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n\
+            POST /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(both_ways(connect), (1, None));
         let lying = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloPOST /y HTTP/1.1\r\n\
             Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(both_ways(lying), (1, None));

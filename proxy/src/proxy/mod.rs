@@ -1,7 +1,9 @@
 //! The request path, in the order a request goes through it:
 //!
-//! 1. [`route`]: route lookup in the served table by host, path and request matches (404,
-//!    400, the 308 of a redirectHttp route, or a `filters.redirect`);
+//! 1. [`route`]: the path normalised (dot segments, encoded unreserved characters, merged
+//!    slashes; see `lockstep_config::path`), then route lookup in the served table by host,
+//!    that path and request matches (404, 400, the 308 of a redirectHttp route, or a
+//!    `filters.redirect`);
 //! 2. [`filter`]: request filter (hop-by-hop headers out, X-Forwarded-* in, upgrades noted),
 //!    then the route's rewrite and request header filter;
 //! 3. [`peer`]: upstream peer selection (a backend chosen by weight, load balancing over its
@@ -208,8 +210,8 @@ impl Proxy {
     async fn phases(
         &self,
         served: &ServedConfig,
-        conn: &Session,
-        req: Request<Incoming>,
+        conn: &Arc<Session>,
+        mut req: Request<Incoming>,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Framing the upstream could not be told about is refused before anything else.
@@ -222,7 +224,8 @@ impl Proxy {
             return Err(ProxyError::BothLengthAndEncoding);
         }
 
-        // 1. Route lookup.
+        // 1. Route lookup, by the path the upstream will be sent.
+        route::normalize_request_path(&mut req)?;
         let found = route::lookup(&served.table, &req)?;
         let route = found.route;
         exchange.route = Some(found.id as usize);
@@ -247,7 +250,7 @@ impl Proxy {
     async fn forward(
         &self,
         route: &Route,
-        conn: &Session,
+        conn: &Arc<Session>,
         mut req: Request<Incoming>,
         exchange: &mut Exchange,
         deadline: Option<tokio::time::Instant>,
@@ -275,11 +278,11 @@ impl Proxy {
         // 3 and 4. Peer selection and the upstream request.
         let (parts, body) = req.into_parts();
         let body = if route.retry.is_some() {
-            BodySlot::buffer_small(body)
+            BodySlot::buffer_small(body, conn)
                 .await
                 .map_err(|_| ProxyError::BadFraming)?
         } else {
-            BodySlot::new(body)
+            BodySlot::new(body, conn)
         };
         let answer = upstream::send(self, route, parts, body, grpc_trailers).await?;
         exchange.peer = Some(answer.peer.authority.clone());
@@ -301,8 +304,15 @@ impl Proxy {
                     answer.peer.authority
                 )));
             };
+            conn.activity.protocol_switched();
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            upgrade::tunnel(&self.tunnels, client_upgrade, upstream_upgrade);
+            upgrade::tunnel(
+                &self.tunnels,
+                client_upgrade,
+                upstream_upgrade,
+                self.options.tunnel_idle_timeout,
+                self.state.clone(),
+            );
         }
         Ok(response.map(|body| match deadline {
             Some(deadline) if !switching => ProxyBody::upstream_until(body, deadline),

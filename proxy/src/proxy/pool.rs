@@ -21,7 +21,7 @@ use std::{
     collections::{HashMap, VecDeque},
     io,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError, Weak},
+    sync::{Arc, Mutex, PoisonError, Weak, atomic::AtomicBool},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -36,7 +36,10 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::{peer::PeerAuthority, request_body::RequestBody};
+use super::{
+    peer::PeerAuthority,
+    request_body::{self, RequestBody},
+};
 use crate::options::ProxyOptions;
 
 /// Idle HTTP/1 connections kept per upstream; a burst opens as many as it needs, but keeping
@@ -128,8 +131,9 @@ impl Pool {
                 }
                 continue;
             }
+            let sent = req.body().sent_flag();
             match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.checkin_on_end(peer, sender, response)),
+                Ok(response) => return Ok(self.checkin_on_end(peer, sender, response, sent)),
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if !fresh => req = unsent,
                     _ => return Err(SendError::Upstream(error.into_error())),
@@ -155,6 +159,7 @@ impl Pool {
         peer: &PeerAuthority,
         sender: http1::SendRequest<RequestBody>,
         response: Response<Incoming>,
+        request_sent: Option<Arc<AtomicBool>>,
     ) -> Response<UpstreamBody> {
         let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS
             && !response
@@ -166,6 +171,7 @@ impl Pool {
             pool: self.clone(),
             peer: peer.clone(),
             sender,
+            request_sent,
         });
         response.map(|body| UpstreamBody::new(body, conn))
     }
@@ -291,11 +297,20 @@ struct Checkin {
     pool: Arc<Pool>,
     peer: PeerAuthority,
     sender: http1::SendRequest<RequestBody>,
+    /// Whether the request's body went out whole (None: it had none).
+    request_sent: Option<Arc<AtomicBool>>,
 }
 
 impl Checkin {
+    /// The response was read to its end. The connection is idle only if the request was
+    /// sent whole too: an upstream may answer early (401, 413) while a client still owes
+    /// most of its body, and the next request must not wait behind it (it would wait in
+    /// `ready()` for as long as that client stalls). Such a connection is let go, and
+    /// hyper closes it once the request ends.
     fn done(self) {
-        self.pool.checkin(self.peer, self.sender);
+        if request_body::was_sent(self.request_sent.as_ref()) {
+            self.pool.checkin(self.peer, self.sender);
+        }
     }
 }
 

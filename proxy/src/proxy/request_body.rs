@@ -3,13 +3,18 @@
 
 use std::{
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use super::session::Session;
 
 /// A client's request body on its way upstream, in a form that survives a failed attempt:
 /// the body sits in a shared slot until the first poll takes it, so an attempt that never
@@ -19,6 +24,31 @@ pub(crate) struct RequestBody {
     slot: Slot,
     end_stream: bool,
     hint: SizeHint,
+    /// Set once the last byte was handed to the upstream connection; None for a body that
+    /// was empty from the start. The pool reads it: an upstream connection whose request
+    /// is still being sent is not idle, whatever its response did.
+    sent: Option<Arc<AtomicBool>>,
+    /// The client connection, told while the body waits for the client's bytes.
+    session: Option<Arc<Session>>,
+    /// Held while the last poll found no bytes from the client.
+    waiting: Option<BodyWait>,
+}
+
+/// The proxy waits for a client's body bytes while this lives: the connection's watchdog
+/// then applies the request-body timeout.
+struct BodyWait(Arc<Session>);
+
+impl BodyWait {
+    fn start(session: Arc<Session>) -> Self {
+        session.activity.body_wait_started();
+        Self(session)
+    }
+}
+
+impl Drop for BodyWait {
+    fn drop(&mut self) {
+        self.0.activity.body_wait_ended();
+    }
 }
 
 enum Slot {
@@ -36,14 +66,16 @@ pub(crate) struct BodySlot {
     buffered: Option<Bytes>,
     end_stream: bool,
     hint: SizeHint,
+    /// The client connection, for a body still to come (None when there is none).
+    session: Option<Arc<Session>>,
 }
 
 /// Largest request body kept in memory so that a request can be retried.
 pub(crate) const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 
 impl BodySlot {
-    /// Holds a client's body.
-    pub(crate) fn new(body: Incoming) -> Self {
+    /// Holds a client's body, sent by the client of `session`.
+    pub(crate) fn new(body: Incoming, session: &Arc<Session>) -> Self {
         let end_stream = body.is_end_stream();
         let hint = body.size_hint();
         if end_stream {
@@ -53,6 +85,7 @@ impl BodySlot {
                 buffered: Some(Bytes::new()),
                 end_stream,
                 hint,
+                session: None,
             };
         }
         Self {
@@ -60,25 +93,30 @@ impl BodySlot {
             buffered: None,
             end_stream,
             hint,
+            session: Some(session.clone()),
         }
     }
 
     /// Holds a client's body, read whole first when it is small and its length known (a
     /// Content-Length of at most [`MAX_BUFFERED_BODY`]), so that every attempt can send it.
     /// A body without a known length is streamed, and its request never retried.
-    pub(crate) async fn buffer_small(body: Incoming) -> Result<Self, hyper::Error> {
+    /// The body is read under the request-body timeout, like a streamed one.
+    pub(crate) async fn buffer_small(body: Incoming, session: &Arc<Session>) -> Result<Self, hyper::Error> {
         use http_body_util::BodyExt;
         match body.size_hint().exact() {
             Some(n) if n <= MAX_BUFFERED_BODY && !body.is_end_stream() => {
+                let wait = BodyWait::start(session.clone());
                 let bytes = body.collect().await?.to_bytes();
+                drop(wait);
                 Ok(Self {
                     shared: None,
                     end_stream: bytes.is_empty(),
                     hint: SizeHint::with_exact(bytes.len() as u64),
                     buffered: Some(bytes),
+                    session: None,
                 })
             }
-            _ => Ok(Self::new(body)),
+            _ => Ok(Self::new(body, session)),
         }
     }
 
@@ -89,12 +127,18 @@ impl BodySlot {
                 slot: Slot::Buffered((!bytes.is_empty()).then(|| bytes.clone())),
                 end_stream: bytes.is_empty(),
                 hint: self.hint,
+                sent: (!bytes.is_empty()).then(|| Arc::new(AtomicBool::new(false))),
+                session: None,
+                waiting: None,
             };
         }
         RequestBody {
             slot: self.shared.clone().map_or(Slot::Gone, Slot::Shared),
             end_stream: self.end_stream,
             hint: self.hint,
+            sent: (!self.end_stream).then(|| Arc::new(AtomicBool::new(false))),
+            session: self.session.clone(),
+            waiting: None,
         }
     }
 
@@ -112,6 +156,18 @@ impl BodySlot {
     }
 }
 
+impl RequestBody {
+    /// What tells whether the whole body went to the upstream: None when there was none.
+    pub(crate) fn sent_flag(&self) -> Option<Arc<AtomicBool>> {
+        self.sent.clone()
+    }
+}
+
+/// Whether a request's body has been sent whole (true when it had none).
+pub(crate) fn was_sent(flag: Option<&Arc<AtomicBool>>) -> bool {
+    flag.is_none_or(|sent| sent.load(Ordering::Acquire))
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -125,11 +181,33 @@ impl Body for RequestBody {
             let taken = shared.lock().ok().and_then(|mut b| b.take());
             this.slot = taken.map_or(Slot::Gone, Slot::Owned);
         }
-        match &mut this.slot {
-            Slot::Owned(body) => Pin::new(body).poll_frame(cx),
+        let polled = match &mut this.slot {
+            Slot::Owned(body) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if polled.is_pending() {
+                    if this.waiting.is_none() {
+                        this.waiting = this.session.clone().map(BodyWait::start);
+                    }
+                } else {
+                    this.waiting = None;
+                }
+                polled
+            }
             Slot::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             _ => Poll::Ready(None),
+        };
+        // hyper stops polling a body that says it has ended, so the end is either.
+        if let Some(sent) = &this.sent {
+            let ended = match &polled {
+                Poll::Ready(None) => true,
+                Poll::Ready(Some(Ok(_))) => this.is_end_stream(),
+                _ => false,
+            };
+            if ended {
+                sent.store(true, Ordering::Release);
+            }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,8 +1,15 @@
 //! Phase 1, route lookup: which route of the served table a request belongs to, by host,
 //! path and the routes' request matches; redirects are answered here.
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header, uri::Authority};
-use lockstep_config::{Route, RouteTable, normalize_host, table::Found, traffic::RedirectRule};
+use std::borrow::Cow;
+
+use http::{
+    HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+    uri::{Authority, PathAndQuery},
+};
+use lockstep_config::{
+    Route, RouteTable, normalize_host, normalize_path, table::Found, traffic::RedirectRule,
+};
 
 use super::{body::ProxyBody, error::ProxyError};
 
@@ -51,6 +58,25 @@ fn valid_authority(authority: &Authority) -> bool {
         None => false,
     };
     !authority.as_str().contains('@') && !host.is_empty() && port_ok
+}
+
+/// Puts the request's path in its normal form ([`normalize_path`]) before it is matched and
+/// forwarded, so that routing and the backend see the same path. A path that is already
+/// normal (nearly all) is left as it is, without allocating.
+pub(crate) fn normalize_request_path<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
+    let normal = match normalize_path(req.uri().path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(normal)) => normal,
+        Err(_) => return Err(ProxyError::BadPath),
+    };
+    let target = match req.uri().query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(target).map_err(|_| ProxyError::BadPath)?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadPath)?;
+    Ok(())
 }
 
 /// The route for a request (with its id, which per-route metrics are found by), or the

@@ -50,22 +50,38 @@ pub(crate) struct ConnActivity {
     last_read: AtomicU64,
     /// When the client started a request head that has not been dispatched yet.
     head_since: AtomicU64,
-    first_read_seen: AtomicBool,
     http2: AtomicBool,
+    /// Since when a write to the client has been waiting for the client to read (0: none).
+    write_blocked_since: AtomicU64,
+    /// Request bodies the proxy is waiting for bytes of.
+    bodies_waiting: AtomicU32,
     /// Requests handed to the proxy so far (HTTP/1: the index of the next head).
     dispatched: AtomicU64,
     /// Follows HTTP/1 framing to see what hyper's parser hides.
     framing: Mutex<FramingScanner>,
 }
 
-/// The HTTP/2 connection preface starts like this; nothing that is HTTP/1 does.
-const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
-
+/// What the watchdog found.
 pub(crate) enum Check {
     /// Look again at this many milliseconds.
     Until(u64),
+    /// A request head was started and not finished within the header-read timeout.
     HeaderTimeout,
+    /// The proxy waits for a request body and the client sent nothing for the body timeout.
+    BodyTimeout,
+    /// A write to the client has waited for the client to read for the send timeout.
+    SendTimeout,
+    /// Nothing in flight and nothing received for the idle timeout.
     Idle,
+}
+
+/// The watchdog's timeouts, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub header: u64,
+    pub idle: u64,
+    pub body: u64,
+    pub send: u64,
 }
 
 impl ConnActivity {
@@ -77,8 +93,9 @@ impl ConnActivity {
             // A new connection owes a request head from the start: a client that connects
             // and sends nothing is a slowloris too.
             head_since: AtomicU64::new(1),
-            first_read_seen: AtomicBool::new(false),
             http2: AtomicBool::new(false),
+            write_blocked_since: AtomicU64::new(0),
+            bodies_waiting: AtomicU32::new(0),
             dispatched: AtomicU64::new(0),
             framing: Mutex::new(FramingScanner::default()),
         }
@@ -91,23 +108,29 @@ impl ConnActivity {
     pub(crate) fn on_read(&self, bytes: &[u8]) {
         let now = self.now();
         self.last_read.store(now, Ordering::Relaxed);
-        if !self.first_read_seen.swap(true, Ordering::Relaxed) {
-            let n = bytes.len().min(H2_PREFACE_START.len());
-            if bytes[..n] == H2_PREFACE_START[..n] {
-                // HTTP/2 sends heads as frames of a long-lived connection; hyper and h2
-                // bound those, only the idle timeout applies.
-                self.http2.store(true, Ordering::Relaxed);
-                self.head_since.store(0, Ordering::Relaxed);
-                self.framing().stop();
-                return;
-            }
-        }
         if !self.http2.load(Ordering::Relaxed) {
             self.framing().feed(bytes);
         }
         if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_since.load(Ordering::Relaxed) == 0 {
             self.head_since.store(now, Ordering::Relaxed);
         }
+    }
+
+    /// The connection speaks HTTP/2, as its whole preface (or TLS ALPN) showed. Only then:
+    /// a first read of `P` alone is also the start of an HTTP/1 `POST`, and a head sent a
+    /// byte at a time must stay under the head timeout.
+    pub(crate) fn speaks_http2(&self) {
+        // HTTP/2 sends heads as frames of a long-lived connection; hyper and h2 bound
+        // those, only the idle timeout applies.
+        self.http2.store(true, Ordering::Relaxed);
+        self.head_since.store(0, Ordering::Relaxed);
+        self.framing().stop();
+    }
+
+    /// The connection switched protocols (a 101 went to the client): what follows is no
+    /// longer HTTP/1 for the framing follower to read.
+    pub(crate) fn protocol_switched(&self) {
+        self.framing().stop();
     }
 
     fn framing(&self) -> std::sync::MutexGuard<'_, FramingScanner> {
@@ -138,22 +161,75 @@ impl ConnActivity {
         self.last_read.store(self.now(), Ordering::Relaxed);
     }
 
-    pub(crate) fn check(&self, header_timeout: u64, idle_timeout: u64) -> Check {
+    /// A write to the client could not go on until the client reads.
+    pub(crate) fn write_blocked(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) == 0 {
+            self.write_blocked_since.store(self.now(), Ordering::Relaxed);
+        }
+    }
+
+    /// A write to the client went through.
+    pub(crate) fn write_done(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) != 0 {
+            self.write_blocked_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The proxy started waiting for bytes of a request body.
+    pub(crate) fn body_wait_started(&self) {
+        self.bodies_waiting.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The proxy stopped waiting for bytes of a request body (they came, or it gave up).
+    pub(crate) fn body_wait_ended(&self) {
+        self.bodies_waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn check(&self, limits: Limits) -> Check {
+        let Limits {
+            header: header_timeout,
+            idle: idle_timeout,
+            body: body_timeout,
+            send: send_timeout,
+        } = limits;
         let now = self.now();
-        let short = header_timeout.min(idle_timeout);
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+        if blocked != 0 && now >= blocked + send_timeout {
+            return Check::SendTimeout;
+        }
+        let last = self.last_read.load(Ordering::Relaxed);
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Check::Until(now + short);
+            // Looked at often enough to catch any of the timeouts that apply meanwhile.
+            let mut next = now
+                + header_timeout
+                    .min(idle_timeout)
+                    .min(body_timeout)
+                    .min(send_timeout);
+            if self.bodies_waiting.load(Ordering::Relaxed) > 0 {
+                if now >= last + body_timeout {
+                    return Check::BodyTimeout;
+                }
+                next = next.min(last + body_timeout);
+            }
+            if blocked != 0 {
+                next = next.min(blocked + send_timeout);
+            }
+            return Check::Until(next);
         }
         let http2 = self.http2.load(Ordering::Relaxed);
         let head = self.head_since.load(Ordering::Relaxed);
         if !http2 && head != 0 && now >= head + header_timeout {
             return Check::HeaderTimeout;
         }
-        let last = self.last_read.load(Ordering::Relaxed);
         if now >= last + idle_timeout {
             return Check::Idle;
         }
-        let mut next = last + idle_timeout;
+        // A request may start at any moment, and its body or response stall: look again
+        // soon enough to catch those timeouts too.
+        let mut next = (last + idle_timeout).min(now + body_timeout.min(send_timeout));
+        if blocked != 0 {
+            next = next.min(blocked + send_timeout);
+        }
         if !http2 {
             // A head may start at any moment; look again soon enough to catch it timing out.
             next = next.min(if head != 0 {
@@ -170,24 +246,56 @@ impl ConnActivity {
 mod tests {
     use super::*;
 
+    const LONG: u64 = 1_000_000;
+
+    fn limits(header: u64, idle: u64) -> Limits {
+        Limits {
+            header,
+            idle,
+            body: LONG,
+            send: LONG,
+        }
+    }
+
     #[test]
     fn a_head_that_never_completes_times_out_but_a_request_in_flight_does_not() {
         let a = ConnActivity::new();
-        assert!(matches!(a.check(0, 1_000_000), Check::HeaderTimeout));
+        assert!(matches!(a.check(limits(0, LONG)), Check::HeaderTimeout));
         a.request_started();
-        assert!(matches!(a.check(0, 0), Check::Until(_)));
+        assert!(matches!(a.check(limits(0, 0)), Check::Until(_)));
         a.request_finished();
         // Idle keep-alive: no head pending, the header clock is not running.
-        assert!(matches!(a.check(0, 1_000_000), Check::Until(_)));
+        assert!(matches!(a.check(limits(0, LONG)), Check::Until(_)));
         a.on_read(b"GET / HTTP/1.1\r\n");
-        assert!(matches!(a.check(0, 1_000_000), Check::HeaderTimeout));
+        assert!(matches!(a.check(limits(0, LONG)), Check::HeaderTimeout));
     }
 
     #[test]
     fn http2_connections_only_have_the_idle_timeout() {
         let a = ConnActivity::new();
         a.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-        assert!(matches!(a.check(0, 1_000_000), Check::Until(_)));
-        assert!(matches!(a.check(1_000_000, 0), Check::Idle));
+        a.speaks_http2();
+        assert!(matches!(a.check(limits(0, LONG)), Check::Until(_)));
+        assert!(matches!(a.check(limits(LONG, 0)), Check::Idle));
+    }
+
+    #[test]
+    fn a_request_in_flight_is_cut_only_for_its_body_or_an_unread_response() {
+        let a = ConnActivity::new();
+        a.request_started();
+        let strict = Limits {
+            header: LONG,
+            idle: LONG,
+            body: 0,
+            send: 0,
+        };
+        assert!(matches!(a.check(strict), Check::Until(_)));
+        a.body_wait_started();
+        assert!(matches!(a.check(strict), Check::BodyTimeout));
+        a.body_wait_ended();
+        a.write_blocked();
+        assert!(matches!(a.check(strict), Check::SendTimeout));
+        a.write_done();
+        assert!(matches!(a.check(strict), Check::Until(_)));
     }
 }

@@ -5,7 +5,9 @@
 //!   connected to, nothing of the request was sent, and the method is idempotent;
 //! - with one, up to `attempts` retries, after `backoff`, on connect failures and on the
 //!   listed response statuses, but only for requests whose body is replayable (none, or
-//!   small enough to have been read whole). A retried response is dropped unread; a response
+//!   small enough to have been read whole). A request whose method is not idempotent is
+//!   retried after a status or a response timeout (the upstream may have acted on it) only
+//!   when the policy says `nonIdempotent`. A retried response is dropped unread; a response
 //!   that is returned has not been shown to the client before, so no retry ever happens
 //!   after response bytes went out. Each retry chooses its backend by weight again.
 
@@ -69,6 +71,7 @@ async fn send_with_retries(
     loop {
         let replayable = body.is_replayable();
         let spare = (retries_left > 0 && replayable).then(|| clone_head(&parts));
+        let parts_method = parts.method.clone();
         let peer = match proxy.balancer.select(&proxy.state, backend, failed.as_ref()) {
             Ok(peer) => peer,
             // The only endpoint just failed: try it again rather than give up.
@@ -76,9 +79,14 @@ async fn send_with_retries(
             Err(e) => return Err(e),
         };
         let result = attempt(proxy, route, &peer, parts, &body, trailers).await;
+        // A status or a response timeout means the upstream may have acted on the request:
+        // only a request it may see twice is sent again, unless the route says otherwise.
+        let may_resend = policy.non_idempotent || is_idempotent(&parts_method);
         let retry = match &result {
-            Ok(response) => policy.codes.contains(&response.status().as_u16()),
-            Err(err) => is_connect_failure(err) || matches!(err, ProxyError::ResponseTimeout { .. }),
+            Ok(response) => may_resend && policy.codes.contains(&response.status().as_u16()),
+            Err(err) => {
+                is_connect_failure(err) || (may_resend && matches!(err, ProxyError::ResponseTimeout { .. }))
+            }
         };
         match spare {
             Some(head) if retry => {

@@ -36,7 +36,7 @@ use crate::{
     proxy::{
         Proxy,
         body::ProxyBody,
-        session::{Check, Session},
+        session::{Check, Limits, Session},
     },
 };
 
@@ -130,9 +130,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for TrackedStream<S> {
     }
 }
 
+impl<S> TrackedStream<S> {
+    /// Notes whether a write waits for the client to read (the send timeout's clock).
+    fn track_write(&self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match &polled {
+            Poll::Pending => self.info.activity.write_blocked(),
+            // Only bytes taken count as progress: a flush of a TCP socket is always ready.
+            Poll::Ready(Ok(n)) if *n > 0 => self.info.activity.write_done(),
+            Poll::Ready(_) => {}
+        }
+        polled
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.track_write(polled)
     }
 
     fn poll_write_vectored(
@@ -140,7 +155,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.track_write(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -148,7 +165,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        if polled.is_pending() {
+            this.info.activity.write_blocked();
+        }
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -204,8 +226,15 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(Session::new(remote, scheme));
-    let header_timeout = millis(proxy.options().header_read_timeout);
-    let idle_timeout = millis(proxy.options().idle_timeout);
+    let options = proxy.options();
+    let limits = Limits {
+        header: millis(options.header_read_timeout),
+        idle: millis(options.idle_timeout),
+        body: millis(options.request_body_timeout),
+        send: millis(options.send_timeout),
+    };
+    let idle_timeout = limits.idle;
+    let state = proxy.state().clone();
     let stream = TrackedStream::new(stream, info.clone());
     let service = Service {
         proxy,
@@ -218,10 +247,21 @@ pub(crate) async fn serve<S>(
     let mut give_up_at: Option<u64> = None;
     loop {
         let now = info.activity.now();
-        let wake = match info.activity.check(header_timeout, idle_timeout) {
+        let wake = match info.activity.check(limits) {
             Check::Until(at) => at,
             Check::HeaderTimeout => {
                 tracing::debug!(client = %remote, "request head not received in time; closing");
+                state.metrics.client_timeout("head");
+                return;
+            }
+            Check::BodyTimeout => {
+                tracing::debug!(client = %remote, "request body stalled; closing");
+                state.metrics.client_timeout("request_body");
+                return;
+            }
+            Check::SendTimeout => {
+                tracing::debug!(client = %remote, "client reads nothing of its response; closing");
+                state.metrics.client_timeout("send");
                 return;
             }
             Check::Idle => match give_up_at {
@@ -326,6 +366,9 @@ fn start<S>(builders: &Builders, protocol: Protocol, stream: TrackedStream<S>, s
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if protocol == Protocol::Http2 {
+        service.info.activity.speaks_http2();
+    }
     let io = TokioIo::new(stream);
     match protocol {
         Protocol::Http2 => State::Http2(Box::pin(builders.h2.serve_connection(io, service))),

@@ -119,6 +119,15 @@ async fn accept_loop(
                 }
             },
         };
+        let limit = proxy.options().max_client_connections;
+        if limit != 0 && connections.len() >= limit {
+            // Closed at once (dropping the stream): a flood of connections costs a file
+            // descriptor each only while it is accepted, not for as long as it stays open.
+            tracing::debug!(%remote, limit, "client connection limit reached; closing");
+            proxy.state().metrics.connection_refused();
+            drop(stream);
+            continue;
+        }
         // Small responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
