@@ -311,8 +311,10 @@ pub const PROXY_MANAGED_HEADERS: [&str; 10] = [
 
 // Not a CEL rule on the CRD: `lowerAscii() in [...]` on a 256-character name, multiplied
 // by the schema's list bounds (256 rules x 128 paths x 2 filters x 3 lists x 16), exceeds
-// the apiserver's estimated cost budget (6.6-fold). The garde rule below refuses it for
-// standalone files and the operator (Accepted=False naming the field).
+// the apiserver's estimated cost budget (6.6-fold). The admission policy
+// (`crds/routerconfig-admission.yaml`, charged for what it evaluates) refuses these names at
+// admission; the garde rule below refuses them for standalone files and the operator
+// (Accepted=False naming the field), for objects stored before the policy was installed.
 const MANAGED_MSG: &str = "framing, hop-by-hop and Host headers (content-length, transfer-encoding, connection, keep-alive, te, trailer, upgrade, proxy-connection, http2-settings, host) are the proxy's own; a filter may not name them";
 
 fn not_proxy_managed(name: &str, _: &()) -> garde::Result {

@@ -461,6 +461,69 @@ async fn invalid_traffic_features_are_rejected_at_admission_naming_the_field() {
 }
 
 #[tokio::test]
+async fn header_filters_naming_the_proxys_own_headers_are_refused_at_admission() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "managed").await.unwrap();
+    let mut failures = Vec::new();
+    // Every managed name is refused in each list of each direction, whatever its case; the
+    // policy compiles asynchronously, so the first case waits for it.
+    let cases = lockstep_crds::PROXY_MANAGED_HEADERS
+        .iter()
+        .enumerate()
+        .flat_map(|(i, name)| {
+            let direction = ["requestHeaders", "responseHeaders"][i % 2];
+            let list = ["set", "add", "remove"][i % 3];
+            let name = if i % 4 == 0 {
+                name.to_uppercase()
+            } else {
+                name.to_string()
+            };
+            let entry = if list == "remove" {
+                json!(name)
+            } else {
+                json!({"name": name, "value": "0"})
+            };
+            [(
+                format!("managed-{i}"),
+                direction,
+                json!({direction: {list: [entry]}}),
+            )]
+        });
+    for (object, direction, filters) in cases {
+        let spec = with_path0(false, |p| p["filters"] = filters.clone());
+        let refused = lockstep_e2e::eventually("the policy refuses", Duration::from_secs(30), || async {
+            match apply(cp, &ns, &router_config(&object, spec.clone()), &[]) {
+                Ok(_) => {
+                    let _ = cp.kubectl_ok(&["delete", "rcfg", &object, "-n", &ns]);
+                    None
+                }
+                Err(err) => Some(err),
+            }
+        })
+        .await;
+        match refused {
+            Err(e) => failures.push(format!("{object} ({filters}): accepted: {e}")),
+            Ok(err)
+                if !err.contains(&format!(
+                    "spec.rules[].paths[].filters.{direction}: set, add and remove"
+                )) =>
+            {
+                failures.push(format!("{object}: the message does not name the field:\n{err}"))
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // A header the proxy does not own still passes.
+    let spec = with_path0(
+        false,
+        |p| p["filters"] = json!({"requestHeaders": {"set": [{"name": "x-content-length", "value": "1"}], "remove": ["x-te"]}}),
+    );
+    apply(cp, &ns, &router_config("unmanaged", spec), &[]).expect("an ordinary header is accepted");
+}
+
+#[tokio::test]
 async fn kubectl_explain_documents_the_traffic_fields() {
     let cp = ControlPlane::shared();
     let paths = eventually(

@@ -983,14 +983,10 @@ impl FleetModel {
                 .collect();
             let ns = &self.objects[o].namespace;
             let current_uid = uid(obj.snapshot.uid);
-            let members: Vec<Member<'_>> = members_serving(
-                ns,
-                &self.objects[o].name,
-                &current_uid,
-                FLEET,
-                &live,
-                |id| objects.get(id),
-            );
+            let members: Vec<Member<'_>> =
+                members_serving(ns, &self.objects[o].name, &current_uid, FLEET, &live, |id| {
+                    objects.get(id)
+                });
             let current = obj.status.to_crd();
             barrier::decide(barrier::Input {
                 generation: obj.snapshot.generation,

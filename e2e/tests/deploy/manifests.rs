@@ -83,11 +83,8 @@ fn kustomize_builds_the_expected_objects() {
         ("RoleBinding", "lockstep-proxy-member"),
         ("ValidatingAdmissionPolicy", "lockstep-proxy-own-objects"),
         ("ValidatingAdmissionPolicyBinding", "lockstep-proxy-own-objects"),
-        ("ValidatingAdmissionPolicy", "lockstep-routerconfig-duplicates"),
-        (
-            "ValidatingAdmissionPolicyBinding",
-            "lockstep-routerconfig-duplicates",
-        ),
+        ("ValidatingAdmissionPolicy", "lockstep-routerconfig"),
+        ("ValidatingAdmissionPolicyBinding", "lockstep-routerconfig"),
         ("Deployment", "lockstep-operator"),
         ("Deployment", "lockstep-proxy"),
         ("Service", "lockstep-proxy"),
