@@ -6,6 +6,7 @@
 //! | `reconcile_errors_total` | counter | reconciles that failed (retried) |
 //! | `reconcile_duration_seconds` | histogram | time of one (leader) reconcile, writes included |
 //! | `status_writes_total` | counter | status applies sent |
+//! | `gateway_status_writes_total` | counter | Gateway API status writes sent (classes, Gateways, routes) |
 //! | `membership_checks_total` | counter | quorum lists of a fleet's Leases before writing Ready=True |
 //! | `rollout_duration_seconds` | histogram | first sight of a generation to Ready=True for it |
 //! | `leader` | gauge | 1 while this instance may write |
@@ -53,6 +54,8 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Status writes sent.
     pub status_writes: Counter,
+    /// Gateway API status writes sent.
+    pub gateway_status_writes: Counter,
     /// Quorum lists of a fleet's Leases before a Ready=True write.
     pub membership_checks: Counter,
     /// Seconds from the first sight of a generation to Ready=True for it.
@@ -79,6 +82,7 @@ impl Default for Metrics {
             reconcile_errors: Counter::default(),
             reconcile_duration: Histogram::new(reconcile_buckets),
             status_writes: Counter::default(),
+            gateway_status_writes: Counter::default(),
             membership_checks: Counter::default(),
             rollout_duration: Histogram::new(rollout_buckets),
             leader: Gauge::default(),
@@ -104,6 +108,11 @@ impl Default for Metrics {
             "status_writes",
             "RouterConfig status applies sent",
             m.status_writes.clone(),
+        );
+        registry.register(
+            "gateway_status_writes",
+            "Gateway API status writes sent (GatewayClasses, Gateways, routes)",
+            m.gateway_status_writes.clone(),
         );
         registry.register(
             "membership_checks",
