@@ -57,7 +57,6 @@ const RETRY: Duration = Duration::from_millis(200);
 struct Context {
     client: Client,
     classes: Store<GatewayClass>,
-    gateways: Store<Gateway>,
     http_routes: Store<HTTPRoute>,
     grpc_routes: Store<GRPCRoute>,
     grants: Store<ReferenceGrant>,
@@ -73,8 +72,8 @@ impl Context {
     /// BackendNotFound for a Service not listed yet.
     async fn synced(&self) -> Result<()> {
         let all = async {
+            // Not the Gateway store: the controller's applier already waits on it.
             self.classes.wait_until_ready().await?;
-            self.gateways.wait_until_ready().await?;
             self.http_routes.wait_until_ready().await?;
             self.grpc_routes.wait_until_ready().await?;
             self.grants.wait_until_ready().await?;
@@ -167,7 +166,6 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client,
         classes: classes.clone(),
-        gateways: gateways.clone(),
         http_routes,
         grpc_routes,
         grants,
