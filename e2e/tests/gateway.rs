@@ -384,3 +384,54 @@ async fn gateway_api_status_is_written_from_the_translation() {
         .collect();
     assert!(!managers.iter().any(|m| m == "lockstep-operator"), "{managers:?}");
 }
+
+/// A cluster without the Gateway API CRDs: the operator says so once, leaves the Gateway
+/// controller off, and the RouterConfig controller still syncs (ready) and judges.
+#[tokio::test]
+async fn without_the_gateway_api_crds_the_operator_keeps_working() {
+    // A control plane of its own: the shared one has the Gateway API CRDs.
+    let cp = ControlPlane::start().unwrap();
+    let client = cp.client().await.unwrap();
+    lockstep_e2e::install_crds(&client).await.unwrap();
+    let mut operator = Operator::start(
+        &cp,
+        &cp.test_dir("no-gateway-api"),
+        lockstep_e2e::fleet::OperatorSpec::default(),
+    )
+    .unwrap();
+    operator
+        .process
+        .wait_for_log("Gateway API not available", WAIT)
+        .unwrap();
+    let http = lockstep_e2e::check::http();
+    let admin = operator.admin;
+    eventually("operator ready", WAIT, || {
+        let http = http.clone();
+        async move { lockstep_e2e::check::is_ready(&http, admin).await.then_some(()) }
+    })
+    .await
+    .unwrap();
+    cp.kubectl_apply(&lockstep_e2e::fixture::router_config(
+        "default",
+        "no-gateway-api",
+        "web",
+        &[("web.example.com", "/", "http://127.0.0.1:1")],
+    ))
+    .unwrap();
+    let rcs = Api::<lockstep_crds::RouterConfig>::namespaced(client.clone(), "default");
+    eventually("RouterConfig judged", WAIT, || async {
+        let rc = rcs.get("web").await.ok()?;
+        let conditions = rc.status?.conditions;
+        (cond(&conditions, "Accepted")?.0 == "True").then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        operator
+            .process
+            .log_text()
+            .matches("Gateway API not available")
+            .count(),
+        1
+    );
+}
