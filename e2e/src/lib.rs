@@ -468,21 +468,45 @@ pub async fn install_crds(client: &Client) -> Result<()> {
         let text = std::fs::read_to_string(repo_root().join(file))?;
         let crd: CustomResourceDefinition =
             serde_saphyr::from_str(&text).map_err(|e| Error::Kubeconfig(format!("{file}: {e}")))?;
-        let api = Api::<CustomResourceDefinition>::all(client.clone());
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply("lockstep-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
-        let established = await_condition(api, &name, conditions::is_crd_established());
-        tokio::time::timeout(Duration::from_secs(30), established)
-            .await
-            .map_err(|_| Error::Timeout(format!("CRD {name} Established")))?
-            .map_err(|e| Error::Timeout(format!("CRD {name}: {e}")))?;
+        apply_crd(client, &crd).await?;
     }
     install_admission_policy(client).await
+}
+
+/// The Gateway API v1.6.3 standard-channel CRDs of `deploy/gateway-api/standard/`
+/// (server-side applied), waiting until each is Established. Separate from [`install_crds`]:
+/// a control plane without them is the cluster the operator must keep working on.
+pub async fn install_gateway_api_crds(client: &Client) -> Result<()> {
+    let dir = repo_root().join("deploy/gateway-api/standard");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file)?;
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
+            .map_err(|e| Error::Kubeconfig(format!("{}: {e}", file.display())))?;
+        apply_crd(client, &crd).await?;
+    }
+    Ok(())
+}
+
+async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) -> Result<()> {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply("lockstep-e2e").force(),
+        &Patch::Apply(crd),
+    )
+    .await?;
+    let established = await_condition(api, &name, conditions::is_crd_established());
+    tokio::time::timeout(Duration::from_secs(30), established)
+        .await
+        .map_err(|_| Error::Timeout(format!("CRD {name} Established")))?
+        .map_err(|e| Error::Timeout(format!("CRD {name}: {e}")))?;
+    Ok(())
 }
 
 /// The RouterConfig admission policy (`crds/routerconfig-admission.yaml`): a policy and its

@@ -143,6 +143,23 @@ fn chart_versions_and_crds_are_the_workspace_ones() {
             "deploy/helm/lockstep/crds/{file} differs from crds/{file}; run `cp crds/*.yaml deploy/helm/lockstep/crds/`"
         );
     }
+    // And the Gateway API CRDs are those of deploy/gateway-api/standard/, all of them.
+    let standard = repo_root().join("deploy/gateway-api/standard");
+    let mut names: Vec<String> = std::fs::read_dir(&standard)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 5, "{names:?}");
+    for file in &names {
+        let copy = std::fs::read_to_string(self::chart().join("crds").join(file)).unwrap_or_default();
+        let source = std::fs::read_to_string(standard.join(file)).unwrap();
+        assert!(
+            copy == source,
+            "deploy/helm/lockstep/crds/{file} differs from deploy/gateway-api/standard/{file}; run `cp deploy/gateway-api/standard/*.yaml deploy/helm/lockstep/crds/`"
+        );
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod cli;
 pub mod controller;
+pub mod gateway;
 pub mod leader;
 pub mod metrics;
 

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use lockstep_operator::{admin, barrier, cli, controller, leader, metrics::Metrics};
+use lockstep_operator::{admin, barrier, cli, controller, gateway, leader, metrics::Metrics};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -109,6 +109,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = async move {
         let _ = stop.changed().await;
     };
+    // The Gateway API front door: off (one log line) when its CRDs are not installed.
+    let mut gateway_stop = shutdown_rx.clone();
+    let gateway = tokio::spawn(gateway::run(
+        client.clone(),
+        leading.clone(),
+        metrics.clone(),
+        async move {
+            let _ = gateway_stop.changed().await;
+        },
+    ));
     let controller = tokio::spawn(controller::run(
         client,
         controller::Options {
@@ -132,6 +142,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), gateway).await;
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 //! | `reconcile_duration_seconds` | histogram | time of one (leader) reconcile, writes included |
 //! | `status_writes_total` | counter | status applies sent |
 //! | `status_conflicts_total` | counter | status applies refused because the object changed since it was judged (resourceVersion precondition) |
+//! | `gateway_status_writes_total` | counter | Gateway API status writes sent (classes, Gateways, routes) |
 //! | `membership_checks_total` | counter | quorum lists of a fleet's Leases before writing Ready=True |
 //! | `replica_checks_total` | counter | quorum lists of a fleet's RouterReplicas before writing Ready=True (only when the cache leaves a live replica out of the namespace) |
 //! | `replicas_collected_total` | counter | RouterReplicas deleted because their Lease was dead longer than `--replica-gc-after` |
@@ -58,6 +59,8 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// Status applies refused by the resourceVersion precondition.
     pub status_conflicts: Counter,
+    /// Gateway API status writes sent.
+    pub gateway_status_writes: Counter,
     /// Quorum lists of a fleet's Leases before a Ready=True write.
     pub membership_checks: Counter,
     /// Quorum lists of a fleet's RouterReplicas before a Ready=True write.
@@ -89,6 +92,7 @@ impl Default for Metrics {
             reconcile_duration: Histogram::new(reconcile_buckets),
             status_writes: Counter::default(),
             status_conflicts: Counter::default(),
+            gateway_status_writes: Counter::default(),
             membership_checks: Counter::default(),
             replica_checks: Counter::default(),
             replicas_collected: Counter::default(),
@@ -121,6 +125,11 @@ impl Default for Metrics {
             "status_conflicts",
             "Status applies refused because the object changed since it was judged",
             m.status_conflicts.clone(),
+        );
+        registry.register(
+            "gateway_status_writes",
+            "Gateway API status writes sent (GatewayClasses, Gateways, routes)",
+            m.gateway_status_writes.clone(),
         );
         registry.register(
             "membership_checks",

@@ -382,7 +382,8 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
     let listeners = verdicts
         .iter()
         .zip(&attached_count)
-        .map(|(v, n)| status::listener_status(v, *n, gw_generation, now))
+        // No fleet is wired yet: no listener is Programmed (False `Pending`).
+        .map(|(v, n)| status::listener_status(v, *n, None, gw_generation, now))
         .collect();
 
     let config = accepted.then(|| {

@@ -236,12 +236,14 @@ pub fn route_ready(
     )
 }
 
-/// A listener's status: Accepted, Programmed (input: True only when it serves; the
-/// Gateway's Programmed carries the barrier), ResolvedRefs, Conflicted, with
-/// `supportedKinds` and `attachedRoutes`.
+/// A listener's status: Accepted, Programmed (False `Invalid` when it cannot be served;
+/// otherwise the barrier's judgement of the fleet, as the Gateway's: True only when every
+/// live replica serves this generation, else False `Pending`), ResolvedRefs, Conflicted,
+/// with `supportedKinds` and `attachedRoutes`.
 pub fn listener_status(
     v: &super::listeners::ListenerVerdict,
     attached_routes: i32,
+    fleet: Option<FleetProgress>,
     generation: i64,
     now: Timestamp,
 ) -> lockstep_crds::gateway::ListenerStatus {
@@ -278,12 +280,14 @@ pub fn listener_status(
             now,
         ),
     };
+    // A listener that can be served is Programmed, like its Gateway, only once every live
+    // replica of the fleet serves this generation; until then False `Pending`.
     let programmed = if v.serves() {
-        condition(
+        progress_condition(
             condition::PROGRAMMED,
-            true,
+            fleet,
             reason::PROGRAMMED,
-            "",
+            Some(reason::PENDING),
             generation,
             now,
         )

@@ -200,6 +200,27 @@ fn unresolved_backends_are_answered_500_with_their_weight() {
         1,
         "a route with a bad backend is still attached"
     );
+    // The listener can be served, but no fleet serves it yet: Programmed False Pending, as
+    // the Gateway's.
+    let l = listener(&t, "http");
+    let programmed = l
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ctype::PROGRAMMED)
+        .unwrap();
+    assert_eq!(
+        (programmed.status.as_str(), programmed.reason.as_str()),
+        ("False", reason::PENDING)
+    );
+    let gw = t
+        .gateway_conditions
+        .iter()
+        .find(|c| c.type_ == ctype::PROGRAMMED)
+        .unwrap();
+    assert_eq!(
+        (gw.status.as_str(), gw.reason.as_str()),
+        ("False", reason::PENDING)
+    );
 }
 
 #[test]

@@ -71,6 +71,17 @@ fn kustomize_builds_the_expected_objects() {
         ("Namespace", "lockstep-system"),
         ("CustomResourceDefinition", "routerconfigs.lockstep.dev"),
         ("CustomResourceDefinition", "routerreplicas.lockstep.dev"),
+        (
+            "CustomResourceDefinition",
+            "gatewayclasses.gateway.networking.k8s.io",
+        ),
+        ("CustomResourceDefinition", "gateways.gateway.networking.k8s.io"),
+        ("CustomResourceDefinition", "grpcroutes.gateway.networking.k8s.io"),
+        ("CustomResourceDefinition", "httproutes.gateway.networking.k8s.io"),
+        (
+            "CustomResourceDefinition",
+            "referencegrants.gateway.networking.k8s.io",
+        ),
         ("ServiceAccount", "lockstep-operator"),
         ("ServiceAccount", "lockstep-proxy"),
         ("ClusterRole", "lockstep-operator"),
