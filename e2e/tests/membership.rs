@@ -197,8 +197,14 @@ async fn a_replica_whose_sync_loop_panics_gives_up_membership_and_rejoins_once_i
     })
     .await
     .unwrap();
-    let (status, reason, _) = replica_ready(&f, "proxy-1").await.unwrap();
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "Serving"));
+    // Its RouterReplica says so with its next report: written after /readyz turned 200, so
+    // read it until it does (seen "Joining" a moment after the rejoin under load).
+    eventually("proxy-1's RouterReplica to say Serving", WAIT, || async {
+        let (status, reason, _) = replica_ready(&f, "proxy-1").await?;
+        (status == "True" && reason == "Serving").then_some(())
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -149,7 +149,8 @@ async fn tls_material_never_reaches_logs_metrics_config_or_status() {
             .is_err()
     );
 
-    // Rotations to bad material, each rejected (and so logged) by the replica.
+    // Rotations to bad material, each refused by the one servable check (the operator's
+    // verdict says NotAccepted; the replicas log it and keep the last good certificate).
     for (case, crt, key) in [
         ("mismatched key", &good.cert, &mismatched.key),
         ("unparsable key", &good.cert, &garbage_key),
@@ -160,7 +161,7 @@ async fn tls_material_never_reaches_logs_metrics_config_or_status() {
         eventually(&format!("{case}: rejected"), WAIT, || async {
             let rc = rcs.get_status("web").await.ok()?;
             let ready = rc.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-            (ready.status == "False" && ready.reason == "Rejected").then_some(())
+            (ready.status == "False" && ready.reason == "NotAccepted").then_some(())
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -346,7 +346,7 @@ async fn every_precedence_rule_holds_through_the_proxy() {
     .await;
     let u = |i: usize| url(&backends[i]);
     let older = format!(
-        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata:\n  name: older\n  namespace: default\n  creationTimestamp: \"2025-01-01T00:00:00Z\"\nspec:\n  rules:\n  - host: app.test\n    paths:\n    - {{path: /, backend: {{url: \"{}\"}}}}\n    - {{path: /api, backend: {{url: \"{}\"}}}}\n    - {{path: /api/exact, pathType: Exact, backend: {{url: \"{}\"}}}}\n    - {{path: /api, backend: {{url: \"{}\"}}, match: {{queryParams: [{{name: a, value: \"1\"}}]}}}}\n    - {{path: /api, backend: {{url: \"{}\"}}, match: {{headers: [{{name: x-a, value: \"1\"}}]}}}}\n    - {{path: /api, backend: {{url: \"{}\"}}, match: {{headers: [{{name: x-a, value: \"1\"}}, {{name: x-b, type: RegularExpression, value: \"^[0-9]+$\"}}]}}}}\n    - {{path: /api, backend: {{url: \"{}\"}}, match: {{method: POST}}}}\n    - {{path: /list, backend: {{url: \"{}\"}}, match: {{headers: [{{name: x-l, value: \"1\"}}]}}}}\n",
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata:\n  name: older\n  namespace: default\nspec:\n  rules:\n  - host: app.test\n    paths:\n    - {{path: /, backend: {{url: \"{}\"}}}}\n    - {{path: /api, backend: {{url: \"{}\"}}}}\n    - {{path: /api/exact, pathType: Exact, backend: {{url: \"{}\"}}}}\n    - {{path: /api, backend: {{url: \"{}\"}}, match: {{queryParams: [{{name: a, value: \"1\"}}]}}}}\n    - {{path: /api, backend: {{url: \"{}\"}}, match: {{headers: [{{name: x-a, value: \"1\"}}]}}}}\n    - {{path: /api, backend: {{url: \"{}\"}}, match: {{headers: [{{name: x-a, value: \"1\"}}, {{name: x-b, type: RegularExpression, value: \"^[0-9]+$\"}}]}}}}\n    - {{path: /api, backend: {{url: \"{}\"}}, match: {{method: POST}}}}\n    - {{path: /list, backend: {{url: \"{}\"}}, match: {{headers: [{{name: x-l, value: \"1\"}}]}}}}\n",
         u(0),
         u(1),
         u(2),
@@ -357,12 +357,14 @@ async fn every_precedence_rule_holds_through_the_proxy() {
         u(7)
     );
     let newer = format!(
-        "---\napiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata:\n  name: newer\n  namespace: default\n  creationTimestamp: \"2025-02-01T00:00:00Z\"\nspec:\n  rules:\n  - host: app.test\n    paths:\n    - {{path: /list, backend: {{url: \"{}\"}}, match: {{headers: [{{name: x-m, value: \"1\"}}]}}}}\n    - {{path: /list, backend: {{url: \"{}\"}}, match: {{headers: [{{name: x-n, value: \"1\"}}]}}}}\n",
+        "---\napiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata:\n  name: newer\n  namespace: default\nspec:\n  rules:\n  - host: app.test\n    paths:\n    - {{path: /list, backend: {{url: \"{}\"}}, match: {{headers: [{{name: x-m, value: \"1\"}}]}}}}\n    - {{path: /list, backend: {{url: \"{}\"}}, match: {{headers: [{{name: x-n, value: \"1\"}}]}}}}\n",
         u(8),
         u(0)
     );
-    // Newer first in the file: precedence is by age, not file order.
-    let proxy = Proxy::start(&format!("{}---\n{older}", newer.trim_start_matches("---\n")));
+    // A file's documents are as old as the proxy first saw them, in file order (the first is
+    // the oldest; a written creationTimestamp is replaced, as the apiserver would): "older"
+    // comes first.
+    let proxy = Proxy::start(&format!("{older}{newer}"));
     let client = client();
     let to = |r: &Reply| {
         r.headers
