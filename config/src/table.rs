@@ -64,6 +64,8 @@ pub struct Route {
     pub redirect_http: bool,
     /// The rule names a TLS Secret.
     pub tls_secret: Option<Arc<str>>,
+    /// The Upgrade protocols the path allows (None: WebSocket only).
+    pub upgrades: Option<Arc<[String]>>,
 }
 
 impl Route {
@@ -79,6 +81,11 @@ impl Route {
     /// route redirects).
     pub fn pick_backend(&self) -> Option<&BackendRef> {
         self.picker.pick().map(|i| &self.backends[i].0)
+    }
+
+    /// Whether a client may switch to `protocol` with Upgrade on this route.
+    pub fn allows_upgrade(&self, protocol: &str) -> bool {
+        lockstep_crds::allows_upgrade(self.upgrades.as_deref(), protocol)
     }
 
     /// Whether a request meets the route's match conditions.
@@ -116,6 +123,7 @@ impl Route {
             retry: RetryPolicy::compile(path.retry.as_ref()),
             redirect_http: tls.is_some_and(|t| t.redirect_http),
             tls_secret: tls.map(|t| t.secret_name.as_str().into()),
+            upgrades: path.upgrades.as_deref().map(Arc::from),
         })
     }
 }

@@ -334,7 +334,8 @@ mod traffic_tests {
                 "responseHeaders": {"remove": ["server"]},
                 "rewrite": {"hostname": "internal.example.com", "path": {"replacePrefixMatch": "/"}}},
             "timeouts": {"request": "10s", "backendRequest": "3s"},
-            "retry": {"attempts": 2, "codes": [502, 503], "backoff": "100ms"}
+            "retry": {"attempts": 2, "codes": [502, 503], "backoff": "100ms"},
+            "upgrades": ["websocket", "x-tunnel/2"]
         }));
         assert_eq!(p, Vec::<String>::new());
         let redirect = problems(serde_json::json!({
@@ -367,6 +368,10 @@ mod traffic_tests {
             (serde_json::json!({"path": "/", "backend": url, "retry": {"attempts": 11}}), "spec.rules[0].paths[0].retry.attempts: "),
             (serde_json::json!({"path": "/", "backend": url, "retry": {"attempts": 1, "codes": [404]}}), "spec.rules[0].paths[0].retry.codes[0]: "),
             (serde_json::json!({"path": "/", "backend": url, "retry": {"attempts": 1, "backoff": "fast"}}), "spec.rules[0].paths[0].retry.backoff: must be a duration"),
+            (serde_json::json!({"path": "/", "backend": url, "upgrades": ["websocket", "H2C"]}), "spec.rules[0].paths[0].upgrades[1]: H2C: h2c may not be tunnelled"),
+            (serde_json::json!({"path": "/", "backend": url, "upgrades": ["h2c/1"]}), "spec.rules[0].paths[0].upgrades[0]: h2c/1: h2c may not be tunnelled"),
+            (serde_json::json!({"path": "/", "backend": url, "upgrades": ["web socket"]}), "spec.rules[0].paths[0].upgrades[0]: \"web socket\": an upgrade protocol is a token"),
+            (serde_json::json!({"path": "/", "backend": url, "upgrades": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}), "spec.rules[0].paths[0].upgrades: "),
         ];
         for (path, expected) in cases {
             let p = problems(path.clone());

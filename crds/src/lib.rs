@@ -261,6 +261,23 @@ pub struct HttpPath {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(dive)]
     pub retry: Option<Retry>,
+
+    /// Protocols a client may switch this path's connection to with `Upgrade` (HTTP/1.1,
+    /// RFC 9110 §7.8), by name: any case, a `/version` ignored, every protocol the client
+    /// lists must be allowed. Defaults to `[websocket]`; `[]` allows none, and a request
+    /// whose Upgrade is not allowed is answered by the backend without it. `h2c` is
+    /// refused: tunnelled, it lets the backend speak HTTP/2 straight to the client, past
+    /// routing, filters and timeouts. At most 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 8),
+        inner(
+            length(min = 1, max = 64),
+            regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+(/[A-Za-z0-9!#$%&'*+.^_`|~-]+)?$")
+        )
+    )]
+    #[garde(inner(length(max = MAX_UPGRADES), inner(custom(upgrade_protocol))))]
+    pub upgrades: Option<Vec<String>>,
 }
 
 const BACKEND_AND_BACKENDS_CEL: &str = "!(has(self.backend) && has(self.backends))";
@@ -313,6 +330,12 @@ fn path_rules(path: &HttpPath, _: &()) -> garde::Result {
 }
 
 impl HttpPath {
+    /// Whether a client may switch to `protocol` (`name` or `name/version`, any case) on
+    /// this path: the listed `upgrades`, or WebSocket when there is no list.
+    pub fn allows_upgrade(&self, protocol: &str) -> bool {
+        allows_upgrade(self.upgrades.as_deref(), protocol)
+    }
+
     /// The backends of this path with their weights: `backend` as one backend of weight 1,
     /// or `backends`.
     pub fn weighted_backends(&self) -> Vec<(Backend, u32)> {

@@ -327,6 +327,63 @@ fn not_proxy_managed(name: &str, _: &()) -> garde::Result {
     Ok(())
 }
 
+/// Most protocols one path may allow in `upgrades`.
+pub const MAX_UPGRADES: usize = 8;
+
+/// The protocol a path allows when it lists no `upgrades`.
+pub const DEFAULT_UPGRADE: &str = "websocket";
+
+/// The protocol no path may allow: an upstream that accepts `Upgrade: h2c` speaks HTTP/2
+/// straight to the client through the tunnel, past routing, filters and timeouts (the h2c
+/// smuggling technique). The admission policy (`crds/routerconfig-admission.yaml`) refuses
+/// it too.
+pub const NEVER_UPGRADE: &str = "h2c";
+
+/// The name of an Upgrade protocol, without its `/version` (RFC 9110 §7.8).
+pub fn protocol_name(protocol: &str) -> &str {
+    protocol.split_once('/').map_or(protocol, |(name, _)| name)
+}
+
+/// Whether a path with these `upgrades` lets a client switch to `protocol` (`name` or
+/// `name/version`, any case): one of the list, or WebSocket when there is no list. h2c
+/// never, whatever the list says (a stored object may predate the admission rules).
+pub fn allows_upgrade(upgrades: Option<&[String]>, protocol: &str) -> bool {
+    let name = protocol_name(protocol.trim());
+    if name.eq_ignore_ascii_case(NEVER_UPGRADE) {
+        return false;
+    }
+    match upgrades {
+        None => name.eq_ignore_ascii_case(DEFAULT_UPGRADE),
+        Some(allowed) => allowed
+            .iter()
+            .any(|a| protocol_name(a).eq_ignore_ascii_case(name)),
+    }
+}
+
+const UPGRADE_MSG: &str =
+    "an upgrade protocol is a token, optionally /version (RFC 9110 §7.8), such as websocket";
+
+pub(crate) fn upgrade_protocol(protocol: &str, _: &()) -> garde::Result {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b))
+    };
+    let (name, version) = protocol
+        .split_once('/')
+        .map_or((protocol, None), |(n, v)| (n, Some(v)));
+    if !token(name) || version.is_some_and(|v| !token(v)) {
+        return Err(garde::Error::new(format!("{protocol:?}: {UPGRADE_MSG}")));
+    }
+    if name.eq_ignore_ascii_case(NEVER_UPGRADE) {
+        return Err(garde::Error::new(format!(
+            "{protocol}: h2c may not be tunnelled: the backend would speak HTTP/2 straight to the client, past routing, filters and timeouts"
+        )));
+    }
+    Ok(())
+}
+
 /// Header changes, applied in the order remove, set, add.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default, Validate)]
 #[serde(rename_all = "camelCase")]

@@ -650,3 +650,40 @@ async fn a_status_write_is_fenced_by_its_resource_version_not_by_a_uid() {
     );
     assert_eq!(observed(&api.get("web").await.unwrap()), Some(4));
 }
+
+/// A path may allow other Upgrade protocols than WebSocket, but never h2c, in any case or
+/// version: the admission policy refuses it naming the field, and a malformed protocol
+/// name is refused by the schema.
+#[tokio::test]
+async fn a_path_that_allows_h2c_upgrades_is_refused_at_admission() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "upgrades").await.unwrap();
+    for (object, upgrades) in [
+        ("h2c", json!(["h2c"])),
+        ("h2c-upper", json!(["websocket", "H2C"])),
+        ("h2c-version", json!(["h2c/1"])),
+    ] {
+        let spec = with_path0(false, |p| p["upgrades"] = upgrades.clone());
+        let refused = lockstep_e2e::eventually("the policy refuses", Duration::from_secs(30), || async {
+            match apply(cp, &ns, &router_config(object, spec.clone()), &[]) {
+                Ok(_) => {
+                    let _ = cp.kubectl_ok(&["delete", "rcfg", object, "-n", &ns]);
+                    None
+                }
+                Err(err) => Some(err),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{object} ({upgrades}) accepted: {e}"));
+        assert!(
+            refused.contains("spec.rules[].paths[].upgrades: h2c may not be tunnelled"),
+            "{object}: {refused}"
+        );
+    }
+    let spec = with_path0(false, |p| p["upgrades"] = json!(["web socket"]));
+    let err = apply(cp, &ns, &router_config("malformed", spec), &[]).expect_err("a space is no token");
+    assert!(err.contains("upgrades[0]"), "{err}");
+    let spec = with_path0(false, |p| p["upgrades"] = json!(["websocket", "x-tunnel/2"]));
+    apply(cp, &ns, &router_config("allowed", spec), &[]).expect("other protocols are accepted");
+}

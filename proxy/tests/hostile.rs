@@ -724,3 +724,65 @@ async fn a_trickled_tls_handshake_is_cut_at_the_head_timeout() {
     };
     assert!(after < Duration::from_millis(2500), "cut after {after:?}");
 }
+
+/// A route decides which protocols a client may switch to: one that lists `x-tunnel`
+/// passes that Upgrade to the backend and its 101 (and the tunnel's bytes) to the client;
+/// one that lists none passes not even WebSocket; one that lists nothing passes WebSocket
+/// only. A refused Upgrade is answered by the backend as a plain request.
+#[tokio::test]
+async fn a_route_passes_only_the_upgrades_it_allows() {
+    let be = raw_backend(|head| {
+        let lower = head.to_ascii_lowercase();
+        for protocol in ["x-tunnel", "websocket"] {
+            if lower.contains(&format!("\r\nupgrade: {protocol}\r\n")) {
+                let switched = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n{protocol}-open"
+                );
+                return (switched.into_bytes(), true);
+            }
+        }
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain".to_vec(),
+            false,
+        )
+    })
+    .await;
+    let to = url(be.addr);
+    let state = state_with(&format!(
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata:\n  name: web\n  namespace: default\nspec:\n  rules:\n  - host: app.test\n    paths:\n    - {{path: /tunnel, backend: {{url: \"{to}\"}}, upgrades: [x-tunnel]}}\n    - {{path: /none, backend: {{url: \"{to}\"}}, upgrades: []}}\n    - {{path: /, backend: {{url: \"{to}\"}}}}\n"
+    ));
+    let server = proxy(state, ProxyOptions::default()).await;
+    let ask = |path: &str, protocol: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n")
+    };
+    for (path, protocol, switches) in [
+        ("/tunnel", "x-tunnel", true),
+        ("/tunnel", "websocket", false),
+        ("/none", "websocket", false),
+        ("/", "websocket", true),
+        ("/", "x-tunnel", false),
+    ] {
+        let answer = raw(
+            server.local_addr(),
+            ask(path, protocol).as_bytes(),
+            Duration::from_millis(500),
+        )
+        .await;
+        if switches {
+            assert!(answer.starts_with("HTTP/1.1 101"), "{path} {protocol}: {answer}");
+            assert!(
+                answer.ends_with(&format!("{protocol}-open")),
+                "{path} {protocol}: {answer}"
+            );
+        } else {
+            assert!(answer.starts_with("HTTP/1.1 200"), "{path} {protocol}: {answer}");
+            assert!(answer.ends_with("plain"), "{path} {protocol}: {answer}");
+        }
+    }
+    let heads = be.heads.lock().expect("log").clone();
+    let upgraded: Vec<bool> = heads
+        .iter()
+        .map(|h| h.to_ascii_lowercase().contains("\r\nupgrade:"))
+        .collect();
+    assert_eq!(upgraded, [true, false, false, true, false], "{heads:#?}");
+}

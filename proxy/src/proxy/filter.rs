@@ -18,28 +18,23 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The protocol a client asked to switch to, for requests that may be tunnelled: only
-/// HTTP/1.1 has Upgrade, it counts only when Connection names it, and only WebSocket is
-/// passed on. Any other Upgrade is dropped with the other hop-by-hop headers, so the
-/// upstream answers the request itself: `h2c` above all must never be tunnelled, since an
-/// upstream that accepts it would then speak HTTP/2 straight to the client, past routing,
-/// filters and timeouts (the h2c smuggling technique).
-pub(crate) fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+/// HTTP/1.1 has Upgrade, it counts only when Connection names it, and every protocol it
+/// lists must be one the route `allows` (WebSocket unless the route lists others). Any
+/// other Upgrade is dropped with the other hop-by-hop headers, so the upstream answers the
+/// request itself: `h2c` above all is never tunnelled (`lockstep_crds::allows_upgrade`
+/// refuses it whatever a route says), since an upstream that accepts it would then speak
+/// HTTP/2 straight to the client, past routing, filters and timeouts (the h2c smuggling
+/// technique).
+pub(crate) fn upgrade_protocol<B>(req: &Request<B>, allows: impl Fn(&str) -> bool) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
     }
     let upgrade = req.headers().get(UPGRADE)?;
-    let websocket = upgrade
+    let allowed = upgrade
         .to_str()
-        .is_ok_and(|v| v.split(',').all(|p| is_websocket(p.trim())));
-    (websocket && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade")))
+        .is_ok_and(|v| v.split(',').all(|p| allows(p.trim())));
+    (allowed && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade")))
         .then(|| upgrade.clone())
-}
-
-/// `websocket`, any case, with or without a version (RFC 6455 §4.2.1; RFC 9110 §7.8
-/// protocol names are `name[/version]`).
-fn is_websocket(protocol: &str) -> bool {
-    let name = protocol.split_once('/').map_or(protocol, |(name, _)| name);
-    name.eq_ignore_ascii_case("websocket")
 }
 
 /// Checks a request's Transfer-Encoding before it is stripped as hop-by-hop: the only
@@ -349,10 +344,14 @@ mod tests {
         assert_eq!(req.headers()["x-forwarded-proto"], "https");
     }
 
+    fn websocket_only(protocol: &str) -> bool {
+        lockstep_crds::allows_upgrade(None, protocol)
+    }
+
     #[test]
     fn upgrade_survives_only_when_connection_names_it() {
         let req = request(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
-        let protocol = upgrade_protocol(&req);
+        let protocol = upgrade_protocol(&req, websocket_only);
         assert_eq!(
             protocol.as_ref().map(|p| p.to_str().ok()),
             Some(Some("websocket"))
@@ -369,7 +368,7 @@ mod tests {
         assert_eq!(req.headers()["upgrade"], "websocket");
 
         let plain = request(&[("upgrade", "websocket")]);
-        assert!(upgrade_protocol(&plain).is_none());
+        assert!(upgrade_protocol(&plain, websocket_only).is_none());
 
         for other in [
             "h2c",
@@ -381,12 +380,36 @@ mod tests {
         ] {
             let req = request(&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", other)]);
             assert!(
-                upgrade_protocol(&req).is_none(),
+                upgrade_protocol(&req, websocket_only).is_none(),
                 "{other:?} must not be passed on"
             );
         }
         let req = request(&[("connection", "upgrade"), ("upgrade", "WebSocket")]);
-        assert!(upgrade_protocol(&req).is_some());
+        assert!(upgrade_protocol(&req, websocket_only).is_some());
+    }
+
+    #[test]
+    fn a_route_decides_which_protocols_pass_but_never_h2c() {
+        let listed = ["x-tunnel".to_owned(), "websocket".to_owned()];
+        let allows = |p: &str| lockstep_crds::allows_upgrade(Some(&listed), p);
+        let none: [String; 0] = [];
+        let allows_none = |p: &str| lockstep_crds::allows_upgrade(Some(&none), p);
+        let h2c_listed = ["h2c".to_owned()];
+        let stored_h2c = |p: &str| lockstep_crds::allows_upgrade(Some(&h2c_listed), p);
+        for (value, passes) in [
+            ("x-tunnel", true),
+            ("X-Tunnel/2", true),
+            ("websocket, x-tunnel", true),
+            ("x-tunnel, h2c", false),
+            ("other", false),
+        ] {
+            let req = request(&[("connection", "upgrade"), ("upgrade", value)]);
+            assert_eq!(upgrade_protocol(&req, allows).is_some(), passes, "{value}");
+        }
+        let ws = request(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        assert!(upgrade_protocol(&ws, allows_none).is_none());
+        let h2c = request(&[("connection", "upgrade"), ("upgrade", "h2c")]);
+        assert!(upgrade_protocol(&h2c, stored_h2c).is_none());
     }
 
     #[test]

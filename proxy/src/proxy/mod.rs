@@ -264,7 +264,7 @@ impl Proxy {
                 .cloned()
                 .ok_or(ProxyError::BadHost)?,
         };
-        let protocol = filter::upgrade_protocol(&req);
+        let protocol = filter::upgrade_protocol(&req, |p| route.allows_upgrade(p));
         let client_upgrade = protocol.is_some().then(|| hyper::upgrade::on(&mut req));
         let grpc_trailers = filter::wants_trailers(&req);
         filter::prepare_request(&mut req, host, &conn.forwarded_for, conn.scheme, protocol);
