@@ -1,5 +1,5 @@
 //! The Kubernetes edge of the operator: watches RouterConfigs, the replicas' RouterReplicas,
-//! the fleets' Leases and TLS Secrets, hands each RouterConfig to [`crate::barrier::decide`],
+//! the fleets' Leases and TLS Secrets, hands each RouterConfig to [`lockstep_config::barrier::decide`],
 //! and writes what it decides. It is the only writer of RouterConfig status; only the leader
 //! writes, and it checks its leadership right before every write.
 //!
@@ -42,7 +42,7 @@ use kube::{
 };
 use lockstep_config::{
     Candidate, ObjectKey, Verdict,
-    barrier::{Member, TlsProblem, left_out_by_spec, members_serving},
+    barrier::{self, Member, TlsProblem, left_out_by_spec, members_serving},
     config_digest,
     garbage::ReplicaGarbage,
     lease::{LeaseClock, LeaseView, Mono},
@@ -52,7 +52,7 @@ use lockstep_config::{
 use lockstep_crds::{FLEET_LABEL, ReplicaId, RouterConfig, RouterReplica};
 use tokio::sync::watch;
 
-use crate::{Error, Result, barrier, leader::Leadership, metrics::Metrics};
+use crate::{Error, Result, leader::Leadership, metrics::Metrics};
 
 /// Longest wait for the caches to list everything before a reconcile gives up (and retries):
 /// judging from a partial cache would flap Ready (no Leases yet: NoReplicas).
