@@ -18,7 +18,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use lockstep_crds::{FLEET_LABEL, PROXY_LEASE_PREFIX, ReplicaId};
+use lockstep_crds::{FLEET_LABEL, PROXY_LEASE_PREFIX, ReplicaId, replica_reason};
 
 /// A point on a monotonic clock: the time since an arbitrary origin of one process.
 pub type Mono = Duration;
@@ -252,19 +252,20 @@ impl ReplicaLease {
     pub fn readiness(&self, serving_current: bool, lease_problem: Option<&str>, now: Mono) -> Readiness {
         let (reason, message) = match (self.stage(now), lease_problem) {
             (Stage::Member, _) if serving_current => (
-                "Serving",
+                ReplicaReason::Serving,
                 "serves the current generation of everything it serves".to_owned(),
             ),
-            (Stage::Member, _) => ("Syncing", "applying a newer generation".to_owned()),
+            (Stage::Member, _) => (ReplicaReason::Syncing, "applying a newer generation".to_owned()),
             (Stage::Verifying, _) => (
-                "Joining",
+                ReplicaReason::Joining,
                 "holds its Lease; confirming with a quorum read that it serves the newest generations"
                     .to_owned(),
             ),
-            (Stage::Outside, Some(problem)) => {
-                ("LeaseUnavailable", format!("cannot hold its Lease: {problem}"))
-            }
-            (Stage::Outside, None) => ("Joining", "not a member of the fleet yet".to_owned()),
+            (Stage::Outside, Some(problem)) => (
+                ReplicaReason::LeaseUnavailable,
+                format!("cannot hold its Lease: {problem}"),
+            ),
+            (Stage::Outside, None) => (ReplicaReason::Joining, "not a member of the fleet yet".to_owned()),
         };
         Readiness {
             ready: self.ready(serving_current, now),
@@ -279,10 +280,50 @@ impl ReplicaLease {
 pub struct Readiness {
     /// `/readyz` answers 200.
     pub ready: bool,
-    /// `Serving`, `Syncing`, `Joining` or `LeaseUnavailable`.
-    pub reason: &'static str,
+    /// Why it is (not) ready, in a word.
+    pub reason: ReplicaReason,
     /// Why, for people.
     pub message: String,
+}
+
+/// Every reason a replica's `Ready` condition can carry. Its RouterReplica's condition is
+/// written from these, so a replica cannot report a reason the contract does not name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplicaReason {
+    /// Ready=True: a member of the fleet serving the current generation of everything it
+    /// serves.
+    Serving,
+    /// Ready=False: a member applying a newer generation.
+    Syncing,
+    /// Ready=False: not a member yet, or holding its Lease while the quorum check runs.
+    Joining,
+    /// Ready=False: the Lease write keeps failing.
+    LeaseUnavailable,
+    /// Ready=False: the sync loop panicked ([`crate::supervision`]).
+    SyncFailed,
+    /// Ready=False: a sync pass ran past its bound ([`crate::supervision`]).
+    SyncStalled,
+}
+
+impl ReplicaReason {
+    /// The reason as written in the condition (and as the proxy's sync-failure metric labels
+    /// it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Serving => replica_reason::SERVING,
+            Self::Syncing => replica_reason::SYNCING,
+            Self::Joining => replica_reason::JOINING,
+            Self::LeaseUnavailable => replica_reason::LEASE_UNAVAILABLE,
+            Self::SyncFailed => replica_reason::SYNC_FAILED,
+            Self::SyncStalled => replica_reason::SYNC_STALLED,
+        }
+    }
+}
+
+impl std::fmt::Display for ReplicaReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Reads a Lease duration flag: the one duration syntax ([`lockstep_crds::duration::parse`]),
@@ -536,20 +577,41 @@ mod tests {
             let r = lease.readiness(serving, problem, now);
             (r.ready, r.reason)
         };
-        assert_eq!(reason(&lease, true, None, s(0)), (false, "Joining"));
+        assert_eq!(reason(&lease, true, None, s(0)), (false, ReplicaReason::Joining));
         assert_eq!(
             reason(&lease, true, Some("403"), s(0)),
-            (false, "LeaseUnavailable")
+            (false, ReplicaReason::LeaseUnavailable)
         );
         lease.renewed(s(0), s(0));
-        assert_eq!(reason(&lease, true, None, s(1)), (false, "Joining"), "verifying");
+        assert_eq!(
+            reason(&lease, true, None, s(1)),
+            (false, ReplicaReason::Joining),
+            "verifying"
+        );
         lease.verified(true, s(1));
-        assert_eq!(reason(&lease, true, None, s(2)), (true, "Serving"));
-        assert_eq!(reason(&lease, false, None, s(2)), (false, "Syncing"));
+        assert_eq!(reason(&lease, true, None, s(2)), (true, ReplicaReason::Serving));
+        assert_eq!(reason(&lease, false, None, s(2)), (false, ReplicaReason::Syncing));
         assert_eq!(
             reason(&lease, true, None, s(11)),
-            (false, "Joining"),
+            (false, ReplicaReason::Joining),
             "its Lease ran out"
         );
+    }
+
+    /// The reasons are API: `kubectl wait`, dashboards and alerts match these strings.
+    #[test]
+    fn replica_reasons_are_the_strings_of_the_contract() {
+        let all = [
+            (ReplicaReason::Serving, "Serving"),
+            (ReplicaReason::Syncing, "Syncing"),
+            (ReplicaReason::Joining, "Joining"),
+            (ReplicaReason::LeaseUnavailable, "LeaseUnavailable"),
+            (ReplicaReason::SyncFailed, "SyncFailed"),
+            (ReplicaReason::SyncStalled, "SyncStalled"),
+        ];
+        for (reason, text) in all {
+            assert_eq!(reason.as_str(), text);
+            assert_eq!(reason.to_string(), text);
+        }
     }
 }

@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use crate::lease::{Mono, Readiness};
+use crate::lease::{Mono, Readiness, ReplicaReason};
 
 /// Why a replica's sync loop is not doing its job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +33,10 @@ pub enum SyncProblem {
 
 impl SyncProblem {
     /// The reason of the RouterReplica's `Ready` condition, and the metric's kind label.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> ReplicaReason {
         match self {
-            SyncProblem::Failed(_) => "SyncFailed",
-            SyncProblem::Stalled(_) => "SyncStalled",
+            SyncProblem::Failed(_) => ReplicaReason::SyncFailed,
+            SyncProblem::Stalled(_) => ReplicaReason::SyncStalled,
         }
     }
 
@@ -121,7 +121,7 @@ mod tests {
         assert_eq!(watch.problem(s(110)), Some(SyncProblem::Stalled(s(10))));
         let readiness = watch.problem(s(112)).unwrap().readiness();
         assert!(!readiness.ready);
-        assert_eq!(readiness.reason, "SyncStalled");
+        assert_eq!(readiness.reason, ReplicaReason::SyncStalled);
         assert!(readiness.message.contains("12s"), "{}", readiness.message);
         watch.pass_finished();
         assert_eq!(watch.problem(s(200)), None);
@@ -134,7 +134,7 @@ mod tests {
         watch.panicked("boom".into());
         let problem = watch.problem(s(2)).unwrap();
         assert_eq!(problem, SyncProblem::Failed("boom".into()));
-        assert_eq!(problem.readiness().reason, "SyncFailed");
+        assert_eq!(problem.readiness().reason, ReplicaReason::SyncFailed);
         assert!(problem.readiness().message.contains("boom"));
         // The restarted loop starts a pass: still failed until it ends.
         watch.pass_started(s(3));

@@ -94,3 +94,20 @@ pub mod reason {
     /// Stalled=True: the rollout lagged beyond the stall timeout.
     pub const ROLLOUT_STALLED: &str = "RolloutStalled";
 }
+
+/// Reasons of the `Ready` condition a proxy replica writes on its own RouterReplica.
+pub mod replica_reason {
+    /// Ready=True: a member of the fleet serving the current generation of everything it
+    /// serves.
+    pub const SERVING: &str = "Serving";
+    /// Ready=False: a member applying a newer generation.
+    pub const SYNCING: &str = "Syncing";
+    /// Ready=False: not a member yet, or holding its Lease while the quorum check runs.
+    pub const JOINING: &str = "Joining";
+    /// Ready=False: the Lease write keeps failing.
+    pub const LEASE_UNAVAILABLE: &str = "LeaseUnavailable";
+    /// Ready=False: the sync loop panicked; it restarts.
+    pub const SYNC_FAILED: &str = "SyncFailed";
+    /// Ready=False: a sync pass ran longer than its bound (the Lease duration).
+    pub const SYNC_STALLED: &str = "SyncStalled";
+}

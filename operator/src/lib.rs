@@ -2,9 +2,9 @@
 //! `Reconciling` and `Stalled` conditions of every RouterConfig, so that
 //! `kubectl wait --for=condition=Ready` is a barrier over the whole fleet.
 //!
-//! The decision itself is a pure function in `lockstep_config::barrier` (re-exported here as
-//! [`barrier`]); [`controller`] is the Kubernetes edge that feeds it and writes what it decides; [`leader`] makes sure only one copy writes;
-//! [`cli`] is the `status` and `wait` commands for people and pipelines.
+//! The decision itself is a pure function in [`lockstep_config::barrier`]; [`controller`] is
+//! the Kubernetes edge that feeds it and writes what it decides; [`leader`] makes sure only
+//! one copy writes; [`cli`] is the `status` and `wait` commands for people and pipelines.
 
 pub mod admin;
 pub mod cli;
@@ -12,8 +12,6 @@ pub mod controller;
 pub mod gateway;
 pub mod leader;
 pub mod metrics;
-
-pub use lockstep_config::barrier;
 
 /// Errors of the operator.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,8 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use lockstep_operator::{admin, barrier, cli, controller, gateway, leader, metrics::Metrics};
+use lockstep_config::barrier;
+use lockstep_operator::{admin, cli, controller, gateway, leader, metrics::Metrics};
 
 #[derive(Parser, Debug)]
 #[command(

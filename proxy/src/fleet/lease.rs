@@ -19,7 +19,10 @@ use kube::{
     Api,
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
-use lockstep_config::{lease::Stage, supervision::SyncProblem};
+use lockstep_config::{
+    lease::{ReplicaReason, Stage},
+    supervision::SyncProblem,
+};
 use lockstep_crds::RouterConfig;
 
 use super::Shared;
@@ -62,7 +65,7 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
     let mut retry_after: Option<Duration> = None;
     let mut verify_after: Option<Duration> = None;
     let mut was = Stage::Outside;
-    let mut sync_was: Option<&'static str> = None;
+    let mut sync_was: Option<ReplicaReason> = None;
     // Freshness is re-checked often so readiness drops as soon as the Lease may be expired.
     let mut check = tokio::time::interval(Duration::from_millis(100));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -78,9 +81,9 @@ pub(super) async fn run(shared: std::sync::Arc<Shared>) {
             && sync_was != sync_is
         {
             let readiness = problem.readiness();
-            tracing::warn!(replica = %shared.options.replica, reason = readiness.reason, message = %readiness.message, "sync unhealthy; giving up fleet membership");
+            tracing::warn!(replica = %shared.options.replica, reason = readiness.reason.as_str(), message = %readiness.message, "sync unhealthy; giving up fleet membership");
             if matches!(problem, SyncProblem::Stalled(_)) {
-                shared.state.metrics.sync_failure(readiness.reason);
+                shared.state.metrics.sync_failure(readiness.reason.as_str());
             }
             shared.lease.lock().expect("lease lock").leave();
             shared.update_readiness();

@@ -43,7 +43,7 @@ use kube::{
 };
 use lockstep_config::{
     BackendRef, ObjectKey,
-    lease::{Mono, Readiness, ReplicaLease},
+    lease::{Mono, Readiness, ReplicaLease, ReplicaReason},
     supervision::{SyncProblem, SyncWatch},
 };
 use lockstep_crds::{ALL_NAMESPACES, RouterConfig};
@@ -381,7 +381,10 @@ async fn supervise(shared: Arc<Shared>, slices: Vec<Store<EndpointSlice>>, servi
         }
         tracing::error!(replica = %shared.options.replica, panic = %failure, restart_in = ?pause, "the sync loop panicked; unready and not renewing the Lease until it works again");
         shared.sync.lock().expect("sync watch lock").panicked(failure);
-        shared.state.metrics.sync_failure("SyncFailed");
+        shared
+            .state
+            .metrics
+            .sync_failure(ReplicaReason::SyncFailed.as_str());
         shared.update_readiness();
         shared.wake_lease.notify_one();
         tokio::select! {

@@ -99,7 +99,7 @@ impl Reporter {
             NewCondition {
                 type_: "Ready",
                 status: status_str(readiness.ready),
-                reason: readiness.reason,
+                reason: readiness.reason.as_str(),
                 message: readiness.message.clone(),
                 observed_generation: 1,
             },
@@ -173,7 +173,7 @@ pub(super) async fn mark_unready(shared: &Shared, readiness: &Readiness) {
         NewCondition {
             type_: "Ready",
             status: status_str(readiness.ready),
-            reason: readiness.reason,
+            reason: readiness.reason.as_str(),
             message: readiness.message.clone(),
             observed_generation: 1,
         },

@@ -1,0 +1,253 @@
+//! What a reconcile decides from, and the call that decides: the fleet policy's verdict on a
+//! RouterConfig's spec (with the TLS view of the Secrets it names), the fleet's membership
+//! (from the caches, or from a quorum read before `Ready=True`), and
+//! [`lockstep_config::barrier::decide`] over both. Reads only: the status write is the
+//! reconcile's.
+//!
+//! Leases are judged on this process's monotonic clock from when each renewal was observed
+//! ([`lockstep_config::lease::LeaseClock`]), never from the proxy's `renewTime`. Before it
+//! writes `Ready=True` the operator re-lists the fleet's Leases with a quorum read
+//! ([`confirm_members`]): a Lease cache that lags behind the RouterConfig cache could
+//! otherwise miss a replica that joined before the generation was written, and that replica
+//! may be ready while serving the previous one.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use jiff::Timestamp;
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::Secret};
+use kube::{
+    Api,
+    api::ListParams,
+    runtime::reflector::{ObjectRef, Store},
+};
+use lockstep_config::{
+    Candidate, ObjectKey, Verdict,
+    barrier::{self, Member, TlsProblem, left_out_by_spec, members_serving},
+    lease::{LeaseView, Mono},
+    resolve_fleet,
+};
+use lockstep_crds::{FLEET_LABEL, ReplicaId, RouterConfig, RouterReplica};
+
+use super::{Context, replica_id};
+use crate::Result;
+
+/// The fleet policy ([`lockstep_config::fleet`]) applied to `rc` among the RouterConfigs of
+/// its fleet, with the TLS problems of each: the same call the replicas' plan makes, so the
+/// verdict the operator writes is the one every replica serves by.
+pub(super) struct SpecJudgement {
+    verdict: Verdict,
+    tls_problem: Option<TlsProblem>,
+    pub(super) tls_hashes: BTreeMap<String, String>,
+    last_accepted: Option<lockstep_crds::AcceptedGeneration>,
+}
+
+/// Judges `rc` (which replaces its cached copy, which may be older).
+pub(super) fn judge_spec(rc: &RouterConfig, ctx: &Context) -> SpecJudgement {
+    let key = ObjectKey::of(rc);
+    let mut fleet: Vec<Arc<RouterConfig>> = ctx
+        .routerconfigs
+        .state()
+        .into_iter()
+        .filter(|o| o.spec.fleet == rc.spec.fleet && ObjectKey::of(o) != key)
+        .collect();
+    fleet.push(Arc::new(rc.clone()));
+    let views: Vec<_> = fleet.iter().map(|o| tls_view(o, &ctx.secrets)).collect();
+    let candidates: Vec<Candidate<'_>> = fleet
+        .iter()
+        .zip(&views)
+        .map(|(o, (_, problem))| Candidate::of(o).with_tls_problem(problem.as_ref().map(TlsProblem::message)))
+        .collect();
+    let ours = candidates.last().expect("rc itself").clone();
+    let resolution = resolve_fleet(candidates);
+    let verdict = resolution
+        .verdicts
+        .get(&key)
+        .cloned()
+        .expect("resolve_fleet judges every candidate");
+    let last_accepted = lockstep_config::last_accepted(&ours, &verdict);
+    let (tls_hashes, tls_problem) = views.into_iter().last().expect("rc itself");
+    SpecJudgement {
+        verdict,
+        tls_problem,
+        tls_hashes,
+        last_accepted,
+    }
+}
+
+/// TLS digest inputs and problems of a RouterConfig, from the Secrets it names. A Secret that
+/// does not exist yet is a wait (cert-manager and GitOps often create it after the
+/// RouterConfig); one that exists but cannot be served (the replicas' own test,
+/// [`lockstep_config::tls_material::servable`]) is not accepted.
+fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, String>, Option<TlsProblem>) {
+    let ns = ObjectKey::of(rc).namespace;
+    let now = jiff::Timestamp::now().as_second();
+    let mut hashes = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut missing = Vec::new();
+    for (i, rule) in rc.spec.rules.iter().enumerate() {
+        let Some(tls) = &rule.tls else { continue };
+        let secret = secrets.get(&ObjectRef::new(&tls.secret_name).within(&ns));
+        // The replicas' own test of the material: what they would reject is not accepted.
+        let host = rule.host.to_ascii_lowercase();
+        let servable = secret.as_deref().map(|secret| {
+            let name = format!("{ns}/{}", tls.secret_name);
+            lockstep_config::tls_material::servable(&name, secret, &host, now)
+                .map(|_| lockstep_config::digest::tls_secret_hash(secret).unwrap_or_default())
+        });
+        match servable {
+            Some(Ok(hash)) => {
+                hashes.insert(tls.secret_name.clone(), hash);
+            }
+            Some(Err(error)) => problems.push(format!("spec.rules[{i}].tls.secretName: {error}")),
+            None => missing.push(format!(
+                "spec.rules[{i}].tls.secretName: kubernetes.io/tls secret {ns}/{} not found",
+                tls.secret_name
+            )),
+        }
+    }
+    let problem = if !problems.is_empty() {
+        Some(TlsProblem::Unusable(problems.join("; ")))
+    } else if !missing.is_empty() {
+        Some(TlsProblem::Missing(missing.join("; ")))
+    } else {
+        None
+    };
+    (hashes, problem)
+}
+
+/// Who is in the fleet: the live Leases, each with the instant it stops counting, and the
+/// RouterReplicas they stand for.
+pub(super) struct Membership {
+    live: Vec<(ReplicaId, Mono)>,
+    replicas: HashMap<ReplicaId, Arc<RouterReplica>>,
+}
+
+impl Membership {
+    /// Membership as the caches have it now.
+    pub(super) fn cached(ctx: &Context, fleet: &str) -> Self {
+        let live: Vec<(ReplicaId, Mono)> = {
+            let clock = ctx.leases.lock().expect("lease clock lock");
+            clock
+                .live(fleet, ctx.mono())
+                .map(|(id, until)| (id.clone(), until))
+                .collect()
+        };
+        let replicas = cached_replicas(ctx, &live);
+        Self { live, replicas }
+    }
+
+    fn replica(&self, id: &ReplicaId) -> Option<&RouterReplica> {
+        self.replicas.get(id).map(Arc::as_ref)
+    }
+}
+
+/// The cached RouterReplicas of `live`.
+fn cached_replicas(ctx: &Context, live: &[(ReplicaId, Mono)]) -> HashMap<ReplicaId, Arc<RouterReplica>> {
+    live.iter()
+        .filter_map(|(id, _)| {
+            ctx.replicas
+                .get(&ObjectRef::new(&id.name).within(&id.namespace))
+                .map(|rrep| (id.clone(), rrep))
+        })
+        .collect()
+}
+
+/// The decision on `rc` from `membership`, and when the next member's Lease runs out.
+pub(super) fn judge(
+    ctx: &Context,
+    rc: &RouterConfig,
+    spec: &SpecJudgement,
+    expected_digest: &str,
+    membership: &Membership,
+) -> (barrier::Outcome, Option<Duration>) {
+    let key = ObjectKey::of(rc);
+    let fleet = rc.spec.fleet.as_str();
+    let now = ctx.mono();
+    let members: Vec<Member<'_>> = members_serving(
+        &key.namespace,
+        &key.name,
+        rc.uid(),
+        fleet,
+        membership.live.iter().map(|(id, _)| id),
+        |id| membership.replica(id),
+    );
+    // A set: at a thousand members a scan per live replica is a million comparisons per
+    // reconcile, on the rollout path.
+    let member_ids: HashSet<&ReplicaId> = members.iter().map(|m| &m.id).collect();
+    let next_expiry = membership
+        .live
+        .iter()
+        .filter(|(id, _)| member_ids.contains(id))
+        .map(|(_, until)| until.saturating_sub(now))
+        .min();
+    let empty = Default::default();
+    let out = barrier::decide(barrier::Input {
+        generation: rc.generation(),
+        fleet,
+        current: rc.status.as_ref().unwrap_or(&empty),
+        members: &members,
+        verdict: &spec.verdict,
+        tls_problem: spec.tls_problem.as_ref(),
+        expected_digest,
+        last_accepted: spec.last_accepted.as_ref(),
+        now: Timestamp::now(),
+        settings: ctx.settings,
+    });
+    (out, next_expiry)
+}
+
+/// Membership for a `Ready=True` on `rc`, as fresh as a quorum read: the fleet's Leases are
+/// listed again, so a Lease cache older than the RouterConfig cannot miss a replica that
+/// joined before the generation was written; and when the cache leaves a live replica out
+/// because its RouterReplica does not list the namespace ([`left_out_by_spec`]), the fleet's
+/// RouterReplicas are listed too (in parallel), so a spec widened since cannot leave out a
+/// member that serves an older generation. The live set is taken under the same lock as the
+/// relist, so a Lease watch event that lags the list cannot undo it in between.
+pub(super) async fn confirm_members(
+    ctx: &Context,
+    rc: &RouterConfig,
+    cached: &Membership,
+) -> Result<Membership> {
+    let fleet = rc.spec.fleet.as_str();
+    let selector = ListParams::default().labels(&format!("{FLEET_LABEL}={fleet}"));
+    let namespace = ObjectKey::of(rc).namespace;
+    let stale_specs = !left_out_by_spec(&namespace, fleet, cached.live.iter().map(|(id, _)| id), |id| {
+        cached.replica(id)
+    })
+    .is_empty();
+    let leases: Api<Lease> = Api::all(ctx.client.clone());
+    let rreps: Api<RouterReplica> = Api::all(ctx.client.clone());
+    let (leases, replicas) = if stale_specs {
+        let (leases, rreps) = futures::try_join!(leases.list(&selector), rreps.list(&selector))?;
+        ctx.metrics.replica_checks.inc();
+        (leases, Some(rreps))
+    } else {
+        (leases.list(&selector).await?, None)
+    };
+    ctx.metrics.membership_checks.inc();
+    let views = leases.items.iter().filter_map(LeaseView::of).collect();
+    let now = ctx.mono();
+    let live: Vec<(ReplicaId, Mono)> = {
+        let mut clock = ctx.leases.lock().expect("lease clock lock");
+        clock.relist(fleet, views, now);
+        clock
+            .live(fleet, now)
+            .map(|(id, until)| (id.clone(), until))
+            .collect()
+    };
+    let replicas = match replicas {
+        // A live Lease whose RouterReplica the list lacks (deleted since, or not labelled
+        // with its fleet) is a member without a report: it holds Ready back.
+        Some(listed) => listed
+            .items
+            .into_iter()
+            .map(|rrep| (replica_id(&rrep), Arc::new(rrep)))
+            .collect(),
+        None => cached_replicas(ctx, &live),
+    };
+    Ok(Membership { live, replicas })
+}
