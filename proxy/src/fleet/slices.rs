@@ -27,9 +27,28 @@ pub enum EndpointAddr {
     Name(String, u16),
 }
 
+/// How a name is looked up: the system resolver ([`system_lookup`]), or a test's stand-in.
+pub type Lookup = std::sync::Arc<
+    dyn Fn(String, u16) -> futures::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>
+        + Send
+        + Sync,
+>;
+
+/// The system resolver (`getaddrinfo` on tokio's blocking pool).
+pub fn system_lookup() -> Lookup {
+    std::sync::Arc::new(|name: String, port: u16| {
+        Box::pin(async move { Ok(tokio::net::lookup_host((name.as_str(), port)).await?.collect()) })
+    })
+}
+
 /// Resolves FQDN endpoints: `.localhost` names to the loopback address without asking DNS,
 /// others with the system resolver (bounded in time). Names that do not resolve are left out.
 pub async fn resolve(endpoints: Vec<EndpointAddr>) -> Vec<SocketAddr> {
+    resolve_with(endpoints, &system_lookup()).await
+}
+
+/// [`resolve`] with the given way of looking names up.
+pub async fn resolve_with(endpoints: Vec<EndpointAddr>, lookup: &Lookup) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for endpoint in endpoints {
         match endpoint {
@@ -40,7 +59,7 @@ pub async fn resolve(endpoints: Vec<EndpointAddr>) -> Vec<SocketAddr> {
                     out.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
                     continue;
                 }
-                let lookup = tokio::net::lookup_host((name.as_str(), port));
+                let lookup = lookup(name.clone(), port);
                 match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
                     Ok(Ok(addrs)) => out.extend(addrs),
                     _ => tracing::warn!(endpoint = %name, "endpoint name does not resolve; left out"),
