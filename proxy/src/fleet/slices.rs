@@ -1,9 +1,9 @@
 //! Ready endpoints of a Service port, from its EndpointSlices.
 //!
-//! Endpoints are IP addresses, or names for slices of `addressType: FQDN` (resolved by the
-//! caller; names under `.localhost` are the loopback address, RFC 6761 §6.3, which is how a
-//! cluster without a kubelet points a Service at processes on the proxy's own host: the
-//! apiserver refuses loopback IPs in EndpointSlices).
+//! Endpoints are IP addresses, or names for slices of `addressType: FQDN` (resolved by
+//! `super::resolver`; names under `.localhost` are the loopback address, RFC 6761 §6.3,
+//! which is how a cluster without a kubelet points a Service at processes on the proxy's own
+//! host: the apiserver refuses loopback IPs in EndpointSlices).
 //!
 //! RouterConfigs name a Service *port*; EndpointSlices list *target* ports by the Service
 //! port's name. So the Service maps the number to a name, and the slice port with that name
@@ -25,51 +25,6 @@ pub enum EndpointAddr {
     Ip(SocketAddr),
     /// A name (addressType FQDN) and port, to be resolved.
     Name(String, u16),
-}
-
-/// How a name is looked up: the system resolver ([`system_lookup`]), or a test's stand-in.
-pub type Lookup = std::sync::Arc<
-    dyn Fn(String, u16) -> futures::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>
-        + Send
-        + Sync,
->;
-
-/// The system resolver (`getaddrinfo` on tokio's blocking pool).
-pub fn system_lookup() -> Lookup {
-    std::sync::Arc::new(|name: String, port: u16| {
-        Box::pin(async move { Ok(tokio::net::lookup_host((name.as_str(), port)).await?.collect()) })
-    })
-}
-
-/// Resolves FQDN endpoints: `.localhost` names to the loopback address without asking DNS,
-/// others with the system resolver (bounded in time). Names that do not resolve are left out.
-pub async fn resolve(endpoints: Vec<EndpointAddr>) -> Vec<SocketAddr> {
-    resolve_with(endpoints, &system_lookup()).await
-}
-
-/// [`resolve`] with the given way of looking names up.
-pub async fn resolve_with(endpoints: Vec<EndpointAddr>, lookup: &Lookup) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for endpoint in endpoints {
-        match endpoint {
-            EndpointAddr::Ip(addr) => out.push(addr),
-            EndpointAddr::Name(name, port) => {
-                let name = name.trim_end_matches('.').to_ascii_lowercase();
-                if name == "localhost" || name.ends_with(".localhost") {
-                    out.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
-                    continue;
-                }
-                let lookup = lookup(name.clone(), port);
-                match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
-                    Ok(Ok(addrs)) => out.extend(addrs),
-                    _ => tracing::warn!(endpoint = %name, "endpoint name does not resolve; left out"),
-                }
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
 }
 
 /// Ready endpoints of `service_port` of Service `name` in `namespace`, unresolved.
@@ -235,8 +190,8 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn fqdn_endpoints_resolve_localhost_names_to_loopback() {
+    #[test]
+    fn fqdn_slices_list_names() {
         let slice: EndpointSlice = serde_json::from_value(json!({
             "metadata": {"name": "api-x", "namespace": "ns", "labels": {SERVICE_NAME_LABEL: "api"}},
             "addressType": "FQDN",
@@ -251,12 +206,6 @@ mod tests {
                 EndpointAddr::Name("api.localhost".into(), 18092),
                 EndpointAddr::Name("b.localhost.".into(), 18092)
             ]
-        );
-        assert_eq!(resolve(addrs).await, vec!["127.0.0.1:18092".parse().unwrap()]);
-        assert!(
-            resolve(vec![EndpointAddr::Name("does-not-exist.invalid".into(), 1)])
-                .await
-                .is_empty()
         );
     }
     use serde_json::json;
