@@ -190,7 +190,7 @@ impl Shared {
             Some(sync) => sync.readiness(),
             None => lease.readiness(serving, problem.as_deref(), now),
         };
-        self.state.set_synced(readiness.ready);
+        self.state.set_ready(readiness.ready);
         self.state
             .set_ready_until(readiness.ready.then(|| self.origin + lease.fresh_until()));
         readiness
