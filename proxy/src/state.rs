@@ -68,13 +68,14 @@ impl ProxyState {
         })
     }
 
-    /// The configuration in force now; hold the guard for the duration of one request.
+    /// The configuration in force now.
     pub fn served(&self) -> Arc<ServedConfig> {
         self.served.load().config.clone()
     }
 
     /// The configuration in force now with its routes' metric handles, for one request.
-    pub(crate) fn serving(&self) -> Arc<Serving> {
+    /// (Not a yes/no "is it serving": that is what `serving` means in the fleet sync.)
+    pub(crate) fn served_with_metrics(&self) -> Arc<Serving> {
         self.served.load_full()
     }
 
