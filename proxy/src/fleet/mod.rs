@@ -693,27 +693,26 @@ async fn refresh_endpoints(
         }
     }
     let all_slices: Vec<Arc<EndpointSlice>> = slices.iter().flat_map(|s| s.state()).collect();
+    let index = slices::SliceIndex::new(all_slices.iter().map(|s| s.as_ref()));
     let mut listed = Vec::new();
     for key in wanted {
-        let service = services.iter().find_map(|store| {
-            store.find(|s| {
-                s.metadata.namespace.as_deref() == Some(key.namespace.as_str())
-                    && s.metadata.name.as_deref() == Some(key.name.as_str())
-            })
-        });
+        let service = services
+            .iter()
+            .find_map(|store| store.get(&reflector::ObjectRef::new(&key.name).within(&key.namespace)));
+        let own = index.of(&key.namespace, &key.name);
         let addrs = slices::ready_endpoint_addrs(
             &key.namespace,
             &key.name,
             key.port,
             service.as_deref(),
-            all_slices.iter().map(|s| s.as_ref()),
+            own.iter().copied(),
         );
         let h2c = slices::app_protocol(
             &key.namespace,
             &key.name,
             key.port,
             service.as_deref(),
-            all_slices.iter().map(|s| s.as_ref()),
+            own.iter().copied(),
         )
         .is_some_and(|p| p == slices::H2C_APP_PROTOCOL);
         shared.state.endpoints.set_h2c(&key, h2c);

@@ -10,7 +10,10 @@
 //! gives the target port. Without a Service object (selector-less Services managed by hand),
 //! the slice port with the same number, or a slice's only port, is used.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
@@ -25,6 +28,48 @@ pub enum EndpointAddr {
     Ip(SocketAddr),
     /// A name (addressType FQDN) and port, to be resolved.
     Name(String, u16),
+}
+
+/// EndpointSlices grouped by their Service (namespace and [`SERVICE_NAME_LABEL`]), built once
+/// per sync pass: each Service port then reads its own slices instead of scanning all of them
+/// (twice: once for the endpoints, once for the appProtocol). Slices without the label belong
+/// to no Service and are left out.
+#[derive(Debug, Default)]
+pub struct SliceIndex<'a> {
+    /// Namespace, then Service name.
+    by_service: HashMap<&'a str, HashMap<&'a str, Vec<&'a EndpointSlice>>>,
+}
+
+impl<'a> SliceIndex<'a> {
+    /// Groups `slices` by Service.
+    pub fn new(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Self {
+        let mut by_service: HashMap<&'a str, HashMap<&'a str, Vec<_>>> = HashMap::new();
+        for slice in slices {
+            let namespace = slice.metadata.namespace.as_deref();
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let (Some(namespace), Some(service)) = (namespace, service) {
+                by_service
+                    .entry(namespace)
+                    .or_default()
+                    .entry(service.as_str())
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        Self { by_service }
+    }
+
+    /// The slices of Service `name` in `namespace`.
+    pub fn of(&self, namespace: &str, name: &str) -> &[&'a EndpointSlice] {
+        self.by_service
+            .get(namespace)
+            .and_then(|services| services.get(name))
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 /// Ready endpoints of `service_port` of Service `name` in `namespace`, unresolved.
@@ -262,6 +307,21 @@ mod tests {
             ready_endpoints("ns", "api", 80, None, [&slice]),
             vec!["127.0.0.2:9000".parse().unwrap()]
         );
+    }
+
+    #[test]
+    fn the_index_groups_slices_by_namespace_and_service_label() {
+        let api = mk_slice("api", Some("http"), 8080, json!([]));
+        let web = mk_slice("web", Some("http"), 8080, json!([]));
+        let mut elsewhere = mk_slice("api", Some("http"), 8080, json!([]));
+        elsewhere.metadata.namespace = Some("other".into());
+        let mut unlabelled = mk_slice("api", Some("http"), 8080, json!([]));
+        unlabelled.metadata.labels = None;
+        let index = SliceIndex::new([&api, &web, &elsewhere, &unlabelled]);
+        assert_eq!(index.of("ns", "api"), [&api]);
+        assert_eq!(index.of("ns", "web"), [&web]);
+        assert_eq!(index.of("other", "api"), [&elsewhere]);
+        assert!(index.of("ns", "none").is_empty());
     }
 
     #[test]
