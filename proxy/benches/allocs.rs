@@ -102,7 +102,7 @@ fn main() {
             table: RouteTable::compile([(&key, &spec)]),
             objects: BTreeMap::new(),
         });
-        state.set_synced(true);
+        state.set_ready(true);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let server = lockstep_proxy::serve(state, listener, ProxyOptions::default()).expect("serve");
         let warmup = 1000;

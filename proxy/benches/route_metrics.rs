@@ -110,7 +110,7 @@ async fn run(routes: u64, seconds: u64, swap_ms: u64, conns: u64) {
         table: RouteTable::compile([(&key, &specs[0])]),
         objects: BTreeMap::new(),
     });
-    state.set_synced(true);
+    state.set_ready(true);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let server = lockstep_proxy::serve(state.clone(), listener, ProxyOptions::default()).expect("serve");
     let proxy = server.local_addr();

@@ -208,7 +208,7 @@ pub fn watch(state: Arc<ProxyState>, options: WatchOptions) -> JoinHandle<()> {
                         let served = state.served();
                         tracing::info!(file = %options.path.display(), routerconfigs = ?served.generations(), routes = served.table.len(), "route table swapped");
                     }
-                    state.set_synced(true);
+                    state.set_ready(true);
                 }
                 Err(error) => report_error(&mut last_error, &error),
             }

@@ -36,7 +36,8 @@ pub struct ProxyState {
     pub endpoints: Endpoints,
     /// TLS certificates by host, for the TLS listener.
     pub certs: Arc<crate::certs::CertStore>,
-    synced: AtomicBool,
+    /// The configuration source's verdict (see [`ProxyState::set_ready`]).
+    ready: AtomicBool,
     draining: AtomicBool,
     /// In Kubernetes mode, the instant the replica's Lease may have expired; readiness is
     /// judged against it when asked, so a replica that wakes from a freeze is unready at once.
@@ -60,20 +61,21 @@ impl ProxyState {
                 swaps: AtomicU64::new(0),
                 endpoints: Endpoints::default(),
                 certs: Arc::default(),
-                synced: AtomicBool::new(false),
+                ready: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
                 ready_until: std::sync::Mutex::new(None),
             }
         })
     }
 
-    /// The configuration in force now; hold the guard for the duration of one request.
+    /// The configuration in force now.
     pub fn served(&self) -> Arc<ServedConfig> {
         self.served.load().config.clone()
     }
 
     /// The configuration in force now with its routes' metric handles, for one request.
-    pub(crate) fn serving(&self) -> Arc<Serving> {
+    /// (Not a yes/no "is it serving": that is what `serving` means in the fleet sync.)
+    pub(crate) fn served_with_metrics(&self) -> Arc<Serving> {
         self.served.load_full()
     }
 
@@ -93,11 +95,13 @@ impl ProxyState {
         self.swaps.load(Ordering::Relaxed)
     }
 
-    /// Set by the configuration source: true while this replica serves what it should (in
-    /// Kubernetes mode: every RouterConfig of its fleet at its current generation, with a
-    /// fresh Lease).
-    pub fn set_synced(&self, synced: bool) {
-        self.synced.store(synced, Ordering::SeqCst);
+    /// Set by the configuration source: whether `/readyz` may answer ready (in Kubernetes
+    /// mode: the replica's readiness verdict, which asks for a fresh Lease and a healthy sync
+    /// loop as well as every RouterConfig of its fleet served at its current generation).
+    /// Not "synced" in the operator's sense, a generation match: a replica can serve every
+    /// current generation and still be unready.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
     }
 
     /// Marks the replica as shutting down; it stays unready from then on.
@@ -122,7 +126,7 @@ impl ProxyState {
             .lock()
             .expect("ready_until lock")
             .is_none_or(|until| std::time::Instant::now() < until);
-        in_time && self.synced.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+        in_time && self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
     }
 }
 

@@ -19,15 +19,24 @@
 //! Leaving (SIGTERM) stops the writers (Lease renewer, report writer) and waits for their
 //! requests in flight before deleting the Lease and the RouterReplica, so no write sent
 //! earlier can land after a delete and create the object again.
+//!
+//! Where each job lives: this module starts the watches and tasks, supervises the sync loop
+//! and leaves; `sync` is the loop, one step per job of a pass (TLS, endpoints, plan and swap,
+//! readiness, report); `refresh`, `slices` and `resolver` give Services their endpoints;
+//! `tls` and `secrets` the certificates; `report` writes the RouterReplica; `lease` holds the
+//! Lease.
 
 mod lease;
+mod refresh;
 mod report;
+mod resolver;
 mod secrets;
 pub mod slices;
+mod sync;
 pub mod tls;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -42,7 +51,7 @@ use kube::{
     runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
 };
 use lockstep_config::{
-    BackendRef, ObjectKey,
+    ObjectKey,
     lease::{Mono, Readiness, ReplicaLease, ReplicaReason},
     supervision::{SyncProblem, SyncWatch},
 };
@@ -50,9 +59,8 @@ use lockstep_crds::{ALL_NAMESPACES, RouterConfig};
 use tokio::{sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::{endpoints::ServiceKey, state::ProxyState};
+use crate::state::ProxyState;
 
-use lockstep_config::plan;
 pub use lockstep_config::plan::Report;
 
 /// Errors of the fleet sync.
@@ -189,7 +197,7 @@ impl Shared {
             Some(sync) => sync.readiness(),
             None => lease.readiness(serving, problem.as_deref(), now),
         };
-        self.state.set_synced(readiness.ready);
+        self.state.set_ready(readiness.ready);
         self.state
             .set_ready_until(readiness.ready.then(|| self.origin + lease.fresh_until()));
         readiness
@@ -366,7 +374,9 @@ const MAX_RESTART: Duration = Duration::from_secs(30);
 async fn supervise(shared: Arc<Shared>, slices: Vec<Store<EndpointSlice>>, services: Vec<Store<Service>>) {
     let mut pause = MIN_RESTART;
     loop {
-        let run = tokio::spawn(sync_loop(shared.clone(), slices.clone(), services.clone()));
+        let resolver = resolver::Resolver::new(resolver::system_lookup(), shared.wake.clone());
+        let endpoints = refresh::EndpointSources::new(slices.clone(), services.clone(), resolver);
+        let run = tokio::spawn(sync::run(shared.clone(), endpoints));
         // Dropping a JoinHandle does not stop its task: abort it when this one is stopped.
         let abort = run.abort_handle();
         let _stop_with_me = scopeguard(move || abort.abort());
@@ -416,33 +426,6 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned())
 }
-
-/// A fault injected into the plan step, for tests of the supervision against the real
-/// binary: `LOCKSTEP_TEST_SYNC_FAULT=panic:<name>` panics and `stall:<name>:<seconds>` blocks
-/// for that long whenever the fleet holds a RouterConfig named `<name>`. Read only in debug
-/// builds (`cfg(debug_assertions)`); a release build has no such hook.
-#[cfg(debug_assertions)]
-fn injected_fault(objects: &[Arc<RouterConfig>]) {
-    let Ok(fault) = std::env::var("LOCKSTEP_TEST_SYNC_FAULT") else {
-        return;
-    };
-    let mut parts = fault.split(':');
-    let (kind, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if !objects.iter().any(|rc| rc.metadata.name.as_deref() == Some(name)) {
-        return;
-    }
-    match kind {
-        "panic" => panic!("injected fault: RouterConfig {name} is present"),
-        "stall" => {
-            let seconds = parts.next().and_then(|s| s.parse().ok()).unwrap_or(3600);
-            std::thread::sleep(Duration::from_secs(seconds));
-        }
-        _ => {}
-    }
-}
-
-#[cfg(not(debug_assertions))]
-fn injected_fault(_: &[Arc<RouterConfig>]) {}
 
 /// Keeps a store current; the watcher reconnects with backoff when the apiserver is gone,
 /// and the replica serves its last table meanwhile.
@@ -519,211 +502,6 @@ fn spawn_routerconfig_reflector(
     })
 }
 
-async fn sync_loop(shared: Arc<Shared>, slices: Vec<Store<EndpointSlice>>, services: Vec<Store<Service>>) {
-    for store in &shared.rc_stores {
-        let _ = store.wait_until_ready().await;
-    }
-    for store in &slices {
-        let _ = store.wait_until_ready().await;
-    }
-    for store in &services {
-        let _ = store.wait_until_ready().await;
-    }
-    let mut applied_at = BTreeMap::new();
-    let secrets = secrets::SecretWatches::new(shared.client.clone(), shared.wake.clone());
-    let mut good_tls = std::collections::HashMap::new();
-    let mut reporter = report::Reporter::default();
-    // Retries of failed report writes, and a periodic level check, ride on this tick.
-    let mut retry = tokio::time::interval(Duration::from_secs(1));
-    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        if shared.leaving.is_cancelled() {
-            return;
-        }
-        shared
-            .sync
-            .lock()
-            .expect("sync watch lock")
-            .pass_started(shared.mono());
-        let objects = shared.fleet_objects();
-        secrets.ensure(&tls::referenced(&objects));
-        let now = k8s_openapi::jiff::Timestamp::now();
-        let previous = shared.state.certs.snapshot();
-        let tls = tls::assemble(&objects, &secrets.states(), &mut good_tls, now.as_second());
-        if tls.pending {
-            // A referenced Secret has not been listed yet; judging now would report it
-            // missing. Its watch wakes the loop.
-            shared.sync.lock().expect("sync watch lock").pass_finished();
-            tokio::select! {
-                _ = shared.wake.notified() => {}
-                _ = retry.tick() => {}
-                _ = shared.leaving.cancelled() => return,
-            }
-            continue;
-        }
-        refresh_endpoints(&shared, &objects, &slices, &services).await;
-        let served = shared.state.served();
-        let view = plan::TlsView {
-            hashes: tls.hashes,
-            problems: tls.problems,
-        };
-        let (plan, swapped, moved, good) = {
-            let (objects, state) = (objects.clone(), shared.state.clone());
-            let mut moved = std::mem::take(&mut applied_at);
-            let good = std::mem::take(&mut good_tls);
-            crate::state::off_the_runtime(move || {
-                injected_fault(&objects);
-                let mut plan = plan::plan(&objects, &served, &view, &mut moved, now);
-                // Certificates first: a host the new table routes has its certificate in
-                // place. They follow what is served, as the plan decided.
-                state
-                    .certs
-                    .replace(tls::certificates(&plan.certificates, &good, &previous));
-                let next = plan.next.take();
-                let swapped = next.is_some();
-                if let Some(next) = next {
-                    state.swap(next);
-                }
-                (plan, swapped, moved, good)
-            })
-            .await
-        };
-        applied_at = moved;
-        good_tls = good;
-        if swapped {
-            let generations = shared.state.served().generations();
-            tracing::info!(replica = %shared.options.replica, routerconfigs = ?generations, "route table swapped");
-        }
-        for (key, report) in &plan.reports {
-            if let Some(rejected) = &report.rejected {
-                tracing::debug!(routerconfig = %key, generation = rejected.generation, message = %rejected.message, "generation rejected; serving the last accepted one");
-            }
-        }
-        let serving = plan::in_sync(objects.iter().map(|rc| rc.as_ref()), &plan.reports);
-        shared.serving_current.store(serving, Ordering::SeqCst);
-        let recovered = shared.sync_problem().is_some();
-        shared.sync.lock().expect("sync watch lock").pass_finished();
-        if recovered {
-            tracing::info!(replica = %shared.options.replica, "the sync loop works again; rejoining the fleet");
-        }
-        let readiness = shared.update_readiness();
-
-        if shared.leaving.is_cancelled() {
-            return;
-        }
-        let written = reporter.write(&shared, &objects, &plan.reports, &readiness).await;
-        shared
-            .reported_current
-            .store(serving && written, Ordering::SeqCst);
-        if serving && written {
-            shared.wake_lease.notify_one();
-        }
-
-        tokio::select! {
-            _ = shared.wake.notified() => debounce(&shared).await,
-            _ = shared.wake_now.notified() => {}
-            _ = retry.tick() => {}
-            _ = shared.leaving.cancelled() => return,
-        }
-    }
-}
-
-/// Lets a burst of changes settle: waits until `debounce` passes without a change, but no
-/// longer than `debounce_max` in all.
-async fn debounce(shared: &Shared) {
-    let deadline = tokio::time::Instant::now() + shared.options.debounce_max;
-    loop {
-        let quiet = tokio::time::sleep(shared.options.debounce);
-        tokio::select! {
-            _ = quiet => return,
-            _ = shared.wake.notified() => {
-                if tokio::time::Instant::now() >= deadline {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Updates the endpoints of every Service any RouterConfig of the fleet names, before a table
-/// that routes to them is swapped in.
-async fn refresh_endpoints(
-    shared: &Shared,
-    objects: &[Arc<RouterConfig>],
-    slices: &[Store<EndpointSlice>],
-    services: &[Store<Service>],
-) {
-    let mut wanted = BTreeSet::new();
-    for rc in objects {
-        let key = ObjectKey::of(rc);
-        for rule in &rc.spec.rules {
-            for (backend, _) in rule.paths.iter().flat_map(|p| p.weighted_backends()) {
-                if let Some(svc) = &backend.service
-                    && let Ok(port) = u16::try_from(svc.port)
-                {
-                    wanted.insert(ServiceKey {
-                        namespace: key.namespace.clone(),
-                        name: svc.name.clone(),
-                        port,
-                    });
-                }
-            }
-        }
-    }
-    // Services still routed by a served (possibly older) generation stay resolved too.
-    for (backend, _) in shared
-        .state
-        .served()
-        .table
-        .routes()
-        .iter()
-        .flat_map(|r| &r.backends)
-    {
-        if let BackendRef::Service {
-            namespace,
-            name,
-            port,
-        } = backend
-        {
-            wanted.insert(ServiceKey {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-                port: *port,
-            });
-        }
-    }
-    let all_slices: Vec<Arc<EndpointSlice>> = slices.iter().flat_map(|s| s.state()).collect();
-    for key in wanted {
-        let service = services.iter().find_map(|store| {
-            store.find(|s| {
-                s.metadata.namespace.as_deref() == Some(key.namespace.as_str())
-                    && s.metadata.name.as_deref() == Some(key.name.as_str())
-            })
-        });
-        let listed = slices::ready_endpoint_addrs(
-            &key.namespace,
-            &key.name,
-            key.port,
-            service.as_deref(),
-            all_slices.iter().map(|s| s.as_ref()),
-        );
-        let h2c = slices::app_protocol(
-            &key.namespace,
-            &key.name,
-            key.port,
-            service.as_deref(),
-            all_slices.iter().map(|s| s.as_ref()),
-        )
-        .is_some_and(|p| p == slices::H2C_APP_PROTOCOL);
-        shared.state.endpoints.set_h2c(&key, h2c);
-        let ready = slices::resolve(listed).await;
-        if shared.state.endpoints.get(&key).as_deref() != Some(&ready) {
-            tracing::debug!(service = ?key, endpoints = ready.len(), "endpoints updated");
-            shared.state.endpoints.set(key, ready);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -733,6 +511,7 @@ mod tests {
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
+    use crate::endpoints::ServiceKey;
 
     type BoxError = Box<dyn std::error::Error + Send + Sync>;
     /// A request the replica sent, and the way to answer it.
@@ -763,6 +542,107 @@ mod tests {
 
     fn describe(request: &Request<Body>) -> String {
         format!("{} {}", request.method(), request.uri().path())
+    }
+
+    /// A fleet's RouterConfigs, and the EndpointSlice and Service stores of its watches.
+    type Fleet = (
+        Vec<Arc<RouterConfig>>,
+        Vec<Store<EndpointSlice>>,
+        Vec<Store<Service>>,
+    );
+
+    /// `services` Services of one FQDN endpoint each (`svc-<i>.example`), named by one
+    /// RouterConfig, as the watches would hold them.
+    fn fqdn_fleet(services: usize) -> Fleet {
+        let (slice_store, mut slice_writer) = reflector::store::<EndpointSlice>();
+        let (svc_store, mut svc_writer) = reflector::store::<Service>();
+        let mut paths = Vec::new();
+        for i in 0..services {
+            let name = format!("svc-{i}");
+            paths.push(serde_json::json!({
+                "path": format!("/{i}"), "pathType": "Prefix",
+                "backend": {"service": {"name": name, "port": 80}}
+            }));
+            let service: Service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"ports": [{"name": "http", "port": 80}]}
+            }))
+            .unwrap();
+            svc_writer.apply_watcher_event(&watcher::Event::Apply(service));
+            let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("{name}-x"), "namespace": "ns",
+                             "labels": {slices::SERVICE_NAME_LABEL: name}},
+                "addressType": "FQDN",
+                "ports": [{"name": "http", "port": 8080}],
+                "endpoints": [{"addresses": [format!("{name}.example")]}]
+            }))
+            .unwrap();
+            slice_writer.apply_watcher_event(&watcher::Event::Apply(slice));
+        }
+        let rc: RouterConfig = serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+            "metadata": {"name": "web", "namespace": "ns", "uid": "u1", "generation": 1},
+            "spec": {"fleet": "default", "rules": [{"host": "a.example", "paths": paths}]}
+        }))
+        .unwrap();
+        (vec![Arc::new(rc)], vec![slice_store], vec![svc_store])
+    }
+
+    /// A resolver whose every answer takes `delay`: 10.0.0.1 for any name.
+    fn slow_lookup(delay: Duration) -> resolver::Lookup {
+        Arc::new(move |_name: String, port: u16| {
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                Ok(vec![std::net::SocketAddr::from(([10, 0, 0, 1], port))])
+            })
+        })
+    }
+
+    /// What the endpoint step costs the swap when every name takes 200 ms to resolve: the
+    /// numbers go to stdout (`--nocapture`).
+    #[tokio::test]
+    async fn endpoint_refresh_with_slow_names_measured() {
+        const SERVICES: usize = 32;
+        let (objects, slice_stores, svc_stores) = fqdn_fleet(SERVICES);
+        let (client, _requests) = mock_client();
+        let shared = Shared::new(
+            FleetOptions::new("r1", "ns", "default"),
+            ProxyState::new("r1"),
+            client,
+            Vec::new(),
+        );
+        let resolver = resolver::Resolver::new(slow_lookup(Duration::from_millis(200)), Arc::default());
+        let endpoints = refresh::EndpointSources::new(slice_stores, svc_stores, resolver);
+        let mut took = Vec::new();
+        for pass in ["first", "second"] {
+            let started = Instant::now();
+            endpoints.refresh(&shared, &objects).await;
+            took.push(started.elapsed());
+            println!(
+                "{SERVICES} names at 200 ms each, {pass} pass: {:?} before the swap",
+                took.last().unwrap()
+            );
+        }
+        // Two rounds of 16 lookups at once, then the cache: generous bounds for a busy machine.
+        assert!(
+            took[0] < Duration::from_millis(1500),
+            "first pass took {:?}",
+            took[0]
+        );
+        assert!(
+            took[1] < Duration::from_millis(150),
+            "second pass took {:?}",
+            took[1]
+        );
+        let key = ServiceKey {
+            namespace: "ns".into(),
+            name: "svc-0".into(),
+            port: 80,
+        };
+        assert_eq!(
+            shared.state.endpoints.get(&key).as_deref(),
+            Some(&vec!["10.0.0.1:8080".parse().unwrap()])
+        );
     }
 
     #[tokio::test]

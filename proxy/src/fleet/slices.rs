@@ -1,16 +1,19 @@
 //! Ready endpoints of a Service port, from its EndpointSlices.
 //!
-//! Endpoints are IP addresses, or names for slices of `addressType: FQDN` (resolved by the
-//! caller; names under `.localhost` are the loopback address, RFC 6761 §6.3, which is how a
-//! cluster without a kubelet points a Service at processes on the proxy's own host: the
-//! apiserver refuses loopback IPs in EndpointSlices).
+//! Endpoints are IP addresses, or names for slices of `addressType: FQDN` (resolved by
+//! `super::resolver`; names under `.localhost` are the loopback address, RFC 6761 §6.3,
+//! which is how a cluster without a kubelet points a Service at processes on the proxy's own
+//! host: the apiserver refuses loopback IPs in EndpointSlices).
 //!
 //! RouterConfigs name a Service *port*; EndpointSlices list *target* ports by the Service
 //! port's name. So the Service maps the number to a name, and the slice port with that name
 //! gives the target port. Without a Service object (selector-less Services managed by hand),
 //! the slice port with the same number, or a slice's only port, is used.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
@@ -27,30 +30,46 @@ pub enum EndpointAddr {
     Name(String, u16),
 }
 
-/// Resolves FQDN endpoints: `.localhost` names to the loopback address without asking DNS,
-/// others with the system resolver (bounded in time). Names that do not resolve are left out.
-pub async fn resolve(endpoints: Vec<EndpointAddr>) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for endpoint in endpoints {
-        match endpoint {
-            EndpointAddr::Ip(addr) => out.push(addr),
-            EndpointAddr::Name(name, port) => {
-                let name = name.trim_end_matches('.').to_ascii_lowercase();
-                if name == "localhost" || name.ends_with(".localhost") {
-                    out.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
-                    continue;
-                }
-                let lookup = tokio::net::lookup_host((name.as_str(), port));
-                match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
-                    Ok(Ok(addrs)) => out.extend(addrs),
-                    _ => tracing::warn!(endpoint = %name, "endpoint name does not resolve; left out"),
-                }
+/// EndpointSlices grouped by their Service (namespace and [`SERVICE_NAME_LABEL`]), built once
+/// per sync pass: each Service port then reads its own slices instead of scanning all of them
+/// (twice: once for the endpoints, once for the appProtocol). Slices without the label belong
+/// to no Service and are left out.
+#[derive(Debug, Default)]
+pub struct SliceIndex<'a> {
+    /// Namespace, then Service name.
+    by_service: HashMap<&'a str, HashMap<&'a str, Vec<&'a EndpointSlice>>>,
+}
+
+impl<'a> SliceIndex<'a> {
+    /// Groups `slices` by Service.
+    pub fn new(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Self {
+        let mut by_service: HashMap<&'a str, HashMap<&'a str, Vec<_>>> = HashMap::new();
+        for slice in slices {
+            let namespace = slice.metadata.namespace.as_deref();
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let (Some(namespace), Some(service)) = (namespace, service) {
+                by_service
+                    .entry(namespace)
+                    .or_default()
+                    .entry(service.as_str())
+                    .or_default()
+                    .push(slice);
             }
         }
+        Self { by_service }
     }
-    out.sort();
-    out.dedup();
-    out
+
+    /// The slices of Service `name` in `namespace`.
+    pub fn of(&self, namespace: &str, name: &str) -> &[&'a EndpointSlice] {
+        self.by_service
+            .get(namespace)
+            .and_then(|services| services.get(name))
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 /// Ready endpoints of `service_port` of Service `name` in `namespace`, unresolved.
@@ -216,8 +235,8 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn fqdn_endpoints_resolve_localhost_names_to_loopback() {
+    #[test]
+    fn fqdn_slices_list_names() {
         let slice: EndpointSlice = serde_json::from_value(json!({
             "metadata": {"name": "api-x", "namespace": "ns", "labels": {SERVICE_NAME_LABEL: "api"}},
             "addressType": "FQDN",
@@ -232,12 +251,6 @@ mod tests {
                 EndpointAddr::Name("api.localhost".into(), 18092),
                 EndpointAddr::Name("b.localhost.".into(), 18092)
             ]
-        );
-        assert_eq!(resolve(addrs).await, vec!["127.0.0.1:18092".parse().unwrap()]);
-        assert!(
-            resolve(vec![EndpointAddr::Name("does-not-exist.invalid".into(), 1)])
-                .await
-                .is_empty()
         );
     }
     use serde_json::json;
@@ -294,6 +307,21 @@ mod tests {
             ready_endpoints("ns", "api", 80, None, [&slice]),
             vec!["127.0.0.2:9000".parse().unwrap()]
         );
+    }
+
+    #[test]
+    fn the_index_groups_slices_by_namespace_and_service_label() {
+        let api = mk_slice("api", Some("http"), 8080, json!([]));
+        let web = mk_slice("web", Some("http"), 8080, json!([]));
+        let mut elsewhere = mk_slice("api", Some("http"), 8080, json!([]));
+        elsewhere.metadata.namespace = Some("other".into());
+        let mut unlabelled = mk_slice("api", Some("http"), 8080, json!([]));
+        unlabelled.metadata.labels = None;
+        let index = SliceIndex::new([&api, &web, &elsewhere, &unlabelled]);
+        assert_eq!(index.of("ns", "api"), [&api]);
+        assert_eq!(index.of("ns", "web"), [&web]);
+        assert_eq!(index.of("other", "api"), [&elsewhere]);
+        assert!(index.of("ns", "none").is_empty());
     }
 
     #[test]

@@ -121,7 +121,7 @@ impl Proxy {
         let index = conn.activity.request_started();
         let in_flight = self.metrics().in_flight().clone();
         in_flight.inc();
-        let serving = self.state.serving();
+        let serving = self.state.served_with_metrics();
         let served = &serving.config;
         let log_head = self.options.access_log.then(|| {
             (

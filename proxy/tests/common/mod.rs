@@ -156,7 +156,7 @@ pub fn state_with(yaml: &str) -> Arc<ProxyState> {
         "test config rejected: {:?}",
         applied.rejected
     );
-    state.set_synced(true);
+    state.set_ready(true);
     state
 }
 
