@@ -18,14 +18,16 @@
 //!   (`OperatorWatchReplicas`), which it re-lists before `Ready=True`.
 //!
 //! The decisions are the project's code: `lockstep_config::fleet::{resolve_fleet,
-//! last_accepted}` decides what every replica serves and what the operator accepts,
-//! `lockstep_config::barrier::{members_serving, decide}` the status. Three rules that other
-//! branches are writing into the project now are modelled here, each in one function named
-//! after the project function that should replace it after the merge: [`tls_owners`] (the
-//! older RouterConfig owns a TLS host; in `fleet::resolve_fleet`), [`reported_uid`] (a report
-//! counts only for the object's uid: `barrier::members_serving` checks it; the function
-//! only puts the mutant back) and [`Usability`] (one function
-//! decides whether TLS material can be served, for the operator and the replicas).
+//! last_accepted}` decides what every replica serves and what the operator accepts (the TLS
+//! host rule included: the older RouterConfig owns a TLS host, a newer one naming another
+//! Secret for it is in `Conflict`, and `Resolution::certificates` names each host's Secret),
+//! `lockstep_config::barrier::{members_serving, decide}` the status. Two functions of the
+//! model only put a mutant back over the project's answer: [`reported_uid`]
+//! (`barrier::members_serving` counts a report only for the object's uid;
+//! `NameGenerationIdentity` lets every report stand for the current incarnation) and
+//! [`Usability`]: the project judges TLS material with one function for the operator and the
+//! replicas (`lockstep_config::tls_material::servable`), which the model abstracts as the bool
+//! of [`Shape::tls`]; the operator's judgement differs only under `OperatorJudgesTlsApart`.
 
 use std::collections::BTreeMap;
 
@@ -531,12 +533,14 @@ pub enum FleetAction {
     CollectReplica(usize),
 }
 
-/// Who judges whether a certificate can be served.
+/// Who judges whether a certificate can be served. Both call
+/// `lockstep_config::tls_material::servable` (here: [`Shape::tls`]); the distinction exists
+/// only for `OperatorJudgesTlsApart`, which gives the operator its old check (keys present).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usability {
     /// The replicas: a certificate whose key does not match is unusable.
     Replica,
-    /// The operator: the same function (fixed), or only "has the keys" (mutant).
+    /// The operator: the same judgement (fixed), or only "has the keys" (mutant).
     Operator,
 }
 
@@ -570,7 +574,7 @@ impl FleetModel {
             rules: vec![HostRule {
                 host: self.host(o, shape),
                 tls: shape.tls.map(|_| HostTls {
-                    secret_name: format!("{}-tls", self.objects[o].name),
+                    secret_name: self.secret(o).name,
                     redirect_http: false,
                 }),
                 paths: vec![HttpPath {
@@ -586,6 +590,14 @@ impl FleetModel {
         }
     }
 
+    /// The TLS Secret every generation of object `o` names (namespace/name).
+    fn secret(&self, o: usize) -> ObjectKey {
+        ObjectKey::new(
+            &self.objects[o].namespace,
+            format!("{}-tls", self.objects[o].name),
+        )
+    }
+
     fn key(&self, o: usize) -> ObjectKey {
         ObjectKey::new(&self.objects[o].namespace, &self.objects[o].name)
     }
@@ -598,13 +610,14 @@ impl FleetModel {
         }
     }
 
-    /// The fleet policy over `objects`: `resolve_fleet`, with the TLS-host rule of
-    /// [`tls_owners`] and the usability check of `by`.
+    /// The fleet policy over `objects`: `resolve_fleet`, with the usability check of `by`.
     pub fn policy(&self, objects: &[Option<Snapshot>], by: Usability) -> Policy {
         self.policy_of(objects, by, self.mutation)
     }
 
-    /// [`FleetModel::policy`] as the code with `mutation` decides it.
+    /// [`FleetModel::policy`] as the code with `mutation` decides it: one `resolve_fleet`
+    /// gives the verdicts (a TLS host an older object holds included), what is served and
+    /// each TLS host's Secret.
     fn policy_of(&self, objects: &[Option<Snapshot>], by: Usability, mutation: Mutation) -> Policy {
         let n = objects.len();
         let specs: Vec<Option<(RouterConfigSpec, Option<RouterConfigSpec>)>> = objects
@@ -624,33 +637,20 @@ impl FleetModel {
             .map(|s| s.map_or(String::new(), |s| uid(s.uid)))
             .collect();
         let unusable = "spec.rules[0].tls.secretName: tls.key does not match the certificate in tls.crt";
-        let mut tls_problem: Vec<Option<String>> = objects
+        let tls_problem: Vec<Option<String>> = objects
             .iter()
             .map(|s| {
                 s.filter(|s| !self.usable(&s.shape, by, mutation))
                     .map(|_| unusable.to_owned())
             })
             .collect();
-        // Routes first; then the TLS hosts, which need to know what is served.
-        let first = resolve_fleet(self.candidates(objects, &specs, &uids, &tls_problem));
-        let verdict_of = |o: usize| first.verdicts.get(&self.key(o)).cloned();
-        let owners = tls_owners(
-            self,
-            objects,
-            &(0..n).map(verdict_of).collect::<Vec<_>>(),
-            &tls_problem,
-        );
-        let mut verdicts: Vec<Option<Verdict>> = (0..n).map(verdict_of).collect();
-        for (o, conflict) in owners.conflicts.iter().enumerate() {
-            if let Some(message) = conflict {
-                verdicts[o] = Some(Verdict::Conflict(message.clone()));
-                tls_problem[o] = Some(message.clone());
-            }
-        }
         let candidates = self.candidates(objects, &specs, &uids, &tls_problem);
-        let second = resolve_fleet(candidates.clone());
+        let resolution = resolve_fleet(candidates.clone());
+        let verdicts: Vec<Option<Verdict>> = (0..n)
+            .map(|o| resolution.verdicts.get(&self.key(o)).cloned())
+            .collect();
         let mut served = vec![None; n];
-        for s in &second.served {
+        for s in &resolution.served {
             let o = self.index(&s.key);
             let snap = objects[o].expect("served");
             let shape = if s.generation == snap.generation {
@@ -668,8 +668,8 @@ impl FleetModel {
         for c in &candidates {
             let o = self.index(&c.key);
             let snap = objects[o].expect("candidate");
-            let verdict = verdicts[o].clone().expect("judged");
-            accepted[o] = last_accepted(c, &verdict).map(|a: AcceptedGeneration| Accepted {
+            let verdict = verdicts[o].as_ref().expect("judged");
+            accepted[o] = last_accepted(c, verdict).map(|a: AcceptedGeneration| Accepted {
                 uid: snap.uid,
                 generation: a.generation,
                 shape: if a.generation == snap.generation {
@@ -681,7 +681,7 @@ impl FleetModel {
         }
         let certs = match mutation {
             Mutation::CertificateFromCurrentSpec => certificates_from_current_specs(self, objects),
-            _ => certificates_of_owners(self, &served),
+            _ => certificates_of_owners(self, &resolution.certificates, &served),
         };
         Policy {
             verdicts,
@@ -726,74 +726,38 @@ impl FleetModel {
     }
 }
 
-/// Which object owns each TLS host, and the objects whose current generation names a host an
-/// older one owns (their verdict: `Conflict`, naming the holder).
-pub struct TlsOwners {
-    /// Per object, the conflict message.
-    pub conflicts: Vec<Option<String>>,
-}
-
-/// The TLS-host rule: in precedence order (oldest first), each object's served spec (its
-/// current generation when accepted and usable, else its lastAccepted) takes the TLS hosts
-/// nobody holds; a current generation naming a host an older object holds is in conflict.
-/// To be replaced by the rule the replica-side branch writes into `fleet::resolve_fleet`.
-pub fn tls_owners(
+/// Fixed: each TLS host's certificate is the Secret `resolve_fleet` gives it
+/// (`Resolution::certificates`), as the served generation of the object that names it has it
+/// (its uid, generation and whether its material can be served).
+fn certificates_of_owners(
     model: &FleetModel,
-    objects: &[Option<Snapshot>],
-    verdicts: &[Option<Verdict>],
-    tls_problem: &[Option<String>],
-) -> TlsOwners {
-    let mut order: Vec<usize> = (0..objects.len()).filter(|&o| objects[o].is_some()).collect();
-    order.sort_by_key(|&o| (objects[o].expect("present").created, model.key(o)));
-    let mut held: BTreeMap<String, usize> = BTreeMap::new();
-    let mut conflicts = vec![None; objects.len()];
-    for o in order {
-        let snap = objects[o].expect("present");
-        let current_served =
-            verdicts[o].as_ref().is_some_and(Verdict::is_accepted) && tls_problem[o].is_none();
-        let claim = |held: &mut BTreeMap<String, usize>, shape: &Shape| {
-            if shape.tls.is_some() {
-                held.entry(model.host(o, shape)).or_insert(o);
-            }
-        };
-        if current_served {
-            let host = model.host(o, &snap.shape);
-            match held.get(&host) {
-                Some(&holder) if snap.shape.tls.is_some() && holder != o => {
-                    conflicts[o] = Some(format!(
-                        "spec.rules[0].tls: host {host} is served with the certificate of RouterConfig {}, which is older",
-                        model.key(holder)
-                    ));
-                    if let Some(last) = snap.last_accepted {
-                        claim(&mut held, &last.shape);
-                    }
-                }
-                _ => claim(&mut held, &snap.shape),
-            }
-        } else if let Some(last) = snap.last_accepted {
-            claim(&mut held, &last.shape);
-        }
-    }
-    TlsOwners { conflicts }
-}
-
-/// Fixed: each TLS host's certificate is the one of the served generation that owns it.
-fn certificates_of_owners(model: &FleetModel, served: &[Option<Accepted>]) -> Vec<(String, Cert)> {
-    let mut certs: BTreeMap<String, Cert> = BTreeMap::new();
-    // `served` is indexed by object, oldest first: the first to name a host owns it (the
-    // TLS-host rule keeps a newer one naming it from being served).
-    for (o, s) in served.iter().enumerate() {
-        let Some(s) = s else { continue };
-        if let Some(usable) = s.shape.tls {
-            certs.entry(model.host(o, &s.shape)).or_insert(Cert {
+    certificates: &BTreeMap<String, ObjectKey>,
+    served: &[Option<Accepted>],
+) -> Vec<(String, Cert)> {
+    certificates
+        .iter()
+        .map(|(host, secret)| {
+            let (o, s) = served
+                .iter()
+                .enumerate()
+                .find_map(|(o, s)| {
+                    s.filter(|s| {
+                        s.shape.tls.is_some()
+                            && model.host(o, &s.shape) == *host
+                            && model.secret(o) == *secret
+                    })
+                    .map(|s| (o, s))
+                })
+                .expect("a Secret of a served generation");
+            let cert = Cert {
                 object: o,
                 uid: s.uid,
                 generation: s.generation,
-                usable,
-            });
-        }
-    }
-    certs.into_iter().collect()
+                usable: s.shape.tls == Some(true),
+            };
+            (host.clone(), cert)
+        })
+        .collect()
 }
 
 /// The bug: each host's certificate from the current spec of whichever object names it
