@@ -1,9 +1,10 @@
 //! The Helm chart (`deploy/helm/lockstep`) with a real `helm` (v4, built from the Go module
 //! proxy by `e2e/helm/build.sh`): `helm lint --strict` passes; `helm template` with the
-//! default values renders the same objects as `kubectl kustomize deploy/` (kinds, names,
-//! namespaces, containers, args, probes, RBAC rules, admission policy: everything but the
-//! labels Helm adds); values change what they name; and the rendered chart passes a
-//! server-side dry run against the real apiserver.
+//! default values renders the same objects as `kubectl kustomize deploy/` (whose
+//! `deploy/generated/` is rendered from the chart by `deploy/generate.sh`: this checks the
+//! kustomization lists every file and the chart's CRDs, everything but the labels Helm adds);
+//! values change what they name; and the rendered chart passes a server-side dry run against
+//! the real apiserver.
 
 use std::{
     collections::BTreeMap,
@@ -302,7 +303,7 @@ fn values_that_cannot_work_are_refused() {
 #[test]
 fn rendered_chart_passes_server_side_dry_run() {
     let cp = ControlPlane::shared();
-    let namespace = repo_root().join("deploy/namespace.yaml");
+    let namespace = repo_root().join("deploy/generated/namespace.yaml");
     cp.kubectl_ok(&["apply", "-f", namespace.to_str().unwrap()])
         .expect("create lockstep-system");
     let text = template_text(&[]);
