@@ -535,14 +535,15 @@ impl RouterConfig {
     }
 }
 
-/// The RouterConfig CRD as YAML, as `crdgen` prints it and `crds/routerconfig.yaml` holds it.
+/// The RouterConfig CRD as YAML, as `crdgen` prints it and
+/// `deploy/helm/lockstep/crds/routerconfig.yaml` holds it.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
     to_yaml(RouterConfig::crd(), "routerconfig")
 }
 
 /// The RouterReplica CRD as YAML, as `crdgen routerreplica` prints it and
-/// `crds/routerreplica.yaml` holds it.
+/// `deploy/helm/lockstep/crds/routerreplica.yaml` holds it.
 pub fn replica_crd_yaml() -> String {
     use kube::CustomResourceExt;
     to_yaml(RouterReplica::crd(), "routerreplica")

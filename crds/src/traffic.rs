@@ -312,9 +312,10 @@ pub const PROXY_MANAGED_HEADERS: [&str; 10] = [
 // Not a CEL rule on the CRD: `lowerAscii() in [...]` on a 256-character name, multiplied
 // by the schema's list bounds (256 rules x 128 paths x 2 filters x 3 lists x 16), exceeds
 // the apiserver's estimated cost budget (6.6-fold). The admission policy
-// (`crds/routerconfig-admission.yaml`, charged for what it evaluates) refuses these names at
-// admission; the garde rule below refuses them for standalone files and the operator
-// (Accepted=False naming the field), for objects stored before the policy was installed.
+// (`deploy/helm/lockstep/templates/routerconfig-admission.yaml`, charged for what it
+// evaluates) refuses these names at admission; the garde rule below refuses them for
+// standalone files and the operator (Accepted=False naming the field), for objects stored
+// before the policy was installed.
 const MANAGED_MSG: &str = "framing, hop-by-hop and Host headers (content-length, transfer-encoding, connection, keep-alive, te, trailer, upgrade, proxy-connection, http2-settings, host) are the proxy's own; a filter may not name them";
 
 fn not_proxy_managed(name: &str, _: &()) -> garde::Result {
@@ -335,8 +336,8 @@ pub const DEFAULT_UPGRADE: &str = "websocket";
 
 /// The protocol no path may allow: an upstream that accepts `Upgrade: h2c` speaks HTTP/2
 /// straight to the client through the tunnel, past routing, filters and timeouts (the h2c
-/// smuggling technique). The admission policy (`crds/routerconfig-admission.yaml`) refuses
-/// it too.
+/// smuggling technique). The admission policy
+/// (`deploy/helm/lockstep/templates/routerconfig-admission.yaml`) refuses it too.
 pub const NEVER_UPGRADE: &str = "h2c";
 
 /// The name of an Upgrade protocol, without its `/version` (RFC 9110 §7.8).

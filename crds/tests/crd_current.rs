@@ -1,9 +1,13 @@
-//! The checked-in CRDs (`crds/routerconfig.yaml`, `crds/routerreplica.yaml`) must be what the
-//! types generate; regenerate them with
-//! `cargo run -p lockstep-crds --features crdgen --bin crdgen [routerreplica] > crds/NAME.yaml`.
+//! The checked-in CRDs must be what the types generate. They exist once, in the Helm chart's
+//! `crds/` (`deploy/helm/lockstep/crds/routerconfig.yaml`, `routerreplica.yaml`), which Helm
+//! installs as they are and `deploy/kustomization.yaml` lists; regenerate them with
+//! `cargo run -p lockstep-crds --features crdgen --bin crdgen NAME > deploy/helm/lockstep/crds/NAME.yaml`.
+
+/// Where the generated CRDs live, relative to the repository root.
+const DIR: &str = "deploy/helm/lockstep/crds";
 
 fn assert_current(file: &str, generated: &str) {
-    let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../{DIR}/{file}", env!("CARGO_MANIFEST_DIR"));
     let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     if on_disk.trim_end() != generated.trim_end() {
         let line = on_disk
@@ -23,8 +27,8 @@ fn assert_current(file: &str, generated: &str) {
             );
         let kind = file.trim_end_matches(".yaml");
         panic!(
-            "crds/{file} is stale (first difference at {line}); regenerate it with \
-             `cargo run -p lockstep-crds --features crdgen --bin crdgen {kind} > crds/{file}`"
+            "{DIR}/{file} is stale (first difference at {line}); regenerate it with \
+             `cargo run -p lockstep-crds --features crdgen --bin crdgen {kind} > {DIR}/{file}`"
         );
     }
 }

@@ -50,7 +50,7 @@ cat "$WORK/tls.crt" "$WORK/tls.key" > "$WORK/tls.pem"
 export LOCKSTEP_STATE="$WORK/cluster"
 CLEANUP_HOOKS+=("\"$ROOT/e2e/cluster\" down >/dev/null 2>&1")
 eval "$(taskset -c 0 "$ROOT/e2e/cluster" up 2>"$WORK/cluster-up.log" | grep '^export KUBECONFIG=')"
-kubectl apply -f "$ROOT/crds/routerconfig.yaml" >/dev/null
+kubectl apply -f "$ROOT/deploy/helm/lockstep/crds/routerconfig.yaml" >/dev/null
 kubectl wait --for=condition=Established crd/routerconfigs.lockstep.dev --timeout=60s >/dev/null
 kubectl -n default create secret tls bench-tls --cert "$WORK/tls.crt" --key "$WORK/tls.key" >/dev/null
 kubectl apply -f - >/dev/null <<YAML

@@ -41,7 +41,7 @@ pub fn shared_operator(start: impl FnOnce(&'static ControlPlane) -> Result<Opera
     OPERATOR.get_or_init(|| start(ControlPlane::shared()).expect("start the shared operator"))
 }
 
-/// Starts an operator as deployed: the ServiceAccount and RBAC of `deploy/rbac/operator.yaml`
+/// Starts an operator as deployed: the ServiceAccount and RBAC of `deploy/generated/rbac-operator.yaml`
 /// in `lease_namespace`, which also holds its leader Lease.
 pub fn least_privilege_operator(cp: &ControlPlane, lease_namespace: &str, test: &str) -> Result<Operator> {
     cp.ensure_namespace(lease_namespace)?;
@@ -131,7 +131,7 @@ impl Fixture {
     }
 
     /// One replica of this fleet in this namespace with its own Pod-bound token and the RBAC
-    /// of `deploy/rbac/proxy.yaml`, as deployed; `edit` adjusts its spec. Returns once it
+    /// of `deploy/generated/rbac-proxy.yaml`, as deployed; `edit` adjusts its spec. Returns once it
     /// listens (not once it has joined: see [`Proxy::wait_joined`]).
     pub fn proxy_with(&self, name: &str, edit: impl FnOnce(&mut ProxySpec)) -> Proxy {
         let kubeconfig = self

@@ -261,14 +261,15 @@ impl ControlPlane {
         }
     }
 
-    /// Applies the cluster-scoped objects of `deploy/rbac/<component>.yaml` (ClusterRoles and,
-    /// for the proxy, the admission policy that keeps a replica to its own objects).
+    /// Applies the cluster-scoped objects of `deploy/generated/rbac-<component>.yaml` (ClusterRoles
+    /// and, for the proxy, the admission policy that keeps a replica to its own objects).
     fn apply_cluster_rbac(&self, component: &str) -> Result<()> {
         // Tests of one binary run in parallel; two first-time creations of the same
         // ClusterRole would race (AlreadyExists).
         static RBAC: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _serialised = RBAC.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let manifest = std::fs::read_to_string(repo_root().join(format!("deploy/rbac/{component}.yaml")))?;
+        let manifest =
+            std::fs::read_to_string(repo_root().join(format!("deploy/generated/rbac-{component}.yaml")))?;
         let cluster_scoped: Vec<&str> = manifest
             .split("\n---\n")
             .filter(|doc| {
@@ -300,7 +301,7 @@ impl ControlPlane {
     }
 
     /// Creates (if needed) the ServiceAccount `lockstep-operator` in `namespace` with the RBAC
-    /// of `deploy/rbac/operator.yaml`, and writes a kubeconfig with a token for it. An operator
+    /// of `deploy/generated/rbac-operator.yaml`, and writes a kubeconfig with a token for it. An operator
     /// started with it runs with least privilege, as in a real cluster.
     pub fn operator_kubeconfig(&self, namespace: &str) -> Result<PathBuf> {
         self.apply_cluster_rbac("operator")?;
@@ -324,7 +325,7 @@ impl ControlPlane {
     }
 
     /// A kubeconfig for proxy replica `replica` living in `namespace` and serving `serves`,
-    /// with the RBAC of `deploy/rbac/proxy.yaml`: reads in the namespaces it serves, its
+    /// with the RBAC of `deploy/generated/rbac-proxy.yaml`: reads in the namespaces it serves, its
     /// Lease and RouterReplica in its own. Its token is bound to a Pod object named after the
     /// replica (created here; nothing runs it), as the kubelet binds a real Pod's token, so the
     /// admission policy lets it write only its own objects.
@@ -461,10 +462,13 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// Applies the checked-in CRDs (RouterConfig, RouterReplica; server-side) and waits until
-/// they are Established.
+/// Applies the checked-in CRDs (RouterConfig, RouterReplica, from the chart's `crds/`, their
+/// one copy; server-side) and waits until they are Established.
 pub async fn install_crds(client: &Client) -> Result<()> {
-    for file in ["crds/routerconfig.yaml", "crds/routerreplica.yaml"] {
+    for file in [
+        "deploy/helm/lockstep/crds/routerconfig.yaml",
+        "deploy/helm/lockstep/crds/routerreplica.yaml",
+    ] {
         let text = std::fs::read_to_string(repo_root().join(file))?;
         let crd: CustomResourceDefinition =
             serde_saphyr::from_str(&text).map_err(|e| Error::Kubeconfig(format!("{file}: {e}")))?;
@@ -509,21 +513,27 @@ async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) -> Result<()
     Ok(())
 }
 
-/// The RouterConfig admission policy (`crds/routerconfig-admission.yaml`): a policy and its
-/// binding. The apiserver compiles a policy asynchronously, so this waits until a request
+/// The RouterConfig admission policy (`deploy/generated/routerconfig-admission.yaml`, rendered
+/// from the Helm chart's template by `deploy/generate.sh`): a policy and its binding. The apiserver compiles a policy asynchronously, so this waits until a request
 /// that breaks it is denied.
 async fn install_admission_policy(client: &Client) -> Result<()> {
     use k8s_openapi::api::admissionregistration::v1::{
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     };
-    let file = "crds/routerconfig-admission.yaml";
+    let file = "deploy/generated/routerconfig-admission.yaml";
     let text = std::fs::read_to_string(repo_root().join(file))?;
-    let mut docs = text.split("\n---\n");
     let invalid = |e: &dyn std::fmt::Display| Error::Kubeconfig(format!("{file}: {e}"));
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).map_err(|e| invalid(&e))?;
+    let of_kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .cloned()
+            .ok_or_else(|| invalid(&format!("no {kind}")))
+    };
     let policy: ValidatingAdmissionPolicy =
-        serde_saphyr::from_str(docs.next().unwrap_or_default()).map_err(|e| invalid(&e))?;
+        serde_json::from_value(of_kind("ValidatingAdmissionPolicy")?).map_err(|e| invalid(&e))?;
     let binding: ValidatingAdmissionPolicyBinding =
-        serde_saphyr::from_str(docs.next().unwrap_or_default()).map_err(|e| invalid(&e))?;
+        serde_json::from_value(of_kind("ValidatingAdmissionPolicyBinding")?).map_err(|e| invalid(&e))?;
     let params = PatchParams::apply("lockstep-e2e").force();
     let name = policy.metadata.name.clone().unwrap_or_default();
     Api::<ValidatingAdmissionPolicy>::all(client.clone())

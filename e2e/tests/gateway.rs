@@ -2,7 +2,7 @@
 //! GatewayClass of lockstep's controller accepted, a Gateway's conditions and listeners, each
 //! HTTPRoute's parent entry (another controller's entry kept), ReferenceGrants taking effect,
 //! observedGeneration following edits, and another controller's Gateway left alone. The
-//! operator runs with the RBAC of `deploy/rbac/operator.yaml`.
+//! operator runs with the RBAC of `deploy/generated/rbac-operator.yaml`.
 
 use std::time::Duration;
 

@@ -1,9 +1,12 @@
 //! The Helm chart (`deploy/helm/lockstep`) with a real `helm` (v4, built from the Go module
-//! proxy by `e2e/helm/build.sh`): `helm lint --strict` passes; `helm template` with the
-//! default values renders the same objects as `kubectl kustomize deploy/` (kinds, names,
-//! namespaces, containers, args, probes, RBAC rules, admission policy: everything but the
-//! labels Helm adds); values change what they name; and the rendered chart passes a
-//! server-side dry run against the real apiserver.
+//! proxy by `e2e/helm/build.sh`): `helm lint --strict` passes; `values.schema.json` types and
+//! bounds every value of `values.yaml` and refuses values that cannot work; the release notes
+//! say what was installed and how to apply and wait on a RouterConfig; `helm template` with the
+//! default values renders the same objects as `kubectl kustomize deploy/` (whose
+//! `deploy/generated/` is rendered from the chart by `deploy/generate.sh`: this checks the
+//! kustomization lists every file and the chart's CRDs, everything but the labels Helm adds);
+//! values change what they name; and the rendered chart passes a server-side dry run against
+//! the real apiserver.
 
 use std::{
     collections::BTreeMap,
@@ -135,15 +138,8 @@ fn chart_versions_and_crds_are_the_workspace_ones() {
         serde_saphyr::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap();
     assert_eq!(chart["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
-    for file in ["routerconfig.yaml", "routerreplica.yaml"] {
-        let copy = std::fs::read_to_string(self::chart().join("crds").join(file)).unwrap();
-        let source = std::fs::read_to_string(repo_root().join("crds").join(file)).unwrap();
-        assert!(
-            copy == source,
-            "deploy/helm/lockstep/crds/{file} differs from crds/{file}; run `cp crds/*.yaml deploy/helm/lockstep/crds/`"
-        );
-    }
-    // And the Gateway API CRDs are those of deploy/gateway-api/standard/, all of them.
+    // The lockstep CRDs are generated into the chart's crds/ (crds/tests/crd_current.rs keeps
+    // them current); the Gateway API CRDs are those of deploy/gateway-api/standard/, all of them.
     let standard = repo_root().join("deploy/gateway-api/standard");
     let mut names: Vec<String> = std::fs::read_dir(&standard)
         .unwrap()
@@ -292,24 +288,154 @@ fn values_change_what_they_name() {
 #[test]
 fn values_that_cannot_work_are_refused() {
     let chart = chart();
-    for (set, message) in [
+    // The template's own checks (what the schema cannot say), then values.schema.json: the
+    // message names the value.
+    for (flag, set, message) in [
         (
+            "--set",
             "proxy.terminationGracePeriodSeconds=20",
             "must cover proxy.preStopSleepSeconds + proxy.drainTimeout",
         ),
-        ("proxy.watchNamespaces=null", "must name at least one namespace"),
-        ("proxy.drainTimeout=1m", "durations are written in seconds"),
+        (
+            "--set",
+            "proxy.watchNamespaces=null",
+            "at '/proxy': missing property 'watchNamespaces'",
+        ),
+        (
+            "--set-json",
+            "proxy.watchNamespaces=[]",
+            "at '/proxy/watchNamespaces': minItems",
+        ),
+        (
+            "--set",
+            "proxy.drainTimeout=1m",
+            "at '/proxy/drainTimeout': '1m' does not match pattern",
+        ),
+        ("--set", "proxy.replicas=0", "at '/proxy/replicas': minimum"),
+        (
+            "--set",
+            "proxy.ports.https=70000",
+            "at '/proxy/ports/https': maximum",
+        ),
+        (
+            "--set",
+            "image.pullPolicy=Sometimes",
+            "at '/image/pullPolicy': value must be one of",
+        ),
+        (
+            "--set",
+            "proxy.service.type=Ingress",
+            "at '/proxy/service/type': value must be one of",
+        ),
+        ("--set", "proxy.fleet=Edge_1", "at '/proxy/fleet'"),
+        // A misspelt value is refused, not ignored.
+        (
+            "--set",
+            "proxy.replica=5",
+            "additional properties 'replica' not allowed",
+        ),
+        (
+            "--set",
+            "operator.leaderElection.leaseDuration=soon",
+            "at '/operator/leaderElection/leaseDuration'",
+        ),
     ] {
-        let (ok, _, stderr) = run_helm(&["template", "lockstep", chart.to_str().unwrap(), "--set", set]);
+        let (ok, _, stderr) = run_helm(&["template", "lockstep", chart.to_str().unwrap(), flag, set]);
         assert!(!ok, "{set} renders");
         assert!(stderr.contains(message), "{set}: {stderr}");
+    }
+    // Serving every namespace needs no watched namespace.
+    let (ok, _, stderr) = run_helm(&[
+        "template",
+        "lockstep",
+        chart.to_str().unwrap(),
+        "--set-json",
+        r#"proxy.allNamespaces=true"#,
+        "--set-json",
+        "proxy.watchNamespaces=[]",
+    ]);
+    assert!(ok, "allNamespaces without watchNamespaces: {stderr}");
+}
+
+/// The dotted paths of every leaf of `value` (an empty map or list is a leaf).
+fn leaves(prefix: &str, value: &Value, out: &mut Vec<String>) {
+    match value.as_object() {
+        Some(fields) if !fields.is_empty() => {
+            for (k, v) in fields {
+                leaves(&format!("{prefix}/{k}"), v, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[test]
+fn values_schema_covers_every_value() {
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap()).unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart().join("values.schema.json")).unwrap())
+            .expect("values.schema.json is JSON");
+    let mut paths = Vec::new();
+    leaves("", &values, &mut paths);
+    assert!(paths.len() > 40, "{paths:?}");
+    for path in &paths {
+        // Walk the schema along the path: every object on the way closes its properties and
+        // requires what values.yaml sets (a null value is dropped by Helm, so not required).
+        let mut node = &schema;
+        let mut value = &values;
+        for key in path.trim_start_matches('/').split('/') {
+            assert_eq!(node["type"], "object", "{path}: {key}'s parent is an object");
+            assert_eq!(node["additionalProperties"], false, "{path}: closed at {key}");
+            let required = node["required"].as_array().cloned().unwrap_or_default();
+            value = &value[key];
+            assert!(
+                value.is_null() || required.contains(&json!(key)),
+                "{path}: {key} is required"
+            );
+            node = &node["properties"][key];
+            assert!(node.is_object(), "{path}: values.schema.json has no {key}");
+        }
+        let described = node["description"].is_string();
+        let typed = node["type"].is_string() || node["oneOf"].is_array() || node["$ref"].is_string();
+        assert!(described && typed, "{path}: a type and a description: {node}");
+    }
+}
+
+#[test]
+fn notes_say_what_was_installed_and_how_to_wait() {
+    let chart = chart();
+    let (ok, stdout, stderr) = run_helm(&[
+        "install",
+        "lockstep",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "lockstep-system",
+        "--dry-run=client",
+        "--set",
+        "proxy.fleet=edge",
+        "--set",
+        "proxy.watchNamespaces={team-a,team-b}",
+    ]);
+    assert!(ok, "helm install --dry-run=client: {stderr}");
+    let notes = stdout.split_once("NOTES:").expect("release notes").1;
+    for want in [
+        "release lockstep in namespace lockstep-system",
+        "the proxy fleet \"edge\": 3 replicas",
+        "the namespaces team-a, team-b",
+        "metadata: {name: web, namespace: team-a}",
+        "fleet: edge",
+        "kubectl apply -f web.yaml",
+        "kubectl wait --for=condition=Ready -f web.yaml",
+    ] {
+        assert!(notes.contains(want), "{want:?} in the notes:\n{notes}");
     }
 }
 
 #[test]
 fn rendered_chart_passes_server_side_dry_run() {
     let cp = ControlPlane::shared();
-    let namespace = repo_root().join("deploy/namespace.yaml");
+    let namespace = repo_root().join("deploy/generated/namespace.yaml");
     cp.kubectl_ok(&["apply", "-f", namespace.to_str().unwrap()])
         .expect("create lockstep-system");
     let text = template_text(&[]);

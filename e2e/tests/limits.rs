@@ -11,7 +11,8 @@ use lockstep_e2e::{
     fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
 };
 
-/// `maxItems` of spec.rules and of spec.rules[].paths in crds/routerconfig.yaml.
+/// `maxItems` of spec.rules and of spec.rules[].paths in the generated CRD
+/// (deploy/helm/lockstep/crds/routerconfig.yaml).
 const MAX_RULES: usize = 256;
 const MAX_PATHS: usize = 128;
 
@@ -38,7 +39,10 @@ fn router_config(ns: &str, fleet: &str, url: &str, rules: usize, paths: impl Fn(
 #[tokio::test]
 async fn a_router_config_at_the_limits_applies_and_is_served_and_one_beyond_is_rejected() {
     // The CRD must still say what this test assumes.
-    let crd = std::fs::read_to_string(lockstep_e2e::repo_root().join("crds/routerconfig.yaml")).unwrap();
+    let crd = std::fs::read_to_string(
+        lockstep_e2e::repo_root().join("deploy/helm/lockstep/crds/routerconfig.yaml"),
+    )
+    .unwrap();
     assert!(
         crd.contains(&format!("maxItems: {MAX_RULES}")),
         "spec.rules limit"

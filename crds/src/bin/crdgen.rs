@@ -1,5 +1,6 @@
-//! Prints a CRD as YAML: `crdgen > crds/routerconfig.yaml` (the default) or
-//! `crdgen routerreplica > crds/routerreplica.yaml`.
+//! Prints a CRD as YAML: `crdgen > deploy/helm/lockstep/crds/routerconfig.yaml` (the default)
+//! or `crdgen routerreplica > deploy/helm/lockstep/crds/routerreplica.yaml`. Those files are
+//! the only copy: the Helm chart installs them and `deploy/kustomization.yaml` lists them.
 
 fn main() {
     match std::env::args().nth(1).as_deref() {

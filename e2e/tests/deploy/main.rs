@@ -1,8 +1,8 @@
 //! The install manifests and the GitOps integrations, against the real apiserver (one
 //! control plane for the binary; each topic is a module):
-//! - [`manifests`]: `kubectl apply --dry-run=server -k deploy/` accepts every object under the
-//!   "restricted" Pod Security Standard and the Deployments, Services and budgets fit
-//!   together; the CRD copy in `deploy/` is the generated one;
+//! - [`manifests`]: `deploy/generated/` is current with the Helm chart it is rendered from;
+//!   `kubectl apply --dry-run=server -k deploy/` accepts every object under the "restricted"
+//!   Pod Security Standard and the Deployments, Services and budgets fit together;
 //! - [`argocd`]: the Argo CD health check (`deploy/argocd/health.lua`, run in Lua 5.1 as Argo
 //!   CD's gopher-lua runs it) judges RouterConfigs whose status was written by server-side
 //!   apply as the operator writes it;

@@ -1,8 +1,12 @@
-//! The install manifests: `kustomize build deploy/` gives the expected objects, each passes a
-//! server-side dry run under the "restricted" Pod Security Standard, and the CRD copy in
-//! `deploy/` is the generated one.
+//! The install manifests: `deploy/generated/` is what `deploy/generate.sh` renders from the
+//! Helm chart, `kustomize build deploy/` gives the expected objects, and each passes a
+//! server-side dry run under the "restricted" Pod Security Standard.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    process::{Command, Stdio},
+};
 
 use lockstep_e2e::{ControlPlane, repo_root};
 use serde_json::{Value, json};
@@ -47,19 +51,58 @@ const CLUSTER_SCOPED: [&str; 6] = [
     "ValidatingAdmissionPolicyBinding",
 ];
 
+/// The names and contents of the `*.yaml` files of `dir`.
+fn yaml_files(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
 #[test]
-fn deploy_crd_is_the_generated_crd() {
-    // kustomize refuses files outside deploy/, so deploy/ holds a copy of the CRD; the source
-    // of truth is crds/routerconfig.yaml (which crds/tests/crd_current.rs keeps generated).
-    for file in [
-        "routerconfig.yaml",
-        "routerreplica.yaml",
-        "routerconfig-admission.yaml",
-    ] {
-        assert!(
-            read(&format!("deploy/crd/{file}")) == read(&format!("crds/{file}")),
-            "deploy/crd/{file} differs from crds/{file}; run `cp crds/*.yaml deploy/crd/`"
-        );
+fn generated_install_is_current() {
+    // The chart is the one source: deploy/generated/ is what deploy/generate.sh renders from
+    // it. Regenerate into a temporary directory and compare, file by file.
+    let out = tempfile::tempdir().unwrap();
+    let script = repo_root().join("deploy/generate.sh");
+    let helm = lockstep_e2e::built_tool("e2e/helm/build.sh").expect("build helm");
+    let run = Command::new(&script)
+        .arg(out.path())
+        .env("HELM", helm)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run deploy/generate.sh");
+    assert!(
+        run.status.success(),
+        "deploy/generate.sh: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let fresh = yaml_files(out.path());
+    let checked_in = yaml_files(&repo_root().join("deploy/generated"));
+    assert!(!fresh.is_empty(), "deploy/generate.sh wrote nothing");
+    let names = |files: &BTreeMap<String, String>| files.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&checked_in),
+        names(&fresh),
+        "deploy/generated/ lists other files than the chart renders; run `deploy/generate.sh`"
+    );
+    for (name, text) in &fresh {
+        if checked_in[name] != *text {
+            let line = checked_in[name]
+                .lines()
+                .zip(text.lines())
+                .position(|(a, b)| a != b)
+                .map_or_else(|| "its length".to_owned(), |i| format!("line {}", i + 1));
+            panic!(
+                "deploy/generated/{name} is stale (first difference at {line}): the chart \
+                 deploy/helm/lockstep is its source; run `deploy/generate.sh`"
+            );
+        }
     }
 }
 
@@ -143,11 +186,15 @@ fn kustomize_builds_the_expected_objects() {
         );
     }
     // The CRD in the build is the generated one, unchanged by kustomize.
-    let crd: Value = serde_saphyr::from_str(&read("crds/routerconfig.yaml")).unwrap();
+    let crd: Value = serde_saphyr::from_str(&read("deploy/helm/lockstep/crds/routerconfig.yaml")).unwrap();
     let built = find(&objects, "CustomResourceDefinition", "routerconfigs.lockstep.dev");
     assert_eq!(numbers_as_floats(&built["spec"]), numbers_as_floats(&crd["spec"]));
-    // The ClusterRoles are those of deploy/rbac, which the e2e runs the binaries with.
-    for file in ["deploy/rbac/proxy.yaml", "deploy/rbac/operator.yaml"] {
+    // The ClusterRoles are those of deploy/generated/rbac-*.yaml, which the e2e runs the
+    // binaries with.
+    for file in [
+        "deploy/generated/rbac-proxy.yaml",
+        "deploy/generated/rbac-operator.yaml",
+    ] {
         for doc in serde_saphyr::from_multiple::<Value>(&read(file)).unwrap() {
             if doc["kind"] == "ClusterRole" {
                 let built = find(&objects, "ClusterRole", doc["metadata"]["name"].as_str().unwrap());
@@ -172,7 +219,7 @@ fn kubectl(cp: &ControlPlane, args: &[&str], stdin: Option<&str>) -> (bool, Stri
 fn ensure_namespace(cp: &ControlPlane) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let path = repo_root().join("deploy/namespace.yaml");
+        let path = repo_root().join("deploy/generated/namespace.yaml");
         cp.kubectl_ok(&["apply", "-f", path.to_str().unwrap()])
             .expect("create lockstep-system");
     });
