@@ -88,8 +88,8 @@ pub struct RouterReplicaStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced: Option<String>,
 
-    /// `Ready`: the replica's own readiness, with a reason such as `Serving`, `Joining`,
-    /// `LeaseUnavailable` or `Fenced` and a message saying why.
+    /// `Ready`: the replica's own readiness, with a reason (`Serving`, `Syncing`, `Joining`,
+    /// `LeaseUnavailable`, `SyncFailed` or `SyncStalled`) and a message saying why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
