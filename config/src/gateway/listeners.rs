@@ -16,12 +16,13 @@
 //! count in `attachedRoutes` ("Listener or Route status does not impact successful
 //! attachment").
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use lockstep_crds::gateway::{GROUP, Listener, ReferenceGrant, RouteGroupKind};
+use lockstep_crds::gateway::{GROUP, Listener, ListenerStatus, ReferenceGrant, RouteGroupKind};
 
 use super::{
     references::{Referrer, ResolvedSecret, resolve_certificate},
-    status::reason,
+    status::{FleetProgress, condition, progress_condition, reason},
 };
 
 /// The route kinds lockstep serves on HTTP and HTTPS listeners, in `supportedKinds` order.
@@ -224,6 +225,79 @@ fn mark_conflicts(listeners: &mut [ListenerVerdict]) {
     }
     for (l, mark) in listeners.iter_mut().zip(marks) {
         l.conflict = mark;
+    }
+}
+
+/// A listener's status: Accepted, Programmed (False `Invalid` when it cannot be served;
+/// otherwise the barrier's judgement of the fleet, as the Gateway's: True only when every
+/// live replica serves this generation, else False `Pending`), ResolvedRefs, Conflicted,
+/// with `supportedKinds` and `attachedRoutes`.
+pub fn listener_status(
+    v: &ListenerVerdict,
+    attached_routes: i32,
+    fleet: Option<FleetProgress>,
+    generation: i64,
+    now: Timestamp,
+) -> ListenerStatus {
+    let accepted = match &v.not_accepted {
+        None => condition(condition::ACCEPTED, true, reason::ACCEPTED, "", generation, now),
+        Some((r, m)) => condition(condition::ACCEPTED, false, r, m.clone(), generation, now),
+    };
+    let resolved = match &v.unresolved {
+        None => condition(
+            condition::RESOLVED_REFS,
+            true,
+            reason::RESOLVED_REFS,
+            "",
+            generation,
+            now,
+        ),
+        Some((r, m)) => condition(condition::RESOLVED_REFS, false, r, m.clone(), generation, now),
+    };
+    let conflicted = match v.conflict {
+        None => condition(
+            condition::CONFLICTED,
+            false,
+            reason::NO_CONFLICTS,
+            "",
+            generation,
+            now,
+        ),
+        Some(r) => condition(
+            condition::CONFLICTED,
+            true,
+            r,
+            "another listener on this port cannot be told apart",
+            generation,
+            now,
+        ),
+    };
+    // A listener that can be served is Programmed, like its Gateway, only once every live
+    // replica of the fleet serves this generation; until then False `Pending`.
+    let programmed = if v.serves() {
+        progress_condition(
+            condition::PROGRAMMED,
+            fleet,
+            reason::PROGRAMMED,
+            Some(reason::PENDING),
+            generation,
+            now,
+        )
+    } else {
+        condition(
+            condition::PROGRAMMED,
+            false,
+            reason::INVALID,
+            "the listener is not served",
+            generation,
+            now,
+        )
+    };
+    ListenerStatus {
+        name: v.name.clone(),
+        supported_kinds: v.kinds.clone(),
+        attached_routes,
+        conditions: vec![accepted, programmed, resolved, conflicted],
     }
 }
 

@@ -383,7 +383,7 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
         .iter()
         .zip(&attached_count)
         // No fleet is wired yet: no listener is Programmed (False `Pending`).
-        .map(|(v, n)| status::listener_status(v, *n, None, gw_generation, now))
+        .map(|(v, n)| listeners::listener_status(v, *n, None, gw_generation, now))
         .collect();
 
     let config = accepted.then(|| {

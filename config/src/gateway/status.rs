@@ -124,7 +124,7 @@ pub mod ready_reason {
     pub const PARTIALLY_INVALID: &str = "PartiallyInvalid";
 }
 
-fn progress_condition(
+pub(super) fn progress_condition(
     type_: &str,
     fleet: Option<FleetProgress>,
     true_reason: &str,
@@ -234,77 +234,4 @@ pub fn route_ready(
         generation,
         now,
     )
-}
-
-/// A listener's status: Accepted, Programmed (False `Invalid` when it cannot be served;
-/// otherwise the barrier's judgement of the fleet, as the Gateway's: True only when every
-/// live replica serves this generation, else False `Pending`), ResolvedRefs, Conflicted,
-/// with `supportedKinds` and `attachedRoutes`.
-pub fn listener_status(
-    v: &super::listeners::ListenerVerdict,
-    attached_routes: i32,
-    fleet: Option<FleetProgress>,
-    generation: i64,
-    now: Timestamp,
-) -> lockstep_crds::gateway::ListenerStatus {
-    let accepted = match &v.not_accepted {
-        None => condition(condition::ACCEPTED, true, reason::ACCEPTED, "", generation, now),
-        Some((r, m)) => condition(condition::ACCEPTED, false, r, m.clone(), generation, now),
-    };
-    let resolved = match &v.unresolved {
-        None => condition(
-            condition::RESOLVED_REFS,
-            true,
-            reason::RESOLVED_REFS,
-            "",
-            generation,
-            now,
-        ),
-        Some((r, m)) => condition(condition::RESOLVED_REFS, false, r, m.clone(), generation, now),
-    };
-    let conflicted = match v.conflict {
-        None => condition(
-            condition::CONFLICTED,
-            false,
-            reason::NO_CONFLICTS,
-            "",
-            generation,
-            now,
-        ),
-        Some(r) => condition(
-            condition::CONFLICTED,
-            true,
-            r,
-            "another listener on this port cannot be told apart",
-            generation,
-            now,
-        ),
-    };
-    // A listener that can be served is Programmed, like its Gateway, only once every live
-    // replica of the fleet serves this generation; until then False `Pending`.
-    let programmed = if v.serves() {
-        progress_condition(
-            condition::PROGRAMMED,
-            fleet,
-            reason::PROGRAMMED,
-            Some(reason::PENDING),
-            generation,
-            now,
-        )
-    } else {
-        condition(
-            condition::PROGRAMMED,
-            false,
-            reason::INVALID,
-            "the listener is not served",
-            generation,
-            now,
-        )
-    };
-    lockstep_crds::gateway::ListenerStatus {
-        name: v.name.clone(),
-        supported_kinds: v.kinds.clone(),
-        attached_routes,
-        conditions: vec![accepted, programmed, resolved, conflicted],
-    }
 }
