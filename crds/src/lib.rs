@@ -330,12 +330,6 @@ fn path_rules(path: &HttpPath, _: &()) -> garde::Result {
 }
 
 impl HttpPath {
-    /// Whether a client may switch to `protocol` (`name` or `name/version`, any case) on
-    /// this path: the listed `upgrades`, or WebSocket when there is no list.
-    pub fn allows_upgrade(&self, protocol: &str) -> bool {
-        allows_upgrade(self.upgrades.as_deref(), protocol)
-    }
-
     /// The backends of this path with their weights: `backend` as one backend of weight 1,
     /// or `backends`.
     pub fn weighted_backends(&self) -> Vec<(Backend, u32)> {

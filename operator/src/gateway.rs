@@ -373,13 +373,18 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
 
     // Route parents: lockstep's entries for this Gateway, replaced in every route that has or
     // should have one.
-    for route in http_routes.iter() {
-        let ours = translation
+    // The parent entries the translation gives route `uid` of `kind` (none: it lost them).
+    let ours_for = |kind: &str, uid: Option<String>| {
+        let uid = uid.unwrap_or_default();
+        translation
             .routes
             .iter()
-            .find(|v| v.route.kind == "HTTPRoute" && v.route.uid == route.uid().unwrap_or_default())
+            .find(|v| v.route.kind == kind && v.route.uid == uid)
             .map(|v| v.parents.clone())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    };
+    for route in http_routes.iter() {
+        let ours = ours_for("HTTPRoute", route.uid());
         let api = Api::<HTTPRoute>::namespaced(ctx.client.clone(), &route.namespace().unwrap_or_default());
         let old = route
             .status
@@ -389,12 +394,7 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
         write_route_parents(&ctx, &api, route, old, ours, &gw_ns, &gw_name).await?;
     }
     for route in grpc_routes.iter() {
-        let ours = translation
-            .routes
-            .iter()
-            .find(|v| v.route.kind == "GRPCRoute" && v.route.uid == route.uid().unwrap_or_default())
-            .map(|v| v.parents.clone())
-            .unwrap_or_default();
+        let ours = ours_for("GRPCRoute", route.uid());
         let api = Api::<GRPCRoute>::namespaced(ctx.client.clone(), &route.namespace().unwrap_or_default());
         let old = route
             .status

@@ -94,17 +94,7 @@ impl Reporter {
             })
             .count();
         let mut conditions = self.conditions.clone();
-        set_condition(
-            &mut conditions,
-            NewCondition {
-                type_: "Ready",
-                status: status_str(readiness.ready),
-                reason: readiness.reason.as_str(),
-                message: readiness.message.clone(),
-                observed_generation: 1,
-            },
-            Timestamp::now(),
-        );
+        set_ready_condition(&mut conditions, readiness);
         let status = json!({
             "served": reports.iter().map(|(key, report)| served_entry(key, report)).collect::<Vec<_>>(),
             "synced": format!("{current}/{}", objects.len()),
@@ -163,13 +153,10 @@ impl Reporter {
     }
 }
 
-/// Says on the RouterReplica why the replica is unready when its sync loop cannot write the
-/// report itself (it died or hangs). A merge patch of the `Ready` condition alone: the served
-/// entries stay as last reported. The loop's next report, once it works again, replaces it.
-pub(super) async fn mark_unready(shared: &Shared, readiness: &Readiness) {
-    let mut conditions = Vec::new();
+/// Sets the replica's own `Ready` condition in `conditions` from its readiness.
+fn set_ready_condition(conditions: &mut Vec<Condition>, readiness: &Readiness) {
     set_condition(
-        &mut conditions,
+        conditions,
         NewCondition {
             type_: "Ready",
             status: status_str(readiness.ready),
@@ -179,6 +166,14 @@ pub(super) async fn mark_unready(shared: &Shared, readiness: &Readiness) {
         },
         Timestamp::now(),
     );
+}
+
+/// Says on the RouterReplica why the replica is unready when its sync loop cannot write the
+/// report itself (it died or hangs). A merge patch of the `Ready` condition alone: the served
+/// entries stay as last reported. The loop's next report, once it works again, replaces it.
+pub(super) async fn mark_unready(shared: &Shared, readiness: &Readiness) {
+    let mut conditions = Vec::new();
+    set_ready_condition(&mut conditions, readiness);
     let body = json!({"status": {"conditions": conditions}});
     if let Err(error) = api(shared)
         .patch_status(
