@@ -1,7 +1,7 @@
 //! Durations of flags and fields, in one syntax everywhere: kubectl's `--timeout` (Go's
 //! `time.ParseDuration`), so `--lease-duration 1m30s` means the same to the operator, the
 //! proxy and `kubectl lockstep wait`. The Gateway API duration fields (`timeouts`, `backoff`)
-//! accept a subset of it, checked by their own pattern ([`crate::traffic::DURATION_PATTERN`])
+//! accept a subset of it, checked by their own pattern ([`crate::patterns::DURATION`])
 //! and then read by this parser.
 
 use std::time::Duration;

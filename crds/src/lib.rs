@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub mod duration;
 pub mod gateway;
 mod names;
+pub mod patterns;
 mod replica;
 pub use names::*;
 pub use replica::*;
@@ -85,9 +86,9 @@ pub struct RouterConfigSpec {
     #[serde(default = "default_fleet")]
     #[schemars(
         length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+        regex(pattern = crate::patterns::DNS_LABEL)
     )]
-    #[garde(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    #[garde(length(min = 1, max = 63), pattern(crate::patterns::DNS_LABEL_RE))]
     pub fleet: String,
 
     /// Host rules. A request is matched by its Host header (or :authority) first, then by
@@ -176,12 +177,9 @@ pub struct HostTls {
     /// namespace. Its certificate must cover the rule's host.
     #[schemars(
         length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+        regex(pattern = crate::patterns::DNS_SUBDOMAIN)
     )]
-    #[garde(
-        length(min = 1, max = 253),
-        pattern(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-    )]
+    #[garde(length(min = 1, max = 253), pattern(crate::patterns::DNS_SUBDOMAIN_RE))]
     pub secret_name: String,
 
     /// When true, plain-HTTP requests for this host are answered with a 308 redirect to
@@ -214,8 +212,8 @@ pub enum PathType {
 #[garde(custom(path_rules))]
 pub struct HttpPath {
     /// Absolute path, starting with "/", without query or fragment.
-    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[^ \t\r\n?#]*$"))]
-    #[garde(length(min = 1, max = MAX_PATH_LEN), pattern(r"^/[^ \t\r\n?#]*$"))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = crate::patterns::PATH))]
+    #[garde(length(min = 1, max = MAX_PATH_LEN), pattern(crate::patterns::PATH_RE))]
     pub path: String,
 
     /// Prefix (whole path elements, as Ingress) or Exact. Defaults to Prefix.
@@ -273,7 +271,7 @@ pub struct HttpPath {
         length(max = 8),
         inner(
             length(min = 1, max = 64),
-            regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+(/[A-Za-z0-9!#$%&'*+.^_`|~-]+)?$")
+            regex(pattern = crate::patterns::UPGRADE)
         )
     )]
     #[garde(inner(length(max = MAX_UPGRADES), inner(custom(upgrade_protocol))))]
@@ -362,10 +360,10 @@ pub struct Backend {
     #[schemars(
         length(min = 1, max = 2048),
         regex(
-            pattern = r"^(https?|h2c)://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^(https?|h2c)://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$"
+            pattern = crate::patterns::URL
         )
     )]
-    #[garde(inner(length(min = 1, max = MAX_URL_LEN), pattern(r"^(https?|h2c)://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^(https?|h2c)://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$")))]
+    #[garde(inner(length(min = 1, max = MAX_URL_LEN), pattern(crate::patterns::URL_RE)))]
     pub url: Option<String>,
 }
 
@@ -385,9 +383,9 @@ pub struct ServiceBackend {
     /// Service name (DNS-1035 label).
     #[schemars(
         length(min = 1, max = 63),
-        regex(pattern = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+        regex(pattern = crate::patterns::DNS_1035_LABEL)
     )]
-    #[garde(length(min = 1, max = 63), pattern(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    #[garde(length(min = 1, max = 63), pattern(crate::patterns::DNS_1035_LABEL_RE))]
     pub name: String,
 
     /// Service port number, 1-65535. Endpoints are taken from the EndpointSlice port with

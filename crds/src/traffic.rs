@@ -34,13 +34,6 @@ pub const MAX_NAME_LEN: usize = 256;
 /// Most retries of one request.
 pub const MAX_RETRY_ATTEMPTS: i32 = 10;
 
-/// An HTTP header name: an RFC 9110 token.
-pub const HEADER_NAME_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$";
-/// A header value: visible ASCII, spaces and tabs, no line breaks.
-pub const HEADER_VALUE_PATTERN: &str = r"^[^\r\n\x00]*$";
-/// Gateway API's duration syntax: up to four number+unit pairs, units h, m, s, ms ("1h30m", "500ms").
-pub const DURATION_PATTERN: &str = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$";
-
 const DURATION_MSG: &str =
     "must be a duration: up to four number+unit pairs with units h, m, s or ms, e.g. 10s, 1m30s, 500ms";
 
@@ -162,9 +155,9 @@ pub struct ValueMatch {
     /// exactly). At most 256 characters.
     #[schemars(
         length(min = 1, max = 256),
-        regex(pattern = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+        regex(pattern = crate::patterns::TOKEN)
     )]
-    #[garde(length(min = 1, max = MAX_NAME_LEN), pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"))]
+    #[garde(length(min = 1, max = MAX_NAME_LEN), pattern(crate::patterns::TOKEN_RE))]
     pub name: String,
 
     /// The value, or the regular expression when type is RegularExpression. At most 4096
@@ -219,10 +212,10 @@ pub struct WeightedBackend {
     #[schemars(
         length(min = 1, max = 2048),
         regex(
-            pattern = r"^(https?|h2c)://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^(https?|h2c)://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$"
+            pattern = crate::patterns::URL
         )
     )]
-    #[garde(inner(length(min = 1, max = crate::MAX_URL_LEN), pattern(r"^(https?|h2c)://[A-Za-z0-9._~\-]+(:[0-9]{1,5})?/?$|^(https?|h2c)://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$")))]
+    #[garde(inner(length(min = 1, max = crate::MAX_URL_LEN), pattern(crate::patterns::URL_RE)))]
     pub url: Option<String>,
 
     /// Share of the requests this backend gets: weight / sum of weights, 0 to 1,000,000.
@@ -365,18 +358,12 @@ const UPGRADE_MSG: &str =
     "an upgrade protocol is a token, optionally /version (RFC 9110 §7.8), such as websocket";
 
 pub(crate) fn upgrade_protocol(protocol: &str, _: &()) -> garde::Result {
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b))
-    };
-    let (name, version) = protocol
-        .split_once('/')
-        .map_or((protocol, None), |(n, v)| (n, Some(v)));
-    if !token(name) || version.is_some_and(|v| !token(v)) {
+    // The schema's rule (length 1-64, `patterns::UPGRADE`), judged here with a message that
+    // says what an upgrade protocol is.
+    if protocol.len() > 64 || !crate::patterns::UPGRADE_RE.is_match(protocol) {
         return Err(garde::Error::new(format!("{protocol:?}: {UPGRADE_MSG}")));
     }
+    let name = protocol.split_once('/').map_or(protocol, |(name, _)| name);
     if name.eq_ignore_ascii_case(NEVER_UPGRADE) {
         return Err(garde::Error::new(format!(
             "{protocol}: h2c may not be tunnelled: the backend would speak HTTP/2 straight to the client, past routing, filters and timeouts"
@@ -410,10 +397,10 @@ pub struct HeaderModifier {
         length(max = 16),
         inner(
             length(min = 1, max = 256),
-            regex(pattern = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+            regex(pattern = crate::patterns::TOKEN)
         )
     )]
-    #[garde(length(max = MAX_HEADER_MODS), inner(length(min = 1, max = MAX_NAME_LEN), pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"), custom(not_proxy_managed)))]
+    #[garde(length(max = MAX_HEADER_MODS), inner(length(min = 1, max = MAX_NAME_LEN), pattern(crate::patterns::TOKEN_RE), custom(not_proxy_managed)))]
     pub remove: Vec<String>,
 }
 
@@ -425,14 +412,14 @@ pub struct HeaderValue {
     /// hop-by-hop or Host headers, which the proxy sets itself.
     #[schemars(
         length(min = 1, max = 256),
-        regex(pattern = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+        regex(pattern = crate::patterns::TOKEN)
     )]
-    #[garde(length(min = 1, max = MAX_NAME_LEN), pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"), custom(not_proxy_managed))]
+    #[garde(length(min = 1, max = MAX_NAME_LEN), pattern(crate::patterns::TOKEN_RE), custom(not_proxy_managed))]
     pub name: String,
 
     /// Header value, without line breaks. At most 4096 characters.
-    #[schemars(length(max = 4096), regex(pattern = r"^[^\r\n\x00]*$"))]
-    #[garde(length(max = MAX_VALUE_LEN), pattern(r"^[^\r\n\x00]*$"))]
+    #[schemars(length(max = 4096), regex(pattern = crate::patterns::HEADER_VALUE))]
+    #[garde(length(max = MAX_VALUE_LEN), pattern(crate::patterns::HEADER_VALUE_RE))]
     pub value: String,
 }
 
@@ -471,9 +458,9 @@ pub struct Redirect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+        regex(pattern = crate::patterns::DNS_NAME)
     )]
-    #[garde(inner(length(min = 1, max = crate::MAX_HOST_LEN), pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")))]
+    #[garde(inner(length(min = 1, max = crate::MAX_HOST_LEN), pattern(crate::patterns::DNS_NAME_RE)))]
     pub hostname: Option<String>,
 
     /// Port of the Location, 1-65535.
@@ -516,9 +503,9 @@ pub struct Rewrite {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+        regex(pattern = crate::patterns::DNS_NAME)
     )]
-    #[garde(inner(length(min = 1, max = crate::MAX_HOST_LEN), pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")))]
+    #[garde(inner(length(min = 1, max = crate::MAX_HOST_LEN), pattern(crate::patterns::DNS_NAME_RE)))]
     pub hostname: Option<String>,
 
     /// The path the upstream sees; the query is kept.
@@ -535,15 +522,15 @@ pub struct Rewrite {
 pub struct PathModifier {
     /// The whole path is replaced by this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[^ \t\r\n?#]*$"))]
-    #[garde(inner(length(min = 1, max = crate::MAX_PATH_LEN), pattern(r"^/[^ \t\r\n?#]*$")))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = crate::patterns::PATH))]
+    #[garde(inner(length(min = 1, max = crate::MAX_PATH_LEN), pattern(crate::patterns::PATH_RE)))]
     pub replace_full_path: Option<String>,
 
     /// The part of the path the Prefix matched is replaced by this one ("/api" with "/v2":
     /// "/api/x" becomes "/v2/x"; with "/": "/x"). Only on Prefix paths.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[^ \t\r\n?#]*$"))]
-    #[garde(inner(length(min = 1, max = crate::MAX_PATH_LEN), pattern(r"^/[^ \t\r\n?#]*$")))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = crate::patterns::PATH))]
+    #[garde(inner(length(min = 1, max = crate::MAX_PATH_LEN), pattern(crate::patterns::PATH_RE)))]
     pub replace_prefix_match: Option<String>,
 }
 
@@ -570,13 +557,13 @@ pub struct Timeouts {
     /// The whole exchange, from the request's arrival through every retry to the end of the
     /// response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    #[schemars(length(min = 2, max = 32), regex(pattern = crate::patterns::DURATION))]
     #[garde(inner(custom(valid_duration)))]
     pub request: Option<String>,
 
     /// Each attempt to an upstream, until its response head arrives. At most `request`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    #[schemars(length(min = 2, max = 32), regex(pattern = crate::patterns::DURATION))]
     #[garde(inner(custom(valid_duration)))]
     pub backend_request: Option<String>,
 }
@@ -600,13 +587,10 @@ fn timeouts_in_order(t: &Timeouts, _: &()) -> garde::Result {
 }
 
 /// Parses a duration field (Gateway API's syntax: up to four number-unit pairs of h, m, s or
-/// ms, [`DURATION_PATTERN`], as admission checks it); None when it does not match. The value is
+/// ms, [`crate::patterns::DURATION`], as admission checks it); None when it does not match. The value is
 /// read by the one duration parser, [`crate::duration::parse`].
 pub fn parse_duration(value: &str) -> Option<std::time::Duration> {
-    static SHAPE: std::sync::LazyLock<garde::rules::pattern::regex::Regex> = std::sync::LazyLock::new(|| {
-        garde::rules::pattern::regex::Regex::new(DURATION_PATTERN).expect("DURATION_PATTERN compiles")
-    });
-    if !SHAPE.is_match(value) {
+    if !crate::patterns::DURATION_RE.is_match(value) {
         return None;
     }
     crate::duration::parse(value).ok()
@@ -632,7 +616,7 @@ pub struct Retry {
 
     /// Wait before each retry (Gateway API duration syntax). Defaults to none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    #[schemars(length(min = 2, max = 32), regex(pattern = crate::patterns::DURATION))]
     #[garde(inner(custom(valid_duration)))]
     pub backoff: Option<String>,
 
@@ -677,7 +661,7 @@ mod tests {
         ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
             assert!(
-                regex_matches(DURATION_PATTERN, bad) == parse_duration(bad).is_some(),
+                regex_matches(crate::patterns::DURATION, bad) == parse_duration(bad).is_some(),
                 "{bad}"
             );
         }
@@ -702,10 +686,35 @@ mod tests {
     #[test]
     fn header_name_pattern() {
         for good in ["x-canary", "X_Y", "a!#$%&'*+-.^_`|~"] {
-            assert!(regex_matches(HEADER_NAME_PATTERN, good), "{good}");
+            assert!(regex_matches(crate::patterns::TOKEN, good), "{good}");
         }
         for bad in ["", "x canary", "x:y", "x\u{e9}", "a(b)"] {
-            assert!(!regex_matches(HEADER_NAME_PATTERN, bad), "{bad}");
+            assert!(!regex_matches(crate::patterns::TOKEN, bad), "{bad}");
         }
+    }
+
+    /// Admission (the schema: length and `patterns::UPGRADE`) and `garde` refuse the same
+    /// upgrade protocols, h2c aside (refused by `garde` and the admission policy).
+    #[test]
+    fn upgrade_protocols_are_judged_alike_by_the_schema_and_garde() {
+        let long = format!("{}/{}", "a".repeat(40), "b".repeat(40));
+        for value in [
+            "websocket",
+            "WebSocket/13",
+            "x-tunnel",
+            "a/b",
+            "",
+            "/1",
+            "web socket",
+            "a/b/c",
+            "websocket/",
+            "caf\u{e9}",
+            long.as_str(),
+        ] {
+            let schema = value.len() <= 64 && regex_matches(crate::patterns::UPGRADE, value);
+            assert_eq!(upgrade_protocol(value, &()).is_ok(), schema, "{value:?}");
+        }
+        assert!(regex_matches(crate::patterns::UPGRADE, "h2c"));
+        assert!(upgrade_protocol("H2C", &()).is_err());
     }
 }
