@@ -390,6 +390,36 @@ mod tests {
         assert_eq!(restarted.objects[&ObjectKey::new("ns", "web")].generation, 1);
     }
 
+    /// The operator's barrier relies on this across objects: when an older object takes a
+    /// match of a generation the replica served, the replica says so at that very generation
+    /// (the generation served does not change), so a report written before the takeover is
+    /// the only one that can look applied.
+    #[test]
+    fn a_served_generation_whose_match_an_older_object_takes_is_reported_rejected() {
+        let old_v1 = mk_rc("old", 1, 1, "a.example.com", "/x");
+        let web = mk_rc("web", 1, 2, "a.example.com", "/api");
+        let served = run(&[old_v1, web.clone()], &ServedConfig::default())
+            .next
+            .unwrap();
+
+        let old_v2 = mk_rc("old", 2, 1, "a.example.com", "/api");
+        let web = with_last_accepted(&web, 1, &web.spec);
+        let plan = run(&[old_v2, web], &served);
+        let report = &plan.reports[&ObjectKey::new("ns", "web")];
+        assert_eq!(
+            report.observed_generation, 1,
+            "its last accepted generation is still served"
+        );
+        let rejection = report.rejected.clone().expect("the lost match is reported");
+        assert_eq!(rejection.generation, 1);
+        assert!(rejection.message.contains("ns/old"), "{}", rejection.message);
+        let next = plan.next.expect("the match changes hands");
+        assert_eq!(
+            next.table.lookup("a.example.com", "/api").map(|r| &r.source),
+            Some(&ObjectKey::new("ns", "old"))
+        );
+    }
+
     #[test]
     fn a_generation_with_unusable_tls_is_not_served_and_its_routes_do_not_go_live() {
         // Generation 1 serves a.example.com; generation 2 adds b.example.com with a TLS

@@ -13,13 +13,13 @@ if [[ "${1:-}" == "--max-states" ]]; then BUDGET="$2"; fi
 cargo build --manifest-path "$ROOT/Cargo.toml" --release --locked -p lockstep-model --example check
 CHECK="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/check"
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-for config in small rollout failover names recreate tls takeover widen faults; do
+for config in small rollout failover names recreate tls takeover takeover-unserved widen faults; do
   "$CHECK" "$config"
 done
 for run in "rollout late-renewal" "rollout join-without-check" "names name-only" "rollout no-relist" \
   "recreate name-generation" "tls certificate-from-current-spec" "takeover certificate-from-current-spec" \
   "widen stale-replica-spec" "faults unsupervised-sync-loop" "faults leave-recreates-lease" \
-  "takeover edited-object-only-rejudged" "tls operator-judges-tls-apart" "faults no-replica-garbage-collection"; do
+  "takeover-unserved edited-object-only-rejudged" "tls operator-judges-tls-apart" "faults no-replica-garbage-collection"; do
   set -- $run
   # A mutant must break a property: the checker exits 1 with the trace.
   if "$CHECK" "$1" --mutation "$2" --stop-at-first; then

@@ -6,7 +6,7 @@
 //! `wide` run.
 //!
 //! Barrier configurations: small, rollout, failover, names, wide. Fleet configurations (the
-//! promise per object): recreate, tls, tls-freeze, takeover, takeover-steps, widen, faults.
+//! promise per object): recreate, tls, tls-freeze, takeover, takeover-unserved, takeover-steps, widen, faults.
 
 use std::time::Instant;
 
@@ -65,6 +65,7 @@ fn main() {
         "tls-freeze" => Some(FleetModel::tls_freeze()),
         "takeover" => Some(FleetModel::takeover()),
         "takeover-steps" => Some(FleetModel::takeover_steps()),
+        "takeover-unserved" => Some(FleetModel::takeover_unserved()),
         "widen" => Some(FleetModel::widen()),
         "faults" => Some(FleetModel::faults()),
         _ => None,
@@ -82,7 +83,7 @@ fn main() {
             "rollout" => BarrierModel::rollout(),
             other => {
                 eprintln!(
-                    "unknown configuration {other:?}: small, rollout, failover, names, wide, recreate, tls, tls-freeze, takeover, takeover-steps, widen, faults"
+                    "unknown configuration {other:?}: small, rollout, failover, names, wide, recreate, tls, tls-freeze, takeover, takeover-unserved, takeover-steps, widen, faults"
                 );
                 std::process::exit(2);
             }

@@ -15,7 +15,13 @@
 //! - the operator reads Leases fresh (the barrier model's relist); its RouterConfig cache
 //!   lags (`OperatorWatchConfigs`: across objects a lagging copy matters, since another
 //!   object's edit changes this one's verdict), and so does its RouterReplica cache
-//!   (`OperatorWatchReplicas`), which it re-lists before `Ready=True`.
+//!   (`OperatorWatchReplicas`), which it lists again before `Ready=True` only when a cached
+//!   spec leaves a live replica out (`barrier::left_out_by_spec`, as `confirm_members`).
+//!
+//! An object's `Ready` speaks for its own writes: another object's write that moves its
+//! verdict or a TLS host's owner is that object's rollout (docs/protocol.md, rule (n)), so the
+//! properties give a disturbed object the window the real system has ([`FleetState::disturbed`]).
+
 //!
 //! The decisions are the project's code: `lockstep_config::fleet::{resolve_fleet,
 //! last_accepted}` decides what every replica serves and what the operator accepts (the TLS
@@ -33,7 +39,7 @@ use std::collections::BTreeMap;
 
 use lockstep_config::{
     Candidate, ObjectKey, Verdict,
-    barrier::{self, Member, Settings, TlsProblem, members_serving},
+    barrier::{self, Member, Settings, TlsProblem, left_out_by_spec, members_serving},
     last_accepted, resolve_fleet,
 };
 use lockstep_crds::{
@@ -223,6 +229,16 @@ impl FleetModel {
             faults: FleetFaults::default(),
             max_faults: 0,
             mutation: Mutation::None,
+        }
+    }
+
+    /// [`FleetModel::takeover`] while no proxy serves `b` yet (a fleet being set up in a new
+    /// namespace): no replica report changes when `old` takes `new`'s match, so only the
+    /// operator's RouterConfig watch can re-judge `new`.
+    pub fn takeover_unserved() -> Self {
+        Self {
+            proxies: vec![proxy("p0", &["a"]), proxy("p1", &["a"])],
+            ..Self::takeover()
         }
     }
 
@@ -488,6 +504,12 @@ pub struct FleetState {
     pub faults: u8,
     /// The last uid and creation order given out.
     pub last_uid: u8,
+    /// Objects whose verdict, or the owner of one of whose TLS hosts, a store write of
+    /// another object changed (by the fleet policy over the store), with that object's index,
+    /// uid and generation: a disturbance that is the writer's rollout until its own `Ready`
+    /// covers it and the operator has judged the disturbed object again (see
+    /// [`promise_holds`]).
+    pub disturbed: BTreeMap<usize, (usize, u8, i64)>,
 }
 
 /// A step of the system.
@@ -834,12 +856,17 @@ impl FleetModel {
         for (o, seen) in proxy.seen.iter().enumerate() {
             proxy.served[o] = seen.map(|snap| {
                 let served = policy.served[o];
-                let current = served.is_some_and(|s| s.generation == snap.generation);
+                // As `plan::plan` reports it (`Resolution::unserved_reason`): the current
+                // generation is rejected when it is not accepted or its TLS cannot be served,
+                // even when the generation served (`lastAccepted`) has the same number, as
+                // when an older object takes its match or TLS host.
+                let accepted = policy.verdicts[o].as_ref().is_some_and(Verdict::is_accepted)
+                    && policy.tls_problem[o].is_none();
                 Served {
                     uid: snap.uid,
                     generation: served.map_or(0, |s| s.generation),
                     shape: served.map(|s| s.shape),
-                    rejected: (!current).then_some(snap.generation),
+                    rejected: (!accepted).then_some(snap.generation),
                 }
             });
         }
@@ -936,16 +963,18 @@ impl FleetModel {
             .filter(|&p| s.leases[p] == Some(LeaseState::Live))
             .map(|p| self.replica_id(p))
             .collect();
-        let decide = |rreps: &[Option<Rrep>]| {
-            let objects: BTreeMap<ReplicaId, RouterReplica> = rreps
+        let ns = &self.objects[o].namespace;
+        let objects_of = |rreps: &[Option<Rrep>]| -> BTreeMap<ReplicaId, RouterReplica> {
+            rreps
                 .iter()
                 .enumerate()
                 .filter_map(|(p, r)| {
                     r.as_ref()
                         .map(|r| (self.replica_id(p), self.rrep_object(s, p, r)))
                 })
-                .collect();
-            let ns = &self.objects[o].namespace;
+                .collect()
+        };
+        let decide = |objects: &BTreeMap<ReplicaId, RouterReplica>| {
             let current_uid = uid(obj.snapshot.uid);
             let members: Vec<Member<'_>> =
                 members_serving(ns, &self.objects[o].name, &current_uid, FLEET, &live, |id| {
@@ -968,13 +997,92 @@ impl FleetModel {
                 },
             })
         };
-        let mut out = decide(&s.operator.rreps);
-        if out.ready && out.changed && self.mutation != Mutation::StaleReplicaSpec {
-            out = decide(&s.rreps);
+        let cached = objects_of(&s.operator.rreps);
+        let mut out = decide(&cached);
+        // As `confirm_members` does: Leases are read fresh (here: always), RouterReplicas
+        // again only when the cache leaves a live replica out by its spec; the reports
+        // themselves come from the cache otherwise.
+        if out.ready
+            && out.changed
+            && self.mutation != Mutation::StaleReplicaSpec
+            && !left_out_by_spec(ns, FLEET, &live, |id| cached.get(id)).is_empty()
+        {
+            out = decide(&objects_of(&s.rreps));
         }
         let status = Status::of(&out.status);
         let changed = status != obj.status || last != obj.snapshot.last_accepted;
         changed.then_some((status, last))
+    }
+
+    /// The fleet policy over the store: each object's verdict (accepted or not) and each TLS
+    /// host's owner.
+    fn owners(&self, s: &FleetState) -> (Vec<bool>, Vec<(String, Cert)>) {
+        let snapshots: Vec<Option<Snapshot>> =
+            s.objects.iter().map(|x| x.as_ref().map(|x| x.snapshot)).collect();
+        let policy = self.policy_of(&snapshots, Usability::Replica, Mutation::None);
+        let accepted = policy
+            .verdicts
+            .iter()
+            .map(|v| v.as_ref().is_some_and(Verdict::is_accepted))
+            .collect();
+        (accepted, policy.certs)
+    }
+
+    /// The TLS hosts an object names, now or in its `lastAccepted`.
+    fn tls_hosts_of(&self, s: &FleetState, o: usize) -> Vec<String> {
+        let Some(x) = s.objects[o].as_ref() else {
+            return Vec::new();
+        };
+        [Some(x.snapshot.shape), x.snapshot.last_accepted.map(|a| a.shape)]
+            .into_iter()
+            .flatten()
+            .filter(|shape| shape.tls.is_some())
+            .map(|shape| self.host(o, &shape))
+            .collect()
+    }
+
+    /// After a store write of object `o`: records each other object whose verdict or TLS
+    /// host owner it changed as disturbed by `o`.
+    fn note_disturbances(&self, s: &mut FleetState, o: usize, before: &(Vec<bool>, Vec<(String, Cert)>)) {
+        let after = self.owners(s);
+        let owner = |certs: &[(String, Cert)], host: &str| {
+            certs
+                .iter()
+                .find(|(h, _)| h == host)
+                .map(|(_, c)| (c.object, c.uid))
+        };
+        let (uid, generation) = s.objects[o]
+            .as_ref()
+            .map_or((0, 0), |x| (x.snapshot.uid, x.snapshot.generation));
+        for u in (0..s.objects.len()).filter(|&u| u != o) {
+            let verdict_moved = before.0.get(u) != after.0.get(u);
+            let host_moved = self
+                .tls_hosts_of(s, u)
+                .iter()
+                .any(|h| owner(&before.1, h) != owner(&after.1, h));
+            if verdict_moved || host_moved {
+                s.disturbed.insert(u, (o, uid, generation));
+            }
+        }
+    }
+
+    /// Forgets each disturbance once the writer's `Ready` covers its write (every replica
+    /// has processed it) and the operator has judged the disturbed object since its cache
+    /// showed the write.
+    fn settle_disturbances(s: &mut FleetState) {
+        let covers = |x: Option<&Obj>, uid: u8, generation: i64, ready: bool| {
+            x.is_some_and(|x| {
+                (!ready || x.status.ready_for() == Some(x.snapshot.generation))
+                    && (x.snapshot.uid != uid || x.snapshot.generation >= generation)
+            })
+        };
+        let (objects, operator) = (&s.objects, &s.operator);
+        s.disturbed.retain(|&u, &mut (m, uid, generation)| {
+            let writer_ready = covers(objects[m].as_ref(), uid, generation, true);
+            let seen = covers(operator.objects[m].as_ref(), uid, generation, false);
+            let judged = seen && !operator.dirty[u] && operator.pending.as_ref().is_none_or(|p| p.0 != u);
+            !(writer_ready && judged)
+        });
     }
 
     fn cold_start(&self) -> FleetState {
@@ -1009,6 +1117,7 @@ impl FleetModel {
             written: 0,
             faults: 0,
             last_uid: n as u8,
+            disturbed: BTreeMap::new(),
         }
     }
 
@@ -1133,6 +1242,13 @@ impl Model for FleetModel {
 
     fn next_state(&self, last: &FleetState, action: FleetAction) -> Option<FleetState> {
         let mut s = last.clone();
+        // The object whose store write this action is: a TLS host it moves is its rollout.
+        let mover = match action {
+            FleetAction::Write(Write::Edit(o, _) | Write::Recreate(o, _)) => Some(o),
+            FleetAction::WriteLands => s.operator.pending.as_ref().map(|p| p.0),
+            _ => None,
+        };
+        let owners_before = mover.map(|_| self.owners(&s));
         match action {
             FleetAction::Write(write) => {
                 s.written += 1;
@@ -1242,9 +1358,19 @@ impl Model for FleetModel {
                 }
             }
             FleetAction::OperatorWatchReplicas(p) => {
+                // A RouterReplica event: every object of the fleet in the namespaces the event's
+                // object serves (the operator's `routerconfigs_served_by`; a delete event
+                // carries the last state).
+                let event = s.rreps[p]
+                    .as_ref()
+                    .or(s.operator.rreps[p].as_ref())
+                    .map(|r| r.widened);
+                for o in 0..s.objects.len() {
+                    if event.is_some_and(|widened| self.watches(p, widened, o)) {
+                        s.operator.dirty[o] = true;
+                    }
+                }
                 s.operator.rreps[p] = s.rreps[p].clone();
-                // A RouterReplica event: every object of the fleet in the namespaces it serves.
-                Self::mark_all_dirty(&mut s);
             }
             FleetAction::Reconcile(o) => {
                 s.operator.dirty[o] = false;
@@ -1270,6 +1396,12 @@ impl Model for FleetModel {
                 Self::mark_all_dirty(&mut s);
             }
         }
+        if let (Some(o), Some(before)) = (mover, owners_before) {
+            self.note_disturbances(&mut s, o, &before);
+        }
+        if !s.disturbed.is_empty() {
+            Self::settle_disturbances(&mut s);
+        }
         Some(s)
     }
 
@@ -1294,7 +1426,11 @@ impl Model for FleetModel {
                 s.objects.iter().enumerate().all(|(o, obj)| {
                     let Some(obj) = obj else { return true };
                     let g = obj.snapshot.generation;
+                    // An older object's write that takes its match or TLS host makes the
+                    // replicas reject a generation they served: the writer's rollout, until
+                    // the operator has judged this object again (see `promise_holds`).
                     obj.status.ready_for() != Some(g)
+                        || s.disturbed.contains_key(&o)
                         || !s.proxies.iter().enumerate().any(|(p, proxy)| {
                             proxy.answers_ready()
                                 && m.watches(p, proxy.widened, o)
@@ -1375,9 +1511,10 @@ fn settled_as_decided(m: &FleetModel, s: &FleetState) -> bool {
 /// a TLS host that U owns (by the policy over the store), presents U's certificate of G or
 /// newer.
 ///
-/// A host that another object takes over is the taker's to answer for: its own `Ready` waits
-/// for the replicas, while the object that lost the host is only re-judged after the store
-/// changed (the settled property checks that it is).
+/// A host that another object takes over, or gives back, is that object's to answer for
+/// while `o` is disturbed ([`FleetState::disturbed`]): its own `Ready` waits for the
+/// replicas, while `o` is only judged again after the operator's cache showed the write (the
+/// settled property checks that it is).
 pub fn promise_holds(m: &FleetModel, s: &FleetState) -> bool {
     let snapshots: Vec<Option<Snapshot>> = s.objects.iter().map(|x| x.as_ref().map(|x| x.snapshot)).collect();
     let mut owners: Option<Vec<(String, Cert)>> = None;
@@ -1398,7 +1535,10 @@ pub fn promise_holds(m: &FleetModel, s: &FleetState) -> bool {
                 owners
                     .iter()
                     .any(|(name, c)| name == h && c.object == o && c.uid == u)
-            });
+            })
+            // Moved (taken, or given back) by another object's write that is still that
+            // object's rollout: replicas may present either side's certificate until then.
+            .filter(|_| !s.disturbed.contains_key(&o));
         s.proxies.iter().enumerate().all(|(p, proxy)| {
             if !proxy.answers_ready() || !m.watches(p, proxy.widened, o) {
                 return true;
