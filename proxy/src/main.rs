@@ -64,7 +64,8 @@ struct Args {
     /// The uid of that Pod (downward API `metadata.uid`).
     #[arg(long, env = "POD_UID")]
     pod_uid: Option<String>,
-    /// Quiet time that ends a burst of RouterConfig changes before one swap.
+    /// Quiet time that ends a burst of RouterConfig changes before one swap (a change after
+    /// such a quiet time is served at once).
     #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     debounce: Duration,
     /// Longest a burst of changes can delay a swap.

@@ -454,8 +454,9 @@ where
 }
 
 /// Like [`spawn_reflector`] for RouterConfigs, telling changes the plan reads (a new
-/// generation, or a new `status.lastAccepted`; debounced: a burst of edits costs one swap)
-/// from the operator's other status writes, which change nothing here.
+/// generation, or a new `status.lastAccepted`: the first after a quiet time is served at
+/// once, the rest of a burst is debounced, so a burst costs at most two swaps) from the
+/// operator's other status writes, which change nothing here.
 fn spawn_routerconfig_reflector(
     api: Api<RouterConfig>,
     writer: reflector::store::Writer<RouterConfig>,

@@ -78,6 +78,9 @@ struct SyncLoop {
     reporter: report::Reporter,
     /// Retries of failed report writes, and a periodic level check, ride on this tick.
     retry: Interval,
+    /// When the last change that starts a pass was seen: a change after a quiet time is
+    /// served at once, one inside a burst waits for the burst to settle.
+    last_change: Option<tokio::time::Instant>,
 }
 
 impl SyncLoop {
@@ -92,6 +95,7 @@ impl SyncLoop {
             applied_at: BTreeMap::new(),
             reporter: report::Reporter::default(),
             retry,
+            last_change: None,
         }
     }
 
@@ -210,12 +214,18 @@ impl SyncLoop {
         }
     }
 
-    /// Waits for a change: one that changes what is served settles first (debounced); a
-    /// report-only one, or the tick, starts the next pass at once. False when the replica
-    /// leaves.
+    /// Waits for a change: one that changes what is served starts the pass at once after a
+    /// quiet time, and settles first inside a burst (debounced); a report-only one, or the
+    /// tick, starts the next pass at once. False when the replica leaves.
     async fn wait_for_change(&mut self) -> bool {
         tokio::select! {
-            _ = self.shared.wake.notified() => debounce(&self.shared).await,
+            _ = self.shared.wake.notified() => {
+                let now = tokio::time::Instant::now();
+                if inside_burst(self.last_change, now, self.shared.options.debounce) {
+                    debounce(&self.shared).await;
+                }
+                self.last_change = Some(tokio::time::Instant::now());
+            }
             _ = self.shared.wake_now.notified() => {}
             _ = self.retry.tick() => {}
             _ = self.shared.leaving.cancelled() => return false,
@@ -236,6 +246,14 @@ fn publish(shared: &Shared, objects: &[Arc<RouterConfig>], plan: &Plan) -> (bool
         tracing::info!(replica = %shared.options.replica, "the sync loop works again; rejoining the fleet");
     }
     (serving, shared.update_readiness())
+}
+
+/// Whether a change seen at `now` belongs to a burst: the previous one was less than `quiet`
+/// before. The first change after a quiet time is served at once (a lone edit, the common
+/// case, pays no debounce on its way to `Ready`); the rest of a burst is coalesced, so a
+/// burst costs at most two swaps.
+fn inside_burst(previous: Option<tokio::time::Instant>, now: tokio::time::Instant, quiet: Duration) -> bool {
+    previous.is_some_and(|previous| now.duration_since(previous) < quiet)
 }
 
 /// Lets a burst of changes settle: waits until `debounce` passes without a change, but no
@@ -281,3 +299,23 @@ fn injected_fault(objects: &[Arc<RouterConfig>]) {
 
 #[cfg(not(debug_assertions))]
 fn injected_fault(_: &[Arc<RouterConfig>]) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_after_a_quiet_time_starts_a_pass_at_once_and_a_burst_settles() {
+        let quiet = Duration::from_millis(20);
+        let t0 = tokio::time::Instant::now();
+        assert!(!inside_burst(None, t0, quiet), "the first change ever");
+        assert!(
+            !inside_burst(Some(t0), t0 + Duration::from_millis(20), quiet),
+            "a change a quiet time after the last"
+        );
+        assert!(
+            inside_burst(Some(t0), t0 + Duration::from_millis(5), quiet),
+            "a change 5 ms after the last belongs to its burst"
+        );
+    }
+}
