@@ -10,13 +10,13 @@ pub mod admin;
 pub mod certs;
 pub mod endpoints;
 pub mod fleet;
+pub mod forward;
 pub mod metrics;
 pub mod options;
-pub mod proxy;
 pub mod server;
 pub mod standalone;
 pub mod state;
 
+pub use forward::Proxy;
 pub use options::{LoadBalancing, ProxyOptions};
-pub use proxy::Proxy;
 pub use server::{Drained, Server, serve, serve_proxy, serve_tls, tls_acceptor};

@@ -32,12 +32,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    options::ProxyOptions,
-    proxy::{
+    forward::{
         Proxy,
         body::ProxyBody,
-        session::{Check, Limits, Session},
+        client::{Check, ClientConnection, Limits},
     },
+    options::ProxyOptions,
 };
 
 /// What an HTTP/2 connection starts with (RFC 9113 §3.4).
@@ -51,16 +51,16 @@ const FIRST_READ: usize = 2048;
 /// first the bytes that were read to tell HTTP/1 from HTTP/2.
 struct TrackedStream<S> {
     inner: S,
-    info: Arc<Session>,
+    client: Arc<ClientConnection>,
     /// Bytes already read (and reported) that hyper has not read yet.
     replay: Option<(Box<[u8]>, usize)>,
 }
 
 impl<S: AsyncRead + Unpin> TrackedStream<S> {
-    fn new(inner: S, info: Arc<Session>) -> Self {
+    fn new(inner: S, client: Arc<ClientConnection>) -> Self {
         Self {
             inner,
-            info,
+            client,
             replay: None,
         }
     }
@@ -71,7 +71,7 @@ impl<S: AsyncRead + Unpin> TrackedStream<S> {
         if let Poll::Ready(Ok(())) = result
             && buf.filled().len() > before
         {
-            self.info.activity.on_read(&buf.filled()[before..]);
+            self.client.activity.on_read(&buf.filled()[before..]);
         }
         result
     }
@@ -134,9 +134,9 @@ impl<S> TrackedStream<S> {
     /// Notes whether a write waits for the client to read (the send timeout's clock).
     fn track_write(&self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         match &polled {
-            Poll::Pending => self.info.activity.write_blocked(),
+            Poll::Pending => self.client.activity.write_blocked(),
             // Only bytes taken count as progress: a flush of a TCP socket is always ready.
-            Poll::Ready(Ok(n)) if *n > 0 => self.info.activity.write_done(),
+            Poll::Ready(Ok(n)) if *n > 0 => self.client.activity.write_done(),
             Poll::Ready(_) => {}
         }
         polled
@@ -168,7 +168,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_flush(cx);
         if polled.is_pending() {
-            this.info.activity.write_blocked();
+            this.client.activity.write_blocked();
         }
         polled
     }
@@ -225,7 +225,7 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let info = Arc::new(Session::new(remote, scheme));
+    let client = Arc::new(ClientConnection::new(remote, scheme));
     let options = proxy.options();
     let limits = Limits {
         header: millis(options.header_read_timeout),
@@ -235,10 +235,10 @@ pub(crate) async fn serve<S>(
     };
     let idle_timeout = limits.idle;
     let state = proxy.state().clone();
-    let stream = TrackedStream::new(stream, info.clone());
+    let stream = TrackedStream::new(stream, client.clone());
     let service = Service {
         proxy,
-        info: info.clone(),
+        client: client.clone(),
     };
     let mut conn = Connection::new(builders, stream, service, protocol);
     let mut closing = false;
@@ -246,8 +246,8 @@ pub(crate) async fn serve<S>(
     // is cut off.
     let mut give_up_at: Option<u64> = None;
     loop {
-        let now = info.activity.now();
-        let wake = match info.activity.check(limits) {
+        let now = client.activity.now();
+        let wake = match client.activity.check(limits) {
             Check::Until(at) => at,
             Check::HeaderTimeout => {
                 tracing::debug!(client = %remote, "request head not received in time; closing");
@@ -299,7 +299,7 @@ pub(crate) async fn serve<S>(
 #[derive(Clone)]
 struct Service {
     proxy: Arc<Proxy>,
-    info: Arc<Session>,
+    client: Arc<ClientConnection>,
 }
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<hyper::Response<ProxyBody>, Infallible>> + Send>>;
@@ -311,11 +311,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
 
     fn call(&self, req: hyper::Request<Incoming>) -> ResponseFuture {
         let proxy = self.proxy.clone();
-        let info = self.info.clone();
+        let client = self.client.clone();
         // Boxed per request: hyper keeps room for one request future in every connection for
         // its whole life, so unboxed, each idle connection would hold the request path's
         // state (about 8 KB) for nothing.
-        Box::pin(async move { Ok(proxy.handle(info, req).await) })
+        Box::pin(async move { Ok(proxy.handle(client, req).await) })
     }
 }
 
@@ -367,7 +367,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if protocol == Protocol::Http2 {
-        service.info.activity.speaks_http2();
+        service.client.activity.speaks_http2();
     }
     let io = TokioIo::new(stream);
     match protocol {

@@ -1,5 +1,5 @@
 //! The proxy listener: accepts connections and serves each with the request path of
-//! [`crate::proxy`], until a draining shutdown.
+//! [`crate::forward`], until a draining shutdown.
 
 pub(crate) mod conn;
 
@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::conn::Protocol;
-use crate::{options::ProxyOptions, proxy::Proxy, state::ProxyState};
+use crate::{forward::Proxy, options::ProxyOptions, state::ProxyState};
 
 /// A running proxy listener.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! The client connection a request arrived on (Pingora calls it the session): where the
+//! The client connection a request arrived on (one per connection, shared by its requests): where the
 //! client is, how it reached us, and the activity that the request path records and the
 //! server's watchdog reads (header-read and idle timeouts, HTTP/1 framing seen on the wire).
 
@@ -16,7 +16,7 @@ use super::framing::FramingScanner;
 /// The client connection a request arrived on, as the request path and the connection's
 /// watchdog both see it.
 #[derive(Debug)]
-pub(crate) struct Session {
+pub(crate) struct ClientConnection {
     /// The client's address.
     pub remote: SocketAddr,
     /// The client's IP as a header value (X-Forwarded-For), formatted once per connection.
@@ -27,8 +27,8 @@ pub(crate) struct Session {
     pub activity: ConnActivity,
 }
 
-impl Session {
-    /// The session of a connection accepted from `remote`, reached by `scheme`.
+impl ClientConnection {
+    /// The connection accepted from `remote`, reached by `scheme`.
     pub(crate) fn new(remote: SocketAddr, scheme: &'static str) -> Self {
         let forwarded_for = http::HeaderValue::try_from(remote.ip().to_string())
             .expect("an IP address is a valid header value");

@@ -18,6 +18,7 @@
 //! table finishes on it whatever swaps happen meanwhile.
 
 pub mod body;
+pub(crate) mod client;
 pub mod error;
 mod filter;
 mod framing;
@@ -25,7 +26,6 @@ mod peer;
 mod pool;
 mod request_body;
 mod route;
-pub(crate) mod session;
 mod upgrade;
 mod upstream;
 
@@ -39,11 +39,11 @@ use tokio_util::task::TaskTracker;
 
 use self::{
     body::ProxyBody,
+    client::ClientConnection,
     error::ProxyError,
     peer::{Balancer, EndpointGuard, PeerAuthority},
     pool::Pool,
     request_body::BodySlot,
-    session::Session,
 };
 use crate::{
     metrics::Metrics,
@@ -63,7 +63,7 @@ pub struct Proxy {
 
 /// Ends a request's accounting when dropped, which happens when its response body is done.
 pub(crate) struct RequestGuard {
-    conn: Arc<Session>,
+    client: Arc<ClientConnection>,
     in_flight: Gauge,
     _endpoint: Option<EndpointGuard>,
 }
@@ -71,7 +71,7 @@ pub(crate) struct RequestGuard {
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.in_flight.dec();
-        self.conn.activity.request_finished();
+        self.client.activity.request_finished();
     }
 }
 
@@ -116,9 +116,13 @@ impl Proxy {
     }
 
     /// Answers one client request.
-    pub(crate) async fn handle(&self, conn: Arc<Session>, req: Request<Incoming>) -> Response<ProxyBody> {
+    pub(crate) async fn handle(
+        &self,
+        client: Arc<ClientConnection>,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
-        let index = conn.activity.request_started();
+        let index = client.activity.request_started();
         let in_flight = self.metrics().in_flight().clone();
         in_flight.inc();
         let serving = self.state.served_with_metrics();
@@ -130,7 +134,7 @@ impl Proxy {
                 req.headers().get(header::HOST).cloned(),
             )
         });
-        let remote = conn.remote;
+        let remote = client.remote;
         // Whether an HTTP/1 client may still be sending a body when an error is answered
         // (HTTP/2 frames each stream's body on its own).
         let http1 = req.version() < http::Version::HTTP_2;
@@ -152,7 +156,7 @@ impl Proxy {
             peer: None,
             endpoint: None,
         };
-        let response = match self.phases(served, &conn, req, &mut exchange).await {
+        let response = match self.phases(served, &client, req, &mut exchange).await {
             Ok(response) => response,
             Err(error) => {
                 let mut response = if grpc {
@@ -200,7 +204,7 @@ impl Proxy {
             );
         }
         let guard = RequestGuard {
-            conn,
+            client,
             in_flight,
             _endpoint: exchange.endpoint.take(),
         };
@@ -210,7 +214,7 @@ impl Proxy {
     async fn phases(
         &self,
         served: &ServedConfig,
-        conn: &Arc<Session>,
+        client: &Arc<ClientConnection>,
         mut req: Request<Incoming>,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -219,7 +223,7 @@ impl Proxy {
         // hyper drops the Content-Length of a head that also has Transfer-Encoding; the
         // connection saw both (RFC 9112 §6.1: refuse, and close the connection).
         if req.headers().contains_key(header::TRANSFER_ENCODING)
-            && conn.activity.had_both_lengths(exchange.index)
+            && client.activity.had_both_lengths(exchange.index)
         {
             return Err(ProxyError::BothLengthAndEncoding);
         }
@@ -229,19 +233,22 @@ impl Proxy {
         let found = route::lookup(&served.table, &req)?;
         let route = found.route;
         exchange.route = Some(found.id as usize);
-        if route.redirect_http && conn.scheme == "http" {
+        if route.redirect_http && client.scheme == "http" {
             return route::https_redirect(&req);
         }
         if let Some(redirect) = &route.filters.redirect {
-            return route::filter_redirect(route, redirect, &req, conn.scheme);
+            return route::filter_redirect(route, redirect, &req, client.scheme);
         }
         match route.timeouts.request {
-            None => self.forward(route, conn, req, exchange, None).await,
+            None => self.forward(route, client, req, exchange, None).await,
             Some(limit) => {
                 let deadline = tokio::time::Instant::now() + limit;
-                tokio::time::timeout_at(deadline, self.forward(route, conn, req, exchange, Some(deadline)))
-                    .await
-                    .unwrap_or(Err(ProxyError::RequestTimeout(limit)))
+                tokio::time::timeout_at(
+                    deadline,
+                    self.forward(route, client, req, exchange, Some(deadline)),
+                )
+                .await
+                .unwrap_or(Err(ProxyError::RequestTimeout(limit)))
             }
         }
     }
@@ -250,7 +257,7 @@ impl Proxy {
     async fn forward(
         &self,
         route: &Route,
-        conn: &Arc<Session>,
+        client: &Arc<ClientConnection>,
         mut req: Request<Incoming>,
         exchange: &mut Exchange,
         deadline: Option<tokio::time::Instant>,
@@ -267,7 +274,7 @@ impl Proxy {
         let protocol = filter::upgrade_protocol(&req, |p| route.allows_upgrade(p));
         let client_upgrade = protocol.is_some().then(|| hyper::upgrade::on(&mut req));
         let grpc_trailers = filter::wants_trailers(&req);
-        filter::prepare_request(&mut req, host, &conn.forwarded_for, conn.scheme, protocol);
+        filter::prepare_request(&mut req, host, &client.forwarded_for, client.scheme, protocol);
         if let Some(rewrite) = &route.filters.rewrite {
             filter::rewrite(&mut req, route, rewrite)?;
         }
@@ -278,11 +285,11 @@ impl Proxy {
         // 3 and 4. Peer selection and the upstream request.
         let (parts, body) = req.into_parts();
         let body = if route.retry.is_some() {
-            BodySlot::buffer_small(body, conn)
+            BodySlot::buffer_small(body, client)
                 .await
                 .map_err(|_| ProxyError::BadFraming)?
         } else {
-            BodySlot::new(body, conn)
+            BodySlot::new(body, client)
         };
         let answer = upstream::send(self, route, parts, body, grpc_trailers).await?;
         exchange.peer = Some(answer.peer.authority.clone());
@@ -304,7 +311,7 @@ impl Proxy {
                     answer.peer.authority
                 )));
             };
-            conn.activity.protocol_switched();
+            client.activity.protocol_switched();
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             upgrade::tunnel(
                 &self.tunnels,

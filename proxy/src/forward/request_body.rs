@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::session::Session;
+use super::client::ClientConnection;
 
 /// A client's request body on its way upstream, in a form that survives a failed attempt:
 /// the body sits in a shared slot until the first poll takes it, so an attempt that never
@@ -29,19 +29,19 @@ pub(crate) struct RequestBody {
     /// is still being sent is not idle, whatever its response did.
     sent: Option<Arc<AtomicBool>>,
     /// The client connection, told while the body waits for the client's bytes.
-    session: Option<Arc<Session>>,
+    client: Option<Arc<ClientConnection>>,
     /// Held while the last poll found no bytes from the client.
     waiting: Option<BodyWait>,
 }
 
 /// The proxy waits for a client's body bytes while this lives: the connection's watchdog
 /// then applies the request-body timeout.
-struct BodyWait(Arc<Session>);
+struct BodyWait(Arc<ClientConnection>);
 
 impl BodyWait {
-    fn start(session: Arc<Session>) -> Self {
-        session.activity.body_wait_started();
-        Self(session)
+    fn start(client: Arc<ClientConnection>) -> Self {
+        client.activity.body_wait_started();
+        Self(client)
     }
 }
 
@@ -67,15 +67,15 @@ pub(crate) struct BodySlot {
     end_stream: bool,
     hint: SizeHint,
     /// The client connection, for a body still to come (None when there is none).
-    session: Option<Arc<Session>>,
+    client: Option<Arc<ClientConnection>>,
 }
 
 /// Largest request body kept in memory so that a request can be retried.
 pub(crate) const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 
 impl BodySlot {
-    /// Holds a client's body, sent by the client of `session`.
-    pub(crate) fn new(body: Incoming, session: &Arc<Session>) -> Self {
+    /// Holds a client's body, sent by the client of `client`.
+    pub(crate) fn new(body: Incoming, client: &Arc<ClientConnection>) -> Self {
         let end_stream = body.is_end_stream();
         let hint = body.size_hint();
         if end_stream {
@@ -85,7 +85,7 @@ impl BodySlot {
                 buffered: Some(Bytes::new()),
                 end_stream,
                 hint,
-                session: None,
+                client: None,
             };
         }
         Self {
@@ -93,7 +93,7 @@ impl BodySlot {
             buffered: None,
             end_stream,
             hint,
-            session: Some(session.clone()),
+            client: Some(client.clone()),
         }
     }
 
@@ -101,11 +101,14 @@ impl BodySlot {
     /// Content-Length of at most [`MAX_BUFFERED_BODY`]), so that every attempt can send it.
     /// A body without a known length is streamed, and its request never retried.
     /// The body is read under the request-body timeout, like a streamed one.
-    pub(crate) async fn buffer_small(body: Incoming, session: &Arc<Session>) -> Result<Self, hyper::Error> {
+    pub(crate) async fn buffer_small(
+        body: Incoming,
+        client: &Arc<ClientConnection>,
+    ) -> Result<Self, hyper::Error> {
         use http_body_util::BodyExt;
         match body.size_hint().exact() {
             Some(n) if n <= MAX_BUFFERED_BODY && !body.is_end_stream() => {
-                let wait = BodyWait::start(session.clone());
+                let wait = BodyWait::start(client.clone());
                 let bytes = body.collect().await?.to_bytes();
                 drop(wait);
                 Ok(Self {
@@ -113,10 +116,10 @@ impl BodySlot {
                     end_stream: bytes.is_empty(),
                     hint: SizeHint::with_exact(bytes.len() as u64),
                     buffered: Some(bytes),
-                    session: None,
+                    client: None,
                 })
             }
-            _ => Ok(Self::new(body, session)),
+            _ => Ok(Self::new(body, client)),
         }
     }
 
@@ -128,7 +131,7 @@ impl BodySlot {
                 end_stream: bytes.is_empty(),
                 hint: self.hint,
                 sent: (!bytes.is_empty()).then(|| Arc::new(AtomicBool::new(false))),
-                session: None,
+                client: None,
                 waiting: None,
             };
         }
@@ -137,7 +140,7 @@ impl BodySlot {
             end_stream: self.end_stream,
             hint: self.hint,
             sent: (!self.end_stream).then(|| Arc::new(AtomicBool::new(false))),
-            session: self.session.clone(),
+            client: self.client.clone(),
             waiting: None,
         }
     }
@@ -186,7 +189,7 @@ impl Body for RequestBody {
                 let polled = Pin::new(body).poll_frame(cx);
                 if polled.is_pending() {
                     if this.waiting.is_none() {
-                        this.waiting = this.session.clone().map(BodyWait::start);
+                        this.waiting = this.client.clone().map(BodyWait::start);
                     }
                 } else {
                     this.waiting = None;
