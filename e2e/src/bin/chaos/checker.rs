@@ -31,6 +31,7 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let http = check::http();
+        let current = api.clone();
         let tally = &world.tally;
         let mut stream = std::pin::pin!(
             watcher(api, watcher::Config::default())
@@ -104,6 +105,17 @@ pub fn spawn(
                     moved_on |= routes_version(&http, http_addr, newer).await;
                 }
                 if (moved_on && right_certificate) || !check::is_ready(&http, admin).await {
+                    continue;
+                }
+                // Nor one checked after this incarnation was deleted (the event was read
+                // late): the promise is about an object that exists, and the replicas have
+                // moved on to the one created since.
+                let replaced = match current.get_opt("web").await {
+                    Ok(None) => true,
+                    Ok(Some(now)) => now.uid() != uid,
+                    Err(_) => false,
+                };
+                if replaced {
                     continue;
                 }
                 let served = check::served_generation(&http, admin, &world.ns, "web").await;

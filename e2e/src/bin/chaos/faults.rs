@@ -222,8 +222,11 @@ async fn freeze_leader(world: &Arc<World>, rng: &mut StdRng) {
 }
 
 /// Deletes `web`, waits until it is gone, and creates it again (the same spec, so the same
-/// `/gen/TAG` path: the next rollout moves on from it).
+/// `/gen/TAG` path: the next rollout moves on from it). A `rival` naming web's TLS host is
+/// deleted first: created again, web would be the newer of the two and lose the host to it
+/// for as long as it exists (the older owns), which is the policy, not a fault.
 async fn recreate(world: &Arc<World>, web: &mut Rollouts) -> anyhow::Result<()> {
+    delete_rival(&web.api).await?;
     let old = web.api.get_opt("web").await?.map(|rc| rc.uid().to_owned());
     web.api.delete("web", &DeleteParams::default()).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -266,14 +269,26 @@ async fn tls_takeover(world: &Arc<World>, web: &Rollouts, rng: &mut StdRng) -> a
     let lasts = Duration::from_millis(rng.random_range(1000..6000));
     tokio::spawn(async move {
         tokio::time::sleep(lasts).await;
-        // Retried: the apiserver may be restarting.
-        for _ in 0..50 {
-            let deleted = api.delete("rival", &DeleteParams::default()).await.is_ok();
-            if deleted || matches!(api.get_opt("rival").await, Ok(None)) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Err(error) = delete_rival(&api).await {
+            eprintln!("chaos: rival not deleted: {error:#}");
         }
     });
     Ok(())
+}
+
+/// Deletes `rival` and waits until it is gone; each request is bounded (a connection the
+/// apiserver's restart left half open must not hang it) and retried for up to 30 s (the
+/// apiserver may be restarting).
+async fn delete_rival(api: &Api<RouterConfig>) -> anyhow::Result<()> {
+    let bounded = Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let _ = tokio::time::timeout(bounded, api.delete("rival", &DeleteParams::default())).await;
+        match tokio::time::timeout(bounded, api.get_opt("rival")).await {
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(_))) | Ok(Err(_)) | Err(_) => {}
+        }
+        anyhow::ensure!(Instant::now() < deadline, "rival still there after 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
