@@ -10,6 +10,9 @@
 
 use std::time::Duration;
 
+#[cfg(any(test, feature = "mock"))]
+pub mod mock;
+
 use kube::runtime::{
     utils::{Backoff, ResetTimerBackoff},
     watcher::ExponentialBackoff,

@@ -23,7 +23,7 @@ use super::{
     judge::{Membership, confirm_members, judge, judge_spec},
     telemetry::{note_seen, publish, record_metrics, trace_ready_path},
 };
-use crate::{Error, Result};
+use crate::{Error, Result, metrics::Metrics};
 
 /// Longest wait for the caches to list everything before a reconcile gives up (and retries):
 /// judging from a partial cache would flap Ready (no Leases yet: NoReplicas).
@@ -72,21 +72,13 @@ pub(super) async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Resul
         if !ctx.leader.is_leader() {
             return Ok(Action::await_change());
         }
-        let params = PatchParams::apply(lockstep_crds::OPERATOR_FIELD_MANAGER).force();
-        match api
-            .patch_status(
-                &key.name,
-                &params,
-                &Patch::Apply(out.status.apply_patch(&rc.resource_version().unwrap_or_default())),
-            )
-            .await
-        {
-            Ok(_) => {
+        let resource_version = rc.resource_version().unwrap_or_default();
+        match write_status(&api, &key, &out.status, &resource_version, &ctx.metrics).await? {
+            Written::Yes => {
                 ctx.last_written
                     .lock()
                     .expect("last_written lock")
                     .insert(incarnation(&rc), Instant::now());
-                ctx.metrics.status_writes.inc();
                 if out.ready {
                     trace_ready_path(&ctx, &key, out.generation, started, judged, confirmed_at);
                 }
@@ -98,17 +90,8 @@ pub(super) async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Resul
                     "status written"
                 );
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
-            // The resourceVersion precondition failed: the object changed since this status
-            // was computed from it (its spec was edited, this instance's previous write is not
-            // in the cache yet, or it was deleted and re-created). The watch event of the
-            // newer version brings it back to be judged afresh.
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                ctx.metrics.status_conflicts.inc();
-                tracing::debug!(routerconfig = %key, message = %s.message, "status not written: the object changed");
-                return Ok(Action::await_change());
-            }
-            Err(e) => return Err(Error::Kube(e)),
+            // The watch event of the deletion or of the newer version brings the object back.
+            Written::Gone | Written::Conflict => return Ok(Action::await_change()),
         }
         publish(&ctx, &rc, &key, out.generation, &out.transitions);
     }
@@ -130,6 +113,54 @@ pub(super) async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Resul
     Ok(Action::requeue(wait))
 }
 
+/// What became of a status write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Applied.
+    Yes,
+    /// The object is gone (404).
+    Gone,
+    /// The resourceVersion precondition failed (409): not written, and not retried.
+    Conflict,
+}
+
+/// Applies `status` to the status subresource of RouterConfig `key` (server-side apply, field
+/// manager [`lockstep_crds::OPERATOR_FIELD_MANAGER`], forced), with `resource_version`, the
+/// version the status was judged from, as a precondition. Counts the writes and the conflicts.
+async fn write_status(
+    api: &Api<RouterConfig>,
+    key: &ObjectKey,
+    status: &barrier::OperatorStatus,
+    resource_version: &str,
+    metrics: &Metrics,
+) -> Result<Written> {
+    let params = PatchParams::apply(lockstep_crds::OPERATOR_FIELD_MANAGER).force();
+    match api
+        .patch_status(
+            &key.name,
+            &params,
+            &Patch::Apply(status.apply_patch(resource_version)),
+        )
+        .await
+    {
+        Ok(_) => {
+            metrics.status_writes.inc();
+            Ok(Written::Yes)
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Written::Gone),
+        // The resourceVersion precondition failed: the object changed since this status
+        // was computed from it (its spec was edited, this instance's previous write is not
+        // in the cache yet, or it was deleted and re-created). The watch event of the
+        // newer version brings it back to be judged afresh.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            metrics.status_conflicts.inc();
+            tracing::debug!(routerconfig = %key, message = %s.message, "status not written: the object changed");
+            Ok(Written::Conflict)
+        }
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
 pub(super) fn error_policy(rc: Arc<RouterConfig>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(routerconfig = %ObjectKey::of(&rc), %error, "reconcile failed; retrying");
     ctx.metrics.reconcile_errors.inc();
@@ -142,5 +173,155 @@ async fn caches_synced(ctx: &Context) -> Result<()> {
     match tokio::time::timeout(CACHE_SYNC_TIMEOUT, synced.wait_for(|s| *s)).await {
         Ok(Ok(_)) => Ok(()),
         _ => Err(Error::CacheNotSynced(CACHE_SYNC_TIMEOUT)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lockstep_apiclient::mock::{self, ApiServer};
+    use lockstep_crds::ReplicaStatus;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn key() -> ObjectKey {
+        ObjectKey {
+            namespace: "ns".into(),
+            name: "web".into(),
+        }
+    }
+
+    /// A status as `barrier::decide` could give it: one replica of two synced.
+    fn status() -> barrier::OperatorStatus {
+        barrier::OperatorStatus {
+            observed_generation: 3,
+            conditions: Vec::new(),
+            synced_replicas: 1,
+            replicas: 2,
+            synced: "1/2".into(),
+            replica_status: vec![ReplicaStatus {
+                name: "lockstep-system/proxy-0".into(),
+                observed_generation: 3,
+                config_digest: "sha256:abc".into(),
+                ..Default::default()
+            }],
+            last_accepted: None,
+        }
+    }
+
+    /// The RouterConfig as the apiserver answers a status write.
+    fn stored() -> Value {
+        json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+            "metadata": {"name": "web", "namespace": "ns", "uid": "u1", "generation": 3,
+                         "resourceVersion": "42"},
+            "spec": {"fleet": "default", "rules": [{"host": "a.example", "paths": [{
+                "path": "/", "pathType": "Prefix", "backend": {"service": {"name": "s", "port": 80}}
+            }]}]}
+        })
+    }
+
+    /// Sends `status()` judged from resourceVersion 41, and hands the request to the test.
+    async fn write(
+        metrics: &Arc<Metrics>,
+    ) -> (tokio::task::JoinHandle<Result<Written>>, mock::Sent, ApiServer) {
+        let (client, mut server) = mock::pair();
+        let metrics = metrics.clone();
+        let written = tokio::spawn(async move {
+            let api = Api::namespaced(client, "ns");
+            write_status(&api, &key(), &status(), "41", &metrics).await
+        });
+        let sent = server.next().await;
+        (written, sent, server)
+    }
+
+    #[tokio::test]
+    async fn a_status_write_is_a_forced_apply_of_the_status_subresource_as_the_operator() {
+        let metrics = Arc::new(Metrics::default());
+        let (written, sent, server) = write(&metrics).await;
+        assert_eq!(
+            sent.describe(),
+            "PATCH /apis/lockstep.dev/v1alpha1/namespaces/ns/routerconfigs/web/status"
+        );
+        assert_eq!(
+            sent.query("fieldManager"),
+            Some(lockstep_crds::OPERATOR_FIELD_MANAGER)
+        );
+        assert_eq!(sent.query("fieldManager"), Some("lockstep-operator"));
+        assert_eq!(sent.query("force"), Some("true"));
+        assert_eq!(sent.content_type, "application/apply-patch+yaml");
+        assert_eq!(sent.body["apiVersion"], "lockstep.dev/v1alpha1");
+        assert_eq!(sent.body["kind"], "RouterConfig");
+        let status = &sent.body["status"];
+        assert_eq!(status["observedGeneration"], 3);
+        assert_eq!(status["syncedReplicas"], 1);
+        assert_eq!(status["replicas"], 2);
+        assert_eq!(status["synced"], "1/2");
+        assert_eq!(status["replicaStatus"][0]["name"], "lockstep-system/proxy-0");
+        assert_eq!(status["replicaStatus"][0]["configDigest"], "sha256:abc");
+        assert!(
+            sent.body.get("spec").is_none(),
+            "a status write says nothing of the spec: {}",
+            sent.body
+        );
+        sent.ok(&stored());
+        assert_eq!(written.await.unwrap().unwrap(), Written::Yes);
+        assert_eq!(metrics.status_writes.get(), 1);
+        assert_eq!(metrics.status_conflicts.get(), 0);
+        server.expect_no_more().await;
+    }
+
+    #[tokio::test]
+    async fn a_status_write_carries_the_resource_version_it_judged() {
+        let metrics = Arc::new(Metrics::default());
+        let (written, sent, _server) = write(&metrics).await;
+        // The precondition, and nothing else of the metadata: a uid would be ignored in a
+        // status patch, and a name is the path's.
+        assert_eq!(sent.body["metadata"], json!({"resourceVersion": "41"}));
+        sent.ok(&stored());
+        written.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_status_write_refused_by_its_precondition_is_counted_and_dropped_not_retried() {
+        let metrics = Arc::new(Metrics::default());
+        let (written, sent, server) = write(&metrics).await;
+        sent.fail(
+            409,
+            "Conflict",
+            "Operation cannot be fulfilled on routerconfigs.lockstep.dev \"web\": the object has been modified",
+        );
+        // Not an error: the error policy would requeue it in 500 ms; the watch event of the
+        // newer version brings it back instead.
+        assert_eq!(written.await.unwrap().unwrap(), Written::Conflict);
+        assert_eq!(metrics.status_conflicts.get(), 1);
+        assert_eq!(metrics.status_writes.get(), 0);
+        server.expect_no_more().await;
+    }
+
+    #[tokio::test]
+    async fn a_status_write_on_a_deleted_routerconfig_is_dropped_uncounted() {
+        let metrics = Arc::new(Metrics::default());
+        let (written, sent, server) = write(&metrics).await;
+        sent.fail(404, "NotFound", "routerconfigs.lockstep.dev \"web\" not found");
+        assert_eq!(written.await.unwrap().unwrap(), Written::Gone);
+        assert_eq!(metrics.status_conflicts.get(), 0);
+        assert_eq!(metrics.status_writes.get(), 0);
+        server.expect_no_more().await;
+    }
+
+    #[tokio::test]
+    async fn a_status_write_that_fails_otherwise_is_an_error_for_the_error_policy() {
+        let metrics = Arc::new(Metrics::default());
+        let (written, sent, server) = write(&metrics).await;
+        sent.fail(500, "InternalError", "etcdserver: request timed out");
+        let error = written.await.unwrap().unwrap_err();
+        assert!(
+            matches!(&error, Error::Kube(kube::Error::Api(s)) if s.code == 500),
+            "{error}"
+        );
+        assert_eq!(metrics.status_conflicts.get(), 0);
+        assert_eq!(metrics.status_writes.get(), 0);
+        server.expect_no_more().await;
     }
 }

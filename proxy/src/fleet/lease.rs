@@ -219,3 +219,157 @@ pub(super) async fn delete(shared: &Shared) {
         Err(error) => tracing::warn!(%error, lease = %name, "could not delete lease"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use lockstep_apiclient::mock::{ApiServer, Sent};
+    use lockstep_config::lease::ReplicaReason;
+    use serde_json::{Value, json};
+
+    use super::super::tests::{options, replica};
+    use super::*;
+
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/lockstep-proxy-r1";
+
+    /// A replica with a Lease of `seconds` that serves and reported what its watch shows, its
+    /// Lease loop running.
+    fn running(seconds: u64) -> (std::sync::Arc<Shared>, ApiServer) {
+        let mut options = options();
+        options.lease_duration = Duration::from_secs(seconds);
+        let (shared, server) = replica(options);
+        shared.serving_current.store(true, Ordering::SeqCst);
+        shared.reported_current.store(true, Ordering::SeqCst);
+        tokio::spawn(run(shared.clone()));
+        (shared, server)
+    }
+
+    /// The Lease as the apiserver answers a write of it.
+    fn stored(request: &Sent) -> Value {
+        let mut lease = request.body.clone();
+        lease["metadata"]["resourceVersion"] = json!("12");
+        lease
+    }
+
+    /// Answers the Lease write `request` and the join check's list (no RouterConfigs), and
+    /// waits until the replica has made itself a member of them.
+    async fn join(shared: &Shared, server: &mut ApiServer, request: Sent) {
+        let lease = stored(&request);
+        request.ok(&lease);
+        let list = server.next().await;
+        assert_eq!(
+            list.describe(),
+            "GET /apis/lockstep.dev/v1alpha1/namespaces/ns/routerconfigs"
+        );
+        list.ok(&json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfigList",
+            "metadata": {"resourceVersion": "12"}, "items": []
+        }));
+        let member = async {
+            while shared.lease.lock().unwrap().stage(shared.mono()) != Stage::Member {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), member)
+            .await
+            .expect("a member once the list shows it caught up");
+    }
+
+    #[tokio::test]
+    async fn the_lease_is_applied_with_the_fleet_label_and_the_replica_as_holder() {
+        let (_shared, mut server) = running(10);
+        let write = server.next().await;
+        assert_eq!(write.describe(), format!("PATCH {LEASE}"));
+        assert_eq!(
+            write.query("fieldManager"),
+            Some(lockstep_crds::PROXY_FIELD_MANAGER)
+        );
+        assert_eq!(write.query("force"), Some("true"));
+        assert_eq!(write.content_type, "application/apply-patch+yaml");
+        assert_eq!(write.body["apiVersion"], "coordination.k8s.io/v1");
+        assert_eq!(write.body["kind"], "Lease");
+        assert_eq!(
+            write.body["metadata"],
+            json!({"name": "lockstep-proxy-r1", "namespace": "ns",
+                   "labels": {"lockstep.dev/fleet": "default"}})
+        );
+        let spec = &write.body["spec"];
+        assert_eq!(spec["holderIdentity"], "r1");
+        assert_eq!(spec["leaseDurationSeconds"], 10);
+        assert!(spec["acquireTime"].is_string(), "{spec}");
+        assert!(spec["renewTime"].is_string(), "{spec}");
+    }
+
+    #[tokio::test]
+    async fn the_join_check_lists_routerconfigs_with_a_quorum_read() {
+        let (_shared, mut server) = running(10);
+        let write = server.next().await;
+        let lease = stored(&write);
+        write.ok(&lease);
+        let list = server.next().await;
+        assert_eq!(
+            list.describe(),
+            "GET /apis/lockstep.dev/v1alpha1/namespaces/ns/routerconfigs"
+        );
+        // No resourceVersion: the apiserver answers from etcd, not from its watch cache,
+        // which may be as far behind as the replica's own watch.
+        assert_eq!(list.query("resourceVersion"), None, "{:?}", list.query);
+    }
+
+    #[tokio::test]
+    async fn a_renewal_is_the_same_forced_apply_with_no_resource_version() {
+        let (shared, mut server) = running(1);
+        let first = server.next().await;
+        let first_body = first.body.clone();
+        join(&shared, &mut server, first).await;
+        assert!(shared.update_readiness().ready);
+
+        // Due a third of the Lease after the last write.
+        let renewal = server.next().await;
+        assert_eq!(renewal.describe(), format!("PATCH {LEASE}"));
+        assert_eq!(renewal.query("fieldManager"), Some("lockstep-proxy"));
+        assert_eq!(renewal.query("force"), Some("true"));
+        // No precondition: the replica is the Lease's only writer, and what fences it is the
+        // time its renewal lands, not another writer's version.
+        assert_eq!(renewal.body["metadata"].get("resourceVersion"), None);
+        assert_eq!(renewal.body["metadata"], first_body["metadata"]);
+        let (spec, first_spec) = (&renewal.body["spec"], &first_body["spec"]);
+        assert_eq!(spec["acquireTime"], first_spec["acquireTime"], "the same tenure");
+        assert_eq!(spec["holderIdentity"], "r1");
+        let renewed = |spec: &Value| spec["renewTime"].as_str().unwrap().parse::<Timestamp>().unwrap();
+        assert!(renewed(spec) > renewed(first_spec), "{spec} after {first_spec}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_renewal_fences_the_replica_when_its_lease_runs_out_not_before() {
+        let (shared, mut server) = running(2);
+        let first = server.next().await;
+        let sent = std::time::Instant::now();
+        join(&shared, &mut server, first).await;
+
+        let conflict = "Operation cannot be fulfilled on leases.coordination.k8s.io \"lockstep-proxy-r1\": the object has been modified";
+        let renewal = server.next().await;
+        assert_eq!(renewal.describe(), format!("PATCH {LEASE}"));
+        renewal.fail(409, "Conflict", conflict);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let readiness = shared.update_readiness();
+        assert!(
+            readiness.ready,
+            "the Lease written last is still fresh: {readiness:?}"
+        );
+
+        // Every retry refused too, until the Lease written last has run out.
+        let out = sent + Duration::from_secs(2) + Duration::from_millis(100);
+        while let Some(left) = out.checked_duration_since(std::time::Instant::now()) {
+            if let Ok(retry) = tokio::time::timeout(left, server.next()).await {
+                assert_eq!(retry.describe(), format!("PATCH {LEASE}"));
+                retry.fail(409, "Conflict", conflict);
+            }
+        }
+        let readiness = shared.update_readiness();
+        assert!(!readiness.ready, "{readiness:?}");
+        assert_eq!(readiness.reason, ReplicaReason::LeaseUnavailable);
+        assert!(readiness.message.contains(conflict), "{}", readiness.message);
+    }
+}

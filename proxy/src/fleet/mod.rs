@@ -507,42 +507,21 @@ fn spawn_routerconfig_reflector(
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use http::{Request, Response};
-    use kube::client::Body;
-    use tokio::sync::{mpsc, oneshot};
+    use lockstep_apiclient::mock::{self, ApiServer};
 
     use super::*;
     use crate::endpoints::ServiceKey;
 
-    type BoxError = Box<dyn std::error::Error + Send + Sync>;
-    /// A request the replica sent, and the way to answer it.
-    type Exchange = (Request<Body>, oneshot::Sender<Response<Body>>);
-
-    /// A client whose requests are handed to the test, which answers them when it wants.
-    fn mock_client() -> (Client, mpsc::UnboundedReceiver<Exchange>) {
-        let (sent, requests) = mpsc::unbounded_channel::<Exchange>();
-        let service = tower::service_fn(move |request: Request<Body>| {
-            let sent = sent.clone();
-            async move {
-                let (answer, answered) = oneshot::channel();
-                sent.send((request, answer))
-                    .map_err(|_| -> BoxError { "test ended".into() })?;
-                answered.await.map_err(|_| -> BoxError { "not answered".into() })
-            }
-        });
-        (Client::new(service, "default"), requests)
+    /// The shared state of replica `r1` (Lease and RouterReplica in namespace `ns`, serving
+    /// it, fleet `default`) whose client talks to the returned fake apiserver.
+    pub(super) fn replica(options: FleetOptions) -> (Arc<Shared>, ApiServer) {
+        let (client, server) = mock::pair();
+        let shared = Shared::new(options, ProxyState::new("r1"), client, Vec::new());
+        (shared, server)
     }
 
-    fn json(body: serde_json::Value) -> Response<Body> {
-        Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap()
-    }
-
-    fn describe(request: &Request<Body>) -> String {
-        format!("{} {}", request.method(), request.uri().path())
+    pub(super) fn options() -> FleetOptions {
+        FleetOptions::new("r1", "ns", "default")
     }
 
     /// A fleet's RouterConfigs, and the EndpointSlice and Service stores of its watches.
@@ -605,13 +584,7 @@ mod tests {
     async fn endpoint_refresh_with_slow_names_measured() {
         const SERVICES: usize = 32;
         let (objects, slice_stores, svc_stores) = fqdn_fleet(SERVICES);
-        let (client, _requests) = mock_client();
-        let shared = Shared::new(
-            FleetOptions::new("r1", "ns", "default"),
-            ProxyState::new("r1"),
-            client,
-            Vec::new(),
-        );
+        let (shared, _server) = replica(options());
         let resolver = resolver::Resolver::new(slow_lookup(Duration::from_millis(200)), Arc::default());
         let endpoints = refresh::EndpointSources::new(slice_stores, svc_stores, resolver);
         let mut took = Vec::new();
@@ -648,9 +621,7 @@ mod tests {
 
     #[tokio::test]
     async fn leave_deletes_only_after_the_lease_write_in_flight_is_answered() {
-        let (client, mut requests) = mock_client();
-        let options = FleetOptions::new("r1", "ns", "default");
-        let shared = Shared::new(options, ProxyState::new("r1"), client, Vec::new());
+        let (shared, mut server) = replica(options());
         shared.reported_current.store(true, Ordering::SeqCst);
         let handle = FleetHandle {
             shared: shared.clone(),
@@ -658,34 +629,29 @@ mod tests {
             writers: vec![tokio::spawn(lease::run(shared.clone()))],
         };
 
-        let (renewal, answer_renewal) = requests.recv().await.expect("a Lease write");
+        let renewal = server.next().await;
         assert_eq!(
-            describe(&renewal),
+            renewal.describe(),
             "PATCH /apis/coordination.k8s.io/v1/namespaces/ns/leases/lockstep-proxy-r1"
         );
 
         // SIGTERM while the write is on the wire: nothing else may be sent until it is answered,
         // or the apiserver could apply it after the delete and create the Lease again.
         let leaving = tokio::spawn(handle.leave());
-        let early = tokio::time::timeout(Duration::from_millis(300), requests.recv()).await;
-        assert!(
-            early.is_err(),
-            "sent {:?} while a Lease write was in flight",
-            early.ok().flatten().map(|(r, _)| describe(&r))
-        );
-        let _ = answer_renewal.send(json(serde_json::json!({
+        server.expect_quiet(Duration::from_millis(300)).await;
+        renewal.ok(&serde_json::json!({
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": "lockstep-proxy-r1", "namespace": "ns", "resourceVersion": "2"}
-        })));
+        }));
 
         let deleted = serde_json::json!({
             "apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200, "metadata": {}
         });
         let mut order = Vec::new();
         for _ in 0..2 {
-            let (request, answer) = requests.recv().await.expect("a delete");
-            order.push(describe(&request));
-            let _ = answer.send(json(deleted.clone()));
+            let request = server.next().await;
+            order.push(request.describe());
+            request.ok(&deleted);
         }
         assert_eq!(
             order,
@@ -696,7 +662,6 @@ mod tests {
         );
         leaving.await.unwrap();
         // The writers are gone: nothing can write (and so create) either object again.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(requests.try_recv().is_err(), "a request after leaving");
+        server.expect_quiet(Duration::from_millis(300)).await;
     }
 }

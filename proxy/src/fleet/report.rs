@@ -198,3 +198,242 @@ pub(super) async fn delete(shared: &Shared) {
         Err(error) => tracing::warn!(%error, "could not delete the RouterReplica"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lockstep_apiclient::mock::ApiServer;
+    use lockstep_config::lease::ReplicaReason;
+    use lockstep_crds::Rejection;
+
+    use super::super::tests::{options, replica};
+    use super::*;
+
+    const OBJECT: &str = "/apis/lockstep.dev/v1alpha1/namespaces/ns/routerreplicas/r1";
+
+    fn routerconfig(name: &str, uid: &str, generation: i64) -> Arc<RouterConfig> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+                "metadata": {"name": name, "namespace": "ns", "uid": uid, "generation": generation},
+                "spec": {"fleet": "default", "rules": [{"host": "a.example", "paths": [{
+                    "path": "/", "pathType": "Prefix", "backend": {"service": {"name": "s", "port": 80}}
+                }]}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey {
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    /// Two RouterConfigs at generation 2: `web` served, `api` still at 1 because its 2 was
+    /// rejected; and the reports the plan gives for them.
+    fn fleet() -> (Vec<Arc<RouterConfig>>, BTreeMap<ObjectKey, Report>) {
+        let objects = vec![routerconfig("web", "u-web", 2), routerconfig("api", "u-api", 2)];
+        let reports = BTreeMap::from([
+            (
+                key("web"),
+                Report {
+                    uid: "u-web".into(),
+                    observed_generation: 2,
+                    config_digest: "sha256:web2".into(),
+                    applied_at: Some("2026-12-03T10:00:00Z".into()),
+                    rejected: None,
+                },
+            ),
+            (
+                key("api"),
+                Report {
+                    uid: "u-api".into(),
+                    observed_generation: 1,
+                    config_digest: "sha256:api1".into(),
+                    applied_at: Some("2026-12-03T09:00:00Z".into()),
+                    rejected: Some(Rejection {
+                        generation: 2,
+                        message: "spec.rules[0].host: not a hostname".into(),
+                    }),
+                },
+            ),
+        ]);
+        (objects, reports)
+    }
+
+    fn serving() -> Readiness {
+        Readiness {
+            ready: true,
+            reason: ReplicaReason::Serving,
+            message: "serves the current generation of everything it serves".into(),
+        }
+    }
+
+    /// The RouterReplica as the apiserver answers a write of it.
+    fn stored() -> Value {
+        json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterReplica",
+            "metadata": {"name": "r1", "namespace": "ns", "resourceVersion": "7"},
+            "spec": {"fleet": "default", "namespaces": ["ns"]}
+        })
+    }
+
+    /// Runs one `Reporter::write` of `fleet()` in the background; its result comes back with
+    /// the reporter.
+    fn write(shared: &Arc<Shared>, mut reporter: Reporter) -> tokio::task::JoinHandle<(Reporter, bool)> {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (objects, reports) = fleet();
+            let written = reporter.write(&shared, &objects, &reports, &serving()).await;
+            (reporter, written)
+        })
+    }
+
+    /// Answers the object apply and the status apply of a first report; the status request.
+    async fn first_report(server: &mut ApiServer) -> Value {
+        server.next().await.ok(&stored());
+        let status = server.next().await;
+        let body = status.body.clone();
+        status.ok(&stored());
+        body
+    }
+
+    #[tokio::test]
+    async fn a_first_report_applies_the_routerreplica_then_its_status_as_the_replica() {
+        let (shared, mut server) = replica(options());
+        let written = write(&shared, Reporter::default());
+
+        let object = server.next().await;
+        assert_eq!(object.describe(), format!("PATCH {OBJECT}"));
+        assert_eq!(
+            object.query("fieldManager"),
+            Some(lockstep_crds::PROXY_FIELD_MANAGER)
+        );
+        assert_eq!(object.query("fieldManager"), Some("lockstep-proxy"));
+        assert_eq!(object.query("force"), Some("true"));
+        assert_eq!(object.content_type, "application/apply-patch+yaml");
+        assert_eq!(
+            object.body,
+            json!({
+                "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterReplica",
+                "metadata": {"name": "r1", "labels": {"lockstep.dev/fleet": "default"}},
+                "spec": {"fleet": "default", "namespaces": ["ns"]},
+            })
+        );
+        object.ok(&stored());
+
+        let status = server.next().await;
+        assert_eq!(status.describe(), format!("PATCH {OBJECT}/status"));
+        assert_eq!(status.query("fieldManager"), Some("lockstep-proxy"));
+        assert_eq!(status.query("force"), Some("true"));
+        assert_eq!(status.content_type, "application/apply-patch+yaml");
+        assert_eq!(status.body["apiVersion"], "lockstep.dev/v1alpha1");
+        assert_eq!(status.body["kind"], "RouterReplica");
+        assert!(status.body.get("spec").is_none(), "{}", status.body);
+        status.ok(&stored());
+
+        let (_, written) = written.await.unwrap();
+        assert!(written);
+        assert_eq!(
+            *shared.reported.lock().unwrap(),
+            fleet().1,
+            "what was written is what the join check compares with"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_report_carries_what_the_plan_produced_for_each_routerconfig() {
+        let (shared, mut server) = replica(options());
+        let written = write(&shared, Reporter::default());
+        let body = first_report(&mut server).await;
+        assert!(written.await.unwrap().1);
+
+        let status = &body["status"];
+        assert_eq!(
+            status["served"],
+            json!([
+                {"namespace": "ns", "name": "api", "uid": "u-api", "observedGeneration": 1,
+                 "configDigest": "sha256:api1", "appliedAt": "2026-12-03T09:00:00Z",
+                 "rejected": {"generation": 2, "message": "spec.rules[0].host: not a hostname"}},
+                {"namespace": "ns", "name": "web", "uid": "u-web", "observedGeneration": 2,
+                 "configDigest": "sha256:web2", "appliedAt": "2026-12-03T10:00:00Z"},
+            ])
+        );
+        // A rejected generation is an answer, not a served one.
+        assert_eq!(status["synced"], "1/2");
+        let conditions = status["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 1, "{conditions:?}");
+        assert_eq!(conditions[0]["type"], "Ready");
+        assert_eq!(conditions[0]["status"], "True");
+        assert_eq!(conditions[0]["reason"], "Serving");
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_report_is_not_written_again() {
+        let (shared, mut server) = replica(options());
+        let written = write(&shared, Reporter::default());
+        first_report(&mut server).await;
+        let (reporter, _) = written.await.unwrap();
+
+        let again = write(&shared, reporter);
+        server.expect_quiet(Duration::from_millis(100)).await;
+        assert!(again.await.unwrap().1, "unchanged is as good as written");
+    }
+
+    #[tokio::test]
+    async fn a_report_on_a_deleted_routerreplica_applies_the_object_again_next_time() {
+        let (shared, mut server) = replica(options());
+        let written = write(&shared, Reporter::default());
+        server.next().await.ok(&stored());
+        server
+            .next()
+            .await
+            .fail(404, "NotFound", "routerreplicas.lockstep.dev \"r1\" not found");
+        let (reporter, written) = written.await.unwrap();
+        assert!(!written);
+
+        let again = write(&shared, reporter);
+        let object = server.next().await;
+        assert_eq!(object.describe(), format!("PATCH {OBJECT}"), "the object first");
+        assert_eq!(object.body["metadata"]["labels"]["lockstep.dev/fleet"], "default");
+        object.ok(&stored());
+        let status = server.next().await;
+        assert_eq!(status.describe(), format!("PATCH {OBJECT}/status"));
+        status.ok(&stored());
+        assert!(again.await.unwrap().1);
+    }
+
+    #[tokio::test]
+    async fn an_unready_mark_merge_patches_the_ready_condition_alone() {
+        let (shared, mut server) = replica(options());
+        let readiness = Readiness {
+            ready: false,
+            reason: ReplicaReason::SyncFailed,
+            message: "the sync loop panicked".into(),
+        };
+        let marked = tokio::spawn({
+            let shared = shared.clone();
+            async move { mark_unready(&shared, &readiness).await }
+        });
+        let request = server.next().await;
+        assert_eq!(request.describe(), format!("PATCH {OBJECT}/status"));
+        assert_eq!(request.content_type, "application/merge-patch+json");
+        assert_eq!(request.query("fieldManager"), None);
+        let status = request.body["status"].as_object().unwrap();
+        assert_eq!(
+            status.keys().collect::<Vec<_>>(),
+            ["conditions"],
+            "the served entries stay as last reported"
+        );
+        let condition = &request.body["status"]["conditions"][0];
+        assert_eq!(condition["type"], "Ready");
+        assert_eq!(condition["status"], "False");
+        assert_eq!(condition["reason"], "SyncFailed");
+        assert_eq!(condition["message"], "the sync loop panicked");
+        request.ok(&stored());
+        marked.await.unwrap();
+    }
+}
