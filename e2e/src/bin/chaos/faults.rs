@@ -227,6 +227,11 @@ async fn freeze_leader(world: &Arc<World>, rng: &mut StdRng) {
 /// for as long as it exists (the older owns), which is the policy, not a fault.
 async fn recreate(world: &Arc<World>, web: &mut Rollouts) -> anyhow::Result<()> {
     delete_rival(&web.api).await?;
+    let window = {
+        let mut recreations = world.recreations.lock().unwrap();
+        recreations.push((Instant::now(), None));
+        recreations.len() - 1
+    };
     let old = web.api.get_opt("web").await?.map(|rc| rc.uid().to_owned());
     web.api.delete("web", &DeleteParams::default()).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -243,6 +248,19 @@ async fn recreate(world: &Arc<World>, web: &mut Rollouts) -> anyhow::Result<()> 
     web.next(world);
     web.apply().await?;
     world.tally.recreates.fetch_add(1, Ordering::Relaxed);
+    // The window closes once the new incarnation is Ready (or after 60 s, so a stuck one
+    // is not excused for the rest of the run).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let ready = web.api.get_opt("web").await.ok().flatten().is_some_and(|rc| {
+            Some(rc.uid()) != old.as_deref() && lockstep_e2e::check::ready_generation(&rc).is_some()
+        });
+        if ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world.recreations.lock().unwrap()[window].1 = Some(Instant::now() + Duration::from_millis(100));
     Ok(())
 }
 
@@ -284,9 +302,8 @@ async fn delete_rival(api: &Api<RouterConfig>) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let _ = tokio::time::timeout(bounded, api.delete("rival", &DeleteParams::default())).await;
-        match tokio::time::timeout(bounded, api.get_opt("rival")).await {
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Ok(Some(_))) | Ok(Err(_)) | Err(_) => {}
+        if let Ok(Ok(None)) = tokio::time::timeout(bounded, api.get_opt("rival")).await {
+            return Ok(());
         }
         anyhow::ensure!(Instant::now() < deadline, "rival still there after 30 s");
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -88,6 +88,9 @@ struct World {
     violations: Mutex<Vec<String>>,
     /// The tag of the newest version applied (see [`Rollouts`]).
     newest_tag: std::sync::atomic::AtomicU64,
+    /// When `web` was deleted and until its new incarnation was Ready (then open): a request
+    /// sent meanwhile may find no route, which is what deleting an object does.
+    recreations: Mutex<Vec<(Instant, Option<Instant>)>>,
     /// The certificates of `web` and of the RouterConfig that tries to take its TLS host.
     certs: Certs,
 }
@@ -256,6 +259,7 @@ async fn start(replicas: usize, faketime: Option<&str>) -> anyhow::Result<(Arc<W
         tally: Tally::default(),
         violations: Mutex::default(),
         newest_tag: Default::default(),
+        recreations: Mutex::default(),
         certs,
     };
     Ok((Arc::new(world), default_backend, gen_backend))

@@ -1,5 +1,6 @@
 //! Steady traffic to every replica that is not being faulted and says it is ready; a failed
-//! request counts against the run unless it overlapped a fault of its replica.
+//! request counts against the run unless it overlapped a fault of its replica, or a delete
+//! and re-create of `web` (no route while it is deleted).
 
 use std::{
     net::SocketAddr,
@@ -44,6 +45,13 @@ pub fn spawn(world: Arc<World>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandl
                         let slots = world.slots.lock().unwrap();
                         slots[i].faulted || slots[i].excused_until > sent
                     };
+                    let recreating = world
+                        .recreations
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|(from, until)| *from <= sent && until.is_none_or(|until| sent <= until));
+                    let slot_excused = slot_excused || recreating;
                     if slot_excused {
                         tally.excused_failures.fetch_add(1, Ordering::Relaxed);
                     } else {
