@@ -1,6 +1,6 @@
 //! The operator's barrier against a real kube-apiserver: the real `lockstep-operator` binary,
 //! real `kubectl`, and proxy replicas simulated (no data plane) exactly as the protocol has
-//! them write Leases and RouterReplicas (`lockstep_e2e::simulated`; `e2e/tests/barrier.rs` runs the
+//! them write Leases and RouterReplicas (`lockstep_e2e::simulated`; `e2e/tests/cluster/barrier.rs` runs the
 //! same promise with real proxies). One operator serves every test of this binary; tests stay
 //! apart by namespace and fleet.
 

@@ -3,20 +3,17 @@
 //! replica presents by SNI, rotations covered by Ready, and bad material rejected while the
 //! previous certificate keeps being served.
 
+use super::operator;
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use lockstep_crds::RouterConfig;
 use lockstep_e2e::{
     check, eventually,
-    fixture::{Fixture, lockstep_plugin, shared_operator},
-    fleet::{Backend, Operator, OperatorSpec, Proxy},
+    fixture::{Fixture, lockstep_plugin},
+    fleet::{Backend, Proxy},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn operator() -> &'static Operator {
-    shared_operator(|cp| Operator::start(cp, &cp.test_dir("operator"), OperatorSpec::default()))
-}
 
 /// A self-signed certificate and key for `names`, valid between the given dates.
 struct Cert {

@@ -3,22 +3,19 @@
 //! sync loop panicked or hangs gives up its membership (unready, no Lease renewal, a reason
 //! on its RouterReplica and a metric) instead of holding every later rollout back.
 
+use super::operator;
 use std::time::Duration;
 
 use kube::Api;
 use lockstep_crds::RouterReplica;
 use lockstep_e2e::{
     check, eventually,
-    fixture::{Fixture, least_privilege_operator, shared_operator},
-    fleet::{Backend, Operator, Proxy},
+    fixture::Fixture,
+    fleet::{Backend, Proxy},
 };
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn operator() -> &'static Operator {
-    shared_operator(|cp| least_privilege_operator(cp, "lockstep-system", "operator"))
-}
 
 async fn fixture(test: &str) -> Fixture {
     let _ = operator();

@@ -4,20 +4,17 @@
 //! events — neither when it is served nor when bad material is rejected. A standalone file
 //! that fails to load must not be dumped into the log either.
 
+use super::operator;
 use std::time::Duration;
 
 use lockstep_e2e::{
     ControlPlane, check, eventually,
-    fixture::{Fixture, shared_operator},
-    fleet::{Backend, Operator, OperatorSpec},
+    fixture::Fixture,
+    fleet::Backend,
     process::{ChildGuard, workspace_bin},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn operator() -> &'static Operator {
-    shared_operator(|cp| Operator::start(cp, &cp.test_dir("secrets-operator"), OperatorSpec::default()))
-}
 
 struct Material {
     cert: String,

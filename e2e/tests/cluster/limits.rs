@@ -3,22 +3,19 @@
 //! real proxy serves it up to its last path; one rule or one path beyond is rejected at
 //! admission, naming the field.
 
+use super::operator;
 use std::time::Duration;
 
 use lockstep_e2e::{
     check,
-    fixture::{Fixture, shared_operator},
-    fleet::{Backend, Operator, OperatorSpec, Proxy, ProxySpec},
+    fixture::Fixture,
+    fleet::{Backend, Proxy, ProxySpec},
 };
 
 /// `maxItems` of spec.rules and of spec.rules[].paths in the generated CRD
 /// (deploy/helm/lockstep/crds/routerconfig.yaml).
 const MAX_RULES: usize = 256;
 const MAX_PATHS: usize = 128;
-
-fn operator() -> &'static Operator {
-    shared_operator(|cp| Operator::start(cp, &cp.test_dir("limits-operator"), OperatorSpec::default()))
-}
 
 /// `rules` rules for hosts r0.test…; rule i has `paths(i)` Prefix paths /p0…, all to `url`.
 fn router_config(ns: &str, fleet: &str, url: &str, rules: usize, paths: impl Fn(usize) -> usize) -> String {

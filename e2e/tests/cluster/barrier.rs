@@ -4,6 +4,7 @@
 //! dead and frozen replicas drop out when their Lease expires. (The operator's side alone,
 //! with the test playing the replicas, is `operator/tests/simulated_barrier.rs`.)
 
+use super::operator;
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -18,18 +19,12 @@ use lockstep_crds::RouterConfig;
 use lockstep_e2e::{
     check::{self, ready_generation},
     eventually,
-    fixture::{Fixture, least_privilege_operator, router_config, shared_operator},
-    fleet::{Backend, Operator, Proxy, ProxySpec},
+    fixture::{Fixture, router_config},
+    fleet::{Backend, Proxy, ProxySpec},
 };
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// One operator serves every test of this binary; tests stay apart by namespace and fleet.
-/// Least privilege, as deployed: the operator's own ServiceAccount and RBAC.
-fn operator() -> &'static Operator {
-    shared_operator(|cp| least_privilege_operator(cp, "lockstep-system", "operator"))
-}
 
 async fn fixture(test: &str) -> Fixture {
     let _ = operator();
