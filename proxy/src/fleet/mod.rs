@@ -171,6 +171,10 @@ struct Shared {
     sync: Mutex<SyncWatch>,
     /// Set when the replica leaves: writers stop before their next request.
     leaving: CancellationToken,
+    /// How many `Ready` conditions were written beside the report writer (by
+    /// `report::mark_unready`): the writer's idea of what the RouterReplica says is stale
+    /// once this moves.
+    unready_marks: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -215,6 +219,7 @@ impl Shared {
             // cannot answer; one pass normally takes milliseconds (a second at 100k routes).
             sync: Mutex::new(SyncWatch::new(options.lease_duration)),
             leaving: CancellationToken::new(),
+            unready_marks: Default::default(),
             options,
             state,
             client,

@@ -3,7 +3,10 @@
 //! own readiness), with server-side apply. Only this replica writes it, so every write is one
 //! request to one object, whatever the size of the fleet.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, atomic::Ordering},
+};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 use kube::{
@@ -28,6 +31,8 @@ pub(super) struct Reporter {
     last: Option<Value>,
     /// Conditions as last written, so transition times survive.
     conditions: Vec<Condition>,
+    /// `Shared::unready_marks` when `last` was written: a mark since overwrote its `Ready`.
+    marks_seen: u64,
 }
 
 fn api(shared: &Shared) -> Api<RouterReplica> {
@@ -100,11 +105,13 @@ impl Reporter {
             "synced": format!("{current}/{}", objects.len()),
             "conditions": conditions,
         });
-        let unchanged = self.last.as_ref().is_some_and(|last| {
-            last["served"] == status["served"]
-                && last["synced"] == status["synced"]
-                && lockstep_config::conditions::eq_ignoring_time(&self.conditions, &conditions)
-        });
+        let marks = shared.unready_marks.load(Ordering::SeqCst);
+        let unchanged = marks == self.marks_seen
+            && self.last.as_ref().is_some_and(|last| {
+                last["served"] == status["served"]
+                    && last["synced"] == status["synced"]
+                    && lockstep_config::conditions::eq_ignoring_time(&self.conditions, &conditions)
+            });
         if unchanged {
             return true;
         }
@@ -136,6 +143,7 @@ impl Reporter {
                 *shared.reported.lock().expect("reported lock") = reports.clone();
                 self.conditions = conditions;
                 self.last = Some(status);
+                self.marks_seen = marks;
                 tracing::debug!(replica = %shared.options.replica, "report written");
                 true
             }
@@ -175,6 +183,8 @@ pub(super) async fn mark_unready(shared: &Shared, readiness: &Readiness) {
     let mut conditions = Vec::new();
     set_ready_condition(&mut conditions, readiness);
     let body = json!({"status": {"conditions": conditions}});
+    // Counted before the write: a report computed meanwhile must not take the mark for its own.
+    shared.unready_marks.fetch_add(1, Ordering::SeqCst);
     if let Err(error) = api(shared)
         .patch_status(
             &shared.options.replica,
@@ -435,5 +445,36 @@ mod tests {
         assert_eq!(condition["message"], "the sync loop panicked");
         request.ok(&stored());
         marked.await.unwrap();
+    }
+
+    /// A pass that hung was marked `SyncStalled` by the Lease loop; when it finishes with the
+    /// same report as before the mark, that report must be written again, or the
+    /// RouterReplica keeps saying `SyncStalled` about a replica whose loop works.
+    #[tokio::test]
+    async fn a_report_after_an_unready_mark_is_written_even_when_it_says_what_the_last_did() {
+        let (shared, mut server) = replica(options());
+        let first = write(&shared, Reporter::default());
+        first_report(&mut server).await;
+        let (reporter, written) = first.await.unwrap();
+        assert!(written);
+
+        let stalled = Readiness {
+            ready: false,
+            reason: ReplicaReason::SyncStalled,
+            message: "a sync pass has run for 11 s".into(),
+        };
+        let marked = tokio::spawn({
+            let shared = shared.clone();
+            async move { mark_unready(&shared, &stalled).await }
+        });
+        server.next().await.ok(&stored());
+        marked.await.unwrap();
+
+        let again = write(&shared, reporter);
+        let status = server.next().await;
+        assert_eq!(status.describe(), format!("PATCH {OBJECT}/status"));
+        assert_eq!(status.body["status"]["conditions"][0]["reason"], "Serving");
+        status.ok(&stored());
+        assert!(again.await.unwrap().1);
     }
 }
