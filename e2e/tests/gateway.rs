@@ -820,6 +820,36 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     .unwrap();
     assert_eq!(answers("two").await, Vec::<String>::new());
 
+    // Moved to another controller's class: lockstep serves nothing for it any more; moved
+    // back: served again.
+    let foreign = format!("{class}-foreign");
+    create(
+        &Api::<GatewayClass>::all(client.clone()),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": foreign}, "spec": {"controllerName": FOREIGN_CONTROLLER}}),
+    )
+    .await;
+    let move_to = |class: &str| Patch::Merge(json!({"spec": {"gatewayClassName": class}}));
+    gateways
+        .patch("gw", &PatchParams::default(), &move_to(&foreign))
+        .await
+        .unwrap();
+    eventually(
+        "no generated RouterConfig once the class is another's",
+        WAIT,
+        || async { generated_listeners().await.is_empty().then_some(()) },
+    )
+    .await
+    .unwrap();
+    gateways
+        .patch("gw", &PatchParams::default(), &move_to(&class))
+        .await
+        .unwrap();
+    plugin_wait("gateway/gw");
+    plugin_wait("httproute/web");
+    assert_eq!(generated_listeners().await, ["site"]);
+    assert_eq!(answers("two").await, Vec::<String>::new());
+
     // Deleting the Gateway deletes its generated RouterConfig (no controller-manager here).
     gateways.delete("gw", &Default::default()).await.unwrap();
     eventually("generated RouterConfig deleted", WAIT, || async {

@@ -47,6 +47,7 @@ use kube::{
 use lockstep_config::gateway::{
     GatewayInputs,
     attachment::refers_to_gateway,
+    lower::Gap,
     serve::{self, ListenerPlan, Outcome},
     translate,
 };
@@ -452,6 +453,8 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
     };
     let now = Timestamp::now();
     let Some(mut translation) = translate(inputs, now) else {
+        // Not (or no longer) of a lockstep class: nothing of lockstep's is served for it.
+        delete_owned(&ctx, &gw, &[]).await;
         return Ok(Action::await_change());
     };
     let gw_ns = gw.namespace().unwrap_or_default();
@@ -459,11 +462,18 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
 
     // Serving: the generated RouterConfigs, then what the barrier says of them.
     let fleet = serve::fleet_of(&gw.metadata);
-    let plans = match (&fleet, &translation.config) {
+    let mut plans = match (&fleet, &translation.config) {
         (Some(Ok(fleet)), Some(config)) => serve::plan(config, fleet),
         _ => Vec::new(),
     };
-    publish(&ctx, &gw, fleet.as_ref(), translation.config.is_some(), &plans).await?;
+    publish(
+        &ctx,
+        &gw,
+        fleet.as_ref(),
+        translation.config.is_some(),
+        &mut plans,
+    )
+    .await?;
     let observed = |name: &str| {
         ctx.router_configs
             .get(&ObjectRef::new(name).within(&gw_ns))
@@ -544,7 +554,7 @@ async fn publish(
     gw: &Gateway,
     fleet: Option<&std::result::Result<String, String>>,
     accepted: bool,
-    plans: &[ListenerPlan],
+    plans: &mut [ListenerPlan],
 ) -> Result<()> {
     let gw_ns = gw.namespace().unwrap_or_default();
     let gw_uid = gw.uid().unwrap_or_default();
@@ -553,7 +563,7 @@ async fn publish(
         .generation
         .unwrap_or(lockstep_crds::DEFAULT_GENERATION);
     let api = Api::<RouterConfig>::namespaced(ctx.client.clone(), &gw_ns);
-    for plan in plans {
+    for plan in plans.iter_mut() {
         let Outcome::Publish(spec) = &plan.outcome else {
             continue;
         };
@@ -601,13 +611,28 @@ async fn publish(
         if !ctx.leader.is_leader() {
             return Ok(());
         }
-        api.patch(
-            &plan.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        tracing::info!(name = %plan.name, listener = %plan.listener, generation, "applied a generated RouterConfig");
+        match api
+            .patch(
+                &plan.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(name = %plan.name, listener = %plan.listener, generation, "applied a generated RouterConfig")
+            }
+            // Refused (admission, validation, RBAC): retrying cannot help until something
+            // changes; the listener says why instead of the reconcile failing in a loop.
+            Err(kube::Error::Api(e)) if [400, 403, 422].contains(&e.code) => {
+                tracing::warn!(name = %plan.name, error = %e.message, "a generated RouterConfig was refused");
+                plan.outcome = Outcome::Gaps(vec![Gap::Invalid(format!(
+                    "refused by the apiserver: {}",
+                    e.message
+                ))]);
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
     if !accepted {
         return Ok(());
@@ -620,6 +645,14 @@ async fn publish(
             .collect(),
         _ => Vec::new(),
     };
+    delete_owned(ctx, gw, &keep).await;
+    Ok(())
+}
+
+/// Deletes the generated RouterConfigs owned by `gw` except those named in `keep`.
+async fn delete_owned(ctx: &Context, gw: &Gateway, keep: &[&str]) {
+    let gw_ns = gw.namespace().unwrap_or_default();
+    let gw_uid = gw.uid().unwrap_or_default();
     for rc in ctx.router_configs.state() {
         let ours = rc.namespace().as_deref() == Some(gw_ns.as_str())
             && rc
@@ -630,7 +663,6 @@ async fn publish(
             delete_generated(ctx, &rc).await;
         }
     }
-    Ok(())
 }
 
 async fn write_gateway_status(
