@@ -48,6 +48,7 @@ pub struct StatusArgs {
 pub struct WaitArgs {
     /// RouterConfig name, or KIND/NAME with KIND routerconfig, httproute, grpcroute or
     /// gateway.
+    #[arg(value_parser = check_target)]
     pub name: String,
     /// Namespace (default: the kubeconfig's).
     #[arg(short, long)]
@@ -146,6 +147,12 @@ pub fn parse_target(arg: &str) -> Result<(Target, &str), String> {
         return Err(format!("{arg:?} names no object"));
     }
     Ok((target, name))
+}
+
+/// [`parse_target`] as a clap value parser, so a kind `wait` cannot wait on is an argument
+/// error, reported before any client is built.
+fn check_target(arg: &str) -> Result<String, String> {
+    parse_target(arg).map(|_| arg.to_owned())
 }
 
 /// `wait` on a route: done when it has lockstep parent entries and each has
