@@ -1,25 +1,38 @@
 //! The operator's Gateway API status against a real apiserver with the v1.6.3 CRDs: a
 //! GatewayClass of lockstep's controller accepted, a Gateway's conditions and listeners, each
 //! HTTPRoute's parent entry (another controller's entry kept), ReferenceGrants taking effect,
-//! observedGeneration following edits, and another controller's Gateway left alone. The
-//! operator runs with the RBAC of `deploy/generated/rbac-operator.yaml`.
+//! observedGeneration following edits, and another controller's Gateway left alone; and a
+//! Gateway naming an existing fleet of real proxies, served through generated RouterConfigs
+//! behind the barrier. The operator runs with the RBAC of `deploy/generated/rbac-operator.yaml`.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::{
     Api, Client, Resource,
-    api::{Patch, PatchParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
 };
-use lockstep_crds::gateway::{
-    CONTROLLER_NAME, Condition, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, RouteParentStatus,
+use lockstep_crds::{
+    RouterConfig,
+    gateway::{
+        CONTROLLER_NAME, Condition, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, RouteParentStatus,
+    },
 };
 use lockstep_e2e::{
-    ControlPlane, eventually,
-    fixture::{least_privilege_operator, shared_operator},
-    fleet::Operator,
+    ControlPlane, check, eventually,
+    fixture::{Fixture, least_privilege_operator, lockstep_plugin, shared_operator},
+    fleet::{Backend, Operator},
     install_gateway_api_crds,
 };
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -434,4 +447,418 @@ async fn without_the_gateway_api_crds_the_operator_keeps_working() {
             .count(),
         1
     );
+}
+
+/// The lockstep.dev/Ready condition of the single lockstep parent entry of `route`:
+/// (status, reason, observedGeneration, message).
+fn lockstep_ready(route: &HTTPRoute) -> Option<(String, String, Option<i64>, String)> {
+    let entries = lockstep_entries(route);
+    let [one] = entries.as_slice() else { return None };
+    one.conditions
+        .iter()
+        .find(|c| c.type_ == "lockstep.dev/Ready")
+        .map(|c| {
+            (
+                c.status.clone(),
+                c.reason.clone(),
+                c.observed_generation,
+                c.message.clone(),
+            )
+        })
+}
+
+/// A Service without selector named `name`, port 80, whose one EndpointSlice points at
+/// `backend` (the test plays the endpoint controller; `.localhost` names this host).
+fn service_for(ns: &str, name: &str, backend: &Backend) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\n\
+         addressType: FQDN\nports: [{{name: http, port: {port}}}]\nendpoints: [{{addresses: [{name}.localhost], conditions: {{ready: true}}}}]\n",
+        port = backend.addr.port(),
+    )
+}
+
+/// A Gateway of lockstep's class naming an existing fleet of three real proxies: its HTTPRoute
+/// is published as a generated RouterConfig, and after each of 20 edits `kubectl lockstep wait
+/// httproute/web` returns only once every replica answers with the edited route, while
+/// requests flow. A route with a missing backend gets BackendNotFound and is never
+/// lockstep.dev/Ready=True. Deleting the Gateway deletes its generated RouterConfig.
+#[tokio::test]
+async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
+    let cp = ControlPlane::shared();
+    let admin = cp.client().await.unwrap();
+    install_gateway_api_crds(&admin).await.unwrap();
+    operator();
+    let f = Fixture::new("gw-serve").await;
+    let client = f.client.clone();
+    let ns = f.ns.clone();
+    let class = format!("lockstep-serve-{:08x}", rand::random::<u32>());
+    create(
+        &Api::<GatewayClass>::all(client.clone()),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": class}, "spec": {"controllerName": CONTROLLER_NAME}}),
+    )
+    .await;
+    let one = Backend::start(&f.dir, "one").unwrap();
+    let two = Backend::start(&f.dir, "two").unwrap();
+    f.cp.kubectl_apply(&service_for(&ns, "one", &one)).unwrap();
+    f.cp.kubectl_apply(&service_for(&ns, "two", &two)).unwrap();
+    // Long Leases: a frozen replica stays in the barrier (below) instead of dropping out.
+    let proxies = f.proxies_with(3, |spec| spec.lease_seconds = 30);
+
+    let gateways = Api::<Gateway>::namespaced(client.clone(), &ns);
+    let routes = Api::<HTTPRoute>::namespaced(client.clone(), &ns);
+    let rcs = Api::<RouterConfig>::namespaced(client.clone(), &ns);
+    let gateway = |name: &str, host: &str| {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": name, "namespace": ns, "annotations": {"lockstep.dev/fleet": f.fleet}},
+               "spec": {"gatewayClassName": class, "listeners": [
+                   {"name": "web", "protocol": "HTTP", "port": 80, "hostname": host}]}})
+    };
+    let gw = create(&gateways, gateway("gw", "app.example.com")).await;
+    create(
+        &routes,
+        route(
+            "web",
+            &ns,
+            "gw",
+            &["app.example.com"],
+            json!({"name": "one", "port": 80}),
+        ),
+    )
+    .await;
+
+    // A route whose backend does not exist, on a Gateway of its own (on the same listener it
+    // would keep the good route's listener from being lowered: the proxy cannot answer 500
+    // for a backend yet). Watched from its creation: lockstep.dev/Ready=True must never appear.
+    create(&gateways, gateway("gw-bad", "bad.example.com")).await;
+    create(
+        &routes,
+        route(
+            "bad",
+            &ns,
+            "gw-bad",
+            &["bad.example.com"],
+            json!({"name": "nope", "port": 80}),
+        ),
+    )
+    .await;
+    let bad_ready_seen = Arc::new(AtomicBool::new(false));
+    let bad_watch = {
+        let (routes, seen) = (routes.clone(), bad_ready_seen.clone());
+        tokio::spawn(async move {
+            let cfg = watcher::Config::default().fields("metadata.name=bad");
+            let mut events = std::pin::pin!(watcher(routes, cfg).applied_objects());
+            while let Some(event) = events.next().await {
+                if let Ok(route) = event
+                    && lockstep_ready(&route).is_some_and(|r| r.0 == "True")
+                {
+                    seen.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+
+    let plugin_wait = |target: &str| {
+        let started = Instant::now();
+        let out = lockstep_plugin(f.cp, &["wait", target, "-n", &ns, "--timeout", "60s"]);
+        assert!(
+            out.status.success(),
+            "kubectl lockstep wait {target}: {:?}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        started.elapsed()
+    };
+    let answers = |expected: &'static str| {
+        let (http, addrs) = (f.http.clone(), proxies.iter().map(|p| p.http).collect::<Vec<_>>());
+        async move {
+            let mut stale = Vec::new();
+            for addr in addrs {
+                for _ in 0..3 {
+                    let got = check::request(&http, addr, "app.example.com", "/").await.unwrap();
+                    if got != (200, Some(expected.to_owned())) {
+                        stale.push(format!("{addr}: {got:?}, expected {expected}"));
+                    }
+                }
+            }
+            stale
+        }
+    };
+
+    plugin_wait("httproute/web");
+    plugin_wait("gateway/gw");
+    assert_eq!(answers("one").await, Vec::<String>::new());
+
+    // The generated RouterConfig: recognisable, owned by the Gateway, in the fleet, and
+    // recording the Gateway and route generations it comes from.
+    let generated: Vec<RouterConfig> = rcs
+        .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
+        .await
+        .unwrap()
+        .items;
+    let names: Vec<String> = generated
+        .iter()
+        .map(|r| r.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(generated.len(), 1, "only gw's listener is lowered: {names:?}");
+    let rc = &generated[0];
+    assert_eq!(rc.spec.fleet, f.fleet);
+    let owner = &rc.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (
+            owner.kind.as_str(),
+            owner.name.as_str(),
+            owner.controller,
+            Some(&owner.uid)
+        ),
+        ("Gateway", "gw", Some(true), gw.metadata.uid.as_ref())
+    );
+    let annotations = rc.metadata.annotations.clone().unwrap();
+    assert_eq!(annotations["lockstep.dev/gateway-generation"], "1");
+    let web = routes.get("web").await.unwrap();
+    assert_eq!(
+        annotations["lockstep.dev/routes"],
+        format!("{{\"{}\":1}}", web.metadata.uid.clone().unwrap())
+    );
+
+    // The barrier's invariant, checked on every event of the route: the moment
+    // lockstep.dev/Ready=True is current for generation g, every replica answers with g's
+    // backend (odd generations `one`, even `two`). A check the route outran is not counted.
+    let violations = Arc::new(Mutex::new(Vec::<String>::new()));
+    let checker = {
+        let (routes, http, addrs, violations) = (
+            routes.clone(),
+            f.http.clone(),
+            proxies.iter().map(|p| p.http).collect::<Vec<_>>(),
+            violations.clone(),
+        );
+        tokio::spawn(async move {
+            let cfg = watcher::Config::default().fields("metadata.name=web");
+            let mut events = std::pin::pin!(watcher(routes.clone(), cfg).applied_objects());
+            let mut checked = 0;
+            while let Some(event) = events.next().await {
+                let Ok(route) = event else { continue };
+                let generation = route.metadata.generation.unwrap_or(1);
+                let current =
+                    lockstep_ready(&route).is_some_and(|r| r.0 == "True" && r.2 == Some(generation));
+                if !current || generation == checked {
+                    continue;
+                }
+                checked = generation;
+                let expected = if generation % 2 == 1 { "one" } else { "two" };
+                let mut wrong = Vec::new();
+                for addr in &addrs {
+                    let got = check::request(&http, *addr, "app.example.com", "/").await;
+                    if !matches!(&got, Ok((200, Some(b))) if b == expected) {
+                        wrong.push(format!("{addr}: {got:?}"));
+                    }
+                }
+                let still = routes.get("web").await.ok().and_then(|r| r.metadata.generation);
+                if !wrong.is_empty() && still == Some(generation) {
+                    violations.lock().unwrap().push(format!(
+                        "Ready=True at generation {generation}, expected {expected}: {wrong:?}"
+                    ));
+                }
+            }
+        })
+    };
+
+    // Requests flow through every replica during the edits.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (http, addrs, stop) = (
+            f.http.clone(),
+            proxies.iter().map(|p| p.http).collect::<Vec<_>>(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let (mut ok, mut bad) = (0u64, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                for addr in &addrs {
+                    match check::request(&http, *addr, "app.example.com", "/").await {
+                        Ok((200, Some(b))) if b == "one" || b == "two" => ok += 1,
+                        other => bad.push(format!("{addr}: {other:?}")),
+                    }
+                }
+            }
+            (ok, bad)
+        })
+    };
+
+    let mut waits = Vec::new();
+    let mut stale = Vec::new();
+    for i in 1..=20 {
+        let backend = if i % 2 == 1 { "two" } else { "one" };
+        routes
+            .patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"rules": [{
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [{"name": backend, "port": 80}]}]}})),
+            )
+            .await
+            .unwrap();
+        waits.push(plugin_wait("httproute/web"));
+        stale.extend(
+            answers(backend)
+                .await
+                .into_iter()
+                .map(|s| format!("edit {i}: {s}")),
+        );
+        let route = routes.get("web").await.unwrap();
+        assert_eq!(route.metadata.generation, Some(1 + i));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (ok, bad) = traffic.await.unwrap();
+    assert!(stale.is_empty(), "stale answers after a wait: {stale:?}");
+    assert!(
+        ok > 0 && bad.is_empty(),
+        "{ok} good answers while editing; failed: {bad:?}"
+    );
+    waits.sort();
+    eprintln!(
+        "20 edits: kubectl lockstep wait took {:?} median, {:?} max; {ok} requests answered during the edits",
+        waits[10], waits[19]
+    );
+    plugin_wait("gateway/gw");
+
+    // A frozen replica still holds its Lease and cannot apply: the wait must not return, and
+    // the route must not be Ready, until it wakes and serves the edit.
+    proxies[2].process.signal(Signal::SIGSTOP).unwrap();
+    routes
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": "two", "port": 80}]}]}})),
+        )
+        .await
+        .unwrap();
+    let frozen_wait = lockstep_plugin(f.cp, &["wait", "httproute/web", "-n", &ns, "--timeout", "4s"]);
+    let route_then = lockstep_ready(&routes.get("web").await.unwrap());
+    proxies[2].process.signal(Signal::SIGCONT).unwrap();
+    assert_eq!(
+        frozen_wait.status.code(),
+        Some(2),
+        "the wait timed out while a replica was frozen: {}",
+        String::from_utf8_lossy(&frozen_wait.stdout)
+    );
+    assert_eq!(
+        route_then.as_ref().map(|r| (r.0.as_str(), r.1.as_str(), r.2)),
+        Some(("False", "RolloutInProgress", Some(22))),
+        "{route_then:?}"
+    );
+    plugin_wait("httproute/web");
+    assert_eq!(answers("two").await, Vec::<String>::new());
+    checker.abort();
+    let violations = violations.lock().unwrap().clone();
+    assert!(violations.is_empty(), "{violations:?}");
+
+    // The route with a missing backend.
+    let bad = eventually("bad route judged", WAIT, || async {
+        let route = routes.get("bad").await.ok()?;
+        lockstep_ready(&route).map(|r| (route, r))
+    })
+    .await
+    .unwrap();
+    let entry = lockstep_entries(&bad.0).pop().unwrap();
+    assert_eq!(
+        cond(&entry.conditions, "ResolvedRefs"),
+        Some(("False".into(), "BackendNotFound".into(), Some(1)))
+    );
+    assert_eq!(
+        (bad.1.0.as_str(), bad.1.1.as_str()),
+        ("False", "Unservable"),
+        "{:?}",
+        bad.1
+    );
+    let gw_bad = gateways.get("gw-bad").await.unwrap().status.unwrap();
+    let listener = cond(&gw_bad.listeners[0].conditions, "Programmed").unwrap();
+    assert_eq!((listener.0.as_str(), listener.1.as_str()), ("False", "Invalid"));
+    let timed_out = lockstep_plugin(f.cp, &["wait", "httproute/bad", "-n", &ns, "--timeout", "2s"]);
+    assert_eq!(
+        timed_out.status.code(),
+        Some(2),
+        "the wait on a route never Ready times out"
+    );
+    bad_watch.abort();
+    assert!(
+        !bad_ready_seen.load(Ordering::SeqCst),
+        "the route with a missing backend was lockstep.dev/Ready=True"
+    );
+
+    // A listener renamed: the RouterConfig of the old one is deleted, the new one's served.
+    let generated_listeners = || async {
+        let list = rcs
+            .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
+            .await
+            .unwrap();
+        list.items
+            .iter()
+            .map(|rc| rc.metadata.annotations.clone().unwrap_or_default()["lockstep.dev/listener"].clone())
+            .collect::<Vec<String>>()
+    };
+    gateways
+        .patch(
+            "gw",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"listeners": [
+                {"name": "site", "protocol": "HTTP", "port": 80, "hostname": "app.example.com"}]}})),
+        )
+        .await
+        .unwrap();
+    plugin_wait("gateway/gw");
+    plugin_wait("httproute/web");
+    eventually("only the renamed listener's RouterConfig", WAIT, || async {
+        (generated_listeners().await == ["site"]).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers("two").await, Vec::<String>::new());
+
+    // Moved to another controller's class: lockstep serves nothing for it any more; moved
+    // back: served again.
+    let foreign = format!("{class}-foreign");
+    create(
+        &Api::<GatewayClass>::all(client.clone()),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": foreign}, "spec": {"controllerName": FOREIGN_CONTROLLER}}),
+    )
+    .await;
+    let move_to = |class: &str| Patch::Merge(json!({"spec": {"gatewayClassName": class}}));
+    gateways
+        .patch("gw", &PatchParams::default(), &move_to(&foreign))
+        .await
+        .unwrap();
+    eventually(
+        "no generated RouterConfig once the class is another's",
+        WAIT,
+        || async { generated_listeners().await.is_empty().then_some(()) },
+    )
+    .await
+    .unwrap();
+    gateways
+        .patch("gw", &PatchParams::default(), &move_to(&class))
+        .await
+        .unwrap();
+    plugin_wait("gateway/gw");
+    plugin_wait("httproute/web");
+    assert_eq!(generated_listeners().await, ["site"]);
+    assert_eq!(answers("two").await, Vec::<String>::new());
+
+    // Deleting the Gateway deletes its generated RouterConfig (no controller-manager here).
+    gateways.delete("gw", &Default::default()).await.unwrap();
+    eventually("generated RouterConfig deleted", WAIT, || async {
+        let left = rcs
+            .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
+            .await
+            .ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await
+    .unwrap();
 }

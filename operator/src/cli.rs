@@ -7,11 +7,14 @@ use std::{collections::BTreeMap, io::Write, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, Client, ResourceExt,
     runtime::{WatchStreamExt, watcher},
 };
+use lockstep_config::gateway::status::condition::LOCKSTEP_READY;
 use lockstep_config::{ObjectKey, conditions::find, config_digest};
+use lockstep_crds::gateway::{CONTROLLER_NAME, GRPCRoute, Gateway, HTTPRoute, RouteParentStatus};
 use lockstep_crds::{Rejection, RouterConfig, RouterReplica, condition};
 
 /// The commands for people and pipelines, defined once for `lockstep-operator status|wait`
@@ -20,7 +23,10 @@ use lockstep_crds::{Rejection, RouterConfig, RouterReplica, condition};
 pub enum Command {
     /// Show each replica's generation, digest and rejections for RouterConfigs.
     Status(StatusArgs),
-    /// Wait until a RouterConfig is Ready at its current generation, showing progress.
+    /// Wait until a RouterConfig is Ready at its current generation, showing progress; or,
+    /// for `httproute/NAME` and `grpcroute/NAME`, until every lockstep parent entry has
+    /// `lockstep.dev/Ready=True` at the route's generation; for `gateway/NAME`, until it is
+    /// `Programmed=True` at its generation.
     Wait(WaitArgs),
 }
 
@@ -40,7 +46,9 @@ pub struct StatusArgs {
 /// Arguments of `wait`.
 #[derive(clap::Args, Debug)]
 pub struct WaitArgs {
-    /// RouterConfig name.
+    /// RouterConfig name, or KIND/NAME with KIND routerconfig, httproute, grpcroute or
+    /// gateway.
+    #[arg(value_parser = check_target)]
     pub name: String,
     /// Namespace (default: the kubeconfig's).
     #[arg(short, long)]
@@ -73,8 +81,193 @@ impl Command {
                 let namespace = args
                     .namespace
                     .unwrap_or_else(|| client.default_namespace().to_owned());
-                Ok(wait(client, &namespace, &args.name, args.timeout).await?)
+                let (kind, name) = parse_target(&args.name).map_err(|e| anyhow::anyhow!(e))?;
+                Ok(match kind {
+                    Target::RouterConfig => wait(client, &namespace, name, args.timeout).await?,
+                    Target::HttpRoute => {
+                        wait_for::<HTTPRoute>(client, &namespace, name, args.timeout, |r| {
+                            route_verdict(r.metadata.generation, r.status.as_ref().map(|s| &s.parents[..]))
+                        })
+                        .await?
+                    }
+                    Target::GrpcRoute => {
+                        wait_for::<GRPCRoute>(client, &namespace, name, args.timeout, |r| {
+                            route_verdict(r.metadata.generation, r.status.as_ref().map(|s| &s.parents[..]))
+                        })
+                        .await?
+                    }
+                    Target::Gateway => {
+                        wait_for::<Gateway>(client, &namespace, name, args.timeout, |g| {
+                            gateway_verdict(
+                                g.metadata.generation,
+                                g.status.as_ref().map(|s| &s.conditions[..]),
+                            )
+                        })
+                        .await?
+                    }
+                })
             }
+        }
+    }
+}
+
+/// What `wait` waits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A RouterConfig (a bare name).
+    RouterConfig,
+    /// An HTTPRoute: every lockstep parent entry `lockstep.dev/Ready`.
+    HttpRoute,
+    /// A GRPCRoute: likewise.
+    GrpcRoute,
+    /// A Gateway: `Programmed`.
+    Gateway,
+}
+
+/// `NAME` or `KIND/NAME`, with kubectl's spellings of the kinds (singular, plural, short name,
+/// with or without the group).
+pub fn parse_target(arg: &str) -> Result<(Target, &str), String> {
+    let Some((kind, name)) = arg.split_once('/') else {
+        return Ok((Target::RouterConfig, arg));
+    };
+    let kind = kind.to_ascii_lowercase();
+    let (kind, group) = kind.split_once('.').unwrap_or((kind.as_str(), ""));
+    let target = match (kind, group) {
+        ("routerconfig" | "routerconfigs" | "rcfg", "" | "lockstep.dev") => Target::RouterConfig,
+        ("httproute" | "httproutes", "" | "gateway.networking.k8s.io") => Target::HttpRoute,
+        ("grpcroute" | "grpcroutes", "" | "gateway.networking.k8s.io") => Target::GrpcRoute,
+        ("gateway" | "gateways" | "gtw", "" | "gateway.networking.k8s.io") => Target::Gateway,
+        _ => {
+            return Err(format!(
+                "cannot wait on {arg:?}: the kinds are routerconfig, httproute, grpcroute and gateway"
+            ));
+        }
+    };
+    if name.is_empty() {
+        return Err(format!("{arg:?} names no object"));
+    }
+    Ok((target, name))
+}
+
+/// [`parse_target`] as a clap value parser, so a kind `wait` cannot wait on is an argument
+/// error, reported before any client is built.
+fn check_target(arg: &str) -> Result<String, String> {
+    parse_target(arg).map(|_| arg.to_owned())
+}
+
+/// `wait` on a route: done when it has lockstep parent entries and each has
+/// `lockstep.dev/Ready=True` observed at the route's `generation`; the line says each entry's
+/// state otherwise.
+pub fn route_verdict(generation: Option<i64>, parents: Option<&[RouteParentStatus]>) -> (bool, String) {
+    let generation = generation.unwrap_or(lockstep_crds::DEFAULT_GENERATION);
+    let ours: Vec<&RouteParentStatus> = parents
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p.controller_name == CONTROLLER_NAME)
+        .collect();
+    if ours.is_empty() {
+        return (
+            false,
+            format!(
+                "waiting for lockstep to judge generation {generation} (no parent entry of lockstep yet)"
+            ),
+        );
+    }
+    let mut done = true;
+    let mut parts = Vec::new();
+    for p in ours {
+        let parent = match &p.parent_ref.section_name {
+            Some(section) => format!("{}/{section}", p.parent_ref.name),
+            None => p.parent_ref.name.clone(),
+        };
+        match find(&p.conditions, LOCKSTEP_READY).filter(|c| c.observed_generation == Some(generation)) {
+            Some(c) if c.status == "True" => parts.push(format!("{parent}: Ready ({})", c.message)),
+            Some(c) => {
+                done = false;
+                parts.push(format!("{parent}: {} ({})", c.reason, c.message));
+            }
+            None => {
+                done = false;
+                parts.push(format!(
+                    "{parent}: waiting for lockstep to judge generation {generation}"
+                ));
+            }
+        }
+    }
+    (done, format!("generation {generation}: {}", parts.join("; ")))
+}
+
+/// `wait` on a Gateway: done when `Programmed=True` is observed at its `generation`.
+pub fn gateway_verdict(generation: Option<i64>, conditions: Option<&[Condition]>) -> (bool, String) {
+    let generation = generation.unwrap_or(lockstep_crds::DEFAULT_GENERATION);
+    match find(conditions.unwrap_or_default(), "Programmed")
+        .filter(|c| c.observed_generation == Some(generation))
+    {
+        Some(c) if c.status == "True" => (
+            true,
+            format!("generation {generation}: Programmed ({})", c.message),
+        ),
+        Some(c) => (
+            false,
+            format!(
+                "generation {generation}: Programmed={} {} ({})",
+                c.status, c.reason, c.message
+            ),
+        ),
+        None => (
+            false,
+            format!("waiting for lockstep to judge generation {generation}"),
+        ),
+    }
+}
+
+/// Watches object `name` of kind `K` until `verdict` says it is done (exit 0) or the timeout
+/// passes (exit 2), printing each new progress line.
+async fn wait_for<K>(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+    verdict: impl Fn(&K) -> (bool, String),
+) -> crate::Result<i32>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    let api: Api<K> = Api::namespaced(client, namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = std::pin::pin!(
+        watcher(api, config)
+            .backoff(lockstep_apiclient::watch_backoff())
+            .applied_objects()
+    );
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let object = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => {
+                eprintln!("timed out after {timeout:?}: {last}");
+                return Ok(EXIT_TIMEOUT);
+            }
+            Ok(None) => return Err(crate::Error::WatchEnded),
+            Ok(Some(Err(error))) => {
+                eprintln!("watch error: {error}; retrying");
+                continue;
+            }
+            Ok(Some(Ok(object))) => object,
+        };
+        let (done, line) = verdict(&object);
+        if line != last {
+            println!("{namespace}/{name}: {line}");
+            let _ = std::io::stdout().flush();
+            last = line;
+        }
+        if done {
+            return Ok(0);
         }
     }
 }
@@ -490,6 +683,90 @@ mod tests {
             None,
             "a laggard is listed first"
         );
+    }
+
+    #[test]
+    fn wait_targets_are_parsed_with_kubectl_spellings() {
+        type Row<'a> = (&'a str, Result<(Target, &'a str), ()>);
+        let rows: &[Row] = &[
+            ("web", Ok((Target::RouterConfig, "web"))),
+            ("rcfg/web", Ok((Target::RouterConfig, "web"))),
+            ("httproute/web", Ok((Target::HttpRoute, "web"))),
+            ("HTTPRoute/web", Ok((Target::HttpRoute, "web"))),
+            (
+                "httproutes.gateway.networking.k8s.io/web",
+                Ok((Target::HttpRoute, "web")),
+            ),
+            ("grpcroute/api", Ok((Target::GrpcRoute, "api"))),
+            ("gateway/gw", Ok((Target::Gateway, "gw"))),
+            ("gtw/gw", Ok((Target::Gateway, "gw"))),
+            ("service/web", Err(())),
+            ("httproute.example.com/web", Err(())),
+            ("httproute/", Err(())),
+        ];
+        for (arg, want) in rows {
+            assert_eq!(parse_target(arg).map_err(|_| ()), *want, "{arg}");
+        }
+    }
+
+    #[test]
+    fn a_route_wait_needs_every_lockstep_parent_ready_at_the_route_generation() {
+        let entry = |gw: &str, controller: &str, ready: Option<(&str, i64)>| -> RouteParentStatus {
+            let conditions: Vec<serde_json::Value> = ready
+                .map(|(status, at)| {
+                    json!({"type": "lockstep.dev/Ready", "status": status, "reason": "R", "message": "m",
+                           "observedGeneration": at, "lastTransitionTime": "2026-11-27T00:00:00Z"})
+                })
+                .into_iter()
+                .collect();
+            serde_json::from_value(json!({"parentRef": {"name": gw}, "controllerName": controller,
+                                          "conditions": conditions}))
+            .unwrap()
+        };
+        let ours = CONTROLLER_NAME;
+        let rows: Vec<(&str, Vec<RouteParentStatus>, bool)> = vec![
+            ("no entry", vec![], false),
+            (
+                "only another controller's",
+                vec![entry("gw", "example.com/x", Some(("True", 4)))],
+                false,
+            ),
+            ("not judged yet", vec![entry("gw", ours, None)], false),
+            ("stale True", vec![entry("gw", ours, Some(("True", 3)))], false),
+            ("False now", vec![entry("gw", ours, Some(("False", 4)))], false),
+            ("True now", vec![entry("gw", ours, Some(("True", 4)))], true),
+            (
+                "one of two parents",
+                vec![
+                    entry("a", ours, Some(("True", 4))),
+                    entry("b", ours, Some(("True", 3))),
+                ],
+                false,
+            ),
+            (
+                "both parents, another controller's not",
+                vec![
+                    entry("a", ours, Some(("True", 4))),
+                    entry("b", ours, Some(("True", 4))),
+                    entry("c", "example.com/x", Some(("False", 4))),
+                ],
+                true,
+            ),
+        ];
+        for (what, parents, done) in rows {
+            assert_eq!(route_verdict(Some(4), Some(&parents)).0, done, "{what}");
+        }
+        let mk = |status: &str, at: i64| -> Vec<Condition> {
+            vec![
+                serde_json::from_value(json!({"type": "Programmed", "status": status, "reason": "R",
+                "message": "m", "observedGeneration": at, "lastTransitionTime": "2026-11-27T00:00:00Z"}))
+                .unwrap(),
+            ]
+        };
+        assert!(!gateway_verdict(Some(2), None).0);
+        assert!(!gateway_verdict(Some(2), Some(&mk("True", 1))).0, "stale");
+        assert!(!gateway_verdict(Some(2), Some(&mk("False", 2))).0);
+        assert!(gateway_verdict(Some(2), Some(&mk("True", 2))).0);
     }
 
     #[test]

@@ -5,11 +5,19 @@
 //!
 //! What it writes, only while leader (checked right before every write):
 //! - a GatewayClass of `spec.controllerName: lockstep.dev/gateway-controller`: `Accepted`
-//!   and `supportedFeatures` (empty: nothing is served yet, so no feature is claimed);
+//!   and `supportedFeatures` (empty: a feature is claimed only once the conformance suite passes it);
 //! - each Gateway of such a class: `conditions` (Accepted; Programmed False until the fleet
 //!   is wired) and `listeners`, by server-side apply with field manager `lockstep-operator`
 //!   (both lists are keyed maps, so other managers' entries stay);
-//! - each route naming such a Gateway: its `status.parents` entries for that Gateway.
+//! - each route naming such a Gateway: its `status.parents` entries for that Gateway, with
+//!   `lockstep.dev/Ready`;
+//! - for a Gateway naming an existing fleet (annotation `lockstep.dev/fleet`), one generated
+//!   RouterConfig per served listener ([`lockstep_config::gateway::serve`]), server-side
+//!   applied with its record of the Gateway and route generations, owned by the Gateway, and
+//!   deleted when no longer wanted (also when the Gateway is deleted: without a
+//!   controller-manager no garbage collector follows the ownerReference). The RouterConfig
+//!   controller judges them like any other; their status, watched, is fed back into the
+//!   Gateway's and listeners' `Programmed` and the routes' `lockstep.dev/Ready`.
 //!   `status.parents` is an atomic list in the v1.6.3 CRDs, so an apply would take the whole
 //!   list; instead the list is read, lockstep's entries for this Gateway are replaced, every
 //!   other entry is kept, and it is written back with the read `resourceVersion` as a
@@ -36,7 +44,14 @@ use kube::{
         watcher,
     },
 };
-use lockstep_config::gateway::{GatewayInputs, attachment::refers_to_gateway, translate};
+use lockstep_config::gateway::{
+    GatewayInputs,
+    attachment::refers_to_gateway,
+    lower::Gap,
+    serve::{self, ListenerPlan, Outcome},
+    translate,
+};
+use lockstep_crds::RouterConfig;
 use lockstep_crds::gateway::{
     CONTROLLER_NAME, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ListenerStatus, ReferenceGrant,
     RouteParentStatus,
@@ -63,6 +78,8 @@ struct Context {
     services: Store<Service>,
     secrets: Store<Secret>,
     namespaces: Store<Namespace>,
+    /// Generated RouterConfigs (label `lockstep.dev/generated-from=Gateway`).
+    router_configs: Store<RouterConfig>,
     leader: Arc<Leadership>,
     metrics: Arc<Metrics>,
 }
@@ -79,6 +96,7 @@ impl Context {
             self.grants.wait_until_ready().await?;
             self.services.wait_until_ready().await?;
             self.secrets.wait_until_ready().await?;
+            self.router_configs.wait_until_ready().await?;
             self.namespaces.wait_until_ready().await
         };
         match tokio::time::timeout(CACHE_SYNC_TIMEOUT, all).await {
@@ -159,6 +177,12 @@ pub async fn run(
         "secrets",
     );
     let (namespaces, namespace_stream) = stream(Api::<Namespace>::all(client.clone()), all(), "namespaces");
+    let generated = format!("{}={}", serve::GENERATED_LABEL, serve::GENERATED_BY_GATEWAY);
+    let (router_configs, rc_stream) = stream(
+        Api::<RouterConfig>::all(client.clone()),
+        all().labels(&generated),
+        "generated routerconfigs",
+    );
     // The class controller has a watch of its own: a controller's trigger stream is its own.
     let (class_store2, class_stream2) =
         stream(Api::<GatewayClass>::all(client.clone()), all(), "gatewayclasses");
@@ -172,6 +196,7 @@ pub async fn run(
         services,
         secrets,
         namespaces,
+        router_configs: router_configs.clone(),
         leader: leader.clone(),
         metrics,
     });
@@ -206,6 +231,8 @@ pub async fn run(
         .watches_stream(service_stream, move |_| on_service())
         .watches_stream(secret_stream, move |_| on_secret())
         .watches_stream(namespace_stream, move |_| on_namespace())
+        // A generated RouterConfig's status (the barrier) changes its Gateway's status.
+        .watches_stream(rc_stream, |rc: RouterConfig| owner_gateway(&rc))
         .reconcile_all_on(became_leader(leader.changes()))
         .graceful_shutdown_on(stop(rx.clone()))
         .run(reconcile_gateway, error_policy, ctx.clone())
@@ -214,6 +241,8 @@ pub async fn run(
                 tracing::debug!(%error, "gateway reconcile failed");
             }
         });
+    let ctx_for_sweep = ctx.clone();
+    let rx_sweep = rx.clone();
     let class_controller = Controller::for_stream(class_stream2, class_store2)
         .reconcile_all_on(became_leader(leader.changes()))
         .graceful_shutdown_on(stop(rx))
@@ -223,7 +252,93 @@ pub async fn run(
                 tracing::debug!(%error, "gatewayclass reconcile failed");
             }
         });
-    futures::future::join(gateway_controller, class_controller).await;
+    let sweeper = sweep_orphans(ctx_for_sweep, stop(rx_sweep));
+    futures::future::join3(gateway_controller, class_controller, sweeper).await;
+}
+
+/// The Gateway that owns a generated RouterConfig (its controller ownerReference).
+fn owner_gateway(rc: &RouterConfig) -> Option<ObjectRef<Gateway>> {
+    let owner = rc
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == "Gateway" && o.controller == Some(true))?;
+    Some(ObjectRef::new(&owner.name).within(&rc.namespace().unwrap_or_default()))
+}
+
+/// Deletes generated RouterConfigs whose owning Gateway (by uid) is gone: without a
+/// controller-manager nothing collects them, and a replica would keep serving them. Runs on
+/// every Gateway event (a deletion included) once both caches have listed.
+async fn sweep_orphans(ctx: Arc<Context>, stop: impl std::future::Future<Output = ()>) {
+    let gateways = Api::<Gateway>::all(ctx.client.clone());
+    let events = watcher(gateways, watcher::Config::default()).backoff(lockstep_apiclient::watch_backoff());
+    let mut live: std::collections::HashSet<String> = Default::default();
+    let mut init: std::collections::HashSet<String> = Default::default();
+    let mut listed = false;
+    let work = async {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { continue };
+            match event {
+                watcher::Event::Init => init.clear(),
+                watcher::Event::InitApply(g) => {
+                    init.insert(g.uid().unwrap_or_default());
+                }
+                watcher::Event::InitDone => {
+                    live = std::mem::take(&mut init);
+                    listed = true;
+                }
+                watcher::Event::Apply(g) => {
+                    live.insert(g.uid().unwrap_or_default());
+                    continue;
+                }
+                watcher::Event::Delete(g) => {
+                    live.remove(&g.uid().unwrap_or_default());
+                }
+            }
+            if !listed || !ctx.leader.is_leader() {
+                continue;
+            }
+            if ctx.router_configs.wait_until_ready().await.is_err() {
+                continue;
+            }
+            for rc in ctx.router_configs.state() {
+                let owner = rc
+                    .owner_references()
+                    .iter()
+                    .find(|o| o.kind == "Gateway" && o.controller == Some(true))
+                    .map(|o| o.uid.clone());
+                let Some(uid) = owner.filter(|uid| !live.contains(uid)) else {
+                    continue;
+                };
+                // This watch may lag the controller's: ask the apiserver before deleting.
+                let Some(owner) = owner_gateway(&rc) else { continue };
+                let api = Api::<Gateway>::namespaced(ctx.client.clone(), &rc.namespace().unwrap_or_default());
+                match api.get_opt(&owner.name).await {
+                    Ok(Some(g)) if g.uid().as_deref() == Some(uid.as_str()) => {}
+                    Ok(_) => delete_generated(&ctx, &rc).await,
+                    Err(error) => tracing::debug!(%error, "reading a Gateway before a sweep failed"),
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = work => {}
+        () = stop => {}
+    }
+}
+
+async fn delete_generated(ctx: &Context, rc: &RouterConfig) {
+    if !ctx.leader.is_leader() {
+        return;
+    }
+    let api = Api::<RouterConfig>::namespaced(ctx.client.clone(), &rc.namespace().unwrap_or_default());
+    match api.delete(&rc.name_any(), &Default::default()).await {
+        Ok(_) => tracing::info!(name = %rc.name_any(), "deleted a generated RouterConfig no longer wanted"),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(error) => {
+            tracing::warn!(%error, name = %rc.name_any(), "deleting a generated RouterConfig failed")
+        }
+    }
 }
 
 /// Every Gateway whose class names lockstep's controller.
@@ -289,8 +404,7 @@ async fn reconcile_class(class: Arc<GatewayClass>, ctx: Arc<Context>) -> Result<
     if same_conditions(&conditions, old_conditions) && features_empty {
         return Ok(Action::await_change());
     }
-    // No feature is claimed: nothing is served until the fleet is wired, and a feature is
-    // claimed only once the conformance suite passes it.
+    // No feature is claimed: a feature is claimed only once the conformance suite passes it.
     let patch = json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "GatewayClass",
@@ -337,11 +451,35 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
         grants: &grants,
         namespaces: &namespaces,
     };
-    let Some(mut translation) = translate(inputs, Timestamp::now()) else {
+    let now = Timestamp::now();
+    let Some(mut translation) = translate(inputs, now) else {
+        // Not (or no longer) of a lockstep class: nothing of lockstep's is served for it.
+        delete_owned(&ctx, &gw, &[]).await;
         return Ok(Action::await_change());
     };
     let gw_ns = gw.namespace().unwrap_or_default();
     let gw_name = gw.name_any();
+
+    // Serving: the generated RouterConfigs, then what the barrier says of them.
+    let fleet = serve::fleet_of(&gw.metadata);
+    let mut plans = match (&fleet, &translation.config) {
+        (Some(Ok(fleet)), Some(config)) => serve::plan(config, fleet),
+        _ => Vec::new(),
+    };
+    publish(
+        &ctx,
+        &gw,
+        fleet.as_ref(),
+        translation.config.is_some(),
+        &mut plans,
+    )
+    .await?;
+    let observed = |name: &str| {
+        ctx.router_configs
+            .get(&ObjectRef::new(name).within(&gw_ns))
+            .map(|rc| rc.as_ref().clone())
+    };
+    serve::judge(&mut translation, fleet.as_ref(), &plans, &observed, now);
 
     // Gateway status: conditions and listeners, server-side applied.
     let old = gw.status.clone().unwrap_or_default();
@@ -404,6 +542,127 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
         write_route_parents(&ctx, &api, route, old, ours, &gw_ns, &gw_name).await?;
     }
     Ok(Action::await_change())
+}
+
+/// Applies the generated RouterConfig of every listener to publish (when the cached one
+/// differs) and deletes the generated RouterConfigs of this Gateway no longer wanted: those
+/// of listeners with nothing to serve or gone, all of them when the Gateway names no usable
+/// fleet. A listener with gaps keeps its last RouterConfig (replicas keep serving it). Nothing
+/// is deleted while the Gateway is not accepted.
+async fn publish(
+    ctx: &Context,
+    gw: &Gateway,
+    fleet: Option<&std::result::Result<String, String>>,
+    accepted: bool,
+    plans: &mut [ListenerPlan],
+) -> Result<()> {
+    let gw_ns = gw.namespace().unwrap_or_default();
+    let gw_uid = gw.uid().unwrap_or_default();
+    let generation = gw
+        .metadata
+        .generation
+        .unwrap_or(lockstep_crds::DEFAULT_GENERATION);
+    let api = Api::<RouterConfig>::namespaced(ctx.client.clone(), &gw_ns);
+    for plan in plans.iter_mut() {
+        let Outcome::Publish(spec) = &plan.outcome else {
+            continue;
+        };
+        let annotations = std::collections::BTreeMap::from([
+            (serve::LISTENER_ANNOTATION.to_owned(), plan.listener.clone()),
+            (
+                serve::GATEWAY_GENERATION_ANNOTATION.to_owned(),
+                generation.to_string(),
+            ),
+            (
+                serve::ROUTES_ANNOTATION.to_owned(),
+                serve::routes_annotation(&plan.routes),
+            ),
+        ]);
+        let cached = ctx.router_configs.get(&ObjectRef::new(&plan.name).within(&gw_ns));
+        let current = cached.as_ref().is_some_and(|rc| {
+            rc.spec == *spec
+                && annotations
+                    .iter()
+                    .all(|(k, v)| rc.annotations().get(k) == Some(v))
+                && owner_gateway(rc).is_some_and(|o| o.name == gw.name_any())
+                && rc.owner_references().iter().any(|o| o.uid == gw_uid)
+        });
+        if current {
+            continue;
+        }
+        let patch = json!({
+            "apiVersion": "lockstep.dev/v1alpha1",
+            "kind": "RouterConfig",
+            "metadata": {
+                "name": plan.name,
+                "namespace": gw_ns,
+                "labels": {serve::GENERATED_LABEL: serve::GENERATED_BY_GATEWAY},
+                "annotations": annotations,
+                "ownerReferences": [{
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "Gateway",
+                    "name": gw.name_any(),
+                    "uid": gw_uid,
+                    "controller": true,
+                }],
+            },
+            "spec": spec,
+        });
+        if !ctx.leader.is_leader() {
+            return Ok(());
+        }
+        match api
+            .patch(
+                &plan.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(name = %plan.name, listener = %plan.listener, generation, "applied a generated RouterConfig")
+            }
+            // Refused (admission, validation, RBAC): retrying cannot help until something
+            // changes; the listener says why instead of the reconcile failing in a loop.
+            Err(kube::Error::Api(e)) if [400, 403, 422].contains(&e.code) => {
+                tracing::warn!(name = %plan.name, error = %e.message, "a generated RouterConfig was refused");
+                plan.outcome = Outcome::Gaps(vec![Gap::Invalid(format!(
+                    "refused by the apiserver: {}",
+                    e.message
+                ))]);
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if !accepted {
+        return Ok(());
+    }
+    let keep: Vec<&str> = match fleet {
+        Some(Ok(_)) => plans
+            .iter()
+            .filter(|p| !matches!(p.outcome, Outcome::Empty))
+            .map(|p| p.name.as_str())
+            .collect(),
+        _ => Vec::new(),
+    };
+    delete_owned(ctx, gw, &keep).await;
+    Ok(())
+}
+
+/// Deletes the generated RouterConfigs owned by `gw` except those named in `keep`.
+async fn delete_owned(ctx: &Context, gw: &Gateway, keep: &[&str]) {
+    let gw_ns = gw.namespace().unwrap_or_default();
+    let gw_uid = gw.uid().unwrap_or_default();
+    for rc in ctx.router_configs.state() {
+        let ours = rc.namespace().as_deref() == Some(gw_ns.as_str())
+            && rc
+                .owner_references()
+                .iter()
+                .any(|o| o.uid == gw_uid && o.controller == Some(true));
+        if ours && !keep.contains(&rc.name_any().as_str()) {
+            delete_generated(ctx, &rc).await;
+        }
+    }
 }
 
 async fn write_gateway_status(

@@ -94,3 +94,27 @@ fn a_good_timeout_gets_as_far_as_the_missing_kubeconfig_and_says_so() {
         }
     }
 }
+
+#[test]
+fn a_kind_wait_cannot_wait_on_is_a_usage_error_not_a_kubeconfig_error() {
+    for binary in [PLUGIN, OPERATOR] {
+        let output = run(binary, &["wait", "service/web"]);
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{binary}: {stderr}");
+        assert!(
+            stderr.contains("routerconfig, httproute, grpcroute and gateway"),
+            "{binary}: {stderr}"
+        );
+        assert!(!stderr.contains("kubeconfig"), "{binary}: {stderr}");
+        // The kinds it can wait on get as far as the missing kubeconfig.
+        for target in ["httproute/web", "grpcroute/web", "gateway/gw", "rcfg/web"] {
+            let output = run(binary, &["wait", target]);
+            let (_, stderr) = text(&output);
+            assert_eq!(output.status.code(), Some(1), "{binary} {target}: {stderr}");
+            assert!(
+                stderr.contains("no usable Kubernetes client configuration"),
+                "{binary} {target}: {stderr}"
+            );
+        }
+    }
+}

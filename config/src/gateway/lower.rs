@@ -39,6 +39,10 @@ pub enum Gap {
     GrpcWithoutH2c(String),
     /// Other served listeners share this port: requests must first be matched to a listener.
     SharedPort(i32),
+    /// Another served listener (named) of the Gateway, on another port, has an overlapping
+    /// host name: an existing fleet serves every listener on its one port, so requests could
+    /// not be kept to their listener ([`super::serve::plan`]).
+    OverlappingListener(String),
     /// The listener's certificate cannot be expressed per host in the Gateway's namespace.
     ListenerCertificate(String),
     /// The lowered spec fails RouterConfig validation.

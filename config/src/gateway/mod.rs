@@ -14,6 +14,9 @@
 //! 5. this module: the statuses ([`status`]) and the served configuration
 //!    ([`GatewayConfig`]), which [`lower`] turns into a `RouterConfigSpec` per listener where
 //!    the existing form can express it, naming what it cannot.
+//! 6. [`serve`]: with a fleet named by the Gateway, the generated RouterConfigs (one per
+//!    listener, recording the generations they come from) and, from the barrier's judgement of
+//!    them, `Programmed` and `lockstep.dev/Ready`.
 //!
 //! A route's status here is its Gateway API verdict (Accepted, ResolvedRefs,
 //! PartiallyInvalid). Whether the fleet serves it (`lockstep.dev/Ready`, and the Gateway's
@@ -27,6 +30,7 @@ pub mod lower;
 pub mod precedence;
 pub mod references;
 pub mod rules;
+pub mod serve;
 pub mod status;
 
 #[cfg(test)]
@@ -382,7 +386,8 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
     let listeners = verdicts
         .iter()
         .zip(&attached_count)
-        // No fleet is wired yet: no listener is Programmed (False `Pending`).
+        // The translation alone knows no fleet: a served listener is False `Pending` here;
+        // `serve::judge` rewrites it from the barrier.
         .map(|(v, n)| listeners::listener_status(v, *n, None, gw_generation, now))
         .collect();
 

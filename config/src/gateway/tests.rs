@@ -826,3 +826,322 @@ fn programmed_and_ready_follow_the_barrier() {
         );
     }
 }
+
+mod serving {
+    //! Serving with an existing fleet (`serve`): the plan per listener and the barrier's
+    //! judgement of the generated RouterConfigs turned into Programmed and lockstep.dev/Ready.
+
+    use std::collections::BTreeMap;
+
+    use lockstep_crds::RouterConfig;
+    use serde_json::json;
+
+    use super::*;
+    use crate::gateway::serve::{
+        self, ListenerPlan, Outcome, Serving, fleet_of, generated_name, judge, plan, routes_annotation,
+    };
+
+    const ONE_HOST: &str = "[{name: web, port: 80, protocol: HTTP, hostname: app.example.com}]";
+    const WEB: &str = "{parentRefs: [{name: gw}], rules: [{backendRefs: [{name: web, port: 8080}]}]}";
+    const MISSING: &str = "{parentRefs: [{name: gw}], rules: [{backendRefs: [{name: gone, port: 8080}]}]}";
+
+    #[test]
+    fn the_fleet_is_named_by_an_annotation() {
+        type Row<'a> = (Option<&'a str>, Option<Result<&'a str, ()>>);
+        let rows: &[Row] = &[
+            (None, None),
+            (Some("edge"), Some(Ok("edge"))),
+            (Some("edge-2"), Some(Ok("edge-2"))),
+            (Some(""), Some(Err(()))),
+            (Some("Edge"), Some(Err(()))),
+            (Some("-edge"), Some(Err(()))),
+            (Some("edge.example"), Some(Err(()))),
+        ];
+        for (value, want) in rows {
+            let mut meta = meta("infra", "gw");
+            if let Some(v) = value {
+                meta.annotations = Some(BTreeMap::from([(
+                    serve::FLEET_ANNOTATION.to_owned(),
+                    (*v).to_owned(),
+                )]));
+            }
+            let got = fleet_of(&meta).map(|r| r.map_err(|_| ()));
+            assert_eq!(got, want.map(|r| r.map(str::to_owned)), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn generated_names_are_deterministic_distinct_and_valid() {
+        assert_eq!(generated_name("gw", "web"), generated_name("gw", "web"));
+        assert!(generated_name("gw", "web").starts_with("gw-web-"));
+        // The dash alone would join these alike.
+        assert_ne!(generated_name("a-b", "c"), generated_name("a", "b-c"));
+        let long = generated_name(&"g".repeat(253), &format!("{}.x", "l".repeat(200)));
+        assert!(long.len() <= 253, "{}", long.len());
+        let label =
+            regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap();
+        assert!(label.is_match(&long), "{long}");
+        let dotted = generated_name(
+            &"g".repeat(121),
+            &format!("{}.{}", "l".repeat(121), "m".repeat(100)),
+        );
+        assert!(label.is_match(&dotted) && dotted.len() <= 253, "{dotted}");
+    }
+
+    fn planned(listeners: &str, routes: &[(&str, &str)]) -> (Translation, Vec<ListenerPlan>) {
+        let mut w = World::new(gateway(listeners));
+        for (name, spec) in routes {
+            w.http
+                .push(http_route("infra", name, "2026-01-01T00:00:00Z", spec));
+        }
+        let t = w.run();
+        let p = plan(t.config.as_ref().unwrap(), "edge");
+        (t, p)
+    }
+
+    #[test]
+    fn each_served_listener_is_published_or_names_its_gaps() {
+        let with_host =
+            |host: &str, spec: &str| spec.replacen("rules:", &format!("hostnames: [{host}], rules:"), 1);
+        let two_ports = "[{name: a, port: 80, protocol: HTTP, hostname: app.example.com}, \
+                         {name: b, port: 8080, protocol: HTTP, hostname: \"*.example.com\"}, \
+                         {name: c, port: 8081, protocol: HTTP, hostname: other.example.org}]";
+        type Row<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+        let rows: Vec<Row> = vec![
+            // (listeners, route spec, (listener, outcome kind))
+            (ONE_HOST, WEB.into(), vec![("web", "publish")]),
+            (ONE_HOST, MISSING.into(), vec![("web", "gaps:StatusBackend(500)")]),
+            (HTTP80, WEB.into(), vec![("http", "gaps:AnyHost")]),
+            (
+                two_ports,
+                with_host("app.example.com", WEB),
+                vec![
+                    ("a", "gaps:OverlappingListener(\"b\")"),
+                    ("b", "gaps:OverlappingListener(\"a\")"),
+                    ("c", "empty"),
+                ],
+            ),
+        ];
+        for (listeners, spec, want) in rows {
+            let (_, plans) = planned(listeners, &[("web", &spec)]);
+            let got: Vec<(String, String)> = plans
+                .iter()
+                .map(|p| {
+                    let kind = match &p.outcome {
+                        Outcome::Publish(s) => {
+                            assert_eq!(s.fleet, "edge");
+                            "publish".to_owned()
+                        }
+                        Outcome::Gaps(g) => format!(
+                            "gaps:{}",
+                            g.iter().map(|g| format!("{g:?}")).collect::<Vec<_>>().join(",")
+                        ),
+                        Outcome::Empty => "empty".into(),
+                    };
+                    (p.listener.clone(), kind)
+                })
+                .collect();
+            let want: Vec<(String, String)> = want.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect();
+            assert_eq!(got, want, "{listeners} {spec}");
+        }
+        // The plan records the routes its listener's entries come from.
+        let (_, plans) = planned(ONE_HOST, &[("web", WEB)]);
+        assert_eq!(plans[0].routes, BTreeMap::from([("uid-web".to_owned(), 2)]));
+        assert_eq!(plans[0].name, generated_name("gw", "web"));
+    }
+
+    /// A generated RouterConfig as the operator would read it: its generation, the
+    /// generations it records, and its Ready (status, reason, observedGeneration).
+    fn observed(
+        generation: i64,
+        gateway_generation: i64,
+        route_generation: i64,
+        ready: Option<(&str, &str, i64)>,
+        accepted: bool,
+    ) -> RouterConfig {
+        let mut conditions = vec![
+            json!({"type": "Accepted", "status": if accepted {"True"} else {"False"},
+            "reason": if accepted {"Accepted"} else {"Conflict"}, "message": "host taken",
+            "observedGeneration": generation, "lastTransitionTime": "2026-06-01T00:00:00Z"}),
+        ];
+        if let Some((status, reason, at)) = ready {
+            conditions.push(
+                json!({"type": "Ready", "status": status, "reason": reason, "message": "",
+                "observedGeneration": at, "lastTransitionTime": "2026-06-01T00:00:00Z"}),
+            );
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+            "metadata": {"name": generated_name("gw", "web"), "namespace": "infra", "generation": generation,
+                "annotations": {
+                    serve::GATEWAY_GENERATION_ANNOTATION: gateway_generation.to_string(),
+                    serve::ROUTES_ANNOTATION: routes_annotation(&BTreeMap::from([("uid-web".to_owned(), route_generation)])),
+                }},
+            "spec": {"fleet": "edge", "rules": [{"host": "app.example.com", "paths": [{"path": "/", "backend": {"url": "http://127.0.0.1:1"}}]}]},
+            "status": {"conditions": conditions, "replicas": 3, "syncedReplicas": 2}
+        }))
+        .unwrap()
+    }
+
+    fn programmed_of(
+        conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    ) -> (String, String) {
+        let c = conditions.iter().find(|c| c.type_ == ctype::PROGRAMMED).unwrap();
+        assert_eq!(c.observed_generation, Some(3), "{c:?}");
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn programmed_and_ready_come_from_the_generated_router_config() {
+        // The Gateway is at generation 3, the route at 2 (see `gateway` and `http_route`).
+        let ok = |s: &str, r: &str| (s.to_owned(), r.to_owned());
+        type Row<'a> = (&'a str, Option<RouterConfig>, (String, String), (String, String));
+        let rows: Vec<Row> = vec![
+            (
+                "not applied yet",
+                None,
+                ok("False", "Pending"),
+                ok("False", "RolloutInProgress"),
+            ),
+            (
+                "not judged at its generation",
+                Some(observed(5, 3, 2, Some(("True", "AllReplicasSynced", 4)), true)),
+                ok("False", "Pending"),
+                ok("False", "RolloutInProgress"),
+            ),
+            (
+                "rolling",
+                Some(observed(5, 3, 2, Some(("False", "RolloutInProgress", 5)), true)),
+                ok("False", "Pending"),
+                ok("False", "RolloutInProgress"),
+            ),
+            (
+                "no replicas",
+                Some(observed(5, 3, 2, Some(("False", "NoReplicas", 5)), true)),
+                ok("False", "Pending"),
+                ok("False", "NoReplicas"),
+            ),
+            (
+                "every replica serves it",
+                Some(observed(5, 3, 2, Some(("True", "AllReplicasSynced", 5)), true)),
+                ok("True", "Programmed"),
+                ok("True", "AllReplicasSynced"),
+            ),
+            (
+                "Ready, but generated from an older Gateway generation",
+                Some(observed(5, 2, 2, Some(("True", "AllReplicasSynced", 5)), true)),
+                ok("False", "Pending"),
+                ok("True", "AllReplicasSynced"),
+            ),
+            (
+                "Ready, but recording an older route generation",
+                Some(observed(5, 3, 1, Some(("True", "AllReplicasSynced", 5)), true)),
+                ok("True", "Programmed"),
+                ok("False", "RolloutInProgress"),
+            ),
+            (
+                "not accepted by the operator",
+                Some(observed(5, 3, 2, Some(("False", "NotAccepted", 5)), false)),
+                ok("False", "Pending"),
+                ok("False", "ConfigNotAccepted"),
+            ),
+        ];
+        let fleet = Some(Ok("edge".to_owned()));
+        for (what, rc, gateway_want, ready_want) in rows {
+            let (mut t, plans) = planned(ONE_HOST, &[("web", WEB)]);
+            let rc2 = rc.clone();
+            judge(&mut t, fleet.as_ref(), &plans, &move |_| rc2.clone(), now());
+            assert_eq!(
+                programmed_of(&t.gateway_conditions),
+                gateway_want,
+                "{what}: Gateway"
+            );
+            assert_eq!(
+                programmed_of(&t.listeners[0].conditions),
+                gateway_want,
+                "{what}: listener"
+            );
+            let p = parent(&t, "web");
+            let ready = p
+                .conditions
+                .iter()
+                .find(|c| c.type_ == ctype::LOCKSTEP_READY)
+                .unwrap();
+            assert_eq!(ready.observed_generation, Some(2), "{what}");
+            assert_eq!(
+                (ready.status.clone(), ready.reason.clone()),
+                ready_want,
+                "{what}: route"
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_fleet_or_with_gaps_nothing_is_ready() {
+        let ready_of = |t: &Translation, route: &str| {
+            let p = parent(t, route);
+            let c = p
+                .conditions
+                .iter()
+                .find(|c| c.type_ == ctype::LOCKSTEP_READY)
+                .unwrap();
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        // No fleet named: today's Pending, and the message says how to name one.
+        let (mut t, _) = planned(ONE_HOST, &[("web", WEB)]);
+        judge(&mut t, None, &[], &|_| None, now());
+        assert_eq!(
+            programmed_of(&t.gateway_conditions),
+            ("False".into(), "Pending".into())
+        );
+        assert_eq!(
+            programmed_of(&t.listeners[0].conditions),
+            ("False".into(), "Pending".into())
+        );
+        let gw_message = &t
+            .gateway_conditions
+            .iter()
+            .find(|c| c.type_ == ctype::PROGRAMMED)
+            .unwrap()
+            .message;
+        assert!(gw_message.contains("no fleet is named"), "{gw_message}");
+        assert_eq!(ready_of(&t, "web").1, "NoFleet");
+
+        // A route with a missing backend: ResolvedRefs=False BackendNotFound, and its listener
+        // cannot be lowered (the proxy cannot answer 500 for a share of requests yet): never
+        // Ready, whatever the RouterConfig of the listener says.
+        let (mut t, plans) = planned(ONE_HOST, &[("missing", MISSING)]);
+        assert_eq!(
+            cond(parent(&t, "missing"), ctype::RESOLVED_REFS),
+            Some(("False", reason::BACKEND_NOT_FOUND))
+        );
+        let stale = observed(5, 3, 2, Some(("True", "AllReplicasSynced", 5)), true);
+        judge(
+            &mut t,
+            Some(&Ok("edge".into())),
+            &plans,
+            &move |_| Some(stale.clone()),
+            now(),
+        );
+        let (status, why, message) = ready_of(&t, "missing");
+        assert_eq!((status.as_str(), why.as_str()), ("False", "Unservable"));
+        assert!(message.contains("answered 500"), "{message}");
+        let l = t.listeners[0]
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ctype::PROGRAMMED)
+            .unwrap();
+        assert_eq!((l.status.as_str(), l.reason.as_str()), ("False", reason::INVALID));
+        assert!(l.message.contains("answered 500"), "{}", l.message);
+
+        // A listener without routes is programmed: there is nothing to serve.
+        let (mut t, plans) = planned(ONE_HOST, &[]);
+        assert_eq!(plans[0].outcome, Outcome::Empty);
+        judge(&mut t, Some(&Ok("edge".into())), &plans, &|_| None, now());
+        assert_eq!(
+            programmed_of(&t.gateway_conditions),
+            ("True".into(), "Programmed".into())
+        );
+        let _ = Serving::Empty;
+    }
+}

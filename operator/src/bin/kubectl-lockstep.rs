@@ -1,5 +1,6 @@
-//! The kubectl plugin: `kubectl lockstep status [NAME]`, `kubectl lockstep wait NAME`. Same
-//! commands as `lockstep-operator status|wait`.
+//! The kubectl plugin: `kubectl lockstep status [NAME]`, `kubectl lockstep wait NAME` (also
+//! `httproute/NAME`, `grpcroute/NAME`, `gateway/NAME`). Same commands as
+//! `lockstep-operator status|wait`.
 //!
 //! Arguments are parsed before any client is built, so `--help`, `--version` and argument
 //! errors work without a cluster or a kubeconfig.

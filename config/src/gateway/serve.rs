@@ -1,0 +1,533 @@
+//! Serving a Gateway with an existing fleet: which fleet, what RouterConfigs are generated
+//! for it, and what the barrier's judgement of those RouterConfigs means for the Gateway's
+//! `Programmed`, each listener's `Programmed` and each route parent's `lockstep.dev/Ready`.
+//!
+//! A Gateway names its fleet with the annotation [`FLEET_ANNOTATION`] (lockstep's hand-derived
+//! Gateway types read no `spec.infrastructure`, and provisioning a fleet per Gateway is a
+//! later step). Each served listener is lowered on its own ([`super::lower`]) into one
+//! generated RouterConfig named [`generated_name`], which records in its annotations the
+//! Gateway generation ([`GATEWAY_GENERATION_ANNOTATION`]) and the route generations
+//! ([`ROUTES_ANNOTATION`], uid to generation) it was generated from, written in the same apply
+//! as its spec.
+//!
+//! | listener | generated RouterConfig | listener `Programmed` |
+//! |---|---|---|
+//! | no fleet named | none | False `Pending`, "no fleet is named" |
+//! | lowers without gaps, has entries | applied | True only when the RouterConfig records this Gateway generation and is `Ready` at its own current generation; else False `Pending` with the barrier's words |
+//! | lowers with gaps | not applied: the last one applied stays (replicas keep serving it) | False `Invalid`, naming each gap |
+//! | no entries (no route attached) | deleted | True: there is nothing to serve |
+//!
+//! A route parent's `lockstep.dev/Ready` at route generation g is True only when every
+//! listener carrying the route has a RouterConfig whose record says it contains the route at
+//! generation g and which is `Ready` at its current generation: a route edit that does not
+//! change the lowered spec gives no new RouterConfig generation, and the record then says
+//! that the RouterConfig's current generation serves route generation g.
+//!
+//! Pure: the operator gathers the RouterConfigs and writes what these functions decide.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use lockstep_crds::{RouterConfig, RouterConfigSpec, condition as rc_condition, reason as rc_reason};
+use sha2::{Digest, Sha256};
+
+use super::{
+    GatewayConfig, Translation, hostnames,
+    lower::{Gap, router_config_spec},
+    status::{self, FleetProgress, condition, gateway_programmed, reason, route_ready},
+};
+
+/// Annotation on a Gateway naming the existing fleet that serves it.
+pub const FLEET_ANNOTATION: &str = "lockstep.dev/fleet";
+/// Label on every generated RouterConfig (value [`GENERATED_BY_GATEWAY`]), for the watch.
+pub const GENERATED_LABEL: &str = "lockstep.dev/generated-from";
+/// Value of [`GENERATED_LABEL`].
+pub const GENERATED_BY_GATEWAY: &str = "Gateway";
+/// Annotation on a generated RouterConfig: the listener it serves.
+pub const LISTENER_ANNOTATION: &str = "lockstep.dev/listener";
+/// Annotation on a generated RouterConfig: the Gateway generation it was generated from.
+pub const GATEWAY_GENERATION_ANNOTATION: &str = "lockstep.dev/gateway-generation";
+/// Annotation on a generated RouterConfig: the routes it contains, a JSON object of route
+/// uid to route generation.
+pub const ROUTES_ANNOTATION: &str = "lockstep.dev/routes";
+
+/// Reasons of `lockstep.dev/Ready` False beyond the barrier's own.
+pub mod ready_reason {
+    /// The Gateway names no fleet.
+    pub const NO_FLEET: &str = "NoFleet";
+    /// A listener carrying the route cannot be lowered to a RouterConfig yet.
+    pub const UNSERVABLE: &str = "Unservable";
+    /// No served listener of the Gateway carries the route.
+    pub const NOT_SERVED: &str = "NotServed";
+    /// The generated RouterConfig carrying the route is not accepted by the operator.
+    pub const CONFIG_NOT_ACCEPTED: &str = "ConfigNotAccepted";
+}
+
+/// The fleet a Gateway names: None without the annotation, Err with a message when its value
+/// is not a fleet name.
+pub fn fleet_of(meta: &ObjectMeta) -> Option<Result<String, String>> {
+    let value = meta.annotations.as_ref()?.get(FLEET_ANNOTATION)?;
+    let valid = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    Some(if valid {
+        Ok(value.clone())
+    } else {
+        Err(format!(
+            "annotation {FLEET_ANNOTATION}={value:?} is not a fleet name (a DNS label of at most 63 characters)"
+        ))
+    })
+}
+
+/// The name of the RouterConfig generated for `listener` of Gateway `gateway`:
+/// `<gateway>-<listener>-<hash>`, the hash (8 hex digits of SHA-256 over both names) keeping
+/// names apart that the dash would join alike, both names shortened when the whole would
+/// pass the 253 characters of an object name.
+pub fn generated_name(gateway: &str, listener: &str) -> String {
+    let hash = hex::encode(&Sha256::digest(format!("{gateway}\0{listener}").as_bytes())[..4]);
+    let clip = |s: &str, n: usize| -> String {
+        s.chars()
+            .take(n)
+            .collect::<String>()
+            .trim_end_matches(['-', '.'])
+            .to_owned()
+    };
+    // 253 = gateway + '-' + listener + '-' + 8.
+    let room = 253 - 10;
+    let (g, l) = if gateway.len() + listener.len() <= room {
+        (gateway.to_owned(), listener.to_owned())
+    } else {
+        (clip(gateway, room / 2), clip(listener, room - room / 2))
+    };
+    format!("{g}-{l}-{hash}")
+}
+
+/// What becomes of one served listener.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Apply this spec.
+    Publish(RouterConfigSpec),
+    /// It cannot be lowered; each gap named.
+    Gaps(Vec<Gap>),
+    /// No entries: nothing to serve, no RouterConfig.
+    Empty,
+}
+
+/// The plan for one served listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerPlan {
+    /// Listener name.
+    pub listener: String,
+    /// The generated RouterConfig's name.
+    pub name: String,
+    /// Route uid to the route generation its entries come from.
+    pub routes: BTreeMap<String, i64>,
+    /// Publish, gaps or empty.
+    pub outcome: Outcome,
+}
+
+/// The plan for every served listener of `config` in `fleet`. An existing fleet serves every
+/// listener on its own one port (per protocol): a listener whose host name overlaps another
+/// served listener's cannot be kept apart from it, whatever their ports
+/// ([`Gap::OverlappingListener`]), besides the same-port rule of [`router_config_spec`].
+pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
+    let namespace = &config.gateway.namespace;
+    let is_grpc = |i: usize| config.routes.get(i).is_some_and(|r| r.kind == "GRPCRoute");
+    config
+        .listeners
+        .iter()
+        .map(|l| {
+            let mut routes = BTreeMap::new();
+            for e in &l.entries {
+                if let Some(r) = config.routes.get(e.route) {
+                    routes.insert(r.uid.clone(), r.generation);
+                }
+            }
+            let others = config.listeners.iter().filter(|o| o.name != l.name);
+            let same_port = others.clone().filter(|o| o.port == l.port).count();
+            let overlapping: Vec<&str> = others
+                .filter(|o| o.port != l.port && overlap(o.hostname.as_deref(), l.hostname.as_deref()))
+                .map(|o| o.name.as_str())
+                .collect();
+            let outcome = if l.entries.is_empty() {
+                Outcome::Empty
+            } else {
+                match router_config_spec(l, namespace, fleet, same_port, &is_grpc) {
+                    Ok(spec) if overlapping.is_empty() => Outcome::Publish(spec),
+                    Ok(_) => Outcome::Gaps(
+                        overlapping
+                            .iter()
+                            .map(|o| Gap::OverlappingListener((*o).to_owned()))
+                            .collect(),
+                    ),
+                    Err(mut gaps) => {
+                        gaps.extend(
+                            overlapping
+                                .iter()
+                                .map(|o| Gap::OverlappingListener((*o).to_owned())),
+                        );
+                        gaps.sort();
+                        gaps.dedup();
+                        Outcome::Gaps(gaps)
+                    }
+                }
+            };
+            ListenerPlan {
+                listener: l.name.clone(),
+                name: generated_name(&config.gateway.name, &l.name),
+                routes,
+                outcome,
+            }
+        })
+        .collect()
+}
+
+fn overlap(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (None, _) | (_, None) => true,
+        (Some(a), Some(b)) => !hostnames::intersect(Some(a), &[b.to_owned()]).is_empty(),
+    }
+}
+
+/// One gap in words, for a listener's or route's message.
+pub fn describe(gap: &Gap) -> String {
+    match gap {
+        Gap::AnyHost => "entries for any host (no listener or route host name)".into(),
+        Gap::WildcardDepth(h) => format!("wildcard host {h} (Gateway API matches one or more labels)"),
+        Gap::CrossNamespaceBackend(s) => format!("backend {s} in another namespace"),
+        Gap::StatusBackend(code) => {
+            format!("a backend answered {code} by the proxy (an unresolved backendRef)")
+        }
+        Gap::GrpcWithoutH2c(s) => format!("gRPC backend {s} without appProtocol kubernetes.io/h2c"),
+        Gap::SharedPort(p) => format!("other listeners on port {p}"),
+        Gap::OverlappingListener(l) => format!(
+            "listener {l}'s host name overlaps this one's, and an existing fleet serves both on one port"
+        ),
+        Gap::ListenerCertificate(c) => format!("listener certificate {c}"),
+        Gap::Invalid(e) => format!("the generated RouterConfig is invalid: {e}"),
+    }
+}
+
+fn describe_all(gaps: &[Gap]) -> String {
+    gaps.iter().map(describe).collect::<Vec<_>>().join("; ")
+}
+
+/// The annotation value recording `routes`.
+pub fn routes_annotation(routes: &BTreeMap<String, i64>) -> String {
+    serde_json::to_string(routes).expect("a map of strings to integers serialises")
+}
+
+/// The routes a generated RouterConfig records (empty when the annotation is absent or
+/// unreadable: then it records no route).
+pub fn recorded_routes(rc: &RouterConfig) -> BTreeMap<String, i64> {
+    annotation(rc, ROUTES_ANNOTATION)
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default()
+}
+
+/// The Gateway generation a generated RouterConfig records.
+pub fn recorded_gateway_generation(rc: &RouterConfig) -> Option<i64> {
+    annotation(rc, GATEWAY_GENERATION_ANNOTATION).and_then(|v| v.parse().ok())
+}
+
+fn annotation<'a>(rc: &'a RouterConfig, key: &str) -> Option<&'a str> {
+    rc.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// How far serving something has come, from the fleet's side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Serving {
+    /// The Gateway names no usable fleet (the message says why).
+    NoFleet(String),
+    /// A listener cannot be lowered (gaps in words).
+    Gaps(String),
+    /// No route attached: nothing to serve.
+    Empty,
+    /// No served listener carries the route.
+    NotServed,
+    /// The generated RouterConfig is not there yet, records another generation, or is not
+    /// judged at its current generation yet.
+    Waiting,
+    /// The operator did not accept the generated RouterConfig (its message).
+    NotAccepted(String),
+    /// The barrier's judgement of the current generation.
+    Progress(FleetProgress),
+}
+
+impl Serving {
+    /// Worse first: what keeps a Gateway or route from being served the longest.
+    fn rank(&self) -> u8 {
+        match self {
+            Serving::NoFleet(_) => 0,
+            Serving::Gaps(_) => 1,
+            Serving::NotAccepted(_) => 2,
+            Serving::NotServed => 3,
+            Serving::Waiting => 4,
+            Serving::Progress(FleetProgress::NoReplicas) => 5,
+            Serving::Progress(FleetProgress::Rejected { .. }) => 6,
+            Serving::Progress(FleetProgress::Behind { .. }) => 7,
+            Serving::Progress(FleetProgress::AllServe { .. }) => 8,
+            Serving::Empty => 9,
+        }
+    }
+
+    /// The worst of several (Empty for none).
+    fn worst(all: impl IntoIterator<Item = Serving>) -> Serving {
+        all.into_iter()
+            .min_by(|a, b| match (a, b) {
+                (
+                    Serving::Progress(FleetProgress::AllServe { replicas: x }),
+                    Serving::Progress(FleetProgress::AllServe { replicas: y }),
+                ) => x.cmp(y),
+                _ => a.rank().cmp(&b.rank()),
+            })
+            .unwrap_or(Serving::Empty)
+    }
+}
+
+/// The barrier's judgement of a RouterConfig at its current generation, as its status says.
+pub fn progress_of(rc: &RouterConfig) -> Serving {
+    let generation = rc.generation();
+    let Some(status) = rc.status.as_ref() else {
+        return Serving::Waiting;
+    };
+    let current = |t: &str| {
+        lockstep_config_find(&status.conditions, t).filter(|c| c.observed_generation == Some(generation))
+    };
+    if let Some(accepted) = current(rc_condition::ACCEPTED)
+        && accepted.status == "False"
+    {
+        return Serving::NotAccepted(accepted.message.clone());
+    }
+    let Some(ready) = current(rc_condition::READY) else {
+        return Serving::Waiting;
+    };
+    let replicas = u32::try_from(status.replicas.unwrap_or(0)).unwrap_or(0);
+    let synced = u32::try_from(status.synced_replicas.unwrap_or(0)).unwrap_or(0);
+    Serving::Progress(if ready.status == "True" {
+        FleetProgress::AllServe { replicas }
+    } else if ready.reason == rc_reason::NO_REPLICAS {
+        FleetProgress::NoReplicas
+    } else if ready.reason == rc_reason::REJECTED {
+        let rejected = status
+            .replica_status
+            .iter()
+            .filter(|r| r.rejected.as_ref().is_some_and(|x| x.generation == generation))
+            .count();
+        FleetProgress::Rejected {
+            rejected: u32::try_from(rejected).unwrap_or(u32::MAX).max(1),
+            replicas,
+        }
+    } else {
+        FleetProgress::Behind { synced, replicas }
+    })
+}
+
+fn lockstep_config_find<'a>(conditions: &'a [Condition], t: &str) -> Option<&'a Condition> {
+    crate::conditions::find(conditions, t)
+}
+
+/// How far `listener` is served at Gateway generation `generation`, given the generated
+/// RouterConfig as the operator reads it (`None`: not there).
+pub fn listener_serving(plan: &ListenerPlan, observed: Option<&RouterConfig>, generation: i64) -> Serving {
+    match &plan.outcome {
+        Outcome::Empty => Serving::Empty,
+        Outcome::Gaps(gaps) => Serving::Gaps(describe_all(gaps)),
+        Outcome::Publish(_) => match observed {
+            Some(rc) if recorded_gateway_generation(rc) == Some(generation) => progress_of(rc),
+            _ => Serving::Waiting,
+        },
+    }
+}
+
+/// How far route `uid` at `generation` is served: the worst over the listeners that carry it.
+pub fn route_serving(
+    uid: &str,
+    generation: i64,
+    plans: &[ListenerPlan],
+    observed: &dyn Fn(&str) -> Option<RouterConfig>,
+) -> Serving {
+    let carrying: Vec<&ListenerPlan> = plans.iter().filter(|p| p.routes.contains_key(uid)).collect();
+    if carrying.is_empty() {
+        return Serving::NotServed;
+    }
+    Serving::worst(carrying.into_iter().map(|p| match &p.outcome {
+        Outcome::Empty => Serving::NotServed,
+        Outcome::Gaps(gaps) => Serving::Gaps(format!("listener {}: {}", p.listener, describe_all(gaps))),
+        Outcome::Publish(_) => match observed(&p.name) {
+            Some(rc) if recorded_routes(&rc).get(uid) == Some(&generation) => progress_of(&rc),
+            _ => Serving::Waiting,
+        },
+    }))
+}
+
+fn false_condition(type_: &str, why: &str, message: String, generation: i64, now: Timestamp) -> Condition {
+    status::condition(type_, false, why, message, generation, now)
+}
+
+/// A served listener's (or the Gateway's) `Programmed` from how far it is served.
+pub fn programmed(serving: &Serving, generation: i64, now: Timestamp) -> Condition {
+    let p = condition::PROGRAMMED;
+    match serving {
+        Serving::NoFleet(m) => false_condition(p, reason::PENDING, m.clone(), generation, now),
+        Serving::Gaps(m) => false_condition(
+            p,
+            reason::INVALID,
+            format!("lockstep cannot serve this yet: {m}"),
+            generation,
+            now,
+        ),
+        Serving::NotAccepted(m) => false_condition(
+            p,
+            reason::PENDING,
+            format!("the generated RouterConfig is not accepted: {m}"),
+            generation,
+            now,
+        ),
+        Serving::NotServed => {
+            false_condition(p, reason::PENDING, "nothing is served".into(), generation, now)
+        }
+        Serving::Empty => status::condition(
+            p,
+            true,
+            reason::PROGRAMMED,
+            "no route attached: nothing to serve",
+            generation,
+            now,
+        ),
+        Serving::Waiting => gateway_programmed(true, None, generation, now),
+        Serving::Progress(progress) => gateway_programmed(true, Some(*progress), generation, now),
+    }
+}
+
+/// A route parent's `lockstep.dev/Ready` from its conditions and how far the route is served.
+pub fn ready(
+    parent_conditions: &[Condition],
+    serving: &Serving,
+    generation: i64,
+    now: Timestamp,
+) -> Condition {
+    let judged = route_ready(
+        parent_conditions,
+        match serving {
+            Serving::Progress(p) => Some(*p),
+            _ => None,
+        },
+        generation,
+        now,
+    );
+    // The route's own verdicts (not accepted, rules dropped) come first.
+    if judged.reason == status::ready_reason::NOT_ACCEPTED
+        || judged.reason == status::ready_reason::PARTIALLY_INVALID
+    {
+        return judged;
+    }
+    let r = condition::LOCKSTEP_READY;
+    match serving {
+        Serving::NoFleet(m) => false_condition(r, ready_reason::NO_FLEET, m.clone(), generation, now),
+        Serving::Gaps(m) => false_condition(
+            r,
+            ready_reason::UNSERVABLE,
+            format!("lockstep cannot serve this yet: {m}"),
+            generation,
+            now,
+        ),
+        Serving::NotAccepted(m) => false_condition(
+            r,
+            ready_reason::CONFIG_NOT_ACCEPTED,
+            format!("the generated RouterConfig is not accepted: {m}"),
+            generation,
+            now,
+        ),
+        Serving::NotServed | Serving::Empty => false_condition(
+            r,
+            ready_reason::NOT_SERVED,
+            "no served listener of this Gateway carries the route".into(),
+            generation,
+            now,
+        ),
+        Serving::Waiting | Serving::Progress(_) => judged,
+    }
+}
+
+/// Rewrites the barrier's conditions into `translation`: the Gateway's `Programmed`, each
+/// served listener's `Programmed`, and a `lockstep.dev/Ready` on every route parent entry.
+/// `fleet` is [`fleet_of`] the Gateway; `plans` is [`plan`] (empty without a fleet);
+/// `observed` gives a generated RouterConfig by name as the operator reads it.
+pub fn judge(
+    translation: &mut Translation,
+    fleet: Option<&Result<String, String>>,
+    plans: &[ListenerPlan],
+    observed: &dyn Fn(&str) -> Option<RouterConfig>,
+    now: Timestamp,
+) {
+    let no_fleet = match fleet {
+        None => Some(format!(
+            "no fleet is named: annotate the Gateway with {FLEET_ANNOTATION}=FLEET to serve it with an \
+             existing fleet (provisioning a fleet per Gateway is not built yet)"
+        )),
+        Some(Err(m)) => Some(m.clone()),
+        Some(Ok(_)) => None,
+    };
+    let Some(gateway_generation) = translation.config.as_ref().map(|c| c.generation) else {
+        // Not accepted: the translation's Programmed False Invalid stands; routes are not
+        // accepted by it either.
+        for verdict in &mut translation.routes {
+            for parent in &mut verdict.parents {
+                let c = ready(
+                    &parent.conditions,
+                    &Serving::NotServed,
+                    verdict.route.generation,
+                    now,
+                );
+                parent.conditions.push(c);
+            }
+        }
+        return;
+    };
+    let mut listener_servings = Vec::new();
+    for l in &mut translation.listeners {
+        let Some(plan) = plans.iter().find(|p| p.listener == l.name) else {
+            if let Some(m) = &no_fleet
+                && let Some(c) = l
+                    .conditions
+                    .iter_mut()
+                    .find(|c| c.type_ == condition::PROGRAMMED && c.reason != reason::INVALID)
+            {
+                *c = programmed(&Serving::NoFleet(m.clone()), gateway_generation, now);
+                listener_servings.push(Serving::NoFleet(m.clone()));
+            }
+            continue;
+        };
+        let serving = listener_serving(plan, observed(&plan.name).as_ref(), gateway_generation);
+        if let Some(c) = l.conditions.iter_mut().find(|c| c.type_ == condition::PROGRAMMED) {
+            *c = programmed(&serving, gateway_generation, now);
+        }
+        listener_servings.push(serving);
+    }
+    let gateway = match &no_fleet {
+        Some(m) => Serving::NoFleet(m.clone()),
+        None => Serving::worst(listener_servings),
+    };
+    for c in &mut translation.gateway_conditions {
+        if c.type_ == condition::PROGRAMMED && c.reason != reason::INVALID {
+            // Every listener with nothing to serve: the Gateway is programmed as it is.
+            *c = programmed(&gateway, gateway_generation, now);
+        }
+    }
+    for verdict in &mut translation.routes {
+        let serving = match &no_fleet {
+            Some(m) => Serving::NoFleet(m.clone()),
+            None => route_serving(&verdict.route.uid, verdict.route.generation, plans, observed),
+        };
+        for parent in &mut verdict.parents {
+            let c = ready(&parent.conditions, &serving, verdict.route.generation, now);
+            parent.conditions.push(c);
+        }
+    }
+}
