@@ -85,23 +85,29 @@ impl Command {
                 Ok(match kind {
                     Target::RouterConfig => wait(client, &namespace, name, args.timeout).await?,
                     Target::HttpRoute => {
-                        wait_for::<HTTPRoute>(client, &namespace, name, args.timeout, |r| {
-                            route_verdict(r.metadata.generation, r.status.as_ref().map(|s| &s.parents[..]))
+                        wait_for::<HTTPRoute>(client, &namespace, name, args.timeout, async |r| {
+                            done_or_wait(route_verdict(
+                                r.metadata.generation,
+                                r.status.as_ref().map(|s| &s.parents[..]),
+                            ))
                         })
                         .await?
                     }
                     Target::GrpcRoute => {
-                        wait_for::<GRPCRoute>(client, &namespace, name, args.timeout, |r| {
-                            route_verdict(r.metadata.generation, r.status.as_ref().map(|s| &s.parents[..]))
+                        wait_for::<GRPCRoute>(client, &namespace, name, args.timeout, async |r| {
+                            done_or_wait(route_verdict(
+                                r.metadata.generation,
+                                r.status.as_ref().map(|s| &s.parents[..]),
+                            ))
                         })
                         .await?
                     }
                     Target::Gateway => {
-                        wait_for::<Gateway>(client, &namespace, name, args.timeout, |g| {
-                            gateway_verdict(
+                        wait_for::<Gateway>(client, &namespace, name, args.timeout, async |g| {
+                            done_or_wait(gateway_verdict(
                                 g.metadata.generation,
                                 g.status.as_ref().map(|s| &s.conditions[..]),
-                            )
+                            ))
                         })
                         .await?
                     }
@@ -221,14 +227,14 @@ pub fn gateway_verdict(generation: Option<i64>, conditions: Option<&[Condition]>
     }
 }
 
-/// Watches object `name` of kind `K` until `verdict` says it is done (exit 0) or the timeout
-/// passes (exit 2), printing each new progress line.
+/// Watches object `name` of kind `K` until `verdict` gives an exit code (0 done, 1 stalled)
+/// or the timeout passes (exit 2), printing each new progress line.
 async fn wait_for<K>(
     client: Client,
     namespace: &str,
     name: &str,
     timeout: Duration,
-    verdict: impl Fn(&K) -> (bool, String),
+    mut verdict: impl AsyncFnMut(&K) -> (Option<i32>, String),
 ) -> crate::Result<i32>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -260,16 +266,21 @@ where
             }
             Ok(Some(Ok(object))) => object,
         };
-        let (done, line) = verdict(&object);
+        let (code, line) = verdict(&object).await;
         if line != last {
             println!("{namespace}/{name}: {line}");
             let _ = std::io::stdout().flush();
             last = line;
         }
-        if done {
-            return Ok(0);
+        if let Some(code) = code {
+            return Ok(code);
         }
     }
+}
+
+/// A verdict of [`route_verdict`] or [`gateway_verdict`] as [`wait_for`] takes it.
+fn done_or_wait((done, line): (bool, String)) -> (Option<i32>, String) {
+    (done.then_some(0), line)
 }
 
 /// Exit code of `wait` when the rollout is Stalled (or not accepted).
@@ -514,35 +525,14 @@ fn serving_digest(rc: &RouterConfig, digest: &str) -> i32 {
 /// read the TLS Secrets, every replica reporting their current material (exit 0), Stalled=True
 /// (exit 1) or the timeout (exit 2), printing progress as it changes.
 pub async fn wait(client: Client, namespace: &str, name: &str, timeout: Duration) -> crate::Result<i32> {
-    let api: Api<RouterConfig> = Api::namespaced(client.clone(), namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = std::pin::pin!(
-        watcher(api, config)
-            .backoff(lockstep_apiclient::watch_backoff())
-            .applied_objects()
-    );
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last = String::new();
     let mut warned = false;
-    loop {
-        let next = tokio::time::timeout_at(deadline, stream.next()).await;
-        let rc = match next {
-            Err(_) => {
-                eprintln!("timed out after {timeout:?}: {last}");
-                return Ok(EXIT_TIMEOUT);
-            }
-            Ok(None) => return Err(crate::Error::WatchEnded),
-            Ok(Some(Err(error))) => {
-                eprintln!("watch error: {error}; retrying");
-                continue;
-            }
-            Ok(Some(Ok(rc))) => rc,
-        };
+    let secrets_client = client.clone();
+    wait_for::<RouterConfig>(client, namespace, name, timeout, async |rc| {
         // The material is read again at each Ready=True: Secrets can change during the wait,
         // and each replica's report arrives as an event of this watch.
-        let expected = match verdict(&rc, None) {
+        let expected = match verdict(rc, None) {
             Some(0) => {
-                let expected = expected_digest(&client, &rc).await;
+                let expected = expected_digest(&secrets_client, rc).await;
                 if expected.is_none() && !warned {
                     eprintln!("cannot read the TLS Secrets in {namespace}: waiting on the generation only");
                     warned = true;
@@ -551,27 +541,21 @@ pub async fn wait(client: Client, namespace: &str, name: &str, timeout: Duration
             }
             _ => None,
         };
-        let mut line = progress_line(&rc);
-        let code = verdict(&rc, expected.as_deref());
+        let mut line = progress_line(rc);
+        let code = verdict(rc, expected.as_deref());
         if code.is_none()
             && let Some(digest) = &expected
         {
             let replicas = rc.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
             line = format!(
                 "{}/{replicas} replicas serve the current TLS material of generation {}",
-                serving_digest(&rc, digest),
+                serving_digest(rc, digest),
                 rc.generation()
             );
         }
-        if line != last {
-            println!("{}/{}: {line}", rc.namespace().unwrap_or_default(), rc.name_any());
-            let _ = std::io::stdout().flush();
-            last = line;
-        }
-        if let Some(code) = code {
-            return Ok(code);
-        }
-    }
+        (code, line)
+    })
+    .await
 }
 
 #[cfg(test)]
