@@ -110,7 +110,7 @@ pub fn condition(rc: &RouterConfig, type_: &str) -> Option<Cond> {
 
 /// The digest a replica serving `rc`'s spec (no TLS) reports.
 pub fn digest_of(rc: &RouterConfig) -> String {
-    lockstep_config::config_digest(&rc.spec, &BTreeMap::new())
+    lockstep_core::config_digest(&rc.spec, &BTreeMap::new())
 }
 
 /// A proxy replica as the operator sees one: a Lease and a RouterReplica, no data plane.

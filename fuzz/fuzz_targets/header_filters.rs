@@ -49,7 +49,7 @@ fuzz_target!(|input: Input| {
             }],
         }],
     };
-    let valid = lockstep_config::validate_spec(&spec).is_ok();
+    let valid = lockstep_core::validate_spec(&spec).is_ok();
     let managed = names.iter().take(48).any(|n| {
         PROXY_MANAGED_HEADERS
             .iter()

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lockstep_config::normalize_path;
+use lockstep_core::normalize_path;
 
 fuzz_target!(|raw: &str| {
     let path = format!("/{raw}");

@@ -4,7 +4,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use lockstep_config::{ObjectKey, RouteTable};
+use lockstep_core::{ObjectKey, RouteTable};
 use lockstep_crds::{Backend, HostRule, HttpPath, PathType, RouterConfigSpec};
 
 #[derive(Debug, Arbitrary)]
@@ -36,7 +36,7 @@ fuzz_target!(|input: Input| {
             })
             .collect(),
     };
-    let valid = lockstep_config::validate_spec(&spec).is_ok();
+    let valid = lockstep_core::validate_spec(&spec).is_ok();
     let key = ObjectKey::new("ns", "fuzz");
     let table = RouteTable::compile([(&key, &spec)]);
     for (host, path) in input.requests.iter().take(64) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lockstep_config::{Candidate, RouteTable, file::parse_router_configs, resolve_fleet};
+use lockstep_core::{Candidate, RouteTable, file::parse_router_configs, resolve_fleet};
 
 fuzz_target!(|text: &str| {
     let Ok(objects) = parse_router_configs("fuzz.yaml", text) else { return };

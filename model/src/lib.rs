@@ -5,10 +5,10 @@
 //!
 //! The model is the protocol's moving parts and faults; every decision in it is the project's
 //! own code, called as the operator and the proxies call it:
-//! - the operator's judgement: `lockstep_config::barrier::{members_serving, decide}`, fed by a
-//!   `lockstep_config::lease::LeaseClock` that it updates from delayed watch events and, before
+//! - the operator's judgement: `lockstep_core::barrier::{members_serving, decide}`, fed by a
+//!   `lockstep_core::lease::LeaseClock` that it updates from delayed watch events and, before
 //!   it writes `Ready=True`, from a quorum list;
-//! - each proxy's membership and readiness: `lockstep_config::lease::ReplicaLease`
+//! - each proxy's membership and readiness: `lockstep_core::lease::ReplicaLease`
 //!   (`renewed`, `verified`, `ready`, `renewal_due`).
 //!
 //! What it models: the apiserver's store (the RouterConfig's generation and status, each
@@ -38,7 +38,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
-use lockstep_config::{
+use lockstep_core::{
     Verdict,
     barrier::{self, Member, Settings, members_serving},
     lease::{LeaseClock, LeaseView, ReplicaLease, Stage},

@@ -23,21 +23,21 @@
 //! properties give a disturbed object the window the real system has ([`FleetState::disturbed`]).
 
 //!
-//! The decisions are the project's code: `lockstep_config::fleet::{resolve_fleet,
+//! The decisions are the project's code: `lockstep_core::fleet::{resolve_fleet,
 //! last_accepted}` decides what every replica serves and what the operator accepts (the TLS
 //! host rule included: the older RouterConfig owns a TLS host, a newer one naming another
 //! Secret for it is in `Conflict`, and `Resolution::certificates` names each host's Secret),
-//! `lockstep_config::barrier::{members_serving, decide}` the status. Two functions of the
+//! `lockstep_core::barrier::{members_serving, decide}` the status. Two functions of the
 //! model only put a mutant back over the project's answer: [`reported_uid`]
 //! (`barrier::members_serving` counts a report only for the object's uid;
 //! `NameGenerationIdentity` lets every report stand for the current incarnation) and
 //! [`Usability`]: the project judges TLS material with one function for the operator and the
-//! replicas (`lockstep_config::tls_material::servable`), which the model abstracts as the bool
+//! replicas (`lockstep_core::tls_material::servable`), which the model abstracts as the bool
 //! of [`Shape::tls`]; the operator's judgement differs only under `OperatorJudgesTlsApart`.
 
 use std::collections::BTreeMap;
 
-use lockstep_config::{
+use lockstep_core::{
     Candidate, ObjectKey, Verdict,
     barrier::{self, Member, Settings, TlsProblem, left_out_by_spec, members_serving},
     last_accepted, resolve_fleet,
@@ -400,7 +400,7 @@ pub enum LeaseState {
     Expired,
 }
 
-/// A proxy's stage (`lockstep_config::lease::Stage`, without its clock).
+/// A proxy's stage (`lockstep_core::lease::Stage`, without its clock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
     /// No fresh Lease.
@@ -556,7 +556,7 @@ pub enum FleetAction {
 }
 
 /// Who judges whether a certificate can be served. Both call
-/// `lockstep_config::tls_material::servable` (here: [`Shape::tls`]); the distinction exists
+/// `lockstep_core::tls_material::servable` (here: [`Shape::tls`]); the distinction exists
 /// only for `OperatorJudgesTlsApart`, which gives the operator its old check (keys present).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usability {

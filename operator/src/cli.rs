@@ -12,8 +12,8 @@ use kube::{
     Api, Client, ResourceExt,
     runtime::{WatchStreamExt, watcher},
 };
-use lockstep_config::gateway::status::condition::LOCKSTEP_READY;
-use lockstep_config::{ObjectKey, conditions::find, config_digest};
+use lockstep_core::gateway::status::condition::LOCKSTEP_READY;
+use lockstep_core::{ObjectKey, conditions::find, config_digest};
 use lockstep_crds::gateway::{CONTROLLER_NAME, GRPCRoute, Gateway, HTTPRoute, RouteParentStatus};
 use lockstep_crds::{Rejection, RouterConfig, RouterReplica, condition};
 
@@ -295,10 +295,10 @@ async fn expected_digest(client: &Client, rc: &RouterConfig) -> Option<String> {
     let ns = ObjectKey::of(rc).namespace;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut hashes = BTreeMap::new();
-    for name in lockstep_config::tls_secret_names(&rc.spec) {
+    for name in lockstep_core::tls_secret_names(&rc.spec) {
         match secrets.get_opt(&name).await {
             Ok(Some(secret)) => {
-                if let Some(hash) = lockstep_config::digest::tls_secret_hash(&secret) {
+                if let Some(hash) = lockstep_core::digest::tls_secret_hash(&secret) {
                     hashes.insert(name, hash);
                 }
             }

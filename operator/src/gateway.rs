@@ -1,6 +1,6 @@
 //! The Gateway API edge of the operator: watches GatewayClasses, Gateways, HTTPRoutes,
 //! GRPCRoutes, ReferenceGrants, Services, TLS Secrets and Namespaces, hands each Gateway of a
-//! lockstep class to [`lockstep_config::gateway::translate`], and writes the statuses it
+//! lockstep class to [`lockstep_core::gateway::translate`], and writes the statuses it
 //! returns. Every decision is the translation's; this module gathers, calls and writes.
 //!
 //! What it writes, only while leader (checked right before every write):
@@ -12,7 +12,7 @@
 //! - each route naming such a Gateway: its `status.parents` entries for that Gateway, with
 //!   `lockstep.dev/Ready`;
 //! - for a Gateway naming an existing fleet (annotation `lockstep.dev/fleet`), one generated
-//!   RouterConfig per served listener ([`lockstep_config::gateway::serve`]), server-side
+//!   RouterConfig per served listener ([`lockstep_core::gateway::serve`]), server-side
 //!   applied with its record of the Gateway and route generations, owned by the Gateway, and
 //!   deleted when no longer wanted (also when the Gateway is deleted: without a
 //!   controller-manager no garbage collector follows the ownerReference). The RouterConfig
@@ -44,7 +44,7 @@ use kube::{
         watcher,
     },
 };
-use lockstep_config::gateway::{
+use lockstep_core::gateway::{
     GatewayInputs,
     attachment::refers_to_gateway,
     lower::Gap,
@@ -391,7 +391,7 @@ fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
 
 async fn reconcile_class(class: Arc<GatewayClass>, ctx: Arc<Context>) -> Result<Action> {
     let now = Timestamp::now();
-    let Some(mut conditions) = lockstep_config::gateway::class_conditions(&class, now) else {
+    let Some(mut conditions) = lockstep_core::gateway::class_conditions(&class, now) else {
         return Ok(Action::await_change());
     };
     if !ctx.leader.is_leader() {

@@ -2,7 +2,7 @@
 //! `Reconciling` and `Stalled` conditions of every RouterConfig, so that
 //! `kubectl wait --for=condition=Ready` is a barrier over the whole fleet.
 //!
-//! The decision itself is a pure function in [`lockstep_config::barrier`]; [`controller`] is
+//! The decision itself is a pure function in [`lockstep_core::barrier`]; [`controller`] is
 //! the Kubernetes edge that feeds it and writes what it decides; [`leader`] makes sure only
 //! one copy writes; [`cli`] is the `status` and `wait` commands for people and pipelines.
 

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use lockstep_config::barrier;
+use lockstep_core::barrier;
 use lockstep_operator::{admin, cli, controller, gateway, leader, metrics::Metrics};
 
 #[derive(Parser, Debug)]
@@ -46,7 +46,7 @@ struct RunArgs {
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
     /// Leader Lease duration: whole seconds, as the Lease records them.
-    #[arg(long, default_value = "15s", value_parser = lockstep_config::lease::parse_lease_duration)]
+    #[arg(long, default_value = "15s", value_parser = lockstep_core::lease::parse_lease_duration)]
     lease_duration: Duration,
     /// A rollout lagging longer than this is Stalled.
     #[arg(long, default_value = "60s", value_parser = cli::parse_duration)]

@@ -20,7 +20,7 @@
 
 use std::{collections::BTreeSet, sync::Mutex};
 
-use lockstep_config::ObjectKey;
+use lockstep_core::ObjectKey;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},

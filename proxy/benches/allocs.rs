@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, Response, body::Incoming, client::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use lockstep_config::{ObjectKey, RouteTable};
+use lockstep_core::{ObjectKey, RouteTable};
 use lockstep_crds::RouterConfigSpec;
 use lockstep_proxy::{
     ProxyOptions,

@@ -31,7 +31,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
-use lockstep_config::{ObjectKey, RouteTable};
+use lockstep_core::{ObjectKey, RouteTable};
 use lockstep_crds::RouterConfigSpec;
 use lockstep_proxy::{
     ProxyOptions,

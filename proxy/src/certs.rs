@@ -9,7 +9,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
-pub use lockstep_config::tls_material::{
+pub use lockstep_core::tls_material::{
     CertError, LoadedCert, check_covers, load, name_covers, secret_material, servable,
 };
 use rustls::{

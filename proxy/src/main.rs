@@ -55,7 +55,7 @@ struct Args {
     /// Duration of the replica's membership Lease (Kubernetes mode), in whole seconds of at
     /// least one (as the Lease records it); renewed every third of it. A replica that cannot
     /// renew within it is excluded from the barrier.
-    #[arg(long, default_value = "10s", value_parser = lockstep_config::lease::parse_lease_duration)]
+    #[arg(long, default_value = "10s", value_parser = lockstep_core::lease::parse_lease_duration)]
     lease_duration: Duration,
     /// The Pod this replica runs in (downward API); its RouterReplica is owned by the Pod, so
     /// deleting the Pod deletes it. Needs --pod-uid.

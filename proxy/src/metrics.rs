@@ -18,7 +18,7 @@ use std::{
     },
 };
 
-use lockstep_config::{ObjectKey, RouteTable};
+use lockstep_core::{ObjectKey, RouteTable};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},

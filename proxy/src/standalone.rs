@@ -1,10 +1,10 @@
 //! Standalone mode: the RouterConfigs come from a YAML file instead of the cluster. They are
-//! judged by the same code as in Kubernetes mode ([`lockstep_config::resolve_fleet`]), so a
+//! judged by the same code as in Kubernetes mode ([`lockstep_core::resolve_fleet`]), so a
 //! file accepted here is accepted by the operator, and the file is re-read on change.
 //!
 //! A file that cannot be read or parsed changes nothing. A RouterConfig that fails validation
 //! or conflicts serves its last accepted generation (or nothing), by the same plan as
-//! Kubernetes mode ([`lockstep_config::plan`]); the log names the field.
+//! Kubernetes mode ([`lockstep_core::plan`]); the log names the field.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use lockstep_config::{
+use lockstep_core::{
     Candidate, ObjectKey,
     file::{FileError, FirstSeen},
     plan::{self, TlsView},
@@ -62,7 +62,7 @@ pub struct Applied {
 /// standalone proxy for itself: here the file plays the apiserver and the proxy the operator.
 /// It lives as long as the process; a restarted standalone proxy starts from the file alone.
 /// It also keeps when each document was first seen, its age for precedence
-/// ([`lockstep_config::file::FirstSeen`]).
+/// ([`lockstep_core::file::FirstSeen`]).
 #[derive(Debug, Default)]
 pub struct AcceptedGenerations(BTreeMap<ObjectKey, AcceptedGeneration>, FirstSeen);
 
@@ -75,7 +75,7 @@ pub fn apply(
     text: &str,
     fleet: &str,
 ) -> Result<Applied, LoadError> {
-    let mut documents = lockstep_config::file::parse_router_configs(path, text)?;
+    let mut documents = lockstep_core::file::parse_router_configs(path, text)?;
     documents.retain(|rc| rc.spec.fleet == fleet);
     let mut seen = BTreeSet::new();
     for rc in &documents {
@@ -114,7 +114,7 @@ pub fn apply(
         .filter_map(|rc| {
             let candidate = Candidate::of(rc);
             let verdict = plan.verdicts.get(&candidate.key)?;
-            lockstep_config::last_accepted(&candidate, verdict).map(|a| (candidate.key, a))
+            lockstep_core::last_accepted(&candidate, verdict).map(|a| (candidate.key, a))
         })
         .collect();
     let mut applied = Applied::default();

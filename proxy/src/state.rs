@@ -8,8 +8,8 @@ use std::sync::{
 };
 
 use arc_swap::ArcSwap;
-use lockstep_config::ObjectKey;
-pub use lockstep_config::{ServedConfig, ServedObject};
+use lockstep_core::ObjectKey;
+pub use lockstep_core::{ServedConfig, ServedObject};
 
 use crate::{
     endpoints::Endpoints,

@@ -4,13 +4,13 @@
 //!
 //! Kubernetes mode is played without a cluster, through the same calls the processes make:
 //! after each edit the operator judges the fleet and records `status.lastAccepted`
-//! ([`lockstep_config::last_accepted`]), then each replica plans from the objects as the
-//! watch shows them ([`lockstep_config::plan::plan`]). Standalone mode is the proxy's own
+//! ([`lockstep_core::last_accepted`]), then each replica plans from the objects as the
+//! watch shows them ([`lockstep_core::plan::plan`]). Standalone mode is the proxy's own
 //! [`standalone::apply`] on the same documents as a file.
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use lockstep_config::{
+use lockstep_core::{
     Candidate, ObjectKey, ServedConfig,
     plan::{self, TlsView},
     resolve_fleet,
@@ -146,7 +146,7 @@ impl Cluster {
         let resolution = resolve_fleet(candidates.clone());
         for candidate in &candidates {
             let verdict = &resolution.verdicts[&candidate.key];
-            match lockstep_config::last_accepted(candidate, verdict) {
+            match lockstep_core::last_accepted(candidate, verdict) {
                 Some(accepted) => self.last_accepted.insert(candidate.key.name.clone(), accepted),
                 None => self.last_accepted.remove(&candidate.key.name),
             };

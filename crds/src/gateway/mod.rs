@@ -12,7 +12,7 @@
 //!
 //! Optional pointer fields of the Go types are `Option`s; defaults the schema applies
 //! (`group: gateway.networking.k8s.io`, `kind: Gateway`, `weight: 1`, ...) are applied by the
-//! readers in `lockstep_config::gateway`, because an object read from a file or a test has
+//! readers in `lockstep_core::gateway`, because an object read from a file or a test has
 //! not been through the apiserver's defaulting.
 
 use serde::{Deserialize, Serialize};

@@ -73,8 +73,8 @@ async fn every_example_applies_with_kubectl() {
         assert!(again.contains("unchanged"), "{file}: {again}");
         // And every object is also valid for the standalone proxy, which has no apiserver.
         let text = std::fs::read_to_string(file).unwrap();
-        for rc in lockstep_config::file::parse_router_configs(file, &text).unwrap() {
-            lockstep_config::validate_spec(&rc.spec).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for rc in lockstep_core::file::parse_router_configs(file, &text).unwrap() {
+            lockstep_core::validate_spec(&rc.spec).unwrap_or_else(|e| panic!("{file}: {e}"));
         }
     }
     let web = cp
@@ -421,7 +421,7 @@ async fn invalid_traffic_features_are_rejected_at_admission_naming_the_field() {
     apply(cp, &ns, &router_config("full", spec), &[]).unwrap();
     let api: Api<RouterConfig> = Api::namespaced(client, &ns);
     let stored = api.get("full").await.unwrap();
-    lockstep_config::validate_spec(&stored.spec).unwrap();
+    lockstep_core::validate_spec(&stored.spec).unwrap();
     assert_eq!(stored.spec.rules[0].paths[0].backends[1].weight, 10);
     // The defaults are filled in: weight 1, match type Exact, redirect status 302.
     let spec = with(|s| {

@@ -100,11 +100,11 @@ fn expected_digest(rc: &RouterConfig, secrets: &[(&str, &Cert)]) -> String {
         .map(|(name, cert)| {
             (
                 name.to_string(),
-                lockstep_config::tls_material_hash(cert.pem.as_bytes(), cert.key.as_bytes()),
+                lockstep_core::tls_material_hash(cert.pem.as_bytes(), cert.key.as_bytes()),
             )
         })
         .collect();
-    lockstep_config::config_digest(&rc.spec, &tls)
+    lockstep_core::config_digest(&rc.spec, &tls)
 }
 
 async fn fixture(test: &str) -> Fixture {

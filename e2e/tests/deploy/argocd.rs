@@ -8,7 +8,7 @@ use kube::{
     Api,
     api::{Patch, PatchParams},
 };
-use lockstep_config::conditions::{NewCondition, set_condition};
+use lockstep_core::conditions::{NewCondition, set_condition};
 use lockstep_crds::{OPERATOR_FIELD_MANAGER, RouterConfig, condition, reason};
 use lockstep_e2e::{ControlPlane, fixture::Fixture};
 use serde_json::{Value, json};
@@ -139,7 +139,7 @@ impl Subject {
         for (type_, status, reason, message) in conditions {
             let new = NewCondition {
                 type_,
-                status: lockstep_config::conditions::status_str(*status),
+                status: lockstep_core::conditions::status_str(*status),
                 reason,
                 message: (*message).to_owned(),
                 observed_generation: observed,

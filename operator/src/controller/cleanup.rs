@@ -13,7 +13,7 @@ use kube::{
     api::{DeleteParams, Preconditions},
     runtime::reflector::Store,
 };
-use lockstep_config::{ObjectKey, garbage::ReplicaGarbage};
+use lockstep_core::{ObjectKey, garbage::ReplicaGarbage};
 use lockstep_crds::{ReplicaId, RouterConfig, RouterReplica};
 
 use super::{Context, Incarnation, incarnation, replica_id};
@@ -40,7 +40,7 @@ pub(super) async fn forget_deleted(store: Store<RouterConfig>, ctx: Arc<Context>
 }
 
 /// Deletes the RouterReplicas of replicas whose Lease has been dead for `after`
-/// ([`lockstep_config::garbage`]), so `kubectl get rrep` does not show a SIGKILLed replica as
+/// ([`lockstep_core::garbage`]), so `kubectl get rrep` does not show a SIGKILLed replica as
 /// ready forever. Only the leader deletes; each delete carries the resourceVersion judged as a
 /// precondition, so a replica that wrote its RouterReplica again meanwhile keeps it.
 pub(super) async fn collect_garbage(ctx: Arc<Context>, after: Duration) {

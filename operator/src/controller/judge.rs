@@ -1,11 +1,11 @@
 //! What a reconcile decides from, and the call that decides: the fleet policy's verdict on a
 //! RouterConfig's spec (with the TLS view of the Secrets it names), the fleet's membership
 //! (from the caches, or from a quorum read before `Ready=True`), and
-//! [`lockstep_config::barrier::decide`] over both. Reads only: the status write is the
+//! [`lockstep_core::barrier::decide`] over both. Reads only: the status write is the
 //! reconcile's.
 //!
 //! Leases are judged on this process's monotonic clock from when each renewal was observed
-//! ([`lockstep_config::lease::LeaseClock`]), never from the proxy's `renewTime`. Before it
+//! ([`lockstep_core::lease::LeaseClock`]), never from the proxy's `renewTime`. Before it
 //! writes `Ready=True` the operator re-lists the fleet's Leases with a quorum read
 //! ([`confirm_members`]): a Lease cache that lags behind the RouterConfig cache could
 //! otherwise miss a replica that joined before the generation was written, and that replica
@@ -24,7 +24,7 @@ use kube::{
     api::ListParams,
     runtime::reflector::{ObjectRef, Store},
 };
-use lockstep_config::{
+use lockstep_core::{
     Candidate, ObjectKey, Verdict,
     barrier::{self, Member, TlsProblem, left_out_by_spec, members_serving},
     lease::{LeaseView, Mono},
@@ -35,7 +35,7 @@ use lockstep_crds::{FLEET_LABEL, ReplicaId, RouterConfig, RouterReplica};
 use super::{Context, replica_id};
 use crate::Result;
 
-/// The fleet policy ([`lockstep_config::fleet`]) applied to `rc` among the RouterConfigs of
+/// The fleet policy ([`lockstep_core::fleet`]) applied to `rc` among the RouterConfigs of
 /// its fleet, with the TLS problems of each: the same call the replicas' plan makes, so the
 /// verdict the operator writes is the one every replica serves by.
 pub(super) struct SpecJudgement {
@@ -68,7 +68,7 @@ pub(super) fn judge_spec(rc: &RouterConfig, ctx: &Context) -> SpecJudgement {
         .get(&key)
         .cloned()
         .expect("resolve_fleet judges every candidate");
-    let last_accepted = lockstep_config::last_accepted(&ours, &verdict);
+    let last_accepted = lockstep_core::last_accepted(&ours, &verdict);
     let (tls_hashes, tls_problem) = views.into_iter().last().expect("rc itself");
     SpecJudgement {
         verdict,
@@ -81,7 +81,7 @@ pub(super) fn judge_spec(rc: &RouterConfig, ctx: &Context) -> SpecJudgement {
 /// TLS digest inputs and problems of a RouterConfig, from the Secrets it names. A Secret that
 /// does not exist yet is a wait (cert-manager and GitOps often create it after the
 /// RouterConfig); one that exists but cannot be served (the replicas' own test,
-/// [`lockstep_config::tls_material::servable`]) is not accepted.
+/// [`lockstep_core::tls_material::servable`]) is not accepted.
 fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, String>, Option<TlsProblem>) {
     let ns = ObjectKey::of(rc).namespace;
     let now = jiff::Timestamp::now().as_second();
@@ -95,8 +95,8 @@ fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, Str
         let host = rule.host.to_ascii_lowercase();
         let servable = secret.as_deref().map(|secret| {
             let name = format!("{ns}/{}", tls.secret_name);
-            lockstep_config::tls_material::servable(&name, secret, &host, now)
-                .map(|_| lockstep_config::digest::tls_secret_hash(secret).unwrap_or_default())
+            lockstep_core::tls_material::servable(&name, secret, &host, now)
+                .map(|_| lockstep_core::digest::tls_secret_hash(secret).unwrap_or_default())
         });
         match servable {
             Some(Ok(hash)) => {

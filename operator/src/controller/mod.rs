@@ -1,6 +1,6 @@
 //! The Kubernetes edge of the operator: watches RouterConfigs, the replicas' RouterReplicas,
 //! the fleets' Leases and TLS Secrets, hands each RouterConfig to
-//! [`lockstep_config::barrier::decide`], and writes what it decides. It is the only writer of
+//! [`lockstep_core::barrier::decide`], and writes what it decides. It is the only writer of
 //! RouterConfig status; only the leader writes, and it checks its leadership right before
 //! every write.
 //!
@@ -33,7 +33,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Client, ResourceExt, runtime::events::Recorder, runtime::reflector::Store};
-use lockstep_config::{
+use lockstep_core::{
     ObjectKey, barrier,
     lease::{LeaseClock, Mono},
 };
@@ -91,7 +91,7 @@ pub struct Options {
     pub settings: barrier::Settings,
     /// This instance's identity (for Events).
     pub identity: String,
-    /// How long a RouterReplica is kept after its Lease ran out ([`lockstep_config::garbage`]).
+    /// How long a RouterReplica is kept after its Lease ran out ([`lockstep_core::garbage`]).
     pub replica_gc_after: Duration,
 }
 

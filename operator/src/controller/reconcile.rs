@@ -1,7 +1,7 @@
 //! One reconcile of one RouterConfig: wait for the caches, judge it (`judge`), confirm the
 //! membership with a quorum read before a `Ready=True` that changes the status, write the
 //! status (server-side apply, with the judged resourceVersion as a precondition, progress
-//! spaced out by [`lockstep_config::barrier::progress_wait`]), and requeue at the next Lease
+//! spaced out by [`lockstep_core::barrier::progress_wait`]), and requeue at the next Lease
 //! expiry, stall deadline or deferred write. Also the error policy of a failed reconcile.
 
 use std::{
@@ -15,7 +15,7 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::controller::Action,
 };
-use lockstep_config::{ObjectKey, barrier, config_digest};
+use lockstep_core::{ObjectKey, barrier, config_digest};
 use lockstep_crds::RouterConfig;
 
 use super::{

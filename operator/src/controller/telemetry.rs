@@ -9,7 +9,7 @@ use kube::{
     Resource,
     runtime::events::{Event, EventType},
 };
-use lockstep_config::{ObjectKey, barrier};
+use lockstep_core::{ObjectKey, barrier};
 use lockstep_crds::RouterConfig;
 
 use super::{Context, incarnation};

@@ -4,7 +4,7 @@
 //! again. Nothing here decides or writes; it says what to reconcile and when.
 //!
 //! Reactions: every RouterConfig event (and the other RouterConfigs of its fleet sharing a
-//! host with it, whose verdict it can change: `lockstep_config::rejudge`), every
+//! host with it, whose verdict it can change: `lockstep_core::rejudge`), every
 //! RouterReplica event (mapped to the RouterConfigs of its fleet in the namespaces it
 //! serves), every Lease event of a fleet (mapped to all RouterConfigs of that fleet), every
 //! TLS Secret event (mapped to the RouterConfigs naming it), becoming leader (everything),
@@ -31,7 +31,7 @@ use kube::{
         watcher,
     },
 };
-use lockstep_config::{
+use lockstep_core::{
     ObjectKey,
     lease::{LeaseClock, LeaseView},
     rejudge::HostIndex,
@@ -243,7 +243,7 @@ fn routerconfigs_of_fleet(store: &Store<RouterConfig>, lease: &Lease) -> Vec<Obj
 }
 
 /// Sends, for each RouterConfig event, the other RouterConfigs whose verdict it can change
-/// ([`lockstep_config::rejudge`]): an older object taking or freeing a match changes the
+/// ([`lockstep_core::rejudge`]): an older object taking or freeing a match changes the
 /// newer one's verdict and what the replicas serve of it, though nothing about the newer one
 /// changed.
 fn sharing_hosts(
@@ -360,7 +360,7 @@ fn routerconfigs_naming_secret(store: &Store<RouterConfig>, secret: &Secret) -> 
     store
         .state()
         .iter()
-        .filter(|rc| rc.namespace() == ns && lockstep_config::tls_secret_names(&rc.spec).contains(&name))
+        .filter(|rc| rc.namespace() == ns && lockstep_core::tls_secret_names(&rc.spec).contains(&name))
         .map(|rc| ObjectRef::from_obj(rc.as_ref()))
         .collect()
 }

@@ -1,5 +1,5 @@
 //! Fleet membership through the Lease `lockstep-proxy-<replica>`: the I/O around
-//! `lockstep_config::lease::ReplicaLease`.
+//! `lockstep_core::lease::ReplicaLease`.
 //!
 //! The replica writes its Lease only once its own watch shows nothing it has not processed and
 //! reported. Once the write lands it is counted by the operator but not ready: it first lists
@@ -19,7 +19,7 @@ use kube::{
     Api,
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
-use lockstep_config::{
+use lockstep_core::{
     lease::{ReplicaReason, Stage},
     supervision::SyncProblem,
 };
@@ -202,7 +202,7 @@ async fn caught_up(shared: &Shared) -> bool {
             }
         };
         let ours = listed.iter().filter(|rc| rc.spec.fleet == shared.options.fleet);
-        let behind = !lockstep_config::plan::in_sync(ours, &reported);
+        let behind = !lockstep_core::plan::in_sync(ours, &reported);
         if behind {
             return false;
         }
@@ -225,7 +225,7 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use lockstep_apiclient::mock::{ApiServer, Sent};
-    use lockstep_config::lease::ReplicaReason;
+    use lockstep_core::lease::ReplicaReason;
     use serde_json::{Value, json};
 
     use super::super::tests::{options, replica};

@@ -7,9 +7,9 @@
 //! after its Lease was written, that it serves the newest generation of every RouterConfig it
 //! serves. A replica that could not renew in time (frozen, partitioned, a renewal answered
 //! late) fences itself: unready until it has rejoined through that check. The decisions are
-//! `lockstep_config::lease::ReplicaLease`; this module is their I/O.
+//! `lockstep_core::lease::ReplicaLease`; this module is their I/O.
 //!
-//! The sync loop is supervised (`lockstep_config::supervision`): a panic restarts it after a
+//! The sync loop is supervised (`lockstep_core::supervision`): a panic restarts it after a
 //! pause, and a pass that runs past a bound (the Lease duration) or a dead loop makes the
 //! replica unready and stops its Lease renewals, so the operator stops waiting for it.
 //! Restarting the loop rather than exiting the process keeps the data plane serving its last
@@ -50,7 +50,7 @@ use kube::{
     Api, Client, Resource,
     runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
 };
-use lockstep_config::{
+use lockstep_core::{
     ObjectKey,
     lease::{Mono, Readiness, ReplicaLease, ReplicaReason},
     supervision::{SyncProblem, SyncWatch},
@@ -61,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::ProxyState;
 
-pub use lockstep_config::plan::Report;
+pub use lockstep_core::plan::Report;
 
 /// Errors of the fleet sync.
 #[derive(Debug, thiserror::Error)]
@@ -308,7 +308,7 @@ pub fn start_with_client(
     options: FleetOptions,
     client: Client,
 ) -> Result<FleetHandle, Error> {
-    lockstep_config::lease::lease_duration(options.lease_duration).map_err(Error::Options)?;
+    lockstep_core::lease::lease_duration(options.lease_duration).map_err(Error::Options)?;
     let namespaces: Vec<Option<String>> = match &options.scope {
         WatchScope::All => vec![None],
         WatchScope::Namespaces(names) if names.is_empty() => {

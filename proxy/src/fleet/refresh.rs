@@ -10,7 +10,7 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::runtime::reflector::{ObjectRef, Store};
-use lockstep_config::{BackendRef, ObjectKey};
+use lockstep_core::{BackendRef, ObjectKey};
 use lockstep_crds::RouterConfig;
 
 use super::{Shared, resolver::Resolver, slices};

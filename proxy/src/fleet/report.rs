@@ -13,7 +13,7 @@ use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams},
 };
-use lockstep_config::{
+use lockstep_core::{
     ObjectKey,
     conditions::{NewCondition, set_condition, status_str},
 };
@@ -110,7 +110,7 @@ impl Reporter {
             && self.last.as_ref().is_some_and(|last| {
                 last["served"] == status["served"]
                     && last["synced"] == status["synced"]
-                    && lockstep_config::conditions::eq_ignoring_time(&self.conditions, &conditions)
+                    && lockstep_core::conditions::eq_ignoring_time(&self.conditions, &conditions)
             });
         if unchanged {
             return true;
@@ -214,7 +214,7 @@ mod tests {
     use std::time::Duration;
 
     use lockstep_apiclient::mock::ApiServer;
-    use lockstep_config::lease::ReplicaReason;
+    use lockstep_core::lease::ReplicaReason;
     use lockstep_crds::Rejection;
 
     use super::super::tests::{options, replica};

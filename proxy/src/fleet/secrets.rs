@@ -12,7 +12,7 @@ use kube::{
     Api, Client,
     runtime::{WatchStreamExt, watcher},
 };
-use lockstep_config::ObjectKey;
+use lockstep_core::ObjectKey;
 use tokio::{sync::Notify, task::JoinHandle};
 
 use super::tls::SecretState;

@@ -6,7 +6,7 @@
 //!    not been listed yet the pass stops there: judging now would report it missing.
 //! 2. [`EndpointSources::refresh`]: the endpoints of every Service a table may route to, in
 //!    place before a table that routes to them is swapped in.
-//! 3. [`SyncLoop::plan_and_swap`]: the plan (`lockstep_config::plan`) decides what to serve
+//! 3. [`SyncLoop::plan_and_swap`]: the plan (`lockstep_core::plan`) decides what to serve
 //!    and what to report; the certificates and then the table are swapped in, off the runtime.
 //! 4. [`publish`]: whether the replica serves every current generation, and the readiness
 //!    that follows, published to `/readyz`. The supervision's pass clock stops here.
@@ -22,7 +22,7 @@ use std::{
 };
 
 use k8s_openapi::jiff::Timestamp;
-use lockstep_config::{
+use lockstep_core::{
     ObjectKey,
     lease::Readiness,
     plan::{self, AppliedAt, Plan},

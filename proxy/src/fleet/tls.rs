@@ -5,7 +5,7 @@
 //! problem. The digest a replica reports covers the material it actually serves.
 //!
 //! Which Secret a host presents is not decided here: the plan decides it from the generations
-//! the fleet serves, like the routes ([`lockstep_config::plan::Plan::certificates`]), so a
+//! the fleet serves, like the routes ([`lockstep_core::plan::Plan::certificates`]), so a
 //! rejected generation neither takes a host's certificate away nor puts its own in place,
 //! and two RouterConfigs naming one host give the same certificate on every replica.
 
@@ -15,7 +15,7 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::Secret;
-use lockstep_config::{ObjectKey, tls_material_hash};
+use lockstep_core::{ObjectKey, tls_material_hash};
 use lockstep_crds::RouterConfig;
 use rustls::sign::CertifiedKey;
 
@@ -150,9 +150,9 @@ pub fn referenced(objects: &[Arc<RouterConfig>]) -> std::collections::BTreeSet<O
         .iter()
         .flat_map(|rc| {
             let ns = ObjectKey::of(rc).namespace;
-            let mut names = lockstep_config::tls_secret_names(&rc.spec);
+            let mut names = lockstep_core::tls_secret_names(&rc.spec);
             if let Some(accepted) = rc.last_accepted() {
-                names.extend(lockstep_config::tls_secret_names(&accepted.spec));
+                names.extend(lockstep_core::tls_secret_names(&accepted.spec));
             }
             names
                 .into_iter()

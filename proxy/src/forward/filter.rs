@@ -8,7 +8,7 @@ use http::{
     header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE},
     uri::PathAndQuery,
 };
-use lockstep_config::{Route, traffic::RewriteRule};
+use lockstep_core::{Route, traffic::RewriteRule};
 
 use super::error::ProxyError;
 

@@ -1,7 +1,7 @@
 //! The request path, in the order a request goes through it:
 //!
 //! 1. [`route`]: the path normalised (dot segments, encoded unreserved characters, merged
-//!    slashes; see `lockstep_config::path`), then route lookup in the served table by host,
+//!    slashes; see `lockstep_core::path`), then route lookup in the served table by host,
 //!    that path and request matches (404, 400, the 308 of a redirectHttp route, or a
 //!    `filters.redirect`);
 //! 2. [`filter`]: request filter (hop-by-hop headers out, X-Forwarded-* in, upgrades noted),
@@ -33,7 +33,7 @@ use std::{sync::Arc, time::Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use lockstep_config::Route;
+use lockstep_core::Route;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::task::TaskTracker;
 

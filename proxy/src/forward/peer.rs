@@ -12,7 +12,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use lockstep_config::BackendRef;
+use lockstep_core::BackendRef;
 
 use super::error::ProxyError;
 use crate::{endpoints::ServiceKey, options::LoadBalancing, state::ProxyState};

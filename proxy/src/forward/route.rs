@@ -7,9 +7,7 @@ use http::{
     HeaderValue, Method, Request, Response, StatusCode, Uri, header,
     uri::{Authority, PathAndQuery},
 };
-use lockstep_config::{
-    Route, RouteTable, normalize_host, normalize_path, table::Found, traffic::RedirectRule,
-};
+use lockstep_core::{Route, RouteTable, normalize_host, normalize_path, table::Found, traffic::RedirectRule};
 
 use super::{body::ProxyBody, error::ProxyError};
 

@@ -14,7 +14,7 @@
 use std::io;
 
 use http::{Method, Request, Response, Uri, request::Parts, uri::PathAndQuery};
-use lockstep_config::{BackendRef, Route, traffic::RetryPolicy};
+use lockstep_core::{BackendRef, Route, traffic::RetryPolicy};
 
 use super::{
     Proxy,

@@ -297,7 +297,7 @@ pub fn progress_of(rc: &RouterConfig) -> Serving {
         return Serving::Waiting;
     };
     let current = |t: &str| {
-        lockstep_config_find(&status.conditions, t).filter(|c| c.observed_generation == Some(generation))
+        lockstep_core_find(&status.conditions, t).filter(|c| c.observed_generation == Some(generation))
     };
     if let Some(accepted) = current(rc_condition::ACCEPTED)
         && accepted.status == "False"
@@ -328,7 +328,7 @@ pub fn progress_of(rc: &RouterConfig) -> Serving {
     })
 }
 
-fn lockstep_config_find<'a>(conditions: &'a [Condition], t: &str) -> Option<&'a Condition> {
+fn lockstep_core_find<'a>(conditions: &'a [Condition], t: &str) -> Option<&'a Condition> {
     crate::conditions::find(conditions, t)
 }
 

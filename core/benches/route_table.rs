@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
-use lockstep_config::{ObjectKey, RouteTable};
+use lockstep_core::{ObjectKey, RouteTable};
 use lockstep_crds::{Backend, HostRule, HttpPath, PathType, RequestMatch, RouterConfigSpec, ValueMatch};
 
 /// `routes` routes spread over RouterConfigs of at most 256 rules × 8 paths (the schema allows
