@@ -12,7 +12,7 @@ use kube::{
     Api, Client, ResourceExt,
     runtime::{WatchStreamExt, watcher},
 };
-use lockstep_core::gateway::status::condition::LOCKSTEP_READY;
+use lockstep_core::gateway::status::condition::{LOCKSTEP_READY, PROGRAMMED};
 use lockstep_core::{ObjectKey, conditions::find, config_digest};
 use lockstep_crds::gateway::{CONTROLLER_NAME, GRPCRoute, Gateway, HTTPRoute, RouteParentStatus};
 use lockstep_crds::{Rejection, RouterConfig, RouterReplica, condition};
@@ -206,7 +206,7 @@ pub fn route_verdict(generation: Option<i64>, parents: Option<&[RouteParentStatu
 /// `wait` on a Gateway: done when `Programmed=True` is observed at its `generation`.
 pub fn gateway_verdict(generation: Option<i64>, conditions: Option<&[Condition]>) -> (bool, String) {
     let generation = generation.unwrap_or(lockstep_crds::DEFAULT_GENERATION);
-    match find(conditions.unwrap_or_default(), "Programmed")
+    match find(conditions.unwrap_or_default(), PROGRAMMED)
         .filter(|c| c.observed_generation == Some(generation))
     {
         Some(c) if c.status == "True" => (

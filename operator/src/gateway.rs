@@ -33,7 +33,7 @@ use std::{sync::Arc, time::Duration};
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
@@ -256,12 +256,16 @@ pub async fn run(
     futures::future::join3(gateway_controller, class_controller, sweeper).await;
 }
 
+/// The controller ownerReference of a generated RouterConfig: its Gateway.
+fn controller_owner(rc: &RouterConfig) -> Option<&OwnerReference> {
+    rc.owner_references()
+        .iter()
+        .find(|o| o.kind == "Gateway" && o.controller == Some(true))
+}
+
 /// The Gateway that owns a generated RouterConfig (its controller ownerReference).
 fn owner_gateway(rc: &RouterConfig) -> Option<ObjectRef<Gateway>> {
-    let owner = rc
-        .owner_references()
-        .iter()
-        .find(|o| o.kind == "Gateway" && o.controller == Some(true))?;
+    let owner = controller_owner(rc)?;
     Some(ObjectRef::new(&owner.name).within(&rc.namespace().unwrap_or_default()))
 }
 
@@ -302,19 +306,13 @@ async fn sweep_orphans(ctx: Arc<Context>, stop: impl std::future::Future<Output 
                 continue;
             }
             for rc in ctx.router_configs.state() {
-                let owner = rc
-                    .owner_references()
-                    .iter()
-                    .find(|o| o.kind == "Gateway" && o.controller == Some(true))
-                    .map(|o| o.uid.clone());
-                let Some(uid) = owner.filter(|uid| !live.contains(uid)) else {
+                let Some(owner) = controller_owner(&rc).filter(|o| !live.contains(&o.uid)) else {
                     continue;
                 };
                 // This watch may lag the controller's: ask the apiserver before deleting.
-                let Some(owner) = owner_gateway(&rc) else { continue };
                 let api = Api::<Gateway>::namespaced(ctx.client.clone(), &rc.namespace().unwrap_or_default());
                 match api.get_opt(&owner.name).await {
-                    Ok(Some(g)) if g.uid().as_deref() == Some(uid.as_str()) => {}
+                    Ok(Some(g)) if g.uid().as_deref() == Some(owner.uid.as_str()) => {}
                     Ok(_) => delete_generated(&ctx, &rc).await,
                     Err(error) => tracing::debug!(%error, "reading a Gateway before a sweep failed"),
                 }
@@ -584,8 +582,7 @@ async fn publish(
                 && annotations
                     .iter()
                     .all(|(k, v)| rc.annotations().get(k) == Some(v))
-                && owner_gateway(rc).is_some_and(|o| o.name == gw.name_any())
-                && rc.owner_references().iter().any(|o| o.uid == gw_uid)
+                && controller_owner(rc).is_some_and(|o| o.name == gw.name_any() && o.uid == gw_uid)
         });
         if current {
             continue;
@@ -655,10 +652,7 @@ async fn delete_owned(ctx: &Context, gw: &Gateway, keep: &[&str]) {
     let gw_uid = gw.uid().unwrap_or_default();
     for rc in ctx.router_configs.state() {
         let ours = rc.namespace().as_deref() == Some(gw_ns.as_str())
-            && rc
-                .owner_references()
-                .iter()
-                .any(|o| o.uid == gw_uid && o.controller == Some(true));
+            && controller_owner(&rc).is_some_and(|o| o.uid == gw_uid);
         if ours && !keep.contains(&rc.name_any().as_str()) {
             delete_generated(ctx, &rc).await;
         }
