@@ -68,13 +68,8 @@ pub mod ready_reason {
 /// is not a fleet name.
 pub fn fleet_of(meta: &ObjectMeta) -> Option<Result<String, String>> {
     let value = meta.annotations.as_ref()?.get(FLEET_ANNOTATION)?;
-    let valid = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
+    // A fleet name is a DNS label, the rule the RouterConfig schema states for `spec.fleet`.
+    let valid = lockstep_crds::patterns::DNS_LABEL_RE.is_match(value);
     Some(if valid {
         Ok(value.clone())
     } else {
@@ -297,7 +292,7 @@ pub fn progress_of(rc: &RouterConfig) -> Serving {
         return Serving::Waiting;
     };
     let current = |t: &str| {
-        lockstep_core_find(&status.conditions, t).filter(|c| c.observed_generation == Some(generation))
+        crate::conditions::find(&status.conditions, t).filter(|c| c.observed_generation == Some(generation))
     };
     if let Some(accepted) = current(rc_condition::ACCEPTED)
         && accepted.status == "False"
@@ -326,10 +321,6 @@ pub fn progress_of(rc: &RouterConfig) -> Serving {
     } else {
         FleetProgress::Behind { synced, replicas }
     })
-}
-
-fn lockstep_core_find<'a>(conditions: &'a [Condition], t: &str) -> Option<&'a Condition> {
-    crate::conditions::find(conditions, t)
 }
 
 /// How far `listener` is served at Gateway generation `generation`, given the generated
