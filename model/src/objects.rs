@@ -815,6 +815,11 @@ pub fn reported_uid(report: &Served, current: u8, mutation: Mutation) -> u8 {
     }
 }
 
+/// What a list of stored (or cached) objects holds of each: its snapshot.
+fn snapshots(objects: &[Option<Obj>]) -> Vec<Option<Snapshot>> {
+    objects.iter().map(|x| x.as_ref().map(|x| x.snapshot)).collect()
+}
+
 fn uid(u: u8) -> String {
     format!("uid-{u}")
 }
@@ -945,8 +950,7 @@ impl FleetModel {
         // From its RouterConfig cache: another object's edit may not have reached it yet.
         let cached = &s.operator.objects;
         let obj = cached[o].as_ref()?;
-        let snapshots: Vec<Option<Snapshot>> =
-            cached.iter().map(|x| x.as_ref().map(|x| x.snapshot)).collect();
+        let snapshots = snapshots(cached);
         let policy = self.policy(&snapshots, Usability::Operator);
         let verdict = policy.verdicts[o].clone()?;
         let tls_problem = policy.tls_problem[o]
@@ -1017,8 +1021,7 @@ impl FleetModel {
     /// The fleet policy over the store: each object's verdict (accepted or not) and each TLS
     /// host's owner.
     fn owners(&self, s: &FleetState) -> (Vec<bool>, Vec<(String, Cert)>) {
-        let snapshots: Vec<Option<Snapshot>> =
-            s.objects.iter().map(|x| x.as_ref().map(|x| x.snapshot)).collect();
+        let snapshots = snapshots(&s.objects);
         let policy = self.policy_of(&snapshots, Usability::Replica, Mutation::None);
         let accepted = policy
             .verdicts
@@ -1473,7 +1476,7 @@ fn finished(m: &FleetModel, s: &FleetState) -> Option<()> {
 /// Whether object `o` is accepted and servable by the policy the replicas apply, with some
 /// running replica serving its namespace.
 fn servable(m: &FleetModel, s: &FleetState, o: usize) -> Option<bool> {
-    let snapshots: Vec<Option<Snapshot>> = s.objects.iter().map(|x| x.as_ref().map(|x| x.snapshot)).collect();
+    let snapshots = snapshots(&s.objects);
     let policy = m.policy_of(&snapshots, Usability::Replica, Mutation::None);
     let accepted = policy.verdicts[o].as_ref()?.is_accepted() && policy.tls_problem[o].is_none();
     Some(accepted)
@@ -1516,7 +1519,7 @@ fn settled_as_decided(m: &FleetModel, s: &FleetState) -> bool {
 /// replicas, while `o` is only judged again after the operator's cache showed the write (the
 /// settled property checks that it is).
 pub fn promise_holds(m: &FleetModel, s: &FleetState) -> bool {
-    let snapshots: Vec<Option<Snapshot>> = s.objects.iter().map(|x| x.as_ref().map(|x| x.snapshot)).collect();
+    let snapshots = snapshots(&s.objects);
     let mut owners: Option<Vec<(String, Cert)>> = None;
     s.objects.iter().enumerate().all(|(o, obj)| {
         let Some(obj) = obj else { return true };
