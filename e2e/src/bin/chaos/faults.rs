@@ -250,16 +250,16 @@ async fn recreate(world: &Arc<World>, web: &mut Rollouts) -> anyhow::Result<()> 
     world.tally.recreates.fetch_add(1, Ordering::Relaxed);
     // The window closes once the new incarnation is Ready (or after 60 s, so a stuck one
     // is not excused for the rest of the run).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let ready = web.api.get_opt("web").await.ok().flatten().is_some_and(|rc| {
-            Some(rc.uid()) != old.as_deref() && lockstep_e2e::check::ready_generation(&rc).is_some()
-        });
-        if ready {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (api, old) = (&web.api, old.as_deref());
+    let _ = lockstep_e2e::eventually(
+        "the re-created web Ready",
+        Duration::from_secs(60),
+        || async move {
+            let rc = api.get_opt("web").await.ok().flatten()?;
+            (Some(rc.uid()) != old && lockstep_e2e::check::ready_generation(&rc).is_some()).then_some(())
+        },
+    )
+    .await;
     world.recreations.lock().unwrap()[window].1 = Some(Instant::now() + Duration::from_millis(100));
     Ok(())
 }
@@ -299,13 +299,14 @@ async fn tls_takeover(world: &Arc<World>, web: &Rollouts, rng: &mut StdRng) -> a
 /// apiserver may be restarting).
 async fn delete_rival(api: &Api<RouterConfig>) -> anyhow::Result<()> {
     let bounded = Duration::from_secs(3);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    lockstep_e2e::eventually("rival deleted", Duration::from_secs(30), || async move {
         let _ = tokio::time::timeout(bounded, api.delete("rival", &DeleteParams::default())).await;
-        if let Ok(Ok(None)) = tokio::time::timeout(bounded, api.get_opt("rival")).await {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "rival still there after 30 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        matches!(
+            tokio::time::timeout(bounded, api.get_opt("rival")).await,
+            Ok(Ok(None))
+        )
+        .then_some(())
+    })
+    .await?;
+    Ok(())
 }
