@@ -6,8 +6,16 @@
 //! events and apiserver + etcd CPU-seconds, net of the fleet's background load (Lease
 //! renewals) measured in an idle window of the same length before the rollouts.
 //!
+//! Each apply waits `--pause-ms` (default 250) after the previous `Ready`. Back to back
+//! (`--pause-ms 0`) the rollouts lock onto a period of 100 ms that is kube-apiserver's, not
+//! lockstep's: the operator's quorum list of Leases before a `Ready=True` is served from the
+//! apiserver's watch cache once the cache has caught up with etcd, and the cache asks etcd
+//! for its progress at most every 100 ms (`progressRequestPeriod` in
+//! `k8s.io/apiserver/pkg/storage/cacher`); so each rollout's list waits for the tick after
+//! the previous rollout's. A user's next apply rarely comes within 100 ms of a `Ready`.
+//!
 //! `lockstep-e2e-rollout-bench [--replicas 3,10,30] [--hollow 100,300,1000] [--rollouts 100]
-//! [--hollow-rollouts 50]` (see e2e/bench/rollout.sh).
+//! [--hollow-rollouts 50] [--pause-ms 250] [--timeline]` (see e2e/bench/rollout.sh).
 
 use std::{
     path::Path,
@@ -106,6 +114,8 @@ enum Seen {
     Routerconfig {
         generation: i64,
         ready: Option<i64>,
+        /// `status.syncedReplicas/replicas`, for the timeline.
+        synced: String,
         at: Instant,
     },
     Report {
@@ -176,6 +186,13 @@ struct Args {
     /// Rollouts per hollow fleet.
     #[arg(long, default_value_t = 50)]
     hollow_rollouts: usize,
+    /// Print every RouterConfig and report event of each rollout, in ms since its apply,
+    /// on stderr (where a rollout's time goes).
+    #[arg(long)]
+    timeline: bool,
+    /// Milliseconds between a rollout's `Ready` and the next apply (0: back to back).
+    #[arg(long, default_value_t = 250)]
+    pause_ms: u64,
 }
 
 /// `N,M,...` as numbers.
@@ -241,6 +258,13 @@ async fn main() -> anyhow::Result<()> {
                     let _ = tx.send(Seen::Routerconfig {
                         generation: rc.metadata.generation.unwrap_or_default(),
                         ready: ready_generation(&rc),
+                        synced: rc.status.as_ref().map_or_else(String::new, |s| {
+                            format!(
+                                "{}/{}",
+                                s.synced_replicas.unwrap_or_default(),
+                                s.replicas.unwrap_or_default()
+                            )
+                        }),
                         at: Instant::now(),
                     });
                 }
@@ -265,11 +289,36 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
         };
-        let wait_ready = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>, g: i64| {
+        let timeline = args.timeline;
+        let wait_ready = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>,
+                                g: i64,
+                                started: Instant| {
             let (mut first, mut last) = (None, None);
             let mut reported = std::collections::HashSet::new();
             loop {
-                match tokio::time::timeout(Duration::from_secs(120), rx.recv()).await {
+                let seen = tokio::time::timeout(Duration::from_secs(120), rx.recv()).await;
+                if timeline && let Ok(Some(event)) = &seen {
+                    let ms = |at: &Instant| at.saturating_duration_since(started).as_secs_f64() * 1000.0;
+                    match event {
+                        Seen::Report {
+                            replica,
+                            generation,
+                            at,
+                        } => {
+                            eprintln!("g{g} +{:6.1} ms report {replica} serves {generation}", ms(at))
+                        }
+                        Seen::Routerconfig {
+                            generation,
+                            ready,
+                            synced,
+                            at,
+                        } => eprintln!(
+                            "g{g} +{:6.1} ms routerconfig generation {generation} synced {synced} ready {ready:?}",
+                            ms(at)
+                        ),
+                    }
+                }
+                match seen {
                     Ok(Some(Seen::Report {
                         replica,
                         generation,
@@ -285,6 +334,7 @@ async fn main() -> anyhow::Result<()> {
                         generation,
                         ready,
                         at,
+                        ..
                     })) if generation >= g && ready.is_some_and(|r| r >= g) => {
                         return Ok((at, first.unwrap_or(at), last.unwrap_or(at)));
                     }
@@ -293,7 +343,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         };
-        wait_ready(&mut rx, 1).await?;
+        wait_ready(&mut rx, 1, Instant::now()).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
 
         // The fleet's background load (Lease renewals, resyncs) over an idle window.
@@ -306,10 +356,11 @@ async fn main() -> anyhow::Result<()> {
         let started_all = Instant::now();
         let (mut times, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
         for n in 1..=rollouts {
+            tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
             let started = Instant::now();
             let rc = api.patch("web", &params, &Patch::Apply(spec(n))).await?;
             let generation = rc.metadata.generation.unwrap_or_default();
-            let (ready_at, first, last) = wait_ready(&mut rx, generation).await?;
+            let (ready_at, first, last) = wait_ready(&mut rx, generation, started).await?;
             times.push(ready_at.saturating_duration_since(started));
             firsts.push(first.saturating_duration_since(started));
             lasts.push(last.saturating_duration_since(started));
