@@ -35,13 +35,15 @@ async fn a_replica_frozen_across_a_delete_and_recreate_never_turns_ready_serving
     let f = fixture("recreate").await;
     let one = Backend::start(&f.dir, "one").unwrap();
     let two = Backend::start(&f.dir, "two").unwrap();
-    // proxy-1 waits 2 s before it plans a change: from the moment it wakes, its join check
-    // alone stands between it and answering ready with what it served before the freeze.
+    // proxy-1's plan stalls for 2 s (below its 3 s Lease, the supervision's bound) when it
+    // first sees `web` under another uid: from the moment it wakes, its join check alone
+    // stands between it and answering ready with what it served before the freeze. (A
+    // debounce no longer holds a lone change back.)
     let mut proxies = vec![
         f.proxy("proxy-0"),
         f.proxy_with("proxy-1", |spec| {
-            spec.extra
-                .extend(["--debounce", "2s", "--debounce-max", "2s"].map(String::from));
+            spec.env
+                .push(("LOCKSTEP_TEST_SYNC_FAULT".into(), "stall-replaced:web:2".into()));
         }),
         f.proxy("proxy-2"),
     ];

@@ -273,10 +273,13 @@ async fn debounce(shared: &Shared) {
     }
 }
 
-/// A fault injected into the plan step, for tests of the supervision against the real
-/// binary: `LOCKSTEP_TEST_SYNC_FAULT=panic:<name>` panics and `stall:<name>:<seconds>` blocks
-/// for that long whenever the fleet holds a RouterConfig named `<name>`. Read only in debug
-/// builds (`cfg(debug_assertions)`); a release build has no such hook.
+/// A fault injected into the plan step, for tests of the supervision and the join check
+/// against the real binary: `LOCKSTEP_TEST_SYNC_FAULT=panic:<name>` panics and
+/// `stall:<name>:<seconds>` blocks for that long whenever the fleet holds a RouterConfig
+/// named `<name>`; `stall-replaced:<name>:<seconds>` blocks once, when `<name>` comes back
+/// under another uid (deleted and created again), so only the join check stands between the
+/// replica and answering ready with the deleted object. Read only in debug builds
+/// (`cfg(debug_assertions)`); a release build has no such hook.
 #[cfg(debug_assertions)]
 fn injected_fault(objects: &[Arc<RouterConfig>]) {
     let Ok(fault) = std::env::var("LOCKSTEP_TEST_SYNC_FAULT") else {
@@ -284,7 +287,20 @@ fn injected_fault(objects: &[Arc<RouterConfig>]) {
     };
     let mut parts = fault.split(':');
     let (kind, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if !objects.iter().any(|rc| rc.metadata.name.as_deref() == Some(name)) {
+    let Some(rc) = objects
+        .iter()
+        .find(|rc| rc.metadata.name.as_deref() == Some(name))
+    else {
+        return;
+    };
+    if kind == "stall-replaced" {
+        static FIRST_UID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        static STALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let uid = &rc.metadata.uid;
+        if FIRST_UID.get_or_init(|| uid.clone()) != uid && !STALLED.swap(true, Ordering::SeqCst) {
+            let seconds = parts.next().and_then(|s| s.parse().ok()).unwrap_or(3600);
+            std::thread::sleep(Duration::from_secs(seconds));
+        }
         return;
     }
     match kind {
