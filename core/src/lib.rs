@@ -16,6 +16,8 @@ pub mod plan;
 pub mod rejudge;
 pub mod supervision;
 pub mod table;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_certs;
 pub mod tls_material;
 pub mod traffic;
 pub mod validate;

@@ -178,22 +178,10 @@ pub fn servable(secret: &str, object: &Secret, host: &str, now: i64) -> Result<L
 mod tests {
     use super::*;
 
-    type Ymd = (i32, u8, u8);
-    const VALID: (Ymd, Ymd) = ((2026, 10, 31), (2026, 12, 1));
+    use crate::test_certs::{NOW, VALID, Ymd, mk_cert};
+
+    /// Ended before [`NOW`].
     const EXPIRED: (Ymd, Ymd) = ((2026, 10, 1), (2026, 10, 31));
-
-    fn mk_cert(names: &[&str], (from, to): (Ymd, Ymd)) -> (String, String) {
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
-        params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// 2026-11-15T00:00:00Z: inside VALID, after EXPIRED.
-    const NOW: i64 = 1_794_700_800;
 
     #[test]
     fn good_material_loads_with_names_and_serial() {
