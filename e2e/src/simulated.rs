@@ -1,4 +1,4 @@
-//! Proxy replicas simulated for the operator's tests (`operator/tests/simulated_*.rs`): no
+//! Proxy replicas simulated for the operator's tests (`operator/tests/simulated/`): no
 //! data plane, only what the operator sees of a replica, exactly as the protocol has it
 //! behave: a Lease `lockstep-proxy-NAME` labelled with the fleet, renewed every third of its
 //! duration, and a RouterReplica NAME whose `status.served` lists what it serves, applied

@@ -2,7 +2,7 @@
 //! binaries, real kubectl and real HTTP requests. After `kubectl wait --for=condition=Ready`
 //! returns, every live replica serves that generation; rejected generations never count;
 //! dead and frozen replicas drop out when their Lease expires. (The operator's side alone,
-//! with the test playing the replicas, is `operator/tests/simulated_barrier.rs`.)
+//! with the test playing the replicas, is `operator/tests/simulated/barrier.rs`.)
 
 use super::operator;
 use std::{

@@ -1,23 +1,28 @@
-//! `Stalled` against a real kube-apiserver, with a short `--stall-timeout`: a rollout that lags
-//! longer than the timeout is Stalled naming the laggard, and recovers when it catches up.
-//! Its own binary (and control plane), because its operator's stall timeout differs. The
-//! replicas are simulated (`lockstep_e2e::simulated`).
+//! `Stalled`, with a short `--stall-timeout`: a rollout that lags longer than the timeout is
+//! Stalled naming the laggard, and recovers when it catches up. The module's own operator,
+//! because its stall timeout differs from the barrier module's. The replicas are simulated
+//! (`lockstep_e2e::simulated`).
 
 use std::time::{Duration, Instant};
 
 use lockstep_e2e::{
-    ControlPlane,
     fixture::{Fixture, lockstep_plugin},
     simulated::*,
 };
 
+use crate::Turn;
+
+/// This module's turn, with its operator.
+fn take_turn() -> Turn {
+    crate::take_turn(
+        "stall",
+        Some(&["--stall-timeout", "3s", "--lease-duration", "3s"]),
+    )
+}
+
 #[tokio::test]
 async fn a_rollout_lagging_past_the_stall_timeout_is_stalled_until_it_catches_up() {
-    let _operator = start_operator(
-        ControlPlane::shared(),
-        "-stall",
-        &["--stall-timeout", "3s", "--lease-duration", "3s"],
-    );
+    let _turn = take_turn();
     let f = Fixture::new("stall").await;
     let mut fast = f.replica("fast", 30);
     let mut slow = f.replica("slow", 30);
@@ -105,11 +110,7 @@ async fn a_rollout_lagging_past_the_stall_timeout_is_stalled_until_it_catches_up
 
 #[tokio::test]
 async fn a_rejection_is_in_progress_for_kstatus_until_the_stall_timeout_then_failed() {
-    let _operator = start_operator(
-        ControlPlane::shared(),
-        "-reject-stall",
-        &["--stall-timeout", "3s", "--lease-duration", "3s"],
-    );
+    let _turn = take_turn();
     let f = Fixture::new("reject-stall").await;
     let mut picky = f.replica("picky", 30);
     picky.join().await;

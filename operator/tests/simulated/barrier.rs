@@ -1,32 +1,31 @@
-//! The operator's barrier against a real kube-apiserver: the real `lockstep-operator` binary,
-//! real `kubectl`, and proxy replicas simulated (no data plane) exactly as the protocol has
-//! them write Leases and RouterReplicas (`lockstep_e2e::simulated`; `e2e/tests/cluster/barrier.rs` runs the
-//! same promise with real proxies). One operator serves every test of this binary; tests stay
-//! apart by namespace and fleet.
+//! The operator's barrier: the real `lockstep-operator` binary, real `kubectl`, and proxy
+//! replicas simulated (no data plane) exactly as the protocol has them write Leases and
+//! RouterReplicas (`lockstep_e2e::simulated`; `e2e/tests/cluster/barrier.rs` runs the same
+//! promise with real proxies). One operator serves every test of this module; tests stay apart
+//! by namespace and fleet.
 
 use std::time::Duration;
 
 use lockstep_e2e::{
     eventually,
-    fixture::{Fixture, exit_within, shared_operator},
-    fleet::Operator,
+    fixture::{Fixture, exit_within},
     simulated::*,
 };
 
-fn operator() -> &'static Operator {
-    shared_operator(|cp| {
-        Ok(start_operator(
-            cp,
-            "-barrier",
-            &["--lease-duration", "3s", "--replica-gc-after", "2s"],
-        ))
-    })
+use crate::Turn;
+
+/// This module's turn, with its operator.
+fn take_turn() -> Turn {
+    crate::take_turn(
+        "barrier",
+        Some(&["--lease-duration", "3s", "--replica-gc-after", "2s"]),
+    )
 }
 
 #[tokio::test]
 async fn kubectl_wait_returns_only_once_every_live_replica_serves_the_generation() {
+    let _turn = take_turn();
     let f = Fixture::new("wait").await;
-    operator();
     let mut replicas: Vec<SimulatedReplica> = (0..3).map(|i| f.replica(&format!("proxy-{i}"), 10)).collect();
     for r in &mut replicas {
         r.join().await;
@@ -125,8 +124,8 @@ async fn kubectl_wait_returns_only_once_every_live_replica_serves_the_generation
 
 #[tokio::test]
 async fn a_fleet_without_replicas_is_not_ready() {
+    let _turn = take_turn();
     let f = Fixture::new("empty").await;
-    operator();
     f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     let (rc, ready) = f.wait_condition("web", "Ready", "to be judged", |_| true).await;
     assert_eq!(
@@ -155,8 +154,8 @@ async fn a_fleet_without_replicas_is_not_ready() {
 
 #[tokio::test]
 async fn an_expired_lease_drops_its_replica_and_ready_is_computed_without_it() {
+    let _turn = take_turn();
     let f = Fixture::new("expiry").await;
-    operator();
     let mut alive = f.replica("alive", 10);
     let mut doomed = f.replica("doomed", 4);
     alive.join().await;
@@ -208,8 +207,8 @@ async fn an_expired_lease_drops_its_replica_and_ready_is_computed_without_it() {
 
 #[tokio::test]
 async fn a_rejected_generation_is_not_ready_and_names_the_replica() {
+    let _turn = take_turn();
     let f = Fixture::new("reject").await;
-    operator();
     let mut good = f.replica("good", 10);
     let mut picky = f.replica("picky", 10);
     good.join().await;
@@ -255,8 +254,8 @@ async fn a_rejected_generation_is_not_ready_and_names_the_replica() {
 
 #[tokio::test]
 async fn the_newer_of_two_conflicting_routerconfigs_is_not_accepted() {
+    let _turn = take_turn();
     let f = Fixture::new("conflict").await;
-    operator();
     let mut r = f.replica("proxy-0", 10);
     r.join().await;
     f.apply_route("older", "app.test", "/api", "http://127.0.0.1:9001");
@@ -302,8 +301,9 @@ async fn the_newer_of_two_conflicting_routerconfigs_is_not_accepted() {
 
 #[tokio::test]
 async fn admin_endpoint_serves_health_readiness_and_metrics() {
+    let turn = take_turn();
     let f = Fixture::new("metrics").await;
-    let op = operator();
+    let op = turn.operator();
     let mut r = f.replica("proxy-0", 10);
     r.join().await;
     f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
@@ -352,8 +352,8 @@ async fn admin_endpoint_serves_health_readiness_and_metrics() {
 
 #[tokio::test]
 async fn replica_identity_is_namespaced_and_replicas_of_other_namespaces_do_not_block() {
+    let _turn = take_turn();
     let f = Fixture::new("identity").await;
-    operator();
     let other = f.cp.namespace(&f.client, "identity-other").await.unwrap();
     // Two replicas named proxy-0: one in the test namespace serving it, one elsewhere serving
     // only its own namespace. They are two replicas, and only the first serves "web".
@@ -394,8 +394,8 @@ async fn replica_identity_is_namespaced_and_replicas_of_other_namespaces_do_not_
 
 #[tokio::test]
 async fn hand_written_reports_are_never_counted_as_synced() {
+    let turn = take_turn();
     let f = Fixture::new("garbage").await;
-    operator();
     let mut honest = f.replica("honest", 10);
     let mut liar = f.replica("liar", 10);
     honest.join().await;
@@ -433,7 +433,7 @@ async fn hand_written_reports_are_never_counted_as_synced() {
     liar.report_current(&f.api, "web").await;
     liar.report_current(&f.api, "web").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let log = operator().process.log_text();
+    let log = turn.operator().process.log_text();
     let mentions = log
         .lines()
         .filter(|l| {
@@ -447,8 +447,8 @@ async fn hand_written_reports_are_never_counted_as_synced() {
 
 #[tokio::test]
 async fn lease_expiry_is_judged_from_when_the_operator_saw_the_renewal_not_the_proxys_clock() {
+    let _turn = take_turn();
     let f = Fixture::new("skew").await;
-    operator();
     // One replica's clock is an hour behind, another's 30 s ahead. Both renew in time.
     let mut behind = f.replica("behind", 3);
     behind.clock_skew = jiff::SignedDuration::from_secs(-3600);
@@ -488,8 +488,8 @@ async fn lease_expiry_is_judged_from_when_the_operator_saw_the_renewal_not_the_p
 
 #[tokio::test]
 async fn a_replica_that_reports_without_a_lease_is_not_a_member() {
+    let _turn = take_turn();
     let f = Fixture::new("no-lease").await;
-    operator();
     f.apply_route("web", "app.test", "/", "http://127.0.0.1:9001");
     // It reports the current generation but never takes its Lease (a replica whose Lease
     // writes are refused): it is not counted, as synced or at all.
@@ -513,6 +513,7 @@ async fn a_replica_that_reports_without_a_lease_is_not_a_member() {
 
 #[tokio::test]
 async fn the_operator_is_not_ready_until_every_cache_has_listed() {
+    let turn = take_turn();
     let f = Fixture::new("unsynced").await;
     // An operator whose ServiceAccount may not list RouterReplicas: that cache never lists,
     // so it must never say ready (judging without the reports would say NoReplicas).
@@ -569,8 +570,8 @@ async fn the_operator_is_not_ready_until_every_cache_has_listed() {
         503,
         "not ready while a cache has not listed"
     );
-    // The operator with every permission (this binary's) turns ready once it has listed.
-    let admin = operator().admin;
+    // The operator with every permission (this module's) turns ready once it has listed.
+    let admin = turn.operator().admin;
     eventually("the full operator to be ready", WAIT, || async {
         let ready = reqwest::get(format!("http://{admin}/readyz"))
             .await
@@ -607,8 +608,8 @@ async fn delete_web(f: &Fixture) {
 
 #[tokio::test]
 async fn a_re_created_routerconfig_is_never_ready_on_the_old_objects_reports_or_writes() {
+    let _turn = take_turn();
     let f = Fixture::new("recreate").await;
-    operator();
     let mut replicas: Vec<SimulatedReplica> = (0..2).map(|i| f.replica(&format!("proxy-{i}"), 10)).collect();
     for r in &mut replicas {
         r.join().await;
@@ -696,8 +697,8 @@ async fn a_re_created_routerconfig_is_never_ready_on_the_old_objects_reports_or_
 
 #[tokio::test]
 async fn a_routerconfig_whose_match_another_takes_or_frees_is_judged_again_at_once() {
+    let _turn = take_turn();
     let f = Fixture::new("takeover").await;
-    operator();
     // A Lease that stays live for a minute without renewals (each of which would re-judge
     // every RouterConfig of the fleet): what the test sees comes from the edits alone.
     let mut replica = f.replica("proxy-0", 60);
@@ -770,8 +771,8 @@ fn rrep_ready(f: &Fixture, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_sigkilled_replicas_routerreplica_is_deleted_once_its_lease_is_long_dead() {
+    let turn = take_turn();
     let f = Fixture::new("collect").await;
-    operator();
     // A real proxy (3 s Lease), SIGKILLed: it deletes nothing, so its RouterReplica keeps
     // the Ready=True it wrote last.
     let mut doomed = f.proxy("doomed");
@@ -800,7 +801,7 @@ async fn a_sigkilled_replicas_routerreplica_is_deleted_once_its_lease_is_long_de
         after < Duration::from_secs(15),
         "deleted only {after:?} after the kill"
     );
-    let log = operator().process.log_text();
+    let log = turn.operator().process.log_text();
     assert!(
         log.lines().any(
             |l| l.contains("deleted the RouterReplica of a replica whose Lease is gone")

@@ -1,7 +1,8 @@
-//! Leader election against a real kube-apiserver: two operator binaries share the Lease
-//! `lockstep-operator`; when the leader is SIGKILLed during a rollout the other takes over and
-//! finishes it, and a leader stopped with SIGTERM releases the Lease. The replicas are
-//! simulated (`lockstep_e2e::simulated`).
+//! Leader election: two operator binaries share the Lease `lockstep-operator` in the test's
+//! namespace; when the leader is SIGKILLed during a rollout the other takes over and finishes
+//! it, and a leader stopped with SIGTERM releases the Lease. The replicas are simulated
+//! (`lockstep_e2e::simulated`). The module's turn has no operator of its own: the test starts
+//! both, and no other module's operator runs beside them.
 
 use std::{process::Command, time::Duration};
 
@@ -13,6 +14,8 @@ use lockstep_e2e::{
     fleet::Operator,
     simulated::*,
 };
+
+use crate::take_turn;
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
     leases
@@ -37,6 +40,7 @@ async fn leader_gauge(admin: std::net::SocketAddr) -> Option<String> {
 
 #[tokio::test]
 async fn the_standby_finishes_a_rollout_when_the_leader_is_killed() {
+    let _turn = take_turn("failover", None);
     let f = Fixture::new("failover").await;
     let start = |id: &str| -> Operator {
         start_operator(
