@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Rollout benchmark: apply -> Ready=True latency, apiserver requests, RouterConfig watch events
-# and apiserver + etcd CPU-seconds per rollout, at 3, 10 and 30 real proxy replicas (100
-# rollouts each) and 100, 300 and 1,000 hollow replicas (the real fleet code without a data
-# plane, many in one process; 50 rollouts each), on the local control plane with release
-# builds; prints a Markdown table.
+# Rollout benchmark: apply -> Ready=True latency, apiserver requests, RouterConfig watch events,
+# apiserver + etcd CPU-seconds per rollout and the replicas' own CPU per replica per rollout, at
+# 3, 10 and 30 real proxy replicas (100 rollouts each) and 100, 300 and 1,000 hollow replicas
+# (the real fleet code without a data plane, many in one process; 50 rollouts each), on the
+# local control plane with release builds; prints a Markdown table.
 #   e2e/bench/rollout.sh [--replicas 3,10,30] [--hollow 100,300,1000] [--rollouts 100] [--hollow-rollouts 50]
 #                        [--pause-ms 250 (0: back to back)] [--timeline (each event, on stderr)]
 set -euo pipefail

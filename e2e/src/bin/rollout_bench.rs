@@ -3,8 +3,10 @@
 //! the real operator; the fleet is real proxy processes (`--replicas`) or hollow replicas
 //! (`--hollow`: the real fleet code without a data plane, many in one process, each with its
 //! own apiserver client). Per rollout it also reports apiserver requests, RouterConfig watch
-//! events and apiserver + etcd CPU-seconds, net of the fleet's background load (Lease
-//! renewals) measured in an idle window of the same length before the rollouts.
+//! events, apiserver + etcd CPU-seconds and the replicas' own CPU (the proxy processes, or the
+//! hollow process, per replica), net of the fleet's background load (Lease renewals) measured
+//! in an idle window before the rollouts. A real proxy's CPU includes its data plane's idle
+//! work; a hollow replica's is the fleet code alone, sharing one process and runtime.
 //!
 //! Each apply waits `--pause-ms` (default 250) after the previous `Ready`. Back to back
 //! (`--pause-ms 0`) the rollouts lock onto a period of 100 ms that is kube-apiserver's, not
@@ -82,19 +84,22 @@ fn pid_of(cp: &ControlPlane, file: &str) -> u32 {
         .unwrap_or(0)
 }
 
-/// What the apiserver did in a window.
+/// What the apiserver and the fleet did in a window.
 #[derive(Clone, Copy)]
 struct Load {
     requests: f64,
     rc_events: f64,
     cpu: f64,
+    /// CPU-seconds of the replicas' processes (every real proxy, or the hollow process).
+    fleet_cpu: f64,
 }
 
-async fn load(http: &reqwest::Client, cp: &ControlPlane) -> Load {
+async fn load(http: &reqwest::Client, cp: &ControlPlane, fleet: &Fleet) -> Load {
     Load {
         requests: apiserver_counter(http, cp, "apiserver_request_total", &[]).await,
         rc_events: apiserver_counter(http, cp, "apiserver_watch_events_total", &["routerconfigs"]).await,
         cpu: cpu_seconds(pid_of(cp, "apiserver.pid")) + cpu_seconds(pid_of(cp, "etcd.pid")),
+        fleet_cpu: fleet.pids().map(cpu_seconds).sum(),
     }
 }
 
@@ -105,6 +110,7 @@ impl std::ops::Sub for Load {
             requests: self.requests - o.requests,
             rc_events: self.rc_events - o.rc_events,
             cpu: self.cpu - o.cpu,
+            fleet_cpu: self.fleet_cpu - o.fleet_cpu,
         }
     }
 }
@@ -125,12 +131,21 @@ enum Seen {
     },
 }
 
-/// The fleet under test: real proxy processes, or one process of hollow replicas. Held only
-/// to be stopped (by pid) when dropped.
-#[allow(dead_code)]
+/// The fleet under test: real proxy processes, or one process of hollow replicas; stopped (by
+/// pid) when dropped.
 enum Fleet {
     Real(Vec<Proxy>),
     Hollow(ChildGuard),
+}
+
+impl Fleet {
+    fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+        let (real, hollow) = match self {
+            Fleet::Real(proxies) => (proxies.as_slice(), None),
+            Fleet::Hollow(process) => (&[][..], Some(process.pid())),
+        };
+        real.iter().map(|p| p.process.pid()).chain(hollow)
+    }
 }
 
 fn start_fleet(
@@ -217,9 +232,9 @@ async fn main() -> anyhow::Result<()> {
         .danger_accept_invalid_certs(true)
         .build()?;
     println!(
-        "| fleet | rollouts | p50 | p90 | p99 | max | first report p50 | last report p50 | apiserver requests / rollout | RouterConfig watch events / rollout | apiserver+etcd CPU-s / rollout | background requests / s |"
+        "| fleet | rollouts | p50 | p90 | p99 | max | first report p50 | last report p50 | apiserver requests / rollout | RouterConfig watch events / rollout | apiserver+etcd CPU-s / rollout | fleet CPU ms / replica / rollout | background requests / s |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let runs = real
         .into_iter()
         .map(|n| (n, false, rollouts))
@@ -348,11 +363,11 @@ async fn main() -> anyhow::Result<()> {
 
         // The fleet's background load (Lease renewals, resyncs) over an idle window.
         let idle = Duration::from_secs(10);
-        let before_idle = load(&insecure, &cp).await;
+        let before_idle = load(&insecure, &cp, &fleet).await;
         tokio::time::sleep(idle).await;
-        let idle_load = load(&insecure, &cp).await - before_idle;
+        let idle_load = load(&insecure, &cp, &fleet).await - before_idle;
 
-        let before = load(&insecure, &cp).await;
+        let before = load(&insecure, &cp, &fleet).await;
         let started_all = Instant::now();
         let (mut times, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
         for n in 1..=rollouts {
@@ -366,12 +381,13 @@ async fn main() -> anyhow::Result<()> {
             lasts.push(last.saturating_duration_since(started));
         }
         let elapsed = started_all.elapsed();
-        let total = load(&insecure, &cp).await - before;
+        let total = load(&insecure, &cp, &fleet).await - before;
         let scale = elapsed.as_secs_f64() / idle.as_secs_f64();
         let net = Load {
             requests: total.requests - idle_load.requests * scale,
             rc_events: total.rc_events - idle_load.rc_events * scale,
             cpu: total.cpu - idle_load.cpu * scale,
+            fleet_cpu: total.fleet_cpu - idle_load.fleet_cpu * scale,
         };
         rc_watch.abort();
         report_watch.abort();
@@ -381,7 +397,7 @@ async fn main() -> anyhow::Result<()> {
         let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
         let per = |v: f64| v / rollouts as f64;
         println!(
-            "| {label} | {rollouts} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.1} |",
+            "| {label} | {rollouts} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.2} | {:.1} |",
             ms(percentile(&times, 50.0)),
             ms(percentile(&times, 90.0)),
             ms(percentile(&times, 99.0)),
@@ -391,6 +407,7 @@ async fn main() -> anyhow::Result<()> {
             per(net.requests),
             per(net.rc_events),
             per(net.cpu),
+            per(net.fleet_cpu) * 1000.0 / replicas as f64,
             idle_load.requests / idle.as_secs_f64(),
         );
         drop(fleet);
