@@ -51,6 +51,11 @@ pub struct Leadership {
 }
 
 impl Leadership {
+    /// The namespace of the leader Lease (the operator's Lease namespace).
+    pub fn namespace(&self) -> &str {
+        self.key.namespace.as_deref().unwrap_or_default()
+    }
+
     /// True only while the election says so and the Lease object names this instance and is
     /// fresh now. Call it right before every write.
     pub fn is_leader(&self) -> bool {

@@ -20,8 +20,8 @@ use std::{
 use jiff::Timestamp;
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Secret};
 use kube::{
-    Api,
-    api::ListParams,
+    Api, Client,
+    api::{ListParams, ObjectList, VersionMatch},
     runtime::reflector::{ObjectRef, Store},
 };
 use lockstep_core::{
@@ -32,7 +32,7 @@ use lockstep_core::{
 };
 use lockstep_crds::{FLEET_LABEL, ReplicaId, RouterConfig, RouterReplica};
 
-use super::{Context, replica_id};
+use super::{Context, fence::LeaseCacheFence, replica_id};
 use crate::Result;
 
 /// The fleet policy ([`lockstep_core::fleet`]) applied to `rc` among the RouterConfigs of
@@ -200,34 +200,36 @@ pub(super) fn judge(
     (out, next_expiry)
 }
 
-/// Membership for a `Ready=True` on `rc`, as fresh as a quorum read: the fleet's Leases are
-/// listed again, so a Lease cache older than the RouterConfig cannot miss a replica that
-/// joined before the generation was written; and when the cache leaves a live replica out
-/// because its RouterReplica does not list the namespace ([`left_out_by_spec`]), the fleet's
-/// RouterReplicas are listed too (in parallel), so a spec widened since cannot leave out a
-/// member that serves an older generation. The live set is taken under the same lock as the
-/// relist, so a Lease watch event that lags the list cannot undo it in between.
+/// Membership for a `Ready=True` on `rc`, at least as new as `rc` (rule (d) of
+/// docs/protocol.md): the fleet's Leases are listed again, so a Lease cache older than the
+/// RouterConfig cannot miss a replica that joined before the generation was written; and when
+/// the cache leaves a live replica out because its RouterReplica does not list the namespace
+/// ([`left_out_by_spec`]), the fleet's RouterReplicas are listed too (in parallel), so a spec
+/// widened since cannot leave out a member that serves an older generation. The live set is
+/// taken under the same lock as the relist, so a Lease watch event that lags the list cannot
+/// undo it in between.
 pub(super) async fn confirm_members(
     ctx: &Context,
     rc: &RouterConfig,
     cached: &Membership,
 ) -> Result<Membership> {
     let fleet = rc.spec.fleet.as_str();
-    let selector = ListParams::default().labels(&format!("{FLEET_LABEL}={fleet}"));
     let namespace = ObjectKey::of(rc).namespace;
     let stale_specs = !left_out_by_spec(&namespace, fleet, cached.live.iter().map(|(id, _)| id), |id| {
         cached.replica(id)
     })
     .is_empty();
-    let leases: Api<Lease> = Api::all(ctx.client.clone());
-    let rreps: Api<RouterReplica> = Api::all(ctx.client.clone());
-    let (leases, replicas) = if stale_specs {
-        let (leases, rreps) = futures::try_join!(leases.list(&selector), rreps.list(&selector))?;
+    let (leases, replicas) = list_membership(
+        &ctx.client,
+        &ctx.fence,
+        fleet,
+        rc.metadata.resource_version.as_deref(),
+        stale_specs,
+    )
+    .await?;
+    if replicas.is_some() {
         ctx.metrics.replica_checks.inc();
-        (leases, Some(rreps))
-    } else {
-        (leases.list(&selector).await?, None)
-    };
+    }
     ctx.metrics.membership_checks.inc();
     let views = leases.items.iter().filter_map(LeaseView::of).collect();
     let now = ctx.mono();
@@ -250,4 +252,126 @@ pub(super) async fn confirm_members(
         None => cached_replicas(ctx, &live),
     };
     Ok(Membership { live, replicas })
+}
+
+/// The reads of [`confirm_members`]: the fleet's Leases, and its RouterReplicas when
+/// `with_replicas`, each at least as new as `judged` (the resourceVersion of the RouterConfig
+/// being judged: `resourceVersionMatch=NotOlderThan`), which is what rule (d) needs; without
+/// one, a quorum list. The fence is written beside them so the apiserver's Lease cache reaches
+/// `judged` within milliseconds rather than at its next progress request ([`super::fence`]).
+async fn list_membership(
+    client: &Client,
+    fence: &LeaseCacheFence,
+    fleet: &str,
+    judged: Option<&str>,
+    with_replicas: bool,
+) -> Result<(ObjectList<Lease>, Option<ObjectList<RouterReplica>>)> {
+    let mut params = ListParams::default().labels(&format!("{FLEET_LABEL}={fleet}"));
+    if let Some(version) = judged {
+        params = params.at(version).matching(VersionMatch::NotOlderThan);
+    }
+    let leases: Api<Lease> = Api::all(client.clone());
+    let rreps: Api<RouterReplica> = Api::all(client.clone());
+    let replicas = async {
+        match with_replicas {
+            true => rreps.list(&params).await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let ((), leases, replicas) = futures::try_join!(
+        async {
+            fence.advance().await;
+            Ok(())
+        },
+        leases.list(&params),
+        replicas
+    )?;
+    Ok((leases, replicas))
+}
+
+#[cfg(test)]
+mod tests {
+    use lockstep_apiclient::mock::{self, Sent};
+    use serde_json::json;
+
+    use super::*;
+
+    fn empty_list(kind: &str, version: &str) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": format!("{kind}List"),
+               "metadata": {"resourceVersion": version}, "items": []})
+    }
+
+    /// Answers the three requests of one membership read, in whatever order they come, and
+    /// returns them by kind.
+    async fn answer_all(server: &mut mock::ApiServer, expected: usize) -> Vec<(String, Sent)> {
+        let mut seen = Vec::new();
+        for _ in 0..expected {
+            let sent = server.next().await;
+            let kind = match sent.path.as_str() {
+                p if p.ends_with("/leases/lockstep-operator-cache-fence") => "fence",
+                p if p.ends_with("/leases") => "leases",
+                p if p.ends_with("/routerreplicas") => "routerreplicas",
+                other => panic!("unexpected request {other}"),
+            };
+            seen.push((kind.to_owned(), sent));
+        }
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        seen
+    }
+
+    #[tokio::test]
+    async fn the_membership_lists_are_not_older_than_the_routerconfig_and_a_fence_is_written() {
+        let (client, mut server) = mock::pair();
+        let fence = LeaseCacheFence::new(client.clone(), "lockstep-system");
+        let read = tokio::spawn(async move {
+            list_membership(&client, &fence, "edge", Some("4711"), true)
+                .await
+                .map(|(l, r)| (l.items.len(), r.map(|r| r.items.len())))
+        });
+        let mut sent = answer_all(&mut server, 3).await.into_iter();
+        let (_, fence) = sent.next().unwrap();
+        let (_, leases) = sent.next().unwrap();
+        let (_, rreps) = sent.next().unwrap();
+        for list in [&leases, &rreps] {
+            assert_eq!(list.method.as_str(), "GET", "{}", list.describe());
+            assert_eq!(list.query("labelSelector"), Some("lockstep.dev/fleet=edge"));
+            // Rule (d): at least as new as the RouterConfig judged, which the apiserver can
+            // serve from its watch cache as soon as the cache has seen that revision.
+            assert_eq!(list.query("resourceVersion"), Some("4711"), "{}", list.describe());
+            assert_eq!(list.query("resourceVersionMatch"), Some("NotOlderThan"));
+        }
+        assert_eq!(
+            fence.describe(),
+            "PATCH /apis/coordination.k8s.io/v1/namespaces/lockstep-system/leases/lockstep-operator-cache-fence"
+        );
+        assert_eq!(fence.content_type, "application/apply-patch+yaml");
+        assert_eq!(fence.query("fieldManager"), Some("lockstep-operator-fence"));
+        assert!(fence.body["spec"]["renewTime"].is_string(), "{}", fence.body);
+        assert!(
+            fence.body["metadata"].get("labels").is_none(),
+            "no fleet label: no fleet watch sees the fence"
+        );
+        fence.ok(&json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                         "metadata": {"name": "lockstep-operator-cache-fence", "namespace": "lockstep-system"}}));
+        leases.ok(&empty_list("Lease", "4712"));
+        rreps.ok(&empty_list("RouterReplica", "4712"));
+        assert_eq!(read.await.unwrap().unwrap(), (0, Some(0)));
+    }
+
+    #[tokio::test]
+    async fn a_fence_refused_does_not_fail_the_membership_read() {
+        let (client, mut server) = mock::pair();
+        let fence = LeaseCacheFence::new(client.clone(), "lockstep-system");
+        let read = tokio::spawn(async move {
+            list_membership(&client, &fence, "edge", Some("9"), false)
+                .await
+                .map(|(l, r)| (l.items.len(), r.is_none()))
+        });
+        let mut sent = answer_all(&mut server, 2).await.into_iter();
+        let (_, fence) = sent.next().unwrap();
+        let (_, leases) = sent.next().unwrap();
+        fence.fail(403, "Forbidden", "leases is forbidden");
+        leases.ok(&empty_list("Lease", "10"));
+        assert_eq!(read.await.unwrap().unwrap(), (0, true));
+    }
 }

@@ -20,6 +20,7 @@
 //!   RouterReplicas of replicas whose Lease is long dead.
 
 mod cleanup;
+mod fence;
 mod judge;
 mod reconcile;
 mod telemetry;
@@ -56,6 +57,9 @@ pub struct Context {
     /// The origin of [`Mono`] times.
     origin: Instant,
     leader: Arc<Leadership>,
+    /// Written beside the membership list of a `Ready=True`, so the apiserver's Lease cache
+    /// serves that list at once.
+    fence: fence::LeaseCacheFence,
     /// True once every cache has listed.
     synced: watch::Receiver<bool>,
     settings: barrier::Settings,

@@ -121,6 +121,7 @@ pub async fn run(
                 instance: Some(options.identity.clone()),
             },
         ),
+        fence: super::fence::LeaseCacheFence::new(client.clone(), leader.namespace()),
         client,
         routerconfigs: store.clone(),
         replicas: replica_store,
