@@ -593,6 +593,33 @@ fn progress_writes_wait_out_the_interval_since_the_last_write() {
 }
 
 #[test]
+fn a_larger_fleet_spaces_its_progress_writes_further() {
+    let settings = Settings::default();
+    for (replicas, interval_ms) in [
+        (0, 1000),
+        (3, 1000),
+        (100, 1000),
+        (101, 1010),
+        (300, 3000),
+        (1000, 10_000),
+    ] {
+        assert_eq!(
+            settings.progress_interval_for(replicas),
+            Duration::from_millis(interval_ms),
+            "{replicas} replicas"
+        );
+    }
+    let zero = Settings {
+        progress_interval: Duration::ZERO,
+        ..settings
+    };
+    assert_eq!(
+        zero.progress_interval_for(usize::MAX),
+        Duration::from_millis(10) * u32::MAX
+    );
+}
+
+#[test]
 fn only_time_passing_is_not_a_change() {
     let world = mk_world(1, &[("p0", Some(mk_report(1, DIGEST)))]);
     let first = world.decide_at(0);

@@ -64,7 +64,8 @@ pub(super) async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Resul
             .expect("last_written lock")
             .get(&incarnation(&rc))
             .copied();
-        barrier::progress_wait(last, Instant::now(), ctx.settings.progress_interval)
+        let replicas = usize::try_from(out.status.replicas).unwrap_or_default();
+        barrier::progress_wait(last, Instant::now(), ctx.settings.progress_interval_for(replicas))
     } else {
         None
     };
