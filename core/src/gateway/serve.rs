@@ -23,6 +23,14 @@
 //! change the lowered spec gives no new RouterConfig generation, and the record then says
 //! that the RouterConfig's current generation serves route generation g.
 //!
+//! A certificate change (new data in a listener's Secret) changes no generation, of the
+//! Gateway or of the RouterConfig. It changes the `configDigest` every replica reports (over
+//! the spec and the hashes of the certificates it names): a generated RouterConfig counts as
+//! served only when `Ready` at its current generation **and** every replica report carries the
+//! digest of the spec with the certificates as the translation read them
+//! ([`ListenerPlan::tls`]). So `Programmed` does not stand on a `Ready` the RouterConfig
+//! controller judged before it saw the change.
+//!
 //! Pure: the operator gathers the RouterConfigs and writes what these functions decide.
 
 use std::collections::BTreeMap;
@@ -124,6 +132,10 @@ pub struct ListenerPlan {
     pub routes: BTreeMap<String, i64>,
     /// Publish, gaps or empty.
     pub outcome: Outcome,
+    /// Secret name the generated RouterConfig names to the hash of the certificate material
+    /// the translation read for it: with the RouterConfig's spec, the `configDigest` every
+    /// replica must report ([`crate::config_digest`]).
+    pub tls: BTreeMap<String, String>,
 }
 
 /// The plan for every served listener of `config` in `fleet`. An existing fleet serves every
@@ -137,6 +149,11 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
         .listeners
         .iter()
         .map(|l| {
+            let tls: BTreeMap<String, String> = l
+                .certificates
+                .iter()
+                .map(|c| (c.name.clone(), c.material.clone()))
+                .collect();
             let mut routes = BTreeMap::new();
             for e in &l.entries {
                 if let Some(r) = config.routes.get(e.route) {
@@ -172,11 +189,13 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
                     }
                 }
             };
+            let published = matches!(outcome, Outcome::Publish(_));
             ListenerPlan {
                 listener: l.name.clone(),
                 name: generated_name(&config.gateway.name, &l.name),
                 routes,
                 outcome,
+                tls: if published { tls } else { BTreeMap::new() },
             }
         })
         .collect()
@@ -323,6 +342,37 @@ pub fn progress_of(rc: &RouterConfig) -> Serving {
     })
 }
 
+/// The barrier's judgement of a generated RouterConfig ([`progress_of`]), held back while a
+/// replica report at its current generation carries another digest than the spec with the
+/// certificates of `plan` ([`ListenerPlan::tls`]): a certificate change changes no
+/// generation, and a `Ready` judged before the RouterConfig controller saw it says nothing
+/// of the new material. The status copies at most 100 reports, those not at the operator's
+/// digest first, so when the list is cut every listed entry must carry it (as
+/// `kubectl lockstep wait` judges a rotation).
+pub fn judged(plan: &ListenerPlan, rc: &RouterConfig) -> Serving {
+    let serving = progress_of(rc);
+    let Serving::Progress(FleetProgress::AllServe { replicas }) = serving else {
+        return serving;
+    };
+    let generation = rc.generation();
+    let expected = crate::config_digest(&rc.spec, &plan.tls);
+    let entries = rc.status.as_ref().map_or(&[][..], |s| &s.replica_status[..]);
+    let presenting = entries
+        .iter()
+        .filter(|e| e.observed_generation == generation && e.config_digest == expected)
+        .count();
+    let presenting = u32::try_from(presenting).unwrap_or(u32::MAX);
+    let listed = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+    if presenting >= replicas.min(listed.max(1)) {
+        serving
+    } else {
+        Serving::Progress(FleetProgress::Behind {
+            synced: presenting,
+            replicas,
+        })
+    }
+}
+
 /// How far `listener` is served at Gateway generation `generation`, given the generated
 /// RouterConfig as the operator reads it (`None`: not there).
 pub fn listener_serving(plan: &ListenerPlan, observed: Option<&RouterConfig>, generation: i64) -> Serving {
@@ -330,7 +380,7 @@ pub fn listener_serving(plan: &ListenerPlan, observed: Option<&RouterConfig>, ge
         Outcome::Empty => Serving::Empty,
         Outcome::Gaps(gaps) => Serving::Gaps(describe_all(gaps)),
         Outcome::Publish(_) => match observed {
-            Some(rc) if recorded_gateway_generation(rc) == Some(generation) => progress_of(rc),
+            Some(rc) if recorded_gateway_generation(rc) == Some(generation) => judged(plan, rc),
             _ => Serving::Waiting,
         },
     }
@@ -351,7 +401,7 @@ pub fn route_serving(
         Outcome::Empty => Serving::NotServed,
         Outcome::Gaps(gaps) => Serving::Gaps(format!("listener {}: {}", p.listener, describe_all(gaps))),
         Outcome::Publish(_) => match observed(&p.name) {
-            Some(rc) if recorded_routes(&rc).get(uid) == Some(&generation) => progress_of(&rc),
+            Some(rc) if recorded_routes(&rc).get(uid) == Some(&generation) => judged(p, &rc),
             _ => Serving::Waiting,
         },
     }))

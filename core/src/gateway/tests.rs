@@ -889,7 +889,10 @@ mod serving {
     }
 
     fn planned(listeners: &str, routes: &[(&str, &str)]) -> (Translation, Vec<ListenerPlan>) {
-        let mut w = World::new(gateway(listeners));
+        planned_in(World::new(gateway(listeners)), routes)
+    }
+
+    fn planned_in(mut w: World, routes: &[(&str, &str)]) -> (Translation, Vec<ListenerPlan>) {
         for (name, spec) in routes {
             w.http
                 .push(http_route("infra", name, "2026-01-01T00:00:00Z", spec));
@@ -951,8 +954,37 @@ mod serving {
     }
 
     /// A generated RouterConfig as the operator would read it: its generation, the
-    /// generations it records, and its Ready (status, reason, observedGeneration).
+    /// generations it records, and its Ready (status, reason, observedGeneration); each of its
+    /// 3 replicas reports its generation with the digest of its spec (it names no Secret).
     fn observed(
+        generation: i64,
+        gateway_generation: i64,
+        route_generation: i64,
+        ready: Option<(&str, &str, i64)>,
+        accepted: bool,
+    ) -> RouterConfig {
+        let mut rc =
+            observed_without_reports(generation, gateway_generation, route_generation, ready, accepted);
+        let digest = crate::config_digest(&rc.spec, &BTreeMap::new());
+        rc.status.as_mut().unwrap().replica_status = reports(generation, &[digest.as_str(); 3]);
+        rc
+    }
+
+    /// Replica reports at `generation`, one per digest.
+    fn reports(generation: i64, digests: &[&str]) -> Vec<lockstep_crds::ReplicaStatus> {
+        digests
+            .iter()
+            .enumerate()
+            .map(|(i, d)| lockstep_crds::ReplicaStatus {
+                name: format!("edge/proxy-{i}"),
+                observed_generation: generation,
+                config_digest: (*d).to_owned(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn observed_without_reports(
         generation: i64,
         gateway_generation: i64,
         route_generation: i64,
@@ -1143,5 +1175,74 @@ mod serving {
             ("True".into(), "Programmed".into())
         );
         let _ = Serving::Empty;
+    }
+
+    const HTTPS_HOST: &str = "[{name: web, port: 443, protocol: HTTPS, hostname: app.example.com, \
+                              tls: {certificateRefs: [{name: cert}]}}]";
+
+    #[test]
+    fn a_certificate_change_holds_programmed_and_ready_until_every_replica_reports_it() {
+        // A Secret's new data changes no generation: the RouterConfig controller's Ready=True
+        // may have been judged on the old material. The replicas' digests tell.
+        let (t, plans) = planned(HTTPS_HOST, &[("web", WEB)]);
+        let Outcome::Publish(spec) = &plans[0].outcome else {
+            panic!("{:?}", plans[0].outcome)
+        };
+        let digest = |cert: &[u8], key: &[u8]| {
+            let tls = BTreeMap::from([("cert".to_owned(), crate::tls_material_hash(cert, key))]);
+            crate::config_digest(spec, &tls)
+        };
+        // testutil's Secret holds "cert"/"key": the material as the translation reads it now.
+        let (new, old) = (digest(b"cert", b"key"), digest(b"old cert", b"old key"));
+        let f = |s: &str, r: &str| (s.to_owned(), r.to_owned());
+        let rows = [
+            (
+                "Ready judged before the change",
+                [&old, &old, &old],
+                f("False", "Pending"),
+                f("False", "RolloutInProgress"),
+            ),
+            (
+                "one replica still presents the old certificate",
+                [&new, &new, &old],
+                f("False", "Pending"),
+                f("False", "RolloutInProgress"),
+            ),
+            (
+                "every replica presents the new certificate",
+                [&new, &new, &new],
+                f("True", "Programmed"),
+                f("True", "AllReplicasSynced"),
+            ),
+        ];
+        let fleet = Some(Ok("edge".to_owned()));
+        for (what, digests, gateway_want, ready_want) in rows {
+            let mut rc = observed_without_reports(5, 3, 2, Some(("True", "AllReplicasSynced", 5)), true);
+            rc.spec = spec.clone();
+            rc.status.as_mut().unwrap().replica_status =
+                reports(5, &digests.iter().map(|d| d.as_str()).collect::<Vec<_>>());
+            let mut t = t.clone();
+            judge(&mut t, fleet.as_ref(), &plans, &move |_| Some(rc.clone()), now());
+            assert_eq!(
+                programmed_of(&t.gateway_conditions),
+                gateway_want,
+                "{what}: Gateway"
+            );
+            assert_eq!(
+                programmed_of(&t.listeners[0].conditions),
+                gateway_want,
+                "{what}: listener"
+            );
+            let ready = parent(&t, "web")
+                .conditions
+                .iter()
+                .find(|c| c.type_ == ctype::LOCKSTEP_READY)
+                .unwrap();
+            assert_eq!(
+                (ready.status.clone(), ready.reason.clone()),
+                ready_want,
+                "{what}: route"
+            );
+        }
     }
 }
