@@ -31,6 +31,12 @@
 //! ([`ListenerPlan::tls`]). So `Programmed` does not stand on a `Ready` the RouterConfig
 //! controller judged before it saw the change.
 //!
+//! A certificate of another namespace (allowed by a ReferenceGrant) cannot be named by a
+//! RouterConfig, whose Secrets are of its own namespace, and the replicas read Secrets only of
+//! the namespaces they serve: the operator copies it into the Gateway's namespace
+//! ([`CertificateCopy`], named [`certificate_copy_name`]) and the generated RouterConfig names
+//! the copy.
+//!
 //! Pure: the operator gathers the RouterConfigs and writes what these functions decide.
 
 use std::collections::BTreeMap;
@@ -41,8 +47,10 @@ use lockstep_crds::{RouterConfig, RouterConfigSpec, condition as rc_condition, r
 use sha2::{Digest, Sha256};
 
 use super::{
-    GatewayConfig, Translation, hostnames,
+    GatewayConfig, ServedListener, Translation, hostnames,
+    listeners::Protocol,
     lower::{Gap, router_config_spec},
+    references::ResolvedSecret,
     status::{self, FleetProgress, condition, gateway_programmed, reason, route_ready},
 };
 
@@ -59,6 +67,8 @@ pub const GATEWAY_GENERATION_ANNOTATION: &str = "lockstep.dev/gateway-generation
 /// Annotation on a generated RouterConfig: the routes it contains, a JSON object of route
 /// uid to route generation.
 pub const ROUTES_ANNOTATION: &str = "lockstep.dev/routes";
+/// Annotation on a certificate copy: the `namespace/name` of the Secret it copies.
+pub const SOURCE_SECRET_ANNOTATION: &str = "lockstep.dev/source-secret";
 
 /// Reasons of `lockstep.dev/Ready` False beyond the barrier's own.
 pub mod ready_reason {
@@ -92,6 +102,17 @@ pub fn fleet_of(meta: &ObjectMeta) -> Option<Result<String, String>> {
 /// names apart that the dash would join alike, both names shortened when the whole would
 /// pass the 253 characters of an object name.
 pub fn generated_name(gateway: &str, listener: &str) -> String {
+    joined_name(gateway, listener)
+}
+
+/// The name of the copy, in Gateway `gateway`'s namespace, of certificate Secret
+/// `source` of another namespace: `<gateway>-<namespace>.<name>-<hash>` (a namespace has no
+/// dot, so the pair is read back unambiguously; the hash keeps apart what clipping joins).
+pub fn certificate_copy_name(gateway: &str, source: &ResolvedSecret) -> String {
+    joined_name(gateway, &format!("{}.{}", source.namespace, source.name))
+}
+
+fn joined_name(gateway: &str, listener: &str) -> String {
     let hash = hex::encode(&Sha256::digest(format!("{gateway}\0{listener}").as_bytes())[..4]);
     let clip = |s: &str, n: usize| -> String {
         s.chars()
@@ -121,6 +142,16 @@ pub enum Outcome {
     Empty,
 }
 
+/// A certificate Secret of another namespace, copied into the Gateway's namespace for the
+/// generated RouterConfig to name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateCopy {
+    /// The Secret the listener names (allowed by a ReferenceGrant).
+    pub source: ResolvedSecret,
+    /// The copy's name in the Gateway's namespace ([`certificate_copy_name`]).
+    pub name: String,
+}
+
 /// The plan for one served listener.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerPlan {
@@ -133,9 +164,11 @@ pub struct ListenerPlan {
     /// Publish, gaps or empty.
     pub outcome: Outcome,
     /// Secret name the generated RouterConfig names to the hash of the certificate material
-    /// the translation read for it: with the RouterConfig's spec, the `configDigest` every
-    /// replica must report ([`crate::config_digest`]).
+    /// the translation read for it (for a copy, its source's): with the RouterConfig's spec,
+    /// the `configDigest` every replica must report ([`crate::config_digest`]).
     pub tls: BTreeMap<String, String>,
+    /// Certificates of other namespaces to copy into the Gateway's namespace.
+    pub copies: Vec<CertificateCopy>,
 }
 
 /// The plan for every served listener of `config` in `fleet`. An existing fleet serves every
@@ -149,11 +182,15 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
         .listeners
         .iter()
         .map(|l| {
-            let tls: BTreeMap<String, String> = l
+            let (local, copies) = local_certificates(l, &config.gateway.name, namespace);
+            let tls: BTreeMap<String, String> = local
+                .as_ref()
+                .unwrap_or(l)
                 .certificates
                 .iter()
                 .map(|c| (c.name.clone(), c.material.clone()))
                 .collect();
+            let lowered = local.as_ref().unwrap_or(l);
             let mut routes = BTreeMap::new();
             for e in &l.entries {
                 if let Some(r) = config.routes.get(e.route) {
@@ -169,7 +206,7 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
             let outcome = if l.entries.is_empty() {
                 Outcome::Empty
             } else {
-                match router_config_spec(l, namespace, fleet, same_port, &is_grpc) {
+                match router_config_spec(lowered, namespace, fleet, same_port, &is_grpc) {
                     Ok(spec) if overlapping.is_empty() => Outcome::Publish(spec),
                     Ok(_) => Outcome::Gaps(
                         overlapping
@@ -196,9 +233,36 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
                 routes,
                 outcome,
                 tls: if published { tls } else { BTreeMap::new() },
+                copies: if published { copies } else { Vec::new() },
             }
         })
         .collect()
+}
+
+/// An HTTPS listener whose certificates include some of another namespace, with those
+/// replaced by their copies in `namespace` (None when there is none), and the copies.
+fn local_certificates(
+    l: &ServedListener,
+    gateway: &str,
+    namespace: &str,
+) -> (Option<ServedListener>, Vec<CertificateCopy>) {
+    if l.protocol != Protocol::Https || l.certificates.iter().all(|c| c.namespace == namespace) {
+        return (None, Vec::new());
+    }
+    let mut local = l.clone();
+    let mut copies = Vec::new();
+    for c in &mut local.certificates {
+        if c.namespace != namespace {
+            let name = certificate_copy_name(gateway, c);
+            copies.push(CertificateCopy {
+                source: c.clone(),
+                name: name.clone(),
+            });
+            c.namespace = namespace.to_owned();
+            c.name = name;
+        }
+    }
+    (Some(local), copies)
 }
 
 fn overlap(a: Option<&str>, b: Option<&str>) -> bool {

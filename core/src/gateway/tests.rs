@@ -1180,6 +1180,12 @@ mod serving {
     const HTTPS_HOST: &str = "[{name: web, port: 443, protocol: HTTPS, hostname: app.example.com, \
                               tls: {certificateRefs: [{name: cert}]}}]";
 
+    fn listener_condition(t: &Translation, listener: &str, type_: &str) -> (String, String) {
+        let l = t.listeners.iter().find(|l| l.name == listener).unwrap();
+        let c = l.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
     #[test]
     fn a_certificate_change_holds_programmed_and_ready_until_every_replica_reports_it() {
         // A Secret's new data changes no generation: the RouterConfig controller's Ready=True
@@ -1243,6 +1249,76 @@ mod serving {
                 ready_want,
                 "{what}: route"
             );
+        }
+    }
+
+    #[test]
+    fn a_certificate_of_another_namespace_is_served_from_a_copy_when_granted() {
+        let listeners = "[{name: web, port: 443, protocol: HTTPS, hostname: app.example.com, \
+                         tls: {certificateRefs: [{name: cert, namespace: certs}]}}, \
+                         {name: plain, port: 80, protocol: HTTP, hostname: plain.example.com}]";
+        let world = |grant_it: bool, secret: bool| {
+            let mut w = World::new(gateway(listeners));
+            if grant_it {
+                w.grants
+                    .push(grant("certs", "Gateway", "infra", "", "Secret", None));
+            }
+            if secret {
+                w.secrets.push(tls_secret("certs", "cert"));
+            }
+            w
+        };
+
+        // Granted: published, naming a copy in the Gateway's namespace, with the source's material.
+        let (t, plans) = planned_in(world(true, true), &[("web", WEB)]);
+        assert_eq!(
+            listener_condition(&t, "web", ctype::RESOLVED_REFS),
+            ("True".to_owned(), "ResolvedRefs".to_owned())
+        );
+        let web = plans.iter().find(|p| p.listener == "web").unwrap();
+        let Outcome::Publish(spec) = &web.outcome else {
+            panic!("{:?}", web.outcome)
+        };
+        let source = &t.config.as_ref().unwrap().listeners[0].certificates[0];
+        assert_eq!(
+            (source.namespace.as_str(), source.name.as_str()),
+            ("certs", "cert")
+        );
+        let copy = serve::certificate_copy_name("gw", source);
+        assert!(copy.starts_with("gw-certs.cert-"), "{copy}");
+        assert_eq!(spec.rules[0].tls.as_ref().unwrap().secret_name, copy);
+        assert_eq!(
+            web.copies,
+            [serve::CertificateCopy {
+                source: source.clone(),
+                name: copy.clone()
+            }]
+        );
+        assert_eq!(
+            web.tls,
+            BTreeMap::from([(copy, crate::tls_material_hash(b"cert", b"key"))])
+        );
+        let plain = plans.iter().find(|p| p.listener == "plain").unwrap();
+        assert!(matches!(plain.outcome, Outcome::Publish(_)) && plain.copies.is_empty());
+
+        // Not granted, or granted but missing: the listener is not served (no plan, no copy),
+        // the other listener is.
+        for (grant_it, secret, why) in [
+            (false, true, reason::REF_NOT_PERMITTED),
+            (true, false, reason::INVALID_CERTIFICATE_REF),
+        ] {
+            let (t, plans) = planned_in(world(grant_it, secret), &[("web", WEB)]);
+            assert_eq!(
+                listener_condition(&t, "web", ctype::RESOLVED_REFS),
+                ("False".to_owned(), why.to_owned())
+            );
+            assert_eq!(
+                listener_condition(&t, "web", ctype::PROGRAMMED),
+                ("False".to_owned(), reason::INVALID.to_owned())
+            );
+            let names: Vec<&str> = plans.iter().map(|p| p.listener.as_str()).collect();
+            assert_eq!(names, ["plain"], "{why}");
+            assert!(matches!(plans[0].outcome, Outcome::Publish(_)), "{why}");
         }
     }
 }
