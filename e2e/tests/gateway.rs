@@ -6,6 +6,7 @@
 //! behind the barrier. The operator runs with the RBAC of `deploy/generated/rbac-operator.yaml`.
 
 use std::{
+    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -854,6 +855,476 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     gateways.delete("gw", &Default::default()).await.unwrap();
     eventually("generated RouterConfig deleted", WAIT, || async {
         let left = rcs
+            .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
+            .await
+            .ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+/// A self-signed certificate made with rcgen, its key, and its DER (what a TLS client is
+/// presented: comparing it is comparing fingerprints).
+#[derive(Clone)]
+struct Cert {
+    pem: String,
+    key: String,
+    der: Vec<u8>,
+}
+
+fn cert_for(host: &str) -> Cert {
+    let mut params = rcgen::CertificateParams::new(vec![host.to_owned()]).unwrap();
+    params.serial_number = Some(rcgen::SerialNumber::from(
+        rand::random::<u64>().to_be_bytes().to_vec(),
+    ));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Cert {
+        pem: cert.pem(),
+        key: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
+/// GET `https://host/` through the TLS listener `tls` (SNI `host`), trusting only `root`:
+/// the certificate presented and the backend that answered.
+async fn https_get(tls: SocketAddr, host: &str, root: &Cert) -> Result<(Vec<u8>, Option<String>), String> {
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(root.pem.as_bytes()).unwrap())
+        .resolve(host, tls)
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("https://{host}:{}/", tls.port()))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let presented = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate().map(<[u8]>::to_vec))
+        .ok_or("no peer certificate")?;
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+    Ok((presented, body["backend"].as_str().map(str::to_owned)))
+}
+
+/// Which of `certs` replica `tls` presents for SNI `host` (None: none of them, or no answer).
+async fn presented(tls: SocketAddr, host: &str, certs: &[&Cert]) -> Option<usize> {
+    for (i, cert) in certs.iter().enumerate() {
+        if let Ok((der, _)) = https_get(tls, host, cert).await
+            && der == cert.der
+        {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Every replica that does not present `want` for SNI `host` and answer from `backend`.
+async fn not_serving(replicas: &[SocketAddr], host: &str, want: &Cert, backend: &str) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for tls in replicas {
+        match https_get(*tls, host, want).await {
+            Ok((der, answered)) if der == want.der && answered.as_deref() == Some(backend) => {}
+            other => wrong.push(format!("{tls}: {:?}", other.map(|(_, b)| b))),
+        }
+    }
+    wrong
+}
+
+fn programmed(gw: &Gateway) -> Option<(String, String, Option<i64>)> {
+    cond(&gw.status.as_ref()?.conditions, "Programmed")
+}
+
+fn resource_version(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> u64 {
+    meta.resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("etcd resourceVersions are numbers")
+}
+
+/// Replaces the data of Secret `name` (of `secrets`' namespace) with certificate `new` while
+/// the third replica is stopped (SIGSTOP: its Lease stays live), and checks that the Gateway's Programmed=True is never written
+/// after the change while a replica does not present `new` for `host`: Programmed turns False
+/// while the replica is frozen, the plugin's wait times out, and after SIGCONT Programmed is
+/// True again with every replica presenting `new` (and answering from `backend`).
+#[allow(clippy::too_many_arguments)]
+async fn rotate_with_a_frozen_replica(
+    f: &Fixture,
+    gateways: &Api<Gateway>,
+    secrets: &Api<k8s_openapi::api::core::v1::Secret>,
+    name: &str,
+    host: &str,
+    old: &Cert,
+    new: &Cert,
+    proxies: &[lockstep_e2e::fleet::Proxy],
+    backend: &'static str,
+) {
+    let replicas: Vec<SocketAddr> = proxies.iter().map(|p| p.tls.unwrap()).collect();
+    assert_eq!(
+        not_serving(&replicas, host, old, backend).await,
+        Vec::<String>::new()
+    );
+    // The Gateway's generation does not change with a Secret: what was written after the
+    // change is told by resourceVersion (etcd's revision, one counter for every object).
+    // Each Programmed=True event is checked when it arrives; which came after the change is
+    // sorted out once the change's resourceVersion is known.
+    let checked = Arc::new(Mutex::new(Vec::<(u64, Vec<String>)>::new()));
+    let watch = {
+        let (gateways, checked, replicas, host) = (
+            gateways.clone(),
+            checked.clone(),
+            replicas.clone(),
+            host.to_owned(),
+        );
+        let new = new.clone();
+        tokio::spawn(async move {
+            let cfg = watcher::Config::default().fields("metadata.name=gw");
+            let mut events = std::pin::pin!(watcher(gateways, cfg).applied_objects());
+            while let Some(event) = events.next().await {
+                let Ok(gw) = event else { continue };
+                if !programmed(&gw).is_some_and(|(s, _, g)| s == "True" && g == gw.metadata.generation) {
+                    continue;
+                }
+                let mut wrong = Vec::new();
+                for tls in &replicas {
+                    if presented(*tls, &host, &[&new]).await != Some(0) {
+                        wrong.push(tls.to_string());
+                    }
+                }
+                checked
+                    .lock()
+                    .unwrap()
+                    .push((resource_version(&gw.metadata), wrong));
+            }
+        })
+    };
+
+    proxies[2].process.signal(Signal::SIGSTOP).unwrap();
+    check::put_tls_secret(secrets, name, &new.pem, &new.key)
+        .await
+        .unwrap();
+    let secret = secrets.get(name).await.unwrap();
+    // Programmed turns False once the operator sees the change, and stays so while the
+    // frozen replica presents the old certificate.
+    let pending = eventually("Programmed=False after the certificate change", WAIT, || async {
+        let gw = gateways.get("gw").await.ok()?;
+        let p = programmed(&gw)?;
+        (resource_version(&gw.metadata) > resource_version(&secret.metadata) && p.0 == "False").then_some(p)
+    })
+    .await;
+    let frozen_wait = lockstep_plugin(f.cp, &["wait", "gateway/gw", "-n", &f.ns, "--timeout", "3s"]);
+    let during = (
+        programmed(&gateways.get("gw").await.unwrap()),
+        presented(replicas[0], host, &[old, new]).await,
+        presented(replicas[1], host, &[old, new]).await,
+    );
+    proxies[2].process.signal(Signal::SIGCONT).unwrap();
+    let pending = pending.unwrap();
+    assert_eq!(pending.1, "Pending", "{pending:?}");
+    assert_eq!(
+        frozen_wait.status.code(),
+        Some(2),
+        "the wait on the Gateway timed out while a replica was frozen: {}",
+        String::from_utf8_lossy(&frozen_wait.stdout)
+    );
+    assert_eq!(
+        (during.0.map(|p| p.0), during.1, during.2),
+        (Some("False".to_owned()), Some(1), Some(1)),
+        "while frozen: Programmed False, the other replicas present the new certificate"
+    );
+
+    eventually("Programmed=True after SIGCONT", WAIT, || async {
+        let gw = gateways.get("gw").await.ok()?;
+        let p = programmed(&gw)?;
+        (resource_version(&gw.metadata) > resource_version(&secret.metadata)
+            && p.0 == "True"
+            && p.2 == gw.metadata.generation)
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        not_serving(&replicas, host, new, backend).await,
+        Vec::<String>::new()
+    );
+    let changed_at = resource_version(&secret.metadata);
+    eventually(
+        "the watch checked Programmed=True after the change",
+        WAIT,
+        || async {
+            let checked = checked.lock().unwrap();
+            checked.iter().any(|(rv, _)| *rv > changed_at).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    watch.abort();
+    let checked = checked.lock().unwrap().clone();
+    let after: Vec<&(u64, Vec<String>)> = checked.iter().filter(|(rv, _)| *rv > changed_at).collect();
+    let violations: Vec<String> = after
+        .iter()
+        .filter(|(_, wrong)| !wrong.is_empty())
+        .map(|(rv, wrong)| {
+            format!(
+                "Programmed=True at resourceVersion {rv} while {wrong:?} did not present the new certificate"
+            )
+        })
+        .collect();
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+/// HTTPS listeners of a Gateway naming a fleet of three real proxies with TLS listeners: one
+/// with a certificate of the Gateway's namespace, one with a certificate of another namespace
+/// allowed by a ReferenceGrant (copied into the Gateway's namespace). Requests over TLS with
+/// SNI reach the HTTPRoute's backend on every replica; a certificate change keeps Programmed
+/// False until every replica presents the new certificate; certificateRefs to a missing
+/// Secret or across namespaces without a grant give ResolvedRefs=False and serve nothing,
+/// while the other listeners keep serving.
+#[tokio::test]
+async fn an_https_gateway_is_programmed_only_once_every_replica_presents_its_certificates() {
+    let cp = ControlPlane::shared();
+    let admin = cp.client().await.unwrap();
+    install_gateway_api_crds(&admin).await.unwrap();
+    operator();
+    let f = Fixture::new("gw-https").await;
+    let client = f.client.clone();
+    let ns = f.ns.clone();
+    let certs_ns = cp.namespace(&client, "gw-https-certs").await.unwrap();
+    let class = format!("lockstep-https-{:08x}", rand::random::<u32>());
+    create(
+        &Api::<GatewayClass>::all(client.clone()),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": class}, "spec": {"controllerName": CONTROLLER_NAME}}),
+    )
+    .await;
+    let one = Backend::start(&f.dir, "one").unwrap();
+    f.cp.kubectl_apply(&service_for(&ns, "one", &one)).unwrap();
+    let (local_host, remote_host) = ("secure.example.com", "remote.example.com");
+    let (local_a, local_b) = (cert_for(local_host), cert_for(local_host));
+    let (remote_a, remote_b) = (cert_for(remote_host), cert_for(remote_host));
+    let here = f.secrets();
+    let there = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &certs_ns);
+    check::put_tls_secret(&here, "secure-cert", &local_a.pem, &local_a.key)
+        .await
+        .unwrap();
+    check::put_tls_secret(&there, "remote-cert", &remote_a.pem, &remote_a.key)
+        .await
+        .unwrap();
+    // Not granted (the grant names remote-cert only).
+    let ungranted = cert_for("ungranted.example.com");
+    check::put_tls_secret(&there, "other-cert", &ungranted.pem, &ungranted.key)
+        .await
+        .unwrap();
+    create(
+        &Api::<ReferenceGrant>::namespaced(client.clone(), &certs_ns),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+               "metadata": {"name": "gateways-to-remote-cert", "namespace": certs_ns},
+               "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": ns}],
+                        "to": [{"group": "", "kind": "Secret", "name": "remote-cert"}]}}),
+    )
+    .await;
+    let proxies = f.proxies_with(3, |spec| {
+        spec.lease_seconds = 30;
+        spec.tls = true;
+    });
+    let replicas: Vec<SocketAddr> = proxies.iter().map(|p| p.tls.unwrap()).collect();
+
+    let https = |name: &str, port: u16, host: &str, cert: Value| {
+        json!({"name": name, "protocol": "HTTPS", "port": port, "hostname": host,
+               "tls": {"certificateRefs": [cert]}})
+    };
+    let served = vec![
+        https("secure", 443, local_host, json!({"name": "secure-cert"})),
+        https(
+            "remote",
+            8443,
+            remote_host,
+            json!({"name": "remote-cert", "namespace": certs_ns}),
+        ),
+    ];
+    let gateways = Api::<Gateway>::namespaced(client.clone(), &ns);
+    let routes = Api::<HTTPRoute>::namespaced(client.clone(), &ns);
+    let rcs = Api::<RouterConfig>::namespaced(client.clone(), &ns);
+    create(
+        &gateways,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw", "namespace": ns, "annotations": {"lockstep.dev/fleet": f.fleet}},
+               "spec": {"gatewayClassName": class, "listeners": served.clone()}}),
+    )
+    .await;
+    // No hostnames: the route attaches to every listener, under each listener's host name.
+    create(
+        &routes,
+        route("web", &ns, "gw", &[], json!({"name": "one", "port": 80})),
+    )
+    .await;
+
+    let plugin_wait = |target: &str| {
+        let out = lockstep_plugin(f.cp, &["wait", target, "-n", &ns, "--timeout", "60s"]);
+        assert!(
+            out.status.success(),
+            "kubectl lockstep wait {target}: {:?}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    plugin_wait("gateway/gw");
+    plugin_wait("httproute/web");
+    // HTTPS end to end: TLS with SNI, the listener's certificate, the route's backend, on every
+    // replica, for both listeners.
+    assert_eq!(
+        not_serving(&replicas, local_host, &local_a, "one").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        not_serving(&replicas, remote_host, &remote_a, "one").await,
+        Vec::<String>::new()
+    );
+    // The remote certificate is served from a copy in the Gateway's namespace, made by lockstep.
+    let copies: Vec<String> = here
+        .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| {
+            let a = s.metadata.annotations.clone().unwrap_or_default();
+            format!(
+                "{}<-{}",
+                s.metadata.name.clone().unwrap(),
+                a["lockstep.dev/source-secret"]
+            )
+        })
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(
+        copies[0].ends_with(&format!("<-{certs_ns}/remote-cert")),
+        "{copies:?}"
+    );
+
+    // A certificate change, in the Gateway's namespace and then across namespaces.
+    rotate_with_a_frozen_replica(
+        &f,
+        &gateways,
+        &here,
+        "secure-cert",
+        local_host,
+        &local_a,
+        &local_b,
+        &proxies,
+        "one",
+    )
+    .await;
+    rotate_with_a_frozen_replica(
+        &f,
+        &gateways,
+        &there,
+        "remote-cert",
+        remote_host,
+        &remote_a,
+        &remote_b,
+        &proxies,
+        "one",
+    )
+    .await;
+
+    // Unusable certificateRefs: a missing Secret, and a Secret of another namespace no grant
+    // allows. Those listeners are not served; the others keep serving.
+    let mut listeners = served.clone();
+    listeners.push(https(
+        "missing",
+        9443,
+        "missing.example.com",
+        json!({"name": "nope"}),
+    ));
+    listeners.push(https(
+        "ungranted",
+        10443,
+        "ungranted.example.com",
+        json!({"name": "other-cert", "namespace": certs_ns}),
+    ));
+    gateways
+        .patch(
+            "gw",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"listeners": listeners}})),
+        )
+        .await
+        .unwrap();
+    let gw = eventually("listeners judged at generation 2", WAIT, || async {
+        let gw = gateways.get("gw").await.ok()?;
+        let s = gw.status.clone()?;
+        (s.listeners.len() == 4 && s.listeners.iter().all(|l| all_at(&l.conditions, 2))).then_some(gw)
+    })
+    .await
+    .unwrap();
+    let status = gw.status.unwrap();
+    let listener = |name: &str, t: &str| {
+        let l = status.listeners.iter().find(|l| l.name == name).unwrap();
+        cond(&l.conditions, t).map(|(s, r, _)| (s, r))
+    };
+    let want = |s: &str, r: &str| Some((s.to_owned(), r.to_owned()));
+    assert_eq!(
+        listener("missing", "ResolvedRefs"),
+        want("False", "InvalidCertificateRef")
+    );
+    assert_eq!(
+        listener("ungranted", "ResolvedRefs"),
+        want("False", "RefNotPermitted")
+    );
+    assert_eq!(listener("missing", "Programmed"), want("False", "Invalid"));
+    assert_eq!(listener("ungranted", "Programmed"), want("False", "Invalid"));
+    assert_eq!(listener("secure", "ResolvedRefs"), want("True", "ResolvedRefs"));
+    assert_eq!(listener("remote", "ResolvedRefs"), want("True", "ResolvedRefs"));
+    plugin_wait("gateway/gw");
+    plugin_wait("httproute/web");
+    let generated: Vec<String> = rcs
+        .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|rc| rc.metadata.annotations.clone().unwrap_or_default()["lockstep.dev/listener"].clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        generated,
+        ["remote", "secure"],
+        "nothing is generated for the bad listeners"
+    );
+    for tls in &replicas {
+        assert_eq!(
+            presented(*tls, "missing.example.com", &[&local_b, &remote_b]).await,
+            None,
+            "{tls} presents nothing for missing.example.com"
+        );
+        assert_eq!(
+            presented(*tls, "ungranted.example.com", &[&ungranted, &local_b, &remote_b]).await,
+            None,
+            "{tls} presents nothing for ungranted.example.com"
+        );
+    }
+    assert_eq!(
+        not_serving(&replicas, local_host, &local_b, "one").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        not_serving(&replicas, remote_host, &remote_b, "one").await,
+        Vec::<String>::new()
+    );
+
+    // Deleting the Gateway deletes the copy with the generated RouterConfigs (no
+    // controller-manager here).
+    gateways.delete("gw", &Default::default()).await.unwrap();
+    eventually("the certificate copy deleted", WAIT, || async {
+        let left = here
             .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
             .await
             .ok()?;

@@ -18,6 +18,11 @@
 //!   controller-manager no garbage collector follows the ownerReference). The RouterConfig
 //!   controller judges them like any other; their status, watched, is fed back into the
 //!   Gateway's and listeners' `Programmed` and the routes' `lockstep.dev/Ready`.
+//!   A listener certificate of another namespace (allowed by a ReferenceGrant) is copied into
+//!   the Gateway's namespace ([`serve::CertificateCopy`]: a `kubernetes.io/tls` Secret with
+//!   its `tls.crt` and `tls.key`, labelled and owned like the RouterConfigs, kept equal to its
+//!   source, deleted with them), because a RouterConfig names Secrets of its own namespace and
+//!   the replicas read Secrets only of the namespaces they serve.
 //!   `status.parents` is an atomic list in the v1.6.3 CRDs, so an apply would take the whole
 //!   list; instead the list is read, lockstep's entries for this Gateway are replaced, every
 //!   other entry is kept, and it is written back with the read `resourceVersion` as a
@@ -256,8 +261,8 @@ pub async fn run(
     futures::future::join3(gateway_controller, class_controller, sweeper).await;
 }
 
-/// The controller ownerReference of a generated RouterConfig: its Gateway.
-fn controller_owner(rc: &RouterConfig) -> Option<&OwnerReference> {
+/// The controller ownerReference of a generated RouterConfig or certificate copy: its Gateway.
+fn controller_owner(rc: &impl Resource) -> Option<&OwnerReference> {
     rc.owner_references()
         .iter()
         .find(|o| o.kind == "Gateway" && o.controller == Some(true))
@@ -305,16 +310,32 @@ async fn sweep_orphans(ctx: Arc<Context>, stop: impl std::future::Future<Output 
             if ctx.router_configs.wait_until_ready().await.is_err() {
                 continue;
             }
+            let orphan = async |owner: &OwnerReference, namespace: &str| {
+                // This watch may lag the controller's: ask the apiserver before deleting.
+                let api = Api::<Gateway>::namespaced(ctx.client.clone(), namespace);
+                match api.get_opt(&owner.name).await {
+                    Ok(Some(g)) => g.uid().as_deref() != Some(owner.uid.as_str()),
+                    Ok(None) => true,
+                    Err(error) => {
+                        tracing::debug!(%error, "reading a Gateway before a sweep failed");
+                        false
+                    }
+                }
+            };
             for rc in ctx.router_configs.state() {
-                let Some(owner) = controller_owner(&rc).filter(|o| !live.contains(&o.uid)) else {
+                let Some(owner) = controller_owner(&*rc).filter(|o| !live.contains(&o.uid)) else {
                     continue;
                 };
-                // This watch may lag the controller's: ask the apiserver before deleting.
-                let api = Api::<Gateway>::namespaced(ctx.client.clone(), &rc.namespace().unwrap_or_default());
-                match api.get_opt(&owner.name).await {
-                    Ok(Some(g)) if g.uid().as_deref() == Some(owner.uid.as_str()) => {}
-                    Ok(_) => delete_generated(&ctx, &rc).await,
-                    Err(error) => tracing::debug!(%error, "reading a Gateway before a sweep failed"),
+                if orphan(owner, &rc.namespace().unwrap_or_default()).await {
+                    delete_generated(&ctx, rc.as_ref()).await;
+                }
+            }
+            for copy in ctx.secrets.state().iter().filter(|s| is_certificate_copy(s)) {
+                let Some(owner) = controller_owner(&**copy).filter(|o| !live.contains(&o.uid)) else {
+                    continue;
+                };
+                if orphan(owner, &copy.namespace().unwrap_or_default()).await {
+                    delete_generated(&ctx, copy.as_ref()).await;
                 }
             }
         }
@@ -325,16 +346,31 @@ async fn sweep_orphans(ctx: Arc<Context>, stop: impl std::future::Future<Output 
     }
 }
 
-async fn delete_generated(ctx: &Context, rc: &RouterConfig) {
+/// True for a Secret lockstep made: a certificate copy ([`serve::CertificateCopy`]).
+fn is_certificate_copy(secret: &Secret) -> bool {
+    secret.labels().get(serve::GENERATED_LABEL).map(String::as_str) == Some(serve::GENERATED_BY_GATEWAY)
+}
+
+/// Deletes a generated RouterConfig or certificate copy.
+async fn delete_generated<K>(ctx: &Context, object: &K)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
     if !ctx.leader.is_leader() {
         return;
     }
-    let api = Api::<RouterConfig>::namespaced(ctx.client.clone(), &rc.namespace().unwrap_or_default());
-    match api.delete(&rc.name_any(), &Default::default()).await {
-        Ok(_) => tracing::info!(name = %rc.name_any(), "deleted a generated RouterConfig no longer wanted"),
+    let kind = K::kind(&());
+    let api = Api::<K>::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    match api.delete(&object.name_any(), &Default::default()).await {
+        Ok(_) => {
+            tracing::info!(name = %object.name_any(), %kind, "deleted a generated object no longer wanted")
+        }
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(error) => {
-            tracing::warn!(%error, name = %rc.name_any(), "deleting a generated RouterConfig failed")
+            tracing::warn!(%error, name = %object.name_any(), %kind, "deleting a generated object failed")
         }
     }
 }
@@ -453,6 +489,7 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
     let Some(mut translation) = translate(inputs, now) else {
         // Not (or no longer) of a lockstep class: nothing of lockstep's is served for it.
         delete_owned(&ctx, &gw, &[]).await;
+        delete_owned_copies(&ctx, &gw, &[]).await;
         return Ok(Action::await_change());
     };
     let gw_ns = gw.namespace().unwrap_or_default();
@@ -562,6 +599,11 @@ async fn publish(
         .unwrap_or(lockstep_crds::DEFAULT_GENERATION);
     let api = Api::<RouterConfig>::namespaced(ctx.client.clone(), &gw_ns);
     for plan in plans.iter_mut() {
+        if !matches!(plan.outcome, Outcome::Publish(_)) {
+            continue;
+        }
+        // The copies first: the RouterConfig naming one would otherwise wait for it.
+        copy_certificates(ctx, gw, plan).await?;
         let Outcome::Publish(spec) = &plan.outcome else {
             continue;
         };
@@ -582,7 +624,7 @@ async fn publish(
                 && annotations
                     .iter()
                     .all(|(k, v)| rc.annotations().get(k) == Some(v))
-                && controller_owner(rc).is_some_and(|o| o.name == gw.name_any() && o.uid == gw_uid)
+                && controller_owner(&**rc).is_some_and(|o| o.name == gw.name_any() && o.uid == gw_uid)
         });
         if current {
             continue;
@@ -634,16 +676,103 @@ async fn publish(
     if !accepted {
         return Ok(());
     }
-    let keep: Vec<&str> = match fleet {
-        Some(Ok(_)) => plans
-            .iter()
-            .filter(|p| !matches!(p.outcome, Outcome::Empty))
-            .map(|p| p.name.as_str())
-            .collect(),
-        _ => Vec::new(),
-    };
+    let kept = |p: &&ListenerPlan| matches!(fleet, Some(Ok(_))) && !matches!(p.outcome, Outcome::Empty);
+    let keep: Vec<&str> = plans.iter().filter(kept).map(|p| p.name.as_str()).collect();
+    // A listener with gaps keeps its last RouterConfig, so its copies stay too (its plan
+    // lists none: they are found by the RouterConfig's Secret names).
+    let mut keep_copies: Vec<String> = plans
+        .iter()
+        .filter(kept)
+        .flat_map(|p| p.copies.iter().map(|c| c.name.clone()))
+        .collect();
+    for p in plans.iter().filter(kept) {
+        if let Some(rc) = ctx.router_configs.get(&ObjectRef::new(&p.name).within(&gw_ns)) {
+            keep_copies.extend(lockstep_core::tls_secret_names(&rc.spec));
+        }
+    }
     delete_owned(ctx, gw, &keep).await;
+    delete_owned_copies(ctx, gw, &keep_copies).await;
     Ok(())
+}
+
+/// Server-side applies the copy of each certificate of another namespace `plan` names, when
+/// the cached copy differs from its source. A Secret of the copy's name that lockstep did not
+/// make is never overwritten: the listener then names that as a gap.
+async fn copy_certificates(ctx: &Context, gw: &Gateway, plan: &mut ListenerPlan) -> Result<()> {
+    let gw_ns = gw.namespace().unwrap_or_default();
+    let gw_uid = gw.uid().unwrap_or_default();
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &gw_ns);
+    for copy in plan.copies.clone() {
+        let source_ref = ObjectRef::new(&copy.source.name).within(&copy.source.namespace);
+        let Some(source) = ctx.secrets.get(&source_ref) else {
+            // Resolved from this cache a moment ago; its deletion's event re-runs the reconcile.
+            continue;
+        };
+        let data: std::collections::BTreeMap<String, k8s_openapi::ByteString> = ["tls.crt", "tls.key"]
+            .iter()
+            .filter_map(|k| Some(((*k).to_owned(), source.data.as_ref()?.get(*k)?.clone())))
+            .collect();
+        let cached = ctx.secrets.get(&ObjectRef::new(&copy.name).within(&gw_ns));
+        if let Some(existing) = &cached {
+            let ours = is_certificate_copy(existing)
+                && controller_owner(&**existing).is_some_and(|o| o.uid == gw_uid);
+            if !ours {
+                plan.outcome = Outcome::Gaps(vec![Gap::ListenerCertificate(format!(
+                    "{}/{} (its copy {gw_ns}/{}: a Secret of that name exists and lockstep did not make it)",
+                    copy.source.namespace, copy.source.name, copy.name
+                ))]);
+                return Ok(());
+            }
+            if existing.data.as_ref() == Some(&data) {
+                continue;
+            }
+        }
+        let source_name = format!("{}/{}", copy.source.namespace, copy.source.name);
+        let patch = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {
+                "name": copy.name,
+                "namespace": gw_ns,
+                "labels": {serve::GENERATED_LABEL: serve::GENERATED_BY_GATEWAY},
+                "annotations": {serve::SOURCE_SECRET_ANNOTATION: source_name},
+                "ownerReferences": [{
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "Gateway",
+                    "name": gw.name_any(),
+                    "uid": gw_uid,
+                    "controller": true,
+                }],
+            },
+            "data": data,
+        });
+        if !ctx.leader.is_leader() {
+            return Ok(());
+        }
+        api.patch(
+            &copy.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        tracing::info!(name = %copy.name, source = %source_name, "copied a listener certificate into the Gateway's namespace");
+    }
+    Ok(())
+}
+
+/// Deletes the certificate copies owned by `gw` except those named in `keep`.
+async fn delete_owned_copies(ctx: &Context, gw: &Gateway, keep: &[String]) {
+    let gw_ns = gw.namespace().unwrap_or_default();
+    let gw_uid = gw.uid().unwrap_or_default();
+    for copy in ctx.secrets.state() {
+        let ours = copy.namespace().as_deref() == Some(gw_ns.as_str())
+            && is_certificate_copy(&copy)
+            && controller_owner(&*copy).is_some_and(|o| o.uid == gw_uid);
+        if ours && !keep.contains(&copy.name_any()) {
+            delete_generated(ctx, copy.as_ref()).await;
+        }
+    }
 }
 
 /// Deletes the generated RouterConfigs owned by `gw` except those named in `keep`.
@@ -652,9 +781,9 @@ async fn delete_owned(ctx: &Context, gw: &Gateway, keep: &[&str]) {
     let gw_uid = gw.uid().unwrap_or_default();
     for rc in ctx.router_configs.state() {
         let ours = rc.namespace().as_deref() == Some(gw_ns.as_str())
-            && controller_owner(&rc).is_some_and(|o| o.uid == gw_uid);
+            && controller_owner(&*rc).is_some_and(|o| o.uid == gw_uid);
         if ours && !keep.contains(&rc.name_any().as_str()) {
-            delete_generated(ctx, &rc).await;
+            delete_generated(ctx, rc.as_ref()).await;
         }
     }
 }

@@ -143,6 +143,10 @@ pub struct ResolvedSecret {
     pub namespace: String,
     /// Name of the Secret.
     pub name: String,
+    /// The hash of its certificate and key as read ([`crate::digest::tls_secret_hash`], never
+    /// the key itself): what every replica must present, folded into the digest the barrier
+    /// expects ([`super::serve::ListenerPlan::tls`]).
+    pub material: String,
 }
 
 /// Resolves a listener's certificate reference: a core Secret of type `kubernetes.io/tls`
@@ -199,6 +203,9 @@ pub fn resolve_certificate(
     Ok(ResolvedSecret {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
+        material: secret
+            .and_then(crate::digest::tls_secret_hash)
+            .unwrap_or_default(),
     })
 }
 

@@ -23,6 +23,20 @@
 //! change the lowered spec gives no new RouterConfig generation, and the record then says
 //! that the RouterConfig's current generation serves route generation g.
 //!
+//! A certificate change (new data in a listener's Secret) changes no generation, of the
+//! Gateway or of the RouterConfig. It changes the `configDigest` every replica reports (over
+//! the spec and the hashes of the certificates it names): a generated RouterConfig counts as
+//! served only when `Ready` at its current generation **and** every replica report carries the
+//! digest of the spec with the certificates as the translation read them
+//! ([`ListenerPlan::tls`]). So `Programmed` does not stand on a `Ready` the RouterConfig
+//! controller judged before it saw the change.
+//!
+//! A certificate of another namespace (allowed by a ReferenceGrant) cannot be named by a
+//! RouterConfig, whose Secrets are of its own namespace, and the replicas read Secrets only of
+//! the namespaces they serve: the operator copies it into the Gateway's namespace
+//! ([`CertificateCopy`], named [`certificate_copy_name`]) and the generated RouterConfig names
+//! the copy.
+//!
 //! Pure: the operator gathers the RouterConfigs and writes what these functions decide.
 
 use std::collections::BTreeMap;
@@ -33,8 +47,10 @@ use lockstep_crds::{RouterConfig, RouterConfigSpec, condition as rc_condition, r
 use sha2::{Digest, Sha256};
 
 use super::{
-    GatewayConfig, Translation, hostnames,
+    GatewayConfig, ServedListener, Translation, hostnames,
+    listeners::Protocol,
     lower::{Gap, router_config_spec},
+    references::ResolvedSecret,
     status::{self, FleetProgress, condition, gateway_programmed, reason, route_ready},
 };
 
@@ -51,6 +67,8 @@ pub const GATEWAY_GENERATION_ANNOTATION: &str = "lockstep.dev/gateway-generation
 /// Annotation on a generated RouterConfig: the routes it contains, a JSON object of route
 /// uid to route generation.
 pub const ROUTES_ANNOTATION: &str = "lockstep.dev/routes";
+/// Annotation on a certificate copy: the `namespace/name` of the Secret it copies.
+pub const SOURCE_SECRET_ANNOTATION: &str = "lockstep.dev/source-secret";
 
 /// Reasons of `lockstep.dev/Ready` False beyond the barrier's own.
 pub mod ready_reason {
@@ -84,6 +102,17 @@ pub fn fleet_of(meta: &ObjectMeta) -> Option<Result<String, String>> {
 /// names apart that the dash would join alike, both names shortened when the whole would
 /// pass the 253 characters of an object name.
 pub fn generated_name(gateway: &str, listener: &str) -> String {
+    joined_name(gateway, listener)
+}
+
+/// The name of the copy, in Gateway `gateway`'s namespace, of certificate Secret
+/// `source` of another namespace: `<gateway>-<namespace>.<name>-<hash>` (a namespace has no
+/// dot, so the pair is read back unambiguously; the hash keeps apart what clipping joins).
+pub fn certificate_copy_name(gateway: &str, source: &ResolvedSecret) -> String {
+    joined_name(gateway, &format!("{}.{}", source.namespace, source.name))
+}
+
+fn joined_name(gateway: &str, listener: &str) -> String {
     let hash = hex::encode(&Sha256::digest(format!("{gateway}\0{listener}").as_bytes())[..4]);
     let clip = |s: &str, n: usize| -> String {
         s.chars()
@@ -113,6 +142,16 @@ pub enum Outcome {
     Empty,
 }
 
+/// A certificate Secret of another namespace, copied into the Gateway's namespace for the
+/// generated RouterConfig to name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateCopy {
+    /// The Secret the listener names (allowed by a ReferenceGrant).
+    pub source: ResolvedSecret,
+    /// The copy's name in the Gateway's namespace ([`certificate_copy_name`]).
+    pub name: String,
+}
+
 /// The plan for one served listener.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerPlan {
@@ -124,6 +163,12 @@ pub struct ListenerPlan {
     pub routes: BTreeMap<String, i64>,
     /// Publish, gaps or empty.
     pub outcome: Outcome,
+    /// Secret name the generated RouterConfig names to the hash of the certificate material
+    /// the translation read for it (for a copy, its source's): with the RouterConfig's spec,
+    /// the `configDigest` every replica must report ([`crate::config_digest`]).
+    pub tls: BTreeMap<String, String>,
+    /// Certificates of other namespaces to copy into the Gateway's namespace.
+    pub copies: Vec<CertificateCopy>,
 }
 
 /// The plan for every served listener of `config` in `fleet`. An existing fleet serves every
@@ -137,6 +182,15 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
         .listeners
         .iter()
         .map(|l| {
+            let (local, copies) = local_certificates(l, &config.gateway.name, namespace);
+            let tls: BTreeMap<String, String> = local
+                .as_ref()
+                .unwrap_or(l)
+                .certificates
+                .iter()
+                .map(|c| (c.name.clone(), c.material.clone()))
+                .collect();
+            let lowered = local.as_ref().unwrap_or(l);
             let mut routes = BTreeMap::new();
             for e in &l.entries {
                 if let Some(r) = config.routes.get(e.route) {
@@ -152,7 +206,7 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
             let outcome = if l.entries.is_empty() {
                 Outcome::Empty
             } else {
-                match router_config_spec(l, namespace, fleet, same_port, &is_grpc) {
+                match router_config_spec(lowered, namespace, fleet, same_port, &is_grpc) {
                     Ok(spec) if overlapping.is_empty() => Outcome::Publish(spec),
                     Ok(_) => Outcome::Gaps(
                         overlapping
@@ -172,14 +226,43 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
                     }
                 }
             };
+            let published = matches!(outcome, Outcome::Publish(_));
             ListenerPlan {
                 listener: l.name.clone(),
                 name: generated_name(&config.gateway.name, &l.name),
                 routes,
                 outcome,
+                tls: if published { tls } else { BTreeMap::new() },
+                copies: if published { copies } else { Vec::new() },
             }
         })
         .collect()
+}
+
+/// An HTTPS listener whose certificates include some of another namespace, with those
+/// replaced by their copies in `namespace` (None when there is none), and the copies.
+fn local_certificates(
+    l: &ServedListener,
+    gateway: &str,
+    namespace: &str,
+) -> (Option<ServedListener>, Vec<CertificateCopy>) {
+    if l.protocol != Protocol::Https || l.certificates.iter().all(|c| c.namespace == namespace) {
+        return (None, Vec::new());
+    }
+    let mut local = l.clone();
+    let mut copies = Vec::new();
+    for c in &mut local.certificates {
+        if c.namespace != namespace {
+            let name = certificate_copy_name(gateway, c);
+            copies.push(CertificateCopy {
+                source: c.clone(),
+                name: name.clone(),
+            });
+            c.namespace = namespace.to_owned();
+            c.name = name;
+        }
+    }
+    (Some(local), copies)
 }
 
 fn overlap(a: Option<&str>, b: Option<&str>) -> bool {
@@ -323,6 +406,37 @@ pub fn progress_of(rc: &RouterConfig) -> Serving {
     })
 }
 
+/// The barrier's judgement of a generated RouterConfig ([`progress_of`]), held back while a
+/// replica report at its current generation carries another digest than the spec with the
+/// certificates of `plan` ([`ListenerPlan::tls`]): a certificate change changes no
+/// generation, and a `Ready` judged before the RouterConfig controller saw it says nothing
+/// of the new material. The status copies at most 100 reports, those not at the operator's
+/// digest first, so when the list is cut every listed entry must carry it (as
+/// `kubectl lockstep wait` judges a rotation).
+pub fn judged(plan: &ListenerPlan, rc: &RouterConfig) -> Serving {
+    let serving = progress_of(rc);
+    let Serving::Progress(FleetProgress::AllServe { replicas }) = serving else {
+        return serving;
+    };
+    let generation = rc.generation();
+    let expected = crate::config_digest(&rc.spec, &plan.tls);
+    let entries = rc.status.as_ref().map_or(&[][..], |s| &s.replica_status[..]);
+    let presenting = entries
+        .iter()
+        .filter(|e| e.observed_generation == generation && e.config_digest == expected)
+        .count();
+    let presenting = u32::try_from(presenting).unwrap_or(u32::MAX);
+    let listed = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+    if presenting >= replicas.min(listed.max(1)) {
+        serving
+    } else {
+        Serving::Progress(FleetProgress::Behind {
+            synced: presenting,
+            replicas,
+        })
+    }
+}
+
 /// How far `listener` is served at Gateway generation `generation`, given the generated
 /// RouterConfig as the operator reads it (`None`: not there).
 pub fn listener_serving(plan: &ListenerPlan, observed: Option<&RouterConfig>, generation: i64) -> Serving {
@@ -330,7 +444,7 @@ pub fn listener_serving(plan: &ListenerPlan, observed: Option<&RouterConfig>, ge
         Outcome::Empty => Serving::Empty,
         Outcome::Gaps(gaps) => Serving::Gaps(describe_all(gaps)),
         Outcome::Publish(_) => match observed {
-            Some(rc) if recorded_gateway_generation(rc) == Some(generation) => progress_of(rc),
+            Some(rc) if recorded_gateway_generation(rc) == Some(generation) => judged(plan, rc),
             _ => Serving::Waiting,
         },
     }
@@ -351,7 +465,7 @@ pub fn route_serving(
         Outcome::Empty => Serving::NotServed,
         Outcome::Gaps(gaps) => Serving::Gaps(format!("listener {}: {}", p.listener, describe_all(gaps))),
         Outcome::Publish(_) => match observed(&p.name) {
-            Some(rc) if recorded_routes(&rc).get(uid) == Some(&generation) => progress_of(&rc),
+            Some(rc) if recorded_routes(&rc).get(uid) == Some(&generation) => judged(p, &rc),
             _ => Serving::Waiting,
         },
     }))

@@ -889,7 +889,10 @@ mod serving {
     }
 
     fn planned(listeners: &str, routes: &[(&str, &str)]) -> (Translation, Vec<ListenerPlan>) {
-        let mut w = World::new(gateway(listeners));
+        planned_in(World::new(gateway(listeners)), routes)
+    }
+
+    fn planned_in(mut w: World, routes: &[(&str, &str)]) -> (Translation, Vec<ListenerPlan>) {
         for (name, spec) in routes {
             w.http
                 .push(http_route("infra", name, "2026-01-01T00:00:00Z", spec));
@@ -951,8 +954,37 @@ mod serving {
     }
 
     /// A generated RouterConfig as the operator would read it: its generation, the
-    /// generations it records, and its Ready (status, reason, observedGeneration).
+    /// generations it records, and its Ready (status, reason, observedGeneration); each of its
+    /// 3 replicas reports its generation with the digest of its spec (it names no Secret).
     fn observed(
+        generation: i64,
+        gateway_generation: i64,
+        route_generation: i64,
+        ready: Option<(&str, &str, i64)>,
+        accepted: bool,
+    ) -> RouterConfig {
+        let mut rc =
+            observed_without_reports(generation, gateway_generation, route_generation, ready, accepted);
+        let digest = crate::config_digest(&rc.spec, &BTreeMap::new());
+        rc.status.as_mut().unwrap().replica_status = reports(generation, &[digest.as_str(); 3]);
+        rc
+    }
+
+    /// Replica reports at `generation`, one per digest.
+    fn reports(generation: i64, digests: &[&str]) -> Vec<lockstep_crds::ReplicaStatus> {
+        digests
+            .iter()
+            .enumerate()
+            .map(|(i, d)| lockstep_crds::ReplicaStatus {
+                name: format!("edge/proxy-{i}"),
+                observed_generation: generation,
+                config_digest: (*d).to_owned(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn observed_without_reports(
         generation: i64,
         gateway_generation: i64,
         route_generation: i64,
@@ -1143,5 +1175,483 @@ mod serving {
             ("True".into(), "Programmed".into())
         );
         let _ = Serving::Empty;
+    }
+
+    const HTTPS_HOST: &str = "[{name: web, port: 443, protocol: HTTPS, hostname: app.example.com, \
+                              tls: {certificateRefs: [{name: cert}]}}]";
+
+    fn listener_condition(t: &Translation, listener: &str, type_: &str) -> (String, String) {
+        let l = t.listeners.iter().find(|l| l.name == listener).unwrap();
+        let c = l.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn a_certificate_change_holds_programmed_and_ready_until_every_replica_reports_it() {
+        // A Secret's new data changes no generation: the RouterConfig controller's Ready=True
+        // may have been judged on the old material. The replicas' digests tell.
+        let (t, plans) = planned(HTTPS_HOST, &[("web", WEB)]);
+        let Outcome::Publish(spec) = &plans[0].outcome else {
+            panic!("{:?}", plans[0].outcome)
+        };
+        let digest = |cert: &[u8], key: &[u8]| {
+            let tls = BTreeMap::from([("cert".to_owned(), crate::tls_material_hash(cert, key))]);
+            crate::config_digest(spec, &tls)
+        };
+        // testutil's Secret holds "cert"/"key": the material as the translation reads it now.
+        let (new, old) = (digest(b"cert", b"key"), digest(b"old cert", b"old key"));
+        let f = |s: &str, r: &str| (s.to_owned(), r.to_owned());
+        let rows = [
+            (
+                "Ready judged before the change",
+                [&old, &old, &old],
+                f("False", "Pending"),
+                f("False", "RolloutInProgress"),
+            ),
+            (
+                "one replica still presents the old certificate",
+                [&new, &new, &old],
+                f("False", "Pending"),
+                f("False", "RolloutInProgress"),
+            ),
+            (
+                "every replica presents the new certificate",
+                [&new, &new, &new],
+                f("True", "Programmed"),
+                f("True", "AllReplicasSynced"),
+            ),
+        ];
+        let fleet = Some(Ok("edge".to_owned()));
+        for (what, digests, gateway_want, ready_want) in rows {
+            let mut rc = observed_without_reports(5, 3, 2, Some(("True", "AllReplicasSynced", 5)), true);
+            rc.spec = spec.clone();
+            rc.status.as_mut().unwrap().replica_status =
+                reports(5, &digests.iter().map(|d| d.as_str()).collect::<Vec<_>>());
+            let mut t = t.clone();
+            judge(&mut t, fleet.as_ref(), &plans, &move |_| Some(rc.clone()), now());
+            assert_eq!(
+                programmed_of(&t.gateway_conditions),
+                gateway_want,
+                "{what}: Gateway"
+            );
+            assert_eq!(
+                programmed_of(&t.listeners[0].conditions),
+                gateway_want,
+                "{what}: listener"
+            );
+            let ready = parent(&t, "web")
+                .conditions
+                .iter()
+                .find(|c| c.type_ == ctype::LOCKSTEP_READY)
+                .unwrap();
+            assert_eq!(
+                (ready.status.clone(), ready.reason.clone()),
+                ready_want,
+                "{what}: route"
+            );
+        }
+    }
+
+    #[test]
+    fn a_certificate_of_another_namespace_is_served_from_a_copy_when_granted() {
+        let listeners = "[{name: web, port: 443, protocol: HTTPS, hostname: app.example.com, \
+                         tls: {certificateRefs: [{name: cert, namespace: certs}]}}, \
+                         {name: plain, port: 80, protocol: HTTP, hostname: plain.example.com}]";
+        let world = |grant_it: bool, secret: bool| {
+            let mut w = World::new(gateway(listeners));
+            if grant_it {
+                w.grants
+                    .push(grant("certs", "Gateway", "infra", "", "Secret", None));
+            }
+            if secret {
+                w.secrets.push(tls_secret("certs", "cert"));
+            }
+            w
+        };
+
+        // Granted: published, naming a copy in the Gateway's namespace, with the source's material.
+        let (t, plans) = planned_in(world(true, true), &[("web", WEB)]);
+        assert_eq!(
+            listener_condition(&t, "web", ctype::RESOLVED_REFS),
+            ("True".to_owned(), "ResolvedRefs".to_owned())
+        );
+        let web = plans.iter().find(|p| p.listener == "web").unwrap();
+        let Outcome::Publish(spec) = &web.outcome else {
+            panic!("{:?}", web.outcome)
+        };
+        let source = &t.config.as_ref().unwrap().listeners[0].certificates[0];
+        assert_eq!(
+            (source.namespace.as_str(), source.name.as_str()),
+            ("certs", "cert")
+        );
+        let copy = serve::certificate_copy_name("gw", source);
+        assert!(copy.starts_with("gw-certs.cert-"), "{copy}");
+        assert_eq!(spec.rules[0].tls.as_ref().unwrap().secret_name, copy);
+        assert_eq!(
+            web.copies,
+            [serve::CertificateCopy {
+                source: source.clone(),
+                name: copy.clone()
+            }]
+        );
+        assert_eq!(
+            web.tls,
+            BTreeMap::from([(copy, crate::tls_material_hash(b"cert", b"key"))])
+        );
+        let plain = plans.iter().find(|p| p.listener == "plain").unwrap();
+        assert!(matches!(plain.outcome, Outcome::Publish(_)) && plain.copies.is_empty());
+
+        // Not granted, or granted but missing: the listener is not served (no plan, no copy),
+        // the other listener is.
+        for (grant_it, secret, why) in [
+            (false, true, reason::REF_NOT_PERMITTED),
+            (true, false, reason::INVALID_CERTIFICATE_REF),
+        ] {
+            let (t, plans) = planned_in(world(grant_it, secret), &[("web", WEB)]);
+            assert_eq!(
+                listener_condition(&t, "web", ctype::RESOLVED_REFS),
+                ("False".to_owned(), why.to_owned())
+            );
+            assert_eq!(
+                listener_condition(&t, "web", ctype::PROGRAMMED),
+                ("False".to_owned(), reason::INVALID.to_owned())
+            );
+            let names: Vec<&str> = plans.iter().map(|p| p.listener.as_str()).collect();
+            assert_eq!(names, ["plain"], "{why}");
+            assert!(matches!(plans[0].outcome, Outcome::Publish(_)), "{why}");
+        }
+    }
+}
+
+mod route_promise {
+    //! The route-level promise is the RouterConfig promise carried over: for random histories
+    //! of route edits, Gateway (listener) edits, publishes of the generated RouterConfigs and
+    //! the barrier's judgements of them (in any order, so the operator's cache may hold a
+    //! RouterConfig generated from older objects, or one judged at an older generation),
+    //! `serve::judge` giving a route parent `lockstep.dev/Ready=True` at route generation g
+    //! implies that every listener the route attaches to has a generated RouterConfig that
+    //! records the route at g and that the RouterConfig barrier judged `Ready=True` at its
+    //! current generation. The listeners a route attaches to are worked out here from the
+    //! history (sectionNames against the listeners present), not from the plan.
+    //!
+    //! What it does not show: that `Ready=True` of a RouterConfig means every replica serves
+    //! it (the model's and the barrier's tests), nor the operator's watches and writes.
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use lockstep_crds::{RouterConfig, RouterConfigSpec};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::gateway::serve::{self, Outcome, generated_name, judge, plan, recorded_routes};
+
+    const LISTENERS: usize = 3;
+    const ROUTES: usize = 3;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Route r now names these listeners by sectionName (none: the whole Gateway) and
+        /// this backend.
+        EditRoute(usize, BTreeSet<usize>, bool),
+        /// The Gateway now has these listeners.
+        EditGateway(BTreeSet<usize>),
+        /// The operator applies the plan: changed specs get a new RouterConfig generation,
+        /// every applied one records the generations it was generated from; RouterConfigs of
+        /// listeners gone or without routes are deleted.
+        Publish,
+        /// The barrier judges the i-th stored RouterConfig at its current generation: every
+        /// replica serves it (Ready=True), or not yet.
+        Judge(usize, bool),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let sections = proptest::collection::btree_set(0..LISTENERS, 0..=LISTENERS);
+        // A Gateway has at least one listener (the CRD says so).
+        let listeners = proptest::collection::btree_set(0..LISTENERS, 1..=LISTENERS);
+        prop_oneof![
+            (0..ROUTES, sections, any::<bool>()).prop_map(|(r, l, b)| Step::EditRoute(r, l, b)),
+            listeners.prop_map(Step::EditGateway),
+            Just(Step::Publish),
+            Just(Step::Publish),
+            (0..LISTENERS, any::<bool>()).prop_map(|(i, ready)| Step::Judge(i, ready)),
+            (0..LISTENERS, any::<bool>()).prop_map(|(i, ready)| Step::Judge(i, ready)),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Route {
+        generation: i64,
+        sections: BTreeSet<usize>,
+        second_backend: bool,
+    }
+
+    struct History {
+        gateway_generation: i64,
+        listeners: BTreeSet<usize>,
+        routes: Vec<Route>,
+        /// The generated RouterConfigs as stored (and as the operator's cache reads them).
+        store: BTreeMap<String, RouterConfig>,
+    }
+
+    fn listener_name(l: usize) -> String {
+        format!("l{l}")
+    }
+
+    impl History {
+        fn new() -> Self {
+            History {
+                gateway_generation: 1,
+                listeners: (0..LISTENERS).collect(),
+                routes: (0..ROUTES)
+                    .map(|_| Route {
+                        generation: 1,
+                        sections: BTreeSet::new(),
+                        second_backend: false,
+                    })
+                    .collect(),
+                store: BTreeMap::new(),
+            }
+        }
+
+        fn world(&self) -> World {
+            let listeners: Vec<serde_json::Value> = self
+                .listeners
+                .iter()
+                .map(|l| {
+                    json!({"name": listener_name(*l), "port": 8000 + *l as i32, "protocol": "HTTP",
+                           "hostname": format!("{}.example.com", listener_name(*l))})
+                })
+                .collect();
+            let gateway: Gateway = serde_json::from_value(json!({
+                "metadata": {"name": "gw", "namespace": "infra", "generation": self.gateway_generation},
+                "spec": {"gatewayClassName": "lockstep", "listeners": listeners},
+            }))
+            .unwrap();
+            let mut w = World::new(gateway);
+            for (r, route) in self.routes.iter().enumerate() {
+                let parent_refs: Vec<serde_json::Value> = if route.sections.is_empty() {
+                    vec![json!({"name": "gw"})]
+                } else {
+                    route
+                        .sections
+                        .iter()
+                        .map(|l| json!({"name": "gw", "sectionName": listener_name(*l)}))
+                        .collect()
+                };
+                let backend = if route.second_backend { "web2" } else { "web" };
+                w.http.push(
+                    serde_json::from_value(json!({
+                        "metadata": {"name": format!("r{r}"), "namespace": "infra", "uid": format!("uid-r{r}"),
+                                     "generation": route.generation, "creationTimestamp": format!("2026-01-01T00:00:0{r}Z")},
+                        "spec": {"parentRefs": parent_refs, "rules": [{
+                            // One path per route: routes sharing a listener do not collide.
+                            "matches": [{"path": {"type": "PathPrefix", "value": format!("/r{r}")}}],
+                            "backendRefs": [{"name": backend, "port": 8080}]}]},
+                    }))
+                    .unwrap(),
+                );
+            }
+            w
+        }
+
+        /// The listeners route r attaches to, from the history alone.
+        fn carrying(&self, r: usize) -> BTreeSet<usize> {
+            let sections = &self.routes[r].sections;
+            if sections.is_empty() {
+                self.listeners.clone()
+            } else {
+                sections.intersection(&self.listeners).copied().collect()
+            }
+        }
+
+        fn apply(&mut self, step: &Step) {
+            match step {
+                Step::EditRoute(r, sections, second) => {
+                    let route = &mut self.routes[*r];
+                    route.generation += 1;
+                    route.sections = sections.clone();
+                    route.second_backend = *second;
+                }
+                Step::EditGateway(listeners) => {
+                    self.gateway_generation += 1;
+                    self.listeners = listeners.clone();
+                }
+                Step::Publish => self.publish(),
+                Step::Judge(i, ready) => {
+                    let Some(name) = self.store.keys().nth(*i).cloned() else {
+                        return;
+                    };
+                    let rc = self.store.get_mut(&name).unwrap();
+                    judge_router_config(rc, *ready);
+                }
+            }
+        }
+
+        fn publish(&mut self) {
+            let t = self.world().run();
+            let plans = plan(t.config.as_ref().unwrap(), "edge");
+            let mut keep = BTreeSet::new();
+            for p in &plans {
+                match &p.outcome {
+                    Outcome::Publish(spec) => {
+                        keep.insert(p.name.clone());
+                        let rc = self
+                            .store
+                            .entry(p.name.clone())
+                            .or_insert_with(|| new_router_config(&p.name, spec));
+                        if rc.spec != *spec {
+                            rc.spec = spec.clone();
+                            rc.metadata.generation = Some(rc.generation() + 1);
+                        }
+                        rc.metadata.annotations = Some(BTreeMap::from([
+                            (
+                                serve::GATEWAY_GENERATION_ANNOTATION.to_owned(),
+                                self.gateway_generation.to_string(),
+                            ),
+                            (
+                                serve::ROUTES_ANNOTATION.to_owned(),
+                                serve::routes_annotation(&p.routes),
+                            ),
+                        ]));
+                    }
+                    Outcome::Gaps(gaps) => panic!("these listeners lower without gaps: {gaps:?}"),
+                    Outcome::Empty => {}
+                }
+            }
+            self.store.retain(|name, _| keep.contains(name));
+        }
+
+        /// Checks the promise on what `judge` decides now; returns the routes with a parent
+        /// entry Ready=True.
+        fn check(&self) -> Result<BTreeSet<usize>, String> {
+            let mut t = self.world().run();
+            let plans = plan(t.config.as_ref().unwrap(), "edge");
+            let store = self.store.clone();
+            judge(
+                &mut t,
+                Some(&Ok("edge".to_owned())),
+                &plans,
+                &move |name| store.get(name).cloned(),
+                now(),
+            );
+            let mut ready = BTreeSet::new();
+            for verdict in &t.routes {
+                let r: usize = verdict.route.key.name[1..].parse().unwrap();
+                let g = self.routes[r].generation;
+                for parent in &verdict.parents {
+                    let Some(c) = parent
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == ctype::LOCKSTEP_READY && c.status == "True")
+                    else {
+                        continue;
+                    };
+                    ready.insert(r);
+                    if c.observed_generation != Some(g) {
+                        return Err(format!(
+                            "r{r}: Ready=True at {:?}, route at {g}",
+                            c.observed_generation
+                        ));
+                    }
+                    let carrying = self.carrying(r);
+                    if carrying.is_empty() {
+                        return Err(format!("r{r}: Ready=True attached to no listener"));
+                    }
+                    for l in carrying {
+                        let name = generated_name("gw", &listener_name(l));
+                        let Some(rc) = self.store.get(&name) else {
+                            return Err(format!("r{r}@{g}: Ready=True, listener l{l} has no RouterConfig"));
+                        };
+                        let recorded = recorded_routes(rc).get(&format!("uid-r{r}")).copied();
+                        if recorded != Some(g) {
+                            return Err(format!(
+                                "r{r}@{g}: Ready=True, l{l}'s RouterConfig records {recorded:?}"
+                            ));
+                        }
+                        if ready_at(rc) != Some(rc.generation()) {
+                            return Err(format!(
+                                "r{r}@{g}: Ready=True, l{l}'s RouterConfig is not Ready at its generation {}",
+                                rc.generation()
+                            ));
+                        }
+                    }
+                }
+            }
+            Ok(ready)
+        }
+    }
+
+    /// The generation at which the RouterConfig's status says Ready=True.
+    fn ready_at(rc: &RouterConfig) -> Option<i64> {
+        let status = rc.status.as_ref()?;
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+        (ready.status == "True")
+            .then_some(ready.observed_generation)
+            .flatten()
+    }
+
+    fn new_router_config(name: &str, spec: &RouterConfigSpec) -> RouterConfig {
+        serde_json::from_value(json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+            "metadata": {"name": name, "namespace": "infra", "generation": 1},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    /// The barrier's verdict on `rc` at its current generation: Ready=True with every one of 3
+    /// replicas reporting it, or Ready=False with one replica behind.
+    fn judge_router_config(rc: &mut RouterConfig, ready: bool) {
+        let generation = rc.generation();
+        let digest = crate::config_digest(&rc.spec, &BTreeMap::new());
+        let condition = |type_: &str, status: bool, reason: &str| {
+            json!({"type": type_, "status": if status {"True"} else {"False"}, "reason": reason,
+                   "message": "", "observedGeneration": generation,
+                   "lastTransitionTime": "2026-06-01T00:00:00Z"})
+        };
+        let behind = if ready { generation } else { generation - 1 };
+        rc.status = Some(
+            serde_json::from_value(json!({
+                "conditions": [
+                    condition("Accepted", true, "Accepted"),
+                    if ready { condition("Ready", true, "AllReplicasSynced") }
+                    else { condition("Ready", false, "RolloutInProgress") },
+                ],
+                "replicas": 3, "syncedReplicas": if ready { 3 } else { 2 },
+                "replicaStatus": [
+                    {"name": "edge/p0", "observedGeneration": generation, "configDigest": digest},
+                    {"name": "edge/p1", "observedGeneration": generation, "configDigest": digest},
+                    {"name": "edge/p2", "observedGeneration": behind, "configDigest": digest},
+                ],
+            }))
+            .unwrap(),
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn route_ready_implies_every_carrying_listener_is_ready_at_the_route_generation(
+            steps in proptest::collection::vec(step(), 1..40)
+        ) {
+            let mut h = History::new();
+            for s in &steps {
+                h.apply(s);
+                if let Err(e) = h.check() {
+                    return Err(TestCaseError::fail(format!("after {s:?}: {e}")));
+                }
+            }
+            // Not vacuous: once the operator publishes and the barrier judges everything
+            // Ready, every route attached to some listener is Ready=True.
+            h.apply(&Step::Publish);
+            for i in 0..LISTENERS {
+                h.apply(&Step::Judge(i, true));
+            }
+            let ready = h.check().map_err(TestCaseError::fail)?;
+            let attached: BTreeSet<usize> = (0..ROUTES).filter(|r| !h.carrying(*r).is_empty()).collect();
+            prop_assert_eq!(ready, attached);
+        }
     }
 }
