@@ -462,12 +462,13 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// Applies the checked-in CRDs (RouterConfig, RouterReplica, from the chart's `crds/`, their
-/// one copy; server-side) and waits until they are Established.
+/// Applies the checked-in CRDs (RouterConfig, RouterReplica, GatewayParameters, from the
+/// chart's `crds/`, their one copy; server-side) and waits until they are Established.
 pub async fn install_crds(client: &Client) -> Result<()> {
     for file in [
         "deploy/helm/lockstep/crds/routerconfig.yaml",
         "deploy/helm/lockstep/crds/routerreplica.yaml",
+        "deploy/helm/lockstep/crds/gatewayparameters.yaml",
     ] {
         let text = std::fs::read_to_string(repo_root().join(file))?;
         let crd: CustomResourceDefinition =

@@ -114,6 +114,7 @@ fn kustomize_builds_the_expected_objects() {
         ("Namespace", "lockstep-system"),
         ("CustomResourceDefinition", "routerconfigs.lockstep.dev"),
         ("CustomResourceDefinition", "routerreplicas.lockstep.dev"),
+        ("CustomResourceDefinition", "gatewayparameters.lockstep.dev"),
         (
             "CustomResourceDefinition",
             "gatewayclasses.gateway.networking.k8s.io",
