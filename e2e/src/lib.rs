@@ -349,11 +349,21 @@ impl ControlPlane {
                  subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {namespace}}}]\n"
             ));
         }
-        docs.push(format!(
+        self.kubectl_apply(&docs.join("---\n"))?;
+        self.pod_bound_kubeconfig(namespace, sa, replica)
+    }
+
+    /// A kubeconfig for ServiceAccount `sa` of `namespace` whose token is bound to a Pod object
+    /// named `replica` running as it (created here; nothing runs it), as the kubelet binds a
+    /// real Pod's token: what the admission policy `lockstep-proxy-own-objects` reads. The
+    /// cluster-scoped objects of `deploy/generated/rbac-proxy.yaml` (the policy included) are
+    /// applied; the ServiceAccount's rights are whatever its bindings say.
+    pub fn pod_bound_kubeconfig(&self, namespace: &str, sa: &str, replica: &str) -> Result<PathBuf> {
+        self.apply_cluster_rbac("proxy")?;
+        self.kubectl_apply(&format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {replica}, namespace: {namespace}}}\n\
              spec: {{serviceAccountName: {sa}, containers: [{{name: proxy, image: lockstep-proxy:e2e}}]}}\n"
-        ));
-        self.kubectl_apply(&docs.join("---\n"))?;
+        ))?;
         let uid = self.kubectl_ok(&[
             "get",
             "pod",
