@@ -506,6 +506,13 @@ pub fn programmed(
 mod tests {
     use super::*;
 
+    /// (namespace, gateway, what the name must look like)
+    type NameRow<'a> = (&'a str, &'a str, &'a dyn Fn(&str) -> bool);
+    /// (the class's parametersRef, replicas and Service type or the message)
+    type ParametersRow = (&'static str, Result<(i32, GatewayServiceType), &'static str>);
+    /// (listeners, (name, port, target port) of each Service port)
+    type PortsRow = (&'static str, &'static [(&'static str, i32, i32)]);
+
     fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
         serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
     }
@@ -524,7 +531,7 @@ mod tests {
     fn fleet_names_are_deterministic_labels_apart_per_namespace() {
         let long = "a".repeat(253);
         // (namespace, gateway, what the name must look like)
-        let rows: [(&str, &str, &dyn Fn(&str) -> bool); 5] = [
+        let rows: [NameRow; 5] = [
             ("infra", "gw", &|n: &str| n.starts_with("gw-") && n.len() == 11),
             ("infra", "edge.example", &|n: &str| n.starts_with("edge-example-")),
             // A Service name must start with a letter.
@@ -563,7 +570,7 @@ mod tests {
             "apiVersion: lockstep.dev/v1alpha1\nkind: GatewayParameters\nmetadata: {name: big}\nspec: {replicas: 5, serviceType: ClusterIP}",
         );
         let params = [stored];
-        let rows: [(&str, Result<(i32, GatewayServiceType), &str>); 5] = [
+        let rows: [ParametersRow; 5] = [
             ("", Ok((2, GatewayServiceType::LoadBalancer))),
             (
                 ", parametersRef: {group: lockstep.dev, kind: GatewayParameters, name: big}",
@@ -593,7 +600,7 @@ mod tests {
     #[test]
     fn service_ports_follow_listener_ports_to_the_protocol_port() {
         // (listeners, (name, port, target port) of each Service port)
-        let rows: [(&str, &[(&str, i32, i32)]); 5] = [
+        let rows: [PortsRow; 5] = [
             ("[{name: a, port: 80, protocol: HTTP}]", &[("http-80", 80, 8080)]),
             (
                 "[{name: a, port: 80, protocol: HTTP}, {name: b, port: 443, protocol: HTTPS}]",
