@@ -1,5 +1,6 @@
 //! The checked-in CRDs must be what the types generate. They exist once, in the Helm chart's
-//! `crds/` (`deploy/helm/lockstep/crds/routerconfig.yaml`, `routerreplica.yaml`), which Helm
+//! `crds/` (`deploy/helm/lockstep/crds/routerconfig.yaml`, `routerreplica.yaml`,
+//! `gatewayparameters.yaml`), which Helm
 //! installs as they are and `deploy/kustomization.yaml` lists; regenerate them with
 //! `cargo run -p lockstep-crds --features crdgen --bin crdgen NAME > deploy/helm/lockstep/crds/NAME.yaml`.
 
@@ -37,6 +38,7 @@ fn assert_current(file: &str, generated: &str) {
 fn checked_in_crds_are_current() {
     assert_current("routerconfig.yaml", &lockstep_crds::crd_yaml());
     assert_current("routerreplica.yaml", &lockstep_crds::replica_crd_yaml());
+    assert_current("gatewayparameters.yaml", &lockstep_crds::parameters_crd_yaml());
 }
 
 #[test]
@@ -59,6 +61,16 @@ fn crd_yaml_has_the_contract_names() {
         "x-kubernetes-list-type: map",
         "- namespace",
         "status: {}",
+    ] {
+        assert!(crd.contains(needle), "missing {needle:?}");
+    }
+    let crd = lockstep_crds::parameters_crd_yaml();
+    for needle in [
+        "name: gatewayparameters.lockstep.dev",
+        "scope: Cluster",
+        "- gwparams",
+        "- ClusterIP",
+        "maximum: 100",
     ] {
         assert!(crd.contains(needle), "missing {needle:?}");
     }

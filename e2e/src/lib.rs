@@ -349,11 +349,21 @@ impl ControlPlane {
                  subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {namespace}}}]\n"
             ));
         }
-        docs.push(format!(
+        self.kubectl_apply(&docs.join("---\n"))?;
+        self.pod_bound_kubeconfig(namespace, sa, replica)
+    }
+
+    /// A kubeconfig for ServiceAccount `sa` of `namespace` whose token is bound to a Pod object
+    /// named `replica` running as it (created here; nothing runs it), as the kubelet binds a
+    /// real Pod's token: what the admission policy `lockstep-proxy-own-objects` reads. The
+    /// cluster-scoped objects of `deploy/generated/rbac-proxy.yaml` (the policy included) are
+    /// applied; the ServiceAccount's rights are whatever its bindings say.
+    pub fn pod_bound_kubeconfig(&self, namespace: &str, sa: &str, replica: &str) -> Result<PathBuf> {
+        self.apply_cluster_rbac("proxy")?;
+        self.kubectl_apply(&format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {replica}, namespace: {namespace}}}\n\
              spec: {{serviceAccountName: {sa}, containers: [{{name: proxy, image: lockstep-proxy:e2e}}]}}\n"
-        ));
-        self.kubectl_apply(&docs.join("---\n"))?;
+        ))?;
         let uid = self.kubectl_ok(&[
             "get",
             "pod",
@@ -462,12 +472,13 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// Applies the checked-in CRDs (RouterConfig, RouterReplica, from the chart's `crds/`, their
-/// one copy; server-side) and waits until they are Established.
+/// Applies the checked-in CRDs (RouterConfig, RouterReplica, GatewayParameters, from the
+/// chart's `crds/`, their one copy; server-side) and waits until they are Established.
 pub async fn install_crds(client: &Client) -> Result<()> {
     for file in [
         "deploy/helm/lockstep/crds/routerconfig.yaml",
         "deploy/helm/lockstep/crds/routerreplica.yaml",
+        "deploy/helm/lockstep/crds/gatewayparameters.yaml",
     ] {
         let text = std::fs::read_to_string(repo_root().join(file))?;
         let crd: CustomResourceDefinition =

@@ -3,7 +3,9 @@
 //! HTTPRoute's parent entry (another controller's entry kept), ReferenceGrants taking effect,
 //! observedGeneration following edits, and another controller's Gateway left alone; and a
 //! Gateway naming an existing fleet of real proxies, served through generated RouterConfigs
-//! behind the barrier. The operator runs with the RBAC of `deploy/generated/rbac-operator.yaml`.
+//! behind the barrier; and a Gateway naming no fleet, for which the operator provisions one
+//! (Deployment, Service, ServiceAccount, RBAC) with its class's GatewayParameters. The operator
+//! runs with the RBAC of `deploy/generated/rbac-operator.yaml`.
 
 use std::{
     net::SocketAddr,
@@ -216,7 +218,8 @@ async fn gateway_api_status_is_written_from_the_translation() {
     .unwrap();
     assert!(class.status.unwrap().supported_features.is_empty());
 
-    // The Gateway: Accepted; Programmed False Pending (no fleet yet); listeners.
+    // The Gateway: Accepted; Programmed False Invalid (its fleet, provisioned, cannot serve a
+    // wildcard listener or an unresolved backend yet); listeners.
     let gw = eventually("Gateway status with attached routes", WAIT, || async {
         let g = gateways.get("gw").await.ok()?;
         let s = g.status.clone()?;
@@ -236,7 +239,7 @@ async fn gateway_api_status_is_written_from_the_translation() {
     );
     assert_eq!(
         cond(&s.conditions, "Programmed").unwrap(),
-        ("False".into(), "Pending".into(), Some(1))
+        ("False".into(), "Invalid".into(), Some(1))
     );
     for l in &s.listeners {
         let at1 = |status: &str, reason: &str| Some((status.to_owned(), reason.to_owned(), Some(1)));
@@ -248,7 +251,7 @@ async fn gateway_api_status_is_written_from_the_translation() {
         );
         assert_eq!(
             cond(&l.conditions, "Programmed"),
-            at1("False", "Pending"),
+            at1("False", "Invalid"),
             "{}",
             l.name
         );
@@ -864,6 +867,473 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     .unwrap();
 }
 
+/// The proxy image of the chart's own Deployment (`deploy/generated/proxy.yaml`): what the
+/// operator's `--gateway-proxy-image` defaults to.
+fn chart_proxy_image() -> String {
+    let text =
+        std::fs::read_to_string(lockstep_e2e::repo_root().join("deploy/generated/proxy.yaml")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("image: "))
+        .expect("an image line");
+    line.trim_start()
+        .trim_start_matches("image: ")
+        .trim_matches('"')
+        .to_owned()
+}
+
+async fn json_of<K>(api: &Api<K>, name: &str) -> Option<Value>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    api.get_opt(name)
+        .await
+        .unwrap()
+        .map(|o| serde_json::to_value(o).unwrap())
+}
+
+/// `kubectl auth can-i VERB RESOURCE -n NS --as SA`: the apiserver's own RBAC answer.
+fn can_i(cp: &ControlPlane, ns: &str, sa: &str, verb: &str, resource: &str) -> bool {
+    let user = format!("system:serviceaccount:{ns}:{sa}");
+    let out = cp
+        .kubectl()
+        .args(["auth", "can-i", verb, resource, "-n", ns, "--as", &user])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+/// A Gateway naming no fleet gets one of its own, provisioned by the operator with the
+/// deployed RBAC (so the `bind` on lockstep-proxy-member and the Role of rights the operator
+/// holds are what the apiserver accepts): a GatewayClass naming missing GatewayParameters is
+/// `InvalidParameters` and nothing is provisioned; with them, a Deployment, Service,
+/// ServiceAccount, Role and two RoleBindings, owned by the Gateway; the Service's cluster IP
+/// as the Gateway's address (no load-balancer controller runs); `Programmed=False` saying no
+/// replica is ready (no kubelet runs); parameter edits reach the Deployment and the Service;
+/// listener edits reach the Service and the Role, not the pod template; deleting the Gateway
+/// (no garbage collector runs) deletes everything.
+#[tokio::test]
+async fn a_gateway_naming_no_fleet_gets_one_provisioned() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use lockstep_core::gateway::provision::{fleet_name, service_account_name};
+    use lockstep_crds::GatewayParameters;
+
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    install_gateway_api_crds(&client).await.unwrap();
+    operator();
+    let ns = cp.namespace(&client, "gw-provision").await.unwrap();
+    let suffix = format!("{:08x}", rand::random::<u32>());
+    let (class, params_name) = (format!("lockstep-provision-{suffix}"), format!("small-{suffix}"));
+    let classes = Api::<GatewayClass>::all(client.clone());
+    let parameters = Api::<GatewayParameters>::all(client.clone());
+    let gateways = Api::<Gateway>::namespaced(client.clone(), &ns);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
+    let roles = Api::<Role>::namespaced(client.clone(), &ns);
+    let bindings = Api::<RoleBinding>::namespaced(client.clone(), &ns);
+    let rcs = Api::<RouterConfig>::namespaced(client.clone(), &ns);
+    let name = fleet_name(&ns, "gw");
+    let sa = service_account_name(&name);
+    let member = format!("{name}-member");
+
+    let class_accepted = |want: (&'static str, &'static str)| {
+        let (classes, class) = (classes.clone(), class.clone());
+        async move {
+            eventually(&format!("GatewayClass Accepted {want:?}"), WAIT, || async {
+                let c = classes.get(&class).await.ok()?;
+                let accepted = c.status?.conditions.into_iter().find(|c| c.type_ == "Accepted")?;
+                let at = c.metadata.generation;
+                ((accepted.status.as_str(), accepted.reason.as_str()) == want
+                    && accepted.observed_generation == at)
+                    .then_some(accepted.message)
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    // The class names GatewayParameters that do not exist (yet).
+    create(
+        &classes,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": class},
+               "spec": {"controllerName": CONTROLLER_NAME, "parametersRef":
+                   {"group": "lockstep.dev", "kind": "GatewayParameters", "name": params_name}}}),
+    )
+    .await;
+    let message = class_accepted(("False", "InvalidParameters")).await;
+    assert_eq!(
+        message,
+        format!("parametersRef lockstep.dev/GatewayParameters {params_name}: not found")
+    );
+    create(
+        &Api::<Secret>::namespaced(client.clone(), &ns),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+               "metadata": {"name": "app-tls", "namespace": ns},
+               "stringData": {"tls.crt": "not checked here", "tls.key": "not checked here"}}),
+    )
+    .await;
+    let listener = |name: &str, protocol: &str, port: i32| {
+        let mut l = json!({"name": name, "protocol": protocol, "port": port, "hostname": format!("{name}.example.com")});
+        if protocol == "HTTPS" {
+            l["tls"] = json!({"certificateRefs": [{"name": "app-tls"}]});
+        }
+        l
+    };
+    let gw = create(
+        &gateways,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw", "namespace": ns},
+               "spec": {"gatewayClassName": class, "listeners": [
+                   listener("web", "HTTP", 80), listener("secure", "HTTPS", 443)]}}),
+    )
+    .await;
+    let gw_uid = gw.metadata.uid.clone().unwrap();
+    // Not accepted (its class is not): nothing provisioned.
+    eventually("Gateway not accepted", WAIT, || async {
+        let g = gateways.get("gw").await.ok()?;
+        let (status, reason, _) = cond(&g.status?.conditions, "Accepted")?;
+        (status == "False" && reason == "InvalidParameters").then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(json_of(&deployments, &name).await.is_none());
+    assert!(json_of(&services, &name).await.is_none());
+
+    // The parameters appear: 3 replicas, the default Service type (LoadBalancer).
+    create(
+        &parameters,
+        json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "GatewayParameters",
+               "metadata": {"name": params_name}, "spec": {"replicas": 3}}),
+    )
+    .await;
+    class_accepted(("True", "Accepted")).await;
+    create(
+        &Api::<Service>::namespaced(client.clone(), &ns),
+        service("backend", &ns),
+    )
+    .await;
+    create(
+        &Api::<HTTPRoute>::namespaced(client.clone(), &ns),
+        route(
+            "web",
+            &ns,
+            "gw",
+            &["web.example.com"],
+            json!({"name": "backend", "port": 80}),
+        ),
+    )
+    .await;
+
+    let owned = |o: &Value| {
+        let refs = &o["metadata"]["ownerReferences"];
+        assert_eq!(
+            refs,
+            &json!([{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "name": "gw",
+                     "uid": gw_uid, "controller": true}]),
+            "{}",
+            o["metadata"]["name"]
+        );
+    };
+    let deployment = eventually("the provisioned Deployment", WAIT, || async {
+        json_of(&deployments, &name)
+            .await
+            .filter(|d| d["spec"]["replicas"] == json!(3))
+    })
+    .await
+    .unwrap();
+    owned(&deployment);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], json!(sa));
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], json!(chart_proxy_image()));
+    let args = container["args"].as_array().unwrap();
+    for arg in [
+        format!("--fleet={name}"),
+        "--namespace=$(POD_NAMESPACE)".into(),
+        "--listen=0.0.0.0:8080".into(),
+        "--tls-listen=0.0.0.0:8443".into(),
+    ] {
+        assert!(args.contains(&json!(arg)), "{arg} in {args:?}");
+    }
+    let svc = eventually("the provisioned Service", WAIT, || async {
+        json_of(&services, &name).await
+    })
+    .await
+    .unwrap();
+    owned(&svc);
+    assert_eq!(svc["spec"]["type"], json!("LoadBalancer"));
+    let ports = |svc: &Value| -> Vec<(String, i64, i64)> {
+        svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["port"].as_i64().unwrap(),
+                    p["targetPort"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        ports(&svc),
+        [
+            ("http-80".to_owned(), 80, 8080),
+            ("https-443".to_owned(), 443, 8443)
+        ]
+    );
+    assert_eq!(
+        svc["spec"]["selector"],
+        deployment["spec"]["template"]["metadata"]["labels"]
+    );
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    owned(&json_of(&accounts, &sa).await.expect("the ServiceAccount"));
+    let role = json_of(&roles, &name).await.expect("the Role");
+    owned(&role);
+    let secret_rule = |role: &Value| {
+        role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resources"] == json!(["secrets"]))
+            .cloned()
+    };
+    assert_eq!(
+        secret_rule(&role).expect("a Secret rule")["resourceNames"],
+        json!(["app-tls"])
+    );
+    let binding = json_of(&bindings, &name).await.expect("the RoleBinding");
+    owned(&binding);
+    assert_eq!(binding["roleRef"]["name"], json!(name));
+    assert_eq!(binding["subjects"][0]["name"], json!(sa));
+    let member_binding = json_of(&bindings, &member).await.expect("the member RoleBinding");
+    owned(&member_binding);
+    assert_eq!(
+        member_binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "lockstep-proxy-member"})
+    );
+    // What the ServiceAccount may do, as the apiserver decides it. The member ClusterRole and
+    // the admission policy are the chart's (`deploy/generated/rbac-proxy.yaml`), applied here
+    // with a token of the ServiceAccount bound to a Pod object, as a kubelet binds one.
+    let as_proxy = cp.pod_bound_kubeconfig(&ns, &sa, "p0").unwrap();
+    for (verb, resource, allowed) in [
+        ("get", "secrets/app-tls", true),
+        ("get", "secrets/another", false),
+        ("list", "secrets", false),
+        ("watch", "routerconfigs.lockstep.dev", true),
+        ("create", "routerconfigs.lockstep.dev", false),
+        ("list", "endpointslices.discovery.k8s.io", true),
+        ("create", "leases.coordination.k8s.io", true),
+        ("create", "routerreplicas.lockstep.dev", true),
+        ("create", "deployments.apps", false),
+    ] {
+        let got = eventually(&format!("can-i {verb} {resource}"), WAIT, || async {
+            (can_i(cp, &ns, &sa, verb, resource) == allowed).then_some(())
+        })
+        .await;
+        assert!(got.is_ok(), "{sa} {verb} {resource}: want {allowed}");
+    }
+
+    // The admission policy knows the provisioned ServiceAccount as a proxy: its own Lease,
+    // yes; another Lease of the namespace (another application's leader election, say), no.
+    let apply_as_proxy = |yaml: String| {
+        let mut child = std::process::Command::new("kubectl")
+            .env("KUBECONFIG", &as_proxy)
+            .args(["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), yaml.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let lease = |name: &str| {
+        format!(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec: {{holderIdentity: p0, leaseDurationSeconds: 10}}\n"
+        )
+    };
+    let out = apply_as_proxy(lease("lockstep-proxy-p0"));
+    assert!(
+        out.status.success(),
+        "its own Lease: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = eventually("the policy refuses another Lease", WAIT, || async {
+        let out = apply_as_proxy(lease("leader-of-another-app"));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (!out.status.success()).then_some(stderr)
+    })
+    .await
+    .unwrap();
+    assert!(
+        refused.contains("a lockstep proxy may write only its own Lease and RouterReplica"),
+        "{refused}"
+    );
+
+    // The Gateway: the cluster IP as its address; Programmed False while no pod is ready.
+    let status = eventually("Gateway address and Programmed", WAIT, || async {
+        let g = gateways.get("gw").await.ok()?;
+        let s = g.status?;
+        let programmed = s.conditions.iter().find(|c| c.type_ == "Programmed")?.clone();
+        (!s.addresses.is_empty() && programmed.message.contains("0/3 replicas ready"))
+            .then_some((s.addresses, programmed))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0.len(), 1);
+    assert_eq!(status.0[0].address_type.as_deref(), Some("IPAddress"));
+    assert_eq!(status.0[0].value, cluster_ip);
+    assert_eq!(
+        (status.1.status.as_str(), status.1.reason.as_str()),
+        ("False", "Pending"),
+        "{}",
+        status.1.message
+    );
+    // The generated RouterConfig names the provisioned fleet.
+    let generated = eventually("the generated RouterConfig", WAIT, || async {
+        rcs.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()
+    })
+    .await
+    .unwrap();
+    assert_eq!(generated.spec.fleet, name);
+
+    // Parameters edited: 1 replica, ClusterIP.
+    parameters
+        .patch(
+            &params_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1, "serviceType": "ClusterIP"}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "replicas and Service type follow the parameters",
+        WAIT,
+        || async {
+            let d = json_of(&deployments, &name).await?;
+            let s = json_of(&services, &name).await?;
+            (d["spec"]["replicas"] == json!(1) && s["spec"]["type"] == json!("ClusterIP")).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let generation = |d: &Value| d["metadata"]["generation"].as_i64().unwrap();
+    let before = generation(&json_of(&deployments, &name).await.unwrap());
+
+    // Listener edits: a port added, the HTTPS listener removed. The Service's ports and the
+    // Role's Secrets follow; the Deployment's spec (pod template) does not change.
+    gateways
+        .patch(
+            "gw",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"listeners": [listener("web", "HTTP", 80), listener("alt", "HTTP", 8080)]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the Service follows the listeners", WAIT, || async {
+        let s = json_of(&services, &name).await?;
+        (ports(&s)
+            == [
+                ("http-80".to_owned(), 80, 8080),
+                ("http-8080".to_owned(), 8080, 8080),
+            ])
+        .then_some(())
+    })
+    .await
+    .unwrap();
+    eventually("the Role no longer grants the Secret", WAIT, || async {
+        secret_rule(&json_of(&roles, &name).await?)
+            .is_none()
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        generation(&json_of(&deployments, &name).await.unwrap()),
+        before,
+        "a listener edit does not change the Deployment"
+    );
+
+    // A class naming another kind.
+    classes
+        .patch(
+            &class,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"parametersRef": {"group": "", "kind": "ConfigMap", "name": "proxy", "namespace": ns}}})),
+        )
+        .await
+        .unwrap();
+    let message = class_accepted(("False", "InvalidParameters")).await;
+    assert_eq!(
+        message,
+        "parametersRef /ConfigMap proxy: lockstep reads only lockstep.dev/GatewayParameters"
+    );
+    // What runs keeps running while the class is not accepted.
+    assert!(json_of(&deployments, &name).await.is_some());
+
+    // A Gateway naming a fleet gets nothing provisioned.
+    classes
+        .patch(
+            &class,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"parametersRef": null}})),
+        )
+        .await
+        .unwrap();
+    class_accepted(("True", "Accepted")).await;
+    create(
+        &gateways,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "named", "namespace": ns, "annotations": {"lockstep.dev/fleet": "elsewhere"}},
+               "spec": {"gatewayClassName": class, "listeners": [listener("web", "HTTP", 80)]}}),
+    )
+    .await;
+    eventually("the annotated Gateway accepted", WAIT, || async {
+        let g = gateways.get("named").await.ok()?;
+        (cond(&g.status?.conditions, "Accepted")?.0 == "True").then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(json_of(&deployments, &fleet_name(&ns, "named")).await.is_none());
+    // The default parameters: 2 replicas, LoadBalancer.
+    eventually("the defaults", WAIT, || async {
+        let d = json_of(&deployments, &name).await?;
+        let s = json_of(&services, &name).await?;
+        (d["spec"]["replicas"] == json!(2) && s["spec"]["type"] == json!("LoadBalancer")).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Deleting the Gateway (no controller-manager, so no garbage collector) deletes it all.
+    gateways.delete("gw", &Default::default()).await.unwrap();
+    eventually("everything provisioned is deleted", WAIT, || async {
+        let gone = json_of(&deployments, &name).await.is_none()
+            && json_of(&services, &name).await.is_none()
+            && json_of(&accounts, &sa).await.is_none()
+            && json_of(&roles, &name).await.is_none()
+            && json_of(&bindings, &name).await.is_none()
+            && json_of(&bindings, &member).await.is_none()
+            && rcs.list(&ListParams::default()).await.ok()?.items.is_empty();
+        gone.then_some(())
+    })
+    .await
+    .unwrap();
+}
 /// A self-signed certificate made with rcgen, its key, and its DER (what a TLS client is
 /// presented: comparing it is comparing fingerprints).
 #[derive(Clone)]
@@ -1333,3 +1803,4 @@ async fn an_https_gateway_is_programmed_only_once_every_replica_presents_its_cer
     .await
     .unwrap();
 }
+

@@ -3,8 +3,9 @@
 //! `kubectl apply -k deploy/` for real, then a backend behind a Service whose EndpointSlices
 //! the real controller writes, requests through the proxies' Service, `kubectl wait` as the
 //! barrier, `kubectl rollout restart` of the proxies under load with no failed request, a
-//! Pod deletion removing its RouterReplica (ownerReference garbage collection), and the Helm
-//! chart installed the same way.
+//! Pod deletion removing its RouterReplica (ownerReference garbage collection), a Gateway
+//! served by the fleet the operator provisions for it, and the Helm chart installed the same
+//! way.
 //!
 //! Needs root and a machine that can run containers, so `cargo test` lists it as ignored;
 //! `e2e/test` runs it (`cargo test -p lockstep-e2e --test node -- --ignored`) when
@@ -246,6 +247,7 @@ async fn install_on_a_node_kustomize_then_helm() {
     eprintln!("[node] kustomize install Ready in {:?}", started.elapsed());
 
     serve_web(&node, SYSTEM).await;
+    a_gateway_gets_a_fleet_that_serves(&node).await;
     rollout_restart_under_load(&node).await;
     tokio::task::block_in_place(|| pod_deletion_removes_its_router_replica(&node));
 
@@ -286,6 +288,100 @@ async fn install_on_a_node_kustomize_then_helm() {
             "helm uninstall: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    });
+}
+
+/// A GatewayClass of lockstep's controller, a Gateway naming no fleet and an HTTPRoute to
+/// the web backend: the operator provisions the Gateway's fleet (2 proxy Pods by default),
+/// the Gateway gets its Service's cluster IP as address and `Programmed=True` (the real
+/// `kubectl wait`), and a request to that address on the listener's port reaches the backend.
+/// Deleting the Gateway takes its Deployment and Service with it.
+async fn a_gateway_gets_a_fleet_that_serves(node: &Node) {
+    let started = Instant::now();
+    apply_stdin(
+        node,
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: lockstep}
+spec: {controllerName: lockstep.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  gatewayClassName: lockstep
+  listeners: [{name: web, protocol: HTTP, port: 80, hostname: web.example}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [web.example]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+"#,
+    );
+    let fleet = lockstep_core::gateway::provision::fleet_name("default", "edge");
+    let selector = format!("lockstep.dev/fleet={fleet}");
+    wait_until("2 provisioned proxies Ready", Duration::from_secs(180), || {
+        (ready_pods(node, "default", &selector).len() == 2).then_some(())
+    });
+    node.kubectl_ok(&[
+        "wait",
+        "--for=condition=Programmed",
+        "gateway/edge",
+        "-n",
+        "default",
+        "--timeout=120s",
+    ])
+    .expect("kubectl wait --for=condition=Programmed gateway/edge");
+    let gateway = json(node, &["get", "gateway", "edge", "-n", "default"]);
+    let address = gateway["status"]["addresses"][0]["value"]
+        .as_str()
+        .expect("an address")
+        .to_owned();
+    let service = json(node, &["get", "service", &fleet, "-n", "default"]);
+    assert_eq!(service["spec"]["clusterIP"], address.as_str());
+    eprintln!(
+        "[node] Gateway edge Programmed at {address} in {:?}",
+        started.elapsed()
+    );
+    let url = format!("http://{address}/");
+    let client = client();
+    // kube-proxy programs a new Service's rules some time after its endpoints turn ready.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(error) = request(&client, &url).await {
+        assert!(
+            Instant::now() < deadline,
+            "no answer through the Gateway at {url} within 60 s: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for i in 0..10 {
+        request(&client, &url)
+            .await
+            .unwrap_or_else(|e| panic!("request {i} through the Gateway at {url}: {e}"));
+    }
+    node.kubectl_ok(&["delete", "gateway", "edge", "-n", "default", "--wait=true"])
+        .unwrap();
+    node.kubectl_ok(&["delete", "httproute", "web", "-n", "default"])
+        .unwrap();
+    wait_until("the provisioned fleet deleted", Duration::from_secs(120), || {
+        let gone = node
+            .kubectl_ok(&[
+                "get",
+                "deployment,service",
+                "-n",
+                "default",
+                "-l",
+                &selector,
+                "-o",
+                "name",
+            ])
+            .ok()?;
+        let pods = ready_pods(node, "default", &selector);
+        (gone.trim().is_empty() && pods.is_empty()).then_some(())
     });
 }
 

@@ -37,7 +37,9 @@ use std::{sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -53,14 +55,16 @@ use lockstep_core::gateway::{
     GatewayInputs,
     attachment::refers_to_gateway,
     lower::Gap,
+    provision::{self, DeploymentReplicas, FleetPlan},
     serve::{self, ListenerPlan, Outcome},
+    status::condition as condition_type,
     translate,
 };
-use lockstep_crds::RouterConfig;
 use lockstep_crds::gateway::{
-    CONTROLLER_NAME, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ListenerStatus, ReferenceGrant,
-    RouteParentStatus,
+    CONTROLLER_NAME, GRPCRoute, Gateway, GatewayClass, GatewayStatusAddress, HTTPRoute, ListenerStatus,
+    ReferenceGrant, RouteParentStatus,
 };
+use lockstep_crds::{GatewayParameters, RouterConfig};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -72,6 +76,13 @@ const FIELD_MANAGER: &str = "lockstep-operator";
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retry delay after a failed reconcile (a write conflict, an API error).
 const RETRY: Duration = Duration::from_millis(200);
+
+/// How the Gateway controller provisions fleets.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The image of the proxies provisioned for Gateways (`--gateway-proxy-image`).
+    pub proxy_image: String,
+}
 
 /// What every reconcile shares.
 struct Context {
@@ -85,6 +96,18 @@ struct Context {
     namespaces: Store<Namespace>,
     /// Generated RouterConfigs (label `lockstep.dev/generated-from=Gateway`).
     router_configs: Store<RouterConfig>,
+    /// GatewayParameters, for the Gateways' reconciles.
+    parameters: Store<GatewayParameters>,
+    /// GatewayParameters again, for the classes' reconciles (each controller decides from the
+    /// store of the watch that triggered it, so it never sees an older object than the event).
+    class_parameters: Store<GatewayParameters>,
+    /// Provisioned objects (label `lockstep.dev/generated-from=Gateway`); the Services are in
+    /// `services`.
+    deployments: Store<Deployment>,
+    service_accounts: Store<ServiceAccount>,
+    roles: Store<Role>,
+    role_bindings: Store<RoleBinding>,
+    options: Options,
     leader: Arc<Leadership>,
     metrics: Arc<Metrics>,
 }
@@ -102,6 +125,11 @@ impl Context {
             self.services.wait_until_ready().await?;
             self.secrets.wait_until_ready().await?;
             self.router_configs.wait_until_ready().await?;
+            self.parameters.wait_until_ready().await?;
+            self.deployments.wait_until_ready().await?;
+            self.service_accounts.wait_until_ready().await?;
+            self.roles.wait_until_ready().await?;
+            self.role_bindings.wait_until_ready().await?;
             self.namespaces.wait_until_ready().await
         };
         match tokio::time::timeout(CACHE_SYNC_TIMEOUT, all).await {
@@ -124,6 +152,7 @@ pub async fn installed(client: &Client) -> std::result::Result<(), kube::Error> 
 /// line) when the Gateway API CRDs are not installed, so a cluster without them keeps working.
 pub async fn run(
     client: Client,
+    options: Options,
     leader: Arc<Leadership>,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -191,6 +220,46 @@ pub async fn run(
     // The class controller has a watch of its own: a controller's trigger stream is its own.
     let (class_store2, class_stream2) =
         stream(Api::<GatewayClass>::all(client.clone()), all(), "gatewayclasses");
+    // GatewayParameters is lockstep's own CRD, and `helm upgrade` installs no new CRD: without
+    // it every parametersRef to one is "not found" and the rest works.
+    let parameters_api = Api::<GatewayParameters>::all(client.clone());
+    let parameters_served = parameters_api
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "GatewayParameters not available: a parametersRef to one is InvalidParameters");
+        })
+        .is_ok();
+    let parameters_watch = || {
+        if parameters_served {
+            let (store, events) = stream(parameters_api.clone(), all(), "gatewayparameters");
+            (store, events.boxed())
+        } else {
+            none_served()
+        }
+    };
+    let (parameters, parameters_stream) = parameters_watch();
+    let (class_parameters, class_parameters_stream) = parameters_watch();
+    let (deployments, deployment_stream) = stream(
+        Api::<Deployment>::all(client.clone()),
+        all().labels(&generated),
+        "provisioned deployments",
+    );
+    let (service_accounts, sa_stream) = stream(
+        Api::<ServiceAccount>::all(client.clone()),
+        all().labels(&generated),
+        "provisioned serviceaccounts",
+    );
+    let (roles, role_stream) = stream(
+        Api::<Role>::all(client.clone()),
+        all().labels(&generated),
+        "provisioned roles",
+    );
+    let (role_bindings, rb_stream) = stream(
+        Api::<RoleBinding>::all(client.clone()),
+        all().labels(&generated),
+        "provisioned rolebindings",
+    );
 
     let ctx = Arc::new(Context {
         client,
@@ -202,6 +271,13 @@ pub async fn run(
         secrets,
         namespaces,
         router_configs: router_configs.clone(),
+        parameters,
+        class_parameters,
+        deployments,
+        service_accounts,
+        roles,
+        role_bindings,
+        options,
         leader: leader.clone(),
         metrics,
     });
@@ -228,6 +304,7 @@ pub async fn run(
     let on_service = every(gateways.clone(), classes.clone());
     let on_secret = every(gateways.clone(), classes.clone());
     let on_namespace = every(gateways.clone(), classes.clone());
+    let on_parameters = every(gateways.clone(), classes.clone());
     let gateway_controller = Controller::for_stream(gateway_stream, gateways.clone())
         .watches_stream(class_stream, move |_| on_class())
         .watches_stream(http_stream, move |_| on_http())
@@ -238,6 +315,13 @@ pub async fn run(
         .watches_stream(namespace_stream, move |_| on_namespace())
         // A generated RouterConfig's status (the barrier) changes its Gateway's status.
         .watches_stream(rc_stream, |rc: RouterConfig| owner_gateway(&rc))
+        .watches_stream(parameters_stream, move |_| on_parameters())
+        // A provisioned object changed (its Deployment's ready replicas, or someone edited or
+        // deleted one): its Gateway re-applies and re-judges.
+        .watches_stream(deployment_stream, |o: Deployment| owner_gateway(&o))
+        .watches_stream(sa_stream, |o: ServiceAccount| owner_gateway(&o))
+        .watches_stream(role_stream, |o: Role| owner_gateway(&o))
+        .watches_stream(rb_stream, |o: RoleBinding| owner_gateway(&o))
         .reconcile_all_on(became_leader(leader.changes()))
         .graceful_shutdown_on(stop(rx.clone()))
         .run(reconcile_gateway, error_policy, ctx.clone())
@@ -248,7 +332,16 @@ pub async fn run(
         });
     let ctx_for_sweep = ctx.clone();
     let rx_sweep = rx.clone();
+    let every_class = class_store2.clone();
     let class_controller = Controller::for_stream(class_stream2, class_store2)
+        // A class's Accepted depends on its GatewayParameters existing.
+        .watches_stream(class_parameters_stream, move |_| {
+            every_class
+                .state()
+                .iter()
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .reconcile_all_on(became_leader(leader.changes()))
         .graceful_shutdown_on(stop(rx))
         .run(reconcile_class, error_policy, ctx)
@@ -261,17 +354,45 @@ pub async fn run(
     futures::future::join3(gateway_controller, class_controller, sweeper).await;
 }
 
-/// The controller ownerReference of a generated RouterConfig or certificate copy: its Gateway.
-fn controller_owner(rc: &impl Resource) -> Option<&OwnerReference> {
-    rc.owner_references()
+/// An empty store, ready, and a stream that never yields: a kind the apiserver does not serve.
+fn none_served<K>() -> (
+    Store<K>,
+    futures::stream::BoxStream<'static, std::result::Result<K, watcher::Error>>,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let (store, mut writer) = reflector::store::<K>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    // The writer lives as long as the stream, so the store stays as it is.
+    let events = futures::stream::pending().map(move |event| {
+        let _ = &writer;
+        event
+    });
+    (store, events.boxed())
+}
+
+/// The controller ownerReference of a generated RouterConfig or provisioned object: its
+/// Gateway.
+fn controller_owner<K: Resource>(object: &K) -> Option<&OwnerReference> {
+    object
+        .owner_references()
         .iter()
         .find(|o| o.kind == "Gateway" && o.controller == Some(true))
 }
 
-/// The Gateway that owns a generated RouterConfig (its controller ownerReference).
-fn owner_gateway(rc: &RouterConfig) -> Option<ObjectRef<Gateway>> {
-    let owner = controller_owner(rc)?;
-    Some(ObjectRef::new(&owner.name).within(&rc.namespace().unwrap_or_default()))
+/// The Gateway that owns a generated RouterConfig or provisioned object.
+fn owner_gateway<K: Resource>(object: &K) -> Option<ObjectRef<Gateway>> {
+    let owner = controller_owner(object)?;
+    Some(ObjectRef::new(&owner.name).within(&object.namespace().unwrap_or_default()))
+}
+
+/// Generated or provisioned for a Gateway by lockstep: labelled so and controlled by a Gateway.
+fn generated_for_gateway<K: Resource>(object: &K) -> Option<&OwnerReference> {
+    let labelled =
+        object.labels().get(serve::GENERATED_LABEL).map(String::as_str) == Some(serve::GENERATED_BY_GATEWAY);
+    controller_owner(object).filter(|_| labelled)
 }
 
 /// Deletes generated RouterConfigs whose owning Gateway (by uid) is gone: without a
@@ -307,37 +428,16 @@ async fn sweep_orphans(ctx: Arc<Context>, stop: impl std::future::Future<Output 
             if !listed || !ctx.leader.is_leader() {
                 continue;
             }
-            if ctx.router_configs.wait_until_ready().await.is_err() {
+            if ctx.synced().await.is_err() {
                 continue;
             }
-            let orphan = async |owner: &OwnerReference, namespace: &str| {
-                // This watch may lag the controller's: ask the apiserver before deleting.
-                let api = Api::<Gateway>::namespaced(ctx.client.clone(), namespace);
-                match api.get_opt(&owner.name).await {
-                    Ok(Some(g)) => g.uid().as_deref() != Some(owner.uid.as_str()),
-                    Ok(None) => true,
-                    Err(error) => {
-                        tracing::debug!(%error, "reading a Gateway before a sweep failed");
-                        false
-                    }
-                }
-            };
-            for rc in ctx.router_configs.state() {
-                let Some(owner) = controller_owner(&*rc).filter(|o| !live.contains(&o.uid)) else {
-                    continue;
-                };
-                if orphan(owner, &rc.namespace().unwrap_or_default()).await {
-                    delete_generated(&ctx, rc.as_ref()).await;
-                }
-            }
-            for copy in ctx.secrets.state().iter().filter(|s| is_certificate_copy(s)) {
-                let Some(owner) = controller_owner(&**copy).filter(|o| !live.contains(&o.uid)) else {
-                    continue;
-                };
-                if orphan(owner, &copy.namespace().unwrap_or_default()).await {
-                    delete_generated(&ctx, copy.as_ref()).await;
-                }
-            }
+            sweep(&ctx, &ctx.router_configs, &live).await;
+            sweep(&ctx, &ctx.deployments, &live).await;
+            sweep(&ctx, &ctx.services, &live).await;
+            sweep(&ctx, &ctx.role_bindings, &live).await;
+            sweep(&ctx, &ctx.roles, &live).await;
+            sweep(&ctx, &ctx.service_accounts, &live).await;
+            sweep(&ctx, &ctx.secrets, &live).await;
         }
     };
     tokio::select! {
@@ -351,8 +451,31 @@ fn is_certificate_copy(secret: &Secret) -> bool {
     secret.labels().get(serve::GENERATED_LABEL).map(String::as_str) == Some(serve::GENERATED_BY_GATEWAY)
 }
 
-/// Deletes a generated RouterConfig or certificate copy.
-async fn delete_generated<K>(ctx: &Context, object: &K)
+/// Deletes the objects of `store` generated or provisioned for a Gateway whose uid is not in
+/// `live`, once the apiserver confirms that Gateway is gone (this watch may lag the
+/// controller's, and a Gateway re-created under its name is another owner).
+async fn sweep<K>(ctx: &Context, store: &Store<K>, live: &std::collections::HashSet<String>)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    for object in store.state() {
+        let Some(owner) = generated_for_gateway(&*object).filter(|o| !live.contains(&o.uid)) else {
+            continue;
+        };
+        let api = Api::<Gateway>::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+        match api.get_opt(&owner.name).await {
+            Ok(Some(g)) if g.uid().as_deref() == Some(owner.uid.as_str()) => {}
+            Ok(_) => delete_object(ctx, &*object).await,
+            Err(error) => tracing::debug!(%error, "reading a Gateway before a sweep failed"),
+        }
+    }
+}
+
+/// Deletes one object generated or provisioned for a Gateway (only while leader).
+async fn delete_object<K>(ctx: &Context, object: &K)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -362,16 +485,138 @@ where
     if !ctx.leader.is_leader() {
         return;
     }
-    let kind = K::kind(&());
     let api = Api::<K>::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
-    match api.delete(&object.name_any(), &Default::default()).await {
-        Ok(_) => {
-            tracing::info!(name = %object.name_any(), %kind, "deleted a generated object no longer wanted")
-        }
+    let (kind, name) = (K::kind(&()), object.name_any());
+    match api.delete(&name, &Default::default()).await {
+        Ok(_) => tracing::info!(%kind, %name, "deleted an object generated for a Gateway, no longer wanted"),
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(error) => {
-            tracing::warn!(%error, name = %object.name_any(), %kind, "deleting a generated object failed")
+            tracing::warn!(%error, %kind, %name, "deleting an object generated for a Gateway failed")
         }
+    }
+}
+
+/// Deletes what was provisioned for `gw` (its Deployment, Service, ServiceAccount, Role and
+/// RoleBindings): it names an existing fleet now, or is no longer of a lockstep class.
+async fn delete_provisioned(ctx: &Context, gw: &Gateway) {
+    async fn of<K>(ctx: &Context, store: &Store<K>, gw: &Gateway)
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+    {
+        let (ns, uid) = (gw.namespace(), gw.uid());
+        for object in store.state() {
+            let ours = object.namespace() == ns
+                && generated_for_gateway(&*object).is_some_and(|o| Some(&o.uid) == uid.as_ref());
+            if ours {
+                delete_object(ctx, &*object).await;
+            }
+        }
+    }
+    of(ctx, &ctx.deployments, gw).await;
+    of(ctx, &ctx.services, gw).await;
+    of(ctx, &ctx.role_bindings, gw).await;
+    of(ctx, &ctx.roles, gw).await;
+    of(ctx, &ctx.service_accounts, gw).await;
+}
+
+/// Applies `plan`'s objects, each only when the cached one is not this Gateway's with the
+/// same digest. Returns why provisioning cannot go on (an object of that name belongs to
+/// someone else, or the apiserver refused one): retrying cannot help until something
+/// changes, so the Gateway's `Programmed` says it instead of the reconcile failing in a loop.
+async fn provision_fleet(ctx: &Context, plan: &FleetPlan) -> Result<Option<String>> {
+    // The RBAC first, so the pods find their rights when they start.
+    let steps = [
+        apply_object(
+            ctx,
+            &ctx.service_accounts,
+            plan.service_account(),
+            &plan.gateway_uid,
+        )
+        .await?,
+        apply_object(ctx, &ctx.roles, plan.role(), &plan.gateway_uid).await?,
+        apply_object(ctx, &ctx.role_bindings, plan.role_binding(), &plan.gateway_uid).await?,
+        apply_object(ctx, &ctx.role_bindings, plan.member_binding(), &plan.gateway_uid).await?,
+        apply_object(ctx, &ctx.deployments, plan.deployment(), &plan.gateway_uid).await?,
+    ];
+    if let Some(problem) = steps.into_iter().flatten().next() {
+        return Ok(Some(problem));
+    }
+    // A Service needs a port: a Gateway with no HTTP or HTTPS listener keeps its last one.
+    if plan.ports.is_empty() {
+        return Ok(None);
+    }
+    apply_object(ctx, &ctx.services, plan.service(), &plan.gateway_uid).await
+}
+
+async fn apply_object<K>(
+    ctx: &Context,
+    store: &Store<K>,
+    object: serde_json::Value,
+    gateway_uid: &str,
+) -> Result<Option<String>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+{
+    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let namespace = object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let digest = object["metadata"]["annotations"][provision::APPLIED_ANNOTATION].as_str();
+    let kind = K::kind(&());
+    let ours = |o: &K| generated_for_gateway(o).is_some_and(|owner| owner.uid == gateway_uid);
+    let cached = store.get(&ObjectRef::new(&name).within(&namespace));
+    let cached = cached.as_deref().filter(|c| ours(c));
+    if cached.is_some_and(|c| {
+        c.annotations()
+            .get(provision::APPLIED_ANNOTATION)
+            .map(String::as_str)
+            == digest
+    }) {
+        return Ok(None);
+    }
+    let api = Api::<K>::namespaced(ctx.client.clone(), &namespace);
+    if cached.is_none() {
+        // Not known as this Gateway's: an object of that name that is someone else's is left
+        // alone (a forced apply would take it over).
+        if let Some(existing) = api.get_opt(&name).await?
+            && !ours(&existing)
+        {
+            return Ok(Some(format!(
+                "{kind} {namespace}/{name} exists and is not this Gateway's: delete or rename it"
+            )));
+        }
+    }
+    if !ctx.leader.is_leader() {
+        return Ok(None);
+    }
+    match api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(%kind, %name, %namespace, "applied an object provisioned for a Gateway");
+            Ok(None)
+        }
+        Err(kube::Error::Api(e)) if [400, 403, 422].contains(&e.code) => {
+            tracing::warn!(%kind, %name, error = %e.message, "an object provisioned for a Gateway was refused");
+            Ok(Some(format!(
+                "{kind} {namespace}/{name} was refused: {}",
+                e.message
+            )))
+        }
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -425,7 +670,14 @@ fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
 
 async fn reconcile_class(class: Arc<GatewayClass>, ctx: Arc<Context>) -> Result<Action> {
     let now = Timestamp::now();
-    let Some(mut conditions) = lockstep_core::gateway::class_conditions(&class, now) else {
+    if class.spec.controller_name != CONTROLLER_NAME {
+        return Ok(Action::await_change());
+    }
+    if ctx.class_parameters.wait_until_ready().await.is_err() {
+        return Ok(Action::await_change());
+    }
+    let parameters = cloned(&ctx.class_parameters);
+    let Some(mut conditions) = lockstep_core::gateway::class_conditions(&class, &parameters, now) else {
         return Ok(Action::await_change());
     };
     if !ctx.leader.is_leader() {
@@ -475,6 +727,7 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
     let (http_routes, grpc_routes) = (cloned(&ctx.http_routes), cloned(&ctx.grpc_routes));
     let (services, secrets) = (cloned(&ctx.services), cloned(&ctx.secrets));
     let (grants, namespaces) = (cloned(&ctx.grants), cloned(&ctx.namespaces));
+    let parameters = cloned(&ctx.parameters);
     let inputs = GatewayInputs {
         class: &class,
         gateway: &gw,
@@ -484,19 +737,36 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
         secrets: &secrets,
         grants: &grants,
         namespaces: &namespaces,
+        parameters: &parameters,
     };
     let now = Timestamp::now();
     let Some(mut translation) = translate(inputs, now) else {
         // Not (or no longer) of a lockstep class: nothing of lockstep's is served for it.
         delete_owned(&ctx, &gw, &[]).await;
         delete_owned_copies(&ctx, &gw, &[]).await;
+        delete_provisioned(&ctx, &gw).await;
         return Ok(Action::await_change());
     };
     let gw_ns = gw.namespace().unwrap_or_default();
     let gw_name = gw.name_any();
 
+    // Provisioning: a Gateway naming no existing fleet gets one of its own. Nothing is
+    // applied or deleted while the Gateway is not accepted (a bad parametersRef included):
+    // what runs keeps running.
+    let provisioned = serve::fleet_of(&gw.metadata).is_none();
+    let fleet_name = provision::fleet_name(&gw_ns, &gw_name);
+    let mut provision_problem = None;
+    if !provisioned {
+        delete_provisioned(&ctx, &gw).await;
+    } else if translation.config.is_some()
+        && let Ok(params) = provision::class_parameters(&class, &parameters)
+    {
+        let plan = provision::plan(&gw, &params, &ctx.options.proxy_image);
+        provision_problem = provision_fleet(&ctx, &plan).await?;
+    }
+
     // Serving: the generated RouterConfigs, then what the barrier says of them.
-    let fleet = serve::fleet_of(&gw.metadata);
+    let fleet = serve::fleet_of(&gw.metadata).or_else(|| Some(Ok(fleet_name.clone())));
     let mut plans = match (&fleet, &translation.config) {
         (Some(Ok(fleet)), Some(config)) => serve::plan(config, fleet),
         _ => Vec::new(),
@@ -516,6 +786,43 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
     };
     serve::judge(&mut translation, fleet.as_ref(), &plans, &observed, now);
 
+    // A provisioned fleet: its Service's address, and Programmed only once it can take traffic.
+    let mut addresses: Vec<GatewayStatusAddress> = Vec::new();
+    if provisioned {
+        let owned = |o: &OwnerReference| Some(&o.uid) == gw.uid().as_ref();
+        let key = ObjectRef::new(&fleet_name).within(&gw_ns);
+        let service = ctx
+            .services
+            .get(&ObjectRef::new(&fleet_name).within(&gw_ns))
+            .filter(|s| generated_for_gateway(&**s).is_some_and(owned));
+        addresses = provision::addresses(service.as_deref());
+        let replicas = ctx
+            .deployments
+            .get(&key)
+            .filter(|d| generated_for_gateway(&**d).is_some_and(owned))
+            .map(|d| DeploymentReplicas {
+                ready: d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
+                desired: d.spec.replicas.unwrap_or(1),
+            });
+        let generation = gw
+            .metadata
+            .generation
+            .unwrap_or(lockstep_crds::DEFAULT_GENERATION);
+        for c in &mut translation.gateway_conditions {
+            if c.type_ != condition_type::PROGRAMMED {
+                continue;
+            }
+            *c = provision::programmed(c, &fleet_name, replicas, !addresses.is_empty(), generation, now);
+            if let Some(problem) = &provision_problem
+                && c.reason != lockstep_core::gateway::status::reason::INVALID
+            {
+                c.status = "False".into();
+                c.reason = lockstep_core::gateway::status::reason::PENDING.into();
+                c.message = format!("provisioning the fleet failed: {problem}");
+            }
+        }
+    }
+
     // Gateway status: conditions and listeners, server-side applied.
     let old = gw.status.clone().unwrap_or_default();
     keep_transition_times(&mut translation.gateway_conditions, &old.conditions);
@@ -533,13 +840,17 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
                     && same_conditions(&o.conditions, &l.conditions)
             })
         });
-    if !(listeners_same && same_conditions(&translation.gateway_conditions, &old.conditions)) {
+    if !(listeners_same
+        && old.addresses == addresses
+        && same_conditions(&translation.gateway_conditions, &old.conditions))
+    {
         write_gateway_status(
             &ctx,
             &gw_ns,
             &gw_name,
             &translation.gateway_conditions,
             &translation.listeners,
+            &addresses,
         )
         .await?;
     }
@@ -770,7 +1081,7 @@ async fn delete_owned_copies(ctx: &Context, gw: &Gateway, keep: &[String]) {
             && is_certificate_copy(&copy)
             && controller_owner(&*copy).is_some_and(|o| o.uid == gw_uid);
         if ours && !keep.contains(&copy.name_any()) {
-            delete_generated(ctx, copy.as_ref()).await;
+            delete_object(ctx, copy.as_ref()).await;
         }
     }
 }
@@ -783,7 +1094,7 @@ async fn delete_owned(ctx: &Context, gw: &Gateway, keep: &[&str]) {
         let ours = rc.namespace().as_deref() == Some(gw_ns.as_str())
             && controller_owner(&*rc).is_some_and(|o| o.uid == gw_uid);
         if ours && !keep.contains(&rc.name_any().as_str()) {
-            delete_generated(ctx, rc.as_ref()).await;
+            delete_object(ctx, &*rc).await;
         }
     }
 }
@@ -794,11 +1105,12 @@ async fn write_gateway_status(
     name: &str,
     conditions: &[Condition],
     listeners: &[ListenerStatus],
+    addresses: &[GatewayStatusAddress],
 ) -> Result<()> {
     let patch = json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "Gateway",
-        "status": {"conditions": conditions, "listeners": listeners},
+        "status": {"conditions": conditions, "listeners": listeners, "addresses": addresses},
     });
     if !ctx.leader.is_leader() {
         return Ok(());

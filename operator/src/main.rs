@@ -58,7 +58,14 @@ struct RunArgs {
     /// Log format.
     #[arg(long, default_value = "text")]
     log_format: lockstep_apiclient::LogFormat,
+    /// The image of the proxies provisioned for Gateways that name no existing fleet (the
+    /// chart passes the image of its own proxies).
+    #[arg(long, default_value = DEFAULT_PROXY_IMAGE)]
+    gateway_proxy_image: String,
 }
+
+/// The image the chart's proxy Deployment uses by default (its appVersion is the workspace's).
+const DEFAULT_PROXY_IMAGE: &str = concat!("ghcr.io/lockstep-dev/lockstep-proxy:", env!("CARGO_PKG_VERSION"));
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -114,6 +121,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut gateway_stop = shutdown_rx.clone();
     let gateway = tokio::spawn(gateway::run(
         client.clone(),
+        gateway::Options {
+            proxy_image: args.gateway_proxy_image.clone(),
+        },
         leading.clone(),
         metrics.clone(),
         async move {

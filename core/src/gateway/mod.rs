@@ -28,6 +28,7 @@ pub mod hostnames;
 pub mod listeners;
 pub mod lower;
 pub mod precedence;
+pub mod provision;
 pub mod references;
 pub mod rules;
 pub mod serve;
@@ -56,6 +57,7 @@ use self::{
     status::{condition, reason},
 };
 use crate::ObjectKey;
+use lockstep_crds::GatewayParameters;
 
 /// Everything the translation of one Gateway reads.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +78,8 @@ pub struct GatewayInputs<'a> {
     pub grants: &'a [ReferenceGrant],
     /// Namespaces, for their labels (`allowedRoutes.namespaces.selector`).
     pub namespaces: &'a [Namespace],
+    /// GatewayParameters, for the class's `parametersRef`.
+    pub parameters: &'a [GatewayParameters],
 }
 
 /// Which generation of which route a configuration contains: the identity the barrier
@@ -174,16 +178,21 @@ fn generation_of(meta: &ObjectMeta) -> i64 {
     meta.generation.unwrap_or(lockstep_crds::DEFAULT_GENERATION)
 }
 
-/// GatewayClass `Accepted`: True for lockstep's controller name without parameters
-/// (parameters are not defined yet, so a parametersRef is `InvalidParameters`). None when the
-/// class belongs to another controller: lockstep writes nothing on it.
-pub fn class_conditions(class: &GatewayClass, now: Timestamp) -> Option<Vec<Condition>> {
+/// GatewayClass `Accepted`: True for lockstep's controller name without parameters or with a
+/// `parametersRef` to a GatewayParameters that exists; False `InvalidParameters` naming the
+/// reference otherwise ([`provision::class_parameters`]). None when the class belongs to
+/// another controller: lockstep writes nothing on it.
+pub fn class_conditions(
+    class: &GatewayClass,
+    parameters: &[GatewayParameters],
+    now: Timestamp,
+) -> Option<Vec<Condition>> {
     if class.spec.controller_name != CONTROLLER_NAME {
         return None;
     }
     let generation = generation_of(&class.metadata);
-    let accepted = match &class.spec.parameters_ref {
-        None => condition(
+    let accepted = match provision::class_parameters(class, parameters) {
+        Ok(_) => condition(
             status::condition::ACCEPTED,
             true,
             reason::ACCEPTED,
@@ -191,14 +200,11 @@ pub fn class_conditions(class: &GatewayClass, now: Timestamp) -> Option<Vec<Cond
             generation,
             now,
         ),
-        Some(p) => condition(
+        Err(message) => condition(
             status::condition::ACCEPTED,
             false,
             reason::INVALID_PARAMETERS,
-            format!(
-                "parametersRef {}/{} {}: lockstep defines no parameters yet",
-                p.group, p.kind, p.name
-            ),
+            message,
             generation,
             now,
         ),
@@ -213,7 +219,7 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
     if gw.spec.gateway_class_name != inputs.class.metadata.name.clone().unwrap_or_default() {
         return None;
     }
-    let class_conditions = class_conditions(inputs.class, now)?;
+    let class_conditions = class_conditions(inputs.class, inputs.parameters, now)?;
     let class_accepted = class_conditions.iter().all(|c| c.status == "True");
     let gw_key = key_of(&gw.metadata);
     let gw_generation = generation_of(&gw.metadata);

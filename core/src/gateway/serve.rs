@@ -2,9 +2,9 @@
 //! for it, and what the barrier's judgement of those RouterConfigs means for the Gateway's
 //! `Programmed`, each listener's `Programmed` and each route parent's `lockstep.dev/Ready`.
 //!
-//! A Gateway names its fleet with the annotation [`FLEET_ANNOTATION`] (lockstep's hand-derived
-//! Gateway types read no `spec.infrastructure`, and provisioning a fleet per Gateway is a
-//! later step). Each served listener is lowered on its own ([`super::lower`]) into one
+//! A Gateway names an existing fleet with the annotation [`FLEET_ANNOTATION`] (lockstep's
+//! hand-derived Gateway types read no `spec.infrastructure`); without it the operator
+//! provisions a fleet of its own ([`super::provision`]) and passes its name here. Each served listener is lowered on its own ([`super::lower`]) into one
 //! generated RouterConfig named [`generated_name`], which records in its annotations the
 //! Gateway generation ([`GATEWAY_GENERATION_ANNOTATION`]) and the route generations
 //! ([`ROUTES_ANNOTATION`], uid to generation) it was generated from, written in the same apply
@@ -574,7 +574,7 @@ pub fn judge(
     let no_fleet = match fleet {
         None => Some(format!(
             "no fleet is named: annotate the Gateway with {FLEET_ANNOTATION}=FLEET to serve it with an \
-             existing fleet (provisioning a fleet per Gateway is not built yet)"
+             existing fleet (the operator passes the fleet it provisions)"
         )),
         Some(Err(m)) => Some(m.clone()),
         Some(Ok(_)) => None,

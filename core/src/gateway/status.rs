@@ -36,6 +36,8 @@ pub mod reason {
     pub const INVALID: &str = "Invalid";
     /// Programmed=False (or Unknown) while the data plane has not caught up.
     pub const PENDING: &str = "Pending";
+    /// Gateway Programmed=False: the provisioned Service has no address yet.
+    pub const ADDRESS_NOT_ASSIGNED: &str = "AddressNotAssigned";
     /// GatewayClass Accepted=False: the parametersRef cannot be used.
     pub const INVALID_PARAMETERS: &str = "InvalidParameters";
     /// Gateway Accepted: some listeners are invalid.

@@ -160,6 +160,7 @@ impl World {
                 secrets: &self.secrets,
                 grants: &self.grants,
                 namespaces: &self.namespaces,
+                parameters: &[],
             },
             now(),
         )

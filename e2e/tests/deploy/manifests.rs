@@ -114,6 +114,7 @@ fn kustomize_builds_the_expected_objects() {
         ("Namespace", "lockstep-system"),
         ("CustomResourceDefinition", "routerconfigs.lockstep.dev"),
         ("CustomResourceDefinition", "routerreplicas.lockstep.dev"),
+        ("CustomResourceDefinition", "gatewayparameters.lockstep.dev"),
         (
             "CustomResourceDefinition",
             "gatewayclasses.gateway.networking.k8s.io",
@@ -397,6 +398,14 @@ fn every_manifest_passes_server_side_dry_run() {
     let pod_labels = &proxy["spec"]["template"]["metadata"]["labels"];
     assert_hardened("proxy", pod);
     let container = &pod["containers"][0];
+    // The fleets the operator provisions for Gateways run the chart's own proxy image.
+    assert_eq!(
+        flag(
+            &operator["spec"]["template"]["spec"]["containers"][0],
+            "--gateway-proxy-image"
+        ),
+        container["image"].as_str()
+    );
     assert_eq!(flag(container, "--replica-name"), Some("$(POD_NAME)"));
     assert_eq!(env_field(container, "POD_NAME").as_deref(), Some("metadata.name"));
     assert_eq!(flag(container, "--namespace"), Some("$(POD_NAMESPACE)"));

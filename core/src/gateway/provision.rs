@@ -1,0 +1,877 @@
+//! Provisioning a fleet per Gateway: what the operator applies for a Gateway of a lockstep
+//! class that names no existing fleet (no [`super::serve::FLEET_ANNOTATION`]), what its class's
+//! parameters say, which address goes into `status.addresses`, and how the fleet's Deployment
+//! tempers the Gateway's `Programmed`.
+//!
+//! | object (in the Gateway's namespace, all named [`fleet_name`], controller-owned by the Gateway) | from |
+//! |---|---|
+//! | ServiceAccount | fixed |
+//! | Role: read RouterConfigs, EndpointSlices, Services; read only the Secrets the listeners name | the listeners' `certificateRefs` |
+//! | RoleBinding to that Role, and RoleBinding `<name>-member` to the ClusterRole [`MEMBER_CLUSTER_ROLE`] (its Lease and RouterReplica) | fixed |
+//! | Deployment of the proxy | replicas from the class's parameters, image from the operator's flag |
+//! | Service | type from the class's parameters; one port per listener port, to the container's port for the listener's protocol |
+//!
+//! The pod template depends only on the fleet name and the image: a proxy always listens on
+//! [`HTTP_CONTAINER_PORT`] and [`HTTPS_CONTAINER_PORT`], so adding or removing a listener
+//! changes the Service's ports (and the Role when its certificates change), never the pods.
+//!
+//! Pure: the operator gathers the objects and applies what these functions render.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use lockstep_crds::gateway::{Gateway, GatewayClass, GatewayStatusAddress};
+use lockstep_crds::{GatewayParameters, GatewayParametersSpec, GatewayServiceType};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::status::{self, condition, reason};
+
+/// The container port of HTTP listeners (unprivileged, as the chart's proxies).
+pub const HTTP_CONTAINER_PORT: i32 = 8080;
+/// The container port of HTTPS listeners.
+pub const HTTPS_CONTAINER_PORT: i32 = 8443;
+/// The proxy's admin port (`/readyz`, `/healthz`, `/metrics`).
+pub const ADMIN_CONTAINER_PORT: i32 = 9080;
+/// The ClusterRole (installed by the chart) granting a proxy its Lease and RouterReplica; the
+/// operator may bind it (RBAC verb `bind`) but holds none of its rights.
+pub const MEMBER_CLUSTER_ROLE: &str = "lockstep-proxy-member";
+/// Annotation on every provisioned object: the digest of what was applied, so an unchanged
+/// object is not applied again.
+pub const APPLIED_ANNOTATION: &str = "lockstep.dev/applied";
+/// The group and kind a class's `parametersRef` must name.
+pub const PARAMETERS_GROUP: &str = "lockstep.dev";
+/// See [`PARAMETERS_GROUP`].
+pub const PARAMETERS_KIND: &str = "GatewayParameters";
+
+/// The name of a Gateway's fleet and of every object provisioned for it:
+/// `<gateway>-<hash>`, the hash (8 hex digits of SHA-256 over namespace and name) keeping
+/// apart Gateways of one name in two namespaces and names the mapping below joins alike. A
+/// fleet name is a DNS label and a Service name must also start with a letter, so dots become
+/// dashes, a name not starting with a letter gets `gw-` in front, and the name is cut to leave
+/// room for the hash within 63 characters.
+pub fn fleet_name(namespace: &str, gateway: &str) -> String {
+    let hash = hex::encode(&Sha256::digest(format!("{namespace}\0{gateway}").as_bytes())[..4]);
+    let mut base: String = gateway.chars().map(|c| if c == '.' { '-' } else { c }).collect();
+    if !base.starts_with(|c: char| c.is_ascii_lowercase()) {
+        base = format!("gw-{base}");
+    }
+    // 63 = base + '-' + 8.
+    let base: String = base.chars().take(54).collect();
+    format!("{}-{hash}", base.trim_end_matches('-'))
+}
+
+/// The ServiceAccount of a provisioned fleet: `lockstep-proxy-<fleet>`, so the chart's
+/// admission policy, which keeps a proxy to its own Lease and RouterReplica, knows it as a proxy.
+pub fn service_account_name(fleet: &str) -> String {
+    format!("lockstep-proxy-{fleet}")
+}
+
+/// The parameters of a class: the defaults without `parametersRef`; the referenced
+/// GatewayParameters' spec; or why the reference cannot be used (the message of
+/// `Accepted=False InvalidParameters`, naming the reference).
+pub fn class_parameters(
+    class: &GatewayClass,
+    parameters: &[GatewayParameters],
+) -> Result<GatewayParametersSpec, String> {
+    let Some(r) = &class.spec.parameters_ref else {
+        return Ok(GatewayParametersSpec::default());
+    };
+    let named = format!("parametersRef {}/{} {}", r.group, r.kind, r.name);
+    if r.group != PARAMETERS_GROUP || r.kind != PARAMETERS_KIND {
+        return Err(format!(
+            "{named}: lockstep reads only {PARAMETERS_GROUP}/{PARAMETERS_KIND}"
+        ));
+    }
+    if let Some(ns) = &r.namespace {
+        return Err(format!(
+            "{named}: namespace {ns} is set, but {PARAMETERS_KIND} is cluster-scoped"
+        ));
+    }
+    parameters
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(r.name.as_str()))
+        .map(|p| p.spec.clone())
+        .ok_or_else(|| format!("{named}: not found"))
+}
+
+/// One port of a provisioned Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePortPlan {
+    /// `http-<port>` or `https-<port>`.
+    pub name: String,
+    /// The listener's port.
+    pub port: i32,
+    /// The container port of the listener's protocol.
+    pub target_port: i32,
+}
+
+/// What is provisioned for one Gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetPlan {
+    /// The Gateway's namespace, where everything lives.
+    pub namespace: String,
+    /// The Gateway's name.
+    pub gateway: String,
+    /// The Gateway's uid (the ownerReference).
+    pub gateway_uid: String,
+    /// [`fleet_name`]: the fleet and the name of every object.
+    pub name: String,
+    /// Proxy replicas.
+    pub replicas: i32,
+    /// The Service's type.
+    pub service_type: GatewayServiceType,
+    /// The Service's ports, by listener port.
+    pub ports: Vec<ServicePortPlan>,
+    /// The Secrets the listeners name in the Gateway's namespace, sorted: the only Secrets
+    /// the proxies may read.
+    pub secrets: Vec<String>,
+    /// The proxy image.
+    pub image: String,
+}
+
+/// The Service ports of `gateway`'s listeners: one per distinct listener port, in spec order,
+/// to [`HTTP_CONTAINER_PORT`] or [`HTTPS_CONTAINER_PORT`] by protocol. Listeners of other
+/// protocols are not served (`UnsupportedProtocol`) and get no port; of two listeners with
+/// one port and two protocols (`ProtocolConflict`) the first decides.
+pub fn service_ports(gateway: &Gateway) -> Vec<ServicePortPlan> {
+    let mut ports: Vec<ServicePortPlan> = Vec::new();
+    for l in &gateway.spec.listeners {
+        let (proto, target) = match l.protocol.as_str() {
+            "HTTP" => ("http", HTTP_CONTAINER_PORT),
+            "HTTPS" => ("https", HTTPS_CONTAINER_PORT),
+            _ => continue,
+        };
+        if ports.iter().any(|p| p.port == l.port) {
+            continue;
+        }
+        ports.push(ServicePortPlan {
+            name: format!("{proto}-{}", l.port),
+            port: l.port,
+            target_port: target,
+        });
+    }
+    ports
+}
+
+/// The Secrets `gateway`'s listeners name in its own namespace (core group, kind Secret),
+/// sorted and deduplicated. A reference to another namespace is not served by a fleet
+/// (`ListenerCertificate`), so it grants nothing.
+pub fn listener_secrets(gateway: &Gateway) -> Vec<String> {
+    let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
+    let mut names: Vec<String> = gateway
+        .spec
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .flat_map(|tls| tls.certificate_refs.iter())
+        .filter(|r| {
+            r.group.as_deref().unwrap_or("").is_empty()
+                && r.kind.as_deref().unwrap_or("Secret") == "Secret"
+                && r.namespace.as_deref().is_none_or(|ns| ns == namespace)
+        })
+        .map(|r| r.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// What to provision for `gateway` with its class's `parameters` and the proxy `image`.
+pub fn plan(gateway: &Gateway, parameters: &GatewayParametersSpec, image: &str) -> FleetPlan {
+    let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
+    let name = gateway.metadata.name.clone().unwrap_or_default();
+    FleetPlan {
+        name: fleet_name(&namespace, &name),
+        namespace,
+        gateway: name,
+        gateway_uid: gateway.metadata.uid.clone().unwrap_or_default(),
+        replicas: parameters.replicas,
+        service_type: parameters.service_type,
+        ports: service_ports(gateway),
+        secrets: listener_secrets(gateway),
+        image: image.to_owned(),
+    }
+}
+
+/// The labels of the pods of a fleet (the Deployment's and the Service's selector).
+pub fn selector(fleet: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "lockstep".to_owned()),
+        ("app.kubernetes.io/component".to_owned(), "proxy".to_owned()),
+        (lockstep_crds::FLEET_LABEL.to_owned(), fleet.to_owned()),
+    ])
+}
+
+impl FleetPlan {
+    fn metadata(&self, name: &str) -> Value {
+        let mut labels = selector(&self.name);
+        labels.insert("app.kubernetes.io/part-of".into(), "lockstep".into());
+        labels.insert(
+            super::serve::GENERATED_LABEL.into(),
+            super::serve::GENERATED_BY_GATEWAY.into(),
+        );
+        json!({
+            "name": name,
+            "namespace": self.namespace,
+            "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "Gateway",
+                "name": self.gateway,
+                "uid": self.gateway_uid,
+                "controller": true,
+            }],
+        })
+    }
+
+    /// The ServiceAccount the proxies run as.
+    pub fn service_account(&self) -> Value {
+        with_digest(json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": self.metadata(&service_account_name(&self.name)),
+            "automountServiceAccountToken": true,
+        }))
+    }
+
+    /// What the proxies read: RouterConfigs (of their fleet), EndpointSlices and Services of
+    /// the Gateway's namespace, and the listeners' Secrets by name. The operator holds each of
+    /// these rights itself, as Kubernetes requires of whoever writes a Role.
+    pub fn role(&self) -> Value {
+        let mut rules = vec![
+            json!({"apiGroups": ["lockstep.dev"], "resources": ["routerconfigs"], "verbs": ["get", "list", "watch"]}),
+            json!({"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}),
+            json!({"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]}),
+        ];
+        if !self.secrets.is_empty() {
+            // The proxy watches each Secret with a metadata.name field selector, which RBAC
+            // authorises against resourceNames.
+            rules.push(json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": self.secrets, "verbs": ["get", "list", "watch"]}));
+        }
+        with_digest(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": self.metadata(&self.name),
+            "rules": rules,
+        }))
+    }
+
+    fn subjects(&self) -> Value {
+        json!([{"kind": "ServiceAccount", "name": service_account_name(&self.name), "namespace": self.namespace}])
+    }
+
+    /// Binds [`FleetPlan::role`] to the ServiceAccount.
+    pub fn role_binding(&self) -> Value {
+        with_digest(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": self.metadata(&self.name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": self.name},
+            "subjects": self.subjects(),
+        }))
+    }
+
+    /// The name of [`FleetPlan::member_binding`].
+    pub fn member_binding_name(&self) -> String {
+        format!("{}-member", self.name)
+    }
+
+    /// Binds [`MEMBER_CLUSTER_ROLE`] (write Leases and RouterReplicas) in the Gateway's
+    /// namespace to the ServiceAccount.
+    pub fn member_binding(&self) -> Value {
+        with_digest(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": self.metadata(&self.member_binding_name()),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": MEMBER_CLUSTER_ROLE},
+            "subjects": self.subjects(),
+        }))
+    }
+
+    /// The proxy Deployment: the chart's proxy pod (restricted security context, readiness on
+    /// `/readyz`, preStop sleep then drain), serving this fleet in the Gateway's namespace.
+    pub fn deployment(&self) -> Value {
+        let labels = selector(&self.name);
+        with_digest(json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": self.metadata(&self.name),
+            "spec": {
+                "replicas": self.replicas,
+                "selector": {"matchLabels": labels},
+                // Full capacity during upgrades: a new replica must be ready (synced) before an old one goes.
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        "annotations": {
+                            "prometheus.io/scrape": "true",
+                            "prometheus.io/port": ADMIN_CONTAINER_PORT.to_string(),
+                            "prometheus.io/path": "/metrics",
+                        },
+                    },
+                    "spec": {
+                        "serviceAccountName": service_account_name(&self.name),
+                        "enableServiceLinks": false,
+                        "terminationGracePeriodSeconds": 45,
+                        "securityContext": {
+                            "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [{
+                            "name": "proxy",
+                            "image": self.image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "args": [
+                                "--replica-name=$(POD_NAME)",
+                                "--namespace=$(POD_NAMESPACE)",
+                                format!("--fleet={}", self.name),
+                                format!("--listen=0.0.0.0:{HTTP_CONTAINER_PORT}"),
+                                format!("--tls-listen=0.0.0.0:{HTTPS_CONTAINER_PORT}"),
+                                format!("--admin=0.0.0.0:{ADMIN_CONTAINER_PORT}"),
+                                "--drain-timeout=30s",
+                            ],
+                            "env": [
+                                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                                {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+                            ],
+                            "ports": [
+                                {"name": "http", "containerPort": HTTP_CONTAINER_PORT, "protocol": "TCP"},
+                                {"name": "https", "containerPort": HTTPS_CONTAINER_PORT, "protocol": "TCP"},
+                                {"name": "admin", "containerPort": ADMIN_CONTAINER_PORT, "protocol": "TCP"},
+                            ],
+                            // Ready only while the replica serves its fleet's current generations.
+                            "readinessProbe": {
+                                "httpGet": {"path": "/readyz", "port": "admin"},
+                                "periodSeconds": 2, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 1,
+                            },
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", "port": "admin"},
+                                "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3,
+                            },
+                            "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "64Mi"},
+                                "limits": {"cpu": "1", "memory": "256Mi"},
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": false,
+                                "readOnlyRootFilesystem": true,
+                                "runAsNonRoot": true,
+                                "capabilities": {"drop": ["ALL"]},
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                        }],
+                    },
+                },
+            },
+        }))
+    }
+
+    /// The Service: the class's type, a port per listener port.
+    pub fn service(&self) -> Value {
+        let ports: Vec<Value> = self
+            .ports
+            .iter()
+            .map(|p| json!({"name": p.name, "port": p.port, "targetPort": p.target_port, "protocol": "TCP"}))
+            .collect();
+        with_digest(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": self.metadata(&self.name),
+            "spec": {
+                "type": self.service_type.as_str(),
+                "selector": selector(&self.name),
+                "ports": ports,
+            },
+        }))
+    }
+}
+
+/// `object` with [`APPLIED_ANNOTATION`] set to the digest of everything else in it.
+fn with_digest(mut object: Value) -> Value {
+    let digest = hex::encode(Sha256::digest(object.to_string().as_bytes()));
+    object["metadata"]["annotations"] = json!({ APPLIED_ANNOTATION: digest });
+    object
+}
+
+/// The Gateway's `status.addresses` from its Service: the load-balancer ingress addresses
+/// once a load-balancer controller has written them, otherwise the cluster IP (so a Gateway
+/// on a cluster without load balancers is reachable inside it). Empty while the Service is
+/// missing or has no address.
+pub fn addresses(service: Option<&Service>) -> Vec<GatewayStatusAddress> {
+    let Some(service) = service else {
+        return Vec::new();
+    };
+    let ingress: Vec<GatewayStatusAddress> = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| match (&i.ip, &i.hostname) {
+            (Some(ip), _) if !ip.is_empty() => Some(address("IPAddress", ip)),
+            (_, Some(host)) if !host.is_empty() => Some(address("Hostname", host)),
+            _ => None,
+        })
+        .collect();
+    if !ingress.is_empty() {
+        return ingress;
+    }
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+        .map(|ip| vec![address("IPAddress", ip)])
+        .unwrap_or_default()
+}
+
+fn address(type_: &str, value: &str) -> GatewayStatusAddress {
+    GatewayStatusAddress {
+        address_type: Some(type_.into()),
+        value: value.into(),
+    }
+}
+
+/// The Deployment's replicas as the operator reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeploymentReplicas {
+    /// Pods ready (`status.readyReplicas`).
+    pub ready: i32,
+    /// Pods wanted (`spec.replicas`).
+    pub desired: i32,
+}
+
+/// The Gateway's `Programmed` for a provisioned fleet: the barrier's verdict (`barrier`, as
+/// [`super::serve::judge`] wrote it), made False when the fleet cannot take traffic:
+/// `AddressNotAssigned` while the Service has no address, `Pending` while no proxy pod is
+/// ready (the barrier alone would say True for a Gateway with nothing to serve, or "no live
+/// replica"); the message says how many replicas the Deployment has ready. A False
+/// `Invalid` (not accepted) stands.
+pub fn programmed(
+    barrier: &Condition,
+    fleet: &str,
+    deployment: Option<DeploymentReplicas>,
+    has_address: bool,
+    generation: i64,
+    now: Timestamp,
+) -> Condition {
+    if barrier.reason == reason::INVALID {
+        return barrier.clone();
+    }
+    let replicas = match deployment {
+        Some(d) => format!("Deployment {fleet} has {}/{} replicas ready", d.ready, d.desired),
+        None => format!("Deployment {fleet} is not there yet"),
+    };
+    if !has_address {
+        return status::condition(
+            condition::PROGRAMMED,
+            false,
+            reason::ADDRESS_NOT_ASSIGNED,
+            format!("Service {fleet} has no address yet; {replicas}"),
+            generation,
+            now,
+        );
+    }
+    let none_ready = deployment.is_none_or(|d| d.ready == 0);
+    match (barrier.status.as_str(), none_ready) {
+        ("True", false) => barrier.clone(),
+        ("True", true) => status::condition(
+            condition::PROGRAMMED,
+            false,
+            reason::PENDING,
+            format!("no proxy replica is ready: {replicas}"),
+            generation,
+            now,
+        ),
+        _ => {
+            let mut c = barrier.clone();
+            c.message = if c.message.is_empty() {
+                replicas
+            } else {
+                format!("{}; {replicas}", c.message)
+            };
+            c
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (namespace, gateway, what the name must look like)
+    type NameRow<'a> = (&'a str, &'a str, &'a dyn Fn(&str) -> bool);
+    /// (the class's parametersRef, replicas and Service type or the message)
+    type ParametersRow = (&'static str, Result<(i32, GatewayServiceType), &'static str>);
+    /// (listeners, (name, port, target port) of each Service port)
+    type PortsRow = (&'static str, &'static [(&'static str, i32, i32)]);
+
+    fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
+        serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    fn now() -> Timestamp {
+        "2026-06-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn gateway(listeners: &str) -> Gateway {
+        yaml(&format!(
+            "metadata: {{name: gw, namespace: infra, uid: u1, generation: 3}}\nspec:\n  gatewayClassName: lockstep\n  listeners: {listeners}"
+        ))
+    }
+
+    #[test]
+    fn fleet_names_are_deterministic_labels_apart_per_namespace() {
+        let long = "a".repeat(253);
+        // (namespace, gateway, what the name must look like)
+        let rows: [NameRow; 5] = [
+            ("infra", "gw", &|n: &str| n.starts_with("gw-") && n.len() == 11),
+            ("infra", "edge.example", &|n: &str| n.starts_with("edge-example-")),
+            // A Service name must start with a letter.
+            ("infra", "1gw", &|n: &str| n.starts_with("gw-1gw-")),
+            ("infra", &long, &|n: &str| n.len() == 63 && n.starts_with("aaaa")),
+            ("infra", "gw-", &|n: &str| !n.contains("--")),
+        ];
+        for (ns, gw, check) in rows {
+            let name = fleet_name(ns, gw);
+            assert!(check(&name), "{ns}/{gw}: {name}");
+            assert_eq!(name, fleet_name(ns, gw), "deterministic");
+            assert!(
+                lockstep_crds::patterns::DNS_LABEL_RE.is_match(&name),
+                "{name} is a fleet name"
+            );
+            assert!(name.len() <= 63 && name.starts_with(|c: char| c.is_ascii_lowercase()));
+        }
+        // Collision-safe: a namespace apart, or names the mapping joins alike.
+        assert_ne!(fleet_name("a", "gw"), fleet_name("b", "gw"));
+        assert_ne!(fleet_name("infra", "a.b"), fleet_name("infra", "a-b"));
+        assert_ne!(
+            fleet_name("infra", &format!("{long}x")),
+            fleet_name("infra", &format!("{long}y"))
+        );
+    }
+
+    fn class(parameters_ref: &str) -> GatewayClass {
+        yaml(&format!(
+            "metadata: {{name: lockstep}}\nspec: {{controllerName: lockstep.dev/gateway-controller{parameters_ref}}}"
+        ))
+    }
+
+    #[test]
+    fn class_parameters_from_the_reference() {
+        let stored: GatewayParameters = yaml(
+            "apiVersion: lockstep.dev/v1alpha1\nkind: GatewayParameters\nmetadata: {name: big}\nspec: {replicas: 5, serviceType: ClusterIP}",
+        );
+        let params = [stored];
+        let rows: [ParametersRow; 5] = [
+            ("", Ok((2, GatewayServiceType::LoadBalancer))),
+            (
+                ", parametersRef: {group: lockstep.dev, kind: GatewayParameters, name: big}",
+                Ok((5, GatewayServiceType::ClusterIP)),
+            ),
+            (
+                ", parametersRef: {group: lockstep.dev, kind: GatewayParameters, name: small}",
+                Err("parametersRef lockstep.dev/GatewayParameters small: not found"),
+            ),
+            (
+                ", parametersRef: {group: \"\", kind: ConfigMap, name: big, namespace: infra}",
+                Err("parametersRef /ConfigMap big: lockstep reads only lockstep.dev/GatewayParameters"),
+            ),
+            (
+                ", parametersRef: {group: lockstep.dev, kind: GatewayParameters, name: big, namespace: infra}",
+                Err(
+                    "parametersRef lockstep.dev/GatewayParameters big: namespace infra is set, but GatewayParameters is cluster-scoped",
+                ),
+            ),
+        ];
+        for (reference, want) in rows {
+            let got = class_parameters(&class(reference), &params).map(|p| (p.replicas, p.service_type));
+            assert_eq!(got, want.map_err(str::to_owned), "{reference}");
+        }
+    }
+
+    #[test]
+    fn service_ports_follow_listener_ports_to_the_protocol_port() {
+        // (listeners, (name, port, target port) of each Service port)
+        let rows: [PortsRow; 5] = [
+            ("[{name: a, port: 80, protocol: HTTP}]", &[("http-80", 80, 8080)]),
+            (
+                "[{name: a, port: 80, protocol: HTTP}, {name: b, port: 443, protocol: HTTPS}]",
+                &[("http-80", 80, 8080), ("https-443", 443, 8443)],
+            ),
+            // Two listeners on one port (host names apart): one Service port.
+            (
+                "[{name: a, port: 80, protocol: HTTP, hostname: a.example}, {name: b, port: 80, protocol: HTTP, hostname: b.example}, {name: c, port: 8080, protocol: HTTP}]",
+                &[("http-80", 80, 8080), ("http-8080", 8080, 8080)],
+            ),
+            // Not served (UnsupportedProtocol): no port.
+            (
+                "[{name: a, port: 80, protocol: HTTP}, {name: t, port: 9000, protocol: TCP}]",
+                &[("http-80", 80, 8080)],
+            ),
+            // ProtocolConflict: the first listener of the port decides.
+            (
+                "[{name: a, port: 80, protocol: HTTPS}, {name: b, port: 80, protocol: HTTP}]",
+                &[("https-80", 80, 8443)],
+            ),
+        ];
+        for (listeners, want) in rows {
+            let got = service_ports(&gateway(listeners));
+            let got: Vec<(&str, i32, i32)> = got
+                .iter()
+                .map(|p| (p.name.as_str(), p.port, p.target_port))
+                .collect();
+            assert_eq!(got, want, "{listeners}");
+        }
+    }
+
+    #[test]
+    fn only_the_listeners_own_secrets_are_granted() {
+        let gw = gateway(
+            "[{name: a, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: b-cert}, {name: a-cert, kind: Secret, group: \"\"}]}},
+              {name: b, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: a-cert}, {name: other, namespace: elsewhere}, {name: same, namespace: infra}, {name: cm, kind: ConfigMap}]}},
+              {name: c, port: 80, protocol: HTTP}]",
+        );
+        assert_eq!(listener_secrets(&gw), ["a-cert", "b-cert", "same"]);
+        let plan = plan(&gw, &GatewayParametersSpec::default(), "img:1");
+        let role = plan.role();
+        let secrets = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resources"][0] == "secrets")
+            .expect("a secrets rule");
+        assert_eq!(secrets["resourceNames"], json!(["a-cert", "b-cert", "same"]));
+        // Without certificates, no Secret at all.
+        let plain = super::plan(
+            &gateway("[{name: c, port: 80, protocol: HTTP}]"),
+            &Default::default(),
+            "i",
+        );
+        assert!(!plain.role().to_string().contains("secrets"));
+    }
+
+    #[test]
+    fn the_rendered_objects() {
+        let gw = gateway("[{name: a, port: 80, protocol: HTTP}, {name: b, port: 443, protocol: HTTPS}]");
+        let params = GatewayParametersSpec {
+            replicas: 4,
+            service_type: GatewayServiceType::NodePort,
+        };
+        let p = plan(&gw, &params, "registry/proxy:7");
+        let name = fleet_name("infra", "gw");
+        assert_eq!(p.name, name);
+        let d = p.deployment();
+        assert_eq!(d["metadata"]["name"], json!(name));
+        assert_eq!(d["metadata"]["namespace"], json!("infra"));
+        assert_eq!(
+            d["metadata"]["ownerReferences"],
+            json!([{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "name": "gw", "uid": "u1", "controller": true}])
+        );
+        assert_eq!(d["spec"]["replicas"], json!(4));
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], json!(service_account_name(&name)));
+        let container = &pod["containers"][0];
+        assert_eq!(container["image"], json!("registry/proxy:7"));
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(args.contains(&format!("--fleet={name}").as_str()), "{args:?}");
+        assert!(args.contains(&"--listen=0.0.0.0:8080"), "{args:?}");
+        assert!(args.contains(&"--tls-listen=0.0.0.0:8443"), "{args:?}");
+        assert_eq!(
+            d["spec"]["selector"]["matchLabels"]["lockstep.dev/fleet"],
+            json!(name)
+        );
+        let s = p.service();
+        assert_eq!(s["spec"]["type"], json!("NodePort"));
+        assert_eq!(
+            s["spec"]["ports"],
+            json!([
+                {"name": "http-80", "port": 80, "targetPort": 8080, "protocol": "TCP"},
+                {"name": "https-443", "port": 443, "targetPort": 8443, "protocol": "TCP"},
+            ])
+        );
+        assert_eq!(s["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"]);
+        let member = p.member_binding();
+        assert_eq!(member["roleRef"]["kind"], json!("ClusterRole"));
+        assert_eq!(member["roleRef"]["name"], json!(MEMBER_CLUSTER_ROLE));
+        assert_eq!(member["subjects"][0]["name"], json!(service_account_name(&name)));
+        assert_eq!(p.role_binding()["roleRef"]["name"], json!(name));
+    }
+
+    #[test]
+    fn listener_changes_touch_the_service_not_the_pods() {
+        let one = plan(
+            &gateway("[{name: a, port: 80, protocol: HTTP}]"),
+            &Default::default(),
+            "i:1",
+        );
+        let two = plan(
+            &gateway(
+                "[{name: a, port: 80, protocol: HTTP}, {name: b, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: c}]}}]",
+            ),
+            &Default::default(),
+            "i:1",
+        );
+        assert_eq!(
+            one.deployment(),
+            two.deployment(),
+            "the pod template is unchanged"
+        );
+        assert_ne!(one.service(), two.service());
+        assert_ne!(one.role(), two.role(), "the new certificate is granted");
+        assert_eq!(one.role_binding(), two.role_binding());
+        // Parameters and the image change the Deployment.
+        let bigger = plan(
+            &gateway("[{name: a, port: 80, protocol: HTTP}]"),
+            &GatewayParametersSpec {
+                replicas: 3,
+                ..Default::default()
+            },
+            "i:1",
+        );
+        assert_ne!(
+            one.deployment()["metadata"]["annotations"],
+            bigger.deployment()["metadata"]["annotations"]
+        );
+    }
+
+    fn service(yaml_text: &str) -> Service {
+        yaml(yaml_text)
+    }
+
+    #[test]
+    fn addresses_prefer_the_load_balancer() {
+        let rows: [(&str, &[(&str, &str)]); 5] = [
+            (
+                "spec: {type: LoadBalancer, clusterIP: 10.0.0.7}",
+                &[("IPAddress", "10.0.0.7")],
+            ),
+            (
+                "spec: {type: LoadBalancer, clusterIP: 10.0.0.7}\nstatus: {loadBalancer: {ingress: [{ip: 203.0.113.9}, {hostname: lb.example.com}]}}",
+                &[("IPAddress", "203.0.113.9"), ("Hostname", "lb.example.com")],
+            ),
+            (
+                "spec: {type: ClusterIP, clusterIP: 10.0.0.8}",
+                &[("IPAddress", "10.0.0.8")],
+            ),
+            ("spec: {type: ClusterIP, clusterIP: None}", &[]),
+            ("spec: {type: ClusterIP}", &[]),
+        ];
+        for (text, want) in rows {
+            let got: Vec<(String, String)> = addresses(Some(&service(text)))
+                .into_iter()
+                .map(|a| (a.address_type.unwrap_or_default(), a.value))
+                .collect();
+            let want: Vec<(String, String)> = want.iter().map(|(t, v)| ((*t).into(), (*v).into())).collect();
+            assert_eq!(got, want, "{text}");
+        }
+        assert!(addresses(None).is_empty());
+    }
+
+    #[test]
+    fn programmed_waits_for_an_address_and_a_ready_replica() {
+        let t = now();
+        let barrier_true = status::condition(
+            condition::PROGRAMMED,
+            true,
+            reason::PROGRAMMED,
+            "2/2 replicas serve generation 3",
+            3,
+            t,
+        );
+        let empty_true = status::condition(
+            condition::PROGRAMMED,
+            true,
+            reason::PROGRAMMED,
+            "no route attached: nothing to serve",
+            3,
+            t,
+        );
+        let no_replicas = status::condition(
+            condition::PROGRAMMED,
+            false,
+            reason::PENDING,
+            "no live replica in the fleet",
+            3,
+            t,
+        );
+        let invalid = status::condition(
+            condition::PROGRAMMED,
+            false,
+            reason::INVALID,
+            "the Gateway is not accepted",
+            3,
+            t,
+        );
+        let ready = |r, d| Some(DeploymentReplicas { ready: r, desired: d });
+        // (barrier, deployment, has address, status, reason, message contains)
+        let rows = [
+            (
+                &barrier_true,
+                ready(2, 2),
+                true,
+                "True",
+                reason::PROGRAMMED,
+                "2/2 replicas serve",
+            ),
+            (
+                &empty_true,
+                ready(0, 2),
+                true,
+                "False",
+                reason::PENDING,
+                "no proxy replica is ready: Deployment f has 0/2 replicas ready",
+            ),
+            (
+                &empty_true,
+                None,
+                true,
+                "False",
+                reason::PENDING,
+                "Deployment f is not there yet",
+            ),
+            (
+                &no_replicas,
+                ready(0, 2),
+                true,
+                "False",
+                reason::PENDING,
+                "no live replica in the fleet; Deployment f has 0/2 replicas ready",
+            ),
+            (
+                &barrier_true,
+                ready(2, 2),
+                false,
+                "False",
+                reason::ADDRESS_NOT_ASSIGNED,
+                "Service f has no address yet",
+            ),
+            (
+                &invalid,
+                ready(0, 2),
+                false,
+                "False",
+                reason::INVALID,
+                "not accepted",
+            ),
+        ];
+        for (barrier, deployment, has_address, status, why, message) in rows {
+            let c = programmed(barrier, "f", deployment, has_address, 3, t);
+            assert_eq!((c.status.as_str(), c.reason.as_str()), (status, why), "{c:?}");
+            assert!(c.message.contains(message), "{c:?}");
+            assert_eq!(c.observed_generation, Some(3));
+        }
+    }
+}
