@@ -147,6 +147,8 @@ pub enum BackendRef {
         /// host:port as in the URL; the default port of the scheme when absent.
         authority: Arc<str>,
     },
+    /// No upstream: the proxy answers with this status (`backend.status`).
+    Status(u16),
 }
 
 impl fmt::Display for BackendRef {
@@ -158,6 +160,7 @@ impl fmt::Display for BackendRef {
                 port,
             } => write!(f, "service {namespace}/{name}:{port}"),
             BackendRef::Url { scheme, authority } => write!(f, "{scheme}://{authority}"),
+            BackendRef::Status(status) => write!(f, "status {status}"),
         }
     }
 }
@@ -165,6 +168,8 @@ impl fmt::Display for BackendRef {
 impl BackendRef {
     fn from_spec(namespace: &str, backend: &Backend) -> Option<Self> {
         match (&backend.service, &backend.url) {
+            (None, None) => backend.status.map(BackendRef::Status),
+            _ if backend.status.is_some() => None,
             (Some(svc), None) => Some(BackendRef::Service {
                 namespace: namespace.into(),
                 name: svc.name.as_str().into(),

@@ -7,6 +7,7 @@ pub fn mk_url(url: &str) -> Backend {
     Backend {
         service: None,
         url: Some(url.to_owned()),
+        status: None,
     }
 }
 
@@ -18,6 +19,7 @@ pub fn mk_svc(name: &str, port: i32) -> Backend {
             port,
         }),
         url: None,
+        status: None,
     }
 }
 

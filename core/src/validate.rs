@@ -140,6 +140,7 @@ mod tests {
                 lockstep_crds::Backend {
                     service: None,
                     url: None,
+                    status: None,
                 },
             )],
         ));
@@ -155,7 +156,9 @@ mod tests {
         assert!(has("spec.rules[1].paths[0].backend.service.port: "), "{p:#?}");
         assert!(has("spec.rules[2].paths[0].backend.url: "), "{p:#?}");
         assert!(
-            has("spec.rules[3].paths[0].backend: exactly one of backend.service or backend.url"),
+            has(
+                "spec.rules[3].paths[0].backend: exactly one of backend.service, backend.url or backend.status"
+            ),
             "{p:#?}"
         );
         assert!(has("spec.fleet: "), "{p:#?}");
@@ -372,6 +375,10 @@ mod traffic_tests {
             (serde_json::json!({"path": "/", "backend": url, "upgrades": ["h2c/1"]}), "spec.rules[0].paths[0].upgrades[0]: h2c/1: h2c may not be tunnelled"),
             (serde_json::json!({"path": "/", "backend": url, "upgrades": ["web socket"]}), "spec.rules[0].paths[0].upgrades[0]: \"web socket\": an upgrade protocol is a token"),
             (serde_json::json!({"path": "/", "backend": url, "upgrades": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}), "spec.rules[0].paths[0].upgrades: "),
+            (serde_json::json!({"path": "/", "backend": {"status": 200}}), "spec.rules[0].paths[0].backend.status: "),
+            (serde_json::json!({"path": "/", "backends": [{"status": 600}]}), "spec.rules[0].paths[0].backends[0].status: "),
+            (serde_json::json!({"path": "/", "backend": {"status": 500, "url": "http://127.0.0.1:1"}}), "spec.rules[0].paths[0].backend: exactly one of backend.service, backend.url or backend.status"),
+            (serde_json::json!({"path": "/", "backends": [{"status": 500, "service": {"name": "a", "port": 1}}]}), "spec.rules[0].paths[0].backends[0]: exactly one of service, url or status"),
         ];
         for (path, expected) in cases {
             let p = problems(path.clone());

@@ -342,10 +342,14 @@ impl HttpPath {
     }
 }
 
-/// Where requests go: exactly one of a Service or a static URL.
+/// Exactly one of `service`, `url` and `status` is set, as a CEL rule.
+pub(crate) const ONE_BACKEND_CEL: &str =
+    "(has(self.service) ? 1 : 0) + (has(self.url) ? 1 : 0) + (has(self.status) ? 1 : 0) == 1";
+
+/// Where requests go: exactly one of a Service, a static URL or a status the proxy answers.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("has(self.service) != has(self.url)").message("exactly one of backend.service or backend.url must be set").reason(kube::core::Reason::FieldValueInvalid))]
+#[x_kube(validation = kube::core::Rule::new(ONE_BACKEND_CEL).message("exactly one of backend.service, backend.url or backend.status must be set").reason(kube::core::Reason::FieldValueInvalid))]
 #[garde(custom(exactly_one_backend))]
 pub struct Backend {
     /// A Service in the RouterConfig's namespace; requests are balanced over its ready
@@ -365,14 +369,31 @@ pub struct Backend {
     )]
     #[garde(inner(length(min = 1, max = MAX_URL_LEN), pattern(crate::patterns::URL_RE)))]
     pub url: Option<String>,
+
+    /// No upstream: the proxy answers matching requests itself with this status, 400 to
+    /// 599, and a short text body (gRPC requests get the gRPC status of it). In `backends`,
+    /// only that share of the requests gets it: a generated RouterConfig answers the share of
+    /// a Gateway API backendRef that cannot be resolved with 500, as Gateway API requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 400, max = 599))]
+    #[garde(inner(range(min = 400, max = 599)))]
+    pub status: Option<u16>,
 }
 
 fn exactly_one_backend(backend: &Backend, _: &()) -> garde::Result {
-    match (&backend.service, &backend.url) {
-        (Some(_), None) | (None, Some(_)) => Ok(()),
-        _ => Err(garde::Error::new(
-            "exactly one of backend.service or backend.url must be set",
-        )),
+    one_backend(
+        backend.service.is_some(),
+        backend.url.is_some(),
+        backend.status.is_some(),
+        "exactly one of backend.service, backend.url or backend.status must be set",
+    )
+}
+
+pub(crate) fn one_backend(service: bool, url: bool, status: bool, message: &'static str) -> garde::Result {
+    if u8::from(service) + u8::from(url) + u8::from(status) == 1 {
+        Ok(())
+    } else {
+        Err(garde::Error::new(message))
     }
 }
 

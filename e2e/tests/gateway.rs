@@ -481,8 +481,9 @@ fn service_for(ns: &str, name: &str, backend: &Backend) -> String {
 /// A Gateway of lockstep's class naming an existing fleet of three real proxies: its HTTPRoute
 /// is published as a generated RouterConfig, and after each of 20 edits `kubectl lockstep wait
 /// httproute/web` returns only once every replica answers with the edited route, while
-/// requests flow. A route with a missing backend gets BackendNotFound and is never
-/// lockstep.dev/Ready=True. Deleting the Gateway deletes its generated RouterConfig.
+/// requests flow. A route with a missing backend on the same listener gets BackendNotFound,
+/// its share of requests is answered 500 while the listener's other route is served, and it
+/// is never lockstep.dev/Ready=True. Deleting the Gateway deletes its generated RouterConfig.
 #[tokio::test]
 async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     let cp = ControlPlane::shared();
@@ -528,19 +529,23 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     )
     .await;
 
-    // A route whose backend does not exist, on a Gateway of its own (on the same listener it
-    // would keep the good route's listener from being lowered: the proxy cannot answer 500
-    // for a backend yet). Watched from its creation: lockstep.dev/Ready=True must never appear.
-    create(&gateways, gateway("gw-bad", "bad.example.com")).await;
+    // A route on the same listener, half of whose requests go to a Service that does not
+    // exist: Gateway API has that half answered 500 ("the proportion of requests that would
+    // otherwise have been routed to an invalid backend MUST receive a 500 status code"), and
+    // the listener's other route is served. Watched from its creation: lockstep.dev/Ready=True
+    // must never appear.
     create(
         &routes,
-        route(
-            "bad",
-            &ns,
-            "gw-bad",
-            &["bad.example.com"],
-            json!({"name": "nope", "port": 80}),
-        ),
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "bad", "namespace": ns},
+            "spec": {
+                "parentRefs": [{"name": "gw"}],
+                "hostnames": ["app.example.com"],
+                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/bad"}}],
+                           "backendRefs": [{"name": "one", "port": 80}, {"name": "nope", "port": 80}]}],
+            },
+        }),
     )
     .await;
     let bad_ready_seen = Arc::new(AtomicBool::new(false));
@@ -602,7 +607,7 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
         .iter()
         .map(|r| r.metadata.name.clone().unwrap())
         .collect();
-    assert_eq!(generated.len(), 1, "only gw's listener is lowered: {names:?}");
+    assert_eq!(generated.len(), 1, "one listener, one RouterConfig: {names:?}");
     let rc = &generated[0];
     assert_eq!(rc.spec.fleet, f.fleet);
     let owner = &rc.metadata.owner_references.as_ref().unwrap()[0];
@@ -617,10 +622,15 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     );
     let annotations = rc.metadata.annotations.clone().unwrap();
     assert_eq!(annotations["lockstep.dev/gateway-generation"], "1");
-    let web = routes.get("web").await.unwrap();
+    let uid = |route: HTTPRoute| route.metadata.uid.unwrap();
+    let recorded: std::collections::BTreeMap<String, i64> =
+        serde_json::from_str(&annotations["lockstep.dev/routes"]).unwrap();
     assert_eq!(
-        annotations["lockstep.dev/routes"],
-        format!("{{\"{}\":1}}", web.metadata.uid.clone().unwrap())
+        recorded,
+        std::collections::BTreeMap::from([
+            (uid(routes.get("web").await.unwrap()), 1),
+            (uid(routes.get("bad").await.unwrap()), 1),
+        ])
     );
 
     // The barrier's invariant, checked on every event of the route: the moment
@@ -772,13 +782,37 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     );
     assert_eq!(
         (bad.1.0.as_str(), bad.1.1.as_str()),
-        ("False", "Unservable"),
+        ("False", "UnresolvedRefs"),
         "{:?}",
         bad.1
     );
-    let gw_bad = gateways.get("gw-bad").await.unwrap().status.unwrap();
-    let listener = cond(&gw_bad.listeners[0].conditions, "Programmed").unwrap();
-    assert_eq!((listener.0.as_str(), listener.1.as_str()), ("False", "Invalid"));
+    let gw_status = gateways.get("gw").await.unwrap().status.unwrap();
+    let listener = cond(&gw_status.listeners[0].conditions, "Programmed").unwrap();
+    assert_eq!((listener.0.as_str(), listener.1.as_str()), ("True", "Programmed"));
+    // Every replica answers half of /bad from `one` and half with its own 500 (smooth
+    // weighted round robin: exactly one of each in every two consecutive requests).
+    for proxy in &proxies {
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(
+                check::request(&f.http, proxy.http, "app.example.com", "/bad")
+                    .await
+                    .unwrap(),
+            );
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (200, Some("one".to_owned())),
+                (200, Some("one".to_owned())),
+                (500, None),
+                (500, None)
+            ],
+            "{}",
+            proxy.http
+        );
+    }
     let timed_out = lockstep_plugin(f.cp, &["wait", "httproute/bad", "-n", &ns, "--timeout", "2s"]);
     assert_eq!(
         timed_out.status.code(),

@@ -43,7 +43,7 @@ fuzz_target!(|input: Input| {
             tls: None,
             paths: vec![HttpPath {
                 path: "/".into(),
-                backend: Some(Backend { service: None, url: Some("http://127.0.0.1:9".into()) }),
+                backend: Some(Backend { service: None, url: Some("http://127.0.0.1:9".into()), status: None }),
                 filters: Some(filters),
                 ..Default::default()
             }],

@@ -29,7 +29,7 @@ fuzz_target!(|input: Input| {
                     .map(|(path, exact)| HttpPath {
                         path,
                         path_type: if exact { PathType::Exact } else { PathType::Prefix },
-                        backend: Some(Backend { service: None, url: Some("http://127.0.0.1:9".into()) }),
+                        backend: Some(Backend { service: None, url: Some("http://127.0.0.1:9".into()), status: None }),
                         ..Default::default()
                     })
                     .collect(),

@@ -605,6 +605,7 @@ impl FleetModel {
                     backend: Some(Backend {
                         service: None,
                         url: Some(format!("http://10.0.0.{}:80", shape.backend + 1)),
+                        status: None,
                     }),
                     ..Default::default()
                 }],

@@ -7,10 +7,12 @@
 //! | a listener or route without host name: any host | a host is a DNS name or `*.suffix` | [`Gap::AnyHost`] |
 //! | `*.example.com` covers one or more labels | covers exactly one label | [`Gap::WildcardDepth`] |
 //! | a backend in another namespace (ReferenceGrant) | Services of the RouterConfig's namespace | [`Gap::CrossNamespaceBackend`] |
-//! | an unresolved backend answered 500 with its weight | every backend is a Service or URL | [`Gap::StatusBackend`] |
 //! | GRPCRoute backends over h2c whatever the Service's appProtocol | h2c only for appProtocol `kubernetes.io/h2c` | [`Gap::GrpcWithoutH2c`] |
 //! | per-listener route tables on one port, chosen by the most specific listener host name (listener isolation) | one table per fleet | [`Gap::SharedPort`] |
 //! | a listener's certificate for any SNI, or from another namespace | a Secret of the same namespace per host | [`Gap::ListenerCertificate`] |
+//!
+//! An unresolved backendRef (and a rule whose requests are all answered 500) becomes a
+//! `backends[]` entry `{status: 500, weight}`: the proxy answers that share itself.
 //!
 //! Entries that can never win (a later entry with the same host, path and match as an
 //! earlier one) are left out: Gateway API gives the request to the earlier one, and the
@@ -33,8 +35,6 @@ pub enum Gap {
     WildcardDepth(String),
     /// A Service in another namespace than the Gateway's.
     CrossNamespaceBackend(String),
-    /// A share of requests answered with a status by the proxy itself.
-    StatusBackend(u16),
     /// A gRPC backend whose Service port does not say h2c.
     GrpcWithoutH2c(String),
     /// Other served listeners share this port: requests must first be matched to a listener.
@@ -114,10 +114,16 @@ pub fn router_config_spec(
                             port: service.port,
                         }),
                         url: None,
+                        status: None,
                         weight: i32::try_from(*weight).unwrap_or(i32::MAX),
                     });
                 }
-                ServedBackend::Status { status, .. } => gaps.push(Gap::StatusBackend(*status)),
+                ServedBackend::Status { status, weight } => backends.push(WeightedBackend {
+                    service: None,
+                    url: None,
+                    status: Some(*status),
+                    weight: i32::try_from(*weight).unwrap_or(i32::MAX),
+                }),
             }
         }
         let filters = e.entry.filters.clone().filter(|f| *f != Filters::default());

@@ -195,9 +195,6 @@ pub fn describe(gap: &Gap) -> String {
         Gap::AnyHost => "entries for any host (no listener or route host name)".into(),
         Gap::WildcardDepth(h) => format!("wildcard host {h} (Gateway API matches one or more labels)"),
         Gap::CrossNamespaceBackend(s) => format!("backend {s} in another namespace"),
-        Gap::StatusBackend(code) => {
-            format!("a backend answered {code} by the proxy (an unresolved backendRef)")
-        }
         Gap::GrpcWithoutH2c(s) => format!("gRPC backend {s} without appProtocol kubernetes.io/h2c"),
         Gap::SharedPort(p) => format!("other listeners on port {p}"),
         Gap::OverlappingListener(l) => format!(
@@ -412,9 +409,11 @@ pub fn ready(
         generation,
         now,
     );
-    // The route's own verdicts (not accepted, rules dropped) come first.
+    // The route's own verdicts (not accepted, rules dropped, references unresolved) come
+    // first.
     if judged.reason == status::ready_reason::NOT_ACCEPTED
         || judged.reason == status::ready_reason::PARTIALLY_INVALID
+        || judged.reason == status::ready_reason::UNRESOLVED_REFS
     {
         return judged;
     }

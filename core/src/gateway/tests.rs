@@ -910,7 +910,10 @@ mod serving {
         let rows: Vec<Row> = vec![
             // (listeners, route spec, (listener, outcome kind))
             (ONE_HOST, WEB.into(), vec![("web", "publish")]),
-            (ONE_HOST, MISSING.into(), vec![("web", "gaps:StatusBackend(500)")]),
+            // HTTPRoute backendRefs: "When a HTTPBackendRef is invalid, 500 status codes MUST
+            // be returned for requests that would have otherwise been routed to an invalid
+            // backend": a status backend, so the listener is published.
+            (ONE_HOST, MISSING.into(), vec![("web", "publish")]),
             (HTTP80, WEB.into(), vec![("http", "gaps:AnyHost")]),
             (
                 two_ports,
@@ -1107,14 +1110,11 @@ mod serving {
         assert!(gw_message.contains("no fleet is named"), "{gw_message}");
         assert_eq!(ready_of(&t, "web").1, "NoFleet");
 
-        // A route with a missing backend: ResolvedRefs=False BackendNotFound, and its listener
-        // cannot be lowered (the proxy cannot answer 500 for a share of requests yet): never
-        // Ready, whatever the RouterConfig of the listener says.
-        let (mut t, plans) = planned(ONE_HOST, &[("missing", MISSING)]);
-        assert_eq!(
-            cond(parent(&t, "missing"), ctype::RESOLVED_REFS),
-            Some(("False", reason::BACKEND_NOT_FOUND))
-        );
+        // A listener with gaps (here: two listeners whose host names overlap) is not
+        // published: never Ready, whatever the RouterConfig of the listener says.
+        let overlapping = "[{name: web, port: 80, protocol: HTTP, hostname: app.example.com}, \
+                           {name: wild, port: 8080, protocol: HTTP, hostname: \"*.example.com\"}]";
+        let (mut t, plans) = planned(overlapping, &[("web", WEB)]);
         let stale = observed(5, 3, 2, Some(("True", "AllReplicasSynced", 5)), true);
         judge(
             &mut t,
@@ -1123,16 +1123,16 @@ mod serving {
             &move |_| Some(stale.clone()),
             now(),
         );
-        let (status, why, message) = ready_of(&t, "missing");
+        let (status, why, message) = ready_of(&t, "web");
         assert_eq!((status.as_str(), why.as_str()), ("False", "Unservable"));
-        assert!(message.contains("answered 500"), "{message}");
+        assert!(message.contains("overlaps"), "{message}");
         let l = t.listeners[0]
             .conditions
             .iter()
             .find(|c| c.type_ == ctype::PROGRAMMED)
             .unwrap();
         assert_eq!((l.status.as_str(), l.reason.as_str()), ("False", reason::INVALID));
-        assert!(l.message.contains("answered 500"), "{}", l.message);
+        assert!(l.message.contains("overlaps"), "{}", l.message);
 
         // A listener without routes is programmed: there is nothing to serve.
         let (mut t, plans) = planned(ONE_HOST, &[]);
@@ -1143,5 +1143,62 @@ mod serving {
             ("True".into(), "Programmed".into())
         );
         let _ = Serving::Empty;
+    }
+
+    #[test]
+    fn an_unresolved_backend_is_answered_500_and_its_route_is_never_ready() {
+        // HTTPRoute backendRefs: "When a HTTPBackendRef is invalid, 500 status codes MUST be
+        // returned for requests that would have otherwise been routed to an invalid
+        // backend." The listener is published with a status backend in its place, so the
+        // other routes of the listener are served; the route itself has ResolvedRefs=False and
+        // is never lockstep.dev/Ready: a share of its requests fails, which is not what its
+        // author asked for.
+        const MISSING_AT: &str = "{parentRefs: [{name: gw}], rules: [{matches: [{path: {type: PathPrefix, value: /missing}}], \
+                                  backendRefs: [{name: web, port: 8080, weight: 3}, {name: gone, port: 8080}]}]}";
+        let (mut t, plans) = planned(ONE_HOST, &[("web", WEB), ("missing", MISSING_AT)]);
+        assert_eq!(
+            cond(parent(&t, "missing"), ctype::RESOLVED_REFS),
+            Some(("False", reason::BACKEND_NOT_FOUND))
+        );
+        let Outcome::Publish(spec) = &plans[0].outcome else {
+            panic!("published: {:?}", plans[0].outcome)
+        };
+        let missing = spec.rules[0].paths.iter().find(|p| p.path == "/missing").unwrap();
+        let backends: Vec<(Option<&str>, Option<u16>, i32)> = missing
+            .backends
+            .iter()
+            .map(|b| (b.service.as_ref().map(|s| s.name.as_str()), b.status, b.weight))
+            .collect();
+        assert_eq!(backends, [(Some("web"), None, 3), (None, Some(500), 1)]);
+
+        let mut rc = observed(5, 3, 2, Some(("True", "AllReplicasSynced", 5)), true);
+        rc.metadata.annotations.as_mut().unwrap().insert(
+            serve::ROUTES_ANNOTATION.into(),
+            routes_annotation(&plans[0].routes),
+        );
+        judge(
+            &mut t,
+            Some(&Ok("edge".into())),
+            &plans,
+            &move |_| Some(rc.clone()),
+            now(),
+        );
+        assert_eq!(
+            programmed_of(&t.listeners[0].conditions),
+            ("True".into(), "Programmed".into())
+        );
+        let ready = |route: &str| {
+            let c = parent(&t, route)
+                .conditions
+                .iter()
+                .find(|c| c.type_ == ctype::LOCKSTEP_READY)
+                .unwrap()
+                .clone();
+            (c.status, c.reason, c.message)
+        };
+        assert_eq!(ready("web").0, "True", "{:?}", ready("web"));
+        let (status, why, message) = ready("missing");
+        assert_eq!((status.as_str(), why.as_str()), ("False", "UnresolvedRefs"));
+        assert!(message.contains("answered 500"), "{message}");
     }
 }

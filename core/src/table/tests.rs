@@ -284,6 +284,7 @@ fn invalid_backends_are_skipped_not_panicked_on() {
                 lockstep_crds::Backend {
                     service: None,
                     url: None,
+                    status: None,
                 },
             ),
             mk_path_to("/port", PathType::Prefix, mk_svc("api", 70000)),
@@ -485,7 +486,7 @@ fn routed(
     let route = t.lookup_request("h", path, &method, &map, query)?.route;
     match &route.backends[0].0 {
         BackendRef::Url { authority, .. } => authority.rsplit(':').next()?.parse().ok(),
-        BackendRef::Service { .. } => None,
+        BackendRef::Service { .. } | BackendRef::Status(_) => None,
     }
 }
 
@@ -571,4 +572,33 @@ fn weighted_backends_and_redirects_compile() {
     assert!(t.lookup("h", "/drained").unwrap().pick_backend().is_none());
     let r = t.lookup("h", "/r").unwrap();
     assert!(r.backends.is_empty() && r.filters.redirect.is_some());
+}
+
+#[test]
+fn status_backends_keep_their_weight() {
+    // What a generated RouterConfig says for an unresolved Gateway API backendRef (HTTPRoute
+    // backendRefs: "the proportion of requests that would otherwise have been routed to an
+    // invalid backend MUST receive a 500 status code").
+    let t = table(&[(
+        key("web"),
+        spec_json(serde_json::json!([
+            {"path": "/split", "backends": [{"url": "http://127.0.0.1:1", "weight": 1}, {"status": 500, "weight": 1}]},
+            {"path": "/gone", "backend": {"status": 503}},
+            {"path": "/both", "backend": {"status": 500, "url": "http://127.0.0.1:1"}},
+        ])),
+    )]);
+    let split = t.lookup("h", "/split").unwrap();
+    let picks: Vec<String> = (0..10)
+        .map(|_| split.pick_backend().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        picks.iter().filter(|p| *p == "status 500").count(),
+        5,
+        "{picks:?}"
+    );
+    assert_eq!(
+        t.lookup("h", "/gone").unwrap().pick_backend(),
+        Some(&BackendRef::Status(503))
+    );
+    assert_eq!(hit(&t, "h", "/both"), None, "an invalid backend is skipped");
 }

@@ -108,8 +108,10 @@ async fn invalid_objects_are_rejected_at_admission_naming_the_field() {
         ("path-relative", with(|s| s["rules"][0]["paths"][1]["path"] = json!("api")), "spec.rules[0].paths[1].path".into(), "should match"),
         ("path-query", with(|s| s["rules"][0]["paths"][0]["path"] = json!("/a?b=c")), format!("{p0}.path"), "should match"),
         ("path-type", with(|s| s["rules"][0]["paths"][0]["pathType"] = json!("Regex")), format!("{p0}.pathType"), "Unsupported value: \"Regex\""),
-        ("backend-both", with(|s| s["rules"][0]["paths"][0]["backend"]["url"] = json!("http://127.0.0.1:18090")), format!("{p0}.backend"), "exactly one of backend.service or backend.url"),
-        ("backend-neither", with(|s| s["rules"][0]["paths"][0]["backend"] = json!({})), format!("{p0}.backend"), "exactly one of backend.service or backend.url"),
+        ("backend-both", with(|s| s["rules"][0]["paths"][0]["backend"]["url"] = json!("http://127.0.0.1:18090")), format!("{p0}.backend"), "exactly one of backend.service, backend.url or backend.status"),
+        ("backend-neither", with(|s| s["rules"][0]["paths"][0]["backend"] = json!({})), format!("{p0}.backend"), "exactly one of backend.service, backend.url or backend.status"),
+        ("backend-status-and-url", with(|s| s["rules"][0]["paths"][1]["backend"]["status"] = json!(500)), "spec.rules[0].paths[1].backend".into(), "exactly one of backend.service, backend.url or backend.status"),
+        ("backend-status-200", with(|s| s["rules"][0]["paths"][1]["backend"] = json!({"status": 200})), "spec.rules[0].paths[1].backend.status".into(), "greater than or equal to 400"),
         ("port-0", with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["port"] = json!(0)), format!("{p0}.backend.service.port"), "greater than or equal to 1"),
         ("port-70000", with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["port"] = json!(70000)), format!("{p0}.backend.service.port"), "less than or equal to 65535"),
         ("service-name", with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["name"] = json!("Api_Svc")), format!("{p0}.backend.service.name"), "should match"),
@@ -318,7 +320,7 @@ async fn kubectl_explain_shows_the_field_docs() {
     let backend = cp
         .kubectl_ok(&["explain", "rcfg.spec.rules.paths.backend", "--recursive"])
         .unwrap();
-    for needle in ["service", "url", "name", "port"] {
+    for needle in ["service", "url", "status", "name", "port"] {
         assert!(backend.contains(needle), "missing {needle:?} in:\n{backend}");
     }
     let top = cp.kubectl_ok(&["explain", "routerconfig"]).unwrap();
@@ -348,7 +350,7 @@ fn traffic_path() -> Value {
             {"name": "x-v", "type": "RegularExpression", "value": "^v[0-9]+$"}],
             "queryParams": [{"name": "debug", "value": "1"}]},
         "backends": [{"service": {"name": "api-v1", "port": 8080}, "weight": 90},
-            {"url": "http://127.0.0.1:18090", "weight": 10}],
+            {"url": "http://127.0.0.1:18090", "weight": 10}, {"status": 503, "weight": 0}],
         "filters": {"requestHeaders": {"set": [{"name": "x-env", "value": "prod"}], "add": [{"name": "x-a", "value": "1"}], "remove": ["x-debug"]},
             "responseHeaders": {"remove": ["server"]},
             "rewrite": {"hostname": "internal.example.com", "path": {"replacePrefixMatch": "/"}}},
@@ -367,7 +369,8 @@ async fn invalid_traffic_features_are_rejected_at_admission_naming_the_field() {
     let cases: Vec<(&str, Value, String, &str)> = vec![
         ("weight-negative", with_path0(true, |p| p["backends"] = json!([{"url": "http://127.0.0.1:1", "weight": -1}])), format!("{p0}.backends[0].weight"), "greater than or equal to 0"),
         ("weight-too-big", with_path0(true, |p| p["backends"] = json!([{"url": "http://127.0.0.1:1", "weight": 1_000_001}])), format!("{p0}.backends[0].weight"), "less than or equal to 1000000"),
-        ("weighted-neither", with_path0(true, |p| p["backends"] = json!([{"weight": 1}])), format!("{p0}.backends[0]"), "exactly one of service or url"),
+        ("weighted-neither", with_path0(true, |p| p["backends"] = json!([{"weight": 1}])), format!("{p0}.backends[0]"), "exactly one of service, url or status"),
+        ("weighted-status-600", with_path0(true, |p| p["backends"] = json!([{"status": 600}])), format!("{p0}.backends[0].status"), "less than or equal to 599"),
         ("backends-empty", with_path0(true, |p| p["backends"] = json!([])), format!("{p0}.backends"), "at least 1 items"),
         ("backend-and-backends", with_path0(false, |p| p["backends"] = json!([{"url": "http://127.0.0.1:1"}])), format!("{p0}.backends"), "backend and backends are exclusive"),
         ("no-backend", with_path0(true, |_| {}), p0.to_owned(), "one of backend or backends must be set"),

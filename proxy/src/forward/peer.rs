@@ -86,6 +86,8 @@ impl Balancer {
         exclude: Option<&PeerAuthority>,
     ) -> Result<Peer, ProxyError> {
         match backend {
+            // No peer: the route answers this share of requests itself.
+            BackendRef::Status(status) => Err(ProxyError::Status(*status)),
             BackendRef::Url { scheme, authority } => {
                 let h2c = match &**scheme {
                     "http" => false,
