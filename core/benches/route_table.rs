@@ -44,6 +44,7 @@ fn specs(routes: usize) -> Vec<(ObjectKey, RouterConfigSpec)> {
             rules.push(HostRule {
                 host: format!("host-{h}.example.com"),
                 tls: None,
+                wildcard_match: None,
                 paths,
             });
         }

@@ -48,6 +48,7 @@ pub fn mk_rule(host: &str, paths: Vec<HttpPath>) -> HostRule {
     HostRule {
         host: host.to_owned(),
         tls: None,
+        wildcard_match: None,
         paths,
     }
 }
@@ -60,6 +61,7 @@ pub fn mk_tls_rule(host: &str, secret: &str, paths: Vec<HttpPath>) -> HostRule {
             secret_name: secret.to_owned(),
             redirect_http: false,
         }),
+        wildcard_match: None,
         paths,
     }
 }

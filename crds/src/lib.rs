@@ -137,9 +137,14 @@ fn default_fleet() -> String {
     DEFAULT_FLEET.to_owned()
 }
 
+const WILDCARD_MATCH_CEL: &str = "!has(self.wildcardMatch) || self.host.startsWith('*.')";
+const WILDCARD_MATCH_MSG: &str = "wildcardMatch applies to a wildcard host (\"*.example.com\") only";
+
 /// Routes for one host.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(WILDCARD_MATCH_CEL).message(WILDCARD_MATCH_MSG).field_path(".wildcardMatch"))]
+#[garde(custom(host_rule_rules))]
 pub struct HostRule {
     /// Host to match, case-insensitively and without port: an exact DNS name such as
     /// "app.example.com", or a wildcard with a single leading label "*.example.com", which
@@ -162,11 +167,48 @@ pub struct HostRule {
     #[garde(dive)]
     pub tls: Option<HostTls>,
 
+    /// How a wildcard host matches: SingleLabel (default, one label) or Suffix (one or
+    /// more, as Gateway API's); see [`WildcardMatch`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(skip)]
+    pub wildcard_match: Option<WildcardMatch>,
+
     /// Paths of this host. Exact paths beat Prefix paths; among Prefix paths the longest
     /// wins. A request that matches none gets 404. Between 1 and 128 paths.
     #[schemars(length(min = 1, max = 128))]
     #[garde(length(min = 1, max = MAX_PATHS), dive)]
     pub paths: Vec<HttpPath>,
+}
+
+/// How a wildcard host matches: SingleLabel (the default) covers exactly one further
+/// label ("a.example.com", not "a.b.example.com"); Suffix covers one or more
+/// ("a.example.com" and "a.b.example.com", not "example.com"), as Gateway API host names
+/// do, which RouterConfigs generated from a Gateway ask for. Only on a wildcard host. A more
+/// specific host still wins: for "a.b.example.com", "*.b.example.com" beats a Suffix
+/// "*.example.com", and a request is matched against the paths of that one host only. Over
+/// TLS, a certificate is found for a one-label name only.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum WildcardMatch {
+    /// "*.example.com" covers exactly one further label: "a.example.com".
+    #[default]
+    SingleLabel,
+    /// "*.example.com" covers one or more further labels: "a.example.com",
+    /// "a.b.example.com" (Gateway API's hostnames).
+    Suffix,
+}
+
+fn host_rule_rules(rule: &HostRule, _: &()) -> garde::Result {
+    if rule.wildcard_match.is_some() && !rule.host.starts_with("*.") {
+        return Err(garde::Error::new(format!("wildcardMatch: {WILDCARD_MATCH_MSG}")));
+    }
+    Ok(())
+}
+
+impl HostRule {
+    /// Whether the rule's wildcard host covers more than one label.
+    pub fn wildcard_suffix(&self) -> bool {
+        self.wildcard_match == Some(WildcardMatch::Suffix)
+    }
 }
 
 /// TLS settings of a host rule.

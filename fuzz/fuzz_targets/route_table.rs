@@ -23,6 +23,7 @@ fuzz_target!(|input: Input| {
             .map(|(host, paths)| HostRule {
                 host,
                 tls: None,
+                wildcard_match: None,
                 paths: paths
                     .into_iter()
                     .take(32)

@@ -599,6 +599,7 @@ impl FleetModel {
                     secret_name: self.secret(o).name,
                     redirect_http: false,
                 }),
+                wildcard_match: None,
                 paths: vec![HttpPath {
                     path: if shape.path_b { "/b" } else { "/" }.into(),
                     path_type: PathType::Prefix,

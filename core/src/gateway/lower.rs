@@ -5,11 +5,13 @@
 //! | Gateway API needs | RouterConfigSpec today | gap |
 //! |---|---|---|
 //! | a listener or route without host name: any host | a host is a DNS name or `*.suffix` | [`Gap::AnyHost`] |
-//! | `*.example.com` covers one or more labels | covers exactly one label | [`Gap::WildcardDepth`] |
 //! | a backend in another namespace (ReferenceGrant) | Services of the RouterConfig's namespace | [`Gap::CrossNamespaceBackend`] |
 //! | GRPCRoute backends over h2c whatever the Service's appProtocol | h2c only for appProtocol `kubernetes.io/h2c` | [`Gap::GrpcWithoutH2c`] |
 //! | per-listener route tables on one port, chosen by the most specific listener host name (listener isolation) | one table per fleet | [`Gap::SharedPort`] |
 //! | a listener's certificate for any SNI, or from another namespace | a Secret of the same namespace per host | [`Gap::ListenerCertificate`] |
+//!
+//! A wildcard host is written with `wildcardMatch: Suffix`: Gateway API's `*.example.com`
+//! covers one or more labels, a RouterConfig's by default exactly one.
 //!
 //! An unresolved backendRef (and a rule whose requests are all answered 500) becomes a
 //! `backends[]` entry `{status: 500, weight}`: the proxy answers that share itself.
@@ -21,7 +23,7 @@
 use std::collections::HashSet;
 
 use lockstep_crds::{
-    Filters, HostRule, HostTls, HttpPath, RouterConfigSpec, ServiceBackend, WeightedBackend,
+    Filters, HostRule, HostTls, HttpPath, RouterConfigSpec, ServiceBackend, WeightedBackend, WildcardMatch,
 };
 
 use super::{ServedListener, listeners::Protocol, rules::ServedBackend};
@@ -31,8 +33,6 @@ use super::{ServedListener, listeners::Protocol, rules::ServedBackend};
 pub enum Gap {
     /// Entries for any host (no listener or route host name).
     AnyHost,
-    /// A wildcard host, which Gateway API matches over one or more labels.
-    WildcardDepth(String),
     /// A Service in another namespace than the Gateway's.
     CrossNamespaceBackend(String),
     /// A gRPC backend whose Service port does not say h2c.
@@ -89,9 +89,6 @@ pub fn router_config_spec(
             gaps.push(Gap::AnyHost);
             continue;
         };
-        if host.starts_with("*.") {
-            gaps.push(Gap::WildcardDepth(host.clone()));
-        }
         let identity = serde_json::to_string(&(host, &e.entry.path, e.entry.path_type, &e.entry.matches))
             .expect("entry identity serialises");
         if !seen.insert(identity) {
@@ -142,6 +139,9 @@ pub fn router_config_spec(
             None => rules.push(HostRule {
                 host: host.clone(),
                 tls: tls.clone(),
+                // Gateway API: "Hostnames that are prefixed with a wildcard label (`*.`) are
+                // interpreted as a suffix match."
+                wildcard_match: host.starts_with("*.").then_some(WildcardMatch::Suffix),
                 paths: vec![path],
             }),
         }

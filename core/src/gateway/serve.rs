@@ -193,7 +193,6 @@ fn overlap(a: Option<&str>, b: Option<&str>) -> bool {
 pub fn describe(gap: &Gap) -> String {
     match gap {
         Gap::AnyHost => "entries for any host (no listener or route host name)".into(),
-        Gap::WildcardDepth(h) => format!("wildcard host {h} (Gateway API matches one or more labels)"),
         Gap::CrossNamespaceBackend(s) => format!("backend {s} in another namespace"),
         Gap::GrpcWithoutH2c(s) => format!("gRPC backend {s} without appProtocol kubernetes.io/h2c"),
         Gap::SharedPort(p) => format!("other listeners on port {p}"),

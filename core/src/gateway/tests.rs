@@ -691,6 +691,40 @@ fn grpc_routes_match_service_and_method() {
 }
 
 #[test]
+fn a_wildcard_host_is_lowered_as_a_suffix_match() {
+    // HTTPRoute hostnames: "Hostnames that are prefixed with a wildcard label (`*.`) are
+    // interpreted as a suffix match. That means that a match for `*.example.com` would match
+    // both `test.example.com`, and `foo.test.example.com`, but not `example.com`."
+    let mut w = World::new(gateway(
+        "[{name: http, port: 80, protocol: HTTP, hostname: \"*.example.com\"}]",
+    ));
+    w.http.push(http_route(
+        "infra",
+        "web",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], hostnames: [\"*.example.com\", app.example.com], rules: [{backendRefs: [{name: web, port: 8080}]}]}",
+    ));
+    let t = w.run();
+    let config = t.config.as_ref().unwrap();
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap();
+    let hosts: Vec<(&str, Option<lockstep_crds::WildcardMatch>)> = spec
+        .rules
+        .iter()
+        .map(|r| (r.host.as_str(), r.wildcard_match))
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            ("app.example.com", None),
+            ("*.example.com", Some(lockstep_crds::WildcardMatch::Suffix))
+        ]
+    );
+    let table = crate::RouteTable::compile([(&crate::ObjectKey::new("infra", "gw-http"), &spec)]);
+    assert!(table.lookup("a.b.example.com", "/").is_some());
+    assert!(table.lookup("example.com", "/").is_none());
+}
+
+#[test]
 fn lowering_names_each_gap() {
     let mut w = World::new(gateway(
         "[{name: http, port: 80, protocol: HTTP}, {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}]",
@@ -707,7 +741,7 @@ fn lowering_names_each_gap() {
     let t = w.run();
     let config = t.config.as_ref().unwrap();
     let gaps = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap_err();
-    assert_eq!(gaps, [Gap::AnyHost, Gap::WildcardDepth("*.example.com".into())]);
+    assert_eq!(gaps, [Gap::AnyHost]);
     // An HTTPS listener without host name presents its certificate for any SNI.
     let https = config.listeners.iter().find(|l| l.name == "https").unwrap();
     assert_eq!(https.certificates.len(), 1);

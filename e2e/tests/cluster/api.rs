@@ -128,6 +128,8 @@ async fn invalid_objects_are_rejected_at_admission_naming_the_field() {
         ("duplicate-prefix-slash", with(|s| { let mut dup = s["rules"][0]["paths"][0].clone(); dup["path"] = json!("/api/"); s["rules"][0]["paths"].as_array_mut().unwrap().push(dup) }), "spec.rules".into(), "two paths of one host have the same path, pathType and match"),
         ("duplicate-match", with(|s| { for _ in 0..2 { let mut dup = s["rules"][0]["paths"][0].clone(); dup["match"] = json!({"method": "GET"}); s["rules"][0]["paths"].as_array_mut().unwrap().push(dup) } }), "spec.rules".into(), "two paths of one host have the same path, pathType and match"),
         ("duplicate-across-rules", with(|s| { let mut second = s["rules"][0].clone(); second.as_object_mut().unwrap().remove("tls"); s["rules"].as_array_mut().unwrap().push(second) }), "spec.rules".into(), "two paths of one host have the same path, pathType and match"),
+        ("wildcard-match-exact-host", with(|s| s["rules"][0]["wildcardMatch"] = json!("Suffix")), "spec.rules[0].wildcardMatch".into(), "wildcardMatch applies to a wildcard host"),
+        ("wildcard-match-value", with(|s| { s["rules"][0]["host"] = json!("*.example.com"); s["rules"][0]["wildcardMatch"] = json!("Deep") }), "spec.rules[0].wildcardMatch".into(), "Unsupported value: \"Deep\""),
         ("second-rule", with(|s| s["rules"].as_array_mut().unwrap().push(rule("*.*.example.com"))), "spec.rules[1].host".into(), "wildcard is allowed only"),
     ];
     assert!(cases.len() >= 15);
@@ -171,6 +173,12 @@ async fn invalid_objects_are_rejected_at_admission_naming_the_field() {
             .extend([get, exact]);
     });
     apply(cp, &ns, &router_config("distinct", distinct), &[]).unwrap();
+    // A wildcard host may cover one or more labels, as Gateway API's do.
+    let suffix = with(|s| {
+        s["rules"][0]["host"] = json!("*.suffix.example.com");
+        s["rules"][0]["wildcardMatch"] = json!("Suffix");
+    });
+    apply(cp, &ns, &router_config("suffix", suffix), &[]).unwrap();
 }
 
 #[tokio::test]
@@ -316,6 +324,13 @@ async fn kubectl_explain_shows_the_field_docs() {
     assert!(
         host.contains("\"*.example.com\"") && host.contains("exactly one further label"),
         "{host}"
+    );
+    let wildcard = cp
+        .kubectl_ok(&["explain", "rcfg.spec.rules.wildcardMatch"])
+        .unwrap();
+    assert!(
+        wildcard.contains("Suffix covers one") && wildcard.contains("SingleLabel (the default)"),
+        "{wildcard}"
     );
     let backend = cp
         .kubectl_ok(&["explain", "rcfg.spec.rules.paths.backend", "--recursive"])
