@@ -27,7 +27,7 @@ use lockstep_crds::{RouterConfig, RouterConfigSpec};
 use crate::{
     ObjectKey,
     table::entry_key,
-    validate::{match_suffix, validate_spec},
+    validate::{match_suffix, validate_origin, validate_spec},
 };
 
 /// One RouterConfig as the resolver sees it.
@@ -48,6 +48,9 @@ pub struct Candidate<'a> {
     /// Why the current generation's TLS material cannot be served, naming the field; such a
     /// generation may be accepted but is not served.
     pub tls_problem: Option<&'a str>,
+    /// The object carries [`lockstep_crds::GENERATED_FROM_LABEL`]: it may say what only
+    /// generated RouterConfigs may ([`crate::validate_origin`]).
+    pub generated: bool,
 }
 
 impl<'a> Candidate<'a> {
@@ -62,6 +65,11 @@ impl<'a> Candidate<'a> {
             spec: &rc.spec,
             last_accepted,
             tls_problem: None,
+            generated: rc
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(lockstep_crds::GENERATED_FROM_LABEL)),
         }
     }
 
@@ -218,7 +226,9 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
     let mut verdicts = BTreeMap::new();
     let mut served = Vec::new();
     for candidate in &candidates {
-        let verdict = match validate_spec(candidate.spec) {
+        let valid =
+            validate_spec(candidate.spec).and_then(|()| validate_origin(candidate.spec, candidate.generated));
+        let verdict = match valid {
             Err(invalid) => Verdict::Invalid(invalid.to_string()),
             Ok(()) => {
                 let conflicts = claims.conflicts(&candidate.key, candidate.spec);
@@ -242,7 +252,11 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
         } else if let Some((generation, spec)) = candidate
             .last_accepted
             // A hand-edited status is not trusted further than a spec would be.
-            .filter(|(g, s)| *g <= candidate.generation && validate_spec(s).is_ok())
+            .filter(|(g, s)| {
+                *g <= candidate.generation
+                    && validate_spec(s).is_ok()
+                    && validate_origin(s, candidate.generated).is_ok()
+            })
         {
             // An older RouterConfig may have claimed part of it meanwhile; the table drops
             // those entries, as precedence says.
@@ -310,6 +324,7 @@ mod tests {
             spec,
             last_accepted: None,
             tls_problem: None,
+            generated: false,
         }
     }
 
@@ -427,6 +442,37 @@ mod tests {
         ]);
         assert!(matches!(res.verdicts[&c2], Verdict::Conflict(_)));
         assert_eq!(res.verdicts[&c3], Verdict::Accepted);
+    }
+
+    #[test]
+    fn only_a_generated_router_config_may_claim_any_host() {
+        let (user, generated) = (ObjectKey::new("ns", "user"), ObjectKey::new("ns", "gw-http"));
+        let spec = spec_claiming("*", "/");
+        let labelled: RouterConfig = serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+            "metadata": {"name": "gw-http", "namespace": "ns",
+                "labels": {"lockstep.dev/generated-from": "Gateway"}},
+            "spec": spec,
+        }))
+        .unwrap();
+        let res = resolve_fleet(vec![
+            mk_candidate(&user, ts("2025-01-01T00:00:00Z"), &spec),
+            Candidate {
+                created: ts("2025-01-02T00:00:00Z"),
+                ..Candidate::of(&labelled)
+            },
+        ]);
+        assert!(
+            matches!(&res.verdicts[&user], Verdict::Invalid(m) if m.starts_with("spec.rules[0].host: \"*\" (any host) is only for RouterConfigs generated from a Gateway")),
+            "{:?}",
+            res.verdicts[&user]
+        );
+        assert_eq!(
+            res.verdicts[&generated],
+            Verdict::Accepted,
+            "the user's claims nothing"
+        );
+        assert_eq!(res.served.len(), 1);
     }
 
     #[test]

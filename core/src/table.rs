@@ -11,7 +11,8 @@
 //!   further, non-empty label: "a.example.com", not "example.com" nor "a.b.example.com";
 //!   with `wildcardMatch: Suffix` (Gateway API's wildcards) one or more: "a.b.example.com"
 //!   too. The most specific wildcard wins: the one with the longest suffix that covers the
-//!   host ("*.b.example.com" before "*.example.com" for "a.b.example.com").
+//!   host ("*.b.example.com" before "*.example.com" for "a.b.example.com"). A rule for host
+//!   "*" (generated RouterConfigs only) takes any host no exact host or wildcard covers.
 //! - The host is chosen first, then the path. When an exact host has routes, only its paths
 //!   are considered: a request for it that matches none of them is not retried against a
 //!   wildcard host (as nginx server blocks and Envoy virtual hosts behave; it gets 404).
@@ -340,6 +341,8 @@ pub struct RouteTable {
     exact_hosts: HashMap<Box<str>, HostRoutes>,
     /// Keyed by the suffix after "*.": "*.example.com" is stored under "example.com".
     wildcard_hosts: HashMap<Box<str>, HostRoutes>,
+    /// Rules for host "*": any host the others do not cover.
+    any_host: Option<HostRoutes>,
 }
 
 impl RouteTable {
@@ -357,6 +360,7 @@ impl RouteTable {
                     };
                     let id = RouteId::try_from(table.routes.len()).expect("fewer than 2^32 routes");
                     let host_routes = match host.strip_prefix("*.") {
+                        _ if host == lockstep_crds::ANY_HOST => table.any_host.get_or_insert_default(),
                         Some(suffix) => table.wildcard_hosts.entry(suffix.into()).or_default(),
                         None => table.exact_hosts.entry(host.as_str().into()).or_default(),
                     };
@@ -401,8 +405,8 @@ impl RouteTable {
     }
 
     /// The routes of the most specific host that covers `host` (normalised): its exact host,
-    /// else the wildcard with the longest suffix that covers it. `true` when that wildcard
-    /// covers it through more than one label, so only its Suffix routes apply.
+    /// else the wildcard with the longest suffix that covers it, else host "*". `true` when
+    /// that wildcard covers it through more than one label, so only its Suffix routes apply.
     fn host_routes(&self, host: &str) -> Option<(&HostRoutes, bool)> {
         if let Some(routes) = self.exact_hosts.get(host) {
             return Some((routes, false));
@@ -422,7 +426,7 @@ impl RouteTable {
             }
             rest = suffix;
         }
-        None
+        self.any_host.as_ref().map(|routes| (routes, false))
     }
 
     /// Every route, in compile order.

@@ -90,6 +90,33 @@ pub fn validate_spec(spec: &RouterConfigSpec) -> Result<(), Invalid> {
     }
 }
 
+/// What only RouterConfigs generated from a Gateway may say, refused in any other: host `*`
+/// (any host). `generated`: the object carries [`lockstep_crds::GENERATED_FROM_LABEL`]. The
+/// admission policy also requires the operator as the writer of such an object; this check
+/// stands where no policy ran (standalone files, objects stored before it was installed).
+pub fn validate_origin(spec: &RouterConfigSpec, generated: bool) -> Result<(), Invalid> {
+    if generated {
+        return Ok(());
+    }
+    let problems: Vec<String> = spec
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, rule)| rule.host == lockstep_crds::ANY_HOST)
+        .map(|(r, _)| {
+            format!(
+                "spec.rules[{r}].host: \"*\" (any host) is only for RouterConfigs generated from a Gateway (label {})",
+                lockstep_crds::GENERATED_FROM_LABEL
+            )
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Invalid { problems })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use lockstep_crds::PathType;
@@ -219,8 +246,9 @@ mod tests {
             "",
             "App.example.com",
             "a.*.example.com",
-            "*",
             "*.",
+            "* ",
+            "*.*",
             "**.example.com",
             "-a.example.com",
             "a-.example.com",
@@ -244,6 +272,29 @@ mod tests {
         assert!(msg("a_b.example.com").starts_with("spec.rules[0].host: host must be a DNS name (RFC 1123)"));
         assert!(msg("a.*.example.com").starts_with("spec.rules[0].host: a wildcard is allowed only"));
         assert!(msg("*foo.example.com").starts_with("spec.rules[0].host: a wildcard is allowed only"));
+    }
+
+    #[test]
+    fn any_host_is_only_for_generated_router_configs_and_takes_no_tls() {
+        let spec = mk_spec(vec![
+            mk_rule("app.example.com", vec![mk_prefix("/")]),
+            mk_rule("*", vec![mk_prefix("/")]),
+        ]);
+        assert_eq!(validate_spec(&spec), Ok(()), "the schema's syntax allows it");
+        assert_eq!(validate_origin(&spec, true), Ok(()));
+        assert_eq!(
+            validate_origin(&spec, false).unwrap_err().problems,
+            [
+                "spec.rules[1].host: \"*\" (any host) is only for RouterConfigs generated from a Gateway (label lockstep.dev/generated-from)"
+            ]
+        );
+        let tls = mk_spec(vec![mk_tls_rule("*", "any-tls", vec![mk_prefix("/")])]);
+        assert_eq!(
+            problems(&tls),
+            [
+                "spec.rules[0]: tls: a rule for any host (\"*\") takes no tls: a certificate is chosen by the host name a client asks for"
+            ]
+        );
     }
 
     #[test]

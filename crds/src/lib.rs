@@ -105,12 +105,11 @@ pub const HOST_PATTERN: &str =
 const HOST_LOWER_CASE_CEL: &str = "self == self.lowerAscii()";
 const HOST_LOWER_CASE_MSG: &str = "host must be lower case (hosts are matched case-insensitively)";
 const HOST_WILDCARD_CEL: &str =
-    "!self.contains('*') || (self.startsWith('*.') && self.lastIndexOf('*') == 0)";
-const HOST_WILDCARD_MSG: &str =
-    "a wildcard is allowed only as the whole first label of a host, as in \"*.example.com\"";
+    "self == '*' || !self.contains('*') || (self.startsWith('*.') && self.lastIndexOf('*') == 0)";
+const HOST_WILDCARD_MSG: &str = "a wildcard is allowed only as the whole first label of a host, as in \"*.example.com\" (or \"*\" alone, any host, in a RouterConfig generated from a Gateway)";
 /// Reported only when the two rules above hold, so one mistake gives one message.
 const HOST_SYNTAX_CEL: &str = concat!(
-    "self != self.lowerAscii() || ",
+    "self == '*' || self != self.lowerAscii() || ",
     "(self.contains('*') && !(self.startsWith('*.') && self.lastIndexOf('*') == 0)) || ",
     r"self.matches(r'^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$')"
 );
@@ -121,6 +120,9 @@ fn valid_host(host: &str, _: &()) -> garde::Result {
         std::sync::LazyLock::new(|| {
             garde::rules::pattern::regex::Regex::new(HOST_PATTERN).expect("host regex")
         });
+    if host == ANY_HOST {
+        return Ok(());
+    }
     if host != host.to_ascii_lowercase() {
         return Err(garde::Error::new(HOST_LOWER_CASE_MSG));
     }
@@ -139,11 +141,17 @@ fn default_fleet() -> String {
 
 const WILDCARD_MATCH_CEL: &str = "!has(self.wildcardMatch) || self.host.startsWith('*.')";
 const WILDCARD_MATCH_MSG: &str = "wildcardMatch applies to a wildcard host (\"*.example.com\") only";
+const ANY_HOST_TLS_CEL: &str = "self.host != '*' || !has(self.tls)";
+const ANY_HOST_TLS_MSG: &str =
+    "a rule for any host (\"*\") takes no tls: a certificate is chosen by the host name a client asks for";
 
 /// Routes for one host.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new(WILDCARD_MATCH_CEL).message(WILDCARD_MATCH_MSG).field_path(".wildcardMatch"))]
+#[x_kube(
+    validation = kube::core::Rule::new(WILDCARD_MATCH_CEL).message(WILDCARD_MATCH_MSG).field_path(".wildcardMatch"),
+    validation = kube::core::Rule::new(ANY_HOST_TLS_CEL).message(ANY_HOST_TLS_MSG).field_path(".tls")
+)]
 #[garde(custom(host_rule_rules))]
 pub struct HostRule {
     /// Host to match, case-insensitively and without port: an exact DNS name such as
@@ -152,6 +160,11 @@ pub struct HostRule {
     ///
     /// When an exact host has rules, a request for it is matched against its paths only; it
     /// does not fall back to a wildcard host that would also cover it.
+    ///
+    /// "*" alone matches any host that no exact or wildcard rule of the fleet covers (Gateway
+    /// API's listener or route without host name). Only RouterConfigs generated from a
+    /// Gateway may use it (label lockstep.dev/generated-from, written by the operator), and
+    /// it takes no tls.
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(
         validation = kube::core::Rule::new(HOST_LOWER_CASE_CEL).message(HOST_LOWER_CASE_MSG),
@@ -200,6 +213,9 @@ pub enum WildcardMatch {
 fn host_rule_rules(rule: &HostRule, _: &()) -> garde::Result {
     if rule.wildcard_match.is_some() && !rule.host.starts_with("*.") {
         return Err(garde::Error::new(format!("wildcardMatch: {WILDCARD_MATCH_MSG}")));
+    }
+    if rule.host == ANY_HOST && rule.tls.is_some() {
+        return Err(garde::Error::new(format!("tls: {ANY_HOST_TLS_MSG}")));
     }
     Ok(())
 }

@@ -38,8 +38,11 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(60);
 const FOREIGN_CONTROLLER: &str = "example.com/another-controller";
 
+/// The operator runs as ServiceAccount lockstep-operator of lockstep-system, as installed:
+/// the admission policy (`deploy/generated/routerconfig-admission.yaml`) admits what only
+/// generated RouterConfigs may say (host "*") from that ServiceAccount only.
 fn operator() -> &'static Operator {
-    shared_operator(|cp| least_privilege_operator(cp, "lockstep-gateway-system", "gateway-operator"))
+    shared_operator(|cp| least_privilege_operator(cp, "lockstep-system", "gateway-operator"))
 }
 
 async fn create<K>(api: &Api<K>, object: Value) -> K
@@ -824,6 +827,44 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
         !bad_ready_seen.load(Ordering::SeqCst),
         "the route with a missing backend was lockstep.dev/Ready=True"
     );
+
+    // A Gateway of the same fleet whose listener has no host name, with a route without host
+    // names (listener hostname: "When unspecified, all hostnames are matched"): its generated
+    // RouterConfig has host "*", which the admission policy admits from the operator alone.
+    // Any host no other RouterConfig of the fleet covers reaches it; app.example.com still
+    // reaches gw's route (an exact host beats any host).
+    create(
+        &gateways,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw-any", "namespace": ns, "annotations": {"lockstep.dev/fleet": f.fleet}},
+               "spec": {"gatewayClassName": class, "listeners": [{"name": "any", "protocol": "HTTP", "port": 80}]}}),
+    )
+    .await;
+    create(
+        &routes,
+        route("any", &ns, "gw-any", &[], json!({"name": "one", "port": 80})),
+    )
+    .await;
+    plugin_wait("httproute/any");
+    plugin_wait("gateway/gw-any");
+    for proxy in &proxies {
+        for host in ["anything.test", "10.1.2.3", "a.b.example.org:8080"] {
+            let got = check::request(&f.http, proxy.http, host, "/").await.unwrap();
+            assert_eq!(got, (200, Some("one".to_owned())), "{host} via {}", proxy.http);
+        }
+    }
+    assert_eq!(answers("two").await, Vec::<String>::new());
+    gateways.delete("gw-any", &Default::default()).await.unwrap();
+    routes.delete("any", &Default::default()).await.unwrap();
+    eventually("gw-any's RouterConfig deleted", WAIT, || async {
+        let left = rcs
+            .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
+            .await
+            .ok()?;
+        (left.items.len() == 1).then_some(())
+    })
+    .await
+    .unwrap();
 
     // A listener renamed: the RouterConfig of the old one is deleted, the new one's served.
     let generated_listeners = || async {

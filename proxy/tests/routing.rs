@@ -84,7 +84,12 @@ async fn hosts_wildcards_exact_and_prefix_paths_route_as_the_table_says() {
 /// host names, each case quoting the rule it checks.
 #[tokio::test]
 async fn gateway_api_host_names_route_as_the_spec_says() {
-    let (a, b, c) = (backend("a").await, backend("b").await, backend("c").await);
+    let (a, b, c, d) = (
+        backend("a").await,
+        backend("b").await,
+        backend("c").await,
+        backend("d").await,
+    );
     let suffix = |host: &str, path: &str, to: &str| {
         rule(host, path, to).replacen("    paths:", "    wildcardMatch: Suffix\n    paths:", 1)
     };
@@ -94,7 +99,29 @@ async fn gateway_api_host_names_route_as_the_spec_says() {
             rule("app.example.com", "/", &url(a.addr)),
             suffix("*.example.com", "/", &url(b.addr)),
             rule("*.one.example.com", "/", &url(c.addr)),
+            rule("*", "/", &url(d.addr)),
         ],
+    );
+    // Host "*" is for generated RouterConfigs only: without the label the file is refused.
+    let refused = lockstep_proxy::standalone::apply(
+        &lockstep_proxy::state::ProxyState::new("test"),
+        &mut Default::default(),
+        "test.yaml",
+        &yaml,
+        "default",
+    )
+    .expect("parses");
+    assert!(
+        refused.rejected.values().any(|why| why.starts_with(
+            "spec.rules[3].host: \"*\" (any host) is only for RouterConfigs generated from a Gateway"
+        )),
+        "{:?}",
+        refused.rejected
+    );
+    let yaml = yaml.replacen(
+        "  namespace: default\n",
+        "  namespace: default\n  labels: {lockstep.dev/generated-from: Gateway}\n",
+        1,
     );
     let state = state_with(&yaml);
     let server = proxy(state, ProxyOptions::default()).await;
@@ -105,13 +132,17 @@ async fn gateway_api_host_names_route_as_the_spec_says() {
         // `foo.test.example.com`, but not `example.com`" (HTTPRoute hostnames).
         ("test.example.com", Some("b")),
         ("foo.test.example.com", Some("b")),
-        ("example.com", None),
         // "precedence must be given to rules from the HTTPRoute with the largest number of
         // characters in a matching non-wildcard hostname", then "in a matching hostname".
         ("app.example.com", Some("a")),
         ("x.one.example.com", Some("c")),
         // A one-label wildcard covers one label: the Suffix one further up takes two.
         ("x.y.one.example.com", Some("b")),
+        // Listener hostname: "When unspecified, all hostnames are matched": host "*" takes
+        // what no exact or wildcard host covers.
+        ("example.com", Some("d")),
+        ("other.test", Some("d")),
+        ("10.0.0.1:8080", Some("d")),
     ];
     for (host, want) in cases {
         let response = get(&client, p, host, "/x").await;

@@ -4,11 +4,13 @@
 //!
 //! | Gateway API needs | RouterConfigSpec today | gap |
 //! |---|---|---|
-//! | a listener or route without host name: any host | a host is a DNS name or `*.suffix` | [`Gap::AnyHost`] |
 //! | a backend in another namespace (ReferenceGrant) | Services of the RouterConfig's namespace | [`Gap::CrossNamespaceBackend`] |
 //! | GRPCRoute backends over h2c whatever the Service's appProtocol | h2c only for appProtocol `kubernetes.io/h2c` | [`Gap::GrpcWithoutH2c`] |
 //! | per-listener route tables on one port, chosen by the most specific listener host name (listener isolation) | one table per fleet | [`Gap::SharedPort`] |
 //! | a listener's certificate for any SNI, or from another namespace | a Secret of the same namespace per host | [`Gap::ListenerCertificate`] |
+//!
+//! Entries for any host (a listener and a route without host name) get host `*`, which only
+//! generated RouterConfigs may use (label `lockstep.dev/generated-from`).
 //!
 //! A wildcard host is written with `wildcardMatch: Suffix`: Gateway API's `*.example.com`
 //! covers one or more labels, a RouterConfig's by default exactly one.
@@ -31,8 +33,6 @@ use super::{ServedListener, listeners::Protocol, rules::ServedBackend};
 /// Something a served listener needs that a RouterConfigSpec cannot say yet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Gap {
-    /// Entries for any host (no listener or route host name).
-    AnyHost,
     /// A Service in another namespace than the Gateway's.
     CrossNamespaceBackend(String),
     /// A gRPC backend whose Service port does not say h2c.
@@ -85,10 +85,7 @@ pub fn router_config_spec(
     let mut rules: Vec<HostRule> = Vec::new();
     let mut seen = HashSet::new();
     for e in &listener.entries {
-        let Some(host) = &e.host else {
-            gaps.push(Gap::AnyHost);
-            continue;
-        };
+        let host = e.host.as_deref().unwrap_or(lockstep_crds::ANY_HOST);
         let identity = serde_json::to_string(&(host, &e.entry.path, e.entry.path_type, &e.entry.matches))
             .expect("entry identity serialises");
         if !seen.insert(identity) {
@@ -134,10 +131,10 @@ pub fn router_config_spec(
             timeouts: e.entry.timeouts.clone(),
             ..Default::default()
         };
-        match rules.iter_mut().find(|r| &r.host == host) {
+        match rules.iter_mut().find(|r| r.host == host) {
             Some(rule) => rule.paths.push(path),
             None => rules.push(HostRule {
-                host: host.clone(),
+                host: host.to_owned(),
                 tls: tls.clone(),
                 // Gateway API: "Hostnames that are prefixed with a wildcard label (`*.`) are
                 // interpreted as a suffix match."

@@ -41,7 +41,7 @@ use super::{
 /// Annotation on a Gateway naming the existing fleet that serves it.
 pub const FLEET_ANNOTATION: &str = "lockstep.dev/fleet";
 /// Label on every generated RouterConfig (value [`GENERATED_BY_GATEWAY`]), for the watch.
-pub const GENERATED_LABEL: &str = "lockstep.dev/generated-from";
+pub const GENERATED_LABEL: &str = lockstep_crds::GENERATED_FROM_LABEL;
 /// Value of [`GENERATED_LABEL`].
 pub const GENERATED_BY_GATEWAY: &str = "Gateway";
 /// Annotation on a generated RouterConfig: the listener it serves.
@@ -192,7 +192,6 @@ fn overlap(a: Option<&str>, b: Option<&str>) -> bool {
 /// One gap in words, for a listener's or route's message.
 pub fn describe(gap: &Gap) -> String {
     match gap {
-        Gap::AnyHost => "entries for any host (no listener or route host name)".into(),
         Gap::CrossNamespaceBackend(s) => format!("backend {s} in another namespace"),
         Gap::GrpcWithoutH2c(s) => format!("gRPC backend {s} without appProtocol kubernetes.io/h2c"),
         Gap::SharedPort(p) => format!("other listeners on port {p}"),

@@ -725,7 +725,7 @@ fn a_wildcard_host_is_lowered_as_a_suffix_match() {
 }
 
 #[test]
-fn lowering_names_each_gap() {
+fn lowering_serves_any_host_and_names_each_gap() {
     let mut w = World::new(gateway(
         "[{name: http, port: 80, protocol: HTTP}, {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}]",
     ));
@@ -740,8 +740,17 @@ fn lowering_names_each_gap() {
         "{parentRefs: [{name: gw, sectionName: http}], hostnames: [\"*.example.com\"], rules: [{backendRefs: [{name: web, port: 8080}]}]}"));
     let t = w.run();
     let config = t.config.as_ref().unwrap();
-    let gaps = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap_err();
-    assert_eq!(gaps, [Gap::AnyHost]);
+    // Listener hostname: "When unspecified, all hostnames are matched"; a route without
+    // hostnames takes the listener's: host "*", after the wildcard, which is more specific.
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap();
+    let hosts: Vec<&str> = spec.rules.iter().map(|r| r.host.as_str()).collect();
+    assert_eq!(hosts, ["*.example.com", "*"]);
+    assert_eq!(spec.rules[1].paths[0].backends[0].status, Some(500));
+    let table = crate::RouteTable::compile([(&crate::ObjectKey::new("infra", "gw-http"), &spec)]);
+    let host_of = |host: &str| table.lookup(host, "/").map(|r| r.host.to_string());
+    assert_eq!(host_of("a.example.com").as_deref(), Some("*.example.com"));
+    assert_eq!(host_of("example.org").as_deref(), Some("*"));
+    assert_eq!(host_of("10.0.0.1:8080").as_deref(), Some("*"));
     // An HTTPS listener without host name presents its certificate for any SNI.
     let https = config.listeners.iter().find(|l| l.name == "https").unwrap();
     assert_eq!(https.certificates.len(), 1);
@@ -948,7 +957,7 @@ mod serving {
             // be returned for requests that would have otherwise been routed to an invalid
             // backend": a status backend, so the listener is published.
             (ONE_HOST, MISSING.into(), vec![("web", "publish")]),
-            (HTTP80, WEB.into(), vec![("http", "gaps:AnyHost")]),
+            (HTTP80, WEB.into(), vec![("http", "publish")]),
             (
                 two_ports,
                 with_host("app.example.com", WEB),

@@ -102,6 +102,30 @@ fn a_suffix_wildcard_matches_one_or_more_labels_and_the_most_specific_wins() {
 }
 
 #[test]
+fn any_host_takes_what_no_exact_or_wildcard_host_covers() {
+    // Listener hostname: "When unspecified, all hostnames are matched"; an exact host
+    // beats a wildcard, which beats any host, and the host chosen keeps its paths to itself.
+    let t = one(vec![
+        mk_rule("*", vec![mk_prefix("/")]),
+        mk_rule("*.example.com", vec![mk_prefix("/wild")]),
+        mk_rule("app.example.com", vec![mk_prefix("/app")]),
+    ]);
+    let rows = [
+        ("app.example.com", "/app", Some("app.example.com Prefix /app")),
+        ("app.example.com", "/x", None),
+        ("a.example.com", "/wild", Some("*.example.com Prefix /wild")),
+        ("a.example.com", "/x", None),
+        ("a.b.example.com", "/x", Some("* Prefix /")),
+        ("example.org:8080", "/x", Some("* Prefix /")),
+        ("10.0.0.1", "/x", Some("* Prefix /")),
+        ("[::1]:80", "/x", Some("* Prefix /")),
+    ];
+    for (host, path, want) in rows {
+        assert_eq!(hit(&t, host, path).as_deref(), want, "{host}{path}");
+    }
+}
+
+#[test]
 fn exact_path_beats_prefix_of_same_and_longer_paths() {
     let t = one(vec![mk_rule(
         "h.example.com",
@@ -365,6 +389,9 @@ fn reference(specs: &[(ObjectKey, RouterConfigSpec)], host: &str, path: &str) ->
     // How specific a pattern is when it covers the host: an exact host most, then wildcards
     // by the labels of their suffix.
     let covers = |pattern: &str, suffix_match: bool| -> Option<usize> {
+        if pattern == "*" {
+            return Some(0);
+        }
         match pattern.strip_prefix("*.") {
             None => (pattern == host).then_some(usize::MAX),
             Some(suffix) => {
@@ -417,8 +444,10 @@ fn arb_name() -> impl Strategy<Value = String> {
 
 /// A rule host and, for a wildcard, whether it matches one or more labels.
 fn arb_rule_host() -> impl Strategy<Value = (String, bool)> {
-    (any::<bool>(), any::<bool>(), arb_name()).prop_map(|(wild, suffix, name)| {
-        if wild {
+    (any::<bool>(), any::<bool>(), 0..8u8, arb_name()).prop_map(|(wild, suffix, one_in_8, name)| {
+        if one_in_8 == 0 {
+            ("*".to_owned(), false)
+        } else if wild {
             (format!("*.{name}"), suffix)
         } else {
             (name, false)
@@ -495,7 +524,11 @@ proptest! {
         }
         // Every declared route is reachable by its own path, from some request.
         for r in t.routes() {
-            let host = r.host.strip_prefix("*.").map(|s| format!("q.{s}")).unwrap_or_else(|| r.host.to_string());
+            let host = match r.host.strip_prefix("*.") {
+                _ if &*r.host == "*" => "nowhere.test".to_owned(),
+                Some(s) => format!("q.{s}"),
+                None => r.host.to_string(),
+            };
             let got = t.lookup(&host, &r.path).expect("a route is reachable by its own path");
             prop_assert!(got.path_type == PathType::Exact || r.path_type == PathType::Prefix);
         }

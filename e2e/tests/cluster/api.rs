@@ -705,3 +705,56 @@ async fn a_path_that_allows_h2c_upgrades_is_refused_at_admission() {
     let spec = with_path0(false, |p| p["upgrades"] = json!(["websocket", "x-tunnel/2"]));
     apply(cp, &ns, &router_config("allowed", spec), &[]).expect("other protocols are accepted");
 }
+
+/// Host "*" (any host) is for RouterConfigs the operator generates from a Gateway: the
+/// admission policy refuses it from anyone else, with or without the label, naming the field;
+/// the schema refuses tls on it. (The operator's own writes are admitted: e2e/tests/gateway.rs
+/// serves a listener without host name.)
+#[tokio::test]
+async fn any_host_is_refused_at_admission_unless_the_operator_generates_it() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "anyhost").await.unwrap();
+    let any = with(|s| {
+        s["rules"][0]["host"] = json!("*");
+        s["rules"][0].as_object_mut().unwrap().remove("tls");
+    });
+    let mut labelled = router_config("labelled", any.clone());
+    labelled["metadata"]["labels"] = json!({"lockstep.dev/generated-from": "Gateway"});
+    for (object, rc) in [
+        ("plain", router_config("plain", any.clone())),
+        ("labelled", labelled),
+    ] {
+        let refused = eventually("the policy refuses", Duration::from_secs(30), || async {
+            match apply(cp, &ns, &rc, &[]) {
+                Ok(_) => {
+                    let _ = cp.kubectl_ok(&["delete", "rcfg", object, "-n", &ns]);
+                    None
+                }
+                Err(err) => Some(err),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{object} accepted: {e}"));
+        assert!(
+            refused.contains(
+                "spec.rules[].host: \"*\" (any host) is only for RouterConfigs the operator generates"
+            ),
+            "{object}: {refused}"
+        );
+    }
+    let tls = with(|s| s["rules"][0]["host"] = json!("*"));
+    let err = apply(cp, &ns, &router_config("tls", tls), &[]).expect_err("tls on any host");
+    assert!(
+        err.contains("spec.rules[0].tls") && err.contains("a rule for any host (\"*\") takes no tls"),
+        "{err}"
+    );
+    for host in ["**", "*.*"] {
+        let bad = with(|s| s["rules"][0]["host"] = json!(host));
+        let err = apply(cp, &ns, &router_config("bad", bad), &[]).expect_err(host);
+        assert!(
+            err.contains("spec.rules[0].host") && err.contains("a wildcard is allowed only"),
+            "{host}: {err}"
+        );
+    }
+}
