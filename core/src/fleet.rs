@@ -48,6 +48,11 @@ pub struct Candidate<'a> {
     /// Why the current generation's TLS material cannot be served, naming the field; such a
     /// generation may be accepted but is not served.
     pub tls_problem: Option<&'a str>,
+    /// Why this replica cannot resolve a Service of the current generation (a namespace it
+    /// does not watch), naming the field: accepted, the generation is still not served
+    /// here. Only a replica's plan sets it ([`crate::plan::Watched`]); the operator cannot
+    /// know what each replica watches.
+    pub unwatched_backend: Option<&'a str>,
     /// The object carries [`lockstep_crds::GENERATED_FROM_LABEL`]: it may say what only
     /// generated RouterConfigs may ([`crate::validate_origin`]).
     pub generated: bool,
@@ -65,6 +70,7 @@ impl<'a> Candidate<'a> {
             spec: &rc.spec,
             last_accepted,
             tls_problem: None,
+            unwatched_backend: None,
             generated: rc
                 .metadata
                 .labels
@@ -77,6 +83,12 @@ impl<'a> Candidate<'a> {
     pub fn with_tls_problem(mut self, problem: Option<&'a str>) -> Self {
         self.tls_problem = problem;
         self
+    }
+
+    /// Whether this replica may serve the current generation: accepted, its TLS material and
+    /// its Services usable here.
+    fn servable(&self, verdict: &Verdict) -> bool {
+        verdict.is_accepted() && self.tls_problem.is_none() && self.unwatched_backend.is_none()
     }
 }
 
@@ -136,7 +148,7 @@ impl Resolution<'_> {
     /// Why the current generation of `key` is not served, naming the field; None when it is.
     pub fn unserved_reason<'b>(&'b self, candidate: &'b Candidate<'_>) -> Option<&'b str> {
         match self.verdicts.get(&candidate.key) {
-            Some(Verdict::Accepted) => candidate.tls_problem,
+            Some(Verdict::Accepted) => candidate.tls_problem.or(candidate.unwatched_backend),
             Some(verdict) => verdict.message(),
             None => Some("not judged"),
         }
@@ -242,7 +254,7 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
         if verdict.is_accepted() {
             claims.claim(&candidate.key, candidate.spec);
         }
-        if verdict.is_accepted() && candidate.tls_problem.is_none() {
+        if candidate.servable(&verdict) {
             served.push(ServedSpec {
                 key: candidate.key.clone(),
                 uid: candidate.uid,
@@ -324,6 +336,7 @@ mod tests {
             spec,
             last_accepted: None,
             tls_problem: None,
+            unwatched_backend: None,
             generated: false,
         }
     }

@@ -136,7 +136,7 @@ impl Route {
 pub enum BackendRef {
     /// A Service port, resolved through EndpointSlices.
     Service {
-        /// Namespace of the Service (the RouterConfig's).
+        /// Namespace of the Service: `service.namespace`, else the RouterConfig's.
         namespace: Arc<str>,
         /// Service name.
         name: Arc<str>,
@@ -174,7 +174,7 @@ impl BackendRef {
             (None, None) => backend.status.map(BackendRef::Status),
             _ if backend.status.is_some() => None,
             (Some(svc), None) => Some(BackendRef::Service {
-                namespace: namespace.into(),
+                namespace: svc.namespace.as_deref().unwrap_or(namespace).into(),
                 name: svc.name.as_str().into(),
                 port: u16::try_from(svc.port).ok()?,
             }),

@@ -16,6 +16,7 @@ pub fn mk_svc(name: &str, port: i32) -> Backend {
     Backend {
         service: Some(ServiceBackend {
             name: name.to_owned(),
+            namespace: None,
             port,
         }),
         url: None,

@@ -91,30 +91,55 @@ pub fn validate_spec(spec: &RouterConfigSpec) -> Result<(), Invalid> {
 }
 
 /// What only RouterConfigs generated from a Gateway may say, refused in any other: host `*`
-/// (any host). `generated`: the object carries [`lockstep_crds::GENERATED_FROM_LABEL`]. The
-/// admission policy also requires the operator as the writer of such an object; this check
-/// stands where no policy ran (standalone files, objects stored before it was installed).
+/// (any host) and a Service of another namespace (`service.namespace`, which the operator
+/// writes only where a ReferenceGrant allows it). `generated`: the object carries
+/// [`lockstep_crds::GENERATED_FROM_LABEL`]. The admission policy also requires the operator
+/// as the writer of such an object; this check stands where no policy ran (standalone files,
+/// objects stored before it was installed).
 pub fn validate_origin(spec: &RouterConfigSpec, generated: bool) -> Result<(), Invalid> {
     if generated {
         return Ok(());
     }
-    let problems: Vec<String> = spec
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, rule)| rule.host == lockstep_crds::ANY_HOST)
-        .map(|(r, _)| {
-            format!(
-                "spec.rules[{r}].host: \"*\" (any host) is only for RouterConfigs generated from a Gateway (label {})",
-                lockstep_crds::GENERATED_FROM_LABEL
-            )
-        })
-        .collect();
+    let label = lockstep_crds::GENERATED_FROM_LABEL;
+    let mut problems = Vec::new();
+    for (r, rule) in spec.rules.iter().enumerate() {
+        if rule.host == lockstep_crds::ANY_HOST {
+            problems.push(format!(
+                "spec.rules[{r}].host: \"*\" (any host) is only for RouterConfigs generated from a Gateway (label {label})"
+            ));
+        }
+        for (p, path) in rule.paths.iter().enumerate() {
+            for (field, service) in service_backends(path) {
+                if service.namespace.is_some() {
+                    problems.push(format!(
+                        "spec.rules[{r}].paths[{p}].{field}.namespace: a Service of another namespace is only for RouterConfigs generated from a Gateway (label {label}), where a ReferenceGrant allows it"
+                    ));
+                }
+            }
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(Invalid { problems })
     }
+}
+
+/// The Services a path names, each with its field below the path: `backend.service` or
+/// `backends[i].service`.
+pub fn service_backends(
+    path: &lockstep_crds::HttpPath,
+) -> impl Iterator<Item = (String, &lockstep_crds::ServiceBackend)> {
+    let single = path
+        .backend
+        .iter()
+        .filter_map(|b| Some(("backend.service".to_owned(), b.service.as_ref()?)));
+    let weighted = path
+        .backends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| Some((format!("backends[{i}].service"), b.service.as_ref()?)));
+    single.chain(weighted)
 }
 
 #[cfg(test)]

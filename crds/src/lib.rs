@@ -410,8 +410,8 @@ pub(crate) const ONE_BACKEND_CEL: &str =
 #[x_kube(validation = kube::core::Rule::new(ONE_BACKEND_CEL).message("exactly one of backend.service, backend.url or backend.status must be set").reason(kube::core::Reason::FieldValueInvalid))]
 #[garde(custom(exactly_one_backend))]
 pub struct Backend {
-    /// A Service in the RouterConfig's namespace; requests are balanced over its ready
-    /// endpoints, read from EndpointSlices.
+    /// A Service (in the RouterConfig's namespace unless `service.namespace` says
+    /// otherwise); requests are balanced over its ready endpoints, read from EndpointSlices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(dive)]
     pub service: Option<ServiceBackend>,
@@ -455,7 +455,7 @@ pub(crate) fn one_backend(service: bool, url: bool, status: bool, message: &'sta
     }
 }
 
-/// A Service port in the RouterConfig's namespace.
+/// A Service port, in the RouterConfig's namespace unless `namespace` says otherwise.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, Validate)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceBackend {
@@ -466,6 +466,17 @@ pub struct ServiceBackend {
     )]
     #[garde(length(min = 1, max = 63), pattern(crate::patterns::DNS_1035_LABEL_RE))]
     pub name: String,
+
+    /// The Service's namespace when it is not the RouterConfig's. Only RouterConfigs
+    /// generated from a Gateway may set it (label lockstep.dev/generated-from, written by the
+    /// operator, which sets it only where a ReferenceGrant allows the reference). Every
+    /// replica of the fleet must watch that namespace (--watch-namespaces): a replica that
+    /// does not cannot resolve the Service and reports the generation rejected, naming this
+    /// field, instead of serving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = crate::patterns::DNS_LABEL))]
+    #[garde(inner(length(min = 1, max = 63), pattern(crate::patterns::DNS_LABEL_RE)))]
+    pub namespace: Option<String>,
 
     /// Service port number, 1-65535. Endpoints are taken from the EndpointSlice port with
     /// the same number, or the only port when the slice has one.

@@ -203,7 +203,7 @@ pub fn check_regex(pattern: &str) -> Result<(), String> {
 #[x_kube(validation = kube::core::Rule::new(crate::ONE_BACKEND_CEL).message("exactly one of service, url or status must be set").reason(kube::core::Reason::FieldValueInvalid))]
 #[garde(custom(exactly_one_weighted))]
 pub struct WeightedBackend {
-    /// A Service in the RouterConfig's namespace, as in `backend.service`.
+    /// A Service, as in `backend.service`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(dive)]
     pub service: Option<ServiceBackend>,

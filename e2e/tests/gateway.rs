@@ -937,3 +937,158 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     .await
     .unwrap();
 }
+
+/// A backendRef to a Service of another namespace, allowed by a ReferenceGrant, is served by
+/// replicas that watch that namespace (`--watch-namespaces`, with the RBAC of
+/// `deploy/generated/rbac-proxy.yaml` there). A live replica that does not watch it cannot
+/// resolve the Service: it reports the generation rejected, naming the field, and serves
+/// none of it, so the route is never `lockstep.dev/Ready=True` while that replica is live.
+/// Once it is gone, the plugin's wait returns and the replica left answers from the backend.
+#[tokio::test]
+async fn a_backend_of_another_namespace_is_served_where_the_fleet_watches_it() {
+    let cp = ControlPlane::shared();
+    let admin = cp.client().await.unwrap();
+    install_gateway_api_crds(&admin).await.unwrap();
+    operator();
+    let f = Fixture::new("gw-xns").await;
+    let client = f.client.clone();
+    let ns = f.ns.clone();
+    let apps = cp.namespace(&client, "gw-xns-apps").await.unwrap();
+    let class = format!("lockstep-xns-{:08x}", rand::random::<u32>());
+    create(
+        &Api::<GatewayClass>::all(client.clone()),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": class}, "spec": {"controllerName": CONTROLLER_NAME}}),
+    )
+    .await;
+    let api = Backend::start(&f.dir, "api").unwrap();
+    f.cp.kubectl_apply(&service_for(&apps, "api", &api)).unwrap();
+
+    // "wide" watches both namespaces, "narrow" only the Gateway's.
+    let start = |name: &str, watches: &[&str]| {
+        let kubeconfig = cp.proxy_kubeconfig(&ns, name, watches).unwrap();
+        let mut spec = lockstep_e2e::fleet::ProxySpec::new(name, &ns, &f.fleet);
+        spec.extra = vec!["--watch-namespaces".into(), watches.join(",")];
+        let mut proxy = lockstep_e2e::fleet::Proxy::start_with_kubeconfig(&kubeconfig, &f.dir, spec).unwrap();
+        proxy.wait_joined().unwrap();
+        proxy
+    };
+    let wide = start("wide", &[&ns, &apps]);
+    let mut narrow = start("narrow", &[&ns]);
+
+    let gateways = Api::<Gateway>::namespaced(client.clone(), &ns);
+    let routes = Api::<HTTPRoute>::namespaced(client.clone(), &ns);
+    create(
+        &gateways,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw", "namespace": ns, "annotations": {"lockstep.dev/fleet": f.fleet}},
+               "spec": {"gatewayClassName": class, "listeners": [
+                   {"name": "web", "protocol": "HTTP", "port": 80, "hostname": "app.example.com"}]}}),
+    )
+    .await;
+    let route = create(
+        &routes,
+        route(
+            "web",
+            &ns,
+            "gw",
+            &["app.example.com"],
+            json!({"name": "api", "namespace": apps, "port": 80}),
+        ),
+    )
+    .await;
+    let generation = route.metadata.generation.unwrap();
+    let ready_seen = Arc::new(AtomicBool::new(false));
+    let ready_watch = {
+        let (routes, seen) = (routes.clone(), ready_seen.clone());
+        tokio::spawn(async move {
+            let cfg = watcher::Config::default().fields("metadata.name=web");
+            let mut events = std::pin::pin!(watcher(routes, cfg).applied_objects());
+            while let Some(event) = events.next().await {
+                if let Ok(route) = event
+                    && lockstep_ready(&route).is_some_and(|r| r.0 == "True")
+                {
+                    seen.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+
+    // The grant: the operator writes the Service's namespace into the generated RouterConfig.
+    create(
+        &Api::<ReferenceGrant>::namespaced(client.clone(), &apps),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+               "metadata": {"name": "routes-to-api", "namespace": apps},
+               "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": ns}],
+                        "to": [{"group": "", "kind": "Service", "name": "api"}]}}),
+    )
+    .await;
+    let rcs = Api::<RouterConfig>::namespaced(client.clone(), &ns);
+    let generated = eventually("the generated RouterConfig names the Service's namespace", WAIT, || async {
+        let list = rcs
+            .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
+            .await
+            .ok()?;
+        let rc = list.items.into_iter().next()?;
+        let service = rc.spec.rules[0].paths[0].backends[0].service.clone()?;
+        (service.namespace.as_deref() == Some(apps.as_str())).then_some(rc)
+    })
+    .await
+    .unwrap();
+    let rc_name = generated.metadata.name.clone().unwrap();
+    let rc_generation = generated.metadata.generation.unwrap();
+
+    // "wide" serves it from the backend of the other namespace.
+    eventually("wide answers from the other namespace", WAIT, || async {
+        let got = check::request(&f.http, wide.http, "app.example.com", "/").await.ok()?;
+        (got == (200, Some("api".to_owned()))).then_some(())
+    })
+    .await
+    .unwrap();
+    // "narrow" reports that generation rejected, naming the field and the namespace.
+    let replicas = Api::<lockstep_crds::RouterReplica>::namespaced(client.clone(), &ns);
+    let rejection = eventually("narrow rejects the generation", WAIT, || async {
+        let replica = replicas.get("narrow").await.ok()?;
+        let served = replica.status?.served;
+        let entry = served.into_iter().find(|s| s.name == rc_name)?;
+        entry.rejected.filter(|r| r.generation == rc_generation)
+    })
+    .await
+    .unwrap();
+    assert!(
+        rejection.message.contains(&format!(
+            "spec.rules[0].paths[0].backends[0].service.namespace: this replica does not watch namespace {apps}"
+        )),
+        "{}",
+        rejection.message
+    );
+    let got = check::request(&f.http, narrow.http, "app.example.com", "/").await.unwrap();
+    assert_eq!(got.0, 404, "narrow serves none of it: {got:?}");
+    // The route says why it is not Ready: a replica rejected what it was generated into.
+    let ready = eventually("the route is not Ready: rejected", WAIT, || async {
+        let ready = lockstep_ready(&routes.get("web").await.ok()?)?;
+        (ready.1 == lockstep_crds::reason::REJECTED).then_some(ready)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (ready.0.as_str(), ready.2, ready.3.as_str()),
+        ("False", Some(generation), format!("1/2 replicas rejected generation {generation}").as_str()),
+        "{ready:?}"
+    );
+    assert!(!ready_seen.load(Ordering::SeqCst), "Ready=True while narrow could not resolve it");
+
+    // Without "narrow" in the fleet every live replica serves it: Ready, and the wait returns.
+    ready_watch.abort();
+    narrow.crash();
+    let out = lockstep_plugin(f.cp, &["wait", "httproute/web", "-n", &ns, "--timeout", "60s"]);
+    assert!(
+        out.status.success(),
+        "kubectl lockstep wait httproute/web: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = check::request(&f.http, wide.http, "app.example.com", "/").await.unwrap();
+    assert_eq!(got, (200, Some("api".to_owned())));
+}

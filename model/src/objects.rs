@@ -738,6 +738,7 @@ impl FleetModel {
                         .as_ref()
                         .map(|l| (s.last_accepted.expect("a spec").generation, l)),
                     tls_problem: tls_problem[o].as_deref(),
+                    unwatched_backend: None,
                     generated: false,
                 })
             })

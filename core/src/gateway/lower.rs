@@ -4,13 +4,14 @@
 //!
 //! | Gateway API needs | RouterConfigSpec today | gap |
 //! |---|---|---|
-//! | a backend in another namespace (ReferenceGrant) | Services of the RouterConfig's namespace | [`Gap::CrossNamespaceBackend`] |
 //! | GRPCRoute backends over h2c whatever the Service's appProtocol | h2c only for appProtocol `kubernetes.io/h2c` | [`Gap::GrpcWithoutH2c`] |
 //! | per-listener route tables on one port, chosen by the most specific listener host name (listener isolation) | one table per fleet | [`Gap::SharedPort`] |
 //! | a listener's certificate for any SNI, or from another namespace | a Secret of the same namespace per host | [`Gap::ListenerCertificate`] |
 //!
-//! Entries for any host (a listener and a route without host name) get host `*`, which only
-//! generated RouterConfigs may use (label `lockstep.dev/generated-from`).
+//! Entries for any host (a listener and a route without host name) get host `*`, and a
+//! backendRef to a Service of another namespace (which a ReferenceGrant allowed, or it would
+//! be answered 500) gets `service.namespace`: both only generated RouterConfigs may use
+//! (label `lockstep.dev/generated-from`, written by the operator).
 //!
 //! A wildcard host is written with `wildcardMatch: Suffix`: Gateway API's `*.example.com`
 //! covers one or more labels, a RouterConfig's by default exactly one.
@@ -33,8 +34,6 @@ use super::{ServedListener, listeners::Protocol, rules::ServedBackend};
 /// Something a served listener needs that a RouterConfigSpec cannot say yet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Gap {
-    /// A Service in another namespace than the Gateway's.
-    CrossNamespaceBackend(String),
     /// A gRPC backend whose Service port does not say h2c.
     GrpcWithoutH2c(String),
     /// Other served listeners share this port: requests must first be matched to a listener.
@@ -96,15 +95,15 @@ pub fn router_config_spec(
             match b {
                 ServedBackend::Service { service, weight } => {
                     let name = format!("{}/{}", service.namespace, service.name);
-                    if service.namespace != namespace {
-                        gaps.push(Gap::CrossNamespaceBackend(name.clone()));
-                    }
                     if is_grpc(e.route) && !service.h2c {
                         gaps.push(Gap::GrpcWithoutH2c(name));
                     }
                     backends.push(WeightedBackend {
                         service: Some(ServiceBackend {
                             name: service.name.clone(),
+                            // The resolution allowed it (ReferenceGrant); the replicas must
+                            // watch that namespace to resolve it.
+                            namespace: (service.namespace != namespace).then(|| service.namespace.clone()),
                             port: service.port,
                         }),
                         url: None,

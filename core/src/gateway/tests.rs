@@ -691,6 +691,69 @@ fn grpc_routes_match_service_and_method() {
 }
 
 #[test]
+fn a_backend_of_another_namespace_is_lowered_only_where_a_reference_grant_allows_it() {
+    // BackendObjectReference namespace: "when a namespace different than the local
+    // namespace is specified, a ReferenceGrant object is required in the referent namespace
+    // to allow that namespace's owner to accept the reference"; HTTPRouteRule backendRefs:
+    // "500 status codes MUST be returned for requests that would have otherwise been routed
+    // to an invalid backend".
+    let grant: ReferenceGrant = yaml(
+        "metadata: {name: allow, namespace: apps}\nspec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}], to: [{group: \"\", kind: Service}]}",
+    );
+    let lowered = |grants: Vec<ReferenceGrant>| {
+        let mut w = World::new(gateway(HTTP80));
+        w.grants = grants;
+        w.http.push(http_route(
+            "infra",
+            "web",
+            "2026-01-01T00:00:00Z",
+            "{parentRefs: [{name: gw}], hostnames: [app.example.com], rules: [{backendRefs: [{name: api, namespace: apps, port: 9000}, {name: web, port: 8080}]}]}",
+        ));
+        let t = w.run();
+        let config = t.config.as_ref().unwrap();
+        router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap()
+    };
+    let services = |spec: &lockstep_crds::RouterConfigSpec| -> Vec<(Option<lockstep_crds::ServiceBackend>, Option<u16>)> {
+        spec.rules[0].paths[0]
+            .backends
+            .iter()
+            .map(|b| (b.service.clone(), b.status))
+            .collect()
+    };
+    let svc = |name: &str, namespace: Option<&str>, port| lockstep_crds::ServiceBackend {
+        name: name.into(),
+        namespace: namespace.map(Into::into),
+        port,
+    };
+    let granted = lowered(vec![grant]);
+    assert_eq!(
+        services(&granted),
+        [
+            (Some(svc("api", Some("apps"), 9000)), None),
+            (Some(svc("web", None, 8080)), None)
+        ],
+        "the Gateway's own namespace is left implicit"
+    );
+    // Only a generated RouterConfig may name another namespace.
+    assert_eq!(crate::validate_origin(&granted, true), Ok(()));
+    assert_eq!(
+        crate::validate_origin(&granted, false).unwrap_err().problems,
+        ["spec.rules[0].paths[0].backends[0].service.namespace: a Service of another namespace is only for RouterConfigs generated from a Gateway (label lockstep.dev/generated-from), where a ReferenceGrant allows it"]
+    );
+    let table = crate::RouteTable::compile([(&crate::ObjectKey::new("infra", "gw-http"), &granted)]);
+    let route = table.lookup("app.example.com", "/").unwrap();
+    assert_eq!(
+        route.backends.iter().map(|(b, _)| b.to_string()).collect::<Vec<_>>(),
+        ["service apps/api:9000", "service infra/web:8080"]
+    );
+    // Without the grant that share is answered 500, as for any unresolved reference.
+    assert_eq!(
+        services(&lowered(Vec::new())),
+        [(None, Some(500)), (Some(svc("web", None, 8080)), None)]
+    );
+}
+
+#[test]
 fn a_wildcard_host_is_lowered_as_a_suffix_match() {
     // HTTPRoute hostnames: "Hostnames that are prefixed with a wildcard label (`*.`) are
     // interpreted as a suffix match. That means that a match for `*.example.com` would match

@@ -706,12 +706,14 @@ async fn a_path_that_allows_h2c_upgrades_is_refused_at_admission() {
     apply(cp, &ns, &router_config("allowed", spec), &[]).expect("other protocols are accepted");
 }
 
-/// Host "*" (any host) is for RouterConfigs the operator generates from a Gateway: the
-/// admission policy refuses it from anyone else, with or without the label, naming the field;
-/// the schema refuses tls on it. (The operator's own writes are admitted: e2e/tests/gateway.rs
-/// serves a listener without host name.)
+/// Host "*" (any host) and a Service of another namespace (`service.namespace`) are for
+/// RouterConfigs the operator generates from a Gateway: the admission policy refuses them from
+/// anyone else, with or without the label, naming the field; the schema refuses tls on "*"
+/// and a namespace that is not a DNS label. (The operator's own writes are admitted:
+/// e2e/tests/gateway.rs serves a listener without host name and a backend of another
+/// namespace.)
 #[tokio::test]
-async fn any_host_is_refused_at_admission_unless_the_operator_generates_it() {
+async fn what_only_generated_router_configs_may_say_is_refused_at_admission() {
     let cp = ControlPlane::shared();
     let client = cp.client().await.unwrap();
     let ns = cp.namespace(&client, "anyhost").await.unwrap();
@@ -719,11 +721,29 @@ async fn any_host_is_refused_at_admission_unless_the_operator_generates_it() {
         s["rules"][0]["host"] = json!("*");
         s["rules"][0].as_object_mut().unwrap().remove("tls");
     });
-    let mut labelled = router_config("labelled", any.clone());
-    labelled["metadata"]["labels"] = json!({"lockstep.dev/generated-from": "Gateway"});
-    for (object, rc) in [
-        ("plain", router_config("plain", any.clone())),
-        ("labelled", labelled),
+    let other_ns = with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["namespace"] = json!("apps"));
+    let weighted_other_ns = with(|s| {
+        s["rules"][0]["paths"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("backend");
+        s["rules"][0]["paths"][0]["backends"] = json!([
+            {"service": {"name": "api", "port": 8080}, "weight": 1},
+            {"service": {"name": "api", "namespace": "apps", "port": 8080}, "weight": 1}]);
+    });
+    let any_host_refused = "spec.rules[].host: \"*\" (any host) is only for RouterConfigs the operator generates";
+    let namespace_refused = "spec.rules[].paths[]: service.namespace (a Service of another namespace) is only for RouterConfigs the operator generates";
+    let labelled = |name: &str, spec: &Value| {
+        let mut rc = router_config(name, spec.clone());
+        rc["metadata"]["labels"] = json!({"lockstep.dev/generated-from": "Gateway"});
+        rc
+    };
+    for (object, rc, message) in [
+        ("plain", router_config("plain", any.clone()), any_host_refused),
+        ("labelled", labelled("labelled", &any), any_host_refused),
+        ("other-ns", router_config("other-ns", other_ns.clone()), namespace_refused),
+        ("other-ns-labelled", labelled("other-ns-labelled", &other_ns), namespace_refused),
+        ("weighted-other-ns", router_config("weighted-other-ns", weighted_other_ns), namespace_refused),
     ] {
         let refused = eventually("the policy refuses", Duration::from_secs(30), || async {
             match apply(cp, &ns, &rc, &[]) {
@@ -736,12 +756,7 @@ async fn any_host_is_refused_at_admission_unless_the_operator_generates_it() {
         })
         .await
         .unwrap_or_else(|e| panic!("{object} accepted: {e}"));
-        assert!(
-            refused.contains(
-                "spec.rules[].host: \"*\" (any host) is only for RouterConfigs the operator generates"
-            ),
-            "{object}: {refused}"
-        );
+        assert!(refused.contains(message), "{object}: {refused}");
     }
     let tls = with(|s| s["rules"][0]["host"] = json!("*"));
     let err = apply(cp, &ns, &router_config("tls", tls), &[]).expect_err("tls on any host");
@@ -757,4 +772,10 @@ async fn any_host_is_refused_at_admission_unless_the_operator_generates_it() {
             "{host}: {err}"
         );
     }
+    let bad_ns = with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["namespace"] = json!("Apps_1"));
+    let err = apply(cp, &ns, &router_config("bad-ns", bad_ns), &[]).expect_err("namespace syntax");
+    assert!(
+        err.contains("spec.rules[0].paths[0].backend.service.namespace"),
+        "{err}"
+    );
 }
