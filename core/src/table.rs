@@ -142,6 +142,9 @@ pub enum BackendRef {
         name: Arc<str>,
         /// Service port.
         port: u16,
+        /// Spoken to in HTTP/2 over cleartext whatever the Service says
+        /// (`service.appProtocol: kubernetes.io/h2c`); otherwise the Service port decides.
+        h2c: bool,
     },
     /// A static upstream.
     Url {
@@ -158,9 +161,7 @@ impl fmt::Display for BackendRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BackendRef::Service {
-                namespace,
-                name,
-                port,
+                namespace, name, port, ..
             } => write!(f, "service {namespace}/{name}:{port}"),
             BackendRef::Url { scheme, authority } => write!(f, "{scheme}://{authority}"),
             BackendRef::Status(status) => write!(f, "status {status}"),
@@ -177,6 +178,7 @@ impl BackendRef {
                 namespace: svc.namespace.as_deref().unwrap_or(namespace).into(),
                 name: svc.name.as_str().into(),
                 port: u16::try_from(svc.port).ok()?,
+                h2c: svc.app_protocol == Some(lockstep_crds::AppProtocol::H2c),
             }),
             (None, Some(url)) => {
                 let (scheme, rest) = url.split_once("://")?;

@@ -18,6 +18,7 @@ pub fn mk_svc(name: &str, port: i32) -> Backend {
             name: name.to_owned(),
             namespace: None,
             port,
+            app_protocol: None,
         }),
         url: None,
         status: None,

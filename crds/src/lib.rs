@@ -483,6 +483,23 @@ pub struct ServiceBackend {
     #[schemars(range(min = 1, max = 65535))]
     #[garde(range(min = 1, max = 65535))]
     pub port: i32,
+
+    /// How the proxy speaks to the endpoints, whatever the Service port's own `appProtocol`
+    /// says: `kubernetes.io/h2c` is HTTP/2 over cleartext (prior knowledge), as a gRPC
+    /// backend without TLS expects. Without it the Service port decides (h2c for
+    /// `appProtocol: kubernetes.io/h2c`, HTTP/1.1 otherwise). RouterConfigs generated from a
+    /// GRPCRoute set it on every backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(skip)]
+    pub app_protocol: Option<AppProtocol>,
+}
+
+/// A protocol the proxy speaks to a Service's endpoints (`service.appProtocol`).
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AppProtocol {
+    /// HTTP/2 over cleartext with prior knowledge (Kubernetes' `kubernetes.io/h2c`).
+    #[serde(rename = "kubernetes.io/h2c")]
+    H2c,
 }
 
 /// Observed state: what the operator concluded and what each replica serves.

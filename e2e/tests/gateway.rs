@@ -1092,3 +1092,92 @@ async fn a_backend_of_another_namespace_is_served_where_the_fleet_watches_it() {
     let got = check::request(&f.http, wide.http, "app.example.com", "/").await.unwrap();
     assert_eq!(got, (200, Some("api".to_owned())));
 }
+
+/// A GRPCRoute's backend is reached over HTTP/2 cleartext even though its Service port says
+/// nothing of it (no `appProtocol: kubernetes.io/h2c`): gRPC needs HTTP/2, and without TLS to
+/// the backend that is h2c. A real grpc-go server behind a selector-less Service, the real
+/// grpc-go client through every replica: unary calls, a server stream, an error status.
+#[tokio::test]
+async fn a_grpc_route_reaches_its_backend_over_h2c_whatever_the_service_port_says() {
+    let cp = ControlPlane::shared();
+    let admin = cp.client().await.unwrap();
+    install_gateway_api_crds(&admin).await.unwrap();
+    operator();
+    let f = Fixture::new("gw-grpc").await;
+    let client = f.client.clone();
+    let ns = f.ns.clone();
+    let probe = lockstep_e2e::built_tool("e2e/grpc/build.sh").expect("build the gRPC probe");
+    let mut server = lockstep_e2e::process::ChildGuard::spawn(
+        "grpc server",
+        {
+            let mut cmd = std::process::Command::new(&probe);
+            cmd.args(["server", "--listen", "127.0.0.1:0"]);
+            cmd
+        },
+        &f.dir.join("grpc-server.log"),
+    )
+    .unwrap();
+    let line = server
+        .wait_for_log("grpc-probe listening ", Duration::from_secs(30))
+        .unwrap();
+    let port = line.rsplit(':').next().unwrap().trim().to_owned();
+    // No appProtocol on the Service port nor on the slice's.
+    f.cp.kubectl_apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: greeter, namespace: {ns}}}\nspec:\n  ports: [{{name: grpc, port: 80}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: greeter-a\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: greeter}}\n\
+         addressType: FQDN\nports: [{{name: grpc, port: {port}}}]\nendpoints: [{{addresses: [g.localhost], conditions: {{ready: true}}}}]\n"
+    ))
+    .unwrap();
+    let proxies = f.proxies(2);
+    let class = format!("lockstep-grpc-{:08x}", rand::random::<u32>());
+    create(
+        &Api::<GatewayClass>::all(client.clone()),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": class}, "spec": {"controllerName": CONTROLLER_NAME}}),
+    )
+    .await;
+    create(
+        &Api::<Gateway>::namespaced(client.clone(), &ns),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw", "namespace": ns, "annotations": {"lockstep.dev/fleet": f.fleet}},
+               "spec": {"gatewayClassName": class, "listeners": [
+                   {"name": "grpc", "protocol": "HTTP", "port": 80, "hostname": "grpc.example.com"}]}}),
+    )
+    .await;
+    create(
+        &Api::<lockstep_crds::gateway::GRPCRoute>::namespaced(client.clone(), &ns),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+               "metadata": {"name": "health", "namespace": ns},
+               "spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["grpc.example.com"],
+                        "rules": [{"matches": [{"method": {"service": "grpc.health.v1.Health"}}],
+                                   "backendRefs": [{"name": "greeter", "port": 80}]}]}}),
+    )
+    .await;
+    let out = lockstep_plugin(f.cp, &["wait", "grpcroute/health", "-n", &ns, "--timeout", "60s"]);
+    assert!(
+        out.status.success(),
+        "kubectl lockstep wait grpcroute/health: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for proxy in &proxies {
+        let out = std::process::Command::new(&probe)
+            .args([
+                "client",
+                "--target",
+                &proxy.http.to_string(),
+                "--authority",
+                "grpc.example.com",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("ok stream 5"),
+            "via {}: {stdout}\n{}",
+            proxy.http,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -4,7 +4,6 @@
 //!
 //! | Gateway API needs | RouterConfigSpec today | gap |
 //! |---|---|---|
-//! | GRPCRoute backends over h2c whatever the Service's appProtocol | h2c only for appProtocol `kubernetes.io/h2c` | [`Gap::GrpcWithoutH2c`] |
 //! | per-listener route tables on one port, chosen by the most specific listener host name (listener isolation) | one table per fleet | [`Gap::SharedPort`] |
 //! | a listener's certificate for any SNI, or from another namespace | a Secret of the same namespace per host | [`Gap::ListenerCertificate`] |
 //!
@@ -12,6 +11,10 @@
 //! backendRef to a Service of another namespace (which a ReferenceGrant allowed, or it would
 //! be answered 500) gets `service.namespace`: both only generated RouterConfigs may use
 //! (label `lockstep.dev/generated-from`, written by the operator).
+//!
+//! A GRPCRoute's backends get `appProtocol: kubernetes.io/h2c`: gRPC needs HTTP/2, and
+//! without BackendTLSPolicy (not supported) that is HTTP/2 over cleartext, whatever the
+//! Service port's own appProtocol says.
 //!
 //! A wildcard host is written with `wildcardMatch: Suffix`: Gateway API's `*.example.com`
 //! covers one or more labels, a RouterConfig's by default exactly one.
@@ -26,7 +29,7 @@
 use std::collections::HashSet;
 
 use lockstep_crds::{
-    Filters, HostRule, HostTls, HttpPath, RouterConfigSpec, ServiceBackend, WeightedBackend, WildcardMatch,
+    AppProtocol, Filters, HostRule, HostTls, HttpPath, RouterConfigSpec, ServiceBackend, WeightedBackend, WildcardMatch,
 };
 
 use super::{ServedListener, listeners::Protocol, rules::ServedBackend};
@@ -34,8 +37,6 @@ use super::{ServedListener, listeners::Protocol, rules::ServedBackend};
 /// Something a served listener needs that a RouterConfigSpec cannot say yet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Gap {
-    /// A gRPC backend whose Service port does not say h2c.
-    GrpcWithoutH2c(String),
     /// Other served listeners share this port: requests must first be matched to a listener.
     SharedPort(i32),
     /// Another served listener (named) of the Gateway, on another port, has an overlapping
@@ -94,10 +95,6 @@ pub fn router_config_spec(
         for b in &e.entry.backends {
             match b {
                 ServedBackend::Service { service, weight } => {
-                    let name = format!("{}/{}", service.namespace, service.name);
-                    if is_grpc(e.route) && !service.h2c {
-                        gaps.push(Gap::GrpcWithoutH2c(name));
-                    }
                     backends.push(WeightedBackend {
                         service: Some(ServiceBackend {
                             name: service.name.clone(),
@@ -105,6 +102,7 @@ pub fn router_config_spec(
                             // watch that namespace to resolve it.
                             namespace: (service.namespace != namespace).then(|| service.namespace.clone()),
                             port: service.port,
+                            app_protocol: is_grpc(e.route).then_some(AppProtocol::H2c),
                         }),
                         url: None,
                         status: None,

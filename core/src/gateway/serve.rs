@@ -192,7 +192,6 @@ fn overlap(a: Option<&str>, b: Option<&str>) -> bool {
 /// One gap in words, for a listener's or route's message.
 pub fn describe(gap: &Gap) -> String {
     match gap {
-        Gap::GrpcWithoutH2c(s) => format!("gRPC backend {s} without appProtocol kubernetes.io/h2c"),
         Gap::SharedPort(p) => format!("other listeners on port {p}"),
         Gap::OverlappingListener(l) => format!(
             "listener {l}'s host name overlaps this one's, and an existing fleet serves both on one port"

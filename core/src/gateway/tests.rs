@@ -691,6 +691,67 @@ fn grpc_routes_match_service_and_method() {
 }
 
 #[test]
+fn grpc_route_backends_are_reached_over_h2c_whatever_the_service_port_says() {
+    // GRPCRoute "provides a way to route gRPC requests", and gRPC runs over HTTP/2: without
+    // TLS to the backend (BackendTLSPolicy, not supported) that is h2c with prior knowledge
+    // (RFC 9113 §3.3), whether or not the Service port says `appProtocol: kubernetes.io/h2c`.
+    // An HTTPRoute's backend keeps what its Service port says ("application developers can
+    // specify the protocol using ServicePort appProtocol field", Backend Protocol guide).
+    let mut w = World::new(gateway(HTTP80));
+    w.services.push(service("infra", "plain", &[(9000, None)]));
+    w.grpc.push(yaml(
+        r#"
+      metadata: {name: echo, namespace: infra, generation: 1}
+      spec:
+        parentRefs: [{name: gw}]
+        hostnames: [grpc.example.com]
+        rules:
+        - matches: [{method: {service: echo.Plain}}]
+          backendRefs: [{name: plain, port: 9000}]
+        - matches: [{method: {service: echo.H2c}}]
+          backendRefs: [{name: grpc, port: 9000}]
+    "#,
+    ));
+    w.http.push(http_route(
+        "infra",
+        "web",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], hostnames: [web.example.com], rules: [{backendRefs: [{name: plain, port: 9000}]}]}",
+    ));
+    let t = w.run();
+    let config = t.config.as_ref().unwrap();
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|r| {
+        config.routes[r].kind == "GRPCRoute"
+    })
+    .expect("no gap: a plain Service port is reached over h2c too");
+    let rows: Vec<(&str, &str, Option<lockstep_crds::AppProtocol>)> = spec
+        .rules
+        .iter()
+        .flat_map(|r| r.paths.iter().map(move |p| (r, p)))
+        .map(|(r, p)| {
+            let service = p.backends[0].service.as_ref().unwrap();
+            (r.host.as_str(), service.name.as_str(), service.app_protocol)
+        })
+        .collect();
+    let h2c = Some(lockstep_crds::AppProtocol::H2c);
+    assert_eq!(
+        rows,
+        [
+            ("grpc.example.com", "plain", h2c),
+            ("grpc.example.com", "grpc", h2c),
+            ("web.example.com", "plain", None)
+        ]
+    );
+    let table = crate::RouteTable::compile([(&crate::ObjectKey::new("infra", "gw-http"), &spec)]);
+    let h2c_of = |host: &str, path: &str| match &table.lookup(host, path).unwrap().backends[0].0 {
+        crate::BackendRef::Service { h2c, .. } => *h2c,
+        other => panic!("{other}"),
+    };
+    assert!(h2c_of("grpc.example.com", "/echo.Plain/Ping"));
+    assert!(!h2c_of("web.example.com", "/"));
+}
+
+#[test]
 fn a_backend_of_another_namespace_is_lowered_only_where_a_reference_grant_allows_it() {
     // BackendObjectReference namespace: "when a namespace different than the local
     // namespace is specified, a ReferenceGrant object is required in the referent namespace
@@ -724,6 +785,7 @@ fn a_backend_of_another_namespace_is_lowered_only_where_a_reference_grant_allows
         name: name.into(),
         namespace: namespace.map(Into::into),
         port,
+        app_protocol: None,
     };
     let granted = lowered(vec![grant]);
     assert_eq!(
