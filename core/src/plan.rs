@@ -179,9 +179,11 @@ pub fn plan(
             let mut candidate = Candidate::of(rc);
             let problem = tls.problems.get(&candidate.key).map(String::as_str);
             candidate.unwatched_backend = unwatched.get(&candidate.key).map(String::as_str);
-            candidate.last_accepted = candidate
-                .last_accepted
-                .filter(|(_, spec)| watched.unwatched_backends(&candidate.key.namespace, spec).is_none());
+            candidate.last_accepted = candidate.last_accepted.filter(|(_, spec)| {
+                watched
+                    .unwatched_backends(&candidate.key.namespace, spec)
+                    .is_none()
+            });
             candidate.with_tls_problem(problem)
         })
         .collect();
@@ -505,7 +507,14 @@ mod tests {
             key.clone(),
             "spec.rules[0].tls.secretName: secret ns/b-tls not found".into(),
         );
-        let plan = plan(&[Arc::new(v2)], &served, &tls, &Watched::All, &mut BTreeMap::new(), now());
+        let plan = plan(
+            &[Arc::new(v2)],
+            &served,
+            &tls,
+            &Watched::All,
+            &mut BTreeMap::new(),
+            now(),
+        );
         assert!(plan.next.is_none(), "the last good table stays");
         assert!(served.table.lookup("b.example.com", "/").is_none());
         assert!(served.table.lookup("a.example.com", "/").is_some());
@@ -564,7 +573,14 @@ mod tests {
         tls.hashes
             .insert(ObjectKey::new("ns", "cert"), "sha256:two".to_owned());
         let served = one.next.unwrap();
-        let two = plan(&objects, &served, &tls, &Watched::All, &mut BTreeMap::new(), now());
+        let two = plan(
+            &objects,
+            &served,
+            &tls,
+            &Watched::All,
+            &mut BTreeMap::new(),
+            now(),
+        );
         assert!(two.next.is_some(), "a rotated certificate is a new configuration");
         let key = ObjectKey::new("ns", "web");
         assert_ne!(one.reports[&key].config_digest, two.reports[&key].config_digest);
@@ -574,7 +590,14 @@ mod tests {
         tls.problems
             .insert(key.clone(), "spec.rules[0].tls.secretName: expired".into());
         let served_two = two.next.unwrap();
-        let three = plan(&objects, &served_two, &tls, &Watched::All, &mut BTreeMap::new(), now());
+        let three = plan(
+            &objects,
+            &served_two,
+            &tls,
+            &Watched::All,
+            &mut BTreeMap::new(),
+            now(),
+        );
         assert!(three.next.is_none(), "nothing new is served");
         assert_eq!(three.reports[&key].observed_generation, 1);
         assert_eq!(three.reports[&key].config_digest, two.reports[&key].config_digest);
@@ -621,7 +644,11 @@ mod tests {
         let table = both.next.expect("served").table;
         let route = table.lookup("app.example.com", "/").unwrap();
         assert_eq!(
-            route.backends.iter().map(|(b, _)| b.to_string()).collect::<Vec<_>>(),
+            route
+                .backends
+                .iter()
+                .map(|(b, _)| b.to_string())
+                .collect::<Vec<_>>(),
             ["service infra/web:80", "service apps/api:80"]
         );
         assert_eq!(both.reports[&key].observed_generation, 2);
@@ -641,8 +668,15 @@ mod tests {
                 message: "spec.rules[0].paths[0].backends[1].service.namespace: this replica does not watch namespace apps (it watches infra), so it cannot resolve Service apps/api; add apps to the fleet's watched namespaces".into()
             })
         );
-        assert_eq!(own.verdicts[&key], crate::Verdict::Accepted, "the operator's verdict");
-        assert!(own.next.is_none_or(|next| next.table.lookup("app.example.com", "/").is_none()));
+        assert_eq!(
+            own.verdicts[&key],
+            crate::Verdict::Accepted,
+            "the operator's verdict"
+        );
+        assert!(
+            own.next
+                .is_none_or(|next| next.table.lookup("app.example.com", "/").is_none())
+        );
         assert!(
             in_sync([current.as_ref()], &own.reports),
             "a rejection is an answer: the replica joins, the generation is not counted served"

@@ -161,7 +161,10 @@ impl fmt::Display for BackendRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BackendRef::Service {
-                namespace, name, port, ..
+                namespace,
+                name,
+                port,
+                ..
             } => write!(f, "service {namespace}/{name}:{port}"),
             BackendRef::Url { scheme, authority } => write!(f, "{scheme}://{authority}"),
             BackendRef::Status(status) => write!(f, "status {status}"),

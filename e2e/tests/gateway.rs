@@ -1024,15 +1024,19 @@ async fn a_backend_of_another_namespace_is_served_where_the_fleet_watches_it() {
     )
     .await;
     let rcs = Api::<RouterConfig>::namespaced(client.clone(), &ns);
-    let generated = eventually("the generated RouterConfig names the Service's namespace", WAIT, || async {
-        let list = rcs
-            .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
-            .await
-            .ok()?;
-        let rc = list.items.into_iter().next()?;
-        let service = rc.spec.rules[0].paths[0].backends[0].service.clone()?;
-        (service.namespace.as_deref() == Some(apps.as_str())).then_some(rc)
-    })
+    let generated = eventually(
+        "the generated RouterConfig names the Service's namespace",
+        WAIT,
+        || async {
+            let list = rcs
+                .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
+                .await
+                .ok()?;
+            let rc = list.items.into_iter().next()?;
+            let service = rc.spec.rules[0].paths[0].backends[0].service.clone()?;
+            (service.namespace.as_deref() == Some(apps.as_str())).then_some(rc)
+        },
+    )
     .await
     .unwrap();
     let rc_name = generated.metadata.name.clone().unwrap();
@@ -1040,7 +1044,9 @@ async fn a_backend_of_another_namespace_is_served_where_the_fleet_watches_it() {
 
     // "wide" serves it from the backend of the other namespace.
     eventually("wide answers from the other namespace", WAIT, || async {
-        let got = check::request(&f.http, wide.http, "app.example.com", "/").await.ok()?;
+        let got = check::request(&f.http, wide.http, "app.example.com", "/")
+            .await
+            .ok()?;
         (got == (200, Some("api".to_owned()))).then_some(())
     })
     .await
@@ -1062,8 +1068,17 @@ async fn a_backend_of_another_namespace_is_served_where_the_fleet_watches_it() {
         "{}",
         rejection.message
     );
-    let got = check::request(&f.http, narrow.http, "app.example.com", "/").await.unwrap();
-    assert_eq!(got.0, 404, "narrow serves none of it: {got:?}");
+    // Nor does it serve that generation as its last accepted one (the operator accepted it):
+    // once status.lastAccepted is generation 2, narrow serves nothing of the listener.
+    eventually("narrow serves none of it", WAIT, || async {
+        let got = check::request(&f.http, narrow.http, "app.example.com", "/")
+            .await
+            .ok()?;
+        assert_ne!(got, (200, Some("api".to_owned())), "narrow cannot resolve api");
+        (got.0 == 404).then_some(())
+    })
+    .await
+    .unwrap();
     // The route says why it is not Ready: a replica rejected what it was generated into.
     let ready = eventually("the route is not Ready: rejected", WAIT, || async {
         let ready = lockstep_ready(&routes.get("web").await.ok()?)?;
@@ -1073,10 +1088,17 @@ async fn a_backend_of_another_namespace_is_served_where_the_fleet_watches_it() {
     .unwrap();
     assert_eq!(
         (ready.0.as_str(), ready.2, ready.3.as_str()),
-        ("False", Some(generation), format!("1/2 replicas rejected generation {generation}").as_str()),
+        (
+            "False",
+            Some(generation),
+            format!("1/2 replicas rejected generation {generation}").as_str()
+        ),
         "{ready:?}"
     );
-    assert!(!ready_seen.load(Ordering::SeqCst), "Ready=True while narrow could not resolve it");
+    assert!(
+        !ready_seen.load(Ordering::SeqCst),
+        "Ready=True while narrow could not resolve it"
+    );
 
     // Without "narrow" in the fleet every live replica serves it: Ready, and the wait returns.
     ready_watch.abort();
@@ -1089,7 +1111,9 @@ async fn a_backend_of_another_namespace_is_served_where_the_fleet_watches_it() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let got = check::request(&f.http, wide.http, "app.example.com", "/").await.unwrap();
+    let got = check::request(&f.http, wide.http, "app.example.com", "/")
+        .await
+        .unwrap();
     assert_eq!(got, (200, Some("api".to_owned())));
 }
 

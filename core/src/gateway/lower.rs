@@ -29,7 +29,8 @@
 use std::collections::HashSet;
 
 use lockstep_crds::{
-    AppProtocol, Filters, HostRule, HostTls, HttpPath, RouterConfigSpec, ServiceBackend, WeightedBackend, WildcardMatch,
+    AppProtocol, Filters, HostRule, HostTls, HttpPath, RouterConfigSpec, ServiceBackend, WeightedBackend,
+    WildcardMatch,
 };
 
 use super::{ServedListener, listeners::Protocol, rules::ServedBackend};

@@ -800,12 +800,18 @@ fn a_backend_of_another_namespace_is_lowered_only_where_a_reference_grant_allows
     assert_eq!(crate::validate_origin(&granted, true), Ok(()));
     assert_eq!(
         crate::validate_origin(&granted, false).unwrap_err().problems,
-        ["spec.rules[0].paths[0].backends[0].service.namespace: a Service of another namespace is only for RouterConfigs generated from a Gateway (label lockstep.dev/generated-from), where a ReferenceGrant allows it"]
+        [
+            "spec.rules[0].paths[0].backends[0].service.namespace: a Service of another namespace is only for RouterConfigs generated from a Gateway (label lockstep.dev/generated-from), where a ReferenceGrant allows it"
+        ]
     );
     let table = crate::RouteTable::compile([(&crate::ObjectKey::new("infra", "gw-http"), &granted)]);
     let route = table.lookup("app.example.com", "/").unwrap();
     assert_eq!(
-        route.backends.iter().map(|(b, _)| b.to_string()).collect::<Vec<_>>(),
+        route
+            .backends
+            .iter()
+            .map(|(b, _)| b.to_string())
+            .collect::<Vec<_>>(),
         ["service apps/api:9000", "service infra/web:8080"]
     );
     // Without the grant that share is answered 500, as for any unresolved reference.

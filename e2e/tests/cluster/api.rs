@@ -731,7 +731,8 @@ async fn what_only_generated_router_configs_may_say_is_refused_at_admission() {
             {"service": {"name": "api", "port": 8080}, "weight": 1},
             {"service": {"name": "api", "namespace": "apps", "port": 8080}, "weight": 1}]);
     });
-    let any_host_refused = "spec.rules[].host: \"*\" (any host) is only for RouterConfigs the operator generates";
+    let any_host_refused =
+        "spec.rules[].host: \"*\" (any host) is only for RouterConfigs the operator generates";
     let namespace_refused = "spec.rules[].paths[]: service.namespace (a Service of another namespace) is only for RouterConfigs the operator generates";
     let labelled = |name: &str, spec: &Value| {
         let mut rc = router_config(name, spec.clone());
@@ -741,9 +742,21 @@ async fn what_only_generated_router_configs_may_say_is_refused_at_admission() {
     for (object, rc, message) in [
         ("plain", router_config("plain", any.clone()), any_host_refused),
         ("labelled", labelled("labelled", &any), any_host_refused),
-        ("other-ns", router_config("other-ns", other_ns.clone()), namespace_refused),
-        ("other-ns-labelled", labelled("other-ns-labelled", &other_ns), namespace_refused),
-        ("weighted-other-ns", router_config("weighted-other-ns", weighted_other_ns), namespace_refused),
+        (
+            "other-ns",
+            router_config("other-ns", other_ns.clone()),
+            namespace_refused,
+        ),
+        (
+            "other-ns-labelled",
+            labelled("other-ns-labelled", &other_ns),
+            namespace_refused,
+        ),
+        (
+            "weighted-other-ns",
+            router_config("weighted-other-ns", weighted_other_ns),
+            namespace_refused,
+        ),
     ] {
         let refused = eventually("the policy refuses", Duration::from_secs(30), || async {
             match apply(cp, &ns, &rc, &[]) {

@@ -96,7 +96,9 @@ impl WatchScope {
     pub fn watched(&self) -> lockstep_core::plan::Watched {
         match self {
             Self::All => lockstep_core::plan::Watched::All,
-            Self::Namespaces(names) => lockstep_core::plan::Watched::Namespaces(names.iter().cloned().collect()),
+            Self::Namespaces(names) => {
+                lockstep_core::plan::Watched::Namespaces(names.iter().cloned().collect())
+            }
         }
     }
 }

@@ -112,7 +112,10 @@ fn wanted(state: &ProxyState, objects: &[Arc<RouterConfig>]) -> BTreeSet<Service
     // Services still routed by a served (possibly older) generation stay resolved too.
     for (backend, _) in state.served().table.routes().iter().flat_map(|r| &r.backends) {
         if let BackendRef::Service {
-            namespace, name, port, ..
+            namespace,
+            name,
+            port,
+            ..
         } = backend
         {
             wanted.insert(ServiceKey {

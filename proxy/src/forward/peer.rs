@@ -285,7 +285,10 @@ mod tests {
         let state = ProxyState::new("t");
         let (plain, key) = service();
         let BackendRef::Service {
-            namespace, name, port, ..
+            namespace,
+            name,
+            port,
+            ..
         } = plain.clone()
         else {
             unreachable!()
