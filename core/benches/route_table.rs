@@ -35,6 +35,7 @@ fn specs(routes: usize) -> Vec<(ObjectKey, RouterConfigSpec)> {
                     backend: Some(Backend {
                         service: None,
                         url: Some(format!("http://10.0.{}.{}:8080", h % 256, p)),
+                        status: None,
                     }),
                     ..Default::default()
                 })
@@ -43,6 +44,7 @@ fn specs(routes: usize) -> Vec<(ObjectKey, RouterConfigSpec)> {
             rules.push(HostRule {
                 host: format!("host-{h}.example.com"),
                 tls: None,
+                wildcard_match: None,
                 paths,
             });
         }

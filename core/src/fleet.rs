@@ -27,7 +27,7 @@ use lockstep_crds::{RouterConfig, RouterConfigSpec};
 use crate::{
     ObjectKey,
     table::entry_key,
-    validate::{match_suffix, validate_spec},
+    validate::{match_suffix, validate_origin, validate_spec},
 };
 
 /// One RouterConfig as the resolver sees it.
@@ -48,6 +48,14 @@ pub struct Candidate<'a> {
     /// Why the current generation's TLS material cannot be served, naming the field; such a
     /// generation may be accepted but is not served.
     pub tls_problem: Option<&'a str>,
+    /// Why this replica cannot resolve a Service of the current generation (a namespace it
+    /// does not watch), naming the field: accepted, the generation is still not served
+    /// here. Only a replica's plan sets it ([`crate::plan::Watched`]); the operator cannot
+    /// know what each replica watches.
+    pub unwatched_backend: Option<&'a str>,
+    /// The object carries [`lockstep_crds::GENERATED_FROM_LABEL`]: it may say what only
+    /// generated RouterConfigs may ([`crate::validate_origin`]).
+    pub generated: bool,
 }
 
 impl<'a> Candidate<'a> {
@@ -62,6 +70,12 @@ impl<'a> Candidate<'a> {
             spec: &rc.spec,
             last_accepted,
             tls_problem: None,
+            unwatched_backend: None,
+            generated: rc
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(lockstep_crds::GENERATED_FROM_LABEL)),
         }
     }
 
@@ -69,6 +83,12 @@ impl<'a> Candidate<'a> {
     pub fn with_tls_problem(mut self, problem: Option<&'a str>) -> Self {
         self.tls_problem = problem;
         self
+    }
+
+    /// Whether this replica may serve the current generation: accepted, its TLS material and
+    /// its Services usable here.
+    fn servable(&self, verdict: &Verdict) -> bool {
+        verdict.is_accepted() && self.tls_problem.is_none() && self.unwatched_backend.is_none()
     }
 }
 
@@ -128,7 +148,7 @@ impl Resolution<'_> {
     /// Why the current generation of `key` is not served, naming the field; None when it is.
     pub fn unserved_reason<'b>(&'b self, candidate: &'b Candidate<'_>) -> Option<&'b str> {
         match self.verdicts.get(&candidate.key) {
-            Some(Verdict::Accepted) => candidate.tls_problem,
+            Some(Verdict::Accepted) => candidate.tls_problem.or(candidate.unwatched_backend),
             Some(verdict) => verdict.message(),
             None => Some("not judged"),
         }
@@ -218,7 +238,9 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
     let mut verdicts = BTreeMap::new();
     let mut served = Vec::new();
     for candidate in &candidates {
-        let verdict = match validate_spec(candidate.spec) {
+        let valid =
+            validate_spec(candidate.spec).and_then(|()| validate_origin(candidate.spec, candidate.generated));
+        let verdict = match valid {
             Err(invalid) => Verdict::Invalid(invalid.to_string()),
             Ok(()) => {
                 let conflicts = claims.conflicts(&candidate.key, candidate.spec);
@@ -232,7 +254,7 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
         if verdict.is_accepted() {
             claims.claim(&candidate.key, candidate.spec);
         }
-        if verdict.is_accepted() && candidate.tls_problem.is_none() {
+        if candidate.servable(&verdict) {
             served.push(ServedSpec {
                 key: candidate.key.clone(),
                 uid: candidate.uid,
@@ -242,7 +264,11 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
         } else if let Some((generation, spec)) = candidate
             .last_accepted
             // A hand-edited status is not trusted further than a spec would be.
-            .filter(|(g, s)| *g <= candidate.generation && validate_spec(s).is_ok())
+            .filter(|(g, s)| {
+                *g <= candidate.generation
+                    && validate_spec(s).is_ok()
+                    && validate_origin(s, candidate.generated).is_ok()
+            })
         {
             // An older RouterConfig may have claimed part of it meanwhile; the table drops
             // those entries, as precedence says.
@@ -310,6 +336,8 @@ mod tests {
             spec,
             last_accepted: None,
             tls_problem: None,
+            unwatched_backend: None,
+            generated: false,
         }
     }
 
@@ -427,6 +455,37 @@ mod tests {
         ]);
         assert!(matches!(res.verdicts[&c2], Verdict::Conflict(_)));
         assert_eq!(res.verdicts[&c3], Verdict::Accepted);
+    }
+
+    #[test]
+    fn only_a_generated_router_config_may_claim_any_host() {
+        let (user, generated) = (ObjectKey::new("ns", "user"), ObjectKey::new("ns", "gw-http"));
+        let spec = spec_claiming("*", "/");
+        let labelled: RouterConfig = serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+            "metadata": {"name": "gw-http", "namespace": "ns",
+                "labels": {"lockstep.dev/generated-from": "Gateway"}},
+            "spec": spec,
+        }))
+        .unwrap();
+        let res = resolve_fleet(vec![
+            mk_candidate(&user, ts("2025-01-01T00:00:00Z"), &spec),
+            Candidate {
+                created: ts("2025-01-02T00:00:00Z"),
+                ..Candidate::of(&labelled)
+            },
+        ]);
+        assert!(
+            matches!(&res.verdicts[&user], Verdict::Invalid(m) if m.starts_with("spec.rules[0].host: \"*\" (any host) is only for RouterConfigs generated from a Gateway")),
+            "{:?}",
+            res.verdicts[&user]
+        );
+        assert_eq!(
+            res.verdicts[&generated],
+            Verdict::Accepted,
+            "the user's claims nothing"
+        );
+        assert_eq!(res.served.len(), 1);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use fleet::{Candidate, Resolution, ServedSpec, Verdict, last_accepted, resol
 pub use path::normalize_path;
 pub use plan::{ServedConfig, ServedObject};
 pub use table::{BackendRef, Route, RouteTable, normalize_host};
-pub use validate::{Invalid, validate_spec};
+pub use validate::{Invalid, validate_origin, validate_spec};
 
 /// A namespaced object's identity, ordered namespace first.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

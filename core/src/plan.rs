@@ -6,7 +6,10 @@
 //! The plan reads nothing from what the replica served before except to tell whether a swap
 //! is needed, so a restarted replica plans exactly what a long-running one does.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use jiff::Timestamp;
 use lockstep_crds::{Rejection, RouterConfig, RouterConfigSpec};
@@ -97,6 +100,45 @@ pub struct TlsView {
     pub problems: BTreeMap<ObjectKey, String>,
 }
 
+/// The namespaces whose EndpointSlices and Services a replica reads: it can resolve a
+/// Service of these only. A RouterConfig's own namespace is always among them (the replica
+/// reads RouterConfigs from the same namespaces); `service.namespace` may name another.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Watched {
+    /// Every namespace (--all-namespaces), and standalone mode, which checks no namespace.
+    #[default]
+    All,
+    /// These namespaces (--watch-namespaces, or the replica's own).
+    Namespaces(BTreeSet<String>),
+}
+
+impl Watched {
+    /// Why a replica watching these namespaces cannot resolve every Service of `spec`, the
+    /// spec of a RouterConfig in `namespace`: one problem per Service of a namespace it does
+    /// not watch, naming the field. None when it can.
+    pub fn unwatched_backends(&self, namespace: &str, spec: &RouterConfigSpec) -> Option<String> {
+        let Watched::Namespaces(watched) = self else {
+            return None;
+        };
+        let mut problems = Vec::new();
+        for (r, rule) in spec.rules.iter().enumerate() {
+            for (p, path) in rule.paths.iter().enumerate() {
+                for (field, service) in crate::validate::service_backends(path) {
+                    let ns = service.namespace.as_deref().unwrap_or(namespace);
+                    if !watched.contains(ns) {
+                        let list = watched.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+                        problems.push(format!(
+                            "spec.rules[{r}].paths[{p}].{field}.namespace: this replica does not watch namespace {ns} (it watches {list}), so it cannot resolve Service {ns}/{}; add {ns} to the fleet's watched namespaces",
+                            service.name
+                        ));
+                    }
+                }
+            }
+        }
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
+}
+
 /// When a served generation was swapped in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwappedIn {
@@ -112,19 +154,36 @@ pub struct SwappedIn {
 pub type AppliedAt = BTreeMap<ObjectKey, SwappedIn>;
 
 /// Plans the next served configuration. `applied_at` remembers when each served generation
-/// was swapped in (updated here for new ones).
+/// was swapped in (updated here for new ones). A generation naming a Service of a namespace
+/// outside `watched` is not served (the current one is reported rejected, naming the field),
+/// nor is such a last accepted one: a replica never serves a route it cannot resolve.
 pub fn plan(
     objects: &[Arc<RouterConfig>],
     served: &ServedConfig,
     tls: &TlsView,
+    watched: &Watched,
     applied_at: &mut AppliedAt,
     now: Timestamp,
 ) -> Plan {
+    let unwatched: BTreeMap<ObjectKey, String> = objects
+        .iter()
+        .filter_map(|rc| {
+            let key = ObjectKey::of(rc);
+            let problem = watched.unwatched_backends(&key.namespace, &rc.spec)?;
+            Some((key, problem))
+        })
+        .collect();
     let candidates: Vec<Candidate<'_>> = objects
         .iter()
         .map(|rc| {
-            let candidate = Candidate::of(rc);
+            let mut candidate = Candidate::of(rc);
             let problem = tls.problems.get(&candidate.key).map(String::as_str);
+            candidate.unwatched_backend = unwatched.get(&candidate.key).map(String::as_str);
+            candidate.last_accepted = candidate.last_accepted.filter(|(_, spec)| {
+                watched
+                    .unwatched_backends(&candidate.key.namespace, spec)
+                    .is_none()
+            });
             candidate.with_tls_problem(problem)
         })
         .collect();
@@ -289,7 +348,14 @@ mod tests {
     }
 
     fn run(objects: &[Arc<RouterConfig>], served: &ServedConfig) -> Plan {
-        plan(objects, served, &TlsView::default(), &mut BTreeMap::new(), now())
+        plan(
+            objects,
+            served,
+            &TlsView::default(),
+            &Watched::All,
+            &mut BTreeMap::new(),
+            now(),
+        )
     }
 
     #[test]
@@ -318,6 +384,7 @@ mod tests {
             std::slice::from_ref(&old),
             &ServedConfig::default(),
             &TlsView::default(),
+            &Watched::All,
             &mut applied_at,
             now(),
         );
@@ -337,6 +404,7 @@ mod tests {
             std::slice::from_ref(&same_spec),
             &served,
             &TlsView::default(),
+            &Watched::All,
             &mut applied_at,
             later,
         );
@@ -439,7 +507,14 @@ mod tests {
             key.clone(),
             "spec.rules[0].tls.secretName: secret ns/b-tls not found".into(),
         );
-        let plan = plan(&[Arc::new(v2)], &served, &tls, &mut BTreeMap::new(), now());
+        let plan = plan(
+            &[Arc::new(v2)],
+            &served,
+            &tls,
+            &Watched::All,
+            &mut BTreeMap::new(),
+            now(),
+        );
         assert!(plan.next.is_none(), "the last good table stays");
         assert!(served.table.lookup("b.example.com", "/").is_none());
         assert!(served.table.lookup("a.example.com", "/").is_some());
@@ -491,13 +566,21 @@ mod tests {
             &objects,
             &ServedConfig::default(),
             &tls,
+            &Watched::All,
             &mut BTreeMap::new(),
             now(),
         );
         tls.hashes
             .insert(ObjectKey::new("ns", "cert"), "sha256:two".to_owned());
         let served = one.next.unwrap();
-        let two = plan(&objects, &served, &tls, &mut BTreeMap::new(), now());
+        let two = plan(
+            &objects,
+            &served,
+            &tls,
+            &Watched::All,
+            &mut BTreeMap::new(),
+            now(),
+        );
         assert!(two.next.is_some(), "a rotated certificate is a new configuration");
         let key = ObjectKey::new("ns", "web");
         assert_ne!(one.reports[&key].config_digest, two.reports[&key].config_digest);
@@ -507,7 +590,14 @@ mod tests {
         tls.problems
             .insert(key.clone(), "spec.rules[0].tls.secretName: expired".into());
         let served_two = two.next.unwrap();
-        let three = plan(&objects, &served_two, &tls, &mut BTreeMap::new(), now());
+        let three = plan(
+            &objects,
+            &served_two,
+            &tls,
+            &Watched::All,
+            &mut BTreeMap::new(),
+            now(),
+        );
         assert!(three.next.is_none(), "nothing new is served");
         assert_eq!(three.reports[&key].observed_generation, 1);
         assert_eq!(three.reports[&key].config_digest, two.reports[&key].config_digest);
@@ -517,6 +607,79 @@ mod tests {
                 generation: 1,
                 message: "spec.rules[0].tls.secretName: expired".into()
             })
+        );
+    }
+
+    /// A replica serves a Service of another namespace only when it watches that namespace:
+    /// otherwise it cannot resolve its endpoints, and a route it served would answer 503 while
+    /// its report said the generation is served.
+    #[test]
+    fn a_service_of_a_namespace_the_replica_does_not_watch_is_never_served() {
+        let generated = |generation: i64| {
+            let rc: RouterConfig = serde_json::from_value(json!({
+                "apiVersion": "lockstep.dev/v1alpha1", "kind": "RouterConfig",
+                "metadata": {"name": "gw-http", "namespace": "infra", "generation": generation, "uid": "u1",
+                    "labels": {"lockstep.dev/generated-from": "Gateway"}},
+                "spec": {"rules": [{"host": "app.example.com", "paths": [{"path": "/", "backends": [
+                    {"service": {"name": "web", "port": 80}},
+                    {"service": {"name": "api", "namespace": "apps", "port": 80}}]}]}]}
+            }))
+            .unwrap();
+            Arc::new(rc)
+        };
+        let watching = |names: &[&str]| Watched::Namespaces(names.iter().map(|n| n.to_string()).collect());
+        let key = ObjectKey::new("infra", "gw-http");
+        let plan_with = |objects: &[Arc<RouterConfig>], watched: &Watched| {
+            plan(
+                objects,
+                &ServedConfig::default(),
+                &TlsView::default(),
+                watched,
+                &mut BTreeMap::new(),
+                now(),
+            )
+        };
+
+        let both = plan_with(&[generated(2)], &watching(&["infra", "apps"]));
+        let table = both.next.expect("served").table;
+        let route = table.lookup("app.example.com", "/").unwrap();
+        assert_eq!(
+            route
+                .backends
+                .iter()
+                .map(|(b, _)| b.to_string())
+                .collect::<Vec<_>>(),
+            ["service infra/web:80", "service apps/api:80"]
+        );
+        assert_eq!(both.reports[&key].observed_generation, 2);
+        let all = plan_with(&[generated(2)], &Watched::All);
+        assert_eq!(all.reports[&key].observed_generation, 2);
+
+        // Watching only its own namespace: rejected, naming the field, and nothing served,
+        // not even the last accepted generation when it names the same Service.
+        let current = with_last_accepted(&generated(2), 2, &generated(2).spec);
+        let own = plan_with(std::slice::from_ref(&current), &watching(&["infra"]));
+        let report = &own.reports[&key];
+        assert_eq!(report.observed_generation, 0, "nothing served");
+        assert_eq!(
+            report.rejected,
+            Some(Rejection {
+                generation: 2,
+                message: "spec.rules[0].paths[0].backends[1].service.namespace: this replica does not watch namespace apps (it watches infra), so it cannot resolve Service apps/api; add apps to the fleet's watched namespaces".into()
+            })
+        );
+        assert_eq!(
+            own.verdicts[&key],
+            crate::Verdict::Accepted,
+            "the operator's verdict"
+        );
+        assert!(
+            own.next
+                .is_none_or(|next| next.table.lookup("app.example.com", "/").is_none())
+        );
+        assert!(
+            in_sync([current.as_ref()], &own.reports),
+            "a rejection is an answer: the replica joins, the generation is not counted served"
         );
     }
 }

@@ -8,7 +8,11 @@
 //! Matching, as Ingress and docs/design.md define it:
 //! - The Host header is normalised ([`normalize_host`]): port and trailing dot dropped, lower
 //!   case. An exact host beats a wildcard. A wildcard "*.example.com" matches exactly one
-//!   further, non-empty label: "a.example.com", not "example.com" nor "a.b.example.com".
+//!   further, non-empty label: "a.example.com", not "example.com" nor "a.b.example.com";
+//!   with `wildcardMatch: Suffix` (Gateway API's wildcards) one or more: "a.b.example.com"
+//!   too. The most specific wildcard wins: the one with the longest suffix that covers the
+//!   host ("*.b.example.com" before "*.example.com" for "a.b.example.com"). A rule for host
+//!   "*" (generated RouterConfigs only) takes any host no exact host or wildcard covers.
 //! - The host is chosen first, then the path. When an exact host has routes, only its paths
 //!   are considered: a request for it that matches none of them is not retried against a
 //!   wildcard host (as nginx server blocks and Envoy virtual hosts behave; it gets 404).
@@ -42,6 +46,8 @@ pub struct Route {
     pub source: ObjectKey,
     /// The rule's host as written ("app.example.com" or "*.example.com").
     pub host: Arc<str>,
+    /// A wildcard host covering one or more labels (`wildcardMatch: Suffix`).
+    pub wildcard_suffix: bool,
     /// The path as written.
     pub path: Arc<str>,
     /// Prefix or Exact.
@@ -93,12 +99,8 @@ impl Route {
         self.matches.is_match(method, headers, query)
     }
 
-    fn compile(
-        key: &ObjectKey,
-        host: &str,
-        path: &HttpPath,
-        tls: Option<&lockstep_crds::HostTls>,
-    ) -> Option<Self> {
+    fn compile(key: &ObjectKey, host: &str, rule: &lockstep_crds::HostRule, path: &HttpPath) -> Option<Self> {
+        let tls = rule.tls.as_ref();
         let backends = path
             .weighted_backends()
             .iter()
@@ -112,6 +114,7 @@ impl Route {
         Some(Route {
             source: key.clone(),
             host: host.into(),
+            wildcard_suffix: rule.wildcard_suffix(),
             path: path.path.as_str().into(),
             path_type: path.path_type,
             matches: RouteMatch::compile(path.matches.as_ref())?,
@@ -133,12 +136,15 @@ impl Route {
 pub enum BackendRef {
     /// A Service port, resolved through EndpointSlices.
     Service {
-        /// Namespace of the Service (the RouterConfig's).
+        /// Namespace of the Service: `service.namespace`, else the RouterConfig's.
         namespace: Arc<str>,
         /// Service name.
         name: Arc<str>,
         /// Service port.
         port: u16,
+        /// Spoken to in HTTP/2 over cleartext whatever the Service says
+        /// (`service.appProtocol: kubernetes.io/h2c`); otherwise the Service port decides.
+        h2c: bool,
     },
     /// A static upstream.
     Url {
@@ -147,6 +153,8 @@ pub enum BackendRef {
         /// host:port as in the URL; the default port of the scheme when absent.
         authority: Arc<str>,
     },
+    /// No upstream: the proxy answers with this status (`backend.status`).
+    Status(u16),
 }
 
 impl fmt::Display for BackendRef {
@@ -156,8 +164,10 @@ impl fmt::Display for BackendRef {
                 namespace,
                 name,
                 port,
+                ..
             } => write!(f, "service {namespace}/{name}:{port}"),
             BackendRef::Url { scheme, authority } => write!(f, "{scheme}://{authority}"),
+            BackendRef::Status(status) => write!(f, "status {status}"),
         }
     }
 }
@@ -165,10 +175,13 @@ impl fmt::Display for BackendRef {
 impl BackendRef {
     fn from_spec(namespace: &str, backend: &Backend) -> Option<Self> {
         match (&backend.service, &backend.url) {
+            (None, None) => backend.status.map(BackendRef::Status),
+            _ if backend.status.is_some() => None,
             (Some(svc), None) => Some(BackendRef::Service {
-                namespace: namespace.into(),
+                namespace: svc.namespace.as_deref().unwrap_or(namespace).into(),
                 name: svc.name.as_str().into(),
                 port: u16::try_from(svc.port).ok()?,
+                h2c: svc.app_protocol == Some(lockstep_crds::AppProtocol::H2c),
             }),
             (None, Some(url)) => {
                 let (scheme, rest) = url.split_once("://")?;
@@ -208,6 +221,8 @@ struct PrefixNode {
 struct HostRoutes {
     exact: HashMap<Box<str>, Group>,
     prefix: PrefixNode,
+    /// Some route is a wildcard covering more than one label.
+    suffix: bool,
 }
 
 /// The first route of a group whose match holds.
@@ -331,6 +346,8 @@ pub struct RouteTable {
     exact_hosts: HashMap<Box<str>, HostRoutes>,
     /// Keyed by the suffix after "*.": "*.example.com" is stored under "example.com".
     wildcard_hosts: HashMap<Box<str>, HostRoutes>,
+    /// Rules for host "*": any host the others do not cover.
+    any_host: Option<HostRoutes>,
 }
 
 impl RouteTable {
@@ -343,15 +360,17 @@ impl RouteTable {
             for rule in &spec.rules {
                 let host = rule.host.to_ascii_lowercase();
                 for path in &rule.paths {
-                    let Some(route) = Route::compile(key, &host, path, rule.tls.as_ref()) else {
+                    let Some(route) = Route::compile(key, &host, rule, path) else {
                         continue;
                     };
                     let id = RouteId::try_from(table.routes.len()).expect("fewer than 2^32 routes");
                     let host_routes = match host.strip_prefix("*.") {
+                        _ if host == lockstep_crds::ANY_HOST => table.any_host.get_or_insert_default(),
                         Some(suffix) => table.wildcard_hosts.entry(suffix.into()).or_default(),
                         None => table.exact_hosts.entry(host.as_str().into()).or_default(),
                     };
                     if host_routes.insert(&route, id, &table.routes) {
+                        host_routes.suffix |= route.wildcard_suffix;
                         table.routes.push(route);
                     }
                 }
@@ -382,18 +401,37 @@ impl RouteTable {
     /// The route for a host and path among the routes `accept` takes.
     pub fn lookup_with(&self, host: &str, path: &str, accept: impl Fn(&Route) -> bool) -> Option<Found<'_>> {
         let host = normalize_host(host);
-        let host_routes = match self.exact_hosts.get(host.as_ref()) {
-            Some(routes) => Some(routes),
-            None => match host.split_once('.') {
-                // A wildcard stands for one whole, non-empty label.
-                Some((label, suffix)) if !label.is_empty() => self.wildcard_hosts.get(suffix),
-                _ => None,
-            },
-        }?;
+        let (host_routes, suffix_only) = self.host_routes(&host)?;
+        let accept = |r: &Route| (!suffix_only || r.wildcard_suffix) && accept(r);
         host_routes.lookup(path, &self.routes, &accept).map(|id| Found {
             id,
             route: &self.routes[id as usize],
         })
+    }
+
+    /// The routes of the most specific host that covers `host` (normalised): its exact host,
+    /// else the wildcard with the longest suffix that covers it, else host "*". `true` when
+    /// that wildcard covers it through more than one label, so only its Suffix routes apply.
+    fn host_routes(&self, host: &str) -> Option<(&HostRoutes, bool)> {
+        if let Some(routes) = self.exact_hosts.get(host) {
+            return Some((routes, false));
+        }
+        let mut rest = host;
+        let mut depth = 0;
+        // A wildcard stands for whole, non-empty labels.
+        while let Some((label, suffix)) = rest.split_once('.') {
+            if label.is_empty() {
+                break;
+            }
+            depth += 1;
+            if let Some(routes) = self.wildcard_hosts.get(suffix)
+                && (depth == 1 || routes.suffix)
+            {
+                return Some((routes, depth > 1));
+            }
+            rest = suffix;
+        }
+        self.any_host.as_ref().map(|routes| (routes, false))
     }
 
     /// Every route, in compile order.

@@ -7,6 +7,7 @@ pub fn mk_url(url: &str) -> Backend {
     Backend {
         service: None,
         url: Some(url.to_owned()),
+        status: None,
     }
 }
 
@@ -15,9 +16,12 @@ pub fn mk_svc(name: &str, port: i32) -> Backend {
     Backend {
         service: Some(ServiceBackend {
             name: name.to_owned(),
+            namespace: None,
             port,
+            app_protocol: None,
         }),
         url: None,
+        status: None,
     }
 }
 
@@ -46,6 +50,7 @@ pub fn mk_rule(host: &str, paths: Vec<HttpPath>) -> HostRule {
     HostRule {
         host: host.to_owned(),
         tls: None,
+        wildcard_match: None,
         paths,
     }
 }
@@ -58,6 +63,7 @@ pub fn mk_tls_rule(host: &str, secret: &str, paths: Vec<HttpPath>) -> HostRule {
             secret_name: secret.to_owned(),
             redirect_http: false,
         }),
+        wildcard_match: None,
         paths,
     }
 }

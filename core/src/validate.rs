@@ -90,6 +90,58 @@ pub fn validate_spec(spec: &RouterConfigSpec) -> Result<(), Invalid> {
     }
 }
 
+/// What only RouterConfigs generated from a Gateway may say, refused in any other: host `*`
+/// (any host) and a Service of another namespace (`service.namespace`, which the operator
+/// writes only where a ReferenceGrant allows it). `generated`: the object carries
+/// [`lockstep_crds::GENERATED_FROM_LABEL`]. The admission policy also requires the operator
+/// as the writer of such an object; this check stands where no policy ran (standalone files,
+/// objects stored before it was installed).
+pub fn validate_origin(spec: &RouterConfigSpec, generated: bool) -> Result<(), Invalid> {
+    if generated {
+        return Ok(());
+    }
+    let label = lockstep_crds::GENERATED_FROM_LABEL;
+    let mut problems = Vec::new();
+    for (r, rule) in spec.rules.iter().enumerate() {
+        if rule.host == lockstep_crds::ANY_HOST {
+            problems.push(format!(
+                "spec.rules[{r}].host: \"*\" (any host) is only for RouterConfigs generated from a Gateway (label {label})"
+            ));
+        }
+        for (p, path) in rule.paths.iter().enumerate() {
+            for (field, service) in service_backends(path) {
+                if service.namespace.is_some() {
+                    problems.push(format!(
+                        "spec.rules[{r}].paths[{p}].{field}.namespace: a Service of another namespace is only for RouterConfigs generated from a Gateway (label {label}), where a ReferenceGrant allows it"
+                    ));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Invalid { problems })
+    }
+}
+
+/// The Services a path names, each with its field below the path: `backend.service` or
+/// `backends[i].service`.
+pub fn service_backends(
+    path: &lockstep_crds::HttpPath,
+) -> impl Iterator<Item = (String, &lockstep_crds::ServiceBackend)> {
+    let single = path
+        .backend
+        .iter()
+        .filter_map(|b| Some(("backend.service".to_owned(), b.service.as_ref()?)));
+    let weighted = path
+        .backends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| Some((format!("backends[{i}].service"), b.service.as_ref()?)));
+    single.chain(weighted)
+}
+
 #[cfg(test)]
 mod tests {
     use lockstep_crds::PathType;
@@ -140,6 +192,7 @@ mod tests {
                 lockstep_crds::Backend {
                     service: None,
                     url: None,
+                    status: None,
                 },
             )],
         ));
@@ -155,7 +208,9 @@ mod tests {
         assert!(has("spec.rules[1].paths[0].backend.service.port: "), "{p:#?}");
         assert!(has("spec.rules[2].paths[0].backend.url: "), "{p:#?}");
         assert!(
-            has("spec.rules[3].paths[0].backend: exactly one of backend.service or backend.url"),
+            has(
+                "spec.rules[3].paths[0].backend: exactly one of backend.service, backend.url or backend.status"
+            ),
             "{p:#?}"
         );
         assert!(has("spec.fleet: "), "{p:#?}");
@@ -216,8 +271,9 @@ mod tests {
             "",
             "App.example.com",
             "a.*.example.com",
-            "*",
             "*.",
+            "* ",
+            "*.*",
             "**.example.com",
             "-a.example.com",
             "a-.example.com",
@@ -241,6 +297,29 @@ mod tests {
         assert!(msg("a_b.example.com").starts_with("spec.rules[0].host: host must be a DNS name (RFC 1123)"));
         assert!(msg("a.*.example.com").starts_with("spec.rules[0].host: a wildcard is allowed only"));
         assert!(msg("*foo.example.com").starts_with("spec.rules[0].host: a wildcard is allowed only"));
+    }
+
+    #[test]
+    fn any_host_is_only_for_generated_router_configs_and_takes_no_tls() {
+        let spec = mk_spec(vec![
+            mk_rule("app.example.com", vec![mk_prefix("/")]),
+            mk_rule("*", vec![mk_prefix("/")]),
+        ]);
+        assert_eq!(validate_spec(&spec), Ok(()), "the schema's syntax allows it");
+        assert_eq!(validate_origin(&spec, true), Ok(()));
+        assert_eq!(
+            validate_origin(&spec, false).unwrap_err().problems,
+            [
+                "spec.rules[1].host: \"*\" (any host) is only for RouterConfigs generated from a Gateway (label lockstep.dev/generated-from)"
+            ]
+        );
+        let tls = mk_spec(vec![mk_tls_rule("*", "any-tls", vec![mk_prefix("/")])]);
+        assert_eq!(
+            problems(&tls),
+            [
+                "spec.rules[0]: tls: a rule for any host (\"*\") takes no tls: a certificate is chosen by the host name a client asks for"
+            ]
+        );
     }
 
     #[test]
@@ -372,6 +451,10 @@ mod traffic_tests {
             (serde_json::json!({"path": "/", "backend": url, "upgrades": ["h2c/1"]}), "spec.rules[0].paths[0].upgrades[0]: h2c/1: h2c may not be tunnelled"),
             (serde_json::json!({"path": "/", "backend": url, "upgrades": ["web socket"]}), "spec.rules[0].paths[0].upgrades[0]: \"web socket\": an upgrade protocol is a token"),
             (serde_json::json!({"path": "/", "backend": url, "upgrades": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}), "spec.rules[0].paths[0].upgrades: "),
+            (serde_json::json!({"path": "/", "backend": {"status": 200}}), "spec.rules[0].paths[0].backend.status: "),
+            (serde_json::json!({"path": "/", "backends": [{"status": 600}]}), "spec.rules[0].paths[0].backends[0].status: "),
+            (serde_json::json!({"path": "/", "backend": {"status": 500, "url": "http://127.0.0.1:1"}}), "spec.rules[0].paths[0].backend: exactly one of backend.service, backend.url or backend.status"),
+            (serde_json::json!({"path": "/", "backends": [{"status": 500, "service": {"name": "a", "port": 1}}]}), "spec.rules[0].paths[0].backends[0]: exactly one of service, url or status"),
         ];
         for (path, expected) in cases {
             let p = problems(path.clone());

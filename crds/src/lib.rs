@@ -107,12 +107,11 @@ pub const HOST_PATTERN: &str =
 const HOST_LOWER_CASE_CEL: &str = "self == self.lowerAscii()";
 const HOST_LOWER_CASE_MSG: &str = "host must be lower case (hosts are matched case-insensitively)";
 const HOST_WILDCARD_CEL: &str =
-    "!self.contains('*') || (self.startsWith('*.') && self.lastIndexOf('*') == 0)";
-const HOST_WILDCARD_MSG: &str =
-    "a wildcard is allowed only as the whole first label of a host, as in \"*.example.com\"";
+    "self == '*' || !self.contains('*') || (self.startsWith('*.') && self.lastIndexOf('*') == 0)";
+const HOST_WILDCARD_MSG: &str = "a wildcard is allowed only as the whole first label of a host, as in \"*.example.com\" (or \"*\" alone, any host, in a RouterConfig generated from a Gateway)";
 /// Reported only when the two rules above hold, so one mistake gives one message.
 const HOST_SYNTAX_CEL: &str = concat!(
-    "self != self.lowerAscii() || ",
+    "self == '*' || self != self.lowerAscii() || ",
     "(self.contains('*') && !(self.startsWith('*.') && self.lastIndexOf('*') == 0)) || ",
     r"self.matches(r'^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$')"
 );
@@ -123,6 +122,9 @@ fn valid_host(host: &str, _: &()) -> garde::Result {
         std::sync::LazyLock::new(|| {
             garde::rules::pattern::regex::Regex::new(HOST_PATTERN).expect("host regex")
         });
+    if host == ANY_HOST {
+        return Ok(());
+    }
     if host != host.to_ascii_lowercase() {
         return Err(garde::Error::new(HOST_LOWER_CASE_MSG));
     }
@@ -139,9 +141,20 @@ fn default_fleet() -> String {
     DEFAULT_FLEET.to_owned()
 }
 
+const WILDCARD_MATCH_CEL: &str = "!has(self.wildcardMatch) || self.host.startsWith('*.')";
+const WILDCARD_MATCH_MSG: &str = "wildcardMatch applies to a wildcard host (\"*.example.com\") only";
+const ANY_HOST_TLS_CEL: &str = "self.host != '*' || !has(self.tls)";
+const ANY_HOST_TLS_MSG: &str =
+    "a rule for any host (\"*\") takes no tls: a certificate is chosen by the host name a client asks for";
+
 /// Routes for one host.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new(WILDCARD_MATCH_CEL).message(WILDCARD_MATCH_MSG).field_path(".wildcardMatch"),
+    validation = kube::core::Rule::new(ANY_HOST_TLS_CEL).message(ANY_HOST_TLS_MSG).field_path(".tls")
+)]
+#[garde(custom(host_rule_rules))]
 pub struct HostRule {
     /// Host to match, case-insensitively and without port: an exact DNS name such as
     /// "app.example.com", or a wildcard with a single leading label "*.example.com", which
@@ -149,6 +162,11 @@ pub struct HostRule {
     ///
     /// When an exact host has rules, a request for it is matched against its paths only; it
     /// does not fall back to a wildcard host that would also cover it.
+    ///
+    /// "*" alone matches any host that no exact or wildcard rule of the fleet covers (Gateway
+    /// API's listener or route without host name). Only RouterConfigs generated from a
+    /// Gateway may use it (label lockstep.dev/generated-from, written by the operator), and
+    /// it takes no tls.
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(
         validation = kube::core::Rule::new(HOST_LOWER_CASE_CEL).message(HOST_LOWER_CASE_MSG),
@@ -164,11 +182,51 @@ pub struct HostRule {
     #[garde(dive)]
     pub tls: Option<HostTls>,
 
+    /// How a wildcard host matches: SingleLabel (default, one label) or Suffix (one or
+    /// more, as Gateway API's); see [`WildcardMatch`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(skip)]
+    pub wildcard_match: Option<WildcardMatch>,
+
     /// Paths of this host. Exact paths beat Prefix paths; among Prefix paths the longest
     /// wins. A request that matches none gets 404. Between 1 and 128 paths.
     #[schemars(length(min = 1, max = 128))]
     #[garde(length(min = 1, max = MAX_PATHS), dive)]
     pub paths: Vec<HttpPath>,
+}
+
+/// How a wildcard host matches: SingleLabel (the default) covers exactly one further
+/// label ("a.example.com", not "a.b.example.com"); Suffix covers one or more
+/// ("a.example.com" and "a.b.example.com", not "example.com"), as Gateway API host names
+/// do, which RouterConfigs generated from a Gateway ask for. Only on a wildcard host. A more
+/// specific host still wins: for "a.b.example.com", "*.b.example.com" beats a Suffix
+/// "*.example.com", and a request is matched against the paths of that one host only. Over
+/// TLS, a certificate is found for a one-label name only.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum WildcardMatch {
+    /// "*.example.com" covers exactly one further label: "a.example.com".
+    #[default]
+    SingleLabel,
+    /// "*.example.com" covers one or more further labels: "a.example.com",
+    /// "a.b.example.com" (Gateway API's hostnames).
+    Suffix,
+}
+
+fn host_rule_rules(rule: &HostRule, _: &()) -> garde::Result {
+    if rule.wildcard_match.is_some() && !rule.host.starts_with("*.") {
+        return Err(garde::Error::new(format!("wildcardMatch: {WILDCARD_MATCH_MSG}")));
+    }
+    if rule.host == ANY_HOST && rule.tls.is_some() {
+        return Err(garde::Error::new(format!("tls: {ANY_HOST_TLS_MSG}")));
+    }
+    Ok(())
+}
+
+impl HostRule {
+    /// Whether the rule's wildcard host covers more than one label.
+    pub fn wildcard_suffix(&self) -> bool {
+        self.wildcard_match == Some(WildcardMatch::Suffix)
+    }
 }
 
 /// TLS settings of a host rule.
@@ -344,14 +402,18 @@ impl HttpPath {
     }
 }
 
-/// Where requests go: exactly one of a Service or a static URL.
+/// Exactly one of `service`, `url` and `status` is set, as a CEL rule.
+pub(crate) const ONE_BACKEND_CEL: &str =
+    "(has(self.service) ? 1 : 0) + (has(self.url) ? 1 : 0) + (has(self.status) ? 1 : 0) == 1";
+
+/// Where requests go: exactly one of a Service, a static URL or a status the proxy answers.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("has(self.service) != has(self.url)").message("exactly one of backend.service or backend.url must be set").reason(kube::core::Reason::FieldValueInvalid))]
+#[x_kube(validation = kube::core::Rule::new(ONE_BACKEND_CEL).message("exactly one of backend.service, backend.url or backend.status must be set").reason(kube::core::Reason::FieldValueInvalid))]
 #[garde(custom(exactly_one_backend))]
 pub struct Backend {
-    /// A Service in the RouterConfig's namespace; requests are balanced over its ready
-    /// endpoints, read from EndpointSlices.
+    /// A Service (in the RouterConfig's namespace unless `service.namespace` says
+    /// otherwise); requests are balanced over its ready endpoints, read from EndpointSlices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(dive)]
     pub service: Option<ServiceBackend>,
@@ -367,18 +429,35 @@ pub struct Backend {
     )]
     #[garde(inner(length(min = 1, max = MAX_URL_LEN), pattern(crate::patterns::URL_RE)))]
     pub url: Option<String>,
+
+    /// No upstream: the proxy answers matching requests itself with this status, 400 to
+    /// 599, and a short text body (gRPC requests get the gRPC status of it). In `backends`,
+    /// only that share of the requests gets it: a generated RouterConfig answers the share of
+    /// a Gateway API backendRef that cannot be resolved with 500, as Gateway API requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 400, max = 599))]
+    #[garde(inner(range(min = 400, max = 599)))]
+    pub status: Option<u16>,
 }
 
 fn exactly_one_backend(backend: &Backend, _: &()) -> garde::Result {
-    match (&backend.service, &backend.url) {
-        (Some(_), None) | (None, Some(_)) => Ok(()),
-        _ => Err(garde::Error::new(
-            "exactly one of backend.service or backend.url must be set",
-        )),
+    one_backend(
+        backend.service.is_some(),
+        backend.url.is_some(),
+        backend.status.is_some(),
+        "exactly one of backend.service, backend.url or backend.status must be set",
+    )
+}
+
+pub(crate) fn one_backend(service: bool, url: bool, status: bool, message: &'static str) -> garde::Result {
+    if u8::from(service) + u8::from(url) + u8::from(status) == 1 {
+        Ok(())
+    } else {
+        Err(garde::Error::new(message))
     }
 }
 
-/// A Service port in the RouterConfig's namespace.
+/// A Service port, in the RouterConfig's namespace unless `namespace` says otherwise.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, Validate)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceBackend {
@@ -390,11 +469,39 @@ pub struct ServiceBackend {
     #[garde(length(min = 1, max = 63), pattern(crate::patterns::DNS_1035_LABEL_RE))]
     pub name: String,
 
+    /// The Service's namespace when it is not the RouterConfig's. Only RouterConfigs
+    /// generated from a Gateway may set it (label lockstep.dev/generated-from, written by the
+    /// operator, which sets it only where a ReferenceGrant allows the reference). Every
+    /// replica of the fleet must watch that namespace (--watch-namespaces): a replica that
+    /// does not cannot resolve the Service and reports the generation rejected, naming this
+    /// field, instead of serving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = crate::patterns::DNS_LABEL))]
+    #[garde(inner(length(min = 1, max = 63), pattern(crate::patterns::DNS_LABEL_RE)))]
+    pub namespace: Option<String>,
+
     /// Service port number, 1-65535. Endpoints are taken from the EndpointSlice port with
     /// the same number, or the only port when the slice has one.
     #[schemars(range(min = 1, max = 65535))]
     #[garde(range(min = 1, max = 65535))]
     pub port: i32,
+
+    /// How the proxy speaks to the endpoints, whatever the Service port's own `appProtocol`
+    /// says: `kubernetes.io/h2c` is HTTP/2 over cleartext (prior knowledge), as a gRPC
+    /// backend without TLS expects. Without it the Service port decides (h2c for
+    /// `appProtocol: kubernetes.io/h2c`, HTTP/1.1 otherwise). RouterConfigs generated from a
+    /// GRPCRoute set it on every backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(skip)]
+    pub app_protocol: Option<AppProtocol>,
+}
+
+/// A protocol the proxy speaks to a Service's endpoints (`service.appProtocol`).
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AppProtocol {
+    /// HTTP/2 over cleartext with prior knowledge (Kubernetes' `kubernetes.io/h2c`).
+    #[serde(rename = "kubernetes.io/h2c")]
+    H2c,
 }
 
 /// Observed state: what the operator concluded and what each replica serves.

@@ -11,6 +11,13 @@ pub const REPLICA_KIND: &str = "RouterReplica";
 /// The fleet a RouterConfig belongs to when it names none.
 pub const DEFAULT_FLEET: &str = "default";
 
+/// Label on a RouterConfig the operator generated (value: the kind of object it comes from,
+/// `Gateway`). What only generated RouterConfigs may say (host `*`, a Service of another
+/// namespace) needs it, and the admission policy also requires the operator as the writer.
+pub const GENERATED_FROM_LABEL: &str = "lockstep.dev/generated-from";
+/// The host of a rule that matches any host no other rule covers (generated RouterConfigs).
+pub const ANY_HOST: &str = "*";
+
 /// Label on proxy Leases naming the fleet of the replica.
 pub const FLEET_LABEL: &str = "lockstep.dev/fleet";
 /// Prefix of a proxy replica's Lease name: `lockstep-proxy-<replica>`.

@@ -196,13 +196,14 @@ pub fn check_regex(pattern: &str) -> Result<(), String> {
         })
 }
 
-/// A backend of a weighted split: exactly one of a Service or a static URL, and a weight.
+/// A backend of a weighted split: exactly one of a Service, a static URL or a status the
+/// proxy answers, and a weight.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("has(self.service) != has(self.url)").message("exactly one of service or url must be set").reason(kube::core::Reason::FieldValueInvalid))]
+#[x_kube(validation = kube::core::Rule::new(crate::ONE_BACKEND_CEL).message("exactly one of service, url or status must be set").reason(kube::core::Reason::FieldValueInvalid))]
 #[garde(custom(exactly_one_weighted))]
 pub struct WeightedBackend {
-    /// A Service in the RouterConfig's namespace, as in `backend.service`.
+    /// A Service, as in `backend.service`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(dive)]
     pub service: Option<ServiceBackend>,
@@ -218,6 +219,13 @@ pub struct WeightedBackend {
     #[garde(inner(length(min = 1, max = crate::MAX_URL_LEN), pattern(crate::patterns::URL_RE)))]
     pub url: Option<String>,
 
+    /// The proxy answers this share of the requests itself with this status (400 to 599),
+    /// as in `backend.status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 400, max = 599))]
+    #[garde(inner(range(min = 400, max = 599)))]
+    pub status: Option<u16>,
+
     /// Share of the requests this backend gets: weight / sum of weights, 0 to 1,000,000.
     /// Defaults to 1. 0 drains the backend; when every weight is 0 requests get 503.
     #[serde(default = "default_weight")]
@@ -231,10 +239,12 @@ fn default_weight() -> i32 {
 }
 
 fn exactly_one_weighted(backend: &WeightedBackend, _: &()) -> garde::Result {
-    match (&backend.service, &backend.url) {
-        (Some(_), None) | (None, Some(_)) => Ok(()),
-        _ => Err(garde::Error::new("exactly one of service or url must be set")),
-    }
+    crate::one_backend(
+        backend.service.is_some(),
+        backend.url.is_some(),
+        backend.status.is_some(),
+        "exactly one of service, url or status must be set",
+    )
 }
 
 impl WeightedBackend {
@@ -243,6 +253,7 @@ impl WeightedBackend {
         Backend {
             service: self.service.clone(),
             url: self.url.clone(),
+            status: self.status,
         }
     }
 }

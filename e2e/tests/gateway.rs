@@ -41,8 +41,11 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(60);
 const FOREIGN_CONTROLLER: &str = "example.com/another-controller";
 
+/// The operator runs as ServiceAccount lockstep-operator of lockstep-system, as installed:
+/// the admission policy (`deploy/generated/routerconfig-admission.yaml`) admits what only
+/// generated RouterConfigs may say (host "*") from that ServiceAccount only.
 fn operator() -> &'static Operator {
-    shared_operator(|cp| least_privilege_operator(cp, "lockstep-gateway-system", "gateway-operator"))
+    shared_operator(|cp| least_privilege_operator(cp, "lockstep-system", "gateway-operator"))
 }
 
 async fn create<K>(api: &Api<K>, object: Value) -> K
@@ -485,8 +488,9 @@ fn service_for(ns: &str, name: &str, backend: &Backend) -> String {
 /// A Gateway of lockstep's class naming an existing fleet of three real proxies: its HTTPRoute
 /// is published as a generated RouterConfig, and after each of 20 edits `kubectl lockstep wait
 /// httproute/web` returns only once every replica answers with the edited route, while
-/// requests flow. A route with a missing backend gets BackendNotFound and is never
-/// lockstep.dev/Ready=True. Deleting the Gateway deletes its generated RouterConfig.
+/// requests flow. A route with a missing backend on the same listener gets BackendNotFound,
+/// its share of requests is answered 500 while the listener's other route is served, and it
+/// is never lockstep.dev/Ready=True. Deleting the Gateway deletes its generated RouterConfig.
 #[tokio::test]
 async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     let cp = ControlPlane::shared();
@@ -532,19 +536,23 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     )
     .await;
 
-    // A route whose backend does not exist, on a Gateway of its own (on the same listener it
-    // would keep the good route's listener from being lowered: the proxy cannot answer 500
-    // for a backend yet). Watched from its creation: lockstep.dev/Ready=True must never appear.
-    create(&gateways, gateway("gw-bad", "bad.example.com")).await;
+    // A route on the same listener, half of whose requests go to a Service that does not
+    // exist: Gateway API has that half answered 500 ("the proportion of requests that would
+    // otherwise have been routed to an invalid backend MUST receive a 500 status code"), and
+    // the listener's other route is served. Watched from its creation: lockstep.dev/Ready=True
+    // must never appear.
     create(
         &routes,
-        route(
-            "bad",
-            &ns,
-            "gw-bad",
-            &["bad.example.com"],
-            json!({"name": "nope", "port": 80}),
-        ),
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "bad", "namespace": ns},
+            "spec": {
+                "parentRefs": [{"name": "gw"}],
+                "hostnames": ["app.example.com"],
+                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/bad"}}],
+                           "backendRefs": [{"name": "one", "port": 80}, {"name": "nope", "port": 80}]}],
+            },
+        }),
     )
     .await;
     let bad_ready_seen = Arc::new(AtomicBool::new(false));
@@ -606,7 +614,7 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
         .iter()
         .map(|r| r.metadata.name.clone().unwrap())
         .collect();
-    assert_eq!(generated.len(), 1, "only gw's listener is lowered: {names:?}");
+    assert_eq!(generated.len(), 1, "one listener, one RouterConfig: {names:?}");
     let rc = &generated[0];
     assert_eq!(rc.spec.fleet, f.fleet);
     let owner = &rc.metadata.owner_references.as_ref().unwrap()[0];
@@ -621,10 +629,15 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     );
     let annotations = rc.metadata.annotations.clone().unwrap();
     assert_eq!(annotations["lockstep.dev/gateway-generation"], "1");
-    let web = routes.get("web").await.unwrap();
+    let uid = |route: HTTPRoute| route.metadata.uid.unwrap();
+    let recorded: std::collections::BTreeMap<String, i64> =
+        serde_json::from_str(&annotations["lockstep.dev/routes"]).unwrap();
     assert_eq!(
-        annotations["lockstep.dev/routes"],
-        format!("{{\"{}\":1}}", web.metadata.uid.clone().unwrap())
+        recorded,
+        std::collections::BTreeMap::from([
+            (uid(routes.get("web").await.unwrap()), 1),
+            (uid(routes.get("bad").await.unwrap()), 1),
+        ])
     );
 
     // The barrier's invariant, checked on every event of the route: the moment
@@ -776,13 +789,37 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     );
     assert_eq!(
         (bad.1.0.as_str(), bad.1.1.as_str()),
-        ("False", "Unservable"),
+        ("False", "UnresolvedRefs"),
         "{:?}",
         bad.1
     );
-    let gw_bad = gateways.get("gw-bad").await.unwrap().status.unwrap();
-    let listener = cond(&gw_bad.listeners[0].conditions, "Programmed").unwrap();
-    assert_eq!((listener.0.as_str(), listener.1.as_str()), ("False", "Invalid"));
+    let gw_status = gateways.get("gw").await.unwrap().status.unwrap();
+    let listener = cond(&gw_status.listeners[0].conditions, "Programmed").unwrap();
+    assert_eq!((listener.0.as_str(), listener.1.as_str()), ("True", "Programmed"));
+    // Every replica answers half of /bad from `one` and half with its own 500 (smooth
+    // weighted round robin: exactly one of each in every two consecutive requests).
+    for proxy in &proxies {
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(
+                check::request(&f.http, proxy.http, "app.example.com", "/bad")
+                    .await
+                    .unwrap(),
+            );
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (200, Some("one".to_owned())),
+                (200, Some("one".to_owned())),
+                (500, None),
+                (500, None)
+            ],
+            "{}",
+            proxy.http
+        );
+    }
     let timed_out = lockstep_plugin(f.cp, &["wait", "httproute/bad", "-n", &ns, "--timeout", "2s"]);
     assert_eq!(
         timed_out.status.code(),
@@ -794,6 +831,44 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
         !bad_ready_seen.load(Ordering::SeqCst),
         "the route with a missing backend was lockstep.dev/Ready=True"
     );
+
+    // A Gateway of the same fleet whose listener has no host name, with a route without host
+    // names (listener hostname: "When unspecified, all hostnames are matched"): its generated
+    // RouterConfig has host "*", which the admission policy admits from the operator alone.
+    // Any host no other RouterConfig of the fleet covers reaches it; app.example.com still
+    // reaches gw's route (an exact host beats any host).
+    create(
+        &gateways,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw-any", "namespace": ns, "annotations": {"lockstep.dev/fleet": f.fleet}},
+               "spec": {"gatewayClassName": class, "listeners": [{"name": "any", "protocol": "HTTP", "port": 80}]}}),
+    )
+    .await;
+    create(
+        &routes,
+        route("any", &ns, "gw-any", &[], json!({"name": "one", "port": 80})),
+    )
+    .await;
+    plugin_wait("httproute/any");
+    plugin_wait("gateway/gw-any");
+    for proxy in &proxies {
+        for host in ["anything.test", "10.1.2.3", "a.b.example.org:8080"] {
+            let got = check::request(&f.http, proxy.http, host, "/").await.unwrap();
+            assert_eq!(got, (200, Some("one".to_owned())), "{host} via {}", proxy.http);
+        }
+    }
+    assert_eq!(answers("two").await, Vec::<String>::new());
+    gateways.delete("gw-any", &Default::default()).await.unwrap();
+    routes.delete("any", &Default::default()).await.unwrap();
+    eventually("gw-any's RouterConfig deleted", WAIT, || async {
+        let left = rcs
+            .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
+            .await
+            .ok()?;
+        (left.items.len() == 1).then_some(())
+    })
+    .await
+    .unwrap();
 
     // A listener renamed: the RouterConfig of the old one is deleted, the new one's served.
     let generated_listeners = || async {
@@ -865,6 +940,274 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     })
     .await
     .unwrap();
+}
+
+/// A backendRef to a Service of another namespace, allowed by a ReferenceGrant, is served by
+/// replicas that watch that namespace (`--watch-namespaces`, with the RBAC of
+/// `deploy/generated/rbac-proxy.yaml` there). A live replica that does not watch it cannot
+/// resolve the Service: it reports the generation rejected, naming the field, and serves
+/// none of it, so the route is never `lockstep.dev/Ready=True` while that replica is live.
+/// Once it is gone, the plugin's wait returns and the replica left answers from the backend.
+#[tokio::test]
+async fn a_backend_of_another_namespace_is_served_where_the_fleet_watches_it() {
+    let cp = ControlPlane::shared();
+    let admin = cp.client().await.unwrap();
+    install_gateway_api_crds(&admin).await.unwrap();
+    operator();
+    let f = Fixture::new("gw-xns").await;
+    let client = f.client.clone();
+    let ns = f.ns.clone();
+    let apps = cp.namespace(&client, "gw-xns-apps").await.unwrap();
+    let class = format!("lockstep-xns-{:08x}", rand::random::<u32>());
+    create(
+        &Api::<GatewayClass>::all(client.clone()),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": class}, "spec": {"controllerName": CONTROLLER_NAME}}),
+    )
+    .await;
+    let api = Backend::start(&f.dir, "api").unwrap();
+    f.cp.kubectl_apply(&service_for(&apps, "api", &api)).unwrap();
+
+    // "wide" watches both namespaces, "narrow" only the Gateway's.
+    let start = |name: &str, watches: &[&str]| {
+        let kubeconfig = cp.proxy_kubeconfig(&ns, name, watches).unwrap();
+        let mut spec = lockstep_e2e::fleet::ProxySpec::new(name, &ns, &f.fleet);
+        spec.extra = vec!["--watch-namespaces".into(), watches.join(",")];
+        let mut proxy = lockstep_e2e::fleet::Proxy::start_with_kubeconfig(&kubeconfig, &f.dir, spec).unwrap();
+        proxy.wait_joined().unwrap();
+        proxy
+    };
+    let wide = start("wide", &[&ns, &apps]);
+    let mut narrow = start("narrow", &[&ns]);
+
+    let gateways = Api::<Gateway>::namespaced(client.clone(), &ns);
+    let routes = Api::<HTTPRoute>::namespaced(client.clone(), &ns);
+    create(
+        &gateways,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw", "namespace": ns, "annotations": {"lockstep.dev/fleet": f.fleet}},
+               "spec": {"gatewayClassName": class, "listeners": [
+                   {"name": "web", "protocol": "HTTP", "port": 80, "hostname": "app.example.com"}]}}),
+    )
+    .await;
+    let route = create(
+        &routes,
+        route(
+            "web",
+            &ns,
+            "gw",
+            &["app.example.com"],
+            json!({"name": "api", "namespace": apps, "port": 80}),
+        ),
+    )
+    .await;
+    let generation = route.metadata.generation.unwrap();
+    let ready_seen = Arc::new(AtomicBool::new(false));
+    let ready_watch = {
+        let (routes, seen) = (routes.clone(), ready_seen.clone());
+        tokio::spawn(async move {
+            let cfg = watcher::Config::default().fields("metadata.name=web");
+            let mut events = std::pin::pin!(watcher(routes, cfg).applied_objects());
+            while let Some(event) = events.next().await {
+                if let Ok(route) = event
+                    && lockstep_ready(&route).is_some_and(|r| r.0 == "True")
+                {
+                    seen.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+
+    // The grant: the operator writes the Service's namespace into the generated RouterConfig.
+    create(
+        &Api::<ReferenceGrant>::namespaced(client.clone(), &apps),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+               "metadata": {"name": "routes-to-api", "namespace": apps},
+               "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": ns}],
+                        "to": [{"group": "", "kind": "Service", "name": "api"}]}}),
+    )
+    .await;
+    let rcs = Api::<RouterConfig>::namespaced(client.clone(), &ns);
+    let generated = eventually(
+        "the generated RouterConfig names the Service's namespace",
+        WAIT,
+        || async {
+            let list = rcs
+                .list(&ListParams::default().labels("lockstep.dev/generated-from=Gateway"))
+                .await
+                .ok()?;
+            let rc = list.items.into_iter().next()?;
+            let service = rc.spec.rules[0].paths[0].backends[0].service.clone()?;
+            (service.namespace.as_deref() == Some(apps.as_str())).then_some(rc)
+        },
+    )
+    .await
+    .unwrap();
+    let rc_name = generated.metadata.name.clone().unwrap();
+    let rc_generation = generated.metadata.generation.unwrap();
+
+    // "wide" serves it from the backend of the other namespace.
+    eventually("wide answers from the other namespace", WAIT, || async {
+        let got = check::request(&f.http, wide.http, "app.example.com", "/")
+            .await
+            .ok()?;
+        (got == (200, Some("api".to_owned()))).then_some(())
+    })
+    .await
+    .unwrap();
+    // "narrow" reports that generation rejected, naming the field and the namespace.
+    let replicas = Api::<lockstep_crds::RouterReplica>::namespaced(client.clone(), &ns);
+    let rejection = eventually("narrow rejects the generation", WAIT, || async {
+        let replica = replicas.get("narrow").await.ok()?;
+        let served = replica.status?.served;
+        let entry = served.into_iter().find(|s| s.name == rc_name)?;
+        entry.rejected.filter(|r| r.generation == rc_generation)
+    })
+    .await
+    .unwrap();
+    assert!(
+        rejection.message.contains(&format!(
+            "spec.rules[0].paths[0].backends[0].service.namespace: this replica does not watch namespace {apps}"
+        )),
+        "{}",
+        rejection.message
+    );
+    // Nor does it serve that generation as its last accepted one (the operator accepted it):
+    // once status.lastAccepted is generation 2, narrow serves nothing of the listener.
+    eventually("narrow serves none of it", WAIT, || async {
+        let got = check::request(&f.http, narrow.http, "app.example.com", "/")
+            .await
+            .ok()?;
+        assert_ne!(got, (200, Some("api".to_owned())), "narrow cannot resolve api");
+        (got.0 == 404).then_some(())
+    })
+    .await
+    .unwrap();
+    // The route says why it is not Ready: a replica rejected what it was generated into.
+    let ready = eventually("the route is not Ready: rejected", WAIT, || async {
+        let ready = lockstep_ready(&routes.get("web").await.ok()?)?;
+        (ready.1 == lockstep_crds::reason::REJECTED).then_some(ready)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (ready.0.as_str(), ready.2, ready.3.as_str()),
+        (
+            "False",
+            Some(generation),
+            format!("1/2 replicas rejected generation {generation}").as_str()
+        ),
+        "{ready:?}"
+    );
+    assert!(
+        !ready_seen.load(Ordering::SeqCst),
+        "Ready=True while narrow could not resolve it"
+    );
+
+    // Without "narrow" in the fleet every live replica serves it: Ready, and the wait returns.
+    ready_watch.abort();
+    narrow.crash();
+    let out = lockstep_plugin(f.cp, &["wait", "httproute/web", "-n", &ns, "--timeout", "60s"]);
+    assert!(
+        out.status.success(),
+        "kubectl lockstep wait httproute/web: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = check::request(&f.http, wide.http, "app.example.com", "/")
+        .await
+        .unwrap();
+    assert_eq!(got, (200, Some("api".to_owned())));
+}
+
+/// A GRPCRoute's backend is reached over HTTP/2 cleartext even though its Service port says
+/// nothing of it (no `appProtocol: kubernetes.io/h2c`): gRPC needs HTTP/2, and without TLS to
+/// the backend that is h2c. A real grpc-go server behind a selector-less Service, the real
+/// grpc-go client through every replica: unary calls, a server stream, an error status.
+#[tokio::test]
+async fn a_grpc_route_reaches_its_backend_over_h2c_whatever_the_service_port_says() {
+    let cp = ControlPlane::shared();
+    let admin = cp.client().await.unwrap();
+    install_gateway_api_crds(&admin).await.unwrap();
+    operator();
+    let f = Fixture::new("gw-grpc").await;
+    let client = f.client.clone();
+    let ns = f.ns.clone();
+    let probe = lockstep_e2e::built_tool("e2e/grpc/build.sh").expect("build the gRPC probe");
+    let mut server = lockstep_e2e::process::ChildGuard::spawn(
+        "grpc server",
+        {
+            let mut cmd = std::process::Command::new(&probe);
+            cmd.args(["server", "--listen", "127.0.0.1:0"]);
+            cmd
+        },
+        &f.dir.join("grpc-server.log"),
+    )
+    .unwrap();
+    let line = server
+        .wait_for_log("grpc-probe listening ", Duration::from_secs(30))
+        .unwrap();
+    let port = line.rsplit(':').next().unwrap().trim().to_owned();
+    // No appProtocol on the Service port nor on the slice's.
+    f.cp.kubectl_apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: greeter, namespace: {ns}}}\nspec:\n  ports: [{{name: grpc, port: 80}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: greeter-a\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: greeter}}\n\
+         addressType: FQDN\nports: [{{name: grpc, port: {port}}}]\nendpoints: [{{addresses: [g.localhost], conditions: {{ready: true}}}}]\n"
+    ))
+    .unwrap();
+    let proxies = f.proxies(2);
+    let class = format!("lockstep-grpc-{:08x}", rand::random::<u32>());
+    create(
+        &Api::<GatewayClass>::all(client.clone()),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": class}, "spec": {"controllerName": CONTROLLER_NAME}}),
+    )
+    .await;
+    create(
+        &Api::<Gateway>::namespaced(client.clone(), &ns),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw", "namespace": ns, "annotations": {"lockstep.dev/fleet": f.fleet}},
+               "spec": {"gatewayClassName": class, "listeners": [
+                   {"name": "grpc", "protocol": "HTTP", "port": 80, "hostname": "grpc.example.com"}]}}),
+    )
+    .await;
+    create(
+        &Api::<lockstep_crds::gateway::GRPCRoute>::namespaced(client.clone(), &ns),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+               "metadata": {"name": "health", "namespace": ns},
+               "spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["grpc.example.com"],
+                        "rules": [{"matches": [{"method": {"service": "grpc.health.v1.Health"}}],
+                                   "backendRefs": [{"name": "greeter", "port": 80}]}]}}),
+    )
+    .await;
+    let out = lockstep_plugin(f.cp, &["wait", "grpcroute/health", "-n", &ns, "--timeout", "60s"]);
+    assert!(
+        out.status.success(),
+        "kubectl lockstep wait grpcroute/health: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for proxy in &proxies {
+        let out = std::process::Command::new(&probe)
+            .args([
+                "client",
+                "--target",
+                &proxy.http.to_string(),
+                "--authority",
+                "grpc.example.com",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("ok stream 5"),
+            "via {}: {stdout}\n{}",
+            proxy.http,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// The proxy image of the chart's own Deployment (`deploy/generated/proxy.yaml`): what the
@@ -1803,4 +2146,3 @@ async fn an_https_gateway_is_programmed_only_once_every_replica_presents_its_cer
     .await
     .unwrap();
 }
-

@@ -41,9 +41,10 @@ fuzz_target!(|input: Input| {
         rules: vec![HostRule {
             host: "a.example.com".into(),
             tls: None,
+            wildcard_match: None,
             paths: vec![HttpPath {
                 path: "/".into(),
-                backend: Some(Backend { service: None, url: Some("http://127.0.0.1:9".into()) }),
+                backend: Some(Backend { service: None, url: Some("http://127.0.0.1:9".into()), status: None }),
                 filters: Some(filters),
                 ..Default::default()
             }],

@@ -23,13 +23,14 @@ fuzz_target!(|input: Input| {
             .map(|(host, paths)| HostRule {
                 host,
                 tls: None,
+                wildcard_match: None,
                 paths: paths
                     .into_iter()
                     .take(32)
                     .map(|(path, exact)| HttpPath {
                         path,
                         path_type: if exact { PathType::Exact } else { PathType::Prefix },
-                        backend: Some(Backend { service: None, url: Some("http://127.0.0.1:9".into()) }),
+                        backend: Some(Backend { service: None, url: Some("http://127.0.0.1:9".into()), status: None }),
                         ..Default::default()
                     })
                     .collect(),

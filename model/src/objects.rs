@@ -599,12 +599,14 @@ impl FleetModel {
                     secret_name: self.secret(o).name,
                     redirect_http: false,
                 }),
+                wildcard_match: None,
                 paths: vec![HttpPath {
                     path: if shape.path_b { "/b" } else { "/" }.into(),
                     path_type: PathType::Prefix,
                     backend: Some(Backend {
                         service: None,
                         url: Some(format!("http://10.0.0.{}:80", shape.backend + 1)),
+                        status: None,
                     }),
                     ..Default::default()
                 }],
@@ -736,6 +738,8 @@ impl FleetModel {
                         .as_ref()
                         .map(|l| (s.last_accepted.expect("a spec").generation, l)),
                     tls_problem: tls_problem[o].as_deref(),
+                    unwatched_backend: None,
+                    generated: false,
                 })
             })
             .collect()

@@ -50,6 +50,9 @@ struct Args {
     #[arg(long, conflicts_with_all = ["config", "watch_namespaces"])]
     all_namespaces: bool,
     /// Serve RouterConfigs of these namespaces (comma-separated) instead of --namespace's.
+    /// A Service of another namespace that a generated RouterConfig names
+    /// (`service.namespace`) is resolved only when its namespace is among them; otherwise the
+    /// replica reports that generation rejected, naming the field.
     #[arg(long, value_delimiter = ',', conflicts_with = "config")]
     watch_namespaces: Vec<String>,
     /// Duration of the replica's membership Lease (Kubernetes mode), in whole seconds of at

@@ -106,6 +106,7 @@ pub fn apply(
         &objects,
         &previous,
         &TlsView::default(),
+        &plan::Watched::All,
         &mut BTreeMap::new(),
         jiff::Timestamp::now(),
     );

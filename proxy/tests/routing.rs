@@ -80,6 +80,83 @@ async fn hosts_wildcards_exact_and_prefix_paths_route_as_the_table_says() {
     server.shutdown(std::time::Duration::from_secs(1)).await;
 }
 
+/// The host rules of a RouterConfig generated from a Gateway, through the proxy: Gateway API
+/// host names, each case quoting the rule it checks.
+#[tokio::test]
+async fn gateway_api_host_names_route_as_the_spec_says() {
+    let (a, b, c, d) = (
+        backend("a").await,
+        backend("b").await,
+        backend("c").await,
+        backend("d").await,
+    );
+    let suffix = |host: &str, path: &str, to: &str| {
+        rule(host, path, to).replacen("    paths:", "    wildcardMatch: Suffix\n    paths:", 1)
+    };
+    let yaml = router_config(
+        "gw-http",
+        &[
+            rule("app.example.com", "/", &url(a.addr)),
+            suffix("*.example.com", "/", &url(b.addr)),
+            rule("*.one.example.com", "/", &url(c.addr)),
+            rule("*", "/", &url(d.addr)),
+        ],
+    );
+    // Host "*" is for generated RouterConfigs only: without the label the file is refused.
+    let refused = lockstep_proxy::standalone::apply(
+        &lockstep_proxy::state::ProxyState::new("test"),
+        &mut Default::default(),
+        "test.yaml",
+        &yaml,
+        "default",
+    )
+    .expect("parses");
+    assert!(
+        refused.rejected.values().any(|why| why.starts_with(
+            "spec.rules[3].host: \"*\" (any host) is only for RouterConfigs generated from a Gateway"
+        )),
+        "{:?}",
+        refused.rejected
+    );
+    let yaml = yaml.replacen(
+        "  namespace: default\n",
+        "  namespace: default\n  labels: {lockstep.dev/generated-from: Gateway}\n",
+        1,
+    );
+    let state = state_with(&yaml);
+    let server = proxy(state, ProxyOptions::default()).await;
+    let p = server.local_addr();
+    let client = client();
+    let cases: &[(&str, Option<&str>)] = &[
+        // "a match for `*.example.com` would match both `test.example.com`, and
+        // `foo.test.example.com`, but not `example.com`" (HTTPRoute hostnames).
+        ("test.example.com", Some("b")),
+        ("foo.test.example.com", Some("b")),
+        // "precedence must be given to rules from the HTTPRoute with the largest number of
+        // characters in a matching non-wildcard hostname", then "in a matching hostname".
+        ("app.example.com", Some("a")),
+        ("x.one.example.com", Some("c")),
+        // A one-label wildcard covers one label: the Suffix one further up takes two.
+        ("x.y.one.example.com", Some("b")),
+        // Listener hostname: "When unspecified, all hostnames are matched": host "*" takes
+        // what no exact or wildcard host covers.
+        ("example.com", Some("d")),
+        ("other.test", Some("d")),
+        ("10.0.0.1:8080", Some("d")),
+    ];
+    for (host, want) in cases {
+        let response = get(&client, p, host, "/x").await;
+        match want {
+            Some(name) => {
+                assert_eq!(response.status(), StatusCode::OK, "{host}");
+                assert_eq!(response.headers()["x-backend"], *name, "{host}");
+            }
+            None => assert_eq!(response.status(), StatusCode::NOT_FOUND, "{host}"),
+        }
+    }
+    server.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn h2c_requests_route_on_authority() {
     let (a, b) = (backend("a").await, backend("b").await);

@@ -159,6 +159,7 @@ impl Cluster {
             &self.stored(),
             served,
             &TlsView::default(),
+            &plan::Watched::All,
             &mut BTreeMap::new(),
             jiff::Timestamp::now(),
         )

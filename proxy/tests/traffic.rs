@@ -339,6 +339,48 @@ async fn weighted_split_is_within_three_percent_and_zero_weights_drain() {
 }
 
 #[tokio::test]
+async fn a_status_backend_answers_its_share_of_requests_itself() {
+    // What a generated RouterConfig says for an unresolved Gateway API backendRef: "the
+    // proportion of requests that would otherwise have been routed to an invalid backend
+    // MUST receive a 500 status code" (HTTPRoute backendRefs).
+    let a = echo("a").await;
+    let proxy = Proxy::start(&config(&format!(
+        "    - path: /split\n      backends:\n      - {{url: \"{}\", weight: 3}}\n      - {{status: 500, weight: 1}}\n    - path: /gone\n      backend: {{status: 503}}\n",
+        url(&a)
+    )));
+    let client = client();
+    let mut counts: HashMap<u16, usize> = HashMap::new();
+    for _ in 0..400 {
+        let reply = get(&client, &proxy, "/split", &[]).await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(reply.json["backend"], "a");
+        }
+        *counts.entry(reply.status.as_u16()).or_default() += 1;
+    }
+    // Smooth weighted round robin: exactly weight/total of every 4 consecutive requests.
+    assert_eq!(counts, HashMap::from([(200, 300), (500, 100)]));
+    let gone = get(&client, &proxy, "/gone", &[]).await;
+    assert_eq!(gone.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A request with a body on a kept-alive connection: answered, and the connection closed
+    // rather than its unread body taken for the next request.
+    let posted = call(&client, &proxy, "POST", "/gone", &[], full("body")).await;
+    assert_eq!(posted.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(posted.headers["connection"], "close");
+    // A gRPC client reads the answer from grpc-status: 503 is UNAVAILABLE (14).
+    let grpc = call(
+        &client,
+        &proxy,
+        "POST",
+        "/gone",
+        &[("content-type", "application/grpc")],
+        empty(),
+    )
+    .await;
+    assert_eq!(grpc.status, StatusCode::OK);
+    assert_eq!(grpc.headers["grpc-status"], "14");
+}
+
+#[tokio::test]
 async fn every_precedence_rule_holds_through_the_proxy() {
     let backends: Vec<Echo> = futures::future::join_all(
         (0..9).map(|i| echo(["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8"][i])),

@@ -4,13 +4,23 @@
 //!
 //! | Gateway API needs | RouterConfigSpec today | gap |
 //! |---|---|---|
-//! | a listener or route without host name: any host | a host is a DNS name or `*.suffix` | [`Gap::AnyHost`] |
-//! | `*.example.com` covers one or more labels | covers exactly one label | [`Gap::WildcardDepth`] |
-//! | a backend in another namespace (ReferenceGrant) | Services of the RouterConfig's namespace | [`Gap::CrossNamespaceBackend`] |
-//! | an unresolved backend answered 500 with its weight | every backend is a Service or URL | [`Gap::StatusBackend`] |
-//! | GRPCRoute backends over h2c whatever the Service's appProtocol | h2c only for appProtocol `kubernetes.io/h2c` | [`Gap::GrpcWithoutH2c`] |
 //! | per-listener route tables on one port, chosen by the most specific listener host name (listener isolation) | one table per fleet | [`Gap::SharedPort`] |
 //! | a listener's certificate for any SNI, or from another namespace | a Secret of the same namespace per host | [`Gap::ListenerCertificate`] |
+//!
+//! Entries for any host (a listener and a route without host name) get host `*`, and a
+//! backendRef to a Service of another namespace (which a ReferenceGrant allowed, or it would
+//! be answered 500) gets `service.namespace`: both only generated RouterConfigs may use
+//! (label `lockstep.dev/generated-from`, written by the operator).
+//!
+//! A GRPCRoute's backends get `appProtocol: kubernetes.io/h2c`: gRPC needs HTTP/2, and
+//! without BackendTLSPolicy (not supported) that is HTTP/2 over cleartext, whatever the
+//! Service port's own appProtocol says.
+//!
+//! A wildcard host is written with `wildcardMatch: Suffix`: Gateway API's `*.example.com`
+//! covers one or more labels, a RouterConfig's by default exactly one.
+//!
+//! An unresolved backendRef (and a rule whose requests are all answered 500) becomes a
+//! `backends[]` entry `{status: 500, weight}`: the proxy answers that share itself.
 //!
 //! Entries that can never win (a later entry with the same host, path and match as an
 //! earlier one) are left out: Gateway API gives the request to the earlier one, and the
@@ -19,7 +29,8 @@
 use std::collections::HashSet;
 
 use lockstep_crds::{
-    Filters, HostRule, HostTls, HttpPath, RouterConfigSpec, ServiceBackend, WeightedBackend,
+    AppProtocol, Filters, HostRule, HostTls, HttpPath, RouterConfigSpec, ServiceBackend, WeightedBackend,
+    WildcardMatch,
 };
 
 use super::{ServedListener, listeners::Protocol, rules::ServedBackend};
@@ -27,16 +38,6 @@ use super::{ServedListener, listeners::Protocol, rules::ServedBackend};
 /// Something a served listener needs that a RouterConfigSpec cannot say yet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Gap {
-    /// Entries for any host (no listener or route host name).
-    AnyHost,
-    /// A wildcard host, which Gateway API matches over one or more labels.
-    WildcardDepth(String),
-    /// A Service in another namespace than the Gateway's.
-    CrossNamespaceBackend(String),
-    /// A share of requests answered with a status by the proxy itself.
-    StatusBackend(u16),
-    /// A gRPC backend whose Service port does not say h2c.
-    GrpcWithoutH2c(String),
     /// Other served listeners share this port: requests must first be matched to a listener.
     SharedPort(i32),
     /// Another served listener (named) of the Gateway, on another port, has an overlapping
@@ -85,13 +86,7 @@ pub fn router_config_spec(
     let mut rules: Vec<HostRule> = Vec::new();
     let mut seen = HashSet::new();
     for e in &listener.entries {
-        let Some(host) = &e.host else {
-            gaps.push(Gap::AnyHost);
-            continue;
-        };
-        if host.starts_with("*.") {
-            gaps.push(Gap::WildcardDepth(host.clone()));
-        }
+        let host = e.host.as_deref().unwrap_or(lockstep_crds::ANY_HOST);
         let identity = serde_json::to_string(&(host, &e.entry.path, e.entry.path_type, &e.entry.matches))
             .expect("entry identity serialises");
         if !seen.insert(identity) {
@@ -101,23 +96,26 @@ pub fn router_config_spec(
         for b in &e.entry.backends {
             match b {
                 ServedBackend::Service { service, weight } => {
-                    let name = format!("{}/{}", service.namespace, service.name);
-                    if service.namespace != namespace {
-                        gaps.push(Gap::CrossNamespaceBackend(name.clone()));
-                    }
-                    if is_grpc(e.route) && !service.h2c {
-                        gaps.push(Gap::GrpcWithoutH2c(name));
-                    }
                     backends.push(WeightedBackend {
                         service: Some(ServiceBackend {
                             name: service.name.clone(),
+                            // The resolution allowed it (ReferenceGrant); the replicas must
+                            // watch that namespace to resolve it.
+                            namespace: (service.namespace != namespace).then(|| service.namespace.clone()),
                             port: service.port,
+                            app_protocol: is_grpc(e.route).then_some(AppProtocol::H2c),
                         }),
                         url: None,
+                        status: None,
                         weight: i32::try_from(*weight).unwrap_or(i32::MAX),
                     });
                 }
-                ServedBackend::Status { status, .. } => gaps.push(Gap::StatusBackend(*status)),
+                ServedBackend::Status { status, weight } => backends.push(WeightedBackend {
+                    service: None,
+                    url: None,
+                    status: Some(*status),
+                    weight: i32::try_from(*weight).unwrap_or(i32::MAX),
+                }),
             }
         }
         let filters = e.entry.filters.clone().filter(|f| *f != Filters::default());
@@ -131,11 +129,14 @@ pub fn router_config_spec(
             timeouts: e.entry.timeouts.clone(),
             ..Default::default()
         };
-        match rules.iter_mut().find(|r| &r.host == host) {
+        match rules.iter_mut().find(|r| r.host == host) {
             Some(rule) => rule.paths.push(path),
             None => rules.push(HostRule {
-                host: host.clone(),
+                host: host.to_owned(),
                 tls: tls.clone(),
+                // Gateway API: "Hostnames that are prefixed with a wildcard label (`*.`) are
+                // interpreted as a suffix match."
+                wildcard_match: host.starts_with("*.").then_some(WildcardMatch::Suffix),
                 paths: vec![path],
             }),
         }

@@ -57,7 +57,7 @@ use super::{
 /// Annotation on a Gateway naming the existing fleet that serves it.
 pub const FLEET_ANNOTATION: &str = "lockstep.dev/fleet";
 /// Label on every generated RouterConfig (value [`GENERATED_BY_GATEWAY`]), for the watch.
-pub const GENERATED_LABEL: &str = "lockstep.dev/generated-from";
+pub const GENERATED_LABEL: &str = lockstep_crds::GENERATED_FROM_LABEL;
 /// Value of [`GENERATED_LABEL`].
 pub const GENERATED_BY_GATEWAY: &str = "Gateway";
 /// Annotation on a generated RouterConfig: the listener it serves.
@@ -275,13 +275,6 @@ fn overlap(a: Option<&str>, b: Option<&str>) -> bool {
 /// One gap in words, for a listener's or route's message.
 pub fn describe(gap: &Gap) -> String {
     match gap {
-        Gap::AnyHost => "entries for any host (no listener or route host name)".into(),
-        Gap::WildcardDepth(h) => format!("wildcard host {h} (Gateway API matches one or more labels)"),
-        Gap::CrossNamespaceBackend(s) => format!("backend {s} in another namespace"),
-        Gap::StatusBackend(code) => {
-            format!("a backend answered {code} by the proxy (an unresolved backendRef)")
-        }
-        Gap::GrpcWithoutH2c(s) => format!("gRPC backend {s} without appProtocol kubernetes.io/h2c"),
         Gap::SharedPort(p) => format!("other listeners on port {p}"),
         Gap::OverlappingListener(l) => format!(
             "listener {l}'s host name overlaps this one's, and an existing fleet serves both on one port"
@@ -526,9 +519,11 @@ pub fn ready(
         generation,
         now,
     );
-    // The route's own verdicts (not accepted, rules dropped) come first.
+    // The route's own verdicts (not accepted, rules dropped, references unresolved) come
+    // first.
     if judged.reason == status::ready_reason::NOT_ACCEPTED
         || judged.reason == status::ready_reason::PARTIALLY_INVALID
+        || judged.reason == status::ready_reason::UNRESOLVED_REFS
     {
         return judged;
     }

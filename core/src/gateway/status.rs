@@ -124,6 +124,9 @@ pub mod ready_reason {
     };
     /// The route has dropped rules: it is never counted as served.
     pub const PARTIALLY_INVALID: &str = "PartiallyInvalid";
+    /// A reference of the route is unresolved (`ResolvedRefs=False`): the proxy answers its
+    /// share of requests with 500, so it is never counted as served.
+    pub const UNRESOLVED_REFS: &str = "UnresolvedRefs";
 }
 
 pub(super) fn progress_condition(
@@ -195,8 +198,9 @@ pub fn gateway_programmed(
 
 /// `lockstep.dev/Ready` of a route parent entry at the route's `generation`, from that
 /// entry's conditions and the fleet's progress with that route generation. A route that is
-/// not accepted, or that had rules dropped, is never Ready: what it asked for is not what
-/// is served.
+/// not accepted, that had rules dropped, or whose references do not all resolve
+/// (`ResolvedRefs=False`: Gateway API has the proxy answer their share with 500) is never
+/// Ready: what it asked for is not what is served.
 pub fn route_ready(
     parent_conditions: &[Condition],
     fleet: Option<FleetProgress>,
@@ -224,6 +228,19 @@ pub fn route_ready(
             false,
             ready_reason::PARTIALLY_INVALID,
             "rules were dropped; the route is not served as written",
+            generation,
+            now,
+        );
+    }
+    if parent_conditions
+        .iter()
+        .any(|c| c.type_ == condition::RESOLVED_REFS && c.status == "False")
+    {
+        return condition(
+            condition::LOCKSTEP_READY,
+            false,
+            ready_reason::UNRESOLVED_REFS,
+            "a reference is unresolved (ResolvedRefs=False): the requests it would get are answered 500",
             generation,
             now,
         );

@@ -692,7 +692,172 @@ fn grpc_routes_match_service_and_method() {
 }
 
 #[test]
-fn lowering_names_each_gap() {
+fn grpc_route_backends_are_reached_over_h2c_whatever_the_service_port_says() {
+    // GRPCRoute "provides a way to route gRPC requests", and gRPC runs over HTTP/2: without
+    // TLS to the backend (BackendTLSPolicy, not supported) that is h2c with prior knowledge
+    // (RFC 9113 §3.3), whether or not the Service port says `appProtocol: kubernetes.io/h2c`.
+    // An HTTPRoute's backend keeps what its Service port says ("application developers can
+    // specify the protocol using ServicePort appProtocol field", Backend Protocol guide).
+    let mut w = World::new(gateway(HTTP80));
+    w.services.push(service("infra", "plain", &[(9000, None)]));
+    w.grpc.push(yaml(
+        r#"
+      metadata: {name: echo, namespace: infra, generation: 1}
+      spec:
+        parentRefs: [{name: gw}]
+        hostnames: [grpc.example.com]
+        rules:
+        - matches: [{method: {service: echo.Plain}}]
+          backendRefs: [{name: plain, port: 9000}]
+        - matches: [{method: {service: echo.H2c}}]
+          backendRefs: [{name: grpc, port: 9000}]
+    "#,
+    ));
+    w.http.push(http_route(
+        "infra",
+        "web",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], hostnames: [web.example.com], rules: [{backendRefs: [{name: plain, port: 9000}]}]}",
+    ));
+    let t = w.run();
+    let config = t.config.as_ref().unwrap();
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|r| {
+        config.routes[r].kind == "GRPCRoute"
+    })
+    .expect("no gap: a plain Service port is reached over h2c too");
+    let rows: Vec<(&str, &str, Option<lockstep_crds::AppProtocol>)> = spec
+        .rules
+        .iter()
+        .flat_map(|r| r.paths.iter().map(move |p| (r, p)))
+        .map(|(r, p)| {
+            let service = p.backends[0].service.as_ref().unwrap();
+            (r.host.as_str(), service.name.as_str(), service.app_protocol)
+        })
+        .collect();
+    let h2c = Some(lockstep_crds::AppProtocol::H2c);
+    assert_eq!(
+        rows,
+        [
+            ("grpc.example.com", "plain", h2c),
+            ("grpc.example.com", "grpc", h2c),
+            ("web.example.com", "plain", None)
+        ]
+    );
+    let table = crate::RouteTable::compile([(&crate::ObjectKey::new("infra", "gw-http"), &spec)]);
+    let h2c_of = |host: &str, path: &str| match &table.lookup(host, path).unwrap().backends[0].0 {
+        crate::BackendRef::Service { h2c, .. } => *h2c,
+        other => panic!("{other}"),
+    };
+    assert!(h2c_of("grpc.example.com", "/echo.Plain/Ping"));
+    assert!(!h2c_of("web.example.com", "/"));
+}
+
+#[test]
+fn a_backend_of_another_namespace_is_lowered_only_where_a_reference_grant_allows_it() {
+    // BackendObjectReference namespace: "when a namespace different than the local
+    // namespace is specified, a ReferenceGrant object is required in the referent namespace
+    // to allow that namespace's owner to accept the reference"; HTTPRouteRule backendRefs:
+    // "500 status codes MUST be returned for requests that would have otherwise been routed
+    // to an invalid backend".
+    let grant: ReferenceGrant = yaml(
+        "metadata: {name: allow, namespace: apps}\nspec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}], to: [{group: \"\", kind: Service}]}",
+    );
+    let lowered = |grants: Vec<ReferenceGrant>| {
+        let mut w = World::new(gateway(HTTP80));
+        w.grants = grants;
+        w.http.push(http_route(
+            "infra",
+            "web",
+            "2026-01-01T00:00:00Z",
+            "{parentRefs: [{name: gw}], hostnames: [app.example.com], rules: [{backendRefs: [{name: api, namespace: apps, port: 9000}, {name: web, port: 8080}]}]}",
+        ));
+        let t = w.run();
+        let config = t.config.as_ref().unwrap();
+        router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap()
+    };
+    let services = |spec: &lockstep_crds::RouterConfigSpec| -> Vec<(Option<lockstep_crds::ServiceBackend>, Option<u16>)> {
+        spec.rules[0].paths[0]
+            .backends
+            .iter()
+            .map(|b| (b.service.clone(), b.status))
+            .collect()
+    };
+    let svc = |name: &str, namespace: Option<&str>, port| lockstep_crds::ServiceBackend {
+        name: name.into(),
+        namespace: namespace.map(Into::into),
+        port,
+        app_protocol: None,
+    };
+    let granted = lowered(vec![grant]);
+    assert_eq!(
+        services(&granted),
+        [
+            (Some(svc("api", Some("apps"), 9000)), None),
+            (Some(svc("web", None, 8080)), None)
+        ],
+        "the Gateway's own namespace is left implicit"
+    );
+    // Only a generated RouterConfig may name another namespace.
+    assert_eq!(crate::validate_origin(&granted, true), Ok(()));
+    assert_eq!(
+        crate::validate_origin(&granted, false).unwrap_err().problems,
+        [
+            "spec.rules[0].paths[0].backends[0].service.namespace: a Service of another namespace is only for RouterConfigs generated from a Gateway (label lockstep.dev/generated-from), where a ReferenceGrant allows it"
+        ]
+    );
+    let table = crate::RouteTable::compile([(&crate::ObjectKey::new("infra", "gw-http"), &granted)]);
+    let route = table.lookup("app.example.com", "/").unwrap();
+    assert_eq!(
+        route
+            .backends
+            .iter()
+            .map(|(b, _)| b.to_string())
+            .collect::<Vec<_>>(),
+        ["service apps/api:9000", "service infra/web:8080"]
+    );
+    // Without the grant that share is answered 500, as for any unresolved reference.
+    assert_eq!(
+        services(&lowered(Vec::new())),
+        [(None, Some(500)), (Some(svc("web", None, 8080)), None)]
+    );
+}
+
+#[test]
+fn a_wildcard_host_is_lowered_as_a_suffix_match() {
+    // HTTPRoute hostnames: "Hostnames that are prefixed with a wildcard label (`*.`) are
+    // interpreted as a suffix match. That means that a match for `*.example.com` would match
+    // both `test.example.com`, and `foo.test.example.com`, but not `example.com`."
+    let mut w = World::new(gateway(
+        "[{name: http, port: 80, protocol: HTTP, hostname: \"*.example.com\"}]",
+    ));
+    w.http.push(http_route(
+        "infra",
+        "web",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], hostnames: [\"*.example.com\", app.example.com], rules: [{backendRefs: [{name: web, port: 8080}]}]}",
+    ));
+    let t = w.run();
+    let config = t.config.as_ref().unwrap();
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap();
+    let hosts: Vec<(&str, Option<lockstep_crds::WildcardMatch>)> = spec
+        .rules
+        .iter()
+        .map(|r| (r.host.as_str(), r.wildcard_match))
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            ("app.example.com", None),
+            ("*.example.com", Some(lockstep_crds::WildcardMatch::Suffix))
+        ]
+    );
+    let table = crate::RouteTable::compile([(&crate::ObjectKey::new("infra", "gw-http"), &spec)]);
+    assert!(table.lookup("a.b.example.com", "/").is_some());
+    assert!(table.lookup("example.com", "/").is_none());
+}
+
+#[test]
+fn lowering_serves_any_host_and_names_each_gap() {
     let mut w = World::new(gateway(
         "[{name: http, port: 80, protocol: HTTP}, {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}]",
     ));
@@ -707,8 +872,17 @@ fn lowering_names_each_gap() {
         "{parentRefs: [{name: gw, sectionName: http}], hostnames: [\"*.example.com\"], rules: [{backendRefs: [{name: web, port: 8080}]}]}"));
     let t = w.run();
     let config = t.config.as_ref().unwrap();
-    let gaps = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap_err();
-    assert_eq!(gaps, [Gap::AnyHost, Gap::WildcardDepth("*.example.com".into())]);
+    // Listener hostname: "When unspecified, all hostnames are matched"; a route without
+    // hostnames takes the listener's: host "*", after the wildcard, which is more specific.
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap();
+    let hosts: Vec<&str> = spec.rules.iter().map(|r| r.host.as_str()).collect();
+    assert_eq!(hosts, ["*.example.com", "*"]);
+    assert_eq!(spec.rules[1].paths[0].backends[0].status, Some(500));
+    let table = crate::RouteTable::compile([(&crate::ObjectKey::new("infra", "gw-http"), &spec)]);
+    let host_of = |host: &str| table.lookup(host, "/").map(|r| r.host.to_string());
+    assert_eq!(host_of("a.example.com").as_deref(), Some("*.example.com"));
+    assert_eq!(host_of("example.org").as_deref(), Some("*"));
+    assert_eq!(host_of("10.0.0.1:8080").as_deref(), Some("*"));
     // An HTTPS listener without host name presents its certificate for any SNI.
     let https = config.listeners.iter().find(|l| l.name == "https").unwrap();
     assert_eq!(https.certificates.len(), 1);
@@ -914,8 +1088,11 @@ mod serving {
         let rows: Vec<Row> = vec![
             // (listeners, route spec, (listener, outcome kind))
             (ONE_HOST, WEB.into(), vec![("web", "publish")]),
-            (ONE_HOST, MISSING.into(), vec![("web", "gaps:StatusBackend(500)")]),
-            (HTTP80, WEB.into(), vec![("http", "gaps:AnyHost")]),
+            // HTTPRoute backendRefs: "When a HTTPBackendRef is invalid, 500 status codes MUST
+            // be returned for requests that would have otherwise been routed to an invalid
+            // backend": a status backend, so the listener is published.
+            (ONE_HOST, MISSING.into(), vec![("web", "publish")]),
+            (HTTP80, WEB.into(), vec![("http", "publish")]),
             (
                 two_ports,
                 with_host("app.example.com", WEB),
@@ -1140,14 +1317,11 @@ mod serving {
         assert!(gw_message.contains("no fleet is named"), "{gw_message}");
         assert_eq!(ready_of(&t, "web").1, "NoFleet");
 
-        // A route with a missing backend: ResolvedRefs=False BackendNotFound, and its listener
-        // cannot be lowered (the proxy cannot answer 500 for a share of requests yet): never
-        // Ready, whatever the RouterConfig of the listener says.
-        let (mut t, plans) = planned(ONE_HOST, &[("missing", MISSING)]);
-        assert_eq!(
-            cond(parent(&t, "missing"), ctype::RESOLVED_REFS),
-            Some(("False", reason::BACKEND_NOT_FOUND))
-        );
+        // A listener with gaps (here: two listeners whose host names overlap) is not
+        // published: never Ready, whatever the RouterConfig of the listener says.
+        let overlapping = "[{name: web, port: 80, protocol: HTTP, hostname: app.example.com}, \
+                           {name: wild, port: 8080, protocol: HTTP, hostname: \"*.example.com\"}]";
+        let (mut t, plans) = planned(overlapping, &[("web", WEB)]);
         let stale = observed(5, 3, 2, Some(("True", "AllReplicasSynced", 5)), true);
         judge(
             &mut t,
@@ -1156,16 +1330,16 @@ mod serving {
             &move |_| Some(stale.clone()),
             now(),
         );
-        let (status, why, message) = ready_of(&t, "missing");
+        let (status, why, message) = ready_of(&t, "web");
         assert_eq!((status.as_str(), why.as_str()), ("False", "Unservable"));
-        assert!(message.contains("answered 500"), "{message}");
+        assert!(message.contains("overlaps"), "{message}");
         let l = t.listeners[0]
             .conditions
             .iter()
             .find(|c| c.type_ == ctype::PROGRAMMED)
             .unwrap();
         assert_eq!((l.status.as_str(), l.reason.as_str()), ("False", reason::INVALID));
-        assert!(l.message.contains("answered 500"), "{}", l.message);
+        assert!(l.message.contains("overlaps"), "{}", l.message);
 
         // A listener without routes is programmed: there is nothing to serve.
         let (mut t, plans) = planned(ONE_HOST, &[]);
@@ -1321,6 +1495,63 @@ mod serving {
             assert_eq!(names, ["plain"], "{why}");
             assert!(matches!(plans[0].outcome, Outcome::Publish(_)), "{why}");
         }
+    }
+
+    #[test]
+    fn an_unresolved_backend_is_answered_500_and_its_route_is_never_ready() {
+        // HTTPRoute backendRefs: "When a HTTPBackendRef is invalid, 500 status codes MUST be
+        // returned for requests that would have otherwise been routed to an invalid
+        // backend." The listener is published with a status backend in its place, so the
+        // other routes of the listener are served; the route itself has ResolvedRefs=False and
+        // is never lockstep.dev/Ready: a share of its requests fails, which is not what its
+        // author asked for.
+        const MISSING_AT: &str = "{parentRefs: [{name: gw}], rules: [{matches: [{path: {type: PathPrefix, value: /missing}}], \
+                                  backendRefs: [{name: web, port: 8080, weight: 3}, {name: gone, port: 8080}]}]}";
+        let (mut t, plans) = planned(ONE_HOST, &[("web", WEB), ("missing", MISSING_AT)]);
+        assert_eq!(
+            cond(parent(&t, "missing"), ctype::RESOLVED_REFS),
+            Some(("False", reason::BACKEND_NOT_FOUND))
+        );
+        let Outcome::Publish(spec) = &plans[0].outcome else {
+            panic!("published: {:?}", plans[0].outcome)
+        };
+        let missing = spec.rules[0].paths.iter().find(|p| p.path == "/missing").unwrap();
+        let backends: Vec<(Option<&str>, Option<u16>, i32)> = missing
+            .backends
+            .iter()
+            .map(|b| (b.service.as_ref().map(|s| s.name.as_str()), b.status, b.weight))
+            .collect();
+        assert_eq!(backends, [(Some("web"), None, 3), (None, Some(500), 1)]);
+
+        let mut rc = observed(5, 3, 2, Some(("True", "AllReplicasSynced", 5)), true);
+        rc.metadata.annotations.as_mut().unwrap().insert(
+            serve::ROUTES_ANNOTATION.into(),
+            routes_annotation(&plans[0].routes),
+        );
+        judge(
+            &mut t,
+            Some(&Ok("edge".into())),
+            &plans,
+            &move |_| Some(rc.clone()),
+            now(),
+        );
+        assert_eq!(
+            programmed_of(&t.listeners[0].conditions),
+            ("True".into(), "Programmed".into())
+        );
+        let ready = |route: &str| {
+            let c = parent(&t, route)
+                .conditions
+                .iter()
+                .find(|c| c.type_ == ctype::LOCKSTEP_READY)
+                .unwrap()
+                .clone();
+            (c.status, c.reason, c.message)
+        };
+        assert_eq!(ready("web").0, "True", "{:?}", ready("web"));
+        let (status, why, message) = ready("missing");
+        assert_eq!((status.as_str(), why.as_str()), ("False", "UnresolvedRefs"));
+        assert!(message.contains("answered 500"), "{message}");
     }
 }
 

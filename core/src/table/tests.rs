@@ -70,6 +70,62 @@ fn wildcard_matches_exactly_one_label() {
 }
 
 #[test]
+fn a_suffix_wildcard_matches_one_or_more_labels_and_the_most_specific_wins() {
+    // Gateway API hostnames: "a match for `*.example.com` would match both
+    // `test.example.com`, and `foo.test.example.com`, but not `example.com`".
+    let suffix = |host: &str, paths| {
+        let mut rule = mk_rule(host, paths);
+        rule.wildcard_match = Some(lockstep_crds::WildcardMatch::Suffix);
+        rule
+    };
+    let t = one(vec![
+        suffix("*.example.com", vec![mk_prefix("/")]),
+        mk_rule("*.b.example.com", vec![mk_prefix("/b")]),
+        mk_rule("*.one.example.org", vec![mk_prefix("/")]),
+        suffix("*.example.org", vec![mk_prefix("/org")]),
+    ]);
+    let rows = [
+        ("a.example.com", "/x", Some("*.example.com Prefix /")),
+        ("a.b.c.example.com", "/x", Some("*.example.com Prefix /")),
+        ("example.com", "/x", None),
+        ("a..example.com", "/x", None),
+        // The most specific wildcard covering the host takes it, and its paths alone apply.
+        ("a.b.example.com", "/b", Some("*.b.example.com Prefix /b")),
+        ("a.b.example.com", "/x", None),
+        // A one-label wildcard does not cover two labels: the Suffix one further up does.
+        ("x.y.one.example.org", "/org", Some("*.example.org Prefix /org")),
+        ("y.one.example.org", "/org", Some("*.one.example.org Prefix /")),
+    ];
+    for (host, path, want) in rows {
+        assert_eq!(hit(&t, host, path).as_deref(), want, "{host}{path}");
+    }
+}
+
+#[test]
+fn any_host_takes_what_no_exact_or_wildcard_host_covers() {
+    // Listener hostname: "When unspecified, all hostnames are matched"; an exact host
+    // beats a wildcard, which beats any host, and the host chosen keeps its paths to itself.
+    let t = one(vec![
+        mk_rule("*", vec![mk_prefix("/")]),
+        mk_rule("*.example.com", vec![mk_prefix("/wild")]),
+        mk_rule("app.example.com", vec![mk_prefix("/app")]),
+    ]);
+    let rows = [
+        ("app.example.com", "/app", Some("app.example.com Prefix /app")),
+        ("app.example.com", "/x", None),
+        ("a.example.com", "/wild", Some("*.example.com Prefix /wild")),
+        ("a.example.com", "/x", None),
+        ("a.b.example.com", "/x", Some("* Prefix /")),
+        ("example.org:8080", "/x", Some("* Prefix /")),
+        ("10.0.0.1", "/x", Some("* Prefix /")),
+        ("[::1]:80", "/x", Some("* Prefix /")),
+    ];
+    for (host, path, want) in rows {
+        assert_eq!(hit(&t, host, path).as_deref(), want, "{host}{path}");
+    }
+}
+
+#[test]
 fn exact_path_beats_prefix_of_same_and_longer_paths() {
     let t = one(vec![mk_rule(
         "h.example.com",
@@ -284,6 +340,7 @@ fn invalid_backends_are_skipped_not_panicked_on() {
                 lockstep_crds::Backend {
                     service: None,
                     url: None,
+                    status: None,
                 },
             ),
             mk_path_to("/port", PathType::Prefix, mk_svc("api", 70000)),
@@ -304,16 +361,16 @@ fn invalid_backends_are_skipped_not_panicked_on() {
 /// order, as "host Type path" plus source.
 fn reference(specs: &[(ObjectKey, RouterConfigSpec)], host: &str, path: &str) -> Option<(String, String)> {
     // Every declared route in precedence order, without later duplicates of a match.
-    let mut routes: Vec<(&ObjectKey, String, PathType, &str)> = Vec::new();
+    let mut routes: Vec<(&ObjectKey, String, PathType, &str, bool)> = Vec::new();
     for (k, spec) in specs {
         for rule in &spec.rules {
             let h = rule.host.to_ascii_lowercase();
             for p in &rule.paths {
-                let dup = routes
-                    .iter()
-                    .any(|(_, h0, t0, p0)| *h0 == h && match_key(*t0, p0) == match_key(p.path_type, &p.path));
+                let dup = routes.iter().any(|(_, h0, t0, p0, _)| {
+                    *h0 == h && match_key(*t0, p0) == match_key(p.path_type, &p.path)
+                });
                 if !dup {
-                    routes.push((k, h.clone(), p.path_type, &p.path));
+                    routes.push((k, h.clone(), p.path_type, &p.path, rule.wildcard_suffix()));
                 }
             }
         }
@@ -329,24 +386,30 @@ fn reference(specs: &[(ObjectKey, RouterConfigSpec)], host: &str, path: &str) ->
     if host.ends_with('.') {
         host.pop();
     }
-    let host_matches = |pattern: &str| -> bool {
+    // How specific a pattern is when it covers the host: an exact host most, then wildcards
+    // by the labels of their suffix.
+    let covers = |pattern: &str, suffix_match: bool| -> Option<usize> {
+        if pattern == "*" {
+            return Some(0);
+        }
         match pattern.strip_prefix("*.") {
-            None => pattern == host,
+            None => (pattern == host).then_some(usize::MAX),
             Some(suffix) => {
                 let labels: Vec<&str> = host.split('.').collect();
                 let suffix_labels: Vec<&str> = suffix.split('.').collect();
-                labels.len() == suffix_labels.len() + 1
-                    && !labels[0].is_empty()
-                    && labels[1..] == suffix_labels[..]
+                let head = labels.len().checked_sub(suffix_labels.len())?;
+                let depth_ok = head == 1 || (suffix_match && head > 1);
+                (depth_ok
+                    && labels[..head].iter().all(|l| !l.is_empty())
+                    && labels[head..] == suffix_labels[..])
+                    .then_some(suffix_labels.len())
             }
         }
     };
-    let exact_host = routes
-        .iter()
-        .any(|r| !r.1.starts_with("*.") && host_matches(&r.1));
+    let best = routes.iter().filter_map(|r| covers(&r.1, r.4)).max();
     let candidates: Vec<_> = routes
         .iter()
-        .filter(|r| host_matches(&r.1) && (r.1.starts_with("*.") != exact_host))
+        .filter(|r| best.is_some() && covers(&r.1, r.4) == best)
         .collect();
     let segs = |p: &str| {
         p.split('/')
@@ -379,8 +442,17 @@ fn arb_name() -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(LABELS), 1..=3).prop_map(|l| l.join("."))
 }
 
-fn arb_rule_host() -> impl Strategy<Value = String> {
-    (any::<bool>(), arb_name()).prop_map(|(wild, name)| if wild { format!("*.{name}") } else { name })
+/// A rule host and, for a wildcard, whether it matches one or more labels.
+fn arb_rule_host() -> impl Strategy<Value = (String, bool)> {
+    (any::<bool>(), any::<bool>(), 0..8u8, arb_name()).prop_map(|(wild, suffix, one_in_8, name)| {
+        if one_in_8 == 0 {
+            ("*".to_owned(), false)
+        } else if wild {
+            (format!("*.{name}"), suffix)
+        } else {
+            (name, false)
+        }
+    })
 }
 
 fn arb_path() -> impl Strategy<Value = String> {
@@ -422,7 +494,11 @@ fn arb_request_host() -> impl Strategy<Value = String> {
 fn arb_specs() -> impl Strategy<Value = Vec<(ObjectKey, RouterConfigSpec)>> {
     let path =
         (arb_path(), any::<bool>()).prop_map(|(p, exact)| if exact { mk_exact(&p) } else { mk_prefix(&p) });
-    let rule = (arb_rule_host(), prop::collection::vec(path, 1..=5)).prop_map(|(h, ps)| mk_rule(&h, ps));
+    let rule = (arb_rule_host(), prop::collection::vec(path, 1..=5)).prop_map(|((h, suffix), ps)| {
+        let mut rule = mk_rule(&h, ps);
+        rule.wildcard_match = suffix.then_some(lockstep_crds::WildcardMatch::Suffix);
+        rule
+    });
     let spec = prop::collection::vec(rule, 1..=4).prop_map(mk_spec);
     prop::collection::vec(spec, 1..=3).prop_map(|specs| {
         specs
@@ -448,7 +524,11 @@ proptest! {
         }
         // Every declared route is reachable by its own path, from some request.
         for r in t.routes() {
-            let host = r.host.strip_prefix("*.").map(|s| format!("q.{s}")).unwrap_or_else(|| r.host.to_string());
+            let host = match r.host.strip_prefix("*.") {
+                _ if &*r.host == "*" => "nowhere.test".to_owned(),
+                Some(s) => format!("q.{s}"),
+                None => r.host.to_string(),
+            };
             let got = t.lookup(&host, &r.path).expect("a route is reachable by its own path");
             prop_assert!(got.path_type == PathType::Exact || r.path_type == PathType::Prefix);
         }
@@ -485,7 +565,7 @@ fn routed(
     let route = t.lookup_request("h", path, &method, &map, query)?.route;
     match &route.backends[0].0 {
         BackendRef::Url { authority, .. } => authority.rsplit(':').next()?.parse().ok(),
-        BackendRef::Service { .. } => None,
+        BackendRef::Service { .. } | BackendRef::Status(_) => None,
     }
 }
 
@@ -571,4 +651,33 @@ fn weighted_backends_and_redirects_compile() {
     assert!(t.lookup("h", "/drained").unwrap().pick_backend().is_none());
     let r = t.lookup("h", "/r").unwrap();
     assert!(r.backends.is_empty() && r.filters.redirect.is_some());
+}
+
+#[test]
+fn status_backends_keep_their_weight() {
+    // What a generated RouterConfig says for an unresolved Gateway API backendRef (HTTPRoute
+    // backendRefs: "the proportion of requests that would otherwise have been routed to an
+    // invalid backend MUST receive a 500 status code").
+    let t = table(&[(
+        key("web"),
+        spec_json(serde_json::json!([
+            {"path": "/split", "backends": [{"url": "http://127.0.0.1:1", "weight": 1}, {"status": 500, "weight": 1}]},
+            {"path": "/gone", "backend": {"status": 503}},
+            {"path": "/both", "backend": {"status": 500, "url": "http://127.0.0.1:1"}},
+        ])),
+    )]);
+    let split = t.lookup("h", "/split").unwrap();
+    let picks: Vec<String> = (0..10)
+        .map(|_| split.pick_backend().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        picks.iter().filter(|p| *p == "status 500").count(),
+        5,
+        "{picks:?}"
+    );
+    assert_eq!(
+        t.lookup("h", "/gone").unwrap().pick_backend(),
+        Some(&BackendRef::Status(503))
+    );
+    assert_eq!(hit(&t, "h", "/both"), None, "an invalid backend is skipped");
 }

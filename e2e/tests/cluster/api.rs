@@ -108,8 +108,10 @@ async fn invalid_objects_are_rejected_at_admission_naming_the_field() {
         ("path-relative", with(|s| s["rules"][0]["paths"][1]["path"] = json!("api")), "spec.rules[0].paths[1].path".into(), "should match"),
         ("path-query", with(|s| s["rules"][0]["paths"][0]["path"] = json!("/a?b=c")), format!("{p0}.path"), "should match"),
         ("path-type", with(|s| s["rules"][0]["paths"][0]["pathType"] = json!("Regex")), format!("{p0}.pathType"), "Unsupported value: \"Regex\""),
-        ("backend-both", with(|s| s["rules"][0]["paths"][0]["backend"]["url"] = json!("http://127.0.0.1:18090")), format!("{p0}.backend"), "exactly one of backend.service or backend.url"),
-        ("backend-neither", with(|s| s["rules"][0]["paths"][0]["backend"] = json!({})), format!("{p0}.backend"), "exactly one of backend.service or backend.url"),
+        ("backend-both", with(|s| s["rules"][0]["paths"][0]["backend"]["url"] = json!("http://127.0.0.1:18090")), format!("{p0}.backend"), "exactly one of backend.service, backend.url or backend.status"),
+        ("backend-neither", with(|s| s["rules"][0]["paths"][0]["backend"] = json!({})), format!("{p0}.backend"), "exactly one of backend.service, backend.url or backend.status"),
+        ("backend-status-and-url", with(|s| s["rules"][0]["paths"][1]["backend"]["status"] = json!(500)), "spec.rules[0].paths[1].backend".into(), "exactly one of backend.service, backend.url or backend.status"),
+        ("backend-status-200", with(|s| s["rules"][0]["paths"][1]["backend"] = json!({"status": 200})), "spec.rules[0].paths[1].backend.status".into(), "greater than or equal to 400"),
         ("port-0", with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["port"] = json!(0)), format!("{p0}.backend.service.port"), "greater than or equal to 1"),
         ("port-70000", with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["port"] = json!(70000)), format!("{p0}.backend.service.port"), "less than or equal to 65535"),
         ("service-name", with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["name"] = json!("Api_Svc")), format!("{p0}.backend.service.name"), "should match"),
@@ -126,6 +128,8 @@ async fn invalid_objects_are_rejected_at_admission_naming_the_field() {
         ("duplicate-prefix-slash", with(|s| { let mut dup = s["rules"][0]["paths"][0].clone(); dup["path"] = json!("/api/"); s["rules"][0]["paths"].as_array_mut().unwrap().push(dup) }), "spec.rules".into(), "two paths of one host have the same path, pathType and match"),
         ("duplicate-match", with(|s| { for _ in 0..2 { let mut dup = s["rules"][0]["paths"][0].clone(); dup["match"] = json!({"method": "GET"}); s["rules"][0]["paths"].as_array_mut().unwrap().push(dup) } }), "spec.rules".into(), "two paths of one host have the same path, pathType and match"),
         ("duplicate-across-rules", with(|s| { let mut second = s["rules"][0].clone(); second.as_object_mut().unwrap().remove("tls"); s["rules"].as_array_mut().unwrap().push(second) }), "spec.rules".into(), "two paths of one host have the same path, pathType and match"),
+        ("wildcard-match-exact-host", with(|s| s["rules"][0]["wildcardMatch"] = json!("Suffix")), "spec.rules[0].wildcardMatch".into(), "wildcardMatch applies to a wildcard host"),
+        ("wildcard-match-value", with(|s| { s["rules"][0]["host"] = json!("*.example.com"); s["rules"][0]["wildcardMatch"] = json!("Deep") }), "spec.rules[0].wildcardMatch".into(), "Unsupported value: \"Deep\""),
         ("second-rule", with(|s| s["rules"].as_array_mut().unwrap().push(rule("*.*.example.com"))), "spec.rules[1].host".into(), "wildcard is allowed only"),
     ];
     assert!(cases.len() >= 15);
@@ -169,6 +173,12 @@ async fn invalid_objects_are_rejected_at_admission_naming_the_field() {
             .extend([get, exact]);
     });
     apply(cp, &ns, &router_config("distinct", distinct), &[]).unwrap();
+    // A wildcard host may cover one or more labels, as Gateway API's do.
+    let suffix = with(|s| {
+        s["rules"][0]["host"] = json!("*.suffix.example.com");
+        s["rules"][0]["wildcardMatch"] = json!("Suffix");
+    });
+    apply(cp, &ns, &router_config("suffix", suffix), &[]).unwrap();
 }
 
 #[tokio::test]
@@ -315,10 +325,17 @@ async fn kubectl_explain_shows_the_field_docs() {
         host.contains("\"*.example.com\"") && host.contains("exactly one further label"),
         "{host}"
     );
+    let wildcard = cp
+        .kubectl_ok(&["explain", "rcfg.spec.rules.wildcardMatch"])
+        .unwrap();
+    assert!(
+        wildcard.contains("Suffix covers one") && wildcard.contains("SingleLabel (the default)"),
+        "{wildcard}"
+    );
     let backend = cp
         .kubectl_ok(&["explain", "rcfg.spec.rules.paths.backend", "--recursive"])
         .unwrap();
-    for needle in ["service", "url", "name", "port"] {
+    for needle in ["service", "url", "status", "name", "port"] {
         assert!(backend.contains(needle), "missing {needle:?} in:\n{backend}");
     }
     let top = cp.kubectl_ok(&["explain", "routerconfig"]).unwrap();
@@ -348,7 +365,7 @@ fn traffic_path() -> Value {
             {"name": "x-v", "type": "RegularExpression", "value": "^v[0-9]+$"}],
             "queryParams": [{"name": "debug", "value": "1"}]},
         "backends": [{"service": {"name": "api-v1", "port": 8080}, "weight": 90},
-            {"url": "http://127.0.0.1:18090", "weight": 10}],
+            {"url": "http://127.0.0.1:18090", "weight": 10}, {"status": 503, "weight": 0}],
         "filters": {"requestHeaders": {"set": [{"name": "x-env", "value": "prod"}], "add": [{"name": "x-a", "value": "1"}], "remove": ["x-debug"]},
             "responseHeaders": {"remove": ["server"]},
             "rewrite": {"hostname": "internal.example.com", "path": {"replacePrefixMatch": "/"}}},
@@ -367,7 +384,8 @@ async fn invalid_traffic_features_are_rejected_at_admission_naming_the_field() {
     let cases: Vec<(&str, Value, String, &str)> = vec![
         ("weight-negative", with_path0(true, |p| p["backends"] = json!([{"url": "http://127.0.0.1:1", "weight": -1}])), format!("{p0}.backends[0].weight"), "greater than or equal to 0"),
         ("weight-too-big", with_path0(true, |p| p["backends"] = json!([{"url": "http://127.0.0.1:1", "weight": 1_000_001}])), format!("{p0}.backends[0].weight"), "less than or equal to 1000000"),
-        ("weighted-neither", with_path0(true, |p| p["backends"] = json!([{"weight": 1}])), format!("{p0}.backends[0]"), "exactly one of service or url"),
+        ("weighted-neither", with_path0(true, |p| p["backends"] = json!([{"weight": 1}])), format!("{p0}.backends[0]"), "exactly one of service, url or status"),
+        ("weighted-status-600", with_path0(true, |p| p["backends"] = json!([{"status": 600}])), format!("{p0}.backends[0].status"), "less than or equal to 599"),
         ("backends-empty", with_path0(true, |p| p["backends"] = json!([])), format!("{p0}.backends"), "at least 1 items"),
         ("backend-and-backends", with_path0(false, |p| p["backends"] = json!([{"url": "http://127.0.0.1:1"}])), format!("{p0}.backends"), "backend and backends are exclusive"),
         ("no-backend", with_path0(true, |_| {}), p0.to_owned(), "one of backend or backends must be set"),
@@ -686,4 +704,91 @@ async fn a_path_that_allows_h2c_upgrades_is_refused_at_admission() {
     assert!(err.contains("upgrades[0]"), "{err}");
     let spec = with_path0(false, |p| p["upgrades"] = json!(["websocket", "x-tunnel/2"]));
     apply(cp, &ns, &router_config("allowed", spec), &[]).expect("other protocols are accepted");
+}
+
+/// Host "*" (any host) and a Service of another namespace (`service.namespace`) are for
+/// RouterConfigs the operator generates from a Gateway: the admission policy refuses them from
+/// anyone else, with or without the label, naming the field; the schema refuses tls on "*"
+/// and a namespace that is not a DNS label. (The operator's own writes are admitted:
+/// e2e/tests/gateway.rs serves a listener without host name and a backend of another
+/// namespace.)
+#[tokio::test]
+async fn what_only_generated_router_configs_may_say_is_refused_at_admission() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "anyhost").await.unwrap();
+    let any = with(|s| {
+        s["rules"][0]["host"] = json!("*");
+        s["rules"][0].as_object_mut().unwrap().remove("tls");
+    });
+    let other_ns = with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["namespace"] = json!("apps"));
+    let weighted_other_ns = with(|s| {
+        s["rules"][0]["paths"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("backend");
+        s["rules"][0]["paths"][0]["backends"] = json!([
+            {"service": {"name": "api", "port": 8080}, "weight": 1},
+            {"service": {"name": "api", "namespace": "apps", "port": 8080}, "weight": 1}]);
+    });
+    let any_host_refused =
+        "spec.rules[].host: \"*\" (any host) is only for RouterConfigs the operator generates";
+    let namespace_refused = "spec.rules[].paths[]: service.namespace (a Service of another namespace) is only for RouterConfigs the operator generates";
+    let labelled = |name: &str, spec: &Value| {
+        let mut rc = router_config(name, spec.clone());
+        rc["metadata"]["labels"] = json!({"lockstep.dev/generated-from": "Gateway"});
+        rc
+    };
+    for (object, rc, message) in [
+        ("plain", router_config("plain", any.clone()), any_host_refused),
+        ("labelled", labelled("labelled", &any), any_host_refused),
+        (
+            "other-ns",
+            router_config("other-ns", other_ns.clone()),
+            namespace_refused,
+        ),
+        (
+            "other-ns-labelled",
+            labelled("other-ns-labelled", &other_ns),
+            namespace_refused,
+        ),
+        (
+            "weighted-other-ns",
+            router_config("weighted-other-ns", weighted_other_ns),
+            namespace_refused,
+        ),
+    ] {
+        let refused = eventually("the policy refuses", Duration::from_secs(30), || async {
+            match apply(cp, &ns, &rc, &[]) {
+                Ok(_) => {
+                    let _ = cp.kubectl_ok(&["delete", "rcfg", object, "-n", &ns]);
+                    None
+                }
+                Err(err) => Some(err),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{object} accepted: {e}"));
+        assert!(refused.contains(message), "{object}: {refused}");
+    }
+    let tls = with(|s| s["rules"][0]["host"] = json!("*"));
+    let err = apply(cp, &ns, &router_config("tls", tls), &[]).expect_err("tls on any host");
+    assert!(
+        err.contains("spec.rules[0].tls") && err.contains("a rule for any host (\"*\") takes no tls"),
+        "{err}"
+    );
+    for host in ["**", "*.*"] {
+        let bad = with(|s| s["rules"][0]["host"] = json!(host));
+        let err = apply(cp, &ns, &router_config("bad", bad), &[]).expect_err(host);
+        assert!(
+            err.contains("spec.rules[0].host") && err.contains("a wildcard is allowed only"),
+            "{host}: {err}"
+        );
+    }
+    let bad_ns = with(|s| s["rules"][0]["paths"][0]["backend"]["service"]["namespace"] = json!("Apps_1"));
+    let err = apply(cp, &ns, &router_config("bad-ns", bad_ns), &[]).expect_err("namespace syntax");
+    assert!(
+        err.contains("spec.rules[0].paths[0].backend.service.namespace"),
+        "{err}"
+    );
 }

@@ -91,6 +91,16 @@ impl WatchScope {
             Self::Namespaces(names) => names.clone(),
         }
     }
+
+    /// The namespaces whose Services the replica can resolve, for the plan.
+    pub fn watched(&self) -> lockstep_core::plan::Watched {
+        match self {
+            Self::All => lockstep_core::plan::Watched::All,
+            Self::Namespaces(names) => {
+                lockstep_core::plan::Watched::Namespaces(names.iter().cloned().collect())
+            }
+        }
+    }
 }
 
 /// The Pod a replica runs in, for the ownerReference that deletes its RouterReplica with it.

@@ -101,7 +101,7 @@ fn wanted(state: &ProxyState, objects: &[Arc<RouterConfig>]) -> BTreeSet<Service
                     && let Ok(port) = u16::try_from(svc.port)
                 {
                     wanted.insert(ServiceKey {
-                        namespace: key.namespace.clone(),
+                        namespace: svc.namespace.clone().unwrap_or_else(|| key.namespace.clone()),
                         name: svc.name.clone(),
                         port,
                     });
@@ -115,6 +115,7 @@ fn wanted(state: &ProxyState, objects: &[Arc<RouterConfig>]) -> BTreeSet<Service
             namespace,
             name,
             port,
+            ..
         } = backend
         {
             wanted.insert(ServiceKey {

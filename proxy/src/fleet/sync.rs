@@ -152,11 +152,12 @@ impl SyncLoop {
     ) -> Plan {
         let served = self.shared.state.served();
         let (objects, state) = (objects.to_vec(), self.shared.state.clone());
+        let watched = self.shared.options.scope.watched();
         let mut moved = std::mem::take(&mut self.applied_at);
         let good = std::mem::take(&mut self.good_tls);
         let (plan, swapped, moved, good) = crate::state::off_the_runtime(move || {
             injected_fault(&objects);
-            let mut plan = plan::plan(&objects, &served, &view, &mut moved, now);
+            let mut plan = plan::plan(&objects, &served, &view, &watched, &mut moved, now);
             // Certificates first: a host the new table routes has its certificate in
             // place. They follow what is served, as the plan decided.
             state

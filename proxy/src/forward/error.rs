@@ -32,6 +32,10 @@ pub enum ProxyError {
     /// The route's Service has no ready endpoint.
     #[error("no ready endpoints for {0}")]
     NoEndpoints(String),
+    /// The backend chosen is a status the route answers itself (`backend.status`; a
+    /// generated RouterConfig's share of an unresolved Gateway API backendRef).
+    #[error("the route answers {0} itself")]
+    Status(u16),
     /// Every backend of the route has weight 0 (drained).
     #[error("every backend of the route has weight 0")]
     NoBackends,
@@ -85,6 +89,9 @@ impl ProxyError {
             | ProxyError::BadFraming
             | ProxyError::BothLengthAndEncoding => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Status(status) => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoEndpoints(_) | ProxyError::NoBackends => StatusCode::SERVICE_UNAVAILABLE,
@@ -116,6 +123,7 @@ impl ProxyError {
             ProxyError::BadHost
             | ProxyError::BadPath
             | ProxyError::NoRoute
+            | ProxyError::Status(_)
             | ProxyError::MethodNotAllowed
             | ProxyError::BadFraming
             | ProxyError::BothLengthAndEncoding

@@ -28,8 +28,8 @@ pub(crate) struct Peer {
     pub authority: PeerAuthority,
     /// Counts the attempt as in flight on its endpoint while alive.
     pub guard: Option<EndpointGuard>,
-    /// Spoken to in HTTP/2 with prior knowledge (an `h2c://` URL, or a Service port with
-    /// appProtocol `kubernetes.io/h2c`).
+    /// Spoken to in HTTP/2 with prior knowledge (an `h2c://` URL, a Service backend with
+    /// `appProtocol: kubernetes.io/h2c`, or a Service port with that appProtocol).
     pub h2c: bool,
 }
 
@@ -86,6 +86,8 @@ impl Balancer {
         exclude: Option<&PeerAuthority>,
     ) -> Result<Peer, ProxyError> {
         match backend {
+            // No peer: the route answers this share of requests itself.
+            BackendRef::Status(status) => Err(ProxyError::Status(*status)),
             BackendRef::Url { scheme, authority } => {
                 let h2c = match &**scheme {
                     "http" => false,
@@ -102,6 +104,7 @@ impl Balancer {
                 namespace,
                 name,
                 port,
+                h2c,
             } => {
                 let key = ServiceKey {
                     namespace: namespace.to_string(),
@@ -136,7 +139,8 @@ impl Balancer {
                 Ok(Peer {
                     authority: PeerAuthority::Endpoint(addr),
                     guard: Some(EndpointGuard(count)),
-                    h2c: state.endpoints.is_h2c(&key),
+                    // The RouterConfig's appProtocol, else the Service port's.
+                    h2c: *h2c || state.endpoints.is_h2c(&key),
                 })
             }
         }
@@ -216,6 +220,7 @@ mod tests {
                 namespace: "ns".into(),
                 name: "svc".into(),
                 port: 80,
+                h2c: false,
             },
             ServiceKey {
                 namespace: "ns".into(),
@@ -273,6 +278,40 @@ mod tests {
         );
         drop(held);
         assert_eq!(lb.in_flight(endpoints[0]) + lb.in_flight(endpoints[1]), 0);
+    }
+
+    #[test]
+    fn a_service_is_spoken_to_in_h2c_when_the_router_config_or_the_service_port_says_so() {
+        let state = ProxyState::new("t");
+        let (plain, key) = service();
+        let BackendRef::Service {
+            namespace,
+            name,
+            port,
+            ..
+        } = plain.clone()
+        else {
+            unreachable!()
+        };
+        let forced = BackendRef::Service {
+            namespace,
+            name,
+            port,
+            h2c: true,
+        };
+        state.endpoints.set(key.clone(), addrs(1));
+        let lb = Balancer::new(LoadBalancing::P2c);
+        let h2c = |backend: &BackendRef| lb.select(&state, backend, None).expect("peer").h2c;
+        // (RouterConfig appProtocol, Service port appProtocol kubernetes.io/h2c) -> h2c.
+        for (backend, port_h2c, want) in [
+            (&plain, false, false),
+            (&plain, true, true),
+            (&forced, false, true),
+            (&forced, true, true),
+        ] {
+            state.endpoints.set_h2c(&key, port_h2c);
+            assert_eq!(h2c(backend), want, "{backend:?}, port h2c {port_h2c}");
+        }
     }
 
     #[test]
