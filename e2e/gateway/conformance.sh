@@ -43,6 +43,8 @@ if ! why="$("$ROOT/e2e/node/up.sh" --check)"; then log "cannot start the node: $
 DIR="$(mktemp -d /tmp/lockstep-conformance-XXXXXX)"
 TEST_PID=""
 NODE_UP=""
+# Notes for the report about what the harness decided (the wrapper adds them).
+NOTES="lockstep installed by the Helm chart deploy/helm/lockstep with operator.replicas=1 and proxy.replicas=1 (CPU is short; the suite's Gateways do not use the chart's own fleet)"$'\n'
 export KUBECONFIG="$DIR/kubeconfig"
 k() { kubectl "$@"; }
 
@@ -133,6 +135,7 @@ HELM_CONFIG_HOME="$DIR/helm/config" HELM_CACHE_HOME="$DIR/helm/cache" HELM_DATA_
 if ! k get gatewayclass lockstep >/dev/null 2>&1; then
   # The chart ships no GatewayClass (yet): the one the suite is told to use.
   log "the chart ships no GatewayClass lockstep: creating it (controllerName lockstep.dev/gateway-controller)"
+  NOTES+="GatewayClass lockstep (controllerName lockstep.dev/gateway-controller) created by the harness: the chart ships none"$'\n'
   k apply -f - >/dev/null <<'YAML'
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -150,7 +153,7 @@ REPORT="$ROOT/e2e/gateway/report.yaml"
 (($# == 0)) || REPORT="$RUN/report.yaml"
 t=$(date +%s)
 log "running the suite (output: $RUN/suite.log); report: $REPORT"
-(cd "$RUN" && exec "$SUITE" -test.v -test.timeout 4h -test.run '^TestConformance$' \
+(cd "$RUN" && LOCKSTEP_CONFORMANCE_NOTES="$NOTES" exec "$SUITE" -test.v -test.timeout 4h -test.run '^TestConformance$' \
   --report-output="$REPORT" --version="$VERSION+$COMMIT" --cleanup-base-resources=false "$@") \
   > "$RUN/suite.log" 2>&1 &
 TEST_PID=$!

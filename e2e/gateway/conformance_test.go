@@ -55,7 +55,7 @@ const timeouts = "MaxTimeToConsistency:90;HTTPRouteMustHaveCondition:120;RouteMu
 // reachable, so each is built on the machine (e2e/gateway/images.sh) and imported into the
 // node's containerd under the upstream name; the manifests run unmodified.
 var images = []string{
-	"registry.k8s.io/gateway-api/echo-basic:v1.5.1 and :v1.6.0-dev.3: both built from conformance/echo-basic of sigs.k8s.io/gateway-api/conformance v1.6.3 (CGO_ENABLED=0, dependencies as that module requires them), on an empty base with the CA bundle, user 65532, ENTRYPOINT /echo-basic as docker/Dockerfile.echo-basic; not the published images of those tags",
+	"registry.k8s.io/gateway-api/echo-basic:v1.5.1 and :v1.6.0-dev.3: both built from conformance/echo-basic of sigs.k8s.io/gateway-api/conformance v1.6.3 (CGO_ENABLED=0, dependency versions as e2e/gateway/go.mod resolves them, not the .go.mod the upstream Dockerfile uses), on an empty base with the CA bundle, user 65532, ENTRYPOINT /echo-basic as docker/Dockerfile.echo-basic; not the published images of those tags",
 	"registry.k8s.io/coredns/coredns:v1.12.2: built from github.com/coredns/coredns v1.12.2 (CGO_ENABLED=0, its own go.sum), /coredns with file capability cap_net_bind_service, user 65532, as its Dockerfile",
 	"base manifests: conformance/base/manifests.yaml of the module, unmodified",
 }
@@ -117,6 +117,12 @@ func TestConformance(t *testing.T) {
 		notes = append(notes, "timeouts raised for a one-node cluster on a shared 2-core machine (seconds): "+timeouts)
 	}
 	notes = append(notes, images...)
+	// What the harness decided around the suite (conformance.sh), one note a line.
+	for _, line := range strings.Split(os.Getenv("LOCKSTEP_CONFORMANCE_NOTES"), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			notes = append(notes, line)
+		}
+	}
 
 	// Registered before the suite's own cleanup, which writes the report, so it runs after it
 	// (cleanups run last-in first-out).
