@@ -132,15 +132,30 @@ HELM_CONFIG_HOME="$DIR/helm/config" HELM_CACHE_HOME="$DIR/helm/cache" HELM_DATA_
   --set operator.replicas=1 --set operator.pdb.enabled=false \
   --set proxy.replicas=1 --set proxy.pdb.enabled=false --set proxy.service.type=ClusterIP \
   --wait --timeout 5m >/dev/null
+PARAMS=""
+if k get crd gatewayparameters.lockstep.dev >/dev/null 2>&1; then
+  # One proxy per provisioned fleet behind a ClusterIP Service: every Gateway of the suite
+  # gets its own fleet, and CPU is short (no load-balancer controller runs on the node).
+  k apply -f - >/dev/null <<'YAML'
+apiVersion: lockstep.dev/v1alpha1
+kind: GatewayParameters
+metadata: {name: conformance}
+spec: {replicas: 1, serviceType: ClusterIP}
+YAML
+  PARAMS='parametersRef: {group: lockstep.dev, kind: GatewayParameters, name: conformance}'
+  NOTES+="each Gateway's provisioned fleet: 1 proxy replica behind a ClusterIP Service (GatewayParameters conformance named by the class; the default is 2 replicas behind a LoadBalancer Service)"$'\n'
+fi
 if ! k get gatewayclass lockstep >/dev/null 2>&1; then
   # The chart ships no GatewayClass (yet): the one the suite is told to use.
   log "the chart ships no GatewayClass lockstep: creating it (controllerName lockstep.dev/gateway-controller)"
   NOTES+="GatewayClass lockstep (controllerName lockstep.dev/gateway-controller) created by the harness: the chart ships none"$'\n'
-  k apply -f - >/dev/null <<'YAML'
+  k apply -f - >/dev/null <<YAML
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: lockstep}
-spec: {controllerName: lockstep.dev/gateway-controller}
+spec:
+  controllerName: lockstep.dev/gateway-controller
+  ${PARAMS}
 YAML
 fi
 k wait --for=condition=Accepted --timeout=120s gatewayclass/lockstep >/dev/null
