@@ -221,8 +221,8 @@ async fn gateway_api_status_is_written_from_the_translation() {
     .unwrap();
     assert!(class.status.unwrap().supported_features.is_empty());
 
-    // The Gateway: Accepted; Programmed False Invalid (its fleet, provisioned, cannot serve a
-    // wildcard listener or an unresolved backend yet); listeners.
+    // The Gateway: Accepted; Programmed False Pending (its fleet is provisioned, but no kubelet
+    // runs its pods here: no replica serves it); listeners.
     let gw = eventually("Gateway status with attached routes", WAIT, || async {
         let g = gateways.get("gw").await.ok()?;
         let s = g.status.clone()?;
@@ -242,7 +242,7 @@ async fn gateway_api_status_is_written_from_the_translation() {
     );
     assert_eq!(
         cond(&s.conditions, "Programmed").unwrap(),
-        ("False".into(), "Invalid".into(), Some(1))
+        ("False".into(), "Pending".into(), Some(1))
     );
     for l in &s.listeners {
         let at1 = |status: &str, reason: &str| Some((status.to_owned(), reason.to_owned(), Some(1)));
@@ -254,7 +254,7 @@ async fn gateway_api_status_is_written_from_the_translation() {
         );
         assert_eq!(
             cond(&l.conditions, "Programmed"),
-            at1("False", "Invalid"),
+            at1("False", "Pending"),
             "{}",
             l.name
         );
