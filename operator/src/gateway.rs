@@ -928,6 +928,7 @@ async fn publish(
                 serve::ROUTES_ANNOTATION.to_owned(),
                 serve::routes_annotation(&plan.routes),
             ),
+            (serve::SPEC_DIGEST_ANNOTATION.to_owned(), serve::spec_digest(spec)),
         ]);
         let cached = ctx.router_configs.get(&ObjectRef::new(&plan.name).within(&gw_ns));
         let current = cached.as_ref().is_some_and(|rc| {

@@ -67,6 +67,12 @@ pub const GATEWAY_GENERATION_ANNOTATION: &str = "lockstep.dev/gateway-generation
 /// Annotation on a generated RouterConfig: the routes it contains, a JSON object of route
 /// uid to route generation.
 pub const ROUTES_ANNOTATION: &str = "lockstep.dev/routes";
+/// Annotation on a generated RouterConfig: the digest of the spec it was generated with
+/// ([`spec_digest`]), written in the same apply as the spec. A ReferenceGrant, a Service or
+/// a Secret appearing changes what a listener lowers to without changing any route or
+/// Gateway generation; the judgement compares this digest with the plan's, so a RouterConfig
+/// still holding the previous lowering does not count as serving the route.
+pub const SPEC_DIGEST_ANNOTATION: &str = "lockstep.dev/spec-digest";
 /// Annotation on a certificate copy: the `namespace/name` of the Secret it copies.
 pub const SOURCE_SECRET_ANNOTATION: &str = "lockstep.dev/source-secret";
 
@@ -293,6 +299,17 @@ pub fn routes_annotation(routes: &BTreeMap<String, i64>) -> String {
     serde_json::to_string(routes).expect("a map of strings to integers serialises")
 }
 
+/// The digest [`SPEC_DIGEST_ANNOTATION`] holds for `spec`.
+pub fn spec_digest(spec: &lockstep_crds::RouterConfigSpec) -> String {
+    crate::config_digest(spec, &BTreeMap::new())
+}
+
+/// True when `rc` was generated from the plan's spec. A RouterConfig without the annotation
+/// (generated before it existed) is judged as before; the operator's next apply adds it.
+fn generated_from(rc: &RouterConfig, spec: &lockstep_crds::RouterConfigSpec) -> bool {
+    annotation(rc, SPEC_DIGEST_ANNOTATION).is_none_or(|d| d == spec_digest(spec))
+}
+
 /// The routes a generated RouterConfig records (empty when the annotation is absent or
 /// unreadable: then it records no route).
 pub fn recorded_routes(rc: &RouterConfig) -> BTreeMap<String, i64> {
@@ -436,8 +453,10 @@ pub fn listener_serving(plan: &ListenerPlan, observed: Option<&RouterConfig>, ge
     match &plan.outcome {
         Outcome::Empty => Serving::Empty,
         Outcome::Gaps(gaps) => Serving::Gaps(describe_all(gaps)),
-        Outcome::Publish(_) => match observed {
-            Some(rc) if recorded_gateway_generation(rc) == Some(generation) => judged(plan, rc),
+        Outcome::Publish(spec) => match observed {
+            Some(rc) if recorded_gateway_generation(rc) == Some(generation) && generated_from(rc, spec) => {
+                judged(plan, rc)
+            }
             _ => Serving::Waiting,
         },
     }
@@ -457,8 +476,10 @@ pub fn route_serving(
     Serving::worst(carrying.into_iter().map(|p| match &p.outcome {
         Outcome::Empty => Serving::NotServed,
         Outcome::Gaps(gaps) => Serving::Gaps(format!("listener {}: {}", p.listener, describe_all(gaps))),
-        Outcome::Publish(_) => match observed(&p.name) {
-            Some(rc) if recorded_routes(&rc).get(uid) == Some(&generation) => judged(p, &rc),
+        Outcome::Publish(spec) => match observed(&p.name) {
+            Some(rc) if recorded_routes(&rc).get(uid) == Some(&generation) && generated_from(&rc, spec) => {
+                judged(p, &rc)
+            }
             _ => Serving::Waiting,
         },
     }))

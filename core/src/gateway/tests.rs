@@ -1428,6 +1428,76 @@ mod serving {
     }
 
     #[test]
+    fn a_router_config_of_an_earlier_lowering_does_not_serve_the_route() {
+        // A ReferenceGrant or a Service appearing changes what a listener lowers to (a 500
+        // backend becomes the Service) without changing the route's or the Gateway's
+        // generation: the RouterConfig judged Ready on the previous lowering serves the same
+        // recorded generations and says nothing of the new spec. Seen in e2e as a route
+        // lockstep.dev/Ready=True while a replica could not serve the granted backend.
+        let (t, plans) = planned(ONE_HOST, &[("web", WEB)]);
+        let Outcome::Publish(spec) = &plans[0].outcome else {
+            panic!("{:?}", plans[0].outcome)
+        };
+        let f = |s: &str, r: &str| (s.to_owned(), r.to_owned());
+        let earlier = {
+            let mut earlier = spec.clone();
+            earlier.rules[0].host = "earlier.example.com".into();
+            earlier
+        };
+        let rows = [
+            (
+                "generated from the plan's spec",
+                Some(spec.clone()),
+                f("True", "Programmed"),
+                f("True", "AllReplicasSynced"),
+            ),
+            (
+                "generated from an earlier lowering",
+                Some(earlier),
+                f("False", "Pending"),
+                f("False", "RolloutInProgress"),
+            ),
+            // Generated before the annotation existed: judged as before.
+            (
+                "no digest recorded",
+                None,
+                f("True", "Programmed"),
+                f("True", "AllReplicasSynced"),
+            ),
+        ];
+        let fleet = Some(Ok("edge".to_owned()));
+        for (what, generated_from, gateway_want, ready_want) in rows {
+            let mut rc = observed_without_reports(5, 3, 2, Some(("True", "AllReplicasSynced", 5)), true);
+            rc.spec = spec.clone();
+            if let Some(from) = &generated_from {
+                rc.metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(serve::SPEC_DIGEST_ANNOTATION.to_owned(), serve::spec_digest(from));
+            }
+            let digest = crate::config_digest(&rc.spec, &BTreeMap::new());
+            rc.status.as_mut().unwrap().replica_status = reports(5, &[digest.as_str(); 3]);
+            let mut t = t.clone();
+            judge(&mut t, fleet.as_ref(), &plans, &move |_| Some(rc.clone()), now());
+            assert_eq!(
+                programmed_of(&t.listeners[0].conditions),
+                gateway_want,
+                "{what}: listener"
+            );
+            let ready = parent(&t, "web")
+                .conditions
+                .iter()
+                .find(|c| c.type_ == ctype::LOCKSTEP_READY)
+                .unwrap();
+            assert_eq!(
+                (ready.status.clone(), ready.reason.clone()),
+                ready_want,
+                "{what}: route"
+            );
+        }
+    }
+
+    #[test]
     fn a_certificate_of_another_namespace_is_served_from_a_copy_when_granted() {
         let listeners = "[{name: web, port: 443, protocol: HTTPS, hostname: app.example.com, \
                          tls: {certificateRefs: [{name: cert, namespace: certs}]}}, \
