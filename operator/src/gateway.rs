@@ -949,13 +949,7 @@ async fn publish(
                 "namespace": gw_ns,
                 "labels": {serve::GENERATED_LABEL: serve::GENERATED_BY_GATEWAY},
                 "annotations": annotations,
-                "ownerReferences": [{
-                    "apiVersion": "gateway.networking.k8s.io/v1",
-                    "kind": "Gateway",
-                    "name": gw.name_any(),
-                    "uid": gw_uid,
-                    "controller": true,
-                }],
+                "ownerReferences": [serve::gateway_owner_reference(&gw.name_any(), &gw_uid)],
             },
             "spec": spec,
         });
@@ -1049,13 +1043,7 @@ async fn copy_certificates(ctx: &Context, gw: &Gateway, plan: &mut ListenerPlan)
                 "namespace": gw_ns,
                 "labels": {serve::GENERATED_LABEL: serve::GENERATED_BY_GATEWAY},
                 "annotations": {serve::SOURCE_SECRET_ANNOTATION: source_name},
-                "ownerReferences": [{
-                    "apiVersion": "gateway.networking.k8s.io/v1",
-                    "kind": "Gateway",
-                    "name": gw.name_any(),
-                    "uid": gw_uid,
-                    "controller": true,
-                }],
+                "ownerReferences": [serve::gateway_owner_reference(&gw.name_any(), &gw_uid)],
             },
             "data": data,
         });

@@ -217,13 +217,7 @@ impl FleetPlan {
             "name": name,
             "namespace": self.namespace,
             "labels": labels,
-            "ownerReferences": [{
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "Gateway",
-                "name": self.gateway,
-                "uid": self.gateway_uid,
-                "controller": true,
-            }],
+            "ownerReferences": [super::serve::gateway_owner_reference(&self.gateway, &self.gateway_uid)],
         })
     }
 

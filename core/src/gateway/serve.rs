@@ -299,6 +299,20 @@ pub fn routes_annotation(routes: &BTreeMap<String, i64>) -> String {
     serde_json::to_string(routes).expect("a map of strings to integers serialises")
 }
 
+/// The controller ownerReference to Gateway `name` (`uid`) that everything lockstep generates
+/// or provisions for a Gateway carries: the garbage collector's link, and how the operator
+/// finds what it owns. No `blockOwnerDeletion`, which would need rights on the Gateway's
+/// finalizers.
+pub fn gateway_owner_reference(name: &str, uid: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "name": name,
+        "uid": uid,
+        "controller": true,
+    })
+}
+
 /// The digest [`SPEC_DIGEST_ANNOTATION`] holds for `spec`.
 pub fn spec_digest(spec: &lockstep_crds::RouterConfigSpec) -> String {
     crate::config_digest(spec, &BTreeMap::new())
