@@ -119,6 +119,19 @@ pub fn built_tool(script: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
+/// The gRPC probe (`e2e/grpc/`, grpc-go) built, and its greeter server started on an
+/// ephemeral port of 127.0.0.1 with its log in `dir`: the probe's path (to run it as a
+/// client), the server (stopped when dropped) and the port it listens on.
+pub fn grpc_probe_server(dir: &Path) -> Result<(PathBuf, process::ChildGuard, String)> {
+    let probe = built_tool("e2e/grpc/build.sh")?;
+    let mut cmd = Command::new(&probe);
+    cmd.args(["server", "--listen", "127.0.0.1:0"]);
+    let mut server = process::ChildGuard::spawn("grpc server", cmd, &dir.join("grpc-server.log"))?;
+    let line = server.wait_for_log("grpc-probe listening ", std::time::Duration::from_secs(30))?;
+    let port = line.rsplit(':').next().unwrap_or_default().trim().to_owned();
+    Ok((probe, server, port))
+}
+
 /// A running kube-apiserver + etcd. Dropping it stops both; a watchdog also stops them when
 /// the test process exits without running destructors.
 #[derive(Debug)]

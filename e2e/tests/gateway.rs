@@ -1134,21 +1134,8 @@ async fn a_grpc_route_reaches_its_backend_over_h2c_whatever_the_service_port_say
     let f = Fixture::new("gw-grpc").await;
     let client = f.client.clone();
     let ns = f.ns.clone();
-    let probe = lockstep_e2e::built_tool("e2e/grpc/build.sh").expect("build the gRPC probe");
-    let mut server = lockstep_e2e::process::ChildGuard::spawn(
-        "grpc server",
-        {
-            let mut cmd = std::process::Command::new(&probe);
-            cmd.args(["server", "--listen", "127.0.0.1:0"]);
-            cmd
-        },
-        &f.dir.join("grpc-server.log"),
-    )
-    .unwrap();
-    let line = server
-        .wait_for_log("grpc-probe listening ", Duration::from_secs(30))
-        .unwrap();
-    let port = line.rsplit(':').next().unwrap().trim().to_owned();
+    let (probe, _server, port) =
+        lockstep_e2e::grpc_probe_server(&f.dir).expect("build and start the gRPC probe's server");
     // No appProtocol on the Service port nor on the slice's.
     f.cp.kubectl_apply(&format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: greeter, namespace: {ns}}}\nspec:\n  ports: [{{name: grpc, port: 80}}]\n---\n\

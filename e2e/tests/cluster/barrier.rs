@@ -678,21 +678,8 @@ async fn a_canary_weight_change_is_a_barrier_like_any_other() {
 #[tokio::test]
 async fn grpc_reaches_a_service_port_with_app_protocol_h2c() {
     let f = fixture("grpc").await;
-    let probe = lockstep_e2e::built_tool("e2e/grpc/build.sh").expect("build the gRPC probe");
-    let mut server = lockstep_e2e::process::ChildGuard::spawn(
-        "grpc server",
-        {
-            let mut cmd = std::process::Command::new(&probe);
-            cmd.args(["server", "--listen", "127.0.0.1:0"]);
-            cmd
-        },
-        &f.dir.join("grpc-server.log"),
-    )
-    .unwrap();
-    let line = server
-        .wait_for_log("grpc-probe listening ", Duration::from_secs(30))
-        .unwrap();
-    let port = line.rsplit(':').next().unwrap().trim().to_owned();
+    let (probe, _server, port) =
+        lockstep_e2e::grpc_probe_server(&f.dir).expect("build and start the gRPC probe's server");
     let proxies = f.proxies(2);
     // The Service port says it speaks HTTP/2 over cleartext; the slice points at this host.
     f.cp.kubectl_apply(&format!(
