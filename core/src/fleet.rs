@@ -27,6 +27,7 @@ use lockstep_crds::{RouterConfig, RouterConfigSpec};
 use crate::{
     ObjectKey,
     table::entry_key,
+    tls_material::HostCoverage,
     validate::{match_suffix, validate_origin, validate_spec},
 };
 
@@ -71,11 +72,7 @@ impl<'a> Candidate<'a> {
             last_accepted,
             tls_problem: None,
             unwatched_backend: None,
-            generated: rc
-                .metadata
-                .labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key(lockstep_crds::GENERATED_FROM_LABEL)),
+            generated: rc.generated(),
         }
     }
 
@@ -129,6 +126,17 @@ pub struct ServedSpec<'a> {
     pub generation: i64,
     /// Its spec.
     pub spec: &'a RouterConfigSpec,
+    /// Generated from a Gateway ([`Candidate::generated`]).
+    pub generated: bool,
+}
+
+/// The certificate a TLS host is presented with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateChoice {
+    /// The Secret (namespace/name) that holds it.
+    pub secret: ObjectKey,
+    /// Whether it must cover the host: not for a Gateway listener's.
+    pub coverage: HostCoverage,
 }
 
 /// The outcome of [`resolve_fleet`].
@@ -141,7 +149,7 @@ pub struct Resolution<'a> {
     pub served: Vec<ServedSpec<'a>>,
     /// The Secret (namespace/name) whose certificate is presented for each TLS host
     /// (lowercase), from the served specs alone, the oldest first.
-    pub certificates: BTreeMap<String, ObjectKey>,
+    pub certificates: BTreeMap<String, CertificateChoice>,
 }
 
 impl Resolution<'_> {
@@ -260,6 +268,7 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
                 uid: candidate.uid,
                 generation: candidate.generation,
                 spec: candidate.spec,
+                generated: candidate.generated,
             });
         } else if let Some((generation, spec)) = candidate
             .last_accepted
@@ -278,6 +287,7 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
                 uid: candidate.uid,
                 generation,
                 spec,
+                generated: candidate.generated,
             });
         }
         verdicts.insert(candidate.key.clone(), verdict);
@@ -285,7 +295,10 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
     let mut certificates = BTreeMap::new();
     for entry in &served {
         for (host, _, secret) in tls_hosts(&entry.key, entry.spec) {
-            certificates.entry(host).or_insert(secret);
+            certificates.entry(host).or_insert(CertificateChoice {
+                secret,
+                coverage: HostCoverage::of_origin(entry.generated),
+            });
         }
     }
     Resolution {
@@ -624,7 +637,7 @@ mod tests {
             );
             assert_eq!(
                 res.certificates,
-                BTreeMap::from([("app.example.com".to_owned(), ObjectKey::new("team-b", "old-tls"))])
+                BTreeMap::from([("app.example.com".to_owned(), required("team-b", "old-tls"))])
             );
         }
 
@@ -660,7 +673,7 @@ mod tests {
         assert!(!res.verdicts[&a].is_accepted());
         assert_eq!(
             res.certificates,
-            BTreeMap::from([("h.example.com".to_owned(), ObjectKey::new("n", "h-tls"))]),
+            BTreeMap::from([("h.example.com".to_owned(), required("n", "h-tls"))]),
             "the last accepted generation's host keeps its certificate"
         );
 
@@ -675,7 +688,23 @@ mod tests {
         c.last_accepted = Some((1, &v1));
         c.tls_problem = Some("spec.rules[0].tls.secretName: bad PEM");
         let res = resolve_fleet(vec![c]);
-        assert_eq!(res.certificates["h.example.com"], ObjectKey::new("n", "h-tls"));
+        assert_eq!(res.certificates["h.example.com"], required("n", "h-tls"));
+
+        // A Gateway listener's certificate need not cover its host; a RouterConfig's must.
+        let mut c = mk_candidate(&a, ts("2025-01-01T00:00:00Z"), &v1);
+        c.generated = true;
+        let res = resolve_fleet(vec![c]);
+        assert_eq!(
+            res.certificates["h.example.com"].coverage,
+            HostCoverage::NotRequired
+        );
+    }
+
+    fn required(namespace: &str, name: &str) -> CertificateChoice {
+        CertificateChoice {
+            secret: ObjectKey::new(namespace, name),
+            coverage: HostCoverage::Required,
+        }
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub struct Plan {
     pub verdicts: BTreeMap<ObjectKey, crate::Verdict>,
     /// The Secret whose certificate is presented for each TLS host: decided by the fleet
     /// policy from what is served, like the routes.
-    pub certificates: BTreeMap<String, ObjectKey>,
+    pub certificates: BTreeMap<String, crate::fleet::CertificateChoice>,
 }
 
 /// TLS as the planner sees it: hashes of the material served per Secret (namespace/name),

@@ -2,7 +2,8 @@
 //! replica make alike.
 //!
 //! Material is servable when the PEM parses, the key matches the certificate, the certificate
-//! is within its validity period, and it covers the rule's host. If the operator judged with a
+//! is within its validity period, and it covers the rule's host where that is asked
+//! ([`HostCoverage`]). If the operator judged with a
 //! weaker test than the replicas (say, "tls.crt and tls.key are present"), it would accept and
 //! record as `lastAccepted` a generation every replica rejects, and the replicas would then
 //! serve that generation's routes without its certificate.
@@ -49,6 +50,32 @@ pub enum CertError {
         /// The certificate's DNS names.
         covers: String,
     },
+}
+
+/// Whether a certificate must cover the host it is presented for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostCoverage {
+    /// A RouterConfig's own rule: a Secret whose certificate does not name the host is a
+    /// mistake (the wrong Secret) that clients would only find at their first handshake, so
+    /// it is refused when the RouterConfig is applied.
+    Required,
+    /// A Gateway listener's (a RouterConfig generated from a Gateway): Gateway API presents
+    /// the listener's certificate for the listener's host name whatever names it holds, and
+    /// leaves the name check to the client. The conformance suite's listeners use a
+    /// certificate that names other hosts.
+    NotRequired,
+}
+
+impl HostCoverage {
+    /// What a RouterConfig asks: `generated` says it was generated from a Gateway
+    /// ([`lockstep_crds::RouterConfig::generated`]).
+    pub fn of_origin(generated: bool) -> Self {
+        if generated {
+            Self::NotRequired
+        } else {
+            Self::Required
+        }
+    }
 }
 
 /// A parsed, checked certificate with its key.
@@ -132,9 +159,14 @@ pub fn name_covers(cert_name: &str, host: &str) -> bool {
     }
 }
 
-/// Checks that `cert` covers the rule's `host`.
-pub fn check_covers(secret: &str, cert: &LoadedCert, host: &str) -> Result<(), CertError> {
-    if cert.dns_names.iter().any(|n| name_covers(n, host)) {
+/// Checks that `cert` covers the rule's `host`, where `coverage` asks it.
+pub fn check_covers(
+    secret: &str,
+    cert: &LoadedCert,
+    host: &str,
+    coverage: HostCoverage,
+) -> Result<(), CertError> {
+    if coverage == HostCoverage::NotRequired || cert.dns_names.iter().any(|n| name_covers(n, host)) {
         Ok(())
     } else {
         Err(CertError::WrongHost {
@@ -167,10 +199,16 @@ pub fn secret_material(secret: &str, object: &Secret) -> Result<(Vec<u8>, Vec<u8
 
 /// Can `object` (the Secret `secret`, namespace/name) serve `host` at `now` (seconds since the
 /// epoch)? The decision of both the operator and the replicas.
-pub fn servable(secret: &str, object: &Secret, host: &str, now: i64) -> Result<LoadedCert, CertError> {
+pub fn servable(
+    secret: &str,
+    object: &Secret,
+    host: &str,
+    coverage: HostCoverage,
+    now: i64,
+) -> Result<LoadedCert, CertError> {
     let (crt, key) = secret_material(secret, object)?;
     let loaded = load(secret, &crt, &key, now)?;
-    check_covers(secret, &loaded, host)?;
+    check_covers(secret, &loaded, host, coverage)?;
     Ok(loaded)
 }
 
@@ -189,10 +227,10 @@ mod tests {
         let loaded = load("ns/app", cert.as_bytes(), key.as_bytes(), NOW).unwrap();
         assert_eq!(loaded.dns_names, vec!["app.example.com", "*.example.com"]);
         assert!(!loaded.serial.is_empty());
-        assert!(check_covers("ns/app", &loaded, "app.example.com").is_ok());
-        assert!(check_covers("ns/app", &loaded, "x.example.com").is_ok());
+        assert!(check_covers("ns/app", &loaded, "app.example.com", HostCoverage::Required).is_ok());
+        assert!(check_covers("ns/app", &loaded, "x.example.com", HostCoverage::Required).is_ok());
         assert!(matches!(
-            check_covers("ns/app", &loaded, "a.b.example.com"),
+            check_covers("ns/app", &loaded, "a.b.example.com", HostCoverage::Required),
             Err(CertError::WrongHost { .. })
         ));
     }
@@ -237,19 +275,64 @@ mod tests {
         };
         let mismatched = secret(&cert, &other_key);
         assert_eq!(
-            servable("ns/a", &mismatched, "app.example.com", NOW).unwrap_err(),
+            servable(
+                "ns/a",
+                &mismatched,
+                "app.example.com",
+                HostCoverage::Required,
+                NOW
+            )
+            .unwrap_err(),
             CertError::KeyMismatch("ns/a".into())
         );
         let (cert, key) = mk_cert(&["app.example.com"], VALID);
-        assert!(servable("ns/a", &secret(&cert, &key), "app.example.com", NOW).is_ok());
+        assert!(
+            servable(
+                "ns/a",
+                &secret(&cert, &key),
+                "app.example.com",
+                HostCoverage::Required,
+                NOW
+            )
+            .is_ok()
+        );
         assert!(matches!(
-            servable("ns/a", &secret(&cert, &key), "b.example.com", NOW),
+            servable(
+                "ns/a",
+                &secret(&cert, &key),
+                "b.example.com",
+                HostCoverage::Required,
+                NOW
+            ),
             Err(CertError::WrongHost { .. })
         ));
+        // A Gateway listener's certificate is presented for its host whatever names it holds;
+        // everything else about the material is still checked.
+        assert!(
+            servable(
+                "ns/a",
+                &secret(&cert, &key),
+                "b.example.com",
+                HostCoverage::NotRequired,
+                NOW
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            servable(
+                "ns/a",
+                &mismatched,
+                "b.example.com",
+                HostCoverage::NotRequired,
+                NOW
+            )
+            .unwrap_err(),
+            CertError::KeyMismatch("ns/a".into())
+        );
         let mut untyped = secret(&cert, &key);
         untyped.type_ = Some("Opaque".into());
         assert!(matches!(
-            servable("ns/a", &untyped, "app.example.com", NOW),
+            servable("ns/a", &untyped, "app.example.com", HostCoverage::Required, NOW),
             Err(CertError::Malformed { .. })
         ));
     }

@@ -234,7 +234,8 @@ impl HostRule {
 #[serde(rename_all = "camelCase")]
 pub struct HostTls {
     /// Name of a kubernetes.io/tls Secret (keys tls.crt and tls.key) in the RouterConfig's
-    /// namespace. Its certificate must cover the rule's host.
+    /// namespace. Its certificate must cover the rule's host (except in a RouterConfig
+    /// generated from a Gateway: a listener's certificate is presented as it is).
     #[schemars(
         length(min = 1, max = 253),
         regex(pattern = crate::patterns::DNS_SUBDOMAIN)
@@ -633,6 +634,16 @@ impl RouterConfig {
     /// metadata.uid, or "" for an object no apiserver stored (one read from a file).
     pub fn uid(&self) -> &str {
         self.metadata.uid.as_deref().unwrap_or_default()
+    }
+
+    /// Carries [`GENERATED_FROM_LABEL`]: generated from a Gateway by the operator (the
+    /// admission policy lets only the operator write such an object), so it may say what only
+    /// a Gateway's listener may.
+    pub fn generated(&self) -> bool {
+        self.metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(GENERATED_FROM_LABEL))
     }
 }
 

@@ -1712,6 +1712,31 @@ async fn https_get(tls: SocketAddr, host: &str, root: &Cert) -> Result<(Vec<u8>,
     Ok((presented, body["backend"].as_str().map(str::to_owned)))
 }
 
+/// GET `https://host/` through the TLS listener `tls` (SNI `host`) without checking the
+/// certificate: the certificate presented and the backend that answered.
+async fn presented_unverified(tls: SocketAddr, host: &str) -> Result<(Vec<u8>, Option<String>), String> {
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .resolve(host, tls)
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("https://{host}:{}/", tls.port()))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let presented = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate().map(<[u8]>::to_vec))
+        .ok_or("no peer certificate")?;
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+    Ok((presented, body["backend"].as_str().map(str::to_owned)))
+}
+
 /// Which of `certs` replica `tls` presents for SNI `host` (None: none of them, or no answer).
 async fn presented(tls: SocketAddr, host: &str, certs: &[&Cert]) -> Option<usize> {
     for (i, cert) in certs.iter().enumerate() {
@@ -2119,6 +2144,64 @@ async fn an_https_gateway_is_programmed_only_once_every_replica_presents_its_cer
         not_serving(&replicas, remote_host, &remote_b, "one").await,
         Vec::<String>::new()
     );
+
+    // A listener's certificate is presented for the listener's host name whatever names it
+    // holds (Gateway API asks no coverage; the client judges the name), where a RouterConfig
+    // of a user's would be refused for it.
+    let elsewhere = "elsewhere.example.com";
+    let other_names = cert_for("unrelated.example.org");
+    check::put_tls_secret(&here, "other-names-cert", &other_names.pem, &other_names.key)
+        .await
+        .unwrap();
+    listeners.push(https(
+        "other-names",
+        11443,
+        elsewhere,
+        json!({"name": "other-names-cert"}),
+    ));
+    gateways
+        .patch(
+            "gw",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"listeners": listeners}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the listener with other names judged at generation 3",
+        WAIT,
+        || async {
+            let gw = gateways.get("gw").await.ok()?;
+            let s = gw.status.clone()?;
+            (s.listeners.len() == 5 && s.listeners.iter().all(|l| all_at(&l.conditions, 3))).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    plugin_wait("gateway/gw");
+    plugin_wait("httproute/web");
+    let gw = gateways.get("gw").await.unwrap();
+    let l = gw
+        .status
+        .as_ref()
+        .unwrap()
+        .listeners
+        .iter()
+        .find(|l| l.name == "other-names")
+        .unwrap();
+    assert_eq!(
+        cond(&l.conditions, "Programmed").map(|(s, r, _)| (s, r)),
+        want("True", "Programmed"),
+        "{:?}",
+        l.conditions
+    );
+    for tls in &replicas {
+        assert_eq!(
+            presented_unverified(*tls, elsewhere).await,
+            Ok((other_names.der.clone(), Some("one".to_owned()))),
+            "{tls} presents the listener's certificate for {elsewhere}"
+        );
+    }
 
     // Deleting the Gateway deletes the copy with the generated RouterConfigs (no
     // controller-manager here).

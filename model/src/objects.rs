@@ -40,6 +40,7 @@ use std::collections::BTreeMap;
 use lockstep_core::{
     Candidate, ObjectKey, Verdict,
     barrier::{self, Member, Settings, TlsProblem, left_out_by_spec, members_serving},
+    fleet::CertificateChoice,
     last_accepted, resolve_fleet,
 };
 use lockstep_crds::{
@@ -757,12 +758,12 @@ impl FleetModel {
 /// (its uid, generation and whether its material can be served).
 fn certificates_of_owners(
     model: &FleetModel,
-    certificates: &BTreeMap<String, ObjectKey>,
+    certificates: &BTreeMap<String, CertificateChoice>,
     served: &[Option<Accepted>],
 ) -> Vec<(String, Cert)> {
     certificates
         .iter()
-        .map(|(host, secret)| {
+        .map(|(host, CertificateChoice { secret, .. })| {
             let (o, s) = served
                 .iter()
                 .enumerate()

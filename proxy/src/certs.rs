@@ -2,7 +2,8 @@
 //! resolves them from.
 //!
 //! Material is checked before it is used: the PEM parses, the key matches the certificate,
-//! the certificate is within its validity period and covers the rule's host. Bad material is
+//! the certificate is within its validity period and covers the rule's host (where it must:
+//! not a Gateway listener's, `lockstep_core::tls_material::HostCoverage`). Bad material is
 //! rejected with a reason and never replaces the certificate a host already serves; a
 //! handshake for a host without a certificate fails rather than getting another host's.
 

@@ -29,6 +29,7 @@ use lockstep_core::{
     barrier::{self, Member, TlsProblem, left_out_by_spec, members_serving},
     lease::{LeaseView, Mono},
     resolve_fleet,
+    tls_material::HostCoverage,
 };
 use lockstep_crds::{FLEET_LABEL, ReplicaId, RouterConfig, RouterReplica};
 
@@ -93,9 +94,10 @@ fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, Str
         let secret = secrets.get(&ObjectRef::new(&tls.secret_name).within(&ns));
         // The replicas' own test of the material: what they would reject is not accepted.
         let host = rule.host.to_ascii_lowercase();
+        let coverage = HostCoverage::of_origin(rc.generated());
         let servable = secret.as_deref().map(|secret| {
             let name = format!("{ns}/{}", tls.secret_name);
-            lockstep_core::tls_material::servable(&name, secret, &host, now)
+            lockstep_core::tls_material::servable(&name, secret, &host, coverage, now)
                 .map(|_| lockstep_core::digest::tls_secret_hash(secret).unwrap_or_default())
         });
         match servable {

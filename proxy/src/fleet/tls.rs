@@ -15,7 +15,7 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::Secret;
-use lockstep_core::{ObjectKey, tls_material_hash};
+use lockstep_core::{ObjectKey, fleet::CertificateChoice, tls_material::HostCoverage, tls_material_hash};
 use lockstep_crds::RouterConfig;
 use rustls::sign::CertifiedKey;
 
@@ -107,8 +107,9 @@ pub fn assemble(
                 problems.push(format!("spec.rules[{i}].tls.secretName: {error}"));
             }
             let host = rule.host.to_ascii_lowercase();
+            let coverage = HostCoverage::of_origin(rc.generated());
             if let Some(material) = good.get(&secret_key)
-                && let Err(e) = certs::check_covers(&secret_key.to_string(), &material.cert, &host)
+                && let Err(e) = certs::check_covers(&secret_key.to_string(), &material.cert, &host, coverage)
             {
                 problems.push(format!("spec.rules[{i}].tls.secretName: {e}"));
             }
@@ -121,19 +122,19 @@ pub fn assemble(
 }
 
 /// The certificate of every TLS host the plan chose a Secret for (`chosen`, host to Secret).
-/// A host whose Secret has no good material covering it keeps the certificate it serves now
-/// (`previous`); a host no served generation names over TLS has none.
+/// A host whose Secret has no good material covering it (where it must) keeps the certificate
+/// it serves now (`previous`); a host no served generation names over TLS has none.
 pub fn certificates(
-    chosen: &BTreeMap<String, ObjectKey>,
+    chosen: &BTreeMap<String, CertificateChoice>,
     good: &HashMap<ObjectKey, GoodMaterial>,
     previous: &HashMap<String, Arc<CertifiedKey>>,
 ) -> HashMap<String, Arc<CertifiedKey>> {
     chosen
         .iter()
-        .filter_map(|(host, secret)| {
+        .filter_map(|(host, CertificateChoice { secret, coverage })| {
             let covering = good
                 .get(secret)
-                .filter(|m| certs::check_covers(&secret.to_string(), &m.cert, host).is_ok())
+                .filter(|m| certs::check_covers(&secret.to_string(), &m.cert, host, *coverage).is_ok())
                 .map(|m| m.cert.certified.clone());
             covering
                 .or_else(|| previous.get(host).cloned())
