@@ -240,7 +240,18 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
             gw_generation,
             now,
         ),
-        status::gateway_programmed(accepted, None, gw_generation, now),
+        if accepted && !verdicts.iter().any(ListenerVerdict::serves) {
+            condition(
+                status::condition::PROGRAMMED,
+                false,
+                reason::INVALID,
+                "no listener can be served",
+                gw_generation,
+                now,
+            )
+        } else {
+            status::gateway_programmed(accepted, None, gw_generation, now)
+        },
     ];
 
     let labels: BTreeMap<&str, &BTreeMap<String, String>> = inputs
@@ -448,8 +459,11 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
     })
 }
 
-/// Gateway `Accepted`: the class must be accepted, requested addresses are not supported
-/// (the fleet's Service gets its address), and at least one listener must be servable.
+/// Gateway `Accepted`: the class must be accepted and requested addresses are not supported
+/// (the fleet's Service gets its address). Invalid listeners, even all of them, leave it
+/// accepted with reason `ListenersNotValid`: routes still attach to them and count in their
+/// `attachedRoutes` (the conformance suite checks a Gateway whose only listener has an
+/// unresolved certificate), and `Programmed` says that nothing is served.
 fn gateway_accepted(
     gw: &Gateway,
     class_accepted: bool,
@@ -477,9 +491,8 @@ fn gateway_accepted(
     if invalid.is_empty() {
         (true, reason::ACCEPTED, String::new())
     } else {
-        let all = invalid.len() == verdicts.len();
         (
-            !all,
+            true,
             reason::LISTENERS_NOT_VALID,
             format!("invalid listeners: {}", invalid.join(", ")),
         )

@@ -148,6 +148,39 @@ fn class_and_gateway_acceptance() {
     );
 }
 
+/// A Gateway whose only listener has an unresolved certificate (the conformance suite's
+/// `GatewayWithAttachedRoutes`): accepted with `ListenersNotValid`, not programmed, and a route
+/// naming that listener attaches to it and counts in its `attachedRoutes`.
+#[test]
+fn routes_attach_to_a_gateway_whose_every_listener_is_invalid() {
+    let mut w = World::new(gateway(
+        "[{name: tls, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: does-not-exist}]}}]",
+    ));
+    w.http.push(http_route(
+        "infra",
+        "unresolved",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw, sectionName: tls}], rules: [{backendRefs: [{name: does-not-exist, port: 8080}]}]}",
+    ));
+    let t = w.run();
+    let gateway = |i: usize| {
+        (
+            t.gateway_conditions[i].status.as_str(),
+            t.gateway_conditions[i].reason.as_str(),
+        )
+    };
+    assert_eq!(gateway(0), ("True", reason::LISTENERS_NOT_VALID));
+    assert_eq!(gateway(1), ("False", reason::INVALID));
+    assert_eq!(listener(&t, "tls").attached_routes, 1);
+    let p = parent(&t, "unresolved");
+    assert_eq!(cond(p, ctype::ACCEPTED), Some(("True", reason::ACCEPTED)));
+    assert_eq!(cond(p, ctype::RESOLVED_REFS).map(|c| c.0), Some("False"));
+    assert!(
+        t.config.as_ref().is_some_and(|c| c.listeners.is_empty()),
+        "nothing is served"
+    );
+}
+
 impl World {
     fn run_opt(&self) -> Option<Translation> {
         translate(
