@@ -94,6 +94,31 @@ pub fn listener_for_host(listeners: &[Option<&str>], host: &str) -> Option<usize
         .map(|(i, _)| i)
 }
 
+/// The listener whose routes serve `host`, the host name of an entry (None: any host; exact;
+/// or a wildcard): the most specific listener of `listeners` (one port's, in order) that
+/// covers every name `host` stands for. An entry whose listener this is not can never be
+/// reached through its own listener: every request it would match arrives on this one.
+pub fn listener_for_entry_host(listeners: &[Option<&str>], host: Option<&str>) -> Option<usize> {
+    let Some(host) = host else {
+        return listeners.iter().position(Option::is_none);
+    };
+    let host = host.to_ascii_lowercase();
+    let Some(suffix) = host.strip_prefix("*.") else {
+        return listener_for_host(listeners, &host);
+    };
+    listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| match l.map(str::to_ascii_lowercase) {
+            None => true,
+            Some(l) => l
+                .strip_prefix("*.")
+                .is_some_and(|s| s == suffix || suffix.ends_with(&format!(".{s}"))),
+        })
+        .max_by_key(|(i, l)| (specificity(**l), std::cmp::Reverse(*i)))
+        .map(|(i, _)| i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +293,33 @@ mod tests {
             assert_eq!(listener_for_host(&listeners, host), *want, "{host}: {why}");
         }
         assert_eq!(listener_for_host(&[Some("a.example.com")], "b.example.com"), None);
+    }
+
+    #[test]
+    fn an_entry_host_belongs_to_the_most_specific_listener_covering_it() {
+        let port: &[Option<&str>] = &[
+            None,
+            Some("*.example.com"),
+            Some("*.foo.example.com"),
+            Some("foo.example.com"),
+        ];
+        let rows: &[(Option<&str>, Option<usize>)] = &[
+            (None, Some(0)),
+            (Some("bar.example.com"), Some(1)),
+            (Some("a.foo.example.com"), Some(2)),
+            (Some("foo.example.com"), Some(3)),
+            (Some("other.org"), Some(0)),
+            (Some("*.example.com"), Some(1)),
+            (Some("*.bar.example.com"), Some(1)),
+            (Some("*.foo.example.com"), Some(2)),
+            (Some("*.a.foo.example.com"), Some(2)),
+            (Some("*.org"), Some(0)),
+        ];
+        for (host, want) in rows {
+            assert_eq!(listener_for_entry_host(port, *host), *want, "{host:?}");
+        }
+        // Without a listener for any host, a host no listener covers has none.
+        assert_eq!(listener_for_entry_host(&port[1..], Some("other.org")), None);
+        assert_eq!(listener_for_entry_host(&port[1..], None), None);
     }
 }

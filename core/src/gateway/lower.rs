@@ -4,8 +4,15 @@
 //!
 //! | Gateway API needs | RouterConfigSpec today | gap |
 //! |---|---|---|
-//! | per-listener route tables on one port, chosen by the most specific listener host name (listener isolation) | one table per fleet | [`Gap::SharedPort`] |
 //! | a listener's certificate for any SNI, or from another namespace | a Secret of the same namespace per host | [`Gap::ListenerCertificate`] |
+//!
+//! Listeners sharing a port share the fleet's one table, which chooses the host first (exact,
+//! then the longest wildcard, then any host), as Gateway API chooses the listener (the most
+//! specific host name). [`super::serve::plan`] keeps in each listener only the entries whose
+//! host no more specific listener of the port covers, so the two choices agree; and a listener
+//! with a host name on a port where a less specific listener also serves gets a last entry
+//! for its host name, `/` answered 404, so that a request for its names that none of its
+//! routes match is not answered by the other listener's routes.
 //!
 //! Entries for any host (a listener and a route without host name) get host `*`, and a
 //! backendRef to a Service of another namespace (which a ReferenceGrant allowed, or it would
@@ -38,8 +45,6 @@ use super::{ServedListener, listeners::Protocol, rules::ServedBackend};
 /// Something a served listener needs that a RouterConfigSpec cannot say yet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Gap {
-    /// Other served listeners share this port: requests must first be matched to a listener.
-    SharedPort(i32),
     /// Another served listener (named) of the Gateway, on another port, has an overlapping
     /// host name: an existing fleet serves every listener on its one port, so requests could
     /// not be kept to their listener ([`super::serve::plan`]).
@@ -51,19 +56,17 @@ pub enum Gap {
 }
 
 /// Lowers one listener of a Gateway in namespace `namespace` to a RouterConfigSpec for
-/// `fleet`. `others_on_port` is how many other served listeners share its port.
-/// `grpc_routes` says which route indexes are GRPCRoutes.
+/// `fleet`. `shadowing`: a less specific listener serves on the same port, so the listener's
+/// host name gets a last entry answering 404 (the module doc says why). `is_grpc` says which
+/// route indexes are GRPCRoutes.
 pub fn router_config_spec(
     listener: &ServedListener,
     namespace: &str,
     fleet: &str,
-    others_on_port: usize,
+    shadowing: bool,
     is_grpc: &dyn Fn(usize) -> bool,
 ) -> Result<RouterConfigSpec, Vec<Gap>> {
     let mut gaps: Vec<Gap> = Vec::new();
-    if others_on_port > 0 {
-        gaps.push(Gap::SharedPort(listener.port));
-    }
     let tls = match (listener.protocol, listener.certificates.as_slice()) {
         (Protocol::Http, _) => None,
         (Protocol::Https, [cert]) if cert.namespace == namespace && listener.hostname.is_some() => {
@@ -139,6 +142,36 @@ pub fn router_config_spec(
                 wildcard_match: host.starts_with("*.").then_some(WildcardMatch::Suffix),
                 paths: vec![path],
             }),
+        }
+    }
+    if shadowing && let Some(host) = &listener.hostname {
+        let catch_all = |p: &HttpPath| {
+            p.path == "/" && p.path_type == lockstep_crds::PathType::Prefix && p.matches.is_none()
+        };
+        let rule = match rules.iter().position(|r| &r.host == host) {
+            Some(i) => &mut rules[i],
+            None => {
+                rules.push(HostRule {
+                    host: host.clone(),
+                    tls: tls.clone(),
+                    wildcard_match: host.starts_with("*.").then_some(WildcardMatch::Suffix),
+                    paths: Vec::new(),
+                });
+                rules.last_mut().expect("just pushed")
+            }
+        };
+        if !rule.paths.iter().any(catch_all) {
+            rule.paths.push(HttpPath {
+                path: "/".into(),
+                path_type: lockstep_crds::PathType::Prefix,
+                backends: vec![WeightedBackend {
+                    service: None,
+                    url: None,
+                    status: Some(404),
+                    weight: 1,
+                }],
+                ..Default::default()
+            });
         }
     }
     gaps.sort();

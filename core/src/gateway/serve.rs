@@ -177,10 +177,10 @@ pub struct ListenerPlan {
     pub copies: Vec<CertificateCopy>,
 }
 
-/// The plan for every served listener of `config` in `fleet`. An existing fleet serves every
-/// listener on its own one port (per protocol): a listener whose host name overlaps another
-/// served listener's cannot be kept apart from it, whatever their ports
-/// ([`Gap::OverlappingListener`]), besides the same-port rule of [`router_config_spec`].
+/// The plan for every served listener of `config` in `fleet`. Listeners of one port are kept
+/// apart by host name ([`isolated`]). A fleet serves every listener on its own one port (per
+/// protocol), so a listener whose host name overlaps a served listener's of another port
+/// cannot be kept apart from it ([`Gap::OverlappingListener`]).
 pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
     let namespace = &config.gateway.namespace;
     let is_grpc = |i: usize| config.routes.get(i).is_some_and(|r| r.kind == "GRPCRoute");
@@ -196,23 +196,23 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
                 .iter()
                 .map(|c| (c.name.clone(), c.material.clone()))
                 .collect();
-            let lowered = local.as_ref().unwrap_or(l);
+            let (lowered, shadowing) = isolated(local.as_ref().unwrap_or(l), &config.listeners);
             let mut routes = BTreeMap::new();
-            for e in &l.entries {
+            for e in &lowered.entries {
                 if let Some(r) = config.routes.get(e.route) {
                     routes.insert(r.uid.clone(), r.generation);
                 }
             }
-            let others = config.listeners.iter().filter(|o| o.name != l.name);
-            let same_port = others.clone().filter(|o| o.port == l.port).count();
-            let overlapping: Vec<&str> = others
+            let overlapping: Vec<&str> = config
+                .listeners
+                .iter()
                 .filter(|o| o.port != l.port && overlap(o.hostname.as_deref(), l.hostname.as_deref()))
                 .map(|o| o.name.as_str())
                 .collect();
-            let outcome = if l.entries.is_empty() {
+            let outcome = if lowered.entries.is_empty() {
                 Outcome::Empty
             } else {
-                match router_config_spec(lowered, namespace, fleet, same_port, &is_grpc) {
+                match router_config_spec(&lowered, namespace, fleet, shadowing, &is_grpc) {
                     Ok(spec) if overlapping.is_empty() => Outcome::Publish(spec),
                     Ok(_) => Outcome::Gaps(
                         overlapping
@@ -243,6 +243,30 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
             }
         })
         .collect()
+}
+
+/// Listener isolation on a shared port: `listener` with only the entries it serves, those
+/// whose host no more specific listener of its port covers (every request they would match
+/// arrives on that listener: [`hostnames::listener_for_entry_host`]), and whether a less
+/// specific listener of the port covers its host name (then [`router_config_spec`] closes
+/// its host name with a 404).
+fn isolated(listener: &ServedListener, all: &[ServedListener]) -> (ServedListener, bool) {
+    let port: Vec<&ServedListener> = all.iter().filter(|o| o.port == listener.port).collect();
+    let names: Vec<Option<&str>> = port.iter().map(|o| o.hostname.as_deref()).collect();
+    let me = port
+        .iter()
+        .position(|o| o.name == listener.name)
+        .expect("a listener is on its own port");
+    let mut kept = listener.clone();
+    kept.entries
+        .retain(|e| hostnames::listener_for_entry_host(&names, e.host.as_deref()) == Some(me));
+    let shadowing = listener.hostname.is_some()
+        && port.iter().any(|o| {
+            o.name != listener.name
+                && hostnames::listener_for_entry_host(&[o.hostname.as_deref()], listener.hostname.as_deref())
+                    == Some(0)
+        });
+    (kept, shadowing)
 }
 
 /// An HTTPS listener whose certificates include some of another namespace, with those
@@ -281,7 +305,6 @@ fn overlap(a: Option<&str>, b: Option<&str>) -> bool {
 /// One gap in words, for a listener's or route's message.
 pub fn describe(gap: &Gap) -> String {
     match gap {
-        Gap::SharedPort(p) => format!("other listeners on port {p}"),
         Gap::OverlappingListener(l) => format!(
             "listener {l}'s host name overlaps this one's, and an existing fleet serves both on one port"
         ),

@@ -499,13 +499,6 @@ fn listeners_are_isolated() {
     assert_eq!(listener(&t, "foo").attached_routes, 2);
     assert_eq!(listener(&t, "wild").attached_routes, 2);
     assert_eq!(listener(&t, "other-port").attached_routes, 1);
-    // The per-port RouterConfigSpec cannot keep the two listeners of port 80 apart.
-    let l = &config.listeners[0];
-    assert!(
-        router_config_spec(l, "infra", "gw", 1, &|_| false)
-            .unwrap_err()
-            .contains(&Gap::SharedPort(80))
-    );
 }
 
 #[test]
@@ -549,7 +542,7 @@ fn the_oldest_route_wins_a_tie() {
     assert_eq!(order, ["newest-exact", "b-same-age", "z-older", "a-newer"]);
     // Lowered, the duplicates that can never win are left out and the oldest route keeps
     // the path.
-    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap();
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", false, &|_| false).unwrap();
     let paths: Vec<(&str, PathType, &str)> = spec.rules[0]
         .paths
         .iter()
@@ -630,7 +623,7 @@ fn filters_and_timeouts_become_lockstep_filters() {
         timeouts: {request: 10s, backendRequest: 2s}
     "#));
     let config = w.run().config.unwrap();
-    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap();
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", false, &|_| false).unwrap();
     let paths = &spec.rules[0].paths;
     // Precedence: the POST+header+query /api entry and /old are distinct prefixes; both kept.
     let api = paths.iter().find(|p| p.path == "/api").unwrap();
@@ -718,7 +711,7 @@ fn grpc_routes_match_service_and_method() {
         cond(parent(&t, "method-only"), ctype::ACCEPTED),
         Some(("False", reason::UNSUPPORTED_VALUE))
     );
-    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|r| {
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", false, &|r| {
         config.routes[r].kind == "GRPCRoute"
     });
     assert!(spec.is_ok(), "an h2c Service lowers: {spec:?}");
@@ -754,7 +747,7 @@ fn grpc_route_backends_are_reached_over_h2c_whatever_the_service_port_says() {
     ));
     let t = w.run();
     let config = t.config.as_ref().unwrap();
-    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|r| {
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", false, &|r| {
         config.routes[r].kind == "GRPCRoute"
     })
     .expect("no gap: a plain Service port is reached over h2c too");
@@ -806,7 +799,7 @@ fn a_backend_of_another_namespace_is_lowered_only_where_a_reference_grant_allows
         ));
         let t = w.run();
         let config = t.config.as_ref().unwrap();
-        router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap()
+        router_config_spec(&config.listeners[0], "infra", "gw", false, &|_| false).unwrap()
     };
     let services = |spec: &lockstep_crds::RouterConfigSpec| -> Vec<(Option<lockstep_crds::ServiceBackend>, Option<u16>)> {
         spec.rules[0].paths[0]
@@ -871,7 +864,7 @@ fn a_wildcard_host_is_lowered_as_a_suffix_match() {
     ));
     let t = w.run();
     let config = t.config.as_ref().unwrap();
-    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap();
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", false, &|_| false).unwrap();
     let hosts: Vec<(&str, Option<lockstep_crds::WildcardMatch>)> = spec
         .rules
         .iter()
@@ -907,7 +900,7 @@ fn lowering_serves_any_host_and_names_each_gap() {
     let config = t.config.as_ref().unwrap();
     // Listener hostname: "When unspecified, all hostnames are matched"; a route without
     // hostnames takes the listener's: host "*", after the wildcard, which is more specific.
-    let spec = router_config_spec(&config.listeners[0], "infra", "gw", 0, &|_| false).unwrap();
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", false, &|_| false).unwrap();
     let hosts: Vec<&str> = spec.rules.iter().map(|r| r.host.as_str()).collect();
     assert_eq!(hosts, ["*.example.com", "*"]);
     assert_eq!(spec.rules[1].paths[0].backends[0].status, Some(500));
@@ -920,7 +913,7 @@ fn lowering_serves_any_host_and_names_each_gap() {
     let https = config.listeners.iter().find(|l| l.name == "https").unwrap();
     assert_eq!(https.certificates.len(), 1);
     assert_eq!(
-        router_config_spec(https, "infra", "gw", 0, &|_| false).unwrap_err(),
+        router_config_spec(https, "infra", "gw", false, &|_| false).unwrap_err(),
         [Gap::ListenerCertificate("infra/cert".into())]
     );
 }
@@ -1108,6 +1101,78 @@ mod serving {
         let t = w.run();
         let p = plan(t.config.as_ref().unwrap(), "edge");
         (t, p)
+    }
+
+    /// Listeners of one port share the fleet's table: each keeps only the entries whose host
+    /// no more specific listener covers, and a listener a less specific one covers ends its
+    /// host name with a 404. Gateway `spec.listeners`: "if Listeners are defined for
+    /// "foo.example.com" and "*.example.com", a request to "foo.example.com" SHOULD only be
+    /// routed using routes attached to the "foo.example.com" Listener".
+    #[test]
+    fn listeners_of_one_port_are_kept_apart_by_host_name() {
+        let port80 = "[{name: any, port: 80, protocol: HTTP}, \
+                      {name: wild, port: 80, protocol: HTTP, hostname: \"*.example.com\"}, \
+                      {name: foo, port: 80, protocol: HTTP, hostname: foo.example.com}]";
+        let (_, plans) = planned(
+            port80,
+            &[
+                (
+                    "to-wild",
+                    "{parentRefs: [{name: gw, sectionName: wild}], hostnames: [foo.example.com, x.example.com], rules: [{matches: [{path: {value: /w}}], backendRefs: [{name: web, port: 8080}]}]}",
+                ),
+                (
+                    "to-foo",
+                    "{parentRefs: [{name: gw, sectionName: foo}], rules: [{matches: [{path: {value: /api}}], backendRefs: [{name: web2, port: 8080}]}]}",
+                ),
+                (
+                    "to-any",
+                    "{parentRefs: [{name: gw, sectionName: any}], hostnames: [foo.example.com, other.org], rules: [{matches: [{path: {value: /a}}], backendRefs: [{name: web, port: 8080}]}]}",
+                ),
+            ],
+        );
+        let served = |listener: &str| -> (Vec<String>, Vec<(String, Vec<String>)>) {
+            let p = plans.iter().find(|p| p.listener == listener).unwrap();
+            let Outcome::Publish(spec) = &p.outcome else {
+                panic!("{listener}: {:?}", p.outcome)
+            };
+            let rules = spec
+                .rules
+                .iter()
+                .map(|r| {
+                    let paths = r
+                        .paths
+                        .iter()
+                        .map(|p| match p.backends.first().and_then(|b| b.status) {
+                            Some(status) => format!("{} {status}", p.path),
+                            None => p.path.clone(),
+                        })
+                        .collect();
+                    (r.host.clone(), paths)
+                })
+                .collect();
+            (p.routes.keys().cloned().collect(), rules)
+        };
+        let v = |x: &[&str]| x.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let rule = |host: &str, paths: &[&str]| (host.to_owned(), v(paths));
+        assert_eq!(
+            served("any"),
+            (v(&["uid-to-any"]), vec![rule("other.org", &["/a"])]),
+            "foo.example.com is the foo listener's"
+        );
+        assert_eq!(
+            served("wild"),
+            (
+                v(&["uid-to-wild"]),
+                vec![rule("x.example.com", &["/w"]), rule("*.example.com", &["/ 404"])]
+            )
+        );
+        assert_eq!(
+            served("foo"),
+            (
+                v(&["uid-to-foo"]),
+                vec![rule("foo.example.com", &["/api", "/ 404"])]
+            )
+        );
     }
 
     #[test]
