@@ -300,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn any_host_is_only_for_generated_router_configs_and_takes_no_tls() {
+    fn any_host_is_only_for_generated_router_configs() {
         let spec = mk_spec(vec![
             mk_rule("app.example.com", vec![mk_prefix("/")]),
             mk_rule("*", vec![mk_prefix("/")]),
@@ -313,13 +313,12 @@ mod tests {
                 "spec.rules[1].host: \"*\" (any host) is only for RouterConfigs generated from a Gateway (label lockstep.dev/generated-from)"
             ]
         );
+        // With tls: the certificate for any SNI name (a Gateway's HTTPS listener without
+        // host name), still only in a generated RouterConfig.
         let tls = mk_spec(vec![mk_tls_rule("*", "any-tls", vec![mk_prefix("/")])]);
-        assert_eq!(
-            problems(&tls),
-            [
-                "spec.rules[0]: tls: a rule for any host (\"*\") takes no tls: a certificate is chosen by the host name a client asks for"
-            ]
-        );
+        assert_eq!(validate_spec(&tls), Ok(()));
+        assert_eq!(validate_origin(&tls, true), Ok(()));
+        assert!(validate_origin(&tls, false).is_err());
     }
 
     #[test]

@@ -143,16 +143,12 @@ fn default_fleet() -> String {
 
 const WILDCARD_MATCH_CEL: &str = "!has(self.wildcardMatch) || self.host.startsWith('*.')";
 const WILDCARD_MATCH_MSG: &str = "wildcardMatch applies to a wildcard host (\"*.example.com\") only";
-const ANY_HOST_TLS_CEL: &str = "self.host != '*' || !has(self.tls)";
-const ANY_HOST_TLS_MSG: &str =
-    "a rule for any host (\"*\") takes no tls: a certificate is chosen by the host name a client asks for";
 
 /// Routes for one host.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = kube::core::Rule::new(WILDCARD_MATCH_CEL).message(WILDCARD_MATCH_MSG).field_path(".wildcardMatch"),
-    validation = kube::core::Rule::new(ANY_HOST_TLS_CEL).message(ANY_HOST_TLS_MSG).field_path(".tls")
+    validation = kube::core::Rule::new(WILDCARD_MATCH_CEL).message(WILDCARD_MATCH_MSG).field_path(".wildcardMatch")
 )]
 #[garde(custom(host_rule_rules))]
 pub struct HostRule {
@@ -165,8 +161,9 @@ pub struct HostRule {
     ///
     /// "*" alone matches any host that no exact or wildcard rule of the fleet covers (Gateway
     /// API's listener or route without host name). Only RouterConfigs generated from a
-    /// Gateway may use it (label lockstep.dev/generated-from, written by the operator), and
-    /// it takes no tls.
+    /// Gateway may use it (label lockstep.dev/generated-from, written by the operator). With
+    /// tls, its certificate is presented for any SNI name no other host's certificate covers,
+    /// and to clients that send none (Gateway API's HTTPS listener without host name).
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(
         validation = kube::core::Rule::new(HOST_LOWER_CASE_CEL).message(HOST_LOWER_CASE_MSG),
@@ -215,9 +212,6 @@ pub enum WildcardMatch {
 fn host_rule_rules(rule: &HostRule, _: &()) -> garde::Result {
     if rule.wildcard_match.is_some() && !rule.host.starts_with("*.") {
         return Err(garde::Error::new(format!("wildcardMatch: {WILDCARD_MATCH_MSG}")));
-    }
-    if rule.host == ANY_HOST && rule.tls.is_some() {
-        return Err(garde::Error::new(format!("tls: {ANY_HOST_TLS_MSG}")));
     }
     Ok(())
 }

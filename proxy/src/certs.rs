@@ -35,26 +35,32 @@ impl CertStore {
         self.by_host.load_full()
     }
 
-    /// The certificate for an SNI name: exact host first, then the wildcard one label up.
-    pub fn lookup(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
+    /// The certificate for an SNI name (None: the client sent none): exact host first, then
+    /// the wildcard one label up, then the certificate of host `*` (any host: only a Gateway's
+    /// HTTPS listener without host name has one).
+    pub fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let map = self.by_host.load();
-        let sni = sni.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(cert) = map.get(&sni) {
-            return Some(cert.clone());
-        }
-        let (_, parent) = sni.split_once('.')?;
-        map.get(&format!("*.{parent}")).cloned()
+        let named = sni.and_then(|sni| {
+            let sni = sni.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(cert) = map.get(&sni) {
+                return Some(cert.clone());
+            }
+            let (_, parent) = sni.split_once('.')?;
+            map.get(&format!("*.{parent}")).cloned()
+        });
+        named.or_else(|| map.get(lockstep_crds::ANY_HOST).cloned())
     }
 }
 
-/// Resolves server certificates from a [`CertStore`] by SNI. Without SNI, or for an unknown
-/// name, there is no certificate and the handshake fails.
+/// Resolves server certificates from a [`CertStore`] by SNI. For a name no certificate
+/// covers, or without SNI, the certificate of host `*` if there is one; else there is no
+/// certificate and the handshake fails.
 #[derive(Debug)]
 pub struct SniResolver(pub Arc<CertStore>);
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.lookup(client_hello.server_name()?)
+        self.0.lookup(client_hello.server_name())
     }
 }
 
@@ -82,9 +88,29 @@ mod tests {
             ]
             .into(),
         );
-        assert!(Arc::ptr_eq(&store.lookup("APP.example.com").unwrap(), &app));
-        assert!(Arc::ptr_eq(&store.lookup("x.example.com").unwrap(), &wild));
-        assert!(store.lookup("a.b.example.com").is_none());
-        assert!(store.lookup("other.test").is_none());
+        assert!(Arc::ptr_eq(&store.lookup(Some("APP.example.com")).unwrap(), &app));
+        assert!(Arc::ptr_eq(&store.lookup(Some("x.example.com")).unwrap(), &wild));
+        assert!(store.lookup(Some("a.b.example.com")).is_none());
+        assert!(store.lookup(Some("other.test")).is_none());
+        assert!(store.lookup(None).is_none());
+
+        // A certificate for any host takes every name the others do not cover, and no name.
+        let (cert, key) = mk_cert(&["any.example.org"], VALID);
+        let any = load("ns/any", cert.as_bytes(), key.as_bytes(), NOW)
+            .unwrap()
+            .certified;
+        store.replace(
+            [
+                ("app.example.com".into(), app.clone()),
+                ("*.example.com".into(), wild.clone()),
+                ("*".into(), any.clone()),
+            ]
+            .into(),
+        );
+        assert!(Arc::ptr_eq(&store.lookup(Some("app.example.com")).unwrap(), &app));
+        assert!(Arc::ptr_eq(&store.lookup(Some("x.example.com")).unwrap(), &wild));
+        assert!(Arc::ptr_eq(&store.lookup(Some("a.b.example.com")).unwrap(), &any));
+        assert!(Arc::ptr_eq(&store.lookup(Some("other.test")).unwrap(), &any));
+        assert!(Arc::ptr_eq(&store.lookup(None).unwrap(), &any));
     }
 }

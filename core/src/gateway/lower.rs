@@ -4,7 +4,7 @@
 //!
 //! | Gateway API needs | RouterConfigSpec today | gap |
 //! |---|---|---|
-//! | a listener's certificate for any SNI, or from another namespace | a Secret of the same namespace per host | [`Gap::ListenerCertificate`] |
+//! | more than one certificate for a listener | a Secret of the same namespace per host (`*` for any SNI name) | [`Gap::ListenerCertificate`] |
 //!
 //! Listeners sharing a port share the fleet's one table, which chooses the host first (exact,
 //! then the longest wildcard, then any host), as Gateway API chooses the listener (the most
@@ -69,12 +69,11 @@ pub fn router_config_spec(
     let mut gaps: Vec<Gap> = Vec::new();
     let tls = match (listener.protocol, listener.certificates.as_slice()) {
         (Protocol::Http, _) => None,
-        (Protocol::Https, [cert]) if cert.namespace == namespace && listener.hostname.is_some() => {
-            Some(HostTls {
-                secret_name: cert.name.clone(),
-                redirect_http: false,
-            })
-        }
+        // Without host name, its entries of host `*` carry the certificate for any SNI name.
+        (Protocol::Https, [cert]) if cert.namespace == namespace => Some(HostTls {
+            secret_name: cert.name.clone(),
+            redirect_http: false,
+        }),
         (Protocol::Https, certs) => {
             gaps.push(Gap::ListenerCertificate(
                 certs

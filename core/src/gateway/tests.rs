@@ -896,6 +896,12 @@ fn lowering_serves_any_host_and_names_each_gap() {
     ));
     w.http.push(http_route("infra", "wild", "2026-01-01T00:00:00Z",
         "{parentRefs: [{name: gw, sectionName: http}], hostnames: [\"*.example.com\"], rules: [{backendRefs: [{name: web, port: 8080}]}]}"));
+    w.http.push(http_route(
+        "infra",
+        "secure",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw, sectionName: https}], rules: [{backendRefs: [{name: web, port: 8080}]}]}",
+    ));
     let t = w.run();
     let config = t.config.as_ref().unwrap();
     // Listener hostname: "When unspecified, all hostnames are matched"; a route without
@@ -912,9 +918,20 @@ fn lowering_serves_any_host_and_names_each_gap() {
     // An HTTPS listener without host name presents its certificate for any SNI.
     let https = config.listeners.iter().find(|l| l.name == "https").unwrap();
     assert_eq!(https.certificates.len(), 1);
+    let spec = router_config_spec(https, "infra", "gw", false, &|_| false).unwrap();
+    let rules: Vec<(&str, Option<&str>)> = spec
+        .rules
+        .iter()
+        .map(|r| (r.host.as_str(), r.tls.as_ref().map(|t| t.secret_name.as_str())))
+        .collect();
+    assert_eq!(rules, [("*", Some("cert"))]);
+    // More than one certificate is a gap.
+    let mut two = https.clone();
+    two.certificates.push(two.certificates[0].clone());
+    two.certificates[1].name = "other".into();
     assert_eq!(
-        router_config_spec(https, "infra", "gw", false, &|_| false).unwrap_err(),
-        [Gap::ListenerCertificate("infra/cert".into())]
+        router_config_spec(&two, "infra", "gw", false, &|_| false).unwrap_err(),
+        [Gap::ListenerCertificate("infra/cert,infra/other".into())]
     );
 }
 
