@@ -108,13 +108,14 @@ fn lookup(c: &mut Criterion) {
         headers.insert("x-env", HeaderValue::from_static("prod"));
         headers.insert("user-agent", HeaderValue::from_static("bench"));
         let hit = table
-            .lookup_request(first.0, first.1, &Method::GET, &headers, Some("a=1"))
+            .lookup_request(false, first.0, first.1, &Method::GET, &headers, Some("a=1"))
             .expect("the header-matched route")
             .route;
         assert!(!hit.matches.is_empty());
         group.bench_with_input(BenchmarkId::new("header-matched", n), &table, |b, t| {
             b.iter(|| {
                 t.lookup_request(
+                    false,
                     black_box(first.0),
                     black_box(first.1),
                     &Method::GET,

@@ -26,7 +26,7 @@ use lockstep_crds::{RouterConfig, RouterConfigSpec};
 
 use crate::{
     ObjectKey,
-    table::entry_key,
+    table::{Reach, entry_key},
     tls_material::HostCoverage,
     validate::{match_suffix, validate_origin, validate_spec},
 };
@@ -172,12 +172,20 @@ pub fn precedence_order(candidates: &mut [Candidate<'_>]) {
     });
 }
 
-/// Which entry of which RouterConfig holds each host+path+match, and which rule each TLS
-/// host (with its Secret).
+/// Which entry of which RouterConfig holds each host+path+match, per kind of connection
+/// (`true`: TLS; a rule answering both claims both, [`Reach`]), and which rule each TLS host
+/// (with its Secret).
 #[derive(Default)]
 struct Claims<'k> {
-    owners: HashMap<(String, String), (&'k ObjectKey, usize, usize)>,
+    owners: HashMap<(bool, String, String), (&'k ObjectKey, usize, usize)>,
     tls_owners: HashMap<String, (&'k ObjectKey, usize, ObjectKey)>,
+}
+
+/// The kinds of connection (`true`: TLS) a rule with `reach` answers.
+fn sides(reach: Reach) -> impl Iterator<Item = bool> {
+    [(false, reach.plain()), (true, reach.tls())]
+        .into_iter()
+        .filter_map(|(tls, answers)| answers.then_some(tls))
 }
 
 /// The TLS hosts of `spec` (lowercase) with the rule index and the Secret (namespace/name)
@@ -195,7 +203,7 @@ fn tls_hosts<'s>(
 
 impl<'k> Claims<'k> {
     /// The entries and TLS hosts of `spec` that someone else holds, as conflict messages.
-    fn conflicts(&self, key: &ObjectKey, spec: &RouterConfigSpec) -> Vec<String> {
+    fn conflicts(&self, key: &ObjectKey, spec: &RouterConfigSpec, generated: bool) -> Vec<String> {
         let mut conflicts = Vec::new();
         for (host, r, secret) in tls_hosts(key, spec) {
             if let Some((owner, r0, held)) = self.tls_owners.get(&host)
@@ -208,8 +216,11 @@ impl<'k> Claims<'k> {
         }
         for (r, rule) in spec.rules.iter().enumerate() {
             let host = rule.host.to_ascii_lowercase();
+            let reach = Reach::of(rule, generated);
             for (p, path) in rule.paths.iter().enumerate() {
-                if let Some((owner, r0, p0)) = self.owners.get(&(host.clone(), entry_key(path))) {
+                let key = entry_key(path);
+                let held = sides(reach).find_map(|tls| self.owners.get(&(tls, host.clone(), key.clone())));
+                if let Some((owner, r0, p0)) = held {
                     conflicts.push(format!(
                         "spec.rules[{r}].paths[{p}]: host {host} {:?} {}{} is already routed by RouterConfig {owner} (spec.rules[{r0}].paths[{p0}]), which is older",
                         path.path_type,
@@ -223,16 +234,18 @@ impl<'k> Claims<'k> {
     }
 
     /// Claims every entry and TLS host of `spec` that nobody holds yet.
-    fn claim(&mut self, key: &'k ObjectKey, spec: &RouterConfigSpec) {
+    fn claim(&mut self, key: &'k ObjectKey, spec: &RouterConfigSpec, generated: bool) {
         for (host, r, secret) in tls_hosts(key, spec) {
             self.tls_owners.entry(host).or_insert((key, r, secret));
         }
         for (r, rule) in spec.rules.iter().enumerate() {
             let host = rule.host.to_ascii_lowercase();
             for (p, path) in rule.paths.iter().enumerate() {
-                self.owners
-                    .entry((host.clone(), entry_key(path)))
-                    .or_insert((key, r, p));
+                for tls in sides(Reach::of(rule, generated)) {
+                    self.owners
+                        .entry((tls, host.clone(), entry_key(path)))
+                        .or_insert((key, r, p));
+                }
             }
         }
     }
@@ -251,7 +264,7 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
         let verdict = match valid {
             Err(invalid) => Verdict::Invalid(invalid.to_string()),
             Ok(()) => {
-                let conflicts = claims.conflicts(&candidate.key, candidate.spec);
+                let conflicts = claims.conflicts(&candidate.key, candidate.spec, candidate.generated);
                 if conflicts.is_empty() {
                     Verdict::Accepted
                 } else {
@@ -260,7 +273,7 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
             }
         };
         if verdict.is_accepted() {
-            claims.claim(&candidate.key, candidate.spec);
+            claims.claim(&candidate.key, candidate.spec, candidate.generated);
         }
         if candidate.servable(&verdict) {
             served.push(ServedSpec {
@@ -281,7 +294,7 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
         {
             // An older RouterConfig may have claimed part of it meanwhile; the table drops
             // those entries, as precedence says.
-            claims.claim(&candidate.key, spec);
+            claims.claim(&candidate.key, spec, candidate.generated);
             served.push(ServedSpec {
                 key: candidate.key.clone(),
                 uid: candidate.uid,
@@ -468,6 +481,40 @@ mod tests {
         ]);
         assert!(matches!(res.verdicts[&c2], Verdict::Conflict(_)));
         assert_eq!(res.verdicts[&c3], Verdict::Accepted);
+    }
+
+    #[test]
+    fn a_gateways_http_and_https_listeners_may_route_the_same_host_and_path() {
+        let (http, https) = (ObjectKey::new("ns", "gw-http"), ObjectKey::new("ns", "gw-https"));
+        let plain = spec_claiming("*", "/");
+        let secure = mk_spec(vec![mk_tls_rule("*", "cert", vec![mk_prefix("/")])]);
+        let generated = |key: &ObjectKey, at: &str, spec| {
+            let mut c = mk_candidate(key, ts(at), spec);
+            c.generated = true;
+            c
+        };
+        let res = resolve_fleet(vec![
+            generated(&http, "2025-01-01T00:00:00Z", &plain),
+            generated(&https, "2025-01-02T00:00:00Z", &secure),
+        ]);
+        assert_eq!(
+            res.verdicts[&https],
+            Verdict::Accepted,
+            "one answers plain HTTP, the other TLS"
+        );
+        // A RouterConfig's own TLS rule answers both kinds: the same route is a conflict.
+        let (a, b) = (ObjectKey::new("ns", "a"), ObjectKey::new("ns", "b"));
+        let own_plain = spec_claiming("app.test", "/");
+        let own_tls = mk_spec(vec![mk_tls_rule("app.test", "cert", vec![mk_prefix("/")])]);
+        let res = resolve_fleet(vec![
+            mk_candidate(&a, ts("2025-01-01T00:00:00Z"), &own_plain),
+            mk_candidate(&b, ts("2025-01-02T00:00:00Z"), &own_tls),
+        ]);
+        assert!(
+            matches!(res.verdicts[&b], Verdict::Conflict(_)),
+            "{:?}",
+            res.verdicts[&b]
+        );
     }
 
     #[test]

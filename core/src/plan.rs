@@ -260,12 +260,13 @@ pub fn plan(
         .collect();
 
     let next = (!unchanged).then(|| {
-        let table = RouteTable::compile(
-            resolution
-                .served
-                .iter()
-                .map(|entry| (&entry.key, next_objects[&entry.key].spec.as_ref())),
-        );
+        let table = RouteTable::compile_served(resolution.served.iter().map(|entry| {
+            (
+                &entry.key,
+                next_objects[&entry.key].spec.as_ref(),
+                entry.generated,
+            )
+        }));
         ServedConfig {
             table,
             objects: next_objects,

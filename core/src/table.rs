@@ -339,10 +339,45 @@ pub struct Found<'t> {
     pub route: &'t Route,
 }
 
-/// An immutable routing table compiled from the accepted RouterConfigs of a fleet.
+/// Which connections a rule's routes answer. A RouterConfig's own rules answer both: a TLS
+/// host is also reachable over plain HTTP (unless it redirects). A RouterConfig generated
+/// from a Gateway lowers one listener, and Gateway API keeps listeners apart: the rules of
+/// an HTTPS listener (those with tls) answer TLS connections only, those of an HTTP listener
+/// plain ones only, so an HTTP and an HTTPS listener may name the same host names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reach {
+    /// Plain HTTP and TLS connections.
+    Both,
+    /// Plain HTTP connections only.
+    Plain,
+    /// TLS connections only.
+    Tls,
+}
+
+impl Reach {
+    /// The reach of `rule` of a RouterConfig (`generated`: from a Gateway).
+    pub fn of(rule: &lockstep_crds::HostRule, generated: bool) -> Self {
+        match (generated, rule.tls.is_some()) {
+            (false, _) => Reach::Both,
+            (true, true) => Reach::Tls,
+            (true, false) => Reach::Plain,
+        }
+    }
+
+    /// Answers plain HTTP connections.
+    pub fn plain(self) -> bool {
+        self != Reach::Tls
+    }
+
+    /// Answers TLS connections.
+    pub fn tls(self) -> bool {
+        self != Reach::Plain
+    }
+}
+
+/// The hosts of a table, for one kind of connection.
 #[derive(Default, Debug)]
-pub struct RouteTable {
-    routes: Vec<Route>,
+struct HostIndex {
     exact_hosts: HashMap<Box<str>, HostRoutes>,
     /// Keyed by the suffix after "*.": "*.example.com" is stored under "example.com".
     wildcard_hosts: HashMap<Box<str>, HostRoutes>,
@@ -350,27 +385,78 @@ pub struct RouteTable {
     any_host: Option<HostRoutes>,
 }
 
+impl HostIndex {
+    fn host_mut(&mut self, host: &str) -> &mut HostRoutes {
+        match host.strip_prefix("*.") {
+            _ if host == lockstep_crds::ANY_HOST => self.any_host.get_or_insert_default(),
+            Some(suffix) => self.wildcard_hosts.entry(suffix.into()).or_default(),
+            None => self.exact_hosts.entry(host.into()).or_default(),
+        }
+    }
+
+    /// Inserts `route` (id `id`) under `host`; false when an earlier route holds its match.
+    fn insert(&mut self, host: &str, route: &Route, id: RouteId, routes: &[Route]) -> bool {
+        let host_routes = self.host_mut(host);
+        let inserted = host_routes.insert(route, id, routes);
+        if inserted {
+            host_routes.suffix |= route.wildcard_suffix;
+        }
+        inserted
+    }
+}
+
+/// An immutable routing table compiled from the accepted RouterConfigs of a fleet: one
+/// list of routes, indexed by host for plain HTTP connections and, where some rule answers
+/// only one kind ([`Reach`]), separately for TLS connections.
+#[derive(Default, Debug)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    plain: HostIndex,
+    /// None: the same as `plain` (every rule answers both).
+    tls: Option<HostIndex>,
+}
+
 impl RouteTable {
-    /// Compiles specs in precedence order (oldest RouterConfig first). A host+path match that
-    /// an earlier spec claimed is skipped: conflicts are reported by
-    /// [`crate::resolve_fleet`], the table only has to be deterministic.
+    /// Compiles specs in precedence order (oldest RouterConfig first), every rule answering
+    /// both kinds of connection. A host+path match that an earlier spec claimed is skipped:
+    /// conflicts are reported by [`crate::resolve_fleet`], the table only has to be
+    /// deterministic.
     pub fn compile<'a>(specs: impl IntoIterator<Item = (&'a ObjectKey, &'a RouterConfigSpec)>) -> Self {
-        let mut table = RouteTable::default();
-        for (key, spec) in specs {
+        Self::compile_served(specs.into_iter().map(|(key, spec)| (key, spec, false)))
+    }
+
+    /// As [`RouteTable::compile`], with whether each spec was generated from a Gateway, which
+    /// decides the [`Reach`] of its rules.
+    pub fn compile_served<'a>(
+        specs: impl IntoIterator<Item = (&'a ObjectKey, &'a RouterConfigSpec, bool)>,
+    ) -> Self {
+        let specs: Vec<_> = specs.into_iter().collect();
+        let split = specs
+            .iter()
+            .any(|(_, spec, generated)| spec.rules.iter().any(|r| Reach::of(r, *generated) != Reach::Both));
+        let mut table = RouteTable {
+            tls: split.then(HostIndex::default),
+            ..RouteTable::default()
+        };
+        for (key, spec, generated) in specs {
             for rule in &spec.rules {
                 let host = rule.host.to_ascii_lowercase();
+                let reach = Reach::of(rule, generated);
                 for path in &rule.paths {
                     let Some(route) = Route::compile(key, &host, rule, path) else {
                         continue;
                     };
                     let id = RouteId::try_from(table.routes.len()).expect("fewer than 2^32 routes");
-                    let host_routes = match host.strip_prefix("*.") {
-                        _ if host == lockstep_crds::ANY_HOST => table.any_host.get_or_insert_default(),
-                        Some(suffix) => table.wildcard_hosts.entry(suffix.into()).or_default(),
-                        None => table.exact_hosts.entry(host.as_str().into()).or_default(),
-                    };
-                    if host_routes.insert(&route, id, &table.routes) {
-                        host_routes.suffix |= route.wildcard_suffix;
+                    let mut inserted = false;
+                    if reach.plain() {
+                        inserted |= table.plain.insert(&host, &route, id, &table.routes);
+                    }
+                    if let Some(tls) = &mut table.tls
+                        && reach.tls()
+                    {
+                        inserted |= tls.insert(&host, &route, id, &table.routes);
+                    }
+                    if inserted {
                         table.routes.push(route);
                     }
                 }
@@ -379,29 +465,42 @@ impl RouteTable {
         table
     }
 
-    /// The route for a request, by its Host header (or :authority) and path (without query),
-    /// ignoring request matches (every route's conditions are taken to hold).
+    /// The route for a plain HTTP request, by its Host header (or :authority) and path
+    /// (without query), ignoring request matches (every route's conditions are taken to hold).
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Route> {
-        self.lookup_with(host, path, |_| true).map(|found| found.route)
+        self.lookup_with(false, host, path, |_| true)
+            .map(|found| found.route)
     }
 
-    /// The route for a request: host, path, and the request's method, headers and query for
-    /// the routes' match conditions.
+    /// The route for a request (`tls`: it arrived over TLS): host, path, and the request's
+    /// method, headers and query for the routes' match conditions.
     pub fn lookup_request(
         &self,
+        tls: bool,
         host: &str,
         path: &str,
         method: &Method,
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Option<Found<'_>> {
-        self.lookup_with(host, path, |r| r.is_match(method, headers, query))
+        self.lookup_with(tls, host, path, |r| r.is_match(method, headers, query))
     }
 
-    /// The route for a host and path among the routes `accept` takes.
-    pub fn lookup_with(&self, host: &str, path: &str, accept: impl Fn(&Route) -> bool) -> Option<Found<'_>> {
+    /// The route for a host and path among the routes `accept` takes, for a request that
+    /// arrived over TLS (`tls`) or not.
+    pub fn lookup_with(
+        &self,
+        tls: bool,
+        host: &str,
+        path: &str,
+        accept: impl Fn(&Route) -> bool,
+    ) -> Option<Found<'_>> {
+        let index = match &self.tls {
+            Some(index) if tls => index,
+            _ => &self.plain,
+        };
         let host = normalize_host(host);
-        let (host_routes, suffix_only) = self.host_routes(&host)?;
+        let (host_routes, suffix_only) = index.host_routes(&host)?;
         let accept = |r: &Route| (!suffix_only || r.wildcard_suffix) && accept(r);
         host_routes.lookup(path, &self.routes, &accept).map(|id| Found {
             id,
@@ -409,6 +508,23 @@ impl RouteTable {
         })
     }
 
+    /// Every route, in compile order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// No routes at all.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+impl HostIndex {
     /// The routes of the most specific host that covers `host` (normalised): its exact host,
     /// else the wildcard with the longest suffix that covers it, else host "*". `true` when
     /// that wildcard covers it through more than one label, so only its Suffix routes apply.
@@ -432,21 +548,6 @@ impl RouteTable {
             rest = suffix;
         }
         self.any_host.as_ref().map(|routes| (routes, false))
-    }
-
-    /// Every route, in compile order.
-    pub fn routes(&self) -> &[Route] {
-        &self.routes
-    }
-
-    /// Number of routes.
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    /// No routes at all.
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
     }
 }
 

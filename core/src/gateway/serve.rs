@@ -178,9 +178,11 @@ pub struct ListenerPlan {
 }
 
 /// The plan for every served listener of `config` in `fleet`. Listeners of one port are kept
-/// apart by host name ([`isolated`]). A fleet serves every listener on its own one port (per
-/// protocol), so a listener whose host name overlaps a served listener's of another port
-/// cannot be kept apart from it ([`Gap::OverlappingListener`]).
+/// apart by host name ([`isolated`]); an HTTP and an HTTPS listener by the connection
+/// (`table::Reach`: a generated rule answers plain HTTP or TLS connections, not both). A
+/// fleet serves every listener of one protocol on its one port for that protocol, so a
+/// listener whose host name overlaps that of a served listener of the same protocol and
+/// another port cannot be kept apart from it ([`Gap::OverlappingListener`]).
 pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
     let namespace = &config.gateway.namespace;
     let is_grpc = |i: usize| config.routes.get(i).is_some_and(|r| r.kind == "GRPCRoute");
@@ -206,7 +208,11 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
             let overlapping: Vec<&str> = config
                 .listeners
                 .iter()
-                .filter(|o| o.port != l.port && overlap(o.hostname.as_deref(), l.hostname.as_deref()))
+                .filter(|o| {
+                    o.port != l.port
+                        && o.protocol == l.protocol
+                        && overlap(o.hostname.as_deref(), l.hostname.as_deref())
+                })
                 .map(|o| o.name.as_str())
                 .collect();
             let outcome = if lowered.entries.is_empty() {

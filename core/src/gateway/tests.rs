@@ -1192,6 +1192,20 @@ mod serving {
         );
     }
 
+    /// An HTTP and an HTTPS listener with overlapping host names (the conformance suite's
+    /// GatewayModifyListeners) are both published: their rules answer different connections.
+    #[test]
+    fn an_http_and_an_https_listener_may_overlap() {
+        let listeners = "[{name: https, port: 443, protocol: HTTPS, hostname: secure.test.com, tls: {certificateRefs: [{name: cert}]}}, \
+                         {name: http, port: 80, protocol: HTTP}]";
+        let (_, plans) = planned(listeners, &[("web", WEB)]);
+        let kinds: Vec<(&str, bool)> = plans
+            .iter()
+            .map(|p| (p.listener.as_str(), matches!(p.outcome, Outcome::Publish(_))))
+            .collect();
+        assert_eq!(kinds, [("https", true), ("http", true)], "{plans:?}");
+    }
+
     #[test]
     fn each_served_listener_is_published_or_names_its_gaps() {
         let with_host =

@@ -125,6 +125,54 @@ fn any_host_takes_what_no_exact_or_wildcard_host_covers() {
     }
 }
 
+/// A Gateway's HTTP listener and HTTPS listener may name the same host names: the rules of a
+/// generated RouterConfig answer plain HTTP (without tls) or TLS (with tls) connections
+/// only, while a RouterConfig's own TLS host is reachable both ways.
+#[test]
+fn generated_rules_answer_only_their_listeners_connections() {
+    let http = mk_spec(vec![
+        mk_rule("*", vec![mk_prefix("/")]),
+        mk_rule("secure.test", vec![mk_prefix("/plain")]),
+    ]);
+    let https = mk_spec(vec![mk_tls_rule("secure.test", "cert", vec![mk_prefix("/")])]);
+    let own = mk_spec(vec![mk_tls_rule("own.test", "own", vec![mk_prefix("/")])]);
+    let (kh, ks, ko) = (key("gw-http"), key("gw-https"), key("own"));
+    let t = RouteTable::compile_served([(&kh, &http, true), (&ks, &https, true), (&ko, &own, false)]);
+    let on = |tls: bool, host: &str, path: &str| {
+        t.lookup_with(tls, host, path, |_| true)
+            .map(|f| format!("{}:{} {}", f.route.source.name, f.route.host, f.route.path))
+    };
+    assert_eq!(
+        on(false, "secure.test", "/plain").as_deref(),
+        Some("gw-http:secure.test /plain")
+    );
+    assert_eq!(
+        on(false, "secure.test", "/x"),
+        None,
+        "the HTTP listener's host keeps its paths"
+    );
+    assert_eq!(
+        on(true, "secure.test", "/x").as_deref(),
+        Some("gw-https:secure.test /")
+    );
+    assert_eq!(
+        on(true, "secure.test", "/plain").as_deref(),
+        Some("gw-https:secure.test /")
+    );
+    assert_eq!(on(false, "other.test", "/").as_deref(), Some("gw-http:* /"));
+    assert_eq!(
+        on(true, "other.test", "/"),
+        None,
+        "no HTTPS listener for any host"
+    );
+    assert_eq!(on(false, "own.test", "/").as_deref(), Some("own:own.test /"));
+    assert_eq!(on(true, "own.test", "/").as_deref(), Some("own:own.test /"));
+    // Without generated rules there is one index, and both kinds see it.
+    let t = RouteTable::compile([(&ko, &own)]);
+    assert!(t.tls.is_none());
+    assert!(t.lookup_with(true, "own.test", "/", |_| true).is_some());
+}
+
 #[test]
 fn exact_path_beats_prefix_of_same_and_longer_paths() {
     let t = one(vec![mk_rule(
@@ -562,7 +610,7 @@ fn routed(
         );
     }
     let method = http::Method::from_bytes(method.as_bytes()).unwrap();
-    let route = t.lookup_request("h", path, &method, &map, query)?.route;
+    let route = t.lookup_request(false, "h", path, &method, &map, query)?.route;
     match &route.backends[0].0 {
         BackendRef::Url { authority, .. } => authority.rsplit(':').next()?.parse().ok(),
         BackendRef::Service { .. } | BackendRef::Status(_) => None,

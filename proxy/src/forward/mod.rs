@@ -230,7 +230,7 @@ impl Proxy {
 
         // 1. Route lookup, by the path the upstream will be sent.
         route::normalize_request_path(&mut req)?;
-        let found = route::lookup(&served.table, &req)?;
+        let found = route::lookup(&served.table, client.scheme == "https", &req)?;
         let route = found.route;
         exchange.route = Some(found.id as usize);
         if route.redirect_http && client.scheme == "http" {

@@ -78,8 +78,13 @@ pub(crate) fn normalize_request_path<B>(req: &mut Request<B>) -> Result<(), Prox
 }
 
 /// The route for a request (with its id, which per-route metrics are found by), or the
-/// error that answers it.
-pub(crate) fn lookup<'t, B>(table: &'t RouteTable, req: &Request<B>) -> Result<Found<'t>, ProxyError> {
+/// error that answers it. `tls`: the request arrived over TLS (the rules of a Gateway's HTTP
+/// and HTTPS listeners answer only their own, `lockstep_core::table::Reach`).
+pub(crate) fn lookup<'t, B>(
+    table: &'t RouteTable,
+    tls: bool,
+    req: &Request<B>,
+) -> Result<Found<'t>, ProxyError> {
     if req.method() == Method::CONNECT {
         // A reverse proxy has no tunnels to offer; forwarding CONNECT would let a client
         // reach any address a backend can.
@@ -93,7 +98,7 @@ pub(crate) fn lookup<'t, B>(table: &'t RouteTable, req: &Request<B>) -> Result<F
         return Err(ProxyError::NoRoute);
     }
     table
-        .lookup_request(host, path, req.method(), req.headers(), req.uri().query())
+        .lookup_request(tls, host, path, req.method(), req.headers(), req.uri().query())
         .ok_or(ProxyError::NoRoute)
 }
 
