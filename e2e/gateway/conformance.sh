@@ -8,10 +8,13 @@
 #    the suite (e2e/gateway/build.sh, `go test -c` of this folder's wrapper) and the images of
 #    the suite's base manifests (e2e/gateway/images.sh: echo-basic, coredns);
 # 2. brings up the node (e2e/node/up.sh), imports those images into its containerd under
-#    their upstream names, installs the Gateway API v1.6.3 CRDs (deploy/gateway-api/standard/)
-#    and the Helm chart (deploy/helm/lockstep), and the GatewayClass `lockstep`;
+#    their upstream names, installs the Gateway API v1.6.3 CRDs (deploy/gateway-api/standard/),
+#    the GatewayParameters `conformance` and the Helm chart (deploy/helm/lockstep), whose
+#    GatewayClass `lockstep` names them (gatewayClass.parametersRef.name);
 # 3. runs the suite (GatewayClass lockstep, profiles GATEWAY-HTTP and GATEWAY-GRPC, the
-#    features e2e/gateway/conformance_test.go claims) and writes e2e/gateway/report.yaml;
+#    features the class's status.supportedFeatures claims: the operator writes them from
+#    core/src/gateway/features.rs, and the suite reads them there) and writes
+#    e2e/gateway/report.yaml;
 # 4. keeps the suite's output, the Gateway API objects, the generated RouterConfigs, the
 #    events and lockstep's Pod logs in a run folder (printed), brings the node down and
 #    stops everything it started (also on failure or Ctrl-C); prints the summary per profile
@@ -44,7 +47,7 @@ DIR="$(mktemp -d /tmp/lockstep-conformance-XXXXXX)"
 TEST_PID=""
 NODE_UP=""
 # Notes for the report about what the harness decided (the wrapper adds them).
-NOTES="lockstep installed by the Helm chart deploy/helm/lockstep with operator.replicas=1 and proxy.replicas=1 (CPU is short; the suite's Gateways do not use the chart's own fleet)"$'\n'
+NOTES="lockstep installed by the Helm chart deploy/helm/lockstep with operator.replicas=1 and proxy.replicas=1 (CPU is short; the suite's Gateways do not use the chart's own fleet); GatewayClass lockstep (controllerName lockstep.dev/gateway-controller) is the chart's"$'\n'
 export KUBECONFIG="$DIR/kubeconfig"
 k() { kubectl "$@"; }
 
@@ -123,41 +126,29 @@ k wait --for=condition=Established --timeout=60s \
   crd/gatewayclasses.gateway.networking.k8s.io crd/gateways.gateway.networking.k8s.io \
   crd/httproutes.gateway.networking.k8s.io crd/grpcroutes.gateway.networking.k8s.io \
   crd/referencegrants.gateway.networking.k8s.io >/dev/null
-HELM="$("$ROOT/e2e/helm/build.sh")"
-k create namespace "$SYSTEM" >/dev/null
-# One operator and one proxy of the chart's own fleet: the suite's Gateways do not use that
-# fleet, and CPU is short.
-HELM_CONFIG_HOME="$DIR/helm/config" HELM_CACHE_HOME="$DIR/helm/cache" HELM_DATA_HOME="$DIR/helm/data" \
-  "$HELM" install lockstep "$ROOT/deploy/helm/lockstep" -n "$SYSTEM" \
-  --set operator.replicas=1 --set operator.pdb.enabled=false \
-  --set proxy.replicas=1 --set proxy.pdb.enabled=false --set proxy.service.type=ClusterIP \
-  --wait --timeout 5m >/dev/null
-PARAMS=""
-if k get crd gatewayparameters.lockstep.dev >/dev/null 2>&1; then
-  # One proxy per provisioned fleet behind a ClusterIP Service: every Gateway of the suite
-  # gets its own fleet, and CPU is short (no load-balancer controller runs on the node).
-  k apply -f - >/dev/null <<'YAML'
+# One proxy per provisioned fleet behind a ClusterIP Service: every Gateway of the suite gets
+# its own fleet, and CPU is short (no load-balancer controller runs on the node). The
+# GatewayParameters exist before the chart's GatewayClass names them, so the class is
+# accepted at once (the chart installs the same CRD from its crds/, skipping it as present).
+k apply --server-side -f "$ROOT/deploy/helm/lockstep/crds/gatewayparameters.yaml" >/dev/null
+k wait --for=condition=Established --timeout=60s crd/gatewayparameters.lockstep.dev >/dev/null
+k apply -f - >/dev/null <<'YAML'
 apiVersion: lockstep.dev/v1alpha1
 kind: GatewayParameters
 metadata: {name: conformance}
 spec: {replicas: 1, serviceType: ClusterIP}
 YAML
-  PARAMS='parametersRef: {group: lockstep.dev, kind: GatewayParameters, name: conformance}'
-  NOTES+="each Gateway's provisioned fleet: 1 proxy replica behind a ClusterIP Service (GatewayParameters conformance named by the class; the default is 2 replicas behind a LoadBalancer Service)"$'\n'
-fi
-if ! k get gatewayclass lockstep >/dev/null 2>&1; then
-  # The chart ships no GatewayClass (yet): the one the suite is told to use.
-  log "the chart ships no GatewayClass lockstep: creating it (controllerName lockstep.dev/gateway-controller)"
-  NOTES+="GatewayClass lockstep (controllerName lockstep.dev/gateway-controller) created by the harness: the chart ships none"$'\n'
-  k apply -f - >/dev/null <<YAML
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: lockstep}
-spec:
-  controllerName: lockstep.dev/gateway-controller
-  ${PARAMS}
-YAML
-fi
+NOTES+="each Gateway's provisioned fleet: 1 proxy replica behind a ClusterIP Service (GatewayParameters conformance, named by the chart's GatewayClass lockstep through gatewayClass.parametersRef.name=conformance; the default is 2 replicas behind a LoadBalancer Service)"$'\n'
+HELM="$("$ROOT/e2e/helm/build.sh")"
+k create namespace "$SYSTEM" >/dev/null
+# One operator and one proxy of the chart's own fleet: the suite's Gateways do not use that
+# fleet, and CPU is short. The chart ships the GatewayClass lockstep the suite is told to use.
+HELM_CONFIG_HOME="$DIR/helm/config" HELM_CACHE_HOME="$DIR/helm/cache" HELM_DATA_HOME="$DIR/helm/data" \
+  "$HELM" install lockstep "$ROOT/deploy/helm/lockstep" -n "$SYSTEM" \
+  --set operator.replicas=1 --set operator.pdb.enabled=false \
+  --set proxy.replicas=1 --set proxy.pdb.enabled=false --set proxy.service.type=ClusterIP \
+  --set gatewayClass.parametersRef.name=conformance \
+  --wait --timeout 5m >/dev/null
 k wait --for=condition=Accepted --timeout=120s gatewayclass/lockstep >/dev/null
 step install "$t"
 

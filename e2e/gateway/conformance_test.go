@@ -1,8 +1,17 @@
 // Package gateway runs the Gateway API conformance suite (sigs.k8s.io/gateway-api/conformance,
 // its code unmodified) against lockstep: GatewayClass `lockstep`, profiles GATEWAY-HTTP and
-// GATEWAY-GRPC, the features below. e2e/gateway/conformance.sh compiles this test once
-// (e2e/gateway/build.sh) and runs it on the one-node cluster; see docs/gateway.md,
-// "Conformance".
+// GATEWAY-GRPC, the features the class's status.supportedFeatures claims.
+// e2e/gateway/conformance.sh compiles this test once (e2e/gateway/build.sh) and runs it on the
+// one-node cluster; see docs/gateway.md, "Conformance".
+//
+// The claimed features have one list, core/src/gateway/features.rs, which the operator writes
+// into the status.supportedFeatures of the GatewayClass it accepts. This wrapper keeps no copy:
+// without --supported-features, --all-features, --exempt-features and --run-test, the suite
+// infers the features from that status itself (NewConformanceTestSuite in
+// conformance/utils/suite/suite.go: shouldInferSupportedFeatures, then
+// fetchGatewayClassSupportedFeatures), and the core features of the profiles are added as
+// always. With --run-test or --exempt-features the suite does not infer, so the wrapper reads
+// the same status and passes it as --supported-features would.
 //
 // Every flag of the suite (conformance/utils/flags) still works and wins over the defaults
 // set here (--run-test, --skip-tests, --supported-features, --timeout-config-overrides,
@@ -11,6 +20,7 @@
 package gateway_test
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -18,6 +28,8 @@ import (
 	"strings"
 	"testing"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/gateway-api/conformance"
 	confv1 "sigs.k8s.io/gateway-api/conformance/apis/v1"
 	conformanceconfig "sigs.k8s.io/gateway-api/conformance/utils/config"
@@ -25,15 +37,6 @@ import (
 	"sigs.k8s.io/gateway-api/pkg/features"
 	"sigs.k8s.io/yaml"
 )
-
-// claimed is what lockstep claims: the core features of both profiles. An extended feature is
-// added here only once a run passes its tests (and docs/gateway.md says which run).
-var claimed = []features.FeatureName{
-	features.SupportGateway,
-	features.SupportReferenceGrant,
-	features.SupportHTTPRoute,
-	features.SupportGRPCRoute,
-}
 
 var profiles = []suite.ConformanceProfileName{
 	suite.GatewayHTTPConformanceProfileName,
@@ -71,8 +74,9 @@ func TestConformance(t *testing.T) {
 	if !given["conformance-profiles"] {
 		opts.ConformanceProfiles = profiles
 	}
-	if !given["supported-features"] && !given["all-features"] {
-		opts.SupportedFeatures = claimed
+	featuresNote, err := chooseFeatures(&opts, given)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if !given["skip-tests"] {
 		for name := range skipped {
@@ -100,7 +104,7 @@ func TestConformance(t *testing.T) {
 		impl.Version = "unknown (pass --version)"
 	}
 
-	var notes []string
+	notes := []string{featuresNote}
 	for _, name := range opts.SkipTests {
 		reason := skipped[name]
 		if reason == "" {
@@ -135,6 +139,52 @@ func TestConformance(t *testing.T) {
 		})
 	}
 	conformance.RunConformanceWithOptions(t, opts)
+}
+
+// chooseFeatures leaves opts.SupportedFeatures empty for the suite to infer them from the
+// GatewayClass's status, unless a flag says otherwise; it returns the report's note on them.
+func chooseFeatures(opts *suite.ConformanceOptions, given map[string]bool) (string, error) {
+	if given["supported-features"] || given["all-features"] {
+		return "supported features: --supported-features/--all-features as given, not the GatewayClass's status", nil
+	}
+	claimed, err := classFeatures(*opts)
+	if err != nil {
+		return "", fmt.Errorf("reading the supported features of GatewayClass %s: %w", opts.GatewayClassName, err)
+	}
+	how := "the suite infers them from there"
+	if opts.RunTest != "" || len(opts.ExemptFeatures) > 0 {
+		// The suite infers nothing with either flag (shouldInferSupportedFeatures).
+		opts.SupportedFeatures = claimed
+		how = "read by the wrapper, as the suite infers nothing with --run-test or --exempt-features"
+	}
+	return fmt.Sprintf("supported features: %s, from GatewayClass %s status.supportedFeatures "+
+		"(written by the operator from core/src/gateway/features.rs; %s)",
+		joinFeatures(claimed), opts.GatewayClassName, how), nil
+}
+
+// classFeatures is the GatewayClass's status.supportedFeatures, as the suite reads it
+// (fetchGatewayClassSupportedFeatures); an empty list is an error there too.
+func classFeatures(opts suite.ConformanceOptions) ([]features.FeatureName, error) {
+	class := &gatewayv1.GatewayClass{}
+	if err := opts.Client.Get(context.TODO(), client.ObjectKey{Name: opts.GatewayClassName}, class); err != nil {
+		return nil, err
+	}
+	var names []features.FeatureName
+	for _, f := range class.Status.SupportedFeatures {
+		names = append(names, features.FeatureName(f.Name))
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("status.supportedFeatures is empty: is the class accepted by lockstep's operator?")
+	}
+	return names, nil
+}
+
+func joinFeatures(names []features.FeatureName) string {
+	s := make([]string, len(names))
+	for i, n := range names {
+		s[i] = string(n)
+	}
+	return strings.Join(s, ", ")
 }
 
 // prependNotes puts notes at the top of the report as YAML comments.

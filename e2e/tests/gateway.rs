@@ -211,7 +211,9 @@ async fn gateway_api_status_is_written_from_the_translation() {
         .await
         .unwrap();
 
-    // The class: Accepted at its generation, no feature claimed.
+    // The class: Accepted at its generation, with the features lockstep claims, sorted (the
+    // conformance suite reads them from here).
+    let claimed = lockstep_core::gateway::features::supported_features();
     let class = eventually("GatewayClass accepted", WAIT, || async {
         let c = classes.get(&ours).await.ok()?;
         let s = c.status.clone()?;
@@ -219,7 +221,29 @@ async fn gateway_api_status_is_written_from_the_translation() {
     })
     .await
     .unwrap();
-    assert!(class.status.unwrap().supported_features.is_empty());
+    let names: Vec<String> = class
+        .status
+        .unwrap()
+        .supported_features
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, ["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"]);
+    // A stored list that differs (the empty one an older operator wrote) is rewritten.
+    classes
+        .patch_status(
+            &ours,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"supportedFeatures": []}})),
+        )
+        .await
+        .unwrap();
+    eventually("supportedFeatures rewritten", WAIT, || async {
+        let s = classes.get(&ours).await.ok()?.status?;
+        (s.supported_features == claimed).then_some(())
+    })
+    .await
+    .unwrap();
 
     // The Gateway: Accepted; Programmed False Pending (its fleet is provisioned, but no kubelet
     // runs its pods here: no replica serves it); listeners.

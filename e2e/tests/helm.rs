@@ -209,7 +209,18 @@ fn values_change_what_they_name() {
         "operator.leaderElection.leaseDuration=20s",
         "operator.pdb.enabled=false",
         "proxy.pdb.maxUnavailable=2",
+        "gatewayClass.name=edge",
+        "gatewayClass.parametersRef.name=small",
     ]);
+    let class = find(&objects, "GatewayClass", "edge");
+    assert_eq!(
+        class["spec"]["controllerName"],
+        lockstep_crds::gateway::CONTROLLER_NAME
+    );
+    assert_eq!(
+        class["spec"]["parametersRef"],
+        json!({"group": "lockstep.dev", "kind": "GatewayParameters", "name": "small"})
+    );
     let operator = find(&objects, "Deployment", "lockstep-operator");
     assert_eq!(operator["spec"]["replicas"], 3);
     let container = &operator["spec"]["template"]["spec"]["containers"][0];
@@ -272,6 +283,10 @@ fn values_change_what_they_name() {
     let pdb = find(&objects, "PodDisruptionBudget", "lockstep-proxy");
     assert_eq!(pdb["spec"]["maxUnavailable"], 2);
 
+    // No GatewayClass: one of the cluster's own names lockstep's controller.
+    let objects = template(&["gatewayClass.create=false"]);
+    assert!(objects.iter().all(|o| o["kind"] != "GatewayClass"));
+
     // Every namespace: a ClusterRoleBinding instead of RoleBindings.
     let objects = template(&["proxy.allNamespaces=true"]);
     let proxy = find(&objects, "Deployment", "lockstep-proxy");
@@ -328,6 +343,8 @@ fn values_that_cannot_work_are_refused() {
             "at '/proxy/service/type': value must be one of",
         ),
         ("--set", "proxy.fleet=Edge_1", "at '/proxy/fleet'"),
+        // Not an object name the apiserver would take for the GatewayClass.
+        ("--set", "gatewayClass.name=Bad_Name", "at '/gatewayClass/name'"),
         // A misspelt value is refused, not ignored.
         (
             "--set",
@@ -427,6 +444,7 @@ fn notes_say_what_was_installed_and_how_to_wait() {
         "fleet: edge",
         "kubectl apply -f web.yaml",
         "kubectl wait --for=condition=Ready -f web.yaml",
+        "the GatewayClass lockstep (controllerName lockstep.dev/gateway-controller)",
     ] {
         assert!(notes.contains(want), "{want:?} in the notes:\n{notes}");
     }
@@ -438,6 +456,18 @@ fn rendered_chart_passes_server_side_dry_run() {
     let namespace = repo_root().join("deploy/generated/namespace.yaml");
     cp.kubectl_ok(&["apply", "-f", namespace.to_str().unwrap()])
         .expect("create lockstep-system");
+    // A dry run creates no CRD, and kubectl maps every object's kind before applying any: the
+    // GatewayClass needs its CRD installed, as `helm install` installs crds/ first.
+    let crds = repo_root().join("deploy/gateway-api/standard");
+    cp.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
+        .expect("install the Gateway API CRDs");
+    cp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/gatewayclasses.gateway.networking.k8s.io",
+    ])
+    .expect("the GatewayClass CRD established");
     let text = template_text(&[]);
     let mut child = cp
         .kubectl()

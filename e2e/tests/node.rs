@@ -256,10 +256,12 @@ async fn install_on_a_node_kustomize_then_helm() {
         let deploy = repo_root().join("deploy");
         node.kubectl_ok(&["delete", "routerconfig", "web", "-n", "default", "--wait=true"])
             .unwrap();
+        // The GatewayClass may be gone before kubectl reaches it: deleting its CRD deletes it.
         node.kubectl_ok(&[
             "delete",
             "-k",
             deploy.to_str().unwrap(),
+            "--ignore-not-found",
             "--wait=true",
             "--timeout=180s",
         ])
@@ -291,7 +293,7 @@ async fn install_on_a_node_kustomize_then_helm() {
     });
 }
 
-/// A GatewayClass of lockstep's controller, a Gateway naming no fleet and an HTTPRoute to
+/// The GatewayClass `lockstep` the install ships, a Gateway naming no fleet and an HTTPRoute to
 /// the web backend: the operator provisions the Gateway's fleet (2 proxy Pods by default),
 /// the Gateway gets its Service's cluster IP as address and `Programmed=True` (the real
 /// `kubectl wait`), and a request to that address on the listener's port reaches the backend.
@@ -301,11 +303,6 @@ async fn a_gateway_gets_a_fleet_that_serves(node: &Node) {
     apply_stdin(
         node,
         r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: lockstep}
-spec: {controllerName: lockstep.dev/gateway-controller}
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: edge, namespace: default}
@@ -387,6 +384,19 @@ spec:
 
 fn kustomize_install(node: &Node) {
     let deploy = repo_root().join("deploy");
+    // As README.md installs: the Gateway API CRDs first, because kubectl maps the kind of every
+    // object of deploy/ (its GatewayClass included) before it applies any. Client-side, as the
+    // apply of deploy/ that follows takes them over.
+    let crds = deploy.join("gateway-api/standard");
+    node.kubectl_ok(&["apply", "-f", crds.to_str().unwrap()])
+        .expect("kubectl apply -f deploy/gateway-api/standard/");
+    node.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/gatewayclasses.gateway.networking.k8s.io",
+    ])
+    .expect("the GatewayClass CRD established");
     node.kubectl_ok(&["apply", "-k", deploy.to_str().unwrap()])
         .expect("kubectl apply -k deploy/");
     rollout_status(node, SYSTEM, "deployment/lockstep-operator");

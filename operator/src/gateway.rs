@@ -5,7 +5,9 @@
 //!
 //! What it writes, only while leader (checked right before every write):
 //! - a GatewayClass of `spec.controllerName: lockstep.dev/gateway-controller`: `Accepted`
-//!   and `supportedFeatures` (empty: a feature is claimed only once the conformance suite passes it);
+//!   and `supportedFeatures`, the sorted list of [`lockstep_core::gateway::features`] (its one
+//!   copy; a feature is listed there only once the conformance suite passes it, and the suite
+//!   reads the list back from this status); a stored list that differs is rewritten;
 //! - each Gateway of such a class: `conditions` (Accepted; Programmed False until the fleet
 //!   is wired) and `listeners`, by server-side apply with field manager `lockstep-operator`
 //!   (both lists are keyed maps, so other managers' entries stay);
@@ -54,6 +56,7 @@ use kube::{
 use lockstep_core::gateway::{
     GatewayInputs,
     attachment::refers_to_gateway,
+    features::supported_features,
     lower::Gap,
     provision::{self, DeploymentReplicas, FleetPlan},
     serve::{self, ListenerPlan, Outcome},
@@ -61,8 +64,8 @@ use lockstep_core::gateway::{
     translate,
 };
 use lockstep_crds::gateway::{
-    CONTROLLER_NAME, GRPCRoute, Gateway, GatewayClass, GatewayStatusAddress, HTTPRoute, ListenerStatus,
-    ReferenceGrant, RouteParentStatus,
+    CONTROLLER_NAME, GRPCRoute, Gateway, GatewayClass, GatewayClassStatus, GatewayStatusAddress, HTTPRoute,
+    ListenerStatus, ReferenceGrant, RouteParentStatus, SupportedFeature,
 };
 use lockstep_crds::{GatewayParameters, RouterConfig};
 use serde_json::json;
@@ -668,6 +671,17 @@ fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
     a.len() == b.len() && a.iter().all(|c| b.contains(c))
 }
 
+/// Whether a class's stored status already says `conditions` and `features`, so nothing is
+/// written. The features are compared in order: the CRD wants them sorted, and a list another
+/// writer reordered, emptied or extended is rewritten (an older lockstep wrote an empty one).
+fn class_status_current(
+    old: Option<&GatewayClassStatus>,
+    conditions: &[Condition],
+    features: &[SupportedFeature],
+) -> bool {
+    old.is_some_and(|s| same_conditions(conditions, &s.conditions) && s.supported_features == features)
+}
+
 async fn reconcile_class(class: Arc<GatewayClass>, ctx: Arc<Context>) -> Result<Action> {
     let now = Timestamp::now();
     if class.spec.controller_name != CONTROLLER_NAME {
@@ -686,15 +700,14 @@ async fn reconcile_class(class: Arc<GatewayClass>, ctx: Arc<Context>) -> Result<
     let old = class.status.as_ref();
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
     keep_transition_times(&mut conditions, old_conditions);
-    let features_empty = old.is_some_and(|s| s.supported_features.is_empty());
-    if same_conditions(&conditions, old_conditions) && features_empty {
+    let features = supported_features();
+    if class_status_current(old, &conditions, &features) {
         return Ok(Action::await_change());
     }
-    // No feature is claimed: a feature is claimed only once the conformance suite passes it.
     let patch = json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "GatewayClass",
-        "status": {"conditions": conditions, "supportedFeatures": []},
+        "status": {"conditions": conditions, "supportedFeatures": features},
     });
     if !ctx.leader.is_leader() {
         return Ok(Action::await_change());
@@ -1174,4 +1187,77 @@ where
     .await?;
     ctx.metrics.gateway_status_writes.inc();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted() -> Vec<Condition> {
+        vec![Condition {
+            type_: "Accepted".into(),
+            status: "True".into(),
+            reason: "Accepted".into(),
+            message: String::new(),
+            observed_generation: Some(1),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-01T00:00:00Z".parse().unwrap(),
+            ),
+        }]
+    }
+
+    fn stored(features: &[&str]) -> GatewayClassStatus {
+        GatewayClassStatus {
+            conditions: accepted(),
+            supported_features: features
+                .iter()
+                .map(|n| SupportedFeature { name: (*n).into() })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_status_with_the_claimed_features_is_not_rewritten() {
+        let features = supported_features();
+        let names: Vec<&str> = features.iter().map(|f| f.name.as_str()).collect();
+        assert!(class_status_current(
+            Some(&stored(&names)),
+            &accepted(),
+            &features
+        ));
+    }
+
+    #[test]
+    fn a_status_whose_features_differ_is_rewritten() {
+        let features = supported_features();
+        // What an older operator wrote (no feature), a list missing one, one with a feature
+        // lockstep does not claim, and the claimed ones out of order.
+        for old in [
+            vec![],
+            vec!["GRPCRoute", "Gateway", "HTTPRoute"],
+            vec![
+                "GRPCRoute",
+                "Gateway",
+                "HTTPRoute",
+                "HTTPRouteHostRewrite",
+                "ReferenceGrant",
+            ],
+            vec!["Gateway", "GRPCRoute", "HTTPRoute", "ReferenceGrant"],
+        ] {
+            assert!(
+                !class_status_current(Some(&stored(&old)), &accepted(), &features),
+                "{old:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_status_or_other_conditions_are_written() {
+        let features = supported_features();
+        let names: Vec<&str> = features.iter().map(|f| f.name.as_str()).collect();
+        assert!(!class_status_current(None, &accepted(), &features));
+        let mut rejected = accepted();
+        rejected[0].status = "False".into();
+        assert!(!class_status_current(Some(&stored(&names)), &rejected, &features));
+    }
 }

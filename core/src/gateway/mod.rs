@@ -18,12 +18,16 @@
 //!    listener, recording the generations they come from) and, from the barrier's judgement of
 //!    them, `Programmed` and `lockstep.dev/Ready`.
 //!
+//! [`features`] is the one list of the Gateway API features lockstep claims (GatewayClass
+//! `status.supportedFeatures`).
+//!
 //! A route's status here is its Gateway API verdict (Accepted, ResolvedRefs,
 //! PartiallyInvalid). Whether the fleet serves it (`lockstep.dev/Ready`, and the Gateway's
 //! `Programmed`) is the barrier's decision, made from the route generations recorded in
 //! [`GatewayConfig::routes`]: see [`status::gateway_programmed`] and [`status::route_ready`].
 
 pub mod attachment;
+pub mod features;
 pub mod hostnames;
 pub mod listeners;
 pub mod lower;

@@ -42,8 +42,9 @@ fn numbers_as_floats(value: &Value) -> Value {
     }
 }
 
-const CLUSTER_SCOPED: [&str; 6] = [
+const CLUSTER_SCOPED: [&str; 7] = [
     "Namespace",
+    "GatewayClass",
     "CustomResourceDefinition",
     "ClusterRole",
     "ClusterRoleBinding",
@@ -145,6 +146,7 @@ fn kustomize_builds_the_expected_objects() {
         ("Service", "lockstep-proxy"),
         ("PodDisruptionBudget", "lockstep-operator"),
         ("PodDisruptionBudget", "lockstep-proxy"),
+        ("GatewayClass", "lockstep"),
     ]
     .into_iter()
     .map(|(k, n)| (k.to_owned(), n.to_owned()))
@@ -186,6 +188,14 @@ fn kustomize_builds_the_expected_objects() {
             "{name}: image tag is the workspace version"
         );
     }
+    // The GatewayClass is lockstep's controller's, without parameters: its Gateways get the
+    // default fleet (the chart's gatewayClass.parametersRef names none).
+    let class = find(&objects, "GatewayClass", "lockstep");
+    assert_eq!(
+        class["spec"]["controllerName"],
+        lockstep_crds::gateway::CONTROLLER_NAME
+    );
+    assert!(class["spec"]["parametersRef"].is_null(), "{class}");
     // The CRD in the build is the generated one, unchanged by kustomize.
     let crd: Value = serde_saphyr::from_str(&read("deploy/helm/lockstep/crds/routerconfig.yaml")).unwrap();
     let built = find(&objects, "CustomResourceDefinition", "routerconfigs.lockstep.dev");
@@ -216,13 +226,25 @@ fn kubectl(cp: &ControlPlane, args: &[&str], stdin: Option<&str>) -> (bool, Stri
 }
 
 /// The namespace must exist for a dry run of the objects in it; create it for real (it is
-/// also the one of the manifests, with its Pod Security labels).
+/// also the one of the manifests, with its Pod Security labels). So must the Gateway API CRDs
+/// for the GatewayClass: a dry run creates no CRD, and kubectl maps every object's kind
+/// before applying any (a real install applies them first too, as README.md says).
 fn ensure_namespace(cp: &ControlPlane) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let path = repo_root().join("deploy/generated/namespace.yaml");
         cp.kubectl_ok(&["apply", "-f", path.to_str().unwrap()])
             .expect("create lockstep-system");
+        let crds = repo_root().join("deploy/gateway-api/standard");
+        cp.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
+            .expect("install the Gateway API CRDs");
+        cp.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/gatewayclasses.gateway.networking.k8s.io",
+        ])
+        .expect("the GatewayClass CRD established");
     });
 }
 

@@ -1,0 +1,63 @@
+//! The Gateway API features lockstep claims: the one list. The operator writes it into the
+//! `status.supportedFeatures` of every GatewayClass it accepts, and the conformance suite
+//! (e2e/gateway/conformance_test.go) reads it from there: it runs the tests of exactly these
+//! features, so a feature is listed here only once a conformance run passes its tests
+//! (docs/gateway.md, "Conformance", says which run).
+//!
+//! The names are those of Gateway API v1.6.3's `pkg/features` (`features.SupportGateway` is
+//! `"Gateway"`, ...): the suite compares them as strings.
+
+use lockstep_crds::gateway::SupportedFeature;
+
+/// The claimed features, by their Gateway API name: today the core features of the
+/// GATEWAY-HTTP and GATEWAY-GRPC conformance profiles.
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    // pkg/features/gateway.go: SupportGateway.
+    "Gateway",
+    // pkg/features/referencegrant.go: SupportReferenceGrant.
+    "ReferenceGrant",
+    // pkg/features/httproute.go: SupportHTTPRoute.
+    "HTTPRoute",
+    // pkg/features/grpcroute.go: SupportGRPCRoute.
+    "GRPCRoute",
+];
+
+/// [`SUPPORTED_FEATURES`] as `status.supportedFeatures` entries, sorted by name (the v1.6.3
+/// CRD: "It MUST be sorted in ascending alphabetical order by the Name key"; byte order, as
+/// Go's `sort.Strings`), without duplicates.
+pub fn supported_features() -> Vec<SupportedFeature> {
+    let mut names: Vec<&str> = SUPPORTED_FEATURES.to_vec();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| SupportedFeature {
+            name: name.to_owned(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        supported_features().into_iter().map(|f| f.name).collect()
+    }
+
+    #[test]
+    fn the_core_features_of_both_profiles_sorted() {
+        assert_eq!(names(), ["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"]);
+    }
+
+    #[test]
+    fn each_feature_once() {
+        assert_eq!(names().len(), SUPPORTED_FEATURES.len());
+    }
+
+    #[test]
+    fn at_most_the_crds_limit() {
+        // supportedFeatures: maxItems 64 in the v1.6.3 GatewayClass CRD.
+        assert!(supported_features().len() <= 64);
+    }
+}
