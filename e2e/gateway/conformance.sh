@@ -14,7 +14,9 @@
 # 3. runs the suite (GatewayClass lockstep, profiles GATEWAY-HTTP and GATEWAY-GRPC, the
 #    features the class's status.supportedFeatures claims: the operator writes them from
 #    core/src/gateway/features.rs, and the suite reads them there) and writes
-#    e2e/gateway/report.yaml;
+#    e2e/gateway/report.yaml, with lockstep-e2e-gateway-barrier beside it checking
+#    lockstep's promise at every lockstep.dev/Ready=True of a route (its count goes into the
+#    report's notes);
 # 4. keeps the suite's output, the Gateway API objects, the generated RouterConfigs, the
 #    events and lockstep's Pod logs in a run folder (printed), brings the node down and
 #    stops everything it started (also on failure or Ctrl-C); prints the summary per profile
@@ -45,6 +47,7 @@ if ! why="$("$ROOT/e2e/node/up.sh" --check)"; then log "cannot start the node: $
 
 DIR="$(mktemp -d /tmp/lockstep-conformance-XXXXXX)"
 TEST_PID=""
+BARRIER_PID=""
 NODE_UP=""
 # Notes for the report about what the harness decided (the wrapper adds them).
 NOTES="lockstep installed by the Helm chart deploy/helm/lockstep with operator.replicas=1 and proxy.replicas=1 (CPU is short; the suite's Gateways do not use the chart's own fleet); GatewayClass lockstep (controllerName lockstep.dev/gateway-controller) is the chart's"$'\n'
@@ -76,6 +79,10 @@ cleanup() {
   if [[ -n "$TEST_PID" ]] && kill -0 "$TEST_PID" 2>/dev/null; then
     kill -TERM "$TEST_PID" 2>/dev/null || true
     wait "$TEST_PID" 2>/dev/null || true
+  fi
+  if [[ -n "${BARRIER_PID:-}" ]]; then
+    kill -TERM "$BARRIER_PID" 2>/dev/null || true
+    wait "$BARRIER_PID" 2>/dev/null || true
   fi
   if [[ -n "$NODE_UP" ]]; then
     collect
@@ -157,6 +164,12 @@ COMMIT="$(git -C "$ROOT" rev-parse --short=12 HEAD)"
 git -C "$ROOT" diff --quiet HEAD -- . ':!e2e/gateway/report.yaml' || COMMIT="$COMMIT-dirty"
 REPORT="$ROOT/e2e/gateway/report.yaml"
 (($# == 0)) || REPORT="$RUN/report.yaml"
+# Lockstep's own promise beside the suite: at every lockstep.dev/Ready=True of a route, every
+# live replica of its Gateway's fleet serves that route generation (checked at the revision
+# the status was written; e2e/src/bin/gateway_barrier.rs).
+BARRIER_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/${LOCKSTEP_PROFILE:-debug}/lockstep-e2e-gateway-barrier"
+"$BARRIER_BIN" --out "$RUN/barrier.json" > "$RUN/barrier.log" 2>&1 &
+BARRIER_PID=$!
 t=$(date +%s)
 log "running the suite (output: $RUN/suite.log); report: $REPORT"
 (cd "$RUN" && LOCKSTEP_CONFORMANCE_NOTES="$NOTES" exec "$SUITE" -test.v -test.timeout 4h -test.run '^TestConformance$' \
@@ -166,7 +179,17 @@ TEST_PID=$!
 if wait "$TEST_PID"; then rc=0; else rc=$?; fi
 TEST_PID=""
 step suite "$t"
+kill -TERM "$BARRIER_PID" 2>/dev/null || true
+wait "$BARRIER_PID" 2>/dev/null || true
+BARRIER_PID=""
+BARRIER="$(grep -E '^barrier:' "$RUN/barrier.log" || echo "barrier: the watcher wrote no summary (see $RUN/barrier.log)")"
+if [[ -f "$REPORT" ]]; then
+  # The report's notes are YAML comments at its top: this one is known only now.
+  { printf '# %s (lockstep-e2e-gateway-barrier; reasons in the run folder'"'"'s barrier.json)\n' "$BARRIER"; cat "$REPORT"; } > "$REPORT.tmp"
+  mv "$REPORT.tmp" "$REPORT"
+fi
 {
+  echo "[conformance] $BARRIER"
   grep -E '^\[conformance\] summary' "$RUN/suite.log" || echo "[conformance] no summary: see $RUN/suite.log"
   echo "[conformance] suite exit status $rc; tests: $(grep -cE '^    --- PASS' "$RUN/suite.log") passed, $(grep -cE '^    --- FAIL' "$RUN/suite.log") failed, $(grep -cE '^    --- SKIP' "$RUN/suite.log") skipped (go test's count, unsupported features included)"
 } > "$RUN/summary.txt"
