@@ -92,6 +92,17 @@ pub struct LoadedCert {
 /// Parses and checks PEM material from Secret `secret` (namespace/name, for messages) at
 /// `now` (seconds since the epoch).
 pub fn load(secret: &str, cert_pem: &[u8], key_pem: &[u8], now: i64) -> Result<LoadedCert, CertError> {
+    load_at(secret, cert_pem, key_pem, Some(now))
+}
+
+/// Parses PEM material and checks that the key matches the certificate, whatever its
+/// validity period: what makes a Secret a certificate at all (a Gateway listener naming one
+/// that is not gets `ResolvedRefs=False InvalidCertificateRef`).
+pub fn parse(secret: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<LoadedCert, CertError> {
+    load_at(secret, cert_pem, key_pem, None)
+}
+
+fn load_at(secret: &str, cert_pem: &[u8], key_pem: &[u8], now: Option<i64>) -> Result<LoadedCert, CertError> {
     let malformed = |reason: String| CertError::Malformed {
         secret: secret.to_owned(),
         reason,
@@ -114,7 +125,9 @@ pub fn load(secret: &str, cert_pem: &[u8], key_pem: &[u8], now: i64) -> Result<L
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| malformed(format!("tls.crt does not parse as X.509: {e}")))?;
     let validity = parsed.validity();
-    if now < validity.not_before.timestamp() || now > validity.not_after.timestamp() {
+    if let Some(now) = now
+        && (now < validity.not_before.timestamp() || now > validity.not_after.timestamp())
+    {
         return Err(CertError::NotValidNow {
             secret: secret.to_owned(),
             not_before: validity.not_before.to_string(),

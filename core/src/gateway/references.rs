@@ -200,6 +200,18 @@ pub fn resolve_certificate(
             format!("certificateRef {namespace}/{name}: Secret {what}"),
         ));
     }
+    // A certificate at all: PEM that parses and a key that matches (its validity period is
+    // the serving side's judgement, which can change with time alone).
+    let secret_name = format!("{namespace}/{name}");
+    if let Some(Err(error)) = secret.map(|s| {
+        crate::tls_material::secret_material(&secret_name, s)
+            .and_then(|(crt, key)| crate::tls_material::parse(&secret_name, &crt, &key))
+    }) {
+        return Err(unresolved(
+            reason::INVALID_CERTIFICATE_REF,
+            format!("certificateRef {error}"),
+        ));
+    }
     Ok(ResolvedSecret {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
@@ -343,10 +355,16 @@ mod tests {
             kind: "Gateway",
             namespace: "infra",
         };
+        // The conformance suite's malformed-certificate: "Hello world" as both PEMs.
+        let mut malformed = tls_secret("infra", "malformed");
+        for v in malformed.data.as_mut().unwrap().values_mut() {
+            v.0 = b"Hello world\n".to_vec();
+        }
         let secrets = [
             tls_secret("infra", "cert"),
             tls_secret("certs", "shared"),
             opaque_secret("infra", "opaque"),
+            malformed,
         ];
         let cert = |ns: Option<&str>, name: &str| SecretObjectReference {
             namespace: ns.map(str::to_owned),
@@ -377,6 +395,12 @@ mod tests {
             (
                 "missing Secret",
                 cert(None, "gone"),
+                vec![],
+                Err(reason::INVALID_CERTIFICATE_REF),
+            ),
+            (
+                "malformed data",
+                cert(None, "malformed"),
                 vec![],
                 Err(reason::INVALID_CERTIFICATE_REF),
             ),

@@ -1502,8 +1502,9 @@ mod serving {
             let tls = BTreeMap::from([("cert".to_owned(), crate::tls_material_hash(cert, key))]);
             crate::config_digest(spec, &tls)
         };
-        // testutil's Secret holds "cert"/"key": the material as the translation reads it now.
-        let (new, old) = (digest(b"cert", b"key"), digest(b"old cert", b"old key"));
+        // testutil's Secret holds `material()`: the material as the translation reads it now.
+        let (crt, key) = crate::gateway::testutil::material();
+        let (new, old) = (digest(crt, key), digest(b"old cert", b"old key"));
         let f = |s: &str, r: &str| (s.to_owned(), r.to_owned());
         let rows = [
             (
@@ -1670,7 +1671,10 @@ mod serving {
         );
         assert_eq!(
             web.tls,
-            BTreeMap::from([(copy, crate::tls_material_hash(b"cert", b"key"))])
+            BTreeMap::from([(copy, {
+                let (crt, key) = crate::gateway::testutil::material();
+                crate::tls_material_hash(crt, key)
+            })])
         );
         let plain = plans.iter().find(|p| p.listener == "plain").unwrap();
         assert!(matches!(plain.outcome, Outcome::Publish(_)) && plain.copies.is_empty());

@@ -38,10 +38,23 @@ pub fn service(ns: &str, name: &str, ports: &[(i32, Option<&str>)]) -> Service {
     }
 }
 
+/// One certificate and key for every fixture Secret: real material (a listener naming a
+/// Secret that is no certificate is refused), the same bytes each time (tests compare the
+/// material's hash).
+static MATERIAL: std::sync::LazyLock<(String, String)> = std::sync::LazyLock::new(|| {
+    crate::test_certs::mk_cert(&["fixture.example.com"], crate::test_certs::VALID)
+});
+
+/// The certificate and key PEM every fixture Secret holds.
+pub fn material() -> (&'static [u8], &'static [u8]) {
+    (MATERIAL.0.as_bytes(), MATERIAL.1.as_bytes())
+}
+
 fn secret(ns: &str, name: &str, type_: &str) -> Secret {
+    let (crt, key) = &*MATERIAL;
     let data: BTreeMap<String, ByteString> = [
-        ("tls.crt".to_owned(), ByteString(b"cert".to_vec())),
-        ("tls.key".to_owned(), ByteString(b"key".to_vec())),
+        ("tls.crt".to_owned(), ByteString(crt.as_bytes().to_vec())),
+        ("tls.key".to_owned(), ByteString(key.as_bytes().to_vec())),
     ]
     .into();
     Secret {
