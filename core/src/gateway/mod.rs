@@ -464,10 +464,13 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
 }
 
 /// Gateway `Accepted`: the class must be accepted and requested addresses are not supported
-/// (the fleet's Service gets its address). Invalid listeners, even all of them, leave it
-/// accepted with reason `ListenersNotValid`: routes still attach to them and count in their
-/// `attachedRoutes` (the conformance suite checks a Gateway whose only listener has an
-/// unresolved certificate), and `Programmed` says that nothing is served.
+/// (the fleet's Service gets its address). Invalid listeners leave it accepted with reason
+/// `ListenersNotValid` as long as one listener is accepted (an unresolved certificate leaves
+/// a listener accepted): routes still attach to them and count in their `attachedRoutes`
+/// (the conformance suite checks a Gateway whose only listener has an unresolved
+/// certificate), and `Programmed` says that nothing is served. With no listener accepted
+/// (unsupported protocols only) the Gateway is not accepted either
+/// (`GatewayListenerUnsupportedProtocol`).
 fn gateway_accepted(
     gw: &Gateway,
     class_accepted: bool,
@@ -496,7 +499,7 @@ fn gateway_accepted(
         (true, reason::ACCEPTED, String::new())
     } else {
         (
-            true,
+            verdicts.iter().any(|v| v.not_accepted.is_none()),
             reason::LISTENERS_NOT_VALID,
             format!("invalid listeners: {}", invalid.join(", ")),
         )

@@ -163,14 +163,14 @@ fn routes_attach_to_a_gateway_whose_every_listener_is_invalid() {
         "{parentRefs: [{name: gw, sectionName: tls}], rules: [{backendRefs: [{name: does-not-exist, port: 8080}]}]}",
     ));
     let t = w.run();
-    let gateway = |i: usize| {
+    let gateway_condition = |i: usize| {
         (
             t.gateway_conditions[i].status.as_str(),
             t.gateway_conditions[i].reason.as_str(),
         )
     };
-    assert_eq!(gateway(0), ("True", reason::LISTENERS_NOT_VALID));
-    assert_eq!(gateway(1), ("False", reason::INVALID));
+    assert_eq!(gateway_condition(0), ("True", reason::LISTENERS_NOT_VALID));
+    assert_eq!(gateway_condition(1), ("False", reason::INVALID));
     assert_eq!(listener(&t, "tls").attached_routes, 1);
     let p = parent(&t, "unresolved");
     assert_eq!(cond(p, ctype::ACCEPTED), Some(("True", reason::ACCEPTED)));
@@ -178,6 +178,18 @@ fn routes_attach_to_a_gateway_whose_every_listener_is_invalid() {
     assert!(
         t.config.as_ref().is_some_and(|c| c.listeners.is_empty()),
         "nothing is served"
+    );
+
+    // With no listener accepted at all (only unsupported protocols) the Gateway is not
+    // accepted: "Gateway with no accepted listeners should not be accepted".
+    w.gateway = gateway("[{name: tcp, port: 9000, protocol: TCP}]");
+    let t = w.run();
+    assert_eq!(
+        (
+            t.gateway_conditions[0].status.as_str(),
+            t.gateway_conditions[0].reason.as_str()
+        ),
+        ("False", reason::LISTENERS_NOT_VALID)
     );
 }
 
