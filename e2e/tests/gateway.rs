@@ -1248,7 +1248,12 @@ where
 
 /// `kubectl auth can-i VERB RESOURCE -n NS --as SA`: the apiserver's own RBAC answer.
 fn can_i(cp: &ControlPlane, ns: &str, sa: &str, verb: &str, resource: &str) -> bool {
-    let user = format!("system:serviceaccount:{ns}:{sa}");
+    can_i_in(cp, ns, ns, sa, verb, resource)
+}
+
+/// [`can_i`] in namespace `ns` for ServiceAccount `sa` of namespace `sa_ns`.
+fn can_i_in(cp: &ControlPlane, ns: &str, sa_ns: &str, sa: &str, verb: &str, resource: &str) -> bool {
+    let user = format!("system:serviceaccount:{sa_ns}:{sa}");
     let out = cp
         .kubectl()
         .args(["auth", "can-i", verb, resource, "-n", ns, "--as", &user])
@@ -1264,8 +1269,11 @@ fn can_i(cp: &ControlPlane, ns: &str, sa: &str, verb: &str, resource: &str) -> b
 /// ServiceAccount, Role and two RoleBindings, owned by the Gateway; the Service's cluster IP
 /// as the Gateway's address (no load-balancer controller runs); `Programmed=False` saying no
 /// replica is ready (no kubelet runs); parameter edits reach the Deployment and the Service;
-/// listener edits reach the Service and the Role, not the pod template; deleting the Gateway
-/// (no garbage collector runs) deletes everything.
+/// listener edits reach the Service and the Role, not the pod template; a route of another
+/// namespace with a backend there (conformance's HTTPRouteCrossNamespace) has the fleet watch
+/// that namespace (`--watch-namespaces`) with a read-only Role there, and not the namespace
+/// of a backend no ReferenceGrant allows; deleting that route takes them away again; deleting
+/// the Gateway (no garbage collector runs) deletes everything, in every namespace.
 #[tokio::test]
 async fn a_gateway_naming_no_fleet_gets_one_provisioned() {
     use k8s_openapi::api::apps::v1::Deployment;
@@ -1623,6 +1631,150 @@ async fn a_gateway_naming_no_fleet_gets_one_provisioned() {
         "a listener edit does not change the Deployment"
     );
 
+    // A route of another namespace, on a listener that allows it, to a Service of its own
+    // namespace (HTTPRouteCrossNamespace) and to one of a third namespace that no
+    // ReferenceGrant allows (answered 500: that namespace is not read).
+    let apps = cp.namespace(&client, "gw-provision-apps").await.unwrap();
+    let data = cp.namespace(&client, "gw-provision-data").await.unwrap();
+    gateways
+        .patch(
+            "gw",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"listeners": [
+                listener("web", "HTTP", 80), listener("alt", "HTTP", 8080),
+                {"name": "cross", "protocol": "HTTP", "port": 8081, "hostname": "cross.example.com",
+                 "allowedRoutes": {"namespaces": {"from": "All"}}}]}})),
+        )
+        .await
+        .unwrap();
+    create(
+        &Api::<Service>::namespaced(client.clone(), &apps),
+        service("api", &apps),
+    )
+    .await;
+    create(
+        &Api::<Service>::namespaced(client.clone(), &data),
+        service("db", &data),
+    )
+    .await;
+    let cross_route = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "cross", "namespace": apps},
+        "spec": {
+            "parentRefs": [{"name": "gw", "namespace": ns, "sectionName": "cross"}],
+            "rules": [{"backendRefs": [{"name": "api", "port": 80}, {"name": "db", "namespace": data, "port": 80}]}],
+        },
+    });
+    let app_routes = Api::<HTTPRoute>::namespaced(client.clone(), &apps);
+    create(&app_routes, cross_route.clone()).await;
+    let mut watched = [apps.clone(), ns.clone()];
+    watched.sort();
+    let watch_arg = json!(format!("--watch-namespaces={}", watched.join(",")));
+    let app_roles = Api::<Role>::namespaced(client.clone(), &apps);
+    let app_bindings = Api::<RoleBinding>::namespaced(client.clone(), &apps);
+    let deployment = eventually("the fleet watches the route's namespace", WAIT, || async {
+        let d = json_of(&deployments, &name).await?;
+        d["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()?
+            .contains(&watch_arg)
+            .then_some(d)
+    })
+    .await
+    .unwrap();
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(!args.contains(&data), "{data} is not watched: {args}");
+    // The fleet is provisioned before the RouterConfig naming the Service is applied.
+    eventually(
+        "a generated RouterConfig names the Service there",
+        WAIT,
+        || async {
+            let generated = rcs.list(&ListParams::default()).await.ok()?.items;
+            generated
+                .iter()
+                .any(|rc| serde_json::to_string(&rc.spec).unwrap().contains(&apps))
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // Read-only RBAC there, labelled as provisioned and naming its Gateway (an ownerReference
+    // cannot cross namespaces).
+    let app_role = eventually("the Role in the route's namespace", WAIT, || async {
+        json_of(&app_roles, &name).await
+    })
+    .await
+    .unwrap();
+    let app_binding = eventually("the RoleBinding in the route's namespace", WAIT, || async {
+        json_of(&app_bindings, &name).await
+    })
+    .await
+    .unwrap();
+    for object in [&app_role, &app_binding] {
+        let meta = &object["metadata"];
+        assert!(meta.get("ownerReferences").is_none(), "{object}");
+        assert_eq!(
+            meta["labels"]["lockstep.dev/generated-from"],
+            json!("Gateway"),
+            "{object}"
+        );
+        assert_eq!(meta["labels"]["lockstep.dev/fleet"], json!(name), "{object}");
+        assert_eq!(
+            meta["annotations"]["lockstep.dev/gateway"],
+            json!(format!("{ns}/gw/{gw_uid}")),
+            "{object}"
+        );
+    }
+    assert!(secret_rule(&app_role).is_none(), "{app_role}");
+    assert_eq!(app_binding["roleRef"]["name"], json!(name));
+    assert_eq!(
+        app_binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}])
+    );
+    assert!(
+        json_of(&Api::<Role>::namespaced(client.clone(), &data), &name)
+            .await
+            .is_none()
+    );
+    for (namespace, verb, resource, allowed) in [
+        (&apps, "list", "endpointslices.discovery.k8s.io", true),
+        (&apps, "watch", "services", true),
+        (&apps, "watch", "routerconfigs.lockstep.dev", true),
+        (&apps, "get", "secrets/any", false),
+        (&apps, "list", "secrets", false),
+        (&apps, "create", "routerconfigs.lockstep.dev", false),
+        (&data, "list", "endpointslices.discovery.k8s.io", false),
+    ] {
+        let got = eventually(
+            &format!("can-i {verb} {resource} in {namespace}"),
+            WAIT,
+            || async { (can_i_in(cp, namespace, &ns, &sa, verb, resource) == allowed).then_some(()) },
+        )
+        .await;
+        assert!(
+            got.is_ok(),
+            "{sa} {verb} {resource} in {namespace}: want {allowed}"
+        );
+    }
+    // The route goes: so do the watch and the RBAC of its namespace.
+    app_routes.delete("cross", &Default::default()).await.unwrap();
+    eventually("the route's namespace is no longer watched", WAIT, || async {
+        let d = json_of(&deployments, &name).await?;
+        let args = d["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        let gone = !args.contains("--watch-namespaces")
+            && json_of(&app_roles, &name).await.is_none()
+            && json_of(&app_bindings, &name).await.is_none();
+        gone.then_some(())
+    })
+    .await
+    .unwrap();
+    // Back again, for the Gateway's deletion below to take away.
+    create(&app_routes, cross_route).await;
+    eventually("the Role in the route's namespace again", WAIT, || async {
+        json_of(&app_bindings, &name).await
+    })
+    .await
+    .unwrap();
+
     // A class naming another kind.
     classes
         .patch(
@@ -1682,6 +1834,8 @@ async fn a_gateway_naming_no_fleet_gets_one_provisioned() {
             && json_of(&roles, &name).await.is_none()
             && json_of(&bindings, &name).await.is_none()
             && json_of(&bindings, &member).await.is_none()
+            && json_of(&app_roles, &name).await.is_none()
+            && json_of(&app_bindings, &name).await.is_none()
             && rcs.list(&ListParams::default()).await.ok()?.items.is_empty();
         gone.then_some(())
     })

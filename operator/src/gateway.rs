@@ -387,20 +387,48 @@ fn controller_owner<K: Resource>(object: &K) -> Option<&OwnerReference> {
 
 /// The Gateway that owns a generated RouterConfig or provisioned object.
 fn owner_gateway<K: Resource>(object: &K) -> Option<ObjectRef<Gateway>> {
-    let owner = controller_owner(object)?;
-    Some(ObjectRef::new(&owner.name).within(&object.namespace().unwrap_or_default()))
+    let owner = generated_for_gateway(object)?;
+    Some(ObjectRef::new(&owner.name).within(&owner.namespace))
 }
 
-/// Generated or provisioned for a Gateway by lockstep: labelled so and controlled by a Gateway.
-fn generated_for_gateway<K: Resource>(object: &K) -> Option<&OwnerReference> {
+/// The Gateway an object was generated or provisioned for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GatewayOwner {
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+/// Generated or provisioned for a Gateway by lockstep: labelled so and controlled by a Gateway
+/// of its namespace, or, outside the Gateway's namespace (where an ownerReference cannot
+/// point), naming it in [`provision::OWNER_ANNOTATION`].
+fn generated_for_gateway<K: Resource>(object: &K) -> Option<GatewayOwner> {
     let labelled =
         object.labels().get(serve::GENERATED_LABEL).map(String::as_str) == Some(serve::GENERATED_BY_GATEWAY);
-    controller_owner(object).filter(|_| labelled)
+    if !labelled {
+        return None;
+    }
+    if let Some(owner) = controller_owner(object) {
+        return Some(GatewayOwner {
+            namespace: object.namespace().unwrap_or_default(),
+            name: owner.name.clone(),
+            uid: owner.uid.clone(),
+        });
+    }
+    let value = object.annotations().get(provision::OWNER_ANNOTATION)?;
+    let (namespace, name, uid) = provision::parse_owner_annotation(value)?;
+    Some(GatewayOwner {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+    })
 }
 
-/// Deletes generated RouterConfigs whose owning Gateway (by uid) is gone: without a
-/// controller-manager nothing collects them, and a replica would keep serving them. Runs on
-/// every Gateway event (a deletion included) once both caches have listed.
+/// Deletes generated RouterConfigs and provisioned objects whose owning Gateway (by uid) is
+/// gone: without a controller-manager nothing collects them (and nothing ever collects the
+/// Roles of backend namespaces, which no ownerReference can tie to the Gateway), and a replica
+/// would keep serving them. Runs on every Gateway event (a deletion included) once both caches
+/// have listed.
 async fn sweep_orphans(ctx: Arc<Context>, stop: impl std::future::Future<Output = ()>) {
     let gateways = Api::<Gateway>::all(ctx.client.clone());
     let events = watcher(gateways, watcher::Config::default()).backoff(lockstep_apiclient::watch_backoff());
@@ -468,7 +496,7 @@ where
         let Some(owner) = generated_for_gateway(&*object).filter(|o| !live.contains(&o.uid)) else {
             continue;
         };
-        let api = Api::<Gateway>::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+        let api = Api::<Gateway>::namespaced(ctx.client.clone(), &owner.namespace);
         match api.get_opt(&owner.name).await {
             Ok(Some(g)) if g.uid().as_deref() == Some(owner.uid.as_str()) => {}
             Ok(_) => delete_object(ctx, &*object).await,
@@ -499,8 +527,9 @@ where
     }
 }
 
-/// Deletes what was provisioned for `gw` (its Deployment, Service, ServiceAccount, Role and
-/// RoleBindings): it names an existing fleet now, or is no longer of a lockstep class.
+/// Deletes what was provisioned for `gw` (its Deployment, Service, ServiceAccount, Roles and
+/// RoleBindings, those of its backend namespaces included): it names an existing fleet now,
+/// or is no longer of a lockstep class.
 async fn delete_provisioned(ctx: &Context, gw: &Gateway) {
     async fn of<K>(ctx: &Context, store: &Store<K>, gw: &Gateway)
     where
@@ -511,8 +540,8 @@ async fn delete_provisioned(ctx: &Context, gw: &Gateway) {
     {
         let (ns, uid) = (gw.namespace(), gw.uid());
         for object in store.state() {
-            let ours = object.namespace() == ns
-                && generated_for_gateway(&*object).is_some_and(|o| Some(&o.uid) == uid.as_ref());
+            let ours = generated_for_gateway(&*object)
+                .is_some_and(|o| Some(&o.namespace) == ns.as_ref() && Some(&o.uid) == uid.as_ref());
             if ours {
                 delete_object(ctx, &*object).await;
             }
@@ -530,7 +559,26 @@ async fn delete_provisioned(ctx: &Context, gw: &Gateway) {
 /// someone else, or the apiserver refused one): retrying cannot help until something
 /// changes, so the Gateway's `Programmed` says it instead of the reconcile failing in a loop.
 async fn provision_fleet(ctx: &Context, plan: &FleetPlan) -> Result<Option<String>> {
-    // The RBAC first, so the pods find their rights when they start.
+    // The RBAC first, so the pods find their rights when they start: a replica that may not
+    // list in a namespace it watches retries until it may, but serves nothing meanwhile.
+    let mut backend_rbac = Vec::new();
+    for ns in plan.backend_namespaces() {
+        backend_rbac.push(apply_object(ctx, &ctx.roles, plan.backend_role(ns), &plan.gateway_uid).await?);
+        backend_rbac.push(
+            apply_object(
+                ctx,
+                &ctx.role_bindings,
+                plan.backend_role_binding(ns),
+                &plan.gateway_uid,
+            )
+            .await?,
+        );
+    }
+    // Pods watching a namespace they may not read would never get ready: the Deployment
+    // waits (its pods as they are keep serving) until the RBAC there is in place.
+    if let Some(problem) = backend_rbac.into_iter().flatten().next() {
+        return Ok(Some(problem));
+    }
     let steps = [
         apply_object(
             ctx,
@@ -547,11 +595,38 @@ async fn provision_fleet(ctx: &Context, plan: &FleetPlan) -> Result<Option<Strin
     if let Some(problem) = steps.into_iter().flatten().next() {
         return Ok(Some(problem));
     }
+    // Only once the Deployment no longer names them: its old pods lose the read there as they
+    // are replaced (a replica that loses it keeps what it listed and retries the watch).
+    delete_unwatched(ctx, plan).await;
     // A Service needs a port: a Gateway with no HTTP or HTTPS listener keeps its last one.
     if plan.ports.is_empty() {
         return Ok(None);
     }
     apply_object(ctx, &ctx.services, plan.service(), &plan.gateway_uid).await
+}
+
+/// Deletes the Roles and RoleBindings provisioned for `plan`'s Gateway in namespaces its
+/// fleet no longer watches (no route there names a Service of its own namespace any more, say).
+async fn delete_unwatched(ctx: &Context, plan: &FleetPlan) {
+    async fn of<K>(ctx: &Context, store: &Store<K>, plan: &FleetPlan)
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+    {
+        for object in store.state() {
+            let ns = object.namespace().unwrap_or_default();
+            let unwatched = ns != plan.namespace && !plan.watch_namespaces.contains(&ns);
+            let ours = generated_for_gateway(&*object)
+                .is_some_and(|o| o.namespace == plan.namespace && o.uid == plan.gateway_uid);
+            if unwatched && ours {
+                delete_object(ctx, &*object).await;
+            }
+        }
+    }
+    of(ctx, &ctx.role_bindings, plan).await;
+    of(ctx, &ctx.roles, plan).await;
 }
 
 async fn apply_object<K>(
@@ -763,27 +838,43 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
     let gw_ns = gw.namespace().unwrap_or_default();
     let gw_name = gw.name_any();
 
+    // What the fleet is to serve: the generated RouterConfigs (the provisioned fleet's
+    // watched namespaces follow from them).
+    let provisioned = serve::fleet_of(&gw.metadata).is_none();
+    let fleet_name = provision::fleet_name(&gw_ns, &gw_name);
+    let fleet = serve::fleet_of(&gw.metadata).or_else(|| Some(Ok(fleet_name.clone())));
+    let mut plans = match (&fleet, &translation.config) {
+        (Some(Ok(fleet)), Some(config)) => serve::plan(config, fleet),
+        _ => Vec::new(),
+    };
+
     // Provisioning: a Gateway naming no existing fleet gets one of its own. Nothing is
     // applied or deleted while the Gateway is not accepted (a bad parametersRef included):
     // what runs keeps running.
-    let provisioned = serve::fleet_of(&gw.metadata).is_none();
-    let fleet_name = provision::fleet_name(&gw_ns, &gw_name);
     let mut provision_problem = None;
     if !provisioned {
         delete_provisioned(&ctx, &gw).await;
     } else if translation.config.is_some()
         && let Ok(params) = provision::class_parameters(&class, &parameters)
     {
-        let plan = provision::plan(&gw, &params, &ctx.options.proxy_image);
+        // The specs about to be applied, and those a listener with gaps keeps (its replicas
+        // keep serving the last one applied, so its Services must stay resolvable).
+        let kept: Vec<Arc<RouterConfig>> = plans
+            .iter()
+            .filter(|p| matches!(p.outcome, Outcome::Gaps(_)))
+            .filter_map(|p| ctx.router_configs.get(&ObjectRef::new(&p.name).within(&gw_ns)))
+            .filter(|rc| controller_owner(&**rc).is_some_and(|o| Some(&o.uid) == gw.uid().as_ref()))
+            .collect();
+        let publishing = plans.iter().filter_map(|p| match &p.outcome {
+            Outcome::Publish(spec) => Some(spec),
+            _ => None,
+        });
+        let specs = publishing.chain(kept.iter().map(|rc| &rc.spec));
+        let plan = provision::plan(&gw, &params, &ctx.options.proxy_image, specs);
         provision_problem = provision_fleet(&ctx, &plan).await?;
     }
 
     // Serving: the generated RouterConfigs, then what the barrier says of them.
-    let fleet = serve::fleet_of(&gw.metadata).or_else(|| Some(Ok(fleet_name.clone())));
-    let mut plans = match (&fleet, &translation.config) {
-        (Some(Ok(fleet)), Some(config)) => serve::plan(config, fleet),
-        _ => Vec::new(),
-    };
     publish(
         &ctx,
         &gw,
@@ -802,7 +893,7 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
     // A provisioned fleet: its Service's address, and Programmed only once it can take traffic.
     let mut addresses: Vec<GatewayStatusAddress> = Vec::new();
     if provisioned {
-        let owned = |o: &OwnerReference| Some(&o.uid) == gw.uid().as_ref();
+        let owned = |o: GatewayOwner| Some(&o.uid) == gw.uid().as_ref();
         let key = ObjectRef::new(&fleet_name).within(&gw_ns);
         let service = ctx
             .services

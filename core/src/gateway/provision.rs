@@ -8,12 +8,32 @@
 //! | ServiceAccount | fixed |
 //! | Role: read RouterConfigs, EndpointSlices, Services; read only the Secrets the listeners name | the listeners' `certificateRefs` |
 //! | RoleBinding to that Role, and RoleBinding `<name>-member` to the ClusterRole [`MEMBER_CLUSTER_ROLE`] (its Lease and RouterReplica) | fixed |
-//! | Deployment of the proxy | replicas from the class's parameters, image from the operator's flag |
+//! | Deployment of the proxy | replicas from the class's parameters, image from the operator's flag, `--watch-namespaces` from the backends |
 //! | Service | type from the class's parameters; one port per listener port, to the container's port for the listener's protocol |
 //!
-//! The pod template depends only on the fleet name and the image: a proxy always listens on
-//! [`HTTP_CONTAINER_PORT`] and [`HTTPS_CONTAINER_PORT`], so adding or removing a listener
-//! changes the Service's ports (and the Role when its certificates change), never the pods.
+//! A generated RouterConfig may name a Service of another namespace (`service.namespace`: a
+//! route's backend in the route's own namespace, or one a ReferenceGrant allows), and a
+//! replica resolves only Services of the namespaces it watches. So the fleet watches the
+//! Gateway's namespace and every namespace its RouterConfigs' Services are in
+//! ([`watch_namespaces`], from what is actually lowered: a backend refused for want of a
+//! ReferenceGrant is answered 500 and names no namespace), and in each of those other
+//! namespaces gets read access:
+//!
+//! | object (in a backend namespace, named [`fleet_name`]) | what |
+//! |---|---|
+//! | Role | read RouterConfigs, EndpointSlices, Services: what a replica lists in every namespace it watches; no Secret |
+//! | RoleBinding | that Role to the fleet's ServiceAccount |
+//!
+//! An ownerReference cannot cross namespaces, so these two carry the labels of every
+//! provisioned object and [`OWNER_ANNOTATION`] naming their Gateway; the operator deletes them
+//! when the fleet no longer watches their namespace or the Gateway is gone.
+//!
+//! The pod template depends only on the fleet name, the image and the watched namespaces: a
+//! proxy always listens on [`HTTP_CONTAINER_PORT`] and [`HTTPS_CONTAINER_PORT`], so adding
+//! or removing a listener changes the Service's ports (and the Role when its certificates
+//! change), never the pods; a backend in a namespace not watched yet rolls the pods out with
+//! the new `--watch-namespaces`. Without a backend of another namespace the flag is left out
+//! (the proxy then watches `--namespace`), so such a fleet's pods are as before.
 //!
 //! Pure: the operator gathers the objects and applies what these functions render.
 
@@ -23,7 +43,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use lockstep_crds::gateway::{Gateway, GatewayClass, GatewayStatusAddress};
-use lockstep_crds::{GatewayParameters, GatewayParametersSpec, GatewayServiceType};
+use lockstep_crds::{GatewayParameters, GatewayParametersSpec, GatewayServiceType, RouterConfigSpec};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -41,6 +61,10 @@ pub const MEMBER_CLUSTER_ROLE: &str = "lockstep-proxy-member";
 /// Annotation on every provisioned object: the digest of what was applied, so an unchanged
 /// object is not applied again.
 pub const APPLIED_ANNOTATION: &str = "lockstep.dev/applied";
+/// Annotation on a provisioned object outside the Gateway's namespace, which cannot carry an
+/// ownerReference to it: `<namespace>/<name>/<uid>` of its Gateway ([`owner_annotation`],
+/// [`parse_owner_annotation`]).
+pub const OWNER_ANNOTATION: &str = "lockstep.dev/gateway";
 /// The group and kind a class's `parametersRef` must name.
 pub const PARAMETERS_GROUP: &str = "lockstep.dev";
 /// See [`PARAMETERS_GROUP`].
@@ -128,6 +152,9 @@ pub struct FleetPlan {
     /// The Secrets the listeners name in the Gateway's namespace, sorted: the only Secrets
     /// the proxies may read.
     pub secrets: Vec<String>,
+    /// The namespaces the proxies watch ([`watch_namespaces`]): sorted, the Gateway's own
+    /// among them.
+    pub watch_namespaces: Vec<String>,
     /// The proxy image.
     pub image: String,
 }
@@ -179,11 +206,41 @@ pub fn listener_secrets(gateway: &Gateway) -> Vec<String> {
     names
 }
 
-/// What to provision for `gateway` with its class's `parameters` and the proxy `image`.
-pub fn plan(gateway: &Gateway, parameters: &GatewayParametersSpec, image: &str) -> FleetPlan {
+/// The namespaces a fleet serving `specs` (RouterConfigs of `namespace`) must watch to
+/// resolve every Service they name: `namespace` and each `service.namespace`, sorted and
+/// deduplicated. Only what was lowered counts: a backendRef to another namespace that no
+/// ReferenceGrant allows is lowered to a 500 answer and names no namespace, so its namespace
+/// is not read.
+pub fn watch_namespaces<'a>(
+    namespace: &str,
+    specs: impl IntoIterator<Item = &'a RouterConfigSpec>,
+) -> Vec<String> {
+    let mut names: Vec<String> = vec![namespace.to_owned()];
+    for spec in specs {
+        for path in spec.rules.iter().flat_map(|r| r.paths.iter()) {
+            names.extend(
+                crate::validate::service_backends(path).filter_map(|(_, service)| service.namespace.clone()),
+            );
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// What to provision for `gateway` with its class's `parameters` and the proxy `image`,
+/// for a fleet serving `specs`: the generated RouterConfigs it is to serve (those about to be
+/// applied and those kept as they are), which say the namespaces it watches.
+pub fn plan<'a>(
+    gateway: &Gateway,
+    parameters: &GatewayParametersSpec,
+    image: &str,
+    specs: impl IntoIterator<Item = &'a RouterConfigSpec>,
+) -> FleetPlan {
     let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
     let name = gateway.metadata.name.clone().unwrap_or_default();
     FleetPlan {
+        watch_namespaces: watch_namespaces(&namespace, specs),
         name: fleet_name(&namespace, &name),
         namespace,
         gateway: name,
@@ -219,6 +276,58 @@ impl FleetPlan {
             "labels": labels,
             "ownerReferences": [super::serve::gateway_owner_reference(&self.gateway, &self.gateway_uid)],
         })
+    }
+
+    /// Metadata of an object in `namespace`, another than the Gateway's: labelled like the
+    /// others, and [`OWNER_ANNOTATION`] in place of the ownerReference, which cannot cross
+    /// namespaces.
+    fn remote_metadata(&self, namespace: &str) -> Value {
+        let mut meta = self.metadata(&self.name);
+        meta["namespace"] = json!(namespace);
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("ownerReferences");
+        }
+        meta["annotations"] = json!({
+            OWNER_ANNOTATION: owner_annotation(&self.namespace, &self.gateway, &self.gateway_uid),
+        });
+        meta
+    }
+
+    /// The watched namespaces other than the Gateway's: where [`FleetPlan::backend_role`] and
+    /// [`FleetPlan::backend_role_binding`] go.
+    pub fn backend_namespaces(&self) -> impl Iterator<Item = &str> {
+        self.watch_namespaces
+            .iter()
+            .map(String::as_str)
+            .filter(|ns| *ns != self.namespace)
+    }
+
+    /// What a replica reads in a backend namespace `namespace`: what it lists in every
+    /// namespace it watches (RouterConfigs, EndpointSlices, Services; it waits for all three
+    /// lists before it serves anything). No Secret: a generated RouterConfig lives in the
+    /// Gateway's namespace and names Secrets only there.
+    pub fn backend_role(&self, namespace: &str) -> Value {
+        with_digest(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": self.remote_metadata(namespace),
+            "rules": [
+                {"apiGroups": ["lockstep.dev"], "resources": ["routerconfigs"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
+            ],
+        }))
+    }
+
+    /// Binds [`FleetPlan::backend_role`] in `namespace` to the ServiceAccount.
+    pub fn backend_role_binding(&self, namespace: &str) -> Value {
+        with_digest(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": self.remote_metadata(namespace),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": self.name},
+            "subjects": self.subjects(),
+        }))
     }
 
     /// The ServiceAccount the proxies run as.
@@ -286,9 +395,26 @@ impl FleetPlan {
     }
 
     /// The proxy Deployment: the chart's proxy pod (restricted security context, readiness on
-    /// `/readyz`, preStop sleep then drain), serving this fleet in the Gateway's namespace.
+    /// `/readyz`, preStop sleep then drain), serving this fleet in the Gateway's namespace and
+    /// watching its backend namespaces.
     pub fn deployment(&self) -> Value {
         let labels = selector(&self.name);
+        let mut args = vec![
+            "--replica-name=$(POD_NAME)".to_owned(),
+            "--namespace=$(POD_NAMESPACE)".to_owned(),
+            format!("--fleet={}", self.name),
+        ];
+        // Only with a backend elsewhere: without the flag the proxy watches --namespace, and
+        // a fleet without such a backend keeps the pod template it had.
+        if self.backend_namespaces().next().is_some() {
+            args.push(format!("--watch-namespaces={}", self.watch_namespaces.join(",")));
+        }
+        args.extend([
+            format!("--listen=0.0.0.0:{HTTP_CONTAINER_PORT}"),
+            format!("--tls-listen=0.0.0.0:{HTTPS_CONTAINER_PORT}"),
+            format!("--admin=0.0.0.0:{ADMIN_CONTAINER_PORT}"),
+            "--drain-timeout=30s".to_owned(),
+        ]);
         with_digest(json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -319,15 +445,7 @@ impl FleetPlan {
                             "name": "proxy",
                             "image": self.image,
                             "imagePullPolicy": "IfNotPresent",
-                            "args": [
-                                "--replica-name=$(POD_NAME)",
-                                "--namespace=$(POD_NAMESPACE)",
-                                format!("--fleet={}", self.name),
-                                format!("--listen=0.0.0.0:{HTTP_CONTAINER_PORT}"),
-                                format!("--tls-listen=0.0.0.0:{HTTPS_CONTAINER_PORT}"),
-                                format!("--admin=0.0.0.0:{ADMIN_CONTAINER_PORT}"),
-                                "--drain-timeout=30s",
-                            ],
+                            "args": args,
                             "env": [
                                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                                 {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -386,11 +504,26 @@ impl FleetPlan {
     }
 }
 
-/// `object` with [`APPLIED_ANNOTATION`] set to the digest of everything else in it.
+/// `object` with [`APPLIED_ANNOTATION`] set to the digest of everything else in it (its
+/// other annotations kept: an object without any digests as it always did).
 fn with_digest(mut object: Value) -> Value {
     let digest = hex::encode(Sha256::digest(object.to_string().as_bytes()));
-    object["metadata"]["annotations"] = json!({ APPLIED_ANNOTATION: digest });
+    object["metadata"]["annotations"][APPLIED_ANNOTATION] = json!(digest);
     object
+}
+
+/// The value of [`OWNER_ANNOTATION`] for Gateway `namespace/name` of `uid`.
+pub fn owner_annotation(namespace: &str, name: &str, uid: &str) -> String {
+    format!("{namespace}/{name}/{uid}")
+}
+
+/// The Gateway an [`OWNER_ANNOTATION`] value names: (namespace, name, uid). None when it is
+/// not of that form (neither a namespace nor a name holds a `/`).
+pub fn parse_owner_annotation(value: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = value.splitn(3, '/');
+    let (namespace, name, uid) = (parts.next()?, parts.next()?, parts.next()?);
+    let filled = !namespace.is_empty() && !name.is_empty() && !uid.is_empty();
+    (filled && !uid.contains('/')).then_some((namespace, name, uid))
 }
 
 /// The Gateway's `status.addresses` from its Service: the load-balancer ingress addresses
@@ -634,7 +767,7 @@ mod tests {
               {name: c, port: 80, protocol: HTTP}]",
         );
         assert_eq!(listener_secrets(&gw), ["a-cert", "b-cert", "same"]);
-        let plan = plan(&gw, &GatewayParametersSpec::default(), "img:1");
+        let plan = plan(&gw, &GatewayParametersSpec::default(), "img:1", []);
         let role = plan.role();
         let secrets = role["rules"]
             .as_array()
@@ -648,6 +781,7 @@ mod tests {
             &gateway("[{name: c, port: 80, protocol: HTTP}]"),
             &Default::default(),
             "i",
+            [],
         );
         assert!(!plain.role().to_string().contains("secrets"));
     }
@@ -659,7 +793,7 @@ mod tests {
             replicas: 4,
             service_type: GatewayServiceType::NodePort,
         };
-        let p = plan(&gw, &params, "registry/proxy:7");
+        let p = plan(&gw, &params, "registry/proxy:7", []);
         let name = fleet_name("infra", "gw");
         assert_eq!(p.name, name);
         let d = p.deployment();
@@ -710,6 +844,7 @@ mod tests {
             &gateway("[{name: a, port: 80, protocol: HTTP}]"),
             &Default::default(),
             "i:1",
+            [],
         );
         let two = plan(
             &gateway(
@@ -717,6 +852,7 @@ mod tests {
             ),
             &Default::default(),
             "i:1",
+            [],
         );
         assert_eq!(
             one.deployment(),
@@ -734,11 +870,207 @@ mod tests {
                 ..Default::default()
             },
             "i:1",
+            [],
         );
         assert_ne!(
             one.deployment()["metadata"]["annotations"],
             bigger.deployment()["metadata"]["annotations"]
         );
+    }
+
+    /// The specs the generated RouterConfigs of a Gateway `gw` in `infra` (listener `web`,
+    /// routes from every namespace) would hold, for `routes` (YAML HTTPRoutes) with
+    /// `grants` (YAML ReferenceGrants): the translation, lowered as the operator lowers it.
+    fn served_specs(routes: &[&str], grants: &[&str]) -> Vec<RouterConfigSpec> {
+        let class: GatewayClass =
+            yaml("metadata: {name: lockstep}\nspec: {controllerName: lockstep.dev/gateway-controller}");
+        let gw = gateway("[{name: web, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}]");
+        let routes: Vec<lockstep_crds::gateway::HTTPRoute> = routes.iter().map(|r| yaml(r)).collect();
+        let grants: Vec<lockstep_crds::gateway::ReferenceGrant> = grants.iter().map(|g| yaml(g)).collect();
+        let services: Vec<Service> = [("infra", "web"), ("apps", "api"), ("data", "db")]
+            .iter()
+            .map(|(ns, name)| {
+                yaml(&format!(
+                    "metadata: {{name: {name}, namespace: {ns}}}\nspec: {{ports: [{{port: 80}}]}}"
+                ))
+            })
+            .collect();
+        let inputs = super::super::GatewayInputs {
+            class: &class,
+            gateway: &gw,
+            http_routes: &routes,
+            grpc_routes: &[],
+            services: &services,
+            secrets: &[],
+            grants: &grants,
+            namespaces: &[],
+            parameters: &[],
+        };
+        let translation = super::super::translate(inputs, now()).expect("of lockstep's class");
+        let config = translation.config.expect("accepted");
+        super::super::serve::plan(&config, &fleet_name("infra", "gw"))
+            .into_iter()
+            .filter_map(|p| match p.outcome {
+                super::super::serve::Outcome::Publish(spec) => Some(spec),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// An HTTPRoute `name` in `ns` attached to `infra/gw`, with these backendRefs.
+    fn route_in(ns: &str, name: &str, backends: &str) -> String {
+        format!(
+            "metadata: {{name: {name}, namespace: {ns}, uid: uid-{name}, generation: 1, creationTimestamp: \"2026-01-01T00:00:00Z\"}}\n\
+             spec: {{parentRefs: [{{name: gw, namespace: infra}}], rules: [{{backendRefs: {backends}}}]}}"
+        )
+    }
+
+    fn args(deployment: &Value) -> Vec<String> {
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_route_of_another_namespace_has_its_backends_namespace_watched() {
+        // HTTPRouteCrossNamespace of the conformance suite: a route of namespace apps, on a
+        // Gateway of infra that allows it, to a Service of its own namespace.
+        let specs = served_specs(&[&route_in("apps", "cross", "[{name: api, port: 80}]")], &[]);
+        assert_eq!(specs.len(), 1, "{specs:?}");
+        let p = plan(&gateway("[]"), &Default::default(), "i:1", &specs);
+        assert_eq!(p.watch_namespaces, ["apps", "infra"]);
+        assert_eq!(p.backend_namespaces().collect::<Vec<_>>(), ["apps"]);
+        let name = fleet_name("infra", "gw");
+        let args = args(&p.deployment());
+        assert!(
+            args.contains(&"--watch-namespaces=apps,infra".to_owned()),
+            "{args:?}"
+        );
+        // The Lease and the RouterReplica stay in the Gateway's namespace.
+        assert!(
+            args.contains(&"--namespace=$(POD_NAMESPACE)".to_owned()),
+            "{args:?}"
+        );
+
+        let role = p.backend_role("apps");
+        assert_eq!(role["metadata"]["namespace"], json!("apps"));
+        assert_eq!(role["metadata"]["name"], json!(name));
+        // No ownerReference across namespaces: the labels and the annotation say whose it is.
+        assert!(role["metadata"].get("ownerReferences").is_none(), "{role}");
+        assert_eq!(
+            role["metadata"]["labels"][super::super::serve::GENERATED_LABEL],
+            json!("Gateway")
+        );
+        assert_eq!(
+            role["metadata"]["labels"][lockstep_crds::FLEET_LABEL],
+            json!(name)
+        );
+        let owner = role["metadata"]["annotations"][OWNER_ANNOTATION]
+            .as_str()
+            .unwrap();
+        assert_eq!(parse_owner_annotation(owner), Some(("infra", "gw", "u1")));
+        assert!(role["metadata"]["annotations"][APPLIED_ANNOTATION].is_string());
+        let resources: Vec<&str> = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["resources"][0].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            resources,
+            ["routerconfigs", "endpointslices", "services"],
+            "never a Secret"
+        );
+        for rule in role["rules"].as_array().unwrap() {
+            assert_eq!(rule["verbs"], json!(["get", "list", "watch"]), "{rule}");
+        }
+        let binding = p.backend_role_binding("apps");
+        assert_eq!(binding["metadata"]["namespace"], json!("apps"));
+        assert_eq!(
+            binding["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name})
+        );
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": service_account_name(&name), "namespace": "infra"}])
+        );
+    }
+
+    #[test]
+    fn a_backend_refused_for_want_of_a_reference_grant_adds_no_namespace() {
+        // The route of apps names a Service of data: without a ReferenceGrant in data that
+        // share is answered 500, and data is not read.
+        let routes = [&*route_in(
+            "apps",
+            "cross",
+            "[{name: api, port: 80}, {name: db, namespace: data, port: 80}]",
+        )];
+        let refused = plan(
+            &gateway("[]"),
+            &Default::default(),
+            "i:1",
+            &served_specs(&routes, &[]),
+        );
+        assert_eq!(refused.watch_namespaces, ["apps", "infra"]);
+        // With the grant, data is watched too.
+        let grant = "metadata: {name: allow, namespace: data}\nspec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}], to: [{group: \"\", kind: Service}]}";
+        let granted = plan(
+            &gateway("[]"),
+            &Default::default(),
+            "i:1",
+            &served_specs(&routes, &[grant]),
+        );
+        assert_eq!(granted.watch_namespaces, ["apps", "data", "infra"]);
+        assert!(args(&granted.deployment()).contains(&"--watch-namespaces=apps,data,infra".to_owned()));
+    }
+
+    #[test]
+    fn backends_of_the_gateways_namespace_only_leave_the_pods_as_they_were() {
+        let specs = served_specs(&[&route_in("infra", "local", "[{name: web, port: 80}]")], &[]);
+        assert_eq!(specs.len(), 1, "{specs:?}");
+        let p = plan(&gateway("[]"), &Default::default(), "i:1", &specs);
+        assert_eq!(p.watch_namespaces, ["infra"]);
+        assert_eq!(p.backend_namespaces().count(), 0);
+        assert_eq!(
+            p.deployment(),
+            plan(&gateway("[]"), &Default::default(), "i:1", []).deployment(),
+            "no --watch-namespaces: the proxy watches --namespace"
+        );
+        assert!(
+            !args(&p.deployment())
+                .iter()
+                .any(|a| a.starts_with("--watch-namespaces"))
+        );
+        // Served elsewhere too: each namespace once, sorted.
+        let more = served_specs(
+            &[
+                &route_in("infra", "local", "[{name: web, port: 80}]"),
+                &route_in("apps", "a", "[{name: api, port: 80}]"),
+                &route_in("apps", "b", "[{name: api, port: 80}]"),
+            ],
+            &[],
+        );
+        assert_eq!(watch_namespaces("infra", &more), ["apps", "infra"]);
+    }
+
+    #[test]
+    fn owner_annotations_read_back() {
+        let value = owner_annotation("infra", "gw", "0b7a-11");
+        assert_eq!(parse_owner_annotation(&value), Some(("infra", "gw", "0b7a-11")));
+        for bad in [
+            "",
+            "infra",
+            "infra/gw",
+            "infra/gw/",
+            "/gw/u",
+            "infra//u",
+            "a/b/c/d",
+        ] {
+            assert_eq!(parse_owner_annotation(bad), None, "{bad}");
+        }
     }
 
     fn service(yaml_text: &str) -> Service {
