@@ -57,7 +57,9 @@ pub enum Gap {
 
 /// Lowers one listener of a Gateway in namespace `namespace` to a RouterConfigSpec for
 /// `fleet`. `shadowing`: a less specific listener serves on the same port, so the listener's
-/// host name gets a last entry answering 404 (the module doc says why). `is_grpc` says which
+/// host name gets a last entry answering 404 (the module doc says why); an HTTPS listener's
+/// host name (`*` without one) always gets it, so its certificate is presented for every
+/// name it accepts. `is_grpc` says which
 /// route indexes are GRPCRoutes.
 pub fn router_config_spec(
     listener: &ServedListener,
@@ -143,7 +145,18 @@ pub fn router_config_spec(
             }),
         }
     }
-    if shadowing && let Some(host) = &listener.hostname {
+    // The host name the listener itself accepts: a request for it that none of its routes
+    // match is answered 404 here when a less specific listener of the port would otherwise
+    // take it, and over HTTPS always, because the certificate is found by a rule's host: a
+    // client asking for a name the listener accepts gets the listener's certificate and a
+    // 404, not a failed handshake.
+    let own_host = listener
+        .hostname
+        .clone()
+        .unwrap_or_else(|| lockstep_crds::ANY_HOST.to_owned());
+    let closed = (shadowing && listener.hostname.is_some()) || tls.is_some();
+    if closed {
+        let host = &own_host;
         let catch_all = |p: &HttpPath| {
             p.path == "/" && p.path_type == lockstep_crds::PathType::Prefix && p.matches.is_none()
         };

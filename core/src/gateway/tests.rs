@@ -1218,6 +1218,45 @@ mod serving {
         assert_eq!(kinds, [("https", true), ("http", true)], "{plans:?}");
     }
 
+    /// An HTTPS listener presents its certificate for every name it accepts, also those no
+    /// route names: `unknown-example.org` on a listener without host name gets the certificate
+    /// and a 404 (the conformance suite's HTTPRouteHTTPSListener), not a failed handshake.
+    #[test]
+    fn an_https_listener_answers_every_name_it_accepts() {
+        let listeners = "[{name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}]";
+        let (_, plans) = planned(
+            listeners,
+            &[(
+                "web",
+                &WEB.replacen("rules:", "hostnames: [example.org], rules:", 1),
+            )],
+        );
+        let Outcome::Publish(spec) = &plans[0].outcome else {
+            panic!("{:?}", plans[0].outcome)
+        };
+        let rules: Vec<(&str, Option<&str>, Vec<Option<u16>>)> = spec
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    r.host.as_str(),
+                    r.tls.as_ref().map(|t| t.secret_name.as_str()),
+                    r.paths
+                        .iter()
+                        .map(|p| p.backends.first().and_then(|b| b.status))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("example.org", Some("cert"), vec![None]),
+                ("*", Some("cert"), vec![Some(404)])
+            ]
+        );
+    }
+
     #[test]
     fn each_served_listener_is_published_or_names_its_gaps() {
         let with_host =
