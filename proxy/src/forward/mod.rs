@@ -221,7 +221,7 @@ impl Proxy {
         // connection).
         if req
             .extensions()
-            .get::<crate::http1::head::BothLengths>()
+            .get::<lockstep_core::http1::head::BothLengths>()
             .is_some()
         {
             return Err(ProxyError::BothLengthAndEncoding);

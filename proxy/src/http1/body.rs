@@ -17,7 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 pub enum BodyError {
     /// The chunked coding was broken (a lying chunk size, a bad size line or trailers).
     #[error("malformed chunked request body: {0}")]
-    Chunked(#[from] super::chunked::ChunkError),
+    Chunked(#[from] lockstep_core::http1::ChunkError),
     /// The client closed the connection before the whole body.
     #[error("the client closed the connection before the end of the request body")]
     Incomplete,

@@ -32,11 +32,12 @@ use tokio::{
     sync::oneshot,
 };
 
-use super::{
-    body::{self, BodyError, Channel, Http1Body, Shared},
+use lockstep_core::http1::{
     chunked::{Chunk, ChunkedDecoder},
     head::{self, BodyFraming, HeadLimits, RequestHead, ResponseContext, ResponseFraming},
 };
+
+use super::body::{self, BodyError, Channel, Http1Body, Shared};
 use crate::forward::{Proxy, body::ProxyBody, client::ClientConnection, request_body::ClientBody};
 
 /// The first read of a head goes to a stack buffer this large: most heads fit.

@@ -35,7 +35,7 @@ use crate::{
         client::{Check, ClientConnection, Limits},
         request_body::ClientBody,
     },
-    http1::{self, head::HeadLimits},
+    http1,
     options::ProxyOptions,
 };
 
@@ -193,13 +193,13 @@ pub(crate) enum Protocol {
 /// How a listener's connections are served: the HTTP/1 head limits and hyper's HTTP/2
 /// connection builder.
 pub(crate) struct Builders {
-    h1: HeadLimits,
+    h1: lockstep_core::http1::HeadLimits,
     h2: http2::Builder<TokioExecutor>,
 }
 
 impl Builders {
     pub(crate) fn new(options: &ProxyOptions) -> Self {
-        let h1 = HeadLimits {
+        let h1 = lockstep_core::http1::HeadLimits {
             max_bytes: options.max_header_bytes,
             max_headers: options.max_header_count,
         };

@@ -76,9 +76,10 @@ pub struct RequestHead {
     pub both_lengths: bool,
 }
 
-/// Marks a request whose head had Content-Length and Transfer-Encoding both.
+/// Marks a request whose head had Content-Length and Transfer-Encoding both (a request
+/// extension).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct BothLengths;
+pub struct BothLengths;
 
 /// Header fields parsed on the stack up to this many; a larger `--max-header-count` takes
 /// a heap array for the parse.
@@ -238,7 +239,7 @@ fn trim(mut value: &[u8]) -> &[u8] {
 
 /// How a response's body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ResponseFraming {
+pub enum ResponseFraming {
     /// No body bytes follow the head (HEAD, 1xx, 204, 304, or an empty body).
     None,
     /// Exactly this many bytes.
@@ -251,14 +252,16 @@ pub(crate) enum ResponseFraming {
 
 /// What decides a response's framing besides the response itself.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ResponseContext {
+pub struct ResponseContext {
+    /// The request was a HEAD.
     pub head_request: bool,
+    /// The request's HTTP version.
     pub version: Version,
 }
 
 /// Decides the framing of a response whose body has `exact` bytes when known, and fixes
 /// its framing headers to match: a body the head does not allow has none.
-pub(crate) fn response_framing(
+pub fn response_framing(
     status: StatusCode,
     headers: &mut HeaderMap,
     exact: Option<u64>,
@@ -306,7 +309,7 @@ pub(crate) fn response_framing(
 /// Writes a response head into `out` (cleared first): the status line, the headers, a
 /// Date when there is none, and the connection's fate (`Connection: close`, or
 /// `keep-alive` to an HTTP/1.0 client that asked for it). A 101 keeps its own Connection.
-pub(crate) fn write_response_head(
+pub fn write_response_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
