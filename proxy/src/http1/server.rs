@@ -152,6 +152,10 @@ struct Conn<S> {
     out: Vec<u8>,
     limits: HeadLimits,
     closing: Arc<AtomicBool>,
+    /// Bytes that may complete a head arrived since the last parse. A head ends at a line
+    /// feed, so a head trickled a byte at a time is parsed once per line, not once per
+    /// byte (each parse starts over from the head's first byte).
+    parse_due: bool,
 }
 
 enum HeadRead {
@@ -179,6 +183,7 @@ where
         out: Vec::new(),
         limits,
         closing,
+        parse_due: false,
     };
     loop {
         let head = match poll_fn(|cx| conn.poll_head(cx)).await? {
@@ -186,77 +191,29 @@ where
             HeadRead::Done => return Ok(()),
             HeadRead::Refused(error) => {
                 tracing::debug!(client = %client.remote, %error, "request head refused");
-                conn.refuse(error.status()).await?;
+                Box::pin(conn.refuse(error.status())).await?;
                 return Ok(());
             }
         };
-        let RequestHead {
-            request,
-            body: framing,
+        let Dispatched {
+            mut answer,
+            mut exchange,
+            switch,
+            ctx,
             keep_alive,
-            expect_continue,
-            upgrade,
             trailers,
-            ..
-        } = *head;
-        let version = request.version();
-        let head_request = request.method() == Method::HEAD;
-        let (reader, body) = match framing {
-            BodyFraming::Empty => (Reader::None, Http1Body::empty()),
-            BodyFraming::Length(n) => {
-                let shared = Shared::default();
-                let body = Http1Body::new(shared.clone(), Some(n));
-                (Reader::Length { shared, remaining: n }, body)
-            }
-            BodyFraming::Chunked => {
-                let shared = Shared::default();
-                let body = Http1Body::new(shared.clone(), None);
-                let decoder = Box::new(ChunkedDecoder::new(limits.max_bytes));
-                (Reader::Chunked { shared, decoder }, body)
-            }
-        };
-        let mut exchange = Exchange {
-            continue_at: (expect_continue && !matches!(reader, Reader::None)).then_some(0),
-            reader,
-            broken: false,
-        };
-        let mut request = request.map(|()| ClientBody::Http1(body));
-        let switch = upgrade.then(|| {
-            let (sender, receiver) = oneshot::channel();
-            request
-                .extensions_mut()
-                .insert(OnUpgrade(Arc::new(Mutex::new(Some(receiver)))));
-            sender
-        });
-
-        // Boxed: the request path's state lives only while a request does, not in every
-        // idle connection.
-        let mut answer = {
-            let proxy = proxy.clone();
-            let client = client.clone();
-            Box::pin(async move { proxy.handle(client, request).await })
-        };
+        } = dispatch(*head, &proxy, &client, limits);
         let response = poll_fn(|cx| {
             let _ = conn.pump(cx, &mut exchange);
             answer.as_mut().poll(cx)
         })
         .await;
         drop(answer);
-        // A response is on its way: a 100 not sent by now is not owed any more.
-        if exchange.continue_at != Some(0) {
-            // Partly written: finish it, the head must not start in its middle.
-            poll_fn(|cx| conn.poll_continue(cx, &mut exchange)).await?;
-        }
-        exchange.continue_at = None;
-
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS && switch.is_some();
-        let ctx = ResponseContext {
-            head_request,
-            version,
-        };
-        let outcome = conn
-            .respond(response, ctx, keep_alive, trailers, switching, &mut exchange)
-            .await;
+        // Boxed for the same reason: the writer's state (the response head, the body) is
+        // most of this future's size, and only a request in flight needs it.
+        let outcome =
+            Box::pin(conn.respond(response, ctx, keep_alive, trailers, switching, &mut exchange)).await;
         let keep = match outcome {
             Ok(keep) => keep,
             Err(error) => {
@@ -285,9 +242,82 @@ where
             .await;
         }
         if !keep || exchange.broken || !exchange.body_finished() {
-            conn.linger().await;
+            Box::pin(conn.linger()).await;
             return Ok(());
         }
+    }
+}
+
+/// A request handed to the request path.
+struct Dispatched {
+    /// The request path's answer. Boxed: the request path's state lives only while a
+    /// request does, not in every idle connection.
+    answer: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>,
+    exchange: Exchange,
+    /// Hands the connection over after a 101, when the client asked to switch.
+    switch: Option<oneshot::Sender<Upgraded>>,
+    ctx: ResponseContext,
+    keep_alive: bool,
+    trailers: bool,
+}
+
+/// Makes the request of a head, with a body read through the connection, and starts the
+/// request path on it. (Not async: its locals stay out of the connection's future.)
+fn dispatch(
+    head: RequestHead,
+    proxy: &Arc<Proxy>,
+    client: &Arc<ClientConnection>,
+    limits: HeadLimits,
+) -> Dispatched {
+    let RequestHead {
+        request,
+        body: framing,
+        keep_alive,
+        expect_continue,
+        upgrade,
+        trailers,
+        ..
+    } = head;
+    let ctx = ResponseContext {
+        head_request: request.method() == Method::HEAD,
+        version: request.version(),
+    };
+    let (reader, body) = match framing {
+        BodyFraming::Empty => (Reader::None, Http1Body::empty()),
+        BodyFraming::Length(n) => {
+            let shared = Shared::default();
+            let body = Http1Body::new(shared.clone(), Some(n));
+            (Reader::Length { shared, remaining: n }, body)
+        }
+        BodyFraming::Chunked => {
+            let shared = Shared::default();
+            let body = Http1Body::new(shared.clone(), None);
+            let decoder = Box::new(ChunkedDecoder::new(limits.max_bytes));
+            (Reader::Chunked { shared, decoder }, body)
+        }
+    };
+    let exchange = Exchange {
+        continue_at: (expect_continue && !matches!(reader, Reader::None)).then_some(0),
+        reader,
+        broken: false,
+    };
+    let mut request = request.map(|()| ClientBody::Http1(body));
+    let switch = upgrade.then(|| {
+        let (sender, receiver) = oneshot::channel();
+        request
+            .extensions_mut()
+            .insert(OnUpgrade(Arc::new(Mutex::new(Some(receiver)))));
+        sender
+    });
+    let proxy = proxy.clone();
+    let client = client.clone();
+    Dispatched {
+        answer: Box::pin(async move { proxy.handle(client, request).await }),
+        exchange,
+        switch,
+        ctx,
+        keep_alive,
+        trailers,
     }
 }
 
@@ -299,16 +329,21 @@ where
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<HeadRead>> {
         loop {
             if !self.buf.is_empty() {
-                match head::parse_request(&self.buf, self.limits) {
-                    Ok(Some((head, len))) => {
-                        self.buf.advance(len);
-                        return Poll::Ready(Ok(HeadRead::Head(Box::new(head))));
+                if std::mem::take(&mut self.parse_due) {
+                    match head::parse_request(&self.buf, self.limits) {
+                        Ok(Some((head, len))) => {
+                            self.buf.advance(len);
+                            // What follows may hold the next head already (pipelining).
+                            self.parse_due = true;
+                            return Poll::Ready(Ok(HeadRead::Head(Box::new(head))));
+                        }
+                        Ok(None) => {}
+                        Err(error) => return Poll::Ready(Ok(HeadRead::Refused(error))),
                     }
-                    Ok(None) => {}
-                    Err(error) => return Poll::Ready(Ok(HeadRead::Refused(error))),
                 }
                 // The rest of a head that has started: read into the heap buffer.
                 self.buf.reserve(FIRST_READ.max(self.buf.len()));
+                let before = self.buf.len();
                 let read = ready!(tokio_util::io::poll_read_buf(
                     Pin::new(&mut self.io),
                     cx,
@@ -318,6 +353,8 @@ where
                     // Closed in the middle of a head: nothing to answer.
                     return Poll::Ready(Ok(HeadRead::Done));
                 }
+                self.parse_due =
+                    self.buf[before..].contains(&b'\n') || self.buf.len() > self.limits.max_bytes;
                 continue;
             }
             if self.closing.load(Ordering::Relaxed) {
@@ -334,7 +371,10 @@ where
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(HeadRead::Done)),
-                Poll::Ready(Ok(())) => self.buf.extend_from_slice(read.filled()),
+                Poll::Ready(Ok(())) => {
+                    self.buf.extend_from_slice(read.filled());
+                    self.parse_due = true;
+                }
             }
         }
     }
@@ -429,6 +469,12 @@ where
         switching: bool,
         exchange: &mut Exchange,
     ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+        // A response is on its way: a 100 not sent by now is not owed any more, and one
+        // partly written is finished (the head must not start in its middle).
+        if exchange.continue_at != Some(0) {
+            poll_fn(|cx| self.poll_continue(cx, exchange)).await?;
+        }
+        exchange.continue_at = None;
         let (parts, mut body) = response.into_parts();
         let mut headers = parts.headers;
         let asked_close = headers
@@ -701,5 +747,27 @@ impl BodyWriter {
     fn short(&self) -> bool {
         matches!(self.framing, ResponseFraming::Length(_)) && self.remaining != 0
             || self.framing == ResponseFraming::Close
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{options::ProxyOptions, state::ProxyState};
+
+    /// Every idle keep-alive connection holds this future: the request's state (the request
+    /// path, the response writer, a lingering close) is boxed and held only while needed.
+    #[tokio::test]
+    async fn a_connection_s_future_stays_small_between_requests() {
+        let proxy = Proxy::new(ProxyState::new("test"), ProxyOptions::default());
+        let client = Arc::new(ClientConnection::new(([127, 0, 0, 1], 1).into(), "http"));
+        let (io, _) = tokio::io::duplex(64);
+        let limits = HeadLimits {
+            max_bytes: 1024,
+            max_headers: 10,
+        };
+        let future = serve(io, proxy, client, limits, Arc::default());
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1024, "{size} bytes");
     }
 }
