@@ -1,8 +1,9 @@
 //! Protocol switches (WebSocket upgrades): once the upstream answered 101 and both
 //! connections were handed over (the client's by the proxy's HTTP/1 server once it wrote
-//! the 101, the upstream's by hyper's client), bytes are copied both ways until either side closes, or until
-//! neither side sent a byte for the tunnel idle timeout (a silent peer holds a connection
-//! and a task; a WebSocket that wants to stay open sends pings).
+//! the 101, with any bytes the client sent after its head; the upstream's by hyper's
+//! client), bytes are copied both ways until either side closes, or until neither side
+//! sent a byte for the tunnel idle timeout (a silent peer holds a connection and a task; a
+//! WebSocket that wants to stay open sends pings).
 //!
 //! No overall cap on a tunnel's life: a WebSocket that carries traffic is doing its job
 //! however long it lives, and a drain bounds every tunnel anyway (`--drain-timeout`).
