@@ -210,8 +210,8 @@ where
         .await;
         drop(answer);
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS && switch.is_some();
-        // Boxed for the same reason: the writer's state (the response head, the body) is
-        // most of this future's size, and only a request in flight needs it.
+        // Boxed: the writer's state (the response head, the body) would be most of this
+        // future's size, and only a request in flight needs it.
         let outcome =
             Box::pin(conn.respond(response, ctx, keep_alive, trailers, switching, &mut exchange)).await;
         let keep = match outcome {
@@ -230,8 +230,8 @@ where
             });
             return Ok(());
         }
-        // The request body is read to its end before the next head, as long as someone
-        // reads it (an upload may go on after its response).
+        // The request body is read to its end before the next head (or the close), as long
+        // as someone reads it: an upload may go on after its response.
         if !exchange.body_finished() && !exchange.broken {
             poll_fn(|cx| {
                 if conn.closing.load(Ordering::Relaxed) {
