@@ -1,7 +1,8 @@
 //! The proxy's own HTTP/1.1 server over raw sockets: pipelined requests with bodies of
 //! every framing answered in order, responses framed for what the client can read
 //! (Content-Length, chunked, close-delimited for HTTP/1.0, nothing after HEAD), HTTP/1.0
-//! keep-alive, and `Expect: 100-continue`.
+//! keep-alive, `Expect: 100-continue`, and the bytes a client sends right after an
+//! upgrade head.
 
 mod common;
 
@@ -208,4 +209,31 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
         (200, &b"hello"[..]),
         "{answer:?}"
     );
+}
+
+#[tokio::test]
+async fn bytes_sent_right_after_an_upgrade_head_reach_the_tunnel() {
+    let (_be, server) = setup().await;
+    let mut stream = TcpStream::connect(server.local_addr()).await.expect("connect");
+    // The client does not wait for the 101: its first bytes of the new protocol come in the
+    // same write as the head, so they sit in the server's buffer when it switches.
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nearly bytes",
+        )
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let switched = read_answer(&mut stream, &mut buf, false).await;
+    assert_eq!(switched.status, 101, "{switched:?}");
+    while buf.len() < b"early bytes".len() {
+        assert!(more(&mut stream, &mut buf).await, "the tunnel ended: {buf:?}");
+    }
+    assert_eq!(buf, b"early bytes");
+    stream.write_all(b" and later ones").await.expect("write");
+    buf.clear();
+    while buf.len() < b" and later ones".len() {
+        assert!(more(&mut stream, &mut buf).await, "the tunnel ended: {buf:?}");
+    }
+    assert_eq!(buf, b" and later ones");
 }
