@@ -1,7 +1,8 @@
 //! Pure RouterConfig logic shared by the operator and the proxy, with no Kubernetes client:
 //! validation, the fleet policy (who owns a match, what is served while a generation is
 //! rejected), the plan of what a replica serves, route table compilation, the barrier
-//! decision, Lease freshness, configuration digests and condition helpers.
+//! decision, Lease freshness, configuration digests and condition helpers; and the HTTP/1.1
+//! codec of the proxy's own HTTP/1 server (`http1`).
 
 pub mod barrier;
 pub mod conditions;
@@ -10,6 +11,7 @@ pub mod file;
 pub mod fleet;
 pub mod garbage;
 pub mod gateway;
+pub mod http1;
 pub mod lease;
 pub mod path;
 pub mod plan;

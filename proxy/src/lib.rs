@@ -11,6 +11,7 @@ pub mod certs;
 pub mod endpoints;
 pub mod fleet;
 pub mod forward;
+pub mod http1;
 pub mod metrics;
 pub mod options;
 pub mod server;

@@ -1,5 +1,5 @@
 //! The response body on its way to the client: it streams frame by frame (nothing is
-//! buffered beyond what hyper holds for one frame), ends the request's bookkeeping when it
+//! buffered beyond one frame), ends the request's bookkeeping when it
 //! ends, and enforces the route's time limit. The request direction is in
 //! [`super::request_body`].
 

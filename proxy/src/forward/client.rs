@@ -1,17 +1,12 @@
 //! The client connection a request arrived on (one per connection, shared by its requests): where the
 //! client is, how it reached us, and the activity that the request path records and the
-//! server's watchdog reads (header-read and idle timeouts, HTTP/1 framing seen on the wire).
+//! server's watchdog reads (header-read, idle, body and send timeouts).
 
 use std::{
     net::SocketAddr,
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     time::Instant,
 };
-
-use super::framing::FramingScanner;
 
 /// The client connection a request arrived on, as the request path and the connection's
 /// watchdog both see it.
@@ -55,10 +50,6 @@ pub(crate) struct ConnActivity {
     write_blocked_since: AtomicU64,
     /// Request bodies the proxy is waiting for bytes of.
     bodies_waiting: AtomicU32,
-    /// Requests handed to the proxy so far (HTTP/1: the index of the next head).
-    dispatched: AtomicU64,
-    /// Follows HTTP/1 framing to see what hyper's parser hides.
-    framing: Mutex<FramingScanner>,
 }
 
 /// What the watchdog found.
@@ -96,8 +87,6 @@ impl ConnActivity {
             http2: AtomicBool::new(false),
             write_blocked_since: AtomicU64::new(0),
             bodies_waiting: AtomicU32::new(0),
-            dispatched: AtomicU64::new(0),
-            framing: Mutex::new(FramingScanner::default()),
         }
     }
 
@@ -105,12 +94,9 @@ impl ConnActivity {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
     }
 
-    pub(crate) fn on_read(&self, bytes: &[u8]) {
+    pub(crate) fn on_read(&self) {
         let now = self.now();
         self.last_read.store(now, Ordering::Relaxed);
-        if !self.http2.load(Ordering::Relaxed) {
-            self.framing().feed(bytes);
-        }
         if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_since.load(Ordering::Relaxed) == 0 {
             self.head_since.store(now, Ordering::Relaxed);
         }
@@ -124,34 +110,12 @@ impl ConnActivity {
         // those, only the idle timeout applies.
         self.http2.store(true, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
-        self.framing().stop();
     }
 
-    /// The connection switched protocols (a 101 went to the client): what follows is no
-    /// longer HTTP/1 for the framing follower to read.
-    pub(crate) fn protocol_switched(&self) {
-        self.framing().stop();
-    }
-
-    fn framing(&self) -> std::sync::MutexGuard<'_, FramingScanner> {
-        // The scanner holds no invariant a panic elsewhere could break.
-        self.framing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A request head was parsed and handed to the proxy; returns its index on the
-    /// connection (0 for the first).
-    pub(crate) fn request_started(&self) -> u64 {
+    /// A request head was parsed and handed to the proxy.
+    pub(crate) fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
-        self.dispatched.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Whether the HTTP/1 head of request `index` had both Content-Length and
-    /// Transfer-Encoding (hyper hands such a request over with the Content-Length removed).
-    pub(crate) fn had_both_lengths(&self, index: u64) -> bool {
-        !self.http2.load(Ordering::Relaxed) && self.framing().had_both_lengths(index)
     }
 
     /// A response was sent in full (or abandoned).
@@ -266,14 +230,14 @@ mod tests {
         a.request_finished();
         // Idle keep-alive: no head pending, the header clock is not running.
         assert!(matches!(a.check(limits(0, LONG)), Check::Until(_)));
-        a.on_read(b"GET / HTTP/1.1\r\n");
+        a.on_read();
         assert!(matches!(a.check(limits(0, LONG)), Check::HeaderTimeout));
     }
 
     #[test]
     fn http2_connections_only_have_the_idle_timeout() {
         let a = ConnActivity::new();
-        a.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        a.on_read();
         a.speaks_http2();
         assert!(matches!(a.check(limits(0, LONG)), Check::Until(_)));
         assert!(matches!(a.check(limits(LONG, 0)), Check::Idle));

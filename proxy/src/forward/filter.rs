@@ -38,8 +38,8 @@ pub(crate) fn upgrade_protocol<B>(req: &Request<B>, allows: impl Fn(&str) -> boo
 }
 
 /// Checks a request's Transfer-Encoding before it is stripped as hop-by-hop: the only
-/// coding the proxy decodes is a single `chunked` (hyper has already refused codings that
-/// do not end in chunked). Anything else would reach the upstream as content it cannot
+/// coding the proxy decodes is a single `chunked` (the HTTP/1 server has already refused
+/// codings that do not end in chunked). Anything else would reach the upstream as content it cannot
 /// tell apart from the real body: `gzip, chunked` forwarded without its Transfer-Encoding
 /// hands over gzip bytes, `chunked, chunked` hands over a body decoded once of two.
 pub(crate) fn check_transfer_encoding<B>(req: &Request<B>) -> Result<(), ProxyError> {

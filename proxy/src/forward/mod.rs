@@ -21,10 +21,9 @@ pub mod body;
 pub(crate) mod client;
 pub mod error;
 mod filter;
-mod framing;
 mod peer;
 mod pool;
-mod request_body;
+pub(crate) mod request_body;
 mod route;
 mod upgrade;
 mod upstream;
@@ -32,7 +31,6 @@ mod upstream;
 use std::{sync::Arc, time::Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use lockstep_core::Route;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::task::TaskTracker;
@@ -43,9 +41,10 @@ use self::{
     error::ProxyError,
     peer::{Balancer, EndpointGuard, PeerAuthority},
     pool::Pool,
-    request_body::BodySlot,
+    request_body::{BodySlot, ClientBody},
 };
 use crate::{
+    http1::server::OnUpgrade,
     metrics::Metrics,
     options::ProxyOptions,
     state::{ProxyState, ServedConfig},
@@ -77,8 +76,6 @@ impl Drop for RequestGuard {
 
 /// What one request went through, for metrics and the access log.
 struct Exchange {
-    /// The request's index on its connection.
-    index: u64,
     route: Option<usize>,
     peer: Option<PeerAuthority>,
     endpoint: Option<EndpointGuard>,
@@ -119,10 +116,10 @@ impl Proxy {
     pub(crate) async fn handle(
         &self,
         client: Arc<ClientConnection>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
-        let index = client.activity.request_started();
+        client.activity.request_started();
         let in_flight = self.metrics().in_flight().clone();
         in_flight.inc();
         let serving = self.state.served_with_metrics();
@@ -151,7 +148,6 @@ impl Proxy {
         };
 
         let mut exchange = Exchange {
-            index,
             route: None,
             peer: None,
             endpoint: None,
@@ -215,15 +211,18 @@ impl Proxy {
         &self,
         served: &ServedConfig,
         client: &Arc<ClientConnection>,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Framing the upstream could not be told about is refused before anything else.
         filter::check_transfer_encoding(&req)?;
-        // hyper drops the Content-Length of a head that also has Transfer-Encoding; the
-        // connection saw both (RFC 9112 §6.1: refuse, and close the connection).
-        if req.headers().contains_key(header::TRANSFER_ENCODING)
-            && client.activity.had_both_lengths(exchange.index)
+        // The HTTP/1 server drops the Content-Length of a head that also has
+        // Transfer-Encoding and marks the request (RFC 9112 §6.1: refuse, and close the
+        // connection).
+        if req
+            .extensions()
+            .get::<lockstep_core::http1::head::BothLengths>()
+            .is_some()
         {
             return Err(ProxyError::BothLengthAndEncoding);
         }
@@ -258,7 +257,7 @@ impl Proxy {
         &self,
         route: &Route,
         client: &Arc<ClientConnection>,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         exchange: &mut Exchange,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -272,7 +271,10 @@ impl Proxy {
                 .ok_or(ProxyError::BadHost)?,
         };
         let protocol = filter::upgrade_protocol(&req, |p| route.allows_upgrade(p));
-        let client_upgrade = protocol.is_some().then(|| hyper::upgrade::on(&mut req));
+        let client_upgrade = protocol
+            .is_some()
+            .then(|| req.extensions_mut().remove::<OnUpgrade>())
+            .flatten();
         let grpc_trailers = filter::wants_trailers(&req);
         filter::prepare_request(&mut req, host, &client.forwarded_for, client.scheme, protocol);
         if let Some(rewrite) = &route.filters.rewrite {
@@ -311,7 +313,6 @@ impl Proxy {
                     answer.peer.authority
                 )));
             };
-            client.activity.protocol_switched();
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             upgrade::tunnel(
                 &self.tunnels,

@@ -1,5 +1,7 @@
 //! The client's request body on its way upstream. It streams frame by frame like the
 //! response, and it survives an attempt that never sent it, so a retry can send it again.
+//! It comes from hyper's HTTP/2 server or from the proxy's own HTTP/1 server
+//! ([`ClientBody`]); the request path is the same for both.
 
 use std::{
     pin::Pin,
@@ -15,6 +17,48 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::client::ClientConnection;
+use crate::http1::body::Http1Body;
+
+/// Errors of a request body, whichever server read it.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client's request body: from hyper's HTTP/2 server or the proxy's own HTTP/1 server.
+#[derive(Debug)]
+pub(crate) enum ClientBody {
+    /// A stream of an HTTP/2 connection.
+    Http2(Incoming),
+    /// The body of an HTTP/1 request.
+    Http1(Http1Body),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Http2(body) => body.is_end_stream(),
+            ClientBody::Http1(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Http2(body) => body.size_hint(),
+            ClientBody::Http1(body) => body.size_hint(),
+        }
+    }
+}
 
 /// A client's request body on its way upstream, in a form that survives a failed attempt:
 /// the body sits in a shared slot until the first poll takes it, so an attempt that never
@@ -52,8 +96,8 @@ impl Drop for BodyWait {
 }
 
 enum Slot {
-    Shared(Arc<Mutex<Option<Incoming>>>),
-    Owned(Incoming),
+    Shared(Arc<Mutex<Option<ClientBody>>>),
+    Owned(ClientBody),
     Buffered(Option<Bytes>),
     Gone,
 }
@@ -61,7 +105,7 @@ enum Slot {
 /// Hands out [`RequestBody`]s for one request's body.
 pub(crate) struct BodySlot {
     /// None when the body was read whole (or is empty): no attempt takes anything from it.
-    shared: Option<Arc<Mutex<Option<Incoming>>>>,
+    shared: Option<Arc<Mutex<Option<ClientBody>>>>,
     /// The whole body, read before the first attempt so that retries can resend it.
     buffered: Option<Bytes>,
     end_stream: bool,
@@ -75,7 +119,7 @@ pub(crate) const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 
 impl BodySlot {
     /// Holds a client's body, sent by the client of `client`.
-    pub(crate) fn new(body: Incoming, client: &Arc<ClientConnection>) -> Self {
+    pub(crate) fn new(body: ClientBody, client: &Arc<ClientConnection>) -> Self {
         let end_stream = body.is_end_stream();
         let hint = body.size_hint();
         if end_stream {
@@ -102,9 +146,9 @@ impl BodySlot {
     /// A body without a known length is streamed, and its request never retried.
     /// The body is read under the request-body timeout, like a streamed one.
     pub(crate) async fn buffer_small(
-        body: Incoming,
+        body: ClientBody,
         client: &Arc<ClientConnection>,
-    ) -> Result<Self, hyper::Error> {
+    ) -> Result<Self, BoxError> {
         use http_body_util::BodyExt;
         match body.size_hint().exact() {
             Some(n) if n <= MAX_BUFFERED_BODY && !body.is_end_stream() => {
@@ -173,12 +217,12 @@ pub(crate) fn was_sent(flag: Option<&Arc<AtomicBool>>) -> bool {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Slot::Shared(shared) = &this.slot {
             let taken = shared.lock().ok().and_then(|mut b| b.take());

@@ -1,7 +1,9 @@
-//! Protocol switches (WebSocket upgrades): once the upstream answered 101 and hyper handed
-//! both connections over, bytes are copied both ways until either side closes, or until
-//! neither side sent a byte for the tunnel idle timeout (a silent peer holds a connection
-//! and a task; a WebSocket that wants to stay open sends pings).
+//! Protocol switches (WebSocket upgrades): once the upstream answered 101 and both
+//! connections were handed over (the client's by the proxy's HTTP/1 server once it wrote
+//! the 101, with any bytes the client sent after its head; the upstream's by hyper's
+//! client), bytes are copied both ways until either side closes, or until neither side
+//! sent a byte for the tunnel idle timeout (a silent peer holds a connection and a task; a
+//! WebSocket that wants to stay open sends pings).
 //!
 //! No overall cap on a tunnel's life: a WebSocket that carries traffic is doing its job
 //! however long it lives, and a drain bounds every tunnel anyway (`--drain-timeout`).
@@ -14,7 +16,6 @@ use std::{
     time::Duration,
 };
 
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::task::TaskTracker;
@@ -23,22 +24,26 @@ use tokio_util::task::TaskTracker;
 /// is tracked, so a draining shutdown waits for tunnels too (up to the drain timeout).
 pub(crate) fn tunnel(
     tasks: &TaskTracker,
-    client: OnUpgrade,
-    upstream: OnUpgrade,
+    client: crate::http1::server::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
     idle_timeout: Duration,
     state: std::sync::Arc<crate::state::ProxyState>,
 ) {
     tasks.spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::debug!(%error, "upgrade did not complete");
+        let (client, upstream) = match tokio::join!(client.wait(), upstream) {
+            (Ok(client), Ok(upstream)) => (client, upstream),
+            (Err(error), _) => {
+                tracing::debug!(%error, "client upgrade did not complete");
+                return;
+            }
+            (_, Err(error)) => {
+                tracing::debug!(%error, "upstream upgrade did not complete");
                 return;
             }
         };
         let started = tokio::time::Instant::now();
         let last = AtomicU64::new(0);
-        let mut client = Active::new(TokioIo::new(client), &last, started);
+        let mut client = Active::new(client, &last, started);
         let mut upstream = Active::new(TokioIo::new(upstream), &last, started);
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(copy);

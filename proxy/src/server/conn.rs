@@ -1,15 +1,15 @@
-//! One client connection: HTTP/1.1 or HTTP/2 (prior knowledge) on the same port, with a
-//! watchdog that enforces the header-read and idle timeouts.
+//! One client connection: HTTP/1.1 (the proxy's own server, [`crate::http1`]) or HTTP/2
+//! with prior knowledge (hyper's) on the same port, with a watchdog that enforces the
+//! header-read, idle, request-body and send timeouts.
 //!
-//! The timeouts are the proxy's, not hyper's: hyper's HTTP/1 header timer also runs while a
-//! keep-alive connection waits for its next request, which would make the idle timeout
-//! unreachable, and it has no idle timeout at all for HTTP/2.
+//! The timeouts are the proxy's, for both protocols: hyper has no idle timeout for HTTP/2,
+//! and one watchdog per connection is cheaper than timers per read.
 //!
 //! Memory per connection is kept small because 10,000 idle keep-alive clients are normal for
 //! an ingress: the protocol is told apart here (not by hyper-util's auto builder, whose
-//! connection holds both protocols' state), each protocol's hyper connection is boxed on its
-//! own, and hyper keeps a pointer, not the request path's state, between requests. With the
-//! patched hyper (`vendor/README.md`) an idle HTTP/1 connection costs about 4 KiB.
+//! connection holds both protocols' state), each protocol's connection is boxed on its own,
+//! and between requests an HTTP/1 connection holds no buffer and a pointer, not the request
+//! path's state.
 
 use std::{
     convert::Infallible,
@@ -18,15 +18,12 @@ use std::{
     mem::MaybeUninit,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, atomic::AtomicBool},
     task::{Context, Poll, ready},
     time::Duration,
 };
 
-use hyper::{
-    body::Incoming,
-    server::conn::{http1, http2},
-};
+use hyper::{body::Incoming, server::conn::http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +33,9 @@ use crate::{
         Proxy,
         body::ProxyBody,
         client::{Check, ClientConnection, Limits},
+        request_body::ClientBody,
     },
+    http1,
     options::ProxyOptions,
 };
 
@@ -71,7 +70,7 @@ impl<S: AsyncRead + Unpin> TrackedStream<S> {
         if let Poll::Ready(Ok(())) = result
             && buf.filled().len() > before
         {
-            self.client.activity.on_read(&buf.filled()[before..]);
+            self.client.activity.on_read();
         }
         result
     }
@@ -191,20 +190,19 @@ pub(crate) enum Protocol {
     Http2,
 }
 
-/// The hyper connection builders of a listener.
+/// How a listener's connections are served: the HTTP/1 head limits and hyper's HTTP/2
+/// connection builder.
 pub(crate) struct Builders {
-    h1: http1::Builder,
+    h1: lockstep_core::http1::HeadLimits,
     h2: http2::Builder<TokioExecutor>,
 }
 
 impl Builders {
     pub(crate) fn new(options: &ProxyOptions) -> Self {
-        let mut h1 = http1::Builder::new();
-        h1.keep_alive(true)
-            // hyper refuses read buffers below 8 KiB; a head must fit the buffer, so this is
-            // the header size limit, answered with 431.
-            .max_buf_size(options.max_header_bytes.max(8192))
-            .max_headers(options.max_header_count);
+        let h1 = lockstep_core::http1::HeadLimits {
+            max_bytes: options.max_header_bytes,
+            max_headers: options.max_header_count,
+        };
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
             .timer(TokioTimer::new());
@@ -295,7 +293,7 @@ pub(crate) async fn serve<S>(
     }
 }
 
-/// The request path as hyper's service, for one connection.
+/// The request path as hyper's service, for one HTTP/2 connection.
 #[derive(Clone)]
 struct Service {
     proxy: Arc<Proxy>,
@@ -315,14 +313,14 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
         // Boxed per request: hyper keeps room for one request future in every connection for
         // its whole life, so unboxed, each idle connection would hold the request path's
         // state (about 8 KB) for nothing.
-        Box::pin(async move { Ok(proxy.handle(client, req).await) })
+        Box::pin(async move { Ok(proxy.handle(client, req.map(ClientBody::Http2)).await) })
     }
 }
 
 type Io<S> = TokioIo<TrackedStream<S>>;
 
-/// One client connection as hyper serves it, once its protocol is known. Each protocol's
-/// connection is boxed, so a connection holds only its own protocol's state.
+/// One client connection, once its protocol is known. Each protocol's connection is boxed,
+/// so a connection holds only its own protocol's state.
 struct Connection<S> {
     builders: Arc<Builders>,
     state: State<S>,
@@ -334,7 +332,11 @@ enum State<S> {
         stream: TrackedStream<S>,
         service: Service,
     },
-    Http1(Pin<Box<http1::UpgradeableConnection<Io<S>, Service>>>),
+    Http1 {
+        conn: Pin<Box<dyn Future<Output = io::Result<()>> + Send>>,
+        /// Set to close once the response in flight (if any) is sent.
+        closing: Arc<AtomicBool>,
+    },
     Http2(Pin<Box<http2::Connection<Io<S>, Service, TokioExecutor>>>),
     Closed,
 }
@@ -355,7 +357,7 @@ where
     fn graceful_shutdown(&mut self) {
         match &mut self.state {
             State::Sniffing { .. } => self.state = State::Closed,
-            State::Http1(conn) => conn.as_mut().graceful_shutdown(),
+            State::Http1 { closing, .. } => closing.store(true, std::sync::atomic::Ordering::Relaxed),
             State::Http2(conn) => conn.as_mut().graceful_shutdown(),
             State::Closed => {}
         }
@@ -369,12 +371,24 @@ where
     if protocol == Protocol::Http2 {
         service.client.activity.speaks_http2();
     }
-    let io = TokioIo::new(stream);
     match protocol {
-        Protocol::Http2 => State::Http2(Box::pin(builders.h2.serve_connection(io, service))),
-        Protocol::Http1 | Protocol::Sniff => State::Http1(Box::pin(
-            builders.h1.serve_connection(io, service).with_upgrades(),
+        Protocol::Http2 => State::Http2(Box::pin(
+            builders.h2.serve_connection(TokioIo::new(stream), service),
         )),
+        Protocol::Http1 | Protocol::Sniff => {
+            let closing = Arc::new(AtomicBool::new(false));
+            let conn = http1::server::serve(
+                stream,
+                service.proxy,
+                service.client,
+                builders.h1,
+                closing.clone(),
+            );
+            State::Http1 {
+                conn: Box::pin(conn),
+                closing,
+            }
+        }
     }
 }
 
@@ -400,7 +414,7 @@ where
                         None => return Poll::Ready(Ok(())),
                     }
                 }
-                State::Http1(conn) => return conn.as_mut().poll(cx).map_err(Into::into),
+                State::Http1 { conn, .. } => return conn.as_mut().poll(cx).map_err(Into::into),
                 State::Http2(conn) => return conn.as_mut().poll(cx).map_err(Into::into),
                 State::Closed => return Poll::Ready(Ok(())),
             }

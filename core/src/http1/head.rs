@@ -1,0 +1,565 @@
+//! Message heads: a request head parsed with `httparse` into an `http::Request`, with the
+//! framing of its body decided and every framing the proxy will not guess about refused;
+//! and a response head written into the connection's reused buffer.
+
+use std::{cell::RefCell, mem::MaybeUninit, time::SystemTime};
+
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version,
+    header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TE, TRANSFER_ENCODING, UPGRADE},
+};
+
+/// The limits a request head is read under (`--max-header-bytes`, `--max-header-count`).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Most bytes a head may have, request line included; more is answered 431.
+    pub max_bytes: usize,
+    /// Most header fields a head may have; more is answered 431.
+    pub max_headers: usize,
+}
+
+/// Why a request head was refused; the connection closes after the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// The head is longer than the head limit or has more fields than allowed (431).
+    #[error("request head too large")]
+    TooLarge,
+    /// The head is not a well-formed HTTP/1.x request head, or frames its body in a way the
+    /// proxy does not guess about: obs-fold, invalid bytes, a malformed or repeated
+    /// conflicting Content-Length, a Transfer-Encoding whose last coding is not chunked, or
+    /// Transfer-Encoding in HTTP/1.0 (400).
+    #[error("malformed request head")]
+    Malformed,
+}
+
+impl HeadError {
+    /// The status the client is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            HeadError::Malformed => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// How a request's body is framed (RFC 9112 §6.3; a request is never close-delimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes (Content-Length).
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// A parsed request head and what the connection needs to know about it.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// The request, without its body.
+    pub request: Request<()>,
+    /// How its body is framed.
+    pub body: BodyFraming,
+    /// The client lets the connection stay open after this request (HTTP/1.1 without
+    /// `Connection: close`, HTTP/1.0 with `Connection: keep-alive`; never after CONNECT,
+    /// whose following bytes may not be HTTP at all).
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on HTTP/1.1: the client waits for a 100 before its body.
+    pub expect_continue: bool,
+    /// The client asked to switch protocols (Connection names upgrade, Upgrade is set).
+    pub upgrade: bool,
+    /// The client accepts trailers (`TE: trailers`).
+    pub trailers: bool,
+    /// The head also had a Content-Length, dropped because Transfer-Encoding frames the
+    /// body: the request path refuses it (RFC 9112 §6.1) after its own Transfer-Encoding
+    /// checks, so that their statuses (501 for an unknown coding) stand.
+    pub both_lengths: bool,
+}
+
+/// Marks a request whose head had Content-Length and Transfer-Encoding both (a request
+/// extension).
+#[derive(Debug, Clone, Copy)]
+pub struct BothLengths;
+
+/// Header fields parsed on the stack up to this many; a larger `--max-header-count` takes
+/// a heap array for the parse.
+const STACK_HEADERS: usize = 128;
+
+/// Parses the request head at the start of `buf`: `Ok(None)` when more bytes are needed,
+/// else the head and how many bytes it took (leading empty lines included).
+pub fn parse_request(buf: &[u8], limits: HeadLimits) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    if limits.max_headers <= STACK_HEADERS {
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+        parse_with(buf, limits, &mut headers[..limits.max_headers])
+    } else {
+        let mut headers = Vec::with_capacity(limits.max_headers);
+        headers.resize_with(limits.max_headers, MaybeUninit::uninit);
+        parse_with(buf, limits, &mut headers)
+    }
+}
+
+fn parse_with<'b>(
+    buf: &'b [u8],
+    limits: HeadLimits,
+    headers: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, headers);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) if len > limits.max_bytes => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_bytes => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    let method =
+        Method::from_bytes(req.method.unwrap_or_default().as_bytes()).map_err(|_| HeadError::Malformed)?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(HeadError::Malformed),
+    };
+    let uri = Uri::try_from(req.path.unwrap_or_default()).map_err(|_| HeadError::Malformed)?;
+
+    let mut map = HeaderMap::with_capacity(req.headers.len());
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut last_coding_chunked = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut upgrade_token = false;
+    let mut expect_continue = false;
+    let mut trailers = false;
+    for header in req.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
+        let value = HeaderValue::from_bytes(header.value).map_err(|_| HeadError::Malformed)?;
+        if name == CONTENT_LENGTH {
+            let n = parse_content_length(header.value).ok_or(HeadError::Malformed)?;
+            match content_length {
+                Some(first) if first != n => return Err(HeadError::Malformed),
+                // The same length repeated says nothing new: it is kept once, so the
+                // upstream sees a single framing header.
+                Some(_) => continue,
+                None => content_length = Some(n),
+            }
+        } else if name == TRANSFER_ENCODING {
+            transfer_encoding = true;
+            // Only the last coding of the last field decides the framing; the request path
+            // refuses every list other than a single chunked, with its own statuses.
+            if let Some(last) = header.value.rsplit(|b| *b == b',').next() {
+                last_coding_chunked = trim(last).eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name == CONNECTION {
+            for token in header.value.split(|b| *b == b',').map(trim) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+            }
+        } else if name == EXPECT {
+            expect_continue |= trim(header.value).eq_ignore_ascii_case(b"100-continue");
+        } else if name == TE {
+            trailers |= header
+                .value
+                .split(|b| *b == b',')
+                .any(|t| trim(t).eq_ignore_ascii_case(b"trailers"));
+        }
+        map.append(name, value);
+    }
+
+    let mut both_lengths = false;
+    let body = if transfer_encoding {
+        // HTTP/1.0 has no transfer codings; a last coding other than chunked leaves the
+        // length unknowable (RFC 9112 §6.3): both are refused.
+        if version == Version::HTTP_10 || !last_coding_chunked {
+            return Err(HeadError::Malformed);
+        }
+        if content_length.is_some() {
+            both_lengths = true;
+            map.remove(CONTENT_LENGTH);
+        }
+        BodyFraming::Chunked
+    } else {
+        match content_length {
+            None | Some(0) => BodyFraming::Empty,
+            Some(n) => BodyFraming::Length(n),
+        }
+    };
+    let connect = method == Method::CONNECT;
+    let keep_alive = !connect
+        && !close
+        && match version {
+            Version::HTTP_10 => keep_alive_token,
+            _ => true,
+        };
+    let upgrade = upgrade_token && map.contains_key(UPGRADE) && version == Version::HTTP_11;
+
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = map;
+    if both_lengths {
+        request.extensions_mut().insert(BothLengths);
+    }
+    Ok(Some((
+        RequestHead {
+            request,
+            body,
+            keep_alive,
+            expect_continue: expect_continue && version == Version::HTTP_11,
+            upgrade,
+            trailers,
+            both_lengths,
+        },
+        len,
+    )))
+}
+
+/// A Content-Length value: digits only (no sign, list, or whitespace inside), no overflow.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let value = trim(value);
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value
+        .iter()
+        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+fn trim(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
+}
+
+/// How a response's body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body bytes follow the head (HEAD, 1xx, 204, 304, or an empty body).
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked; trailers are sent when the client accepts them.
+    Chunked,
+    /// The body ends when the connection closes (an HTTP/1.0 client, length unknown).
+    Close,
+}
+
+/// What decides a response's framing besides the response itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseContext {
+    /// The request was a HEAD.
+    pub head_request: bool,
+    /// The request's HTTP version.
+    pub version: Version,
+}
+
+/// Decides the framing of a response whose body has `exact` bytes when known, and fixes
+/// its framing headers to match: a body the head does not allow has none.
+pub fn response_framing(
+    status: StatusCode,
+    headers: &mut HeaderMap,
+    exact: Option<u64>,
+    end_stream: bool,
+    ctx: ResponseContext,
+) -> ResponseFraming {
+    headers.remove(TRANSFER_ENCODING);
+    if status.is_informational() || status == StatusCode::NO_CONTENT {
+        headers.remove(CONTENT_LENGTH);
+        return ResponseFraming::None;
+    }
+    // A HEAD answer and a 304 describe the body they do not carry: their Content-Length
+    // stays as the upstream said it.
+    if ctx.head_request || status == StatusCode::NOT_MODIFIED {
+        return ResponseFraming::None;
+    }
+    if let Some(n) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| parse_content_length(v.as_bytes()))
+    {
+        return if n == 0 {
+            ResponseFraming::None
+        } else {
+            ResponseFraming::Length(n)
+        };
+    }
+    headers.remove(CONTENT_LENGTH);
+    let exact = if end_stream { Some(0) } else { exact };
+    if let Some(n) = exact {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        return if n == 0 {
+            ResponseFraming::None
+        } else {
+            ResponseFraming::Length(n)
+        };
+    }
+    if ctx.version == Version::HTTP_11 {
+        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        ResponseFraming::Chunked
+    } else {
+        ResponseFraming::Close
+    }
+}
+
+/// Writes a response head into `out` (cleared first): the status line, the headers, a
+/// Date when there is none, and the connection's fate (`Connection: close`, or
+/// `keep-alive` to an HTTP/1.0 client that asked for it). A 101 keeps its own Connection.
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    keep_alive: bool,
+    client_version: Version,
+) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in headers {
+        if name == CONNECTION && !switching {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !headers.contains_key(DATE) {
+        out.extend_from_slice(b"date: ");
+        DATE_NOW.with(|date| out.extend_from_slice(date.borrow_mut().now()));
+        out.extend_from_slice(b"\r\n");
+    }
+    if !switching {
+        if !keep_alive {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if client_version == Version::HTTP_10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The Date header's value, formatted once a second per thread.
+struct CachedDate {
+    second: u64,
+    value: [u8; 29],
+}
+
+impl CachedDate {
+    fn now(&mut self) -> &[u8] {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != self.second {
+            let formatted = httpdate::fmt_http_date(now);
+            if formatted.len() == self.value.len() {
+                self.value.copy_from_slice(formatted.as_bytes());
+                self.second = second;
+            }
+        }
+        &self.value
+    }
+}
+
+thread_local! {
+    static DATE_NOW: RefCell<CachedDate> = const {
+        RefCell::new(CachedDate { second: u64::MAX, value: *b"Thu, 01 Jan 1970 00:00:00 GMT" })
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_bytes: 1024,
+        max_headers: 8,
+    };
+
+    fn parse(bytes: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
+        parse_request(bytes, LIMITS)
+    }
+
+    fn head(bytes: &[u8]) -> RequestHead {
+        parse(bytes).expect("valid").expect("complete").0
+    }
+
+    #[test]
+    fn a_head_is_parsed_and_its_length_told() {
+        let bytes = b"\r\nPOST /a?b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET";
+        let (parsed, len) = parse(bytes).expect("valid").expect("complete");
+        assert_eq!(&bytes[len..], b"abcGET");
+        assert_eq!(parsed.request.method(), Method::POST);
+        assert_eq!(parsed.request.uri(), "/a?b");
+        assert_eq!(parsed.request.headers()["host"], "x");
+        assert_eq!(parsed.body, BodyFraming::Length(3));
+        assert!(parsed.keep_alive);
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n").expect("valid").is_none());
+        assert_eq!(
+            head(b"GET / HTTP/1.1\nHost: x\n\n").request.headers()["host"],
+            "x",
+            "bare LF line endings"
+        );
+    }
+
+    #[test]
+    fn framing_that_cannot_be_trusted_is_refused() {
+        for bad in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n",
+            b"GET / HTTP/1.1\r\n Host: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"G(T / HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse(bad).err(),
+                Some(HeadError::Malformed),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_frames_the_body_and_drops_content_length() {
+        let h = head(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: gzip, CHUNKED \r\n\r\n");
+        assert_eq!(h.body, BodyFraming::Chunked);
+        assert!(h.both_lengths);
+        assert!(h.request.extensions().get::<BothLengths>().is_some());
+        assert!(!h.request.headers().contains_key(CONTENT_LENGTH));
+        let same = head(b"POST / HTTP/1.1\r\nContent-Length: 4\r\ncontent-length: 4\r\n\r\n");
+        assert_eq!(same.body, BodyFraming::Length(4));
+        assert_eq!(same.request.headers().get_all(CONTENT_LENGTH).iter().count(), 1);
+    }
+
+    #[test]
+    fn heads_over_the_limits_are_too_large() {
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(2000));
+        assert_eq!(parse(long.as_bytes()).err(), Some(HeadError::TooLarge));
+        assert_eq!(parse(&long.as_bytes()[..1500]).err(), Some(HeadError::TooLarge));
+        let many: String = (0..9).map(|i| format!("X-{i}: v\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(parse(many.as_bytes()).err(), Some(HeadError::TooLarge));
+        let big = HeadLimits {
+            max_bytes: 1 << 20,
+            max_headers: 500,
+        };
+        let many: String = (0..300).map(|i| format!("X-{i}: v\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(parse_request(many.as_bytes(), big).expect("valid").is_some());
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection() {
+        assert!(head(b"GET / HTTP/1.1\r\n\r\n").keep_alive);
+        assert!(!head(b"GET / HTTP/1.1\r\nConnection: foo, Close\r\n\r\n").keep_alive);
+        assert!(!head(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+        assert!(!head(b"CONNECT a:1 HTTP/1.1\r\n\r\n").keep_alive);
+        let up = head(b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert!(up.upgrade);
+        assert!(head(b"PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n").expect_continue);
+    }
+
+    fn framing(
+        status: u16,
+        headers: &[(&str, &str)],
+        exact: Option<u64>,
+        ctx: ResponseContext,
+    ) -> (ResponseFraming, HeaderMap) {
+        let mut map = HeaderMap::new();
+        for (n, v) in headers {
+            map.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let status = StatusCode::from_u16(status).unwrap();
+        let f = response_framing(status, &mut map, exact, exact == Some(0), ctx);
+        (f, map)
+    }
+
+    #[test]
+    fn responses_are_framed_by_status_method_and_version() {
+        let get11 = ResponseContext {
+            head_request: false,
+            version: Version::HTTP_11,
+        };
+        let head11 = ResponseContext {
+            head_request: true,
+            ..get11
+        };
+        let get10 = ResponseContext {
+            version: Version::HTTP_10,
+            ..get11
+        };
+        assert_eq!(framing(200, &[], Some(5), get11).0, ResponseFraming::Length(5));
+        assert_eq!(framing(200, &[], Some(5), get11).1["content-length"], "5");
+        let (f, h) = framing(200, &[], None, get11);
+        assert_eq!(
+            (f, h["transfer-encoding"].to_str().unwrap()),
+            (ResponseFraming::Chunked, "chunked")
+        );
+        assert_eq!(framing(200, &[], None, get10).0, ResponseFraming::Close);
+        assert_eq!(
+            framing(200, &[("content-length", "7")], None, get11).0,
+            ResponseFraming::Length(7)
+        );
+        let (f, h) = framing(200, &[("content-length", "7")], Some(0), head11);
+        assert_eq!(
+            (f, h["content-length"].to_str().unwrap()),
+            (ResponseFraming::None, "7")
+        );
+        let (f, h) = framing(204, &[("content-length", "7")], None, get11);
+        assert_eq!(
+            (f, h.contains_key("content-length")),
+            (ResponseFraming::None, false)
+        );
+        let (f, h) = framing(304, &[("content-length", "7")], None, get11);
+        assert_eq!(
+            (f, h.contains_key("content-length")),
+            (ResponseFraming::None, true)
+        );
+        let (f, h) = framing(200, &[("transfer-encoding", "gzip, chunked")], None, get11);
+        assert_eq!(
+            (f, h["transfer-encoding"].to_str().unwrap()),
+            (ResponseFraming::Chunked, "chunked")
+        );
+    }
+
+    #[test]
+    fn response_heads_say_the_connection_s_fate() {
+        let mut out = Vec::new();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", HeaderValue::from_static("b"));
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
+        write_response_head(&mut out, StatusCode::OK, &headers, false, Version::HTTP_11);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\nx-a: b\r\ndate: "), "{text}");
+        assert!(text.ends_with("GMT\r\nconnection: close\r\n\r\n"), "{text}");
+        write_response_head(&mut out, StatusCode::OK, &headers, true, Version::HTTP_10);
+        assert!(String::from_utf8_lossy(&out).ends_with("connection: keep-alive\r\n\r\n"));
+        write_response_head(&mut out, StatusCode::OK, &headers, true, Version::HTTP_11);
+        assert!(!String::from_utf8_lossy(&out).contains("connection"));
+    }
+}

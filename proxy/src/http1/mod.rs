@@ -1,0 +1,20 @@
+//! The proxy's own HTTP/1.1 server side (HTTP/2 stays with hyper's h2 server): request
+//! heads parsed with `httparse` into buffers the connection owns, request bodies framed by
+//! Content-Length or the chunked coding and read on demand ([`body`]), responses framed by
+//! Content-Length, chunked, or the connection's close, and the connection kept alive,
+//! pipelined or switched to another protocol ([`server`]). The codec itself, pure functions
+//! on bytes, is `lockstep_core::http1`.
+//!
+//! Framing is decided once, where the head is parsed, and refused when it could be read two
+//! ways (RFC 9112 §6.1, §6.3): a Content-Length that is not one number, a Transfer-Encoding
+//! whose last coding is not chunked or that comes with HTTP/1.0, obs-fold, invalid bytes, a
+//! broken chunk. Content-Length with Transfer-Encoding is marked on the request for the
+//! request path to refuse after its own Transfer-Encoding checks. Each refusal closes the
+//! connection after the answer, so no byte after a refused head is read as a request.
+//!
+//! An idle keep-alive connection holds no buffer: see [`server`].
+
+pub mod body;
+pub(crate) mod server;
+
+pub use self::body::{BodyError, Http1Body};

@@ -1,0 +1,773 @@
+//! The server side of an HTTP/1.1 connection: reads request heads, hands each request to
+//! the request path with a body the connection reads on demand, writes the response head
+//! and frames its body, and keeps the connection for the next request or closes it.
+//!
+//! Requests are answered in order: the next head is parsed (from what is already buffered,
+//! for a pipelining client) only once the previous response is written and its request
+//! body read to its end; a body nobody reads to its end closes the connection instead.
+//!
+//! Memory between requests: a connection waiting for its next head holds no read or write
+//! buffer. The next head's first read goes to a buffer on the stack, and a heap buffer is
+//! made only when bytes arrive; both buffers are dropped again whenever the connection
+//! finds nothing more to read.
+
+use std::{
+    future::poll_fn,
+    io,
+    mem::MaybeUninit,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Method, Response, StatusCode, Version, header};
+use http_body::{Body, Frame};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    sync::oneshot,
+};
+
+use lockstep_core::http1::{
+    chunked::{Chunk, ChunkedDecoder},
+    head::{self, BodyFraming, HeadLimits, RequestHead, ResponseContext, ResponseFraming},
+};
+
+use super::body::{self, BodyError, Channel, Http1Body, Shared};
+use crate::forward::{Proxy, body::ProxyBody, client::ClientConnection, request_body::ClientBody};
+
+/// The first read of a head goes to a stack buffer this large: most heads fit.
+const FIRST_READ: usize = 2048;
+/// A response body frame up to this size is copied behind its head or chunk-size line, so
+/// both go in one write.
+const COALESCE: usize = 8 * 1024;
+/// How long a closing connection keeps reading (and discarding) what the client still
+/// sends, so that closing with unread bytes does not reset the connection and lose the
+/// answer: at most this long in all, and until the client is quiet for [`LINGER_QUIET`].
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_QUIET: Duration = Duration::from_millis(500);
+
+/// An upgraded client connection (after a 101): the bytes the client sent after its
+/// request head, then the connection itself.
+pub(crate) struct Upgraded {
+    io: Box<dyn Io>,
+    prefix: Bytes,
+}
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = buf.remaining().min(this.prefix.len());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// The client connection of a request that asked to switch protocols, once the switch is
+/// answered (a request extension; the request path takes it out when it tunnels).
+#[derive(Clone)]
+pub(crate) struct OnUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl OnUpgrade {
+    /// Waits for the 101 to be written; fails if the connection ended first.
+    pub(crate) async fn wait(self) -> io::Result<Upgraded> {
+        let receiver = self.0.lock().ok().and_then(|mut r| r.take());
+        match receiver {
+            Some(receiver) => receiver.await.map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "connection ended before the switch",
+                )
+            }),
+            None => Err(io::Error::other("upgrade already taken")),
+        }
+    }
+}
+
+/// How the body of the request being answered is read.
+enum Reader {
+    None,
+    Length {
+        shared: Shared,
+        remaining: u64,
+    },
+    Chunked {
+        shared: Shared,
+        decoder: Box<ChunkedDecoder>,
+    },
+}
+
+/// The bytes of a `100 Continue` still to write (the client waits for it before its body).
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+struct Exchange {
+    reader: Reader,
+    /// Bytes of [`CONTINUE`] written so far; None when none is owed.
+    continue_at: Option<usize>,
+    /// The request body failed or the connection broke while reading it.
+    broken: bool,
+}
+
+impl Exchange {
+    fn shared(&self) -> Option<&Shared> {
+        match &self.reader {
+            Reader::None => None,
+            Reader::Length { shared, .. } | Reader::Chunked { shared, .. } => Some(shared),
+        }
+    }
+
+    /// The request body was read to its end (or there was none).
+    fn body_finished(&self) -> bool {
+        self.shared().is_none_or(|s| body::lock(s).finished())
+    }
+}
+
+struct Conn<S> {
+    io: S,
+    buf: BytesMut,
+    out: Vec<u8>,
+    limits: HeadLimits,
+    closing: Arc<AtomicBool>,
+    /// Bytes that may complete a head arrived since the last parse. A head ends at a line
+    /// feed, so a head trickled a byte at a time is parsed once per line, not once per
+    /// byte (each parse starts over from the head's first byte).
+    parse_due: bool,
+}
+
+enum HeadRead {
+    Head(Box<RequestHead>),
+    Refused(head::HeadError),
+    /// The client closed (or the server is closing) between requests.
+    Done,
+}
+
+/// Serves one HTTP/1 client connection with `proxy`'s request path until the client
+/// closes, the connection fails, or `closing` is set (then after the response in flight).
+pub(crate) async fn serve<S>(
+    io: S,
+    proxy: Arc<Proxy>,
+    client: Arc<ClientConnection>,
+    limits: HeadLimits,
+    closing: Arc<AtomicBool>,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut conn = Conn {
+        io,
+        buf: BytesMut::new(),
+        out: Vec::new(),
+        limits,
+        closing,
+        parse_due: false,
+    };
+    loop {
+        let head = match poll_fn(|cx| conn.poll_head(cx)).await? {
+            HeadRead::Head(head) => head,
+            HeadRead::Done => return Ok(()),
+            HeadRead::Refused(error) => {
+                tracing::debug!(client = %client.remote, %error, "request head refused");
+                Box::pin(conn.refuse(error.status())).await?;
+                return Ok(());
+            }
+        };
+        let Dispatched {
+            mut answer,
+            mut exchange,
+            switch,
+            ctx,
+            keep_alive,
+            trailers,
+        } = dispatch(*head, &proxy, &client, limits);
+        let response = poll_fn(|cx| {
+            let _ = conn.pump(cx, &mut exchange);
+            answer.as_mut().poll(cx)
+        })
+        .await;
+        drop(answer);
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS && switch.is_some();
+        // Boxed: the writer's state (the response head, the body) would be most of this
+        // future's size, and only a request in flight needs it.
+        let outcome =
+            Box::pin(conn.respond(response, ctx, keep_alive, trailers, switching, &mut exchange)).await;
+        let keep = match outcome {
+            Ok(keep) => keep,
+            Err(error) => {
+                tracing::debug!(client = %client.remote, %error, "response not sent whole");
+                return Ok(());
+            }
+        };
+        if switching {
+            let Some(switch) = switch else { return Ok(()) };
+            let Conn { io, buf, .. } = conn;
+            let _ = switch.send(Upgraded {
+                io: Box::new(io),
+                prefix: buf.freeze(),
+            });
+            return Ok(());
+        }
+        // The request body is read to its end before the next head (or the close), as long
+        // as someone reads it: an upload may go on after its response.
+        if !exchange.body_finished() && !exchange.broken {
+            poll_fn(|cx| {
+                if conn.closing.load(Ordering::Relaxed) {
+                    return Poll::Ready(());
+                }
+                conn.pump(cx, &mut exchange)
+            })
+            .await;
+        }
+        if !keep || exchange.broken || !exchange.body_finished() {
+            Box::pin(conn.linger()).await;
+            return Ok(());
+        }
+    }
+}
+
+/// A request handed to the request path.
+struct Dispatched {
+    /// The request path's answer. Boxed: the request path's state lives only while a
+    /// request does, not in every idle connection.
+    answer: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>,
+    exchange: Exchange,
+    /// Hands the connection over after a 101, when the client asked to switch.
+    switch: Option<oneshot::Sender<Upgraded>>,
+    ctx: ResponseContext,
+    keep_alive: bool,
+    trailers: bool,
+}
+
+/// Makes the request of a head, with a body read through the connection, and starts the
+/// request path on it. (Not async: its locals stay out of the connection's future.)
+fn dispatch(
+    head: RequestHead,
+    proxy: &Arc<Proxy>,
+    client: &Arc<ClientConnection>,
+    limits: HeadLimits,
+) -> Dispatched {
+    let RequestHead {
+        request,
+        body: framing,
+        keep_alive,
+        expect_continue,
+        upgrade,
+        trailers,
+        ..
+    } = head;
+    let ctx = ResponseContext {
+        head_request: request.method() == Method::HEAD,
+        version: request.version(),
+    };
+    let (reader, body) = match framing {
+        BodyFraming::Empty => (Reader::None, Http1Body::empty()),
+        BodyFraming::Length(n) => {
+            let shared = Shared::default();
+            let body = Http1Body::new(shared.clone(), Some(n));
+            (Reader::Length { shared, remaining: n }, body)
+        }
+        BodyFraming::Chunked => {
+            let shared = Shared::default();
+            let body = Http1Body::new(shared.clone(), None);
+            let decoder = Box::new(ChunkedDecoder::new(limits.max_bytes));
+            (Reader::Chunked { shared, decoder }, body)
+        }
+    };
+    let exchange = Exchange {
+        continue_at: (expect_continue && !matches!(reader, Reader::None)).then_some(0),
+        reader,
+        broken: false,
+    };
+    let mut request = request.map(|()| ClientBody::Http1(body));
+    let switch = upgrade.then(|| {
+        let (sender, receiver) = oneshot::channel();
+        request
+            .extensions_mut()
+            .insert(OnUpgrade(Arc::new(Mutex::new(Some(receiver)))));
+        sender
+    });
+    let proxy = proxy.clone();
+    let client = client.clone();
+    Dispatched {
+        answer: Box::pin(async move { proxy.handle(client, request).await }),
+        exchange,
+        switch,
+        ctx,
+        keep_alive,
+        trailers,
+    }
+}
+
+impl<S> Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Reads and parses the next request head.
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<HeadRead>> {
+        loop {
+            if !self.buf.is_empty() {
+                if std::mem::take(&mut self.parse_due) {
+                    match head::parse_request(&self.buf, self.limits) {
+                        Ok(Some((head, len))) => {
+                            self.buf.advance(len);
+                            // What follows may hold the next head already (pipelining).
+                            self.parse_due = true;
+                            return Poll::Ready(Ok(HeadRead::Head(Box::new(head))));
+                        }
+                        Ok(None) => {}
+                        Err(error) => return Poll::Ready(Ok(HeadRead::Refused(error))),
+                    }
+                }
+                // The rest of a head that has started: read into the heap buffer.
+                self.buf.reserve(FIRST_READ.max(self.buf.len()));
+                let before = self.buf.len();
+                let read = ready!(tokio_util::io::poll_read_buf(
+                    Pin::new(&mut self.io),
+                    cx,
+                    &mut self.buf
+                ))?;
+                if read == 0 {
+                    // Closed in the middle of a head: nothing to answer.
+                    return Poll::Ready(Ok(HeadRead::Done));
+                }
+                self.parse_due =
+                    self.buf[before..].contains(&b'\n') || self.buf.len() > self.limits.max_bytes;
+                continue;
+            }
+            if self.closing.load(Ordering::Relaxed) {
+                return Poll::Ready(Ok(HeadRead::Done));
+            }
+            let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut read = ReadBuf::uninit(&mut first);
+            match Pin::new(&mut self.io).poll_read(cx, &mut read) {
+                Poll::Pending => {
+                    // Idle: hold no buffer while waiting.
+                    self.buf = BytesMut::new();
+                    self.out = Vec::new();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(HeadRead::Done)),
+                Poll::Ready(Ok(())) => {
+                    self.buf.extend_from_slice(read.filled());
+                    self.parse_due = true;
+                }
+            }
+        }
+    }
+
+    /// Writes what is left of an owed `100 Continue`.
+    fn poll_continue(&mut self, cx: &mut Context<'_>, exchange: &mut Exchange) -> Poll<io::Result<()>> {
+        while let Some(at) = exchange.continue_at {
+            if at == CONTINUE.len() {
+                exchange.continue_at = None;
+                ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                break;
+            }
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &CONTINUE[at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            exchange.continue_at = Some(at + n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads the request body as far as its reader wants it: ready once nothing more will
+    /// be read (the body ended, failed, or was dropped).
+    fn pump(&mut self, cx: &mut Context<'_>, exchange: &mut Exchange) -> Poll<()> {
+        let Some(shared) = exchange.shared().cloned() else {
+            return Poll::Ready(());
+        };
+        loop {
+            {
+                let mut chan = body::lock(&shared);
+                if chan.end.is_some() || chan.dropped {
+                    return Poll::Ready(());
+                }
+                if !chan.want || chan.frame.is_some() {
+                    chan.park_conn(cx);
+                    return Poll::Pending;
+                }
+            }
+            if exchange.continue_at.is_some()
+                && self.buf.is_empty()
+                && let Err(error) = ready!(self.poll_continue(cx, exchange))
+            {
+                fail(&shared, &mut exchange.broken, BodyError::Io, &error);
+                return Poll::Ready(());
+            }
+            // Bytes have come: a 100 would now arrive after them.
+            exchange.continue_at = exchange.continue_at.filter(|_| self.buf.is_empty());
+            match decode(&mut exchange.reader, &mut self.buf) {
+                Ok(Some((frame, end))) => {
+                    let mut chan = body::lock(&shared);
+                    chan.frame = frame;
+                    if end {
+                        chan.end = Some(Ok(()));
+                    }
+                    chan.want = false;
+                    chan.wake_body();
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    fail(&shared, &mut exchange.broken, error, &"malformed body");
+                    return Poll::Ready(());
+                }
+            }
+            let want = match &exchange.reader {
+                Reader::Length { remaining, .. } => (*remaining).clamp(1, 64 * 1024) as usize,
+                _ => 16 * 1024,
+            };
+            self.buf.reserve(want);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    fail(&shared, &mut exchange.broken, BodyError::Incomplete, &"eof");
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => {
+                    fail(&shared, &mut exchange.broken, BodyError::Io, &error);
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+
+    /// Writes the response (head and body) and says whether the connection may stay open.
+    async fn respond(
+        &mut self,
+        response: Response<ProxyBody>,
+        ctx: ResponseContext,
+        keep_alive: bool,
+        trailers: bool,
+        switching: bool,
+        exchange: &mut Exchange,
+    ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+        // A response is on its way: a 100 not sent by now is not owed any more, and one
+        // partly written is finished (the head must not start in its middle).
+        if exchange.continue_at != Some(0) {
+            poll_fn(|cx| self.poll_continue(cx, exchange)).await?;
+        }
+        exchange.continue_at = None;
+        let (parts, mut body) = response.into_parts();
+        let mut headers = parts.headers;
+        let asked_close = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        let framing = if switching {
+            ResponseFraming::None
+        } else {
+            head::response_framing(
+                parts.status,
+                &mut headers,
+                body.size_hint().exact(),
+                body.is_end_stream(),
+                ctx,
+            )
+        };
+        let keep = switching
+            || (keep_alive
+                && !asked_close
+                && framing != ResponseFraming::Close
+                && !self.closing.load(Ordering::Relaxed));
+        head::write_response_head(&mut self.out, parts.status, &headers, keep, ctx.version);
+        let mut writer = BodyWriter {
+            framing,
+            remaining: match framing {
+                ResponseFraming::Length(n) => n,
+                _ => 0,
+            },
+            trailers,
+            at: 0,
+            data: None,
+            data_at: 0,
+            after_data: false,
+            done: framing == ResponseFraming::None,
+            body_pending: false,
+        };
+        poll_fn(|cx| {
+            let _ = self.pump(cx, exchange);
+            self.poll_write_body(cx, &mut writer, &mut body)
+        })
+        .await?;
+        Ok(keep && !writer.short())
+    }
+
+    fn poll_write_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut BodyWriter,
+        body: &mut ProxyBody,
+    ) -> Poll<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+        loop {
+            w.body_pending = false;
+            if !w.done && w.data.is_none() && self.out.len() - w.at < COALESCE {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Pending => w.body_pending = true,
+                    Poll::Ready(None) => {
+                        w.done = true;
+                        if w.framing == ResponseFraming::Chunked {
+                            self.out.extend_from_slice(b"0\r\n\r\n");
+                        }
+                    }
+                    Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
+                    Poll::Ready(Some(Ok(frame))) => {
+                        w.frame(frame, &mut self.out);
+                        continue;
+                    }
+                }
+            }
+            // Write what is gathered: head and framing bytes, then a large frame's data.
+            while w.at < self.out.len() {
+                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[w.at..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(Box::new(io::Error::from(io::ErrorKind::WriteZero))));
+                }
+                w.at += n;
+            }
+            self.out.clear();
+            w.at = 0;
+            if let Some(data) = &w.data {
+                while w.data_at < data.len() {
+                    let n = ready!(Pin::new(&mut self.io).poll_write(cx, &data[w.data_at..]))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(Box::new(io::Error::from(io::ErrorKind::WriteZero))));
+                    }
+                    w.data_at += n;
+                }
+                w.data = None;
+                w.data_at = 0;
+                if w.after_data {
+                    self.out.extend_from_slice(b"\r\n");
+                    w.after_data = false;
+                    continue;
+                }
+            }
+            if w.done || w.body_pending {
+                // Whatever the body has sent so far reaches the client before waiting on
+                // the upstream for more.
+                ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                if w.done {
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Answers a refused head and closes.
+    async fn refuse(&mut self, status: StatusCode) -> io::Result<()> {
+        let text = format!(
+            "{} {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("error")
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(text.len()));
+        head::write_response_head(&mut self.out, status, &headers, false, Version::HTTP_11);
+        self.out.extend_from_slice(text.as_bytes());
+        self.io.write_all(&self.out).await?;
+        self.io.flush().await?;
+        self.linger().await;
+        Ok(())
+    }
+
+    /// Closes the connection's sending side, then reads and discards what the client still
+    /// sends for a little while: closing a socket with unread bytes resets it, and the
+    /// client may lose the answer it was just sent.
+    async fn linger(&mut self) {
+        self.out = Vec::new();
+        self.buf = BytesMut::new();
+        if self.io.shutdown().await.is_err() {
+            return;
+        }
+        let until = tokio::time::Instant::now() + LINGER;
+        let mut scratch = vec![0u8; 16 * 1024];
+        while tokio::time::Instant::now() < until {
+            match tokio::time::timeout(LINGER_QUIET, self.io.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Records a failed body read: the body's reader gets the error, the connection closes.
+fn fail(shared: &Shared, broken: &mut bool, error: BodyError, why: &dyn std::fmt::Display) {
+    tracing::debug!(%why, %error, "request body failed");
+    *broken = true;
+    let mut chan: std::sync::MutexGuard<'_, Channel> = body::lock(shared);
+    chan.end = Some(Err(error));
+    chan.wake_body();
+}
+
+/// A step of a request body: the frame read (if any) and whether the body ends with it.
+type Step = (Option<Frame<Bytes>>, bool);
+
+/// The next step of a request body from the buffer: `None` when more bytes are needed.
+fn decode(reader: &mut Reader, buf: &mut BytesMut) -> Result<Option<Step>, BodyError> {
+    match reader {
+        Reader::None => Ok(Some((None, true))),
+        Reader::Length { remaining, .. } => {
+            if *remaining == 0 {
+                return Ok(Some((None, true)));
+            }
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let n = (*remaining).min(buf.len() as u64);
+            *remaining -= n;
+            let data = buf.split_to(n as usize).freeze();
+            Ok(Some((Some(Frame::data(data)), *remaining == 0)))
+        }
+        Reader::Chunked { decoder, .. } => match decoder.decode(buf)? {
+            Chunk::Data(data) => Ok(Some((Some(Frame::data(data)), false))),
+            Chunk::Trailers(trailers) => Ok(Some((Some(Frame::trailers(trailers)), true))),
+            Chunk::End => Ok(Some((None, true))),
+            Chunk::NeedMore => Ok(None),
+        },
+    }
+}
+
+/// Where the response body's writing is.
+struct BodyWriter {
+    framing: ResponseFraming,
+    /// Bytes still owed by a Content-Length.
+    remaining: u64,
+    /// The client accepts trailers.
+    trailers: bool,
+    /// Bytes of the connection's `out` buffer written so far.
+    at: usize,
+    /// A large data frame written after `out`, without a copy.
+    data: Option<Bytes>,
+    data_at: usize,
+    /// A chunk's CRLF follows `data`.
+    after_data: bool,
+    done: bool,
+    body_pending: bool,
+}
+
+impl BodyWriter {
+    fn frame(&mut self, frame: Frame<Bytes>, out: &mut Vec<u8>) {
+        match frame.into_data() {
+            Ok(mut data) => {
+                if data.is_empty() {
+                    return;
+                }
+                match self.framing {
+                    // No body on the wire (HEAD, 204, 304).
+                    ResponseFraming::None => return,
+                    ResponseFraming::Length(_) => {
+                        // More than the Content-Length said is cut; the connection then
+                        // closes (see `short`).
+                        let n = self.remaining.min(data.len() as u64);
+                        if n < data.len() as u64 {
+                            data.truncate(n as usize);
+                            self.remaining = u64::MAX;
+                            self.done = true;
+                        } else {
+                            self.remaining -= n;
+                        }
+                    }
+                    ResponseFraming::Chunked => {
+                        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        self.after_data = true;
+                    }
+                    ResponseFraming::Close => {}
+                }
+                if data.len() <= COALESCE {
+                    out.extend_from_slice(&data);
+                    if self.after_data {
+                        out.extend_from_slice(b"\r\n");
+                        self.after_data = false;
+                    }
+                } else {
+                    self.data = Some(data);
+                }
+            }
+            Err(frame) => {
+                if let (Ok(trailers), ResponseFraming::Chunked) = (frame.into_trailers(), self.framing) {
+                    out.extend_from_slice(b"0\r\n");
+                    if self.trailers {
+                        for (name, value) in &trailers {
+                            if matches!(
+                                *name,
+                                header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::HOST
+                            ) {
+                                continue;
+                            }
+                            out.extend_from_slice(name.as_str().as_bytes());
+                            out.extend_from_slice(b": ");
+                            out.extend_from_slice(value.as_bytes());
+                            out.extend_from_slice(b"\r\n");
+                        }
+                    }
+                    out.extend_from_slice(b"\r\n");
+                    // Trailers end the body: nothing may follow the last chunk.
+                    self.framing = ResponseFraming::None;
+                }
+            }
+        }
+    }
+
+    /// The body did not match its Content-Length (too short, or cut): the connection cannot
+    /// carry another response.
+    fn short(&self) -> bool {
+        matches!(self.framing, ResponseFraming::Length(_)) && self.remaining != 0
+            || self.framing == ResponseFraming::Close
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{options::ProxyOptions, state::ProxyState};
+
+    /// Every idle keep-alive connection holds this future: the request's state (the request
+    /// path, the response writer, a lingering close) is boxed and held only while needed.
+    #[tokio::test]
+    async fn a_connection_s_future_stays_small_between_requests() {
+        let proxy = Proxy::new(ProxyState::new("test"), ProxyOptions::default());
+        let client = Arc::new(ClientConnection::new(([127, 0, 0, 1], 1).into(), "http"));
+        let (io, _) = tokio::io::duplex(64);
+        let limits = HeadLimits {
+            max_bytes: 1024,
+            max_headers: 10,
+        };
+        let future = serve(io, proxy, client, limits, Arc::default());
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1024, "{size} bytes");
+    }
+}
