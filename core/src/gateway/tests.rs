@@ -1234,7 +1234,9 @@ mod serving {
         let Outcome::Publish(spec) = &plans[0].outcome else {
             panic!("{:?}", plans[0].outcome)
         };
-        let rules: Vec<(&str, Option<&str>, Vec<Option<u16>>)> = spec
+        // (host, Secret, status of each path: None for a route's backend)
+        type Rule<'a> = (&'a str, Option<&'a str>, Vec<Option<u16>>);
+        let rules: Vec<Rule> = spec
             .rules
             .iter()
             .map(|r| {
