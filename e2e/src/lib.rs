@@ -520,6 +520,22 @@ pub async fn install_gateway_api_crds(client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// The Gateway API CRDs applied with kubectl and the GatewayClass CRD Established, as the
+/// README's install does before `kubectl apply -k deploy/` (kubectl maps every object's kind
+/// before applying any, and a dry run creates no CRD): for the synchronous install tests.
+pub fn kubectl_install_gateway_api_crds(cp: &ControlPlane) {
+    let crds = repo_root().join("deploy/gateway-api/standard");
+    cp.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
+        .expect("install the Gateway API CRDs");
+    cp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/gatewayclasses.gateway.networking.k8s.io",
+    ])
+    .expect("the GatewayClass CRD established");
+}
+
 async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) -> Result<()> {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let name = crd.metadata.name.clone().unwrap_or_default();

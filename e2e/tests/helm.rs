@@ -458,16 +458,7 @@ fn rendered_chart_passes_server_side_dry_run() {
         .expect("create lockstep-system");
     // A dry run creates no CRD, and kubectl maps every object's kind before applying any: the
     // GatewayClass needs its CRD installed, as `helm install` installs crds/ first.
-    let crds = repo_root().join("deploy/gateway-api/standard");
-    cp.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
-        .expect("install the Gateway API CRDs");
-    cp.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/gatewayclasses.gateway.networking.k8s.io",
-    ])
-    .expect("the GatewayClass CRD established");
+    lockstep_e2e::kubectl_install_gateway_api_crds(cp);
     let text = template_text(&[]);
     let mut child = cp
         .kubectl()

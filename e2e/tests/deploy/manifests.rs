@@ -235,16 +235,7 @@ fn ensure_namespace(cp: &ControlPlane) {
         let path = repo_root().join("deploy/generated/namespace.yaml");
         cp.kubectl_ok(&["apply", "-f", path.to_str().unwrap()])
             .expect("create lockstep-system");
-        let crds = repo_root().join("deploy/gateway-api/standard");
-        cp.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
-            .expect("install the Gateway API CRDs");
-        cp.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/gatewayclasses.gateway.networking.k8s.io",
-        ])
-        .expect("the GatewayClass CRD established");
+        lockstep_e2e::kubectl_install_gateway_api_crds(cp);
     });
 }
 
