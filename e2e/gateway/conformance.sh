@@ -27,7 +27,9 @@
 # the report is written to the run folder instead of e2e/gateway/report.yaml.
 # Exit status: the suite's (0 only when every test run passed).
 # Needs root and a machine that can run the node (`e2e/node/up.sh --check`).
-# Env: LOCKSTEP_CACHE (default ~/.cache/lockstep), LOCKSTEP_KEEP_LOGS=1 keeps the node's folder.
+# Env: LOCKSTEP_CACHE (default ~/.cache/lockstep), LOCKSTEP_KEEP_LOGS=1 keeps the node's folder,
+#      LOCKSTEP_CONFORMANCE_REPORT=run writes the report to the run folder (e2e/test does, so a
+#      test run leaves the committed e2e/gateway/report.yaml alone).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${LOCKSTEP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lockstep}"
@@ -163,7 +165,7 @@ VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)"
 COMMIT="$(git -C "$ROOT" rev-parse --short=12 HEAD)"
 git -C "$ROOT" diff --quiet HEAD -- . ':!e2e/gateway/report.yaml' || COMMIT="$COMMIT-dirty"
 REPORT="$ROOT/e2e/gateway/report.yaml"
-(($# == 0)) || REPORT="$RUN/report.yaml"
+(($# == 0)) && [[ "${LOCKSTEP_CONFORMANCE_REPORT:-repo}" != run ]] || REPORT="$RUN/report.yaml"
 # Lockstep's own promise beside the suite: at every lockstep.dev/Ready=True of a route, every
 # live replica of its Gateway's fleet serves that route generation (checked at the revision
 # the status was written; e2e/src/bin/gateway_barrier.rs).
