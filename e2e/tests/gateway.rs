@@ -228,7 +228,9 @@ async fn gateway_api_status_is_written_from_the_translation() {
         .into_iter()
         .map(|f| f.name)
         .collect();
-    assert_eq!(names, ["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"]);
+    let want: Vec<String> = claimed.iter().map(|f| f.name.clone()).collect();
+    assert_eq!(names, want);
+    assert!(names.iter().any(|n| n == "Gateway"), "{names:?}");
     // A stored list that differs (the empty one an older operator wrote) is rewritten.
     classes
         .patch_status(
