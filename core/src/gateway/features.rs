@@ -15,7 +15,7 @@ use lockstep_crds::gateway::SupportedFeature;
 /// features"). Tried and left out, their tests failing: HTTPRouteParentRefPort (listeners
 /// kept apart by port), HTTPRouteBackendRequestHeaderModification (filters on a
 /// backendRef), HTTPRouteRetry (and its RetryBackendTimeout and RetryConnectionError,
-/// which only its tests exercise).
+/// which only its tests exercise: an experimental-channel field the standard CRDs drop).
 pub const SUPPORTED_FEATURES: &[&str] = &[
     // pkg/features/gateway.go: SupportGateway.
     "Gateway",
