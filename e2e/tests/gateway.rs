@@ -100,6 +100,35 @@ async fn parent_at(routes: &Api<HTTPRoute>, name: &str, generation: i64) -> Rout
     .unwrap()
 }
 
+/// A GatewayClass of lockstep's controller, named `lockstep-<tag>-<random>` so tests sharing
+/// the control plane do not meet: its name.
+async fn lockstep_class(client: &kube::Client, tag: &str) -> String {
+    let class = format!("lockstep-{tag}-{:08x}", rand::random::<u32>());
+    create(
+        &Api::<GatewayClass>::all(client.clone()),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": class}, "spec": {"controllerName": CONTROLLER_NAME}}),
+    )
+    .await;
+    class
+}
+
+/// Gateway `gw` once all `count` of its listeners are judged at `generation`.
+async fn listeners_judged(gateways: &Api<Gateway>, count: usize, generation: i64) -> Gateway {
+    eventually(
+        &format!("{count} listeners judged at generation {generation}"),
+        WAIT,
+        || async {
+            let gw = gateways.get("gw").await.ok()?;
+            let s = gw.status.clone()?;
+            (s.listeners.len() == count && s.listeners.iter().all(|l| all_at(&l.conditions, generation)))
+                .then_some(gw)
+        },
+    )
+    .await
+    .unwrap()
+}
+
 fn route(name: &str, ns: &str, gateway: &str, hostnames: &[&str], backend: Value) -> Value {
     json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
@@ -526,13 +555,7 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     let f = Fixture::new("gw-serve").await;
     let client = f.client.clone();
     let ns = f.ns.clone();
-    let class = format!("lockstep-serve-{:08x}", rand::random::<u32>());
-    create(
-        &Api::<GatewayClass>::all(client.clone()),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-               "metadata": {"name": class}, "spec": {"controllerName": CONTROLLER_NAME}}),
-    )
-    .await;
+    let class = lockstep_class(&client, "serve").await;
     let one = Backend::start(&f.dir, "one").unwrap();
     let two = Backend::start(&f.dir, "two").unwrap();
     f.cp.kubectl_apply(&service_for(&ns, "one", &one)).unwrap();
@@ -984,13 +1007,7 @@ async fn a_backend_of_another_namespace_is_served_where_the_fleet_watches_it() {
     let client = f.client.clone();
     let ns = f.ns.clone();
     let apps = cp.namespace(&client, "gw-xns-apps").await.unwrap();
-    let class = format!("lockstep-xns-{:08x}", rand::random::<u32>());
-    create(
-        &Api::<GatewayClass>::all(client.clone()),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-               "metadata": {"name": class}, "spec": {"controllerName": CONTROLLER_NAME}}),
-    )
-    .await;
+    let class = lockstep_class(&client, "xns").await;
     let api = Backend::start(&f.dir, "api").unwrap();
     f.cp.kubectl_apply(&service_for(&apps, "api", &api)).unwrap();
 
@@ -1170,13 +1187,7 @@ async fn a_grpc_route_reaches_its_backend_over_h2c_whatever_the_service_port_say
     ))
     .unwrap();
     let proxies = f.proxies(2);
-    let class = format!("lockstep-grpc-{:08x}", rand::random::<u32>());
-    create(
-        &Api::<GatewayClass>::all(client.clone()),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-               "metadata": {"name": class}, "spec": {"controllerName": CONTROLLER_NAME}}),
-    )
-    .await;
+    let class = lockstep_class(&client, "grpc").await;
     create(
         &Api::<Gateway>::namespaced(client.clone(), &ns),
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
@@ -2094,13 +2105,7 @@ async fn an_https_gateway_is_programmed_only_once_every_replica_presents_its_cer
     let client = f.client.clone();
     let ns = f.ns.clone();
     let certs_ns = cp.namespace(&client, "gw-https-certs").await.unwrap();
-    let class = format!("lockstep-https-{:08x}", rand::random::<u32>());
-    create(
-        &Api::<GatewayClass>::all(client.clone()),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-               "metadata": {"name": class}, "spec": {"controllerName": CONTROLLER_NAME}}),
-    )
-    .await;
+    let class = lockstep_class(&client, "https").await;
     let one = Backend::start(&f.dir, "one").unwrap();
     f.cp.kubectl_apply(&service_for(&ns, "one", &one)).unwrap();
     let (local_host, remote_host) = ("secure.example.com", "remote.example.com");
@@ -2256,13 +2261,7 @@ async fn an_https_gateway_is_programmed_only_once_every_replica_presents_its_cer
         )
         .await
         .unwrap();
-    let gw = eventually("listeners judged at generation 2", WAIT, || async {
-        let gw = gateways.get("gw").await.ok()?;
-        let s = gw.status.clone()?;
-        (s.listeners.len() == 4 && s.listeners.iter().all(|l| all_at(&l.conditions, 2))).then_some(gw)
-    })
-    .await
-    .unwrap();
+    let gw = listeners_judged(&gateways, 4, 2).await;
     let status = gw.status.unwrap();
     let listener = |name: &str, t: &str| {
         let l = status.listeners.iter().find(|l| l.name == name).unwrap();
@@ -2341,17 +2340,7 @@ async fn an_https_gateway_is_programmed_only_once_every_replica_presents_its_cer
         )
         .await
         .unwrap();
-    eventually(
-        "the listener with other names judged at generation 3",
-        WAIT,
-        || async {
-            let gw = gateways.get("gw").await.ok()?;
-            let s = gw.status.clone()?;
-            (s.listeners.len() == 5 && s.listeners.iter().all(|l| all_at(&l.conditions, 3))).then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    listeners_judged(&gateways, 5, 3).await;
     plugin_wait("gateway/gw");
     plugin_wait("httproute/web");
     let gw = gateways.get("gw").await.unwrap();
