@@ -79,7 +79,8 @@ enum Outcome {
 
 /// A route event, whichever the kind: the claims it makes and the revision it was written at.
 struct RouteEvent {
-    claims: Vec<(Claim, Option<jiff::Timestamp>)>,
+    /// Each claim with when its condition was written.
+    claims: Vec<(Claim, jiff::Timestamp)>,
     resource_version: String,
 }
 
@@ -121,7 +122,7 @@ fn claims_of(
                     .unwrap_or_else(|| namespace.clone()),
                 gateway: parent.parent_ref.name.clone(),
             },
-            Some(at),
+            at,
         ));
     }
     RouteEvent {
@@ -175,7 +176,7 @@ async fn check(
     client: &Client,
     history: &History,
     claim: &Claim,
-    written: Option<jiff::Timestamp>,
+    written: jiff::Timestamp,
     resource_version: &str,
 ) -> Outcome {
     let list = async {
@@ -218,8 +219,8 @@ async fn check(
         let Some(spec) = leases.get(&key).and_then(|l| l.spec.as_ref()) else {
             return false;
         };
-        match (spec.renew_time.as_ref(), spec.lease_duration_seconds, written) {
-            (Some(renewed), Some(seconds), Some(written)) => {
+        match (spec.renew_time.as_ref(), spec.lease_duration_seconds) {
+            (Some(renewed), Some(seconds)) => {
                 renewed.0 + jiff::SignedDuration::from_secs(i64::from(seconds)) >= written
             }
             _ => true,
