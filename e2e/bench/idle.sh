@@ -17,23 +17,7 @@ source "$ROOT/e2e/bench/lib.sh"
 command -v nginx >/dev/null || { log "needs nginx (apt-get install nginx)"; exit 1; }
 LOCKSTEP=${LOCKSTEP:-${CARGO_TARGET_DIR:-$ROOT/target}/release/lockstep-proxy}
 
-start_backend $BACKEND_PORT
-cat > "$WORK/routes.yaml" <<YAML
-apiVersion: lockstep.dev/v1alpha1
-kind: RouterConfig
-metadata: {name: bench, namespace: default}
-spec:
-  rules:
-  - host: bench.local
-    paths:
-    - {path: /, pathType: Prefix, backend: {url: "http://127.0.0.1:$BACKEND_PORT"}}
-YAML
-taskset -c 1 "$LOCKSTEP" --config "$WORK/routes.yaml" --listen 127.0.0.1:$LOCKSTEP_PORT \
-  --admin 127.0.0.1:$ADMIN_PORT --worker-threads 1 2> "$WORK/lockstep.log" & LOCKSTEP_PID=$!
-PIDS+=($LOCKSTEP_PID)
-start_nginx_proxy $NGINX_PORT $BACKEND_PORT ";"
-wait_port $BACKEND_PORT; wait_port $LOCKSTEP_PORT; wait_port $NGINX_PORT
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.05; done
+start_lockstep_and_nginx
 
 declare -A PORT=([lockstep]=$LOCKSTEP_PORT [nginx]=$NGINX_PORT)
 declare -A PID=([lockstep]=$LOCKSTEP_PID [nginx]=$NGINX_PID)

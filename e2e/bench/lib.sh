@@ -100,6 +100,30 @@ CONF
   taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" & NGINX_PID=$!; PIDS+=($NGINX_PID)
 }
 
+# The nginx backend on BACKEND_PORT, lockstep-proxy ($LOCKSTEP, standalone, one route to the
+# backend, one worker on CPU 1) on LOCKSTEP_PORT with its admin on ADMIN_PORT, and an nginx
+# proxy on NGINX_PORT; returns once all listen and lockstep is ready. Sets LOCKSTEP_PID and
+# NGINX_PID (idle.sh, wrk.sh).
+start_lockstep_and_nginx() {
+  start_backend $BACKEND_PORT
+  cat > "$WORK/routes.yaml" <<YAML
+apiVersion: lockstep.dev/v1alpha1
+kind: RouterConfig
+metadata: {name: bench, namespace: default}
+spec:
+  rules:
+  - host: bench.local
+    paths:
+    - {path: /, pathType: Prefix, backend: {url: "http://127.0.0.1:$BACKEND_PORT"}}
+YAML
+  taskset -c 1 "$LOCKSTEP" --config "$WORK/routes.yaml" --listen 127.0.0.1:$LOCKSTEP_PORT \
+    --admin 127.0.0.1:$ADMIN_PORT --worker-threads 1 2> "$WORK/lockstep.log" & LOCKSTEP_PID=$!
+  PIDS+=($LOCKSTEP_PID)
+  start_nginx_proxy $NGINX_PORT $BACKEND_PORT ";"
+  wait_port $BACKEND_PORT; wait_port $LOCKSTEP_PORT; wait_port $NGINX_PORT
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.05; done
+}
+
 # An haproxy in front of the backend on CPU 1, one thread. $1 = port, $2 = backend port,
 # $3 = extra `bind` parameters.
 start_haproxy() {
