@@ -7,12 +7,14 @@ mod common;
 use lockstep_crds::gateway::{BUNDLE_VERSION, BUNDLE_VERSION_ANNOTATION};
 
 /// The kinds lockstep serves, by file name.
-const FILES: [&str; 5] = [
+const FILES: [&str; 7] = [
     "gateway.networking.k8s.io_gatewayclasses.yaml",
     "gateway.networking.k8s.io_gateways.yaml",
     "gateway.networking.k8s.io_httproutes.yaml",
     "gateway.networking.k8s.io_grpcroutes.yaml",
     "gateway.networking.k8s.io_referencegrants.yaml",
+    "gateway.networking.k8s.io_backendtlspolicies.yaml",
+    "gateway.networking.k8s.io_listenersets.yaml",
 ];
 
 fn checked_in(file: &str) -> Vec<u8> {

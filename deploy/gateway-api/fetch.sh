@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copies the Gateway API standard-channel CRDs that lockstep serves (GatewayClass, Gateway,
-# HTTPRoute, GRPCRoute, ReferenceGrant) from the published Go module into
+# HTTPRoute, GRPCRoute, ReferenceGrant, BackendTLSPolicy, ListenerSet) from the published Go module into
 # deploy/gateway-api/standard/, unmodified. The module comes through the Go module proxy into
 # the Go module cache (outside the repository); its checksum is verified by the go command
 # against the checksum database.
@@ -18,6 +18,8 @@ FILES=(
   gateway.networking.k8s.io_httproutes.yaml
   gateway.networking.k8s.io_grpcroutes.yaml
   gateway.networking.k8s.io_referencegrants.yaml
+  gateway.networking.k8s.io_backendtlspolicies.yaml
+  gateway.networking.k8s.io_listenersets.yaml
 )
 
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -60,7 +60,7 @@ k() { kubectl "$@"; }
 collect() {
   local out="$RUN/cluster"
   mkdir -p "$out/logs"
-  k get gatewayclasses,gateways,httproutes,grpcroutes,referencegrants -A -o yaml > "$out/gateway-api.yaml" 2>&1 || true
+  k get gatewayclasses,gateways,listenersets,httproutes,grpcroutes,referencegrants,backendtlspolicies -A -o yaml > "$out/gateway-api.yaml" 2>&1 || true
   k get routerconfigs,routerreplicas -A -o yaml > "$out/lockstep.yaml" 2>&1 || true
   k get pods,services,deployments -A -o wide > "$out/workloads.txt" 2>&1 || true
   k get events -A --sort-by=.lastTimestamp > "$out/events.txt" 2>&1 || true
