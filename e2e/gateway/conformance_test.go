@@ -63,6 +63,16 @@ var images = []string{
 	"base manifests: conformance/base/manifests.yaml of the module, unmodified",
 }
 
+// The addresses GatewayStaticAddresses asks a Gateway for, which the suite cannot know: a
+// static address becomes the fleet Service's cluster IP, so a usable one is a free address
+// of the node's Service range (10.0.0.0/24, e2e/node/up.sh) in its lower sixteenth, which the
+// apiserver keeps for static picks (it hands out dynamic ones from the rest first), and an
+// unusable one lies outside the range (192.0.2.1, TEST-NET-1), which the apiserver refuses.
+const (
+	usableAddress   = "10.0.0.14"
+	unusableAddress = "192.0.2.1"
+)
+
 func TestConformance(t *testing.T) {
 	opts := conformance.DefaultOptions(t)
 	given := map[string]bool{}
@@ -87,6 +97,13 @@ func TestConformance(t *testing.T) {
 	if !given["timeout-config-overrides"] {
 		conformanceconfig.ParseTimeoutOverrides(&opts.TimeoutConfig, timeouts)
 	}
+	ipAddress := gatewayv1.IPAddressType
+	addressNote := ""
+	if !given["usable-address"] && !given["unusable-address"] {
+		opts.UsableNetworkAddresses = []gatewayv1.GatewaySpecAddress{{Type: &ipAddress, Value: usableAddress}}
+		opts.UnusableNetworkAddresses = []gatewayv1.GatewaySpecAddress{{Type: &ipAddress, Value: unusableAddress}}
+		addressNote = fmt.Sprintf("GatewayStaticAddresses: usable address %s (a free cluster IP of the node's Service range 10.0.0.0/24), unusable address %s (outside it)", usableAddress, unusableAddress)
+	}
 	impl := &opts.Implementation
 	if impl.Organization == "" {
 		impl.Organization = "lockstep-dev"
@@ -105,6 +122,9 @@ func TestConformance(t *testing.T) {
 	}
 
 	notes := []string{featuresNote}
+	if addressNote != "" {
+		notes = append(notes, addressNote)
+	}
 	for _, name := range opts.SkipTests {
 		reason := skipped[name]
 		if reason == "" {

@@ -60,7 +60,7 @@ use lockstep_core::gateway::{
     lower::Gap,
     provision::{self, DeploymentReplicas, FleetPlan},
     serve::{self, ListenerPlan, Outcome},
-    status::condition as condition_type,
+    status::{condition as condition_type, reason},
     translate,
 };
 use lockstep_crds::gateway::{
@@ -554,11 +554,20 @@ async fn delete_provisioned(ctx: &Context, gw: &Gateway) {
     of(ctx, &ctx.service_accounts, gw).await;
 }
 
+/// Why provisioning cannot go on; retrying cannot help until something changes, so the
+/// Gateway's `Programmed` says it instead of the reconcile failing in a loop.
+enum Blocked {
+    /// An object of that name belongs to someone else, or the apiserver refused one
+    /// (`Programmed=False Pending`).
+    Object(String),
+    /// The apiserver refused the Service's static cluster IPs: out of the Service range, or
+    /// taken (`Programmed=False AddressNotUsable`).
+    Address(String),
+}
+
 /// Applies `plan`'s objects, each only when the cached one is not this Gateway's with the
-/// same digest. Returns why provisioning cannot go on (an object of that name belongs to
-/// someone else, or the apiserver refused one): retrying cannot help until something
-/// changes, so the Gateway's `Programmed` says it instead of the reconcile failing in a loop.
-async fn provision_fleet(ctx: &Context, plan: &FleetPlan) -> Result<Option<String>> {
+/// same digest. Returns why provisioning cannot go on, if it cannot.
+async fn provision_fleet(ctx: &Context, plan: &FleetPlan) -> Result<Option<Blocked>> {
     // The RBAC first, so the pods find their rights when they start: a replica that may not
     // list in a namespace it watches retries until it may, but serves nothing meanwhile.
     let mut backend_rbac = Vec::new();
@@ -577,7 +586,7 @@ async fn provision_fleet(ctx: &Context, plan: &FleetPlan) -> Result<Option<Strin
     // Pods watching a namespace they may not read would never get ready: the Deployment
     // waits (its pods as they are keep serving) until the RBAC there is in place.
     if let Some(problem) = backend_rbac.into_iter().flatten().next() {
-        return Ok(Some(problem));
+        return Ok(Some(Blocked::Object(problem)));
     }
     let steps = [
         apply_object(
@@ -593,7 +602,7 @@ async fn provision_fleet(ctx: &Context, plan: &FleetPlan) -> Result<Option<Strin
         apply_object(ctx, &ctx.deployments, plan.deployment(), &plan.gateway_uid).await?,
     ];
     if let Some(problem) = steps.into_iter().flatten().next() {
-        return Ok(Some(problem));
+        return Ok(Some(Blocked::Object(problem)));
     }
     // Only once the Deployment no longer names them: its old pods lose the read there as they
     // are replaced (a replica that loses it keeps what it listed and retries the watch).
@@ -602,7 +611,29 @@ async fn provision_fleet(ctx: &Context, plan: &FleetPlan) -> Result<Option<Strin
     if plan.ports.is_empty() {
         return Ok(None);
     }
-    apply_object(ctx, &ctx.services, plan.service(), &plan.gateway_uid).await
+    // A Service's cluster IPs cannot change: one of this Gateway's with other cluster IPs
+    // than its static addresses ask for is deleted and created anew (its clients lose the
+    // old address, which is what changing the address means).
+    if !plan.cluster_ips.is_empty()
+        && let Some(existing) = ctx
+            .services
+            .get(&ObjectRef::new(&plan.name).within(&plan.namespace))
+            .filter(|s| generated_for_gateway(&**s).is_some_and(|o| o.uid == plan.gateway_uid))
+        && existing.spec.as_ref().and_then(|s| s.cluster_ips.as_ref()) != Some(&plan.cluster_ips)
+    {
+        delete_object(ctx, &*existing).await;
+    }
+    Ok(
+        apply_object(ctx, &ctx.services, plan.service(), &plan.gateway_uid)
+            .await?
+            .map(|problem| {
+                if plan.cluster_ips.is_empty() {
+                    Blocked::Object(problem)
+                } else {
+                    Blocked::Address(problem)
+                }
+            }),
+    )
 }
 
 /// Deletes the Roles and RoleBindings provisioned for `plan`'s Gateway in namespaces its
@@ -899,7 +930,8 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
             .services
             .get(&ObjectRef::new(&fleet_name).within(&gw_ns))
             .filter(|s| generated_for_gateway(&**s).is_some_and(owned));
-        addresses = provision::addresses(service.as_deref());
+        let statics = provision::static_addresses(&gw);
+        addresses = provision::addresses(service.as_deref(), &statics.cluster_ips);
         let replicas = ctx
             .deployments
             .get(&key)
@@ -917,13 +949,24 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
                 continue;
             }
             *c = provision::programmed(c, &fleet_name, replicas, !addresses.is_empty(), generation, now);
-            if let Some(problem) = &provision_problem
-                && c.reason != lockstep_core::gateway::status::reason::INVALID
-            {
-                c.status = "False".into();
-                c.reason = lockstep_core::gateway::status::reason::PENDING.into();
-                c.message = format!("provisioning the fleet failed: {problem}");
+            if c.reason == reason::INVALID {
+                continue;
             }
+            let (why, message) = match (&provision_problem, &statics.not_usable) {
+                (Some(Blocked::Address(problem)), _) => (
+                    reason::ADDRESS_NOT_USABLE,
+                    format!("the Service refused the static addresses: {problem}"),
+                ),
+                (_, Some(not_usable)) => (reason::ADDRESS_NOT_USABLE, not_usable.clone()),
+                (Some(Blocked::Object(problem)), None) => (
+                    reason::PENDING,
+                    format!("provisioning the fleet failed: {problem}"),
+                ),
+                (None, None) => continue,
+            };
+            c.status = "False".into();
+            c.reason = why.into();
+            c.message = message;
         }
     }
 

@@ -26,7 +26,10 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     // pkg/features/grpcroute.go: SupportGRPCRoute.
     "GRPCRoute",
     // Extended, pkg/features/gateway.go.
+    "GatewayAddressEmpty",
     "GatewayHTTPListenerIsolation",
+    "GatewayInfrastructure",
+    "GatewayStaticAddresses",
     "GatewayPort8080",
     // Extended, pkg/features/httproute.go.
     "HTTPRoute303RedirectStatusCode",
@@ -77,7 +80,7 @@ mod tests {
         for core in ["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"] {
             assert!(names.iter().any(|n| n == core), "{core}");
         }
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 26);
         assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
         assert_eq!(names[0], "GRPCRoute", "byte order: upper case before lower");
     }

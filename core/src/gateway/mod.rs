@@ -483,12 +483,24 @@ fn gateway_accepted(
             "the GatewayClass is not accepted".into(),
         );
     }
-    if !gw.spec.addresses.is_empty() {
+    if let Some(r) = gw
+        .spec
+        .infrastructure
+        .as_ref()
+        .and_then(|i| i.parameters_ref.as_ref())
+    {
         return (
             false,
-            reason::UNSUPPORTED_ADDRESS,
-            "spec.addresses is not supported: the address comes from the fleet's Service".into(),
+            reason::INVALID_PARAMETERS,
+            format!(
+                "spec.infrastructure.parametersRef {}/{} {}: lockstep takes a Gateway's \
+                 parameters from its GatewayClass's parametersRef only",
+                r.group, r.kind, r.name
+            ),
         );
+    }
+    if let Some(message) = unsupported_address(gw) {
+        return (false, reason::UNSUPPORTED_ADDRESS, message);
     }
     let invalid: Vec<&str> = verdicts
         .iter()
@@ -504,6 +516,20 @@ fn gateway_accepted(
             format!("invalid listeners: {}", invalid.join(", ")),
         )
     }
+}
+
+/// Why `gw`'s `spec.addresses` cannot be served, if they cannot: an address of a type other
+/// than `IPAddress` (the default). An `IPAddress` entry without a value asks for an address
+/// to be assigned (`GatewayAddressEmpty`), one with a value for that address as the fleet
+/// Service's cluster IP (`GatewayStaticAddresses`, [`provision::static_addresses`]: one that
+/// cannot be assigned leaves the Gateway accepted and `Programmed=False AddressNotUsable`).
+fn unsupported_address(gw: &Gateway) -> Option<String> {
+    gw.spec.addresses.iter().enumerate().find_map(|(i, a)| {
+        let kind = a.address_type.as_deref().unwrap_or("IPAddress");
+        (kind != "IPAddress").then(|| {
+            format!("spec.addresses[{i}]: type {kind} is not supported: lockstep assigns IPAddress only")
+        })
+    })
 }
 
 /// What a route's rules say for its status, whatever the parent.

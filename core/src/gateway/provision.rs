@@ -65,6 +65,10 @@ pub const APPLIED_ANNOTATION: &str = "lockstep.dev/applied";
 /// ownerReference to it: `<namespace>/<name>/<uid>` of its Gateway ([`owner_annotation`],
 /// [`parse_owner_annotation`]).
 pub const OWNER_ANNOTATION: &str = "lockstep.dev/gateway";
+/// The label Gateway API asks of every resource provisioned for a Gateway, its value the
+/// Gateway's name (`gateway.networking.k8s.io/gateway-name`, Gateway API's
+/// `GatewayNameLabelKey`); left out when the name is longer than a label value may be.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// The group and kind a class's `parametersRef` must name.
 pub const PARAMETERS_GROUP: &str = "lockstep.dev";
 /// See [`PARAMETERS_GROUP`].
@@ -157,6 +161,55 @@ pub struct FleetPlan {
     pub watch_namespaces: Vec<String>,
     /// The proxy image.
     pub image: String,
+    /// The Gateway's `spec.infrastructure.labels`: on every provisioned object and the pods,
+    /// under lockstep's own labels (which win a clash: they are the selectors).
+    pub infrastructure_labels: BTreeMap<String, String>,
+    /// The Gateway's `spec.infrastructure.annotations`: on every provisioned object and the
+    /// pods, under lockstep's own annotations.
+    pub infrastructure_annotations: BTreeMap<String, String>,
+    /// The static addresses the Service takes as its cluster IPs ([`static_addresses`]);
+    /// empty: the apiserver picks one.
+    pub cluster_ips: Vec<String>,
+}
+
+/// A Gateway's static addresses (`spec.addresses` entries of type `IPAddress` with a value)
+/// as its provisioned Service can take them: as its cluster IPs (`spec.clusterIPs`), at most
+/// one per IP family, the first of each family in spec order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StaticAddresses {
+    /// The Service's cluster IPs: empty when no static address is asked for.
+    pub cluster_ips: Vec<String>,
+    /// Why a requested address cannot be assigned (a second one of a family, or not an IP
+    /// address): the message of `Programmed=False AddressNotUsable`.
+    pub not_usable: Option<String>,
+}
+
+/// See [`StaticAddresses`]. Entries without a value ask for any address (the apiserver's
+/// pick); other types are refused at acceptance (`UnsupportedAddress`) and not read here.
+pub fn static_addresses(gateway: &Gateway) -> StaticAddresses {
+    let mut out = StaticAddresses::default();
+    let mut families: Vec<bool> = Vec::new();
+    let mut unusable: Vec<String> = Vec::new();
+    for (i, a) in gateway.spec.addresses.iter().enumerate() {
+        if a.value.is_empty() || a.address_type.as_deref().is_some_and(|t| t != "IPAddress") {
+            continue;
+        }
+        match a.value.parse::<std::net::IpAddr>() {
+            Err(_) => unusable.push(format!("spec.addresses[{i}] {} is not an IP address", a.value)),
+            Ok(ip) if families.contains(&ip.is_ipv4()) => unusable.push(format!(
+                "spec.addresses[{i}] {}: a Service has one cluster IP per IP family, and an earlier address takes it",
+                a.value
+            )),
+            Ok(ip) => {
+                families.push(ip.is_ipv4());
+                out.cluster_ips.push(ip.to_string());
+            }
+        }
+    }
+    if !unusable.is_empty() {
+        out.not_usable = Some(unusable.join("; "));
+    }
+    out
 }
 
 /// The Service ports of `gateway`'s listeners: one per distinct listener port, in spec order,
@@ -239,7 +292,11 @@ pub fn plan<'a>(
 ) -> FleetPlan {
     let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
     let name = gateway.metadata.name.clone().unwrap_or_default();
+    let infrastructure = gateway.spec.infrastructure.clone().unwrap_or_default();
     FleetPlan {
+        cluster_ips: static_addresses(gateway).cluster_ips,
+        infrastructure_labels: infrastructure.labels,
+        infrastructure_annotations: infrastructure.annotations,
         watch_namespaces: watch_namespaces(&namespace, specs),
         name: fleet_name(&namespace, &name),
         namespace,
@@ -263,19 +320,37 @@ pub fn selector(fleet: &str) -> BTreeMap<String, String> {
 }
 
 impl FleetPlan {
+    /// The labels of every provisioned object and pod: the Gateway's infrastructure labels,
+    /// then [`GATEWAY_NAME_LABEL`] and `own` over them.
+    fn labels(&self, own: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut labels = self.infrastructure_labels.clone();
+        // A label value is at most 63 characters; a Gateway name may be longer.
+        if self.gateway.len() <= 63 {
+            labels.insert(GATEWAY_NAME_LABEL.into(), self.gateway.clone());
+        }
+        labels.extend(own);
+        labels
+    }
+
     fn metadata(&self, name: &str) -> Value {
-        let mut labels = selector(&self.name);
-        labels.insert("app.kubernetes.io/part-of".into(), "lockstep".into());
-        labels.insert(
+        let mut own = selector(&self.name);
+        own.insert("app.kubernetes.io/part-of".into(), "lockstep".into());
+        own.insert(
             super::serve::GENERATED_LABEL.into(),
             super::serve::GENERATED_BY_GATEWAY.into(),
         );
-        json!({
+        let mut meta = json!({
             "name": name,
             "namespace": self.namespace,
-            "labels": labels,
+            "labels": self.labels(own),
             "ownerReferences": [super::serve::gateway_owner_reference(&self.gateway, &self.gateway_uid)],
-        })
+        });
+        // Only when there are some, so the objects of a Gateway without them (and their
+        // digests) stay as they were.
+        if !self.infrastructure_annotations.is_empty() {
+            meta["annotations"] = json!(self.infrastructure_annotations);
+        }
+        meta
     }
 
     /// Metadata of an object in `namespace`, another than the Gateway's: labelled like the
@@ -287,9 +362,11 @@ impl FleetPlan {
         if let Some(m) = meta.as_object_mut() {
             m.remove("ownerReferences");
         }
-        meta["annotations"] = json!({
-            OWNER_ANNOTATION: owner_annotation(&self.namespace, &self.gateway, &self.gateway_uid),
-        });
+        meta["annotations"][OWNER_ANNOTATION] = json!(owner_annotation(
+            &self.namespace,
+            &self.gateway,
+            &self.gateway_uid
+        ));
         meta
     }
 
@@ -399,6 +476,12 @@ impl FleetPlan {
     /// watching its backend namespaces.
     pub fn deployment(&self) -> Value {
         let labels = selector(&self.name);
+        let mut pod_annotations: BTreeMap<String, String> = self.infrastructure_annotations.clone();
+        pod_annotations.extend([
+            ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+            ("prometheus.io/port".to_owned(), ADMIN_CONTAINER_PORT.to_string()),
+            ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+        ]);
         let mut args = vec![
             "--replica-name=$(POD_NAME)".to_owned(),
             "--namespace=$(POD_NAMESPACE)".to_owned(),
@@ -426,12 +509,8 @@ impl FleetPlan {
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "template": {
                     "metadata": {
-                        "labels": labels,
-                        "annotations": {
-                            "prometheus.io/scrape": "true",
-                            "prometheus.io/port": ADMIN_CONTAINER_PORT.to_string(),
-                            "prometheus.io/path": "/metrics",
-                        },
+                        "labels": self.labels(labels.clone()),
+                        "annotations": pod_annotations,
                     },
                     "spec": {
                         "serviceAccountName": service_account_name(&self.name),
@@ -491,15 +570,25 @@ impl FleetPlan {
             .iter()
             .map(|p| json!({"name": p.name, "port": p.port, "targetPort": p.target_port, "protocol": "TCP"}))
             .collect();
+        let mut spec = json!({
+            "type": self.service_type.as_str(),
+            "selector": selector(&self.name),
+            "ports": ports,
+        });
+        // Static addresses: the cluster IPs are immutable, so the operator replaces a Service
+        // whose cluster IPs differ (`operator/src/gateway.rs`, `provision_fleet`).
+        if let Some(first) = self.cluster_ips.first() {
+            spec["clusterIP"] = json!(first);
+            spec["clusterIPs"] = json!(self.cluster_ips);
+            if self.cluster_ips.len() > 1 {
+                spec["ipFamilyPolicy"] = json!("RequireDualStack");
+            }
+        }
         with_digest(json!({
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": self.metadata(&self.name),
-            "spec": {
-                "type": self.service_type.as_str(),
-                "selector": selector(&self.name),
-                "ports": ports,
-            },
+            "spec": spec,
         }))
     }
 }
@@ -529,11 +618,20 @@ pub fn parse_owner_annotation(value: &str) -> Option<(&str, &str, &str)> {
 /// The Gateway's `status.addresses` from its Service: the load-balancer ingress addresses
 /// once a load-balancer controller has written them, otherwise the cluster IP (so a Gateway
 /// on a cluster without load balancers is reachable inside it). Empty while the Service is
-/// missing or has no address.
-pub fn addresses(service: Option<&Service>) -> Vec<GatewayStatusAddress> {
+/// missing or has no address. With static addresses (`cluster_ips`, [`StaticAddresses`]):
+/// those of them that are the Service's cluster IPs, which is where they are assigned.
+pub fn addresses(service: Option<&Service>, cluster_ips: &[String]) -> Vec<GatewayStatusAddress> {
     let Some(service) = service else {
         return Vec::new();
     };
+    if !cluster_ips.is_empty() {
+        let assigned = service.spec.as_ref().and_then(|s| s.cluster_ips.as_ref());
+        return cluster_ips
+            .iter()
+            .filter(|ip| assigned.is_some_and(|a| a.contains(ip)))
+            .map(|ip| address("IPAddress", ip))
+            .collect();
+    }
     let ingress: Vec<GatewayStatusAddress> = service
         .status
         .as_ref()
@@ -830,12 +928,66 @@ mod tests {
                 {"name": "https-443", "port": 443, "targetPort": 8443, "protocol": "TCP"},
             ])
         );
-        assert_eq!(s["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"]);
+        let pod_labels = d["spec"]["template"]["metadata"]["labels"].as_object().unwrap();
+        for (k, v) in s["spec"]["selector"].as_object().unwrap() {
+            assert_eq!(pod_labels.get(k), Some(v), "the Service selects the pods by {k}");
+        }
         let member = p.member_binding();
         assert_eq!(member["roleRef"]["kind"], json!("ClusterRole"));
         assert_eq!(member["roleRef"]["name"], json!(MEMBER_CLUSTER_ROLE));
         assert_eq!(member["subjects"][0]["name"], json!(service_account_name(&name)));
         assert_eq!(p.role_binding()["roleRef"]["name"], json!(name));
+    }
+
+    /// Gateway API asks every resource provisioned for a Gateway to carry
+    /// `gateway.networking.k8s.io/gateway-name` and the Gateway's `spec.infrastructure`
+    /// labels and annotations (the conformance test `GatewayInfrastructureMetadata` reads the
+    /// ServiceAccount, the pods and the Service); lockstep's own labels stay over them, so a
+    /// user label cannot take the fleet's selector away.
+    #[test]
+    fn infrastructure_labels_and_annotations_reach_every_provisioned_object() {
+        let mut gw = gateway("[{name: a, port: 80, protocol: HTTP}]");
+        gw.spec.infrastructure = Some(yaml(
+            "labels: {key2: value2, app.kubernetes.io/component: mine}\nannotations: {key1: value1, prometheus.io/scrape: \"false\"}",
+        ));
+        let p = plan(&gw, &GatewayParametersSpec::default(), "i", []);
+        let d = p.deployment();
+        let pod = &d["spec"]["template"]["metadata"];
+        for (what, meta) in [
+            ("ServiceAccount", &p.service_account()["metadata"]),
+            ("Service", &p.service()["metadata"]),
+            ("Deployment", &d["metadata"]),
+            ("pod template", pod),
+            ("Role", &p.role()["metadata"]),
+            ("backend Role", &p.backend_role("apps")["metadata"]),
+        ] {
+            assert_eq!(meta["labels"]["key2"], json!("value2"), "{what}");
+            assert_eq!(meta["labels"][GATEWAY_NAME_LABEL], json!("gw"), "{what}");
+            assert_eq!(
+                meta["labels"]["app.kubernetes.io/component"],
+                json!("proxy"),
+                "{what}: ours win"
+            );
+            assert_eq!(meta["annotations"]["key1"], json!("value1"), "{what}");
+        }
+        assert_eq!(
+            pod["annotations"]["prometheus.io/scrape"],
+            json!("true"),
+            "ours win"
+        );
+        assert!(p.backend_role("apps")["metadata"]["annotations"][OWNER_ANNOTATION].is_string());
+        assert_eq!(d["spec"]["selector"]["matchLabels"], json!(selector(&p.name)));
+
+        // Without infrastructure: no annotations of the user's, and a Gateway whose name is
+        // too long for a label value gets no name label (rather than an object the apiserver
+        // refuses).
+        let mut long = gateway("[{name: a, port: 80, protocol: HTTP}]");
+        long.metadata.name = Some("g".repeat(64));
+        let p = plan(&long, &GatewayParametersSpec::default(), "i", []);
+        let sa = p.service_account();
+        assert!(sa["metadata"]["labels"].get(GATEWAY_NAME_LABEL).is_none());
+        let annotations = sa["metadata"]["annotations"].as_object().unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), [APPLIED_ANNOTATION]);
     }
 
     #[test]
@@ -1096,14 +1248,100 @@ mod tests {
             ("spec: {type: ClusterIP}", &[]),
         ];
         for (text, want) in rows {
-            let got: Vec<(String, String)> = addresses(Some(&service(text)))
+            let got: Vec<(String, String)> = addresses(Some(&service(text)), &[])
                 .into_iter()
                 .map(|a| (a.address_type.unwrap_or_default(), a.value))
                 .collect();
             let want: Vec<(String, String)> = want.iter().map(|(t, v)| ((*t).into(), (*v).into())).collect();
             assert_eq!(got, want, "{text}");
         }
-        assert!(addresses(None).is_empty());
+        assert!(addresses(None, &[]).is_empty());
+    }
+
+    /// `GatewayStaticAddresses`: a requested `IPAddress` becomes the Service's cluster IP,
+    /// one per family; the rest are not usable (`Programmed=False AddressNotUsable`, the
+    /// message naming each entry), and `status.addresses` lists a static address only once it
+    /// is the Service's.
+    #[test]
+    fn static_addresses_become_the_services_cluster_ips() {
+        let with = |addresses: &str| {
+            let mut gw = gateway("[{name: a, port: 80, protocol: HTTP}]");
+            gw.spec.addresses = yaml(addresses);
+            gw
+        };
+        let cases: [(&str, &[&str], Option<&str>); 6] = [
+            ("[]", &[], None),
+            ("[{type: IPAddress}]", &[], None),
+            ("[{value: 10.0.0.14}]", &["10.0.0.14"], None),
+            (
+                "[{value: 192.0.2.1}, {type: IPAddress, value: 10.0.0.14}]",
+                &["192.0.2.1"],
+                Some("spec.addresses[1] 10.0.0.14: a Service has one cluster IP per IP family"),
+            ),
+            (
+                "[{value: 10.0.0.14}, {value: \"fd00::14\"}]",
+                &["10.0.0.14", "fd00::14"],
+                None,
+            ),
+            (
+                "[{value: not-an-ip}]",
+                &[],
+                Some("spec.addresses[0] not-an-ip is not an IP address"),
+            ),
+        ];
+        for (spec, ips, not_usable) in cases {
+            let got = static_addresses(&with(spec));
+            assert_eq!(got.cluster_ips, ips, "{spec}");
+            match not_usable {
+                None => assert_eq!(got.not_usable, None, "{spec}"),
+                Some(start) => assert!(
+                    got.not_usable.as_deref().is_some_and(|m| m.starts_with(start)),
+                    "{spec}: {:?}",
+                    got.not_usable
+                ),
+            }
+        }
+
+        let p = plan(
+            &with("[{value: 10.0.0.14}]"),
+            &GatewayParametersSpec::default(),
+            "i",
+            [],
+        );
+        let svc = p.service();
+        assert_eq!(svc["spec"]["clusterIP"], json!("10.0.0.14"));
+        assert_eq!(svc["spec"]["clusterIPs"], json!(["10.0.0.14"]));
+        assert!(svc["spec"].get("ipFamilyPolicy").is_none());
+        let dual = plan(
+            &with("[{value: 10.0.0.14}, {value: \"fd00::14\"}]"),
+            &GatewayParametersSpec::default(),
+            "i",
+            [],
+        );
+        assert_eq!(
+            dual.service()["spec"]["ipFamilyPolicy"],
+            json!("RequireDualStack")
+        );
+        let dynamic = plan(
+            &with("[{type: IPAddress}]"),
+            &GatewayParametersSpec::default(),
+            "i",
+            [],
+        );
+        assert!(
+            dynamic.service()["spec"].get("clusterIP").is_none(),
+            "the apiserver picks"
+        );
+
+        // status.addresses: the static address once the Service has it, and nothing of a
+        // Service still holding another (it is being replaced).
+        let statics = ["10.0.0.14".to_owned()];
+        let assigned = service("spec: {type: ClusterIP, clusterIP: 10.0.0.14, clusterIPs: [10.0.0.14]}");
+        let got = addresses(Some(&assigned), &statics);
+        assert_eq!((got.len(), got[0].value.as_str()), (1, "10.0.0.14"));
+        assert_eq!(got[0].address_type.as_deref(), Some("IPAddress"));
+        let old = service("spec: {type: ClusterIP, clusterIP: 10.0.0.99, clusterIPs: [10.0.0.99]}");
+        assert!(addresses(Some(&old), &statics).is_empty());
     }
 
     #[test]

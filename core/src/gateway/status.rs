@@ -44,6 +44,8 @@ pub mod reason {
     pub const LISTENERS_NOT_VALID: &str = "ListenersNotValid";
     /// Gateway Accepted=False: a requested address type is not supported.
     pub const UNSUPPORTED_ADDRESS: &str = "UnsupportedAddress";
+    /// Gateway `Programmed=False`: a requested static address cannot be assigned.
+    pub const ADDRESS_NOT_USABLE: &str = "AddressNotUsable";
     /// Listener Accepted=False: protocol not served.
     pub const UNSUPPORTED_PROTOCOL: &str = "UnsupportedProtocol";
     /// Listener/route Accepted=False: a value lockstep does not support.

@@ -136,8 +136,8 @@ fn class_and_gateway_acceptance() {
     // Gateway `spec.addresses`: "UnsupportedAddress ... an address that was provided is a
     // type which is not supported by the implementation."
     w.gateway.spec.addresses = vec![lockstep_crds::gateway::GatewaySpecAddress {
-        address_type: None,
-        value: "10.0.0.1".into(),
+        address_type: Some("test/fake-invalid-type".into()),
+        value: "fake address teehee!".into(),
     }];
     let t = w.run();
     assert_eq!(t.gateway_conditions[0].reason, reason::UNSUPPORTED_ADDRESS);
@@ -146,6 +146,77 @@ fn class_and_gateway_acceptance() {
         t.config.is_none(),
         "a Gateway that is not accepted serves nothing"
     );
+}
+
+/// `spec.addresses` and `spec.infrastructure.parametersRef`: an `IPAddress` entry without a
+/// value asks for an address to be assigned ("GatewayAddressEmpty"), which the fleet's Service
+/// does, and one with a value for that address (`provision::static_addresses`): both are
+/// accepted; another type, or a Gateway-level parametersRef (lockstep reads parameters from
+/// the class only) is refused, the message naming the field.
+#[test]
+fn requested_addresses_and_gateway_parameters() {
+    let accepted = |spec_extra: &str| {
+        let mut w = World::new(gateway(HTTP80));
+        let extra: Gateway = yaml(&format!(
+            "metadata: {{name: gw}}\nspec:\n  gatewayClassName: lockstep\n{spec_extra}"
+        ));
+        w.gateway.spec.addresses = extra.spec.addresses;
+        w.gateway.spec.infrastructure = extra.spec.infrastructure;
+        let t = w.run();
+        let c = &t.gateway_conditions[0];
+        (
+            c.status.clone(),
+            c.reason.clone(),
+            c.message.clone(),
+            t.config.is_some(),
+        )
+    };
+    let (status, reason_, _, serves) = accepted("  addresses: [{type: IPAddress}]");
+    assert_eq!(
+        (status.as_str(), reason_.as_str(), serves),
+        ("True", reason::ACCEPTED, true)
+    );
+    let (status, _, _, _) = accepted("  addresses: [{}]");
+    assert_eq!(status, "True", "the type defaults to IPAddress");
+    let (status, _, _, _) = accepted("  addresses: [{value: 192.0.2.1}, {type: IPAddress, value: 10.0.0.1}]");
+    assert_eq!(
+        status, "True",
+        "static addresses are accepted; whether usable is Programmed's"
+    );
+    for (extra, field) in [
+        (
+            "  addresses: [{type: IPAddress}, {type: Hostname, value: gw.example.com}]",
+            "spec.addresses[1]",
+        ),
+        ("  addresses: [{type: Hostname}]", "spec.addresses[0]"),
+        (
+            "  addresses: [{type: test/fake-invalid-type, value: x}]",
+            "spec.addresses[0]",
+        ),
+    ] {
+        let (status, reason_, message, serves) = accepted(extra);
+        assert_eq!(
+            (status.as_str(), reason_.as_str()),
+            ("False", reason::UNSUPPORTED_ADDRESS),
+            "{extra}"
+        );
+        assert!(message.starts_with(field), "{extra}: {message}");
+        assert!(!serves, "{extra}: a Gateway that is not accepted serves nothing");
+    }
+    let (status, reason_, message, serves) = accepted(
+        "  infrastructure: {labels: {a: b}, parametersRef: {group: invalid.io, kind: InvalidParameters, name: invalid}}",
+    );
+    assert_eq!(
+        (status.as_str(), reason_.as_str()),
+        ("False", reason::INVALID_PARAMETERS)
+    );
+    assert!(
+        message.starts_with("spec.infrastructure.parametersRef invalid.io/InvalidParameters invalid"),
+        "{message}"
+    );
+    assert!(!serves);
+    let (status, _, _, _) = accepted("  infrastructure: {labels: {a: b}, annotations: {c: d}}");
+    assert_eq!(status, "True", "labels and annotations alone are accepted");
 }
 
 /// A Gateway whose only listener has an unresolved certificate (the conformance suite's

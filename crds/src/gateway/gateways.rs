@@ -1,5 +1,7 @@
 //! Gateway: listeners (port, protocol, hostname, TLS) that routes attach to.
 
+use std::collections::BTreeMap;
+
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +30,36 @@ pub struct GatewaySpec {
     /// Requested addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<GatewaySpecAddress>,
+    /// Labels and annotations for what is provisioned for this Gateway, and its own
+    /// parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infrastructure: Option<GatewayInfrastructure>,
+}
+
+/// `spec.infrastructure`: what the resources provisioned for a Gateway carry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayInfrastructure {
+    /// Labels for every provisioned resource.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations for every provisioned resource.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Parameters of this Gateway, in its namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters_ref: Option<LocalParametersReference>,
+}
+
+/// A reference to an object of the Gateway's namespace holding its parameters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct LocalParametersReference {
+    /// API group of the referent.
+    pub group: String,
+    /// Kind of the referent.
+    pub kind: String,
+    /// Name of the referent.
+    pub name: String,
 }
 
 /// One logical endpoint of a Gateway.
