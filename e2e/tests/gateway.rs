@@ -1463,10 +1463,12 @@ async fn a_gateway_naming_no_fleet_gets_one_provisioned() {
             ("https-443".to_owned(), 443, 8443)
         ]
     );
-    assert_eq!(
-        svc["spec"]["selector"],
-        deployment["spec"]["template"]["metadata"]["labels"]
-    );
+    // The Service selects the pods (which carry the gateway-name label on top).
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in svc["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&pod_labels[key], value, "{key}");
+    }
+    assert_eq!(pod_labels["gateway.networking.k8s.io/gateway-name"], json!("gw"));
     let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_owned();
     owned(&json_of(&accounts, &sa).await.expect("the ServiceAccount"));
     let role = json_of(&roles, &name).await.expect("the Role");
@@ -2378,4 +2380,126 @@ async fn an_https_gateway_is_programmed_only_once_every_replica_presents_its_cer
     })
     .await
     .unwrap();
+}
+
+/// A Gateway's static address becomes its provisioned Service's cluster IP, against a real
+/// apiserver: one outside the Service range (10.0.0.0/24, e2e/controlplane/up.sh) is refused
+/// by the apiserver and the Gateway says `Programmed=False AddressNotUsable` naming it; a
+/// free one of the range is the Service's cluster IP and the Gateway's `status.addresses`;
+/// another one replaces the Service (a cluster IP cannot change). The provisioned objects
+/// carry the Gateway's infrastructure labels and annotations and the gateway-name label.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_static_address_becomes_the_fleet_services_cluster_ip() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use lockstep_core::gateway::provision::{GATEWAY_NAME_LABEL, fleet_name, service_account_name};
+
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    install_gateway_api_crds(&client).await.unwrap();
+    operator();
+    let ns = cp.namespace(&client, "gw-static").await.unwrap();
+    let class = format!("lockstep-static-{:08x}", rand::random::<u32>());
+    create(
+        &Api::<GatewayClass>::all(client.clone()),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": class}, "spec": {"controllerName": CONTROLLER_NAME}}),
+    )
+    .await;
+    let gateways = Api::<Gateway>::namespaced(client.clone(), &ns);
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let name = fleet_name(&ns, "gw");
+    create(
+        &gateways,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw", "namespace": ns},
+               "spec": {"gatewayClassName": class,
+                        "addresses": [{"type": "IPAddress", "value": "192.0.2.1"}],
+                        "infrastructure": {"labels": {"team": "edge"}, "annotations": {"owner": "edge@example.com"}},
+                        "listeners": [{"name": "web", "protocol": "HTTP", "port": 80}]}}),
+    )
+    .await;
+    let programmed = |want_reason: &'static str| {
+        let gateways = gateways.clone();
+        async move {
+            eventually(
+                &format!("Gateway Programmed reason {want_reason}"),
+                WAIT,
+                || async {
+                    let gw = gateways.get("gw").await.ok()?;
+                    let status = gw.status.clone()?;
+                    let (_, reason, at) = cond(&status.conditions, "Programmed")?;
+                    (reason == want_reason && at == gw.metadata.generation).then(|| {
+                        let c = status
+                            .conditions
+                            .iter()
+                            .find(|c| c.type_ == "Programmed")
+                            .unwrap();
+                        (c.message.clone(), status.addresses.clone())
+                    })
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (message, addresses) = programmed("AddressNotUsable").await;
+    assert!(message.contains("192.0.2.1"), "{message}");
+    assert!(addresses.is_empty(), "{addresses:?}");
+    assert!(
+        services.get_opt(&name).await.unwrap().is_none(),
+        "the apiserver refused it"
+    );
+
+    // The provisioned objects carry the labels and annotations.
+    let sa = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .get(&service_account_name(&name))
+        .await
+        .unwrap();
+    let labels = sa.metadata.labels.unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("edge"));
+    assert_eq!(labels.get(GATEWAY_NAME_LABEL).map(String::as_str), Some("gw"));
+    let annotations = sa.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations.get("owner").map(String::as_str),
+        Some("edge@example.com")
+    );
+
+    let set_address = |ip: &'static str| {
+        let gateways = gateways.clone();
+        async move {
+            gateways
+                .patch(
+                    "gw",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"addresses": [{"type": "IPAddress", "value": ip}]}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let service_at = |ip: &'static str| {
+        let (services, gateways, name) = (services.clone(), gateways.clone(), name.clone());
+        async move {
+            eventually(&format!("Service and status.addresses at {ip}"), WAIT, || async {
+                let svc = services.get_opt(&name).await.ok()??;
+                let gw = gateways.get("gw").await.ok()?;
+                let listed: Vec<String> = gw.status?.addresses.into_iter().map(|a| a.value).collect();
+                (svc.spec.as_ref()?.cluster_ip.as_deref() == Some(ip) && listed == [ip])
+                    .then(|| svc.metadata.uid.clone().unwrap())
+            })
+            .await
+            .unwrap()
+        }
+    };
+    set_address("10.0.0.13").await;
+    let first = service_at("10.0.0.13").await;
+    // No kubelet here, so no replica gets ready: Programmed is Pending, not about the address.
+    let (message, _) = programmed("Pending").await;
+    assert!(!message.contains("10.0.0.13"), "{message}");
+    set_address("10.0.0.12").await;
+    let second = service_at("10.0.0.12").await;
+    assert_ne!(
+        first, second,
+        "a cluster IP cannot change: the Service was replaced"
+    );
 }
