@@ -81,6 +81,10 @@ pub struct RequestHead {
 #[derive(Debug, Clone, Copy)]
 pub struct BothLengths;
 
+/// How many header fields the request path may add to a request before it is forwarded
+/// (`proxy/src/forward/filter.rs`, `prepare_request`).
+const HEADERS_ADDED_UPSTREAM: usize = 5;
+
 /// Header fields parsed on the stack up to this many; a larger `--max-header-count` takes
 /// a heap array for the parse.
 const STACK_HEADERS: usize = 128;
@@ -120,9 +124,15 @@ fn parse_with<'b>(
         Some(1) => Version::HTTP_11,
         _ => return Err(HeadError::Malformed),
     };
-    let uri = Uri::try_from(req.path.unwrap_or_default()).map_err(|_| HeadError::Malformed)?;
+    let uri = match req.path.unwrap_or_default() {
+        // The commonest target, without the copy a parsed one takes.
+        "/" => Uri::from_static("/"),
+        path => Uri::try_from(path).map_err(|_| HeadError::Malformed)?,
+    };
 
-    let mut map = HeaderMap::with_capacity(req.headers.len());
+    // Room for what the request path adds before forwarding (X-Forwarded-For, -Proto,
+    // -Host, and Connection/Upgrade on an upgrade), so the map does not grow then.
+    let mut map = HeaderMap::with_capacity(req.headers.len() + HEADERS_ADDED_UPSTREAM);
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = false;
     let mut last_coding_chunked = false;
@@ -317,6 +327,11 @@ pub fn write_response_head(
     client_version: Version,
 ) {
     out.clear();
+    // One allocation for the whole head (a connection's buffer is dropped while it idles,
+    // so it grows from nothing for most responses): the status line, the fields, a Date and
+    // a Connection field.
+    let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    out.reserve(fields + 96);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');

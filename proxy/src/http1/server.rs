@@ -372,8 +372,21 @@ where
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(HeadRead::Done)),
                 Poll::Ready(Ok(())) => {
-                    self.buf.extend_from_slice(read.filled());
-                    self.parse_due = true;
+                    // Most heads arrive whole in the first read: parsed where they were read,
+                    // the connection needs no heap buffer for them at all.
+                    let filled = read.filled();
+                    match head::parse_request(filled, self.limits) {
+                        Ok(Some((head, len))) => {
+                            self.buf.extend_from_slice(&filled[len..]);
+                            self.parse_due = !self.buf.is_empty();
+                            return Poll::Ready(Ok(HeadRead::Head(Box::new(head))));
+                        }
+                        Ok(None) => {
+                            self.buf.extend_from_slice(filled);
+                            self.parse_due = false;
+                        }
+                        Err(error) => return Poll::Ready(Ok(HeadRead::Refused(error))),
+                    }
                 }
             }
         }
