@@ -24,25 +24,7 @@ declare -A PID=([lockstep]=$LOCKSTEP_PID [nginx]=$NGINX_PID)
 echo "| target | RSS idle (KiB) | RSS with $IDLE_CONNS idle connections (KiB) | per connection (KiB) |"
 echo "|---|---:|---:|---:|"
 for t in lockstep nginx; do
-  idle=$(rss_kib "${PID[$t]}")
-  python3 - "${PORT[$t]}" "$IDLE_CONNS" "$WORK/$t.held" <<'PY' &
-import socket, sys, time
-port, n, flag = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-socks = []
-for start in range(0, n, 100):
-    batch = [socket.create_connection(("127.0.0.1", port)) for _ in range(min(100, n - start))]
-    for s in batch:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n")
-    for s in batch:
-        assert s.recv(4096).startswith(b"HTTP/1.1 200")
-    socks.extend(batch)
-open(flag, "w").close()
-time.sleep(30)
-PY
-  holder=$!
-  for _ in $(seq 1200); do [[ -f "$WORK/$t.held" ]] && break; sleep 0.05; done
-  sleep 0.5
-  held=$(rss_kib "${PID[$t]}")
-  kill $holder 2>/dev/null || true; wait $holder 2>/dev/null || true
+  rss=$(idle_rss "${PID[$t]}" "${PORT[$t]}" "$IDLE_CONNS" "$WORK")
+  read -r idle held <<<"$rss"
   echo "| $t | $idle | $held | $(python3 -c "print(f'{($held - $idle) / $IDLE_CONNS:.1f}')") |"
 done

@@ -44,6 +44,36 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 machine() { echo "$(nproc) × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $(uname -r)"; }
 versions() { echo "$("$LOCKSTEP" --version), nginx $(nginx -v 2>&1 | sed 's/.*\///'), haproxy $(haproxy -v | awk 'NR==1 {print $3}'), $(oha --version)"; }
+# idle_rss PID PORT N FLAGDIR: "RSS-before RSS-with" (KiB) of process PID with N idle
+# keep-alive client connections to PORT that each made one request and got its 200. The
+# requests go out 100 at a time, so the upstream side holds about 100 connections, not one
+# per client: what stays is the cost of an idle client connection.
+idle_rss() {
+  local pid=$1 port=$2 n=$3 flag="$4/idle.$2.held" before after holder
+  before=$(rss_kib "$pid")
+  rm -f "$flag"
+  python3 - "$port" "$n" "$flag" <<'PY' &
+import socket, sys, time
+port, n, flag = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+socks = []
+for start in range(0, n, 100):
+    batch = [socket.create_connection(("127.0.0.1", port)) for _ in range(min(100, n - start))]
+    for s in batch:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n")
+    for s in batch:
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    socks.extend(batch)
+open(flag, "w").close()
+time.sleep(30)
+PY
+  holder=$!
+  for _ in $(seq 1200); do [[ -f "$flag" ]] && break; sleep 0.05; done
+  sleep 0.5
+  after=$(rss_kib "$pid")
+  kill $holder 2>/dev/null || true; wait $holder 2>/dev/null || true
+  [[ -f "$flag" ]] || { echo "idle_rss: the connections to port $port were never all answered" >&2; return 1; }
+  echo "$before $after"
+}
 ratio() { python3 -c "a,b='$1','$2'; print('-' if '-' in (a,b) else f'{int(a)/int(b):.2f}×')"; }
 
 # Fields of an oha JSON summary: total requests, rps, p50 ms, p99 ms, non-2xx + errors.

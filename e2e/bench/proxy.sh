@@ -88,31 +88,11 @@ for t in "${TARGETS[@]}"; do
   R[$t,open]=$(for rep in $(seq "$REPS"); do echo "${R[$t,open$rep]}"; done | sort -n -k4 | sed -n "$(( (REPS + 1) / 2 ))p")
 done
 
-# Memory: idle, then with IDLE_CONNS idle keep-alive connections that each made one request.
-# Requests go out 100 at a time, so the upstream side holds about 100 connections, not one
-# per client: what stays is the cost of an idle client connection.
+# Memory: idle, then with IDLE_CONNS idle keep-alive connections (lib.sh, idle_rss).
 declare -A MEM
 for t in lockstep nginx haproxy; do
-  idle=$(rss_kib "${PID[$t]}")
-  python3 - "${PORT[$t]}" "$IDLE_CONNS" "$WORK/$t.held" <<'PY' &
-import socket, sys, time
-port, n, flag = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-socks = []
-for start in range(0, n, 100):
-    batch = [socket.create_connection(("127.0.0.1", port)) for _ in range(min(100, n - start))]
-    for s in batch:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n")
-    for s in batch:
-        s.recv(4096)
-    socks.extend(batch)
-open(flag, "w").close()
-time.sleep(30)
-PY
-  holder=$!
-  for _ in $(seq 1200); do [[ -f "$WORK/$t.held" ]] && break; sleep 0.05; done
-  sleep 0.5
-  held=$(rss_kib "${PID[$t]}")
-  kill $holder 2>/dev/null || true; wait $holder 2>/dev/null || true
+  rss=$(idle_rss "${PID[$t]}" "${PORT[$t]}" "$IDLE_CONNS" "$WORK")
+  read -r idle held <<<"$rss"
   MEM[$t]="$idle $held"
   log "$t RSS idle=${idle}KiB with $IDLE_CONNS idle conns=${held}KiB"
 done
