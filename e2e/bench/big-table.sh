@@ -59,9 +59,8 @@ version=1
 for rep in $(seq "$REPS"); do
   for bin in "$@"; do
     write_table $version
-    taskset -c 1 "$bin" --config "$WORK/routes.yaml" --listen 127.0.0.1:$PROXY_PORT --admin 127.0.0.1:$ADMIN_PORT \
-      --worker-threads 1 --reload-interval 100ms 2> "$WORK/proxy.log" & pid=$!; PIDS+=($pid)
-    for _ in $(seq 600); do curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+    start_lockstep "$bin" $PROXY_PORT $ADMIN_PORT "$WORK/proxy.log" --reload-interval 100ms
+    pid=$STARTED_PID
     before=$(swaps)
     ( end=$((SECONDS + DURATION)); while [[ $SECONDS -lt $end ]]; do
         sleep "$EVERY"; version=$((version + 1)); write_table $version

@@ -42,8 +42,8 @@ NAMES=(); declare -A PORT PID
 i=0
 for bin in "$@"; do
   name="$i:$(basename "$bin")"; port=$((FIRST_PORT + 2 * i))
-  taskset -c 1 "$bin" --config "$WORK/routes.yaml" --listen 127.0.0.1:$port --admin 127.0.0.1:$((port + 1)) \
-    --worker-threads 1 2> "$WORK/lockstep-$i.log" & PID[$name]=$!; PIDS+=($!)
+  start_lockstep "$bin" $port $((port + 1)) "$WORK/lockstep-$i.log"
+  PID[$name]=$STARTED_PID
   PORT[$name]=$port; NAMES+=("$name"); i=$((i + 1))
 done
 start_nginx_proxy $NGINX_PORT $BACKEND_PORT ";"

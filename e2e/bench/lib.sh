@@ -1,4 +1,5 @@
-# Shared by the data-plane benchmarks (proxy.sh, tls.sh); sourced, not run.
+# Shared by the data-plane benchmarks (proxy.sh, tls.sh, idle.sh, wrk.sh, builds.sh,
+# big-table.sh, traffic.sh); sourced, not run.
 # Expects ROOT and WORK to be set; defines PIDS (stopped on exit by pid) and the helpers below.
 PIDS=()
 CLEANUP_HOOKS=()
@@ -130,6 +131,21 @@ CONF
   taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" & NGINX_PID=$!; PIDS+=($NGINX_PID)
 }
 
+# start_lockstep BIN PORT ADMIN_PORT LOG [FLAGS...]: a lockstep-proxy binary in standalone
+# mode on $WORK/routes.yaml, one worker thread on CPU 1 (as every proxy measured here), HTTP
+# on PORT and admin on ADMIN_PORT, stderr to LOG; returns once it listens and is ready (its
+# table loaded). Sets STARTED_PID.
+start_lockstep() {
+  local bin=$1 port=$2 admin=$3 log_file=$4; shift 4
+  taskset -c 1 "$bin" --config "$WORK/routes.yaml" --listen 127.0.0.1:$port --admin 127.0.0.1:$admin \
+    --worker-threads 1 "$@" 2> "$log_file" & STARTED_PID=$!
+  PIDS+=($STARTED_PID)
+  wait_port "$port"
+  for _ in $(seq 600); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null && return 0; sleep 0.1; done
+  echo "lockstep on port $port never got ready (see $log_file)" >&2
+  return 1
+}
+
 # The nginx backend on BACKEND_PORT, lockstep-proxy ($LOCKSTEP, standalone, one route to the
 # backend, one worker on CPU 1) on LOCKSTEP_PORT with its admin on ADMIN_PORT, and an nginx
 # proxy on NGINX_PORT; returns once all listen and lockstep is ready. Sets LOCKSTEP_PID and
@@ -146,12 +162,10 @@ spec:
     paths:
     - {path: /, pathType: Prefix, backend: {url: "http://127.0.0.1:$BACKEND_PORT"}}
 YAML
-  taskset -c 1 "$LOCKSTEP" --config "$WORK/routes.yaml" --listen 127.0.0.1:$LOCKSTEP_PORT \
-    --admin 127.0.0.1:$ADMIN_PORT --worker-threads 1 2> "$WORK/lockstep.log" & LOCKSTEP_PID=$!
-  PIDS+=($LOCKSTEP_PID)
+  start_lockstep "$LOCKSTEP" $LOCKSTEP_PORT $ADMIN_PORT "$WORK/lockstep.log"
+  LOCKSTEP_PID=$STARTED_PID
   start_nginx_proxy $NGINX_PORT $BACKEND_PORT ";"
-  wait_port $BACKEND_PORT; wait_port $LOCKSTEP_PORT; wait_port $NGINX_PORT
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.05; done
+  wait_port $NGINX_PORT
 }
 
 # An haproxy in front of the backend on CPU 1, one thread. $1 = port, $2 = backend port,

@@ -18,12 +18,9 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-5}
 CONNS=${CONNS:-16}
 V1_PORT=18910; V2_PORT=18911; PROXY_PORT=18912; ADMIN_PORT=18913
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-log() { echo "[bench] $*" >&2; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# shellcheck source=lib.sh
+source "$ROOT/e2e/bench/lib.sh"
+CLEANUP_HOOKS+=('rm -rf "$WORK"')
 
 log "building lockstep-proxy (release) and the e2e backend and load generator"
 (cd "$ROOT" && cargo build --release --locked -p lockstep-proxy >/dev/null 2>&1)
@@ -58,10 +55,9 @@ spec:
     - path: /traffic
       backend: {url: "http://127.0.0.1:$V1_PORT"}
 YAML
-taskset -c 1 "$PROXY" --config "$WORK/routes.yaml" --listen 127.0.0.1:$PROXY_PORT --admin 127.0.0.1:$ADMIN_PORT \
-  --worker-threads 1 2> "$WORK/proxy.log" & PROXY_PID=$!; PIDS+=($PROXY_PID)
-wait_port $V1_PORT; wait_port $V2_PORT; wait_port $PROXY_PORT
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.05; done
+wait_port $V1_PORT; wait_port $V2_PORT
+start_lockstep "$PROXY" $PROXY_PORT $ADMIN_PORT "$WORK/proxy.log"
+PROXY_PID=$STARTED_PID
 
 load() { # $1 = path, $2 = seconds, rest: headers
   local path=$1 seconds=$2; shift 2
