@@ -825,6 +825,7 @@ fn a_backend_of_another_namespace_is_lowered_only_where_a_reference_grant_allows
         namespace: namespace.map(Into::into),
         port,
         app_protocol: None,
+        tls: None,
     };
     let granted = lowered(vec![grant]);
     assert_eq!(
