@@ -345,6 +345,11 @@ mod tests {
             .collect()
     }
 
+    /// A condition as (type, status, reason).
+    type Cond = (String, String, String);
+    /// A policy as (name, creationTimestamp, sectionName).
+    type Made<'a> = (&'a str, &'a str, Option<&'a str>);
+
     fn c(t: &str, s: &str, r: &str) -> (String, String, String) {
         (t.into(), s.into(), r.into())
     }
@@ -359,7 +364,7 @@ mod tests {
         let garbage = r#"{group: "", kind: ConfigMap, name: garbage}"#;
         let empty = r#"{group: "", kind: ConfigMap, name: empty}"#;
         let kind = r#"{group: invalid.io, kind: InvalidKind, name: ca}"#;
-        let rows: &[(String, bool, [(String, String, String); 2])] = &[
+        let rows: &[(String, bool, [Cond; 2])] = &[
             (
                 format!("[{cm}]"),
                 true,
@@ -471,7 +476,7 @@ mod tests {
         // BackendTLSPolicy: "If multiple BackendTLSPolicies target the same Service (and
         // section), the oldest ... by creation timestamp, then alphabetically by
         // {namespace}/{name}, is accepted; the others get Accepted=False Conflicted."
-        let rows: &[(&[(&str, &str, Option<&str>)], &[&str])] = &[
+        let rows: &[(&[Made<'_>], &[&str])] = &[
             (
                 &[
                     ("young", "2026-02-01T00:00:00Z", None),
