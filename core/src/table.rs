@@ -145,6 +145,8 @@ pub enum BackendRef {
         /// Spoken to in HTTP/2 over cleartext whatever the Service says
         /// (`service.appProtocol: kubernetes.io/h2c`); otherwise the Service port decides.
         h2c: bool,
+        /// Reached over TLS verified as this says (`service.tls`); cleartext without it.
+        tls: Option<Arc<lockstep_crds::BackendTls>>,
     },
     /// A static upstream.
     Url {
@@ -182,6 +184,7 @@ impl BackendRef {
                 name: svc.name.as_str().into(),
                 port: u16::try_from(svc.port).ok()?,
                 h2c: svc.app_protocol == Some(lockstep_crds::AppProtocol::H2c),
+                tls: svc.tls.clone().map(Arc::new),
             }),
             (None, Some(url)) => {
                 let (scheme, rest) = url.split_once("://")?;

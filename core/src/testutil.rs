@@ -19,6 +19,7 @@ pub fn mk_svc(name: &str, port: i32) -> Backend {
             namespace: None,
             port,
             app_protocol: None,
+            tls: None,
         }),
         url: None,
         status: None,

@@ -489,6 +489,69 @@ pub struct ServiceBackend {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(skip)]
     pub app_protocol: Option<AppProtocol>,
+
+    /// Reach the endpoints over TLS, verified as this says (a generated RouterConfig's
+    /// translation of a Gateway API BackendTLSPolicy). Without it, cleartext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub tls: Option<BackendTls>,
+}
+
+/// TLS to a Service's endpoints: the name sent as SNI and how the endpoint's certificate is
+/// verified. A connection whose certificate fails the verification is not used: the request
+/// is answered 502.
+#[derive(
+    KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Validate,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTls {
+    /// The SNI sent, and the DNS name the certificate must be valid for unless
+    /// `subjectAltNames` is set.
+    #[schemars(length(min = 1, max = 253))]
+    #[garde(length(min = 1, max = 253))]
+    pub hostname: String,
+
+    /// PEM CA certificates the endpoint's chain must lead to. Absent: the web PKI roots
+    /// built into the proxy (Gateway API's `wellKnownCACertificates: System`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 262144))]
+    #[garde(inner(length(min = 1, max = 262144)))]
+    pub ca_certificates: Option<String>,
+
+    /// Names of which the certificate must carry at least one, instead of `hostname`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[garde(length(max = 16), dive)]
+    pub subject_alt_names: Vec<BackendSubjectAltName>,
+}
+
+/// A name a backend certificate may carry: exactly one of `hostname` (a DNS SAN) or `uri`
+/// (a URI SAN, such as a SPIFFE ID). Checked by the RouterConfig validation, not by a CEL
+/// rule: nested this deep in lists, one would exceed the apiserver's cost budget.
+#[derive(
+    KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Validate,
+)]
+#[serde(rename_all = "camelCase")]
+#[garde(custom(exactly_one_name))]
+pub struct BackendSubjectAltName {
+    /// A DNS name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[garde(inner(length(min = 1, max = 253)))]
+    pub hostname: Option<String>,
+
+    /// A URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[garde(inner(length(min = 1, max = 2048)))]
+    pub uri: Option<String>,
+}
+
+fn exactly_one_name(san: &BackendSubjectAltName, _: &()) -> garde::Result {
+    match (&san.hostname, &san.uri) {
+        (Some(_), None) | (None, Some(_)) => Ok(()),
+        _ => Err(garde::Error::new("exactly one of hostname and uri")),
+    }
 }
 
 /// A protocol the proxy speaks to a Service's endpoints (`service.appProtocol`).

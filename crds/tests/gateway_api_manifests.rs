@@ -12,7 +12,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use lockstep_crds::gateway::{BUNDLE_VERSION, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use lockstep_crds::gateway::{
+    BUNDLE_VERSION, BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant,
+};
 
 /// Spec fields not modelled, by path prefix, and why.
 const NOT_READ: &[(&str, &str)] = &[
@@ -111,6 +113,7 @@ struct Counts {
     http_routes: usize,
     grpc_routes: usize,
     grants: usize,
+    backend_tls_policies: usize,
 }
 
 fn check_files(files: &[std::path::PathBuf]) -> (Counts, Vec<String>) {
@@ -145,6 +148,10 @@ fn check_files(files: &[std::path::PathBuf]) -> (Counts, Vec<String>) {
                     counts.grants += 1;
                     lost_fields::<ReferenceGrant>(&doc)
                 }
+                "BackendTLSPolicy" => {
+                    counts.backend_tls_policies += 1;
+                    lost_fields::<BackendTLSPolicy>(&doc)
+                }
                 _ => continue,
             };
             lost.extend(
@@ -175,6 +182,7 @@ fn conformance_manifests_parse_without_losing_a_field_lockstep_reads() {
     assert!(counts.http_routes >= 100, "{counts:?}");
     assert!(counts.grpc_routes >= 3, "{counts:?}");
     assert!(counts.grants >= 3, "{counts:?}");
+    assert!(counts.backend_tls_policies >= 20, "{counts:?}");
 }
 
 #[test]
@@ -189,7 +197,10 @@ fn standard_examples_parse_without_losing_a_field_lockstep_reads() {
         lost.join("\n")
     );
     assert!(
-        counts.classes >= 1 && counts.gateways >= 10 && counts.http_routes >= 10,
+        counts.classes >= 1
+            && counts.gateways >= 10
+            && counts.http_routes >= 10
+            && counts.backend_tls_policies >= 1,
         "{counts:?}"
     );
 }

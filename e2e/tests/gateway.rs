@@ -26,7 +26,8 @@ use kube::{
 use lockstep_crds::{
     RouterConfig,
     gateway::{
-        CONTROLLER_NAME, Condition, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, RouteParentStatus,
+        BackendTLSPolicy, CONTROLLER_NAME, Condition, Gateway, GatewayClass, HTTPRoute, PolicyAncestorStatus,
+        ReferenceGrant, RouteParentStatus,
     },
 };
 use lockstep_e2e::{
@@ -2501,5 +2502,123 @@ async fn a_static_address_becomes_the_fleet_services_cluster_ip() {
     assert_ne!(
         first, second,
         "a cluster IP cannot change: the Service was replaced"
+    );
+}
+
+/// The lockstep ancestor entry of BackendTLSPolicy `name`: (Accepted, ResolvedRefs) as
+/// (status, reason), once both are at `generation`.
+async fn policy_at(
+    policies: &Api<BackendTLSPolicy>,
+    name: &str,
+    generation: i64,
+    want: (&str, &str),
+) -> (Vec<PolicyAncestorStatus>, (String, String), (String, String)) {
+    eventually(&format!("policy {name} status {want:?}"), WAIT, || async {
+        let policy = policies.get(name).await.ok()?;
+        let ancestors = policy.status?.ancestors;
+        let ours = ancestors.iter().find(|a| a.controller_name == CONTROLLER_NAME)?;
+        if !all_at(&ours.conditions, generation) {
+            return None;
+        }
+        let (a, ar, _) = cond(&ours.conditions, "Accepted")?;
+        let (r, rr, _) = cond(&ours.conditions, "ResolvedRefs")?;
+        (a == want.0 && ar == want.1).then(|| (ancestors.clone(), (a, ar), (r, rr)))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_backend_tls_policy_is_served_in_the_generated_config_and_gets_its_status() {
+    let cp = ControlPlane::shared();
+    let client: Client = cp.client().await.unwrap();
+    install_gateway_api_crds(&client).await.unwrap();
+    operator();
+    let ns = cp.namespace(&client, "gw-btls").await.unwrap();
+    let class = lockstep_class(&client, "btls").await;
+    let ca = cert_for("ca.example.com");
+    cp.kubectl_apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ca, namespace: {ns}}}\ndata:\n  ca.crt: |\n{}",
+        ca.pem.lines().map(|l| format!("    {l}\n")).collect::<String>()
+    ))
+    .unwrap();
+    create(
+        &Api::<Service>::namespaced(client.clone(), &ns),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "secure", "namespace": ns},
+               "spec": {"ports": [{"name": "https", "port": 443}]}}),
+    )
+    .await;
+    create(
+        &Api::<Gateway>::namespaced(client.clone(), &ns),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw", "namespace": ns},
+               "spec": {"gatewayClassName": class, "listeners": [
+                   {"name": "web", "protocol": "HTTP", "port": 80}]}}),
+    )
+    .await;
+    create(
+        &Api::<HTTPRoute>::namespaced(client.clone(), &ns),
+        route(
+            "r",
+            &ns,
+            "gw",
+            &["app.example.com"],
+            json!({"name": "secure", "port": 443}),
+        ),
+    )
+    .await;
+    let policies = Api::<BackendTLSPolicy>::namespaced(client.clone(), &ns);
+    create(
+        &policies,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+               "metadata": {"name": "p", "namespace": ns},
+               "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "secure", "sectionName": "https"}],
+                        "validation": {"hostname": "abc.example.com",
+                                       "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "ca"}]}}}),
+    )
+    .await;
+
+    let (ancestors, _, resolved) = policy_at(&policies, "p", 1, ("True", "Accepted")).await;
+    assert_eq!(resolved, ("True".to_owned(), "ResolvedRefs".to_owned()));
+    assert_eq!(ancestors.len(), 1);
+    assert_eq!(ancestors[0].ancestor_ref.name, "gw");
+    assert_eq!(ancestors[0].ancestor_ref.namespace.as_deref(), Some(ns.as_str()));
+
+    // The generated RouterConfig carries the TLS setting through the CRD's schema (a field
+    // the schema lacked would be pruned by the apiserver).
+    let rcs = Api::<RouterConfig>::namespaced(client.clone(), &ns);
+    let tls = eventually("generated RouterConfig with backend TLS", WAIT, || async {
+        let list = rcs.list(&ListParams::default()).await.ok()?;
+        list.items.iter().find_map(|rc| {
+            rc.spec
+                .rules
+                .iter()
+                .flat_map(|r| &r.paths)
+                .flat_map(|p| &p.backends)
+                .find_map(|b| b.service.as_ref()?.tls.clone())
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(tls.hostname, "abc.example.com");
+    assert_eq!(tls.ca_certificates.as_deref(), Some(ca.pem.as_str()));
+
+    // An edit is observed at the new generation.
+    policies
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"validation": {"hostname": "foo.example.com"}}})),
+        )
+        .await
+        .unwrap();
+    policy_at(&policies, "p", 2, ("True", "Accepted")).await;
+
+    // Without its ConfigMap the policy has no usable CA.
+    cp.kubectl_ok(&["delete", "configmap", "ca", "-n", &ns]).unwrap();
+    let (_, _, resolved) = policy_at(&policies, "p", 2, ("False", "NoValidCACertificate")).await;
+    assert_eq!(
+        resolved,
+        ("False".to_owned(), "InvalidCACertificateRef".to_owned())
     );
 }

@@ -40,7 +40,7 @@ use std::{sync::Arc, time::Duration};
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 use kube::{
@@ -64,8 +64,9 @@ use lockstep_core::gateway::{
     translate,
 };
 use lockstep_crds::gateway::{
-    CONTROLLER_NAME, GRPCRoute, Gateway, GatewayClass, GatewayClassStatus, GatewayStatusAddress, HTTPRoute,
-    ListenerStatus, ReferenceGrant, RouteParentStatus, SupportedFeature,
+    BackendTLSPolicy, CONTROLLER_NAME, GRPCRoute, Gateway, GatewayClass, GatewayClassStatus,
+    GatewayStatusAddress, HTTPRoute, ListenerStatus, PolicyAncestorStatus, ReferenceGrant, RouteParentStatus,
+    SupportedFeature,
 };
 use lockstep_crds::{GatewayParameters, RouterConfig};
 use serde_json::json;
@@ -97,6 +98,10 @@ struct Context {
     services: Store<Service>,
     secrets: Store<Secret>,
     namespaces: Store<Namespace>,
+    /// BackendTLSPolicies (empty when the apiserver does not serve them).
+    backend_tls_policies: Store<BackendTLSPolicy>,
+    /// ConfigMaps, for the policies' CA certificates.
+    config_maps: Store<ConfigMap>,
     /// Generated RouterConfigs (label `lockstep.dev/generated-from=Gateway`).
     router_configs: Store<RouterConfig>,
     /// GatewayParameters, for the Gateways' reconciles.
@@ -127,6 +132,8 @@ impl Context {
             self.grants.wait_until_ready().await?;
             self.services.wait_until_ready().await?;
             self.secrets.wait_until_ready().await?;
+            self.backend_tls_policies.wait_until_ready().await?;
+            self.config_maps.wait_until_ready().await?;
             self.router_configs.wait_until_ready().await?;
             self.parameters.wait_until_ready().await?;
             self.deployments.wait_until_ready().await?;
@@ -214,6 +221,23 @@ pub async fn run(
         "secrets",
     );
     let (namespaces, namespace_stream) = stream(Api::<Namespace>::all(client.clone()), all(), "namespaces");
+    // BackendTLSPolicy is standard channel since v1.4; a cluster with older CRDs has none, and
+    // then no backend is reached over TLS.
+    let policies_api = Api::<BackendTLSPolicy>::all(client.clone());
+    let (backend_tls_policies, policy_stream) = if policies_api
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .map_err(
+            |error| tracing::warn!(%error, "BackendTLSPolicy not available: no backend is reached over TLS"),
+        )
+        .is_ok()
+    {
+        let (store, events) = stream(policies_api, all(), "backendtlspolicies");
+        (store, events.boxed())
+    } else {
+        none_served()
+    };
+    let (config_maps, config_map_stream) = stream(Api::<ConfigMap>::all(client.clone()), all(), "configmaps");
     let generated = format!("{}={}", serve::GENERATED_LABEL, serve::GENERATED_BY_GATEWAY);
     let (router_configs, rc_stream) = stream(
         Api::<RouterConfig>::all(client.clone()),
@@ -273,6 +297,8 @@ pub async fn run(
         services,
         secrets,
         namespaces,
+        backend_tls_policies,
+        config_maps,
         router_configs: router_configs.clone(),
         parameters,
         class_parameters,
@@ -308,6 +334,8 @@ pub async fn run(
     let on_secret = every(gateways.clone(), classes.clone());
     let on_namespace = every(gateways.clone(), classes.clone());
     let on_parameters = every(gateways.clone(), classes.clone());
+    let on_policy = every(gateways.clone(), classes.clone());
+    let on_config_map = every(gateways.clone(), classes.clone());
     let gateway_controller = Controller::for_stream(gateway_stream, gateways.clone())
         .watches_stream(class_stream, move |_| on_class())
         .watches_stream(http_stream, move |_| on_http())
@@ -316,6 +344,8 @@ pub async fn run(
         .watches_stream(service_stream, move |_| on_service())
         .watches_stream(secret_stream, move |_| on_secret())
         .watches_stream(namespace_stream, move |_| on_namespace())
+        .watches_stream(policy_stream, move |_| on_policy())
+        .watches_stream(config_map_stream, move |_| on_config_map())
         // A generated RouterConfig's status (the barrier) changes its Gateway's status.
         .watches_stream(rc_stream, |rc: RouterConfig| owner_gateway(&rc))
         .watches_stream(parameters_stream, move |_| on_parameters())
@@ -847,6 +877,7 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
     let (services, secrets) = (cloned(&ctx.services), cloned(&ctx.secrets));
     let (grants, namespaces) = (cloned(&ctx.grants), cloned(&ctx.namespaces));
     let parameters = cloned(&ctx.parameters);
+    let (policies, config_maps) = (cloned(&ctx.backend_tls_policies), cloned(&ctx.config_maps));
     let inputs = GatewayInputs {
         class: &class,
         gateway: &gw,
@@ -857,6 +888,8 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
         grants: &grants,
         namespaces: &namespaces,
         parameters: &parameters,
+        backend_tls_policies: &policies,
+        config_maps: &config_maps,
     };
     let now = Timestamp::now();
     let Some(mut translation) = translate(inputs, now) else {
@@ -1034,7 +1067,69 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
             .unwrap_or_default();
         write_route_parents(&ctx, &api, route, old, ours, &gw_ns, &gw_name).await?;
     }
+    // BackendTLSPolicy ancestors: lockstep's entry for this Gateway, in every policy that has
+    // or should have one.
+    for policy in &policies {
+        let key = lockstep_core::ObjectKey::new(policy.namespace().unwrap_or_default(), policy.name_any());
+        let ours = translation.policies.get(&key).cloned();
+        write_policy_ancestor(&ctx, policy, ours, &gw_ns, &gw_name).await?;
+    }
     Ok(Action::await_change())
+}
+
+/// Replaces lockstep's ancestor entry for Gateway `gw_ns/gw_name` in `policy`'s
+/// `status.ancestors` by `ours` (none: removed), keeping every other entry; written back
+/// with the read `resourceVersion` as a precondition (`status.ancestors` is an atomic list).
+async fn write_policy_ancestor(
+    ctx: &Context,
+    policy: &BackendTLSPolicy,
+    ours: Option<PolicyAncestorStatus>,
+    gw_ns: &str,
+    gw_name: &str,
+) -> Result<()> {
+    let policy_ns = policy.namespace().unwrap_or_default();
+    let is_ours = |a: &PolicyAncestorStatus| {
+        a.controller_name == CONTROLLER_NAME && refers_to_gateway(&a.ancestor_ref, &policy_ns, gw_ns, gw_name)
+    };
+    let old = policy
+        .status
+        .as_ref()
+        .map(|s| s.ancestors.as_slice())
+        .unwrap_or_default();
+    let mut ours = ours;
+    if let (Some(new), Some(o)) = (ours.as_mut(), old.iter().find(|a| is_ours(a))) {
+        keep_transition_times(&mut new.conditions, &o.conditions);
+    }
+    let old_ours: Vec<&PolicyAncestorStatus> = old.iter().filter(|a| is_ours(a)).collect();
+    let unchanged = match (&ours, old_ours.as_slice()) {
+        (None, []) => true,
+        (Some(n), [o]) => n.ancestor_ref == o.ancestor_ref && same_conditions(&n.conditions, &o.conditions),
+        _ => false,
+    };
+    if unchanged {
+        return Ok(());
+    }
+    let mut ancestors: Vec<PolicyAncestorStatus> = old.iter().filter(|a| !is_ours(a)).cloned().collect();
+    ancestors.extend(ours);
+    let patch = json!({
+        "metadata": {"resourceVersion": policy.meta().resource_version},
+        "status": {"ancestors": ancestors},
+    });
+    if !ctx.leader.is_leader() {
+        return Ok(());
+    }
+    Api::<BackendTLSPolicy>::namespaced(ctx.client.clone(), &policy_ns)
+        .patch_status(
+            &policy.name_any(),
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    ctx.metrics.gateway_status_writes.inc();
+    Ok(())
 }
 
 /// Applies the generated RouterConfig of every listener to publish (when the cached one

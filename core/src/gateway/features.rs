@@ -16,6 +16,9 @@ use lockstep_crds::gateway::SupportedFeature;
 /// kept apart by port), HTTPRouteBackendRequestHeaderModification (filters on a
 /// backendRef), HTTPRouteRetry (and its RetryBackendTimeout and RetryConnectionError,
 /// which only its tests exercise: an experimental-channel field the standard CRDs drop).
+/// BackendTLSPolicy and BackendTLSPolicySANValidation: their six tests passed on
+/// 2026-12-04 03:49 UTC (docs/gateway.md, "Backend TLS"); GatewayBackendClientCertificate
+/// is not claimed (the Gateway's backend client certificate is not built).
 pub const SUPPORTED_FEATURES: &[&str] = &[
     // pkg/features/gateway.go: SupportGateway.
     "Gateway",
@@ -25,6 +28,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute",
     // pkg/features/grpcroute.go: SupportGRPCRoute.
     "GRPCRoute",
+    // Extended, pkg/features/backendtlspolicy.go.
+    "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
     // Extended, pkg/features/gateway.go.
     "GatewayAddressEmpty",
     "GatewayHTTPListenerIsolation",
@@ -80,9 +86,10 @@ mod tests {
         for core in ["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"] {
             assert!(names.iter().any(|n| n == core), "{core}");
         }
-        assert_eq!(names.len(), 26);
+        assert_eq!(names.len(), 28);
         assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
-        assert_eq!(names[0], "GRPCRoute", "byte order: upper case before lower");
+        assert_eq!(names[0], "BackendTLSPolicy");
+        assert_eq!(names[2], "GRPCRoute", "byte order: upper case before lower");
     }
 
     #[test]

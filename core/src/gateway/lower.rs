@@ -108,6 +108,7 @@ pub fn router_config_spec(
                             namespace: (service.namespace != namespace).then(|| service.namespace.clone()),
                             port: service.port,
                             app_protocol: is_grpc(e.route).then_some(AppProtocol::H2c),
+                            tls: service.tls.clone(),
                         }),
                         url: None,
                         status: None,

@@ -18,6 +18,9 @@
 //!    listener, recording the generations they come from) and, from the barrier's judgement of
 //!    them, `Programmed` and `lockstep.dev/Ready`.
 //!
+//! [`backend_tls`] decides, from the BackendTLSPolicies, which backends are reached over
+//! TLS (applied to the rules before step 4) and each policy's status for this Gateway.
+//!
 //! [`features`] is the one list of the Gateway API features lockstep claims (GatewayClass
 //! `status.supportedFeatures`).
 //!
@@ -27,6 +30,7 @@
 //! [`GatewayConfig::routes`]: see [`status::gateway_programmed`] and [`status::route_ready`].
 
 pub mod attachment;
+pub mod backend_tls;
 pub mod features;
 pub mod hostnames;
 pub mod listeners;
@@ -46,11 +50,11 @@ mod testutil;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use lockstep_crds::gateway::{
-    CONTROLLER_NAME, GROUP, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ListenerStatus, ParentReference,
-    ReferenceGrant, RouteParentStatus,
+    BackendTLSPolicy, CONTROLLER_NAME, GROUP, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ListenerStatus,
+    ParentReference, PolicyAncestorStatus, ReferenceGrant, RouteParentStatus,
 };
 
 use self::{
@@ -84,6 +88,10 @@ pub struct GatewayInputs<'a> {
     pub namespaces: &'a [Namespace],
     /// GatewayParameters, for the class's `parametersRef`.
     pub parameters: &'a [GatewayParameters],
+    /// BackendTLSPolicies of every namespace.
+    pub backend_tls_policies: &'a [BackendTLSPolicy],
+    /// ConfigMaps the policies may name (their CA certificates).
+    pub config_maps: &'a [ConfigMap],
 }
 
 /// Which generation of which route a configuration contains: the identity the barrier
@@ -169,6 +177,9 @@ pub struct Translation {
     pub routes: Vec<RouteVerdict>,
     /// What the fleet serves; None when the Gateway is not accepted.
     pub config: Option<GatewayConfig>,
+    /// The status entry for this Gateway of every BackendTLSPolicy targeting a Service its
+    /// routes name, by policy.
+    pub policies: BTreeMap<ObjectKey, PolicyAncestorStatus>,
 }
 
 fn key_of(meta: &ObjectMeta) -> ObjectKey {
@@ -264,6 +275,15 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
         .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?)))
         .collect();
     let lookup = |ns: &str| labels.get(ns).copied();
+
+    let judged_policies = backend_tls::judge(inputs.backend_tls_policies, inputs.config_maps);
+    let mut used_policies = std::collections::BTreeSet::new();
+    let names_gateway = |meta: &ObjectMeta, parent_refs: &[ParentReference]| {
+        let ns = meta.namespace.clone().unwrap_or_default();
+        parent_refs
+            .iter()
+            .any(|p| refers_to_gateway(p, &ns, &gw_key.namespace, &gw_key.name))
+    };
 
     let mut attached_count = vec![0i32; verdicts.len()];
     let mut routes = Vec::new();
@@ -367,12 +387,15 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
             kind: "HTTPRoute",
             namespace: &ns,
         };
-        let rules = r
+        let mut rules: Vec<_> = r
             .spec
             .rules
             .iter()
             .map(|rule| rules::http_rule(rule, from, inputs.services, inputs.grants))
             .collect();
+        if names_gateway(&r.metadata, &r.spec.parent_refs) {
+            backend_tls::apply(&mut rules, &judged_policies, inputs.services, &mut used_policies);
+        }
         handle(
             "HTTPRoute",
             &r.metadata,
@@ -388,12 +411,15 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
             kind: "GRPCRoute",
             namespace: &ns,
         };
-        let rules = r
+        let mut rules: Vec<_> = r
             .spec
             .rules
             .iter()
             .map(|rule| rules::grpc_rule(rule, from, inputs.services, inputs.grants))
             .collect();
+        if names_gateway(&r.metadata, &r.spec.parent_refs) {
+            backend_tls::apply(&mut rules, &judged_policies, inputs.services, &mut used_policies);
+        }
         handle(
             "GRPCRoute",
             &r.metadata,
@@ -454,12 +480,14 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
         }
     });
 
+    let policies = backend_tls::statuses(&judged_policies, &used_policies, &gw_key, now);
     Some(Translation {
         class_conditions,
         gateway_conditions,
         listeners,
         routes,
         config,
+        policies,
     })
 }
 

@@ -1057,6 +1057,8 @@ mod tests {
             grants: &grants,
             namespaces: &[],
             parameters: &[],
+            backend_tls_policies: &[],
+            config_maps: &[],
         };
         let translation = super::super::translate(inputs, now()).expect("of lockstep's class");
         let config = translation.config.expect("accepted");

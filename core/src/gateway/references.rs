@@ -64,6 +64,9 @@ pub struct ResolvedService {
     pub port: i32,
     /// The port's appProtocol is `kubernetes.io/h2c`: reach it over HTTP/2 cleartext.
     pub h2c: bool,
+    /// TLS to it, from the BackendTLSPolicy that applies ([`super::backend_tls`]); set after
+    /// resolution.
+    pub tls: Option<lockstep_crds::BackendTls>,
 }
 
 /// Why a reference could not be resolved: the standard reason and a message naming it.
@@ -133,6 +136,7 @@ pub fn resolve_backend(
         name: name.to_owned(),
         port,
         h2c: service_port.app_protocol.as_deref() == Some("kubernetes.io/h2c"),
+        tls: None,
     })
 }
 

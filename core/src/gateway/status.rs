@@ -70,6 +70,13 @@ pub mod reason {
     pub const INVALID_KIND: &str = "InvalidKind";
     /// Route ResolvedRefs=False: the backend does not exist.
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
+    /// BackendTLSPolicy Accepted: another policy, older, targets the same Service port.
+    pub const CONFLICTED: &str = "Conflicted";
+    /// BackendTLSPolicy Accepted: none of its CA certificate references can be used.
+    pub const NO_VALID_CA_CERTIFICATE: &str = "NoValidCACertificate";
+    /// BackendTLSPolicy ResolvedRefs: a CA certificate reference names a ConfigMap that does
+    /// not exist or holds no PEM certificate under `ca.crt`.
+    pub const INVALID_CA_CERTIFICATE_REF: &str = "InvalidCACertificateRef";
 }
 
 /// A condition computed for `generation`, with the transition time `now` (the status writer

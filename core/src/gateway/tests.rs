@@ -2,8 +2,10 @@
 //! would; each scenario quotes the Gateway API v1.6.3 rule it checks.
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
-use lockstep_crds::gateway::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ListenerStatus, ReferenceGrant};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use lockstep_crds::gateway::{
+    BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ListenerStatus, ReferenceGrant,
+};
 use lockstep_crds::{PathType, gateway::RouteParentStatus};
 
 use super::{
@@ -59,6 +61,8 @@ struct World {
     secrets: Vec<Secret>,
     grants: Vec<ReferenceGrant>,
     namespaces: Vec<Namespace>,
+    policies: Vec<BackendTLSPolicy>,
+    config_maps: Vec<ConfigMap>,
 }
 
 impl World {
@@ -72,6 +76,8 @@ impl World {
             secrets: vec![tls_secret("infra", "cert")],
             grants: Vec::new(),
             namespaces: Vec::new(),
+            policies: Vec::new(),
+            config_maps: Vec::new(),
         }
     }
 
@@ -277,6 +283,8 @@ impl World {
                 grants: &self.grants,
                 namespaces: &self.namespaces,
                 parameters: &[],
+                backend_tls_policies: &self.policies,
+                config_maps: &self.config_maps,
             },
             now(),
         )
@@ -896,6 +904,7 @@ fn a_backend_of_another_namespace_is_lowered_only_where_a_reference_grant_allows
         namespace: namespace.map(Into::into),
         port,
         app_protocol: None,
+        tls: None,
     };
     let granted = lowered(vec![grant]);
     assert_eq!(
@@ -2213,4 +2222,92 @@ mod route_promise {
             prop_assert_eq!(ready, attached);
         }
     }
+}
+
+#[test]
+fn a_backend_tls_policy_is_lowered_into_its_backends_and_gets_a_status_for_the_gateway() {
+    // BackendTLSPolicy: "the Gateway ... MUST use TLS to connect to the target Service",
+    // with SNI `hostname`, verified against `caCertificateRefs`; the status has one entry
+    // per ancestor (the Gateway) whose routes use the target.
+    let mut w = World::new(gateway(HTTP80));
+    w.services.push(yaml(
+        "metadata: {name: secure, namespace: infra}\nspec: {ports: [{name: https, port: 443}]}",
+    ));
+    let (pem, _) = crate::test_certs::mk_cert(&["ca.example.com"], crate::test_certs::VALID);
+    let mut ca: ConfigMap = yaml("metadata: {name: ca, namespace: infra}");
+    ca.data = Some([("ca.crt".to_owned(), pem.clone())].into());
+    w.config_maps.push(ca);
+    let policy = |name: &str, service: &str| -> BackendTLSPolicy {
+        yaml(&format!(
+            "metadata: {{name: {name}, namespace: infra, generation: 2, creationTimestamp: \"2026-01-01T00:00:00Z\"}}\nspec: {{targetRefs: [{{group: \"\", kind: Service, name: {service}, sectionName: https}}], validation: {{hostname: abc.example.com, caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: ca}}]}}}}"
+        ))
+    };
+    w.policies = vec![policy("used", "secure"), policy("unused", "elsewhere")];
+    w.http.push(http_route(
+        "infra",
+        "r",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], hostnames: [app.example.com], rules: [{backendRefs: [{name: secure, port: 443}]}]}",
+    ));
+    let t = w.run();
+    let spec = router_config_spec(
+        &t.config.as_ref().unwrap().listeners[0],
+        "infra",
+        "gw",
+        false,
+        &|_| false,
+    )
+    .unwrap();
+    let tls = spec.rules[0].paths[0].backends[0]
+        .service
+        .as_ref()
+        .and_then(|s| s.tls.clone())
+        .expect("the backend is reached over TLS");
+    assert_eq!(tls.hostname, "abc.example.com");
+    assert_eq!(tls.ca_certificates.as_deref(), Some(pem.as_str()));
+    // The route's own verdict is unchanged.
+    assert_eq!(
+        cond(parent(&t, "r"), ctype::RESOLVED_REFS),
+        Some(("True", reason::RESOLVED_REFS))
+    );
+    // Only the policy of a Service this Gateway's routes use gets an entry.
+    let keys: Vec<String> = t.policies.keys().map(|k| k.name.clone()).collect();
+    assert_eq!(keys, ["used"]);
+    let entry = &t.policies.values().next().unwrap();
+    assert_eq!(entry.ancestor_ref.name, "gw");
+    assert_eq!(entry.ancestor_ref.namespace.as_deref(), Some("infra"));
+    let conditions: Vec<(&str, &str, i64)> = entry
+        .conditions
+        .iter()
+        .map(|c| {
+            (
+                c.type_.as_str(),
+                c.status.as_str(),
+                c.observed_generation.unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(conditions, [("Accepted", "True", 2), ("ResolvedRefs", "True", 2)]);
+
+    // The ConfigMap gone: no usable CA, so the backend is answered 500, never in cleartext.
+    w.config_maps.clear();
+    let t = w.run();
+    let spec = router_config_spec(
+        &t.config.as_ref().unwrap().listeners[0],
+        "infra",
+        "gw",
+        false,
+        &|_| false,
+    )
+    .unwrap();
+    let backend = &spec.rules[0].paths[0].backends[0];
+    assert_eq!((backend.service.is_none(), backend.status), (true, Some(500)));
+    let entry = &t.policies.values().next().unwrap();
+    assert_eq!(
+        (
+            entry.conditions[0].status.as_str(),
+            entry.conditions[0].reason.as_str()
+        ),
+        ("False", reason::NO_VALID_CA_CERTIFICATE)
+    );
 }

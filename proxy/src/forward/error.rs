@@ -69,6 +69,16 @@ pub enum ProxyError {
         /// The upstream address.
         peer: String,
     },
+    /// The TLS handshake with the upstream failed: its certificate does not chain to the
+    /// backend's CA certificates or does not carry the name (`hostname`, or one of
+    /// `subjectAltNames`) its `tls` asks for; or that setting is unusable.
+    #[error("TLS to {peer}: {message}")]
+    UpstreamTls {
+        /// The upstream address.
+        peer: String,
+        /// What failed.
+        message: String,
+    },
     /// The upstream connection failed after the request was sent.
     #[error("upstream {peer}: {source}")]
     Upstream {
@@ -98,6 +108,7 @@ impl ProxyError {
             ProxyError::BadBackend(_)
             | ProxyError::UnsupportedScheme(_)
             | ProxyError::Connect { .. }
+            | ProxyError::UpstreamTls { .. }
             | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. }
             | ProxyError::ResponseTimeout { .. }
@@ -132,6 +143,7 @@ impl ProxyError {
             ProxyError::RequestTimeout(_) => Some("request_timeout"),
             ProxyError::BadBackend(_) | ProxyError::UnsupportedScheme(_) => Some("bad_backend"),
             ProxyError::Connect { .. } => Some("connect"),
+            ProxyError::UpstreamTls { .. } => Some("tls"),
             ProxyError::ConnectTimeout { .. } => Some("connect_timeout"),
             ProxyError::ResponseTimeout { .. } => Some("response_timeout"),
             ProxyError::Upstream { .. } => Some("protocol"),

@@ -25,6 +25,7 @@ mod peer;
 mod pool;
 pub(crate) mod request_body;
 mod route;
+mod tls;
 mod upgrade;
 mod upstream;
 

@@ -29,8 +29,11 @@ pub(crate) struct Peer {
     /// Counts the attempt as in flight on its endpoint while alive.
     pub guard: Option<EndpointGuard>,
     /// Spoken to in HTTP/2 with prior knowledge (an `h2c://` URL, a Service backend with
-    /// `appProtocol: kubernetes.io/h2c`, or a Service port with that appProtocol).
+    /// `appProtocol: kubernetes.io/h2c`, or a Service port with that appProtocol); over
+    /// TLS that is h2 by ALPN.
     pub h2c: bool,
+    /// Reached over TLS verified as this says (a Service backend's `tls`).
+    pub tls: Option<Arc<lockstep_crds::BackendTls>>,
 }
 
 /// The address of a peer (and the key of its pooled connections).
@@ -98,6 +101,7 @@ impl Balancer {
                     authority: PeerAuthority::Static(authority.clone()),
                     guard: None,
                     h2c,
+                    tls: None,
                 })
             }
             BackendRef::Service {
@@ -105,6 +109,7 @@ impl Balancer {
                 name,
                 port,
                 h2c,
+                tls,
             } => {
                 let key = ServiceKey {
                     namespace: namespace.to_string(),
@@ -141,6 +146,7 @@ impl Balancer {
                     guard: Some(EndpointGuard(count)),
                     // The RouterConfig's appProtocol, else the Service port's.
                     h2c: *h2c || state.endpoints.is_h2c(&key),
+                    tls: tls.clone(),
                 })
             }
         }
@@ -221,6 +227,7 @@ mod tests {
                 name: "svc".into(),
                 port: 80,
                 h2c: false,
+                tls: None,
             },
             ServiceKey {
                 namespace: "ns".into(),
@@ -298,6 +305,7 @@ mod tests {
             name,
             port,
             h2c: true,
+            tls: None,
         };
         state.endpoints.set(key.clone(), addrs(1));
         let lb = Balancer::new(LoadBalancing::P2c);

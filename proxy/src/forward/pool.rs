@@ -9,7 +9,9 @@
 //!   `keepalive 128`), idle ones close after the upstream idle timeout. A connection goes
 //!   back only after its response body was read to the end, and never after a protocol
 //!   switch or a `Connection: close`.
-//! - h2c: one multiplexed connection per upstream, replaced when it closes.
+//! - h2c (and h2 over TLS): one multiplexed connection per upstream, replaced when it closes.
+//! - TLS ([`super::tls`]): connections are kept per upstream address *and* TLS setting, so
+//!   one verified for one backend's names and CAs never carries another backend's request.
 //! - A connect failure drops that upstream's idle connections: they most likely point at a
 //!   process that is gone, and each would cost a failed request to find out.
 //!
@@ -36,9 +38,12 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use lockstep_crds::BackendTls;
+
 use super::{
     peer::PeerAuthority,
     request_body::{self, RequestBody},
+    tls::{TlsCache, UpstreamTls},
 };
 use crate::options::ProxyOptions;
 
@@ -51,8 +56,18 @@ pub(crate) const MAX_IDLE_PER_UPSTREAM: usize = 128;
 pub(crate) enum SendError {
     /// No connection could be made (`TimedOut` when the connect timeout passed).
     Connect(io::Error),
+    /// The TLS handshake with the upstream failed (its certificate not verified, most
+    /// likely), or the backend's TLS setting is unusable.
+    Tls(String),
     /// The connection failed after the request was (or may have been) sent.
     Upstream(hyper::Error),
+}
+
+/// Where pooled connections go: an address, and the TLS setting they were made with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    authority: PeerAuthority,
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 struct Idle {
@@ -63,8 +78,8 @@ struct Idle {
 #[derive(Default)]
 struct Conns {
     /// HTTP/1 idle connections per upstream, most recently used last.
-    idle: HashMap<PeerAuthority, VecDeque<Idle>>,
-    h2: HashMap<PeerAuthority, http2::SendRequest<RequestBody>>,
+    idle: HashMap<PoolKey, VecDeque<Idle>>,
+    h2: HashMap<PoolKey, http2::SendRequest<RequestBody>>,
     reaper: bool,
 }
 
@@ -75,6 +90,7 @@ pub(crate) struct Pool {
     idle_timeout: Duration,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
+    tls: TlsCache,
 }
 
 impl std::fmt::Debug for Pool {
@@ -93,6 +109,7 @@ impl Pool {
             idle_timeout: options.upstream_idle_timeout,
             h1: http1::Builder::new(),
             h2,
+            tls: TlsCache::default(),
         })
     }
 
@@ -101,14 +118,25 @@ impl Pool {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends `req` to `peer` over a pooled or new connection. The response body puts an
-    /// HTTP/1 connection back when it ends.
+    /// Sends `req` to `peer` over a pooled or new connection, in HTTP/2 when `h2` (h2c, or
+    /// h2 by ALPN over TLS), over TLS verified as `tls` says when it is set. The response
+    /// body puts an HTTP/1 connection back when it ends.
     pub(crate) async fn send(
         self: &Arc<Self>,
         peer: &PeerAuthority,
         h2c: bool,
+        tls: Option<&BackendTls>,
         req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        let tls = match tls {
+            Some(tls) => Some(self.tls.get(tls, h2c).map_err(SendError::Tls)?),
+            None => None,
+        };
+        let key = PoolKey {
+            authority: peer.clone(),
+            tls,
+        };
+        let peer = &key;
         // The rarer paths (an h2c upstream, a new connection) are boxed: inline, every
         // request's future would carry room for their state (about 2 KB), and moving and
         // allocating it is part of each request's cost.
@@ -143,7 +171,7 @@ impl Pool {
     }
 
     /// The most recently used idle connection to `peer` that is still open and not too old.
-    fn checkout(&self, peer: &PeerAuthority) -> Option<http1::SendRequest<RequestBody>> {
+    fn checkout(&self, peer: &PoolKey) -> Option<http1::SendRequest<RequestBody>> {
         let mut conns = self.conns();
         let idle = conns.idle.get_mut(peer)?;
         while let Some(conn) = idle.pop_back() {
@@ -156,7 +184,7 @@ impl Pool {
 
     fn checkin_on_end(
         self: &Arc<Self>,
-        peer: &PeerAuthority,
+        peer: &PoolKey,
         sender: http1::SendRequest<RequestBody>,
         response: Response<Incoming>,
         request_sent: Option<Arc<AtomicBool>>,
@@ -176,7 +204,7 @@ impl Pool {
         response.map(|body| UpstreamBody::new(body, conn))
     }
 
-    fn checkin(self: &Arc<Self>, peer: PeerAuthority, sender: http1::SendRequest<RequestBody>) {
+    fn checkin(self: &Arc<Self>, peer: PoolKey, sender: http1::SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
@@ -195,7 +223,8 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, peer: &PeerAuthority) -> Result<TcpStream, SendError> {
+    async fn connect(&self, key: &PoolKey) -> Result<TcpStream, SendError> {
+        let peer = &key.authority;
         let connect = async {
             match peer {
                 PeerAuthority::Endpoint(addr) => TcpStream::connect(addr).await,
@@ -222,31 +251,65 @@ impl Pool {
                 Ok(stream)
             }
             Err(error) => {
-                self.conns().idle.remove(peer);
+                self.conns().idle.remove(key);
                 Err(SendError::Connect(error))
             }
         }
     }
 
-    async fn connect_h1(&self, peer: &PeerAuthority) -> Result<http1::SendRequest<RequestBody>, SendError> {
+    async fn connect_h1(&self, peer: &PoolKey) -> Result<http1::SendRequest<RequestBody>, SendError> {
         let stream = self.connect(peer).await?;
+        let Some(tls) = &peer.tls else {
+            let (sender, conn) = self
+                .h1
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(SendError::Upstream)?;
+            // One task per connection, not per request: it drives the connection's IO.
+            tokio::spawn(async move {
+                if let Err(error) = conn.with_upgrades().await {
+                    tracing::debug!(%error, "upstream connection ended with an error");
+                }
+            });
+            return Ok(sender);
+        };
+        let stream = self.handshake_tls(tls, stream).await?;
         let (sender, conn) = self
             .h1
             .handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Upstream)?;
-        // One task per connection, not per request: it drives the connection's IO.
         tokio::spawn(async move {
             if let Err(error) = conn.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended with an error");
+                tracing::debug!(%error, "upstream TLS connection ended with an error");
             }
         });
         Ok(sender)
     }
 
+    /// The TLS handshake, within the connect timeout too: a backend that accepts the TCP
+    /// connection and never answers the handshake must not hold the request longer.
+    async fn handshake_tls(
+        &self,
+        tls: &UpstreamTls,
+        stream: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, SendError> {
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        match tokio::time::timeout(
+            self.connect_timeout,
+            connector.connect(tls.server_name.clone(), stream),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(error)) => Err(SendError::Tls(error.to_string())),
+            Err(_) => Err(SendError::Connect(io::ErrorKind::TimedOut.into())),
+        }
+    }
+
     async fn send_h2(
         &self,
-        peer: &PeerAuthority,
+        peer: &PoolKey,
         req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let pooled = self.conns().h2.get(peer).filter(|s| !s.is_closed()).cloned();
@@ -254,16 +317,35 @@ impl Pool {
             Some(sender) => sender,
             None => {
                 let stream = self.connect(peer).await?;
-                let (sender, conn) = self
-                    .h2
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(SendError::Upstream)?;
-                tokio::spawn(async move {
-                    if let Err(error) = conn.await {
-                        tracing::debug!(%error, "upstream h2 connection ended with an error");
+                let sender = match &peer.tls {
+                    None => {
+                        let (sender, conn) = self
+                            .h2
+                            .handshake(TokioIo::new(stream))
+                            .await
+                            .map_err(SendError::Upstream)?;
+                        tokio::spawn(async move {
+                            if let Err(error) = conn.await {
+                                tracing::debug!(%error, "upstream h2 connection ended with an error");
+                            }
+                        });
+                        sender
                     }
-                });
+                    Some(tls) => {
+                        let stream = self.handshake_tls(tls, stream).await?;
+                        let (sender, conn) = self
+                            .h2
+                            .handshake(TokioIo::new(stream))
+                            .await
+                            .map_err(SendError::Upstream)?;
+                        tokio::spawn(async move {
+                            if let Err(error) = conn.await {
+                                tracing::debug!(%error, "upstream h2 TLS connection ended with an error");
+                            }
+                        });
+                        sender
+                    }
+                };
                 self.conns().h2.insert(peer.clone(), sender.clone());
                 sender
             }
@@ -295,7 +377,7 @@ async fn reap(pool: Weak<Pool>, idle_timeout: Duration) {
 /// An HTTP/1 connection to give back to the pool once its response is read.
 struct Checkin {
     pool: Arc<Pool>,
-    peer: PeerAuthority,
+    peer: PoolKey,
     sender: http1::SendRequest<RequestBody>,
     /// Whether the request's body went out whole (None: it had none).
     request_sent: Option<Arc<AtomicBool>>,

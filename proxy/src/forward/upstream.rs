@@ -174,7 +174,7 @@ async fn attempt(
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     if peer.h2c {
         // HTTP/2 carries the authority in the request (:authority), so the URI is absolute.
-        parts.uri = upstream_uri(&peer.authority, parts.uri.path_and_query())?;
+        parts.uri = upstream_uri(&peer.authority, peer.tls.is_some(), parts.uri.path_and_query())?;
         parts.version = http::Version::HTTP_2;
         if trailers {
             // The one TE value HTTP/2 allows, which gRPC servers require.
@@ -197,7 +197,14 @@ async fn attempt(
         .timeouts
         .backend_request
         .unwrap_or(proxy.options.response_timeout);
-    match tokio::time::timeout(timeout, proxy.pool.send(&peer.authority, peer.h2c, request)).await {
+    match tokio::time::timeout(
+        timeout,
+        proxy
+            .pool
+            .send(&peer.authority, peer.h2c, peer.tls.as_deref(), request),
+    )
+    .await
+    {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(error)) => Err(classify(&peer.authority, error)),
         Err(_) => Err(ProxyError::ResponseTimeout {
@@ -212,6 +219,7 @@ fn classify(peer: &PeerAuthority, error: SendError) -> ProxyError {
         SendError::Connect(source) if timed_out(&source) => ProxyError::ConnectTimeout { peer },
         SendError::Connect(source) => ProxyError::Connect { peer, source },
         SendError::Upstream(source) => ProxyError::Upstream { peer, source },
+        SendError::Tls(message) => ProxyError::UpstreamTls { peer, message },
     }
 }
 
@@ -256,11 +264,12 @@ fn clone_head(parts: &Parts) -> Parts {
     parts
 }
 
-fn upstream_uri(peer: &PeerAuthority, path: Option<&PathAndQuery>) -> Result<Uri, ProxyError> {
+fn upstream_uri(peer: &PeerAuthority, tls: bool, path: Option<&PathAndQuery>) -> Result<Uri, ProxyError> {
     let path = path.map_or("/", PathAndQuery::as_str);
+    let scheme = if tls { "https" } else { "http" };
     let uri = match peer {
-        PeerAuthority::Endpoint(addr) => format!("http://{addr}{path}"),
-        PeerAuthority::Static(authority) => format!("http://{authority}{path}"),
+        PeerAuthority::Endpoint(addr) => format!("{scheme}://{addr}{path}"),
+        PeerAuthority::Static(authority) => format!("{scheme}://{authority}{path}"),
     };
     Uri::try_from(uri).map_err(|_| ProxyError::BadBackend(peer.to_string()))
 }
@@ -274,12 +283,12 @@ mod tests {
         let peer = PeerAuthority::Endpoint(([127, 0, 0, 1], 8080).into());
         let pq = PathAndQuery::from_static("/a/b?c=d");
         assert_eq!(
-            upstream_uri(&peer, Some(&pq)).expect("uri"),
+            upstream_uri(&peer, false, Some(&pq)).expect("uri"),
             "http://127.0.0.1:8080/a/b?c=d"
         );
         let peer = PeerAuthority::Static("backend.local:80".into());
         assert_eq!(
-            upstream_uri(&peer, None).expect("uri"),
+            upstream_uri(&peer, false, None).expect("uri"),
             "http://backend.local:80/"
         );
     }

@@ -1,0 +1,259 @@
+//! TLS to Service backends (`service.tls`, a generated RouterConfig's translation of a
+//! BackendTLSPolicy), through a real proxy to a real TLS backend on loopback: the handshake
+//! sends the SNI asked for and passes only with the CA, name or subjectAltName the setting
+//! says; any other certificate fails the request with 502.
+
+mod common;
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use common::*;
+use http::{Request, Response, StatusCode};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use lockstep_proxy::{ProxyOptions, endpoints::ServiceKey};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType, string::Ia5String,
+};
+use tokio::net::TcpListener;
+
+/// A CA, and a server certificate it signed for DNS `abc.example.com` and a SPIFFE URI.
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn ca() -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
+}
+
+fn pki() -> Pki {
+    let ca = ca();
+    let mut params = CertificateParams::new(vec!["abc.example.com".to_owned()]).expect("params");
+    params.subject_alt_names.push(SanType::URI(
+        Ia5String::try_from("spiffe://abc.example.com/test-identity").expect("uri"),
+    ));
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca).expect("server certificate");
+    Pki {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// A TLS backend (HTTP/1.1 and h2 by ALPN) answering with the SNI and protocol it saw.
+async fn tls_backend(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let certs = rustls_pemfile::certs(&mut pki.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certs");
+    let key = rustls_pemfile::private_key(&mut pki.key_pem.as_bytes())
+        .expect("key")
+        .expect("a key");
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let sni = tls.get_ref().1.server_name().unwrap_or("").to_owned();
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let sni = sni.clone();
+                    async move {
+                        let mut response = Response::new(full(format!("{:?}", req.version())));
+                        response
+                            .headers_mut()
+                            .insert("x-sni", sni.parse().expect("value"));
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A RouterConfig routing host `host` to Service `svc` port 443 with `tls` (YAML lines
+/// under `tls:`, indented by 10).
+fn host_rule(host: &str, svc: &str, tls: &str, extra: &str) -> String {
+    format!(
+        "  - host: {host}\n    paths:\n    - path: /\n      pathType: Prefix\n      backend:\n        service:\n          name: {svc}\n          port: 443\n{extra}          tls:\n{tls}"
+    )
+}
+
+fn tls_yaml(hostname: &str, ca_pem: &str, sans: &[(&str, &str)]) -> String {
+    let mut out = format!("            hostname: {hostname}\n            caCertificates: |\n");
+    for line in ca_pem.lines() {
+        out.push_str(&format!("              {line}\n"));
+    }
+    if !sans.is_empty() {
+        out.push_str("            subjectAltNames:\n");
+        for (kind, value) in sans {
+            out.push_str(&format!("            - {kind}: \"{value}\"\n"));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_tls_backend_is_reached_only_with_the_ca_and_names_its_setting_asks_for() {
+    let pki = pki();
+    let other_ca = ca().pem();
+    let (addr, _backend) = tls_backend(&pki).await;
+    let cases: &[(&str, String, StatusCode)] = &[
+        (
+            "good.test",
+            tls_yaml("abc.example.com", &pki.ca_pem, &[]),
+            StatusCode::OK,
+        ),
+        (
+            "wrong-ca.test",
+            tls_yaml("abc.example.com", &other_ca, &[]),
+            StatusCode::BAD_GATEWAY,
+        ),
+        (
+            "wrong-name.test",
+            tls_yaml("mismatch.example.com", &pki.ca_pem, &[]),
+            StatusCode::BAD_GATEWAY,
+        ),
+        (
+            "san-dns.test",
+            tls_yaml("abc.example.com", &pki.ca_pem, &[("hostname", "abc.example.com")]),
+            StatusCode::OK,
+        ),
+        (
+            "san-dns-wrong.test",
+            tls_yaml("abc.example.com", &pki.ca_pem, &[("hostname", "dce.example.com")]),
+            StatusCode::BAD_GATEWAY,
+        ),
+        (
+            // The SNI name is not checked when subjectAltNames are given.
+            "san-uri.test",
+            tls_yaml(
+                "other.example.com",
+                &pki.ca_pem,
+                &[("uri", "spiffe://abc.example.com/test-identity")],
+            ),
+            StatusCode::OK,
+        ),
+        (
+            "san-uri-wrong.test",
+            tls_yaml(
+                "abc.example.com",
+                &pki.ca_pem,
+                &[
+                    ("uri", "spiffe://def.example.com/test-identity"),
+                    ("hostname", "def.example.com"),
+                ],
+            ),
+            StatusCode::BAD_GATEWAY,
+        ),
+        (
+            // A SAN setting still verifies the chain.
+            "san-wrong-ca.test",
+            tls_yaml("abc.example.com", &other_ca, &[("hostname", "abc.example.com")]),
+            StatusCode::BAD_GATEWAY,
+        ),
+    ];
+    // Every Service points at the same endpoint: a connection verified for one must never
+    // carry another's request.
+    let rules: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (host, tls, _))| host_rule(host, &format!("svc{i}"), tls, ""))
+        .collect();
+    let yaml = format!(
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata:\n  name: tls\n  namespace: shop\nspec:\n  rules:\n{}",
+        rules.concat()
+    );
+    let state = state_with(&yaml);
+    for i in 0..cases.len() {
+        state.endpoints.set(
+            ServiceKey {
+                namespace: "shop".into(),
+                name: format!("svc{i}"),
+                port: 443,
+            },
+            vec![addr],
+        );
+    }
+    let server = proxy(state, ProxyOptions::default()).await;
+    let client = client();
+    // Twice, in order: the second round finds pooled connections of the good settings.
+    for round in 0..2 {
+        for (host, _, want) in cases {
+            let response = get(&client, server.local_addr(), host, "/").await;
+            assert_eq!(
+                response.status(),
+                *want,
+                "{host}, round {round}: {}",
+                text(&response)
+            );
+            if *want == StatusCode::OK {
+                let sni = if host.starts_with("san-uri") {
+                    "other.example.com"
+                } else {
+                    "abc.example.com"
+                };
+                assert_eq!(response.headers()["x-sni"], sni, "{host}");
+                assert_eq!(text(&response), "HTTP/1.1", "{host}: ALPN http/1.1");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_h2_backend_over_tls_is_spoken_to_in_h2_by_alpn() {
+    let pki = pki();
+    let (addr, _backend) = tls_backend(&pki).await;
+    let yaml = format!(
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata:\n  name: tls\n  namespace: shop\nspec:\n  rules:\n{}",
+        host_rule(
+            "h2.test",
+            "grpc",
+            &tls_yaml("abc.example.com", &pki.ca_pem, &[]),
+            "          appProtocol: kubernetes.io/h2c\n"
+        )
+    );
+    let state = state_with(&yaml);
+    state.endpoints.set(
+        ServiceKey {
+            namespace: "shop".into(),
+            name: "grpc".into(),
+            port: 443,
+        },
+        vec![addr],
+    );
+    let server = proxy(state, ProxyOptions::default()).await;
+    let response = get(&client(), server.local_addr(), "h2.test", "/").await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+    assert_eq!(text(&response), "HTTP/2.0");
+}
