@@ -757,6 +757,10 @@ async fn what_only_generated_router_configs_may_say_is_refused_at_admission() {
             {"service": {"name": "api", "port": 8080}, "weight": 1},
             {"service": {"name": "api", "namespace": "apps", "port": 8080}, "weight": 1}]);
     });
+    let mirror_other_ns = with(|s| {
+        s["rules"][0]["paths"][0]["filters"] =
+            json!({"mirrors": [{"service": {"name": "copy", "namespace": "apps", "port": 8080}}]});
+    });
     let any_host_refused =
         "spec.rules[].host: \"*\" (any host) is only for RouterConfigs the operator generates";
     let namespace_refused = "spec.rules[].paths[]: service.namespace (a Service of another namespace) is only for RouterConfigs the operator generates";
@@ -781,6 +785,11 @@ async fn what_only_generated_router_configs_may_say_is_refused_at_admission() {
         (
             "weighted-other-ns",
             router_config("weighted-other-ns", weighted_other_ns),
+            namespace_refused,
+        ),
+        (
+            "mirror-other-ns",
+            router_config("mirror-other-ns", mirror_other_ns),
             namespace_refused,
         ),
     ] {
