@@ -12,10 +12,12 @@ use lockstep_crds::gateway::SupportedFeature;
 /// The claimed features, by their Gateway API name: the core features of the GATEWAY-HTTP
 /// and GATEWAY-GRPC conformance profiles, and the extended features whose tests all passed
 /// in the trial run of 2026-12-03 23:05 UTC (e2e/gateway/RESULTS.md, "Trial: extended
-/// features"). Tried and left out, their tests failing: HTTPRouteParentRefPort (listeners
-/// kept apart by port), HTTPRouteBackendRequestHeaderModification (filters on a
-/// backendRef), HTTPRouteRetry (and its RetryBackendTimeout and RetryConnectionError,
-/// which only its tests exercise: an experimental-channel field the standard CRDs drop).
+/// features"), and since then HTTPRouteBackendRequestHeaderModification, the three
+/// RequestMirror features and HTTPRouteCORS, each once its tests passed
+/// (e2e/gateway/RESULTS.md). Tried and left out, their tests failing:
+/// HTTPRouteParentRefPort (listeners kept apart by port), HTTPRouteRetry (and its
+/// RetryBackendTimeout and RetryConnectionError, which only its tests exercise: an
+/// experimental-channel field the standard CRDs drop).
 pub const SUPPORTED_FEATURES: &[&str] = &[
     // pkg/features/gateway.go: SupportGateway.
     "Gateway",
@@ -32,6 +34,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
     "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteCORS",
     "HTTPRouteBackendProtocolH2C",
     "HTTPRouteBackendProtocolWebSocket",
     "HTTPRouteBackendTimeout",
@@ -43,6 +47,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoutePathRewrite",
     "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
     "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
@@ -77,7 +84,7 @@ mod tests {
         for core in ["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"] {
             assert!(names.iter().any(|n| n == core), "{core}");
         }
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 28);
         assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
         assert_eq!(names[0], "GRPCRoute", "byte order: upper case before lower");
     }
