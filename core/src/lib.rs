@@ -6,6 +6,7 @@
 
 pub mod barrier;
 pub mod conditions;
+pub mod cors;
 pub mod digest;
 pub mod file;
 pub mod fleet;

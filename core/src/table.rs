@@ -33,7 +33,9 @@ use lockstep_crds::{Backend, HttpPath, PathType, RouterConfigSpec};
 
 use crate::{
     ObjectKey,
-    traffic::{RetryPolicy, RouteFilters, RouteMatch, RouteTimeouts, WeightedPicker, request_match_key},
+    traffic::{
+        HeaderOps, RetryPolicy, RouteFilters, RouteMatch, RouteTimeouts, WeightedPicker, request_match_key,
+    },
 };
 
 /// Index of a route in its table.
@@ -58,6 +60,9 @@ pub struct Route {
     pub match_key: Arc<str>,
     /// Where matching requests go, with weights (empty for a redirect).
     pub backends: Vec<(BackendRef, u32)>,
+    /// Request header changes of each backend of `backends` (same index): applied only to
+    /// the requests sent to it.
+    pub backend_request_headers: Vec<Option<HeaderOps>>,
     /// Chooses among `backends` per request.
     pub picker: WeightedPicker,
     /// Header changes, redirect, rewrite.
@@ -86,7 +91,18 @@ impl Route {
     /// The backend of the next request, by weight; None when every weight is 0 (or the
     /// route redirects).
     pub fn pick_backend(&self) -> Option<&BackendRef> {
-        self.picker.pick().map(|i| &self.backends[i].0)
+        self.pick().map(|(backend, _)| backend)
+    }
+
+    /// The backend of the next request with its own request header changes, by weight;
+    /// None as for [`Route::pick_backend`].
+    pub fn pick(&self) -> Option<(&BackendRef, Option<&HeaderOps>)> {
+        self.picker.pick().map(|i| {
+            (
+                &self.backends[i].0,
+                self.backend_request_headers.get(i).and_then(Option::as_ref),
+            )
+        })
     }
 
     /// Whether a client may switch to `protocol` with Upgrade on this route.
@@ -106,7 +122,31 @@ impl Route {
             .iter()
             .map(|(b, w)| Some((BackendRef::from_spec(&key.namespace, b)?, *w)))
             .collect::<Option<Vec<_>>>()?;
-        let filters = RouteFilters::compile(path.filters.as_ref())?;
+        let backend_request_headers = path
+            .backends
+            .iter()
+            .map(|b| match &b.request_headers {
+                None => Some(None),
+                Some(m) => HeaderOps::compile(m).map(Some),
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let mut filters = RouteFilters::compile(path.filters.as_ref())?;
+        for m in path.filters.iter().flat_map(|f| &f.mirrors) {
+            let service = Backend {
+                service: Some(m.service.clone()),
+                url: None,
+                status: None,
+            };
+            let (numerator, denominator) = m
+                .fraction
+                .as_ref()
+                .map_or((1, 1), |f| (f.numerator, f.denominator));
+            filters.mirrors.push(crate::traffic::MirrorRule {
+                backend: BackendRef::from_spec(&key.namespace, &service)?,
+                numerator: u32::try_from(numerator).ok()?,
+                denominator: u32::try_from(denominator).ok()?.max(1),
+            });
+        }
         if backends.is_empty() && filters.redirect.is_none() {
             return None;
         }
@@ -121,6 +161,7 @@ impl Route {
             match_key: request_match_key(path.matches.as_ref()).into(),
             picker: WeightedPicker::new(&weights),
             backends,
+            backend_request_headers,
             filters,
             timeouts: RouteTimeouts::compile(path.timeouts.as_ref()),
             retry: RetryPolicy::compile(path.retry.as_ref()),

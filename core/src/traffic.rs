@@ -246,7 +246,9 @@ pub struct HeaderOps {
 }
 
 impl HeaderOps {
-    fn compile(m: &HeaderModifier) -> Option<Self> {
+    /// Compiles a spec's header changes; None when a name or value cannot be compiled
+    /// (validation reports it).
+    pub fn compile(m: &HeaderModifier) -> Option<Self> {
         let pair = |h: &lockstep_crds::HeaderValue| {
             Some((
                 HeaderName::from_bytes(h.name.as_bytes()).ok()?,
@@ -410,6 +412,22 @@ pub struct RouteFilters {
     pub redirect: Option<RedirectRule>,
     /// Rewrite Host and path.
     pub rewrite: Option<RewriteRule>,
+    /// Copies of the request sent elsewhere (compiled with the route: a Service's namespace
+    /// defaults to its RouterConfig's).
+    pub mirrors: Vec<MirrorRule>,
+    /// Cross-origin requests allowed.
+    pub cors: Option<crate::cors::CorsPolicy>,
+}
+
+/// A compiled mirror: where copies go, and the share of requests copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorRule {
+    /// The Service copies go to.
+    pub backend: crate::BackendRef,
+    /// A request is copied when a draw in 0..denominator falls below this.
+    pub numerator: u32,
+    /// At least 1.
+    pub denominator: u32,
 }
 
 impl RouteFilters {
@@ -441,6 +459,8 @@ impl RouteFilters {
                     path: lift(r.path.as_ref(), PathRewrite::compile)?,
                 })
             })?,
+            mirrors: Vec::new(),
+            cors: lift(f.cors.as_ref(), crate::cors::CorsPolicy::compile)?,
         })
     }
 }

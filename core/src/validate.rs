@@ -125,11 +125,16 @@ pub fn validate_origin(spec: &RouterConfigSpec, generated: bool) -> Result<(), I
     }
 }
 
-/// The Services a path names, each with its field below the path: `backend.service` or
-/// `backends[i].service`.
+/// The Services a path names, each with its field below the path: `backend.service`,
+/// `backends[i].service` or `filters.mirrors[i].service`.
 pub fn service_backends(
     path: &lockstep_crds::HttpPath,
 ) -> impl Iterator<Item = (String, &lockstep_crds::ServiceBackend)> {
+    let mirrors = path
+        .filters
+        .iter()
+        .flat_map(|f| f.mirrors.iter().enumerate())
+        .map(|(i, m)| (format!("filters.mirrors[{i}].service"), &m.service));
     let single = path
         .backend
         .iter()
@@ -139,7 +144,7 @@ pub fn service_backends(
         .iter()
         .enumerate()
         .filter_map(|(i, b)| Some((format!("backends[{i}].service"), b.service.as_ref()?)));
-    single.chain(weighted)
+    single.chain(weighted).chain(mirrors)
 }
 
 #[cfg(test)]

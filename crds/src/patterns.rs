@@ -57,6 +57,12 @@ pub const DURATION: &str = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$";
 /// [`DURATION`], compiled.
 pub static DURATION_RE: LazyLock<Regex> = LazyLock::new(|| compile(DURATION));
 
+/// A CORS origin a path allows: `*` (any), or `http`/`https`, `://`, a host name whose
+/// first label may be `*` (any one or more labels), an optional port.
+pub const CORS_ORIGIN: &str = r"^\*$|^https?://(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*(:[0-9]{1,5})?$";
+/// [`CORS_ORIGIN`], compiled.
+pub static CORS_ORIGIN_RE: LazyLock<Regex> = LazyLock::new(|| compile(CORS_ORIGIN));
+
 fn compile(pattern: &str) -> Regex {
     Regex::new(pattern).expect("a pattern of this module compiles")
 }

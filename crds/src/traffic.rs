@@ -232,6 +232,13 @@ pub struct WeightedBackend {
     #[schemars(range(min = 0, max = 1_000_000))]
     #[garde(range(min = 0, max = MAX_WEIGHT))]
     pub weight: i32,
+
+    /// Headers changed on the requests sent to this backend only, after the path's
+    /// `filters.requestHeaders` (Gateway API's RequestHeaderModifier on a backendRef). A
+    /// retry that picks another backend gets that backend's changes, not these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub request_headers: Option<HeaderModifier>,
 }
 
 fn default_weight() -> i32 {
@@ -284,6 +291,72 @@ pub struct Filters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(dive)]
     pub rewrite: Option<Rewrite>,
+
+    /// Copies of the request (after `rewrite` and `requestHeaders`) sent to other Services,
+    /// fire and forget: their answers are dropped, their failures and slowness never reach
+    /// the client. The copy carries the body when it has none or a Content-Length of at most
+    /// 64 KiB (read whole before the request is sent); a longer or streamed body, an
+    /// Upgrade, or more than 256 copies in flight in the replica: no copy is sent. At
+    /// most 8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[garde(length(max = MAX_MIRRORS), dive)]
+    pub mirrors: Vec<Mirror>,
+
+    /// Cross-origin requests allowed: preflights answered by the proxy, the response
+    /// headers of the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub cors: Option<crate::Cors>,
+}
+
+/// Most mirrors of one path.
+pub const MAX_MIRRORS: usize = 8;
+
+/// Where copies of a path's requests go, and which share of them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
+#[serde(rename_all = "camelCase")]
+pub struct Mirror {
+    /// The Service, as in `backend.service`.
+    #[garde(dive)]
+    pub service: ServiceBackend,
+
+    /// The share of the requests copied, each request drawn at random; every request
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub fraction: Option<MirrorFraction>,
+}
+
+/// numerator / denominator of the requests.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Validate)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.numerator <= self.denominator").message("numerator must not be greater than denominator"))]
+#[garde(custom(fraction_at_most_one))]
+pub struct MirrorFraction {
+    /// 0 or more.
+    #[schemars(range(min = 0, max = 1_000_000))]
+    #[garde(range(min = 0, max = 1_000_000))]
+    pub numerator: i32,
+
+    /// 1 or more; defaults to 100 (numerator is then a percentage).
+    #[serde(default = "default_denominator")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    #[garde(range(min = 1, max = 1_000_000))]
+    pub denominator: i32,
+}
+
+fn default_denominator() -> i32 {
+    100
+}
+
+fn fraction_at_most_one(f: &MirrorFraction, _: &()) -> garde::Result {
+    if f.numerator > f.denominator {
+        return Err(garde::Error::new(
+            "numerator must not be greater than denominator",
+        ));
+    }
+    Ok(())
 }
 
 fn redirect_xor_rewrite(f: &Filters, _: &()) -> garde::Result {

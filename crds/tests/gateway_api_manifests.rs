@@ -36,14 +36,6 @@ const NOT_READ: &[(&str, &str)] = &[
         "client certificate validation: not supported",
     ),
     (
-        "spec.rules[].filters[].cors",
-        "CORS filter: not supported (UnsupportedValue)",
-    ),
-    (
-        "spec.rules[].backendRefs[].filters[].cors",
-        "CORS filter: not supported",
-    ),
-    (
         "spec.rules[].filters[].externalAuth",
         "external auth: not supported",
     ),

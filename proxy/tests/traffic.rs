@@ -627,6 +627,142 @@ async fn header_filters_set_add_and_remove_repeated_headers() {
 }
 
 #[tokio::test]
+async fn a_backends_own_request_headers_reach_only_that_backend() {
+    let one = echo("one").await;
+    let two = echo("two").await;
+    // Bound, never listening, held for the whole test: the retry below goes elsewhere.
+    let dead = tokio::net::TcpSocket::new_v4().expect("socket");
+    dead.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let dead_addr = dead.local_addr().expect("addr");
+    let proxy = Proxy::start(&config(&format!(
+        "    - path: /split
+      filters: {{requestHeaders: {{set: [{{name: x-route, value: r}}]}}}}
+      backends:
+      - {{url: \"{one}\", weight: 1, requestHeaders: {{set: [{{name: backend, value: one}}]}}}}
+      - {{url: \"{two}\", weight: 1, requestHeaders: {{set: [{{name: backend, value: two}}], add: [{{name: x-route, value: two}}], remove: [x-client]}}}}
+    - path: /retry
+      retry: {{attempts: 1}}
+      backends:
+      - {{url: \"http://{dead_addr}\", weight: 1, requestHeaders: {{set: [{{name: x-dead, value: dead}}]}}}}
+      - {{url: \"{one}\", weight: 1}}
+",
+        one = url(&one),
+        two = url(&two),
+    )));
+    let client = client();
+    let mut seen = HashMap::new();
+    for _ in 0..20 {
+        let reply = get(
+            &client,
+            &proxy,
+            "/split",
+            &[("x-client", "c"), ("backend", "from-client")],
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        let name = reply.json["backend"].as_str().expect("backend").to_owned();
+        let headers = &reply.json["headers"];
+        assert_eq!(
+            headers["backend"],
+            serde_json::json!([name.as_str()]),
+            "set replaces the client's value"
+        );
+        match name.as_str() {
+            "one" => {
+                assert_eq!(headers["x-route"], serde_json::json!(["r"]));
+                assert_eq!(headers["x-client"], serde_json::json!(["c"]));
+            }
+            _ => {
+                // After the route's changes: its header is there to be added to.
+                assert_eq!(headers["x-route"], serde_json::json!(["r", "two"]));
+                assert_eq!(headers["x-client"], Value::Null);
+            }
+        }
+        *seen.entry(name).or_insert(0) += 1;
+    }
+    assert_eq!(seen.get("one"), Some(&10));
+    assert_eq!(seen.get("two"), Some(&10));
+
+    // The first attempt goes to the dead backend (the picker starts there); the retry to
+    // `one` carries none of the dead backend's changes.
+    for _ in 0..4 {
+        let reply = get(&client, &proxy, "/retry", &[]).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json["headers"]["x-dead"], Value::Null);
+    }
+}
+
+#[tokio::test]
+async fn cors_preflights_are_answered_by_the_proxy_and_responses_get_the_origin() {
+    let e = echo("e").await;
+    let proxy = Proxy::start(&config(&format!(
+        "    - path: /\n      backend: {{url: \"{}\"}}\n      filters:\n        cors: {{allowOrigins: [\"https://*.bar.com\"], allowMethods: [GET, PUT], allowHeaders: [x-a], allowCredentials: true, maxAge: 60}}\n",
+        url(&e)
+    )));
+    let client = client();
+    let preflight = [
+        ("origin", "https://www.bar.com"),
+        ("access-control-request-method", "PUT"),
+    ];
+    let reply = call(&client, &proxy, "OPTIONS", "/x", &preflight, empty()).await;
+    // Answered by the proxy: no body from the backend.
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(reply.json, Value::Null);
+    let h = |r: &Reply, n: &str| r.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        h(&reply, "access-control-allow-origin").as_deref(),
+        Some("https://www.bar.com")
+    );
+    assert_eq!(
+        h(&reply, "access-control-allow-methods").as_deref(),
+        Some("GET, PUT")
+    );
+    assert_eq!(h(&reply, "access-control-allow-headers").as_deref(), Some("x-a"));
+    assert_eq!(
+        h(&reply, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(h(&reply, "access-control-max-age").as_deref(), Some("60"));
+    // Another origin's preflight: no CORS header, still not proxied.
+    let reply = call(
+        &client,
+        &proxy,
+        "OPTIONS",
+        "/x",
+        &[
+            ("origin", "https://foobar.com"),
+            ("access-control-request-method", "PUT"),
+        ],
+        empty(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(h(&reply, "access-control-allow-origin"), None);
+    // A plain OPTIONS (no Access-Control-Request-Method) is the backend's.
+    let reply = call(
+        &client,
+        &proxy,
+        "OPTIONS",
+        "/x",
+        &[("origin", "https://www.bar.com")],
+        empty(),
+    )
+    .await;
+    assert_eq!(reply.json["backend"], "e");
+    // Other requests are proxied; the allowed origin's response says so.
+    let reply = get(&client, &proxy, "/x", &[("origin", "https://a.b.bar.com")]).await;
+    assert_eq!(reply.json["backend"], "e");
+    assert_eq!(
+        h(&reply, "access-control-allow-origin").as_deref(),
+        Some("https://a.b.bar.com")
+    );
+    assert_eq!(h(&reply, "vary").as_deref(), Some("origin"));
+    let reply = get(&client, &proxy, "/x", &[("origin", "https://foobar.com")]).await;
+    assert_eq!(reply.json["backend"], "e");
+    assert_eq!(h(&reply, "access-control-allow-origin"), None);
+}
+
+#[tokio::test]
 async fn timeouts_answer_504_within_the_limit() {
     let e = echo("e").await;
     let proxy = Proxy::start(&config(&format!(

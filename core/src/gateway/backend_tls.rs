@@ -226,8 +226,31 @@ pub fn apply(
     }
     for rule in rules.iter_mut().flatten() {
         for entry in &mut rule.entries {
+            // A copy goes over TLS as the policy says, like the requests it copies; one to a
+            // Service whose policy has no usable CA is not sent.
+            if let Some(filters) = entry.filters.as_mut() {
+                filters.mirrors.retain_mut(|m| {
+                    let service = ResolvedService {
+                        namespace: m.service.namespace.clone().unwrap_or_default(),
+                        name: m.service.name.clone(),
+                        port: m.service.port,
+                        h2c: false,
+                        tls: None,
+                    };
+                    let (winner, all) = policies_of(judged, services, &service);
+                    used.extend(all);
+                    match winner.map(|w| &judged[w].tls) {
+                        None => true,
+                        Some(Ok(tls)) => {
+                            m.service.tls = Some(tls.clone());
+                            true
+                        }
+                        Some(Err(())) => false,
+                    }
+                });
+            }
             for backend in &mut entry.backends {
-                let ServedBackend::Service { service, weight } = backend else {
+                let ServedBackend::Service { service, weight, .. } = backend else {
                     continue;
                 };
                 let (winner, all) = policies_of(judged, services, service);
@@ -529,6 +552,7 @@ mod tests {
                 tls: None,
             },
             weight: 3,
+            request_headers: None,
         }
     }
 

@@ -12,13 +12,14 @@ use lockstep_crds::gateway::SupportedFeature;
 /// The claimed features, by their Gateway API name: the core features of the GATEWAY-HTTP
 /// and GATEWAY-GRPC conformance profiles, and the extended features whose tests all passed
 /// in the trial run of 2026-12-03 23:05 UTC (e2e/gateway/RESULTS.md, "Trial: extended
-/// features"). Tried and left out, their tests failing: HTTPRouteParentRefPort (listeners
-/// kept apart by port), HTTPRouteBackendRequestHeaderModification (filters on a
-/// backendRef), HTTPRouteRetry (and its RetryBackendTimeout and RetryConnectionError,
-/// which only its tests exercise: an experimental-channel field the standard CRDs drop).
-/// BackendTLSPolicy and BackendTLSPolicySANValidation: their six tests passed on
-/// 2026-12-04 03:49 UTC (docs/gateway.md, "Backend TLS"); GatewayBackendClientCertificate
-/// is not claimed (the Gateway's backend client certificate is not built).
+/// features"), and since then, each once its tests passed (e2e/gateway/RESULTS.md,
+/// docs/gateway.md): HTTPRouteBackendRequestHeaderModification, the three RequestMirror
+/// features, HTTPRouteCORS, BackendTLSPolicy and BackendTLSPolicySANValidation. Tried and
+/// left out, their tests failing: HTTPRouteParentRefPort (listeners kept apart by port),
+/// HTTPRouteRetry (and its RetryBackendTimeout and RetryConnectionError, which only its
+/// tests exercise: an experimental-channel field the standard CRDs drop);
+/// GatewayBackendClientCertificate is not claimed (the Gateway's backend client
+/// certificate is not built).
 pub const SUPPORTED_FEATURES: &[&str] = &[
     // pkg/features/gateway.go: SupportGateway.
     "Gateway",
@@ -41,6 +42,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
     "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteCORS",
     "HTTPRouteBackendProtocolH2C",
     "HTTPRouteBackendProtocolWebSocket",
     "HTTPRouteBackendTimeout",
@@ -52,6 +55,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoutePathRewrite",
     "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
     "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
@@ -86,7 +92,7 @@ mod tests {
         for core in ["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"] {
             assert!(names.iter().any(|n| n == core), "{core}");
         }
-        assert_eq!(names.len(), 28);
+        assert_eq!(names.len(), 33);
         assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
         assert_eq!(names[0], "BackendTLSPolicy");
         assert_eq!(names[2], "GRPCRoute", "byte order: upper case before lower");

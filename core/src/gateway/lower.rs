@@ -26,6 +26,9 @@
 //! A wildcard host is written with `wildcardMatch: Suffix`: Gateway API's `*.example.com`
 //! covers one or more labels, a RouterConfig's by default exactly one.
 //!
+//! A RequestMirror's Service gets `service.namespace` likewise only when it is of another
+//! namespace.
+//!
 //! An unresolved backendRef (and a rule whose requests are all answered 500) becomes a
 //! `backends[]` entry `{status: 500, weight}`: the proxy answers that share itself.
 //!
@@ -99,7 +102,11 @@ pub fn router_config_spec(
         let mut backends = Vec::new();
         for b in &e.entry.backends {
             match b {
-                ServedBackend::Service { service, weight } => {
+                ServedBackend::Service {
+                    service,
+                    weight,
+                    request_headers,
+                } => {
                     backends.push(WeightedBackend {
                         service: Some(ServiceBackend {
                             name: service.name.clone(),
@@ -113,6 +120,7 @@ pub fn router_config_spec(
                         url: None,
                         status: None,
                         weight: i32::try_from(*weight).unwrap_or(i32::MAX),
+                        request_headers: request_headers.clone(),
                     });
                 }
                 ServedBackend::Status { status, weight } => backends.push(WeightedBackend {
@@ -120,10 +128,15 @@ pub fn router_config_spec(
                     url: None,
                     status: Some(*status),
                     weight: i32::try_from(*weight).unwrap_or(i32::MAX),
+                    request_headers: None,
                 }),
             }
         }
-        let filters = e.entry.filters.clone().filter(|f| *f != Filters::default());
+        let mut filters = e.entry.filters.clone().filter(|f| *f != Filters::default());
+        for m in filters.iter_mut().flat_map(|f| &mut f.mirrors) {
+            // Only another namespace is named, as for a backend.
+            m.service.namespace.take_if(|ns| ns == namespace);
+        }
         let matches = e.entry.matches.clone();
         let path = HttpPath {
             path: e.entry.path.clone(),
@@ -182,6 +195,7 @@ pub fn router_config_spec(
                     url: None,
                     status: Some(404),
                     weight: 1,
+                    request_headers: None,
                 }],
                 ..Default::default()
             });

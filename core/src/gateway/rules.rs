@@ -12,8 +12,10 @@
 //! | RequestHeaderModifier, ResponseHeaderModifier | `filters.requestHeaders`, `responseHeaders` | |
 //! | RequestRedirect | `filters.redirect` (backends ignored: the proxy answers) | a scheme other than http/https: `UnsupportedValue` |
 //! | URLRewrite | `filters.rewrite` | |
-//! | RequestMirror | | rule dropped, `UnsupportedValue`: the proxy cannot mirror yet |
-//! | CORS, ExternalAuth, unknown types, filters on a backendRef | | rule dropped, `UnsupportedValue` |
+//! | RequestMirror (HTTPRoute) | `filters.mirrors[]`: the Service, `percent` as n/100, `fraction` as is | a backendRef that does not resolve: no copy, `ResolvedRefs=False` with its reason; on a GRPCRoute: rule dropped, `UnsupportedValue` |
+//! | RequestHeaderModifier on an HTTPRoute backendRef | that backend's `requestHeaders`: only the requests sent to it are changed | |
+//! | CORS (HTTPRoute) | `filters.cors` (the proxy answers preflights) | an origin, method or header lockstep's schema refuses: rule dropped, `UnsupportedValue` |
+//! | ExternalAuth, unknown types, other filters on a backendRef, any on a GRPCRoute backendRef | | rule dropped, `UnsupportedValue` |
 //! | ExtensionRef | every request of the rule answered 500, `ResolvedRefs=False InvalidKind` ("the filter MUST NOT be skipped") | |
 //! | backendRef that resolves | a Service backend with its weight (a GRPCRoute's is reached over h2c: gRPC needs HTTP/2, and TLS to backends, BackendTLSPolicy, is not supported) | |
 //! | backendRef that does not | a 500 backend **with its weight kept** and `ResolvedRefs=False` with its reason | |
@@ -25,8 +27,9 @@ use lockstep_crds::gateway::{
     GrpcRouteRule, HttpHeaderFilter, HttpHeaderMatch, HttpPathModifier, HttpRouteRule, ReferenceGrant,
 };
 use lockstep_crds::{
-    Filters, HeaderModifier, HeaderValue, HttpMethod, MatchType, PathModifier, PathType, Redirect,
-    RequestMatch, Rewrite, Scheme, Timeouts, ValueMatch, check_regex, parse_duration,
+    Filters, HeaderModifier, HeaderValue, HttpMethod, MatchType, Mirror, MirrorFraction, PathModifier,
+    PathType, Redirect, RequestMatch, Rewrite, Scheme, ServiceBackend, Timeouts, ValueMatch, check_regex,
+    parse_duration,
 };
 
 use super::{
@@ -35,7 +38,7 @@ use super::{
 };
 
 /// Where a request of an entry goes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ServedBackend {
     /// A Service port, with its share.
     Service {
@@ -43,6 +46,8 @@ pub enum ServedBackend {
         service: ResolvedService,
         /// Its weight.
         weight: u32,
+        /// The backendRef's own RequestHeaderModifier: changes to the requests sent to it.
+        request_headers: Option<HeaderModifier>,
     },
     /// The proxy answers this status itself (500 for a reference that cannot be resolved),
     /// for this share of the requests.
@@ -165,19 +170,30 @@ fn timeouts(rule: &HttpRouteRule) -> Result<Option<Timeouts>, DroppedRule> {
     }))
 }
 
+/// One backendRef: where, its weight, its own request header changes.
+type BackendRefParts<'b> = (
+    &'b lockstep_crds::gateway::BackendObjectReference,
+    Option<i32>,
+    Option<HeaderModifier>,
+);
+
 /// Resolves weighted backendRefs: each one a Service or a 500 share with its weight kept.
 fn backends<'b>(
-    refs: impl Iterator<Item = (&'b lockstep_crds::gateway::BackendObjectReference, Option<i32>)>,
+    refs: impl Iterator<Item = BackendRefParts<'b>>,
     from: Referrer<'_>,
     services: &[Service],
     grants: &[ReferenceGrant],
     unresolved: &mut Vec<Unresolved>,
 ) -> Vec<ServedBackend> {
     let mut out = Vec::new();
-    for (backend, weight) in refs {
+    for (backend, weight, request_headers) in refs {
         let weight = u32::try_from(weight.unwrap_or(1)).unwrap_or(0);
         match resolve_backend(backend, from, services, grants) {
-            Ok(service) => out.push(ServedBackend::Service { service, weight }),
+            Ok(service) => out.push(ServedBackend::Service {
+                service,
+                weight,
+                request_headers,
+            }),
             Err(e) => {
                 unresolved.push(e);
                 out.push(ServedBackend::Status {
@@ -205,6 +221,35 @@ struct FilterOutcome {
     any: bool,
     /// An ExtensionRef: every request of the rule gets 500.
     extension_ref: Option<Unresolved>,
+    /// RequestMirror backendRefs that do not resolve.
+    mirror_unresolved: Vec<Unresolved>,
+}
+
+/// A RequestMirror to a resolved Service. The namespace is always written here; lowering
+/// leaves it out where it is the RouterConfig's own.
+fn mirror(service: ResolvedService, m: &lockstep_crds::gateway::HttpRequestMirrorFilter) -> Mirror {
+    let fraction = match (m.percent, &m.fraction) {
+        (Some(percent), _) => Some(MirrorFraction {
+            numerator: percent,
+            denominator: 100,
+        }),
+        (None, Some(f)) => Some(MirrorFraction {
+            numerator: f.numerator,
+            denominator: f.denominator.unwrap_or(100),
+        }),
+        (None, None) => None,
+    };
+    Mirror {
+        service: ServiceBackend {
+            name: service.name,
+            namespace: Some(service.namespace),
+            port: service.port,
+            app_protocol: None,
+            // Set by `backend_tls::apply` when a BackendTLSPolicy targets the Service.
+            tls: None,
+        },
+        fraction,
+    }
 }
 
 fn common_filter(
@@ -225,11 +270,6 @@ fn common_filter(
                 reason: reason::INVALID_KIND,
                 message: format!("ExtensionRef filter {name}: lockstep has no extension filters"),
             });
-        }
-        "RequestMirror" => {
-            return Err(DroppedRule(
-                "RequestMirror is not supported: the proxy cannot mirror requests yet".into(),
-            ));
         }
         _ => return Ok(false),
     }
@@ -275,6 +315,15 @@ pub fn http_rule(
                     status_code: r.status_code.unwrap_or(302),
                 });
             }
+            "CORS" => outcome.filters.cors = Some(cors(f.cors.as_ref())?),
+            "RequestMirror" => {
+                let m = f.request_mirror.clone().unwrap_or_default();
+                match resolve_backend(&m.backend_ref, from, services, grants) {
+                    Ok(service) => outcome.filters.mirrors.push(mirror(service, &m)),
+                    // No copy is sent; the route says why.
+                    Err(e) => outcome.mirror_unresolved.push(e),
+                }
+            }
             "URLRewrite" => {
                 let r = f.url_rewrite.clone().unwrap_or_default();
                 outcome.filters.rewrite = Some(Rewrite {
@@ -286,22 +335,28 @@ pub fn http_rule(
         }
         outcome.any = true;
     }
-    if rule.backend_refs.iter().any(|b| !b.filters.is_empty()) {
-        return Err(DroppedRule("filters on a backendRef are not supported".into()));
-    }
+    let backend_headers = rule
+        .backend_refs
+        .iter()
+        .map(|b| backend_request_headers(&b.filters))
+        .collect::<Result<Vec<_>, _>>()?;
     let timeouts = timeouts(rule)?;
     let mut unresolved = Vec::new();
     let served = if outcome.filters.redirect.is_some() {
         Vec::new()
     } else {
         backends(
-            rule.backend_refs.iter().map(|b| (&b.backend, b.weight)),
+            rule.backend_refs
+                .iter()
+                .zip(backend_headers)
+                .map(|(b, headers)| (&b.backend, b.weight, headers)),
             from,
             services,
             grants,
             &mut unresolved,
         )
     };
+    unresolved.append(&mut outcome.mirror_unresolved);
     let served = finish(&mut outcome, served, &mut unresolved);
     let default_match = [lockstep_crds::gateway::HttpRouteMatch::default()];
     let matches = if rule.matches.is_empty() {
@@ -341,6 +396,48 @@ pub fn http_rule(
         });
     }
     Ok(TranslatedRule { entries, unresolved })
+}
+
+/// A CORS filter in lockstep's form, checked as a RouterConfig's is: a value lockstep
+/// cannot put in a header (or a host pattern it does not match) drops the rule.
+fn cors(f: Option<&lockstep_crds::gateway::HttpCorsFilter>) -> Result<lockstep_crds::Cors, DroppedRule> {
+    let f = f.cloned().unwrap_or_default();
+    let c = lockstep_crds::Cors {
+        allow_origins: f.allow_origins,
+        allow_credentials: f.allow_credentials.unwrap_or(false),
+        allow_methods: f.allow_methods,
+        allow_headers: f.allow_headers,
+        expose_headers: f.expose_headers,
+        max_age: f.max_age,
+    };
+    garde::Validate::validate(&c).map_err(|e| DroppedRule(format!("CORS filter: {e}")))?;
+    Ok(c)
+}
+
+/// The filters of one HTTPRoute backendRef: RequestHeaderModifier alone is served (the
+/// `HTTPRouteBackendRequestHeaderModification` feature), several merged in order as the
+/// route's own are; anything else drops the rule.
+fn backend_request_headers(
+    filters: &[lockstep_crds::gateway::HttpRouteFilter],
+) -> Result<Option<HeaderModifier>, DroppedRule> {
+    let mut out: Option<HeaderModifier> = None;
+    for f in filters {
+        match (f.filter_type.as_str(), &f.request_header_modifier) {
+            ("RequestHeaderModifier", Some(m)) => {
+                let m = header_modifier(m);
+                let merged = out.get_or_insert_with(HeaderModifier::default);
+                merged.set.extend(m.set);
+                merged.add.extend(m.add);
+                merged.remove.extend(m.remove);
+            }
+            (other, _) => {
+                return Err(DroppedRule(format!(
+                    "filter {other} on a backendRef is not supported"
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// An ExtensionRef replaces every backend by a 500 answer, after the backends' own problems.
@@ -386,7 +483,7 @@ pub fn grpc_rule(
     }
     let mut unresolved = Vec::new();
     let served = backends(
-        rule.backend_refs.iter().map(|b| (&b.backend, b.weight)),
+        rule.backend_refs.iter().map(|b| (&b.backend, b.weight, None)),
         from,
         services,
         grants,

@@ -312,7 +312,9 @@ fn unresolved_backends_are_answered_500_with_their_weight() {
     );
     let config = t.config.as_ref().unwrap();
     let backends = &config.listeners[0].entries[0].entry.backends;
-    assert!(matches!(&backends[0], ServedBackend::Service { service, weight: 70 } if service.name == "web"));
+    assert!(
+        matches!(&backends[0], ServedBackend::Service { service, weight: 70, .. } if service.name == "web")
+    );
     assert_eq!(
         backends[1],
         ServedBackend::Status {
@@ -412,11 +414,20 @@ fn route_parent_reasons() {
         // setting the Accepted Condition for the Route to `status: False`, with a Reason of
         // `UnsupportedValue`." (Every rule unsupported: the route is not accepted.)
         (
-            "mirror-only",
+            "external-auth-only",
             "infra",
-            "{parentRefs: [{name: gw}], rules: [{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web2, port: 8080}}}], backendRefs: [{name: web, port: 8080}]}]}",
+            "{parentRefs: [{name: gw}], rules: [{filters: [{type: ExternalAuth, externalAuth: {protocol: HTTP, backendRef: {name: web2, port: 8080}}}], backendRefs: [{name: web, port: 8080}]}]}",
             Some(("False", reason::UNSUPPORTED_VALUE)),
             Some(("True", reason::RESOLVED_REFS)),
+        ),
+        // A RequestMirror whose Service is missing: the requests are served, no copy is
+        // sent, and the reference is reported like a backendRef's.
+        (
+            "mirror-to-nothing",
+            "infra",
+            "{parentRefs: [{name: gw}], rules: [{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: gone, port: 8080}}}], backendRefs: [{name: web, port: 8080}]}]}",
+            Some(("True", reason::ACCEPTED)),
+            Some(("False", reason::BACKEND_NOT_FOUND)),
         ),
         (
             "regex-path",
@@ -459,7 +470,7 @@ fn route_parent_reasons() {
     let served: Vec<&str> = config.routes.iter().map(|r| r.key.name.as_str()).collect();
     assert_eq!(
         served,
-        ["bad-kind", "cross-ns", "extension"],
+        ["bad-kind", "cross-ns", "extension", "mirror-to-nothing"],
         "only accepted routes are contained"
     );
     let extension = config.listeners[0]
@@ -476,7 +487,7 @@ fn route_parent_reasons() {
     );
     // ListenerStatus attachedRoutes: "Routes with any other value for the Accepted
     // condition MUST NOT be included in this count."
-    assert_eq!(listener(&t, "http").attached_routes, 3);
+    assert_eq!(listener(&t, "http").attached_routes, 4);
 }
 
 #[test]
@@ -498,13 +509,190 @@ fn a_reference_grant_admits_a_cross_namespace_backend() {
 }
 
 #[test]
+fn a_backend_refs_request_header_modifier_changes_only_the_requests_sent_to_it() {
+    let mut w = World::new(gateway(HTTP80));
+    // HTTPBackendRef filters: "Filters defined at this level should be executed if and
+    // only if the request is being forwarded to the backend defined here."
+    w.http.push(http_route("infra", "per-backend", "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], rules: [{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Rule, value: both}]}}], backendRefs: [{name: web, port: 8080, weight: 10, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: Backend, value: web}]}}, {type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: X-Added, value: a}], remove: [X-Gone]}}]}, {name: web2, port: 8080, weight: 10}]}]}"));
+    // Any other filter on a backendRef is not served: the rule is dropped.
+    w.http.push(http_route("infra", "mirror-on-backend", "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], hostnames: [other.example.com], rules: [{backendRefs: [{name: web, port: 8080, filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: A, value: b}]}}]}]}]}"));
+    let t = w.run();
+    let p = parent(&t, "per-backend");
+    assert_eq!(cond(p, ctype::ACCEPTED), Some(("True", reason::ACCEPTED)));
+    assert_eq!(
+        cond(p, ctype::RESOLVED_REFS),
+        Some(("True", reason::RESOLVED_REFS))
+    );
+    let refused = parent(&t, "mirror-on-backend");
+    assert_eq!(
+        cond(refused, ctype::ACCEPTED),
+        Some(("False", reason::UNSUPPORTED_VALUE))
+    );
+    let config = t.config.as_ref().unwrap();
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", false, &|_| false).unwrap();
+    let path = &spec.rules[0].paths[0];
+    let web = path.backends[0]
+        .request_headers
+        .as_ref()
+        .expect("web's own changes");
+    let names = |l: &[lockstep_crds::HeaderValue]| {
+        l.iter()
+            .map(|h| format!("{}={}", h.name, h.value))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&web.set), ["Backend=web"]);
+    assert_eq!(names(&web.add), ["X-Added=a"]);
+    assert_eq!(web.remove, ["X-Gone"]);
+    assert_eq!(path.backends[1].request_headers, None, "web2 has none of its own");
+    assert_eq!(
+        names(
+            &path
+                .filters
+                .as_ref()
+                .unwrap()
+                .request_headers
+                .as_ref()
+                .unwrap()
+                .set
+        ),
+        ["X-Rule=both"],
+        "the rule's own filter stays the path's"
+    );
+    // The proxies' table gives each pick the changes of the backend it picked.
+    let key = crate::ObjectKey::new("infra", "gw");
+    let table = crate::RouteTable::compile([(&key, &spec)]);
+    let route = table.lookup("app.example.com", "/").unwrap();
+    for _ in 0..4 {
+        let (backend, ops) = route.pick().unwrap();
+        let set: Vec<String> = ops
+            .map(|o| {
+                o.set
+                    .iter()
+                    .map(|(n, v)| format!("{n}={}", v.to_str().unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        match backend.to_string().as_str() {
+            "service infra/web:8080" => assert_eq!(set, ["backend=web"]),
+            "service infra/web2:8080" => assert!(set.is_empty()),
+            other => panic!("{other}"),
+        }
+    }
+}
+
+#[test]
+fn request_mirrors_are_lowered_with_their_share() {
+    let mut w = World::new(gateway(HTTP80));
+    // HTTPRequestMirrorFilter: "Percent represents the percentage of requests that should
+    // be mirrored to BackendRef"; "Fraction represents the fraction of requests that should
+    // be mirrored"; denominator "+kubebuilder:default=100".
+    w.http.push(http_route("infra", "mirrored", "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], rules: [{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-A, value: b}]}}, {type: RequestMirror, requestMirror: {backendRef: {name: web2, port: 8080}}}, {type: RequestMirror, requestMirror: {backendRef: {name: web2, namespace: infra, port: 8080}, percent: 20}}, {type: RequestMirror, requestMirror: {backendRef: {name: api, namespace: apps, port: 9000}, fraction: {numerator: 25, denominator: 50}}}], backendRefs: [{name: web, port: 8080}]}]}"));
+    w.grants
+        .push(grant("apps", "HTTPRoute", "infra", "", "Service", None));
+    let t = w.run();
+    let p = parent(&t, "mirrored");
+    assert_eq!(cond(p, ctype::ACCEPTED), Some(("True", reason::ACCEPTED)));
+    assert_eq!(
+        cond(p, ctype::RESOLVED_REFS),
+        Some(("True", reason::RESOLVED_REFS))
+    );
+    let config = t.config.as_ref().unwrap();
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", false, &|_| false).unwrap();
+    let filters = spec.rules[0].paths[0].filters.as_ref().unwrap();
+    let mirrors: Vec<String> = filters
+        .mirrors
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}:{} {:?}",
+                m.service.namespace.as_deref().unwrap_or("-"),
+                m.service.name,
+                m.service.port,
+                m.fraction.as_ref().map(|f| (f.numerator, f.denominator)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mirrors,
+        [
+            "-/web2:8080 None",
+            "-/web2:8080 Some((20, 100))",
+            "apps/api:9000 Some((25, 50))",
+        ],
+        "the Gateway's namespace is left out, another is named"
+    );
+    assert!(filters.request_headers.is_some(), "the other filters stay");
+    assert_eq!(
+        spec.rules[0].paths[0].backends[0].service.as_ref().unwrap().name,
+        "web",
+        "the answer comes from the backendRef"
+    );
+    // The proxies' table compiles them with the RouterConfig's namespace.
+    let key = crate::ObjectKey::new("infra", "gw");
+    let table = crate::RouteTable::compile([(&key, &spec)]);
+    let route = table.lookup("app.example.com", "/").unwrap();
+    let compiled: Vec<(String, u32, u32)> = route
+        .filters
+        .mirrors
+        .iter()
+        .map(|m| (m.backend.to_string(), m.numerator, m.denominator))
+        .collect();
+    assert_eq!(
+        compiled,
+        [
+            ("service infra/web2:8080".to_owned(), 1, 1),
+            ("service infra/web2:8080".to_owned(), 20, 100),
+            ("service apps/api:9000".to_owned(), 25, 50),
+        ]
+    );
+    // A mirror of another namespace is named where the replicas must watch it.
+    assert_eq!(
+        crate::gateway::provision::watch_namespaces("infra", [&spec]),
+        ["apps", "infra"]
+    );
+}
+
+#[test]
+fn a_cors_filter_is_lowered_and_a_bad_origin_drops_its_rule() {
+    let mut w = World::new(gateway(HTTP80));
+    // HTTPCORSFilter, as the conformance suite's httproute-cors.yaml writes it.
+    w.http.push(http_route("infra", "cors", "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], rules: [{matches: [{path: {value: /ok}}], filters: [{type: CORS, cors: {allowOrigins: [\"https://www.foo.com\", \"https://*.bar.com\"], allowMethods: [GET, OPTIONS], allowHeaders: [x-header-1], exposeHeaders: [x-header-3], allowCredentials: true, maxAge: 3600}}], backendRefs: [{name: web, port: 8080}]}, {matches: [{path: {value: /bad}}], filters: [{type: CORS, cors: {allowOrigins: [\"ftp://files.example.com\"]}}], backendRefs: [{name: web, port: 8080}]}]}"));
+    let t = w.run();
+    let p = parent(&t, "cors");
+    let partial = p
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ctype::PARTIALLY_INVALID)
+        .expect("the rule with an ftp origin is dropped");
+    assert!(partial.message.contains("allow_origins"), "{}", partial.message);
+    let config = t.config.as_ref().unwrap();
+    let spec = router_config_spec(&config.listeners[0], "infra", "gw", false, &|_| false).unwrap();
+    let cors = spec.rules[0].paths[0]
+        .filters
+        .as_ref()
+        .unwrap()
+        .cors
+        .as_ref()
+        .unwrap();
+    assert_eq!(cors.allow_origins, ["https://www.foo.com", "https://*.bar.com"]);
+    assert_eq!(cors.allow_methods, ["GET", "OPTIONS"]);
+    assert!(cors.allow_credentials);
+    assert_eq!(cors.max_age, Some(3600));
+    assert_eq!(spec.rules[0].paths.len(), 1, "only /ok is served");
+}
+
+#[test]
 fn dropped_rules_make_a_route_partially_invalid() {
     let mut w = World::new(gateway(HTTP80));
     // RouteConditionPartiallyInvalid: "Drop Rule(s): ... The message for this condition
     // MUST start with the prefix "Dropped Rule" ... the "Accepted" condition MUST be set to
     // "True" with the latest generation of the resource."
     w.http.push(http_route("infra", "mixed", "2026-01-01T00:00:00Z",
-        "{parentRefs: [{name: gw}], rules: [{matches: [{path: {value: /ok}}], backendRefs: [{name: web, port: 8080}]}, {matches: [{path: {value: /cors}}], filters: [{type: CORS, cors: {allowOrigins: [\"*\"]}}], backendRefs: [{name: web, port: 8080}]}]}"));
+        "{parentRefs: [{name: gw}], rules: [{matches: [{path: {value: /ok}}], backendRefs: [{name: web, port: 8080}]}, {matches: [{path: {value: /auth}}], filters: [{type: ExternalAuth, externalAuth: {protocol: HTTP, backendRef: {name: web2, port: 8080}}}], backendRefs: [{name: web, port: 8080}]}]}"));
     let t = w.run();
     let p = parent(&t, "mixed");
     assert_eq!(cond(p, ctype::ACCEPTED), Some(("True", reason::ACCEPTED)));

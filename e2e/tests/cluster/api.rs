@@ -508,8 +508,38 @@ async fn header_filters_naming_the_proxys_own_headers_are_refused_at_admission()
                 json!({direction: {list: [entry]}}),
             )]
         });
-    for (object, direction, filters) in cases {
-        let spec = with_path0(false, |p| p["filters"] = filters.clone());
+    // A backend's own request headers likewise.
+    let backend_cases = ["set", "add", "remove"].into_iter().enumerate().map(|(i, list)| {
+        let entry = if list == "remove" {
+            json!("Transfer-Encoding")
+        } else {
+            json!({"name": "host", "value": "0"})
+        };
+        (
+            format!("managed-backend-{i}"),
+            "backends[].requestHeaders",
+            json!({list: [entry]}),
+        )
+    });
+    for (object, field, edit) in cases
+        .map(|(o, direction, f)| (o, direction, json!({"filters": f})))
+        .chain(backend_cases.map(|(o, field, own)| (o, field, json!({"backendRequestHeaders": own}))))
+    {
+        let spec = with_path0(false, |p| {
+            if let Some(filters) = edit.get("filters") {
+                p["filters"] = filters.clone();
+            } else {
+                let mut weighted = p["backend"].take();
+                weighted["requestHeaders"] = edit["backendRequestHeaders"].clone();
+                p.as_object_mut().expect("path").remove("backend");
+                p["backends"] = json!([weighted]);
+            }
+        });
+        let named = if edit.get("filters").is_some() {
+            format!("spec.rules[].paths[].filters.{field}: set, add and remove")
+        } else {
+            format!("spec.rules[].paths[].{field}: set, add and remove")
+        };
         let refused = lockstep_e2e::eventually("the policy refuses", Duration::from_secs(30), || async {
             match apply(cp, &ns, &router_config(&object, spec.clone()), &[]) {
                 Ok(_) => {
@@ -521,12 +551,8 @@ async fn header_filters_naming_the_proxys_own_headers_are_refused_at_admission()
         })
         .await;
         match refused {
-            Err(e) => failures.push(format!("{object} ({filters}): accepted: {e}")),
-            Ok(err)
-                if !err.contains(&format!(
-                    "spec.rules[].paths[].filters.{direction}: set, add and remove"
-                )) =>
-            {
+            Err(e) => failures.push(format!("{object} ({edit}): accepted: {e}")),
+            Ok(err) if !err.contains(&named) => {
                 failures.push(format!("{object}: the message does not name the field:\n{err}"))
             }
             Ok(_) => {}
@@ -731,6 +757,10 @@ async fn what_only_generated_router_configs_may_say_is_refused_at_admission() {
             {"service": {"name": "api", "port": 8080}, "weight": 1},
             {"service": {"name": "api", "namespace": "apps", "port": 8080}, "weight": 1}]);
     });
+    let mirror_other_ns = with(|s| {
+        s["rules"][0]["paths"][0]["filters"] =
+            json!({"mirrors": [{"service": {"name": "copy", "namespace": "apps", "port": 8080}}]});
+    });
     let any_host_refused =
         "spec.rules[].host: \"*\" (any host) is only for RouterConfigs the operator generates";
     let namespace_refused = "spec.rules[].paths[]: service.namespace (a Service of another namespace) is only for RouterConfigs the operator generates";
@@ -755,6 +785,11 @@ async fn what_only_generated_router_configs_may_say_is_refused_at_admission() {
         (
             "weighted-other-ns",
             router_config("weighted-other-ns", weighted_other_ns),
+            namespace_refused,
+        ),
+        (
+            "mirror-other-ns",
+            router_config("mirror-other-ns", mirror_other_ns),
             namespace_refused,
         ),
     ] {

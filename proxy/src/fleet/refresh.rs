@@ -96,10 +96,13 @@ fn wanted(state: &ProxyState, objects: &[Arc<RouterConfig>]) -> BTreeSet<Service
     for rc in objects {
         let key = ObjectKey::of(rc);
         for rule in &rc.spec.rules {
-            for (backend, _) in rule.paths.iter().flat_map(|p| p.weighted_backends()) {
-                if let Some(svc) = &backend.service
-                    && let Ok(port) = u16::try_from(svc.port)
-                {
+            // Backends and mirrors alike.
+            for (_, svc) in rule
+                .paths
+                .iter()
+                .flat_map(lockstep_core::validate::service_backends)
+            {
+                if let Ok(port) = u16::try_from(svc.port) {
                     wanted.insert(ServiceKey {
                         namespace: svc.namespace.clone().unwrap_or_else(|| key.namespace.clone()),
                         name: svc.name.clone(),
@@ -110,7 +113,15 @@ fn wanted(state: &ProxyState, objects: &[Arc<RouterConfig>]) -> BTreeSet<Service
         }
     }
     // Services still routed by a served (possibly older) generation stay resolved too.
-    for (backend, _) in state.served().table.routes().iter().flat_map(|r| &r.backends) {
+    let served = state.served();
+    let routes = served.table.routes().iter();
+    let backends = routes.flat_map(|r| {
+        r.backends
+            .iter()
+            .map(|(b, _)| b)
+            .chain(r.filters.mirrors.iter().map(|m| &m.backend))
+    });
+    for backend in backends {
         if let BackendRef::Service {
             namespace,
             name,

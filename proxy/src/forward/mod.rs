@@ -5,7 +5,8 @@
 //!    that path and request matches (404, 400, the 308 of a redirectHttp route, or a
 //!    `filters.redirect`);
 //! 2. [`filter`]: request filter (hop-by-hop headers out, X-Forwarded-* in, upgrades noted),
-//!    then the route's rewrite and request header filter;
+//!    then the route's rewrite and request header filter; copies to the route's mirrors
+//!    ([`mirror`]);
 //! 3. [`peer`]: upstream peer selection (a backend chosen by weight, load balancing over its
 //!    ready endpoints, 503 if none);
 //! 4. [`upstream`]: the upstream request (pooled connection, timeouts, retries; 502 and 504),
@@ -21,6 +22,7 @@ pub mod body;
 pub(crate) mod client;
 pub mod error;
 mod filter;
+mod mirror;
 mod peer;
 mod pool;
 pub(crate) mod request_body;
@@ -32,7 +34,7 @@ mod upstream;
 use std::{sync::Arc, time::Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use lockstep_core::Route;
+use lockstep_core::{Route, cors::CorsPolicy};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::task::TaskTracker;
 
@@ -59,6 +61,8 @@ pub struct Proxy {
     pool: Arc<Pool>,
     balancer: Balancer,
     tunnels: TaskTracker,
+    /// Mirrored copies in flight ([`mirror::MAX_MIRRORS_IN_FLIGHT`] at most).
+    mirror_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Ends a request's accounting when dropped, which happens when its response body is done.
@@ -91,6 +95,7 @@ impl Proxy {
             state,
             options,
             tunnels: TaskTracker::new(),
+            mirror_permits: mirror::permits(),
         })
     }
 
@@ -236,6 +241,35 @@ impl Proxy {
         if route.redirect_http && client.scheme == "http" {
             return route::https_redirect(&req);
         }
+        // CORS: a preflight is answered here; other requests' responses get its headers.
+        let cors = route
+            .filters
+            .cors
+            .as_ref()
+            .map(|policy| (policy, req.headers().clone()));
+        if let Some((policy, headers)) = &cors
+            && CorsPolicy::is_preflight(req.method(), headers)
+        {
+            let mut response = Response::new(ProxyBody::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            *response.headers_mut() = policy.preflight(headers);
+            return Ok(response);
+        }
+        let mut response = self.answer(route, client, req, exchange).await?;
+        if let Some((policy, headers)) = &cors {
+            policy.decorate(headers, response.headers_mut());
+        }
+        Ok(response)
+    }
+
+    /// A redirect, or phases 2 to 5 within the route's request timeout.
+    async fn answer(
+        &self,
+        route: &Route,
+        client: &Arc<ClientConnection>,
+        req: Request<ClientBody>,
+        exchange: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         if let Some(redirect) = &route.filters.redirect {
             return route::filter_redirect(route, redirect, &req, client.scheme);
         }
@@ -272,6 +306,12 @@ impl Proxy {
                 .ok_or(ProxyError::BadHost)?,
         };
         let protocol = filter::upgrade_protocol(&req, |p| route.allows_upgrade(p));
+        // A protocol switch is one connection's: it is never copied.
+        let mirrors = if protocol.is_none() {
+            mirror::drawn(route)
+        } else {
+            Vec::new()
+        };
         let client_upgrade = protocol
             .is_some()
             .then(|| req.extensions_mut().remove::<OnUpgrade>())
@@ -287,13 +327,15 @@ impl Proxy {
 
         // 3 and 4. Peer selection and the upstream request.
         let (parts, body) = req.into_parts();
-        let body = if route.retry.is_some() {
+        // A retry or a copy sends the body again: a small one is read whole first.
+        let body = if route.retry.is_some() || !mirrors.is_empty() {
             BodySlot::buffer_small(body, client)
                 .await
                 .map_err(|_| ProxyError::BadFraming)?
         } else {
             BodySlot::new(body, client)
         };
+        mirror::send(self, &mirrors, &parts, &body);
         let answer = upstream::send(self, route, parts, body, grpc_trailers).await?;
         exchange.peer = Some(answer.peer.authority.clone());
         exchange.endpoint = answer.peer.guard;

@@ -10,11 +10,18 @@
 //!   when the policy says `nonIdempotent`. A retried response is dropped unread; a response
 //!   that is returned has not been shown to the client before, so no retry ever happens
 //!   after response bytes went out. Each retry chooses its backend by weight again.
+//!
+//! A backend's own request header changes (`backends[].requestHeaders`) are applied to the
+//! copy of the request sent to it, after the route's: a retry to another backend starts
+//! from the request without them.
 
 use std::io;
 
 use http::{Method, Request, Response, Uri, request::Parts, uri::PathAndQuery};
-use lockstep_core::{BackendRef, Route, traffic::RetryPolicy};
+use lockstep_core::{
+    BackendRef, Route,
+    traffic::{HeaderOps, RetryPolicy},
+};
 
 use super::{
     Proxy,
@@ -41,13 +48,25 @@ pub(crate) async fn send(
     body: BodySlot,
     trailers: bool,
 ) -> Result<Answer, ProxyError> {
-    let backend = route.pick_backend().ok_or(ProxyError::NoBackends)?;
+    let (backend, headers) = route.pick().ok_or(ProxyError::NoBackends)?;
     match route.retry.as_ref().filter(|p| p.attempts > 0) {
-        None => send_once(proxy, route, backend, parts, body, trailers).await,
+        None => {
+            let mut parts = parts;
+            if let Some(ops) = headers {
+                ops.apply(&mut parts.headers);
+            }
+            send_once(proxy, route, backend, parts, body, trailers).await
+        }
         // Boxed, as the rarer path: inline, every request's future would carry room for it.
         Some(policy) => {
             Box::pin(send_with_retries(
-                proxy, route, policy, backend, parts, body, trailers,
+                proxy,
+                route,
+                policy,
+                (backend, headers),
+                parts,
+                body,
+                trailers,
             ))
             .await
         }
@@ -59,18 +78,22 @@ async fn send_with_retries(
     proxy: &Proxy,
     route: &Route,
     policy: &RetryPolicy,
-    backend: &BackendRef,
+    picked: (&BackendRef, Option<&HeaderOps>),
     parts: Parts,
     body: BodySlot,
     trailers: bool,
 ) -> Result<Answer, ProxyError> {
     let mut retries_left = policy.attempts;
-    let mut backend = backend;
+    let (mut backend, mut headers) = picked;
     let mut parts = parts;
     let mut failed: Option<PeerAuthority> = None;
     loop {
         let replayable = body.is_replayable();
+        // Copied before the backend's own header changes: a retry may go to another one.
         let spare = (retries_left > 0 && replayable).then(|| clone_head(&parts));
+        if let Some(ops) = headers {
+            ops.apply(&mut parts.headers);
+        }
         let parts_method = parts.method.clone();
         let peer = match proxy.balancer.select(&proxy.state, backend, failed.as_ref()) {
             Ok(peer) => peer,
@@ -109,7 +132,7 @@ async fn send_with_retries(
                     tokio::time::sleep(policy.backoff).await;
                 }
                 parts = head;
-                backend = route.pick_backend().ok_or(ProxyError::NoBackends)?;
+                (backend, headers) = route.pick().ok_or(ProxyError::NoBackends)?;
             }
             _ => {
                 return Ok(Answer {
@@ -172,26 +195,7 @@ async fn attempt(
     body: &BodySlot,
     trailers: bool,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
-    if peer.h2c {
-        // HTTP/2 carries the authority in the request (:authority), so the URI is absolute.
-        parts.uri = upstream_uri(&peer.authority, peer.tls.is_some(), parts.uri.path_and_query())?;
-        parts.version = http::Version::HTTP_2;
-        if trailers {
-            // The one TE value HTTP/2 allows, which gRPC servers require.
-            parts
-                .headers
-                .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
-        }
-    } else if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        // HTTP/1 sends the origin form; most clients sent that already, and their URI is
-        // forwarded as it is.
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::from(path);
-    }
+    address_head(peer, &mut parts, trailers)?;
     let request = Request::from_parts(parts, body.attempt());
     let timeout = route
         .timeouts
@@ -213,7 +217,33 @@ async fn attempt(
     }
 }
 
-fn classify(peer: &PeerAuthority, error: SendError) -> ProxyError {
+/// Puts a request head in the form its peer is spoken to in: HTTP/2 with an absolute URI,
+/// or HTTP/1 with the origin form.
+pub(crate) fn address_head(peer: &Peer, parts: &mut Parts, trailers: bool) -> Result<(), ProxyError> {
+    if peer.h2c {
+        // HTTP/2 carries the authority in the request (:authority), so the URI is absolute.
+        parts.uri = upstream_uri(&peer.authority, peer.tls.is_some(), parts.uri.path_and_query())?;
+        parts.version = http::Version::HTTP_2;
+        if trailers {
+            // The one TE value HTTP/2 allows, which gRPC servers require.
+            parts
+                .headers
+                .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        }
+    } else if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        // HTTP/1 sends the origin form; most clients sent that already, and their URI is
+        // forwarded as it is.
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
+    }
+    Ok(())
+}
+
+pub(crate) fn classify(peer: &PeerAuthority, error: SendError) -> ProxyError {
     let peer = peer.to_string();
     match error {
         SendError::Connect(source) if timed_out(&source) => ProxyError::ConnectTimeout { peer },
@@ -249,7 +279,7 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// A copy of a request head for a second attempt. Extensions are not copied: they carry
 /// the client connection's upgrade handle, which must not reach the upstream client.
-fn clone_head(parts: &Parts) -> Parts {
+pub(crate) fn clone_head(parts: &Parts) -> Parts {
     let mut builder = Request::builder()
         .method(parts.method.clone())
         .uri(parts.uri.clone())
