@@ -16,6 +16,8 @@ use lockstep_crds::gateway::SupportedFeature;
 /// kept apart by port), HTTPRouteBackendRequestHeaderModification (filters on a
 /// backendRef), HTTPRouteRetry (and its RetryBackendTimeout and RetryConnectionError,
 /// which only its tests exercise: an experimental-channel field the standard CRDs drop).
+/// GatewayHTTPSListenerDetectMisdirectedRequests: its test passed on 2026-12-04 03:16 UTC
+/// (RESULTS.md, "Trial: misdirected requests").
 pub const SUPPORTED_FEATURES: &[&str] = &[
     // pkg/features/gateway.go: SupportGateway.
     "Gateway",
@@ -27,6 +29,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "GRPCRoute",
     // Extended, pkg/features/gateway.go.
     "GatewayHTTPListenerIsolation",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayPort8080",
     // Extended, pkg/features/httproute.go.
     "HTTPRoute303RedirectStatusCode",
@@ -77,7 +80,7 @@ mod tests {
         for core in ["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"] {
             assert!(names.iter().any(|n| n == core), "{core}");
         }
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 24);
         assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
         assert_eq!(names[0], "GRPCRoute", "byte order: upper case before lower");
     }
