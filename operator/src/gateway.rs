@@ -40,7 +40,7 @@ use std::{sync::Arc, time::Duration};
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 use kube::{
@@ -96,6 +96,8 @@ struct Context {
     grants: Store<ReferenceGrant>,
     services: Store<Service>,
     secrets: Store<Secret>,
+    /// CA bundles a Gateway's frontend validation names.
+    config_maps: Store<ConfigMap>,
     namespaces: Store<Namespace>,
     /// Generated RouterConfigs (label `lockstep.dev/generated-from=Gateway`).
     router_configs: Store<RouterConfig>,
@@ -127,6 +129,7 @@ impl Context {
             self.grants.wait_until_ready().await?;
             self.services.wait_until_ready().await?;
             self.secrets.wait_until_ready().await?;
+            self.config_maps.wait_until_ready().await?;
             self.router_configs.wait_until_ready().await?;
             self.parameters.wait_until_ready().await?;
             self.deployments.wait_until_ready().await?;
@@ -213,6 +216,8 @@ pub async fn run(
         all().fields("type=kubernetes.io/tls"),
         "secrets",
     );
+    // Frontend validation CA bundles may be any ConfigMap (the reference names it).
+    let (config_maps, config_map_stream) = stream(Api::<ConfigMap>::all(client.clone()), all(), "configmaps");
     let (namespaces, namespace_stream) = stream(Api::<Namespace>::all(client.clone()), all(), "namespaces");
     let generated = format!("{}={}", serve::GENERATED_LABEL, serve::GENERATED_BY_GATEWAY);
     let (router_configs, rc_stream) = stream(
@@ -272,6 +277,7 @@ pub async fn run(
         grants,
         services,
         secrets,
+        config_maps,
         namespaces,
         router_configs: router_configs.clone(),
         parameters,
@@ -306,6 +312,7 @@ pub async fn run(
     let on_grant = every(gateways.clone(), classes.clone());
     let on_service = every(gateways.clone(), classes.clone());
     let on_secret = every(gateways.clone(), classes.clone());
+    let on_config_map = every(gateways.clone(), classes.clone());
     let on_namespace = every(gateways.clone(), classes.clone());
     let on_parameters = every(gateways.clone(), classes.clone());
     let gateway_controller = Controller::for_stream(gateway_stream, gateways.clone())
@@ -315,6 +322,7 @@ pub async fn run(
         .watches_stream(grant_stream, move |_| on_grant())
         .watches_stream(service_stream, move |_| on_service())
         .watches_stream(secret_stream, move |_| on_secret())
+        .watches_stream(config_map_stream, move |_| on_config_map())
         .watches_stream(namespace_stream, move |_| on_namespace())
         // A generated RouterConfig's status (the barrier) changes its Gateway's status.
         .watches_stream(rc_stream, |rc: RouterConfig| owner_gateway(&rc))
@@ -816,6 +824,7 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
     let (services, secrets) = (cloned(&ctx.services), cloned(&ctx.secrets));
     let (grants, namespaces) = (cloned(&ctx.grants), cloned(&ctx.namespaces));
     let parameters = cloned(&ctx.parameters);
+    let config_maps = cloned(&ctx.config_maps);
     let inputs = GatewayInputs {
         class: &class,
         gateway: &gw,
@@ -823,6 +832,7 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
         grpc_routes: &grpc_routes,
         services: &services,
         secrets: &secrets,
+        config_maps: &config_maps,
         grants: &grants,
         namespaces: &namespaces,
         parameters: &parameters,

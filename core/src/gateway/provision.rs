@@ -902,6 +902,7 @@ mod tests {
             grpc_routes: &[],
             services: &services,
             secrets: &[],
+            config_maps: &[],
             grants: &grants,
             namespaces: &[],
             parameters: &[],

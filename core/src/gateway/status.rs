@@ -20,6 +20,9 @@ pub mod condition {
     /// Route parent: lockstep's barrier; every live replica of the parent's fleet serves
     /// this generation of the route.
     pub const LOCKSTEP_READY: &str = "lockstep.dev/Ready";
+    /// Gateway: some HTTPS listener lets clients through without a valid certificate
+    /// (frontend validation `mode: AllowInsecureFallback`); only ever written True.
+    pub const INSECURE_FRONTEND_VALIDATION_MODE: &str = "InsecureFrontendValidationMode";
 }
 
 /// Condition reasons.
@@ -68,6 +71,17 @@ pub mod reason {
     pub const INVALID_KIND: &str = "InvalidKind";
     /// Route ResolvedRefs=False: the backend does not exist.
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
+    /// Listener ResolvedRefs=False: a frontend validation CA reference is unresolved or
+    /// holds no certificate.
+    pub const INVALID_CA_CERTIFICATE_REF: &str = "InvalidCACertificateRef";
+    /// Listener ResolvedRefs=False: a frontend validation CA reference of a kind other
+    /// than ConfigMap.
+    pub const INVALID_CA_CERTIFICATE_KIND: &str = "InvalidCACertificateKind";
+    /// Listener Accepted=False: no CA reference of its frontend validation resolved.
+    pub const NO_VALID_CA_CERTIFICATE: &str = "NoValidCACertificate";
+    /// Gateway InsecureFrontendValidationMode=True: a validation mode is
+    /// AllowInsecureFallback.
+    pub const CONFIGURATION_CHANGED: &str = "ConfigurationChanged";
 }
 
 /// A condition computed for `generation`, with the transition time `now` (the status writer
