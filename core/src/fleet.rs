@@ -137,6 +137,12 @@ pub struct CertificateChoice {
     pub secret: ObjectKey,
     /// Whether it must cover the host: not for a Gateway listener's.
     pub coverage: HostCoverage,
+    /// The generated RouterConfig (a Gateway listener) whose rule chose it; None for a
+    /// RouterConfig's own host. A TLS connection whose SNI name chose one listener's host is
+    /// that listener's: a request on it for a host of another listener, or the other way
+    /// round, is misdirected (the proxy answers 421; docs/design.md, "SNI is not compared
+    /// with Host", says why a RouterConfig's own hosts are not).
+    pub listener: Option<ObjectKey>,
 }
 
 /// The outcome of [`resolve_fleet`].
@@ -311,6 +317,7 @@ pub fn resolve_fleet<'a>(mut candidates: Vec<Candidate<'a>>) -> Resolution<'a> {
             certificates.entry(host).or_insert(CertificateChoice {
                 secret,
                 coverage: HostCoverage::of_origin(entry.generated),
+                listener: entry.generated.then(|| entry.key.clone()),
             });
         }
     }
@@ -747,10 +754,56 @@ mod tests {
         );
     }
 
+    #[test]
+    fn each_tls_host_records_the_listener_of_the_oldest_router_config_serving_it() {
+        let (a, b) = (ObjectKey::new("n", "a"), ObjectKey::new("n", "b"));
+        // One Secret, two generated RouterConfigs (listeners): a's host and the shared host
+        // are a's, b's own is b's.
+        let a_spec = mk_spec(vec![
+            mk_tls_rule("a.example.com", "tls", vec![mk_prefix("/")]),
+            mk_tls_rule("shared.example.com", "tls", vec![mk_prefix("/a")]),
+        ]);
+        let b_spec = mk_spec(vec![
+            mk_tls_rule("b.example.com", "tls", vec![mk_prefix("/")]),
+            mk_tls_rule("shared.example.com", "tls", vec![mk_prefix("/b")]),
+        ]);
+        let candidates = |generated: bool| {
+            let mut both = vec![
+                mk_candidate(&b, ts("2025-01-02T00:00:00Z"), &b_spec),
+                mk_candidate(&a, ts("2025-01-01T00:00:00Z"), &a_spec),
+            ];
+            for c in &mut both {
+                c.generated = generated;
+            }
+            both
+        };
+        let listeners = |res: Resolution<'_>| -> BTreeMap<String, Option<ObjectKey>> {
+            res.certificates
+                .into_iter()
+                .map(|(host, choice)| (host, choice.listener))
+                .collect()
+        };
+        assert_eq!(
+            listeners(resolve_fleet(candidates(true))),
+            BTreeMap::from([
+                ("a.example.com".to_owned(), Some(a.clone())),
+                ("b.example.com".to_owned(), Some(b.clone())),
+                ("shared.example.com".to_owned(), Some(a.clone())),
+            ])
+        );
+        // A RouterConfig's own hosts belong to no listener.
+        assert!(
+            listeners(resolve_fleet(candidates(false)))
+                .values()
+                .all(Option::is_none)
+        );
+    }
+
     fn required(namespace: &str, name: &str) -> CertificateChoice {
         CertificateChoice {
             secret: ObjectKey::new(namespace, name),
             coverage: HostCoverage::Required,
+            listener: None,
         }
     }
 

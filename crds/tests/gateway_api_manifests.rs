@@ -23,8 +23,8 @@ const NOT_READ: &[(&str, &str)] = &[
         "labels/annotations for provisioned objects: not provisioned yet",
     ),
     (
-        "spec.tls",
-        "Gateway-level frontend/backend TLS validation: not supported",
+        "spec.tls.backend",
+        "the Gateway's client certificate towards backends: not supported",
     ),
     ("spec.allowedListeners", "ListenerSets: not supported"),
     (

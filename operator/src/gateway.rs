@@ -100,7 +100,8 @@ struct Context {
     namespaces: Store<Namespace>,
     /// BackendTLSPolicies (empty when the apiserver does not serve them).
     backend_tls_policies: Store<BackendTLSPolicy>,
-    /// ConfigMaps, for the policies' CA certificates.
+    /// ConfigMaps: the CA bundles BackendTLSPolicies and frontend validation name (any
+    /// ConfigMap may be named).
     config_maps: Store<ConfigMap>,
     /// Generated RouterConfigs (label `lockstep.dev/generated-from=Gateway`).
     router_configs: Store<RouterConfig>,

@@ -10,6 +10,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
+use lockstep_core::ObjectKey;
 pub use lockstep_core::tls_material::{
     CertError, LoadedCert, check_covers, load, name_covers, secret_material, servable,
 };
@@ -18,20 +19,30 @@ use rustls::{
     sign::CertifiedKey,
 };
 
+/// What a TLS host presents, and which Gateway listener it is.
+#[derive(Debug, Clone)]
+pub struct HostCert {
+    /// The certificate and key.
+    pub certified: Arc<CertifiedKey>,
+    /// The generated RouterConfig (a Gateway listener) the host's TLS belongs to; None for
+    /// a RouterConfig's own host (`lockstep_core::fleet::CertificateChoice::listener`).
+    pub listener: Option<ObjectKey>,
+}
+
 /// Certificates by rule host ("app.example.com" or "*.example.com"), swapped as a whole.
 #[derive(Debug, Default)]
 pub struct CertStore {
-    by_host: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    by_host: ArcSwap<HashMap<String, HostCert>>,
 }
 
 impl CertStore {
     /// Replaces the whole map.
-    pub fn replace(&self, by_host: HashMap<String, Arc<CertifiedKey>>) {
+    pub fn replace(&self, by_host: HashMap<String, HostCert>) {
         self.by_host.store(Arc::new(by_host));
     }
 
     /// The current map.
-    pub fn snapshot(&self) -> Arc<HashMap<String, Arc<CertifiedKey>>> {
+    pub fn snapshot(&self) -> Arc<HashMap<String, HostCert>> {
         self.by_host.load_full()
     }
 
@@ -39,17 +50,40 @@ impl CertStore {
     /// the wildcard one label up, then the certificate of host `*` (any host: only a Gateway's
     /// HTTPS listener without host name has one).
     pub fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let map = self.by_host.load();
-        let named = sni.and_then(|sni| {
-            let sni = sni.trim_end_matches('.').to_ascii_lowercase();
-            if let Some(cert) = map.get(&sni) {
-                return Some(cert.clone());
-            }
-            let (_, parent) = sni.split_once('.')?;
-            map.get(&format!("*.{parent}")).cloned()
-        });
-        named.or_else(|| map.get(lockstep_crds::ANY_HOST).cloned())
+        entry(&self.by_host.load(), sni).map(|e| e.certified.clone())
     }
+
+    /// Whether a request for `host` (a Host header or :authority) is misdirected on a TLS
+    /// connection whose SNI name was `sni`: one of the two chose the TLS of a Gateway
+    /// listener and the other that of another listener or of a RouterConfig's own host.
+    /// RFC 9110 §15.5.20: the server "is not able to produce a response" on this connection
+    /// (its certificate, and the listener's client certificate validation, were another's);
+    /// the client may retry on a new connection. Between a RouterConfig's own hosts SNI is
+    /// not compared with Host (docs/design.md); a host no TLS host covers is left to
+    /// routing.
+    pub fn misdirected(&self, sni: Option<&str>, host: &str) -> bool {
+        let map = self.by_host.load();
+        let host = lockstep_core::table::normalize_host(host);
+        match (entry(&map, sni), entry(&map, Some(&host))) {
+            (Some(connection), Some(request)) => connection.listener != request.listener,
+            // The name no longer chooses any TLS host (the store changed since the handshake).
+            (None, Some(request)) => request.listener.is_some(),
+            (_, None) => false,
+        }
+    }
+}
+
+/// The entry a name chooses: exact host, then the wildcard one label up, then host `*`.
+fn entry<'m>(map: &'m HashMap<String, HostCert>, name: Option<&str>) -> Option<&'m HostCert> {
+    let named = name.and_then(|name| {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(cert) = map.get(&name) {
+            return Some(cert);
+        }
+        let (_, parent) = name.split_once('.')?;
+        map.get(&format!("*.{parent}"))
+    });
+    named.or_else(|| map.get(lockstep_crds::ANY_HOST))
 }
 
 /// Resolves server certificates from a [`CertStore`] by SNI. For a name no certificate
@@ -83,8 +117,8 @@ mod tests {
         let store = CertStore::default();
         store.replace(
             [
-                ("app.example.com".into(), app.clone()),
-                ("*.example.com".into(), wild.clone()),
+                ("app.example.com".into(), owned(&app, "app")),
+                ("*.example.com".into(), owned(&wild, "wild")),
             ]
             .into(),
         );
@@ -101,9 +135,9 @@ mod tests {
             .certified;
         store.replace(
             [
-                ("app.example.com".into(), app.clone()),
-                ("*.example.com".into(), wild.clone()),
-                ("*".into(), any.clone()),
+                ("app.example.com".into(), owned(&app, "app")),
+                ("*.example.com".into(), owned(&wild, "wild")),
+                ("*".into(), owned(&any, "any")),
             ]
             .into(),
         );
@@ -112,5 +146,81 @@ mod tests {
         assert!(Arc::ptr_eq(&store.lookup(Some("a.b.example.com")).unwrap(), &any));
         assert!(Arc::ptr_eq(&store.lookup(Some("other.test")).unwrap(), &any));
         assert!(Arc::ptr_eq(&store.lookup(None).unwrap(), &any));
+    }
+
+    /// A host of listener `listener` ("": a RouterConfig's own host).
+    fn owned(certified: &Arc<CertifiedKey>, listener: &str) -> HostCert {
+        HostCert {
+            certified: certified.clone(),
+            listener: (!listener.is_empty()).then(|| ObjectKey::new("ns", listener)),
+        }
+    }
+
+    /// The listeners of the conformance suite's HTTPRouteHTTPSListenerDetectMisdirectedRequests,
+    /// all with one certificate: `https` (no host name: `*`, and its route's `example.org`),
+    /// `second` (second-example.org), `wildcard` (*.wildcard.org), `fourth`
+    /// (fourth-example.wildcard.org). A request is misdirected when its host's listener is
+    /// not the one the SNI name chose, whatever the certificate.
+    #[test]
+    fn a_host_of_another_listener_than_the_sni_names_is_misdirected() {
+        let (cert, key) = mk_cert(&["*.org"], VALID);
+        let cert = load("ns/tls", cert.as_bytes(), key.as_bytes(), NOW)
+            .unwrap()
+            .certified;
+        let store = CertStore::default();
+        store.replace(
+            [
+                ("*", "https"),
+                ("example.org", "https"),
+                ("second-example.org", "second"),
+                ("*.wildcard.org", "wildcard"),
+                ("fourth-example.wildcard.org", "fourth"),
+            ]
+            .into_iter()
+            .map(|(host, owner)| (host.to_owned(), owned(&cert, owner)))
+            .collect(),
+        );
+        for (sni, host, misdirected) in [
+            ("example.org", "example.org", false),
+            ("example.org", "second-example.org", true),
+            ("example.org", "unknown-example.org", false),
+            ("second-example.org", "second-example.org:443", false),
+            ("second-example.org", "example.org", true),
+            ("second-example.org", "unknown-example.org", true),
+            ("third-example.wildcard.org", "fith-example.wildcard.org", false),
+            ("third-example.wildcard.org", "FOURTH-example.wildcard.org.", true),
+            ("third-example.wildcard.org", "second-example.org", true),
+            ("fourth-example.wildcard.org", "fith-example.wildcard.org", true),
+            ("unknown-example.org", "example.org", false),
+            ("unknown-example.org", "unknown-example.org", false),
+        ] {
+            assert_eq!(
+                store.misdirected(Some(sni), host),
+                misdirected,
+                "SNI {sni}, host {host}"
+            );
+        }
+        // No SNI chose the listener of `*`.
+        assert!(!store.misdirected(None, "example.org"));
+        assert!(store.misdirected(None, "second-example.org"));
+
+        // A host no TLS host covers is left to routing; a connection whose name no longer
+        // chooses any TLS host is misdirected for every listener's host. Between a
+        // RouterConfig's own hosts SNI is not compared with Host; between one of them and a
+        // listener's it is.
+        store.replace(
+            [
+                ("second-example.org".to_owned(), owned(&cert, "second")),
+                ("a.example.com".to_owned(), owned(&cert, "")),
+                ("b.example.com".to_owned(), owned(&cert, "")),
+            ]
+            .into(),
+        );
+        assert!(!store.misdirected(Some("second-example.org"), "plain.example.com"));
+        assert!(store.misdirected(Some("gone.example.org"), "second-example.org"));
+        assert!(!store.misdirected(Some("gone.example.org"), "a.example.com"));
+        assert!(!store.misdirected(Some("a.example.com"), "b.example.com"));
+        assert!(store.misdirected(Some("a.example.com"), "second-example.org"));
+        assert!(store.misdirected(Some("second-example.org"), "b.example.com"));
     }
 }

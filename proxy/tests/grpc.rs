@@ -181,9 +181,13 @@ fn grpc_over_tls_with_alpn_h2_to_an_h2c_upstream() {
             now,
         )
         .expect("certificate loads");
+        let owned = || certs::HostCert {
+            certified: Arc::clone(&loaded.certified),
+            listener: None,
+        };
         state.certs.replace(HashMap::from([
-            ("grpc.test".to_owned(), Arc::clone(&loaded.certified)),
-            ("slow.test".to_owned(), Arc::clone(&loaded.certified)),
+            ("grpc.test".to_owned(), owned()),
+            ("slow.test".to_owned(), owned()),
         ]));
         let options = ProxyOptions {
             scheme: "https",

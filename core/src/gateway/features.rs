@@ -19,7 +19,8 @@ use lockstep_crds::gateway::SupportedFeature;
 /// HTTPRouteRetry (and its RetryBackendTimeout and RetryConnectionError, which only its
 /// tests exercise: an experimental-channel field the standard CRDs drop);
 /// GatewayBackendClientCertificate is not claimed (the Gateway's backend client
-/// certificate is not built).
+/// certificate is not built). GatewayHTTPSListenerDetectMisdirectedRequests: its test passed on
+/// 2026-12-04 03:16 UTC.
 pub const SUPPORTED_FEATURES: &[&str] = &[
     // pkg/features/gateway.go: SupportGateway.
     "Gateway",
@@ -35,6 +36,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     // Extended, pkg/features/gateway.go.
     "GatewayAddressEmpty",
     "GatewayHTTPListenerIsolation",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayInfrastructure",
     "GatewayStaticAddresses",
     "GatewayPort8080",
@@ -92,7 +94,7 @@ mod tests {
         for core in ["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"] {
             assert!(names.iter().any(|n| n == core), "{core}");
         }
-        assert_eq!(names.len(), 33);
+        assert_eq!(names.len(), 34);
         assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
         assert_eq!(names[0], "BackendTLSPolicy");
         assert_eq!(names[2], "GRPCRoute", "byte order: upper case before lower");

@@ -58,6 +58,9 @@ pub struct ListenerVerdict {
     pub unresolved: Option<(&'static str, String)>,
     /// The certificates it presents (HTTPS), in order.
     pub certificates: Vec<ResolvedSecret>,
+    /// The client certificate validation the Gateway's `spec.tls.frontend` gives it (HTTPS):
+    /// set by [`super::frontend::judge_frontend`].
+    pub client_validation: Option<super::frontend::ClientValidation>,
 }
 
 impl ListenerVerdict {
@@ -108,6 +111,7 @@ pub fn judge_listeners(
                 conflict: None,
                 unresolved: None,
                 certificates: Vec::new(),
+                client_validation: None,
             };
             if protocol.is_none() {
                 verdict.not_accepted = Some((

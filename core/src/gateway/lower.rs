@@ -5,6 +5,7 @@
 //! | Gateway API needs | RouterConfigSpec today | gap |
 //! |---|---|---|
 //! | more than one certificate for a listener | a Secret of the same namespace per host (`*` for any SNI name) | [`Gap::ListenerCertificate`] |
+//! | client certificate validation (`spec.tls.frontend`) | no client certificate is asked for | [`Gap::ClientCertificateValidation`] |
 //!
 //! Listeners sharing a port share the fleet's one table, which chooses the host first (exact,
 //! then the longest wildcard, then any host), as Gateway API chooses the listener (the most
@@ -54,6 +55,10 @@ pub enum Gap {
     OverlappingListener(String),
     /// The listener's certificate cannot be expressed per host in the Gateway's namespace.
     ListenerCertificate(String),
+    /// The Gateway's `spec.tls.frontend` asks the listener to validate client certificates,
+    /// which neither the RouterConfig form nor the proxy says yet: serving the listener
+    /// without them would let every client through.
+    ClientCertificateValidation,
     /// The lowered spec fails RouterConfig validation.
     Invalid(String),
 }
@@ -72,6 +77,9 @@ pub fn router_config_spec(
     is_grpc: &dyn Fn(usize) -> bool,
 ) -> Result<RouterConfigSpec, Vec<Gap>> {
     let mut gaps: Vec<Gap> = Vec::new();
+    if listener.client_validation.is_some() {
+        gaps.push(Gap::ClientCertificateValidation);
+    }
     let tls = match (listener.protocol, listener.certificates.as_slice()) {
         (Protocol::Http, _) => None,
         // Without host name, its entries of host `*` carry the certificate for any SNI name.

@@ -5,7 +5,8 @@
 //!
 //! The steps, each its own module with its own table of rules:
 //! 1. [`listeners`]: which listeners can be served (protocol, conflicts, route kinds,
-//!    certificates through [`references`]);
+//!    certificates through [`references`]), and [`frontend`]: the client certificate
+//!    validation of each HTTPS listener;
 //! 2. [`attachment`]: which listeners each route's parentRef binds to (`sectionName`,
 //!    `port`, `allowedRoutes`, [`hostnames`] intersection), or the reason it binds to none;
 //! 3. [`rules`]: each route rule in lockstep's internal form (matches, filters, timeouts,
@@ -32,6 +33,7 @@
 pub mod attachment;
 pub mod backend_tls;
 pub mod features;
+pub mod frontend;
 pub mod hostnames;
 pub mod listeners;
 pub mod lower;
@@ -90,7 +92,7 @@ pub struct GatewayInputs<'a> {
     pub parameters: &'a [GatewayParameters],
     /// BackendTLSPolicies of every namespace.
     pub backend_tls_policies: &'a [BackendTLSPolicy],
-    /// ConfigMaps the policies may name (their CA certificates).
+    /// ConfigMaps BackendTLSPolicies and frontend validation may name (CA bundles).
     pub config_maps: &'a [ConfigMap],
 }
 
@@ -136,6 +138,8 @@ pub struct ServedListener {
     pub hostname: Option<String>,
     /// Certificates presented (HTTPS).
     pub certificates: Vec<ResolvedSecret>,
+    /// Client certificate validation (HTTPS, `spec.tls.frontend`).
+    pub client_validation: Option<frontend::ClientValidation>,
     /// Entries in Gateway API precedence order (the first that matches wins).
     pub entries: Vec<ServedEntry>,
 }
@@ -238,15 +242,16 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
     let class_accepted = class_conditions.iter().all(|c| c.status == "True");
     let gw_key = key_of(&gw.metadata);
     let gw_generation = generation_of(&gw.metadata);
-    let verdicts = judge_listeners(
+    let mut verdicts = judge_listeners(
         &gw_key.namespace,
         &gw.spec.listeners,
         inputs.secrets,
         inputs.grants,
     );
+    frontend::judge_frontend(gw, &mut verdicts, inputs.config_maps, inputs.grants);
 
     let (accepted, accepted_reason, accepted_message) = gateway_accepted(gw, class_accepted, &verdicts);
-    let gateway_conditions = vec![
+    let mut gateway_conditions = vec![
         condition(
             status::condition::ACCEPTED,
             accepted,
@@ -268,6 +273,17 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
             status::gateway_programmed(accepted, None, gw_generation, now)
         },
     ];
+
+    if frontend::insecure_fallback(gw) {
+        gateway_conditions.push(condition(
+            status::condition::INSECURE_FRONTEND_VALIDATION_MODE,
+            true,
+            reason::CONFIGURATION_CHANGED,
+            "a frontend validation mode is AllowInsecureFallback: clients without a valid certificate are let through",
+            gw_generation,
+            now,
+        ));
+    }
 
     let labels: BTreeMap<&str, &BTreeMap<String, String>> = inputs
         .namespaces
@@ -449,6 +465,7 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
                 protocol: v.protocol.expect("a served listener has a protocol"),
                 hostname: v.hostname.clone(),
                 certificates: v.certificates.clone(),
+                client_validation: v.client_validation.clone(),
                 entries: Vec::new(),
             })
             .collect();

@@ -1054,11 +1054,11 @@ mod tests {
             grpc_routes: &[],
             services: &services,
             secrets: &[],
+            config_maps: &[],
             grants: &grants,
             namespaces: &[],
             parameters: &[],
             backend_tls_policies: &[],
-            config_maps: &[],
         };
         let translation = super::super::translate(inputs, now()).expect("of lockstep's class");
         let config = translation.config.expect("accepted");

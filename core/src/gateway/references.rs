@@ -5,12 +5,15 @@
 //! |---|---|---|---|---|
 //! | route backendRef | `InvalidKind` | `RefNotPermitted` | `BackendNotFound` (also: port not on the Service) | the Service port, h2c when asked |
 //! | listener certificateRef | `InvalidCertificateRef` | `RefNotPermitted` | `InvalidCertificateRef` (also: not a usable `kubernetes.io/tls` Secret) | the Secret |
+//! | frontend validation caCertificateRef | `InvalidCACertificateKind` | `RefNotPermitted` | `InvalidCACertificateRef` (also: no `ca.crt`, or no PEM certificate in it) | the PEM bundle |
 //!
 //! The checks run in that order (kind, then permission, then existence), so a reference
 //! that is not permitted never reveals whether its target exists.
 
-use k8s_openapi::api::core::v1::{Secret, Service};
-use lockstep_crds::gateway::{BackendObjectReference, ReferenceGrant, SecretObjectReference};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use lockstep_crds::gateway::{
+    BackendObjectReference, ObjectReference, ReferenceGrant, SecretObjectReference,
+};
 
 use super::status::reason;
 
@@ -223,6 +226,63 @@ pub fn resolve_certificate(
             .and_then(crate::digest::tls_secret_hash)
             .unwrap_or_default(),
     })
+}
+
+/// Resolves a CA certificate reference of a Gateway's frontend validation
+/// (`spec.tls.frontend...validation.caCertificateRefs`): a core ConfigMap whose `ca.crt`
+/// holds at least one PEM certificate (Gateway API's core support), in the Gateway's
+/// namespace or granted by a ReferenceGrant. Returns the bundle as written.
+pub fn resolve_ca_certificate(
+    ca: &ObjectReference,
+    from: Referrer<'_>,
+    config_maps: &[ConfigMap],
+    grants: &[ReferenceGrant],
+) -> Result<String, Unresolved> {
+    let (group, kind, name) = (ca.group.as_str(), ca.kind.as_str(), ca.name.as_str());
+    let namespace = ca.namespace.as_deref().unwrap_or(from.namespace);
+    if !group.is_empty() || kind != "ConfigMap" {
+        return Err(unresolved(
+            reason::INVALID_CA_CERTIFICATE_KIND,
+            format!(
+                "caCertificateRef {name}: kind {kind:?} of group {group:?} is not supported (only core ConfigMaps are)"
+            ),
+        ));
+    }
+    if !reference_permitted(grants, from, "", "ConfigMap", namespace, name) {
+        return Err(unresolved(
+            reason::REF_NOT_PERMITTED,
+            format!(
+                "caCertificateRef {namespace}/{name}: no ReferenceGrant in namespace {namespace} allows Gateways from namespace {}",
+                from.namespace
+            ),
+        ));
+    }
+    let config_map = config_maps.iter().find(|c| {
+        c.metadata.namespace.as_deref() == Some(namespace) && c.metadata.name.as_deref() == Some(name)
+    });
+    let Some(config_map) = config_map else {
+        return Err(unresolved(
+            reason::INVALID_CA_CERTIFICATE_REF,
+            format!("caCertificateRef {namespace}/{name}: ConfigMap not found"),
+        ));
+    };
+    let bundle = config_map.data.as_ref().and_then(|d| d.get("ca.crt"));
+    let certificates = bundle.map(|b| {
+        rustls_pemfile::certs(&mut b.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map(|c| c.len())
+    });
+    match (bundle, certificates) {
+        (Some(bundle), Some(Ok(n))) if n > 0 => Ok(bundle.clone()),
+        (None, _) => Err(unresolved(
+            reason::INVALID_CA_CERTIFICATE_REF,
+            format!("caCertificateRef {namespace}/{name}: the ConfigMap has no key ca.crt"),
+        )),
+        _ => Err(unresolved(
+            reason::INVALID_CA_CERTIFICATE_REF,
+            format!("caCertificateRef {namespace}/{name}: ca.crt holds no PEM certificate"),
+        )),
+    }
 }
 
 #[cfg(test)]

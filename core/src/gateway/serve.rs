@@ -315,6 +315,9 @@ pub fn describe(gap: &Gap) -> String {
             "listener {l}'s host name overlaps this one's, and an existing fleet serves both on one port"
         ),
         Gap::ListenerCertificate(c) => format!("listener certificate {c}"),
+        Gap::ClientCertificateValidation => {
+            "client certificate validation (spec.tls.frontend): the proxy does not ask for client certificates yet".into()
+        }
         Gap::Invalid(e) => format!("the generated RouterConfig is invalid: {e}"),
     }
 }

@@ -20,6 +20,9 @@ pub mod condition {
     /// Route parent: lockstep's barrier; every live replica of the parent's fleet serves
     /// this generation of the route.
     pub const LOCKSTEP_READY: &str = "lockstep.dev/Ready";
+    /// Gateway: some HTTPS listener lets clients through without a valid certificate
+    /// (frontend validation `mode: AllowInsecureFallback`); only ever written True.
+    pub const INSECURE_FRONTEND_VALIDATION_MODE: &str = "InsecureFrontendValidationMode";
 }
 
 /// Condition reasons.
@@ -72,11 +75,19 @@ pub mod reason {
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
     /// BackendTLSPolicy Accepted: another policy, older, targets the same Service port.
     pub const CONFLICTED: &str = "Conflicted";
-    /// BackendTLSPolicy Accepted: none of its CA certificate references can be used.
+    /// BackendTLSPolicy Accepted, listener Accepted (frontend validation): none of the CA
+    /// certificate references can be used.
     pub const NO_VALID_CA_CERTIFICATE: &str = "NoValidCACertificate";
-    /// BackendTLSPolicy ResolvedRefs: a CA certificate reference names a ConfigMap that does
-    /// not exist or holds no PEM certificate under `ca.crt`.
+    /// BackendTLSPolicy ResolvedRefs, listener ResolvedRefs (frontend validation): a CA
+    /// certificate reference names a ConfigMap that does not exist or holds no PEM
+    /// certificate under `ca.crt`.
     pub const INVALID_CA_CERTIFICATE_REF: &str = "InvalidCACertificateRef";
+    /// Listener ResolvedRefs=False: a frontend validation CA reference of a kind other
+    /// than ConfigMap.
+    pub const INVALID_CA_CERTIFICATE_KIND: &str = "InvalidCACertificateKind";
+    /// Gateway InsecureFrontendValidationMode=True: a validation mode is
+    /// AllowInsecureFallback.
+    pub const CONFIGURATION_CHANGED: &str = "ConfigurationChanged";
 }
 
 /// A condition computed for `generation`, with the transition time `now` (the status writer

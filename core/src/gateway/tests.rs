@@ -59,10 +59,10 @@ struct World {
     grpc: Vec<GRPCRoute>,
     services: Vec<Service>,
     secrets: Vec<Secret>,
+    config_maps: Vec<ConfigMap>,
     grants: Vec<ReferenceGrant>,
     namespaces: Vec<Namespace>,
     policies: Vec<BackendTLSPolicy>,
-    config_maps: Vec<ConfigMap>,
 }
 
 impl World {
@@ -74,10 +74,10 @@ impl World {
             grpc: Vec::new(),
             services: services(),
             secrets: vec![tls_secret("infra", "cert")],
+            config_maps: Vec::new(),
             grants: Vec::new(),
             namespaces: Vec::new(),
             policies: Vec::new(),
-            config_maps: Vec::new(),
         }
     }
 
@@ -280,11 +280,11 @@ impl World {
                 grpc_routes: &self.grpc,
                 services: &self.services,
                 secrets: &self.secrets,
+                config_maps: &self.config_maps,
                 grants: &self.grants,
                 namespaces: &self.namespaces,
                 parameters: &[],
                 backend_tls_policies: &self.policies,
-                config_maps: &self.config_maps,
             },
             now(),
         )
@@ -1213,6 +1213,71 @@ fn lowering_serves_any_host_and_names_each_gap() {
         router_config_spec(&two, "infra", "gw", false, &|_| false).unwrap_err(),
         [Gap::ListenerCertificate("infra/cert,infra/other".into())]
     );
+}
+
+/// A Gateway asking its HTTPS listeners to validate client certificates: an HTTPS listener
+/// whose CA resolves is not served without the validation (the gap
+/// `ClientCertificateValidation`, `Programmed=False Invalid` naming it) rather than served
+/// letting every client through; one whose CA does not resolve is `Accepted=False
+/// NoValidCACertificate`; the HTTP listener is served as before. `AllowInsecureFallback`
+/// anywhere gives the Gateway `InsecureFrontendValidationMode=True ConfigurationChanged`.
+#[test]
+fn frontend_validation_is_never_served_without_it() {
+    let mut w = World::new(yaml(
+        "metadata: {name: gw, namespace: infra, generation: 3}\nspec:\n  gatewayClassName: lockstep\n  tls: {frontend: {default: {validation: {caCertificateRefs: [{group: \"\", kind: ConfigMap, name: ca}]}}, perPort: [{port: 8443, tls: {validation: {mode: AllowInsecureFallback, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: gone}]}}}]}}\n  listeners: [{name: http, port: 80, protocol: HTTP}, {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}, {name: other, port: 8443, hostname: other.example.org, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}]",
+    ));
+    w.config_maps.push(ConfigMap {
+        metadata: meta("infra", "ca"),
+        data: Some(
+            [(
+                "ca.crt".to_owned(),
+                String::from_utf8(material().0.to_vec()).unwrap(),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    });
+    w.http.push(http_route(
+        "infra",
+        "web",
+        "2026-01-01T00:00:00Z",
+        "{parentRefs: [{name: gw}], rules: [{backendRefs: [{name: web, port: 8080}]}]}",
+    ));
+    let t = w.run();
+    let cond = |l: &ListenerStatus, ty: &str| {
+        let c = l.conditions.iter().find(|c| c.type_ == ty).unwrap();
+        (c.status.clone(), c.reason.clone())
+    };
+    let https = t.listeners.iter().find(|l| l.name == "https").unwrap();
+    assert_eq!(cond(https, ctype::ACCEPTED).0, "True");
+    assert_eq!(cond(https, ctype::RESOLVED_REFS).0, "True");
+    let other = t.listeners.iter().find(|l| l.name == "other").unwrap();
+    assert_eq!(
+        cond(other, ctype::ACCEPTED),
+        ("False".into(), reason::NO_VALID_CA_CERTIFICATE.into())
+    );
+    assert_eq!(
+        cond(other, ctype::RESOLVED_REFS),
+        ("False".into(), reason::INVALID_CA_CERTIFICATE_REF.into())
+    );
+    let insecure = t
+        .gateway_conditions
+        .iter()
+        .find(|c| c.type_ == ctype::INSECURE_FRONTEND_VALIDATION_MODE)
+        .expect("InsecureFrontendValidationMode");
+    assert_eq!(
+        (insecure.status.as_str(), insecure.reason.as_str()),
+        ("True", reason::CONFIGURATION_CHANGED)
+    );
+
+    let config = t.config.as_ref().unwrap();
+    let served = |name: &str| config.listeners.iter().find(|l| l.name == name).unwrap();
+    assert!(config.listeners.iter().all(|l| l.name != "other"));
+    assert_eq!(
+        router_config_spec(served("https"), "infra", "gw", false, &|_| false).unwrap_err(),
+        [Gap::ClientCertificateValidation]
+    );
+    assert!(router_config_spec(served("http"), "infra", "gw", false, &|_| false).is_ok());
 }
 
 #[test]

@@ -34,6 +34,9 @@ pub struct GatewaySpec {
     /// parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub infrastructure: Option<GatewayInfrastructure>,
+    /// TLS settings of the whole Gateway (lockstep reads `frontend` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<GatewayTlsConfig>,
 }
 
 /// `spec.infrastructure`: what the resources provisioned for a Gateway carry.
@@ -60,6 +63,78 @@ pub struct LocalParametersReference {
     pub kind: String,
     /// Name of the referent.
     pub name: String,
+}
+
+/// TLS settings of the whole Gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayTlsConfig {
+    /// How clients connecting to the Gateway's HTTPS listeners are validated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<FrontendTlsConfig>,
+}
+
+/// Client certificate validation of the HTTPS listeners: a default, and overrides per port.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FrontendTlsConfig {
+    /// For every HTTPS listener whose port has no entry in `perPort`.
+    #[serde(default)]
+    pub default: FrontendTls,
+    /// For the HTTPS listeners of one port each (ports unique).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_port: Vec<FrontendTlsPort>,
+}
+
+/// The frontend TLS of one port.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FrontendTlsPort {
+    /// The listener port it applies to.
+    pub port: i32,
+    /// Its settings.
+    #[serde(default)]
+    pub tls: FrontendTls,
+}
+
+/// Frontend TLS settings (Gateway API's `TLSConfig`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FrontendTls {
+    /// Client certificate validation; none: clients are not asked for a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<FrontendTlsValidation>,
+}
+
+/// Which client certificates a listener accepts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FrontendTlsValidation {
+    /// The trust anchors: core ConfigMaps with the PEM bundle under `ca.crt` (1 to 16).
+    #[serde(default)]
+    pub ca_certificate_refs: Vec<ObjectReference>,
+    /// `AllowValidOnly` (the default: a valid certificate is required) or
+    /// `AllowInsecureFallback` (connections without one, or with an invalid one, pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// A reference to an object of any kind (Gateway API's `ObjectReference`: group and kind
+/// required, namespace defaulting to the referrer's).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference {
+    /// API group ("" for the core group).
+    #[serde(default)]
+    pub group: String,
+    /// Kind.
+    #[serde(default)]
+    pub kind: String,
+    /// Name of the referent.
+    pub name: String,
+    /// Namespace; defaults to the referrer's. Another namespace needs a ReferenceGrant there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// One logical endpoint of a Gateway.

@@ -28,7 +28,6 @@ use lockstep_core::{
     plan::{self, AppliedAt, Plan},
 };
 use lockstep_crds::RouterConfig;
-use rustls::sign::CertifiedKey;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::{Shared, refresh::EndpointSources, report, secrets, tls};
@@ -147,7 +146,7 @@ impl SyncLoop {
         &mut self,
         objects: &[Arc<RouterConfig>],
         view: plan::TlsView,
-        previous: Arc<HashMap<String, Arc<CertifiedKey>>>,
+        previous: Arc<HashMap<String, crate::certs::HostCert>>,
         now: Timestamp,
     ) -> Plan {
         let served = self.shared.state.served();

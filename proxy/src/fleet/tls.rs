@@ -17,9 +17,8 @@ use std::{
 use k8s_openapi::api::core::v1::Secret;
 use lockstep_core::{ObjectKey, fleet::CertificateChoice, tls_material::HostCoverage, tls_material_hash};
 use lockstep_crds::RouterConfig;
-use rustls::sign::CertifiedKey;
 
-use crate::certs::{self, CertError, LoadedCert};
+use crate::certs::{self, CertError, HostCert, LoadedCert};
 
 /// What the per-Secret watch knows.
 #[derive(Debug, Clone)]
@@ -121,25 +120,38 @@ pub fn assemble(
     outcome
 }
 
-/// The certificate of every TLS host the plan chose a Secret for (`chosen`, host to Secret).
-/// A host whose Secret has no good material covering it (where it must) keeps the certificate
-/// it serves now (`previous`); a host no served generation names over TLS has none.
+/// The certificate of every TLS host the plan chose a Secret for (`chosen`, host to Secret),
+/// with the Gateway listener the host's TLS belongs to. A host whose Secret has no good material
+/// covering it (where it must) keeps the certificate it serves now (`previous`); a host no
+/// served generation names over TLS has none.
 pub fn certificates(
     chosen: &BTreeMap<String, CertificateChoice>,
     good: &HashMap<ObjectKey, GoodMaterial>,
-    previous: &HashMap<String, Arc<CertifiedKey>>,
-) -> HashMap<String, Arc<CertifiedKey>> {
+    previous: &HashMap<String, HostCert>,
+) -> HashMap<String, HostCert> {
     chosen
         .iter()
-        .filter_map(|(host, CertificateChoice { secret, coverage })| {
-            let covering = good
-                .get(secret)
-                .filter(|m| certs::check_covers(&secret.to_string(), &m.cert, host, *coverage).is_ok())
-                .map(|m| m.cert.certified.clone());
-            covering
-                .or_else(|| previous.get(host).cloned())
-                .map(|cert| (host.clone(), cert))
-        })
+        .filter_map(
+            |(
+                host,
+                CertificateChoice {
+                    secret,
+                    coverage,
+                    listener,
+                },
+            )| {
+                let covering = good
+                    .get(secret)
+                    .filter(|m| certs::check_covers(&secret.to_string(), &m.cert, host, *coverage).is_ok())
+                    .map(|m| m.cert.certified.clone());
+                covering
+                    .or_else(|| previous.get(host).map(|p| p.certified.clone()))
+                    .map(|certified| {
+                        let listener = listener.clone();
+                        (host.clone(), HostCert { certified, listener })
+                    })
+            },
+        )
         .collect()
 }
 

@@ -18,20 +18,50 @@ pub(crate) struct ClientConnection {
     pub forwarded_for: http::HeaderValue,
     /// "http" or "https": how the client reached us (X-Forwarded-Proto, redirects).
     pub scheme: &'static str,
+    /// Whether the proxy terminated TLS on it, and the SNI name the client sent.
+    pub transport: Transport,
     /// What the watchdog reads.
     pub activity: ConnActivity,
 }
 
 impl ClientConnection {
-    /// The connection accepted from `remote`, reached by `scheme`.
-    pub(crate) fn new(remote: SocketAddr, scheme: &'static str) -> Self {
+    /// The connection accepted from `remote` over `transport`.
+    pub(crate) fn new(remote: SocketAddr, transport: Transport) -> Self {
         let forwarded_for = http::HeaderValue::try_from(remote.ip().to_string())
             .expect("an IP address is a valid header value");
         Self {
             remote,
             forwarded_for,
-            scheme,
+            scheme: transport.scheme(),
+            transport,
             activity: ConnActivity::new(),
+        }
+    }
+}
+
+/// How a client connection reached the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// Plain TCP; `scheme` is what the client used ("https" behind a TLS-terminating load
+    /// balancer, `--scheme`).
+    Plain {
+        /// "http" or "https".
+        scheme: &'static str,
+    },
+    /// TLS terminated by the proxy.
+    Tls {
+        /// The SNI name of the handshake, which chose the certificate (None: the client sent
+        /// none).
+        server_name: Option<Box<str>>,
+    },
+}
+
+impl Transport {
+    /// The scheme the client used.
+    pub(crate) fn scheme(&self) -> &'static str {
+        match self {
+            Transport::Plain { scheme } => scheme,
+            Transport::Tls { .. } => "https",
         }
     }
 }

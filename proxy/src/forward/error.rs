@@ -15,6 +15,11 @@ pub enum ProxyError {
     /// No route matches the host and path.
     #[error("no route")]
     NoRoute,
+    /// The request's host belongs to another RouterConfig's TLS (a Gateway's other HTTPS
+    /// listener) than the one the connection's SNI name chose
+    /// ([`crate::certs::CertStore::misdirected`]).
+    #[error("misdirected: the host is not served on this TLS connection")]
+    Misdirected,
     /// A method the proxy does not forward (CONNECT).
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -99,6 +104,7 @@ impl ProxyError {
             | ProxyError::BadFraming
             | ProxyError::BothLengthAndEncoding => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Status(status) => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
@@ -134,6 +140,7 @@ impl ProxyError {
             ProxyError::BadHost
             | ProxyError::BadPath
             | ProxyError::NoRoute
+            | ProxyError::Misdirected
             | ProxyError::Status(_)
             | ProxyError::MethodNotAllowed
             | ProxyError::BadFraming

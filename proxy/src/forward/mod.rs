@@ -40,7 +40,7 @@ use tokio_util::task::TaskTracker;
 
 use self::{
     body::ProxyBody,
-    client::ClientConnection,
+    client::{ClientConnection, Transport},
     error::ProxyError,
     peer::{Balancer, EndpointGuard, PeerAuthority},
     pool::Pool,
@@ -233,8 +233,18 @@ impl Proxy {
             return Err(ProxyError::BothLengthAndEncoding);
         }
 
-        // 1. Route lookup, by the path the upstream will be sent.
+        // 1. Route lookup, by the path the upstream will be sent. On a TLS connection, a
+        // host of another listener than the SNI name chose is not looked up: its routes are
+        // not this connection's (nor its certificate or client validation).
         route::normalize_request_path(&mut req)?;
+        if let Transport::Tls { server_name } = &client.transport
+            && self
+                .state
+                .certs
+                .misdirected(server_name.as_deref(), route::request_host(&req)?)
+        {
+            return Err(ProxyError::Misdirected);
+        }
         let found = route::lookup(&served.table, client.scheme == "https", &req)?;
         let route = found.route;
         exchange.route = Some(found.id as usize);

@@ -773,7 +773,10 @@ mod tests {
     #[tokio::test]
     async fn a_connection_s_future_stays_small_between_requests() {
         let proxy = Proxy::new(ProxyState::new("test"), ProxyOptions::default());
-        let client = Arc::new(ClientConnection::new(([127, 0, 0, 1], 1).into(), "http"));
+        let client = Arc::new(ClientConnection::new(
+            ([127, 0, 0, 1], 1).into(),
+            crate::forward::client::Transport::Plain { scheme: "http" },
+        ));
         let (io, _) = tokio::io::duplex(64);
         let limits = HeadLimits {
             max_bytes: 1024,

@@ -32,7 +32,7 @@ use crate::{
     forward::{
         Proxy,
         body::ProxyBody,
-        client::{Check, ClientConnection, Limits},
+        client::{Check, ClientConnection, Limits, Transport},
         request_body::ClientBody,
     },
     http1,
@@ -218,12 +218,12 @@ pub(crate) async fn serve<S>(
     protocol: Protocol,
     stream: S,
     remote: SocketAddr,
-    scheme: &'static str,
+    transport: Transport,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let client = Arc::new(ClientConnection::new(remote, scheme));
+    let client = Arc::new(ClientConnection::new(remote, transport));
     let options = proxy.options();
     let limits = Limits {
         header: millis(options.header_read_timeout),

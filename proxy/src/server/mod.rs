@@ -13,7 +13,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::conn::Protocol;
-use crate::{forward::Proxy, options::ProxyOptions, state::ProxyState};
+use crate::{
+    forward::{Proxy, client::Transport},
+    options::ProxyOptions,
+    state::ProxyState,
+};
 
 /// A running proxy listener.
 #[derive(Debug)]
@@ -139,10 +143,21 @@ async fn accept_loop(
         // state would otherwise be paid by every one of them.
         match tls {
             None => {
-                let scheme = proxy.options().scheme;
+                let transport = Transport::Plain {
+                    scheme: proxy.options().scheme,
+                };
                 connections.spawn(async move {
                     gauge.inc();
-                    conn::serve(proxy, builder, Protocol::Sniff, stream, remote, scheme, shutdown).await;
+                    conn::serve(
+                        proxy,
+                        builder,
+                        Protocol::Sniff,
+                        stream,
+                        remote,
+                        transport,
+                        shutdown,
+                    )
+                    .await;
                     gauge.dec();
                 });
             }
@@ -170,12 +185,16 @@ async fn serve_tls_connection(
     let timeout = proxy.options().header_read_timeout;
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls_stream)) => {
-            let protocol = if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let session = tls_stream.get_ref().1;
+            let protocol = if session.alpn_protocol() == Some(b"h2") {
                 Protocol::Http2
             } else {
                 Protocol::Sniff
             };
-            conn::serve(proxy, builder, protocol, tls_stream, remote, "https", shutdown).await;
+            let transport = Transport::Tls {
+                server_name: session.server_name().map(Box::from),
+            };
+            conn::serve(proxy, builder, protocol, tls_stream, remote, transport, shutdown).await;
         }
         Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
         Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
