@@ -12,7 +12,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use lockstep_crds::gateway::{BUNDLE_VERSION, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use lockstep_crds::gateway::{
+    BUNDLE_VERSION, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ListenerSet, ReferenceGrant,
+};
 
 /// Spec fields not modelled, by path prefix, and why.
 const NOT_READ: &[(&str, &str)] = &[
@@ -24,7 +26,6 @@ const NOT_READ: &[(&str, &str)] = &[
         "spec.tls",
         "Gateway-level frontend/backend TLS validation: not supported",
     ),
-    ("spec.allowedListeners", "ListenerSets: not supported"),
     (
         "spec.listeners[].tls.options",
         "implementation-specific TLS options: none defined",
@@ -111,6 +112,7 @@ struct Counts {
     http_routes: usize,
     grpc_routes: usize,
     grants: usize,
+    listener_sets: usize,
 }
 
 fn check_files(files: &[std::path::PathBuf]) -> (Counts, Vec<String>) {
@@ -145,6 +147,10 @@ fn check_files(files: &[std::path::PathBuf]) -> (Counts, Vec<String>) {
                     counts.grants += 1;
                     lost_fields::<ReferenceGrant>(&doc)
                 }
+                "ListenerSet" => {
+                    counts.listener_sets += 1;
+                    lost_fields::<ListenerSet>(&doc)
+                }
                 _ => continue,
             };
             lost.extend(
@@ -175,6 +181,7 @@ fn conformance_manifests_parse_without_losing_a_field_lockstep_reads() {
     assert!(counts.http_routes >= 100, "{counts:?}");
     assert!(counts.grpc_routes >= 3, "{counts:?}");
     assert!(counts.grants >= 3, "{counts:?}");
+    assert!(counts.listener_sets >= 10, "{counts:?}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The subset of Kubernetes Gateway API v1.6.3 (`gateway.networking.k8s.io`, standard
-//! channel) that lockstep reads: GatewayClass, Gateway, HTTPRoute, GRPCRoute and
-//! ReferenceGrant, with the status fields it writes.
+//! channel) that lockstep reads: GatewayClass, Gateway, ListenerSet, HTTPRoute, GRPCRoute
+//! and ReferenceGrant, with the status fields it writes.
 //!
 //! Derived by hand with kube-derive and serde rather than taken from the `gateway-api` crate
 //! (it tracks an older Gateway API on an older kube) or generated with kopium (thousands of
@@ -22,12 +22,14 @@ mod gatewayclasses;
 mod gateways;
 mod grpcroutes;
 mod httproutes;
+mod listenersets;
 mod referencegrants;
 
 pub use gatewayclasses::*;
 pub use gateways::*;
 pub use grpcroutes::*;
 pub use httproutes::*;
+pub use listenersets::*;
 pub use referencegrants::*;
 
 /// The API group of Gateway API.
