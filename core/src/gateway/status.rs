@@ -68,6 +68,12 @@ pub mod reason {
     pub const INVALID_KIND: &str = "InvalidKind";
     /// Route ResolvedRefs=False: the backend does not exist.
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
+    /// ListenerSet Accepted=False: the Gateway's `allowedListeners` does not admit it.
+    pub const NOT_ALLOWED: &str = "NotAllowed";
+    /// ListenerSet Accepted=False: its Gateway is not accepted.
+    pub const PARENT_NOT_ACCEPTED: &str = "ParentNotAccepted";
+    /// ListenerSet Programmed=False: its Gateway is not programmed.
+    pub const PARENT_NOT_PROGRAMMED: &str = "ParentNotProgrammed";
 }
 
 /// A condition computed for `generation`, with the transition time `now` (the status writer

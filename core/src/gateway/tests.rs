@@ -15,6 +15,8 @@ use super::{
     translate,
 };
 
+mod listener_sets;
+
 fn now() -> Timestamp {
     "2026-06-01T00:00:00Z".parse().unwrap()
 }
@@ -53,6 +55,7 @@ fn services() -> Vec<Service> {
 struct World {
     class: GatewayClass,
     gateway: Gateway,
+    sets: Vec<lockstep_crds::gateway::ListenerSet>,
     http: Vec<HTTPRoute>,
     grpc: Vec<GRPCRoute>,
     services: Vec<Service>,
@@ -66,6 +69,7 @@ impl World {
         World {
             class: class(),
             gateway,
+            sets: Vec::new(),
             http: Vec::new(),
             grpc: Vec::new(),
             services: services(),
@@ -199,6 +203,7 @@ impl World {
             GatewayInputs {
                 class: &self.class,
                 gateway: &self.gateway,
+                listener_sets: &self.sets,
                 http_routes: &self.http,
                 grpc_routes: &self.grpc,
                 services: &self.services,
