@@ -34,7 +34,7 @@ use kube::{
 use lockstep_core::gateway::serve::{ROUTES_ANNOTATION, recorded_routes};
 use lockstep_crds::{
     GENERATED_FROM_LABEL, RouterConfig, RouterReplica,
-    gateway::{GRPCRoute, HTTPRoute, RouteStatus},
+    gateway::{GRPCRoute, HTTPRoute, ListenerSet, RouteStatus},
 };
 use serde::Serialize;
 
@@ -58,6 +58,8 @@ struct Claim {
     name: String,
     uid: String,
     generation: i64,
+    /// The parent entry's kind: Gateway, or a ListenerSet (served by its Gateway's fleet).
+    parent_kind: String,
     gateway_namespace: String,
     gateway: String,
 }
@@ -115,6 +117,7 @@ fn claims_of(
                 name: name.clone(),
                 uid: uid.clone(),
                 generation,
+                parent_kind: parent.parent_ref.kind.clone().unwrap_or_else(|| "Gateway".into()),
                 gateway_namespace: parent
                     .parent_ref
                     .namespace
@@ -179,6 +182,41 @@ async fn check(
     written: jiff::Timestamp,
     resource_version: &str,
 ) -> Outcome {
+    // A ListenerSet parent is served by its Gateway's fleet: the Gateway it named at that
+    // revision.
+    let resolved;
+    let claim = if claim.parent_kind == "ListenerSet" {
+        let sets = Api::<ListenerSet>::namespaced(client.clone(), &claim.gateway_namespace)
+            .list(&at_exact(resource_version))
+            .await;
+        let set = match sets {
+            Ok(list) => list.items.into_iter().find(|s| s.name_any() == claim.gateway),
+            Err(e) => {
+                return Outcome::Unverifiable(format!(
+                    "listing ListenerSets at revision {resource_version}: {e}"
+                ));
+            }
+        };
+        let Some(set) = set else {
+            return Outcome::Unverifiable(format!(
+                "ListenerSet {}/{} not found at revision {resource_version}",
+                claim.gateway_namespace, claim.gateway
+            ));
+        };
+        resolved = Claim {
+            gateway_namespace: set
+                .spec
+                .parent_ref
+                .namespace
+                .clone()
+                .unwrap_or_else(|| claim.gateway_namespace.clone()),
+            gateway: set.spec.parent_ref.name.clone(),
+            ..claim.clone()
+        };
+        &resolved
+    } else {
+        claim
+    };
     let list = async {
         let lp = at_exact(resource_version);
         let rcs = Api::<RouterConfig>::namespaced(client.clone(), &claim.gateway_namespace)
