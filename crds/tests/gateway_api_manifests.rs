@@ -13,7 +13,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use lockstep_crds::gateway::{
-    BUNDLE_VERSION, BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant,
+    BUNDLE_VERSION, BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ListenerSet,
+    ReferenceGrant,
 };
 
 /// Spec fields not modelled, by path prefix, and why.
@@ -26,7 +27,6 @@ const NOT_READ: &[(&str, &str)] = &[
         "spec.tls.backend",
         "the Gateway's client certificate towards backends: not supported",
     ),
-    ("spec.allowedListeners", "ListenerSets: not supported"),
     (
         "spec.listeners[].tls.options",
         "implementation-specific TLS options: none defined",
@@ -106,6 +106,7 @@ struct Counts {
     grpc_routes: usize,
     grants: usize,
     backend_tls_policies: usize,
+    listener_sets: usize,
 }
 
 fn check_files(files: &[std::path::PathBuf]) -> (Counts, Vec<String>) {
@@ -144,6 +145,10 @@ fn check_files(files: &[std::path::PathBuf]) -> (Counts, Vec<String>) {
                     counts.backend_tls_policies += 1;
                     lost_fields::<BackendTLSPolicy>(&doc)
                 }
+                "ListenerSet" => {
+                    counts.listener_sets += 1;
+                    lost_fields::<ListenerSet>(&doc)
+                }
                 _ => continue,
             };
             lost.extend(
@@ -175,6 +180,7 @@ fn conformance_manifests_parse_without_losing_a_field_lockstep_reads() {
     assert!(counts.grpc_routes >= 3, "{counts:?}");
     assert!(counts.grants >= 3, "{counts:?}");
     assert!(counts.backend_tls_policies >= 20, "{counts:?}");
+    assert!(counts.listener_sets >= 10, "{counts:?}");
 }
 
 #[test]

@@ -26,8 +26,8 @@ use kube::{
 use lockstep_crds::{
     RouterConfig,
     gateway::{
-        BackendTLSPolicy, CONTROLLER_NAME, Condition, Gateway, GatewayClass, HTTPRoute, PolicyAncestorStatus,
-        ReferenceGrant, RouteParentStatus,
+        BackendTLSPolicy, CONTROLLER_NAME, Condition, Gateway, GatewayClass, HTTPRoute, ListenerSet,
+        PolicyAncestorStatus, ReferenceGrant, RouteParentStatus,
     },
 };
 use lockstep_e2e::{
@@ -2621,4 +2621,126 @@ async fn a_backend_tls_policy_is_served_in_the_generated_config_and_gets_its_sta
         resolved,
         ("False".to_owned(), "InvalidCACertificateRef".to_owned())
     );
+}
+
+/// ListenerSets against the real apiserver and the v1.6.3 CRDs: the operator writes each
+/// ListenerSet's status (server-side applied, at its own generation), the Gateway's
+/// `attachedListenerSets`, and the parent entry of a route naming a ListenerSet (its
+/// `parentRef` as written, `lockstep.dev/Ready` from the barrier: no kubelet runs the
+/// provisioned fleet, so never True here).
+#[tokio::test]
+async fn listener_sets_get_their_status_and_routes_attach_to_them() {
+    let cp = ControlPlane::shared();
+    let client: Client = cp.client().await.unwrap();
+    install_gateway_api_crds(&client).await.unwrap();
+    operator();
+    let ns = cp.namespace(&client, "ls").await.unwrap();
+    let other = cp.namespace(&client, "ls-other").await.unwrap();
+    let class = lockstep_class(&client, "ls").await;
+    let gateways = Api::<Gateway>::namespaced(client.clone(), &ns);
+    let routes = Api::<HTTPRoute>::namespaced(client.clone(), &ns);
+    let sets_here = Api::<ListenerSet>::namespaced(client.clone(), &ns);
+    let sets_there = Api::<ListenerSet>::namespaced(client.clone(), &other);
+    create(
+        &Api::<Service>::namespaced(client.clone(), &ns),
+        service("web", &ns),
+    )
+    .await;
+    create(
+        &gateways,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw", "namespace": ns},
+               "spec": {"gatewayClassName": class, "allowedListeners": {"namespaces": {"from": "Same"}},
+                        "listeners": [{"name": "web", "protocol": "HTTP", "port": 80, "hostname": "gw.example.com"}]}}),
+    )
+    .await;
+    let set = |name: &str, namespace: &str, host: &str| {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "ListenerSet",
+               "metadata": {"name": name, "namespace": namespace},
+               "spec": {"parentRef": {"name": "gw", "namespace": ns},
+                        "listeners": [{"name": "extra", "protocol": "HTTP", "port": 80, "hostname": host}]}})
+    };
+    create(&sets_here, set("mine", &ns, "mine.example.com")).await;
+    create(&sets_there, set("foreign", &other, "foreign.example.com")).await;
+    create(
+        &routes,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+               "metadata": {"name": "via-set", "namespace": ns},
+               "spec": {"parentRefs": [{"kind": "ListenerSet", "group": "gateway.networking.k8s.io", "name": "mine"}],
+                        "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}),
+    )
+    .await;
+
+    let judged = |api: Api<ListenerSet>, name: &'static str| async move {
+        eventually(&format!("ListenerSet {name} judged"), WAIT, || async {
+            let s = api.get(name).await.ok()?;
+            let generation = s.metadata.generation?;
+            let status = s.status.clone()?;
+            // The CRD's default conditions are Unknown Pending with no observedGeneration.
+            all_at(&status.conditions, generation).then_some(status)
+        })
+        .await
+        .unwrap()
+    };
+    // Judged once the route is attached too (the first status may come before the route).
+    let mine = eventually("ListenerSet mine with its route", WAIT, || async {
+        let status = judged(sets_here.clone(), "mine").await;
+        (status.listeners.first()?.attached_routes == 1).then_some(status)
+    })
+    .await
+    .unwrap();
+    assert!(
+        cond(&mine.conditions, "Accepted").map(|c| (c.0, c.1)) == Some(("True".into(), "Accepted".into())),
+        "{mine:?}"
+    );
+    // Its listener carries a route, and no replica serves it (no kubelet runs the fleet).
+    let programmed = cond(&mine.conditions, "Programmed");
+    assert!(
+        programmed
+            .as_ref()
+            .is_some_and(|c| c.0 == "False" && c.1 == "Pending"),
+        "{programmed:?}"
+    );
+    let extra = &mine.listeners[0];
+    assert!(extra.name == "extra" && extra.attached_routes == 1);
+    assert!(cond(&extra.conditions, "Accepted").map(|c| c.0) == Some("True".into()));
+    let foreign = judged(sets_there.clone(), "foreign").await;
+    assert!(
+        cond(&foreign.conditions, "Accepted").map(|c| (c.0, c.1))
+            == Some(("False".into(), "NotAllowed".into()))
+    );
+    assert!(foreign.listeners.is_empty());
+
+    eventually("attachedListenerSets 1", WAIT, || async {
+        let gw = gateways.get("gw").await.ok()?;
+        (gw.status?.attached_listener_sets == Some(1)).then_some(())
+    })
+    .await
+    .unwrap();
+    let entry = parent_at(&routes, "via-set", 1).await;
+    assert!(entry.parent_ref.kind.as_deref() == Some("ListenerSet") && entry.parent_ref.name == "mine");
+    assert!(cond(&entry.conditions, "Accepted").map(|c| c.0) == Some("True".into()));
+    assert!(cond(&entry.conditions, "lockstep.dev/Ready").map(|c| c.0) == Some("False".into()));
+
+    // Allowing every namespace attaches the other ListenerSet too.
+    gateways
+        .patch(
+            "gw",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"allowedListeners": {"namespaces": {"from": "All"}}}})),
+        )
+        .await
+        .unwrap();
+    eventually("foreign accepted", WAIT, || async {
+        let s = sets_there.get("foreign").await.ok()?.status?;
+        (cond(&s.conditions, "Accepted").map(|c| c.0) == Some("True".into())).then_some(())
+    })
+    .await
+    .unwrap();
+    eventually("attachedListenerSets 2", WAIT, || async {
+        let gw = gateways.get("gw").await.ok()?;
+        (gw.status?.attached_listener_sets == Some(2)).then_some(())
+    })
+    .await
+    .unwrap();
 }

@@ -57,6 +57,7 @@ use lockstep_core::gateway::{
     GatewayInputs,
     attachment::refers_to_gateway,
     features::supported_features,
+    listener_sets::{self, ListenerSetVerdict, refers_to_listener_set},
     lower::Gap,
     provision::{self, DeploymentReplicas, FleetPlan},
     serve::{self, ListenerPlan, Outcome},
@@ -65,8 +66,8 @@ use lockstep_core::gateway::{
 };
 use lockstep_crds::gateway::{
     BackendTLSPolicy, CONTROLLER_NAME, GRPCRoute, Gateway, GatewayClass, GatewayClassStatus,
-    GatewayStatusAddress, HTTPRoute, ListenerStatus, PolicyAncestorStatus, ReferenceGrant, RouteParentStatus,
-    SupportedFeature,
+    GatewayStatusAddress, HTTPRoute, ListenerSet, ListenerStatus, PolicyAncestorStatus, ReferenceGrant,
+    RouteParentStatus, SupportedFeature,
 };
 use lockstep_crds::{GatewayParameters, RouterConfig};
 use serde_json::json;
@@ -92,6 +93,8 @@ pub struct Options {
 struct Context {
     client: Client,
     classes: Store<GatewayClass>,
+    /// ListenerSets (empty when the apiserver does not serve them).
+    listener_sets: Store<ListenerSet>,
     http_routes: Store<HTTPRoute>,
     grpc_routes: Store<GRPCRoute>,
     grants: Store<ReferenceGrant>,
@@ -128,6 +131,7 @@ impl Context {
         let all = async {
             // Not the Gateway store: the controller's applier already waits on it.
             self.classes.wait_until_ready().await?;
+            self.listener_sets.wait_until_ready().await?;
             self.http_routes.wait_until_ready().await?;
             self.grpc_routes.wait_until_ready().await?;
             self.grants.wait_until_ready().await?;
@@ -267,6 +271,20 @@ pub async fn run(
         }
     };
     let (parameters, parameters_stream) = parameters_watch();
+    // ListenerSets are standard since v1.6, but a cluster may hold older Gateway API CRDs:
+    // without the kind, Gateways have their own listeners only.
+    let sets_api = Api::<ListenerSet>::all(client.clone());
+    let (listener_sets, listener_set_stream) =
+        match sets_api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => {
+                let (store, events) = stream(sets_api, all(), "listenersets");
+                (store, events.boxed())
+            }
+            Err(error) => {
+                tracing::info!(%error, "ListenerSets not available: Gateways have their own listeners only");
+                none_served()
+            }
+        };
     let (class_parameters, class_parameters_stream) = parameters_watch();
     let (deployments, deployment_stream) = stream(
         Api::<Deployment>::all(client.clone()),
@@ -292,6 +310,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client,
         classes: classes.clone(),
+        listener_sets,
         http_routes,
         grpc_routes,
         grants,
@@ -337,6 +356,7 @@ pub async fn run(
     let on_parameters = every(gateways.clone(), classes.clone());
     let on_policy = every(gateways.clone(), classes.clone());
     let on_config_map = every(gateways.clone(), classes.clone());
+    let on_listener_set = every(gateways.clone(), classes.clone());
     let gateway_controller = Controller::for_stream(gateway_stream, gateways.clone())
         .watches_stream(class_stream, move |_| on_class())
         .watches_stream(http_stream, move |_| on_http())
@@ -350,6 +370,7 @@ pub async fn run(
         // A generated RouterConfig's status (the barrier) changes its Gateway's status.
         .watches_stream(rc_stream, |rc: RouterConfig| owner_gateway(&rc))
         .watches_stream(parameters_stream, move |_| on_parameters())
+        .watches_stream(listener_set_stream, move |_| on_listener_set())
         // A provisioned object changed (its Deployment's ready replicas, or someone edited or
         // deleted one): its Gateway re-applies and re-judges.
         .watches_stream(deployment_stream, |o: Deployment| owner_gateway(&o))
@@ -879,9 +900,11 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
     let (grants, namespaces) = (cloned(&ctx.grants), cloned(&ctx.namespaces));
     let parameters = cloned(&ctx.parameters);
     let (policies, config_maps) = (cloned(&ctx.backend_tls_policies), cloned(&ctx.config_maps));
+    let sets = cloned(&ctx.listener_sets);
     let inputs = GatewayInputs {
         class: &class,
         gateway: &gw,
+        listener_sets: &sets,
         http_routes: &http_routes,
         grpc_routes: &grpc_routes,
         services: &services,
@@ -935,7 +958,20 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
             _ => None,
         });
         let specs = publishing.chain(kept.iter().map(|rc| &rc.spec));
-        let plan = provision::plan(&gw, &params, &ctx.options.proxy_image, specs);
+        // The fleet serves the attached ListenerSets' listeners too (their ports, their
+        // Secrets in the Gateway's namespace).
+        let mut merged = (*gw).clone();
+        for v in translation.listener_sets.iter().filter(|v| v.accepted) {
+            if let Some(set) = sets.iter().find(|s| {
+                s.metadata.namespace.as_deref() == Some(&v.key.namespace) && s.name_any() == v.key.name
+            }) {
+                merged
+                    .spec
+                    .listeners
+                    .extend(listener_sets::listeners_with_namespaces(set));
+            }
+        }
+        let plan = provision::plan(&merged, &params, &ctx.options.proxy_image, specs);
         provision_problem = provision_fleet(&ctx, &plan).await?;
     }
 
@@ -1004,6 +1040,27 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
         }
     }
 
+    // ListenerSets: Programmed only while the Gateway is, then their status.
+    if let Some(gateway_programmed) = translation
+        .gateway_conditions
+        .iter()
+        .find(|c| c.type_ == condition_type::PROGRAMMED)
+        .cloned()
+    {
+        for set in translation.listener_sets.iter_mut().filter(|s| s.accepted) {
+            if let Some(c) = set
+                .conditions
+                .iter_mut()
+                .find(|c| c.type_ == condition_type::PROGRAMMED)
+            {
+                listener_sets::under_parent(c, &gateway_programmed);
+            }
+        }
+    }
+    for set in &mut translation.listener_sets {
+        write_listener_set_status(&ctx, set).await?;
+    }
+
     // Gateway status: conditions and listeners, server-side applied.
     let old = gw.status.clone().unwrap_or_default();
     keep_transition_times(&mut translation.gateway_conditions, &old.conditions);
@@ -1023,6 +1080,7 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
         });
     if !(listeners_same
         && old.addresses == addresses
+        && old.attached_listener_sets == Some(translation.attached_listener_sets)
         && same_conditions(&translation.gateway_conditions, &old.conditions))
     {
         write_gateway_status(
@@ -1032,12 +1090,20 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
             &translation.gateway_conditions,
             &translation.listeners,
             &addresses,
+            translation.attached_listener_sets,
         )
         .await?;
     }
 
     // Route parents: lockstep's entries for this Gateway, replaced in every route that has or
     // should have one.
+    let set_keys: Vec<lockstep_core::ObjectKey> =
+        translation.listener_sets.iter().map(|s| s.key.clone()).collect();
+    let scope = ParentScope {
+        gateway_namespace: &gw_ns,
+        gateway: &gw_name,
+        listener_sets: &set_keys,
+    };
     // The parent entries the translation gives route `uid` of `kind` (none: it lost them).
     let ours_for = |kind: &str, uid: Option<String>| {
         let uid = uid.unwrap_or_default();
@@ -1056,7 +1122,7 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
             .as_ref()
             .map(|s| s.parents.as_slice())
             .unwrap_or_default();
-        write_route_parents(&ctx, &api, route, old, ours, &gw_ns, &gw_name).await?;
+        write_route_parents(&ctx, &api, route, old, ours, &scope).await?;
     }
     for route in grpc_routes.iter() {
         let ours = ours_for("GRPCRoute", route.uid());
@@ -1066,7 +1132,7 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
             .as_ref()
             .map(|s| s.parents.as_slice())
             .unwrap_or_default();
-        write_route_parents(&ctx, &api, route, old, ours, &gw_ns, &gw_name).await?;
+        write_route_parents(&ctx, &api, route, old, ours, &scope).await?;
     }
     // BackendTLSPolicy ancestors: lockstep's entry for this Gateway, in every policy that has
     // or should have one.
@@ -1331,6 +1397,51 @@ async fn delete_owned(ctx: &Context, gw: &Gateway, keep: &[&str]) {
     }
 }
 
+/// Server-side applies a ListenerSet's conditions and listener statuses (both keyed lists),
+/// unless the stored ones already say the same; unchanged conditions keep their
+/// `lastTransitionTime`.
+async fn write_listener_set_status(ctx: &Context, set: &mut ListenerSetVerdict) -> Result<()> {
+    let stored = ctx
+        .listener_sets
+        .get(&ObjectRef::new(&set.key.name).within(&set.key.namespace));
+    let old = stored.as_ref().and_then(|s| s.status.clone()).unwrap_or_default();
+    keep_transition_times(&mut set.conditions, &old.conditions);
+    for l in &mut set.listeners {
+        if let Some(o) = old.listeners.iter().find(|o| o.name == l.name) {
+            keep_transition_times(&mut l.conditions, &o.conditions);
+        }
+    }
+    let listeners_same = set.listeners.len() == old.listeners.len()
+        && set.listeners.iter().all(|l| {
+            old.listeners.iter().any(|o| {
+                o.name == l.name
+                    && o.attached_routes == l.attached_routes
+                    && o.supported_kinds == l.supported_kinds
+                    && same_conditions(&o.conditions, &l.conditions)
+            })
+        });
+    if listeners_same && same_conditions(&set.conditions, &old.conditions) {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "ListenerSet",
+        "status": {"conditions": set.conditions, "listeners": set.listeners},
+    });
+    if !ctx.leader.is_leader() {
+        return Ok(());
+    }
+    Api::<ListenerSet>::namespaced(ctx.client.clone(), &set.key.namespace)
+        .patch_status(
+            &set.key.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    ctx.metrics.gateway_status_writes.inc();
+    Ok(())
+}
+
 async fn write_gateway_status(
     ctx: &Context,
     namespace: &str,
@@ -1338,11 +1449,13 @@ async fn write_gateway_status(
     conditions: &[Condition],
     listeners: &[ListenerStatus],
     addresses: &[GatewayStatusAddress],
+    attached_listener_sets: i32,
 ) -> Result<()> {
     let patch = json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "Gateway",
-        "status": {"conditions": conditions, "listeners": listeners, "addresses": addresses},
+        "status": {"conditions": conditions, "listeners": listeners, "addresses": addresses,
+            "attachedListenerSets": attached_listener_sets},
     });
     if !ctx.leader.is_leader() {
         return Ok(());
@@ -1358,7 +1471,15 @@ async fn write_gateway_status(
     Ok(())
 }
 
-/// Replaces lockstep's parent entries for Gateway `gw_ns/gw_name` in `route`'s
+/// The parents one Gateway's reconcile writes route entries for: the Gateway, and the
+/// ListenerSets naming it.
+struct ParentScope<'a> {
+    gateway_namespace: &'a str,
+    gateway: &'a str,
+    listener_sets: &'a [lockstep_core::ObjectKey],
+}
+
+/// Replaces lockstep's parent entries for the Gateway of `scope` (and its ListenerSets) in `route`'s
 /// `status.parents` by `ours`, keeping every other entry, and writes the list back with the
 /// read `resourceVersion` as a precondition (`status.parents` is an atomic list).
 async fn write_route_parents<K>(
@@ -1367,15 +1488,20 @@ async fn write_route_parents<K>(
     route: &K,
     old: &[RouteParentStatus],
     mut ours: Vec<RouteParentStatus>,
-    gw_ns: &str,
-    gw_name: &str,
+    scope: &ParentScope<'_>,
 ) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
     let route_ns = route.meta().namespace.clone().unwrap_or_default();
+    // This Gateway's entries: those naming it, or a ListenerSet naming it.
     let is_ours = |p: &RouteParentStatus| {
-        p.controller_name == CONTROLLER_NAME && refers_to_gateway(&p.parent_ref, &route_ns, gw_ns, gw_name)
+        p.controller_name == CONTROLLER_NAME
+            && (refers_to_gateway(&p.parent_ref, &route_ns, scope.gateway_namespace, scope.gateway)
+                || scope
+                    .listener_sets
+                    .iter()
+                    .any(|k| refers_to_listener_set(&p.parent_ref, &route_ns, &k.namespace, &k.name)))
     };
     for entry in &mut ours {
         if let Some(o) = old

@@ -40,6 +40,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "GatewayInfrastructure",
     "GatewayStaticAddresses",
     "GatewayPort8080",
+    // Extended, pkg/features/gateway.go: SupportListenerSet (its tests passed on
+    // 2026-12-04, e2e/gateway/RESULTS.md).
+    "ListenerSet",
     // Extended, pkg/features/httproute.go.
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
@@ -94,7 +97,7 @@ mod tests {
         for core in ["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"] {
             assert!(names.iter().any(|n| n == core), "{core}");
         }
-        assert_eq!(names.len(), 34);
+        assert_eq!(names.len(), 35);
         assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
         assert_eq!(names[0], "BackendTLSPolicy");
         assert_eq!(names[2], "GRPCRoute", "byte order: upper case before lower");

@@ -11,6 +11,7 @@
 //! | an allowedRoutes kind lockstep does not serve, beside one it does | True | False `InvalidRouteKinds` | False | True |
 //! | a certificateRef not usable | True | False `InvalidCertificateRef` / `RefNotPermitted` | False | False `Invalid` |
 //! | otherwise | True | True | False | True (then the barrier decides `Programmed`) |
+//! | a ListenerSet's, on the port of an accepted listener of the Gateway or of an earlier ListenerSet, with another protocol or the same host name | False `ProtocolConflict` / `HostnameConflict` | | True, that reason | False, that reason |
 //!
 //! A listener whose Programmed input is False serves nothing; routes still attach to it and
 //! count in `attachedRoutes` ("Listener or Route status does not impact successful
@@ -92,80 +93,127 @@ pub fn judge_listeners(
     secrets: &[Secret],
     grants: &[ReferenceGrant],
 ) -> Vec<ListenerVerdict> {
-    let gateway = Referrer {
-        group: GROUP,
-        kind: "Gateway",
-        namespace,
+    judge_groups(
+        &[ListenerGroup {
+            kind: "Gateway",
+            namespace,
+            listeners,
+        }],
+        secrets,
+        grants,
+    )
+}
+
+/// The listeners of one object that a Gateway serves: its own, or a ListenerSet's.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerGroup<'a> {
+    /// `Gateway` or `ListenerSet`: who refers to the certificates.
+    pub kind: &'a str,
+    /// The object's namespace (a certificateRef's default, and the referrer's namespace).
+    pub namespace: &'a str,
+    /// Its listeners.
+    pub listeners: &'a [Listener],
+}
+
+/// Judges the listeners of a Gateway (the first group) merged with those of its
+/// ListenerSets (the other groups, in precedence order), as one list. Within a group the
+/// conflicts of [`mark_conflicts`] hold; across groups the earlier listener wins: a listener
+/// on the port of an accepted listener of an earlier group, with another protocol or the
+/// same host name, is not accepted ([`mark_superseded`]).
+pub fn judge_groups(
+    groups: &[ListenerGroup<'_>],
+    secrets: &[Secret],
+    grants: &[ReferenceGrant],
+) -> Vec<ListenerVerdict> {
+    let mut all = Vec::new();
+    let mut protocols = Vec::new();
+    let mut group_of = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        let referrer = Referrer {
+            group: GROUP,
+            kind: group.kind,
+            namespace: group.namespace,
+        };
+        let mut verdicts: Vec<ListenerVerdict> = group
+            .listeners
+            .iter()
+            .map(|l| judge_one(l, referrer, secrets, grants))
+            .collect();
+        mark_conflicts(&mut verdicts);
+        all.extend(verdicts);
+        protocols.extend(group.listeners.iter().map(|l| l.protocol.as_str()));
+        group_of.extend(std::iter::repeat_n(g, group.listeners.len()));
+    }
+    mark_superseded(&mut all, &protocols, &group_of);
+    all
+}
+
+fn judge_one(
+    l: &Listener,
+    referrer: Referrer<'_>,
+    secrets: &[Secret],
+    grants: &[ReferenceGrant],
+) -> ListenerVerdict {
+    let protocol = protocol_of(&l.protocol);
+    let mut verdict = ListenerVerdict {
+        name: l.name.clone(),
+        port: l.port,
+        hostname: l.hostname.clone(),
+        protocol,
+        kinds: Vec::new(),
+        not_accepted: None,
+        conflict: None,
+        unresolved: None,
+        certificates: Vec::new(),
+        client_validation: None,
     };
-    let mut out: Vec<ListenerVerdict> = listeners
-        .iter()
-        .map(|l| {
-            let protocol = protocol_of(&l.protocol);
-            let mut verdict = ListenerVerdict {
-                name: l.name.clone(),
-                port: l.port,
-                hostname: l.hostname.clone(),
-                protocol,
-                kinds: Vec::new(),
-                not_accepted: None,
-                conflict: None,
-                unresolved: None,
-                certificates: Vec::new(),
-                client_validation: None,
-            };
-            if protocol.is_none() {
-                verdict.not_accepted = Some((
-                    reason::UNSUPPORTED_PROTOCOL,
-                    format!("protocol {} is not supported (HTTP and HTTPS are)", l.protocol),
-                ));
-                return verdict;
+    if protocol.is_none() {
+        verdict.not_accepted = Some((
+            reason::UNSUPPORTED_PROTOCOL,
+            format!("protocol {} is not supported (HTTP and HTTPS are)", l.protocol),
+        ));
+        return verdict;
+    }
+    let (kinds, invalid_kind) = allowed_kinds(l);
+    verdict.kinds = kinds;
+    if protocol == Some(Protocol::Https) {
+        let tls = l.tls.as_ref();
+        if tls
+            .and_then(|t| t.mode.as_deref())
+            .is_some_and(|m| m != "Terminate")
+        {
+            verdict.not_accepted = Some((
+                reason::UNSUPPORTED_VALUE,
+                "tls.mode Passthrough is not supported on HTTPS listeners".into(),
+            ));
+            return verdict;
+        }
+        let refs = tls.map(|t| t.certificate_refs.as_slice()).unwrap_or_default();
+        if refs.is_empty() {
+            verdict.unresolved = Some((
+                reason::INVALID_CERTIFICATE_REF,
+                "an HTTPS listener needs tls.certificateRefs".into(),
+            ));
+        }
+        for cert in refs {
+            match resolve_certificate(cert, referrer, secrets, grants) {
+                Ok(secret) => verdict.certificates.push(secret),
+                Err(e) if verdict.unresolved.is_none() => verdict.unresolved = Some((e.reason, e.message)),
+                Err(_) => {}
             }
-            let (kinds, invalid_kind) = allowed_kinds(l);
-            verdict.kinds = kinds;
-            if protocol == Some(Protocol::Https) {
-                let tls = l.tls.as_ref();
-                if tls
-                    .and_then(|t| t.mode.as_deref())
-                    .is_some_and(|m| m != "Terminate")
-                {
-                    verdict.not_accepted = Some((
-                        reason::UNSUPPORTED_VALUE,
-                        "tls.mode Passthrough is not supported on HTTPS listeners".into(),
-                    ));
-                    return verdict;
-                }
-                let refs = tls.map(|t| t.certificate_refs.as_slice()).unwrap_or_default();
-                if refs.is_empty() {
-                    verdict.unresolved = Some((
-                        reason::INVALID_CERTIFICATE_REF,
-                        "an HTTPS listener needs tls.certificateRefs".into(),
-                    ));
-                }
-                for cert in refs {
-                    match resolve_certificate(cert, gateway, secrets, grants) {
-                        Ok(secret) => verdict.certificates.push(secret),
-                        Err(e) if verdict.unresolved.is_none() => {
-                            verdict.unresolved = Some((e.reason, e.message))
-                        }
-                        Err(_) => {}
-                    }
-                }
-            }
-            // A certificate problem is reported before a kind problem: it stops the listener
-            // from serving, an unsupported kind beside supported ones does not.
-            if let Some(kind) = invalid_kind
-                && verdict.unresolved.is_none()
-            {
-                verdict.unresolved = Some((
-                    reason::INVALID_ROUTE_KINDS,
-                    format!("route kind {kind} is not supported on {} listeners", l.protocol),
-                ));
-            }
-            verdict
-        })
-        .collect();
-    mark_conflicts(&mut out);
-    out
+        }
+    }
+    // A certificate problem is reported before a kind problem: it stops the listener
+    // from serving, an unsupported kind beside supported ones does not.
+    if let Some(kind) = invalid_kind
+        && verdict.unresolved.is_none()
+    {
+        verdict.unresolved = Some((
+            reason::INVALID_ROUTE_KINDS,
+            format!("route kind {kind} is not supported on {} listeners", l.protocol),
+        ));
+    }
+    verdict
 }
 
 /// The allowed route kinds of a listener: its `allowedRoutes.kinds` that lockstep serves,
@@ -232,6 +280,40 @@ fn mark_conflicts(listeners: &mut [ListenerVerdict]) {
     }
 }
 
+/// ListenerSet `spec.listeners`: "Implementations MUST treat the parent Gateway as having
+/// the merged list of all listeners from itself and attached ListenerSets using the
+/// following precedence: 1. "parent" Gateway 2. ListenerSet ordered by creation time (oldest
+/// first) 3. ListenerSet ordered alphabetically by "{namespace}/{name}"." A listener of a
+/// later group on the port of an accepted listener of an earlier group, with another
+/// protocol (compared as written, so an unsupported protocol conflicts too) or the same host
+/// name, is not accepted and is conflicted, with that reason; the earlier one is untouched.
+/// A listener superseded so is no longer accepted and supersedes nothing after it.
+fn mark_superseded(listeners: &mut [ListenerVerdict], protocols: &[&str], group_of: &[usize]) {
+    for i in 0..listeners.len() {
+        let winner = (0..i).find_map(|j| {
+            let (earlier, later) = (&listeners[j], &listeners[i]);
+            if group_of[j] >= group_of[i] || earlier.not_accepted.is_some() || earlier.port != later.port {
+                return None;
+            }
+            if protocols[j] != protocols[i] {
+                Some((reason::PROTOCOL_CONFLICT, j))
+            } else if earlier.hostname == later.hostname {
+                Some((reason::HOSTNAME_CONFLICT, j))
+            } else {
+                None
+            }
+        });
+        if let Some((why, j)) = winner {
+            let message = format!(
+                "listener {} on port {} takes precedence ({why})",
+                listeners[j].name, listeners[j].port
+            );
+            listeners[i].not_accepted = Some((why, message));
+            listeners[i].conflict = Some(why);
+        }
+    }
+}
+
 /// A listener's status: Accepted, Programmed (False `Invalid` when it cannot be served;
 /// otherwise the barrier's judgement of the fleet, as the Gateway's: True only when every
 /// live replica serves this generation, else False `Pending`), ResolvedRefs, Conflicted,
@@ -288,10 +370,16 @@ pub fn listener_status(
             now,
         )
     } else {
+        // A listener another takes precedence over is not programmed for that reason (as the
+        // conformance suite's ListenerSet conflict tests expect); otherwise `Invalid`.
+        let why = match (&v.not_accepted, v.conflict) {
+            (Some((r, _)), Some(c)) if *r == c => c,
+            _ => reason::INVALID,
+        };
         condition(
             condition::PROGRAMMED,
             false,
-            reason::INVALID,
+            why,
             "the listener is not served",
             generation,
             now,

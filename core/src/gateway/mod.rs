@@ -35,6 +35,7 @@ pub mod backend_tls;
 pub mod features;
 pub mod frontend;
 pub mod hostnames;
+pub mod listener_sets;
 pub mod listeners;
 pub mod lower;
 pub mod precedence;
@@ -55,13 +56,14 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use lockstep_crds::gateway::{
-    BackendTLSPolicy, CONTROLLER_NAME, GROUP, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ListenerStatus,
-    ParentReference, PolicyAncestorStatus, ReferenceGrant, RouteParentStatus,
+    BackendTLSPolicy, CONTROLLER_NAME, GROUP, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ListenerSet,
+    ListenerStatus, ParentReference, PolicyAncestorStatus, ReferenceGrant, RouteParentStatus,
 };
 
 use self::{
     attachment::{RouteSide, attach, refers_to_gateway},
-    listeners::{ListenerVerdict, Protocol, judge_listeners},
+    listener_sets::{ListenerSetVerdict, refers_to_listener_set},
+    listeners::{ListenerGroup, ListenerVerdict, Protocol, judge_groups},
     references::{Referrer, ResolvedSecret, Unresolved},
     rules::{DroppedRule, RuleEntry, TranslatedRule},
     status::{condition, reason},
@@ -76,6 +78,8 @@ pub struct GatewayInputs<'a> {
     pub class: &'a GatewayClass,
     /// The Gateway.
     pub gateway: &'a Gateway,
+    /// ListenerSets (any namespace; those not naming the Gateway are ignored).
+    pub listener_sets: &'a [ListenerSet],
     /// HTTPRoutes (any namespace; those not naming the Gateway are ignored).
     pub http_routes: &'a [HTTPRoute],
     /// GRPCRoutes (likewise).
@@ -128,7 +132,8 @@ pub struct ServedEntry {
 /// host name, [`hostnames::listener_for_host`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServedListener {
-    /// Listener name.
+    /// The listener's key in the merged list: a Gateway listener's name, or a ListenerSet
+    /// listener's [`listener_sets::listener_key`].
     pub name: String,
     /// Port.
     pub port: i32,
@@ -177,6 +182,10 @@ pub struct Translation {
     pub gateway_conditions: Vec<Condition>,
     /// Listener statuses, in spec order.
     pub listeners: Vec<ListenerStatus>,
+    /// Every ListenerSet naming this Gateway, in precedence order.
+    pub listener_sets: Vec<ListenerSetVerdict>,
+    /// How many of them are attached (admitted and accepted): `status.attachedListenerSets`.
+    pub attached_listener_sets: i32,
     /// Route statuses (routes that name this Gateway), sorted by kind and key.
     pub routes: Vec<RouteVerdict>,
     /// What the fleet serves; None when the Gateway is not accepted.
@@ -242,15 +251,60 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
     let class_accepted = class_conditions.iter().all(|c| c.status == "True");
     let gw_key = key_of(&gw.metadata);
     let gw_generation = generation_of(&gw.metadata);
-    let mut verdicts = judge_listeners(
-        &gw_key.namespace,
-        &gw.spec.listeners,
-        inputs.secrets,
+    let labels: BTreeMap<&str, &BTreeMap<String, String>> = inputs
+        .namespaces
+        .iter()
+        .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?)))
+        .collect();
+    let lookup = |ns: &str| labels.get(ns).copied();
+
+    // The merged listener list: the Gateway's own, then each admitted ListenerSet's, in
+    // precedence order. `owners[o]` holds the index range of object o's listeners.
+    let naming = listener_sets::naming(gw, inputs.listener_sets, &lookup);
+    let admitted: Vec<&listener_sets::NamingSet<'_>> = naming.iter().filter(|n| n.allowed).collect();
+    let mut spec: Vec<lockstep_crds::gateway::Listener> = gw.spec.listeners.clone();
+    let mut keys: Vec<String> = gw.spec.listeners.iter().map(|l| l.name.clone()).collect();
+    let mut groups = vec![ListenerGroup {
+        kind: "Gateway",
+        namespace: &gw_key.namespace,
+        listeners: &gw.spec.listeners,
+    }];
+    let mut owners: Vec<std::ops::Range<usize>> = Vec::new();
+    owners.push(0..gw.spec.listeners.len());
+    for n in &admitted {
+        let start = spec.len();
+        spec.extend(n.set.spec.listeners.iter().cloned());
+        keys.extend(
+            n.set
+                .spec
+                .listeners
+                .iter()
+                .map(|l| listener_sets::listener_key(&n.key, &l.name)),
+        );
+        owners.push(start..spec.len());
+        groups.push(ListenerGroup {
+            kind: "ListenerSet",
+            namespace: &n.key.namespace,
+            listeners: &n.set.spec.listeners,
+        });
+    }
+    let mut verdicts = judge_groups(&groups, inputs.secrets, inputs.grants);
+    // Frontend validation is the Gateway's `spec.tls`: it judges the Gateway's own listeners.
+    frontend::judge_frontend(
+        gw,
+        &mut verdicts[owners[0].clone()],
+        inputs.config_maps,
         inputs.grants,
     );
-    frontend::judge_frontend(gw, &mut verdicts, inputs.config_maps, inputs.grants);
 
-    let (accepted, accepted_reason, accepted_message) = gateway_accepted(gw, class_accepted, &verdicts);
+    let (accepted, accepted_reason, accepted_message) =
+        gateway_accepted(gw, class_accepted, &verdicts[owners[0].clone()]);
+    // An admitted ListenerSet is accepted when the Gateway is and one of its listeners can be
+    // served; only then do routes attach to its listeners.
+    let set_accepted: Vec<bool> = owners[1..]
+        .iter()
+        .map(|r| accepted && verdicts[r.clone()].iter().any(ListenerVerdict::serves))
+        .collect();
     let mut gateway_conditions = vec![
         condition(
             status::condition::ACCEPTED,
@@ -260,7 +314,7 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
             gw_generation,
             now,
         ),
-        if accepted && !verdicts.iter().any(ListenerVerdict::serves) {
+        if accepted && !verdicts[owners[0].clone()].iter().any(ListenerVerdict::serves) {
             condition(
                 status::condition::PROGRAMMED,
                 false,
@@ -285,20 +339,17 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
         ));
     }
 
-    let labels: BTreeMap<&str, &BTreeMap<String, String>> = inputs
-        .namespaces
-        .iter()
-        .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?)))
-        .collect();
-    let lookup = |ns: &str| labels.get(ns).copied();
-
     let judged_policies = backend_tls::judge(inputs.backend_tls_policies, inputs.config_maps);
     let mut used_policies = std::collections::BTreeSet::new();
     let names_gateway = |meta: &ObjectMeta, parent_refs: &[ParentReference]| {
         let ns = meta.namespace.clone().unwrap_or_default();
-        parent_refs
-            .iter()
-            .any(|p| refers_to_gateway(p, &ns, &gw_key.namespace, &gw_key.name))
+        // This Gateway's routes: those naming it or a ListenerSet attached to it.
+        parent_refs.iter().any(|p| {
+            refers_to_gateway(p, &ns, &gw_key.namespace, &gw_key.name)
+                || naming
+                    .iter()
+                    .any(|n| refers_to_listener_set(p, &ns, &n.key.namespace, &n.key.name))
+        })
     };
 
     let mut attached_count = vec![0i32; verdicts.len()];
@@ -312,10 +363,24 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
                       parent_refs: &[ParentReference],
                       rules: Vec<Result<TranslatedRule, DroppedRule>>| {
         let key = key_of(meta);
-        let ours: Vec<&ParentReference> = parent_refs
-            .iter()
-            .filter(|p| refers_to_gateway(p, &key.namespace, &gw_key.namespace, &gw_key.name))
-            .collect();
+        // The parent objects a parentRef may name here: the Gateway (its own listeners), or a
+        // ListenerSet naming it (its listeners, when admitted and accepted).
+        let target = |p: &ParentReference| -> Option<Option<usize>> {
+            if refers_to_gateway(p, &key.namespace, &gw_key.namespace, &gw_key.name) {
+                return Some(Some(0));
+            }
+            let n = naming
+                .iter()
+                .find(|n| refers_to_listener_set(p, &key.namespace, &n.key.namespace, &n.key.name))?;
+            let owner = admitted
+                .iter()
+                .position(|a| a.key == n.key)
+                .filter(|&o| set_accepted[o])
+                .map(|o| o + 1);
+            Some(owner)
+        };
+        let ours: Vec<(&ParentReference, Option<usize>)> =
+            parent_refs.iter().filter_map(|p| Some((p, target(p)?))).collect();
         if ours.is_empty() {
             return;
         }
@@ -333,21 +398,37 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
         let rule_verdict = RuleVerdict::of(&rules);
         let mut parents = Vec::new();
         let mut listeners_with_route = vec![false; verdicts.len()];
-        for parent in ours {
-            let attached = if accepted {
-                attach(
-                    side,
-                    parent,
-                    &gw_key.namespace,
-                    &gw.spec.listeners,
-                    &verdicts,
-                    &lookup,
-                )
-            } else {
-                Err(attachment::NotAttached {
+        for (parent, owner) in ours {
+            let attached = match owner {
+                _ if !accepted => Err(attachment::NotAttached {
                     reason: reason::NO_MATCHING_PARENT,
                     message: "the Gateway is not accepted".into(),
-                })
+                }),
+                None => Err(attachment::NotAttached {
+                    reason: reason::NO_MATCHING_PARENT,
+                    message: "the ListenerSet is not accepted".into(),
+                }),
+                Some(o) => {
+                    let range = owners[o].clone();
+                    let home = if o == 0 {
+                        gw_key.namespace.as_str()
+                    } else {
+                        admitted[o - 1].key.namespace.as_str()
+                    };
+                    attach(
+                        side,
+                        parent,
+                        home,
+                        &spec[range.clone()],
+                        &verdicts[range.clone()],
+                        &lookup,
+                    )
+                    .map(|a| {
+                        a.into_iter()
+                            .map(|(i, h)| (i + range.start, h))
+                            .collect::<attachment::Attached>()
+                    })
+                }
             };
             let conditions = route_conditions(&attached, &rule_verdict, route.generation, now);
             let route_accepted = conditions[0].status == "True";
@@ -446,21 +527,53 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
     }
     routes.sort_by(|a, b| (a.route.kind, &a.route.key).cmp(&(b.route.kind, &b.route.key)));
 
-    let listeners = verdicts
+    let listeners = verdicts[owners[0].clone()]
         .iter()
         .zip(&attached_count)
         // The translation alone knows no fleet: a served listener is False `Pending` here;
         // `serve::judge` rewrites it from the barrier.
         .map(|(v, n)| listeners::listener_status(v, *n, None, gw_generation, now))
         .collect();
+    let listener_sets: Vec<ListenerSetVerdict> = naming
+        .iter()
+        .map(|n| {
+            let (key, generation) = listener_sets::identity(n.set);
+            let owner = admitted.iter().position(|a| a.key == n.key);
+            let (statuses, serving, total) = match owner {
+                None => (Vec::new(), 0, n.set.spec.listeners.len()),
+                Some(o) => {
+                    let range = owners[o + 1].clone();
+                    let statuses: Vec<ListenerStatus> = range
+                        .clone()
+                        .map(|i| {
+                            listeners::listener_status(&verdicts[i], attached_count[i], None, generation, now)
+                        })
+                        .collect();
+                    let serving = verdicts[range.clone()].iter().filter(|v| v.serves()).count();
+                    (statuses, serving, range.len())
+                }
+            };
+            let conditions =
+                listener_sets::conditions(owner.is_some(), accepted, serving, total, generation, now);
+            ListenerSetVerdict {
+                key,
+                generation,
+                accepted: conditions[0].status == "True",
+                conditions,
+                listeners: statuses,
+            }
+        })
+        .collect();
+    let attached_listener_sets =
+        i32::try_from(listener_sets.iter().filter(|s| s.accepted).count()).unwrap_or(i32::MAX);
 
     let config = accepted.then(|| {
         let mut served: Vec<ServedListener> = verdicts
             .iter()
             .enumerate()
             .filter(|(_, v)| v.serves())
-            .map(|(_, v)| ServedListener {
-                name: v.name.clone(),
+            .map(|(i, v)| ServedListener {
+                name: keys[i].clone(),
                 port: v.port,
                 protocol: v.protocol.expect("a served listener has a protocol"),
                 hostname: v.hostname.clone(),
@@ -471,7 +584,7 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
             .collect();
         staged.sort_by(|(_, a, ma), (_, b, mb)| precedence::compare(&ma.rank(a), &mb.rank(b)));
         for (i, entry, _) in staged {
-            let name = &verdicts[i].name;
+            let name = &keys[i];
             if let Some(l) = served.iter_mut().find(|l| &l.name == name) {
                 l.entries.push(entry);
             }
@@ -502,6 +615,8 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
         class_conditions,
         gateway_conditions,
         listeners,
+        listener_sets,
+        attached_listener_sets,
         routes,
         config,
         policies,

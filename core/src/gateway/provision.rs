@@ -1048,6 +1048,7 @@ mod tests {
             })
             .collect();
         let inputs = super::super::GatewayInputs {
+            listener_sets: &[],
             class: &class,
             gateway: &gw,
             http_routes: &routes,

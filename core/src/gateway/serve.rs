@@ -106,7 +106,10 @@ pub fn fleet_of(meta: &ObjectMeta) -> Option<Result<String, String>> {
 /// The name of the RouterConfig generated for `listener` of Gateway `gateway`:
 /// `<gateway>-<listener>-<hash>`, the hash (8 hex digits of SHA-256 over both names) keeping
 /// names apart that the dash would join alike, both names shortened when the whole would
-/// pass the 253 characters of an object name.
+/// pass the 253 characters of an object name. A ListenerSet's listener is named by its key
+/// (`namespace/set/listener`, [`super::listener_sets::listener_key`]), written with dots
+/// (`/` has no place in a name; the hash is over the key, so it stays apart from a Gateway
+/// listener named `namespace.set.listener`).
 pub fn generated_name(gateway: &str, listener: &str) -> String {
     joined_name(gateway, listener)
 }
@@ -120,6 +123,8 @@ pub fn certificate_copy_name(gateway: &str, source: &ResolvedSecret) -> String {
 
 fn joined_name(gateway: &str, listener: &str) -> String {
     let hash = hex::encode(&Sha256::digest(format!("{gateway}\0{listener}").as_bytes())[..4]);
+    let listener = listener.replace('/', ".");
+    let listener = listener.as_str();
     let clip = |s: &str, n: usize| -> String {
         s.chars()
             .take(n)
@@ -664,7 +669,7 @@ pub fn judge(
                 && let Some(c) = l
                     .conditions
                     .iter_mut()
-                    .find(|c| c.type_ == condition::PROGRAMMED && c.reason != reason::INVALID)
+                    .find(|c| c.type_ == condition::PROGRAMMED && c.reason == reason::PENDING)
             {
                 *c = programmed(&Serving::NoFleet(m.clone()), gateway_generation, now);
                 listener_servings.push(Serving::NoFleet(m.clone()));
@@ -687,6 +692,14 @@ pub fn judge(
             *c = programmed(&gateway, gateway_generation, now);
         }
     }
+    judge_listener_sets(
+        translation,
+        no_fleet.as_deref(),
+        plans,
+        observed,
+        gateway_generation,
+        now,
+    );
     for verdict in &mut translation.routes {
         let serving = match &no_fleet {
             Some(m) => Serving::NoFleet(m.clone()),
@@ -695,6 +708,46 @@ pub fn judge(
         for parent in &mut verdict.parents {
             let c = ready(&parent.conditions, &serving, verdict.route.generation, now);
             parent.conditions.push(c);
+        }
+    }
+}
+
+/// Each accepted ListenerSet's listeners' `Programmed` from their plans (keyed
+/// [`super::listener_sets::listener_key`]), at the ListenerSet's generation, and its own
+/// `Programmed`: the worst of its served listeners'. The RouterConfigs record the Gateway's
+/// generation (`gateway_generation`); a ListenerSet edit shows in their spec digest.
+fn judge_listener_sets(
+    translation: &mut Translation,
+    no_fleet: Option<&str>,
+    plans: &[ListenerPlan],
+    observed: &dyn Fn(&str) -> Option<RouterConfig>,
+    gateway_generation: i64,
+    now: Timestamp,
+) {
+    for set in translation.listener_sets.iter_mut().filter(|s| s.accepted) {
+        let mut servings = Vec::new();
+        for l in &mut set.listeners {
+            let key = super::listener_sets::listener_key(&set.key, &l.name);
+            let Some(c) = l.conditions.iter_mut().find(|c| c.type_ == condition::PROGRAMMED) else {
+                continue;
+            };
+            let serving = match (plans.iter().find(|p| p.listener == key), no_fleet) {
+                (_, Some(m)) if c.reason == reason::PENDING => Serving::NoFleet(m.to_owned()),
+                (Some(plan), None) => {
+                    listener_serving(plan, observed(&plan.name).as_ref(), gateway_generation)
+                }
+                _ => continue,
+            };
+            *c = programmed(&serving, set.generation, now);
+            servings.push(serving);
+        }
+        let worst = Serving::worst(servings);
+        if let Some(c) = set
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == condition::PROGRAMMED)
+        {
+            *c = programmed(&worst, set.generation, now);
         }
     }
 }

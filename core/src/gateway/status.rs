@@ -88,6 +88,12 @@ pub mod reason {
     /// Gateway InsecureFrontendValidationMode=True: a validation mode is
     /// AllowInsecureFallback.
     pub const CONFIGURATION_CHANGED: &str = "ConfigurationChanged";
+    /// ListenerSet Accepted=False: the Gateway's `allowedListeners` does not admit it.
+    pub const NOT_ALLOWED: &str = "NotAllowed";
+    /// ListenerSet Accepted=False: its Gateway is not accepted.
+    pub const PARENT_NOT_ACCEPTED: &str = "ParentNotAccepted";
+    /// ListenerSet Programmed=False: its Gateway is not programmed.
+    pub const PARENT_NOT_PROGRAMMED: &str = "ParentNotProgrammed";
 }
 
 /// A condition computed for `generation`, with the transition time `now` (the status writer

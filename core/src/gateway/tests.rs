@@ -17,6 +17,8 @@ use super::{
     translate,
 };
 
+mod listener_sets;
+
 fn now() -> Timestamp {
     "2026-06-01T00:00:00Z".parse().unwrap()
 }
@@ -55,6 +57,7 @@ fn services() -> Vec<Service> {
 struct World {
     class: GatewayClass,
     gateway: Gateway,
+    sets: Vec<lockstep_crds::gateway::ListenerSet>,
     http: Vec<HTTPRoute>,
     grpc: Vec<GRPCRoute>,
     services: Vec<Service>,
@@ -70,6 +73,7 @@ impl World {
         World {
             class: class(),
             gateway,
+            sets: Vec::new(),
             http: Vec::new(),
             grpc: Vec::new(),
             services: services(),
@@ -276,6 +280,7 @@ impl World {
             GatewayInputs {
                 class: &self.class,
                 gateway: &self.gateway,
+                listener_sets: &self.sets,
                 http_routes: &self.http,
                 grpc_routes: &self.grpc,
                 services: &self.services,

@@ -37,6 +37,9 @@ pub struct GatewaySpec {
     /// TLS settings of the whole Gateway (lockstep reads `frontend` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<GatewayTlsConfig>,
+    /// Which ListenerSets may attach listeners; unset allows none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_listeners: Option<AllowedListeners>,
 }
 
 /// `spec.infrastructure`: what the resources provisioned for a Gateway carry.
@@ -137,6 +140,25 @@ pub struct ObjectReference {
     pub namespace: Option<String>,
 }
 
+/// Which ListenerSets may attach listeners to a Gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct AllowedListeners {
+    /// The namespaces they may come from; unset means `from: None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<ListenerNamespaces>,
+}
+
+/// Namespaces ListenerSets may attach from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ListenerNamespaces {
+    /// All, Same, Selector or None (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Labels of the allowed namespaces, when `from` is Selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
 /// One logical endpoint of a Gateway.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -225,6 +247,13 @@ pub struct GatewayStatus {
     /// One entry per listener.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerStatus>,
+    /// How many ListenerSets are attached (allowed and accepted).
+    #[serde(
+        default,
+        rename = "attachedListenerSets",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub attached_listener_sets: Option<i32>,
 }
 
 /// An address a Gateway is reachable at.

@@ -1,5 +1,5 @@
 //! The subset of Kubernetes Gateway API v1.6.3 (`gateway.networking.k8s.io`, standard
-//! channel) that lockstep reads: GatewayClass, Gateway, HTTPRoute, GRPCRoute,
+//! channel) that lockstep reads: GatewayClass, Gateway, ListenerSet, HTTPRoute, GRPCRoute,
 //! ReferenceGrant and BackendTLSPolicy, with the status fields it writes.
 //!
 //! Derived by hand with kube-derive and serde rather than taken from the `gateway-api` crate
@@ -23,6 +23,7 @@ mod gatewayclasses;
 mod gateways;
 mod grpcroutes;
 mod httproutes;
+mod listenersets;
 mod referencegrants;
 
 pub use backendtlspolicies::*;
@@ -30,6 +31,7 @@ pub use gatewayclasses::*;
 pub use gateways::*;
 pub use grpcroutes::*;
 pub use httproutes::*;
+pub use listenersets::*;
 pub use referencegrants::*;
 
 /// The API group of Gateway API.

@@ -14,9 +14,7 @@
 //! revision compacted) is counted as unverifiable, with the reason, never as held.
 //!
 //! A member is a RouterReplica of the RouterConfig's fleet that serves its namespace and whose
-//! Lease, at that revision, had not lapsed when the condition was written. A parent that is a
-//! ListenerSet is served by the fleet of the Gateway it attaches to (its `spec.parentRef`, read
-//! at the same revision).
+//! Lease, at that revision, had not lapsed when the condition was written.
 //!
 //! `lockstep-e2e-gateway-barrier --out FILE`: uses `KUBECONFIG`; runs until SIGTERM or
 //! SIGINT, then writes a JSON summary (checks, held, violations and unverifiable checks with
@@ -30,13 +28,13 @@ use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
     Api, Client, ResourceExt,
-    api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, VersionMatch},
+    api::{ListParams, VersionMatch},
     runtime::{WatchStreamExt, watcher},
 };
 use lockstep_core::gateway::serve::{ROUTES_ANNOTATION, recorded_routes};
 use lockstep_crds::{
     GENERATED_FROM_LABEL, RouterConfig, RouterReplica,
-    gateway::{GRPCRoute, HTTPRoute, RouteStatus},
+    gateway::{GRPCRoute, HTTPRoute, ListenerSet, RouteStatus},
 };
 use serde::Serialize;
 
@@ -60,11 +58,10 @@ struct Claim {
     name: String,
     uid: String,
     generation: i64,
-    /// The parent's namespace and name: a Gateway, or a ListenerSet (`listener_set`) whose
-    /// Gateway is looked up at the claim's revision.
+    /// The parent entry's kind: Gateway, or a ListenerSet (served by its Gateway's fleet).
+    parent_kind: String,
     gateway_namespace: String,
     gateway: String,
-    listener_set: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -120,13 +117,13 @@ fn claims_of(
                 name: name.clone(),
                 uid: uid.clone(),
                 generation,
+                parent_kind: parent.parent_ref.kind.clone().unwrap_or_else(|| "Gateway".into()),
                 gateway_namespace: parent
                     .parent_ref
                     .namespace
                     .clone()
                     .unwrap_or_else(|| namespace.clone()),
                 gateway: parent.parent_ref.name.clone(),
-                listener_set: parent.parent_ref.kind.as_deref() == Some("ListenerSet"),
             },
             at,
         ));
@@ -176,31 +173,6 @@ fn at_exact(resource_version: &str) -> ListParams {
         .matching(VersionMatch::Exact)
 }
 
-/// `claim` with its parent a Gateway: a ListenerSet parent replaced by the Gateway its
-/// `spec.parentRef` names at `resource_version`.
-async fn parent_gateway(client: &Client, claim: &Claim, resource_version: &str) -> anyhow::Result<Claim> {
-    if !claim.listener_set {
-        return Ok(claim.clone());
-    }
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "ListenerSet"),
-        "listenersets",
-    );
-    let sets = Api::<DynamicObject>::namespaced_with(client.clone(), &claim.gateway_namespace, &resource)
-        .list(&at_exact(resource_version).fields(&format!("metadata.name={}", claim.gateway)))
-        .await?;
-    let set = sets.items.first().context("not found at that revision")?;
-    let parent = &set.data["spec"]["parentRef"];
-    let name = parent["name"].as_str().context("no spec.parentRef.name")?;
-    let mut out = claim.clone();
-    out.gateway = name.to_owned();
-    if let Some(ns) = parent["namespace"].as_str() {
-        out.gateway_namespace = ns.to_owned();
-    }
-    out.listener_set = false;
-    Ok(out)
-}
-
 /// Checks one claim against the cluster at `resource_version` (`written`: when the condition
 /// was set, for Lease liveness).
 async fn check(
@@ -210,14 +182,40 @@ async fn check(
     written: jiff::Timestamp,
     resource_version: &str,
 ) -> Outcome {
-    let claim = &match parent_gateway(client, claim, resource_version).await {
-        Ok(claim) => claim,
-        Err(e) => {
+    // A ListenerSet parent is served by its Gateway's fleet: the Gateway it named at that
+    // revision.
+    let resolved;
+    let claim = if claim.parent_kind == "ListenerSet" {
+        let sets = Api::<ListenerSet>::namespaced(client.clone(), &claim.gateway_namespace)
+            .list(&at_exact(resource_version))
+            .await;
+        let set = match sets {
+            Ok(list) => list.items.into_iter().find(|s| s.name_any() == claim.gateway),
+            Err(e) => {
+                return Outcome::Unverifiable(format!(
+                    "listing ListenerSets at revision {resource_version}: {e}"
+                ));
+            }
+        };
+        let Some(set) = set else {
             return Outcome::Unverifiable(format!(
-                "the Gateway of ListenerSet {}/{}: {e}",
+                "ListenerSet {}/{} not found at revision {resource_version}",
                 claim.gateway_namespace, claim.gateway
             ));
-        }
+        };
+        resolved = Claim {
+            gateway_namespace: set
+                .spec
+                .parent_ref
+                .namespace
+                .clone()
+                .unwrap_or_else(|| claim.gateway_namespace.clone()),
+            gateway: set.spec.parent_ref.name.clone(),
+            ..claim.clone()
+        };
+        &resolved
+    } else {
+        claim
     };
     let list = async {
         let lp = at_exact(resource_version);
