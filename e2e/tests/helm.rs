@@ -147,7 +147,7 @@ fn chart_versions_and_crds_are_the_workspace_ones() {
         .filter(|n| n.ends_with(".yaml"))
         .collect();
     names.sort();
-    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(names.len(), 7, "{names:?}");
     for file in &names {
         let copy = std::fs::read_to_string(self::chart().join("crds").join(file)).unwrap_or_default();
         let source = std::fs::read_to_string(standard.join(file)).unwrap();

@@ -127,6 +127,14 @@ fn kustomize_builds_the_expected_objects() {
             "CustomResourceDefinition",
             "referencegrants.gateway.networking.k8s.io",
         ),
+        (
+            "CustomResourceDefinition",
+            "backendtlspolicies.gateway.networking.k8s.io",
+        ),
+        (
+            "CustomResourceDefinition",
+            "listenersets.gateway.networking.k8s.io",
+        ),
         ("ServiceAccount", "lockstep-operator"),
         ("ServiceAccount", "lockstep-proxy"),
         ("ClusterRole", "lockstep-operator"),
