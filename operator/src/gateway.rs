@@ -814,6 +814,26 @@ fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
     Action::requeue(RETRY)
 }
 
+/// Listener statuses about to be written (a Gateway's or a ListenerSet's) against the stored
+/// `old`: each condition that did not change keeps its `lastTransitionTime`; true when they
+/// say the same as `old` (so nothing needs writing).
+fn settle_listeners(new: &mut [ListenerStatus], old: &[ListenerStatus]) -> bool {
+    for l in new.iter_mut() {
+        if let Some(o) = old.iter().find(|o| o.name == l.name) {
+            keep_transition_times(&mut l.conditions, &o.conditions);
+        }
+    }
+    new.len() == old.len()
+        && new.iter().all(|l| {
+            old.iter().any(|o| {
+                o.name == l.name
+                    && o.attached_routes == l.attached_routes
+                    && o.supported_kinds == l.supported_kinds
+                    && same_conditions(&o.conditions, &l.conditions)
+            })
+        })
+}
+
 /// Copies `lastTransitionTime` from `old` into each condition of `new` whose type and status
 /// did not change (`meta.SetStatusCondition` semantics).
 fn keep_transition_times(new: &mut [Condition], old: &[Condition]) {
@@ -1064,20 +1084,7 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
     // Gateway status: conditions and listeners, server-side applied.
     let old = gw.status.clone().unwrap_or_default();
     keep_transition_times(&mut translation.gateway_conditions, &old.conditions);
-    for l in &mut translation.listeners {
-        if let Some(o) = old.listeners.iter().find(|o| o.name == l.name) {
-            keep_transition_times(&mut l.conditions, &o.conditions);
-        }
-    }
-    let listeners_same = translation.listeners.len() == old.listeners.len()
-        && translation.listeners.iter().all(|l| {
-            old.listeners.iter().any(|o| {
-                o.name == l.name
-                    && o.attached_routes == l.attached_routes
-                    && o.supported_kinds == l.supported_kinds
-                    && same_conditions(&o.conditions, &l.conditions)
-            })
-        });
+    let listeners_same = settle_listeners(&mut translation.listeners, &old.listeners);
     if !(listeners_same
         && old.addresses == addresses
         && old.attached_listener_sets == Some(translation.attached_listener_sets)
@@ -1406,20 +1413,7 @@ async fn write_listener_set_status(ctx: &Context, set: &mut ListenerSetVerdict) 
         .get(&ObjectRef::new(&set.key.name).within(&set.key.namespace));
     let old = stored.as_ref().and_then(|s| s.status.clone()).unwrap_or_default();
     keep_transition_times(&mut set.conditions, &old.conditions);
-    for l in &mut set.listeners {
-        if let Some(o) = old.listeners.iter().find(|o| o.name == l.name) {
-            keep_transition_times(&mut l.conditions, &o.conditions);
-        }
-    }
-    let listeners_same = set.listeners.len() == old.listeners.len()
-        && set.listeners.iter().all(|l| {
-            old.listeners.iter().any(|o| {
-                o.name == l.name
-                    && o.attached_routes == l.attached_routes
-                    && o.supported_kinds == l.supported_kinds
-                    && same_conditions(&o.conditions, &l.conditions)
-            })
-        });
+    let listeners_same = settle_listeners(&mut set.listeners, &old.listeners);
     if listeners_same && same_conditions(&set.conditions, &old.conditions) {
         return Ok(());
     }

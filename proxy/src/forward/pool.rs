@@ -259,21 +259,18 @@ impl Pool {
 
     async fn connect_h1(&self, peer: &PoolKey) -> Result<http1::SendRequest<RequestBody>, SendError> {
         let stream = self.connect(peer).await?;
-        let Some(tls) = &peer.tls else {
-            let (sender, conn) = self
-                .h1
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(SendError::Upstream)?;
-            // One task per connection, not per request: it drives the connection's IO.
-            tokio::spawn(async move {
-                if let Err(error) = conn.with_upgrades().await {
-                    tracing::debug!(%error, "upstream connection ended with an error");
-                }
-            });
-            return Ok(sender);
-        };
-        let stream = self.handshake_tls(tls, stream).await?;
+        match &peer.tls {
+            None => self.start_h1(stream).await,
+            Some(tls) => self.start_h1(self.handshake_tls(tls, stream).await?).await,
+        }
+    }
+
+    /// An HTTP/1 connection over `stream` (TCP, or TLS over it). One task per connection,
+    /// not per request: it drives the connection's IO.
+    async fn start_h1<S>(&self, stream: S) -> Result<http1::SendRequest<RequestBody>, SendError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = self
             .h1
             .handshake(TokioIo::new(stream))
@@ -281,7 +278,25 @@ impl Pool {
             .map_err(SendError::Upstream)?;
         tokio::spawn(async move {
             if let Err(error) = conn.with_upgrades().await {
-                tracing::debug!(%error, "upstream TLS connection ended with an error");
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// An HTTP/2 connection over `stream`, likewise.
+    async fn start_h2<S>(&self, stream: S) -> Result<http2::SendRequest<RequestBody>, SendError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = self
+            .h2
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Upstream)?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%error, "upstream h2 connection ended with an error");
             }
         });
         Ok(sender)
@@ -318,33 +333,8 @@ impl Pool {
             None => {
                 let stream = self.connect(peer).await?;
                 let sender = match &peer.tls {
-                    None => {
-                        let (sender, conn) = self
-                            .h2
-                            .handshake(TokioIo::new(stream))
-                            .await
-                            .map_err(SendError::Upstream)?;
-                        tokio::spawn(async move {
-                            if let Err(error) = conn.await {
-                                tracing::debug!(%error, "upstream h2 connection ended with an error");
-                            }
-                        });
-                        sender
-                    }
-                    Some(tls) => {
-                        let stream = self.handshake_tls(tls, stream).await?;
-                        let (sender, conn) = self
-                            .h2
-                            .handshake(TokioIo::new(stream))
-                            .await
-                            .map_err(SendError::Upstream)?;
-                        tokio::spawn(async move {
-                            if let Err(error) = conn.await {
-                                tracing::debug!(%error, "upstream h2 TLS connection ended with an error");
-                            }
-                        });
-                        sender
-                    }
+                    None => self.start_h2(stream).await?,
+                    Some(tls) => self.start_h2(self.handshake_tls(tls, stream).await?).await?,
                 };
                 self.conns().h2.insert(peer.clone(), sender.clone());
                 sender
