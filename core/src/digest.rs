@@ -44,16 +44,35 @@ pub fn tls_secret_hash(secret: &k8s_openapi::api::core::v1::Secret) -> Option<St
     ))
 }
 
-/// The TLS Secret names a spec references, sorted and unique.
+/// The TLS Secret names a spec references, sorted and unique: the hosts' certificates and
+/// the client certificates presented to backends (`service.tls.clientCertificateSecretName`),
+/// whose rotation is a rollout the barrier covers as well.
 pub fn tls_secret_names(spec: &RouterConfigSpec) -> Vec<String> {
     let mut names: Vec<String> = spec
         .rules
         .iter()
         .filter_map(|r| r.tls.as_ref().map(|t| t.secret_name.clone()))
         .collect();
+    names.extend(client_certificate_names(spec).map(|(_, name)| name.to_owned()));
     names.sort();
     names.dedup();
     names
+}
+
+/// Every backend client certificate a spec names, with the field that names it
+/// (`spec.rules[i].paths[j].backends[k].service.tls.clientCertificateSecretName`).
+pub fn client_certificate_names(spec: &RouterConfigSpec) -> impl Iterator<Item = (String, &str)> {
+    spec.rules.iter().enumerate().flat_map(|(i, rule)| {
+        rule.paths.iter().enumerate().flat_map(move |(j, path)| {
+            crate::validate::service_backends(path).filter_map(move |(field, service)| {
+                let name = service.tls.as_ref()?.client_certificate_secret_name.as_deref()?;
+                Some((
+                    format!("spec.rules[{i}].paths[{j}].{field}.tls.clientCertificateSecretName"),
+                    name,
+                ))
+            })
+        })
+    })
 }
 
 #[cfg(test)]
@@ -136,6 +155,34 @@ mod tests {
             vec!["a-tls".to_owned(), "app-tls".to_owned()]
         );
         assert!(tls_secret_names(&mk_spec(vec![mk_rule("h", vec![mk_prefix("/")])])).is_empty());
+    }
+
+    #[test]
+    fn backend_client_certificates_are_named_secrets() {
+        let spec: RouterConfigSpec = serde_json::from_value(serde_json::json!({"rules": [{
+            "host": "h", "tls": {"secretName": "host-tls"},
+            "paths": [{"path": "/", "backends": [
+                {"service": {"name": "a", "port": 443, "tls": {"hostname": "a", "clientCertificateSecretName": "client"}}},
+                {"service": {"name": "b", "port": 443, "tls": {"hostname": "b"}}}],
+              "filters": {"mirrors": [{"service": {"name": "m", "port": 443,
+                "tls": {"hostname": "m", "clientCertificateSecretName": "mirror-client"}}}]}}]}]}))
+        .unwrap();
+        assert_eq!(tls_secret_names(&spec), ["client", "host-tls", "mirror-client"]);
+        let fields: Vec<(String, &str)> = client_certificate_names(&spec).collect();
+        assert_eq!(
+            fields,
+            [
+                (
+                    "spec.rules[0].paths[0].backends[0].service.tls.clientCertificateSecretName".to_owned(),
+                    "client"
+                ),
+                (
+                    "spec.rules[0].paths[0].filters.mirrors[0].service.tls.clientCertificateSecretName"
+                        .to_owned(),
+                    "mirror-client"
+                )
+            ]
+        );
     }
 }
 

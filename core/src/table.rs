@@ -188,6 +188,9 @@ pub enum BackendRef {
         h2c: bool,
         /// Reached over TLS verified as this says (`service.tls`); cleartext without it.
         tls: Option<Arc<lockstep_crds::BackendTls>>,
+        /// The Secret whose certificate is presented over that TLS
+        /// (`tls.clientCertificateSecretName`, in the RouterConfig's namespace).
+        client_certificate: Option<Arc<ObjectKey>>,
     },
     /// A static upstream.
     Url {
@@ -226,6 +229,11 @@ impl BackendRef {
                 port: u16::try_from(svc.port).ok()?,
                 h2c: svc.app_protocol == Some(lockstep_crds::AppProtocol::H2c),
                 tls: svc.tls.clone().map(Arc::new),
+                client_certificate: svc
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.client_certificate_secret_name.as_ref())
+                    .map(|name| Arc::new(ObjectKey::new(namespace.to_owned(), name.clone()))),
             }),
             (None, Some(url)) => {
                 let (scheme, rest) = url.split_once("://")?;

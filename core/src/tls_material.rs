@@ -225,6 +225,14 @@ pub fn servable(
     Ok(loaded)
 }
 
+/// Can `object` (the Secret `secret`, namespace/name) be presented as a client certificate at
+/// `now`? Servable material with no host to cover: the decision of both the operator and the
+/// replicas for `service.tls.clientCertificateSecretName`.
+pub fn presentable(secret: &str, object: &Secret, now: i64) -> Result<LoadedCert, CertError> {
+    let (crt, key) = secret_material(secret, object)?;
+    load(secret, &crt, &key, now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -525,6 +525,18 @@ pub struct BackendTls {
     #[schemars(length(max = 16))]
     #[garde(length(max = 16), dive)]
     pub subject_alt_names: Vec<BackendSubjectAltName>,
+
+    /// Name of a kubernetes.io/tls Secret (keys tls.crt and tls.key) in the RouterConfig's
+    /// namespace whose certificate the proxy presents when the endpoint asks for one (a
+    /// generated RouterConfig's translation of a Gateway's
+    /// `spec.tls.backend.clientCertificateRef`). Without it, none is presented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = crate::patterns::DNS_SUBDOMAIN)
+    )]
+    #[garde(inner(length(min = 1, max = 253), pattern(crate::patterns::DNS_SUBDOMAIN_RE)))]
+    pub client_certificate_secret_name: Option<String>,
 }
 
 /// A name a backend certificate may carry: exactly one of `hostname` (a DNS SAN) or `uri`

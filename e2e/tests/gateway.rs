@@ -2614,6 +2614,65 @@ async fn a_backend_tls_policy_is_served_in_the_generated_config_and_gets_its_sta
         .unwrap();
     policy_at(&policies, "p", 2, ("True", "Accepted")).await;
 
+    // The Gateway's backend client certificate (`spec.tls.backend.clientCertificateRef`):
+    // ResolvedRefs on the Gateway, and the Secret named on the TLS backend through the CRD's
+    // schema; one of another namespace without a ReferenceGrant is RefNotPermitted, and the
+    // listener keeps serving the RouterConfig it had.
+    let client_cert = cert_for("client.example.com");
+    create(
+        &Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+               "metadata": {"name": "client", "namespace": ns},
+               "stringData": {"tls.crt": client_cert.pem, "tls.key": client_cert.key}}),
+    )
+    .await;
+    let gateways = Api::<Gateway>::namespaced(client.clone(), &ns);
+    let present = |namespace: Option<&str>| {
+        let mut reference = json!({"group": "", "kind": "Secret", "name": "client"});
+        if let Some(namespace) = namespace {
+            reference["namespace"] = json!(namespace);
+        }
+        json!({"spec": {"tls": {"backend": {"clientCertificateRef": reference}}}})
+    };
+    gateways
+        .patch("gw", &PatchParams::default(), &Patch::Merge(present(None)))
+        .await
+        .unwrap();
+    let gateway_resolved_refs = |want: (&'static str, &'static str)| {
+        let gateways = gateways.clone();
+        async move {
+            eventually("the Gateway's ResolvedRefs", WAIT, || async {
+                let gw = gateways.get("gw").await.ok()?;
+                let generation = gw.metadata.generation;
+                let conditions = gw.status?.conditions;
+                let (status, reason, observed) = cond(&conditions, "ResolvedRefs")?;
+                (observed == generation && (status.as_str(), reason.as_str()) == want).then_some(())
+            })
+            .await
+            .unwrap()
+        }
+    };
+    gateway_resolved_refs(("True", "ResolvedRefs")).await;
+    let presented = eventually("a TLS backend presenting the client certificate", WAIT, || async {
+        let list = rcs.list(&ListParams::default()).await.ok()?;
+        list.items.iter().find_map(|rc| {
+            rc.spec
+                .rules
+                .iter()
+                .flat_map(|r| &r.paths)
+                .flat_map(|p| &p.backends)
+                .find_map(|b| b.service.as_ref()?.tls.as_ref()?.client_certificate_secret_name.clone())
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(presented, "client");
+    gateways
+        .patch("gw", &PatchParams::default(), &Patch::Merge(present(Some("elsewhere"))))
+        .await
+        .unwrap();
+    gateway_resolved_refs(("False", "RefNotPermitted")).await;
+
     // Without its ConfigMap the policy has no usable CA.
     cp.kubectl_ok(&["delete", "configmap", "ca", "-n", &ns]).unwrap();
     let (_, _, resolved) = policy_at(&policies, "p", 2, ("False", "NoValidCACertificate")).await;

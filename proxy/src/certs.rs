@@ -33,6 +33,19 @@ pub struct HostCert {
 #[derive(Debug, Default)]
 pub struct CertStore {
     by_host: ArcSwap<HashMap<String, HostCert>>,
+    /// Certificates presented to TLS backends, by Secret (namespace/name).
+    clients: ArcSwap<HashMap<ObjectKey, ClientCert>>,
+}
+
+/// A certificate presented to backends (`service.tls.clientCertificateSecretName`).
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    /// The certificate chain and key.
+    pub certified: Arc<CertifiedKey>,
+    /// `tls_material_hash` of the material: upstream TLS settings and their pooled
+    /// connections are kept apart per certificate, so a rotation takes effect on new
+    /// connections at once.
+    pub hash: String,
 }
 
 impl CertStore {
@@ -44,6 +57,16 @@ impl CertStore {
     /// The current map.
     pub fn snapshot(&self) -> Arc<HashMap<String, HostCert>> {
         self.by_host.load_full()
+    }
+
+    /// Replaces the certificates presented to backends.
+    pub fn replace_clients(&self, clients: HashMap<ObjectKey, ClientCert>) {
+        self.clients.store(Arc::new(clients));
+    }
+
+    /// The certificate of Secret `secret` presented to backends, if it has good material.
+    pub fn client(&self, secret: &ObjectKey) -> Option<ClientCert> {
+        self.clients.load().get(secret).cloned()
     }
 
     /// The certificate for an SNI name (None: the client sent none): exact host first, then

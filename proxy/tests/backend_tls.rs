@@ -54,19 +54,37 @@ fn pki() -> Pki {
 
 /// A TLS backend (HTTP/1.1 and h2 by ALPN) answering with the SNI and protocol it saw.
 async fn tls_backend(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    tls_backend_asking(pki, None).await
+}
+
+/// [`tls_backend`], requiring a client certificate that chains to `client_ca` (PEM) when
+/// set; it answers with the client certificate's DER in hex in `x-client-cert`.
+async fn tls_backend_asking(pki: &Pki, client_ca: Option<&str>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let certs = rustls_pemfile::certs(&mut pki.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .expect("certs");
     let key = rustls_pemfile::private_key(&mut pki.key_pem.as_bytes())
         .expect("key")
         .expect("a key");
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server config");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions");
+    let builder = match client_ca {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+                roots.add(cert.expect("client CA")).expect("root");
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).expect("server config");
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -82,13 +100,22 @@ async fn tls_backend(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<()>) {
                     return;
                 };
                 let sni = tls.get_ref().1.server_name().unwrap_or("").to_owned();
+                let client_cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map_or_else(|| "none".to_owned(), |c| hex(c.as_ref()));
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let sni = sni.clone();
+                    let (sni, client_cert) = (sni.clone(), client_cert.clone());
                     async move {
                         let mut response = Response::new(full(format!("{:?}", req.version())));
                         response
                             .headers_mut()
                             .insert("x-sni", sni.parse().expect("value"));
+                        response
+                            .headers_mut()
+                            .insert("x-client-cert", client_cert.parse().expect("value"));
                         Ok::<_, Infallible>(response)
                     }
                 });
@@ -256,4 +283,112 @@ async fn an_h2_backend_over_tls_is_spoken_to_in_h2_by_alpn() {
     let response = get(&client(), server.local_addr(), "h2.test", "/").await;
     assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
     assert_eq!(text(&response), "HTTP/2.0");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A client certificate (clientAuth) signed by `issuer`: PEM certificate, PEM key, and the
+/// certificate's DER in hex as the backend reports it.
+fn client_cert(issuer: &CertifiedIssuer<'static, KeyPair>) -> (String, String, String) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, issuer).expect("client certificate");
+    (cert.pem(), key.serialize_pem(), hex(cert.der()))
+}
+
+fn loaded_client(
+    secret: &str,
+    (cert, key, _): &(String, String, String),
+) -> lockstep_proxy::certs::ClientCert {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let loaded =
+        lockstep_proxy::certs::load(secret, cert.as_bytes(), key.as_bytes(), now).expect("client material");
+    lockstep_proxy::certs::ClientCert {
+        certified: loaded.certified,
+        hash: lockstep_core::tls_material_hash(cert.as_bytes(), key.as_bytes()),
+    }
+}
+
+/// Gateway API `spec.tls.backend.clientCertificateRef` as a generated RouterConfig says it
+/// (`tls.clientCertificateSecretName`): the replica presents that Secret's certificate to a
+/// backend that requires one; a rotated certificate is presented on the next connection
+/// (settings are kept apart per certificate, so a pooled connection made with the old one
+/// never carries a request); a backend reached without one, or a Secret without good
+/// material, is a 502, never a request sent without the certificate.
+#[tokio::test]
+async fn a_backend_requiring_a_client_certificate_gets_the_one_the_secret_holds() {
+    let pki = pki();
+    let client_ca = ca();
+    let (addr, _backend) = tls_backend_asking(&pki, Some(&client_ca.pem())).await;
+    let tls = tls_yaml("abc.example.com", &pki.ca_pem, &[]);
+    let with_client = format!("{tls}            clientCertificateSecretName: client\n");
+    let with_missing = format!("{tls}            clientCertificateSecretName: missing\n");
+    let yaml = format!(
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata:\n  name: tls\n  namespace: shop\nspec:\n  rules:\n{}{}{}",
+        host_rule("presents.test", "svc", &with_client, ""),
+        host_rule("none.test", "svc", &tls, ""),
+        host_rule("missing.test", "svc", &with_missing, ""),
+    );
+    let state = state_with(&yaml);
+    state.endpoints.set(
+        ServiceKey {
+            namespace: "shop".into(),
+            name: "svc".into(),
+            port: 443,
+        },
+        vec![addr],
+    );
+    let first = client_cert(&client_ca);
+    let key = lockstep_core::ObjectKey::new("shop", "client");
+    state
+        .certs
+        .replace_clients([(key.clone(), loaded_client("shop/client", &first))].into());
+    let server = proxy(state.clone(), ProxyOptions::default()).await;
+    let client = client();
+    for round in 0..2 {
+        let response = get(&client, server.local_addr(), "presents.test", "/").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "round {round}: {}",
+            text(&response)
+        );
+        assert_eq!(
+            response.headers()["x-client-cert"],
+            first.2.as_str(),
+            "round {round}"
+        );
+        for host in ["none.test", "missing.test"] {
+            let response = get(&client, server.local_addr(), host, "/").await;
+            assert_eq!(
+                response.status(),
+                StatusCode::BAD_GATEWAY,
+                "{host}, round {round}: {}",
+                text(&response)
+            );
+        }
+    }
+    // Rotated: the next request presents the new certificate.
+    let second = client_cert(&client_ca);
+    state
+        .certs
+        .replace_clients([(key.clone(), loaded_client("shop/client", &second))].into());
+    let response = get(&client, server.local_addr(), "presents.test", "/").await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+    assert_eq!(response.headers()["x-client-cert"], second.2.as_str());
+    // One of a CA the backend does not trust: refused by the backend, a 502.
+    let stranger = client_cert(&ca());
+    state
+        .certs
+        .replace_clients([(key, loaded_client("shop/client", &stranger))].into());
+    let response = get(&client, server.local_addr(), "presents.test", "/").await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{}", text(&response));
 }

@@ -123,6 +123,8 @@ fn judge_one(policy: &BackendTLSPolicy, config_maps: &[ConfigMap]) -> JudgedPoli
                 })
                 .filter(|s| s.hostname.is_some() || s.uri.is_some())
                 .collect(),
+            // The Gateway's, not the policy's: set where a listener is lowered.
+            client_certificate_secret_name: None,
         })
         .ok_or(());
     let unresolved = problems.first().map(|(r, _)| {
@@ -257,7 +259,7 @@ pub fn apply(
                 used.extend(all);
                 let Some(winner) = winner else { continue };
                 match &judged[winner].tls {
-                    Ok(tls) => service.tls = Some(tls.clone()),
+                    Ok(tls) => service.tls = Some(Box::new(tls.clone())),
                     Err(()) => {
                         *backend = ServedBackend::Status {
                             status: UNRESOLVED_STATUS,

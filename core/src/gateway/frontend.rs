@@ -239,6 +239,7 @@ mod tests {
                     },
                 ],
             }),
+            ..Default::default()
         });
         let secret = tls_secret("infra", "cert");
         gw.spec.listeners = vec![

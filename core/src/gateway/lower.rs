@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | more than one certificate for a listener | a Secret of the same namespace per host (`*` for any SNI name) | [`Gap::ListenerCertificate`] |
 //! | client certificate validation (`spec.tls.frontend`) | no client certificate is asked for | [`Gap::ClientCertificateValidation`] |
+//! | a backend client certificate that cannot be resolved (`spec.tls.backend`) | a TLS backend without it would be reached without the certificate it may require | [`Gap::BackendClientCertificate`] |
 //!
 //! Listeners sharing a port share the fleet's one table, which chooses the host first (exact,
 //! then the longest wildcard, then any host), as Gateway API chooses the listener (the most
@@ -59,8 +60,33 @@ pub enum Gap {
     /// which neither the RouterConfig form nor the proxy says yet: serving the listener
     /// without them would let every client through.
     ClientCertificateValidation,
+    /// The Gateway names a certificate to present to TLS backends
+    /// (`spec.tls.backend.clientCertificateRef`) that cannot be resolved (why), and the
+    /// listener reaches a backend over TLS: published without it, the backend would see no
+    /// client certificate, so the listener keeps what it serves.
+    BackendClientCertificate(String),
     /// The lowered spec fails RouterConfig validation.
     Invalid(String),
+}
+
+/// The TLS settings of every Service `spec` reaches over TLS (backends and mirrors), to set
+/// what the Gateway presents to them.
+pub fn backend_tls_mut(spec: &mut RouterConfigSpec) -> Vec<&mut lockstep_crds::BackendTls> {
+    let mut found = Vec::new();
+    for path in spec.rules.iter_mut().flat_map(|r| r.paths.iter_mut()) {
+        let services = path
+            .backend
+            .iter_mut()
+            .filter_map(|b| b.service.as_mut())
+            .chain(path.backends.iter_mut().filter_map(|w| w.service.as_mut()))
+            .chain(
+                path.filters
+                    .iter_mut()
+                    .flat_map(|f| f.mirrors.iter_mut().map(|m| &mut m.service)),
+            );
+        found.extend(services.filter_map(|s| s.tls.as_mut()));
+    }
+    found
 }
 
 /// Lowers one listener of a Gateway in namespace `namespace` to a RouterConfigSpec for
@@ -123,7 +149,7 @@ pub fn router_config_spec(
                             namespace: (service.namespace != namespace).then(|| service.namespace.clone()),
                             port: service.port,
                             app_protocol: is_grpc(e.route).then_some(AppProtocol::H2c),
-                            tls: service.tls.clone(),
+                            tls: service.tls.as_deref().cloned(),
                         }),
                         url: None,
                         status: None,

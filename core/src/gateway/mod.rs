@@ -161,6 +161,11 @@ pub struct GatewayConfig {
     /// Route generations contained, sorted: accepted on at least one listener of this
     /// Gateway (a route accepted with no entries, all rules dropped, is not listed).
     pub routes: Vec<RouteGeneration>,
+    /// The certificate presented to backends reached over TLS
+    /// (`spec.tls.backend.clientCertificateRef`): None when the Gateway names none, the
+    /// reason when it cannot be resolved (a listener reaching such a backend is then not
+    /// published: [`lower::Gap::BackendClientCertificate`]).
+    pub client_certificate: Option<Result<ResolvedSecret, String>>,
 }
 
 /// A route's status entry for one parentRef naming this Gateway.
@@ -327,6 +332,40 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
             status::gateway_programmed(accepted, None, gw_generation, now)
         },
     ];
+
+    // The Gateway's own reference: the certificate it presents to TLS backends.
+    let client_certificate = gw
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.backend.as_ref())
+        .and_then(|b| b.client_certificate_ref.as_ref())
+        .map(|cert| {
+            let from = Referrer {
+                group: GROUP,
+                kind: "Gateway",
+                namespace: &gw_key.namespace,
+            };
+            references::resolve_client_certificate(cert, from, inputs.secrets, inputs.grants)
+        });
+    gateway_conditions.push(match &client_certificate {
+        Some(Err(u)) => condition(
+            status::condition::RESOLVED_REFS,
+            false,
+            u.reason,
+            u.message.clone(),
+            gw_generation,
+            now,
+        ),
+        _ => condition(
+            status::condition::RESOLVED_REFS,
+            true,
+            reason::RESOLVED_REFS,
+            "",
+            gw_generation,
+            now,
+        ),
+    });
 
     if frontend::insecure_fallback(gw) {
         gateway_conditions.push(condition(
@@ -607,6 +646,7 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
             generation: gw_generation,
             listeners: served,
             routes,
+            client_certificate: client_certificate.map(|r| r.map_err(|u| u.message)),
         }
     });
 

@@ -6,7 +6,7 @@
 //! | object (in the Gateway's namespace, all named [`fleet_name`], controller-owned by the Gateway) | from |
 //! |---|---|
 //! | ServiceAccount | fixed |
-//! | Role: read RouterConfigs, EndpointSlices, Services; read only the Secrets the listeners name | the listeners' `certificateRefs` |
+//! | Role: read RouterConfigs, EndpointSlices, Services; read only the Secrets the Gateway names (a copy's, for one of another namespace) | the listeners' `certificateRefs`, `spec.tls.backend.clientCertificateRef` |
 //! | RoleBinding to that Role, and RoleBinding `<name>-member` to the ClusterRole [`MEMBER_CLUSTER_ROLE`] (its Lease and RouterReplica) | fixed |
 //! | Deployment of the proxy | replicas from the class's parameters, image from the operator's flag, `--watch-namespaces` from the backends |
 //! | Service | type from the class's parameters; one port per listener port, to the container's port for the listener's protocol |
@@ -153,8 +153,8 @@ pub struct FleetPlan {
     pub service_type: GatewayServiceType,
     /// The Service's ports, by listener port.
     pub ports: Vec<ServicePortPlan>,
-    /// The Secrets the listeners name in the Gateway's namespace, sorted: the only Secrets
-    /// the proxies may read.
+    /// The Secrets the fleet reads ([`gateway_secrets`]), sorted: the only Secrets the
+    /// proxies may read.
     pub secrets: Vec<String>,
     /// The namespaces the proxies watch ([`watch_namespaces`]): sorted, the Gateway's own
     /// among them.
@@ -236,23 +236,41 @@ pub fn service_ports(gateway: &Gateway) -> Vec<ServicePortPlan> {
     ports
 }
 
-/// The Secrets `gateway`'s listeners name in its own namespace (core group, kind Secret),
-/// sorted and deduplicated. A reference to another namespace is not served by a fleet
-/// (`ListenerCertificate`), so it grants nothing.
-pub fn listener_secrets(gateway: &Gateway) -> Vec<String> {
+/// The Secrets a fleet of `gateway` reads, all in the Gateway's namespace, sorted and
+/// deduplicated: each certificate its listeners name and the certificate it presents to
+/// backends (`spec.tls.backend.clientCertificateRef`), core Secrets only. One of another
+/// namespace is served from its copy ([`super::serve::CertificateCopy`], made only where a
+/// ReferenceGrant allows it), so the copy's name is granted, never the source.
+pub fn gateway_secrets(gateway: &Gateway) -> Vec<String> {
     let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
+    let name = gateway.metadata.name.clone().unwrap_or_default();
+    let client = gateway
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.backend.as_ref())
+        .and_then(|b| b.client_certificate_ref.as_ref());
     let mut names: Vec<String> = gateway
         .spec
         .listeners
         .iter()
         .filter_map(|l| l.tls.as_ref())
         .flat_map(|tls| tls.certificate_refs.iter())
+        .chain(client)
         .filter(|r| {
-            r.group.as_deref().unwrap_or("").is_empty()
-                && r.kind.as_deref().unwrap_or("Secret") == "Secret"
-                && r.namespace.as_deref().is_none_or(|ns| ns == namespace)
+            r.group.as_deref().unwrap_or("").is_empty() && r.kind.as_deref().unwrap_or("Secret") == "Secret"
         })
-        .map(|r| r.name.clone())
+        .map(|r| match r.namespace.as_deref() {
+            Some(other) if other != namespace => super::serve::certificate_copy_name(
+                &name,
+                &super::references::ResolvedSecret {
+                    namespace: other.to_owned(),
+                    name: r.name.clone(),
+                    material: String::new(),
+                },
+            ),
+            _ => r.name.clone(),
+        })
         .collect();
     names.sort();
     names.dedup();
@@ -305,7 +323,7 @@ pub fn plan<'a>(
         replicas: parameters.replicas,
         service_type: parameters.service_type,
         ports: service_ports(gateway),
-        secrets: listener_secrets(gateway),
+        secrets: gateway_secrets(gateway),
         image: image.to_owned(),
     }
 }
@@ -857,14 +875,47 @@ mod tests {
         }
     }
 
+    /// A certificate of another namespace is served from its copy in the Gateway's
+    /// namespace ([`super::super::serve::CertificateCopy`]): the fleet reads the copy, never
+    /// the source, so the copy's name is granted (a fleet without it could not present it).
     #[test]
-    fn only_the_listeners_own_secrets_are_granted() {
+    fn only_the_gateways_own_secrets_and_copies_are_granted() {
         let gw = gateway(
             "[{name: a, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: b-cert}, {name: a-cert, kind: Secret, group: \"\"}]}},
               {name: b, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: a-cert}, {name: other, namespace: elsewhere}, {name: same, namespace: infra}, {name: cm, kind: ConfigMap}]}},
               {name: c, port: 80, protocol: HTTP}]",
         );
-        assert_eq!(listener_secrets(&gw), ["a-cert", "b-cert", "same"]);
+        let copy = |ns: &str, name: &str| {
+            super::super::serve::certificate_copy_name(
+                "gw",
+                &super::super::references::ResolvedSecret {
+                    namespace: ns.into(),
+                    name: name.into(),
+                    material: String::new(),
+                },
+            )
+        };
+        let mut want = vec![
+            "a-cert".to_owned(),
+            "b-cert".to_owned(),
+            copy("elsewhere", "other"),
+            "same".to_owned(),
+        ];
+        want.sort();
+        assert_eq!(gateway_secrets(&gw), want);
+        // The backend client certificate too, by name or by its copy's.
+        let mut with_client = gw.clone();
+        with_client.spec.tls = Some(
+            serde_json::from_value(json!({"backend": {"clientCertificateRef": {"name": "client"}}})).unwrap(),
+        );
+        assert!(gateway_secrets(&with_client).contains(&"client".to_owned()));
+        with_client.spec.tls = Some(
+            serde_json::from_value(
+                json!({"backend": {"clientCertificateRef": {"name": "client", "namespace": "pki"}}}),
+            )
+            .unwrap(),
+        );
+        assert!(gateway_secrets(&with_client).contains(&copy("pki", "client")));
         let plan = plan(&gw, &GatewayParametersSpec::default(), "img:1", []);
         let role = plan.role();
         let secrets = role["rules"]
@@ -873,7 +924,7 @@ mod tests {
             .iter()
             .find(|r| r["resources"][0] == "secrets")
             .expect("a secrets rule");
-        assert_eq!(secrets["resourceNames"], json!(["a-cert", "b-cert", "same"]));
+        assert_eq!(secrets["resourceNames"], json!(want));
         // Without certificates, no Secret at all.
         let plain = super::plan(
             &gateway("[{name: c, port: 80, protocol: HTTP}]"),

@@ -5,6 +5,7 @@
 //! |---|---|---|---|---|
 //! | route backendRef | `InvalidKind` | `RefNotPermitted` | `BackendNotFound` (also: port not on the Service) | the Service port, h2c when asked |
 //! | listener certificateRef | `InvalidCertificateRef` | `RefNotPermitted` | `InvalidCertificateRef` (also: not a usable `kubernetes.io/tls` Secret) | the Secret |
+//! | Gateway backend clientCertificateRef | `InvalidClientCertificateRef` | `RefNotPermitted` | `InvalidClientCertificateRef` (also: not a usable `kubernetes.io/tls` Secret) | the Secret |
 //! | frontend validation caCertificateRef | `InvalidCACertificateKind` | `RefNotPermitted` | `InvalidCACertificateRef` (also: no `ca.crt`, or no PEM certificate in it) | the PEM bundle |
 //!
 //! The checks run in that order (kind, then permission, then existence), so a reference
@@ -68,8 +69,8 @@ pub struct ResolvedService {
     /// The port's appProtocol is `kubernetes.io/h2c`: reach it over HTTP/2 cleartext.
     pub h2c: bool,
     /// TLS to it, from the BackendTLSPolicy that applies ([`super::backend_tls`]); set after
-    /// resolution.
-    pub tls: Option<lockstep_crds::BackendTls>,
+    /// resolution (boxed: most backends have none, and it is the largest field).
+    pub tls: Option<Box<lockstep_crds::BackendTls>>,
 }
 
 /// Why a reference could not be resolved: the standard reason and a message naming it.
@@ -225,6 +226,28 @@ pub fn resolve_certificate(
         material: secret
             .and_then(crate::digest::tls_secret_hash)
             .unwrap_or_default(),
+    })
+}
+
+/// Resolves the certificate a Gateway presents to its TLS backends
+/// (`spec.tls.backend.clientCertificateRef`): the same Secret a listener certificate must
+/// be, judged in the same order, with the Gateway's own reason for an unusable one.
+pub fn resolve_client_certificate(
+    cert: &SecretObjectReference,
+    from: Referrer<'_>,
+    secrets: &[Secret],
+    grants: &[ReferenceGrant],
+) -> Result<ResolvedSecret, Unresolved> {
+    resolve_certificate(cert, from, secrets, grants).map_err(|u| Unresolved {
+        reason: if u.reason == reason::INVALID_CERTIFICATE_REF {
+            reason::INVALID_CLIENT_CERTIFICATE_REF
+        } else {
+            u.reason
+        },
+        message: match u.message.strip_prefix("certificateRef") {
+            Some(rest) => format!("spec.tls.backend.clientCertificateRef{rest}"),
+            None => u.message,
+        },
     })
 }
 

@@ -243,6 +243,11 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
                     }
                 }
             };
+            let (mut tls, mut copies) = (tls, copies);
+            let outcome = match outcome {
+                Outcome::Publish(spec) => present_client_certificate(spec, config, &mut tls, &mut copies),
+                other => other,
+            };
             let published = matches!(outcome, Outcome::Publish(_));
             ListenerPlan {
                 listener: l.name.clone(),
@@ -254,6 +259,46 @@ pub fn plan(config: &GatewayConfig, fleet: &str) -> Vec<ListenerPlan> {
             }
         })
         .collect()
+}
+
+/// A published listener's spec with the Gateway's backend client certificate on every TLS
+/// backend it reaches (its copy's name for one of another namespace), recorded in `tls` (for
+/// the digest) and `copies`; a gap when that certificate cannot be resolved. A listener
+/// with no TLS backend is untouched either way.
+fn present_client_certificate(
+    mut spec: RouterConfigSpec,
+    config: &GatewayConfig,
+    tls: &mut BTreeMap<String, String>,
+    copies: &mut Vec<CertificateCopy>,
+) -> Outcome {
+    let Some(certificate) = &config.client_certificate else {
+        return Outcome::Publish(spec);
+    };
+    let mut backends = super::lower::backend_tls_mut(&mut spec);
+    if backends.is_empty() {
+        return Outcome::Publish(spec);
+    }
+    let source = match certificate {
+        Ok(source) => source,
+        Err(why) => return Outcome::Gaps(vec![Gap::BackendClientCertificate(why.clone())]),
+    };
+    let name = if source.namespace == config.gateway.namespace {
+        source.name.clone()
+    } else {
+        let name = certificate_copy_name(&config.gateway.name, source);
+        if !copies.iter().any(|c| c.name == name) {
+            copies.push(CertificateCopy {
+                source: source.clone(),
+                name: name.clone(),
+            });
+        }
+        name
+    };
+    for backend in &mut backends {
+        backend.client_certificate_secret_name = Some(name.clone());
+    }
+    tls.insert(name, source.material.clone());
+    Outcome::Publish(spec)
 }
 
 /// Listener isolation on a shared port: `listener` with only the entries it serves, those
@@ -322,6 +367,9 @@ pub fn describe(gap: &Gap) -> String {
         Gap::ListenerCertificate(c) => format!("listener certificate {c}"),
         Gap::ClientCertificateValidation => {
             "client certificate validation (spec.tls.frontend): the proxy does not ask for client certificates yet".into()
+        }
+        Gap::BackendClientCertificate(why) => {
+            format!("it reaches a backend over TLS and the backend client certificate is unresolved: {why}")
         }
         Gap::Invalid(e) => format!("the generated RouterConfig is invalid: {e}"),
     }

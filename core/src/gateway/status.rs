@@ -11,7 +11,8 @@ pub mod condition {
     pub const ACCEPTED: &str = "Accepted";
     /// Gateway and listener: configuration was generated for the data plane.
     pub const PROGRAMMED: &str = "Programmed";
-    /// Listener and route parent: every reference resolved.
+    /// Gateway, listener and route parent: every reference resolved (the Gateway's own: the
+    /// backend client certificate).
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
     /// Listener: it cannot be told apart from another listener on its port.
     pub const CONFLICTED: &str = "Conflicted";
@@ -59,6 +60,8 @@ pub mod reason {
     pub const PROTOCOL_CONFLICT: &str = "ProtocolConflict";
     /// Listener ResolvedRefs=False: a certificate reference is unusable.
     pub const INVALID_CERTIFICATE_REF: &str = "InvalidCertificateRef";
+    /// Gateway ResolvedRefs=False: `spec.tls.backend.clientCertificateRef` is unusable.
+    pub const INVALID_CLIENT_CERTIFICATE_REF: &str = "InvalidClientCertificateRef";
     /// Listener ResolvedRefs=False: an allowed route kind is not supported.
     pub const INVALID_ROUTE_KINDS: &str = "InvalidRouteKinds";
     /// Listener or route ResolvedRefs=False: a cross-namespace reference without grant.

@@ -2569,3 +2569,179 @@ fn a_backend_tls_policy_is_lowered_into_its_backends_and_gets_a_status_for_the_g
         ("False", reason::NO_VALID_CA_CERTIFICATE)
     );
 }
+
+/// Gateway `spec.tls.backend.clientCertificateRef`: "If the referent cannot be found ... the
+/// `ResolvedRefs` condition on the Gateway MUST be set to False with the Reason
+/// `InvalidClientCertificateRef`"; "a resource in another namespace UNLESS there is a
+/// ReferenceGrant ... `RefNotPermitted`". Resolved, every backend reached over TLS presents
+/// it (a copy for one of another namespace) and it is folded into the digest; unresolved, a
+/// listener with a TLS backend keeps what it serves, and one without is published as before.
+#[test]
+fn a_gateways_backend_client_certificate_is_presented_over_tls_or_named_in_resolved_refs() {
+    use super::serve::{Outcome, plan};
+    let planned_in = |w: World, _: &[()]| {
+        let t = w.run();
+        let plans = plan(t.config.as_ref().expect("accepted"), "edge");
+        (t, plans)
+    };
+    let world = |client_ref: &str, granted: bool, tls_backend: bool| -> World {
+        let mut gw = gateway(HTTP80);
+        gw.spec.tls = Some(yaml(&format!(
+            "{{backend: {{clientCertificateRef: {client_ref}}}}}"
+        )));
+        let mut w = World::new(gw);
+        w.secrets.push(tls_secret("infra", "client"));
+        w.secrets.push(tls_secret("certs", "client"));
+        w.secrets.push(opaque_secret("infra", "opaque"));
+        if granted {
+            w.grants
+                .push(grant("certs", "Gateway", "infra", "", "Secret", None));
+        }
+        w.services.push(yaml(
+            "metadata: {name: secure, namespace: infra}\nspec: {ports: [{name: https, port: 443}]}",
+        ));
+        let (pem, _) = crate::test_certs::mk_cert(&["ca.example.com"], crate::test_certs::VALID);
+        let mut ca: ConfigMap = yaml("metadata: {name: ca, namespace: infra}");
+        ca.data = Some([("ca.crt".to_owned(), pem)].into());
+        w.config_maps.push(ca);
+        w.policies.push(yaml(
+            "metadata: {name: p, namespace: infra}\nspec: {targetRefs: [{group: \"\", kind: Service, name: secure}], validation: {hostname: abc.example.com, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: ca}]}}",
+        ));
+        let backend = if tls_backend {
+            "secure, port: 443"
+        } else {
+            "web, port: 8080"
+        };
+        w.http.push(http_route(
+            "infra",
+            "r",
+            "2026-01-01T00:00:00Z",
+            &format!("{{parentRefs: [{{name: gw}}], rules: [{{backendRefs: [{{name: {backend}}}], filters: [{{type: RequestMirror, requestMirror: {{backendRef: {{name: secure, port: 443}}}}}}]}}]}}"),
+        ));
+        w
+    };
+    let resolved_refs = |t: &Translation| -> (String, String) {
+        let c = t
+            .gateway_conditions
+            .iter()
+            .find(|c| c.type_ == ctype::RESOLVED_REFS)
+            .expect("a Gateway ResolvedRefs condition");
+        (c.status.clone(), c.reason.clone())
+    };
+    let accepted = |t: &Translation| -> String {
+        t.gateway_conditions
+            .iter()
+            .find(|c| c.type_ == ctype::ACCEPTED)
+            .unwrap()
+            .status
+            .clone()
+    };
+    let presented = |spec: &lockstep_crds::RouterConfigSpec| -> Vec<Option<String>> {
+        let path = &spec.rules[0].paths[0];
+        path.backends
+            .iter()
+            .filter_map(|b| b.service.as_ref())
+            .chain(
+                path.filters
+                    .iter()
+                    .flat_map(|f| f.mirrors.iter().map(|m| &m.service)),
+            )
+            .map(|s| {
+                s.tls
+                    .as_ref()
+                    .and_then(|t| t.client_certificate_secret_name.clone())
+            })
+            .collect()
+    };
+
+    // Same namespace: ResolvedRefs True; the backend and the mirror present it; the digest
+    // covers its material.
+    let (t, plans) = planned_in(world("{name: client}", false, true), &[]);
+    assert_eq!(resolved_refs(&t), ("True".into(), reason::RESOLVED_REFS.into()));
+    let Outcome::Publish(spec) = &plans[0].outcome else {
+        panic!("{:?}", plans[0].outcome)
+    };
+    assert_eq!(
+        presented(spec),
+        [Some("client".to_owned()), Some("client".to_owned())]
+    );
+    assert!(plans[0].tls.contains_key("client"), "{:?}", plans[0].tls);
+    assert!(plans[0].copies.is_empty());
+    assert!(crate::tls_secret_names(spec).contains(&"client".to_owned()));
+
+    // Another namespace with a grant: a copy in the Gateway's namespace.
+    let (t, plans) = planned_in(world("{name: client, namespace: certs}", true, true), &[]);
+    assert_eq!(resolved_refs(&t).0, "True");
+    let Outcome::Publish(spec) = &plans[0].outcome else {
+        panic!("{:?}", plans[0].outcome)
+    };
+    assert_eq!(plans[0].copies.len(), 1, "{:?}", plans[0].copies);
+    let copy = &plans[0].copies[0];
+    assert_eq!(
+        (copy.source.namespace.as_str(), copy.source.name.as_str()),
+        ("certs", "client")
+    );
+    assert_eq!(presented(spec)[0].as_deref(), Some(copy.name.as_str()));
+    assert!(plans[0].tls.contains_key(&copy.name));
+
+    // Each unresolvable reference: the reason, the Gateway still accepted, and the listener
+    // reaching a TLS backend keeps what it serves (a gap naming why).
+    for (client_ref, grant, want) in [
+        ("{name: missing}", false, reason::INVALID_CLIENT_CERTIFICATE_REF),
+        ("{name: opaque}", false, reason::INVALID_CLIENT_CERTIFICATE_REF),
+        (
+            "{group: wrong.group.company.io, kind: Secret, name: client}",
+            false,
+            reason::INVALID_CLIENT_CERTIFICATE_REF,
+        ),
+        (
+            "{group: \"\", kind: WrongKind, name: client}",
+            false,
+            reason::INVALID_CLIENT_CERTIFICATE_REF,
+        ),
+        (
+            "{name: client, namespace: certs}",
+            false,
+            reason::REF_NOT_PERMITTED,
+        ),
+    ] {
+        let (t, plans) = planned_in(world(client_ref, grant, true), &[]);
+        assert_eq!(resolved_refs(&t), ("False".into(), want.into()), "{client_ref}");
+        assert_eq!(accepted(&t), "True", "{client_ref}");
+        let message = &t
+            .gateway_conditions
+            .iter()
+            .find(|c| c.type_ == ctype::RESOLVED_REFS)
+            .unwrap()
+            .message;
+        assert!(
+            message.starts_with("spec.tls.backend.clientCertificateRef"),
+            "{message}"
+        );
+        assert!(
+            matches!(&plans[0].outcome, Outcome::Gaps(g) if matches!(g[..], [Gap::BackendClientCertificate(_)])),
+            "{client_ref}: {:?}",
+            plans[0].outcome
+        );
+        // The mirror alone reaches TLS: still a gap. Without any TLS Service: published.
+        let mut w = world(client_ref, grant, false);
+        w.http[0] = http_route(
+            "infra",
+            "r",
+            "2026-01-01T00:00:00Z",
+            "{parentRefs: [{name: gw}], rules: [{backendRefs: [{name: web, port: 8080}]}]}",
+        );
+        let (_, plans) = planned_in(w, &[]);
+        assert!(
+            matches!(plans[0].outcome, Outcome::Publish(_)),
+            "{client_ref}: {:?}",
+            plans[0].outcome
+        );
+    }
+    let (_, plans) = planned_in(world("{name: missing}", false, false), &[]);
+    assert!(
+        matches!(&plans[0].outcome, Outcome::Gaps(_)),
+        "a TLS mirror: {:?}",
+        plans[0].outcome
+    );
+}

@@ -34,7 +34,8 @@ pub struct GatewaySpec {
     /// parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub infrastructure: Option<GatewayInfrastructure>,
-    /// TLS settings of the whole Gateway (lockstep reads `frontend` only).
+    /// TLS settings of the whole Gateway: client validation (`frontend`) and the
+    /// certificate presented to backends (`backend`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<GatewayTlsConfig>,
     /// Which ListenerSets may attach listeners; unset allows none.
@@ -75,6 +76,20 @@ pub struct GatewayTlsConfig {
     /// How clients connecting to the Gateway's HTTPS listeners are validated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frontend: Option<FrontendTlsConfig>,
+    /// What the Gateway presents to backends it reaches over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<GatewayBackendTls>,
+}
+
+/// The Gateway's side of TLS to its backends (`spec.tls.backend`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayBackendTls {
+    /// The client certificate presented to every backend reached over TLS (a BackendTLSPolicy
+    /// names it) that asks for one: a core `kubernetes.io/tls` Secret, in the Gateway's
+    /// namespace or granted by a ReferenceGrant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_ref: Option<SecretObjectReference>,
 }
 
 /// Client certificate validation of the HTTPS listeners: a default, and overrides per port.

@@ -111,6 +111,21 @@ fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, Str
             )),
         }
     }
+    // The certificates presented to TLS backends: the same material test, no host to cover.
+    for (field, name) in lockstep_core::digest::client_certificate_names(&rc.spec) {
+        let secret = secrets.get(&ObjectRef::new(name).within(&ns));
+        let presentable = secret.as_deref().map(|secret| {
+            lockstep_core::tls_material::presentable(&format!("{ns}/{name}"), secret, now)
+                .map(|_| lockstep_core::digest::tls_secret_hash(secret).unwrap_or_default())
+        });
+        match presentable {
+            Some(Ok(hash)) => {
+                hashes.insert(name.to_owned(), hash);
+            }
+            Some(Err(error)) => problems.push(format!("{field}: {error}")),
+            None => missing.push(format!("{field}: kubernetes.io/tls secret {ns}/{name} not found")),
+        }
+    }
     let problem = if !problems.is_empty() {
         Some(TlsProblem::Unusable(problems.join("; ")))
     } else if !missing.is_empty() {

@@ -162,6 +162,7 @@ impl SyncLoop {
             state
                 .certs
                 .replace(tls::certificates(&plan.certificates, &good, &previous));
+            state.certs.replace_clients(tls::client_certificates(&good));
             let next = plan.next.take();
             let swapped = next.is_some();
             if let Some(next) = next {

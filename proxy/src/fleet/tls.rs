@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Secret;
 use lockstep_core::{ObjectKey, fleet::CertificateChoice, tls_material::HostCoverage, tls_material_hash};
 use lockstep_crds::RouterConfig;
 
-use crate::certs::{self, CertError, HostCert, LoadedCert};
+use crate::certs::{self, CertError, ClientCert, HostCert, LoadedCert};
 
 /// What the per-Secret watch knows.
 #[derive(Debug, Clone)]
@@ -113,6 +113,13 @@ pub fn assemble(
                 problems.push(format!("spec.rules[{i}].tls.secretName: {e}"));
             }
         }
+        // A certificate presented to backends has no host to cover: its material alone.
+        for (field, name) in lockstep_core::digest::client_certificate_names(&rc.spec) {
+            let secret_key = ObjectKey::new(rc_key.namespace.clone(), name.to_owned());
+            if let Some(error) = errors.get(&secret_key) {
+                problems.push(format!("{field}: {error}"));
+            }
+        }
         if !problems.is_empty() {
             outcome.problems.insert(rc_key, problems.join("; "));
         }
@@ -152,6 +159,24 @@ pub fn certificates(
                     })
             },
         )
+        .collect()
+}
+
+/// The certificates presented to backends: every Secret with good material, by
+/// namespace/name (a table names only those its RouterConfigs name as
+/// `clientCertificateSecretName`; a Secret whose new material is bad keeps its last good
+/// one, as a host's certificate does).
+pub fn client_certificates(good: &HashMap<ObjectKey, GoodMaterial>) -> HashMap<ObjectKey, ClientCert> {
+    good.iter()
+        .map(|(key, material)| {
+            (
+                key.clone(),
+                ClientCert {
+                    certified: material.cert.certified.clone(),
+                    hash: material.hash.clone(),
+                },
+            )
+        })
         .collect()
 }
 

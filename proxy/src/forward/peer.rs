@@ -34,6 +34,8 @@ pub(crate) struct Peer {
     pub h2c: bool,
     /// Reached over TLS verified as this says (a Service backend's `tls`).
     pub tls: Option<Arc<lockstep_crds::BackendTls>>,
+    /// The certificate presented over that TLS (`tls.clientCertificateSecretName`).
+    pub client_certificate: Option<crate::certs::ClientCert>,
 }
 
 /// The address of a peer (and the key of its pooled connections).
@@ -102,6 +104,7 @@ impl Balancer {
                     guard: None,
                     h2c,
                     tls: None,
+                    client_certificate: None,
                 })
             }
             BackendRef::Service {
@@ -110,7 +113,26 @@ impl Balancer {
                 port,
                 h2c,
                 tls,
+                client_certificate,
             } => {
+                // A certificate the backend may require and the replica has no good material
+                // for: the attempt fails rather than reaching the backend without it.
+                let client_certificate = match client_certificate {
+                    None => None,
+                    Some(secret) => {
+                        Some(
+                            state
+                                .certs
+                                .client(secret)
+                                .ok_or_else(|| ProxyError::UpstreamTls {
+                                    peer: backend.to_string(),
+                                    message: format!(
+                                        "the client certificate Secret {secret} has no usable material"
+                                    ),
+                                })?,
+                        )
+                    }
+                };
                 let key = ServiceKey {
                     namespace: namespace.to_string(),
                     name: name.to_string(),
@@ -147,6 +169,7 @@ impl Balancer {
                     // The RouterConfig's appProtocol, else the Service port's.
                     h2c: *h2c || state.endpoints.is_h2c(&key),
                     tls: tls.clone(),
+                    client_certificate,
                 })
             }
         }
@@ -228,6 +251,7 @@ mod tests {
                 port: 80,
                 h2c: false,
                 tls: None,
+                client_certificate: None,
             },
             ServiceKey {
                 namespace: "ns".into(),
@@ -306,6 +330,7 @@ mod tests {
             port,
             h2c: true,
             tls: None,
+            client_certificate: None,
         };
         state.endpoints.set(key.clone(), addrs(1));
         let lb = Balancer::new(LoadBalancing::P2c);

@@ -40,6 +40,8 @@ use tokio::net::TcpStream;
 
 use lockstep_crds::BackendTls;
 
+use crate::certs::ClientCert;
+
 use super::{
     peer::PeerAuthority,
     request_body::{self, RequestBody},
@@ -119,17 +121,19 @@ impl Pool {
     }
 
     /// Sends `req` to `peer` over a pooled or new connection, in HTTP/2 when `h2` (h2c, or
-    /// h2 by ALPN over TLS), over TLS verified as `tls` says when it is set. The response
-    /// body puts an HTTP/1 connection back when it ends.
+    /// h2 by ALPN over TLS), over TLS verified as `tls` says when it is set, presenting
+    /// `client` when the upstream asks for a certificate. The response body puts an HTTP/1
+    /// connection back when it ends.
     pub(crate) async fn send(
         self: &Arc<Self>,
         peer: &PeerAuthority,
         h2c: bool,
         tls: Option<&BackendTls>,
+        client: Option<&ClientCert>,
         req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let tls = match tls {
-            Some(tls) => Some(self.tls.get(tls, h2c).map_err(SendError::Tls)?),
+            Some(tls) => Some(self.tls.get(tls, h2c, client).map_err(SendError::Tls)?),
             None => None,
         };
         let key = PoolKey {

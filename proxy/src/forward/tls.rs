@@ -8,7 +8,9 @@
 //! | `hostname`, no `subjectAltNames` | be valid for `hostname` (also the SNI sent) |
 //! | `subjectAltNames` | carry one of them: a DNS name it is valid for, or the exact URI |
 //!
-//! ALPN offers `h2` for a backend spoken to in HTTP/2 and `http/1.1` otherwise. A handshake
+//! With `clientCertificateSecretName` the replica presents that Secret's certificate when the
+//! endpoint asks for one. ALPN offers `h2` for a backend spoken to in HTTP/2 and `http/1.1`
+//! otherwise. A handshake
 //! that fails the verification fails the attempt ([`super::error::ProxyError::UpstreamTls`]).
 
 use std::{
@@ -21,13 +23,16 @@ use lockstep_crds::{BackendSubjectAltName, BackendTls};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
     client::{
-        WebPkiServerVerifier,
+        ResolvesClientCert, WebPkiServerVerifier,
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     },
     crypto::CryptoProvider,
     pki_types::{CertificateDer, ServerName, UnixTime},
+    sign::CertifiedKey,
 };
 use sha2::{Digest, Sha256};
+
+use crate::certs::ClientCert;
 
 /// Past this many distinct settings the cache starts over: settings come and go with the
 /// RouterConfigs, and a setting still in use is simply built again.
@@ -59,16 +64,26 @@ impl Hash for UpstreamTls {
     }
 }
 
-/// The configurations built so far, by setting and protocol.
+/// What one client configuration is built for: the setting, whether h2 is offered, and the
+/// hash of the client certificate's material.
+type SettingKey = (BackendTls, bool, Option<String>);
+
+/// The configurations built so far, by [`SettingKey`].
 #[derive(Debug, Default)]
 pub(crate) struct TlsCache {
-    built: Mutex<HashMap<(BackendTls, bool), Arc<UpstreamTls>>>,
+    built: Mutex<HashMap<SettingKey, Arc<UpstreamTls>>>,
 }
 
 impl TlsCache {
-    /// The configuration for `tls`, offering `h2` by ALPN when `h2` is true.
-    pub(crate) fn get(&self, tls: &BackendTls, h2: bool) -> Result<Arc<UpstreamTls>, String> {
-        let key = (tls.clone(), h2);
+    /// The configuration for `tls`, offering `h2` by ALPN when `h2` is true and presenting
+    /// `client` when the upstream asks for a certificate.
+    pub(crate) fn get(
+        &self,
+        tls: &BackendTls,
+        h2: bool,
+        client: Option<&ClientCert>,
+    ) -> Result<Arc<UpstreamTls>, String> {
+        let key = (tls.clone(), h2, client.map(|c| c.hash.clone()));
         if let Some(found) = self
             .built
             .lock()
@@ -77,7 +92,7 @@ impl TlsCache {
         {
             return Ok(found.clone());
         }
-        let built = Arc::new(build(tls, h2)?);
+        let built = Arc::new(build(tls, h2, client)?);
         let mut map = self.built.lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= MAX_CACHED {
             map.clear();
@@ -88,7 +103,7 @@ impl TlsCache {
 }
 
 /// Builds the client configuration of one setting; the error says what is unusable.
-pub(crate) fn build(tls: &BackendTls, h2: bool) -> Result<UpstreamTls, String> {
+pub(crate) fn build(tls: &BackendTls, h2: bool, client: Option<&ClientCert>) -> Result<UpstreamTls, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     match &tls.ca_certificates {
@@ -111,23 +126,49 @@ pub(crate) fn build(tls: &BackendTls, h2: bool) -> Result<UpstreamTls, String> {
         subject_alt_names: tls.subject_alt_names.clone(),
         provider: provider.clone(),
     };
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match client {
+        Some(client) => builder.with_client_cert_resolver(Arc::new(Presents(client.certified.clone()))),
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![if h2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
     let server_name = ServerName::try_from(tls.hostname.clone())
         .map_err(|e| format!("hostname {:?}: {e}", tls.hostname))?;
     let mut hasher = Sha256::new();
     hasher.update(serde_json::to_vec(tls).expect("a BackendTls serialises"));
     hasher.update([u8::from(h2)]);
+    if let Some(client) = client {
+        hasher.update(client.hash.as_bytes());
+    }
     Ok(UpstreamTls {
         config: Arc::new(config),
         server_name,
         digest: hasher.finalize().into(),
     })
+}
+
+/// Presents one certificate whenever the upstream asks for one, whatever CAs it names: the
+/// upstream decides whether it accepts it (a Gateway names one client certificate for all its
+/// backends).
+#[derive(Debug)]
+struct Presents(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for Presents {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// The web PKI verification of the chain, then the name check `tls` asks for.

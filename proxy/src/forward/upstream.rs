@@ -203,9 +203,13 @@ async fn attempt(
         .unwrap_or(proxy.options.response_timeout);
     match tokio::time::timeout(
         timeout,
-        proxy
-            .pool
-            .send(&peer.authority, peer.h2c, peer.tls.as_deref(), request),
+        proxy.pool.send(
+            &peer.authority,
+            peer.h2c,
+            peer.tls.as_deref(),
+            peer.client_certificate.as_ref(),
+            request,
+        ),
     )
     .await
     {
