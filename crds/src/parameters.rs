@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 /// Replicas of a provisioned fleet when the class names no parameters.
 pub const DEFAULT_GATEWAY_REPLICAS: i32 = 2;
 
-/// How a GatewayClass's Gateways are provisioned: replicas and Service type of each fleet.
+/// How a GatewayClass's Gateways are provisioned: replicas, Service type and proxy resources
+/// of each fleet.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "lockstep.dev",
@@ -41,6 +42,11 @@ pub struct GatewayParametersSpec {
     /// an ingress address (or choose ClusterIP).
     #[serde(default)]
     pub service_type: GatewayServiceType,
+    /// Compute resources of each proxy container, as a Pod's container says them; they
+    /// replace the default as a whole (requests cpu 100m and memory 64Mi, limits cpu 1 and
+    /// memory 256Mi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 fn default_replicas() -> i32 {
@@ -75,6 +81,7 @@ impl Default for GatewayParametersSpec {
         GatewayParametersSpec {
             replicas: DEFAULT_GATEWAY_REPLICAS,
             service_type: GatewayServiceType::default(),
+            resources: None,
         }
     }
 }

@@ -136,7 +136,10 @@ k wait --for=condition=Established --timeout=60s \
   crd/httproutes.gateway.networking.k8s.io crd/grpcroutes.gateway.networking.k8s.io \
   crd/referencegrants.gateway.networking.k8s.io >/dev/null
 # One proxy per provisioned fleet behind a ClusterIP Service: every Gateway of the suite gets
-# its own fleet, and CPU is short (no load-balancer controller runs on the node). The
+# its own fleet (no load-balancer controller runs on the node), and CPU is short: the suite's
+# Gateways need about 20 fleets at once, and at the default request of 100m each their pods
+# no longer fit the node's 2 cores (pods stayed Pending, "Insufficient cpu"), so each proxy
+# requests 10m, as the suite's own echo pods do. The
 # GatewayParameters exist before the chart's GatewayClass names them, so the class is
 # accepted at once (the chart installs the same CRD from its crds/, skipping it as present).
 k apply --server-side -f "$ROOT/deploy/helm/lockstep/crds/gatewayparameters.yaml" >/dev/null
@@ -145,9 +148,14 @@ k apply -f - >/dev/null <<'YAML'
 apiVersion: lockstep.dev/v1alpha1
 kind: GatewayParameters
 metadata: {name: conformance}
-spec: {replicas: 1, serviceType: ClusterIP}
+spec:
+  replicas: 1
+  serviceType: ClusterIP
+  resources:
+    requests: {cpu: 10m, memory: 64Mi}
+    limits: {cpu: "1", memory: 256Mi}
 YAML
-NOTES+="each Gateway's provisioned fleet: 1 proxy replica behind a ClusterIP Service (GatewayParameters conformance, named by the chart's GatewayClass lockstep through gatewayClass.parametersRef.name=conformance; the default is 2 replicas behind a LoadBalancer Service)"$'\n'
+NOTES+="each Gateway's provisioned fleet: 1 proxy replica requesting 10m CPU behind a ClusterIP Service (GatewayParameters conformance, named by the chart's GatewayClass lockstep through gatewayClass.parametersRef.name=conformance; the default is 2 replicas requesting 100m behind a LoadBalancer Service: about 20 fleets at 100m do not fit the node's 2 cores)"$'\n'
 HELM="$("$ROOT/e2e/helm/build.sh")"
 k create namespace "$SYSTEM" >/dev/null
 # One operator and one proxy of the chart's own fleet: the suite's Gateways do not use that

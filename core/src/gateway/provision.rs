@@ -151,6 +151,8 @@ pub struct FleetPlan {
     pub replicas: i32,
     /// The Service's type.
     pub service_type: GatewayServiceType,
+    /// Each proxy container's compute resources; None: [`default_resources`].
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
     /// The Service's ports, by listener port.
     pub ports: Vec<ServicePortPlan>,
     /// The Secrets the fleet reads ([`gateway_secrets`]), sorted: the only Secrets the
@@ -322,10 +324,20 @@ pub fn plan<'a>(
         gateway_uid: gateway.metadata.uid.clone().unwrap_or_default(),
         replicas: parameters.replicas,
         service_type: parameters.service_type,
+        resources: parameters.resources.clone(),
         ports: service_ports(gateway),
         secrets: gateway_secrets(gateway),
         image: image.to_owned(),
     }
+}
+
+/// A proxy container's compute resources when the class's parameters name none: a tenth of
+/// a core and 64 MiB requested, one core and 256 MiB at most.
+pub fn default_resources() -> Value {
+    json!({
+        "requests": {"cpu": "100m", "memory": "64Mi"},
+        "limits": {"cpu": "1", "memory": "256Mi"},
+    })
 }
 
 /// The labels of the pods of a fleet (the Deployment's and the Service's selector).
@@ -563,10 +575,10 @@ impl FleetPlan {
                                 "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3,
                             },
                             "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
-                            "resources": {
-                                "requests": {"cpu": "100m", "memory": "64Mi"},
-                                "limits": {"cpu": "1", "memory": "256Mi"},
-                            },
+                            "resources": self
+                                .resources
+                                .as_ref()
+                                .map_or_else(default_resources, |r| serde_json::to_value(r).expect("resources serialise")),
                             "securityContext": {
                                 "allowPrivilegeEscalation": false,
                                 "readOnlyRootFilesystem": true,
@@ -941,6 +953,7 @@ mod tests {
         let params = GatewayParametersSpec {
             replicas: 4,
             service_type: GatewayServiceType::NodePort,
+            resources: None,
         };
         let p = plan(&gw, &params, "registry/proxy:7", []);
         let name = fleet_name("infra", "gw");
@@ -957,6 +970,17 @@ mod tests {
         assert_eq!(pod["serviceAccountName"], json!(service_account_name(&name)));
         let container = &pod["containers"][0];
         assert_eq!(container["image"], json!("registry/proxy:7"));
+        assert_eq!(container["resources"], default_resources());
+        // The class's resources replace the default as a whole.
+        let small = GatewayParametersSpec {
+            resources: Some(serde_json::from_value(json!({"requests": {"cpu": "10m"}})).unwrap()),
+            ..params.clone()
+        };
+        let small = plan(&gw, &small, "registry/proxy:7", []).deployment();
+        assert_eq!(
+            small["spec"]["template"]["spec"]["containers"][0]["resources"],
+            json!({"requests": {"cpu": "10m"}})
+        );
         let args: Vec<&str> = container["args"]
             .as_array()
             .unwrap()
