@@ -2653,22 +2653,37 @@ async fn a_backend_tls_policy_is_served_in_the_generated_config_and_gets_its_sta
         }
     };
     gateway_resolved_refs(("True", "ResolvedRefs")).await;
-    let presented = eventually("a TLS backend presenting the client certificate", WAIT, || async {
-        let list = rcs.list(&ListParams::default()).await.ok()?;
-        list.items.iter().find_map(|rc| {
-            rc.spec
-                .rules
-                .iter()
-                .flat_map(|r| &r.paths)
-                .flat_map(|p| &p.backends)
-                .find_map(|b| b.service.as_ref()?.tls.as_ref()?.client_certificate_secret_name.clone())
-        })
-    })
+    let presented = eventually(
+        "a TLS backend presenting the client certificate",
+        WAIT,
+        || async {
+            let list = rcs.list(&ListParams::default()).await.ok()?;
+            list.items.iter().find_map(|rc| {
+                rc.spec
+                    .rules
+                    .iter()
+                    .flat_map(|r| &r.paths)
+                    .flat_map(|p| &p.backends)
+                    .find_map(|b| {
+                        b.service
+                            .as_ref()?
+                            .tls
+                            .as_ref()?
+                            .client_certificate_secret_name
+                            .clone()
+                    })
+            })
+        },
+    )
     .await
     .unwrap();
     assert_eq!(presented, "client");
     gateways
-        .patch("gw", &PatchParams::default(), &Patch::Merge(present(Some("elsewhere"))))
+        .patch(
+            "gw",
+            &PatchParams::default(),
+            &Patch::Merge(present(Some("elsewhere"))),
+        )
         .await
         .unwrap();
     gateway_resolved_refs(("False", "RefNotPermitted")).await;

@@ -17,10 +17,9 @@ use lockstep_crds::gateway::SupportedFeature;
 /// features, HTTPRouteCORS, BackendTLSPolicy and BackendTLSPolicySANValidation. Tried and
 /// left out, their tests failing: HTTPRouteParentRefPort (listeners kept apart by port),
 /// HTTPRouteRetry (and its RetryBackendTimeout and RetryConnectionError, which only its
-/// tests exercise: an experimental-channel field the standard CRDs drop);
-/// GatewayBackendClientCertificate is not claimed (the Gateway's backend client
-/// certificate is not built). GatewayHTTPSListenerDetectMisdirectedRequests: its test passed on
-/// 2026-12-04 03:16 UTC.
+/// tests exercise: an experimental-channel field the standard CRDs drop).
+/// GatewayHTTPSListenerDetectMisdirectedRequests: its test passed on 2026-12-04 03:16 UTC;
+/// GatewayBackendClientCertificate: its two tests passed on 2026-12-04 (run 14).
 pub const SUPPORTED_FEATURES: &[&str] = &[
     // pkg/features/gateway.go: SupportGateway.
     "Gateway",
@@ -35,6 +34,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "BackendTLSPolicySANValidation",
     // Extended, pkg/features/gateway.go.
     "GatewayAddressEmpty",
+    "GatewayBackendClientCertificate",
     "GatewayHTTPListenerIsolation",
     "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayInfrastructure",
@@ -97,7 +97,7 @@ mod tests {
         for core in ["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"] {
             assert!(names.iter().any(|n| n == core), "{core}");
         }
-        assert_eq!(names.len(), 35);
+        assert_eq!(names.len(), 36);
         assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
         assert_eq!(names[0], "BackendTLSPolicy");
         assert_eq!(names[2], "GRPCRoute", "byte order: upper case before lower");
