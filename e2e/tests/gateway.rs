@@ -2587,7 +2587,8 @@ async fn a_backend_tls_policy_is_served_in_the_generated_config_and_gets_its_sta
     // The generated RouterConfig carries the TLS setting through the CRD's schema (a field
     // the schema lacked would be pruned by the apiserver).
     let rcs = Api::<RouterConfig>::namespaced(client.clone(), &ns);
-    let tls = eventually("generated RouterConfig with backend TLS", WAIT, || async {
+    // The first backend TLS setting of the generated RouterConfigs.
+    let backend_tls = || async {
         let list = rcs.list(&ListParams::default()).await.ok()?;
         list.items.iter().find_map(|rc| {
             rc.spec
@@ -2597,9 +2598,10 @@ async fn a_backend_tls_policy_is_served_in_the_generated_config_and_gets_its_sta
                 .flat_map(|p| &p.backends)
                 .find_map(|b| b.service.as_ref()?.tls.clone())
         })
-    })
-    .await
-    .unwrap();
+    };
+    let tls = eventually("generated RouterConfig with backend TLS", WAIT, &backend_tls)
+        .await
+        .unwrap();
     assert_eq!(tls.hostname, "abc.example.com");
     assert_eq!(tls.ca_certificates.as_deref(), Some(ca.pem.as_str()));
 
@@ -2656,24 +2658,7 @@ async fn a_backend_tls_policy_is_served_in_the_generated_config_and_gets_its_sta
     let presented = eventually(
         "a TLS backend presenting the client certificate",
         WAIT,
-        || async {
-            let list = rcs.list(&ListParams::default()).await.ok()?;
-            list.items.iter().find_map(|rc| {
-                rc.spec
-                    .rules
-                    .iter()
-                    .flat_map(|r| &r.paths)
-                    .flat_map(|p| &p.backends)
-                    .find_map(|b| {
-                        b.service
-                            .as_ref()?
-                            .tls
-                            .as_ref()?
-                            .client_certificate_secret_name
-                            .clone()
-                    })
-            })
-        },
+        || async { backend_tls().await?.client_certificate_secret_name },
     )
     .await
     .unwrap();
