@@ -6,7 +6,8 @@
 # local control plane with release builds; prints a Markdown table.
 #   e2e/bench/rollout.sh [--replicas 3,10,30] [--hollow 100,300,1000] [--rollouts 100] [--hollow-rollouts 50]
 #                        [--pause-ms 250 (0: back to back)] [--timeline (each event, on stderr)]
-#                        [--route (also an HTTPRoute edit per fleet, through a Gateway it serves)]
+#                        [--route (also an HTTPRoute edit and a Gateway listener edit per fleet,
+#                         through a Gateway it serves)]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 "$ROOT/e2e/setup"

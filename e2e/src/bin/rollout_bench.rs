@@ -22,8 +22,11 @@
 //! generated RouterConfig gets a new generation each time) and waits for the route's
 //! `lockstep.dev/Ready=True` at the route's generation, as `kubectl lockstep wait httproute/`
 //! does. The same columns: the RouterConfig watch events are those of the generated
-//! RouterConfig; the operator then also runs its Gateway controller, for both rows (the
-//! Gateway API CRDs are installed before it starts).
+//! RouterConfig; the operator then also runs its Gateway controller, for every row (the
+//! Gateway API CRDs are installed before it starts). A third row edits the Gateway's listener
+//! instead (its host name, a new one per rollout) and waits for the Gateway's
+//! `Programmed=True` at its generation: a listener change reaches the running replicas as a
+//! new generated RouterConfig, with no pod restarted.
 //!
 //! `lockstep-e2e-rollout-bench [--replicas 3,10,30] [--hollow 100,300,1000] [--rollouts 100]
 //! [--hollow-rollouts 50] [--pause-ms 250] [--timeline] [--route]` (see e2e/bench/rollout.sh).
@@ -236,6 +239,8 @@ enum Edit {
     RouterConfig,
     /// HTTPRoute `web`, attached to Gateway `gw` served by the fleet.
     Route,
+    /// The host name of Gateway `gw`'s listener `web`.
+    Listener,
 }
 
 /// The GatewayClass of the `--route` rows.
@@ -291,6 +296,43 @@ async fn apply_route(client: &Client, ns: &str, fleet: &str, n: usize) -> anyhow
     Ok(route.metadata.generation.unwrap_or_default())
 }
 
+/// The Gateway's `Programmed=True` generation, and its message.
+fn gateway_programmed(gateway: &Gateway) -> (Option<i64>, String) {
+    let programmed = gateway
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "Programmed");
+    match programmed {
+        Some(c) if c.status == "True" => (c.observed_generation, c.message.clone()),
+        Some(c) => (None, c.message.clone()),
+        None => (None, String::new()),
+    }
+}
+
+/// The `--route` objects at rollout 0, then at rollout `n` Gateway `gw`'s listener with host
+/// name `l<n>.test`. Returns the Gateway's generation.
+async fn apply_listener(client: &Client, ns: &str, fleet: &str, n: usize) -> anyhow::Result<i64> {
+    let gateways = Api::<Gateway>::namespaced(client.clone(), ns);
+    if n == 0 {
+        apply_route(client, ns, fleet, 0).await?;
+        return Ok(gateways.get("gw").await?.metadata.generation.unwrap_or_default());
+    }
+    let gateway = serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": ns, "annotations": {"lockstep.dev/fleet": fleet}},
+        "spec": {"gatewayClassName": BENCH_CLASS, "listeners": [
+            {"name": "web", "protocol": "HTTP", "port": 80, "hostname": format!("l{n}.test")}]}});
+    let gateway = gateways
+        .patch(
+            "gw",
+            &PatchParams::apply("rollout-bench").force(),
+            &Patch::Apply(gateway),
+        )
+        .await?;
+    Ok(gateway.metadata.generation.unwrap_or_default())
+}
+
 /// `N,M,...` as numbers.
 fn sizes(list: &str) -> anyhow::Result<Vec<usize>> {
     Ok(list
@@ -335,7 +377,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|n| (n, false, rollouts))
         .chain(hollow.into_iter().map(|n| (n, true, hollow_rollouts)));
     let edits: &[Edit] = if args.route {
-        &[Edit::RouterConfig, Edit::Route]
+        &[Edit::RouterConfig, Edit::Route, Edit::Listener]
     } else {
         &[Edit::RouterConfig]
     };
@@ -350,14 +392,18 @@ async fn main() -> anyhow::Result<()> {
             let label = format!(
                 "{replicas} {}{}",
                 if is_hollow { "hollow" } else { "real" },
-                if edit == Edit::Route { ", HTTPRoute" } else { "" }
+                match edit {
+                    Edit::RouterConfig => "",
+                    Edit::Route => ", HTTPRoute",
+                    Edit::Listener => ", Gateway listener",
+                }
             );
             // The RouterConfig the replicas report on: `web`, or the one generated for the
             // route's listener. Its generation minus the route's is `offset`, known once the
             // first generation is Ready (each route edit here gives it one new generation).
             let served_name = match edit {
                 Edit::RouterConfig => "web".to_owned(),
-                Edit::Route => lockstep_core::gateway::serve::generated_name("gw", "web"),
+                Edit::Route | Edit::Listener => lockstep_core::gateway::serve::generated_name("gw", "web"),
             };
             let offset = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
             let api: Api<RouterConfig> = Api::namespaced(client.clone(), &ns);
@@ -380,9 +426,10 @@ async fn main() -> anyhow::Result<()> {
                         .generation
                         .unwrap_or_default(),
                     Edit::Route => apply_route(&client, &ns, &fleet_name, n).await?,
+                    Edit::Listener => apply_listener(&client, &ns, &fleet_name, n).await?,
                 })
             };
-            apply(0).await?;
+            let first = apply(0).await?;
 
             // Ready transitions arrive through one watch, as `kubectl wait` would see them; a
             // second watch on the RouterReplicas notes when the first and the last replica
@@ -406,6 +453,22 @@ async fn main() -> anyhow::Result<()> {
                                         s.replicas.unwrap_or_default()
                                     )
                                 }),
+                                at: Instant::now(),
+                            });
+                        }
+                    })
+                }
+                Edit::Listener => {
+                    let (gateways, tx) = (Api::<Gateway>::namespaced(client.clone(), &ns), tx.clone());
+                    tokio::spawn(async move {
+                        let config = watcher::Config::default().fields("metadata.name=gw");
+                        let mut stream = std::pin::pin!(watcher(gateways, config).applied_objects());
+                        while let Some(Ok(gateway)) = stream.next().await {
+                            let (ready, message) = gateway_programmed(&gateway);
+                            let _ = tx.send(Seen::Edited {
+                                generation: gateway.metadata.generation.unwrap_or_default(),
+                                ready,
+                                synced: message,
                                 at: Instant::now(),
                             });
                         }
@@ -505,11 +568,13 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             };
-            wait_ready(&mut rx, 1, Instant::now()).await?;
-            if edit == Edit::Route {
+            wait_ready(&mut rx, first, Instant::now()).await?;
+            if edit != Edit::RouterConfig {
+                // Both the edited object and the generated RouterConfig gain one generation
+                // per rollout from here.
                 let generated = api.get(&served_name).await?;
                 offset.store(
-                    generated.metadata.generation.unwrap_or_default() - 1,
+                    generated.metadata.generation.unwrap_or_default() - first,
                     std::sync::atomic::Ordering::SeqCst,
                 );
             }
