@@ -521,3 +521,153 @@ fn argo_health_edge_cases() {
     let no_generation = json!({"metadata": {"name": "web"}, "status": {"conditions": [ready(json!({}))]}});
     assert_eq!(argo_health(&no_generation).0, "Progressing");
 }
+
+/// Runs `deploy/argocd/httproute-health.lua` on `object` as Argo CD does.
+fn route_health(object: &Value) -> (String, String) {
+    let script = read("deploy/argocd/httproute-health.lua");
+    let lua = mlua::Lua::new_with(
+        mlua::StdLib::TABLE | mlua::StdLib::STRING | mlua::StdLib::MATH,
+        mlua::LuaOptions::default(),
+    )
+    .unwrap();
+    lua.globals().set("obj", to_lua(&lua, object).unwrap()).unwrap();
+    let hs: mlua::Table = lua
+        .load(script.as_str())
+        .set_name("httproute-health.lua")
+        .eval()
+        .unwrap_or_else(|e| panic!("httproute-health.lua on {object}: {e}"));
+    (
+        hs.get("status").expect("hs.status"),
+        hs.get::<Option<String>>("message")
+            .expect("hs.message")
+            .unwrap_or_default(),
+    )
+}
+
+#[test]
+fn argocd_cm_example_carries_the_route_health_check_verbatim() {
+    let cm: Value = serde_saphyr::from_str(&read("deploy/argocd/argocd-cm.yaml")).unwrap();
+    for kind in ["HTTPRoute", "GRPCRoute"] {
+        let key = format!("resource.customizations.health.gateway.networking.k8s.io_{kind}");
+        let script = cm["data"][key.as_str()]
+            .as_str()
+            .expect("a health key per route kind");
+        assert!(
+            script == read("deploy/argocd/httproute-health.lua"),
+            "argocd-cm.yaml's {kind} script differs from httproute-health.lua"
+        );
+    }
+}
+
+/// An HTTPRoute at generation 4 whose parents say `parents` (as the operator writes route
+/// parent entries: one per parentRef, each condition with the route generation it is for).
+fn route(parents: Value) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+           "metadata": {"name": "web", "namespace": "shop", "generation": 4},
+           "status": {"parents": parents}})
+}
+
+fn parent(controller: &str, section: &str, conditions: &[(&str, &str, i64, &str)]) -> Value {
+    json!({"controllerName": controller,
+           "parentRef": {"name": "gw", "sectionName": section},
+           "conditions": conditions.iter().map(|(t, s, g, reason)| json!({
+               "type": t, "status": s, "observedGeneration": g, "reason": reason,
+               "message": format!("{t} {s}"), "lastTransitionTime": "2026-12-04T00:00:00Z"})).collect::<Vec<_>>()})
+}
+
+/// Each row: what the lockstep parents say, and the health Argo CD shows. Another
+/// controller's parent never counts; a condition of an older generation is stale.
+#[test]
+fn a_route_is_healthy_only_when_lockstep_ready_holds_for_its_generation_on_every_parent() {
+    const LOCKSTEP: &str = "lockstep.dev/gateway-controller";
+    let accepted = ("Accepted", "True", 4, "Accepted");
+    let resolved = ("ResolvedRefs", "True", 4, "ResolvedRefs");
+    let ready = ("lockstep.dev/Ready", "True", 4, "Ready");
+    let rows: Vec<(&str, Value, &str)> = vec![
+        (
+            "no status yet",
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"generation": 4}}),
+            "Progressing",
+        ),
+        (
+            "only another controller's parent",
+            route(json!([parent(
+                "example.com/other",
+                "web",
+                &[accepted, resolved, ready]
+            )])),
+            "Progressing",
+        ),
+        (
+            "ready at this generation",
+            route(json!([parent(LOCKSTEP, "web", &[accepted, resolved, ready])])),
+            "Healthy",
+        ),
+        (
+            "ready at the previous generation",
+            route(json!([parent(
+                LOCKSTEP,
+                "web",
+                &[accepted, resolved, ("lockstep.dev/Ready", "True", 3, "Ready")]
+            )])),
+            "Progressing",
+        ),
+        (
+            "ready on one parent of two",
+            route(json!([
+                parent(LOCKSTEP, "web", &[accepted, resolved, ready]),
+                parent(
+                    LOCKSTEP,
+                    "api",
+                    &[accepted, resolved, ("lockstep.dev/Ready", "False", 4, "Pending")]
+                )
+            ])),
+            "Progressing",
+        ),
+        (
+            "not accepted",
+            route(json!([parent(
+                LOCKSTEP,
+                "web",
+                &[("Accepted", "False", 4, "NotAllowedByListeners"), resolved]
+            )])),
+            "Degraded",
+        ),
+        (
+            "a backend not found",
+            route(json!([parent(
+                LOCKSTEP,
+                "web",
+                &[accepted, ("ResolvedRefs", "False", 4, "BackendNotFound"), ready]
+            )])),
+            "Degraded",
+        ),
+        (
+            "not accepted at an older generation only",
+            route(json!([parent(
+                LOCKSTEP,
+                "web",
+                &[
+                    ("Accepted", "False", 3, "NotAllowedByListeners"),
+                    accepted,
+                    resolved,
+                    ready
+                ]
+            )])),
+            "Healthy",
+        ),
+        (
+            "another controller ready, lockstep not",
+            route(json!([
+                parent("example.com/other", "web", &[accepted, resolved, ready]),
+                parent(LOCKSTEP, "web", &[accepted, resolved])
+            ])),
+            "Progressing",
+        ),
+    ];
+    for (what, object, want) in rows {
+        let (status, message) = route_health(&object);
+        assert_eq!(status, want, "{what}: {message}");
+        assert!(!message.is_empty(), "{what}: a message says why");
+    }
+}
