@@ -2803,3 +2803,58 @@ async fn listener_sets_get_their_status_and_routes_attach_to_them() {
     .await
     .unwrap();
 }
+
+/// `examples/gateway.yaml` (the README's and the demo's Gateway and HTTPRoute) applies with
+/// kubectl as it is, again without a new generation, and is judged by the operator:
+/// the Gateway accepted, the route accepted on it with its backend resolved. (The demo serves
+/// it through three real proxies; no fleet runs here.)
+#[tokio::test]
+async fn the_gateway_example_applies_and_is_accepted() {
+    let cp = ControlPlane::shared();
+    let client: Client = cp.client().await.unwrap();
+    install_gateway_api_crds(&client).await.unwrap();
+    operator();
+    let file = lockstep_e2e::repo_root().join("examples/gateway.yaml");
+    let file = file.to_str().unwrap();
+    // Its backend, Service api port 8080, as the demo has it.
+    cp.kubectl_apply("apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec:\n  ports: [{name: http, port: 8080}]\n")
+        .unwrap();
+    let out = cp.kubectl_ok(&["apply", "-f", file]).unwrap();
+    assert!(out.contains("httproute.gateway.networking.k8s.io/web"), "{out}");
+    // Applying again changes nothing the apiserver counts: no new generation (kubectl may say
+    // "configured": it replaces atomic lists the apiserver filled defaults into).
+    let generations = async || {
+        let gw = Api::<Gateway>::namespaced(client.clone(), "default")
+            .get("web")
+            .await
+            .unwrap();
+        let route = Api::<HTTPRoute>::namespaced(client.clone(), "default")
+            .get("web")
+            .await
+            .unwrap();
+        (gw.metadata.generation, route.metadata.generation)
+    };
+    let before = generations().await;
+    cp.kubectl_ok(&["apply", "-f", file]).unwrap();
+    assert_eq!(generations().await, before);
+    assert_eq!(before, (Some(1), Some(1)));
+    let gateways = Api::<Gateway>::namespaced(client.clone(), "default");
+    eventually("the example Gateway accepted", WAIT, || async {
+        let gw = gateways.get("web").await.ok()?;
+        let (status, _, observed) = cond(&gw.status?.conditions, "Accepted")?;
+        (status == "True" && observed == gw.metadata.generation).then_some(())
+    })
+    .await
+    .unwrap();
+    let routes = Api::<HTTPRoute>::namespaced(client.clone(), "default");
+    let parent = parent_at(&routes, "web", 1).await;
+    assert_eq!(
+        cond(&parent.conditions, "Accepted").map(|c| c.0),
+        Some("True".to_owned())
+    );
+    assert_eq!(
+        cond(&parent.conditions, "ResolvedRefs").map(|c| c.0),
+        Some("True".to_owned())
+    );
+    cp.kubectl_ok(&["delete", "-f", file]).unwrap();
+}
