@@ -165,15 +165,54 @@ pub fn resolve_certificate(
     secrets: &[Secret],
     grants: &[ReferenceGrant],
 ) -> Result<ResolvedSecret, Unresolved> {
+    resolve_tls_secret(
+        cert,
+        from,
+        secrets,
+        grants,
+        "certificateRef",
+        reason::INVALID_CERTIFICATE_REF,
+    )
+}
+
+/// Resolves the certificate a Gateway presents to its TLS backends
+/// (`spec.tls.backend.clientCertificateRef`): the same Secret a listener certificate must
+/// be, judged in the same order, with the Gateway's own reason for an unusable one.
+pub fn resolve_client_certificate(
+    cert: &SecretObjectReference,
+    from: Referrer<'_>,
+    secrets: &[Secret],
+    grants: &[ReferenceGrant],
+) -> Result<ResolvedSecret, Unresolved> {
+    resolve_tls_secret(
+        cert,
+        from,
+        secrets,
+        grants,
+        "spec.tls.backend.clientCertificateRef",
+        reason::INVALID_CLIENT_CERTIFICATE_REF,
+    )
+}
+
+/// A reference to a `kubernetes.io/tls` Secret resolved, or why not: `field` names the
+/// reference in messages, `invalid` is the reason for a wrong kind or an unusable Secret.
+fn resolve_tls_secret(
+    cert: &SecretObjectReference,
+    from: Referrer<'_>,
+    secrets: &[Secret],
+    grants: &[ReferenceGrant],
+    field: &str,
+    invalid: &'static str,
+) -> Result<ResolvedSecret, Unresolved> {
     let group = cert.group.as_deref().unwrap_or("");
     let kind = cert.kind.as_deref().unwrap_or("Secret");
     let namespace = cert.namespace.as_deref().unwrap_or(from.namespace);
     let name = cert.name.as_str();
     if !group.is_empty() || kind != "Secret" {
         return Err(unresolved(
-            reason::INVALID_CERTIFICATE_REF,
+            invalid,
             format!(
-                "certificateRef {name}: kind {kind:?} of group {group:?} is not supported (only core Secrets are)"
+                "{field} {name}: kind {kind:?} of group {group:?} is not supported (only core Secrets are)"
             ),
         ));
     }
@@ -181,7 +220,7 @@ pub fn resolve_certificate(
         return Err(unresolved(
             reason::REF_NOT_PERMITTED,
             format!(
-                "certificateRef {namespace}/{name}: no ReferenceGrant in namespace {namespace} allows Gateways from namespace {}",
+                "{field} {namespace}/{name}: no ReferenceGrant in namespace {namespace} allows Gateways from namespace {}",
                 from.namespace
             ),
         ));
@@ -204,8 +243,8 @@ pub fn resolve_certificate(
             "not found"
         };
         return Err(unresolved(
-            reason::INVALID_CERTIFICATE_REF,
-            format!("certificateRef {namespace}/{name}: Secret {what}"),
+            invalid,
+            format!("{field} {namespace}/{name}: Secret {what}"),
         ));
     }
     // A certificate at all: PEM that parses and a key that matches (its validity period is
@@ -215,10 +254,7 @@ pub fn resolve_certificate(
         crate::tls_material::secret_material(&secret_name, s)
             .and_then(|(crt, key)| crate::tls_material::parse(&secret_name, &crt, &key))
     }) {
-        return Err(unresolved(
-            reason::INVALID_CERTIFICATE_REF,
-            format!("certificateRef {error}"),
-        ));
+        return Err(unresolved(invalid, format!("{field} {error}")));
     }
     Ok(ResolvedSecret {
         namespace: namespace.to_owned(),
@@ -226,28 +262,6 @@ pub fn resolve_certificate(
         material: secret
             .and_then(crate::digest::tls_secret_hash)
             .unwrap_or_default(),
-    })
-}
-
-/// Resolves the certificate a Gateway presents to its TLS backends
-/// (`spec.tls.backend.clientCertificateRef`): the same Secret a listener certificate must
-/// be, judged in the same order, with the Gateway's own reason for an unusable one.
-pub fn resolve_client_certificate(
-    cert: &SecretObjectReference,
-    from: Referrer<'_>,
-    secrets: &[Secret],
-    grants: &[ReferenceGrant],
-) -> Result<ResolvedSecret, Unresolved> {
-    resolve_certificate(cert, from, secrets, grants).map_err(|u| Unresolved {
-        reason: if u.reason == reason::INVALID_CERTIFICATE_REF {
-            reason::INVALID_CLIENT_CERTIFICATE_REF
-        } else {
-            u.reason
-        },
-        message: match u.message.strip_prefix("certificateRef") {
-            Some(rest) => format!("spec.tls.backend.clientCertificateRef{rest}"),
-            None => u.message,
-        },
     })
 }
 
