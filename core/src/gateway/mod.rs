@@ -334,20 +334,14 @@ pub fn translate(inputs: GatewayInputs<'_>, now: Timestamp) -> Option<Translatio
     ];
 
     // The Gateway's own reference: the certificate it presents to TLS backends.
-    let client_certificate = gw
-        .spec
-        .tls
-        .as_ref()
-        .and_then(|t| t.backend.as_ref())
-        .and_then(|b| b.client_certificate_ref.as_ref())
-        .map(|cert| {
-            let from = Referrer {
-                group: GROUP,
-                kind: "Gateway",
-                namespace: &gw_key.namespace,
-            };
-            references::resolve_client_certificate(cert, from, inputs.secrets, inputs.grants)
-        });
+    let client_certificate = gw.spec.backend_client_certificate_ref().map(|cert| {
+        let from = Referrer {
+            group: GROUP,
+            kind: "Gateway",
+            namespace: &gw_key.namespace,
+        };
+        references::resolve_client_certificate(cert, from, inputs.secrets, inputs.grants)
+    });
     gateway_conditions.push(match &client_certificate {
         Some(Err(u)) => condition(
             status::condition::RESOLVED_REFS,

@@ -246,12 +246,7 @@ pub fn service_ports(gateway: &Gateway) -> Vec<ServicePortPlan> {
 pub fn gateway_secrets(gateway: &Gateway) -> Vec<String> {
     let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
     let name = gateway.metadata.name.clone().unwrap_or_default();
-    let client = gateway
-        .spec
-        .tls
-        .as_ref()
-        .and_then(|t| t.backend.as_ref())
-        .and_then(|b| b.client_certificate_ref.as_ref());
+    let client = gateway.spec.backend_client_certificate_ref();
     let mut names: Vec<String> = gateway
         .spec
         .listeners
@@ -263,14 +258,7 @@ pub fn gateway_secrets(gateway: &Gateway) -> Vec<String> {
             r.group.as_deref().unwrap_or("").is_empty() && r.kind.as_deref().unwrap_or("Secret") == "Secret"
         })
         .map(|r| match r.namespace.as_deref() {
-            Some(other) if other != namespace => super::serve::certificate_copy_name(
-                &name,
-                &super::references::ResolvedSecret {
-                    namespace: other.to_owned(),
-                    name: r.name.clone(),
-                    material: String::new(),
-                },
-            ),
+            Some(other) if other != namespace => super::serve::certificate_copy_name(&name, other, &r.name),
             _ => r.name.clone(),
         })
         .collect();
@@ -897,16 +885,7 @@ mod tests {
               {name: b, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: a-cert}, {name: other, namespace: elsewhere}, {name: same, namespace: infra}, {name: cm, kind: ConfigMap}]}},
               {name: c, port: 80, protocol: HTTP}]",
         );
-        let copy = |ns: &str, name: &str| {
-            super::super::serve::certificate_copy_name(
-                "gw",
-                &super::super::references::ResolvedSecret {
-                    namespace: ns.into(),
-                    name: name.into(),
-                    material: String::new(),
-                },
-            )
-        };
+        let copy = |ns: &str, name: &str| super::super::serve::certificate_copy_name("gw", ns, name);
         let mut want = vec![
             "a-cert".to_owned(),
             "b-cert".to_owned(),

@@ -115,10 +115,10 @@ pub fn generated_name(gateway: &str, listener: &str) -> String {
 }
 
 /// The name of the copy, in Gateway `gateway`'s namespace, of certificate Secret
-/// `source` of another namespace: `<gateway>-<namespace>.<name>-<hash>` (a namespace has no
+/// `namespace/name` of another namespace: `<gateway>-<namespace>.<name>-<hash>` (a namespace has no
 /// dot, so the pair is read back unambiguously; the hash keeps apart what clipping joins).
-pub fn certificate_copy_name(gateway: &str, source: &ResolvedSecret) -> String {
-    joined_name(gateway, &format!("{}.{}", source.namespace, source.name))
+pub fn certificate_copy_name(gateway: &str, namespace: &str, name: &str) -> String {
+    joined_name(gateway, &format!("{namespace}.{name}"))
 }
 
 fn joined_name(gateway: &str, listener: &str) -> String {
@@ -285,7 +285,7 @@ fn present_client_certificate(
     let name = if source.namespace == config.gateway.namespace {
         source.name.clone()
     } else {
-        let name = certificate_copy_name(&config.gateway.name, source);
+        let name = certificate_copy_name(&config.gateway.name, &source.namespace, &source.name);
         if !copies.iter().any(|c| c.name == name) {
             copies.push(CertificateCopy {
                 source: source.clone(),
@@ -339,7 +339,7 @@ fn local_certificates(
     let mut copies = Vec::new();
     for c in &mut local.certificates {
         if c.namespace != namespace {
-            let name = certificate_copy_name(gateway, c);
+            let name = certificate_copy_name(gateway, &c.namespace, &c.name);
             copies.push(CertificateCopy {
                 source: c.clone(),
                 name: name.clone(),

@@ -2050,7 +2050,7 @@ mod serving {
             (source.namespace.as_str(), source.name.as_str()),
             ("certs", "cert")
         );
-        let copy = serve::certificate_copy_name("gw", source);
+        let copy = serve::certificate_copy_name("gw", &source.namespace, &source.name);
         assert!(copy.starts_with("gw-certs.cert-"), "{copy}");
         assert_eq!(spec.rules[0].tls.as_ref().unwrap().secret_name, copy);
         assert_eq!(

@@ -43,6 +43,18 @@ pub struct GatewaySpec {
     pub allowed_listeners: Option<AllowedListeners>,
 }
 
+impl GatewaySpec {
+    /// `spec.tls.backend.clientCertificateRef`: the certificate presented to TLS backends.
+    pub fn backend_client_certificate_ref(&self) -> Option<&SecretObjectReference> {
+        self.tls
+            .as_ref()?
+            .backend
+            .as_ref()?
+            .client_certificate_ref
+            .as_ref()
+    }
+}
+
 /// `spec.infrastructure`: what the resources provisioned for a Gateway carry.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
