@@ -29,7 +29,7 @@ use lockstep_core::{
     barrier::{self, Member, TlsProblem, left_out_by_spec, members_serving},
     lease::{LeaseView, Mono},
     resolve_fleet,
-    tls_material::HostCoverage,
+    tls_material::{CertError, HostCoverage, LoadedCert},
 };
 use lockstep_crds::{FLEET_LABEL, ReplicaId, RouterConfig, RouterReplica};
 
@@ -89,42 +89,39 @@ fn tls_view(rc: &RouterConfig, secrets: &Store<Secret>) -> (BTreeMap<String, Str
     let mut hashes = BTreeMap::new();
     let mut problems = Vec::new();
     let mut missing = Vec::new();
+    // One Secret named at `field`, judged by `test` (the replicas' own test of the material:
+    // what they would reject is not accepted).
+    let mut judge =
+        |field: String,
+         name: &str,
+         test: &dyn Fn(&str, &Secret) -> std::result::Result<LoadedCert, CertError>| {
+            let secret = secrets.get(&ObjectRef::new(name).within(&ns));
+            match secret.as_deref().map(|secret| {
+                test(&format!("{ns}/{name}"), secret)
+                    .map(|_| lockstep_core::digest::tls_secret_hash(secret).unwrap_or_default())
+            }) {
+                Some(Ok(hash)) => {
+                    hashes.insert(name.to_owned(), hash);
+                }
+                Some(Err(error)) => problems.push(format!("{field}: {error}")),
+                None => missing.push(format!("{field}: kubernetes.io/tls secret {ns}/{name} not found")),
+            }
+        };
+    let coverage = HostCoverage::of_origin(rc.generated());
     for (i, rule) in rc.spec.rules.iter().enumerate() {
         let Some(tls) = &rule.tls else { continue };
-        let secret = secrets.get(&ObjectRef::new(&tls.secret_name).within(&ns));
-        // The replicas' own test of the material: what they would reject is not accepted.
         let host = rule.host.to_ascii_lowercase();
-        let coverage = HostCoverage::of_origin(rc.generated());
-        let servable = secret.as_deref().map(|secret| {
-            let name = format!("{ns}/{}", tls.secret_name);
-            lockstep_core::tls_material::servable(&name, secret, &host, coverage, now)
-                .map(|_| lockstep_core::digest::tls_secret_hash(secret).unwrap_or_default())
-        });
-        match servable {
-            Some(Ok(hash)) => {
-                hashes.insert(tls.secret_name.clone(), hash);
-            }
-            Some(Err(error)) => problems.push(format!("spec.rules[{i}].tls.secretName: {error}")),
-            None => missing.push(format!(
-                "spec.rules[{i}].tls.secretName: kubernetes.io/tls secret {ns}/{} not found",
-                tls.secret_name
-            )),
-        }
+        judge(
+            format!("spec.rules[{i}].tls.secretName"),
+            &tls.secret_name,
+            &|name, secret| lockstep_core::tls_material::servable(name, secret, &host, coverage, now),
+        );
     }
     // The certificates presented to TLS backends: the same material test, no host to cover.
     for (field, name) in lockstep_core::digest::client_certificate_names(&rc.spec) {
-        let secret = secrets.get(&ObjectRef::new(name).within(&ns));
-        let presentable = secret.as_deref().map(|secret| {
-            lockstep_core::tls_material::presentable(&format!("{ns}/{name}"), secret, now)
-                .map(|_| lockstep_core::digest::tls_secret_hash(secret).unwrap_or_default())
+        judge(field, name, &|name, secret| {
+            lockstep_core::tls_material::presentable(name, secret, now)
         });
-        match presentable {
-            Some(Ok(hash)) => {
-                hashes.insert(name.to_owned(), hash);
-            }
-            Some(Err(error)) => problems.push(format!("{field}: {error}")),
-            None => missing.push(format!("{field}: kubernetes.io/tls secret {ns}/{name} not found")),
-        }
     }
     let problem = if !problems.is_empty() {
         Some(TlsProblem::Unusable(problems.join("; ")))
