@@ -40,10 +40,15 @@ fn to_lua(lua: &mlua::Lua, value: &Value) -> mlua::Result<mlua::Value> {
     })
 }
 
-/// Runs the health check on `object` as Argo CD does: the object in the global `obj`, only
-/// the base, table, string and math libraries; returns (status, message).
+/// Runs the RouterConfig health check on `object` as Argo CD does.
 fn argo_health(object: &Value) -> (String, String) {
-    let script = read("deploy/argocd/health.lua");
+    run_health("deploy/argocd/health.lua", object)
+}
+
+/// Runs the health check at `path` on `object` as Argo CD does: the object in the global
+/// `obj`, only the base, table, string and math libraries; returns (status, message).
+fn run_health(path: &str, object: &Value) -> (String, String) {
+    let script = read(path);
     let lua = mlua::Lua::new_with(
         mlua::StdLib::TABLE | mlua::StdLib::STRING | mlua::StdLib::MATH,
         mlua::LuaOptions::default(),
@@ -52,9 +57,9 @@ fn argo_health(object: &Value) -> (String, String) {
     lua.globals().set("obj", to_lua(&lua, object).unwrap()).unwrap();
     let hs: mlua::Table = lua
         .load(script.as_str())
-        .set_name("health.lua")
+        .set_name(path)
         .eval()
-        .unwrap_or_else(|e| panic!("health.lua on {object}: {e}"));
+        .unwrap_or_else(|e| panic!("{path} on {object}: {e}"));
     let status: String = hs.get("status").expect("hs.status is a string");
     let message: Option<String> = hs.get("message").expect("hs.message is a string or nil");
     assert!(
@@ -524,24 +529,7 @@ fn argo_health_edge_cases() {
 
 /// Runs `deploy/argocd/httproute-health.lua` on `object` as Argo CD does.
 fn route_health(object: &Value) -> (String, String) {
-    let script = read("deploy/argocd/httproute-health.lua");
-    let lua = mlua::Lua::new_with(
-        mlua::StdLib::TABLE | mlua::StdLib::STRING | mlua::StdLib::MATH,
-        mlua::LuaOptions::default(),
-    )
-    .unwrap();
-    lua.globals().set("obj", to_lua(&lua, object).unwrap()).unwrap();
-    let hs: mlua::Table = lua
-        .load(script.as_str())
-        .set_name("httproute-health.lua")
-        .eval()
-        .unwrap_or_else(|e| panic!("httproute-health.lua on {object}: {e}"));
-    (
-        hs.get("status").expect("hs.status"),
-        hs.get::<Option<String>>("message")
-            .expect("hs.message")
-            .unwrap_or_default(),
-    )
+    run_health("deploy/argocd/httproute-health.lua", object)
 }
 
 #[test]
