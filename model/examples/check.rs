@@ -22,6 +22,7 @@ const MUTATIONS: &[(&str, Mutation)] = &[
     ("join-without-check", Mutation::JoinWithoutQuorumCheck),
     ("name-only", Mutation::NameOnlyIdentity),
     ("no-relist", Mutation::NoMembershipRelist),
+    ("trust-rollout-list", Mutation::RolloutListTrustedAfterExpiry),
     ("name-generation", Mutation::NameGenerationIdentity),
     (
         "certificate-from-current-spec",

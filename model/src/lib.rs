@@ -41,7 +41,7 @@ use k8s_openapi::{
 use lockstep_core::{
     Verdict,
     barrier::{self, Member, Settings, members_serving},
-    lease::{LeaseClock, LeaseView, ReplicaLease, Stage},
+    lease::{GenerationMembers, LeaseClock, LeaseView, ReplicaLease, Stage},
 };
 use lockstep_crds::{
     Rejection, ReplicaId, ReplicaStatus, RouterConfigStatus, RouterReplica, RouterReplicaSpec,
@@ -70,8 +70,13 @@ pub enum Mutation {
     JoinWithoutQuorumCheck,
     /// Replicas are told apart by name only, so same-named replicas of two namespaces collide.
     NameOnlyIdentity,
-    /// The operator trusts its Lease cache when it writes Ready=True (no quorum list).
+    /// The operator trusts its Lease cache when it writes Ready=True (no quorum list, neither
+    /// at the rollout's first judgement nor before Ready=True).
     NoMembershipRelist,
+    /// At Ready=True the operator trusts the list it made at the rollout's first judgement even
+    /// when a Lease that list showed live ran out in its cache since (a stalled Lease watch
+    /// looks like that).
+    RolloutListTrustedAfterExpiry,
     /// Identity is namespace/name and generation, no uid: a report, the join check and the
     /// status write of one incarnation stand for a re-created one ([`objects`] model).
     NameGenerationIdentity,
@@ -482,6 +487,8 @@ pub struct Operator {
     pub reports: Vec<Option<Report>>,
     /// A status write in flight.
     pub pending: Option<Status>,
+    /// The fleet's Leases as it listed them at the current rollout's first judgement.
+    pub listed: Option<GenerationMembers>,
 }
 
 /// The whole system.
@@ -563,6 +570,7 @@ impl BarrierModel {
                     clock: LeaseClock::default(),
                     reports: vec![None; n],
                     pending: None,
+                    listed: None,
                 })
                 .collect(),
             leader: 0,
@@ -599,9 +607,12 @@ impl BarrierModel {
         state.faults < self.max_faults && state.now < self.faults_until
     }
 
-    /// The status the leader would write now from its caches, relisting the Leases first
-    /// when it is about to say Ready=True (as the operator does).
-    fn judge(&self, state: &State, o: usize) -> Option<(Status, LeaseClock)> {
+    /// The status the leader would write now from its caches, as the operator judges (rule (d)):
+    /// it lists the fleet's Leases at a rollout's first judgement, and again before it says
+    /// Ready=True only when a Lease that list showed live ran out in its cache since. The
+    /// rollout's list is taken at the reconcile that writes its first status: the code makes it
+    /// beside that write, later, and a later list only sees more.
+    fn judge(&self, state: &State, o: usize) -> Option<(Status, LeaseClock, Option<GenerationMembers>)> {
         // Reports are read as the store has them: a report cache that lags only shows replicas
         // further behind (reports of a running process only move forward, and a restarted
         // process is not ready before its quorum check), so its staleness delays Ready and
@@ -615,19 +626,38 @@ impl BarrierModel {
         let (generation, current) = (&state.store.generation, &state.store.status);
         let now = mono(state.now);
         let mut clock = op.clock.clone();
-        let mut out = self.decide(op, &clock, *generation, current, state.now);
-        if out.ready && out.changed && self.mutation != Mutation::NoMembershipRelist {
-            let listed = state
+        let mut listed = op.listed.clone();
+        let relist = |clock: &mut LeaseClock| {
+            let views = state
                 .store
                 .leases
                 .iter()
                 .enumerate()
                 .filter_map(|(p, v)| v.map(|v| self.lease_view(p, v)))
                 .collect();
-            clock.relist(FLEET, listed, now);
-            out = self.decide(op, &clock, *generation, current, state.now);
+            clock.relist(FLEET, views, now);
+        };
+        let mut out = self.decide(op, &clock, *generation, current, state.now);
+        if self.mutation != Mutation::NoMembershipRelist {
+            if !out.ready {
+                if !listed.as_ref().is_some_and(|l| l.is_for("", *generation)) {
+                    relist(&mut clock);
+                    let live: Vec<ReplicaId> = clock.live(FLEET, now).map(|(id, _)| id.clone()).collect();
+                    listed = Some(GenerationMembers::listed("", *generation, &live));
+                }
+            } else if out.changed {
+                let live: Vec<ReplicaId> = clock.live(FLEET, now).map(|(id, _)| id.clone()).collect();
+                let covered = listed.as_ref().is_some_and(|l| match self.mutation {
+                    Mutation::RolloutListTrustedAfterExpiry => l.is_for("", *generation),
+                    _ => l.still_cover("", *generation, &live),
+                });
+                if !covered {
+                    relist(&mut clock);
+                    out = self.decide(op, &clock, *generation, current, state.now);
+                }
+            }
         }
-        out.changed.then(|| (Status::of(&out.status), clock))
+        out.changed.then(|| (Status::of(&out.status), clock, listed))
     }
 
     fn decide(
@@ -719,7 +749,7 @@ impl Model for BarrierModel {
                 s.operators[o].clock.observe(self.lease_view(p, 1), mono(0));
             }
         }
-        let (status, _) = self.judge(&s, 0).expect("a first judgement");
+        let (status, _, _) = self.judge(&s, 0).expect("a first judgement");
         s.store.status = status;
         assert_eq!(s.store.status.ready_for(), Some(1), "the steady start is Ready");
         vec![s]
@@ -908,9 +938,10 @@ impl Model for BarrierModel {
             }
 
             Action::Reconcile(o) => {
-                let (status, clock) = self.judge(&s, o)?;
+                let (status, clock, listed) = self.judge(&s, o)?;
                 let op = &mut s.operators[o];
                 op.clock = clock;
+                op.listed = listed;
                 if self.operators == 1 {
                     // With one operator a write in flight only delays what it decided; the
                     // decision's inputs were read at decision time either way.

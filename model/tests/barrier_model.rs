@@ -87,6 +87,12 @@ fn judging_ready_on_a_stale_lease_cache_is_caught() {
     assert!(trace.contains("Reconcile"), "{trace}");
 }
 
+#[test]
+fn trusting_the_rollouts_list_after_a_listed_lease_ran_out_is_caught() {
+    let trace = counterexample(BarrierModel::rollout(), Mutation::RolloutListTrustedAfterExpiry);
+    assert!(trace.contains("Reconcile"), "{trace}");
+}
+
 // The promise per object across the RouterConfigs of a fleet (`lockstep_model::objects`):
 // delete and re-create, TLS certificates, conflicts and takeovers, a widened replica, a dead
 // sync loop, leave and garbage.

@@ -8,7 +8,7 @@
 //! | `status_writes_total` | counter | status applies sent |
 //! | `status_conflicts_total` | counter | status applies refused because the object changed since it was judged (resourceVersion precondition) |
 //! | `gateway_status_writes_total` | counter | Gateway API status writes sent (classes, Gateways, routes) |
-//! | `membership_checks_total` | counter | quorum lists of a fleet's Leases before writing Ready=True |
+//! | `membership_checks_total` | counter | lists of a fleet's Leases at least as new as the RouterConfig judged: one at a rollout's first judgement, and one before its Ready=True only when a Lease that list showed live ran out since |
 //! | `replica_checks_total` | counter | quorum lists of a fleet's RouterReplicas before writing Ready=True (only when the cache leaves a live replica out of the namespace) |
 //! | `replicas_collected_total` | counter | RouterReplicas deleted because their Lease was dead longer than `--replica-gc-after` |
 //! | `rollout_duration_seconds` | histogram | first sight of a generation to Ready=True for it |

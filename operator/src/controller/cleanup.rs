@@ -36,6 +36,10 @@ pub(super) async fn forget_deleted(store: Store<RouterConfig>, ctx: Arc<Context>
             .lock()
             .expect("last_written lock")
             .retain(|key, _| live.contains(key));
+        ctx.rollout_lists
+            .lock()
+            .expect("rollout lists lock")
+            .retain(&live);
     }
 }
 

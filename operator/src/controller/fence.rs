@@ -1,5 +1,5 @@
 //! A Lease the operator writes only so that kube-apiserver's Lease watch cache catches up at
-//! once: the fence before the membership list of a `Ready=True`.
+//! once: the fence beside each membership list of a rollout.
 //!
 //! Rule (d) of docs/protocol.md needs the list of the fleet's Leases to be at least as new as
 //! the RouterConfig judged, so [`super::judge::confirm_members`] lists with

@@ -1,15 +1,17 @@
 //! What a reconcile decides from, and the call that decides: the fleet policy's verdict on a
 //! RouterConfig's spec (with the TLS view of the Secrets it names), the fleet's membership
-//! (from the caches, or from a quorum read before `Ready=True`), and
+//! (from the caches, kept as new as the rollout by its quorum reads), and
 //! [`lockstep_core::barrier::decide`] over both. Reads only: the status write is the
 //! reconcile's.
 //!
 //! Leases are judged on this process's monotonic clock from when each renewal was observed
-//! ([`lockstep_core::lease::LeaseClock`]), never from the proxy's `renewTime`. Before it
-//! writes `Ready=True` the operator re-lists the fleet's Leases with a quorum read
-//! ([`confirm_members`]): a Lease cache that lags behind the RouterConfig cache could
-//! otherwise miss a replica that joined before the generation was written, and that replica
-//! may be ready while serving the previous one.
+//! ([`lockstep_core::lease::LeaseClock`]), never from the proxy's `renewTime`. The operator
+//! lists the fleet's Leases at least as new as the RouterConfig ([`confirm_members`]) when it
+//! first judges a generation ([`list_for_rollout`], beside the reconcile), and again before
+//! `Ready=True` only when a Lease that list showed live ran out in the cache since: a Lease
+//! cache that lags behind the RouterConfig cache could otherwise miss a replica that joined
+//! before the generation was written, and that replica may be ready while serving the
+//! previous one (rule (d) of docs/protocol.md).
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -27,13 +29,13 @@ use kube::{
 use lockstep_core::{
     Candidate, ObjectKey, Verdict,
     barrier::{self, Member, TlsProblem, left_out_by_spec, members_serving},
-    lease::{LeaseView, Mono},
+    lease::{GenerationMembers, LeaseView, Mono},
     resolve_fleet,
     tls_material::{CertError, HostCoverage, LoadedCert},
 };
 use lockstep_crds::{FLEET_LABEL, ReplicaId, RouterConfig, RouterReplica};
 
-use super::{Context, fence::LeaseCacheFence, replica_id};
+use super::{Context, Incarnation, fence::LeaseCacheFence, incarnation, replica_id};
 use crate::Result;
 
 /// The fleet policy ([`lockstep_core::fleet`]) applied to `rc` among the RouterConfigs of
@@ -157,6 +159,18 @@ impl Membership {
     fn replica(&self, id: &ReplicaId) -> Option<&RouterReplica> {
         self.replicas.get(id).map(Arc::as_ref)
     }
+
+    /// The live replicas.
+    pub(super) fn live(&self) -> impl Iterator<Item = &ReplicaId> {
+        self.live.iter().map(|(id, _)| id)
+    }
+
+    /// True when a live replica is left out of `rc`'s namespace by its RouterReplica's spec,
+    /// which may be stale ([`left_out_by_spec`]): only a list of the RouterReplicas can tell.
+    pub(super) fn leaves_out_by_spec(&self, rc: &RouterConfig) -> bool {
+        let namespace = ObjectKey::of(rc).namespace;
+        !left_out_by_spec(&namespace, &rc.spec.fleet, self.live(), |id| self.replica(id)).is_empty()
+    }
 }
 
 /// The cached RouterReplicas of `live`.
@@ -214,6 +228,85 @@ pub(super) fn judge(
     (out, next_expiry)
 }
 
+/// The membership list of each rollout, by RouterConfig incarnation: in flight for a
+/// generation, or made ([`GenerationMembers`]).
+#[derive(Default)]
+pub(super) struct RolloutLists(HashMap<Incarnation, (i64, Option<GenerationMembers>)>);
+
+impl RolloutLists {
+    /// Claims the list of `generation` of `rc`: false when it is made or in flight already.
+    fn start(&mut self, rc: &RouterConfig) -> bool {
+        match self.0.get(&incarnation(rc)) {
+            Some((generation, _)) if *generation == rc.generation() => false,
+            _ => {
+                self.0.insert(incarnation(rc), (rc.generation(), None));
+                true
+            }
+        }
+    }
+
+    /// The list claimed by [`Self::start`] came back (None: it failed, and may be tried again).
+    fn finish(&mut self, rc: &RouterConfig, listed: Option<GenerationMembers>) {
+        let key = incarnation(rc);
+        if self
+            .0
+            .get(&key)
+            .is_some_and(|(generation, _)| *generation == rc.generation())
+        {
+            match listed {
+                Some(listed) => {
+                    self.0.insert(key, (rc.generation(), Some(listed)));
+                }
+                None => {
+                    self.0.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Whether the list made for `rc`'s generation still covers a `Ready=True` on it, the
+    /// cache showing `cached` ([`GenerationMembers::still_cover`]).
+    pub(super) fn still_cover(&self, rc: &RouterConfig, cached: &Membership) -> bool {
+        self.0
+            .get(&incarnation(rc))
+            .and_then(|(_, listed)| listed.as_ref())
+            .is_some_and(|listed| listed.still_cover(rc.uid(), rc.generation(), cached.live()))
+    }
+
+    /// Forgets the RouterConfigs not in `live`.
+    pub(super) fn retain(&mut self, live: &HashSet<Incarnation>) {
+        self.0.retain(|key, _| live.contains(key));
+    }
+}
+
+/// Lists the fleet's Leases for the rollout of `rc`'s generation, once, beside the reconcile
+/// (not in its way): at least as new as `rc`, so by rule (d) the Lease cache after it stands
+/// for the membership at that generation's `Ready=True` for as long as every Lease it showed
+/// live stays live ([`RolloutLists::still_cover`]).
+pub(super) fn list_for_rollout(ctx: &Arc<Context>, rc: &Arc<RouterConfig>, cached: Membership) {
+    if !ctx.rollout_lists.lock().expect("rollout lists lock").start(rc) {
+        return;
+    }
+    let (ctx, rc) = (ctx.clone(), rc.clone());
+    tokio::spawn(async move {
+        let listed = match confirm_members(&ctx, &rc, &cached).await {
+            Ok(members) => Some(GenerationMembers::listed(
+                rc.uid(),
+                rc.generation(),
+                members.live(),
+            )),
+            Err(error) => {
+                tracing::debug!(routerconfig = %ObjectKey::of(&rc), %error, "could not list the fleet's Leases for the rollout; Ready=True will");
+                None
+            }
+        };
+        ctx.rollout_lists
+            .lock()
+            .expect("rollout lists lock")
+            .finish(&rc, listed);
+    });
+}
+
 /// Membership for a `Ready=True` on `rc`, at least as new as `rc` (rule (d) of
 /// docs/protocol.md): the fleet's Leases are listed again, so a Lease cache older than the
 /// RouterConfig cannot miss a replica that joined before the generation was written; and when
@@ -228,17 +321,12 @@ pub(super) async fn confirm_members(
     cached: &Membership,
 ) -> Result<Membership> {
     let fleet = rc.spec.fleet.as_str();
-    let namespace = ObjectKey::of(rc).namespace;
-    let stale_specs = !left_out_by_spec(&namespace, fleet, cached.live.iter().map(|(id, _)| id), |id| {
-        cached.replica(id)
-    })
-    .is_empty();
     let (leases, replicas) = list_membership(
         &ctx.client,
         &ctx.fence,
         fleet,
         rc.metadata.resource_version.as_deref(),
-        stale_specs,
+        cached.leaves_out_by_spec(rc),
     )
     .await?;
     if replicas.is_some() {

@@ -70,6 +70,10 @@ pub struct Context {
     last_report_seen: Arc<Mutex<Option<Instant>>>,
     /// When this instance last wrote each object's status, to space out progress writes.
     last_written: Mutex<HashMap<Incarnation, Instant>>,
+    /// The fleet's Leases as listed at each rollout's first judgement, so its `Ready=True`
+    /// lists them again only when one of them ran out since
+    /// ([`lockstep_core::lease::GenerationMembers`], [`judge::list_for_rollout`]).
+    rollout_lists: Mutex<judge::RolloutLists>,
 }
 
 /// One object of a name: namespace/name and metadata.uid. What the operator remembers of a

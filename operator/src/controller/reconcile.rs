@@ -1,5 +1,6 @@
-//! One reconcile of one RouterConfig: wait for the caches, judge it (`judge`), confirm the
-//! membership with a quorum read before a `Ready=True` that changes the status, write the
+//! One reconcile of one RouterConfig: wait for the caches, judge it (`judge`), list the fleet's
+//! Leases once per rollout (beside the reconcile) and again before a `Ready=True` only when
+//! that list no longer covers it, write the
 //! status (server-side apply, with the judged resourceVersion as a precondition, progress
 //! spaced out by [`lockstep_core::barrier::progress_wait`]), and requeue at the next Lease
 //! expiry, stall deadline or deferred write. Also the error policy of a failed reconcile.
@@ -20,7 +21,7 @@ use lockstep_crds::RouterConfig;
 
 use super::{
     Context, incarnation,
-    judge::{Membership, confirm_members, judge, judge_spec},
+    judge::{Membership, confirm_members, judge, judge_spec, list_for_rollout},
     telemetry::{note_seen, publish, record_metrics, trace_ready_path},
 };
 use crate::{Error, Result, metrics::Metrics};
@@ -50,7 +51,11 @@ pub(super) async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Resul
     let (mut out, mut next_expiry) = judge(&ctx, &rc, &spec, &expected_digest, &cached);
     let judged = Instant::now();
     let mut confirmed_at = None;
-    if out.ready && out.changed {
+    if !out.ready {
+        // A rollout: its membership list, made now beside the reconcile, so that its
+        // Ready=True need not wait for one.
+        list_for_rollout(&ctx, &rc, cached);
+    } else if out.changed && !still_covered(&ctx, &rc, &cached) {
         let confirmed = confirm_members(&ctx, &rc, &cached).await?;
         (out, next_expiry) = judge(&ctx, &rc, &spec, &expected_digest, &confirmed);
         confirmed_at = Some(Instant::now());
@@ -112,6 +117,18 @@ pub(super) async fn reconcile(rc: Arc<RouterConfig>, ctx: Arc<Context>) -> Resul
         .map_or(MAX_REQUEUE, |d| d + DEADLINE_SLACK)
         .min(MAX_REQUEUE);
     Ok(Action::requeue(wait))
+}
+
+/// Whether the membership `cached` may stand behind a `Ready=True` on `rc` without a list
+/// now: the rollout's own list ([`list_for_rollout`]) covers it still, and no live replica is
+/// left out by a RouterReplica spec that may be stale.
+fn still_covered(ctx: &Context, rc: &RouterConfig, cached: &Membership) -> bool {
+    !cached.leaves_out_by_spec(rc)
+        && ctx
+            .rollout_lists
+            .lock()
+            .expect("rollout lists lock")
+            .still_cover(rc, cached)
 }
 
 /// What became of a status write.

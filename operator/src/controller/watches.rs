@@ -134,6 +134,7 @@ pub async fn run(
         rollouts: Mutex::default(),
         last_report_seen: last_report_seen.clone(),
         last_written: Mutex::default(),
+        rollout_lists: Mutex::default(),
     });
 
     let (fleet_store, replica_rcs, tls_store) = (store.clone(), store.clone(), store.clone());
