@@ -44,7 +44,11 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 machine() { echo "$(nproc) × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $(uname -r)"; }
-versions() { echo "$("$LOCKSTEP" --version), nginx $(nginx -v 2>&1 | sed 's/.*\///'), haproxy $(haproxy -v | awk 'NR==1 {print $3}'), $(oha --version)"; }
+versions() {
+  local pingora=""
+  [[ -n "${PINGORA:-}" ]] && pingora=", pingora-proxy $(awk '/^name = "pingora-proxy"/ {getline; gsub(/"/, "", $3); print $3}' "$ROOT/e2e/bench/pingora/Cargo.lock")"
+  echo "$("$LOCKSTEP" --version), nginx $(nginx -v 2>&1 | sed 's/.*\///'), haproxy $(haproxy -v | awk 'NR==1 {print $3}')$pingora, $(oha --version)"
+}
 # idle_rss PID PORT N FLAGDIR: "RSS-before RSS-with" (KiB) of process PID with N idle
 # keep-alive client connections to PORT that each made one request and got its 200. The
 # requests go out 100 at a time, so the upstream side holds about 100 connections, not one
@@ -190,6 +194,22 @@ backend be
   server b1 127.0.0.1:$2
 CONF
   taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
+}
+
+# The Pingora anchor (e2e/bench/pingora) on CPU 1, one worker thread, 128 idle upstream
+# connections kept (as nginx's `keepalive 128`). $1 = port, $2 = backend port. Built in release
+# on first use unless PINGORA names a binary.
+start_pingora() {
+  if [[ -z "${PINGORA:-}" ]]; then
+    log "building the Pingora anchor (release)"
+    cargo build --release --locked --manifest-path "$ROOT/e2e/bench/pingora/Cargo.toml" \
+      --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/bench-pingora" >/dev/null 2>&1
+    PINGORA="${CARGO_TARGET_DIR:-$ROOT/target}/bench-pingora/release/lockstep-bench-pingora"
+  fi
+  printf 'version: 1\nthreads: 1\nupstream_keepalive_pool_size: 128\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n' \
+    > "$WORK/pingora.yaml"
+  PINGORA_LISTEN="127.0.0.1:$1" PINGORA_UPSTREAM="127.0.0.1:$2" RUST_LOG=error \
+    taskset -c 1 "$PINGORA" -c "$WORK/pingora.yaml" 2> "$WORK/pingora.log" & PINGORA_PID=$!; PIDS+=($PINGORA_PID)
 }
 
 # One measured run: $1 target, $2 label, rest = oha args. `target_load TARGET ARGS...` (defined

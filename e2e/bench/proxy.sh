@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Data-plane benchmark: lockstep-proxy vs nginx vs haproxy on one pinned core each.
+# Data-plane benchmark: lockstep-proxy vs nginx vs haproxy vs Pingora on one pinned core each.
 #
 #   e2e/bench/proxy.sh            # everything (about 12 minutes)
 #   DURATION=5 SWAPS=200 REPS=1 e2e/bench/proxy.sh   # a quicker look
@@ -11,6 +11,8 @@
 # alone on CPU 1 with one worker; the load generator (oha) and the one shared trivial backend
 # (an nginx `return 200`) run on CPU 0. Every proxy gets upstream keep-alive and no access
 # log. All traffic stays on 127.0.0.1. Results go to stdout and $OUT (a markdown fragment).
+# Pingora is the Rust anchor: the smallest reverse proxy on Cloudflare's crates
+# (e2e/bench/pingora, built here in release on first use; PINGORA=path/to/binary skips that).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,7 +24,7 @@ CONNS=${CONNS:-64}            # keep-alive connections of the closed-loop runs
 SWAPS=${SWAPS:-1000}          # config rewrites in the reload test (at 10/s)
 IDLE_CONNS=${IDLE_CONNS:-9900}   # haproxy cannot hold more under a 20,000 open-file hard limit
 REPS=${REPS:-3}
-BACKEND_PORT=18900; LOCKSTEP_PORT=18901; NGINX_PORT=18902; HAPROXY_PORT=18903; ADMIN_PORT=18904
+BACKEND_PORT=18900; LOCKSTEP_PORT=18901; NGINX_PORT=18902; HAPROXY_PORT=18903; ADMIN_PORT=18904; PINGORA_PORT=18905
 # shellcheck source=lib.sh
 source "$ROOT/e2e/bench/lib.sh"
 bench_tools
@@ -52,13 +54,15 @@ taskset -c 1 "$LOCKSTEP" --config "$WORK/routes.yaml" --listen 127.0.0.1:$LOCKST
 
 start_nginx_proxy $NGINX_PORT $BACKEND_PORT ";"
 start_haproxy $HAPROXY_PORT $BACKEND_PORT ""
+start_pingora $PINGORA_PORT $BACKEND_PORT
 
-wait_port $LOCKSTEP_PORT; wait_port $NGINX_PORT; wait_port $HAPROXY_PORT
+wait_port $LOCKSTEP_PORT; wait_port $NGINX_PORT; wait_port $HAPROXY_PORT; wait_port $PINGORA_PORT
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.05; done
 
-declare -A PORT=([direct]=$BACKEND_PORT [lockstep]=$LOCKSTEP_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
-declare -A PID=([direct]=0 [lockstep]=$LOCKSTEP_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
-TARGETS=(direct lockstep nginx haproxy)
+declare -A PORT=([direct]=$BACKEND_PORT [lockstep]=$LOCKSTEP_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [pingora]=$PINGORA_PORT)
+declare -A PID=([direct]=0 [lockstep]=$LOCKSTEP_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [pingora]=$PINGORA_PID)
+TARGETS=(direct lockstep nginx haproxy pingora)
+PROXIES=(lockstep nginx haproxy pingora)
 for t in "${TARGETS[@]}"; do target_load "$t" -z "${WARMUP}s" -c $CONNS >/dev/null; done
 for rep in $(seq "$REPS"); do
   for t in "${TARGETS[@]}"; do
@@ -74,7 +78,7 @@ for t in "${TARGETS[@]}"; do
 done
 
 # Open-loop latency at half the slowest proxy's keep-alive maximum.
-slowest=$(for t in lockstep nginx haproxy; do echo "${R[$t,ka]%% *}"; done | sort -n | head -1)
+slowest=$(for t in "${PROXIES[@]}"; do echo "${R[$t,ka]%% *}"; done | sort -n | head -1)
 RATE=$(( slowest / 2 ))
 log "open-loop rate: $RATE req/s"
 # Tail latency is the noisiest figure: REPS alternating rounds, and each target's median round
@@ -90,7 +94,7 @@ done
 
 # Memory: idle, then with IDLE_CONNS idle keep-alive connections (lib.sh, idle_rss).
 declare -A MEM
-for t in lockstep nginx haproxy; do
+for t in "${PROXIES[@]}"; do
   rss=$(idle_rss "${PID[$t]}" "${PORT[$t]}" "$IDLE_CONNS" "$WORK")
   read -r idle held <<<"$rss"
   MEM[$t]="$idle $held"
@@ -133,7 +137,8 @@ added() { python3 -c "print(f'{float(\"$1\")-float(\"$2\"):+.3f}')"; }
   echo
   read -r _ l_ka _ _ _ <<<"${R[lockstep,ka]}"; read -r _ n_ka _ _ _ <<<"${R[nginx,ka]}"; read -r _ h_ka _ _ _ <<<"${R[haproxy,ka]}"
   read -r _ l_nc _ _ _ <<<"${R[lockstep,newconn]}"; read -r _ n_nc _ _ _ <<<"${R[nginx,newconn]}"; read -r _ h_nc _ _ _ <<<"${R[haproxy,newconn]}"
-  echo "Requests per proxy CPU-second, lockstep ÷ nginx (median rounds): keep-alive $(ratio "$l_ka" "$n_ka"), new connection $(ratio "$l_nc" "$n_nc"); lockstep ÷ haproxy: keep-alive $(ratio "$l_ka" "$h_ka"), new connection $(ratio "$l_nc" "$h_nc")."
+  read -r _ p_ka _ _ _ <<<"${R[pingora,ka]}"; read -r _ p_nc _ _ _ <<<"${R[pingora,newconn]}"
+  echo "Requests per proxy CPU-second, lockstep ÷ nginx (median rounds): keep-alive $(ratio "$l_ka" "$n_ka"), new connection $(ratio "$l_nc" "$n_nc"); lockstep ÷ haproxy: keep-alive $(ratio "$l_ka" "$h_ka"), new connection $(ratio "$l_nc" "$h_nc"); lockstep ÷ Pingora: keep-alive $(ratio "$l_ka" "$p_ka"), new connection $(ratio "$l_nc" "$p_nc")."
   echo
   echo "Each round, lockstep ÷ nginx per proxy CPU-second (keep-alive / new connection):"
   for rep in $(seq "$REPS"); do
@@ -142,11 +147,11 @@ added() { python3 -c "print(f'{float(\"$1\")-float(\"$2\"):+.3f}')"; }
     echo "- round $rep: $(ratio "$a" "$b") / $(ratio "$c" "$d") (lockstep $a / $c, nginx $b / $d)"
   done
   echo
-  echo "Each round, added p99 at $RATE req/s over direct's in the same round (ms), lockstep / nginx / haproxy:"
+  echo "Each round, added p99 at $RATE req/s over direct's in the same round (ms), lockstep / nginx / haproxy / pingora:"
   for rep in $(seq "$REPS"); do
     read -r _ _ _ d99 _ <<<"${R[direct,open$rep]}"
     line=""
-    for t in lockstep nginx haproxy; do
+    for t in "${PROXIES[@]}"; do
       read -r _ _ _ o99 _ <<<"${R[$t,open$rep]}"
       line+="${line:+ / }$(added "$o99" "$d99")"
     done
@@ -155,7 +160,7 @@ added() { python3 -c "print(f'{float(\"$1\")-float(\"$2\"):+.3f}')"; }
   echo
   echo "| target | RSS idle (KiB) | RSS with $IDLE_CONNS idle connections (KiB) | per connection (KiB) |"
   echo "|---|---:|---:|---:|"
-  for t in lockstep nginx haproxy; do
+  for t in "${PROXIES[@]}"; do
     read -r i h <<<"${MEM[$t]}"
     echo "| $t | $i | $h | $(python3 -c "print(f'{($h-$i)/$IDLE_CONNS:.1f}')") |"
   done
