@@ -49,30 +49,67 @@ versions() {
   [[ -n "${PINGORA:-}" ]] && pingora=", pingora-proxy $(awk '/^name = "pingora-proxy"/ {getline; gsub(/"/, "", $3); print $3}' "$ROOT/e2e/bench/pingora/Cargo.lock")"
   echo "$("$LOCKSTEP" --version), nginx $(nginx -v 2>&1 | sed 's/.*\///'), haproxy $(haproxy -v | awk 'NR==1 {print $3}')$pingora, $(oha --version)"
 }
-# idle_rss PID PORT N FLAGDIR: "RSS-before RSS-with" (KiB) of process PID with N idle
-# keep-alive client connections to PORT that each made one request and got its 200. The
-# requests go out 100 at a time, so the upstream side holds about 100 connections, not one
-# per client: what stays is the cost of an idle client connection.
+# idle_rss PID PORT N FLAGDIR [MODE]: "RSS-before RSS-with" (KiB) of process PID with N idle
+# client connections to PORT that each made one request and got its 200. The requests go out
+# 100 at a time, so the upstream side holds about 100 connections, not one per client: what
+# stays is the cost of an idle client connection. MODE: plain (default), tls (HTTP/1.1 over
+# TLS, ALPN http/1.1) or h2 (HTTP/2 over TLS: the preface, SETTINGS and one GET on stream 1,
+# answered with HEADERS; the server's SETTINGS acknowledged). TLS modes send SNI bench.local
+# and do not verify the certificate.
 idle_rss() {
-  local pid=$1 port=$2 n=$3 flag="$4/idle.$2.held" before after holder
+  local pid=$1 port=$2 n=$3 flag="$4/idle.$2.held" mode=${5:-plain} before after holder
   before=$(rss_kib "$pid")
   rm -f "$flag"
-  python3 - "$port" "$n" "$flag" <<'PY' &
-import socket, sys, time
-port, n, flag = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+  python3 - "$port" "$n" "$flag" "$mode" <<'PY' &
+import socket, ssl, struct, sys, time
+port, n, flag, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"] if mode == "h2" else ["http/1.1"])
+
+def frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+# GET https://bench.local/ in HPACK: :method GET, :scheme https, :path / (static table), then
+# :authority as a literal with its name from the static table.
+H2_GET = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0)
+          + frame(1, 0x5, 1, b"\x82\x87\x84\x41\x0bbench.local"))
+
+def connect():
+    s = socket.create_connection(("127.0.0.1", port))
+    return ctx.wrap_socket(s, server_hostname="bench.local") if mode != "plain" else s
+
+def answered_h2(s):
+    buf = b""
+    while True:
+        while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+            chunk = s.recv(65536)
+            assert chunk, "closed before the response"
+            buf += chunk
+        length, kind, flags = int.from_bytes(buf[:3], "big"), buf[3], buf[4]
+        stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+        buf = buf[9 + length:]
+        if kind == 4 and not flags & 1:
+            s.sendall(frame(4, 1, 0))
+        if kind == 1 and stream == 1:
+            return
+
 socks = []
 for start in range(0, n, 100):
-    batch = [socket.create_connection(("127.0.0.1", port)) for _ in range(min(100, n - start))]
+    batch = [connect() for _ in range(min(100, n - start))]
     for s in batch:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n")
+        s.sendall(H2_GET if mode == "h2" else b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n")
     for s in batch:
-        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        if mode == "h2":
+            answered_h2(s)
+        else:
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
     socks.extend(batch)
 open(flag, "w").close()
 time.sleep(30)
 PY
   holder=$!
-  for _ in $(seq 1200); do [[ -f "$flag" ]] && break; sleep 0.05; done
+  for _ in $(seq 2400); do [[ -f "$flag" ]] && break; sleep 0.05; done
   sleep 0.5
   after=$(rss_kib "$pid")
   kill $holder 2>/dev/null || true; wait $holder 2>/dev/null || true

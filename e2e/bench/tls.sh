@@ -17,6 +17,9 @@
 #   handshake   a new connection per request, full handshake every time, no session
 #               resumption (lockstep-e2e-tls-load, 16 at a time): handshakes per second and
 #               per CPU-second. oha is not used here because its client resumes sessions.
+#   idle        memory per idle client connection over TLS, HTTP/1.1 and HTTP/2 (IDLE_CONNS
+#               connections that made one request each; lib.sh, idle_rss)
+# CASES (default "load idle") picks them: CASES=idle runs the memory step alone.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,6 +30,8 @@ WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-64}
 HANDSHAKE_CONNS=${HANDSHAKE_CONNS:-16}
 REPS=${REPS:-3}
+IDLE_CONNS=${IDLE_CONNS:-5000}
+CASES=${CASES:-load idle}
 BACKEND_PORT=18910; LOCKSTEP_PORT=18911; NGINX_PORT=18912; HAPROXY_PORT=18913; ADMIN_PORT=18914; PLAIN_PORT=18915
 # shellcheck source=lib.sh
 source "$ROOT/e2e/bench/lib.sh"
@@ -110,6 +115,27 @@ if d["failed"]:
   log "$t handshake: ${H[$t,$label]} (rate per_cpu_s failed full p50 p99)"
 }
 
+if [[ " $CASES " == *" idle "* ]]; then
+  # Memory first, on processes that have served nothing yet beyond the readiness checks.
+  {
+    echo "- Idle connections: \`CASES=idle e2e/bench/tls.sh\` ($IDLE_CONNS connections per target and protocol, each after one request; RSS of the proxy process), $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
+    echo
+    echo "| target | protocol | RSS before (KiB) | RSS with $IDLE_CONNS idle connections (KiB) | per connection (KiB) |"
+    echo "|---|---|---:|---:|---:|"
+    for mode in tls h2; do
+      for t in "${TARGETS[@]}"; do
+        rss=$(idle_rss "${PID[$t]}" "${PORT[$t]}" "$IDLE_CONNS" "$WORK" "$mode")
+        read -r idle held <<<"$rss"
+        echo "| $t | $([[ $mode == h2 ]] && echo "HTTP/2 over TLS" || echo "HTTP/1.1 over TLS") | $idle | $held | $(python3 -c "print(f'{($held - $idle) / $IDLE_CONNS:.1f}')") |"
+        sleep 2
+      done
+    done
+    echo
+  } > "$WORK/idle.md"
+  cat "$WORK/idle.md" >&2
+fi
+[[ " $CASES " == *" load "* ]] || { cat "$WORK/idle.md" > "$OUT"; cat "$OUT"; exit 0; }
+
 for t in "${TARGETS[@]}"; do target_load "$t" -z "${WARMUP}s" -c $CONNS >/dev/null; done
 for rep in $(seq "$REPS"); do
   for t in "${TARGETS[@]}"; do
@@ -128,6 +154,7 @@ for t in "${TARGETS[@]}"; do
 done
 
 {
+  [[ -f "$WORK/idle.md" ]] && cat "$WORK/idle.md"
   echo "- Command: \`e2e/bench/tls.sh\` (DURATION=$DURATION s per run, WARMUP=$WARMUP s, $CONNS keep-alive connections; h2: 8 connections × 16 streams; handshakes: $HANDSHAKE_CONNS at a time; REPS=$REPS alternating rounds, the table shows each target's median round)"
   echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
   echo "- Versions: $(versions), $(openssl version | cut -d' ' -f1-2) (certificates)"
