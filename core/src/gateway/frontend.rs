@@ -22,23 +22,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use lockstep_crds::gateway::{FrontendTls, GROUP, Gateway, ReferenceGrant};
 
 use super::{
-    listeners::{ListenerVerdict, Protocol},
+    listeners::{ClientValidation, ListenerVerdict, Protocol},
     references::{Referrer, resolve_ca_certificate},
     status::reason,
 };
 
 /// `mode` of a validation.
 pub const ALLOW_INSECURE_FALLBACK: &str = "AllowInsecureFallback";
-
-/// The client certificate validation a listener is served with.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClientValidation {
-    /// The PEM bundles of the CA references that resolved, joined: the trust anchors.
-    pub ca_certificates: String,
-    /// `mode: AllowInsecureFallback`: a connection without a valid certificate is let
-    /// through.
-    pub insecure_fallback: bool,
-}
 
 /// The frontend TLS settings that apply to a listener of `port`.
 fn settings_for(gw: &Gateway, port: i32) -> Option<&FrontendTls> {

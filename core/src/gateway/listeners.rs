@@ -61,7 +61,18 @@ pub struct ListenerVerdict {
     pub certificates: Vec<ResolvedSecret>,
     /// The client certificate validation the Gateway's `spec.tls.frontend` gives it (HTTPS):
     /// set by [`super::frontend::judge_frontend`].
-    pub client_validation: Option<super::frontend::ClientValidation>,
+    pub client_validation: Option<ClientValidation>,
+}
+
+/// The client certificate validation a listener is served with (decided by
+/// [`super::frontend::judge_frontend`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientValidation {
+    /// The PEM bundles of the CA references that resolved, joined: the trust anchors.
+    pub ca_certificates: String,
+    /// `mode: AllowInsecureFallback`: a connection without a valid certificate is let
+    /// through.
+    pub insecure_fallback: bool,
 }
 
 impl ListenerVerdict {

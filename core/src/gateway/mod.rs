@@ -144,7 +144,7 @@ pub struct ServedListener {
     /// Certificates presented (HTTPS).
     pub certificates: Vec<ResolvedSecret>,
     /// Client certificate validation (HTTPS, `spec.tls.frontend`).
-    pub client_validation: Option<frontend::ClientValidation>,
+    pub client_validation: Option<listeners::ClientValidation>,
     /// Entries in Gateway API precedence order (the first that matches wins).
     pub entries: Vec<ServedEntry>,
 }

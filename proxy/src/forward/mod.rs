@@ -47,7 +47,7 @@ use self::{
     request_body::{BodySlot, ClientBody},
 };
 use crate::{
-    http1::server::OnUpgrade,
+    http1::upgrade::OnUpgrade,
     metrics::Metrics,
     options::ProxyOptions,
     state::{ProxyState, ServedConfig},

@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 /// is tracked, so a draining shutdown waits for tunnels too (up to the drain timeout).
 pub(crate) fn tunnel(
     tasks: &TaskTracker,
-    client: crate::http1::server::OnUpgrade,
+    client: crate::http1::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     idle_timeout: Duration,
     state: std::sync::Arc<crate::state::ProxyState>,

@@ -16,5 +16,6 @@
 
 pub mod body;
 pub(crate) mod server;
+pub(crate) mod upgrade;
 
 pub use self::body::{BodyError, Http1Body};

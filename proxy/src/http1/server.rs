@@ -17,7 +17,7 @@ use std::{
     mem::MaybeUninit,
     pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll, ready},
@@ -37,7 +37,10 @@ use lockstep_core::http1::{
     head::{self, BodyFraming, HeadLimits, RequestHead, ResponseContext, ResponseFraming},
 };
 
-use super::body::{self, BodyError, Channel, Http1Body, Shared};
+use super::{
+    body::{self, BodyError, Channel, Http1Body, Shared},
+    upgrade::{OnUpgrade, Upgraded},
+};
 use crate::forward::{Proxy, body::ProxyBody, client::ClientConnection, request_body::ClientBody};
 
 /// The first read of a head goes to a stack buffer this large: most heads fit.
@@ -50,63 +53,6 @@ const COALESCE: usize = 8 * 1024;
 /// answer: at most this long in all, and until the client is quiet for [`LINGER_QUIET`].
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_QUIET: Duration = Duration::from_millis(500);
-
-/// An upgraded client connection (after a 101): the bytes the client sent after its
-/// request head, then the connection itself.
-pub(crate) struct Upgraded {
-    io: Box<dyn Io>,
-    prefix: Bytes,
-}
-
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = buf.remaining().min(this.prefix.len());
-            buf.put_slice(&this.prefix.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-/// The client connection of a request that asked to switch protocols, once the switch is
-/// answered (a request extension; the request path takes it out when it tunnels).
-#[derive(Clone)]
-pub(crate) struct OnUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
-
-impl OnUpgrade {
-    /// Waits for the 101 to be written; fails if the connection ended first.
-    pub(crate) async fn wait(self) -> io::Result<Upgraded> {
-        let receiver = self.0.lock().ok().and_then(|mut r| r.take());
-        match receiver {
-            Some(receiver) => receiver.await.map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "connection ended before the switch",
-                )
-            }),
-            None => Err(io::Error::other("upgrade already taken")),
-        }
-    }
-}
 
 /// How the body of the request being answered is read.
 enum Reader {
@@ -224,10 +170,7 @@ where
         if switching {
             let Some(switch) = switch else { return Ok(()) };
             let Conn { io, buf, .. } = conn;
-            let _ = switch.send(Upgraded {
-                io: Box::new(io),
-                prefix: buf.freeze(),
-            });
+            let _ = switch.send(Upgraded::new(Box::new(io), buf.freeze()));
             return Ok(());
         }
         // The request body is read to its end before the next head (or the close), as long
@@ -303,10 +246,8 @@ fn dispatch(
     };
     let mut request = request.map(|()| ClientBody::Http1(body));
     let switch = upgrade.then(|| {
-        let (sender, receiver) = oneshot::channel();
-        request
-            .extensions_mut()
-            .insert(OnUpgrade(Arc::new(Mutex::new(Some(receiver)))));
+        let (sender, on_upgrade) = OnUpgrade::channel();
+        request.extensions_mut().insert(on_upgrade);
         sender
     });
     let proxy = proxy.clone();
