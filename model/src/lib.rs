@@ -642,14 +642,13 @@ impl BarrierModel {
             if !out.ready {
                 if !listed.as_ref().is_some_and(|l| l.is_for("", *generation)) {
                     relist(&mut clock);
-                    let live: Vec<ReplicaId> = clock.live(FLEET, now).map(|(id, _)| id.clone()).collect();
-                    listed = Some(GenerationMembers::listed("", *generation, &live));
+                    let live = clock.live(FLEET, now).map(|(id, _)| id);
+                    listed = Some(GenerationMembers::listed("", *generation, live));
                 }
             } else if out.changed {
-                let live: Vec<ReplicaId> = clock.live(FLEET, now).map(|(id, _)| id.clone()).collect();
                 let covered = listed.as_ref().is_some_and(|l| match self.mutation {
                     Mutation::RolloutListTrustedAfterExpiry => l.is_for("", *generation),
-                    _ => l.still_cover("", *generation, &live),
+                    _ => l.still_cover("", *generation, clock.live(FLEET, now).map(|(id, _)| id)),
                 });
                 if !covered {
                     relist(&mut clock);
