@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes the RouterConfig compiler, the standalone-file loader, the path normaliser, the
-# header filter validation and the HTTP/1 request decoder for a bounded time each with
+# header filter validation, the HTTP/1 request decoder and the upstream side of the codec for a bounded time each with
 # cargo-fuzz (libFuzzer, nightly toolchain). e2e/test runs it as a smoke test (10 s per target); a finding fails the run
 # and leaves the input in fuzz/artifacts/TARGET/.
 #   fuzz/run.sh [SECONDS_PER_TARGET]   (default 60)
@@ -21,7 +21,7 @@ rustup toolchain list | grep -q '^nightly' || {
   exit 1
 }
 cd "$ROOT/fuzz"
-for target in route_table standalone_file path_normalize header_filters http1_request; do
+for target in route_table standalone_file path_normalize header_filters http1_request http1_upstream; do
   echo "[fuzz] $target for ${SECONDS_PER_TARGET}s" >&2
   cargo +nightly fuzz run "$target" -- -max_total_time="$SECONDS_PER_TARGET" -max_len=4096 2>&1 | tail -n 3
 done

@@ -1,7 +1,8 @@
-//! The HTTP/1.1 codec of the proxy's own HTTP/1 server (`lockstep-proxy`'s `http1`
-//! module drives connections with it): request heads parsed with `httparse` ([`head`]),
-//! request bodies framed by Content-Length or the chunked coding ([`chunked`]), and response
-//! heads framed by Content-Length, chunked, or the connection's close. Pure functions on
+//! The HTTP/1.1 codec of the proxy's own HTTP/1 server and upstream client (`lockstep-proxy`'s
+//! `http1` module drives connections with it): request heads parsed with `httparse` ([`head`]),
+//! bodies framed by Content-Length or the chunked coding ([`chunked`]), response heads
+//! framed by Content-Length, chunked, or the connection's close; and toward upstreams,
+//! request heads written and response heads parsed ([`upstream`]). Pure functions on
 //! bytes, so that tests and the fuzz target reach every case without a socket.
 //!
 //! Framing is decided here, once, and refused when it could be read two ways (RFC 9112
@@ -14,6 +15,7 @@
 
 pub mod chunked;
 pub mod head;
+pub mod upstream;
 
 use bytes::BytesMut;
 use http::{HeaderMap, Request};
@@ -21,6 +23,7 @@ use http::{HeaderMap, Request};
 pub use self::{
     chunked::{Chunk, ChunkError, ChunkedDecoder},
     head::{BodyFraming, HeadError, HeadLimits, RequestHead, parse_request},
+    upstream::{ResponseBodyFraming, ResponseHead, ResponseHeadError, parse_response},
 };
 
 /// A request read whole from bytes, as [`decode_request`] gives it.

@@ -89,9 +89,9 @@ pub enum ProxyError {
     Upstream {
         /// The upstream address.
         peer: String,
-        /// What the connection said.
+        /// What failed: the connection, or the response's framing.
         #[source]
-        source: hyper::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

@@ -366,7 +366,12 @@ impl Proxy {
                     answer.peer.authority
                 )));
             };
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let Some(upstream_upgrade) = response.body_mut().take_upgrade() else {
+                return Err(ProxyError::BadBackend(format!(
+                    "{} switched protocols over HTTP/2",
+                    answer.peer.authority
+                )));
+            };
             upgrade::tunnel(
                 &self.tunnels,
                 client_upgrade,

@@ -1,46 +1,46 @@
-//! Upstream connections, kept per upstream address for reuse, on hyper's connection-level
-//! client (`hyper::client::conn`) rather than hyper-util's pooled client. A request goes
-//! straight to its connection's dispatcher: no per-request channel to a pool task, no task
-//! spawned per request to put the connection back (the response body puts it back as it
-//! ends), no pool checkout future.
+//! Upstream connections, kept per upstream address for reuse. HTTP/1.1 goes over the
+//! proxy's own client ([`crate::http1::client`]): a request's future drives its
+//! connection, and its response body puts the connection back as it ends; no task per
+//! connection or per request. HTTP/2 goes over hyper's connection-level client.
 //!
 //! - HTTP/1.1: idle connections are reused last-in first-out, so the warmest ones are used
 //!   and the coldest age out; at most [`MAX_IDLE_PER_UPSTREAM`] wait per upstream (nginx's
 //!   `keepalive 128`), idle ones close after the upstream idle timeout. A connection goes
-//!   back only after its response body was read to the end, and never after a protocol
-//!   switch or a `Connection: close`.
+//!   back only after an exchange that ended exactly (see the client), never after a
+//!   protocol switch or a `Connection: close`.
 //! - h2c (and h2 over TLS): one multiplexed connection per upstream, replaced when it closes.
 //! - TLS ([`super::tls`]): connections are kept per upstream address *and* TLS setting, so
 //!   one verified for one backend's names and CAs never carries another backend's request.
 //! - A connect failure drops that upstream's idle connections: they most likely point at a
 //!   process that is gone, and each would cost a failed request to find out.
 //!
-//! A request that a pooled connection could not even start to send (the upstream closed it
-//! while it sat idle) is sent again on another connection; hyper hands such requests back
-//! unsent, so this never repeats anything the upstream saw.
+//! An idle connection is looked at before it is used (one read that must find nothing): one
+//! the upstream closed, or sent bytes on, is dropped. An idempotent request whose reused
+//! connection ended before any byte of a response, with nothing of its body sent, goes
+//! again on another connection: the upstream closed it as idle just as the request left.
 
 use std::{
     collections::{HashMap, VecDeque},
     io,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError, Weak, atomic::AtomicBool},
+    sync::{Arc, Mutex, PoisonError, Weak},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use http::{Request, Response, header};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use hyper::{
-    body::Incoming,
-    client::conn::{http1, http2},
-};
+use hyper::{body::Incoming, client::conn::http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use lockstep_crds::BackendTls;
 
-use crate::certs::ClientCert;
+use crate::{
+    certs::ClientCert,
+    http1::client::{self, Connection, Failure, UpstreamIo},
+};
 
 use super::{
     peer::PeerAuthority,
@@ -61,8 +61,9 @@ pub(crate) enum SendError {
     /// The TLS handshake with the upstream failed (its certificate not verified, most
     /// likely), or the backend's TLS setting is unusable.
     Tls(String),
-    /// The connection failed after the request was (or may have been) sent.
-    Upstream(hyper::Error),
+    /// The connection failed after the request was (or may have been) sent, or the
+    /// response was malformed.
+    Upstream(request_body::BoxError),
 }
 
 /// Where pooled connections go: an address, and the TLS setting they were made with.
@@ -73,7 +74,7 @@ pub(crate) struct PoolKey {
 }
 
 struct Idle {
-    sender: http1::SendRequest<RequestBody>,
+    conn: Connection,
     since: Instant,
 }
 
@@ -90,7 +91,6 @@ pub(crate) struct Pool {
     conns: Mutex<Conns>,
     connect_timeout: Duration,
     idle_timeout: Duration,
-    h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     tls: TlsCache,
 }
@@ -109,7 +109,6 @@ impl Pool {
             conns: Mutex::default(),
             connect_timeout: options.connect_timeout,
             idle_timeout: options.upstream_idle_timeout,
-            h1: http1::Builder::new(),
             h2,
             tls: TlsCache::default(),
         })
@@ -148,77 +147,50 @@ impl Pool {
             return Box::pin(self.send_h2(peer, req)).await;
         }
         let mut req = req;
-        // Pooled connections first; each may turn out closed, and then the request, handed
-        // back unsent, goes to the next one, or at last to a new connection.
+        // Pooled connections first; a stale one hands an idempotent request back, and it
+        // goes to the next one, or at last to a new connection.
         loop {
-            let (mut sender, fresh) = match self.checkout(peer) {
-                Some(sender) => (sender, false),
-                None => (Box::pin(self.connect_h1(peer)).await?, true),
+            let (conn, reused) = match self.checkout(peer) {
+                Some(conn) => (conn, true),
+                None => (Box::pin(self.connect_h1(peer)).await?, false),
             };
-            if !sender.is_ready()
-                && let Err(error) = sender.ready().await
-            {
-                if fresh {
-                    return Err(SendError::Upstream(error));
+            match client::exchange(conn, req, reused).await {
+                Ok(response) => {
+                    let checkin = Checkin {
+                        pool: self.clone(),
+                        peer: peer.clone(),
+                    };
+                    return Ok(response.map(|body| UpstreamBody::http1(body, checkin)));
                 }
-                continue;
-            }
-            let sent = req.body().sent_flag();
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.checkin_on_end(peer, sender, response, sent)),
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) if !fresh => req = unsent,
-                    _ => return Err(SendError::Upstream(error.into_error())),
-                },
+                Err(Failure::Stale(unsent, error)) => {
+                    tracing::debug!(%error, "pooled upstream connection was closed; sending again");
+                    req = *unsent;
+                }
+                Err(Failure::Failed(error)) => return Err(SendError::Upstream(Box::new(error))),
             }
         }
     }
 
     /// The most recently used idle connection to `peer` that is still open and not too old.
-    fn checkout(&self, peer: &PoolKey) -> Option<http1::SendRequest<RequestBody>> {
+    fn checkout(&self, peer: &PoolKey) -> Option<Connection> {
         let mut conns = self.conns();
         let idle = conns.idle.get_mut(peer)?;
-        while let Some(conn) = idle.pop_back() {
-            if !conn.sender.is_closed() && conn.since.elapsed() < self.idle_timeout {
-                return Some(conn.sender);
+        while let Some(mut idle_conn) = idle.pop_back() {
+            if idle_conn.since.elapsed() < self.idle_timeout && idle_conn.conn.is_usable() {
+                return Some(idle_conn.conn);
             }
         }
         None
     }
 
-    fn checkin_on_end(
-        self: &Arc<Self>,
-        peer: &PoolKey,
-        sender: http1::SendRequest<RequestBody>,
-        response: Response<Incoming>,
-        request_sent: Option<Arc<AtomicBool>>,
-    ) -> Response<UpstreamBody> {
-        let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS
-            && !response
-                .headers()
-                .get_all(header::CONNECTION)
-                .iter()
-                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let conn = reusable.then(|| Checkin {
-            pool: self.clone(),
-            peer: peer.clone(),
-            sender,
-            request_sent,
-        });
-        response.map(|body| UpstreamBody::new(body, conn))
-    }
-
-    fn checkin(self: &Arc<Self>, peer: PoolKey, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn checkin(self: &Arc<Self>, peer: PoolKey, conn: Connection) {
         let mut conns = self.conns();
         let idle = conns.idle.entry(peer).or_default();
         if idle.len() >= MAX_IDLE_PER_UPSTREAM {
             idle.pop_front();
         }
         idle.push_back(Idle {
-            sender,
+            conn,
             since: Instant::now(),
         });
         if !conns.reaper {
@@ -261,31 +233,13 @@ impl Pool {
         }
     }
 
-    async fn connect_h1(&self, peer: &PoolKey) -> Result<http1::SendRequest<RequestBody>, SendError> {
+    async fn connect_h1(&self, peer: &PoolKey) -> Result<Connection, SendError> {
         let stream = self.connect(peer).await?;
-        match &peer.tls {
-            None => self.start_h1(stream).await,
-            Some(tls) => self.start_h1(self.handshake_tls(tls, stream).await?).await,
-        }
-    }
-
-    /// An HTTP/1 connection over `stream` (TCP, or TLS over it). One task per connection,
-    /// not per request: it drives the connection's IO.
-    async fn start_h1<S>(&self, stream: S) -> Result<http1::SendRequest<RequestBody>, SendError>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let (sender, conn) = self
-            .h1
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Upstream)?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        let io = match &peer.tls {
+            None => UpstreamIo::Tcp(stream),
+            Some(tls) => UpstreamIo::Tls(Box::new(self.handshake_tls(tls, stream).await?)),
+        };
+        Ok(Connection::new(io))
     }
 
     /// An HTTP/2 connection over `stream`, likewise.
@@ -297,7 +251,7 @@ impl Pool {
             .h2
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(SendError::Upstream)?;
+            .map_err(|e| SendError::Upstream(Box::new(e)))?;
         tokio::spawn(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%error, "upstream h2 connection ended with an error");
@@ -344,9 +298,15 @@ impl Pool {
                 sender
             }
         };
-        sender.ready().await.map_err(SendError::Upstream)?;
-        let response = sender.send_request(req).await.map_err(SendError::Upstream)?;
-        Ok(response.map(|body| UpstreamBody::new(body, None)))
+        sender
+            .ready()
+            .await
+            .map_err(|e| SendError::Upstream(Box::new(e)))?;
+        let response = sender
+            .send_request(req)
+            .await
+            .map_err(|e| SendError::Upstream(Box::new(e)))?;
+        Ok(response.map(|body| UpstreamBody(Kind::Http2(body))))
     }
 }
 
@@ -361,82 +321,85 @@ async fn reap(pool: Weak<Pool>, idle_timeout: Duration) {
         };
         let mut conns = pool.conns();
         for idle in conns.idle.values_mut() {
-            idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < idle_timeout);
+            idle.retain_mut(|c| c.since.elapsed() < idle_timeout && c.conn.is_usable());
         }
         conns.idle.retain(|_, idle| !idle.is_empty());
         conns.h2.retain(|_, sender| !sender.is_closed());
     }
 }
 
-/// An HTTP/1 connection to give back to the pool once its response is read.
+/// Where an HTTP/1 connection goes back once its response is read.
 struct Checkin {
     pool: Arc<Pool>,
     peer: PoolKey,
-    sender: http1::SendRequest<RequestBody>,
-    /// Whether the request's body went out whole (None: it had none).
-    request_sent: Option<Arc<AtomicBool>>,
 }
 
-impl Checkin {
-    /// The response was read to its end. The connection is idle only if the request was
-    /// sent whole too: an upstream may answer early (401, 413) while a client still owes
-    /// most of its body, and the next request must not wait behind it (it would wait in
-    /// `ready()` for as long as that client stalls). Such a connection is let go, and
-    /// hyper closes it once the request ends.
-    fn done(self) {
-        if request_body::was_sent(self.request_sent.as_ref()) {
-            self.pool.checkin(self.peer, self.sender);
-        }
-    }
-}
+/// An upstream response body. An HTTP/1 one puts its connection back in the pool when the
+/// exchange ended exactly; dropped before its end, it closes the connection.
+pub(crate) struct UpstreamBody(Kind);
 
-/// An upstream response body; reading it to the end puts its connection back in the pool.
-/// Dropped before its end, it takes the connection with it (hyper closes it).
-pub(crate) struct UpstreamBody {
-    body: Incoming,
-    conn: Option<Checkin>,
+enum Kind {
+    Http1(client::ResponseBody<RequestBody>, Option<Checkin>),
+    Http2(Incoming),
 }
 
 impl UpstreamBody {
-    fn new(body: Incoming, conn: Option<Checkin>) -> Self {
-        let mut this = Self { body, conn };
-        if this.body.is_end_stream() {
-            this.release();
-        }
+    fn http1(body: client::ResponseBody<RequestBody>, checkin: Checkin) -> Self {
+        let mut this = Self(Kind::Http1(body, Some(checkin)));
+        this.release();
         this
     }
 
+    /// The upstream connection after a 101 (HTTP/1 only).
+    pub(crate) fn take_upgrade(&mut self) -> Option<crate::http1::upgrade::Upgraded> {
+        match &mut self.0 {
+            Kind::Http1(body, _) => body.take_upgrade(),
+            Kind::Http2(_) => None,
+        }
+    }
+
     fn release(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.done();
+        if let Kind::Http1(body, checkin) = &mut self.0
+            && let Some(conn) = body.take_idle()
+            && let Some(Checkin { pool, peer }) = checkin.take()
+        {
+            pool.checkin(peer, conn);
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = request_body::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => drop(this.conn.take()),
-            _ => {}
+        match &mut this.0 {
+            Kind::Http1(body, _) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if polled.is_ready() {
+                    this.release();
+                }
+                polled
+            }
+            Kind::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.0 {
+            Kind::Http1(body, _) => body.is_end_stream(),
+            Kind::Http2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.0 {
+            Kind::Http1(body, _) => body.size_hint(),
+            Kind::Http2(body) => body.size_hint(),
+        }
     }
 }

@@ -5,10 +5,7 @@
 
 use std::{
     pin::Pin,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
@@ -68,10 +65,6 @@ pub(crate) struct RequestBody {
     slot: Slot,
     end_stream: bool,
     hint: SizeHint,
-    /// Set once the last byte was handed to the upstream connection; None for a body that
-    /// was empty from the start. The pool reads it: an upstream connection whose request
-    /// is still being sent is not idle, whatever its response did.
-    sent: Option<Arc<AtomicBool>>,
     /// The client connection, told while the body waits for the client's bytes.
     client: Option<Arc<ClientConnection>>,
     /// Held while the last poll found no bytes from the client.
@@ -174,7 +167,6 @@ impl BodySlot {
                 slot: Slot::Buffered((!bytes.is_empty()).then(|| bytes.clone())),
                 end_stream: bytes.is_empty(),
                 hint: self.hint,
-                sent: (!bytes.is_empty()).then(|| Arc::new(AtomicBool::new(false))),
                 client: None,
                 waiting: None,
             };
@@ -183,7 +175,6 @@ impl BodySlot {
             slot: self.shared.clone().map_or(Slot::Gone, Slot::Shared),
             end_stream: self.end_stream,
             hint: self.hint,
-            sent: (!self.end_stream).then(|| Arc::new(AtomicBool::new(false))),
             client: self.client.clone(),
             waiting: None,
         }
@@ -203,18 +194,6 @@ impl BodySlot {
     }
 }
 
-impl RequestBody {
-    /// What tells whether the whole body went to the upstream: None when there was none.
-    pub(crate) fn sent_flag(&self) -> Option<Arc<AtomicBool>> {
-        self.sent.clone()
-    }
-}
-
-/// Whether a request's body has been sent whole (true when it had none).
-pub(crate) fn was_sent(flag: Option<&Arc<AtomicBool>>) -> bool {
-    flag.is_none_or(|sent| sent.load(Ordering::Acquire))
-}
-
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -228,7 +207,7 @@ impl Body for RequestBody {
             let taken = shared.lock().ok().and_then(|mut b| b.take());
             this.slot = taken.map_or(Slot::Gone, Slot::Owned);
         }
-        let polled = match &mut this.slot {
+        match &mut this.slot {
             Slot::Owned(body) => {
                 let polled = Pin::new(body).poll_frame(cx);
                 if polled.is_pending() {
@@ -242,19 +221,7 @@ impl Body for RequestBody {
             }
             Slot::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             _ => Poll::Ready(None),
-        };
-        // hyper stops polling a body that says it has ended, so the end is either.
-        if let Some(sent) = &this.sent {
-            let ended = match &polled {
-                Poll::Ready(None) => true,
-                Poll::Ready(Some(Ok(_))) => this.is_end_stream(),
-                _ => false,
-            };
-            if ended {
-                sent.store(true, Ordering::Release);
-            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,7 +1,7 @@
 //! Protocol switches (WebSocket upgrades): once the upstream answered 101 and both
 //! connections were handed over (the client's by the proxy's HTTP/1 server once it wrote
-//! the 101, with any bytes the client sent after its head; the upstream's by hyper's
-//! client), bytes are copied both ways until either side closes, or until neither side
+//! the 101, with any bytes the client sent after its head; the upstream's by the proxy's
+//! HTTP/1 client, with any bytes the upstream sent after its 101), bytes are copied both ways until either side closes, or until neither side
 //! sent a byte for the tunnel idle timeout (a silent peer holds a connection and a task; a
 //! WebSocket that wants to stay open sends pings).
 //!
@@ -16,7 +16,6 @@ use std::{
     time::Duration,
 };
 
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::task::TaskTracker;
 
@@ -25,26 +24,22 @@ use tokio_util::task::TaskTracker;
 pub(crate) fn tunnel(
     tasks: &TaskTracker,
     client: crate::http1::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
+    upstream: crate::http1::upgrade::Upgraded,
     idle_timeout: Duration,
     state: std::sync::Arc<crate::state::ProxyState>,
 ) {
     tasks.spawn(async move {
-        let (client, upstream) = match tokio::join!(client.wait(), upstream) {
-            (Ok(client), Ok(upstream)) => (client, upstream),
-            (Err(error), _) => {
+        let client = match client.wait().await {
+            Ok(client) => client,
+            Err(error) => {
                 tracing::debug!(%error, "client upgrade did not complete");
-                return;
-            }
-            (_, Err(error)) => {
-                tracing::debug!(%error, "upstream upgrade did not complete");
                 return;
             }
         };
         let started = tokio::time::Instant::now();
         let last = AtomicU64::new(0);
         let mut client = Active::new(client, &last, started);
-        let mut upstream = Active::new(TokioIo::new(upstream), &last, started);
+        let mut upstream = Active::new(upstream, &last, started);
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(copy);
         loop {

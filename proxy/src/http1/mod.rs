@@ -1,4 +1,5 @@
-//! The proxy's own HTTP/1.1 server side (HTTP/2 stays with hyper's h2 server): request
+//! The proxy's own HTTP/1.1, both sides (HTTP/2 stays with hyper and h2): the upstream
+//! client ([`client`]) and the server side: request
 //! heads parsed with `httparse` into buffers the connection owns, request bodies framed by
 //! Content-Length or the chunked coding and read on demand ([`body`]), responses framed by
 //! Content-Length, chunked, or the connection's close, and the connection kept alive,
@@ -15,6 +16,7 @@
 //! An idle keep-alive connection holds no buffer: see [`server`].
 
 pub mod body;
+pub(crate) mod client;
 pub(crate) mod server;
 pub(crate) mod upgrade;
 

@@ -1,0 +1,459 @@
+//! The upstream side of the codec: a request head written for an upstream, and the
+//! upstream's response head parsed with `httparse`, its body's framing decided once and
+//! every framing the proxy will not guess about refused (the request is then answered 502
+//! and the connection closed).
+//!
+//! Response framing (RFC 9112 §6.3), strictest reading, as nginx reads it:
+//! - a response to HEAD, a 1xx, 204 and 304 have no body, whatever their fields say;
+//! - `Transfer-Encoding` must be exactly `chunked`: another coding, a list, or
+//!   Transfer-Encoding in an HTTP/1.0 response is refused, and so is Transfer-Encoding
+//!   with Content-Length (the response could be read two ways: a desync);
+//! - `Content-Length` must be one number (the same number repeated is read once);
+//! - otherwise the body ends when the upstream closes, and the connection is not reused.
+//!
+//! obs-fold, invalid bytes and status codes outside 100-999 are refused by `httparse` or
+//! here.
+
+use std::mem::MaybeUninit;
+
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version,
+    header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING},
+};
+
+use super::head::{BodyFraming, HeadLimits, parse_content_length, trim};
+
+/// Why a response head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseHeadError {
+    /// The head is longer than the limit or has more fields than allowed.
+    #[error("response head too large")]
+    TooLarge,
+    /// Not a well-formed HTTP/1.x response head (a bad status line, obs-fold, invalid
+    /// bytes in a field).
+    #[error("malformed response head")]
+    Malformed,
+    /// The body's length could be read two ways: Content-Length with Transfer-Encoding,
+    /// conflicting or malformed Content-Length, a Transfer-Encoding other than a single
+    /// `chunked`, or Transfer-Encoding in HTTP/1.0.
+    #[error("ambiguous or unsupported response framing")]
+    Framing,
+}
+
+/// How a response's body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseBodyFraming {
+    /// No body follows the head.
+    Empty,
+    /// Exactly this many bytes (Content-Length).
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// The body ends when the upstream closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// The response, without its body.
+    pub response: Response<()>,
+    /// How its body is framed.
+    pub body: ResponseBodyFraming,
+    /// The upstream keeps the connection open after this response (HTTP/1.1 without
+    /// `Connection: close`, HTTP/1.0 with `Connection: keep-alive`; never when the body
+    /// ends with the connection).
+    pub keep_alive: bool,
+}
+
+/// Header fields parsed on the stack up to this many.
+const STACK_HEADERS: usize = 128;
+
+/// Parses the response head at the start of `buf`, the answer to a request whose method
+/// was HEAD when `head_request`: `Ok(None)` when more bytes are needed, else the head and
+/// how many bytes it took. A 1xx is returned like any head; its framing is `Empty`.
+pub fn parse_response(
+    buf: &[u8],
+    limits: HeadLimits,
+    head_request: bool,
+) -> Result<Option<(ResponseHead, usize)>, ResponseHeadError> {
+    let max_headers = limits.max_headers.min(STACK_HEADERS);
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+    let headers = &mut headers[..max_headers];
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, headers);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) if len > limits.max_bytes => {
+            return Err(ResponseHeadError::TooLarge);
+        }
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_bytes => {
+            return Err(ResponseHeadError::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ResponseHeadError::TooLarge),
+        Err(_) => return Err(ResponseHeadError::Malformed),
+    };
+    let version = match res.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(ResponseHeadError::Malformed),
+    };
+    let status = res
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or(ResponseHeadError::Malformed)?;
+
+    let mut map = HeaderMap::with_capacity(res.headers.len());
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut only_chunked = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    for header in res.headers.iter() {
+        let name =
+            HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| ResponseHeadError::Malformed)?;
+        let value = HeaderValue::from_bytes(header.value).map_err(|_| ResponseHeadError::Malformed)?;
+        if name == CONTENT_LENGTH {
+            let n = parse_content_length(header.value).ok_or(ResponseHeadError::Framing)?;
+            match content_length {
+                Some(first) if first != n => return Err(ResponseHeadError::Framing),
+                Some(_) => continue,
+                None => content_length = Some(n),
+            }
+        } else if name == TRANSFER_ENCODING {
+            // A second field makes a list, which is refused like one.
+            only_chunked = !transfer_encoding && trim(header.value).eq_ignore_ascii_case(b"chunked");
+            transfer_encoding = true;
+        } else if name == CONNECTION {
+            for token in header.value.split(|b| *b == b',').map(trim) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        map.append(name, value);
+    }
+
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let body = if bodiless {
+        ResponseBodyFraming::Empty
+    } else if transfer_encoding {
+        if !only_chunked || version == Version::HTTP_10 || content_length.is_some() {
+            return Err(ResponseHeadError::Framing);
+        }
+        ResponseBodyFraming::Chunked
+    } else {
+        match content_length {
+            Some(0) => ResponseBodyFraming::Empty,
+            Some(n) => ResponseBodyFraming::Length(n),
+            None => ResponseBodyFraming::Close,
+        }
+    };
+    let keep_alive = body != ResponseBodyFraming::Close
+        && !close
+        && match version {
+            Version::HTTP_10 => keep_alive_token,
+            _ => true,
+        };
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = map;
+    Ok(Some((
+        ResponseHead {
+            response,
+            body,
+            keep_alive,
+        },
+        len,
+    )))
+}
+
+/// How a request's body is framed toward the upstream: by the Content-Length the request
+/// carries, else by the body's own length when it is known (`exact`, or none when
+/// `end_stream`), else chunked.
+pub fn request_framing(headers: &HeaderMap, end_stream: bool, exact: Option<u64>) -> BodyFraming {
+    if let Some(n) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| parse_content_length(v.as_bytes()))
+    {
+        return if n == 0 {
+            BodyFraming::Empty
+        } else {
+            BodyFraming::Length(n)
+        };
+    }
+    match (end_stream, exact) {
+        (true, _) | (false, Some(0)) => BodyFraming::Empty,
+        (false, Some(n)) => BodyFraming::Length(n),
+        (false, None) => BodyFraming::Chunked,
+    }
+}
+
+/// Writes a request head for an upstream into `out` (appended): the request line in
+/// origin form, the fields, and the framing fields `framing` needs when the request does
+/// not carry them (Content-Length, or `Transfer-Encoding: chunked`; `Content-Length: 0`
+/// for a bodiless POST, PUT or PATCH, which some servers insist on). Transfer-Encoding
+/// and Content-Length from `headers` are written only when they agree with `framing`.
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: BodyFraming,
+) {
+    let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    out.reserve(fields + method.as_str().len() + target.len() + 64);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut has_length = false;
+    for (name, value) in headers {
+        if name == TRANSFER_ENCODING {
+            continue;
+        }
+        if name == CONTENT_LENGTH {
+            if framing == BodyFraming::Chunked || has_length {
+                continue;
+            }
+            has_length = true;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        BodyFraming::Length(n) if !has_length => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa_u64(n, &mut [0; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyFraming::Empty
+            if !has_length
+                && (method == Method::POST || method == Method::PUT || method == Method::PATCH) =>
+        {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The chunk-size line of a chunk of `len` bytes, written into `out` (appended).
+pub fn write_chunk_size(out: &mut Vec<u8>, len: usize) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut n = len;
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[at..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_bytes: 1024,
+        max_headers: 8,
+    };
+
+    fn parse(bytes: &[u8]) -> Result<ResponseHead, ResponseHeadError> {
+        parse_response(bytes, LIMITS, false).map(|r| r.expect("complete").0)
+    }
+
+    #[test]
+    fn a_response_head_is_parsed_and_its_length_told() {
+        let bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nokHTTP";
+        let (head, len) = parse_response(bytes, LIMITS, false)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(&bytes[len..], b"okHTTP");
+        assert_eq!(head.response.status(), StatusCode::OK);
+        assert_eq!(head.response.headers()["x-a"], "b");
+        assert_eq!(head.body, ResponseBodyFraming::Length(2));
+        assert!(head.keep_alive);
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", LIMITS, false)
+                .expect("valid")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bodiless_answers_have_no_body_whatever_they_say() {
+        for bytes in [
+            &b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"[..],
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            assert_eq!(parse(bytes).expect("valid").body, ResponseBodyFraming::Empty);
+        }
+        let head = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", LIMITS, true)
+            .expect("valid")
+            .expect("complete")
+            .0;
+        assert_eq!(head.body, ResponseBodyFraming::Empty);
+        assert_eq!(
+            head.response.headers()[CONTENT_LENGTH],
+            "5",
+            "a HEAD answer keeps its length"
+        );
+    }
+
+    #[test]
+    fn framing_that_reads_two_ways_is_refused() {
+        for bytes in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse(bytes).map(|h| h.body),
+                Err(ResponseHeadError::Framing),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding:  Chunked \r\n\r\n").map(|h| h.body),
+            Ok(ResponseBodyFraming::Chunked)
+        );
+        let repeated =
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").expect("valid");
+        assert_eq!(repeated.body, ResponseBodyFraming::Length(5));
+        assert_eq!(
+            repeated.response.headers().get_all(CONTENT_LENGTH).iter().count(),
+            1
+        );
+    }
+
+    #[test]
+    fn malformed_heads_are_refused() {
+        for bytes in [
+            &b"HTTP/1.1 200 OK\r\nX-A: b\r\n c\r\n\r\n"[..],
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/2.0 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX A: b\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-A: b\0c\r\n\r\n",
+            b"ICY 200 OK\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse(bytes).map(|h| h.body),
+                Err(ResponseHeadError::Malformed),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let long = format!("HTTP/1.1 200 OK\r\nX-A: {}\r\n\r\n", "a".repeat(2000));
+        assert_eq!(
+            parse(long.as_bytes()).map(|h| h.body),
+            Err(ResponseHeadError::TooLarge)
+        );
+        let many: String = (0..9).map(|i| format!("X-{i}: a\r\n")).collect();
+        let many = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert_eq!(
+            parse(many.as_bytes()).map(|h| h.body),
+            Err(ResponseHeadError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn the_connection_is_kept_only_when_the_upstream_says_so_and_the_body_is_framed() {
+        let keep = |bytes: &[u8]| parse(bytes).expect("valid").keep_alive;
+        assert!(keep(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keep(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: Close\r\n\r\n"
+        ));
+        assert!(!keep(b"HTTP/1.1 200 OK\r\n\r\n"), "close-delimited");
+        assert!(!keep(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(keep(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn request_heads_carry_one_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("a.test"));
+        let head = |method: Method, headers: &HeaderMap, framing| {
+            let mut out = Vec::new();
+            write_request_head(&mut out, &method, "/p?q", headers, framing);
+            String::from_utf8(out).expect("ascii")
+        };
+        assert_eq!(
+            head(Method::GET, &headers, BodyFraming::Empty),
+            "GET /p?q HTTP/1.1\r\nhost: a.test\r\n\r\n"
+        );
+        assert_eq!(
+            head(Method::POST, &headers, BodyFraming::Empty),
+            "POST /p?q HTTP/1.1\r\nhost: a.test\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            head(Method::POST, &headers, BodyFraming::Length(1234567)),
+            "POST /p?q HTTP/1.1\r\nhost: a.test\r\ncontent-length: 1234567\r\n\r\n"
+        );
+        let mut both = headers.clone();
+        both.insert(CONTENT_LENGTH, HeaderValue::from_static("7"));
+        both.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert_eq!(
+            head(Method::POST, &both, BodyFraming::Chunked),
+            "POST /p?q HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        assert_eq!(
+            head(Method::POST, &both, BodyFraming::Length(7)),
+            "POST /p?q HTTP/1.1\r\nhost: a.test\r\ncontent-length: 7\r\n\r\n"
+        );
+        assert_eq!(request_framing(&both, false, None), BodyFraming::Length(7));
+        assert_eq!(request_framing(&headers, false, None), BodyFraming::Chunked);
+        assert_eq!(request_framing(&headers, false, Some(3)), BodyFraming::Length(3));
+        assert_eq!(request_framing(&headers, true, None), BodyFraming::Empty);
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        for (len, line) in [
+            (0, "0\r\n"),
+            (10, "a\r\n"),
+            (4096, "1000\r\n"),
+            (usize::MAX, "ffffffffffffffff\r\n"),
+        ] {
+            let mut out = Vec::new();
+            write_chunk_size(&mut out, len);
+            assert_eq!(out, line.as_bytes());
+        }
+    }
+}

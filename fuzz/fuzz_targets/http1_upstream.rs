@@ -1,0 +1,88 @@
+//! The upstream side of the HTTP/1 codec on arbitrary bytes.
+//! - A response head: no panic; a Content-Length framing agrees with the one
+//!   Content-Length kept; a chunked one keeps none; a body that ends with the connection
+//!   never leaves the connection open; what follows the head is never counted in it.
+//! - A request the proxy's server decoded, written again for an upstream: the upstream
+//!   reads the same method, target, fields and framing (nothing a client sent can frame
+//!   the request differently upstream).
+#![no_main]
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use libfuzzer_sys::fuzz_target;
+use lockstep_core::http1::{
+    BodyFraming, HeadLimits, decode_request, parse_request,
+    upstream::{ResponseBodyFraming, parse_response, request_framing, write_request_head},
+};
+
+const LIMITS: HeadLimits = HeadLimits {
+    max_bytes: 2048,
+    max_headers: 32,
+};
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, input)) = input.split_first() else {
+        return;
+    };
+    if mode & 1 == 0 {
+        response(input, mode & 2 != 0);
+    } else {
+        request_again(input);
+    }
+});
+
+fn response(input: &[u8], head_request: bool) {
+    let Ok(Some((head, len))) = parse_response(input, LIMITS, head_request) else {
+        return;
+    };
+    assert!(len <= input.len());
+    let headers = head.response.headers();
+    match head.body {
+        ResponseBodyFraming::Length(n) => {
+            let kept: Vec<_> = headers.get_all(CONTENT_LENGTH).iter().collect();
+            assert_eq!(kept.len(), 1);
+            assert_eq!(kept[0].to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()), Some(n));
+            assert!(!headers.contains_key(TRANSFER_ENCODING));
+        }
+        ResponseBodyFraming::Chunked => assert!(!headers.contains_key(CONTENT_LENGTH)),
+        ResponseBodyFraming::Close => assert!(!head.keep_alive),
+        ResponseBodyFraming::Empty => {}
+    }
+    if head_request {
+        assert_eq!(head.body, ResponseBodyFraming::Empty);
+    }
+}
+
+fn request_again(input: &[u8]) {
+    let Ok(decoded) = decode_request(input, LIMITS) else {
+        return;
+    };
+    let request = decoded.request();
+    if decoded.head.both_lengths || request.uri().path_and_query().is_none() {
+        // Refused by the request path before anything goes upstream (both lengths, or a
+        // CONNECT's authority form).
+        return;
+    }
+    let framing = request_framing(request.headers(), decoded.head.body == BodyFraming::Empty, None);
+    assert_eq!(framing, decoded.head.body, "the upstream's framing is the client's");
+    let mut out = Vec::new();
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    write_request_head(&mut out, request.method(), target, request.headers(), framing);
+    let limits = HeadLimits {
+        max_bytes: usize::MAX,
+        max_headers: 64,
+    };
+    let (again, len) = parse_request(&out, limits)
+        .expect("a written head parses")
+        .expect("a written head is whole");
+    assert_eq!(len, out.len());
+    assert_eq!(again.body, framing);
+    assert_eq!(again.request.method(), request.method());
+    assert_eq!(again.request.uri().path_and_query(), request.uri().path_and_query());
+    let mut sent = request.headers().clone();
+    let mut seen = again.request.headers().clone();
+    for map in [&mut sent, &mut seen] {
+        map.remove(CONTENT_LENGTH);
+        map.remove(TRANSFER_ENCODING);
+    }
+    assert_eq!(sent, seen, "fields other than framing pass unchanged");
+}
