@@ -4,6 +4,8 @@
 
 use std::{cell::RefCell, mem::MaybeUninit, time::SystemTime};
 
+use bytes::Bytes;
+
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version,
     header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TE, TRANSFER_ENCODING, UPGRADE},
@@ -124,10 +126,13 @@ fn parse_with<'b>(
         Some(1) => Version::HTTP_11,
         _ => return Err(HeadError::Malformed),
     };
+    // The head is copied once, and every field value (and the target) is a slice of the
+    // copy: one allocation per head rather than one per field.
+    let shared = Shared::copy(buf, len);
     let uri = match req.path.unwrap_or_default() {
-        // The commonest target, without the copy a parsed one takes.
+        // The commonest target, without even a slice.
         "/" => Uri::from_static("/"),
-        path => Uri::try_from(path).map_err(|_| HeadError::Malformed)?,
+        path => Uri::from_maybe_shared(shared.slice(path.as_bytes())).map_err(|_| HeadError::Malformed)?,
     };
 
     // Room for what the request path adds before forwarding (X-Forwarded-For, -Proto,
@@ -143,7 +148,7 @@ fn parse_with<'b>(
     let mut trailers = false;
     for header in req.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
-        let value = HeaderValue::from_bytes(header.value).map_err(|_| HeadError::Malformed)?;
+        let value = shared.value(header.value).ok_or(HeadError::Malformed)?;
         if name == CONTENT_LENGTH {
             let n = parse_content_length(header.value).ok_or(HeadError::Malformed)?;
             match content_length {
@@ -224,6 +229,36 @@ fn parse_with<'b>(
         },
         len,
     )))
+}
+
+/// A head copied once into shared memory, of which field values are slices.
+pub(crate) struct Shared<'b> {
+    original: &'b [u8],
+    copy: Bytes,
+}
+
+impl<'b> Shared<'b> {
+    /// Copies the first `len` bytes of `original` (the head).
+    pub(crate) fn copy(original: &'b [u8], len: usize) -> Self {
+        Self {
+            original,
+            copy: Bytes::copy_from_slice(&original[..len]),
+        }
+    }
+
+    /// The copy of `part`, a slice of the head's original bytes.
+    pub(crate) fn slice(&self, part: &[u8]) -> Bytes {
+        if part.is_empty() {
+            return Bytes::new();
+        }
+        let start = part.as_ptr() as usize - self.original.as_ptr() as usize;
+        self.copy.slice(start..start + part.len())
+    }
+
+    /// A field value from `part` (validated as `HeaderValue::from_bytes` does).
+    pub(crate) fn value(&self, part: &[u8]) -> Option<HeaderValue> {
+        HeaderValue::from_maybe_shared(self.slice(part)).ok()
+    }
 }
 
 /// A Content-Length value: digits only (no sign, list, or whitespace inside), no overflow.

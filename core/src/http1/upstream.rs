@@ -17,11 +17,11 @@
 use std::mem::MaybeUninit;
 
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version,
+    HeaderMap, HeaderName, Method, Response, StatusCode, Version,
     header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING},
 };
 
-use super::head::{BodyFraming, HeadLimits, parse_content_length, trim};
+use super::head::{BodyFraming, HeadLimits, Shared, parse_content_length, trim};
 
 /// Why a response head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +104,8 @@ pub fn parse_response(
         .and_then(|code| StatusCode::from_u16(code).ok())
         .ok_or(ResponseHeadError::Malformed)?;
 
+    // One copy of the head; every field value is a slice of it.
+    let shared = Shared::copy(buf, len);
     let mut map = HeaderMap::with_capacity(res.headers.len());
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = false;
@@ -113,7 +115,7 @@ pub fn parse_response(
     for header in res.headers.iter() {
         let name =
             HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| ResponseHeadError::Malformed)?;
-        let value = HeaderValue::from_bytes(header.value).map_err(|_| ResponseHeadError::Malformed)?;
+        let value = shared.value(header.value).ok_or(ResponseHeadError::Malformed)?;
         if name == CONTENT_LENGTH {
             let n = parse_content_length(header.value).ok_or(ResponseHeadError::Framing)?;
             match content_length {
@@ -277,6 +279,8 @@ fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     const LIMITS: HeadLimits = HeadLimits {

@@ -185,7 +185,14 @@ where
             .await;
         }
         if !keep || exchange.broken || !exchange.body_finished() {
-            Box::pin(conn.linger()).await;
+            // An exchange that ended cleanly (the request read whole, nothing after it) has
+            // nothing for the client to be still sending: the connection closes at once
+            // unless bytes are already waiting, as nginx's lingering close decides.
+            if exchange.broken || !exchange.body_finished() || !conn.buf.is_empty() || conn.unread() {
+                Box::pin(conn.linger()).await;
+            } else {
+                let _ = conn.io.shutdown().await;
+            }
             return Ok(());
         }
     }
@@ -561,6 +568,17 @@ where
     /// Closes the connection's sending side, then reads and discards what the client still
     /// sends for a little while: closing a socket with unread bytes resets it, and the
     /// client may lose the answer it was just sent.
+    /// Whether the client has sent bytes not read yet: looks without waiting.
+    fn unread(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut scratch = [MaybeUninit::<u8>::uninit(); 64];
+        let mut read = ReadBuf::uninit(&mut scratch);
+        match Pin::new(&mut self.io).poll_read(&mut cx, &mut read) {
+            Poll::Ready(Ok(())) => !read.filled().is_empty(),
+            Poll::Ready(Err(_)) | Poll::Pending => false,
+        }
+    }
+
     async fn linger(&mut self) {
         self.out = Vec::new();
         self.buf = BytesMut::new();
