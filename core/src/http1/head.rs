@@ -231,6 +231,22 @@ fn parse_with<'b>(
     )))
 }
 
+/// Heads up to this long (most: a browser's request head is under a kilobyte) are copied
+/// into one fixed-size allocation.
+const INLINE_HEAD: usize = 1024;
+
+/// A copied head of at most [`INLINE_HEAD`] bytes.
+struct InlineHead {
+    len: usize,
+    bytes: [u8; INLINE_HEAD],
+}
+
+impl AsRef<[u8]> for InlineHead {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// A head copied once into shared memory, of which field values are slices.
 pub(crate) struct Shared<'b> {
     original: &'b [u8],
@@ -238,12 +254,22 @@ pub(crate) struct Shared<'b> {
 }
 
 impl<'b> Shared<'b> {
-    /// Copies the first `len` bytes of `original` (the head).
+    /// Copies the first `len` bytes of `original` (the head). A head of up to
+    /// [`INLINE_HEAD`] bytes goes into one allocation that its slices share; a longer one
+    /// takes a second when it is first sliced (`bytes` shares a copied `Vec` lazily).
     pub(crate) fn copy(original: &'b [u8], len: usize) -> Self {
-        Self {
-            original,
-            copy: Bytes::copy_from_slice(&original[..len]),
-        }
+        let head = &original[..len];
+        let copy = if len <= INLINE_HEAD {
+            let mut inline = InlineHead {
+                len,
+                bytes: [0; INLINE_HEAD],
+            };
+            inline.bytes[..len].copy_from_slice(head);
+            Bytes::from_owner(inline)
+        } else {
+            Bytes::copy_from_slice(head)
+        };
+        Self { original, copy }
     }
 
     /// The copy of `part`, a slice of the head's original bytes.

@@ -579,7 +579,13 @@ where
                 BodyState::Length(remaining) => {
                     if !this.buf.is_empty() {
                         let n = (*remaining).min(this.buf.len() as u64);
-                        let data = this.buf.split_to(n as usize).freeze();
+                        // All that was read belongs to the body (the usual case): the buffer
+                        // is handed on whole, which costs no allocation (a split does).
+                        let data = if n == this.buf.len() as u64 {
+                            std::mem::take(&mut this.buf).freeze()
+                        } else {
+                            this.buf.split_to(n as usize).freeze()
+                        };
                         *remaining -= n;
                         if *remaining == 0 {
                             this.end();
