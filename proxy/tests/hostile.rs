@@ -21,27 +21,6 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads one request head (up to its empty line) from `stream`, keeping what follows it in
-/// `buf`; None when the stream ends first.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    loop {
-        if let Some(end) = find(buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
-            buf.drain(..end + 4);
-            return Some(head);
-        }
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
 /// A backend on raw sockets that answers each head with what `answer` returns, writes it,
 /// and then, if `answer` said so, stops reading and writing on that connection for good
 /// (it holds the socket open). Request bodies are not read.

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{backend, proxy, router_config, rule, state_with, url};
+use common::{backend, find, proxy, router_config, rule, state_with, url};
 use lockstep_proxy::ProxyOptions;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -32,10 +32,6 @@ impl Answer {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 async fn more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {

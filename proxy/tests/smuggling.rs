@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use common::{proxy, router_config, rule, state_with, url};
+use common::{find, proxy, router_config, rule, state_with, url};
 use lockstep_proxy::{ProxyOptions, Server};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -76,10 +76,6 @@ impl Recorder {
     fn take(&self) -> Vec<Seen> {
         std::mem::take(&mut *self.log.lock().expect("log"))
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Reads more bytes into `buf`; false on EOF or error.

@@ -18,30 +18,7 @@ use std::{
 use common::*;
 use http_body_util::BodyExt;
 use lockstep_proxy::ProxyOptions;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads one request head from `stream`; None when the stream ends first.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    loop {
-        if let Some(end) = find(buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
-            buf.drain(..end + 4);
-            return Some(head);
-        }
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
+use tokio::{io::AsyncWriteExt, net::TcpListener};
 
 /// What the backend does with a request: the bytes it writes, and then whether it closes
 /// the connection.
