@@ -175,6 +175,7 @@ where
         received: 0,
         parse_due: false,
         informational: 0,
+        parses: 0,
     };
     let mut write_failed = None;
     let head = poll_fn(|cx| {
@@ -248,19 +249,23 @@ struct HeadReader {
     received: usize,
     parse_due: bool,
     informational: usize,
+    /// How many times a head was parsed.
+    parses: usize,
 }
 
 impl HeadReader {
-    fn poll(
+    fn poll<R: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
-        io: &mut UpstreamIo,
+        io: &mut R,
         head_request: bool,
     ) -> Poll<Result<upstream::ResponseHead, Http1Error>> {
         loop {
             if std::mem::take(&mut self.parse_due)
-                && let Some((head, len)) =
+                && let Some((head, len)) = {
+                    self.parses += 1;
                     upstream::parse_response(&self.buf, RESPONSE_HEAD_LIMITS, head_request)?
+                }
             {
                 self.buf.advance(len);
                 let status = head.response.status();
@@ -275,6 +280,7 @@ impl HeadReader {
                 return Poll::Ready(Ok(head));
             }
             self.buf.reserve(HEAD_READ_SIZE);
+            let before = self.buf.len();
             let n = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut *io),
                 cx,
@@ -284,7 +290,10 @@ impl HeadReader {
                 return Poll::Ready(Err(Http1Error::ClosedBeforeHead));
             }
             self.received += n;
-            self.parse_due = true;
+            // A head ends at a line feed: parsed again only when one arrived (each parse
+            // starts over from the head's first byte), or when it grew past the limit.
+            self.parse_due =
+                self.buf[before..].contains(&b'\n') || self.buf.len() > RESPONSE_HEAD_LIMITS.max_bytes;
         }
     }
 }
@@ -644,5 +653,52 @@ where
             BodyState::Length(n) => SizeHint::with_exact(n),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out its bytes one per read, as a backend trickling its answer does.
+    struct Trickle(Vec<u8>, usize);
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if let Some(&byte) = self.0.get(self.1) {
+                buf.put_slice(&[byte]);
+                self.1 += 1;
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A head trickled a byte at a time is parsed once per line, not once per byte (each
+    /// parse starts over from the head's first byte: per byte, a hostile backend would
+    /// make the proxy scan a 64 KiB head 64 Ki times).
+    #[test]
+    fn a_trickled_response_head_is_parsed_once_per_line() {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n",
+            "a".repeat(4000)
+        );
+        let mut io = Trickle(head.into_bytes(), 0);
+        let mut reader = HeadReader {
+            buf: BytesMut::new(),
+            received: 0,
+            parse_due: false,
+            informational: 0,
+            parses: 0,
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Ok(parsed)) = reader.poll(&mut cx, &mut io, false) else {
+            panic!("the whole head was there to read");
+        };
+        assert_eq!(parsed.response.status(), StatusCode::OK);
+        assert!(reader.parses <= 5, "parsed {} times", reader.parses);
     }
 }
