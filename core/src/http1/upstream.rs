@@ -4,8 +4,8 @@
 //! and the connection closed).
 //!
 //! Response framing (RFC 9112 §6.1, §6.3), in the RFC's error readings: stricter than nginx
-//! 1.22, which forwards all of the refused cases below but obs-fold (tried against the nginx
-//! of the development machine), because the proxy re-frames every body it forwards and
+//! 1.22, which forwarded each framing refused below when tried on the development machine
+//! (only obs-fold was a 502 there), because the proxy re-frames every body it forwards and
 //! cannot pass on a coding it does not decode:
 //! - a response to HEAD, a 1xx, 204 and 304 have no body, whatever their fields say;
 //! - `Transfer-Encoding` must be exactly `chunked`: another coding or a list (the client
