@@ -1,5 +1,5 @@
-//! The chunked transfer coding of a request body (RFC 9112 §7.1), decoded from the
-//! connection's buffer as bytes arrive. Chunk data is handed on without a copy (split off
+//! The chunked transfer coding (RFC 9112 §7.1): a body decoded from the connection's
+//! buffer as bytes arrive, and the chunk-size line written for a body being sent. Chunk data is handed on without a copy (split off
 //! the buffer); size lines, extensions and trailers are bounded, and anything that does not
 //! frame exactly is an error, after which the connection closes.
 
@@ -218,6 +218,23 @@ fn parse_trailers(section: &[u8]) -> Result<HeaderMap, ChunkError> {
     }
 }
 
+/// Writes the chunk-size line of a chunk of `len` bytes into `out` (appended).
+pub fn write_chunk_size(out: &mut Vec<u8>, len: usize) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut n = len;
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +327,19 @@ mod tests {
             Ok(Chunk::Data(Bytes::from_static(b"abc")))
         );
         assert_eq!(decoder.decode(&mut buf), Ok(Chunk::NeedMore));
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        for (len, line) in [
+            (0, "0\r\n"),
+            (10, "a\r\n"),
+            (4096, "1000\r\n"),
+            (usize::MAX, "ffffffffffffffff\r\n"),
+        ] {
+            let mut out = Vec::new();
+            write_chunk_size(&mut out, len);
+            assert_eq!(out, line.as_bytes());
+        }
     }
 }

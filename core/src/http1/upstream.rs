@@ -251,23 +251,6 @@ pub fn write_request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The chunk-size line of a chunk of `len` bytes, written into `out` (appended).
-pub fn write_chunk_size(out: &mut Vec<u8>, len: usize) {
-    let mut digits = [0u8; 16];
-    let mut at = digits.len();
-    let mut n = len;
-    loop {
-        at -= 1;
-        digits[at] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-    out.extend_from_slice(b"\r\n");
-}
-
 fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
@@ -449,19 +432,5 @@ mod tests {
         assert_eq!(request_framing(&headers, false, None), BodyFraming::Chunked);
         assert_eq!(request_framing(&headers, false, Some(3)), BodyFraming::Length(3));
         assert_eq!(request_framing(&headers, true, None), BodyFraming::Empty);
-    }
-
-    #[test]
-    fn chunk_sizes_are_hex() {
-        for (len, line) in [
-            (0, "0\r\n"),
-            (10, "a\r\n"),
-            (4096, "1000\r\n"),
-            (usize::MAX, "ffffffffffffffff\r\n"),
-        ] {
-            let mut out = Vec::new();
-            write_chunk_size(&mut out, len);
-            assert_eq!(out, line.as_bytes());
-        }
     }
 }

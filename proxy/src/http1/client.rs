@@ -18,7 +18,7 @@ use std::{
     io,
     mem::MaybeUninit,
     pin::Pin,
-    task::{Context, Poll, Waker, ready},
+    task::{Context, Poll, ready},
 };
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -35,7 +35,7 @@ use lockstep_core::http1::{
     upstream::{self, ResponseBodyFraming, ResponseHeadError},
 };
 
-use super::upgrade::Upgraded;
+use super::{outgoing::Outgoing, read_now, upgrade::Upgraded};
 
 /// Errors of a request or response body, whichever side made them.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,9 +49,6 @@ pub(crate) const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
 };
 /// How many informational (1xx) responses may come before the final one.
 const MAX_INFORMATIONAL: usize = 8;
-/// A request body frame up to this size is copied behind its head or chunk-size line, so
-/// both go in one write.
-const COALESCE: usize = 8 * 1024;
 /// How much a read of a response head asks for: most heads, and small bodies after them,
 /// fit.
 const HEAD_READ_SIZE: usize = 8 * 1024;
@@ -137,10 +134,7 @@ impl Connection {
     /// sent anything while it was idle (bytes nobody asked for would be read as the next
     /// response). Looks without waiting: one read that finds nothing.
     pub(crate) fn is_usable(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
-        let mut buf = ReadBuf::uninit(&mut byte);
-        Pin::new(&mut self.io).poll_read(&mut cx, &mut buf).is_pending()
+        read_now(&mut self.io, &mut [MaybeUninit::uninit(); 1]).is_pending()
     }
 }
 
@@ -170,13 +164,7 @@ where
     let (parts, body) = request.into_parts();
     let head_request = parts.method == Method::HEAD;
     let mut writer = RequestWriter::new(&parts, body);
-    let mut reader = HeadReader {
-        buf: BytesMut::new(),
-        received: 0,
-        parse_due: false,
-        informational: 0,
-        parses: 0,
-    };
+    let mut reader = HeadReader::default();
     let mut write_failed = None;
     let head = poll_fn(|cx| {
         // The response first: an upstream may answer before it read the whole request.
@@ -243,6 +231,7 @@ where
 }
 
 /// Reads response heads until a final one (1xx other than 101 are read and dropped).
+#[derive(Default)]
 struct HeadReader {
     buf: BytesMut,
     /// Response bytes read in all.
@@ -300,13 +289,7 @@ impl HeadReader {
 
 /// Sends a request: its head, then its body as the body yields it.
 struct RequestWriter<B> {
-    /// The head and framing bytes (and small frames), written first.
-    out: Vec<u8>,
-    at: usize,
-    /// A large frame, written after `out` without a copy.
-    data: Bytes,
-    /// CRLF to write after `data` (the end of a chunk).
-    data_crlf: bool,
+    out: Outgoing,
     /// The body; None once it ended.
     body: Option<B>,
     framing: BodyFraming,
@@ -326,14 +309,11 @@ where
     fn new(parts: &Parts, body: B) -> Self {
         let framing =
             upstream::request_framing(&parts.headers, body.is_end_stream(), body.size_hint().exact());
-        let mut out = Vec::new();
+        let mut out = Outgoing::default();
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        upstream::write_request_head(&mut out, &parts.method, target, &parts.headers, framing);
+        upstream::write_request_head(&mut out.bytes, &parts.method, target, &parts.headers, framing);
         Self {
             out,
-            at: 0,
-            data: Bytes::new(),
-            data_crlf: false,
             // A bodiless request keeps its body only so that it can be handed back.
             body: Some(body),
             framing,
@@ -354,7 +334,7 @@ where
     fn poll(&mut self, cx: &mut Context<'_>, io: &mut UpstreamIo) -> Poll<Result<(), Http1Error>> {
         loop {
             let mut body_pending = false;
-            if self.body_open() && self.data.is_empty() && self.out.len() - self.at < COALESCE {
+            if self.body_open() && self.out.has_room() {
                 let body = self.body.as_mut().expect("open");
                 match Pin::new(body).poll_frame(cx) {
                     Poll::Pending => body_pending = true,
@@ -369,24 +349,7 @@ where
                     }
                 }
             }
-            while self.at < self.out.len() {
-                let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.out[self.at..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
-                }
-                self.at += n;
-            }
-            self.out.clear();
-            self.at = 0;
-            while !self.data.is_empty() {
-                let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.data))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
-                }
-                self.data.advance(n);
-            }
-            if std::mem::take(&mut self.data_crlf) {
-                self.out.extend_from_slice(b"\r\n");
+            if !ready!(self.out.poll_write(cx, io))? {
                 continue;
             }
             if body_pending {
@@ -414,9 +377,9 @@ where
                 if self.framing == BodyFraming::Chunked
                     && let Ok(trailers) = frame.into_trailers()
                 {
-                    self.out.extend_from_slice(b"0\r\n");
-                    write_fields(&mut self.out, &trailers);
-                    self.out.extend_from_slice(b"\r\n");
+                    self.out.bytes.extend_from_slice(b"0\r\n");
+                    write_fields(&mut self.out.bytes, &trailers);
+                    self.out.bytes.extend_from_slice(b"\r\n");
                     self.framing = BodyFraming::Empty;
                     return Ok(());
                 }
@@ -426,7 +389,7 @@ where
         if data.is_empty() {
             return Ok(());
         }
-        match self.framing {
+        let chunked = match self.framing {
             BodyFraming::Length(_) => {
                 let len = data.len() as u64;
                 if len > self.remaining {
@@ -438,20 +401,12 @@ where
                 if self.remaining == 0 {
                     self.framing = BodyFraming::Empty;
                 }
+                false
             }
-            BodyFraming::Chunked => upstream::write_chunk_size(&mut self.out, data.len()),
+            BodyFraming::Chunked => true,
             BodyFraming::Empty => return Ok(()),
-        }
-        let chunked = matches!(self.framing, BodyFraming::Chunked);
-        if data.len() <= COALESCE {
-            self.out.extend_from_slice(&data);
-            if chunked {
-                self.out.extend_from_slice(b"\r\n");
-            }
-        } else {
-            self.data = data;
-            self.data_crlf = chunked;
-        }
+        };
+        self.out.push_data(data, chunked);
         Ok(())
     }
 
@@ -459,7 +414,7 @@ where
     /// was met.
     fn end(&mut self) -> Result<(), Http1Error> {
         match self.framing {
-            BodyFraming::Chunked => self.out.extend_from_slice(b"0\r\n\r\n"),
+            BodyFraming::Chunked => self.out.bytes.extend_from_slice(b"0\r\n\r\n"),
             BodyFraming::Length(_) if self.remaining != 0 => return Err(length_mismatch()),
             _ => {}
         }
@@ -658,6 +613,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::task::Waker;
+
     use super::*;
 
     /// Hands out its bytes one per read, as a backend trickling its answer does.
@@ -687,13 +644,7 @@ mod tests {
             "a".repeat(4000)
         );
         let mut io = Trickle(head.into_bytes(), 0);
-        let mut reader = HeadReader {
-            buf: BytesMut::new(),
-            received: 0,
-            parse_due: false,
-            informational: 0,
-            parses: 0,
-        };
+        let mut reader = HeadReader::default();
         let mut cx = Context::from_waker(Waker::noop());
         let Poll::Ready(Ok(parsed)) = reader.poll(&mut cx, &mut io, false) else {
             panic!("the whole head was there to read");

@@ -17,7 +17,21 @@
 
 pub mod body;
 pub(crate) mod client;
+mod outgoing;
 pub(crate) mod server;
 pub(crate) mod upgrade;
 
 pub use self::body::{BodyError, Http1Body};
+
+/// Reads what `io` already has into `scratch`, without waiting: `Pending` when nothing has
+/// arrived (and nothing will wake the caller's task for it).
+pub(crate) fn read_now<R: tokio::io::AsyncRead + Unpin>(
+    io: &mut R,
+    scratch: &mut [std::mem::MaybeUninit<u8>],
+) -> std::task::Poll<std::io::Result<usize>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut buf = tokio::io::ReadBuf::uninit(scratch);
+    std::pin::Pin::new(io)
+        .poll_read(&mut cx, &mut buf)
+        .map_ok(|()| buf.filled().len())
+}

@@ -39,15 +39,14 @@ use lockstep_core::http1::{
 
 use super::{
     body::{self, BodyError, Channel, Http1Body, Shared},
+    outgoing::Outgoing,
+    read_now,
     upgrade::{OnUpgrade, Upgraded},
 };
 use crate::forward::{Proxy, body::ProxyBody, client::ClientConnection, request_body::ClientBody};
 
 /// The first read of a head goes to a stack buffer this large: most heads fit.
 const FIRST_READ: usize = 2048;
-/// A response body frame up to this size is copied behind its head or chunk-size line, so
-/// both go in one write.
-const COALESCE: usize = 8 * 1024;
 /// How long a closing connection keeps reading (and discarding) what the client still
 /// sends, so that closing with unread bytes does not reset the connection and lose the
 /// answer: at most this long in all, and until the client is quiet for [`LINGER_QUIET`].
@@ -95,7 +94,7 @@ impl Exchange {
 struct Conn<S> {
     io: S,
     buf: BytesMut,
-    out: Vec<u8>,
+    out: Outgoing,
     limits: HeadLimits,
     closing: Arc<AtomicBool>,
     /// Bytes that may complete a head arrived since the last parse. A head ends at a line
@@ -126,7 +125,7 @@ where
     let mut conn = Conn {
         io,
         buf: BytesMut::new(),
-        out: Vec::new(),
+        out: Outgoing::default(),
         limits,
         closing,
         parse_due: false,
@@ -314,7 +313,7 @@ where
                 Poll::Pending => {
                     // Idle: hold no buffer while waiting.
                     self.buf = BytesMut::new();
-                    self.out = Vec::new();
+                    self.out = Outgoing::default();
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
@@ -459,7 +458,7 @@ where
                 && !asked_close
                 && framing != ResponseFraming::Close
                 && !self.closing.load(Ordering::Relaxed));
-        head::write_response_head(&mut self.out, parts.status, &headers, keep, ctx.version);
+        head::write_response_head(&mut self.out.bytes, parts.status, &headers, keep, ctx.version);
         let mut writer = BodyWriter {
             framing,
             remaining: match framing {
@@ -467,10 +466,6 @@ where
                 _ => 0,
             },
             trailers,
-            at: 0,
-            data: None,
-            data_at: 0,
-            after_data: false,
             done: framing == ResponseFraming::None,
             body_pending: false,
         };
@@ -490,13 +485,13 @@ where
     ) -> Poll<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
         loop {
             w.body_pending = false;
-            if !w.done && w.data.is_none() && self.out.len() - w.at < COALESCE {
+            if !w.done && self.out.has_room() {
                 match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Pending => w.body_pending = true,
                     Poll::Ready(None) => {
                         w.done = true;
                         if w.framing == ResponseFraming::Chunked {
-                            self.out.extend_from_slice(b"0\r\n\r\n");
+                            self.out.bytes.extend_from_slice(b"0\r\n\r\n");
                         }
                     }
                     Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
@@ -507,30 +502,8 @@ where
                 }
             }
             // Write what is gathered: head and framing bytes, then a large frame's data.
-            while w.at < self.out.len() {
-                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[w.at..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(Box::new(io::Error::from(io::ErrorKind::WriteZero))));
-                }
-                w.at += n;
-            }
-            self.out.clear();
-            w.at = 0;
-            if let Some(data) = &w.data {
-                while w.data_at < data.len() {
-                    let n = ready!(Pin::new(&mut self.io).poll_write(cx, &data[w.data_at..]))?;
-                    if n == 0 {
-                        return Poll::Ready(Err(Box::new(io::Error::from(io::ErrorKind::WriteZero))));
-                    }
-                    w.data_at += n;
-                }
-                w.data = None;
-                w.data_at = 0;
-                if w.after_data {
-                    self.out.extend_from_slice(b"\r\n");
-                    w.after_data = false;
-                    continue;
-                }
+            if !ready!(self.out.poll_write(cx, &mut self.io))? {
+                continue;
             }
             if w.done || w.body_pending {
                 // Whatever the body has sent so far reaches the client before waiting on
@@ -557,30 +530,27 @@ where
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(text.len()));
-        head::write_response_head(&mut self.out, status, &headers, false, Version::HTTP_11);
-        self.out.extend_from_slice(text.as_bytes());
-        self.io.write_all(&self.out).await?;
+        head::write_response_head(&mut self.out.bytes, status, &headers, false, Version::HTTP_11);
+        self.out.bytes.extend_from_slice(text.as_bytes());
+        self.io.write_all(&self.out.bytes).await?;
         self.io.flush().await?;
         self.linger().await;
         Ok(())
     }
 
+    /// Whether the client has sent bytes not read yet: looks without waiting.
+    fn unread(&mut self) -> bool {
+        matches!(
+            read_now(&mut self.io, &mut [MaybeUninit::uninit(); 64]),
+            Poll::Ready(Ok(n)) if n > 0
+        )
+    }
+
     /// Closes the connection's sending side, then reads and discards what the client still
     /// sends for a little while: closing a socket with unread bytes resets it, and the
     /// client may lose the answer it was just sent.
-    /// Whether the client has sent bytes not read yet: looks without waiting.
-    fn unread(&mut self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut scratch = [MaybeUninit::<u8>::uninit(); 64];
-        let mut read = ReadBuf::uninit(&mut scratch);
-        match Pin::new(&mut self.io).poll_read(&mut cx, &mut read) {
-            Poll::Ready(Ok(())) => !read.filled().is_empty(),
-            Poll::Ready(Err(_)) | Poll::Pending => false,
-        }
-    }
-
     async fn linger(&mut self) {
-        self.out = Vec::new();
+        self.out = Outgoing::default();
         self.buf = BytesMut::new();
         if self.io.shutdown().await.is_err() {
             return;
@@ -640,19 +610,12 @@ struct BodyWriter {
     remaining: u64,
     /// The client accepts trailers.
     trailers: bool,
-    /// Bytes of the connection's `out` buffer written so far.
-    at: usize,
-    /// A large data frame written after `out`, without a copy.
-    data: Option<Bytes>,
-    data_at: usize,
-    /// A chunk's CRLF follows `data`.
-    after_data: bool,
     done: bool,
     body_pending: bool,
 }
 
 impl BodyWriter {
-    fn frame(&mut self, frame: Frame<Bytes>, out: &mut Vec<u8>) {
+    fn frame(&mut self, frame: Frame<Bytes>, out: &mut Outgoing) {
         match frame.into_data() {
             Ok(mut data) => {
                 if data.is_empty() {
@@ -673,24 +636,13 @@ impl BodyWriter {
                             self.remaining -= n;
                         }
                     }
-                    ResponseFraming::Chunked => {
-                        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                        self.after_data = true;
-                    }
-                    ResponseFraming::Close => {}
+                    ResponseFraming::Chunked | ResponseFraming::Close => {}
                 }
-                if data.len() <= COALESCE {
-                    out.extend_from_slice(&data);
-                    if self.after_data {
-                        out.extend_from_slice(b"\r\n");
-                        self.after_data = false;
-                    }
-                } else {
-                    self.data = Some(data);
-                }
+                out.push_data(data, self.framing == ResponseFraming::Chunked);
             }
             Err(frame) => {
                 if let (Ok(trailers), ResponseFraming::Chunked) = (frame.into_trailers(), self.framing) {
+                    let out = &mut out.bytes;
                     out.extend_from_slice(b"0\r\n");
                     if self.trailers {
                         for (name, value) in &trailers {
