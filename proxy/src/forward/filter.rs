@@ -199,15 +199,20 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Removes Connection, every header it names, and the headers that are hop-by-hop by
 /// definition.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them: one pass over the names (compared as hyper's known
-    // names, not hashed) is cheaper than a lookup per hop-by-hop header.
-    if !headers
-        .keys()
-        .any(|name| is_hop_by_hop(name) || name.as_str().starts_with("proxy-"))
-    {
-        return;
+    // One pass over the names (compared as http's known names, not hashed) finds which are
+    // there; only those are removed. Most messages carry none, and a removal is a hashed
+    // lookup even when the name is absent: a client that sends `Connection: close` would
+    // otherwise cost six lookups on every request.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut proxy_named = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present[i] = true;
+        } else if name.as_str().starts_with("proxy-") {
+            proxy_named = true;
+        }
     }
-    if headers.contains_key(CONNECTION) {
+    if present[0] {
         // `close` names no field, and `keep-alive` and `upgrade` name fields removed below
         // anyway: the usual Connection values cost no allocation.
         let named: Vec<HeaderName> = connection_tokens(headers)
@@ -221,14 +226,14 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         for name in named {
             headers.remove(name);
         }
-        headers.remove(CONNECTION);
     }
-    for name in [&KEEP_ALIVE, &TE, &TRAILER, &TRANSFER_ENCODING, &UPGRADE] {
-        headers.remove(name);
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(*name);
+        }
     }
-    // Proxy-Connection, Proxy-Authorization and friends are for this hop only; the scan is
-    // skipped in the common case of none.
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+    // Proxy-Connection, Proxy-Authorization and friends are for this hop only.
+    if proxy_named {
         let proxy: Vec<HeaderName> = headers
             .keys()
             .filter(|k| k.as_str().starts_with("proxy-"))
@@ -240,18 +245,15 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Hop-by-hop by definition (RFC 9110 §7.6.1, and Keep-Alive of RFC 2068).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ]
-    .contains(&name)
-}
+/// Hop-by-hop by definition (RFC 9110 §7.6.1, and Keep-Alive of RFC 2068); Connection first.
+static HOP_BY_HOP: [&HeaderName; 6] = [
+    &CONNECTION,
+    &KEEP_ALIVE,
+    &TE,
+    &TRAILER,
+    &TRANSFER_ENCODING,
+    &UPGRADE,
+];
 
 /// Appends the client's address to X-Forwarded-For, folding repeated headers into one. The
 /// common case, no X-Forwarded-For from the client, shares the connection's value.
