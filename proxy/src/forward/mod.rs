@@ -86,6 +86,19 @@ struct Exchange {
     endpoint: Option<EndpointGuard>,
 }
 
+/// What phase 1 decided.
+enum Routed<'a> {
+    /// Answered without an upstream.
+    Answered(Response<ProxyBody>),
+    /// Proxied on `route`: phases 2 to 5, within the route's request timeout; `cors` is the
+    /// route's CORS policy with the request headers its response headers depend on.
+    Forward {
+        route: &'a Route,
+        req: Request<ClientBody>,
+        cors: Option<(&'a CorsPolicy, http::HeaderMap)>,
+    },
+}
+
 impl Proxy {
     /// A request path serving `state`'s table with these options.
     pub fn new(state: Arc<ProxyState>, options: ProxyOptions) -> Arc<Self> {
@@ -119,107 +132,142 @@ impl Proxy {
     }
 
     /// Answers one client request.
-    pub(crate) async fn handle(
-        &self,
+    ///
+    /// Written as a function returning an `async move` block, as are the other steps a
+    /// request awaits through: an `async fn` keeps each argument twice in its future (the
+    /// argument and the local it is moved into), and every await copies the whole future of
+    /// the step it awaits into its caller's. The request's future is boxed once per request,
+    /// so its size is copied and allocated on every request.
+    pub(crate) fn handle(
+        self: Arc<Self>,
         client: Arc<ClientConnection>,
         req: Request<ClientBody>,
-    ) -> Response<ProxyBody> {
-        let start = Instant::now();
-        client.activity.request_started();
-        let in_flight = self.metrics().in_flight().clone();
-        in_flight.inc();
-        let serving = self.state.served_with_metrics();
-        let served = &serving.config;
-        let log_head = self.options.access_log.then(|| {
-            (
-                req.method().clone(),
-                req.uri().clone(),
-                req.headers().get(header::HOST).cloned(),
-            )
-        });
-        let remote = client.remote;
-        // Whether an HTTP/1 client may still be sending a body when an error is answered
-        // (HTTP/2 frames each stream's body on its own).
-        let http1 = req.version() < http::Version::HTTP_2;
-        let has_body = !http_body::Body::is_end_stream(req.body());
-        // A gRPC client reads errors from grpc-status, not from the HTTP status.
-        let grpc = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        let grpc_timeout = if grpc {
-            filter::grpc_timeout(req.headers())
-        } else {
-            None
-        };
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
+        async move {
+            let start = Instant::now();
+            client.activity.request_started();
+            let in_flight = self.metrics().in_flight().clone();
+            in_flight.inc();
+            let serving = self.state.served_with_metrics();
+            let served = &serving.config;
+            let log_head = self.options.access_log.then(|| {
+                (
+                    req.method().clone(),
+                    req.uri().clone(),
+                    req.headers().get(header::HOST).cloned(),
+                )
+            });
+            // Whether an HTTP/1 client may still be sending a body when an error is answered
+            // (HTTP/2 frames each stream's body on its own).
+            let http1 = req.version() < http::Version::HTTP_2;
+            let has_body = !http_body::Body::is_end_stream(req.body());
+            // A gRPC client reads errors from grpc-status, not from the HTTP status.
+            let grpc = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            let grpc_timeout = if grpc {
+                filter::grpc_timeout(req.headers())
+            } else {
+                None
+            };
 
-        let mut exchange = Exchange {
-            route: None,
-            peer: None,
-            endpoint: None,
-        };
-        let response = match self.phases(served, &client, req, &mut exchange).await {
-            Ok(response) => response,
-            Err(error) => {
-                let mut response = if grpc {
-                    // The client's own deadline (grpc-timeout) has passed: whatever failed
-                    // upstream (a server resets a stream whose deadline expired), the call
-                    // ended because of it.
-                    let expired = grpc_timeout
-                        .is_some_and(|t| start.elapsed() + std::time::Duration::from_millis(10) >= t);
-                    self.grpc_error_response(&error, expired)
-                } else {
-                    self.error_response(&error)
-                };
-                if http1 && (error.is_framing_error() || has_body) {
-                    // An unread body, or one whose length cannot be trusted: close after
-                    // the answer rather than risk reading the body as the next request.
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            let mut exchange = Exchange {
+                route: None,
+                peer: None,
+                endpoint: None,
+            };
+            // Phase 1 decides without waiting; phases 2 to 5 are awaited here, not in a step
+            // of their own (see above).
+            let result = match self.route(served, &client, req, &mut exchange) {
+                Ok(Routed::Answered(response)) => Ok(response),
+                Ok(Routed::Forward { route, req, cors }) => {
+                    let result = match route.timeouts.request {
+                        None => self.forward(route, &client, req, &mut exchange, None).await,
+                        Some(limit) => {
+                            let deadline = tokio::time::Instant::now() + limit;
+                            tokio::time::timeout_at(
+                                deadline,
+                                self.forward(route, &client, req, &mut exchange, Some(deadline)),
+                            )
+                            .await
+                            .unwrap_or(Err(ProxyError::RequestTimeout(limit)))
+                        }
+                    };
+                    result.map(|mut response| {
+                        if let Some((policy, headers)) = &cors {
+                            policy.decorate(headers, response.headers_mut());
+                        }
+                        response
+                    })
                 }
-                response
-            }
-        };
+                Err(error) => Err(error),
+            };
+            let response = match result {
+                Ok(response) => response,
+                Err(error) => {
+                    let mut response = if grpc {
+                        // The client's own deadline (grpc-timeout) has passed: whatever failed
+                        // upstream (a server resets a stream whose deadline expired), the call
+                        // ended because of it.
+                        let expired = grpc_timeout
+                            .is_some_and(|t| start.elapsed() + std::time::Duration::from_millis(10) >= t);
+                        self.grpc_error_response(&error, expired)
+                    } else {
+                        self.error_response(&error)
+                    };
+                    if http1 && (error.is_framing_error() || has_body) {
+                        // An unread body, or one whose length cannot be trusted: close after
+                        // the answer rather than risk reading the body as the next request.
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    response
+                }
+            };
 
-        let elapsed = start.elapsed();
-        let status = response.status();
-        serving
-            .routes
-            .route(exchange.route)
-            .observe(status, elapsed.as_secs_f64());
-        if let Some((method, uri, host)) = log_head {
-            let route = exchange
-                .route
-                .and_then(|i| served.table.routes().get(i))
-                .map(Route::label);
-            tracing::info!(
-                target: "access",
-                client = %remote,
-                %method,
-                host = host.as_ref().and_then(|h| h.to_str().ok()).or(uri.host()).unwrap_or(""),
-                uri = %uri.path_and_query().map_or("/", |pq| pq.as_str()),
-                status = status.as_u16(),
-                route = route.as_deref().unwrap_or(""),
-                upstream = %exchange.peer.as_ref().map(ToString::to_string).unwrap_or_default(),
-                micros = elapsed.as_micros() as u64,
-            );
+            let elapsed = start.elapsed();
+            let status = response.status();
+            serving
+                .routes
+                .route(exchange.route)
+                .observe(status, elapsed.as_secs_f64());
+            if let Some((method, uri, host)) = log_head {
+                let route = exchange
+                    .route
+                    .and_then(|i| served.table.routes().get(i))
+                    .map(Route::label);
+                tracing::info!(
+                    target: "access",
+                    client = %client.remote,
+                    %method,
+                    host = host.as_ref().and_then(|h| h.to_str().ok()).or(uri.host()).unwrap_or(""),
+                    uri = %uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                    status = status.as_u16(),
+                    route = route.as_deref().unwrap_or(""),
+                    upstream = %exchange.peer.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    micros = elapsed.as_micros() as u64,
+                );
+            }
+            let guard = RequestGuard {
+                client,
+                in_flight,
+                _endpoint: exchange.endpoint.take(),
+            };
+            response.map(|body| body.with_guard(guard))
         }
-        let guard = RequestGuard {
-            client,
-            in_flight,
-            _endpoint: exchange.endpoint.take(),
-        };
-        response.map(|body| body.with_guard(guard))
     }
 
-    async fn phases(
+    /// Phase 1, and the answers that need no upstream: refused framing, route lookup, the
+    /// 308 of a redirectHttp route, a CORS preflight, a `filters.redirect`.
+    fn route<'a>(
         &self,
-        served: &ServedConfig,
-        client: &Arc<ClientConnection>,
+        served: &'a ServedConfig,
+        client: &ClientConnection,
         mut req: Request<ClientBody>,
         exchange: &mut Exchange,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<Routed<'a>, ProxyError> {
         // Framing the upstream could not be told about is refused before anything else.
         filter::check_transfer_encoding(&req)?;
         // The HTTP/1 server drops the Content-Length of a head that also has
@@ -233,9 +281,9 @@ impl Proxy {
             return Err(ProxyError::BothLengthAndEncoding);
         }
 
-        // 1. Route lookup, by the path the upstream will be sent. On a TLS connection, a
-        // host of another listener than the SNI name chose is not looked up: its routes are
-        // not this connection's (nor its certificate or client validation).
+        // Route lookup, by the path the upstream will be sent. On a TLS connection, a host
+        // of another listener than the SNI name chose is not looked up: its routes are not
+        // this connection's (nor its certificate or client validation).
         route::normalize_request_path(&mut req)?;
         if let Transport::Tls { server_name } = &client.transport
             && self
@@ -249,7 +297,7 @@ impl Proxy {
         let route = found.route;
         exchange.route = Some(found.id as usize);
         if route.redirect_http && client.scheme == "http" {
-            return route::https_redirect(&req);
+            return route::https_redirect(&req).map(Routed::Answered);
         }
         // CORS: a preflight is answered here; other requests' responses get its headers.
         let cors = route
@@ -263,127 +311,124 @@ impl Proxy {
             let mut response = Response::new(ProxyBody::empty());
             *response.status_mut() = StatusCode::NO_CONTENT;
             *response.headers_mut() = policy.preflight(headers);
-            return Ok(response);
+            return Ok(Routed::Answered(response));
         }
-        let mut response = self.answer(route, client, req, exchange).await?;
-        if let Some((policy, headers)) = &cors {
-            policy.decorate(headers, response.headers_mut());
-        }
-        Ok(response)
-    }
-
-    /// A redirect, or phases 2 to 5 within the route's request timeout.
-    async fn answer(
-        &self,
-        route: &Route,
-        client: &Arc<ClientConnection>,
-        req: Request<ClientBody>,
-        exchange: &mut Exchange,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
         if let Some(redirect) = &route.filters.redirect {
-            return route::filter_redirect(route, redirect, &req, client.scheme);
-        }
-        match route.timeouts.request {
-            None => self.forward(route, client, req, exchange, None).await,
-            Some(limit) => {
-                let deadline = tokio::time::Instant::now() + limit;
-                tokio::time::timeout_at(
-                    deadline,
-                    self.forward(route, client, req, exchange, Some(deadline)),
-                )
-                .await
-                .unwrap_or(Err(ProxyError::RequestTimeout(limit)))
+            let mut response = route::filter_redirect(route, redirect, &req, client.scheme)?;
+            if let Some((policy, headers)) = &cors {
+                policy.decorate(headers, response.headers_mut());
             }
+            return Ok(Routed::Answered(response));
         }
+        Ok(Routed::Forward { route, req, cors })
     }
 
     /// Phases 2 to 5 of a request that is proxied.
-    async fn forward(
+    fn forward(
         &self,
         route: &Route,
         client: &Arc<ClientConnection>,
         mut req: Request<ClientBody>,
         exchange: &mut Exchange,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        // 2. Request filter.
-        let host = match req.uri().authority() {
-            Some(authority) => HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadHost)?,
-            None => req
-                .headers()
-                .get(header::HOST)
-                .cloned()
-                .ok_or(ProxyError::BadHost)?,
-        };
-        let protocol = filter::upgrade_protocol(&req, |p| route.allows_upgrade(p));
-        // A protocol switch is one connection's: it is never copied.
-        let mirrors = if protocol.is_none() {
-            mirror::drawn(route)
-        } else {
-            Vec::new()
-        };
-        let client_upgrade = protocol
-            .is_some()
-            .then(|| req.extensions_mut().remove::<OnUpgrade>())
-            .flatten();
-        let grpc_trailers = filter::wants_trailers(&req);
-        filter::prepare_request(&mut req, host, &client.forwarded_for, client.scheme, protocol);
-        if let Some(rewrite) = &route.filters.rewrite {
-            filter::rewrite(&mut req, route, rewrite)?;
-        }
-        if let Some(ops) = &route.filters.request_headers {
-            ops.apply(req.headers_mut());
-        }
-
-        // 3 and 4. Peer selection and the upstream request.
-        let (parts, body) = req.into_parts();
-        // A retry or a copy sends the body again: a small one is read whole first.
-        let body = if route.retry.is_some() || !mirrors.is_empty() {
-            BodySlot::buffer_small(body, client)
-                .await
-                .map_err(|_| ProxyError::BadFraming)?
-        } else {
-            BodySlot::new(body, client)
-        };
-        mirror::send(self, &mirrors, &parts, &body);
-        let answer = upstream::send(self, route, parts, body, grpc_trailers).await?;
-        exchange.peer = Some(answer.peer.authority.clone());
-        exchange.endpoint = answer.peer.guard;
-
-        // 5. Response.
-        let mut response = answer.response;
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        filter::prepare_response(response.headers_mut(), switching);
-        if let Some(ops) = &route.filters.response_headers {
-            ops.apply(response.headers_mut());
-        }
-        if switching {
-            let Some(client_upgrade) = client_upgrade else {
-                // A 101 nobody asked for would leave client and upstream disagreeing about
-                // the connection's protocol.
-                return Err(ProxyError::BadBackend(format!(
-                    "{} switched protocols unasked",
-                    answer.peer.authority
-                )));
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send {
+        async move {
+            // 2. Request filter.
+            let host = match req.uri().authority() {
+                Some(authority) => {
+                    HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadHost)?
+                }
+                None => req
+                    .headers()
+                    .get(header::HOST)
+                    .cloned()
+                    .ok_or(ProxyError::BadHost)?,
             };
-            let Some(upstream_upgrade) = response.body_mut().take_upgrade() else {
-                return Err(ProxyError::BadBackend(format!(
-                    "{} switched protocols over HTTP/2",
-                    answer.peer.authority
-                )));
+            let protocol = filter::upgrade_protocol(&req, |p| route.allows_upgrade(p));
+            // A protocol switch is one connection's: it is never copied.
+            let mirrors = if protocol.is_none() {
+                mirror::drawn(route)
+            } else {
+                Vec::new()
             };
-            upgrade::tunnel(
-                &self.tunnels,
-                client_upgrade,
-                upstream_upgrade,
-                self.options.tunnel_idle_timeout,
-                self.state.clone(),
-            );
+            let client_upgrade = protocol
+                .is_some()
+                .then(|| req.extensions_mut().remove::<OnUpgrade>())
+                .flatten();
+            let grpc_trailers = filter::wants_trailers(&req);
+            filter::prepare_request(&mut req, host, &client.forwarded_for, client.scheme, protocol);
+            if let Some(rewrite) = &route.filters.rewrite {
+                filter::rewrite(&mut req, route, rewrite)?;
+            }
+            if let Some(ops) = &route.filters.request_headers {
+                ops.apply(req.headers_mut());
+            }
+
+            // 3 and 4. Peer selection and the upstream request.
+            let (parts, body) = req.into_parts();
+            // A retry or a copy sends the body again: a small one is read whole first.
+            let body = if route.retry.is_some() || !mirrors.is_empty() {
+                BodySlot::buffer_small(body, client)
+                    .await
+                    .map_err(|_| ProxyError::BadFraming)?
+            } else {
+                BodySlot::new(body, client)
+            };
+            mirror::send(self, &mirrors, &parts, &body);
+            let answer = match route.retry.as_ref().filter(|p| p.attempts > 0) {
+                None => upstream::send(self, route, parts, body, grpc_trailers).await?,
+                // Boxed, as the rarer path: inline, every request's future would carry room
+                // for it.
+                Some(policy) => {
+                    Box::pin(upstream::send_with_retries(
+                        self,
+                        route,
+                        policy,
+                        parts,
+                        body,
+                        grpc_trailers,
+                    ))
+                    .await?
+                }
+            };
+            exchange.peer = Some(answer.peer.authority.clone());
+            exchange.endpoint = answer.peer.guard;
+
+            // 5. Response.
+            let mut response = answer.response;
+            let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            filter::prepare_response(response.headers_mut(), switching);
+            if let Some(ops) = &route.filters.response_headers {
+                ops.apply(response.headers_mut());
+            }
+            if switching {
+                let Some(client_upgrade) = client_upgrade else {
+                    // A 101 nobody asked for would leave client and upstream disagreeing about
+                    // the connection's protocol.
+                    return Err(ProxyError::BadBackend(format!(
+                        "{} switched protocols unasked",
+                        answer.peer.authority
+                    )));
+                };
+                let Some(upstream_upgrade) = response.body_mut().take_upgrade() else {
+                    return Err(ProxyError::BadBackend(format!(
+                        "{} switched protocols over HTTP/2",
+                        answer.peer.authority
+                    )));
+                };
+                upgrade::tunnel(
+                    &self.tunnels,
+                    client_upgrade,
+                    upstream_upgrade,
+                    self.options.tunnel_idle_timeout,
+                    self.state.clone(),
+                );
+            }
+            Ok(response.map(|body| match deadline {
+                Some(deadline) if !switching => ProxyBody::upstream_until(body, deadline),
+                _ => ProxyBody::upstream(body),
+            }))
         }
-        Ok(response.map(|body| match deadline {
-            Some(deadline) if !switching => ProxyBody::upstream_until(body, deadline),
-            _ => ProxyBody::upstream(body),
-        }))
     }
 
     /// The error as gRPC says it: a "trailers-only" answer (HTTP 200, no body, grpc-status

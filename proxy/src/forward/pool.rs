@@ -123,50 +123,55 @@ impl Pool {
     /// h2 by ALPN over TLS), over TLS verified as `tls` says when it is set, presenting
     /// `client` when the upstream asks for a certificate. The response body puts an HTTP/1
     /// connection back when it ends.
-    pub(crate) async fn send(
+    ///
+    /// A function returning an `async move` block, as the other steps a request awaits
+    /// through (see `Proxy::handle`).
+    pub(crate) fn send(
         self: &Arc<Self>,
         peer: &PeerAuthority,
         h2c: bool,
         tls: Option<&BackendTls>,
         client: Option<&ClientCert>,
         req: Request<RequestBody>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
-        let tls = match tls {
-            Some(tls) => Some(self.tls.get(tls, h2c, client).map_err(SendError::Tls)?),
-            None => None,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + Send {
+        let key = match tls {
+            Some(tls) => self.tls.get(tls, h2c, client).map(|tls| PoolKey {
+                authority: peer.clone(),
+                tls: Some(tls),
+            }),
+            None => Ok(PoolKey {
+                authority: peer.clone(),
+                tls: None,
+            }),
         };
-        let key = PoolKey {
-            authority: peer.clone(),
-            tls,
-        };
-        let peer = &key;
-        // The rarer paths (an h2c upstream, a new connection) are boxed: inline, every
-        // request's future would carry room for their state (about 2 KB), and moving and
-        // allocating it is part of each request's cost.
-        if h2c {
-            return Box::pin(self.send_h2(peer, req)).await;
-        }
-        let mut req = req;
-        // Pooled connections first; a stale one hands an idempotent request back, and it
-        // goes to the next one, or at last to a new connection.
-        loop {
-            let (conn, reused) = match self.checkout(peer) {
-                Some(conn) => (conn, true),
-                None => (Box::pin(self.connect_h1(peer)).await?, false),
-            };
-            match client::exchange(conn, req, reused).await {
-                Ok(response) => {
-                    let checkin = Checkin {
-                        pool: self.clone(),
-                        peer: peer.clone(),
-                    };
-                    return Ok(response.map(|body| UpstreamBody::http1(body, checkin)));
+        let pool = self.clone();
+        async move {
+            let key = key.map_err(SendError::Tls)?;
+            // The rarer paths (an h2c upstream, a new connection) are boxed: inline, every
+            // request's future would carry room for their state (about 2 KB), and moving and
+            // allocating it is part of each request's cost.
+            if h2c {
+                return Box::pin(pool.send_h2(&key, req)).await;
+            }
+            let mut req = req;
+            // Pooled connections first; a stale one hands an idempotent request back, and it
+            // goes to the next one, or at last to a new connection.
+            loop {
+                let (conn, reused) = match pool.checkout(&key) {
+                    Some(conn) => (conn, true),
+                    None => (Box::pin(pool.connect_h1(&key)).await?, false),
+                };
+                match client::exchange(conn, req, reused).await {
+                    Ok(response) => {
+                        let checkin = Checkin { pool, peer: key };
+                        return Ok(response.map(|body| UpstreamBody::http1(body, checkin)));
+                    }
+                    Err(Failure::Stale(unsent, error)) => {
+                        tracing::debug!(%error, "pooled upstream connection was closed; sending again");
+                        req = *unsent;
+                    }
+                    Err(Failure::Failed(error)) => return Err(SendError::Upstream(Box::new(error))),
                 }
-                Err(Failure::Stale(unsent, error)) => {
-                    tracing::debug!(%error, "pooled upstream connection was closed; sending again");
-                    req = *unsent;
-                }
-                Err(Failure::Failed(error)) => return Err(SendError::Upstream(Box::new(error))),
             }
         }
     }

@@ -18,10 +18,7 @@
 use std::io;
 
 use http::{Method, Request, Response, Uri, request::Parts, uri::PathAndQuery};
-use lockstep_core::{
-    BackendRef, Route,
-    traffic::{HeaderOps, RetryPolicy},
-};
+use lockstep_core::{BackendRef, Route, traffic::RetryPolicy};
 
 use super::{
     Proxy,
@@ -38,53 +35,18 @@ pub(crate) struct Answer {
     pub peer: Peer,
 }
 
-/// Sends a prepared request to a backend of the route, retrying as its policy says.
-/// `trailers`: the client sent `TE: trailers` (a gRPC client), which is passed on to HTTP/2
-/// upstreams only.
-pub(crate) async fn send(
-    proxy: &Proxy,
-    route: &Route,
-    parts: Parts,
-    body: BodySlot,
-    trailers: bool,
-) -> Result<Answer, ProxyError> {
-    let (backend, headers) = route.pick().ok_or(ProxyError::NoBackends)?;
-    match route.retry.as_ref().filter(|p| p.attempts > 0) {
-        None => {
-            let mut parts = parts;
-            if let Some(ops) = headers {
-                ops.apply(&mut parts.headers);
-            }
-            send_once(proxy, route, backend, parts, body, trailers).await
-        }
-        // Boxed, as the rarer path: inline, every request's future would carry room for it.
-        Some(policy) => {
-            Box::pin(send_with_retries(
-                proxy,
-                route,
-                policy,
-                (backend, headers),
-                parts,
-                body,
-                trailers,
-            ))
-            .await
-        }
-    }
-}
-
-/// Sends with a route's retry policy.
-async fn send_with_retries(
+/// Sends a prepared request to a backend of a route with a retry policy, retrying as it
+/// says. `trailers`: as for [`send`].
+pub(crate) async fn send_with_retries(
     proxy: &Proxy,
     route: &Route,
     policy: &RetryPolicy,
-    picked: (&BackendRef, Option<&HeaderOps>),
     parts: Parts,
     body: BodySlot,
     trailers: bool,
 ) -> Result<Answer, ProxyError> {
     let mut retries_left = policy.attempts;
-    let (mut backend, mut headers) = picked;
+    let (mut backend, mut headers) = route.pick().ok_or(ProxyError::NoBackends)?;
     let mut parts = parts;
     let mut failed: Option<PeerAuthority> = None;
     loop {
@@ -144,80 +106,96 @@ async fn send_with_retries(
     }
 }
 
-/// One attempt, and without a retry policy the one connect retry of an idempotent request.
-async fn send_once(
+/// Sends a prepared request to a backend of a route without a retry policy: one attempt,
+/// and the one connect retry of an idempotent request. `trailers`: the client sent
+/// `TE: trailers` (a gRPC client), which is passed on to HTTP/2 upstreams only.
+///
+/// A function returning an `async move` block, as the other steps a request awaits through
+/// (see `Proxy::handle`).
+pub(crate) fn send(
     proxy: &Proxy,
     route: &Route,
-    backend: &BackendRef,
-    parts: Parts,
+    mut parts: Parts,
     body: BodySlot,
     trailers: bool,
-) -> Result<Answer, ProxyError> {
-    let peer = proxy.balancer.select(&proxy.state, backend, None)?;
-    // Only requests a server may see twice are retried (RFC 9110 §9.2.2), and only for
-    // Service backends, where another endpoint may exist.
-    let may_retry = matches!(backend, BackendRef::Service { .. }) && is_idempotent(&parts.method);
-    let spare = may_retry.then(|| clone_head(&parts));
-    let first = attempt(proxy, route, &peer, parts, &body, trailers).await;
-    match (first, spare) {
-        (Err(err), Some(parts)) if is_connect_failure(&err) && body.is_untouched() => {
-            tracing::debug!(peer = %peer.authority, error = %err, "connect failed; trying another endpoint");
-            proxy
-                .metrics()
-                .upstream_error(err.upstream_kind().unwrap_or("connect"));
-            let second = match proxy
-                .balancer
-                .select(&proxy.state, backend, Some(&peer.authority))
-            {
-                Ok(second) => second,
-                // No other endpoint: the first failure is the answer.
-                Err(_) => return Err(err),
-            };
-            drop(peer);
-            let response = Box::pin(attempt(proxy, route, &second, parts, &body, trailers)).await?;
-            Ok(Answer {
-                response,
-                peer: second,
-            })
+) -> impl Future<Output = Result<Answer, ProxyError>> + Send {
+    let picked = route.pick().map(|(backend, headers)| {
+        if let Some(ops) = headers {
+            ops.apply(&mut parts.headers);
         }
-        (result, _) => Ok(Answer {
-            response: result?,
-            peer,
-        }),
+        backend
+    });
+    async move {
+        let backend = picked.ok_or(ProxyError::NoBackends)?;
+        let peer = proxy.balancer.select(&proxy.state, backend, None)?;
+        // Only requests a server may see twice are retried (RFC 9110 §9.2.2), and only for
+        // Service backends, where another endpoint may exist.
+        let may_retry = matches!(backend, BackendRef::Service { .. }) && is_idempotent(&parts.method);
+        let spare = may_retry.then(|| clone_head(&parts));
+        let first = attempt(proxy, route, &peer, parts, &body, trailers).await;
+        match (first, spare) {
+            (Err(err), Some(parts)) if is_connect_failure(&err) && body.is_untouched() => {
+                tracing::debug!(peer = %peer.authority, error = %err, "connect failed; trying another endpoint");
+                proxy
+                    .metrics()
+                    .upstream_error(err.upstream_kind().unwrap_or("connect"));
+                let second = match proxy
+                    .balancer
+                    .select(&proxy.state, backend, Some(&peer.authority))
+                {
+                    Ok(second) => second,
+                    // No other endpoint: the first failure is the answer.
+                    Err(_) => return Err(err),
+                };
+                drop(peer);
+                let response = Box::pin(attempt(proxy, route, &second, parts, &body, trailers)).await?;
+                Ok(Answer {
+                    response,
+                    peer: second,
+                })
+            }
+            (result, _) => Ok(Answer {
+                response: result?,
+                peer,
+            }),
+        }
     }
 }
 
-async fn attempt(
-    proxy: &Proxy,
-    route: &Route,
-    peer: &Peer,
+fn attempt<'a>(
+    proxy: &'a Proxy,
+    route: &'a Route,
+    peer: &'a Peer,
     mut parts: Parts,
     body: &BodySlot,
     trailers: bool,
-) -> Result<Response<UpstreamBody>, ProxyError> {
-    address_head(peer, &mut parts, trailers)?;
-    let request = Request::from_parts(parts, body.attempt());
+) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> + Send + 'a {
+    let request =
+        address_head(peer, &mut parts, trailers).map(|()| Request::from_parts(parts, body.attempt()));
     let timeout = route
         .timeouts
         .backend_request
         .unwrap_or(proxy.options.response_timeout);
-    match tokio::time::timeout(
-        timeout,
-        proxy.pool.send(
-            &peer.authority,
-            peer.h2c,
-            peer.tls.as_deref(),
-            peer.client_certificate.as_ref(),
-            request,
-        ),
-    )
-    .await
-    {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => Err(classify(&peer.authority, error)),
-        Err(_) => Err(ProxyError::ResponseTimeout {
-            peer: peer.authority.to_string(),
-        }),
+    async move {
+        let request = request?;
+        match tokio::time::timeout(
+            timeout,
+            proxy.pool.send(
+                &peer.authority,
+                peer.h2c,
+                peer.tls.as_deref(),
+                peer.client_certificate.as_ref(),
+                request,
+            ),
+        )
+        .await
+        {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(classify(&peer.authority, error)),
+            Err(_) => Err(ProxyError::ResponseTimeout {
+                peer: peer.authority.to_string(),
+            }),
+        }
     }
 }
 

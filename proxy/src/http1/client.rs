@@ -152,82 +152,87 @@ pub(crate) enum Failure<B> {
 /// Sends `request` over `conn` and reads the response head. `reused`: the connection
 /// carried an exchange before (a failure before any response byte may then be a close
 /// the upstream made while it idled).
-pub(crate) async fn exchange<B>(
+///
+/// A function returning an `async move` block that holds the request's parts once (an
+/// `async fn` would hold the request and its parts).
+pub(crate) fn exchange<B>(
     mut conn: Connection,
     request: Request<B>,
     reused: bool,
-) -> Result<Response<ResponseBody<B>>, Failure<B>>
+) -> impl Future<Output = Result<Response<ResponseBody<B>>, Failure<B>>> + Send
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + Send,
     B::Error: Into<BoxError>,
 {
     let (parts, body) = request.into_parts();
     let head_request = parts.method == Method::HEAD;
     let mut writer = RequestWriter::new(&parts, body);
-    let mut reader = HeadReader::default();
-    let mut write_failed = None;
-    let head = poll_fn(|cx| {
-        // The response first: an upstream may answer before it read the whole request.
-        match reader.poll(cx, &mut conn.io, head_request) {
-            Poll::Ready(result) => return Poll::Ready(result),
-            Poll::Pending => {}
-        }
-        if write_failed.is_none()
-            && !writer.finished
-            && let Poll::Ready(Err(error)) = writer.poll(cx, &mut conn.io)
-        {
-            // The response may still be readable (an upstream that answered and closed);
-            // the read side decides.
-            write_failed = Some(error);
-            return reader.poll(cx, &mut conn.io, head_request);
-        }
-        Poll::Pending
-    })
-    .await;
-    let head = match head {
-        Ok(head) => head,
-        Err(error) => {
-            let error = match (error, write_failed) {
-                (Http1Error::ClosedBeforeHead, Some(write)) => write,
-                (error, _) => error,
-            };
-            if reused && reader.received == 0 && !writer.took_body && parts.method.is_idempotent() {
-                let body = writer.body.take();
-                if let Some(body) = body {
-                    return Err(Failure::Stale(Box::new(Request::from_parts(parts, body)), error));
-                }
+    async move {
+        let mut reader = HeadReader::default();
+        let mut write_failed = None;
+        let head = poll_fn(|cx| {
+            // The response first: an upstream may answer before it read the whole request.
+            match reader.poll(cx, &mut conn.io, head_request) {
+                Poll::Ready(result) => return Poll::Ready(result),
+                Poll::Pending => {}
             }
-            return Err(Failure::Failed(error));
+            if write_failed.is_none()
+                && !writer.finished
+                && let Poll::Ready(Err(error)) = writer.poll(cx, &mut conn.io)
+            {
+                // The response may still be readable (an upstream that answered and closed);
+                // the read side decides.
+                write_failed = Some(error);
+                return reader.poll(cx, &mut conn.io, head_request);
+            }
+            Poll::Pending
+        })
+        .await;
+        let head = match head {
+            Ok(head) => head,
+            Err(error) => {
+                let error = match (error, write_failed) {
+                    (Http1Error::ClosedBeforeHead, Some(write)) => write,
+                    (error, _) => error,
+                };
+                if reused && reader.received == 0 && !writer.took_body && parts.method.is_idempotent() {
+                    let body = writer.body.take();
+                    if let Some(body) = body {
+                        return Err(Failure::Stale(Box::new(Request::from_parts(parts, body)), error));
+                    }
+                }
+                return Err(Failure::Failed(error));
+            }
+        };
+        let upstream::ResponseHead {
+            response,
+            body: framing,
+            keep_alive,
+        } = head;
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let state = match framing {
+            ResponseBodyFraming::Empty => BodyState::Done,
+            ResponseBodyFraming::Length(n) => BodyState::Length(n),
+            ResponseBodyFraming::Chunked => {
+                BodyState::Chunked(Box::new(ChunkedDecoder::new(RESPONSE_HEAD_LIMITS.max_bytes)))
+            }
+            ResponseBodyFraming::Close => BodyState::Close,
+        };
+        let mut body = ResponseBody {
+            conn: Some(conn),
+            buf: reader.buf,
+            writer: (!writer.finished && write_failed.is_none()).then(|| Box::new(writer)),
+            request_broken: write_failed.is_some(),
+            state,
+            keep_alive: keep_alive && !switching,
+            switching,
+            idle: None,
+        };
+        if matches!(body.state, BodyState::Done) && !switching {
+            body.end();
         }
-    };
-    let upstream::ResponseHead {
-        response,
-        body: framing,
-        keep_alive,
-    } = head;
-    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let state = match framing {
-        ResponseBodyFraming::Empty => BodyState::Done,
-        ResponseBodyFraming::Length(n) => BodyState::Length(n),
-        ResponseBodyFraming::Chunked => {
-            BodyState::Chunked(Box::new(ChunkedDecoder::new(RESPONSE_HEAD_LIMITS.max_bytes)))
-        }
-        ResponseBodyFraming::Close => BodyState::Close,
-    };
-    let mut body = ResponseBody {
-        conn: Some(conn),
-        buf: reader.buf,
-        writer: (!writer.finished && write_failed.is_none()).then(|| Box::new(writer)),
-        request_broken: write_failed.is_some(),
-        state,
-        keep_alive: keep_alive && !switching,
-        switching,
-        idle: None,
-    };
-    if matches!(body.state, BodyState::Done) && !switching {
-        body.end();
+        Ok(response.map(|()| body))
     }
-    Ok(response.map(|()| body))
 }
 
 /// Reads response heads until a final one (1xx other than 101 are read and dropped).

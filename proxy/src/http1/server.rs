@@ -256,10 +256,8 @@ fn dispatch(
         request.extensions_mut().insert(on_upgrade);
         sender
     });
-    let proxy = proxy.clone();
-    let client = client.clone();
     Dispatched {
-        answer: Box::pin(async move { proxy.handle(client, request).await }),
+        answer: Box::pin(proxy.clone().handle(client.clone(), request)),
         exchange,
         switch,
         ctx,

@@ -313,7 +313,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
         // Boxed per request: hyper keeps room for one request future in every connection for
         // its whole life, so unboxed, each idle connection would hold the request path's
         // state (about 8 KB) for nothing.
-        Box::pin(async move { Ok(proxy.handle(client, req.map(ClientBody::Http2)).await) })
+        Box::pin(futures::FutureExt::map(
+            proxy.handle(client, req.map(ClientBody::Http2)),
+            Ok,
+        ))
     }
 }
 
