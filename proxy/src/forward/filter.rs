@@ -212,15 +212,16 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             proxy_named = true;
         }
     }
-    if present[0] {
-        // `close` names no field, and `keep-alive` and `upgrade` name fields removed below
-        // anyway: the usual Connection values cost no allocation.
+    // `close` names no field, and `keep-alive` and `upgrade` name fields removed below
+    // anyway: the usual Connection values cost no allocation.
+    let names_a_field = |t: &&str| {
+        !t.eq_ignore_ascii_case("close")
+            && !t.eq_ignore_ascii_case("keep-alive")
+            && !t.eq_ignore_ascii_case("upgrade")
+    };
+    if present[0] && connection_tokens(headers).any(|t| names_a_field(&t)) {
         let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter(|t| {
-                !t.eq_ignore_ascii_case("close")
-                    && !t.eq_ignore_ascii_case("keep-alive")
-                    && !t.eq_ignore_ascii_case("upgrade")
-            })
+            .filter(names_a_field)
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {

@@ -138,6 +138,7 @@ impl Proxy {
     /// argument and the local it is moved into), and every await copies the whole future of
     /// the step it awaits into its caller's. The request's future is boxed once per request,
     /// so its size is copied and allocated on every request.
+    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
     pub(crate) fn handle(
         self: Arc<Self>,
         client: Arc<ClientConnection>,
@@ -324,6 +325,7 @@ impl Proxy {
     }
 
     /// Phases 2 to 5 of a request that is proxied.
+    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
     fn forward(
         &self,
         route: &Route,
