@@ -27,16 +27,7 @@ builds_from_args "$@"
 bench_tools
 
 start_backend $BACKEND_PORT
-cat > "$WORK/routes.yaml" <<YAML
-apiVersion: lockstep.dev/v1alpha1
-kind: RouterConfig
-metadata: {name: bench, namespace: default, generation: 1}
-spec:
-  rules:
-  - host: bench.local
-    paths:
-    - {path: /, pathType: Prefix, backend: {url: "http://127.0.0.1:$BACKEND_PORT"}}
-YAML
+write_bench_routes $BACKEND_PORT
 
 NAMES=(); declare -A PORT PID
 i=0

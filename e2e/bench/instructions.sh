@@ -31,16 +31,7 @@ if ! command -v valgrind >/dev/null; then
 fi
 
 start_backend $BACKEND_PORT
-cat > "$WORK/routes.yaml" <<YAML
-apiVersion: lockstep.dev/v1alpha1
-kind: RouterConfig
-metadata: {name: bench, namespace: default, generation: 1}
-spec:
-  rules:
-  - host: bench.local
-    paths:
-    - {path: /, pathType: Prefix, backend: {url: "http://127.0.0.1:$BACKEND_PORT"}}
-YAML
+write_bench_routes $BACKEND_PORT
 case $MODE in
   ka) load=(-c 16); collect=(--collect-atstart=no '--toggle-collect=*Proxy*handle*' '--toggle-collect=*http1*server*serve*') ;;
   new) load=(-c 8 --disable-keepalive); collect=(--collect-atstart=yes) ;;

@@ -172,6 +172,21 @@ CONF
   taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" & NGINX_PID=$!; PIDS+=($NGINX_PID)
 }
 
+# The standalone file of the single-route runs, $WORK/routes.yaml: host bench.local, every path
+# to the backend on port $1.
+write_bench_routes() {
+  cat > "$WORK/routes.yaml" <<YAML
+apiVersion: lockstep.dev/v1alpha1
+kind: RouterConfig
+metadata: {name: bench, namespace: default, generation: 1}
+spec:
+  rules:
+  - host: bench.local
+    paths:
+    - {path: /, pathType: Prefix, backend: {url: "http://127.0.0.1:$1"}}
+YAML
+}
+
 # start_lockstep BIN PORT ADMIN_PORT LOG [FLAGS...]: a lockstep-proxy binary in standalone
 # mode on $WORK/routes.yaml, one worker thread on CPU 1 (as every proxy measured here), HTTP
 # on PORT and admin on ADMIN_PORT, stderr to LOG; returns once it listens and is ready (its
@@ -193,16 +208,7 @@ start_lockstep() {
 # NGINX_PID (idle.sh, wrk.sh).
 start_lockstep_and_nginx() {
   start_backend $BACKEND_PORT
-  cat > "$WORK/routes.yaml" <<YAML
-apiVersion: lockstep.dev/v1alpha1
-kind: RouterConfig
-metadata: {name: bench, namespace: default}
-spec:
-  rules:
-  - host: bench.local
-    paths:
-    - {path: /, pathType: Prefix, backend: {url: "http://127.0.0.1:$BACKEND_PORT"}}
-YAML
+  write_bench_routes $BACKEND_PORT
   start_lockstep "$LOCKSTEP" $LOCKSTEP_PORT $ADMIN_PORT "$WORK/lockstep.log"
   LOCKSTEP_PID=$STARTED_PID
   start_nginx_proxy $NGINX_PORT $BACKEND_PORT ";"
