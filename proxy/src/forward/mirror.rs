@@ -77,13 +77,7 @@ pub(crate) fn send(proxy: &Proxy, mirrors: &[&MirrorRule], parts: &Parts, body: 
             let _permit = permit;
             let exchange = async {
                 let response = pool
-                    .send(
-                        &peer.authority,
-                        peer.h2c,
-                        peer.tls.as_deref(),
-                        peer.client_certificate.as_ref(),
-                        request,
-                    )
+                    .send(&peer, request)
                     .await
                     .map_err(|e| upstream::classify(&peer.authority, e).to_string())?;
                 // Read to its end, so that the pooled connection serves again.

@@ -35,15 +35,10 @@ use hyper::{body::Incoming, client::conn::http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use lockstep_crds::BackendTls;
-
-use crate::{
-    certs::ClientCert,
-    http1::client::{self, Connection, Failure, UpstreamIo},
-};
+use crate::http1::client::{self, Connection, Failure, UpstreamIo};
 
 use super::{
-    peer::PeerAuthority,
+    peer::{Peer, PeerAuthority},
     request_body::{self, RequestBody},
     tls::{TlsCache, UpstreamTls},
 };
@@ -119,28 +114,29 @@ impl Pool {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends `req` to `peer` over a pooled or new connection, in HTTP/2 when `h2` (h2c, or
-    /// h2 by ALPN over TLS), over TLS verified as `tls` says when it is set, presenting
-    /// `client` when the upstream asks for a certificate. The response body puts an HTTP/1
-    /// connection back when it ends.
+    /// Sends `req` to `peer` over a pooled or new connection, in HTTP/2 when it says h2c (h2c,
+    /// or h2 by ALPN over TLS), over TLS verified as its `tls` says when that is set,
+    /// presenting its client certificate when the upstream asks for one. The response body
+    /// puts an HTTP/1 connection back when it ends.
     ///
     /// A function returning an `async move` block, as the other steps a request awaits
     /// through (see `Proxy::handle`).
     pub(crate) fn send(
         self: &Arc<Self>,
-        peer: &PeerAuthority,
-        h2c: bool,
-        tls: Option<&BackendTls>,
-        client: Option<&ClientCert>,
+        peer: &Peer,
         req: Request<RequestBody>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + Send {
-        let key = match tls {
-            Some(tls) => self.tls.get(tls, h2c, client).map(|tls| PoolKey {
-                authority: peer.clone(),
-                tls: Some(tls),
-            }),
+        let h2c = peer.h2c;
+        let key = match peer.tls.as_deref() {
+            Some(tls) => self
+                .tls
+                .get(tls, h2c, peer.client_certificate.as_ref())
+                .map(|tls| PoolKey {
+                    authority: peer.authority.clone(),
+                    tls: Some(tls),
+                }),
             None => Ok(PoolKey {
-                authority: peer.clone(),
+                authority: peer.authority.clone(),
                 tls: None,
             }),
         };

@@ -178,18 +178,7 @@ fn attempt<'a>(
         .unwrap_or(proxy.options.response_timeout);
     async move {
         let request = request?;
-        match tokio::time::timeout(
-            timeout,
-            proxy.pool.send(
-                &peer.authority,
-                peer.h2c,
-                peer.tls.as_deref(),
-                peer.client_certificate.as_ref(),
-                request,
-            ),
-        )
-        .await
-        {
+        match tokio::time::timeout(timeout, proxy.pool.send(peer, request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(classify(&peer.authority, error)),
             Err(_) => Err(ProxyError::ResponseTimeout {
