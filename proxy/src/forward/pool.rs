@@ -127,19 +127,15 @@ impl Pool {
         req: Request<RequestBody>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + Send {
         let h2c = peer.h2c;
-        let key = match peer.tls.as_deref() {
-            Some(tls) => self
-                .tls
-                .get(tls, h2c, peer.client_certificate.as_ref())
-                .map(|tls| PoolKey {
-                    authority: peer.authority.clone(),
-                    tls: Some(tls),
-                }),
-            None => Ok(PoolKey {
+        let key = peer
+            .tls
+            .as_deref()
+            .map(|tls| self.tls.get(tls, h2c, peer.client_certificate.as_ref()))
+            .transpose()
+            .map(|tls| PoolKey {
                 authority: peer.authority.clone(),
-                tls: None,
-            }),
-        };
+                tls,
+            });
         let pool = self.clone();
         async move {
             let key = key.map_err(SendError::Tls)?;
