@@ -8,8 +8,9 @@
 #
 # Each build serves N requests from oha (after 2,000 of warm-up) under valgrind, in
 # standalone mode with one route to an nginx `return 200` backend. MODE=ka (default): 16
-# keep-alive connections, counted inside the request path and the HTTP/1 connection
-# (Proxy::handle and http1::server::serve); MODE=new: a connection per request, 8 at a time,
+# keep-alive connections, counted inside the HTTP/1 connection (http1::server::serve, which
+# runs the request path, Proxy::handle, inside it; one toggle only: callgrind's toggles nest,
+# so a second one for handle would switch counting off inside the request path); MODE=new: a connection per request, 8 at a time,
 # the whole process counted (start-up included, a few percent of it). Prints instructions
 # per request and keeps each build's callgrind file for `callgrind_annotate` (the run folder
 # is printed). Instructions are not time: a memcpy or an allocation costs fewer cycles per
@@ -33,7 +34,7 @@ fi
 start_backend $BACKEND_PORT
 write_bench_routes $BACKEND_PORT
 case $MODE in
-  ka) load=(-c 16); collect=(--collect-atstart=no '--toggle-collect=*Proxy*handle*' '--toggle-collect=*http1*server*serve*') ;;
+  ka) load=(-c 16); collect=(--collect-atstart=no '--toggle-collect=*http1*server*serve*') ;;
   new) load=(-c 8 --disable-keepalive); collect=(--collect-atstart=yes) ;;
   *) echo "MODE is ka or new" >&2; exit 2 ;;
 esac
