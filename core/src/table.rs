@@ -26,7 +26,9 @@
 //!   older RouterConfig, then list order (Gateway API's precedence). When no route of a path
 //!   matches the request, the next shorter Prefix is tried.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{fmt, sync::Arc};
+
+use crate::FastMap;
 
 use http::{HeaderMap, Method};
 use lockstep_crds::{Backend, HttpPath, PathType, RouterConfigSpec};
@@ -266,12 +268,12 @@ type Group = Vec<RouteId>;
 #[derive(Default, Debug)]
 struct PrefixNode {
     routes: Group,
-    children: HashMap<Box<str>, PrefixNode>,
+    children: FastMap<Box<str>, PrefixNode>,
 }
 
 #[derive(Default, Debug)]
 struct HostRoutes {
-    exact: HashMap<Box<str>, Group>,
+    exact: FastMap<Box<str>, Group>,
     prefix: PrefixNode,
     /// Some route is a wildcard covering more than one label.
     suffix: bool,
@@ -430,9 +432,9 @@ impl Reach {
 /// The hosts of a table, for one kind of connection.
 #[derive(Default, Debug)]
 struct HostIndex {
-    exact_hosts: HashMap<Box<str>, HostRoutes>,
+    exact_hosts: FastMap<Box<str>, HostRoutes>,
     /// Keyed by the suffix after "*.": "*.example.com" is stored under "example.com".
-    wildcard_hosts: HashMap<Box<str>, HostRoutes>,
+    wildcard_hosts: FastMap<Box<str>, HostRoutes>,
     /// Rules for host "*": any host the others do not cover.
     any_host: Option<HostRoutes>,
 }

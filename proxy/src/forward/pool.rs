@@ -20,7 +20,7 @@
 //! again on another connection: the upstream closed it as idle just as the request left.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     io,
     pin::Pin,
     sync::{Arc, Mutex, PoisonError, Weak},
@@ -33,6 +33,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::{body::Incoming, client::conn::http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use lockstep_core::FastMap;
 use tokio::net::TcpStream;
 
 use crate::http1::client::{self, Connection, Failure, UpstreamIo};
@@ -76,8 +77,8 @@ struct Idle {
 #[derive(Default)]
 struct Conns {
     /// HTTP/1 idle connections per upstream, most recently used last.
-    idle: HashMap<PoolKey, VecDeque<Idle>>,
-    h2: HashMap<PoolKey, http2::SendRequest<RequestBody>>,
+    idle: FastMap<PoolKey, VecDeque<Idle>>,
+    h2: FastMap<PoolKey, http2::SendRequest<RequestBody>>,
     reaper: bool,
 }
 
