@@ -191,3 +191,36 @@ async fn a_request_for_a_host_of_another_listener_is_misdirected() {
         );
     }
 }
+
+/// A TLS connection that closes after its response announces the close (close_notify)
+/// before the TCP close: a client reading to the end sees a clean end, not a truncation.
+#[tokio::test]
+async fn a_tls_connection_closed_after_its_response_sends_close_notify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let one = backend("one").await;
+    let state = state_with(&router_config("one", &[rule("a.test", "/", &url(one.addr))]));
+    let (cert, der) = certificate(&["a.test"]);
+    state.certs.replace(HashMap::from([(
+        "a.test".to_owned(),
+        certs::HostCert {
+            certified: cert,
+            listener: None,
+        },
+    )]));
+    let (_server, addr) = tls_proxy(state).await;
+
+    let mut tls = connect(addr, "a.test", b"http/1.1", &der).await;
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = Vec::new();
+    // tokio-rustls reports a TCP close without close_notify as UnexpectedEof.
+    tls.read_to_end(&mut answer).await.expect("a clean TLS close");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close\r\n"),
+        "{answer}"
+    );
+}

@@ -43,7 +43,12 @@ use super::{
     read_now,
     upgrade::{OnUpgrade, Upgraded},
 };
-use crate::forward::{Proxy, body::ProxyBody, client::ClientConnection, request_body::ClientBody};
+use crate::forward::{
+    Proxy,
+    body::ProxyBody,
+    client::{ClientConnection, Transport},
+    request_body::ClientBody,
+};
 
 /// The first read of a head goes to a stack buffer this large: most heads fit.
 const FIRST_READ: usize = 2048;
@@ -189,7 +194,10 @@ where
             // unless bytes are already waiting, as nginx's lingering close decides.
             if exchange.broken || !exchange.body_finished() || !conn.buf.is_empty() || conn.unread() {
                 Box::pin(conn.linger()).await;
-            } else {
+            } else if let Transport::Tls { .. } = client.transport {
+                // TLS announces the close (close_notify), which tells a body that runs to
+                // the close from a truncated one; a plain socket's close sends its FIN by
+                // itself, without a shutdown call of its own.
                 let _ = conn.io.shutdown().await;
             }
             return Ok(());

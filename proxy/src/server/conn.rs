@@ -46,21 +46,61 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// enough for most request heads, so hyper gets the whole head without another read.
 const FIRST_READ: usize = 2048;
 
-/// A client stream that reports reads to the connection's activity record, and gives back
-/// first the bytes that were read to tell HTTP/1 from HTTP/2.
+/// A client socket: a TCP stream, or TLS over one.
+pub(crate) trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Turns Nagle's algorithm off: small responses must not wait for an acknowledgement.
+    fn set_nodelay(&self);
+}
+
+impl ClientSocket for tokio::net::TcpStream {
+    fn set_nodelay(&self) {
+        let _ = tokio::net::TcpStream::set_nodelay(self, true);
+    }
+}
+
+impl ClientSocket for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn set_nodelay(&self) {
+        let _ = self.get_ref().0.set_nodelay(true);
+    }
+}
+
+/// When a connection turns Nagle's algorithm off: before its second write. Nagle holds back
+/// a small write only while earlier bytes are unacknowledged, so a connection's first write
+/// never waits; a connection that answers once and closes (every one of a client without
+/// keep-alive) saves the system call, as nginx's `tcp_nodelay` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nagle {
+    /// Nothing written yet.
+    Unwritten,
+    /// Bytes were written with Nagle's algorithm on.
+    Written,
+    /// Turned off.
+    Off,
+}
+
+/// A client stream that reports reads to the connection's activity record, turns Nagle's
+/// algorithm off before its second write, and gives back first the bytes that were read to
+/// tell HTTP/1 from HTTP/2.
 struct TrackedStream<S> {
     inner: S,
     client: Arc<ClientConnection>,
     /// Bytes already read (and reported) that hyper has not read yet.
     replay: Option<(Box<[u8]>, usize)>,
+    nagle: Nagle,
 }
 
 impl<S: AsyncRead + Unpin> TrackedStream<S> {
     fn new(inner: S, client: Arc<ClientConnection>) -> Self {
+        // A TLS socket turned Nagle's algorithm off before its handshake.
+        let nagle = match client.transport {
+            Transport::Plain { .. } => Nagle::Unwritten,
+            Transport::Tls { .. } => Nagle::Off,
+        };
         Self {
             inner,
             client,
             replay: None,
+            nagle,
         }
     }
 
@@ -129,22 +169,36 @@ impl<S: AsyncRead + Unpin> AsyncRead for TrackedStream<S> {
     }
 }
 
-impl<S> TrackedStream<S> {
+impl<S: ClientSocket> TrackedStream<S> {
+    /// Before a write: Nagle's algorithm goes off once something was written.
+    fn before_write(&mut self) {
+        if self.nagle == Nagle::Written {
+            self.inner.set_nodelay();
+            self.nagle = Nagle::Off;
+        }
+    }
+
     /// Notes whether a write waits for the client to read (the send timeout's clock).
-    fn track_write(&self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    fn track_write(&mut self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         match &polled {
             Poll::Pending => self.client.activity.write_blocked(),
             // Only bytes taken count as progress: a flush of a TCP socket is always ready.
-            Poll::Ready(Ok(n)) if *n > 0 => self.client.activity.write_done(),
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                self.client.activity.write_done();
+                if self.nagle == Nagle::Unwritten {
+                    self.nagle = Nagle::Written;
+                }
+            }
             Poll::Ready(_) => {}
         }
         polled
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
+impl<S: ClientSocket> AsyncWrite for TrackedStream<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.before_write();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         this.track_write(polled)
     }
@@ -155,6 +209,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.before_write();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         this.track_write(polled)
     }
@@ -221,7 +276,7 @@ pub(crate) async fn serve<S>(
     transport: Transport,
     shutdown: CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ClientSocket,
 {
     let client = Arc::new(ClientConnection::new(remote, transport));
     let options = proxy.options();
@@ -346,7 +401,7 @@ enum State<S> {
 
 impl<S> Connection<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ClientSocket,
 {
     fn new(builders: Arc<Builders>, stream: TrackedStream<S>, service: Service, protocol: Protocol) -> Self {
         let state = match protocol {
@@ -369,7 +424,7 @@ where
 
 fn start<S>(builders: &Builders, protocol: Protocol, stream: TrackedStream<S>, service: Service) -> State<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ClientSocket,
 {
     if protocol == Protocol::Http2 {
         service.client.activity.speaks_http2();
@@ -397,7 +452,7 @@ where
 
 impl<S> Future for Connection<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ClientSocket,
 {
     type Output = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -427,4 +482,88 @@ where
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// An in-memory socket that counts how often Nagle's algorithm was turned off.
+    struct Socket {
+        io: DuplexStream,
+        nodelay_calls: Arc<AtomicUsize>,
+    }
+
+    impl ClientSocket for Socket {
+        fn set_nodelay(&self) {
+            self.nodelay_calls.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl AsyncRead for Socket {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Socket {
+        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        }
+    }
+
+    fn tracked(transport: Transport) -> (TrackedStream<Socket>, DuplexStream, Arc<AtomicUsize>) {
+        let (io, peer) = tokio::io::duplex(1024);
+        let nodelay_calls = Arc::new(AtomicUsize::new(0));
+        let socket = Socket {
+            io,
+            nodelay_calls: nodelay_calls.clone(),
+        };
+        let client = Arc::new(ClientConnection::new(
+            "127.0.0.1:1".parse().expect("addr"),
+            transport,
+        ));
+        (TrackedStream::new(socket, client), peer, nodelay_calls)
+    }
+
+    /// Nagle's algorithm goes off once, before a plain connection's second write: its first
+    /// write cannot be held back (nothing is unacknowledged yet), so a connection that answers
+    /// once and closes never makes the call.
+    #[tokio::test]
+    async fn nagle_goes_off_before_a_plain_connection_s_second_write() {
+        let (mut stream, mut peer, calls) = tracked(Transport::Plain { scheme: "http" });
+        stream.flush().await.expect("flush");
+        stream.write_all(b"first").await.expect("write");
+        assert_eq!(calls.load(Ordering::Relaxed), 0, "after the first write");
+        stream.write_all(b"second").await.expect("write");
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "before the second write");
+        stream.write_all(b"third").await.expect("write");
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "turned off once");
+        let mut got = [0u8; 16];
+        peer.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"firstsecondthird");
+    }
+
+    /// A TLS socket turned it off before its handshake: no call of its own.
+    #[tokio::test]
+    async fn a_tls_connection_does_not_turn_nagle_off_again() {
+        let (mut stream, _peer, calls) = tracked(Transport::Tls { server_name: None });
+        stream.write_all(b"first").await.expect("write");
+        stream.write_all(b"second").await.expect("write");
+        assert_eq!(calls.load(Ordering::Relaxed), 0);
+    }
 }

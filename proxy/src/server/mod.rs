@@ -132,8 +132,6 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
-        // Small responses must not wait for Nagle's algorithm.
-        let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
@@ -162,6 +160,8 @@ async fn accept_loop(
                 });
             }
             Some(acceptor) => {
+                // The handshake's flights must not wait for Nagle's algorithm either.
+                let _ = stream.set_nodelay(true);
                 connections.spawn(async move {
                     gauge.inc();
                     serve_tls_connection(proxy, builder, acceptor, stream, remote, shutdown).await;
