@@ -262,16 +262,38 @@ impl HeadReader {
                 }
             {
                 self.buf.advance(len);
-                let status = head.response.status();
-                if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-                    self.informational += 1;
-                    if self.informational > MAX_INFORMATIONAL {
-                        return Poll::Ready(Err(Http1Error::TooManyInformational));
-                    }
-                    self.parse_due = !self.buf.is_empty();
-                    continue;
+                match self.final_head(head)? {
+                    Some(head) => return Poll::Ready(Ok(head)),
+                    None => continue,
                 }
-                return Poll::Ready(Ok(head));
+            }
+            if self.buf.is_empty() {
+                // Most responses' heads (and small bodies) come whole in the first read:
+                // read on the stack, such a response needs only a buffer the size of what
+                // follows its head, not one of HEAD_READ_SIZE (an allocation large enough to
+                // take glibc's slow path, and every time it also consolidates the fast bins).
+                let mut first = [MaybeUninit::<u8>::uninit(); HEAD_READ_SIZE];
+                let mut read = ReadBuf::uninit(&mut first);
+                ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
+                let filled = read.filled();
+                if filled.is_empty() {
+                    return Poll::Ready(Err(Http1Error::ClosedBeforeHead));
+                }
+                self.received += filled.len();
+                self.parses += 1;
+                match upstream::parse_response(filled, RESPONSE_HEAD_LIMITS, head_request)? {
+                    Some((head, len)) => {
+                        self.buf.extend_from_slice(&filled[len..]);
+                        match self.final_head(head)? {
+                            Some(head) => return Poll::Ready(Ok(head)),
+                            None => continue,
+                        }
+                    }
+                    None => {
+                        self.buf.extend_from_slice(filled);
+                        continue;
+                    }
+                }
             }
             self.buf.reserve(HEAD_READ_SIZE);
             let before = self.buf.len();
@@ -289,6 +311,24 @@ impl HeadReader {
             self.parse_due =
                 self.buf[before..].contains(&b'\n') || self.buf.len() > RESPONSE_HEAD_LIMITS.max_bytes;
         }
+    }
+
+    /// A parsed head: the final one, or None for an informational (1xx other than 101) one,
+    /// which is dropped (what follows it, already buffered, is parsed next).
+    fn final_head(
+        &mut self,
+        head: upstream::ResponseHead,
+    ) -> Result<Option<upstream::ResponseHead>, Http1Error> {
+        let status = head.response.status();
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            self.informational += 1;
+            if self.informational > MAX_INFORMATIONAL {
+                return Err(Http1Error::TooManyInformational);
+            }
+            self.parse_due = !self.buf.is_empty();
+            return Ok(None);
+        }
+        Ok(Some(head))
     }
 }
 
@@ -656,5 +696,25 @@ mod tests {
         };
         assert_eq!(parsed.response.status(), StatusCode::OK);
         assert!(reader.parses <= 5, "parsed {} times", reader.parses);
+    }
+
+    /// A response whose head and small body come in one read is parsed where it was read:
+    /// what stays buffered is what follows the final head (here a 100 Continue came first),
+    /// not a buffer of HEAD_READ_SIZE.
+    #[test]
+    fn a_response_read_whole_keeps_only_what_follows_its_head() {
+        let mut io: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+        let mut reader = HeadReader::default();
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Ok(parsed)) = reader.poll(&mut cx, &mut io, false) else {
+            panic!("the whole response was there to read");
+        };
+        assert_eq!(parsed.response.status(), StatusCode::OK);
+        assert_eq!(&reader.buf[..], b"ok\n");
+        assert!(
+            reader.buf.capacity() < 1024,
+            "{} bytes buffered for 3",
+            reader.buf.capacity()
+        );
     }
 }
