@@ -486,58 +486,35 @@ fn millis(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::cell::Cell;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     use super::*;
 
-    /// An in-memory socket that counts how often Nagle's algorithm was turned off.
-    struct Socket {
-        io: DuplexStream,
-        nodelay_calls: Arc<AtomicUsize>,
+    thread_local! {
+        /// How often Nagle's algorithm was turned off on this thread's in-memory sockets.
+        static NODELAY_CALLS: Cell<usize> = const { Cell::new(0) };
     }
 
-    impl ClientSocket for Socket {
+    /// An in-memory socket stands in for a TCP one, counting the calls.
+    impl ClientSocket for DuplexStream {
         fn set_nodelay(&self) {
-            self.nodelay_calls.fetch_add(1, Ordering::Relaxed);
+            NODELAY_CALLS.with(|calls| calls.set(calls.get() + 1));
         }
     }
 
-    impl AsyncRead for Socket {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-        }
+    fn calls() -> usize {
+        NODELAY_CALLS.with(Cell::get)
     }
 
-    impl AsyncWrite for Socket {
-        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-        }
-        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().io).poll_flush(cx)
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-        }
-    }
-
-    fn tracked(transport: Transport) -> (TrackedStream<Socket>, DuplexStream, Arc<AtomicUsize>) {
+    fn tracked(transport: Transport) -> (TrackedStream<DuplexStream>, DuplexStream) {
         let (io, peer) = tokio::io::duplex(1024);
-        let nodelay_calls = Arc::new(AtomicUsize::new(0));
-        let socket = Socket {
-            io,
-            nodelay_calls: nodelay_calls.clone(),
-        };
         let client = Arc::new(ClientConnection::new(
             "127.0.0.1:1".parse().expect("addr"),
             transport,
         ));
-        (TrackedStream::new(socket, client), peer, nodelay_calls)
+        (TrackedStream::new(io, client), peer)
     }
 
     /// Nagle's algorithm goes off once, before a plain connection's second write: its first
@@ -545,14 +522,15 @@ mod tests {
     /// once and closes never makes the call.
     #[tokio::test]
     async fn nagle_goes_off_before_a_plain_connection_s_second_write() {
-        let (mut stream, mut peer, calls) = tracked(Transport::Plain { scheme: "http" });
+        let (mut stream, mut peer) = tracked(Transport::Plain { scheme: "http" });
+        let before = calls();
         stream.flush().await.expect("flush");
         stream.write_all(b"first").await.expect("write");
-        assert_eq!(calls.load(Ordering::Relaxed), 0, "after the first write");
+        assert_eq!(calls() - before, 0, "after the first write");
         stream.write_all(b"second").await.expect("write");
-        assert_eq!(calls.load(Ordering::Relaxed), 1, "before the second write");
+        assert_eq!(calls() - before, 1, "before the second write");
         stream.write_all(b"third").await.expect("write");
-        assert_eq!(calls.load(Ordering::Relaxed), 1, "turned off once");
+        assert_eq!(calls() - before, 1, "turned off once");
         let mut got = [0u8; 16];
         peer.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"firstsecondthird");
@@ -561,9 +539,10 @@ mod tests {
     /// A TLS socket turned it off before its handshake: no call of its own.
     #[tokio::test]
     async fn a_tls_connection_does_not_turn_nagle_off_again() {
-        let (mut stream, _peer, calls) = tracked(Transport::Tls { server_name: None });
+        let (mut stream, _peer) = tracked(Transport::Tls { server_name: None });
+        let before = calls();
         stream.write_all(b"first").await.expect("write");
         stream.write_all(b"second").await.expect("write");
-        assert_eq!(calls.load(Ordering::Relaxed), 0);
+        assert_eq!(calls() - before, 0);
     }
 }
