@@ -30,8 +30,8 @@ mod testutil;
 
 /// A hash map looked up on every request (routes by host and path segment, idle upstream
 /// connections by key). Its keys come from configuration, so a request can only look one up,
-/// not add colliding ones; foldhash (seeded per process) costs about a sixth of std's SipHash
-/// here: about 950 of a proxied request's instructions went to SipHash (callgrind).
+/// not add colliding ones. Seeded per process, foldhash takes about 80 of a proxied request's
+/// instructions where std's SipHash took about 950 (callgrind).
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub use digest::{config_digest, tls_material_hash, tls_secret_names};

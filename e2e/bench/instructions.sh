@@ -10,8 +10,9 @@
 # standalone mode with one route to an nginx `return 200` backend. MODE=ka (default): 16
 # keep-alive connections, counted inside the HTTP/1 connection (http1::server::serve, which
 # runs the request path, Proxy::handle, inside it; one toggle only: callgrind's toggles nest,
-# so a second one for handle would switch counting off inside the request path); MODE=new: a connection per request, 8 at a time,
-# the whole process counted (start-up included, a few percent of it). Prints instructions
+# so a second one for handle would switch counting off inside the request path); MODE=new:
+# a connection per request, 8 at a time, the whole process counted (start-up included, a
+# few percent of it). Prints instructions
 # per request and keeps each build's callgrind file for `callgrind_annotate` (the run folder
 # is printed). Instructions are not time: a memcpy or an allocation costs fewer cycles per
 # instruction than parsing; confirm a change in time too.
