@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Stops the node started by up.sh DIR and undoes what it did to this machine: exactly the
 # processes in its pid files (and the containerd shims whose parent it was), the mounts under
-# DIR, the network namespaces and cgroups of its Pods, kube-proxy's iptables rules, the
-# bridge and the sysctls it changed; then the control plane.
+# DIR, the network namespaces and cgroups of its Pods, kube-proxy's iptables rules and its
+# own, the bridge and the sysctls it changed; then the control plane.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DIR="$1"
@@ -63,6 +63,14 @@ if [[ -d "$N" ]]; then
       done
     done
   done
+  # up.sh's chain that refuses Service addresses kube-proxy has not programmed.
+  if [[ -f "$N/iptables-chain" ]]; then
+    chain="$(cat "$N/iptables-chain")"
+    while iptables -D OUTPUT -j "$chain" 2>/dev/null; do :; done
+    while iptables -D FORWARD -j "$chain" 2>/dev/null; do :; done
+    iptables -F "$chain" 2>/dev/null; iptables -X "$chain" 2>/dev/null
+    rm -f "$N/iptables-chain"
+  fi
   if [[ -f "$N/bridge" ]]; then ip link del "$(cat "$N/bridge")" 2>/dev/null; rm -f "$N/bridge"; fi
   [[ -f "$N/ip_forward.orig" ]] && cat "$N/ip_forward.orig" > /proc/sys/net/ipv4/ip_forward && rm -f "$N/ip_forward.orig"
   [[ -f "$N/bridge-nf-call-iptables.orig" ]] && cat "$N/bridge-nf-call-iptables.orig" > /proc/sys/net/bridge/bridge-nf-call-iptables && rm -f "$N/bridge-nf-call-iptables.orig"

@@ -15,6 +15,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BRIDGE=lkstp0
 GATEWAY=10.244.0.1
 POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.0.0.0/24
 NODE=lockstep-node
 log() { printf '[node] %s\n' "$*" >&2; }
 
@@ -64,6 +65,19 @@ if [[ -w /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then
 fi
 cat /proc/sys/net/ipv4/ip_forward > "$N/ip_forward.orig"
 echo 1 > /proc/sys/net/ipv4/ip_forward
+# A Service address kube-proxy has not programmed yet (a new Service, in the second before
+# its rules are in) must not leave the machine. Its packets would follow the default route to
+# whatever answers there (on the machines this runs on, an egress proxy that answers HTTP/2
+# with 404), and a client that keeps its connection, as gRPC's does, keeps that answer for
+# good. Refused, a client retries and reaches the Service once its rules are in. Packets
+# kube-proxy translated carry a Pod's address by the filter table, so only those to an
+# unprogrammed Service address match. down.sh removes the chain.
+echo LOCKSTEP-UNROUTED-SERVICES > "$N/iptables-chain"
+iptables -N LOCKSTEP-UNROUTED-SERVICES 2>/dev/null || iptables -F LOCKSTEP-UNROUTED-SERVICES
+iptables -A LOCKSTEP-UNROUTED-SERVICES -d "$SERVICE_CIDR" -p tcp -j REJECT --reject-with tcp-reset
+iptables -A LOCKSTEP-UNROUTED-SERVICES -d "$SERVICE_CIDR" -j REJECT
+iptables -I OUTPUT -j LOCKSTEP-UNROUTED-SERVICES
+iptables -I FORWARD -j LOCKSTEP-UNROUTED-SERVICES
 
 ls /var/run/netns 2>/dev/null | sort > "$N/netns.before" || true
 LOCKSTEP_APISERVER_HOST="$GATEWAY" "$HERE/../controlplane/up.sh" "$DIR" || fail "control plane did not start"
@@ -126,7 +140,7 @@ setsid "$BIN/kube-controller-manager" --kubeconfig "$KC" \
   --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false \
   --service-account-private-key-file "$DIR/sa.key" --root-ca-file "$DIR/certs/apiserver.crt" \
   --use-service-account-credentials=false --allocate-node-cidrs=false \
-  --service-cluster-ip-range 10.0.0.0/24 --cluster-cidr "$POD_CIDR" \
+  --service-cluster-ip-range "$SERVICE_CIDR" --cluster-cidr "$POD_CIDR" \
   --controllers '*' --v 1 \
   > "$N/logs/kube-controller-manager.log" 2>&1 < /dev/null &
 echo $! > "$N/kube-controller-manager.pid"

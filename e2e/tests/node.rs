@@ -246,6 +246,7 @@ async fn install_on_a_node_kustomize_then_helm() {
     tokio::task::block_in_place(|| kustomize_install(&node));
     eprintln!("[node] kustomize install Ready in {:?}", started.elapsed());
 
+    tokio::task::block_in_place(|| an_unprogrammed_service_address_is_refused(&node));
     serve_web(&node, SYSTEM).await;
     a_gateway_gets_a_fleet_that_serves(&node).await;
     rollout_restart_under_load(&node).await;
@@ -291,6 +292,33 @@ async fn install_on_a_node_kustomize_then_helm() {
             String::from_utf8_lossy(&out.stderr)
         );
     });
+}
+
+/// A connection to a Service address kube-proxy has not programmed (here: one no Service
+/// holds) is refused on the node, not sent down the machine's default route. A Gateway's
+/// address is its Service's cluster IP, and a client that dials it in the second before
+/// kube-proxy's rules are in must get an error it retries, not some other server's answer
+/// on a connection it keeps (a conformance run's gRPC client once got a 404 from the
+/// machine's egress proxy for 90 seconds that way).
+fn an_unprogrammed_service_address_is_refused(node: &Node) {
+    let services = json(node, &["get", "services", "--all-namespaces"]);
+    let taken: Vec<String> = services["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["spec"]["clusterIP"].as_str().map(str::to_owned))
+        .collect();
+    let free = (200..=254)
+        .rev()
+        .map(|last| format!("10.0.0.{last}"))
+        .find(|ip| !taken.contains(ip))
+        .expect("a free address in the Service range");
+    let address: std::net::SocketAddr = format!("{free}:80").parse().unwrap();
+    match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5)) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        Err(e) => panic!("{address}, which no Service holds: {e} (want: connection refused)"),
+        Ok(_) => panic!("{address}, which no Service holds, accepted a connection on the node"),
+    }
 }
 
 /// The GatewayClass `lockstep` the install ships, a Gateway naming no fleet and an HTTPRoute to
