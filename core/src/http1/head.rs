@@ -146,6 +146,10 @@ fn parse_with<'b>(
     let mut upgrade_token = false;
     let mut expect_continue = false;
     let mut trailers = false;
+    // A Connection field that only says whether the connection persists (`close`,
+    // `keep-alive`) is answered here, in `keep_alive`, and stays out of the map: it is this
+    // hop's, and in the map it would cost a removal before forwarding on every request that
+    // carries it. One naming other fields, or an upgrade, goes in for the request path.
     for header in req.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
         let value = shared.value(header.value).ok_or(HeadError::Malformed)?;
@@ -166,10 +170,19 @@ fn parse_with<'b>(
                 last_coding_chunked = trim(last).eq_ignore_ascii_case(b"chunked");
             }
         } else if name == CONNECTION {
+            let mut only_persistence = true;
             for token in header.value.split(|b| *b == b',').map(trim) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                let (is_close, is_keep_alive) = (
+                    token.eq_ignore_ascii_case(b"close"),
+                    token.eq_ignore_ascii_case(b"keep-alive"),
+                );
+                close |= is_close;
+                keep_alive_token |= is_keep_alive;
                 upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+                only_persistence &= is_close || is_keep_alive || token.is_empty();
+            }
+            if only_persistence {
+                continue;
             }
         } else if name == EXPECT {
             expect_continue |= trim(header.value).eq_ignore_ascii_case(b"100-continue");
@@ -494,6 +507,27 @@ mod tests {
             "x",
             "bare LF line endings"
         );
+    }
+
+    #[test]
+    fn a_connection_field_that_only_says_whether_to_persist_stays_out_of_the_map() {
+        for value in ["close", "keep-alive", "Keep-Alive, close", " close ,"] {
+            let head = head(format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: {value}\r\n\r\n").as_bytes());
+            assert!(!head.request.headers().contains_key(CONNECTION), "{value}");
+            assert_eq!(
+                head.keep_alive,
+                !value.to_ascii_lowercase().contains("close"),
+                "{value}"
+            );
+        }
+        // A field naming other fields, or an upgrade, is the request path's to act on.
+        for value in ["close, x-secret", "upgrade", "keep-alive, Upgrade"] {
+            let head = head(
+                format!("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: {value}\r\n\r\n")
+                    .as_bytes(),
+            );
+            assert_eq!(head.request.headers()[CONNECTION], value, "{value}");
+        }
     }
 
     #[test]

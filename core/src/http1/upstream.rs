@@ -132,9 +132,21 @@ pub fn parse_response(
             only_chunked = !transfer_encoding && trim(header.value).eq_ignore_ascii_case(b"chunked");
             transfer_encoding = true;
         } else if name == CONNECTION {
+            // Only whether the connection persists (most upstreams say `keep-alive` on every
+            // response): answered in `keep_alive` and kept out of the map, as for requests
+            // (`head::parse_request`). A 101's `upgrade`, or a field named, goes in.
+            let mut only_persistence = true;
             for token in header.value.split(|b| *b == b',').map(trim) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                let (is_close, is_keep_alive) = (
+                    token.eq_ignore_ascii_case(b"close"),
+                    token.eq_ignore_ascii_case(b"keep-alive"),
+                );
+                close |= is_close;
+                keep_alive_token |= is_keep_alive;
+                only_persistence &= is_close || is_keep_alive || token.is_empty();
+            }
+            if only_persistence {
+                continue;
             }
         }
         map.append(name, value);
@@ -277,6 +289,30 @@ mod tests {
 
     fn parse(bytes: &[u8]) -> Result<ResponseHead, ResponseHeadError> {
         parse_response(bytes, LIMITS, false).map(|r| r.expect("complete").0)
+    }
+
+    #[test]
+    fn a_connection_field_that_only_says_whether_to_persist_stays_out_of_the_map() {
+        for value in ["close", "keep-alive", "Keep-Alive, close"] {
+            let head = parse(
+                format!("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: {value}\r\n\r\n").as_bytes(),
+            )
+            .expect("valid");
+            assert!(!head.response.headers().contains_key(CONNECTION), "{value}");
+            assert_eq!(head.keep_alive, !value.contains("close"), "{value}");
+        }
+        // A 101's `Connection: upgrade` is the switch the client asked for; a field naming
+        // another field is the request path's to strip with it.
+        for (status, value) in [
+            ("101 Switching Protocols", "Upgrade"),
+            ("200 OK", "close, x-secret"),
+        ] {
+            let head = parse(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: {value}\r\n\r\n").as_bytes(),
+            )
+            .expect("valid");
+            assert_eq!(head.response.headers()[CONNECTION], value, "{value}");
+        }
     }
 
     #[test]
