@@ -270,8 +270,8 @@ impl HeadReader {
             if self.buf.is_empty() {
                 // Most responses' heads (and small bodies) come whole in the first read:
                 // read on the stack, such a response needs only a buffer the size of what
-                // follows its head, not one of HEAD_READ_SIZE (an allocation large enough to
-                // take glibc's slow path, and every time it also consolidates the fast bins).
+                // follows its head, not one of HEAD_READ_SIZE on every response (under glibc,
+                // an allocation that took its slow path and consolidated its fast bins).
                 let mut first = [MaybeUninit::<u8>::uninit(); HEAD_READ_SIZE];
                 let mut read = ReadBuf::uninit(&mut first);
                 ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
