@@ -16,6 +16,11 @@
 # per request and keeps each build's callgrind file for `callgrind_annotate` (the run folder
 # is printed). Instructions are not time: a memcpy or an allocation costs fewer cycles per
 # instruction than parsing; confirm a change in time too.
+#
+# REFERENCE=nginx: every build and an nginx proxy (proxy.sh's configuration, one worker) are
+# counted alike, the whole process from after the warm-up to after the load (callgrind_control
+# zeroes, then dumps), so that lockstep's event loop counts as nginx's does. These rows are not
+# comparable with the default ones.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -39,6 +44,30 @@ case $MODE in
   new) load=(-c 8 --disable-keepalive); collect=(--collect-atstart=yes) ;;
   *) echo "MODE is ka or new" >&2; exit 2 ;;
 esac
+REFERENCE=${REFERENCE:-}
+case $REFERENCE in
+  "") ;;
+  nginx) collect=(--collect-atstart=yes) ;;
+  *) echo "REFERENCE is nginx or unset" >&2; exit 2 ;;
+esac
+
+# Loads the process under callgrind (pid $1) on port $2 and prints its table row ($3: name,
+# $4: its callgrind file). With a reference, only what follows the warm-up is counted.
+count() {
+  local vg=$1 port=$2 name=$3 out=$4 total
+  oha --no-tui -n 2000 "${load[@]}" -H "Host: bench.local" "http://127.0.0.1:$port/" >/dev/null
+  [[ -z "$REFERENCE" ]] || callgrind_control -z "$vg" >/dev/null 2>&1
+  oha --no-tui -n "$N" "${load[@]}" -H "Host: bench.local" "http://127.0.0.1:$port/" >/dev/null
+  if [[ -n "$REFERENCE" ]]; then
+    callgrind_control -d "$vg" >/dev/null 2>&1
+    out=$(ls -t "$out".* | head -n1)
+  fi
+  kill -INT "$vg"; wait "$vg" || true
+  total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  local counted=$((N + 2000)) mode=$MODE
+  [[ -z "$REFERENCE" ]] || { counted=$N; mode="$MODE, whole process"; }
+  echo "| $name | $mode | $counted | $total | $((total / counted)) |"
+}
 
 echo "| build | mode | requests | instructions | per request |"
 echo "|---|---|---:|---:|---:|"
@@ -50,11 +79,16 @@ for bin in "$@"; do
     --worker-threads 1 2> "$WORK/$i.log" & vg=$!
   PIDS+=($vg)
   for _ in $(seq 600); do curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  oha --no-tui -n 2000 "${load[@]}" -H "Host: bench.local" "http://127.0.0.1:$port/" >/dev/null
-  oha --no-tui -n "$N" "${load[@]}" -H "Host: bench.local" "http://127.0.0.1:$port/" >/dev/null
-  kill -INT $vg; wait $vg || true
-  total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  echo "| $i:$(basename "$bin") | $MODE | $((N + 2000)) | $total | $((total / (N + 2000))) |"
+  count $vg $port "$i:$(basename "$bin")" "$out"
   i=$((i + 1))
 done
+if [[ "$REFERENCE" == nginx ]]; then
+  port=$((FIRST_PORT + 2 * i)); out="$WORK/nginx.callgrind"
+  write_nginx_proxy_conf $port $BACKEND_PORT ";"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "${collect[@]}" \
+    nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" 2> "$WORK/nginx.log" & vg=$!
+  PIDS+=($vg)
+  wait_port $port
+  count $vg $port nginx "$out"
+fi
 log "callgrind files: $WORK/*.callgrind"

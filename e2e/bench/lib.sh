@@ -161,6 +161,12 @@ CONF
 # An nginx reverse proxy to the backend on CPU 1, one worker. $1 = port, $2 = backend port,
 # $3 = extra `listen` parameters and server directives (e.g. ssl and certificates).
 start_nginx_proxy() {
+  write_nginx_proxy_conf "$@"
+  taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" & NGINX_PID=$!; PIDS+=($NGINX_PID)
+}
+
+# The configuration of start_nginx_proxy (same arguments), in $WORK/nginx/nginx.conf.
+write_nginx_proxy_conf() {
   mkdir -p "$WORK/nginx"
   { nginx_conf_head "$WORK/nginx" 75s; cat <<CONF
   upstream backend { server 127.0.0.1:$2; keepalive 128; }
@@ -169,7 +175,6 @@ start_nginx_proxy() {
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } } }
 CONF
   } > "$WORK/nginx/nginx.conf"
-  taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" & NGINX_PID=$!; PIDS+=($NGINX_PID)
 }
 
 # The standalone file of the single-route runs, $WORK/routes.yaml: host bench.local, every path
