@@ -9,7 +9,9 @@
 //! and one client on one keep-alive connection sending `GET /` one after another. The same
 //! client and backend are measured once directly and once through the proxy; the difference
 //! is what the proxy allocates per request (both its client and server sides, every thread).
-//! Prints one line of figures.
+//! Two cases, one line of figures each: a route to a URL (standalone mode's backend) and a
+//! route to a Service with one ready endpoint (Kubernetes mode's), the same backend behind
+//! both.
 
 use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, sync::Arc};
 
@@ -21,6 +23,7 @@ use lockstep_core::{ObjectKey, RouteTable};
 use lockstep_crds::RouterConfigSpec;
 use lockstep_proxy::{
     ProxyOptions,
+    endpoints::ServiceKey,
     state::{ProxyState, ServedConfig},
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -90,34 +93,46 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async move {
         let backend = backend().await;
-        let spec: RouterConfigSpec = serde_json::from_value(serde_json::json!({"rules": [{"host": "bench.local",
-            "paths": [{"path": "/", "pathType": "Prefix", "backend": {"url": format!("http://{backend}")}}]}]}))
-        .expect("spec");
-        let key = ObjectKey {
-            namespace: "default".into(),
-            name: "bench".into(),
-        };
-        let state: Arc<ProxyState> = ProxyState::new("bench");
-        state.swap(ServedConfig {
-            table: RouteTable::compile([(&key, &spec)]),
-            objects: BTreeMap::new(),
-        });
-        state.set_ready(true);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let server = lockstep_proxy::serve(state, listener, ProxyOptions::default()).expect("serve");
         let warmup = 1000;
         let (direct, direct_bytes) = measure(backend, n, warmup).await;
-        let (proxied, proxied_bytes) = measure(server.local_addr(), n, warmup).await;
-        let per = |a: u64| a as f64 / n as f64;
-        println!(
-            "requests {n}  direct {:.1} allocs ({:.0} B) per request  through the proxy {:.1} allocs ({:.0} B)  \
-             the proxy's own: {:.1} allocations, {:.0} bytes per request",
-            per(direct),
-            per(direct_bytes),
-            per(proxied),
-            per(proxied_bytes),
-            per(proxied) - per(direct),
-            per(proxied_bytes) - per(direct_bytes),
-        );
+        let service = ServiceKey {
+            namespace: "default".into(),
+            name: "api".into(),
+            port: 80,
+        };
+        let cases = [
+            ("a URL", serde_json::json!({"url": format!("http://{backend}")})),
+            ("a Service", serde_json::json!({"service": {"name": "api", "port": 80}})),
+        ];
+        for (case, route_backend) in cases {
+            let spec: RouterConfigSpec = serde_json::from_value(serde_json::json!({"rules": [{"host": "bench.local",
+                "paths": [{"path": "/", "pathType": "Prefix", "backend": route_backend}]}]}))
+            .expect("spec");
+            let key = ObjectKey {
+                namespace: "default".into(),
+                name: "bench".into(),
+            };
+            let state: Arc<ProxyState> = ProxyState::new("bench");
+            state.endpoints.set(service.clone(), vec![backend]);
+            state.swap(ServedConfig {
+                table: RouteTable::compile([(&key, &spec)]),
+                objects: BTreeMap::new(),
+            });
+            state.set_ready(true);
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+            let server = lockstep_proxy::serve(state, listener, ProxyOptions::default()).expect("serve");
+            let (proxied, proxied_bytes) = measure(server.local_addr(), n, warmup).await;
+            let per = |a: u64| a as f64 / n as f64;
+            println!(
+                "requests {n} to {case}  direct {:.1} allocs ({:.0} B) per request  through the proxy {:.1} allocs \
+                 ({:.0} B)  the proxy's own: {:.1} allocations, {:.0} bytes per request",
+                per(direct),
+                per(direct_bytes),
+                per(proxied),
+                per(proxied_bytes),
+                per(proxied) - per(direct),
+                per(proxied_bytes) - per(direct_bytes),
+            );
+        }
     });
 }

@@ -272,6 +272,17 @@ async fn service_without_ready_endpoints_is_503_and_recovers_when_endpoints_appe
 
 #[tokio::test]
 async fn failed_connect_retries_another_endpoint_for_idempotent_methods_only() {
+    failed_connect_retries(false).await;
+}
+
+/// The same over HTTP/2 to the upstream (a Service whose port says h2c): its connections are
+/// made on another path of the pool, which hands an unsent request back likewise.
+#[tokio::test]
+async fn failed_h2c_connect_retries_another_endpoint_for_idempotent_methods_only() {
+    failed_connect_retries(true).await;
+}
+
+async fn failed_connect_retries(h2c: bool) {
     let live = backend("live").await;
     // A port nothing listens on, held (bound, never listening) for the whole test: a port
     // that was closed again could be taken by a parallel test's listener, which would answer.
@@ -279,14 +290,13 @@ async fn failed_connect_retries_another_endpoint_for_idempotent_methods_only() {
     dead_socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
     let dead = dead_socket.local_addr().expect("addr");
     let state = state_with(&service_config("svc", "svc.test", "api", 80));
-    state.endpoints.set(
-        ServiceKey {
-            namespace: "shop".into(),
-            name: "api".into(),
-            port: 80,
-        },
-        vec![dead, live.addr],
-    );
+    let key = ServiceKey {
+        namespace: "shop".into(),
+        name: "api".into(),
+        port: 80,
+    };
+    state.endpoints.set(key.clone(), vec![dead, live.addr]);
+    state.endpoints.set_h2c(&key, h2c);
     let server = proxy(
         state,
         ProxyOptions {

@@ -79,7 +79,7 @@ pub(crate) fn send(proxy: &Proxy, mirrors: &[&MirrorRule], parts: &Parts, body: 
                 let response = pool
                     .send(&peer, request)
                     .await
-                    .map_err(|e| upstream::classify(&peer.authority, e).to_string())?;
+                    .map_err(|failure| upstream::classify(&peer.authority, failure.error).to_string())?;
                 // Read to its end, so that the pooled connection serves again.
                 let status = response.status();
                 response.into_body().collect().await.map_err(|e| e.to_string())?;

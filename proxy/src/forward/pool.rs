@@ -62,6 +62,30 @@ pub(crate) enum SendError {
     Upstream(request_body::BoxError),
 }
 
+/// A request the pool did not get an answer to: why, and the request itself when none of it
+/// reached an upstream because no connection could be made. The caller may then send it to
+/// another endpoint without having copied it beforehand (a copy of every idempotent request's
+/// head, for the rare connect failure, was a header map cloned and dropped per request).
+pub(crate) struct SendFailure {
+    pub(crate) error: SendError,
+    /// Set for a connect failure (`SendError::Connect`) only.
+    pub(crate) unsent: Option<Box<Request<RequestBody>>>,
+}
+
+impl From<SendError> for SendFailure {
+    fn from(error: SendError) -> Self {
+        Self { error, unsent: None }
+    }
+}
+
+impl SendFailure {
+    /// `error`, with the request handed back when the error is a connect failure.
+    fn unsent(error: SendError, request: Request<RequestBody>) -> Self {
+        let unsent = matches!(error, SendError::Connect(_)).then(|| Box::new(request));
+        Self { error, unsent }
+    }
+}
+
 /// Where pooled connections go: an address, and the TLS setting they were made with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PoolKey {
@@ -126,7 +150,7 @@ impl Pool {
         self: &Arc<Self>,
         peer: &Peer,
         req: Request<RequestBody>,
-    ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + Send {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, SendFailure>> + Send {
         let h2c = peer.h2c;
         let key = peer
             .tls
@@ -152,7 +176,10 @@ impl Pool {
             loop {
                 let (conn, reused) = match pool.checkout(&key) {
                     Some(conn) => (conn, true),
-                    None => (Box::pin(pool.connect_h1(&key)).await?, false),
+                    None => match Box::pin(pool.connect_h1(&key)).await {
+                        Ok(conn) => (conn, false),
+                        Err(error) => return Err(SendFailure::unsent(error, req)),
+                    },
                 };
                 match client::exchange(conn, req, reused).await {
                     Ok(response) => {
@@ -163,7 +190,7 @@ impl Pool {
                         tracing::debug!(%error, "pooled upstream connection was closed; sending again");
                         req = *unsent;
                     }
-                    Err(Failure::Failed(error)) => return Err(SendError::Upstream(Box::new(error))),
+                    Err(Failure::Failed(error)) => return Err(SendError::Upstream(Box::new(error)).into()),
                 }
             }
         }
@@ -240,6 +267,15 @@ impl Pool {
         Ok(Connection::new(io))
     }
 
+    /// A new HTTP/2 connection to `peer`, over TLS if its key says so.
+    async fn connect_h2(&self, peer: &PoolKey) -> Result<http2::SendRequest<RequestBody>, SendError> {
+        let stream = self.connect(peer).await?;
+        match &peer.tls {
+            None => self.start_h2(stream).await,
+            Some(tls) => self.start_h2(self.handshake_tls(tls, stream).await?).await,
+        }
+    }
+
     /// An HTTP/2 connection over `stream`, likewise.
     async fn start_h2<S>(&self, stream: S) -> Result<http2::SendRequest<RequestBody>, SendError>
     where
@@ -282,19 +318,17 @@ impl Pool {
         &self,
         peer: &PoolKey,
         req: Request<RequestBody>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+    ) -> Result<Response<UpstreamBody>, SendFailure> {
         let pooled = self.conns().h2.get(peer).filter(|s| !s.is_closed()).cloned();
         let mut sender = match pooled {
             Some(sender) => sender,
-            None => {
-                let stream = self.connect(peer).await?;
-                let sender = match &peer.tls {
-                    None => self.start_h2(stream).await?,
-                    Some(tls) => self.start_h2(self.handshake_tls(tls, stream).await?).await?,
-                };
-                self.conns().h2.insert(peer.clone(), sender.clone());
-                sender
-            }
+            None => match self.connect_h2(peer).await {
+                Ok(sender) => {
+                    self.conns().h2.insert(peer.clone(), sender.clone());
+                    sender
+                }
+                Err(error) => return Err(SendFailure::unsent(error, req)),
+            },
         };
         sender
             .ready()

@@ -63,7 +63,9 @@ pub(crate) async fn send_with_retries(
             Err(_) if failed.is_some() => proxy.balancer.select(&proxy.state, backend, None)?,
             Err(e) => return Err(e),
         };
-        let result = attempt(proxy, route, &peer, parts, &body, trailers).await;
+        let result = attempt(proxy, route, &peer, parts, &body, trailers)
+            .await
+            .map_err(|failed| failed.error);
         // A status or a response timeout means the upstream may have acted on the request:
         // only a request it may see twice is sent again, unless the route says otherwise.
         let may_resend = policy.non_idempotent || is_idempotent(&parts_method);
@@ -129,12 +131,14 @@ pub(crate) fn send(
         let backend = picked.ok_or(ProxyError::NoBackends)?;
         let peer = proxy.balancer.select(&proxy.state, backend, None)?;
         // Only requests a server may see twice are retried (RFC 9110 §9.2.2), and only for
-        // Service backends, where another endpoint may exist.
+        // Service backends, where another endpoint may exist. A connect failure hands the
+        // request back unsent, so nothing is copied for it in advance.
         let may_retry = matches!(backend, BackendRef::Service { .. }) && is_idempotent(&parts.method);
-        let spare = may_retry.then(|| clone_head(&parts));
-        let first = attempt(proxy, route, &peer, parts, &body, trailers).await;
-        match (first, spare) {
-            (Err(err), Some(parts)) if is_connect_failure(&err) && body.is_untouched() => {
+        match attempt(proxy, route, &peer, parts, &body, trailers).await {
+            Err(Failed {
+                error: err,
+                unsent: Some(parts),
+            }) if may_retry && is_connect_failure(&err) && body.is_untouched() => {
                 tracing::debug!(peer = %peer.authority, error = %err, "connect failed; trying another endpoint");
                 proxy
                     .metrics()
@@ -148,18 +152,25 @@ pub(crate) fn send(
                     Err(_) => return Err(err),
                 };
                 drop(peer);
-                let response = Box::pin(attempt(proxy, route, &second, parts, &body, trailers)).await?;
+                let response = Box::pin(attempt(proxy, route, &second, parts, &body, trailers))
+                    .await
+                    .map_err(|failed| failed.error)?;
                 Ok(Answer {
                     response,
                     peer: second,
                 })
             }
-            (result, _) => Ok(Answer {
-                response: result?,
-                peer,
-            }),
+            Err(failed) => Err(failed.error),
+            Ok(response) => Ok(Answer { response, peer }),
         }
     }
+}
+
+/// An attempt that failed: why, and the request head when none of it reached the upstream
+/// (a connect failure), for another endpoint.
+struct Failed {
+    error: ProxyError,
+    unsent: Option<Parts>,
 }
 
 fn attempt<'a>(
@@ -169,7 +180,7 @@ fn attempt<'a>(
     mut parts: Parts,
     body: &BodySlot,
     trailers: bool,
-) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> + Send + 'a {
+) -> impl Future<Output = Result<Response<UpstreamBody>, Failed>> + Send + 'a {
     let request =
         address_head(peer, &mut parts, trailers).map(|()| Request::from_parts(parts, body.attempt()));
     let timeout = route
@@ -177,12 +188,18 @@ fn attempt<'a>(
         .backend_request
         .unwrap_or(proxy.options.response_timeout);
     async move {
-        let request = request?;
+        let request = request.map_err(|error| Failed { error, unsent: None })?;
         match tokio::time::timeout(timeout, proxy.pool.send(peer, request)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(classify(&peer.authority, error)),
-            Err(_) => Err(ProxyError::ResponseTimeout {
-                peer: peer.authority.to_string(),
+            Ok(Err(failure)) => Err(Failed {
+                error: classify(&peer.authority, failure.error),
+                unsent: failure.unsent.map(|request| request.into_parts().0),
+            }),
+            Err(_) => Err(Failed {
+                error: ProxyError::ResponseTimeout {
+                    peer: peer.authority.to_string(),
+                },
+                unsent: None,
             }),
         }
     }
