@@ -8,13 +8,15 @@ use std::{
 
 use arc_swap::ArcSwap;
 
-/// A Service port: namespace, Service name, Service port number.
+/// A Service port: namespace, Service name, Service port number. The names are shared
+/// strings, as the route table's are: a request routed to a Service builds its key to look
+/// up the endpoints, and with owned strings that was two allocations per request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
     /// Namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Service name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Service port number (as in RouterConfig `backend.service.port`).
     pub port: u16,
 }

@@ -226,7 +226,7 @@ async fn a_tls_backend_is_reached_only_with_the_ca_and_names_its_setting_asks_fo
         state.endpoints.set(
             ServiceKey {
                 namespace: "shop".into(),
-                name: format!("svc{i}"),
+                name: format!("svc{i}").into(),
                 port: 443,
             },
             vec![addr],

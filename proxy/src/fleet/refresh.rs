@@ -104,8 +104,8 @@ fn wanted(state: &ProxyState, objects: &[Arc<RouterConfig>]) -> BTreeSet<Service
             {
                 if let Ok(port) = u16::try_from(svc.port) {
                     wanted.insert(ServiceKey {
-                        namespace: svc.namespace.clone().unwrap_or_else(|| key.namespace.clone()),
-                        name: svc.name.clone(),
+                        namespace: svc.namespace.as_deref().unwrap_or(&key.namespace).into(),
+                        name: svc.name.as_str().into(),
                         port,
                     });
                 }
@@ -130,8 +130,8 @@ fn wanted(state: &ProxyState, objects: &[Arc<RouterConfig>]) -> BTreeSet<Service
         } = backend
         {
             wanted.insert(ServiceKey {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
+                namespace: namespace.clone(),
+                name: name.clone(),
                 port: *port,
             });
         }

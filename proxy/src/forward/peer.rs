@@ -134,8 +134,8 @@ impl Balancer {
                     }
                 };
                 let key = ServiceKey {
-                    namespace: namespace.to_string(),
-                    name: name.to_string(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
                     port: *port,
                 };
                 let endpoints = state.endpoints.get(&key).unwrap_or_default();
