@@ -146,10 +146,6 @@ fn parse_with<'b>(
     let mut upgrade_token = false;
     let mut expect_continue = false;
     let mut trailers = false;
-    // A Connection field that only says whether the connection persists (`close`,
-    // `keep-alive`) is answered here, in `keep_alive`, and stays out of the map: it is this
-    // hop's, and in the map it would cost a removal before forwarding on every request that
-    // carries it. One naming other fields, or an upgrade, goes in for the request path.
     for header in req.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
         let value = shared.value(header.value).ok_or(HeadError::Malformed)?;
@@ -170,18 +166,11 @@ fn parse_with<'b>(
                 last_coding_chunked = trim(last).eq_ignore_ascii_case(b"chunked");
             }
         } else if name == CONNECTION {
-            let mut only_persistence = true;
-            for token in header.value.split(|b| *b == b',').map(trim) {
-                let (is_close, is_keep_alive) = (
-                    token.eq_ignore_ascii_case(b"close"),
-                    token.eq_ignore_ascii_case(b"keep-alive"),
-                );
-                close |= is_close;
-                keep_alive_token |= is_keep_alive;
-                upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
-                only_persistence &= is_close || is_keep_alive || token.is_empty();
-            }
-            if only_persistence {
+            let tokens = ConnectionTokens::of(header.value);
+            close |= tokens.close;
+            keep_alive_token |= tokens.keep_alive;
+            upgrade_token |= tokens.upgrade;
+            if tokens.only_persistence {
                 continue;
             }
         } else if name == EXPECT {
@@ -319,6 +308,39 @@ pub(crate) fn parse_content_length(value: &[u8]) -> Option<u64> {
     value
         .iter()
         .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// What a Connection field's tokens say, for both parsers (requests and responses).
+pub(crate) struct ConnectionTokens {
+    pub(crate) close: bool,
+    pub(crate) keep_alive: bool,
+    pub(crate) upgrade: bool,
+    /// Every token is `close` or `keep-alive`: the field only says whether the connection
+    /// persists, which the parser answers (`keep_alive`), so it stays out of the header map.
+    /// It is this hop's, and in the map it would cost a removal before forwarding on every
+    /// message that carries it (most upstreams say `keep-alive` on every response). A field
+    /// naming other fields, or an upgrade, goes in for the request path to act on.
+    pub(crate) only_persistence: bool,
+}
+
+impl ConnectionTokens {
+    pub(crate) fn of(value: &[u8]) -> Self {
+        let mut tokens = Self {
+            close: false,
+            keep_alive: false,
+            upgrade: false,
+            only_persistence: true,
+        };
+        for token in value.split(|b| *b == b',').map(trim) {
+            let close = token.eq_ignore_ascii_case(b"close");
+            let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+            tokens.close |= close;
+            tokens.keep_alive |= keep_alive;
+            tokens.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            tokens.only_persistence &= close || keep_alive || token.is_empty();
+        }
+        tokens
+    }
 }
 
 pub(crate) fn trim(mut value: &[u8]) -> &[u8] {

@@ -25,7 +25,7 @@ use http::{
     header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING},
 };
 
-use super::head::{BodyFraming, HeadLimits, Shared, parse_content_length, trim};
+use super::head::{BodyFraming, ConnectionTokens, HeadLimits, Shared, parse_content_length, trim};
 
 /// Why a response head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -132,20 +132,11 @@ pub fn parse_response(
             only_chunked = !transfer_encoding && trim(header.value).eq_ignore_ascii_case(b"chunked");
             transfer_encoding = true;
         } else if name == CONNECTION {
-            // Only whether the connection persists (most upstreams say `keep-alive` on every
-            // response): answered in `keep_alive` and kept out of the map, as for requests
-            // (`head::parse_request`). A 101's `upgrade`, or a field named, goes in.
-            let mut only_persistence = true;
-            for token in header.value.split(|b| *b == b',').map(trim) {
-                let (is_close, is_keep_alive) = (
-                    token.eq_ignore_ascii_case(b"close"),
-                    token.eq_ignore_ascii_case(b"keep-alive"),
-                );
-                close |= is_close;
-                keep_alive_token |= is_keep_alive;
-                only_persistence &= is_close || is_keep_alive || token.is_empty();
-            }
-            if only_persistence {
+            // A 101's `upgrade` is not only persistence: it goes in, for the switch.
+            let tokens = ConnectionTokens::of(header.value);
+            close |= tokens.close;
+            keep_alive_token |= tokens.keep_alive;
+            if tokens.only_persistence {
                 continue;
             }
         }
