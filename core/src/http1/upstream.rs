@@ -21,11 +21,13 @@
 use std::mem::MaybeUninit;
 
 use http::{
-    HeaderMap, HeaderName, Method, Response, StatusCode, Version,
+    HeaderMap, Method, Response, StatusCode, Version,
     header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING},
 };
 
-use super::head::{BodyFraming, ConnectionTokens, HeadLimits, Shared, parse_content_length, trim};
+use super::head::{
+    BodyFraming, ConnectionTokens, HeadLimits, Shared, field_name, parse_content_length, trim,
+};
 
 /// Why a response head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -117,8 +119,7 @@ pub fn parse_response(
     let mut close = false;
     let mut keep_alive_token = false;
     for header in res.headers.iter() {
-        let name =
-            HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| ResponseHeadError::Malformed)?;
+        let name = field_name(header.name.as_bytes()).ok_or(ResponseHeadError::Malformed)?;
         let value = shared.value(header.value).ok_or(ResponseHeadError::Malformed)?;
         if name == CONTENT_LENGTH {
             let n = parse_content_length(header.value).ok_or(ResponseHeadError::Framing)?;
