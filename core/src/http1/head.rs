@@ -458,9 +458,26 @@ pub fn response_framing(
     end_stream: bool,
     ctx: ResponseContext,
 ) -> ResponseFraming {
-    headers.remove(TRANSFER_ENCODING);
+    // One pass over the fields finds the framing ones; each is then removed only when it is
+    // there (a removal is a hashed lookup even when the name is absent, and most responses
+    // have no Transfer-Encoding by now).
+    let mut transfer_encoding = false;
+    let mut content_length: Option<&HeaderValue> = None;
+    for (name, value) in headers.iter() {
+        if name == TRANSFER_ENCODING {
+            transfer_encoding = true;
+        } else if name == CONTENT_LENGTH && content_length.is_none() {
+            content_length = Some(value);
+        }
+    }
+    let length = content_length.map(|v| parse_content_length(v.as_bytes()));
+    if transfer_encoding {
+        headers.remove(TRANSFER_ENCODING);
+    }
     if status.is_informational() || status == StatusCode::NO_CONTENT {
-        headers.remove(CONTENT_LENGTH);
+        if length.is_some() {
+            headers.remove(CONTENT_LENGTH);
+        }
         return ResponseFraming::None;
     }
     // A HEAD answer and a 304 describe the body they do not carry: their Content-Length
@@ -468,17 +485,16 @@ pub fn response_framing(
     if ctx.head_request || status == StatusCode::NOT_MODIFIED {
         return ResponseFraming::None;
     }
-    if let Some(n) = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| parse_content_length(v.as_bytes()))
-    {
+    if let Some(Some(n)) = length {
         return if n == 0 {
             ResponseFraming::None
         } else {
             ResponseFraming::Length(n)
         };
     }
-    headers.remove(CONTENT_LENGTH);
+    if length.is_some() {
+        headers.remove(CONTENT_LENGTH);
+    }
     let exact = if end_stream { Some(0) } else { exact };
     if let Some(n) = exact {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
@@ -518,16 +534,18 @@ pub fn write_response_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut dated = false;
     for (name, value) in headers {
         if name == CONNECTION && !switching {
             continue;
         }
+        dated |= name == DATE;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !headers.contains_key(DATE) {
+    if !dated {
         out.extend_from_slice(b"date: ");
         DATE_NOW.with(|date| out.extend_from_slice(date.borrow_mut().now()));
         out.extend_from_slice(b"\r\n");
@@ -838,6 +856,28 @@ mod tests {
             (f, h.contains_key("content-length")),
             (ResponseFraming::None, true)
         );
+        // A Content-Length that is not a number is replaced by the body's own length.
+        let (f, h) = framing(
+            200,
+            &[("content-length", "x"), ("content-length", "9")],
+            Some(3),
+            get11,
+        );
+        assert_eq!(
+            (
+                f,
+                h.get_all("content-length")
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect::<Vec<_>>()
+            ),
+            (ResponseFraming::Length(3), vec!["3"])
+        );
+        let (f, h) = framing(204, &[("transfer-encoding", "chunked")], None, get11);
+        assert_eq!(
+            (f, h.contains_key("transfer-encoding")),
+            (ResponseFraming::None, false)
+        );
         let (f, h) = framing(200, &[("transfer-encoding", "gzip, chunked")], None, get11);
         assert_eq!(
             (f, h["transfer-encoding"].to_str().unwrap()),
@@ -859,5 +899,11 @@ mod tests {
         assert!(String::from_utf8_lossy(&out).ends_with("connection: keep-alive\r\n\r\n"));
         write_response_head(&mut out, StatusCode::OK, &headers, true, Version::HTTP_11);
         assert!(!String::from_utf8_lossy(&out).contains("connection"));
+        // The upstream's Date is kept, and not said twice.
+        headers.insert(DATE, HeaderValue::from_static("Sat, 05 Dec 2026 04:00:00 GMT"));
+        write_response_head(&mut out, StatusCode::OK, &headers, true, Version::HTTP_11);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(text.matches("date: ").count(), 1, "{text}");
+        assert!(text.contains("date: Sat, 05 Dec 2026 04:00:00 GMT\r\n"), "{text}");
     }
 }
