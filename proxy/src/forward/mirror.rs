@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use http::{Request, request::Parts};
+use http::request::Parts;
 use http_body_util::BodyExt;
 use lockstep_core::{Route, traffic::MirrorRule};
 use tokio::sync::Semaphore;
@@ -65,19 +65,19 @@ pub(crate) fn send(proxy: &Proxy, mirrors: &[&MirrorRule], parts: &Parts, body: 
                 continue;
             }
         };
-        let mut head = upstream::clone_head(parts);
+        let mut head = Box::new(upstream::clone_head(parts));
         if let Err(error) = upstream::address_head(&peer, &mut head, false) {
             tracing::debug!(mirror = %mirror.backend, %error, "request not mirrored");
             continue;
         }
-        let request = Request::from_parts(head, body.attempt());
+        let body = body.attempt();
         let pool = proxy.pool.clone();
         let limit = proxy.options.response_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             let exchange = async {
                 let response = pool
-                    .send(&peer, request)
+                    .send(&peer, head, body)
                     .await
                     .map_err(|failure| upstream::classify(&peer.authority, failure.error).to_string())?;
                 // Read to its end, so that the pooled connection serves again.

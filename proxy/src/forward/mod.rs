@@ -366,8 +366,10 @@ impl Proxy {
                 ops.apply(req.headers_mut());
             }
 
-            // 3 and 4. Peer selection and the upstream request.
+            // 3 and 4. Peer selection and the upstream request. The head is boxed once here
+            // and moves down the request path as a pointer (see `Pool::send`).
             let (parts, body) = req.into_parts();
+            let parts = Box::new(parts);
             // A retry or a copy sends the body again: a small one is read whole first.
             let body = if route.retry.is_some() || !mirrors.is_empty() {
                 BodySlot::buffer_small(body, client)
@@ -472,5 +474,29 @@ impl Proxy {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http1::body::Http1Body;
+
+    /// A request's future is allocated and copied once per request (the HTTP/1 server boxes
+    /// it), and every await copies the future of the step it awaits into its caller's: its
+    /// size is paid on every request. Measured in a release build (`-Zprint-type-sizes`):
+    /// 4,104 bytes while the request head moved down the request path unboxed, 3,032 since.
+    /// The test build lays futures out differently: 4,128 and 3,056 bytes there.
+    #[tokio::test]
+    async fn a_request_s_future_stays_small() {
+        let proxy = Proxy::new(ProxyState::new("test"), ProxyOptions::default());
+        let client = Arc::new(ClientConnection::new(
+            ([127, 0, 0, 1], 1).into(),
+            Transport::Plain { scheme: "http" },
+        ));
+        let request = Request::new(ClientBody::Http1(Http1Body::empty()));
+        let future = proxy.handle(client, request);
+        let size = size_of_val(&future);
+        assert!(size <= 3200, "{size} bytes");
     }
 }

@@ -41,7 +41,7 @@ pub(crate) async fn send_with_retries(
     proxy: &Proxy,
     route: &Route,
     policy: &RetryPolicy,
-    parts: Parts,
+    parts: Box<Parts>,
     body: BodySlot,
     trailers: bool,
 ) -> Result<Answer, ProxyError> {
@@ -52,7 +52,7 @@ pub(crate) async fn send_with_retries(
     loop {
         let replayable = body.is_replayable();
         // Copied before the backend's own header changes: a retry may go to another one.
-        let spare = (retries_left > 0 && replayable).then(|| clone_head(&parts));
+        let spare = (retries_left > 0 && replayable).then(|| Box::new(clone_head(&parts)));
         if let Some(ops) = headers {
             ops.apply(&mut parts.headers);
         }
@@ -117,7 +117,7 @@ pub(crate) async fn send_with_retries(
 pub(crate) fn send(
     proxy: &Proxy,
     route: &Route,
-    mut parts: Parts,
+    mut parts: Box<Parts>,
     body: BodySlot,
     trailers: bool,
 ) -> impl Future<Output = Result<Answer, ProxyError>> + Send {
@@ -170,30 +170,29 @@ pub(crate) fn send(
 /// (a connect failure), for another endpoint.
 struct Failed {
     error: ProxyError,
-    unsent: Option<Parts>,
+    unsent: Option<Box<Parts>>,
 }
 
 fn attempt<'a>(
     proxy: &'a Proxy,
     route: &'a Route,
     peer: &'a Peer,
-    mut parts: Parts,
+    mut parts: Box<Parts>,
     body: &BodySlot,
     trailers: bool,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, Failed>> + Send + 'a {
-    let request =
-        address_head(peer, &mut parts, trailers).map(|()| Request::from_parts(parts, body.attempt()));
+    let request = address_head(peer, &mut parts, trailers).map(|()| (parts, body.attempt()));
     let timeout = route
         .timeouts
         .backend_request
         .unwrap_or(proxy.options.response_timeout);
     async move {
-        let request = request.map_err(|error| Failed { error, unsent: None })?;
-        match tokio::time::timeout(timeout, proxy.pool.send(peer, request)).await {
+        let (head, body) = request.map_err(|error| Failed { error, unsent: None })?;
+        match tokio::time::timeout(timeout, proxy.pool.send(peer, head, body)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(failure)) => Err(Failed {
                 error: classify(&peer.authority, failure.error),
-                unsent: failure.unsent.map(|request| request.into_parts().0),
+                unsent: failure.unsent.map(|(head, _body)| head),
             }),
             Err(_) => Err(Failed {
                 error: ProxyError::ResponseTimeout {

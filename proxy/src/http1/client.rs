@@ -22,7 +22,7 @@ use std::{
 };
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, Response, StatusCode, request::Parts};
+use http::{HeaderMap, Method, Response, StatusCode, request::Parts};
 use http_body::{Body, Frame, SizeHint};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -144,7 +144,7 @@ pub(crate) enum Failure<B> {
     /// request's body was taken: the upstream most likely closed it as idle just as the
     /// request went out. The request is handed back; an idempotent one may go again on
     /// another connection.
-    Stale(Box<Request<B>>, Http1Error),
+    Stale(Box<Parts>, B, Http1Error),
     /// The exchange failed.
     Failed(Http1Error),
 }
@@ -157,14 +157,14 @@ pub(crate) enum Failure<B> {
 /// `async fn` would hold the request and its parts).
 pub(crate) fn exchange<B>(
     mut conn: Connection,
-    request: Request<B>,
+    parts: Box<Parts>,
+    body: B,
     reused: bool,
 ) -> impl Future<Output = Result<Response<ResponseBody<B>>, Failure<B>>> + Send
 where
     B: Body<Data = Bytes> + Unpin + Send,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = request.into_parts();
     let head_request = parts.method == Method::HEAD;
     let mut writer = RequestWriter::new(&parts, body);
     async move {
@@ -198,7 +198,7 @@ where
                 if reused && reader.received == 0 && !writer.took_body && parts.method.is_idempotent() {
                     let body = writer.body.take();
                     if let Some(body) = body {
-                        return Err(Failure::Stale(Box::new(Request::from_parts(parts, body)), error));
+                        return Err(Failure::Stale(parts, body, error));
                     }
                 }
                 return Err(Failure::Failed(error));
