@@ -233,32 +233,6 @@ fn parse_with<'b>(
     )))
 }
 
-/// Heads up to this long (most: a browser's request head is under a kilobyte) are copied
-/// into one fixed-size allocation. Sized so that the allocation (the head, its length and
-/// `Bytes`' reference count) stays within [`MALLOC_FAST_MAX`].
-const INLINE_HEAD: usize = 1008;
-
-/// The largest allocation the allocators the proxy runs on serve on their fast path:
-/// mimalloc's small objects (the proxy's allocator) go up to 1,024 bytes, glibc's per-thread
-/// cache (`tcache`) to 1,032. Under glibc one byte over went through `_int_malloc`'s bins,
-/// about 550 instructions instead of about 50 (callgrind, two head copies per proxied request).
-const MALLOC_FAST_MAX: usize = 1024;
-
-/// A copied head of at most [`INLINE_HEAD`] bytes.
-struct InlineHead {
-    len: usize,
-    bytes: [u8; INLINE_HEAD],
-}
-
-impl AsRef<[u8]> for InlineHead {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-// What `Bytes::from_owner` allocates for a head copy: a reference count and the owner.
-const _: () = assert!(size_of::<usize>() + size_of::<InlineHead>() <= MALLOC_FAST_MAX);
-
 /// A head copied once into shared memory, of which field values are slices.
 pub(crate) struct Shared<'b> {
     original: &'b [u8],
@@ -266,22 +240,16 @@ pub(crate) struct Shared<'b> {
 }
 
 impl<'b> Shared<'b> {
-    /// Copies the first `len` bytes of `original` (the head). A head of up to
-    /// [`INLINE_HEAD`] bytes goes into one allocation that its slices share; a longer one
-    /// takes a second when it is first sliced (`bytes` shares a copied `Vec` lazily).
+    /// Copies the first `len` bytes of `original` (the head): one allocation of the head's
+    /// size, and a small second one when it is first sliced (`bytes` shares a copied `Vec`
+    /// lazily). A fixed 1,008-byte block instead, filled in place, took one allocation but
+    /// zeroed the block and moved it whole into `Bytes`' box: about 100 instructions more
+    /// per head under mimalloc, whose small allocations take about 50 (callgrind).
     pub(crate) fn copy(original: &'b [u8], len: usize) -> Self {
-        let head = &original[..len];
-        let copy = if len <= INLINE_HEAD {
-            let mut inline = InlineHead {
-                len,
-                bytes: [0; INLINE_HEAD],
-            };
-            inline.bytes[..len].copy_from_slice(head);
-            Bytes::from_owner(inline)
-        } else {
-            Bytes::copy_from_slice(head)
-        };
-        Self { original, copy }
+        Self {
+            original,
+            copy: Bytes::copy_from_slice(&original[..len]),
+        }
     }
 
     /// The copy of `part`, a slice of the head's original bytes.
