@@ -944,3 +944,41 @@ async fn oversized_heads_and_targets_are_431_and_answered_cleanly() {
     rig.refused("a 4 MiB header line", endless_header.as_bytes(), 431)
         .await;
 }
+
+#[tokio::test]
+async fn an_answer_that_leaves_the_body_unread_says_close_and_closes() {
+    // A request refused before its body was read (here: no route for the host) is answered
+    // with `Connection: close`, and the connection is closed: the unread body must never be
+    // read as the next request, and the client is told so rather than left to find out.
+    let rig = rig(ProxyOptions::default()).await;
+    let mut stream = TcpStream::connect(rig.addr())
+        .await
+        .expect("connect to the proxy");
+    stream
+        .write_all(b"POST /x HTTP/1.1\r\nHost: nowhere.test\r\nContent-Length: 100\r\n\r\n")
+        .await
+        .expect("send the head");
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i;
+        }
+        match tokio::time::timeout(WAIT, stream.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            other => panic!("no answer: {other:?}"),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    assert_eq!(head.matches("connection:").count(), 1, "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    let closed = loop {
+        match tokio::time::timeout(WAIT, stream.read_buf(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(_)) => continue,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the connection must be closed");
+    assert!(rig.backend.take().is_empty());
+}

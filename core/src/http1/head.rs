@@ -483,13 +483,16 @@ pub fn response_framing(
 /// Writes a response head into `out` (cleared first): the status line, the headers, a
 /// Date when there is none, and the connection's fate (`Connection: close`, or
 /// `keep-alive` to an HTTP/1.0 client that asked for it). A 101 keeps its own Connection.
+/// Returns whether the connection stays open: `keep_alive`, unless the response's own
+/// Connection field says `close` (the proxy's answer to a request whose body it left
+/// unread), which is noticed while the fields are written rather than looked up apart.
 pub fn write_response_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
     keep_alive: bool,
     client_version: Version,
-) {
+) -> bool {
     out.clear();
     // One allocation for the whole head (a connection's buffer is dropped while it idles,
     // so it grows from nothing for most responses): the status line, the fields, a Date and
@@ -503,8 +506,10 @@ pub fn write_response_head(
     out.extend_from_slice(b"\r\n");
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut dated = false;
+    let mut asked_close = false;
     for (name, value) in headers {
         if name == CONNECTION && !switching {
+            asked_close |= ConnectionTokens::of(value.as_bytes()).close;
             continue;
         }
         dated |= name == DATE;
@@ -518,6 +523,7 @@ pub fn write_response_head(
         DATE_NOW.with(|date| out.extend_from_slice(date.borrow_mut().now()));
         out.extend_from_slice(b"\r\n");
     }
+    let keep_alive = keep_alive && !asked_close;
     if !switching {
         if !keep_alive {
             out.extend_from_slice(b"connection: close\r\n");
@@ -526,6 +532,7 @@ pub fn write_response_head(
         }
     }
     out.extend_from_slice(b"\r\n");
+    keep_alive
 }
 
 /// The Date header's value, formatted once a second per thread.
@@ -867,6 +874,26 @@ mod tests {
         assert!(String::from_utf8_lossy(&out).ends_with("connection: keep-alive\r\n\r\n"));
         write_response_head(&mut out, StatusCode::OK, &headers, true, Version::HTTP_11);
         assert!(!String::from_utf8_lossy(&out).contains("connection"));
+        // A response that says close closes the connection, whatever the caller wanted.
+        let mut closing = HeaderMap::new();
+        closing.insert(CONNECTION, HeaderValue::from_static("Close"));
+        assert!(!write_response_head(
+            &mut out,
+            StatusCode::OK,
+            &closing,
+            true,
+            Version::HTTP_11
+        ));
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(text.matches("connection").count(), 1, "{text}");
+        assert!(text.ends_with("connection: close\r\n\r\n"), "{text}");
+        assert!(write_response_head(
+            &mut out,
+            StatusCode::OK,
+            &headers,
+            true,
+            Version::HTTP_11
+        ));
         // The upstream's Date is kept, and not said twice.
         headers.insert(DATE, HeaderValue::from_static("Sat, 05 Dec 2026 04:00:00 GMT"));
         write_response_head(&mut out, StatusCode::OK, &headers, true, Version::HTTP_11);

@@ -443,11 +443,6 @@ where
         exchange.continue_at = None;
         let (parts, mut body) = response.into_parts();
         let mut headers = parts.headers;
-        let asked_close = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
         let framing = if switching {
             ResponseFraming::None
         } else {
@@ -460,11 +455,9 @@ where
             )
         };
         let keep = switching
-            || (keep_alive
-                && !asked_close
-                && framing != ResponseFraming::Close
-                && !self.closing.load(Ordering::Relaxed));
-        head::write_response_head(&mut self.out.bytes, parts.status, &headers, keep, ctx.version);
+            || (keep_alive && framing != ResponseFraming::Close && !self.closing.load(Ordering::Relaxed));
+        // A response that says `Connection: close` closes the connection too.
+        let keep = head::write_response_head(&mut self.out.bytes, parts.status, &headers, keep, ctx.version);
         let mut writer = BodyWriter {
             framing,
             remaining: match framing {
