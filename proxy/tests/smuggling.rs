@@ -273,21 +273,21 @@ async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>, seen: &mut Seen
 /// What a client got back on one connection.
 #[derive(Debug)]
 struct Reply {
-    /// Status code and body of each complete response, in order.
-    responses: Vec<(u16, String)>,
+    /// Status code, body and head of each complete response, in order.
+    responses: Vec<(u16, String, String)>,
     /// The proxy closed the connection (EOF or reset) after those responses.
     closed: bool,
 }
 
 impl Reply {
     fn statuses(&self) -> Vec<u16> {
-        self.responses.iter().map(|(s, _)| *s).collect()
+        self.responses.iter().map(|(s, ..)| *s).collect()
     }
 }
 
-/// Reads one response (all the proxy's responses here carry Content-Length); None when the
-/// connection ends first.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, String)> {
+/// Reads one response (all the proxy's responses here carry Content-Length): its status,
+/// body and head; None when the connection ends first.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, String, String)> {
     let head_end = loop {
         if let Some(i) = find(buf, b"\r\n\r\n") {
             break i;
@@ -317,6 +317,7 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16
     Some((
         status,
         String::from_utf8_lossy(&message[head_end + 4..]).into_owned(),
+        head,
     ))
 }
 
@@ -951,34 +952,12 @@ async fn an_answer_that_leaves_the_body_unread_says_close_and_closes() {
     // with `Connection: close`, and the connection is closed: the unread body must never be
     // read as the next request, and the client is told so rather than left to find out.
     let rig = rig(ProxyOptions::default()).await;
-    let mut stream = TcpStream::connect(rig.addr())
-        .await
-        .expect("connect to the proxy");
-    stream
-        .write_all(b"POST /x HTTP/1.1\r\nHost: nowhere.test\r\nContent-Length: 100\r\n\r\n")
-        .await
-        .expect("send the head");
-    let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i;
-        }
-        match tokio::time::timeout(WAIT, stream.read_buf(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            other => panic!("no answer: {other:?}"),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 404"), "{head}");
+    let bytes = b"POST /x HTTP/1.1\r\nHost: nowhere.test\r\nContent-Length: 100\r\n\r\n";
+    let reply = exchange_then(rig.addr(), bytes, 1, true).await;
+    assert_eq!(reply.statuses(), [404], "{reply:?}");
+    let head = reply.responses[0].2.to_ascii_lowercase();
     assert_eq!(head.matches("connection:").count(), 1, "{head}");
     assert!(head.contains("\r\nconnection: close"), "{head}");
-    let closed = loop {
-        match tokio::time::timeout(WAIT, stream.read_buf(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => break true,
-            Ok(Ok(_)) => continue,
-            Err(_) => break false,
-        }
-    };
-    assert!(closed, "the connection must be closed");
+    assert!(reply.closed, "the connection must be closed: {reply:?}");
     assert!(rig.backend.take().is_empty());
 }
