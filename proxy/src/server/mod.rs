@@ -109,9 +109,13 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
 ) {
     let gauge = proxy.state().metrics.connections().clone();
+    // Waited on across accepts, not made anew for each: a new wait registers with the token
+    // and unregisters when dropped, two locked list operations per accepted connection.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let (stream, remote) = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = &mut cancelled => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
