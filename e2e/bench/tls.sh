@@ -19,6 +19,11 @@
 #               per CPU-second. oha is not used here because its client resumes sessions.
 #   idle        memory per idle client connection over TLS, HTTP/1.1 and HTTP/2 (IDLE_CONNS
 #               connections that made one request each; lib.sh, idle_rss)
+#   profile     where each target's CPU goes under the h2 load: one run per target under
+#               `perf record` (cpu-clock sampling, so it works without hardware counters),
+#               reported as CPU microseconds per request, user and kernel, by component
+#               (e2e/bench/perf_components.py). Not part of the default. PERF_RECORD_ARGS=-g
+#               records call chains too; the files stay in the run folder for `perf report`.
 # CASES (default "load idle") picks them: CASES=idle runs the memory step alone.
 # IDLE_MODES (default "tls h2") orders the memory step's protocols. Each step counts from the
 # RSS the previous one left, which an allocator that keeps freed memory (glibc) and one that
@@ -138,7 +143,30 @@ if [[ " $CASES " == *" idle "* ]]; then
   } > "$WORK/idle.md"
   cat "$WORK/idle.md" >&2
 fi
-[[ " $CASES " == *" load "* ]] || { cat "$WORK/idle.md" > "$OUT"; cat "$OUT"; exit 0; }
+if [[ " $CASES " == *" profile "* ]]; then
+  command -v perf >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
+  }
+  for t in "${TARGETS[@]}"; do target_load "$t" -z "${WARMUP}s" -c 8 -p 16 --http2 >/dev/null; done
+  {
+    echo "- Profile: \`CASES=profile e2e/bench/tls.sh\` (h2 over TLS, 8 connections × 16 streams, ${DURATION} s per target under \`perf record -e cpu-clock -F 4999\`), $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
+    echo
+    for t in "${TARGETS[@]}"; do
+      # shellcheck disable=SC2086 # PERF_RECORD_ARGS is a list of flags
+      perf record -q -e cpu-clock -F 4999 ${PERF_RECORD_ARGS:-} -p "${PID[$t]}" -o "$WORK/$t.perf" 2>/dev/null & perf_pid=$!
+      sleep 0.5
+      n=$(target_load "$t" -z "${DURATION}s" -c 8 -p 16 --http2 | summarise | awk '{print $1}')
+      kill -INT "$perf_pid"; wait "$perf_pid" || true
+      python3 "$ROOT/e2e/bench/perf_components.py" "$WORK/$t.perf" "$t" "$n" 4999
+    done
+  } > "$WORK/profile.md"
+  cat "$WORK/profile.md" >&2
+  log "perf files: $WORK/*.perf"
+fi
+if [[ " $CASES " != *" load "* ]]; then
+  cat "$WORK"/idle.md "$WORK"/profile.md > "$OUT" 2>/dev/null || true
+  cat "$OUT"; exit 0
+fi
 
 for t in "${TARGETS[@]}"; do target_load "$t" -z "${WARMUP}s" -c $CONNS >/dev/null; done
 for rep in $(seq "$REPS"); do
