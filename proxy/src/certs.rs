@@ -85,9 +85,20 @@ impl CertStore {
     /// not compared with Host (docs/design.md); a host no TLS host covers is left to
     /// routing.
     pub fn misdirected(&self, sni: Option<&str>, host: &str) -> bool {
-        let map = self.by_host.load();
         let host = lockstep_core::table::normalize_host(host);
-        match (entry(&map, sni), entry(&map, Some(&host))) {
+        // Nearly every request names the host its connection's SNI named: both choose the
+        // same entry, so it is not misdirected, and the two lookups (each lowercasing a copy
+        // of the name and hashing it) are skipped on every request of the connection.
+        if sni.is_some_and(|sni| sni.trim_end_matches('.').eq_ignore_ascii_case(&host)) {
+            return false;
+        }
+        self.misdirected_by_lookup(sni, &host)
+    }
+
+    /// `misdirected` for a normalized host, by looking both names up.
+    fn misdirected_by_lookup(&self, sni: Option<&str>, host: &str) -> bool {
+        let map = self.by_host.load();
+        match (entry(&map, sni), entry(&map, Some(host))) {
             (Some(connection), Some(request)) => connection.listener != request.listener,
             // The name no longer chooses any TLS host (the store changed since the handshake).
             (None, Some(request)) => request.listener.is_some(),
@@ -245,5 +256,60 @@ mod tests {
         assert!(!store.misdirected(Some("a.example.com"), "b.example.com"));
         assert!(store.misdirected(Some("a.example.com"), "second-example.org"));
         assert!(store.misdirected(Some("second-example.org"), "b.example.com"));
+    }
+
+    /// `misdirected` answers a host that is the SNI name without looking either up: it must
+    /// agree with the lookups for every pair, in any case, with a port or a trailing dot.
+    #[test]
+    fn the_sni_name_shortcut_agrees_with_the_lookups() {
+        let (cert, key) = mk_cert(&["*.org"], VALID);
+        let cert = load("ns/tls", cert.as_bytes(), key.as_bytes(), NOW)
+            .unwrap()
+            .certified;
+        let store = CertStore::default();
+        store.replace(
+            [
+                ("*", "https"),
+                ("example.org", "https"),
+                ("second-example.org", "second"),
+                ("*.wildcard.org", "wildcard"),
+                ("fourth-example.wildcard.org", "fourth"),
+                ("own.example.com", ""),
+            ]
+            .into_iter()
+            .map(|(host, owner)| (host.to_owned(), owned(&cert, owner)))
+            .collect(),
+        );
+        let names = [
+            "example.org",
+            "Example.ORG",
+            "example.org.",
+            "example.org:443",
+            "second-example.org",
+            "SECOND-example.org.",
+            "a.wildcard.org",
+            "fourth-example.wildcard.org",
+            "Fourth-Example.Wildcard.Org:8443",
+            "own.example.com",
+            "own.example.com.",
+            "unknown.example.net",
+            "",
+        ];
+        let mut shortcut = 0;
+        for sni in names.iter().map(|s| Some(*s)).chain([None]) {
+            for host in names {
+                let normalized = lockstep_core::table::normalize_host(host);
+                assert_eq!(
+                    store.misdirected(sni, host),
+                    store.misdirected_by_lookup(sni, &normalized),
+                    "SNI {sni:?}, host {host}"
+                );
+                shortcut += usize::from(
+                    sni.is_some_and(|s| s.trim_end_matches('.').eq_ignore_ascii_case(&normalized)),
+                );
+            }
+        }
+        // The pairs above take the shortcut often enough to matter.
+        assert!(shortcut >= 20, "{shortcut} pairs took the shortcut");
     }
 }
