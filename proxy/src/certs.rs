@@ -190,6 +190,23 @@ mod tests {
         }
     }
 
+    /// A store of `hosts` (host, listener as in `owned`), all with one certificate for
+    /// `*.org`, and that certificate.
+    fn store_of(hosts: &[(&str, &str)]) -> (CertStore, Arc<CertifiedKey>) {
+        let (cert, key) = mk_cert(&["*.org"], VALID);
+        let cert = load("ns/tls", cert.as_bytes(), key.as_bytes(), NOW)
+            .unwrap()
+            .certified;
+        let store = CertStore::default();
+        store.replace(
+            hosts
+                .iter()
+                .map(|(host, owner)| ((*host).to_owned(), owned(&cert, owner)))
+                .collect(),
+        );
+        (store, cert)
+    }
+
     /// The listeners of the conformance suite's HTTPRouteHTTPSListenerDetectMisdirectedRequests,
     /// all with one certificate: `https` (no host name: `*`, and its route's `example.org`),
     /// `second` (second-example.org), `wildcard` (*.wildcard.org), `fourth`
@@ -197,23 +214,13 @@ mod tests {
     /// not the one the SNI name chose, whatever the certificate.
     #[test]
     fn a_host_of_another_listener_than_the_sni_names_is_misdirected() {
-        let (cert, key) = mk_cert(&["*.org"], VALID);
-        let cert = load("ns/tls", cert.as_bytes(), key.as_bytes(), NOW)
-            .unwrap()
-            .certified;
-        let store = CertStore::default();
-        store.replace(
-            [
-                ("*", "https"),
-                ("example.org", "https"),
-                ("second-example.org", "second"),
-                ("*.wildcard.org", "wildcard"),
-                ("fourth-example.wildcard.org", "fourth"),
-            ]
-            .into_iter()
-            .map(|(host, owner)| (host.to_owned(), owned(&cert, owner)))
-            .collect(),
-        );
+        let (store, cert) = store_of(&[
+            ("*", "https"),
+            ("example.org", "https"),
+            ("second-example.org", "second"),
+            ("*.wildcard.org", "wildcard"),
+            ("fourth-example.wildcard.org", "fourth"),
+        ]);
         for (sni, host, misdirected) in [
             ("example.org", "example.org", false),
             ("example.org", "second-example.org", true),
@@ -262,24 +269,14 @@ mod tests {
     /// agree with the lookups for every pair, in any case, with a port or a trailing dot.
     #[test]
     fn the_sni_name_shortcut_agrees_with_the_lookups() {
-        let (cert, key) = mk_cert(&["*.org"], VALID);
-        let cert = load("ns/tls", cert.as_bytes(), key.as_bytes(), NOW)
-            .unwrap()
-            .certified;
-        let store = CertStore::default();
-        store.replace(
-            [
-                ("*", "https"),
-                ("example.org", "https"),
-                ("second-example.org", "second"),
-                ("*.wildcard.org", "wildcard"),
-                ("fourth-example.wildcard.org", "fourth"),
-                ("own.example.com", ""),
-            ]
-            .into_iter()
-            .map(|(host, owner)| (host.to_owned(), owned(&cert, owner)))
-            .collect(),
-        );
+        let (store, _) = store_of(&[
+            ("*", "https"),
+            ("example.org", "https"),
+            ("second-example.org", "second"),
+            ("*.wildcard.org", "wildcard"),
+            ("fourth-example.wildcard.org", "fourth"),
+            ("own.example.com", ""),
+        ]);
         let names = [
             "example.org",
             "Example.ORG",
