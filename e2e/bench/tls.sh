@@ -187,6 +187,7 @@ done
 
 {
   [[ -f "$WORK/idle.md" ]] && cat "$WORK/idle.md"
+  [[ -f "$WORK/profile.md" ]] && cat "$WORK/profile.md"
   echo "- Command: \`e2e/bench/tls.sh\` (DURATION=$DURATION s per run, WARMUP=$WARMUP s, $CONNS keep-alive connections; h2: 8 connections × 16 streams; handshakes: $HANDSHAKE_CONNS at a time; REPS=$REPS alternating rounds, the table shows each target's median round)"
   echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
   echo "- Versions: $(versions), $(openssl version | cut -d' ' -f1-2) (certificates)"
