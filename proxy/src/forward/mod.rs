@@ -192,7 +192,7 @@ impl Proxy {
                                 self.forward(route, &client, req, &mut exchange, Some(deadline)),
                             )
                             .await
-                            .unwrap_or(Err(ProxyError::RequestTimeout(limit)))
+                            .unwrap_or_else(|_| Err(ProxyError::RequestTimeout(limit)))
                         }
                     };
                     result.map(|mut response| {
@@ -344,7 +344,7 @@ impl Proxy {
                     .headers()
                     .get(header::HOST)
                     .cloned()
-                    .ok_or(ProxyError::BadHost)?,
+                    .ok_or_else(|| ProxyError::BadHost)?,
             };
             let protocol = filter::upgrade_protocol(&req, |p| route.allows_upgrade(p));
             // A protocol switch is one connection's: it is never copied.

@@ -32,7 +32,7 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Result<&str, ProxyError> {
         return Ok(authority.as_str());
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next().ok_or(ProxyError::BadHost)?;
+    let host = hosts.next().ok_or_else(|| ProxyError::BadHost)?;
     if hosts.next().is_some() {
         // Two Host headers let two hops disagree about the target (request smuggling).
         return Err(ProxyError::BadHost);
@@ -118,7 +118,7 @@ pub(crate) fn lookup<'t, B>(
     }
     table
         .lookup_request(tls, host, path, req.method(), req.headers(), req.uri().query())
-        .ok_or(ProxyError::NoRoute)
+        .ok_or_else(|| ProxyError::NoRoute)
 }
 
 /// The answer of a route whose `filters.redirect` is set, with Location built from the

@@ -46,7 +46,7 @@ pub(crate) async fn send_with_retries(
     trailers: bool,
 ) -> Result<Answer, ProxyError> {
     let mut retries_left = policy.attempts;
-    let (mut backend, mut headers) = route.pick().ok_or(ProxyError::NoBackends)?;
+    let (mut backend, mut headers) = route.pick().ok_or_else(|| ProxyError::NoBackends)?;
     let mut parts = parts;
     let mut failed: Option<PeerAuthority> = None;
     loop {
@@ -96,7 +96,7 @@ pub(crate) async fn send_with_retries(
                     tokio::time::sleep(policy.backoff).await;
                 }
                 parts = head;
-                (backend, headers) = route.pick().ok_or(ProxyError::NoBackends)?;
+                (backend, headers) = route.pick().ok_or_else(|| ProxyError::NoBackends)?;
             }
             _ => {
                 return Ok(Answer {
@@ -128,7 +128,7 @@ pub(crate) fn send(
         backend
     });
     async move {
-        let backend = picked.ok_or(ProxyError::NoBackends)?;
+        let backend = picked.ok_or_else(|| ProxyError::NoBackends)?;
         let peer = proxy.balancer.select(&proxy.state, backend, None)?;
         // Only requests a server may see twice are retried (RFC 9110 §9.2.2), and only for
         // Service backends, where another endpoint may exist. A connect failure hands the
