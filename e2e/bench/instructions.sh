@@ -12,7 +12,9 @@
 # runs the request path, Proxy::handle, inside it; one toggle only: callgrind's toggles nest,
 # so a second one for handle would switch counting off inside the request path); MODE=new:
 # a connection per request, 8 at a time, the whole process counted (start-up included, a
-# few percent of it). Prints instructions
+# few percent of it); MODE=h2c: HTTP/2 with prior knowledge, 8 connections x 16 streams, the
+# whole process counted (hyper's HTTP/2 server runs each stream as a task of its own, outside
+# any one function to toggle on). Prints instructions
 # per request and keeps each build's callgrind file for `callgrind_annotate` (the run folder
 # is printed). Instructions are not time: a memcpy or an allocation costs fewer cycles per
 # instruction than parsing; confirm a change in time too.
@@ -42,12 +44,17 @@ write_bench_routes $BACKEND_PORT
 case $MODE in
   ka) load=(-c 16); collect=(--collect-atstart=no '--toggle-collect=*http1*server*serve*') ;;
   new) load=(-c 8 --disable-keepalive); collect=(--collect-atstart=yes) ;;
-  *) echo "MODE is ka or new" >&2; exit 2 ;;
+  h2c) load=(--http2 -c 8 -p 16); collect=(--collect-atstart=yes) ;;
+  *) echo "MODE is ka, new or h2c" >&2; exit 2 ;;
 esac
 REFERENCE=${REFERENCE:-}
 case $REFERENCE in
   "") ;;
-  nginx) collect=(--collect-atstart=yes) ;;
+  nginx)
+    collect=(--collect-atstart=yes)
+    # proxy.sh's nginx is not configured for h2c.
+    [[ $MODE != h2c ]] || { echo "REFERENCE=nginx does not take MODE=h2c" >&2; exit 2; }
+    ;;
   *) echo "REFERENCE is nginx or unset" >&2; exit 2 ;;
 esac
 
@@ -55,9 +62,13 @@ esac
 # $4: its callgrind file). With a reference, only what follows the warm-up is counted.
 count() {
   local vg=$1 port=$2 name=$3 out=$4 total
-  oha --no-tui -n 2000 "${load[@]}" -H "Host: bench.local" "http://127.0.0.1:$port/" >/dev/null
+  # HTTP/2 has no Host header to set: its :authority comes from the URL, which then names
+  # the host (and the connection goes to 127.0.0.1).
+  local target=(-H "Host: bench.local" "http://127.0.0.1:$port/")
+  [[ $MODE != h2c ]] || target=(--connect-to "bench.local:$port:127.0.0.1:$port" "http://bench.local:$port/")
+  oha --no-tui -n 2000 "${load[@]}" "${target[@]}" >/dev/null
   [[ -z "$REFERENCE" ]] || callgrind_control -z "$vg" >/dev/null 2>&1
-  oha --no-tui -n "$N" "${load[@]}" -H "Host: bench.local" "http://127.0.0.1:$port/" >/dev/null
+  oha --no-tui -n "$N" "${load[@]}" "${target[@]}" >/dev/null
   if [[ -n "$REFERENCE" ]]; then
     callgrind_control -d "$vg" >/dev/null 2>&1
     out=$(ls -t "$out".* | head -n1)
