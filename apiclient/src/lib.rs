@@ -79,7 +79,8 @@ impl std::str::FromStr for LogFormat {
 const DEFAULT_LOG_FILTER: &str = "info,kube_lease_manager=warn";
 
 /// Installs the process's logger: `RUST_LOG` or [`DEFAULT_LOG_FILTER`], to stderr, in
-/// `format`. Both binaries call this once at start-up.
+/// `format`. Both binaries call this once at start-up. A release build logs at debug level
+/// at most: trace is compiled out (the workspace's `Cargo.toml`, `tracing`).
 pub fn init_logging(format: LogFormat) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing::subscriber::set_global_default(subscriber(format, std::io::stderr, ansi))
