@@ -75,9 +75,10 @@ pub(crate) fn prepare_request<B>(
     client: &HeaderValue,
     scheme: &'static str,
     upgrade: Option<HeaderValue>,
+    hop_by_hop: HopByHop,
 ) {
     let headers = req.headers_mut();
-    strip_hop_by_hop(headers);
+    strip_present(headers, hop_by_hop);
     strip_client_claims(headers);
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -199,24 +200,56 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Removes Connection, every header it names, and the headers that are hop-by-hop by
 /// definition.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names (compared as http's known names, not hashed) finds which are
-    // there; only those are removed. Most messages carry none, and a removal is a hashed
-    // lookup even when the name is absent: a client that sends `Connection: close` would
-    // otherwise cost six lookups on every request.
-    let mut present = [false; HOP_BY_HOP.len()];
-    let mut proxy_named = false;
-    for name in headers.keys() {
-        let text = name.as_str();
-        // A name of none of the hop-by-hop lengths is none of them: nearly every name is
-        // ruled out by one bit test instead of six comparisons.
-        if HOP_BY_HOP_LENGTHS & (1 << text.len().min(31)) != 0
-            && let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name)
-        {
-            present[i] = true;
-        } else if text.starts_with("proxy-") {
-            proxy_named = true;
+    strip_present(headers, HopByHop::of(headers));
+}
+
+/// Which hop-by-hop fields a head carries, and whether any name starts with `proxy-`, from
+/// one pass over its names (compared as http's known names, not hashed). The request path
+/// reads it before its filters run, so that a request without Upgrade or TE (nearly every
+/// one) is not looked up for them, and the strip reuses it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HopByHop {
+    present: [bool; HOP_BY_HOP.len()],
+    proxy_named: bool,
+}
+
+impl HopByHop {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut found = Self {
+            present: [false; HOP_BY_HOP.len()],
+            proxy_named: false,
+        };
+        for name in headers.keys() {
+            let text = name.as_str();
+            // A name of none of the hop-by-hop lengths is none of them: nearly every name
+            // is ruled out by one bit test instead of six comparisons.
+            if HOP_BY_HOP_LENGTHS & (1 << text.len().min(31)) != 0
+                && let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name)
+            {
+                found.present[i] = true;
+            } else if text.starts_with("proxy-") {
+                found.proxy_named = true;
+            }
         }
+        found
     }
+
+    /// The head has an Upgrade field.
+    pub(crate) fn upgrade(&self) -> bool {
+        self.present[UPGRADE_AT]
+    }
+
+    /// The head has a TE field.
+    pub(crate) fn te(&self) -> bool {
+        self.present[TE_AT]
+    }
+}
+
+/// Removes what `found` says `headers` carries (see `strip_hop_by_hop`).
+fn strip_present(headers: &mut HeaderMap, found: HopByHop) {
+    // Only the names found are removed: most messages carry none, and a removal is a hashed
+    // lookup even when the name is absent.
+    let HopByHop { present, proxy_named } = found;
     // `close` names no field, and `keep-alive` and `upgrade` name fields removed below
     // anyway: the usual Connection values cost no allocation.
     let names_a_field = |t: &&str| {
@@ -265,6 +298,10 @@ static HOP_BY_HOP: [&HeaderName; 6] = [
     &UPGRADE,
 ];
 
+/// Where TE and Upgrade are in `HOP_BY_HOP`.
+const TE_AT: usize = 2;
+const UPGRADE_AT: usize = 5;
+
 /// Appends the client's address to X-Forwarded-For, folding repeated headers into one. The
 /// common case, no X-Forwarded-For from the client, shares the connection's value.
 fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
@@ -295,6 +332,19 @@ mod tests {
             builder = builder.header(*k, *v);
         }
         builder.body(()).expect("request")
+    }
+
+    /// `HopByHop` reads TE and Upgrade at their places in `HOP_BY_HOP`.
+    #[test]
+    fn te_and_upgrade_are_found_where_they_are() {
+        assert_eq!(*HOP_BY_HOP[TE_AT], TE);
+        assert_eq!(*HOP_BY_HOP[UPGRADE_AT], UPGRADE);
+        let req = request(&[("te", "trailers"), ("x-other", "1")]);
+        let found = HopByHop::of(req.headers());
+        assert!(found.te() && !found.upgrade());
+        let req = request(&[("upgrade", "websocket"), ("connection", "upgrade")]);
+        let found = HopByHop::of(req.headers());
+        assert!(found.upgrade() && !found.te());
     }
 
     /// `strip_hop_by_hop` looks at a name only when its length is one of theirs.
@@ -328,12 +378,14 @@ mod tests {
             ("X-Original-URL", "/admin"),
             ("x-rewrite-url", "/admin"),
         ]);
+        let found = HopByHop::of(req.headers());
         prepare_request(
             &mut req,
             HeaderValue::from_static("a.test"),
             &HeaderValue::from_static("10.0.0.1"),
             "http",
             None,
+            found,
         );
         let h = req.headers();
         for gone in [
@@ -364,12 +416,14 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
         ]);
+        let found = HopByHop::of(req.headers());
         prepare_request(
             &mut req,
             HeaderValue::from_static("a"),
             &HeaderValue::from_static("127.0.0.1"),
             "https",
             None,
+            found,
         );
         assert_eq!(
             req.headers()["x-forwarded-for"],
@@ -391,12 +445,14 @@ mod tests {
             Some(Some("websocket"))
         );
         let mut req = req;
+        let found = HopByHop::of(req.headers());
         prepare_request(
             &mut req,
             HeaderValue::from_static("a"),
             &HeaderValue::from_static("127.0.0.1"),
             "http",
             protocol,
+            found,
         );
         assert_eq!(req.headers()["connection"], "upgrade");
         assert_eq!(req.headers()["upgrade"], "websocket");

@@ -346,7 +346,14 @@ impl Proxy {
                     .cloned()
                     .ok_or_else(|| ProxyError::BadHost)?,
             };
-            let protocol = filter::upgrade_protocol(&req, |p| route.allows_upgrade(p));
+            // Which hop-by-hop fields the request carries, read once: without Upgrade or TE
+            // (nearly every request) neither is looked up, and the strip reuses it.
+            let hop_by_hop = filter::HopByHop::of(req.headers());
+            let protocol = if hop_by_hop.upgrade() {
+                filter::upgrade_protocol(&req, |p| route.allows_upgrade(p))
+            } else {
+                None
+            };
             // A protocol switch is one connection's: it is never copied.
             let mirrors = if protocol.is_none() {
                 mirror::drawn(route)
@@ -357,8 +364,15 @@ impl Proxy {
                 .is_some()
                 .then(|| req.extensions_mut().remove::<OnUpgrade>())
                 .flatten();
-            let grpc_trailers = filter::wants_trailers(&req);
-            filter::prepare_request(&mut req, host, &client.forwarded_for, client.scheme, protocol);
+            let grpc_trailers = hop_by_hop.te() && filter::wants_trailers(&req);
+            filter::prepare_request(
+                &mut req,
+                host,
+                &client.forwarded_for,
+                client.scheme,
+                protocol,
+                hop_by_hop,
+            );
             if let Some(rewrite) = &route.filters.rewrite {
                 filter::rewrite(&mut req, route, rewrite)?;
             }
