@@ -89,7 +89,7 @@ impl CertStore {
         // Nearly every request names the host its connection's SNI named: both choose the
         // same entry, so it is not misdirected, and the two lookups (each lowercasing a copy
         // of the name and hashing it) are skipped on every request of the connection.
-        if sni.is_some_and(|sni| sni.trim_end_matches('.').eq_ignore_ascii_case(&host)) {
+        if is_sni_name(sni, &host) {
             return false;
         }
         self.misdirected_by_lookup(sni, &host)
@@ -105,6 +105,12 @@ impl CertStore {
             (_, None) => false,
         }
     }
+}
+
+/// Whether `host` (normalized, as `lockstep_core::table::normalize_host` leaves it) is the
+/// name the client sent as SNI, which then chooses the same entry as it.
+fn is_sni_name(sni: Option<&str>, host: &str) -> bool {
+    sni.is_some_and(|sni| sni.trim_end_matches('.').eq_ignore_ascii_case(host))
 }
 
 /// The entry a name chooses: exact host, then the wildcard one label up, then host `*`.
@@ -301,9 +307,7 @@ mod tests {
                     store.misdirected_by_lookup(sni, &normalized),
                     "SNI {sni:?}, host {host}"
                 );
-                shortcut += usize::from(
-                    sni.is_some_and(|s| s.trim_end_matches('.').eq_ignore_ascii_case(&normalized)),
-                );
+                shortcut += usize::from(is_sni_name(sni, &normalized));
             }
         }
         // The pairs above take the shortcut often enough to matter.
