@@ -96,6 +96,8 @@ for port in $LOCKSTEP_PORT $NGINX_PORT $HAPROXY_PORT; do https "$port" || { log 
 declare -A PORT=([lockstep]=$LOCKSTEP_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
 declare -A PID=([lockstep]=$LOCKSTEP_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
 TARGETS=(lockstep nginx haproxy)
+# The HTTP/2 load of the `load` and `profile` cases: 8 connections × 16 streams.
+H2_LOAD=(-c 8 -p 16 --http2)
 
 target_load() {
   local t=$1; shift
@@ -144,20 +146,21 @@ if [[ " $CASES " == *" idle "* ]]; then
   cat "$WORK/idle.md" >&2
 fi
 if [[ " $CASES " == *" profile "* ]]; then
+  perf_hz=4999
   command -v perf >/dev/null || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
   }
-  for t in "${TARGETS[@]}"; do target_load "$t" -z "${WARMUP}s" -c 8 -p 16 --http2 >/dev/null; done
+  for t in "${TARGETS[@]}"; do target_load "$t" -z "${WARMUP}s" "${H2_LOAD[@]}" >/dev/null; done
   {
-    echo "- Profile: \`CASES=profile e2e/bench/tls.sh\` (h2 over TLS, 8 connections × 16 streams, ${DURATION} s per target under \`perf record -e cpu-clock -F 4999\`), $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
+    echo "- Profile: \`CASES=profile e2e/bench/tls.sh\` (h2 over TLS, 8 connections × 16 streams, ${DURATION} s per target under \`perf record -e cpu-clock -F $perf_hz\`), $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
     echo
     for t in "${TARGETS[@]}"; do
       # shellcheck disable=SC2086 # PERF_RECORD_ARGS is a list of flags
-      perf record -q -e cpu-clock -F 4999 ${PERF_RECORD_ARGS:-} -p "${PID[$t]}" -o "$WORK/$t.perf" 2>/dev/null & perf_pid=$!
+      perf record -q -e cpu-clock -F "$perf_hz" ${PERF_RECORD_ARGS:-} -p "${PID[$t]}" -o "$WORK/$t.perf" 2>/dev/null & perf_pid=$!
       sleep 0.5
-      n=$(target_load "$t" -z "${DURATION}s" -c 8 -p 16 --http2 | summarise | awk '{print $1}')
+      n=$(target_load "$t" -z "${DURATION}s" "${H2_LOAD[@]}" | summarise | awk '{print $1}')
       kill -INT "$perf_pid"; wait "$perf_pid" || true
-      python3 "$ROOT/e2e/bench/perf_components.py" "$WORK/$t.perf" "$t" "$n" 4999
+      python3 "$ROOT/e2e/bench/perf_components.py" "$WORK/$t.perf" "$t" "$n" "$perf_hz"
     done
   } > "$WORK/profile.md"
   cat "$WORK/profile.md" >&2
@@ -172,7 +175,7 @@ for t in "${TARGETS[@]}"; do target_load "$t" -z "${WARMUP}s" -c $CONNS >/dev/nu
 for rep in $(seq "$REPS"); do
   for t in "${TARGETS[@]}"; do
     measure "$t" "ka$rep" -z "${DURATION}s" -c $CONNS
-    measure "$t" "h2$rep" -z "${DURATION}s" -c 8 -p 16 --http2
+    measure "$t" "h2$rep" -z "${DURATION}s" "${H2_LOAD[@]}"
     handshakes "$t" "$rep"
   done
 done
