@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod certs;
+mod clock;
 pub mod endpoints;
 pub mod fleet;
 pub mod forward;

@@ -5,8 +5,9 @@
 use std::{
     net::{IpAddr, SocketAddr},
     sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
-    time::Instant,
 };
+
+use crate::clock::CoarseInstant;
 
 /// The client connection a request arrived on, as the request path and the connection's
 /// watchdog both see it.
@@ -98,10 +99,11 @@ impl Transport {
 }
 
 /// Timestamps (milliseconds since the connection was accepted, plus one so that zero can
-/// mean "none") and counters written by the IO wrapper and the request path.
+/// mean "none") and counters written by the IO wrapper and the request path. The clock is the
+/// coarse one: the timestamps are only compared against the timeouts.
 #[derive(Debug)]
 pub(crate) struct ConnActivity {
-    origin: Instant,
+    origin: CoarseInstant,
     in_flight: AtomicU32,
     last_read: AtomicU64,
     /// When the client started a request head that has not been dispatched yet.
@@ -139,7 +141,7 @@ pub(crate) struct Limits {
 impl ConnActivity {
     fn new() -> Self {
         Self {
-            origin: Instant::now(),
+            origin: CoarseInstant::now(),
             in_flight: AtomicU32::new(0),
             last_read: AtomicU64::new(1),
             // A new connection owes a request head from the start: a client that connects

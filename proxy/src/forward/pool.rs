@@ -25,7 +25,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex, PoisonError, Weak},
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -36,7 +36,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lockstep_core::FastMap;
 use tokio::net::TcpStream;
 
-use crate::http1::client::{self, Connection, Failure, UpstreamIo};
+use crate::{
+    clock::CoarseInstant,
+    http1::client::{self, Connection, Failure, UpstreamIo},
+};
 
 use super::{
     peer::{Peer, PeerAuthority},
@@ -95,7 +98,8 @@ pub(crate) struct PoolKey {
 
 struct Idle {
     conn: Connection,
-    since: Instant,
+    /// When it went idle, by the coarse clock: only compared against the idle timeout.
+    since: CoarseInstant,
 }
 
 #[derive(Default)]
@@ -218,7 +222,7 @@ impl Pool {
         }
         idle.push_back(Idle {
             conn,
-            since: Instant::now(),
+            since: CoarseInstant::now(),
         });
         if !conns.reaper {
             conns.reaper = true;
