@@ -150,6 +150,15 @@ struct Args {
     worker_threads: Option<u16>,
 }
 
+/// How long a blocking thread (a file poll, a table build, a DNS lookup) waits for more work
+/// before it exits, when one thread serves: tokio's default is 10 s, and the standalone file
+/// poll (every 500 ms by default) then kept a second thread alive for good. While a process
+/// has one thread, the kernel skips the file table's reference counting on each socket call
+/// (fdget/fput): about 0.25 µs less kernel time per new-connection request and 0.07 µs per
+/// keep-alive one (perf; e2e/bench/RESULTS.md, "Data plane, 2026-12-05 noon"). The price is
+/// a thread started per poll: about 0.25 ms of CPU each, 15 ms more a minute at rest.
+const SINGLE_THREAD_BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(50);
+
 fn main() -> ExitCode {
     let args = Args::parse();
     lockstep_apiclient::init_logging(args.log_format);
@@ -158,7 +167,10 @@ fn main() -> ExitCode {
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_keep_alive(SINGLE_THREAD_BLOCKING_KEEP_ALIVE)
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)

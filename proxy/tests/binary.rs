@@ -34,14 +34,12 @@ impl Proxy {
     fn start(config: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep-proxy"))
             .args(["--config", config.to_str().expect("utf-8 path")])
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--reload-interval",
-                "50ms",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(if extra.contains(&"--reload-interval") {
+                &[][..]
+            } else {
+                &["--reload-interval", "50ms"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -114,6 +112,12 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The threads of process `pid` (Linux: its /proc entries).
+#[cfg(target_os = "linux")]
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
 }
 
 fn with_generation(yaml: &str, generation: i64) -> String {
@@ -212,6 +216,40 @@ async fn standalone_serves_reloads_and_keeps_the_old_table_on_a_bad_file() {
     }
     // The spec's backend address is not exposed by the admin endpoints beyond route labels.
     assert!(!metrics.contains(&b.addr.to_string()));
+}
+
+/// With one worker the proxy is a single thread between the file polls (each on a blocking
+/// thread): a single-threaded process's socket calls skip the kernel's file-table reference
+/// counting. With tokio's default 10 s keep-alive for blocking threads, the poll every 500 ms
+/// kept a second thread alive for good.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn one_worker_is_one_thread_between_file_polls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("routes.yaml");
+    let a = backend("a").await;
+    std::fs::write(
+        &file,
+        router_config("web", &[rule("app.test", "/", &url(a.addr))]),
+    )
+    .expect("write");
+    let proxy = Proxy::start(&file, &["--worker-threads", "1", "--reload-interval", "500ms"]);
+    eventually("ready", || async {
+        admin_get(&proxy, "/readyz").await.0 == StatusCode::OK
+    })
+    .await;
+    let pid = proxy.child.id();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let now = threads(pid);
+        seen.push(now);
+        if now == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never a single thread in 3 s; thread counts seen: {seen:?}");
 }
 
 #[tokio::test]
