@@ -13,6 +13,10 @@
 #   new   a new connection per request, 16 at a time
 #   h2c   HTTP/2 with prior knowledge, 8 connections x 16 streams (lockstep builds only: the
 #         nginx here is not configured for h2c)
+# SYMBOLS="fdget,fput,clock_gettime": every run under `perf record -e cpu-clock` as well, and
+# a second table of CPU µs per request in the symbols whose names contain those strings
+# (perf_components.py --symbols), with user and kernel time as perf sampled them. For a
+# change measured in one or two symbols, below the time figures' noise.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -49,11 +53,20 @@ run() {
     new) args=(-c 16 --disable-keepalive -H "Host: bench.local" "http://127.0.0.1:$port/") ;;
     h2c) args=(--http2 -c 8 -p 16 --connect-to "bench.local:$port:127.0.0.1:$port" "http://bench.local:$port/") ;;
   esac
-  local before after n
+  local before after n perf_pid=""
+  if [[ -n "${SYMBOLS:-}" ]]; then
+    perf record -q -e cpu-clock -F "$PERF_HZ" -p "$pid" -o "$WORK/$name.$mode.$rep.perf" 2>/dev/null & perf_pid=$!
+    sleep 0.5
+  fi
   before=$(awk '{print $14, $15}' "/proc/$pid/stat")
   n=$(taskset -c 0 oha --no-tui --output-format json -z "${DURATION}s" "${args[@]}" \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["statusCodeDistribution"].get("200", 0))')
   after=$(awk '{print $14, $15}' "/proc/$pid/stat")
+  if [[ -n "$perf_pid" ]]; then
+    kill -INT "$perf_pid"; wait "$perf_pid" || true
+    echo "| $rep | $mode | $name | $(python3 "$ROOT/e2e/bench/perf_components.py" --symbols "$SYMBOLS" \
+      "$WORK/$name.$mode.$rep.perf" "$name" "$n" "$PERF_HZ") |" >> "$WORK/symbols.md"
+  fi
   python3 - "$n" "$before" "$after" "$CLK_TCK" <<'PY'
 import sys
 n, (u0, s0), (u1, s1), tck = int(sys.argv[1]), map(int, sys.argv[2].split()), map(int, sys.argv[3].split()), int(sys.argv[4])
@@ -62,6 +75,14 @@ print(n, round(u * 1e6 / max(n, 1), 2), round(s * 1e6 / max(n, 1), 2), round(n /
 PY
 }
 
+PERF_HZ=4999
+if [[ -n "${SYMBOLS:-}" ]]; then
+  command -v perf >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
+  }
+  echo "| round | mode | target | user µs/req | kernel µs/req | $(sed 's/,/ µs\/req | /g' <<<"$SYMBOLS") µs/req |" > "$WORK/symbols.md"
+  echo "|---|---|---|---:|---:|$(sed 's/[^,]*/---:/g; s/,/|/g' <<<"$SYMBOLS")|" >> "$WORK/symbols.md"
+fi
 echo "| round | mode | target | requests | user µs/req | system µs/req | req per proxy CPU-s |"
 echo "|---|---|---|---:|---:|---:|---:|"
 for rep in $(seq "$REPS"); do
@@ -73,4 +94,11 @@ for rep in $(seq "$REPS"); do
     done
   done
 done
+if [[ -n "${SYMBOLS:-}" ]]; then
+  echo
+  echo "Sampled by perf (\`-e cpu-clock -F $PERF_HZ\`), CPU µs per request:"
+  echo
+  cat "$WORK/symbols.md"
+  log "perf files: $WORK/*.perf"
+fi
 log "machine: $(machine); load average $(cut -d' ' -f1-3 /proc/loadavg)"

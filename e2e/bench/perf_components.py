@@ -3,9 +3,12 @@
 request by component, then the busiest symbols.
 
     perf_components.py FILE TARGET REQUESTS SAMPLE_HZ
+    perf_components.py --symbols fdget,fput,clock_gettime FILE TARGET REQUESTS SAMPLE_HZ
 
 Components are told apart by the shared object and the symbol name: a stripped binary (the
 distribution's haproxy) only by its object. Printed as markdown (tls.sh, CASES=profile).
+With --symbols, one table row's cells instead (builds.sh, SYMBOLS=...): user and kernel µs
+per request, then the µs per request in the symbols whose names contain each string.
 """
 
 import collections
@@ -43,7 +46,11 @@ def component(dso, sym):
 
 
 def main():
-    path, target, requests, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    args = sys.argv[1:]
+    symbols = None
+    if args[0] == "--symbols":
+        symbols, args = args[1].split(","), args[2:]
+    path, target, requests, hz = args[0], args[1], int(args[2]), int(args[3])
     out = subprocess.run(
         ["perf", "report", "-i", path, "--no-children", "-g", "none", "--sort", "dso,sym", "--stdio", "-q",
          "--percent-limit", "0", "-F", "sample,dso,sym"],
@@ -59,6 +66,11 @@ def main():
         return
     us = lambda samples: samples / hz * 1e6 / requests
     kernel = sum(n for n, _, kind, _ in rows if kind == "k")
+    if symbols is not None:
+        cells = [us(total - kernel), us(kernel)]
+        cells += [us(sum(n for n, _, _, sym in rows if wanted in sym)) for wanted in symbols]
+        print(" | ".join(f"{c:.3f}" for c in cells))
+        return
     by = collections.Counter()
     for n, dso, _, sym in rows:
         by[component(dso, sym)] += n
