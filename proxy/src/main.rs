@@ -154,7 +154,7 @@ struct Args {
 /// before it exits, when one thread serves: tokio's default is 10 s, and the standalone file
 /// poll (every 500 ms by default) then kept a second thread alive for good. While a process
 /// has one thread, the kernel skips the file table's reference counting on each socket call
-/// (fdget/fput): about 0.25 µs less kernel time per new-connection request and 0.07 µs per
+/// (fdget/fput): about 0.25 µs less kernel time per new-connection request and 0.1 µs per
 /// keep-alive one (perf; e2e/bench/RESULTS.md, "Data plane, 2026-12-05 noon"). The price is
 /// a thread started per poll: about 0.25 ms of CPU each, 15 ms more a minute at rest.
 const SINGLE_THREAD_BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(50);
