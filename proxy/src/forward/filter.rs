@@ -5,7 +5,7 @@
 
 use http::{
     HeaderMap, HeaderName, HeaderValue, Request, Uri, Version,
-    header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE},
+    header::{CONNECTION, Entry, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE},
     uri::PathAndQuery,
 };
 use lockstep_core::{Route, traffic::RewriteRule};
@@ -66,12 +66,11 @@ pub(crate) fn check_transfer_encoding<B>(req: &Request<B>) -> Result<(), ProxyEr
 }
 
 /// Rewrites a request's headers for the upstream, in place. `host` is the request's host as
-/// routed, which becomes the Host header when the client sent only an authority (HTTP/2,
-/// absolute form); `client` is the client's address as a header value, made once per
-/// connection.
+/// routed, which becomes the Host header when the client sent an authority (HTTP/2, absolute
+/// form); `client` is the client's address as a header value, made once per connection.
 pub(crate) fn prepare_request<B>(
     req: &mut Request<B>,
-    host: HeaderValue,
+    host: RequestHost,
     client: &HeaderValue,
     scheme: &'static str,
     upgrade: Option<HeaderValue>,
@@ -86,10 +85,29 @@ pub(crate) fn prepare_request<B>(
     }
     append_forwarded_for(headers, client);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-    headers.insert(HOST, host);
+    match host {
+        // The request's one Host header stays where it is: inserting its own value again
+        // was a hashed lookup and a replacement on nearly every request.
+        RequestHost::Header(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        RequestHost::Authority(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            headers.insert(HOST, host);
+        }
+    }
     // Upstreams are spoken to in HTTP/1.1 whatever the client used.
     *req.version_mut() = Version::HTTP_11;
+}
+
+/// The host a proxied request is for, and where it came from.
+#[derive(Debug, Clone)]
+pub(crate) enum RequestHost {
+    /// The request's single Host header (HTTP/1 origin form), which the upstream gets as it is.
+    Header(HeaderValue),
+    /// The URI's authority (HTTP/2 `:authority`, HTTP/1 absolute form), which becomes the
+    /// upstream request's Host header.
+    Authority(HeaderValue),
 }
 
 /// Headers a client may send to claim what only a proxy should say, which backends trust:
@@ -243,6 +261,11 @@ impl HopByHop {
     pub(crate) fn te(&self) -> bool {
         self.present[TE_AT]
     }
+
+    /// The head has a Transfer-Encoding field.
+    pub(crate) fn transfer_encoding(&self) -> bool {
+        self.present[TRANSFER_ENCODING_AT]
+    }
 }
 
 /// Removes what `found` says `headers` carries (see `strip_hop_by_hop`).
@@ -298,19 +321,24 @@ static HOP_BY_HOP: [&HeaderName; 6] = [
     &UPGRADE,
 ];
 
-/// Where TE and Upgrade are in `HOP_BY_HOP`.
+/// Where TE, Transfer-Encoding and Upgrade are in `HOP_BY_HOP`.
 const TE_AT: usize = 2;
+const TRANSFER_ENCODING_AT: usize = 4;
 const UPGRADE_AT: usize = 5;
 
 /// Appends the client's address to X-Forwarded-For, folding repeated headers into one. The
 /// common case, no X-Forwarded-For from the client, shares the connection's value.
 fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
-    if !headers.contains_key(&X_FORWARDED_FOR) {
-        headers.insert(X_FORWARDED_FOR.clone(), client.clone());
-        return;
-    }
+    // One hashed lookup, through the entry, for both the check and the insert.
+    let mut prior = match headers.entry(X_FORWARDED_FOR.clone()) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(client.clone());
+            return;
+        }
+        Entry::Occupied(prior) => prior,
+    };
     let mut value = Vec::with_capacity(128);
-    for prior in headers.get_all(&X_FORWARDED_FOR).iter() {
+    for prior in prior.iter() {
         if prior.to_str().is_ok() {
             value.extend_from_slice(prior.as_bytes());
             value.extend_from_slice(b", ");
@@ -318,7 +346,8 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
     }
     value.extend_from_slice(client.as_bytes());
     if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+        // Replaces every prior value.
+        prior.insert(value);
     }
 }
 
@@ -338,6 +367,7 @@ mod tests {
     #[test]
     fn te_and_upgrade_are_found_where_they_are() {
         assert_eq!(*HOP_BY_HOP[TE_AT], TE);
+        assert_eq!(*HOP_BY_HOP[TRANSFER_ENCODING_AT], TRANSFER_ENCODING);
         assert_eq!(*HOP_BY_HOP[UPGRADE_AT], UPGRADE);
         let req = request(&[("te", "trailers"), ("x-other", "1")]);
         let found = HopByHop::of(req.headers());
@@ -381,7 +411,7 @@ mod tests {
         let found = HopByHop::of(req.headers());
         prepare_request(
             &mut req,
-            HeaderValue::from_static("a.test"),
+            RequestHost::Authority(HeaderValue::from_static("a.test")),
             &HeaderValue::from_static("10.0.0.1"),
             "http",
             None,
@@ -410,6 +440,53 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
     }
 
+    /// A Host header the request came with stays the only one, in its place; an authority
+    /// becomes the Host header, replacing whatever the client sent beside it.
+    #[test]
+    fn the_host_is_kept_from_the_header_and_set_from_an_authority() {
+        let mut req = request(&[
+            ("host", "a.test"),
+            ("x-forwarded-host", "evil.test"),
+            ("x-kept", "1"),
+        ]);
+        let found = HopByHop::of(req.headers());
+        let host = RequestHost::Header(req.headers()[HOST].clone());
+        prepare_request(
+            &mut req,
+            host,
+            &HeaderValue::from_static("10.0.0.1"),
+            "http",
+            None,
+            found,
+        );
+        let h = req.headers();
+        assert_eq!(h.get_all(HOST).iter().collect::<Vec<_>>(), ["a.test"]);
+        assert_eq!(
+            h.keys().next(),
+            Some(&HOST),
+            "Host moved from where the client put it"
+        );
+        assert_eq!(
+            h.get_all("x-forwarded-host").iter().collect::<Vec<_>>(),
+            ["a.test"]
+        );
+
+        let mut req = request(&[("host", "other.test")]);
+        let found = HopByHop::of(req.headers());
+        let host = RequestHost::Authority(HeaderValue::from_static("a.test:8443"));
+        prepare_request(
+            &mut req,
+            host,
+            &HeaderValue::from_static("10.0.0.1"),
+            "http",
+            None,
+            found,
+        );
+        let h = req.headers();
+        assert_eq!(h.get_all(HOST).iter().collect::<Vec<_>>(), ["a.test:8443"]);
+        assert_eq!(h["x-forwarded-host"], "a.test:8443");
+    }
+
     #[test]
     fn forwarded_for_appends_to_all_prior_values() {
         let mut req = request(&[
@@ -419,7 +496,7 @@ mod tests {
         let found = HopByHop::of(req.headers());
         prepare_request(
             &mut req,
-            HeaderValue::from_static("a"),
+            RequestHost::Authority(HeaderValue::from_static("a")),
             &HeaderValue::from_static("127.0.0.1"),
             "https",
             None,
@@ -448,7 +525,7 @@ mod tests {
         let found = HopByHop::of(req.headers());
         prepare_request(
             &mut req,
-            HeaderValue::from_static("a"),
+            RequestHost::Authority(HeaderValue::from_static("a")),
             &HeaderValue::from_static("127.0.0.1"),
             "http",
             protocol,

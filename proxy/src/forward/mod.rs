@@ -96,6 +96,7 @@ enum Routed<'a> {
         route: &'a Route,
         req: Request<ClientBody>,
         cors: Option<(&'a CorsPolicy, http::HeaderMap)>,
+        hop_by_hop: filter::HopByHop,
     },
 }
 
@@ -182,14 +183,22 @@ impl Proxy {
             // of their own (see above).
             let result = match self.route(served, &client, req, &mut exchange) {
                 Ok(Routed::Answered(response)) => Ok(response),
-                Ok(Routed::Forward { route, req, cors }) => {
+                Ok(Routed::Forward {
+                    route,
+                    req,
+                    cors,
+                    hop_by_hop,
+                }) => {
                     let result = match route.timeouts.request {
-                        None => self.forward(route, &client, req, &mut exchange, None).await,
+                        None => {
+                            self.forward(route, &client, req, hop_by_hop, &mut exchange, None)
+                                .await
+                        }
                         Some(limit) => {
                             let deadline = tokio::time::Instant::now() + limit;
                             tokio::time::timeout_at(
                                 deadline,
-                                self.forward(route, &client, req, &mut exchange, Some(deadline)),
+                                self.forward(route, &client, req, hop_by_hop, &mut exchange, Some(deadline)),
                             )
                             .await
                             .unwrap_or_else(|_| Err(ProxyError::RequestTimeout(limit)))
@@ -269,8 +278,14 @@ impl Proxy {
         mut req: Request<ClientBody>,
         exchange: &mut Exchange,
     ) -> Result<Routed<'a>, ProxyError> {
+        // Which hop-by-hop fields the request carries, read once: without Transfer-Encoding,
+        // Upgrade or TE (nearly every request) none of them is looked up, and phase 2's strip
+        // reuses it. Nothing before phase 2 changes the headers.
+        let hop_by_hop = filter::HopByHop::of(req.headers());
         // Framing the upstream could not be told about is refused before anything else.
-        filter::check_transfer_encoding(&req)?;
+        if hop_by_hop.transfer_encoding() {
+            filter::check_transfer_encoding(&req)?;
+        }
         // The HTTP/1 server drops the Content-Length of a head that also has
         // Transfer-Encoding and marks the request (RFC 9112 §6.1: refuse, and close the
         // connection).
@@ -321,7 +336,12 @@ impl Proxy {
             }
             return Ok(Routed::Answered(response));
         }
-        Ok(Routed::Forward { route, req, cors })
+        Ok(Routed::Forward {
+            route,
+            req,
+            cors,
+            hop_by_hop,
+        })
     }
 
     /// Phases 2 to 5 of a request that is proxied.
@@ -331,24 +351,23 @@ impl Proxy {
         route: &Route,
         client: &Arc<ClientConnection>,
         mut req: Request<ClientBody>,
+        hop_by_hop: filter::HopByHop,
         exchange: &mut Exchange,
         deadline: Option<tokio::time::Instant>,
     ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send {
         async move {
             // 2. Request filter.
             let host = match req.uri().authority() {
-                Some(authority) => {
-                    HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadHost)?
-                }
-                None => req
-                    .headers()
-                    .get(header::HOST)
-                    .cloned()
-                    .ok_or_else(|| ProxyError::BadHost)?,
+                Some(authority) => filter::RequestHost::Authority(
+                    HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadHost)?,
+                ),
+                None => filter::RequestHost::Header(
+                    req.headers()
+                        .get(header::HOST)
+                        .cloned()
+                        .ok_or_else(|| ProxyError::BadHost)?,
+                ),
             };
-            // Which hop-by-hop fields the request carries, read once: without Upgrade or TE
-            // (nearly every request) neither is looked up, and the strip reuses it.
-            let hop_by_hop = filter::HopByHop::of(req.headers());
             let protocol = if hop_by_hop.upgrade() {
                 filter::upgrade_protocol(&req, |p| route.allows_upgrade(p))
             } else {
