@@ -182,10 +182,14 @@ pub fn parse_response(
     )))
 }
 
-/// How a request's body is framed toward the upstream: by the Content-Length the request
-/// carries, else by the body's own length when it is known (`exact`, or none when
-/// `end_stream`), else chunked.
+/// How a request's body is framed toward the upstream: empty when the body has already
+/// ended (`end_stream`: nearly every GET; no Content-Length can promise bytes that will not
+/// come, and none is looked up), else by the Content-Length the request carries, else by the
+/// body's own length when it is known (`exact`), else chunked.
 pub fn request_framing(headers: &HeaderMap, end_stream: bool, exact: Option<u64>) -> BodyFraming {
+    if end_stream {
+        return BodyFraming::Empty;
+    }
     if let Some(n) = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| parse_content_length(v.as_bytes()))
@@ -196,10 +200,10 @@ pub fn request_framing(headers: &HeaderMap, end_stream: bool, exact: Option<u64>
             BodyFraming::Length(n)
         };
     }
-    match (end_stream, exact) {
-        (true, _) | (false, Some(0)) => BodyFraming::Empty,
-        (false, Some(n)) => BodyFraming::Length(n),
-        (false, None) => BodyFraming::Chunked,
+    match exact {
+        Some(0) => BodyFraming::Empty,
+        Some(n) => BodyFraming::Length(n),
+        None => BodyFraming::Chunked,
     }
 }
 
@@ -460,5 +464,7 @@ mod tests {
         assert_eq!(request_framing(&headers, false, None), BodyFraming::Chunked);
         assert_eq!(request_framing(&headers, false, Some(3)), BodyFraming::Length(3));
         assert_eq!(request_framing(&headers, true, None), BodyFraming::Empty);
+        // A body that has already ended is sent empty, whatever Content-Length says.
+        assert_eq!(request_framing(&both, true, None), BodyFraming::Empty);
     }
 }
