@@ -9,12 +9,17 @@ use http::{
 };
 use lockstep_core::{Route, RouteTable, normalize_host, normalize_path, table::Found, traffic::RedirectRule};
 
-use super::{body::ProxyBody, error::ProxyError};
+use super::{body::ProxyBody, error::ProxyError, filter::RequestHost};
 
 /// The host a request is for: the URI's authority when the request carries one (HTTP/2
 /// `:authority`, HTTP/1 absolute form, which RFC 9112 says overrides Host), else the single
 /// Host header.
 pub(crate) fn request_host<B>(req: &Request<B>) -> Result<&str, ProxyError> {
+    request_host_field(req).map(|(host, _)| host)
+}
+
+/// [`request_host`], and the Host header it was read from (None: the URI's authority).
+fn request_host_field<B>(req: &Request<B>) -> Result<(&str, Option<&HeaderValue>), ProxyError> {
     if let Some(scheme) = req.uri().scheme_str()
         && !scheme.eq_ignore_ascii_case("http")
         && !scheme.eq_ignore_ascii_case("https")
@@ -29,7 +34,7 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Result<&str, ProxyError> {
         if !valid_authority(authority) {
             return Err(ProxyError::BadHost);
         }
-        return Ok(authority.as_str());
+        return Ok((authority.as_str(), None));
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next().ok_or_else(|| ProxyError::BadHost)?;
@@ -40,10 +45,10 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Result<&str, ProxyError> {
     match host.to_str() {
         // The common Host (a name of letters, digits, dots and dashes, and maybe a port) is
         // valid as it stands: checked without parsing it into an Authority (a copy).
-        Ok(h) if is_plain_host(h) => Ok(h),
+        Ok(h) if is_plain_host(h) => Ok((h, Some(host))),
         // RFC 9112 §3.2: a Host that is not a valid uri-host [":" port] is answered 400, not
         // looked up (and a 404 would tell a scanner which half of "a.test/evil" matched).
-        Ok(h) if h.parse::<Authority>().is_ok_and(|a| valid_authority(&a)) => Ok(h),
+        Ok(h) if h.parse::<Authority>().is_ok_and(|a| valid_authority(&a)) => Ok((h, Some(host))),
         _ => Err(ProxyError::BadHost),
     }
 }
@@ -97,28 +102,34 @@ pub(crate) fn normalize_request_path<B>(req: &mut Request<B>) -> Result<(), Prox
 }
 
 /// The route for a request (with its id, which per-route metrics are found by), or the
-/// error that answers it. `tls`: the request arrived over TLS (the rules of a Gateway's HTTP
+/// error that answers it, with the host the upstream request is for. `tls`: the request arrived over TLS (the rules of a Gateway's HTTP
 /// and HTTPS listeners answer only their own, `lockstep_core::table::Reach`).
 pub(crate) fn lookup<'t, B>(
     table: &'t RouteTable,
     tls: bool,
     req: &Request<B>,
-) -> Result<Found<'t>, ProxyError> {
+) -> Result<(Found<'t>, RequestHost), ProxyError> {
     if req.method() == Method::CONNECT {
         // A reverse proxy has no tunnels to offer; forwarding CONNECT would let a client
         // reach any address a backend can.
         return Err(ProxyError::MethodNotAllowed);
     }
-    let host = request_host(req)?;
+    let (host, field) = request_host_field(req)?;
     let path = req.uri().path();
     if !path.starts_with('/') {
         // Asterisk form (OPTIONS *) and CONNECT's authority form name no resource a route
         // could serve.
         return Err(ProxyError::NoRoute);
     }
-    table
+    let found = table
         .lookup_request(tls, host, path, req.method(), req.headers(), req.uri().query())
-        .ok_or_else(|| ProxyError::NoRoute)
+        .ok_or_else(|| ProxyError::NoRoute)?;
+    // The upstream request's host, taken here where the Host header is already at hand.
+    let host = match field {
+        Some(field) => RequestHost::Header(field.clone()),
+        None => RequestHost::Authority(HeaderValue::from_str(host).map_err(|_| ProxyError::BadHost)?),
+    };
+    Ok((found, host))
 }
 
 /// The answer of a route whose `filters.redirect` is set, with Location built from the
