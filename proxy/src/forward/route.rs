@@ -101,9 +101,10 @@ pub(crate) fn normalize_request_path<B>(req: &mut Request<B>) -> Result<(), Prox
     Ok(())
 }
 
-/// The route for a request (with its id, which per-route metrics are found by), or the
-/// error that answers it, with the host the upstream request is for. `tls`: the request arrived over TLS (the rules of a Gateway's HTTP
-/// and HTTPS listeners answer only their own, `lockstep_core::table::Reach`).
+/// The route for a request (with its id, which per-route metrics are found by) and the host
+/// the upstream request is for, or the error that answers it. `tls`: the request arrived over
+/// TLS (the rules of a Gateway's HTTP and HTTPS listeners answer only their own,
+/// `lockstep_core::table::Reach`).
 pub(crate) fn lookup<'t, B>(
     table: &'t RouteTable,
     tls: bool,
