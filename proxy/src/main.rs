@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 /// quarter of its keep-alive requests per CPU-second, and glibc's serves tokio's aligned task
 /// of every new connection on its slow path (see proxy/Cargo.toml).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: lockstep_allocator::Mimalloc = lockstep_allocator::Mimalloc;
 
 /// lockstep's reverse proxy.
 #[derive(Debug, Parser)]
