@@ -77,10 +77,10 @@ impl ProxyBody {
         }
     }
 
-    /// Keeps `guard` alive until the body is done with.
-    pub(crate) fn with_guard(mut self, guard: RequestGuard) -> Self {
+    /// Keeps `guard` alive until the body is done with. In place, through the response:
+    /// `Response::map` would move the whole response twice.
+    pub(crate) fn keep(&mut self, guard: RequestGuard) {
         self._guard = Some(guard);
-        self
     }
 }
 

@@ -198,7 +198,7 @@ impl Proxy {
                     facts,
                     cors,
                 }) => {
-                    let result = match route.timeouts.request {
+                    let mut result = match route.timeouts.request {
                         None => {
                             self.forward(route, &client, req, facts, &mut exchange, None)
                                 .await
@@ -213,16 +213,15 @@ impl Proxy {
                             .unwrap_or_else(|_| Err(ProxyError::RequestTimeout(limit)))
                         }
                     };
-                    result.map(|mut response| {
-                        if let Some((policy, headers)) = &cors {
-                            policy.decorate(headers, response.headers_mut());
-                        }
-                        response
-                    })
+                    // In place: `Result::map` would move the response out and back.
+                    if let (Ok(response), Some((policy, headers))) = (&mut result, &cors) {
+                        policy.decorate(headers, response.headers_mut());
+                    }
+                    result
                 }
                 Err(error) => Err(error),
             };
-            let response = match result {
+            let mut response = match result {
                 Ok(response) => response,
                 Err(error) => {
                     let mut response = if grpc {
@@ -274,7 +273,8 @@ impl Proxy {
                 in_flight,
                 _endpoint: exchange.endpoint.take(),
             };
-            response.map(|body| body.with_guard(guard))
+            response.body_mut().keep(guard);
+            response
         }
     }
 
@@ -410,7 +410,7 @@ impl Proxy {
                 BodySlot::new(body, client)
             };
             mirror::send(self, &mirrors, &parts, &body);
-            let answer = match route.retry.as_ref().filter(|p| p.attempts > 0) {
+            let mut answer = match route.retry.as_ref().filter(|p| p.attempts > 0) {
                 None => upstream::send(self, route, parts, body, grpc_trailers).await?,
                 // Boxed, as the rarer path: inline, every request's future would carry room
                 // for it.
@@ -430,7 +430,8 @@ impl Proxy {
             exchange.endpoint = answer.peer.guard;
 
             // 5. Response.
-            let mut response = answer.response;
+            // In place: moved out of `answer`, the response would be copied once more.
+            let response = &mut answer.response;
             let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
             filter::prepare_response(response.headers_mut(), switching);
             if let Some(ops) = &route.filters.response_headers {
@@ -459,7 +460,7 @@ impl Proxy {
                     self.state.clone(),
                 );
             }
-            Ok(response.map(|body| match deadline {
+            Ok(answer.response.map(|body| match deadline {
                 Some(deadline) if !switching => ProxyBody::upstream_until(body, deadline),
                 _ => ProxyBody::upstream(body),
             }))
