@@ -114,6 +114,25 @@ where
     }
 }
 
+/// A proxy started with `extra` on a file with one route (app.test, to a backend of its own),
+/// once it is ready. The file's folder and the backend last as long as the values returned.
+async fn ready_with_one_route(extra: &[&str]) -> (Proxy, tempfile::TempDir, Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("routes.yaml");
+    let backend = backend("a").await;
+    std::fs::write(
+        &file,
+        router_config("web", &[rule("app.test", "/", &url(backend.addr))]),
+    )
+    .expect("write");
+    let proxy = Proxy::start(&file, extra);
+    eventually("ready", || async {
+        admin_get(&proxy, "/readyz").await.0 == StatusCode::OK
+    })
+    .await;
+    (proxy, dir, backend)
+}
+
 /// The threads of process `pid` (Linux: its /proc entries).
 #[cfg(target_os = "linux")]
 fn threads(pid: u32) -> usize {
@@ -225,19 +244,8 @@ async fn standalone_serves_reloads_and_keeps_the_old_table_on_a_bad_file() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn one_worker_is_one_thread_between_file_polls() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("routes.yaml");
-    let a = backend("a").await;
-    std::fs::write(
-        &file,
-        router_config("web", &[rule("app.test", "/", &url(a.addr))]),
-    )
-    .expect("write");
-    let proxy = Proxy::start(&file, &["--worker-threads", "1", "--reload-interval", "500ms"]);
-    eventually("ready", || async {
-        admin_get(&proxy, "/readyz").await.0 == StatusCode::OK
-    })
-    .await;
+    let (proxy, _dir, _backend) =
+        ready_with_one_route(&["--worker-threads", "1", "--reload-interval", "500ms"]).await;
     let pid = proxy.child.id();
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -281,19 +289,7 @@ async fn a_bad_file_at_start_leaves_the_replica_unready_until_fixed() {
 
 #[tokio::test]
 async fn sigterm_drains_requests_in_flight_and_exits_zero() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("routes.yaml");
-    let a = backend("a").await;
-    std::fs::write(
-        &file,
-        router_config("web", &[rule("app.test", "/", &url(a.addr))]),
-    )
-    .expect("write");
-    let mut proxy = Proxy::start(&file, &["--drain-timeout", "10s"]);
-    eventually("ready", || async {
-        admin_get(&proxy, "/readyz").await.0 == StatusCode::OK
-    })
-    .await;
+    let (mut proxy, _dir, _backend) = ready_with_one_route(&["--drain-timeout", "10s"]).await;
     let p = proxy.http();
 
     let mut in_flight = Vec::new();

@@ -442,6 +442,19 @@ mod tests {
 
     /// A Host header the request came with stays the only one, in its place; an authority
     /// becomes the Host header, replacing whatever the client sent beside it.
+    /// Phase 2's request filter for a plain-HTTP request from 10.0.0.1 going to `host`.
+    fn prepare_with_host(req: &mut Request<()>, host: RequestHost) {
+        let found = HopByHop::of(req.headers());
+        prepare_request(
+            req,
+            host,
+            &HeaderValue::from_static("10.0.0.1"),
+            "http",
+            None,
+            found,
+        );
+    }
+
     #[test]
     fn the_host_is_kept_from_the_header_and_set_from_an_authority() {
         let mut req = request(&[
@@ -449,16 +462,8 @@ mod tests {
             ("x-forwarded-host", "evil.test"),
             ("x-kept", "1"),
         ]);
-        let found = HopByHop::of(req.headers());
         let host = RequestHost::Header(req.headers()[HOST].clone());
-        prepare_request(
-            &mut req,
-            host,
-            &HeaderValue::from_static("10.0.0.1"),
-            "http",
-            None,
-            found,
-        );
+        prepare_with_host(&mut req, host);
         let h = req.headers();
         assert_eq!(h.get_all(HOST).iter().collect::<Vec<_>>(), ["a.test"]);
         assert_eq!(
@@ -472,15 +477,9 @@ mod tests {
         );
 
         let mut req = request(&[("host", "other.test")]);
-        let found = HopByHop::of(req.headers());
-        let host = RequestHost::Authority(HeaderValue::from_static("a.test:8443"));
-        prepare_request(
+        prepare_with_host(
             &mut req,
-            host,
-            &HeaderValue::from_static("10.0.0.1"),
-            "http",
-            None,
-            found,
+            RequestHost::Authority(HeaderValue::from_static("a.test:8443")),
         );
         let h = req.headers();
         assert_eq!(h.get_all(HOST).iter().collect::<Vec<_>>(), ["a.test:8443"]);
