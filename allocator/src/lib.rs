@@ -3,8 +3,9 @@
 //!
 //! The `mimalloc` crate's allocator hands every allocation to `mi_malloc_aligned`, whatever
 //! its alignment. mimalloc 3 serves that from its small-block path only when the size is at
-//! most 1 KiB and the block at the head of the free list happens to be aligned; otherwise
-//! (a request's future, 2.5 KB; a request's header map, 1.2 KB) it over-allocates
+//! most 1 KiB and the block at the head of the free list happens to be aligned; otherwise,
+//! unless the size class is a power of two (a request's future, 2.5 KB, and a request's
+//! header map, 1.2 KB, are not), it over-allocates
 //! (`mi_theap_malloc_zero_aligned_at_generic`, then `..._overalloc`: 222 instructions where a
 //! small block takes about 50, callgrind) and marks the block's page as holding interior
 //! pointers, which every later free in that page must check for.
