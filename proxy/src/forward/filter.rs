@@ -408,14 +408,9 @@ mod tests {
             ("X-Original-URL", "/admin"),
             ("x-rewrite-url", "/admin"),
         ]);
-        let found = HopByHop::of(req.headers());
-        prepare_request(
+        prepare_with_host(
             &mut req,
             RequestHost::Authority(HeaderValue::from_static("a.test")),
-            &HeaderValue::from_static("10.0.0.1"),
-            "http",
-            None,
-            found,
         );
         let h = req.headers();
         for gone in [
@@ -440,8 +435,6 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
     }
 
-    /// A Host header the request came with stays the only one, in its place; an authority
-    /// becomes the Host header, replacing whatever the client sent beside it.
     /// Phase 2's request filter for a plain-HTTP request from 10.0.0.1 going to `host`.
     fn prepare_with_host(req: &mut Request<()>, host: RequestHost) {
         let found = HopByHop::of(req.headers());
@@ -455,6 +448,8 @@ mod tests {
         );
     }
 
+    /// A Host header the request came with stays the only one, in its place; an authority
+    /// becomes the Host header, replacing whatever the client sent beside it.
     #[test]
     fn the_host_is_kept_from_the_header_and_set_from_an_authority() {
         let mut req = request(&[
