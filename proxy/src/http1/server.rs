@@ -52,6 +52,8 @@ use crate::forward::{
 
 /// The first read of a head goes to a stack buffer this large: most heads fit.
 const FIRST_READ: usize = 2048;
+/// What an HTTP/2 connection with prior knowledge starts with (RFC 9113 §3.4).
+pub(crate) const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long a closing connection keeps reading (and discarding) what the client still
 /// sends, so that closing with unread bytes does not reset the connection and lose the
 /// answer: at most this long in all, and until the client is quiet for [`LINGER_QUIET`].
@@ -106,6 +108,10 @@ struct Conn<S> {
     /// feed, so a head trickled a byte at a time is parsed once per line, not once per
     /// byte (each parse starts over from the head's first byte).
     parse_due: bool,
+    /// What was read so far may still be the start of HTTP/2's preface: true until the
+    /// connection's first bytes show otherwise, when it may speak HTTP/2 with prior
+    /// knowledge.
+    preface_possible: bool,
 }
 
 enum HeadRead {
@@ -113,17 +119,63 @@ enum HeadRead {
     Refused(head::HeadError),
     /// The client closed (or the server is closing) between requests.
     Done,
+    /// The connection's first bytes are HTTP/2's whole preface: they are in the buffer.
+    Http2Preface,
+}
+
+/// How far a connection's first bytes match HTTP/2's preface.
+#[derive(Debug, PartialEq, Eq)]
+enum Preface {
+    /// They start with the whole preface.
+    Whole,
+    /// They are its start: more bytes decide.
+    Partial,
+    /// They are not (an HTTP/1 head).
+    Not,
+}
+
+impl Preface {
+    fn of(first: &[u8]) -> Self {
+        let common = first.len().min(HTTP2_PREFACE.len());
+        if first[..common] != HTTP2_PREFACE[..common] {
+            Preface::Not
+        } else if common == HTTP2_PREFACE.len() {
+            Preface::Whole
+        } else {
+            Preface::Partial
+        }
+    }
+}
+
+/// How an HTTP/1 connection's service ended.
+pub(crate) enum Ended<S> {
+    /// The connection closed, or was handed over after a 101.
+    Closed,
+    /// The client spoke HTTP/2 with prior knowledge: its stream, the bytes read from it
+    /// (the preface and whatever followed), and what serves it, for an HTTP/2 server.
+    Http2 {
+        io: S,
+        read: Bytes,
+        proxy: Arc<Proxy>,
+        client: Arc<ClientConnection>,
+    },
 }
 
 /// Serves one HTTP/1 client connection with `proxy`'s request path until the client
 /// closes, the connection fails, or `closing` is set (then after the response in flight).
+/// `http2_preface`: the connection may speak HTTP/2 with prior knowledge (a plain one, or
+/// TLS without ALPN), which its first bytes tell; it is then handed back for HTTP/2
+/// ([`Ended::Http2`]). Told here rather than by a read of its own before HTTP/1 starts,
+/// so that an HTTP/1 connection's first head is read once, into the stack buffer that
+/// every head's first read uses.
 pub(crate) async fn serve<S>(
     io: S,
     proxy: Arc<Proxy>,
     client: Arc<ClientConnection>,
     limits: HeadLimits,
     closing: Arc<AtomicBool>,
-) -> io::Result<()>
+    http2_preface: bool,
+) -> io::Result<Ended<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -134,15 +186,24 @@ where
         limits,
         closing,
         parse_due: false,
+        preface_possible: http2_preface,
     };
     loop {
         let head = match poll_fn(|cx| conn.poll_head(cx)).await? {
             HeadRead::Head(head) => head,
-            HeadRead::Done => return Ok(()),
+            HeadRead::Done => return Ok(Ended::Closed),
             HeadRead::Refused(error) => {
                 tracing::debug!(client = %client.remote, %error, "request head refused");
                 Box::pin(conn.refuse(error.status())).await?;
-                return Ok(());
+                return Ok(Ended::Closed);
+            }
+            HeadRead::Http2Preface => {
+                return Ok(Ended::Http2 {
+                    io: conn.io,
+                    read: conn.buf.freeze(),
+                    proxy,
+                    client,
+                });
             }
         };
         let Dispatched {
@@ -168,14 +229,16 @@ where
             Ok(keep) => keep,
             Err(error) => {
                 tracing::debug!(client = %client.remote, %error, "response not sent whole");
-                return Ok(());
+                return Ok(Ended::Closed);
             }
         };
         if switching {
-            let Some(switch) = switch else { return Ok(()) };
+            let Some(switch) = switch else {
+                return Ok(Ended::Closed);
+            };
             let Conn { io, buf, .. } = conn;
             let _ = switch.send(Upgraded::new(Box::new(io), buf.freeze()));
-            return Ok(());
+            return Ok(Ended::Closed);
         }
         // The request body is read to its end before the next head (or the close), as long
         // as someone reads it: an upload may go on after its response.
@@ -200,7 +263,7 @@ where
                 // itself, without a shutdown call of its own.
                 let _ = conn.io.shutdown().await;
             }
-            return Ok(());
+            return Ok(Ended::Closed);
         }
     }
 }
@@ -282,6 +345,17 @@ where
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<HeadRead>> {
         loop {
             if !self.buf.is_empty() {
+                if self.preface_possible {
+                    match Preface::of(&self.buf) {
+                        Preface::Whole => return Poll::Ready(Ok(HeadRead::Http2Preface)),
+                        // Not a head to parse yet: "PRI * HTTP/2.0" is not HTTP/1.
+                        Preface::Partial => self.parse_due = false,
+                        Preface::Not => {
+                            self.preface_possible = false;
+                            self.parse_due = true;
+                        }
+                    }
+                }
                 if std::mem::take(&mut self.parse_due) {
                     match head::parse_request(&self.buf, self.limits) {
                         Ok(Some((head, len))) => {
@@ -328,6 +402,20 @@ where
                     // Most heads arrive whole in the first read: parsed where they were read,
                     // the connection needs no heap buffer for them at all.
                     let filled = read.filled();
+                    if self.preface_possible {
+                        match Preface::of(filled) {
+                            Preface::Whole => {
+                                self.buf.extend_from_slice(filled);
+                                return Poll::Ready(Ok(HeadRead::Http2Preface));
+                            }
+                            Preface::Partial => {
+                                self.buf.extend_from_slice(filled);
+                                self.parse_due = false;
+                                continue;
+                            }
+                            Preface::Not => self.preface_possible = false,
+                        }
+                    }
                     match head::parse_request(filled, self.limits) {
                         Ok(Some((head, len))) => {
                             self.buf.extend_from_slice(&filled[len..]);
@@ -678,6 +766,22 @@ mod tests {
     use super::*;
     use crate::{options::ProxyOptions, state::ProxyState};
 
+    /// A connection's first bytes are HTTP/2 only once the whole preface came; its start
+    /// waits for more, and any other byte is HTTP/1 (a `POST` starts like the preface).
+    #[test]
+    fn the_preface_is_told_from_a_head_by_the_first_bytes() {
+        assert_eq!(Preface::of(HTTP2_PREFACE), Preface::Whole);
+        assert_eq!(
+            Preface::of(&[&HTTP2_PREFACE[..], b"\0\0\0\x04"].concat()),
+            Preface::Whole
+        );
+        assert_eq!(Preface::of(b"P"), Preface::Partial);
+        assert_eq!(Preface::of(&HTTP2_PREFACE[..23]), Preface::Partial);
+        assert_eq!(Preface::of(b"PO"), Preface::Not);
+        assert_eq!(Preface::of(b"GET / HTTP/1.1\r\n"), Preface::Not);
+        assert_eq!(Preface::of(b"PRI * HTTP/1.1\r\n\r\n"), Preface::Not);
+    }
+
     /// Every idle keep-alive connection holds this future: the request's state (the request
     /// path, the response writer, a lingering close) is boxed and held only while needed.
     #[tokio::test]
@@ -692,7 +796,7 @@ mod tests {
             max_bytes: 1024,
             max_headers: 10,
         };
-        let future = serve(io, proxy, client, limits, Arc::default());
+        let future = serve(io, proxy, client, limits, Arc::default(), true);
         let size = std::mem::size_of_val(&future);
         assert!(size <= 1024, "{size} bytes");
     }

@@ -6,8 +6,9 @@
 //! and one watchdog per connection is cheaper than timers per read.
 //!
 //! Memory per connection is kept small because 10,000 idle keep-alive clients are normal for
-//! an ingress: the protocol is told apart here (not by hyper-util's auto builder, whose
-//! connection holds both protocols' state), each protocol's connection is boxed on its own,
+//! an ingress: the protocol is told apart by the first bytes the HTTP/1 server reads (not by
+//! hyper-util's auto builder, whose connection holds both protocols' state), which hands the
+//! connection over when they are HTTP/2's preface; each protocol's connection is boxed on its own,
 //! and between requests an HTTP/1 connection holds no buffer and a pointer, not the request
 //! path's state.
 
@@ -15,7 +16,6 @@ use std::{
     convert::Infallible,
     future::Future,
     io,
-    mem::MaybeUninit,
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, atomic::AtomicBool},
@@ -23,6 +23,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::{Buf, Bytes};
 use hyper::{body::Incoming, server::conn::http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -38,13 +39,6 @@ use crate::{
     http1,
     options::ProxyOptions,
 };
-
-/// What an HTTP/2 connection starts with (RFC 9113 §3.4).
-const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// How much of a connection's first bytes one read takes when they decide its protocol:
-/// enough for most request heads, so hyper gets the whole head without another read.
-const FIRST_READ: usize = 2048;
 
 /// A client socket: a TCP stream, or TLS over one.
 pub(crate) trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -79,13 +73,13 @@ enum Nagle {
 }
 
 /// A client stream that reports reads to the connection's activity record, turns Nagle's
-/// algorithm off before its second write, and gives back first the bytes that were read to
-/// tell HTTP/1 from HTTP/2.
-struct TrackedStream<S> {
+/// algorithm off before its second write, and gives back first the bytes the HTTP/1 server
+/// read before they showed HTTP/2's preface.
+pub(crate) struct TrackedStream<S> {
     inner: S,
     client: Arc<ClientConnection>,
     /// Bytes already read (and reported) that hyper has not read yet.
-    replay: Option<(Box<[u8]>, usize)>,
+    replay: Option<Bytes>,
     nagle: Nagle,
 }
 
@@ -114,53 +108,16 @@ impl<S: AsyncRead + Unpin> TrackedStream<S> {
         }
         result
     }
-
-    /// Reads the connection's first bytes and tells which protocol they start: `None` when
-    /// the client closed before sending any.
-    fn poll_sniff(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Protocol>>> {
-        loop {
-            let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
-            let mut buf = ReadBuf::uninit(&mut first);
-            ready!(self.poll_read_tracked(cx, &mut buf))?;
-            let read = buf.filled();
-            let mut seen = match self.replay.take() {
-                Some((earlier, _)) => earlier.into_vec(),
-                None => Vec::new(),
-            };
-            if read.is_empty() {
-                // Closed before a whole preface: whatever came is a (short) HTTP/1 request
-                // for hyper to answer, or nothing at all.
-                return Poll::Ready(Ok((!seen.is_empty()).then(|| {
-                    self.replay = Some((seen.into_boxed_slice(), 0));
-                    Protocol::Http1
-                })));
-            }
-            seen.extend_from_slice(read);
-            let common = seen.len().min(PREFACE.len());
-            let protocol = if seen[..common] != PREFACE[..common] {
-                Some(Protocol::Http1)
-            } else if seen.len() >= PREFACE.len() {
-                Some(Protocol::Http2)
-            } else {
-                // A preface in pieces: read on.
-                None
-            };
-            self.replay = Some((seen.into_boxed_slice(), 0));
-            if let Some(protocol) = protocol {
-                return Poll::Ready(Ok(Some(protocol)));
-            }
-        }
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for TrackedStream<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some((bytes, at)) = &mut this.replay {
-            let n = buf.remaining().min(bytes.len() - *at);
-            buf.put_slice(&bytes[*at..*at + n]);
-            *at += n;
-            if *at == bytes.len() {
+        if let Some(bytes) = &mut this.replay {
+            let n = buf.remaining().min(bytes.len());
+            buf.put_slice(&bytes[..n]);
+            bytes.advance(n);
+            if bytes.is_empty() {
                 this.replay = None;
             }
             return Poll::Ready(Ok(()));
@@ -236,10 +193,9 @@ impl<S: ClientSocket> AsyncWrite for TrackedStream<S> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Protocol {
     /// Told by the first bytes: HTTP/2 with prior knowledge when they are its preface,
-    /// HTTP/1.1 otherwise (plain connections, and TLS ones that did not choose h2).
+    /// HTTP/1.1 otherwise (plain connections, and TLS ones that did not choose h2). The
+    /// HTTP/1 server reads them and hands the connection over when they are the preface.
     Sniff,
-    /// HTTP/1.1.
-    Http1,
     /// HTTP/2 (a TLS connection that chose h2 by ALPN, which then gets HTTP/2's own answer
     /// to a bad preface rather than an HTTP/1 400).
     Http2,
@@ -377,26 +333,24 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
 
 type Io<S> = TokioIo<TrackedStream<S>>;
 
-/// One client connection, once its protocol is known. Each protocol's connection is boxed,
-/// so a connection holds only its own protocol's state.
+/// How the HTTP/1 server's future ends.
+type Http1Ended<S> = io::Result<http1::server::Ended<TrackedStream<S>>>;
+
+/// One client connection: HTTP/1 until its first bytes show HTTP/2's preface, or HTTP/2 from
+/// the start when TLS chose it. Each protocol's connection is boxed, so a connection holds
+/// only its own protocol's state.
 struct Connection<S> {
     builders: Arc<Builders>,
     state: State<S>,
 }
 
 enum State<S> {
-    /// Waiting for the first bytes, which tell HTTP/1 from HTTP/2.
-    Sniffing {
-        stream: TrackedStream<S>,
-        service: Service,
-    },
     Http1 {
-        conn: Pin<Box<dyn Future<Output = io::Result<()>> + Send>>,
+        conn: Pin<Box<dyn Future<Output = Http1Ended<S>> + Send>>,
         /// Set to close once the response in flight (if any) is sent.
         closing: Arc<AtomicBool>,
     },
     Http2(Pin<Box<http2::Connection<Io<S>, Service, TokioExecutor>>>),
-    Closed,
 }
 
 impl<S> Connection<S>
@@ -404,20 +358,15 @@ where
     S: ClientSocket,
 {
     fn new(builders: Arc<Builders>, stream: TrackedStream<S>, service: Service, protocol: Protocol) -> Self {
-        let state = match protocol {
-            Protocol::Sniff => State::Sniffing { stream, service },
-            known => start(&builders, known, stream, service),
-        };
+        let state = start(&builders, protocol, stream, service);
         Self { builders, state }
     }
 
     /// Lets in-flight requests finish and then closes (at once when none has started).
     fn graceful_shutdown(&mut self) {
         match &mut self.state {
-            State::Sniffing { .. } => self.state = State::Closed,
             State::Http1 { closing, .. } => closing.store(true, std::sync::atomic::Ordering::Relaxed),
             State::Http2(conn) => conn.as_mut().graceful_shutdown(),
-            State::Closed => {}
         }
     }
 }
@@ -433,7 +382,7 @@ where
         Protocol::Http2 => State::Http2(Box::pin(
             builders.h2.serve_connection(TokioIo::new(stream), service),
         )),
-        Protocol::Http1 | Protocol::Sniff => {
+        Protocol::Sniff => {
             let closing = Arc::new(AtomicBool::new(false));
             let conn = http1::server::serve(
                 stream,
@@ -441,6 +390,7 @@ where
                 service.client,
                 builders.h1,
                 closing.clone(),
+                true,
             );
             State::Http1 {
                 conn: Box::pin(conn),
@@ -460,21 +410,20 @@ where
         let this = self.get_mut();
         loop {
             match &mut this.state {
-                State::Sniffing { stream, .. } => {
-                    let sniffed = ready!(stream.poll_sniff(cx));
-                    let State::Sniffing { stream, service } =
-                        std::mem::replace(&mut this.state, State::Closed)
-                    else {
-                        return Poll::Ready(Ok(()));
-                    };
-                    match sniffed? {
-                        Some(protocol) => this.state = start(&this.builders, protocol, stream, service),
-                        None => return Poll::Ready(Ok(())),
+                State::Http1 { conn, .. } => match ready!(conn.as_mut().poll(cx))? {
+                    http1::server::Ended::Closed => return Poll::Ready(Ok(())),
+                    http1::server::Ended::Http2 {
+                        mut io,
+                        read,
+                        proxy,
+                        client,
+                    } => {
+                        io.replay = Some(read);
+                        let service = Service { proxy, client };
+                        this.state = start(&this.builders, Protocol::Http2, io, service);
                     }
-                }
-                State::Http1 { conn, .. } => return conn.as_mut().poll(cx).map_err(Into::into),
+                },
                 State::Http2(conn) => return conn.as_mut().poll(cx).map_err(Into::into),
-                State::Closed => return Poll::Ready(Ok(())),
             }
         }
     }
