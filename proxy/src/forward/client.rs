@@ -23,6 +23,9 @@ pub(crate) struct ClientConnection {
     pub transport: Transport,
     /// What the watchdog reads.
     pub activity: ConnActivity,
+    /// The server asked the connection to close once the response in flight (if any) is
+    /// sent: a drain, or idleness.
+    closing: AtomicBool,
 }
 
 impl ClientConnection {
@@ -35,7 +38,18 @@ impl ClientConnection {
             scheme: transport.scheme(),
             transport,
             activity: ConnActivity::new(),
+            closing: AtomicBool::new(false),
         }
+    }
+
+    /// Asks the connection to close once the response in flight (if any) is sent.
+    pub(crate) fn close_after_response(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection was asked to close.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 }
 

@@ -16,10 +16,7 @@ use std::{
     io,
     mem::MaybeUninit,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -103,7 +100,7 @@ struct Conn<S> {
     buf: BytesMut,
     out: Outgoing,
     limits: HeadLimits,
-    closing: Arc<AtomicBool>,
+    client: Arc<ClientConnection>,
     /// Bytes that may complete a head arrived since the last parse. A head ends at a line
     /// feed, so a head trickled a byte at a time is parsed once per line, not once per
     /// byte (each parse starts over from the head's first byte).
@@ -162,7 +159,8 @@ pub(crate) enum Ended<S> {
 }
 
 /// Serves one HTTP/1 client connection with `proxy`'s request path until the client
-/// closes, the connection fails, or `closing` is set (then after the response in flight).
+/// closes, the connection fails, or the server asks it to close
+/// ([`ClientConnection::close_after_response`]; then after the response in flight).
 /// `http2_preface`: the connection may speak HTTP/2 with prior knowledge (a plain one, or
 /// TLS without ALPN), which its first bytes tell; it is then handed back for HTTP/2
 /// ([`Ended::Http2`]). Told here rather than by a read of its own before HTTP/1 starts,
@@ -173,7 +171,6 @@ pub(crate) async fn serve<S>(
     proxy: Arc<Proxy>,
     client: Arc<ClientConnection>,
     limits: HeadLimits,
-    closing: Arc<AtomicBool>,
     http2_preface: bool,
 ) -> io::Result<Ended<S>>
 where
@@ -184,7 +181,7 @@ where
         buf: BytesMut::new(),
         out: Outgoing::default(),
         limits,
-        closing,
+        client,
         parse_due: false,
         preface_possible: http2_preface,
     };
@@ -193,7 +190,7 @@ where
             HeadRead::Head(head) => head,
             HeadRead::Done => return Ok(Ended::Closed),
             HeadRead::Refused(error) => {
-                tracing::debug!(client = %client.remote, %error, "request head refused");
+                tracing::debug!(client = %conn.client.remote, %error, "request head refused");
                 Box::pin(conn.refuse(error.status())).await?;
                 return Ok(Ended::Closed);
             }
@@ -202,7 +199,7 @@ where
                     io: conn.io,
                     read: conn.buf.freeze(),
                     proxy,
-                    client,
+                    client: conn.client,
                 });
             }
         };
@@ -213,7 +210,7 @@ where
             ctx,
             keep_alive,
             trailers,
-        } = dispatch(*head, &proxy, &client, limits);
+        } = dispatch(*head, &proxy, &conn.client, limits);
         let response = poll_fn(|cx| {
             let _ = conn.pump(cx, &mut exchange);
             answer.as_mut().poll(cx)
@@ -228,7 +225,7 @@ where
         let keep = match outcome {
             Ok(keep) => keep,
             Err(error) => {
-                tracing::debug!(client = %client.remote, %error, "response not sent whole");
+                tracing::debug!(client = %conn.client.remote, %error, "response not sent whole");
                 return Ok(Ended::Closed);
             }
         };
@@ -244,7 +241,7 @@ where
         // as someone reads it: an upload may go on after its response.
         if !exchange.body_finished() && !exchange.broken {
             poll_fn(|cx| {
-                if conn.closing.load(Ordering::Relaxed) {
+                if conn.client.is_closing() {
                     return Poll::Ready(());
                 }
                 conn.pump(cx, &mut exchange)
@@ -257,7 +254,7 @@ where
             // unless bytes are already waiting, as nginx's lingering close decides.
             if exchange.broken || !exchange.body_finished() || !conn.buf.is_empty() || conn.unread() {
                 Box::pin(conn.linger()).await;
-            } else if let Transport::Tls { .. } = client.transport {
+            } else if let Transport::Tls { .. } = conn.client.transport {
                 // TLS announces the close (close_notify), which tells a body that runs to
                 // the close from a truncated one; a plain socket's close sends its FIN by
                 // itself, without a shutdown call of its own.
@@ -384,7 +381,7 @@ where
                     self.buf[before..].contains(&b'\n') || self.buf.len() > self.limits.max_bytes;
                 continue;
             }
-            if self.closing.load(Ordering::Relaxed) {
+            if self.client.is_closing() {
                 return Poll::Ready(Ok(HeadRead::Done));
             }
             let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
@@ -542,8 +539,8 @@ where
                 ctx,
             )
         };
-        let keep = switching
-            || (keep_alive && framing != ResponseFraming::Close && !self.closing.load(Ordering::Relaxed));
+        let keep =
+            switching || (keep_alive && framing != ResponseFraming::Close && !self.client.is_closing());
         // A response that says `Connection: close` closes the connection too.
         let keep = head::write_response_head(&mut self.out.bytes, parts.status, &headers, keep, ctx.version);
         let mut writer = BodyWriter {
@@ -796,7 +793,7 @@ mod tests {
             max_bytes: 1024,
             max_headers: 10,
         };
-        let future = serve(io, proxy, client, limits, Arc::default(), true);
+        let future = serve(io, proxy, client, limits, true);
         let size = std::mem::size_of_val(&future);
         assert!(size <= 1024, "{size} bytes");
     }

@@ -18,7 +18,7 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, atomic::AtomicBool},
+    sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -347,8 +347,7 @@ struct Connection<S> {
 enum State<S> {
     Http1 {
         conn: Pin<Box<dyn Future<Output = Http1Ended<S>> + Send>>,
-        /// Set to close once the response in flight (if any) is sent.
-        closing: Arc<AtomicBool>,
+        client: Arc<ClientConnection>,
     },
     Http2(Pin<Box<http2::Connection<Io<S>, Service, TokioExecutor>>>),
 }
@@ -365,7 +364,7 @@ where
     /// Lets in-flight requests finish and then closes (at once when none has started).
     fn graceful_shutdown(&mut self) {
         match &mut self.state {
-            State::Http1 { closing, .. } => closing.store(true, std::sync::atomic::Ordering::Relaxed),
+            State::Http1 { client, .. } => client.close_after_response(),
             State::Http2(conn) => conn.as_mut().graceful_shutdown(),
         }
     }
@@ -383,18 +382,11 @@ where
             builders.h2.serve_connection(TokioIo::new(stream), service),
         )),
         Protocol::Sniff => {
-            let closing = Arc::new(AtomicBool::new(false));
-            let conn = http1::server::serve(
-                stream,
-                service.proxy,
-                service.client,
-                builders.h1,
-                closing.clone(),
-                true,
-            );
+            let client = service.client.clone();
+            let conn = http1::server::serve(stream, service.proxy, service.client, builders.h1, true);
             State::Http1 {
                 conn: Box::pin(conn),
-                closing,
+                client,
             }
         }
     }
