@@ -83,6 +83,18 @@ pub fn parse_response(
     limits: HeadLimits,
     head_request: bool,
 ) -> Result<Option<(ResponseHead, usize)>, ResponseHeadError> {
+    parse_response_into(buf, limits, head_request, &mut HeaderMap::new())
+}
+
+/// [`parse_response`], with the fields put in `storage`'s memory once a whole head came
+/// (`storage` is then left empty; whatever it held is dropped): the request's own field
+/// map, no longer needed once its answer arrives, saves the response two allocations.
+pub fn parse_response_into(
+    buf: &[u8],
+    limits: HeadLimits,
+    head_request: bool,
+    storage: &mut HeaderMap,
+) -> Result<Option<(ResponseHead, usize)>, ResponseHeadError> {
     let max_headers = limits.max_headers.min(STACK_HEADERS);
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let headers = &mut headers[..max_headers];
@@ -112,7 +124,9 @@ pub fn parse_response(
 
     // One copy of the head; every field value is a slice of it.
     let shared = Shared::copy(buf, len);
-    let mut map = HeaderMap::with_capacity(res.headers.len());
+    let mut map = std::mem::take(storage);
+    map.clear();
+    map.reserve(res.headers.len());
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = false;
     let mut only_chunked = false;
@@ -327,6 +341,40 @@ mod tests {
                 .expect("valid")
                 .is_none()
         );
+    }
+
+    /// The request's field map lends its memory to the response: the response holds its
+    /// own fields only, and the map is taken only once a whole head came.
+    #[test]
+    fn a_response_head_takes_the_memory_of_the_map_it_is_given() {
+        let mut request_fields = HeaderMap::with_capacity(16);
+        request_fields.insert("x-request", HeaderValue::from_static("yes"));
+        request_fields.insert(CONTENT_LENGTH, HeaderValue::from_static("7"));
+        let capacity = request_fields.capacity();
+
+        let partial = parse_response_into(b"HTTP/1.1 200 OK\r\nX-A", LIMITS, false, &mut request_fields);
+        assert!(partial.expect("valid").is_none());
+        assert_eq!(request_fields.len(), 2, "a partial head leaves the map alone");
+
+        let (head, _) = parse_response_into(
+            b"HTTP/1.1 200 OK\r\nX-A: b\r\nContent-Length: 2\r\n\r\nok",
+            LIMITS,
+            false,
+            &mut request_fields,
+        )
+        .expect("valid")
+        .expect("complete");
+        let fields = head.response.headers();
+        assert_eq!(fields.len(), 2);
+        assert_eq!(fields["x-a"], "b");
+        assert_eq!(fields[CONTENT_LENGTH], "2");
+        assert!(!fields.contains_key("x-request"));
+        assert_eq!(
+            fields.capacity(),
+            capacity,
+            "the request map's memory, not a new one"
+        );
+        assert!(request_fields.is_empty());
     }
 
     #[test]

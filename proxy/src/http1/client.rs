@@ -157,7 +157,7 @@ pub(crate) enum Failure<B> {
 /// `async fn` would hold the request and its parts).
 pub(crate) fn exchange<B>(
     mut conn: Connection,
-    parts: Box<Parts>,
+    mut parts: Box<Parts>,
     body: B,
     reused: bool,
 ) -> impl Future<Output = Result<Response<ResponseBody<B>>, Failure<B>>> + Send
@@ -170,9 +170,11 @@ where
     async move {
         let mut reader = HeadReader::default();
         let mut write_failed = None;
+        // The request's field map, written out already, lends its memory to the response's:
+        // a response head ends any chance to send the request again (see `Failure::Stale`).
         let head = poll_fn(|cx| {
             // The response first: an upstream may answer before it read the whole request.
-            match reader.poll(cx, &mut conn.io, head_request) {
+            match reader.poll(cx, &mut conn.io, head_request, &mut parts.headers) {
                 Poll::Ready(result) => return Poll::Ready(result),
                 Poll::Pending => {}
             }
@@ -183,7 +185,7 @@ where
                 // The response may still be readable (an upstream that answered and closed);
                 // the read side decides.
                 write_failed = Some(error);
-                return reader.poll(cx, &mut conn.io, head_request);
+                return reader.poll(cx, &mut conn.io, head_request, &mut parts.headers);
             }
             Poll::Pending
         })
@@ -253,12 +255,13 @@ impl HeadReader {
         cx: &mut Context<'_>,
         io: &mut R,
         head_request: bool,
+        fields: &mut HeaderMap,
     ) -> Poll<Result<upstream::ResponseHead, Http1Error>> {
         loop {
             if std::mem::take(&mut self.parse_due)
                 && let Some((head, len)) = {
                     self.parses += 1;
-                    upstream::parse_response(&self.buf, RESPONSE_HEAD_LIMITS, head_request)?
+                    upstream::parse_response_into(&self.buf, RESPONSE_HEAD_LIMITS, head_request, fields)?
                 }
             {
                 self.buf.advance(len);
@@ -281,7 +284,7 @@ impl HeadReader {
                 }
                 self.received += filled.len();
                 self.parses += 1;
-                match upstream::parse_response(filled, RESPONSE_HEAD_LIMITS, head_request)? {
+                match upstream::parse_response_into(filled, RESPONSE_HEAD_LIMITS, head_request, fields)? {
                     Some((head, len)) => {
                         self.buf.extend_from_slice(&filled[len..]);
                         match self.final_head(head)? {
@@ -691,7 +694,7 @@ mod tests {
         let mut io = Trickle(head.into_bytes(), 0);
         let mut reader = HeadReader::default();
         let mut cx = Context::from_waker(Waker::noop());
-        let Poll::Ready(Ok(parsed)) = reader.poll(&mut cx, &mut io, false) else {
+        let Poll::Ready(Ok(parsed)) = reader.poll(&mut cx, &mut io, false, &mut HeaderMap::new()) else {
             panic!("the whole head was there to read");
         };
         assert_eq!(parsed.response.status(), StatusCode::OK);
@@ -706,7 +709,7 @@ mod tests {
         let mut io: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
         let mut reader = HeadReader::default();
         let mut cx = Context::from_waker(Waker::noop());
-        let Poll::Ready(Ok(parsed)) = reader.poll(&mut cx, &mut io, false) else {
+        let Poll::Ready(Ok(parsed)) = reader.poll(&mut cx, &mut io, false, &mut HeaderMap::new()) else {
             panic!("the whole response was there to read");
         };
         assert_eq!(parsed.response.status(), StatusCode::OK);
