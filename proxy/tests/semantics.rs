@@ -344,6 +344,58 @@ async fn slowloris_heads_are_cut_off_but_slow_bodies_are_not() {
     assert_eq!(response.body().as_ref(), b"xxxx");
 }
 
+/// A drain closes a keep-alive connection that waits for its next request at once, and one
+/// with a request in flight after its response, which says `Connection: close`; the drain
+/// then completes long before its timeout.
+#[tokio::test]
+async fn a_drain_closes_waiting_connections_at_once_and_busy_ones_after_their_response() {
+    let (_be, server) = single_route(ProxyOptions {
+        idle_timeout: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut waiting = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    waiting
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .expect("write");
+    let mut first = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), waiting.read(&mut first))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let mut busy = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    busy.write_all(b"GET /slow/800 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    let drained = tokio::spawn(server.shutdown(Duration::from_secs(10)));
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), waiting.read_to_end(&mut rest))
+        .await
+        .expect("the waiting connection closed at once")
+        .expect("read");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut answer))
+        .await
+        .expect("the busy connection closed after its response")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    assert!(answer.ends_with("slow done"), "{answer}");
+    assert_eq!(drained.await.expect("drain"), lockstep_proxy::Drained::Complete);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn idle_keepalive_connections_are_closed() {
     let (_be, server) = single_route(ProxyOptions {

@@ -4,10 +4,13 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
 };
 
-use crate::clock::CoarseInstant;
+use crate::{clock::CoarseInstant, server::drain::Drain};
 
 /// The client connection a request arrived on, as the request path and the connection's
 /// watchdog both see it.
@@ -24,13 +27,17 @@ pub(crate) struct ClientConnection {
     /// What the watchdog reads.
     pub activity: ConnActivity,
     /// The server asked the connection to close once the response in flight (if any) is
-    /// sent: a drain, or idleness.
+    /// sent: it idled too long, or its drain woke it while it waited for a request.
     closing: AtomicBool,
+    /// The drain of the listener it came from, which a connection with a request in flight
+    /// reads when that request is done.
+    drain: Arc<Drain>,
 }
 
 impl ClientConnection {
-    /// The connection accepted from `remote` over `transport`.
-    pub(crate) fn new(remote: SocketAddr, transport: Transport) -> Self {
+    /// The connection accepted from `remote` over `transport` by a listener that `drain`
+    /// drains.
+    pub(crate) fn new(remote: SocketAddr, transport: Transport, drain: Arc<Drain>) -> Self {
         let forwarded_for = ip_header_value(remote.ip());
         Self {
             remote,
@@ -39,6 +46,7 @@ impl ClientConnection {
             transport,
             activity: ConnActivity::new(),
             closing: AtomicBool::new(false),
+            drain,
         }
     }
 
@@ -47,9 +55,15 @@ impl ClientConnection {
         self.closing.store(true, Ordering::Relaxed);
     }
 
-    /// Whether the connection was asked to close.
+    /// Whether the connection is to close after the response in flight: it was asked to, or
+    /// its listener drains.
     pub(crate) fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Relaxed)
+        self.closing.load(Ordering::Relaxed) || self.drain.started()
+    }
+
+    /// The drain of the listener the connection came from.
+    pub(crate) fn drain(&self) -> &Drain {
+        &self.drain
     }
 }
 
@@ -187,6 +201,13 @@ impl ConnActivity {
         // those, only the idle timeout applies.
         self.http2.store(true, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether a drain must wake the connection to close it: it has no HTTP/1 request in
+    /// flight (one that has reads the drain when it is done), or it speaks HTTP/2 (whose
+    /// streams hyper ends with a GOAWAY when told).
+    pub(crate) fn waits_for_request(&self) -> bool {
+        self.http2.load(Ordering::Relaxed) || self.in_flight.load(Ordering::Relaxed) == 0
     }
 
     /// A request head was parsed and handed to the proxy.

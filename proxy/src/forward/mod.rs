@@ -529,6 +529,7 @@ mod tests {
         let client = Arc::new(ClientConnection::new(
             ([127, 0, 0, 1], 1).into(),
             Transport::Plain { scheme: "http" },
+            Arc::default(),
         ));
         let request = Request::new(ClientBody::Http1(Http1Body::empty()));
         let future = proxy.handle(client, request);

@@ -787,6 +787,7 @@ mod tests {
         let client = Arc::new(ClientConnection::new(
             ([127, 0, 0, 1], 1).into(),
             crate::forward::client::Transport::Plain { scheme: "http" },
+            Arc::default(),
         ));
         let (io, _) = tokio::io::duplex(64);
         let limits = HeadLimits {

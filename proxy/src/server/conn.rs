@@ -14,10 +14,10 @@
 
 use std::{
     convert::Infallible,
-    future::Future,
+    future::{Future, poll_fn},
     io,
     net::SocketAddr,
-    pin::Pin,
+    pin::{Pin, pin},
     sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
@@ -27,7 +27,6 @@ use bytes::{Buf, Bytes};
 use hyper::{body::Incoming, server::conn::http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     forward::{
@@ -38,6 +37,7 @@ use crate::{
     },
     http1,
     options::ProxyOptions,
+    server::drain::Drain,
 };
 
 /// A client socket: a TCP stream, or TLS over one.
@@ -221,7 +221,7 @@ impl Builders {
     }
 }
 
-/// Serves one accepted connection until it closes, times out, or `shutdown` fires (then it
+/// Serves one accepted connection until it closes, times out, or `drain` starts (then it
 /// finishes in-flight requests and closes).
 pub(crate) async fn serve<S>(
     proxy: Arc<Proxy>,
@@ -230,11 +230,11 @@ pub(crate) async fn serve<S>(
     stream: S,
     remote: SocketAddr,
     transport: Transport,
-    shutdown: CancellationToken,
+    drain: Arc<Drain>,
 ) where
     S: ClientSocket,
 {
-    let client = Arc::new(ClientConnection::new(remote, transport));
+    let client = Arc::new(ClientConnection::new(remote, transport, drain));
     let options = proxy.options();
     let limits = Limits {
         header: millis(options.header_read_timeout),
@@ -286,6 +286,7 @@ pub(crate) async fn serve<S>(
             },
         };
         let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now).min(3_600_000)));
+        let mut drained = pin!(client.drain().wait());
         tokio::select! {
             // The connection first: it is what wakes the task almost every time.
             biased;
@@ -295,7 +296,10 @@ pub(crate) async fn serve<S>(
                 }
                 return;
             }
-            () = shutdown.cancelled(), if !closing => {
+            () = poll_fn(|cx| {
+                let waits = client.activity.waits_for_request();
+                client.drain().poll_started(cx, drained.as_mut(), waits)
+            }), if !closing => {
                 conn.graceful_shutdown();
                 closing = true;
             }
@@ -454,6 +458,7 @@ mod tests {
         let client = Arc::new(ClientConnection::new(
             "127.0.0.1:1".parse().expect("addr"),
             transport,
+            Arc::default(),
         ));
         (TrackedStream::new(io, client), peer)
     }

@@ -2,6 +2,7 @@
 //! [`crate::forward`], until a draining shutdown.
 
 pub(crate) mod conn;
+pub(crate) mod drain;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -12,7 +13,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use self::conn::Protocol;
+use self::{conn::Protocol, drain::Drain};
 use crate::{
     forward::{Proxy, client::Transport},
     options::ProxyOptions,
@@ -24,6 +25,7 @@ use crate::{
 pub struct Server {
     local_addr: SocketAddr,
     shutdown: CancellationToken,
+    drain: Arc<Drain>,
     accept: JoinHandle<()>,
     connections: TaskTracker,
     proxy: Arc<Proxy>,
@@ -81,6 +83,7 @@ fn serve_listener(
 ) -> std::io::Result<Server> {
     let local_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    let drain = Arc::new(Drain::default());
     let connections = TaskTracker::new();
     let builder = Arc::new(conn::Builders::new(proxy.options()));
     let accept = tokio::spawn(accept_loop(
@@ -88,12 +91,14 @@ fn serve_listener(
         proxy.clone(),
         builder,
         shutdown.clone(),
+        drain.clone(),
         connections.clone(),
         tls,
     ));
     Ok(Server {
         local_addr,
         shutdown,
+        drain,
         accept,
         connections,
         proxy,
@@ -105,6 +110,7 @@ async fn accept_loop(
     proxy: Arc<Proxy>,
     builder: Arc<conn::Builders>,
     shutdown: CancellationToken,
+    drain: Arc<Drain>,
     connections: TaskTracker,
     tls: Option<TlsAcceptor>,
 ) {
@@ -138,7 +144,7 @@ async fn accept_loop(
         }
         let proxy = proxy.clone();
         let builder = builder.clone();
-        let shutdown = shutdown.clone();
+        let drain = drain.clone();
         let gauge = gauge.clone();
         let tls = tls.clone();
         // A plain connection's task is sized for a plain connection: a TLS handshake's
@@ -161,7 +167,7 @@ async fn accept_loop(
                         stream,
                         remote,
                         transport,
-                        shutdown,
+                        drain,
                     ))
                     .await;
                     gauge.dec();
@@ -173,7 +179,7 @@ async fn accept_loop(
                 connections.spawn(async move {
                     gauge.inc();
                     Box::pin(serve_tls_connection(
-                        proxy, builder, acceptor, stream, remote, shutdown,
+                        proxy, builder, acceptor, stream, remote, drain,
                     ))
                     .await;
                     gauge.dec();
@@ -189,7 +195,7 @@ async fn serve_tls_connection(
     acceptor: TlsAcceptor,
     stream: TcpStream,
     remote: SocketAddr,
-    shutdown: CancellationToken,
+    drain: Arc<Drain>,
 ) {
     // The handshake is bounded like a request head: a client that opens a connection and
     // stalls must not hold it.
@@ -205,7 +211,7 @@ async fn serve_tls_connection(
             let transport = Transport::Tls {
                 server_name: session.server_name().map(Box::from),
             };
-            conn::serve(proxy, builder, protocol, tls_stream, remote, transport, shutdown).await;
+            conn::serve(proxy, builder, protocol, tls_stream, remote, transport, drain).await;
         }
         Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
         Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
@@ -223,6 +229,7 @@ impl Server {
     /// for them and for upgraded tunnels to close.
     pub async fn shutdown(self, drain: Duration) -> Drained {
         self.shutdown.cancel();
+        self.drain.start();
         let _ = self.accept.await;
         self.connections.close();
         let tunnels = self.proxy.tunnels().clone();
