@@ -344,9 +344,9 @@ async fn slowloris_heads_are_cut_off_but_slow_bodies_are_not() {
     assert_eq!(response.body().as_ref(), b"xxxx");
 }
 
-/// A drain closes a keep-alive connection that waits for its next request at once, and one
-/// with a request in flight after its response, which says `Connection: close`; the drain
-/// then completes long before its timeout.
+/// A drain stops accepting and closes a keep-alive connection that waits for its next
+/// request at once, and one with a request in flight after its response, which says
+/// `Connection: close`; the drain then completes long before its timeout.
 #[tokio::test]
 async fn a_drain_closes_waiting_connections_at_once_and_busy_ones_after_their_response() {
     let (_be, server) = single_route(ProxyOptions {
@@ -379,6 +379,10 @@ async fn a_drain_closes_waiting_connections_at_once_and_busy_ones_after_their_re
         .await
         .expect("the waiting connection closed at once")
         .expect("read");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting while draining"
+    );
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut answer))
         .await

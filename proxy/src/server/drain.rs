@@ -1,5 +1,5 @@
-//! A listener's drain as its connections see it: a flag read without a lock, and a wakeup
-//! for the connections that wait between requests.
+//! A listener's drain: a flag read without a lock, and a wakeup for its accept loop and for
+//! the connections that wait between requests.
 //!
 //! Only an idle connection needs waking when a drain starts: one with a request in flight
 //! reads the flag when that request's response decides whether to keep the connection
@@ -27,8 +27,8 @@ pub(crate) struct Drain {
 }
 
 impl Drain {
-    /// Starts the drain: every connection closes once it has no request in flight, and
-    /// those waiting for one are woken to close now.
+    /// Starts the drain: the listener stops accepting, every connection closes once it has
+    /// no request in flight, and those waiting for one are woken to close now.
     pub(crate) fn start(&self) {
         self.started.store(true, Ordering::Release);
         self.idle.notify_waiters();

@@ -4,14 +4,14 @@
 pub(crate) mod conn;
 pub(crate) mod drain;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::poll_fn, net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 
 use tokio::{
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
 use tokio_rustls::TlsAcceptor;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::task::TaskTracker;
 
 use self::{conn::Protocol, drain::Drain};
 use crate::{
@@ -24,7 +24,6 @@ use crate::{
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
-    shutdown: CancellationToken,
     drain: Arc<Drain>,
     accept: JoinHandle<()>,
     connections: TaskTracker,
@@ -82,7 +81,6 @@ fn serve_listener(
     tls: Option<TlsAcceptor>,
 ) -> std::io::Result<Server> {
     let local_addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
     let drain = Arc::new(Drain::default());
     let connections = TaskTracker::new();
     let builder = Arc::new(conn::Builders::new(proxy.options()));
@@ -90,14 +88,12 @@ fn serve_listener(
         listener,
         proxy.clone(),
         builder,
-        shutdown.clone(),
         drain.clone(),
         connections.clone(),
         tls,
     ));
     Ok(Server {
         local_addr,
-        shutdown,
         drain,
         accept,
         connections,
@@ -109,19 +105,22 @@ async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     builder: Arc<conn::Builders>,
-    shutdown: CancellationToken,
     drain: Arc<Drain>,
     connections: TaskTracker,
     tls: Option<TlsAcceptor>,
 ) {
     let gauge = proxy.state().metrics.connections().clone();
-    // Waited on across accepts, not made anew for each: a new wait registers with the token
-    // and unregisters when dropped, two locked list operations per accepted connection.
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
+    // Made once, not for each accept: a wait registers (under a lock) when first polled
+    // and unregisters when dropped. Polled only when no connection is waiting (`biased`),
+    // and each polled wait takes that lock: under a flood of connections the flag stops
+    // the loop instead.
+    let mut drained = pin!(drain.wait());
     loop {
+        if drain.started() {
+            return;
+        }
         let (stream, remote) = tokio::select! {
-            () = &mut cancelled => return,
+            biased;
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
@@ -132,6 +131,7 @@ async fn accept_loop(
                     continue;
                 }
             },
+            () = poll_fn(|cx| drain.poll_started(cx, drained.as_mut(), true)) => return,
         };
         let limit = proxy.options().max_client_connections;
         if limit != 0 && connections.len() >= limit {
@@ -228,7 +228,6 @@ impl Server {
     /// await), lets every connection finish its in-flight requests, and waits up to `drain`
     /// for them and for upgraded tunnels to close.
     pub async fn shutdown(self, drain: Duration) -> Drained {
-        self.shutdown.cancel();
         self.drain.start();
         let _ = self.accept.await;
         self.connections.close();
