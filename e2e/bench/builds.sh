@@ -8,7 +8,7 @@
 # Built for A/B checks of a change to the data plane: proxy.sh compares one build with nginx
 # and haproxy; this one tells whether a change moved the figures beyond the machine's noise.
 # Roles as in proxy.sh (each proxy alone on CPU 1 with one worker; oha and the backend on
-# CPU 0), targets alternating within each round. Modes:
+# CPU 0), targets alternating within each round (in reverse every other round). Modes:
 #   ka    64 keep-alive HTTP/1.1 connections
 #   new   a new connection per request, 16 at a time
 #   h2c   HTTP/2 with prior knowledge, 8 connections x 16 streams (lockstep builds only: the
@@ -86,8 +86,14 @@ fi
 echo "| round | mode | target | requests | user µs/req | system µs/req | req per proxy CPU-s |"
 echo "|---|---|---|---:|---:|---:|---:|"
 for rep in $(seq "$REPS"); do
+  # Every other round runs the targets in reverse: in two A/B checks of the same pair of
+  # builds (2026-12-06), whichever ran first in its rounds came out ahead.
+  order=("${NAMES[@]}")
+  if ((rep % 2 == 0)); then
+    order=(); for ((k = ${#NAMES[@]} - 1; k >= 0; k--)); do order+=("${NAMES[$k]}"); done
+  fi
   for mode in $MODES; do
-    for name in "${NAMES[@]}"; do
+    for name in "${order[@]}"; do
       [[ $mode == h2c && $name == nginx ]] && continue
       read -r n user sys per_cpu <<<"$(run "$name" "$mode")"
       echo "| $rep | $mode | $name | $n | $user | $sys | $per_cpu |"
