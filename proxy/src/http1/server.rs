@@ -50,7 +50,7 @@ use crate::forward::{
 /// The first read of a head goes to a stack buffer this large: most heads fit.
 const FIRST_READ: usize = 2048;
 /// What an HTTP/2 connection with prior knowledge starts with (RFC 9113 §3.4).
-pub(crate) const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long a closing connection keeps reading (and discarding) what the client still
 /// sends, so that closing with unread bytes does not reset the connection and lose the
 /// answer: at most this long in all, and until the client is quiet for [`LINGER_QUIET`].
@@ -400,18 +400,12 @@ where
                     // the connection needs no heap buffer for them at all.
                     let filled = read.filled();
                     if self.preface_possible {
-                        match Preface::of(filled) {
-                            Preface::Whole => {
-                                self.buf.extend_from_slice(filled);
-                                return Poll::Ready(Ok(HeadRead::Http2Preface));
-                            }
-                            Preface::Partial => {
-                                self.buf.extend_from_slice(filled);
-                                self.parse_due = false;
-                                continue;
-                            }
-                            Preface::Not => self.preface_possible = false,
+                        if Preface::of(filled) != Preface::Not {
+                            // The preface, or its start: the buffered path above decides.
+                            self.buf.extend_from_slice(filled);
+                            continue;
                         }
+                        self.preface_possible = false;
                     }
                     match head::parse_request(filled, self.limits) {
                         Ok(Some((head, len))) => {

@@ -14,10 +14,10 @@
 
 use std::{
     convert::Infallible,
-    future::{Future, poll_fn},
+    future::Future,
     io,
     net::SocketAddr,
-    pin::{Pin, pin},
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
@@ -75,7 +75,7 @@ enum Nagle {
 /// A client stream that reports reads to the connection's activity record, turns Nagle's
 /// algorithm off before its second write, and gives back first the bytes the HTTP/1 server
 /// read before they showed HTTP/2's preface.
-pub(crate) struct TrackedStream<S> {
+struct TrackedStream<S> {
     inner: S,
     client: Arc<ClientConnection>,
     /// Bytes already read (and reported) that hyper has not read yet.
@@ -286,7 +286,6 @@ pub(crate) async fn serve<S>(
             },
         };
         let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now).min(3_600_000)));
-        let mut drained = pin!(client.drain().wait());
         tokio::select! {
             // The connection first: it is what wakes the task almost every time.
             biased;
@@ -296,10 +295,7 @@ pub(crate) async fn serve<S>(
                 }
                 return;
             }
-            () = poll_fn(|cx| {
-                let waits = client.activity.waits_for_request();
-                client.drain().poll_started(cx, drained.as_mut(), waits)
-            }), if !closing => {
+            () = client.drain().until_started(|| client.activity.waits_for_request()), if !closing => {
                 conn.graceful_shutdown();
                 closing = true;
             }

@@ -12,12 +12,13 @@
 //! (callgrind).
 
 use std::{
-    pin::Pin,
+    future::{Future, poll_fn},
+    pin::pin,
     sync::atomic::{AtomicBool, Ordering},
-    task::{Context, Poll},
+    task::Poll,
 };
 
-use tokio::sync::{Notify, futures::Notified};
+use tokio::sync::Notify;
 
 /// The drain of one listener's connections.
 #[derive(Debug, Default)]
@@ -39,49 +40,44 @@ impl Drain {
         self.started.load(Ordering::Acquire)
     }
 
-    /// A wait for the drain, made before the connection next looks at it (see
-    /// [`Drain::poll_started`]).
-    pub(crate) fn wait(&self) -> Notified<'_> {
-        self.idle.notified()
-    }
-
-    /// Ready once the drain started. Registers `wait` (made by [`Drain::wait`] before this is
-    /// first polled, so a drain that starts in between is not missed) for the wakeup only
-    /// when `idle`: a busy connection learns of the drain when its request is done.
-    pub(crate) fn poll_started(
-        &self,
-        cx: &mut Context<'_>,
-        wait: Pin<&mut Notified<'_>>,
-        idle: bool,
-    ) -> Poll<()> {
-        if self.started() {
-            return Poll::Ready(());
-        }
-        if !idle {
-            return Poll::Pending;
-        }
-        wait.poll(cx)
+    /// Completes once the drain started. Registers to be woken only while `idle()` says so
+    /// when polled: a busy connection learns of the drain by the flag when its request is
+    /// done. One such future may be polled across many turns (the accept loop's is).
+    pub(crate) async fn until_started(&self, idle: impl Fn() -> bool) {
+        // Made before the flag is first read: a drain that starts between that read and
+        // the registration still ends the wait (a `Notified` counts the wakeups sent after
+        // it was made).
+        let mut wait = pin!(self.idle.notified());
+        poll_fn(|cx| {
+            if self.started() {
+                return Poll::Ready(());
+            }
+            if !idle() {
+                return Poll::Pending;
+            }
+            wait.as_mut().poll(cx)
+        })
+        .await;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::{future::poll_fn, pin::pin, sync::Arc, time::Duration};
+    use std::{
+        sync::{Arc, atomic::AtomicBool},
+        task::{Context, Waker},
+        time::Duration,
+    };
 
     use super::*;
 
-    /// An idle connection's wait ends when the drain starts. The flag and the registration
-    /// are two steps: a wakeup that comes between them (here without the flag, to show the
-    /// wait alone sees it) still ends a wait made before it.
+    /// An idle connection's wait ends when the drain starts.
     #[tokio::test]
     async fn an_idle_connection_is_woken_when_the_drain_starts() {
         let drain = Arc::new(Drain::default());
         let waiting = {
             let drain = drain.clone();
-            tokio::spawn(async move {
-                let mut wait = pin!(drain.wait());
-                poll_fn(|cx| drain.poll_started(cx, wait.as_mut(), true)).await;
-            })
+            tokio::spawn(async move { drain.until_started(|| true).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished());
@@ -90,23 +86,32 @@ mod tests {
             .await
             .expect("woken")
             .expect("task");
-
-        let drain = Drain::default();
-        let mut wait = pin!(drain.wait());
-        drain.idle.notify_waiters();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(drain.poll_started(&mut cx, wait.as_mut(), true).is_ready());
     }
 
-    /// A busy connection is not registered, and sees the drain by the flag.
+    /// What `until_started` relies on between its flag and its registration: a wakeup sent
+    /// after a `Notified` was made, before it was first polled, still ends it.
+    #[test]
+    fn a_wakeup_before_the_first_poll_is_not_missed() {
+        let drain = Drain::default();
+        let mut wait = pin!(drain.idle.notified());
+        drain.idle.notify_waiters();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
+    }
+
+    /// A busy connection is not registered, and sees the drain by the flag once it is idle
+    /// or polled again; the same future serves both states.
     #[test]
     fn a_busy_connection_reads_the_flag() {
         let drain = Drain::default();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut wait = pin!(drain.wait());
-        assert!(drain.poll_started(&mut cx, wait.as_mut(), false).is_pending());
+        let idle = AtomicBool::new(false);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut waiting = pin!(drain.until_started(|| idle.load(Ordering::Relaxed)));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        idle.store(true, Ordering::Relaxed);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
         drain.start();
         assert!(drain.started());
-        assert!(drain.poll_started(&mut cx, wait.as_mut(), false).is_ready());
+        assert!(waiting.as_mut().poll(&mut cx).is_ready());
     }
 }

@@ -4,7 +4,7 @@
 pub(crate) mod conn;
 pub(crate) mod drain;
 
-use std::{future::poll_fn, net::SocketAddr, pin::pin, sync::Arc, time::Duration};
+use std::{net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -114,7 +114,7 @@ async fn accept_loop(
     // and unregisters when dropped. Polled only when no connection is waiting (`biased`),
     // and each polled wait takes that lock: under a flood of connections the flag stops
     // the loop instead.
-    let mut drained = pin!(drain.wait());
+    let mut drained = pin!(drain.until_started(|| true));
     loop {
         if drain.started() {
             return;
@@ -131,7 +131,7 @@ async fn accept_loop(
                     continue;
                 }
             },
-            () = poll_fn(|cx| drain.poll_started(cx, drained.as_mut(), true)) => return,
+            () = &mut drained => return,
         };
         let limit = proxy.options().max_client_connections;
         if limit != 0 && connections.len() >= limit {
