@@ -8,7 +8,8 @@
 # Built for A/B checks of a change to the data plane: proxy.sh compares one build with nginx
 # and haproxy; this one tells whether a change moved the figures beyond the machine's noise.
 # Roles as in proxy.sh (each proxy alone on CPU 1 with one worker; oha and the backend on
-# CPU 0), targets alternating within each round (in reverse every other round). Modes:
+# CPU 0), targets alternating within each round (each round starting one target later), and
+# each build's ratio to the first build summarised over the rounds. Modes:
 #   ka    64 keep-alive HTTP/1.1 connections
 #   new   a new connection per request, 16 at a time
 #   h2c   HTTP/2 with prior knowledge, 8 connections x 16 streams (lockstep builds only: the
@@ -86,20 +87,40 @@ fi
 echo "| round | mode | target | requests | user µs/req | system µs/req | req per proxy CPU-s |"
 echo "|---|---|---|---:|---:|---:|---:|"
 for rep in $(seq "$REPS"); do
-  # Every other round runs the targets in reverse: in two A/B checks of the same pair of
-  # builds (2026-12-06), whichever ran first in its rounds came out ahead.
-  order=("${NAMES[@]}")
-  if ((rep % 2 == 0)); then
-    order=(); for ((k = ${#NAMES[@]} - 1; k >= 0; k--)); do order+=("${NAMES[$k]}"); done
-  fi
+  # Each round starts one target later, so that every target takes every place in turn: in
+  # two A/B checks of the same pair of builds (2026-12-06), whichever ran first in its rounds
+  # came out ahead, and with rounds merely reversed the middle target never moved.
+  order=()
+  for ((k = 0; k < ${#NAMES[@]}; k++)); do order+=("${NAMES[$(((k + rep - 1) % ${#NAMES[@]}))]}"); done
   for mode in $MODES; do
     for name in "${order[@]}"; do
       [[ $mode == h2c && $name == nginx ]] && continue
       read -r n user sys per_cpu <<<"$(run "$name" "$mode")"
       echo "| $rep | $mode | $name | $n | $user | $sys | $per_cpu |"
+      echo "$rep $mode $name $per_cpu" >> "$WORK/rounds"
     done
   done
 done
+# Each build against the first, round by round: the machine's noise moves every target of a
+# round alike more than it moves one against another.
+echo
+python3 - "$WORK/rounds" <<'PY'
+import collections, statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+per = collections.defaultdict(dict)
+for rep, mode, name, value in rows:
+    per[(mode, rep)][name] = float(value)
+names = list(dict.fromkeys(name for _, _, name, _ in rows))
+base = names[0]
+for mode in dict.fromkeys(mode for _, mode, _, _ in rows):
+    for name in names[1:]:
+        ratios = [r[name] / r[base] for (m, _), r in per.items() if m == mode and name in r and r.get(base)]
+        if ratios:
+            ahead = sum(ratio > 1 for ratio in ratios)
+            print(f"- {mode}: {name} ÷ {base} per proxy CPU-second, mean {statistics.mean(ratios):.3f}, "
+                  f"median {statistics.median(ratios):.3f}, ahead in {ahead} of {len(ratios)} rounds "
+                  f"({min(ratios):.2f} to {max(ratios):.2f})")
+PY
 if [[ -n "${SYMBOLS:-}" ]]; then
   echo
   echo "Sampled by perf (\`-e cpu-clock -F $PERF_HZ\`), CPU µs per request:"
