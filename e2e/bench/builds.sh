@@ -9,7 +9,7 @@
 # and haproxy; this one tells whether a change moved the figures beyond the machine's noise.
 # Roles as in proxy.sh (each proxy alone on CPU 1 with one worker; oha and the backend on
 # CPU 0), targets alternating within each round (each round starting one target later), and
-# each build's ratio to the first build summarised over the rounds. Modes:
+# every other target's ratio to the first build summarised over the rounds. Modes:
 #   ka    64 keep-alive HTTP/1.1 connections
 #   new   a new connection per request, 16 at a time
 #   h2c   HTTP/2 with prior knowledge, 8 connections x 16 streams (lockstep builds only: the
@@ -101,7 +101,7 @@ for rep in $(seq "$REPS"); do
     done
   done
 done
-# Each build against the first, round by round: the machine's noise moves every target of a
+# Every other target against the first build, round by round: the machine's noise moves every target of a
 # round alike more than it moves one against another.
 echo
 python3 - "$WORK/rounds" <<'PY'

@@ -61,16 +61,16 @@ names=(); i=0
 for bin in "$@"; do
   port=$((FIRST_PORT + 2 * i)); name="$i:$(basename "$bin")"
   start_lockstep "$bin" $port $((port + 1)) "$WORK/$i.log"
-  count "$STARTED_PID" $port "$WORK/$i.calls"
+  count "$STARTED_PID" $port "$WORK/calls.$i"
   kill "$STARTED_PID"
-  names+=("$name"); cp "$WORK/$i.calls" "$WORK/calls.$i"
+  names+=("$name")
   log "$name: $COUNTED requests"
   i=$((i + 1))
 done
 start_nginx_proxy $NGINX_PORT $BACKEND_PORT ";"
 wait_port $NGINX_PORT
-count "$NGINX_PID" $NGINX_PORT "$WORK/nginx.calls"
-names+=(nginx); cp "$WORK/nginx.calls" "$WORK/calls.$i"
+count "$NGINX_PID" $NGINX_PORT "$WORK/calls.$i"
+names+=(nginx)
 log "nginx: $COUNTED requests"
 
 echo "- Command: \`MODE=$MODE CONNS=$CONNS DURATION=$DURATION e2e/bench/syscalls.sh $*\`"

@@ -82,15 +82,7 @@ fn serve_listener(
     tls: Option<TlsAcceptor>,
 ) -> std::io::Result<Server> {
     let local_addr = listener.local_addr()?;
-    // See `accept`. `AsyncFd::with_interest` is deprecated because an `AsRawFd` need not own
-    // its descriptor (one closed and reused while registered would confuse the reactor);
-    // mio's listener owns its descriptor, closed only when the `AsyncFd` drops it after
-    // deregistering it.
-    #[allow(deprecated)]
-    let listener = AsyncFd::with_interest(
-        mio::net::TcpListener::from_std(listener.into_std()?),
-        tokio::io::Interest::READABLE,
-    )?;
+    let listener = accepting(listener.into_std()?)?;
     let drain = Arc::new(Drain::default());
     let connections = TaskTracker::new();
     let builder = Arc::new(conn::Builders::new(proxy.options()));
@@ -109,6 +101,20 @@ fn serve_listener(
         connections,
         proxy,
     })
+}
+
+/// `listener` in the reactor, for [`accept`]. `AsyncFd::with_interest` is deprecated because
+/// an `AsRawFd` need not own its descriptor (one closed and reused while registered would
+/// confuse the reactor); mio's listener owns its descriptor, closed only when the `AsyncFd`
+/// drops it after deregistering it.
+fn accepting(listener: std::net::TcpListener) -> std::io::Result<AsyncFd<mio::net::TcpListener>> {
+    // mio takes the listener as it is; `accept4` on a blocking one would stall the loop.
+    listener.set_nonblocking(true)?;
+    #[allow(deprecated)]
+    AsyncFd::with_interest(
+        mio::net::TcpListener::from_std(listener),
+        tokio::io::Interest::READABLE,
+    )
 }
 
 /// The next connection, registered with the reactor as not yet readable.
@@ -284,12 +290,8 @@ mod tests {
 
     fn listening() -> (AsyncFd<mio::net::TcpListener>, SocketAddr) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("non-blocking");
         let addr = listener.local_addr().expect("addr");
-        #[allow(deprecated)]
-        let listener = AsyncFd::with_interest(mio::net::TcpListener::from_std(listener), Interest::READABLE)
-            .expect("register");
-        (listener, addr)
+        (accepting(listener).expect("register"), addr)
     }
 
     /// What one read of `stream` gets, woken within seconds.
