@@ -56,17 +56,17 @@ fn request_again(input: &[u8]) {
     let Ok(decoded) = decode_request(input, LIMITS) else {
         return;
     };
-    let request = decoded.request();
-    if decoded.head.both_lengths || request.uri().path_and_query().is_none() {
+    let request = decoded.parts();
+    if decoded.head.both_lengths || request.uri.path_and_query().is_none() {
         // Refused by the request path before anything goes upstream (both lengths, or a
         // CONNECT's authority form).
         return;
     }
-    let framing = request_framing(request.headers(), decoded.head.body == BodyFraming::Empty, None);
+    let framing = request_framing(&request.headers, decoded.head.body == BodyFraming::Empty, None);
     assert_eq!(framing, decoded.head.body, "the upstream's framing is the client's");
     let mut out = Vec::new();
-    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    write_request_head(&mut out, request.method(), target, request.headers(), framing);
+    let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
+    write_request_head(&mut out, &request.method, target, &request.headers, framing);
     let limits = HeadLimits {
         max_bytes: usize::MAX,
         max_headers: 64,
@@ -76,10 +76,10 @@ fn request_again(input: &[u8]) {
         .expect("a written head is whole");
     assert_eq!(len, out.len());
     assert_eq!(again.body, framing);
-    assert_eq!(again.request.method(), request.method());
-    assert_eq!(again.request.uri().path_and_query(), request.uri().path_and_query());
-    let mut sent = request.headers().clone();
-    let mut seen = again.request.headers().clone();
+    assert_eq!(again.parts.method, request.method);
+    assert_eq!(again.parts.uri.path_and_query(), request.uri.path_and_query());
+    let mut sent = request.headers.clone();
+    let mut seen = again.parts.headers.clone();
     for map in [&mut sent, &mut seen] {
         map.remove(CONTENT_LENGTH);
         map.remove(TRANSFER_ENCODING);

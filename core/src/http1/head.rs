@@ -1,5 +1,5 @@
-//! Message heads: a request head parsed with `httparse` into an `http::Request`, with the
-//! framing of its body decided and every framing the proxy will not guess about refused;
+//! Message heads: a request head parsed with `httparse` into boxed `http::request::Parts`,
+//! with the framing of its body decided and every framing the proxy will not guess about refused;
 //! and a response head written into the connection's reused buffer.
 
 use std::{cell::RefCell, mem::MaybeUninit, time::SystemTime};
@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version,
     header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TE, TRANSFER_ENCODING, UPGRADE},
+    request::Parts,
 };
 
 /// The limits a request head is read under (`--max-header-bytes`, `--max-header-count`).
@@ -58,8 +59,10 @@ pub enum BodyFraming {
 /// A parsed request head and what the connection needs to know about it.
 #[derive(Debug)]
 pub struct RequestHead {
-    /// The request, without its body.
-    pub request: Request<()>,
+    /// The request without its body, boxed here once: the request path moves it down to
+    /// the upstream's writer as a pointer (a `Parts` is 224 bytes, and every move of it, and
+    /// every future that held it, copied it whole).
+    pub parts: Box<Parts>,
     /// How its body is framed.
     pub body: BodyFraming,
     /// The client lets the connection stay open after this request (HTTP/1.1 without
@@ -211,17 +214,17 @@ fn parse_with<'b>(
         };
     let upgrade = upgrade_token && map.contains_key(UPGRADE) && version == Version::HTTP_11;
 
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    *request.headers_mut() = map;
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = map;
     if both_lengths {
-        request.extensions_mut().insert(BothLengths);
+        parts.extensions.insert(BothLengths);
     }
     Ok(Some((
         RequestHead {
-            request,
+            parts: Box::new(parts),
             body,
             keep_alive,
             expect_continue: expect_continue && version == Version::HTTP_11,
@@ -586,14 +589,14 @@ mod tests {
         let bytes = b"\r\nPOST /a?b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET";
         let (parsed, len) = parse(bytes).expect("valid").expect("complete");
         assert_eq!(&bytes[len..], b"abcGET");
-        assert_eq!(parsed.request.method(), Method::POST);
-        assert_eq!(parsed.request.uri(), "/a?b");
-        assert_eq!(parsed.request.headers()["host"], "x");
+        assert_eq!(parsed.parts.method, Method::POST);
+        assert_eq!(parsed.parts.uri, "/a?b");
+        assert_eq!(parsed.parts.headers["host"], "x");
         assert_eq!(parsed.body, BodyFraming::Length(3));
         assert!(parsed.keep_alive);
         assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n").expect("valid").is_none());
         assert_eq!(
-            head(b"GET / HTTP/1.1\nHost: x\n\n").request.headers()["host"],
+            head(b"GET / HTTP/1.1\nHost: x\n\n").parts.headers["host"],
             "x",
             "bare LF line endings"
         );
@@ -610,7 +613,7 @@ mod tests {
             " close ,",
         ] {
             let head = head(format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: {value}\r\n\r\n").as_bytes());
-            assert!(!head.request.headers().contains_key(CONNECTION), "{value}");
+            assert!(!head.parts.headers.contains_key(CONNECTION), "{value}");
             assert_eq!(
                 head.keep_alive,
                 !value.to_ascii_lowercase().contains("close"),
@@ -623,12 +626,12 @@ mod tests {
                 format!("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: {value}\r\n\r\n")
                     .as_bytes(),
             );
-            assert_eq!(head.request.headers()[CONNECTION], value, "{value}");
+            assert_eq!(head.parts.headers[CONNECTION], value, "{value}");
         }
         // Near misses are other tokens: they go in, and do not close.
         for value in ["closed", "keep-alives", "clos"] {
             let head = head(format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: {value}\r\n\r\n").as_bytes());
-            assert_eq!(head.request.headers()[CONNECTION], value, "{value}");
+            assert_eq!(head.parts.headers[CONNECTION], value, "{value}");
             assert!(head.keep_alive, "{value}");
         }
     }
@@ -736,11 +739,11 @@ mod tests {
         let h = head(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: gzip, CHUNKED \r\n\r\n");
         assert_eq!(h.body, BodyFraming::Chunked);
         assert!(h.both_lengths);
-        assert!(h.request.extensions().get::<BothLengths>().is_some());
-        assert!(!h.request.headers().contains_key(CONTENT_LENGTH));
+        assert!(h.parts.extensions.get::<BothLengths>().is_some());
+        assert!(!h.parts.headers.contains_key(CONTENT_LENGTH));
         let same = head(b"POST / HTTP/1.1\r\nContent-Length: 4\r\ncontent-length: 4\r\n\r\n");
         assert_eq!(same.body, BodyFraming::Length(4));
-        assert_eq!(same.request.headers().get_all(CONTENT_LENGTH).iter().count(), 1);
+        assert_eq!(same.parts.headers.get_all(CONTENT_LENGTH).iter().count(), 1);
     }
 
     #[test]

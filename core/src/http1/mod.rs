@@ -18,7 +18,7 @@ pub mod head;
 pub mod upstream;
 
 use bytes::BytesMut;
-use http::{HeaderMap, Request};
+use http::{HeaderMap, request::Parts};
 
 pub use self::{
     chunked::{Chunk, ChunkError, ChunkedDecoder},
@@ -95,8 +95,8 @@ pub fn decode_request(input: &[u8], limits: HeadLimits) -> Result<DecodedRequest
 
 /// The request without its body, for callers that only look at heads.
 impl DecodedRequest {
-    /// The request head as an `http::Request`.
-    pub fn request(&self) -> &Request<()> {
-        &self.head.request
+    /// The request head.
+    pub fn parts(&self) -> &Parts {
+        &self.head.parts
     }
 }

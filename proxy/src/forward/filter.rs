@@ -4,8 +4,9 @@
 //! route's rewrite then changes Host and path.
 
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Request, Uri, Version,
+    HeaderMap, HeaderName, HeaderValue, Uri, Version,
     header::{CONNECTION, Entry, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE},
+    request::Parts,
     uri::PathAndQuery,
 };
 use lockstep_core::{Route, traffic::RewriteRule};
@@ -25,15 +26,15 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// refuses it whatever a route says), since an upstream that accepts it would then speak
 /// HTTP/2 straight to the client, past routing, filters and timeouts (the h2c smuggling
 /// technique).
-pub(crate) fn upgrade_protocol<B>(req: &Request<B>, allows: impl Fn(&str) -> bool) -> Option<HeaderValue> {
-    if req.version() != Version::HTTP_11 {
+pub(crate) fn upgrade_protocol(req: &Parts, allows: impl Fn(&str) -> bool) -> Option<HeaderValue> {
+    if req.version != Version::HTTP_11 {
         return None;
     }
-    let upgrade = req.headers().get(UPGRADE)?;
+    let upgrade = req.headers.get(UPGRADE)?;
     let allowed = upgrade
         .to_str()
         .is_ok_and(|v| v.split(',').all(|p| allows(p.trim())));
-    (allowed && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade")))
+    (allowed && connection_tokens(&req.headers).any(|t| t.eq_ignore_ascii_case("upgrade")))
         .then(|| upgrade.clone())
 }
 
@@ -42,10 +43,10 @@ pub(crate) fn upgrade_protocol<B>(req: &Request<B>, allows: impl Fn(&str) -> boo
 /// codings that do not end in chunked). Anything else would reach the upstream as content it cannot
 /// tell apart from the real body: `gzip, chunked` forwarded without its Transfer-Encoding
 /// hands over gzip bytes, `chunked, chunked` hands over a body decoded once of two.
-pub(crate) fn check_transfer_encoding<B>(req: &Request<B>) -> Result<(), ProxyError> {
+pub(crate) fn check_transfer_encoding(req: &Parts) -> Result<(), ProxyError> {
     let mut codings = 0usize;
     let mut chunked = 0usize;
-    for value in req.headers().get_all(TRANSFER_ENCODING) {
+    for value in req.headers.get_all(TRANSFER_ENCODING) {
         let value = value.to_str().map_err(|_| ProxyError::BadFraming)?;
         for coding in value.split(',') {
             let coding = coding.trim_matches([' ', '\t']);
@@ -68,15 +69,15 @@ pub(crate) fn check_transfer_encoding<B>(req: &Request<B>) -> Result<(), ProxyEr
 /// Rewrites a request's headers for the upstream, in place. `host` is the request's host as
 /// routed, which becomes the Host header when the client sent an authority (HTTP/2, absolute
 /// form); `client` is the client's address as a header value, made once per connection.
-pub(crate) fn prepare_request<B>(
-    req: &mut Request<B>,
+pub(crate) fn prepare_request(
+    req: &mut Parts,
     host: RequestHost,
     client: &HeaderValue,
     scheme: &'static str,
     upgrade: Option<HeaderValue>,
     hop_by_hop: HopByHop,
 ) {
-    let headers = req.headers_mut();
+    let headers = &mut req.headers;
     strip_present(headers, hop_by_hop);
     strip_client_claims(headers);
     if let Some(protocol) = upgrade {
@@ -97,7 +98,7 @@ pub(crate) fn prepare_request<B>(
         }
     }
     // Upstreams are spoken to in HTTP/1.1 whatever the client used.
-    *req.version_mut() = Version::HTTP_11;
+    req.version = Version::HTTP_11;
 }
 
 /// The host a proxied request is for, and where it came from.
@@ -136,8 +137,8 @@ fn strip_client_claims(headers: &mut HeaderMap) {
 
 /// Whether the client asked for trailers (`TE: trailers`, as every gRPC client does). TE is
 /// hop-by-hop, so it is stripped and this one value put back for the upstream.
-pub(crate) fn wants_trailers<B>(req: &Request<B>) -> bool {
-    req.headers()
+pub(crate) fn wants_trailers(req: &Parts) -> bool {
+    req.headers
         .get_all(TE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -167,24 +168,20 @@ pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
 
 /// Applies a route's rewrite: the Host the upstream sees and the path (the query is kept).
 /// X-Forwarded-Host, already set, keeps saying what the client sent.
-pub(crate) fn rewrite<B>(
-    req: &mut Request<B>,
-    route: &Route,
-    rewrite: &RewriteRule,
-) -> Result<(), ProxyError> {
+pub(crate) fn rewrite(req: &mut Parts, route: &Route, rewrite: &RewriteRule) -> Result<(), ProxyError> {
     if let Some(hostname) = &rewrite.hostname {
-        req.headers_mut().insert(HOST, hostname.clone());
+        req.headers.insert(HOST, hostname.clone());
     }
     if let Some(path) = &rewrite.path {
-        let mut target = path.apply(&route.path, req.uri().path());
-        if let Some(query) = req.uri().query() {
+        let mut target = path.apply(&route.path, req.uri.path());
+        if let Some(query) = req.uri.query() {
             target.push('?');
             target.push_str(query);
         }
         let path_and_query = PathAndQuery::try_from(target).map_err(|_| ProxyError::NoRoute)?;
-        let mut parts = req.uri().clone().into_parts();
+        let mut parts = req.uri.clone().into_parts();
         parts.path_and_query = Some(path_and_query);
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::NoRoute)?;
+        req.uri = Uri::from_parts(parts).map_err(|_| ProxyError::NoRoute)?;
     }
     Ok(())
 }
@@ -355,12 +352,12 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
 mod tests {
     use super::*;
 
-    fn request(headers: &[(&str, &str)]) -> Request<()> {
-        let mut builder = Request::builder().uri("/x");
+    fn request(headers: &[(&str, &str)]) -> Parts {
+        let mut builder = http::Request::builder().uri("/x");
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        builder.body(()).expect("request")
+        builder.body(()).expect("request").into_parts().0
     }
 
     /// `HopByHop` reads TE and Upgrade at their places in `HOP_BY_HOP`.
@@ -370,10 +367,10 @@ mod tests {
         assert_eq!(*HOP_BY_HOP[TRANSFER_ENCODING_AT], TRANSFER_ENCODING);
         assert_eq!(*HOP_BY_HOP[UPGRADE_AT], UPGRADE);
         let req = request(&[("te", "trailers"), ("x-other", "1")]);
-        let found = HopByHop::of(req.headers());
+        let found = HopByHop::of(&req.headers);
         assert!(found.te() && !found.upgrade());
         let req = request(&[("upgrade", "websocket"), ("connection", "upgrade")]);
-        let found = HopByHop::of(req.headers());
+        let found = HopByHop::of(&req.headers);
         assert!(found.upgrade() && !found.te());
     }
 
@@ -412,7 +409,7 @@ mod tests {
             &mut req,
             RequestHost::Authority(HeaderValue::from_static("a.test")),
         );
-        let h = req.headers();
+        let h = &req.headers;
         for gone in [
             "connection",
             "x-secret",
@@ -436,8 +433,8 @@ mod tests {
     }
 
     /// Phase 2's request filter for a plain-HTTP request from 10.0.0.1 going to `host`.
-    fn prepare_with_host(req: &mut Request<()>, host: RequestHost) {
-        let found = HopByHop::of(req.headers());
+    fn prepare_with_host(req: &mut Parts, host: RequestHost) {
+        let found = HopByHop::of(&req.headers);
         prepare_request(
             req,
             host,
@@ -457,9 +454,9 @@ mod tests {
             ("x-forwarded-host", "evil.test"),
             ("x-kept", "1"),
         ]);
-        let host = RequestHost::Header(req.headers()[HOST].clone());
+        let host = RequestHost::Header(req.headers[HOST].clone());
         prepare_with_host(&mut req, host);
-        let h = req.headers();
+        let h = &req.headers;
         assert_eq!(h.get_all(HOST).iter().collect::<Vec<_>>(), ["a.test"]);
         assert_eq!(
             h.keys().next(),
@@ -476,7 +473,7 @@ mod tests {
             &mut req,
             RequestHost::Authority(HeaderValue::from_static("a.test:8443")),
         );
-        let h = req.headers();
+        let h = &req.headers;
         assert_eq!(h.get_all(HOST).iter().collect::<Vec<_>>(), ["a.test:8443"]);
         assert_eq!(h["x-forwarded-host"], "a.test:8443");
     }
@@ -487,7 +484,7 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
         ]);
-        let found = HopByHop::of(req.headers());
+        let found = HopByHop::of(&req.headers);
         prepare_request(
             &mut req,
             RequestHost::Authority(HeaderValue::from_static("a")),
@@ -497,10 +494,10 @@ mod tests {
             found,
         );
         assert_eq!(
-            req.headers()["x-forwarded-for"],
+            req.headers["x-forwarded-for"],
             "1.1.1.1, 2.2.2.2, 3.3.3.3, 127.0.0.1"
         );
-        assert_eq!(req.headers()["x-forwarded-proto"], "https");
+        assert_eq!(req.headers["x-forwarded-proto"], "https");
     }
 
     fn websocket_only(protocol: &str) -> bool {
@@ -516,7 +513,7 @@ mod tests {
             Some(Some("websocket"))
         );
         let mut req = req;
-        let found = HopByHop::of(req.headers());
+        let found = HopByHop::of(&req.headers);
         prepare_request(
             &mut req,
             RequestHost::Authority(HeaderValue::from_static("a")),
@@ -525,8 +522,8 @@ mod tests {
             protocol,
             found,
         );
-        assert_eq!(req.headers()["connection"], "upgrade");
-        assert_eq!(req.headers()["upgrade"], "websocket");
+        assert_eq!(req.headers["connection"], "upgrade");
+        assert_eq!(req.headers["upgrade"], "websocket");
 
         let plain = request(&[("upgrade", "websocket")]);
         assert!(upgrade_protocol(&plain, websocket_only).is_none());

@@ -4,7 +4,8 @@
 use std::borrow::Cow;
 
 use http::{
-    HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+    HeaderValue, Method, Response, StatusCode, Uri, header,
+    request::Parts,
     uri::{Authority, PathAndQuery},
 };
 use lockstep_core::{Route, RouteTable, normalize_host, normalize_path, table::Found, traffic::RedirectRule};
@@ -14,13 +15,13 @@ use super::{body::ProxyBody, error::ProxyError, filter::RequestHost};
 /// The host a request is for: the URI's authority when the request carries one (HTTP/2
 /// `:authority`, HTTP/1 absolute form, which RFC 9112 says overrides Host), else the single
 /// Host header.
-pub(crate) fn request_host<B>(req: &Request<B>) -> Result<&str, ProxyError> {
+pub(crate) fn request_host(req: &Parts) -> Result<&str, ProxyError> {
     request_host_field(req).map(|(host, _)| host)
 }
 
 /// [`request_host`], and the Host header it was read from (None: the URI's authority).
-fn request_host_field<B>(req: &Request<B>) -> Result<(&str, Option<&HeaderValue>), ProxyError> {
-    if let Some(scheme) = req.uri().scheme_str()
+fn request_host_field(req: &Parts) -> Result<(&str, Option<&HeaderValue>), ProxyError> {
+    if let Some(scheme) = req.uri.scheme_str()
         && !scheme.eq_ignore_ascii_case("http")
         && !scheme.eq_ignore_ascii_case("https")
     {
@@ -28,7 +29,7 @@ fn request_host_field<B>(req: &Request<B>) -> Result<(&str, Option<&HeaderValue>
         // for one of our hosts.
         return Err(ProxyError::BadHost);
     }
-    if let Some(authority) = req.uri().authority() {
+    if let Some(authority) = req.uri.authority() {
         // userinfo ("app.test@elsewhere") makes a target read as one host by some parsers
         // and another by others; RFC 9110 §4.2.4 says to treat it as an error.
         if !valid_authority(authority) {
@@ -36,7 +37,7 @@ fn request_host_field<B>(req: &Request<B>) -> Result<(&str, Option<&HeaderValue>
         }
         return Ok((authority.as_str(), None));
     }
-    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let mut hosts = req.headers.get_all(header::HOST).iter();
     let host = hosts.next().ok_or_else(|| ProxyError::BadHost)?;
     if hosts.next().is_some() {
         // Two Host headers let two hops disagree about the target (request smuggling).
@@ -85,19 +86,19 @@ fn valid_authority(authority: &Authority) -> bool {
 /// Puts the request's path in its normal form ([`normalize_path`]) before it is matched and
 /// forwarded, so that routing and the backend see the same path. A path that is already
 /// normal (nearly all) is left as it is, without allocating.
-pub(crate) fn normalize_request_path<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
-    let normal = match normalize_path(req.uri().path()) {
+pub(crate) fn normalize_request_path(req: &mut Parts) -> Result<(), ProxyError> {
+    let normal = match normalize_path(req.uri.path()) {
         Ok(Cow::Borrowed(_)) => return Ok(()),
         Ok(Cow::Owned(normal)) => normal,
         Err(_) => return Err(ProxyError::BadPath),
     };
-    let target = match req.uri().query() {
+    let target = match req.uri.query() {
         Some(query) => format!("{normal}?{query}"),
         None => normal,
     };
-    let mut parts = req.uri().clone().into_parts();
+    let mut parts = req.uri.clone().into_parts();
     parts.path_and_query = Some(PathAndQuery::try_from(target).map_err(|_| ProxyError::BadPath)?);
-    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadPath)?;
+    req.uri = Uri::from_parts(parts).map_err(|_| ProxyError::BadPath)?;
     Ok(())
 }
 
@@ -105,25 +106,25 @@ pub(crate) fn normalize_request_path<B>(req: &mut Request<B>) -> Result<(), Prox
 /// the upstream request is for, or the error that answers it. `tls`: the request arrived over
 /// TLS (the rules of a Gateway's HTTP and HTTPS listeners answer only their own,
 /// `lockstep_core::table::Reach`).
-pub(crate) fn lookup<'t, B>(
+pub(crate) fn lookup<'t>(
     table: &'t RouteTable,
     tls: bool,
-    req: &Request<B>,
+    req: &Parts,
 ) -> Result<(Found<'t>, RequestHost), ProxyError> {
-    if req.method() == Method::CONNECT {
+    if req.method == Method::CONNECT {
         // A reverse proxy has no tunnels to offer; forwarding CONNECT would let a client
         // reach any address a backend can.
         return Err(ProxyError::MethodNotAllowed);
     }
     let (host, field) = request_host_field(req)?;
-    let path = req.uri().path();
+    let path = req.uri.path();
     if !path.starts_with('/') {
         // Asterisk form (OPTIONS *) and CONNECT's authority form name no resource a route
         // could serve.
         return Err(ProxyError::NoRoute);
     }
     let found = table
-        .lookup_request(tls, host, path, req.method(), req.headers(), req.uri().query())
+        .lookup_request(tls, host, path, &req.method, &req.headers, req.uri.query())
         .ok_or_else(|| ProxyError::NoRoute)?;
     // The upstream request's host, taken here where the Host header is already at hand.
     let host = match field {
@@ -135,10 +136,10 @@ pub(crate) fn lookup<'t, B>(
 
 /// The answer of a route whose `filters.redirect` is set, with Location built from the
 /// request as Gateway API specifies.
-pub(crate) fn filter_redirect<B>(
+pub(crate) fn filter_redirect(
     route: &Route,
     redirect: &RedirectRule,
-    req: &Request<B>,
+    req: &Parts,
     scheme: &'static str,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let raw = request_host(req)?;
@@ -149,14 +150,7 @@ pub(crate) fn filter_redirect<B>(
         .ok()
         .and_then(|a| a.port_u16())
         .or(Some(if scheme == "https" { 443 } else { 80 }));
-    let location = redirect.location(
-        &route.path,
-        scheme,
-        &host,
-        port,
-        req.uri().path(),
-        req.uri().query(),
-    );
+    let location = redirect.location(&route.path, scheme, &host, port, req.uri.path(), req.uri.query());
     let location = HeaderValue::try_from(location).map_err(|_| ProxyError::BadHost)?;
     let mut response = Response::new(ProxyBody::empty());
     *response.status_mut() = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::FOUND);
@@ -166,9 +160,9 @@ pub(crate) fn filter_redirect<B>(
 
 /// The 308 a `redirectHTTP` route answers plain-HTTP requests with. 308 rather than 301 keeps
 /// the method and body, so a POST is not silently turned into a GET.
-pub(crate) fn https_redirect<B>(req: &Request<B>) -> Result<Response<ProxyBody>, ProxyError> {
+pub(crate) fn https_redirect(req: &Parts) -> Result<Response<ProxyBody>, ProxyError> {
     let host = normalize_host(request_host(req)?);
-    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let location = HeaderValue::try_from(format!("https://{host}{path}")).map_err(|_| ProxyError::BadHost)?;
     let mut response = Response::new(ProxyBody::empty());
     *response.status_mut() = StatusCode::PERMANENT_REDIRECT;

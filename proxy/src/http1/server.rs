@@ -112,7 +112,7 @@ struct Conn<S> {
 }
 
 enum HeadRead {
-    Head(Box<RequestHead>),
+    Head(RequestHead),
     Refused(head::HeadError),
     /// The client closed (or the server is closing) between requests.
     Done,
@@ -210,7 +210,7 @@ where
             ctx,
             keep_alive,
             trailers,
-        } = dispatch(*head, &proxy, &conn.client, limits);
+        } = dispatch(head, &proxy, &conn.client, limits);
         let response = poll_fn(|cx| {
             let _ = conn.pump(cx, &mut exchange);
             answer.as_mut().poll(cx)
@@ -287,7 +287,7 @@ fn dispatch(
     limits: HeadLimits,
 ) -> Dispatched {
     let RequestHead {
-        request,
+        mut parts,
         body: framing,
         keep_alive,
         expect_continue,
@@ -296,8 +296,8 @@ fn dispatch(
         ..
     } = head;
     let ctx = ResponseContext {
-        head_request: request.method() == Method::HEAD,
-        version: request.version(),
+        head_request: parts.method == Method::HEAD,
+        version: parts.version,
     };
     let (reader, body) = match framing {
         BodyFraming::Empty => (Reader::None, Http1Body::empty()),
@@ -318,14 +318,17 @@ fn dispatch(
         reader,
         broken: false,
     };
-    let mut request = request.map(|()| ClientBody::Http1(body));
     let switch = upgrade.then(|| {
         let (sender, on_upgrade) = OnUpgrade::channel();
-        request.extensions_mut().insert(on_upgrade);
+        parts.extensions.insert(on_upgrade);
         sender
     });
     Dispatched {
-        answer: Box::pin(proxy.clone().handle(client.clone(), request)),
+        answer: Box::pin(
+            proxy
+                .clone()
+                .handle(client.clone(), parts, ClientBody::Http1(body)),
+        ),
         exchange,
         switch,
         ctx,
@@ -359,7 +362,7 @@ where
                             self.buf.advance(len);
                             // What follows may hold the next head already (pipelining).
                             self.parse_due = true;
-                            return Poll::Ready(Ok(HeadRead::Head(Box::new(head))));
+                            return Poll::Ready(Ok(HeadRead::Head(head)));
                         }
                         Ok(None) => {}
                         Err(error) => return Poll::Ready(Ok(HeadRead::Refused(error))),
@@ -411,7 +414,7 @@ where
                         Ok(Some((head, len))) => {
                             self.buf.extend_from_slice(&filled[len..]);
                             self.parse_due = !self.buf.is_empty();
-                            return Poll::Ready(Ok(HeadRead::Head(Box::new(head))));
+                            return Poll::Ready(Ok(HeadRead::Head(head)));
                         }
                         Ok(None) => {
                             self.buf.extend_from_slice(filled);

@@ -324,8 +324,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
         // Boxed per request: hyper keeps room for one request future in every connection for
         // its whole life, so unboxed, each idle connection would hold the request path's
         // state (about 8 KB) for nothing.
+        let (head, body) = req.into_parts();
         Box::pin(futures::FutureExt::map(
-            proxy.handle(client, req.map(ClientBody::Http2)),
+            proxy.handle(client, Box::new(head), ClientBody::Http2(body)),
             Ok,
         ))
     }
