@@ -529,7 +529,8 @@ mod tests {
     /// the await (its 440-byte `Result` was kept across it): 2,128 and 2,144. Since the head
     /// is boxed where it is parsed and every step takes the box (a request moved by value
     /// was kept whole, 272 bytes, by each future it passed through, even once moved on) and
-    /// the access log's and CORS's parts are boxed: 1,448 and 1,464.
+    /// the access log's and CORS's parts are boxed: 1,448 and 1,464. Since the first
+    /// attempt's outcome is taken apart before a second attempt is awaited: 1,152 in both.
     #[tokio::test]
     async fn a_request_s_future_stays_small() {
         let proxy = Proxy::new(ProxyState::new("test"), ProxyOptions::default());
@@ -541,6 +542,6 @@ mod tests {
         let (head, ()) = http::Request::new(()).into_parts();
         let future = proxy.handle(client, Box::new(head), ClientBody::Http1(Http1Body::empty()));
         let size = size_of_val(&future);
-        assert!(size <= 1500, "{size} bytes");
+        assert!(size <= 1200, "{size} bytes");
     }
 }

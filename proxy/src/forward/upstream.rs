@@ -134,35 +134,37 @@ pub(crate) fn send(
         // Service backends, where another endpoint may exist. A connect failure hands the
         // request back unsent, so nothing is copied for it in advance.
         let may_retry = matches!(backend, BackendRef::Service { .. }) && is_idempotent(&parts.method);
-        match attempt(proxy, route, &peer, parts, &body, trailers).await {
+        // The attempt's outcome is taken apart in statements of their own: awaited inside a
+        // `match` on it, the whole `Result` (a response's room, 288 bytes) would be kept in
+        // this future across the second attempt's await, on every request.
+        let (err, parts) = match attempt(proxy, route, &peer, parts, &body, trailers).await {
+            Ok(response) => return Ok(Answer { response, peer }),
             Err(Failed {
-                error: err,
+                error,
                 unsent: Some(parts),
-            }) if may_retry && is_connect_failure(&err) && body.is_untouched() => {
-                tracing::debug!(peer = %peer.authority, error = %err, "connect failed; trying another endpoint");
-                proxy
-                    .metrics()
-                    .upstream_error(err.upstream_kind().unwrap_or("connect"));
-                let second = match proxy
-                    .balancer
-                    .select(&proxy.state, backend, Some(&peer.authority))
-                {
-                    Ok(second) => second,
-                    // No other endpoint: the first failure is the answer.
-                    Err(_) => return Err(err),
-                };
-                drop(peer);
-                let response = Box::pin(attempt(proxy, route, &second, parts, &body, trailers))
-                    .await
-                    .map_err(|failed| failed.error)?;
-                Ok(Answer {
-                    response,
-                    peer: second,
-                })
-            }
-            Err(failed) => Err(failed.error),
-            Ok(response) => Ok(Answer { response, peer }),
-        }
+            }) if may_retry && is_connect_failure(&error) && body.is_untouched() => (error, parts),
+            Err(failed) => return Err(failed.error),
+        };
+        tracing::debug!(peer = %peer.authority, error = %err, "connect failed; trying another endpoint");
+        proxy
+            .metrics()
+            .upstream_error(err.upstream_kind().unwrap_or("connect"));
+        let second = match proxy
+            .balancer
+            .select(&proxy.state, backend, Some(&peer.authority))
+        {
+            Ok(second) => second,
+            // No other endpoint: the first failure is the answer.
+            Err(_) => return Err(err),
+        };
+        drop(peer);
+        let response = Box::pin(attempt(proxy, route, &second, parts, &body, trailers))
+            .await
+            .map_err(|failed| failed.error)?;
+        Ok(Answer {
+            response,
+            peer: second,
+        })
     }
 }
 
