@@ -151,7 +151,6 @@ fn parse_with<'b>(
     let mut trailers = false;
     for header in req.headers.iter() {
         let name = field_name(header.name.as_bytes()).ok_or(HeadError::Malformed)?;
-        let value = shared.value(header.value).ok_or(HeadError::Malformed)?;
         if name == CONTENT_LENGTH {
             let n = parse_content_length(header.value).ok_or(HeadError::Malformed)?;
             match content_length {
@@ -184,6 +183,9 @@ fn parse_with<'b>(
                 .split(|b| *b == b',')
                 .any(|t| trim(t).eq_ignore_ascii_case(b"trailers"));
         }
+        // Made only for a field that is kept: a Connection that only says whether to
+        // persist, or a repeated Content-Length, never needs one (about 150 instructions).
+        let value = shared.value(header.value).ok_or(HeadError::Malformed)?;
         map.append(name, value);
     }
 

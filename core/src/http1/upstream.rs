@@ -134,7 +134,6 @@ pub fn parse_response_into(
     let mut keep_alive_token = false;
     for header in res.headers.iter() {
         let name = field_name(header.name.as_bytes()).ok_or(ResponseHeadError::Malformed)?;
-        let value = shared.value(header.value).ok_or(ResponseHeadError::Malformed)?;
         if name == CONTENT_LENGTH {
             let n = parse_content_length(header.value).ok_or(ResponseHeadError::Framing)?;
             match content_length {
@@ -155,6 +154,9 @@ pub fn parse_response_into(
                 continue;
             }
         }
+        // Made only for a field that is kept: a Connection that only says whether to
+        // persist, or a repeated Content-Length, never needs one (about 150 instructions).
+        let value = shared.value(header.value).ok_or(ResponseHeadError::Malformed)?;
         map.append(name, value);
     }
 
