@@ -363,15 +363,20 @@ pub fn entry_key(path: &HttpPath) -> String {
 
 /// Normalises a Host header: no port, no trailing dot, lower case. Borrowed when possible.
 pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
-    let without_port = if let Some(rest) = host.strip_prefix('[') {
+    let without_port = if host.starts_with('[') {
         // IPv6 literal: "[::1]:8080" -> "[::1]"
-        match rest.find(']') {
-            Some(end) => &host[..end + 2],
+        match host.find(']') {
+            Some(end) => &host[..end + 1],
             None => host,
         }
     } else {
-        match host.rfind(':') {
-            Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+        // The port is the digits after the last colon ("a:" loses the colon alone): counted
+        // from the end, so a name without a port (nearly every Host) costs a byte's look,
+        // not a search for a colon it does not have.
+        let bytes = host.as_bytes();
+        let digits = bytes.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+        match bytes.len().checked_sub(digits + 1) {
+            Some(colon) if bytes[colon] == b':' => &host[..colon],
             _ => host,
         }
     };

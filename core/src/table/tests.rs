@@ -309,6 +309,15 @@ fn normalize_host_handles_ports_and_ipv6_literals() {
     assert_eq!(normalize_host("[2001:DB8::1]:8443"), "[2001:db8::1]");
     assert_eq!(normalize_host("Example.COM."), "example.com");
     assert_eq!(normalize_host("127.0.0.1:18080"), "127.0.0.1");
+    // The port is the digits after the last colon, however many (none included).
+    assert_eq!(normalize_host("app.example.com:"), "app.example.com");
+    assert_eq!(normalize_host("example.com.:443"), "example.com");
+    assert_eq!(normalize_host("a:1:2"), "a:1");
+    assert_eq!(normalize_host("a:b"), "a:b");
+    assert_eq!(normalize_host("8080"), "8080");
+    assert_eq!(normalize_host(":80"), "");
+    assert_eq!(normalize_host(""), "");
+    assert_eq!(normalize_host("[::1"), "[::1");
     assert!(matches!(
         normalize_host("app.example.com"),
         std::borrow::Cow::Borrowed(_)
