@@ -5,7 +5,9 @@
 #   DURATION=5 SWAPS=200 REPS=1 e2e/bench/proxy.sh   # a quicker look
 #
 # The throughput runs repeat REPS times, alternating the targets within each round (so a
-# noisy neighbour hits all of them alike); each round's ratios are reported, and the median.
+# noisy neighbour hits all of them alike), each round starting one target later (so no target
+# always runs in the same place: builds.sh measured a place moving a target by several
+# percent); each round's ratios are reported, and the median.
 #
 # Roles (2-core machine; results in e2e/bench/RESULTS.md, "Data plane"): the proxy under test runs
 # alone on CPU 1 with one worker; the load generator (oha) and the one shared trivial backend
@@ -64,8 +66,10 @@ declare -A PID=([direct]=0 [lockstep]=$LOCKSTEP_PID [nginx]=$NGINX_PID [haproxy]
 TARGETS=(direct lockstep nginx haproxy pingora)
 PROXIES=(lockstep nginx haproxy pingora)
 for t in "${TARGETS[@]}"; do target_load "$t" -z "${WARMUP}s" -c $CONNS >/dev/null; done
+# Round REP's order: TARGETS rotated by REP - 1.
+round_order() { local rep=$1 i n=${#TARGETS[@]}; for ((i = 0; i < n; i++)); do echo "${TARGETS[(i + rep - 1) % n]}"; done; }
 for rep in $(seq "$REPS"); do
-  for t in "${TARGETS[@]}"; do
+  for t in $(round_order "$rep"); do
     measure "$t" "ka$rep" -z "${DURATION}s" -c $CONNS
     measure "$t" "newconn$rep" -z "${DURATION}s" -c 16 --disable-keepalive
   done
@@ -84,7 +88,7 @@ log "open-loop rate: $RATE req/s"
 # Tail latency is the noisiest figure: REPS alternating rounds, and each target's median round
 # (by p99) stands for it.
 for rep in $(seq "$REPS"); do
-  for t in "${TARGETS[@]}"; do
+  for t in $(round_order "$rep"); do
     measure "$t" "open$rep" -z "${DURATION}s" -c $CONNS -q $RATE --latency-correction
   done
 done
@@ -120,7 +124,7 @@ log "reload: $total requests, $bad failed, $SWAPPED swaps, final generation $gen
 # --- report ------------------------------------------------------------------------------------
 added() { python3 -c "print(f'{float(\"$1\")-float(\"$2\"):+.3f}')"; }
 {
-  echo "- Command: \`e2e/bench/proxy.sh\` (DURATION=$DURATION s per run, WARMUP=$WARMUP s, $CONNS keep-alive connections, 16 for new-connection runs, REPS=$REPS alternating rounds of throughput and of open-loop latency; the table shows each target's median round)"
+  echo "- Command: \`e2e/bench/proxy.sh\` (DURATION=$DURATION s per run, WARMUP=$WARMUP s, $CONNS keep-alive connections, 16 for new-connection runs, REPS=$REPS alternating rounds of throughput and of open-loop latency, each round starting one target later; the table shows each target's median round)"
   echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
   echo "- Versions: $(versions)"
   echo
