@@ -90,8 +90,7 @@ for rep in $(seq "$REPS"); do
   # Each round starts one target later, so that every target takes every place in turn: in
   # two A/B checks of the same pair of builds (2026-12-06), whichever ran first in its rounds
   # came out ahead, and with rounds merely reversed the middle target never moved.
-  order=()
-  for ((k = 0; k < ${#NAMES[@]}; k++)); do order+=("${NAMES[$(((k + rep - 1) % ${#NAMES[@]}))]}"); done
+  mapfile -t order < <(rotated "$rep" "${NAMES[@]}")
   for mode in $MODES; do
     for name in "${order[@]}"; do
       [[ $mode == h2c && $name == nginx ]] && continue

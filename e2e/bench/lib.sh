@@ -41,6 +41,9 @@ builds_from_args() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# rotated REP NAME...: the names one per line, round REP's order when each round starts one
+# target later (rotated left by REP - 1), so that every target takes every place in turn.
+rotated() { local rep=$1 i; shift; for ((i = 0; i < $#; i++)); do local k=$(((i + rep - 1) % $# + 1)); echo "${!k}"; done; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 machine() { echo "$(nproc) × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $(uname -r)"; }

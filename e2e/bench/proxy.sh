@@ -66,10 +66,8 @@ declare -A PID=([direct]=0 [lockstep]=$LOCKSTEP_PID [nginx]=$NGINX_PID [haproxy]
 TARGETS=(direct lockstep nginx haproxy pingora)
 PROXIES=(lockstep nginx haproxy pingora)
 for t in "${TARGETS[@]}"; do target_load "$t" -z "${WARMUP}s" -c $CONNS >/dev/null; done
-# Round REP's order: TARGETS rotated by REP - 1.
-round_order() { local rep=$1 i n=${#TARGETS[@]}; for ((i = 0; i < n; i++)); do echo "${TARGETS[(i + rep - 1) % n]}"; done; }
 for rep in $(seq "$REPS"); do
-  for t in $(round_order "$rep"); do
+  for t in $(rotated "$rep" "${TARGETS[@]}"); do
     measure "$t" "ka$rep" -z "${DURATION}s" -c $CONNS
     measure "$t" "newconn$rep" -z "${DURATION}s" -c 16 --disable-keepalive
   done
@@ -88,7 +86,7 @@ log "open-loop rate: $RATE req/s"
 # Tail latency is the noisiest figure: REPS alternating rounds, and each target's median round
 # (by p99) stands for it.
 for rep in $(seq "$REPS"); do
-  for t in $(round_order "$rep"); do
+  for t in $(rotated "$rep" "${TARGETS[@]}"); do
     measure "$t" "open$rep" -z "${DURATION}s" -c $CONNS -q $RATE --latency-correction
   done
 done
