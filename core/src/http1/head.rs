@@ -1,6 +1,6 @@
 //! Message heads: a request head parsed with `httparse` into boxed `http::request::Parts`,
-//! with the framing of its body decided and every framing the proxy will not guess about refused;
-//! and a response head written into the connection's reused buffer.
+//! with the framing of its body decided and every framing the proxy will not guess about
+//! refused; and a response head written into the connection's reused buffer.
 
 use std::{cell::RefCell, mem::MaybeUninit, time::SystemTime};
 

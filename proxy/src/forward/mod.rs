@@ -258,7 +258,7 @@ impl Proxy {
                 .routes
                 .route(exchange.route)
                 .observe(status, elapsed.as_secs_f64());
-            if let Some((method, uri, host)) = log_head.map(|head| *head) {
+            if let Some((method, uri, host)) = log_head.map(|logged| *logged) {
                 let route = exchange
                     .route
                     .and_then(|i| served.table.routes().get(i))
