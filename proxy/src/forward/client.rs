@@ -3,11 +3,15 @@
 //! server's watchdog reads (header-read, idle, body and send timeouts).
 
 use std::{
+    future::Future,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
+    task::{Context, Poll},
+    time::Duration,
 };
 
 use crate::{clock::CoarseInstant, server::drain::Drain};
@@ -32,6 +36,9 @@ pub(crate) struct ClientConnection {
     /// The drain of the listener it came from, which a connection with a request in flight
     /// reads when that request is done.
     drain: Arc<Drain>,
+    /// A watchdog serves the connection ([`crate::server::conn`]): it wakes the connection's
+    /// task for the earliest of its deadlines, an upstream response's included.
+    watched: bool,
 }
 
 impl ClientConnection {
@@ -47,6 +54,40 @@ impl ClientConnection {
             activity: ConnActivity::new(),
             closing: AtomicBool::new(false),
             drain,
+            watched: false,
+        }
+    }
+
+    /// The same connection, served by a watchdog that keeps its upstream response deadlines
+    /// too (see [`ClientConnection::within`]).
+    pub(crate) fn watched(self) -> Self {
+        Self {
+            watched: true,
+            ..self
+        }
+    }
+
+    /// Awaits `exchange` (an upstream exchange, up to its response head) for at most
+    /// `timeout`; `None` when it took longer.
+    ///
+    /// On a watched HTTP/1 connection the deadline is the watchdog's to keep: the request
+    /// runs in the connection's own task, which the watchdog's timer wakes at the earliest of
+    /// the connection's deadlines, and the exchange reads the coarse clock each time it is
+    /// polled. A timer of its own (tokio's `timeout`) cost each request about 550
+    /// instructions, registered in tokio's timer wheel and removed again, when the response
+    /// comes long before it (`e2e/bench/instructions.sh`). An HTTP/2 stream runs in a task
+    /// of its own (hyper spawns one per stream), which the watchdog cannot wake: it keeps a
+    /// timer, as does a connection no watchdog serves.
+    pub(crate) fn within<F: Future>(&self, timeout: Duration, exchange: F) -> Within<'_, F> {
+        if !self.watched || self.activity.http2.load(Ordering::Relaxed) {
+            return Within::Timed {
+                timeout: tokio::time::timeout(timeout, exchange),
+            };
+        }
+        let due = self.activity.now().saturating_add(millis(timeout));
+        Within::Watched {
+            exchange,
+            due: ResponseDue::publish(&self.activity, due),
         }
     }
 
@@ -64,6 +105,67 @@ impl ClientConnection {
     /// The drain of the listener the connection came from.
     pub(crate) fn drain(&self) -> &Drain {
         &self.drain
+    }
+}
+
+/// A timeout in the watchdog's milliseconds: at least one (zero would be "none").
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4).max(1)
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream exchange bounded by a response timeout ([`ClientConnection::within`]).
+    #[project = WithinProjection]
+    pub(crate) enum Within<'a, F> {
+        /// Its deadline kept by the connection's watchdog.
+        Watched {
+            #[pin]
+            exchange: F,
+            due: ResponseDue<'a>,
+        },
+        /// Its deadline kept by a timer of its own.
+        Timed {
+            #[pin]
+            timeout: tokio::time::Timeout<F>,
+        },
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            WithinProjection::Watched { exchange, due } => match exchange.poll(cx) {
+                Poll::Ready(output) => Poll::Ready(Some(output)),
+                Poll::Pending if due.passed() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            WithinProjection::Timed { timeout } => timeout.poll(cx).map(Result::ok),
+        }
+    }
+}
+
+/// An upstream response deadline, published for the connection's watchdog while it lives.
+pub(crate) struct ResponseDue<'a> {
+    activity: &'a ConnActivity,
+    due: u64,
+}
+
+impl<'a> ResponseDue<'a> {
+    fn publish(activity: &'a ConnActivity, due: u64) -> Self {
+        activity.response_due.store(due, Ordering::Relaxed);
+        Self { activity, due }
+    }
+
+    fn passed(&self) -> bool {
+        self.activity.now() >= self.due
+    }
+}
+
+impl Drop for ResponseDue<'_> {
+    fn drop(&mut self) {
+        self.activity.response_due.store(0, Ordering::Relaxed);
     }
 }
 
@@ -141,6 +243,9 @@ pub(crate) struct ConnActivity {
     write_blocked_since: AtomicU64,
     /// Request bodies the proxy is waiting for bytes of.
     bodies_waiting: AtomicU32,
+    /// When the upstream response the connection's request waits for is due (0: none), on
+    /// a watched HTTP/1 connection ([`ClientConnection::within`]).
+    response_due: AtomicU64,
 }
 
 /// What the watchdog found.
@@ -178,6 +283,7 @@ impl ConnActivity {
             http2: AtomicBool::new(false),
             write_blocked_since: AtomicU64::new(0),
             bodies_waiting: AtomicU32::new(0),
+            response_due: AtomicU64::new(0),
         }
     }
 
@@ -247,6 +353,13 @@ impl ConnActivity {
         self.bodies_waiting.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Whether an upstream response is due before `at` (watchdog milliseconds): a watchdog
+    /// armed for `at` must look again sooner.
+    pub(crate) fn response_due_before(&self, at: u64) -> bool {
+        let due = self.response_due.load(Ordering::Relaxed);
+        due != 0 && due < at
+    }
+
     pub(crate) fn check(&self, limits: Limits) -> Check {
         let Limits {
             header: header_timeout,
@@ -275,6 +388,13 @@ impl ConnActivity {
             }
             if blocked != 0 {
                 next = next.min(blocked + send_timeout);
+            }
+            let due = self.response_due.load(Ordering::Relaxed);
+            if due != 0 {
+                // The request path ends the exchange itself when it is polled after `due`;
+                // the watchdog only wakes it (again a millisecond later, while the coarse
+                // clock has not reached `due` yet).
+                next = next.min(due.max(now + 1));
             }
             return Check::Until(next);
         }
@@ -376,5 +496,75 @@ mod tests {
         assert!(matches!(a.check(strict), Check::SendTimeout));
         a.write_done();
         assert!(matches!(a.check(strict), Check::Until(_)));
+    }
+
+    fn connection() -> ClientConnection {
+        ClientConnection::new(
+            "127.0.0.1:1".parse().expect("addr"),
+            Transport::Plain { scheme: "http" },
+            Arc::default(),
+        )
+    }
+
+    /// On a watched HTTP/1 connection an upstream exchange's deadline is the watchdog's: it
+    /// looks again by the deadline at the latest while the exchange waits, and no sooner once
+    /// the exchange is over.
+    #[test]
+    fn a_watched_exchange_hands_its_deadline_to_the_watchdog() {
+        let client = connection().watched();
+        client.activity.request_started();
+        let relaxed = Limits {
+            header: LONG,
+            idle: LONG,
+            body: LONG,
+            send: LONG,
+        };
+        let wake = |client: &ClientConnection| match client.activity.check(relaxed) {
+            Check::Until(at) => at,
+            _ => panic!("nothing times out here"),
+        };
+        let unbounded = wake(&client);
+        let exchange = client.within(Duration::from_millis(300), std::future::pending::<()>());
+        assert!(matches!(exchange, Within::Watched { .. }));
+        let bounded = wake(&client);
+        assert!(bounded < unbounded, "{bounded} not before {unbounded}");
+        assert!(bounded <= client.activity.now() + 300, "{bounded}");
+        assert!(client.activity.response_due_before(unbounded));
+        drop(exchange);
+        assert!(!client.activity.response_due_before(u64::MAX));
+        assert!(wake(&client) >= unbounded);
+    }
+
+    /// A connection no watchdog serves, and an HTTP/2 one (whose streams run in tasks of their
+    /// own), time an exchange out with a timer of its own.
+    #[tokio::test]
+    async fn an_unwatched_or_http2_exchange_times_out_by_itself() {
+        let unwatched = connection();
+        let http2 = connection().watched();
+        http2.activity.speaks_http2();
+        for client in [&unwatched, &http2] {
+            let exchange = client.within(Duration::from_millis(20), std::future::pending::<()>());
+            assert!(matches!(exchange, Within::Timed { .. }));
+            assert!(!client.activity.response_due_before(u64::MAX));
+            assert_eq!(exchange.await, None);
+        }
+        let answered = unwatched.within(Duration::from_secs(60), async { 7 }).await;
+        assert_eq!(answered, Some(7));
+    }
+
+    /// A watched exchange that answers is not cut short, and one polled after its deadline
+    /// ends without waiting for its answer.
+    #[tokio::test]
+    async fn a_watched_exchange_ends_when_polled_after_its_deadline() {
+        let client = connection().watched();
+        assert_eq!(client.within(Duration::from_secs(60), async { 7 }).await, Some(7));
+        let mut exchange =
+            std::pin::pin!(client.within(Duration::from_millis(200), std::future::pending::<()>()));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(exchange.as_mut().poll(&mut cx), Poll::Pending);
+        // Past the deadline by more than a tick of the coarse clock (4 ms at HZ=250).
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(exchange.as_mut().poll(&mut cx), Poll::Ready(None));
     }
 }

@@ -414,12 +414,13 @@ impl Proxy {
             };
             mirror::send(self, &mirrors, &parts, &body);
             let mut answer = match route.retry.as_ref().filter(|p| p.attempts > 0) {
-                None => upstream::send(self, route, parts, body, grpc_trailers).await?,
+                None => upstream::send(self, client, route, parts, body, grpc_trailers).await?,
                 // Boxed, as the rarer path: inline, every request's future would carry room
                 // for it.
                 Some(policy) => {
                     Box::pin(upstream::send_with_retries(
                         self,
+                        client,
                         route,
                         policy,
                         parts,

@@ -22,6 +22,7 @@ use lockstep_core::{BackendRef, Route, traffic::RetryPolicy};
 
 use super::{
     Proxy,
+    client::ClientConnection,
     error::ProxyError,
     peer::{Peer, PeerAuthority},
     pool::{SendError, UpstreamBody},
@@ -39,6 +40,7 @@ pub(crate) struct Answer {
 /// says. `trailers`: as for [`send`].
 pub(crate) async fn send_with_retries(
     proxy: &Proxy,
+    client: &ClientConnection,
     route: &Route,
     policy: &RetryPolicy,
     parts: Box<Parts>,
@@ -63,7 +65,7 @@ pub(crate) async fn send_with_retries(
             Err(_) if failed.is_some() => proxy.balancer.select(&proxy.state, backend, None)?,
             Err(e) => return Err(e),
         };
-        let result = attempt(proxy, route, &peer, parts, &body, trailers)
+        let result = attempt(proxy, client, route, &peer, parts, &body, trailers)
             .await
             .map_err(|failed| failed.error);
         // A status or a response timeout means the upstream may have acted on the request:
@@ -116,6 +118,7 @@ pub(crate) async fn send_with_retries(
 /// (see `Proxy::handle`).
 pub(crate) fn send(
     proxy: &Proxy,
+    client: &ClientConnection,
     route: &Route,
     mut parts: Box<Parts>,
     body: BodySlot,
@@ -137,7 +140,7 @@ pub(crate) fn send(
         // The attempt's outcome is taken apart in statements of their own: awaited inside a
         // `match` on it, the whole `Result` (a response's room, 288 bytes) would be kept in
         // this future across the second attempt's await, on every request.
-        let (err, parts) = match attempt(proxy, route, &peer, parts, &body, trailers).await {
+        let (err, parts) = match attempt(proxy, client, route, &peer, parts, &body, trailers).await {
             Ok(response) => return Ok(Answer { response, peer }),
             Err(Failed {
                 error,
@@ -158,7 +161,7 @@ pub(crate) fn send(
             Err(_) => return Err(err),
         };
         drop(peer);
-        let response = Box::pin(attempt(proxy, route, &second, parts, &body, trailers))
+        let response = Box::pin(attempt(proxy, client, route, &second, parts, &body, trailers))
             .await
             .map_err(|failed| failed.error)?;
         Ok(Answer {
@@ -177,6 +180,7 @@ struct Failed {
 
 fn attempt<'a>(
     proxy: &'a Proxy,
+    client: &'a ClientConnection,
     route: &'a Route,
     peer: &'a Peer,
     mut parts: Box<Parts>,
@@ -194,13 +198,16 @@ fn attempt<'a>(
         // step above it (the timeout, this attempt, `send`, `Proxy::forward`, `Proxy::handle`)
         // copied it again when it was awaited, and the boxed request future held it whole.
         // One allocation costs fewer instructions than those copies (instructions.sh).
-        match tokio::time::timeout(timeout, Box::pin(proxy.pool.send(peer, head, body))).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(failure)) => Err(Failed {
+        match client
+            .within(timeout, Box::pin(proxy.pool.send(peer, head, body)))
+            .await
+        {
+            Some(Ok(response)) => Ok(response),
+            Some(Err(failure)) => Err(Failed {
                 error: classify(&peer.authority, failure.error),
                 unsent: failure.unsent.map(|(head, _body)| head),
             }),
-            Err(_) => Err(Failed {
+            None => Err(Failed {
                 error: ProxyError::ResponseTimeout {
                     peer: peer.authority.to_string(),
                 },
