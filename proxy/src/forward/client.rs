@@ -288,7 +288,7 @@ impl ConnActivity {
     }
 
     pub(crate) fn now(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+        self.origin.millis_elapsed().saturating_add(1)
     }
 
     pub(crate) fn on_read(&self) {
