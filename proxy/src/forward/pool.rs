@@ -378,13 +378,25 @@ struct Checkin {
 pub(crate) struct UpstreamBody(Kind);
 
 enum Kind {
-    Http1(client::ResponseBody<RequestBody>, Option<Checkin>),
+    /// Boxed: a response moves through several futures and returns on its way to the
+    /// client, and inline this variant made every one of them carry and copy 176 bytes
+    /// where 48 now do (`Response<ProxyBody>` 320 bytes to 192).
+    Http1(Box<Http1Body>),
     Http2(Incoming),
+}
+
+struct Http1Body {
+    body: client::ResponseBody<RequestBody>,
+    /// Where the connection goes back when the exchange ended exactly (taken then).
+    checkin: Option<Checkin>,
 }
 
 impl UpstreamBody {
     fn http1(body: client::ResponseBody<RequestBody>, checkin: Checkin) -> Self {
-        let mut this = Self(Kind::Http1(body, Some(checkin)));
+        let mut this = Self(Kind::Http1(Box::new(Http1Body {
+            body,
+            checkin: Some(checkin),
+        })));
         this.release();
         this
     }
@@ -392,15 +404,15 @@ impl UpstreamBody {
     /// The upstream connection after a 101 (HTTP/1 only).
     pub(crate) fn take_upgrade(&mut self) -> Option<crate::http1::upgrade::Upgraded> {
         match &mut self.0 {
-            Kind::Http1(body, _) => body.take_upgrade(),
+            Kind::Http1(http1) => http1.body.take_upgrade(),
             Kind::Http2(_) => None,
         }
     }
 
     fn release(&mut self) {
-        if let Kind::Http1(body, checkin) = &mut self.0
-            && let Some(conn) = body.take_idle()
-            && let Some(Checkin { pool, peer }) = checkin.take()
+        if let Kind::Http1(http1) = &mut self.0
+            && let Some(conn) = http1.body.take_idle()
+            && let Some(Checkin { pool, peer }) = http1.checkin.take()
         {
             pool.checkin(peer, conn);
         }
@@ -417,8 +429,8 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         match &mut this.0 {
-            Kind::Http1(body, _) => {
-                let polled = Pin::new(body).poll_frame(cx);
+            Kind::Http1(http1) => {
+                let polled = Pin::new(&mut http1.body).poll_frame(cx);
                 if polled.is_ready() {
                     this.release();
                 }
@@ -430,14 +442,14 @@ impl Body for UpstreamBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
-            Kind::Http1(body, _) => body.is_end_stream(),
+            Kind::Http1(http1) => http1.body.is_end_stream(),
             Kind::Http2(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
-            Kind::Http1(body, _) => body.size_hint(),
+            Kind::Http1(http1) => http1.body.size_hint(),
             Kind::Http2(body) => body.size_hint(),
         }
     }

@@ -796,7 +796,8 @@ mod tests {
     /// path, a lingering close) is boxed and held only while needed. 760 bytes in the test
     /// build while the response was kept in it for the whole exchange and `serve` was an
     /// `async fn` (which holds its arguments twice); 632 since; 584 since the response's
-    /// body and writer are scoped to its writing (they were kept across the reads after it).
+    /// body and writer are scoped to its writing (they were kept across the reads after it);
+    /// 432 since an HTTP/1 upstream body is boxed (the response body 208 bytes to 80).
     #[tokio::test]
     async fn a_connection_s_future_stays_small_between_requests() {
         let proxy = Proxy::new(ProxyState::new("test"), ProxyOptions::default());
@@ -812,6 +813,6 @@ mod tests {
         };
         let future = serve(io, proxy, client, limits, true);
         let size = std::mem::size_of_val(&future);
-        assert!(size <= 600, "{size} bytes");
+        assert!(size <= 450, "{size} bytes");
     }
 }
