@@ -8,9 +8,11 @@
 #
 # Each build serves N requests from oha (after 2,000 of warm-up) under valgrind, in
 # standalone mode with one route to an nginx `return 200` backend. MODE=ka (default): 16
-# keep-alive connections, counted inside the HTTP/1 connection (http1::server::serve, which
-# runs the request path, Proxy::handle, inside it; one toggle only: callgrind's toggles nest,
-# so a second one for handle would switch counting off inside the request path); MODE=new:
+# keep-alive connections, counted inside the client connection's future (server::conn's
+# `Connection::poll`, which polls the HTTP/1 server and, inside it, the request path; one
+# toggle only: callgrind's toggles nest, so a second one for Proxy::handle would switch
+# counting off inside the request path; builds before the HTTP/1 server's future was held in
+# the connection's own counted it alike, plus a call); MODE=new:
 # a connection per request, 8 at a time, the whole process counted (start-up included, a
 # few percent of it); MODE=h2c: HTTP/2 with prior knowledge, 8 connections x 16 streams, the
 # whole process counted (hyper's HTTP/2 server runs each stream as a task of its own, outside
@@ -42,7 +44,7 @@ fi
 start_backend $BACKEND_PORT
 write_bench_routes $BACKEND_PORT
 case $MODE in
-  ka) load=(-c 16); collect=(--collect-atstart=no '--toggle-collect=*http1*server*serve*') ;;
+  ka) load=(-c 16); collect=(--collect-atstart=no '--toggle-collect=*server*conn*Connection*as*Future*poll*') ;;
   new) load=(-c 8 --disable-keepalive); collect=(--collect-atstart=yes) ;;
   h2c) load=(--http2 -c 8 -p 16); collect=(--collect-atstart=yes) ;;
   *) echo "MODE is ka, new or h2c" >&2; exit 2 ;;
