@@ -26,7 +26,7 @@ use http::{
 };
 
 use super::head::{
-    BodyFraming, ConnectionTokens, HeadLimits, Shared, field_name, parse_content_length, trim,
+    BodyFraming, ConnectionTokens, HeadLimits, Shared, field_name, head_room, parse_content_length, trim,
 };
 
 /// Why a response head was refused.
@@ -235,8 +235,7 @@ pub fn write_request_head(
     headers: &HeaderMap,
     framing: BodyFraming,
 ) {
-    let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-    out.reserve(fields + method.as_str().len() + target.len() + 64);
+    out.reserve(head_room(headers) + target.len() + 64);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
