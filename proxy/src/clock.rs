@@ -1,6 +1,7 @@
 //! A coarse monotonic clock, for the timestamps that are only compared against timeouts of
 //! milliseconds or more: a client connection's activity (header-read, idle, body and send
-//! timeouts) and an idle upstream connection's age.
+//! timeouts, and an HTTP/1 request's upstream response deadline) and an idle upstream
+//! connection's age.
 //!
 //! `Instant::now` reads the TSC through the vDSO: about 35 ns on the benchmark machine, and
 //! a new connection's request took eleven readings, a keep-alive one seven (callgrind
