@@ -26,11 +26,7 @@ BACKEND_PORT=18990; LOCKSTEP_PORT=18991; NGINX_PORT=18993
 source "$ROOT/e2e/bench/lib.sh"
 builds_from_args "$@"
 bench_tools
-case $MODE in
-  new) load=(-c "$CONNS" --disable-keepalive) ;;
-  ka) load=(-c "$CONNS") ;;
-  *) echo "MODE is new or ka" >&2; exit 2 ;;
-esac
+load_for_mode
 
 start_backend $BACKEND_PORT
 write_bench_routes $BACKEND_PORT

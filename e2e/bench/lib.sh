@@ -40,6 +40,15 @@ builds_from_args() {
   LOCKSTEP=$1
 }
 
+# load_for_mode: oha's connection flags for MODE in the array `load`: new, a connection per
+# request (oha sends `Connection: close`), CONNS at a time; ka, CONNS keep-alive connections.
+load_for_mode() {
+  case $MODE in
+    new) load=(-c "$CONNS" --disable-keepalive) ;;
+    ka) load=(-c "$CONNS") ;;
+    *) echo "MODE is new or ka" >&2; exit 2 ;;
+  esac
+}
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # rotated REP NAME...: the names one per line, round REP's order when each round starts one
 # target later (rotated left by REP - 1), so that every target takes every place in turn.

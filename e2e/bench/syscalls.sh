@@ -28,11 +28,7 @@ BACKEND_PORT=18950; NGINX_PORT=18951; FIRST_PORT=18952
 source "$ROOT/e2e/bench/lib.sh"
 builds_from_args "$@"
 bench_tools
-case $MODE in
-  new) load=(-c "$CONNS" --disable-keepalive) ;;
-  ka) load=(-c "$CONNS") ;;
-  *) echo "MODE is new or ka" >&2; exit 2 ;;
-esac
+load_for_mode
 if [[ $(perf list 'syscalls:sys_enter_accept4' 2>/dev/null) != *sys_enter_accept4* ]]; then
   echo "perf cannot see the syscalls tracepoints here (perf from apt: linux-perf; tracefs mounted; root)" >&2
   exit 1
