@@ -143,11 +143,23 @@ added() { python3 -c "print(f'{float(\"$1\")-float(\"$2\"):+.3f}')"; }
   echo "Requests per proxy CPU-second, lockstep ÷ nginx (median rounds): keep-alive $(ratio "$l_ka" "$n_ka"), new connection $(ratio "$l_nc" "$n_nc"); lockstep ÷ haproxy: keep-alive $(ratio "$l_ka" "$h_ka"), new connection $(ratio "$l_nc" "$h_nc"); lockstep ÷ Pingora: keep-alive $(ratio "$l_ka" "$p_ka"), new connection $(ratio "$l_nc" "$p_nc")."
   echo
   echo "Each round, lockstep ÷ nginx per proxy CPU-second (keep-alive / new connection):"
+  pairs=()
   for rep in $(seq "$REPS"); do
     read -r _ a _ _ _ <<<"${R[lockstep,ka$rep]}"; read -r _ b _ _ _ <<<"${R[nginx,ka$rep]}"
     read -r _ c _ _ _ <<<"${R[lockstep,newconn$rep]}"; read -r _ d _ _ _ <<<"${R[nginx,newconn$rep]}"
     echo "- round $rep: $(ratio "$a" "$b") / $(ratio "$c" "$d") (lockstep $a / $c, nginx $b / $d)"
+    pairs+=("$a/$b/$c/$d")
   done
+  # The line above the table divides each target's median round, which may come from
+  # different rounds; the median of the rounds' own ratios compares like with like.
+  python3 - "${pairs[@]}" <<'PY'
+import statistics, sys
+rows = [[int(x) for x in p.split("/")] for p in sys.argv[1:] if "-" not in p]
+if rows:
+    ka = statistics.median(a / b for a, b, _, _ in rows)
+    nc = statistics.median(c / d for _, _, c, d in rows)
+    print(f"- median of the rounds' ratios: {ka:.2f}× / {nc:.2f}×")
+PY
   echo
   echo "Each round, added p99 at $RATE req/s over direct's in the same round (ms), lockstep / nginx / haproxy / pingora:"
   for rep in $(seq "$REPS"); do
