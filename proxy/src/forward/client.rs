@@ -73,9 +73,9 @@ impl ClientConnection {
     /// On a watched HTTP/1 connection the deadline is the watchdog's to keep: the request
     /// runs in the connection's own task, which the watchdog's timer wakes at the earliest of
     /// the connection's deadlines, and the exchange reads the coarse clock each time it is
-    /// polled. A timer of its own (tokio's `timeout`) cost each request about 550
-    /// instructions, registered in tokio's timer wheel and removed again, when the response
-    /// comes long before it (`e2e/bench/instructions.sh`). An HTTP/2 stream runs in a task
+    /// polled. A timer of its own (tokio's `timeout`, registered in tokio's timer wheel and
+    /// removed again, the response coming long before it) cost each keep-alive request about
+    /// 400 instructions more (`e2e/bench/instructions.sh`). An HTTP/2 stream runs in a task
     /// of its own (hyper spawns one per stream), which the watchdog cannot wake: it keeps a
     /// timer, as does a connection no watchdog serves.
     pub(crate) fn within<F: Future>(&self, timeout: Duration, exchange: F) -> Within<'_, F> {
