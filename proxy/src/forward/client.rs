@@ -108,6 +108,19 @@ impl ClientConnection {
     }
 }
 
+#[cfg(test)]
+impl ClientConnection {
+    /// A plain HTTP client at 127.0.0.1:1, of a listener that never drains: what the
+    /// request path's and the servers' unit tests run their requests for.
+    pub(crate) fn plain_for_tests() -> Self {
+        Self::new(
+            ([127, 0, 0, 1], 1).into(),
+            Transport::Plain { scheme: "http" },
+            Arc::default(),
+        )
+    }
+}
+
 /// A timeout in the watchdog's milliseconds: at least one (zero would be "none").
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4).max(1)
@@ -498,20 +511,12 @@ mod tests {
         assert!(matches!(a.check(strict), Check::Until(_)));
     }
 
-    fn connection() -> ClientConnection {
-        ClientConnection::new(
-            "127.0.0.1:1".parse().expect("addr"),
-            Transport::Plain { scheme: "http" },
-            Arc::default(),
-        )
-    }
-
     /// On a watched HTTP/1 connection an upstream exchange's deadline is the watchdog's: it
     /// looks again by the deadline at the latest while the exchange waits, and no sooner once
     /// the exchange is over.
     #[test]
     fn a_watched_exchange_hands_its_deadline_to_the_watchdog() {
-        let client = connection().watched();
+        let client = ClientConnection::plain_for_tests().watched();
         client.activity.request_started();
         let relaxed = Limits {
             header: LONG,
@@ -539,8 +544,8 @@ mod tests {
     /// own), time an exchange out with a timer of its own.
     #[tokio::test]
     async fn an_unwatched_or_http2_exchange_times_out_by_itself() {
-        let unwatched = connection();
-        let http2 = connection().watched();
+        let unwatched = ClientConnection::plain_for_tests();
+        let http2 = ClientConnection::plain_for_tests().watched();
         http2.activity.speaks_http2();
         for client in [&unwatched, &http2] {
             let exchange = client.within(Duration::from_millis(20), std::future::pending::<()>());
@@ -556,7 +561,7 @@ mod tests {
     /// ends without waiting for its answer.
     #[tokio::test]
     async fn a_watched_exchange_ends_when_polled_after_its_deadline() {
-        let client = connection().watched();
+        let client = ClientConnection::plain_for_tests().watched();
         assert_eq!(client.within(Duration::from_secs(60), async { 7 }).await, Some(7));
         let mut exchange =
             std::pin::pin!(client.within(Duration::from_millis(200), std::future::pending::<()>()));

@@ -532,11 +532,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_s_future_stays_small() {
         let proxy = Proxy::new(ProxyState::new("test"), ProxyOptions::default());
-        let client = Arc::new(ClientConnection::new(
-            ([127, 0, 0, 1], 1).into(),
-            Transport::Plain { scheme: "http" },
-            Arc::default(),
-        ));
+        let client = Arc::new(ClientConnection::plain_for_tests());
         let (head, ()) = http::Request::new(()).into_parts();
         let future = proxy.handle(client, Box::new(head), ClientBody::Http1(Http1Body::empty()));
         let size = size_of_val(&future);

@@ -801,11 +801,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_s_future_stays_small_between_requests() {
         let proxy = Proxy::new(ProxyState::new("test"), ProxyOptions::default());
-        let client = Arc::new(ClientConnection::new(
-            ([127, 0, 0, 1], 1).into(),
-            crate::forward::client::Transport::Plain { scheme: "http" },
-            Arc::default(),
-        ));
+        let client = Arc::new(ClientConnection::plain_for_tests());
         let (io, _) = tokio::io::duplex(64);
         let limits = HeadLimits {
             max_bytes: 1024,

@@ -573,12 +573,7 @@ mod tests {
     /// comes due before it, and when the task's waker is another; otherwise it stands.
     #[tokio::test]
     async fn the_alarm_stands_until_it_fires_or_a_deadline_comes_before_it() {
-        let client = ClientConnection::new(
-            "127.0.0.1:1".parse().expect("addr"),
-            Transport::Plain { scheme: "http" },
-            Arc::default(),
-        )
-        .watched();
+        let client = ClientConnection::plain_for_tests().watched();
         let activity = &client.activity;
         let mut alarm = std::pin::pin!(Alarm::default());
         poll_fn(|cx| {
