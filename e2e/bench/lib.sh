@@ -171,7 +171,9 @@ CONF
 }
 
 # An nginx reverse proxy to the backend on CPU 1, one worker. $1 = port, $2 = backend port,
-# $3 = extra `listen` parameters and server directives (e.g. ssl and certificates).
+# $3 = extra `listen` parameters and server directives (e.g. ssl and certificates). `deferred`
+# (TCP_DEFER_ACCEPT) as lockstep's listener has it (proxy/src/server/listen.rs), so that a new
+# connection costs each the same kernel hand-over.
 start_nginx_proxy() {
   write_nginx_proxy_conf "$@"
   taskset -c 1 nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" & NGINX_PID=$!; PIDS+=($NGINX_PID)
@@ -182,7 +184,7 @@ write_nginx_proxy_conf() {
   mkdir -p "$WORK/nginx"
   { nginx_conf_head "$WORK/nginx" 75s; cat <<CONF
   upstream backend { server 127.0.0.1:$2; keepalive 128; }
-  server { listen 127.0.0.1:$1 backlog=4096 $3 server_name bench.local;
+  server { listen 127.0.0.1:$1 backlog=4096 deferred $3 server_name bench.local;
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } } }
 CONF
@@ -233,7 +235,7 @@ start_lockstep_and_nginx() {
 }
 
 # An haproxy in front of the backend on CPU 1, one thread. $1 = port, $2 = backend port,
-# $3 = extra `bind` parameters.
+# $3 = extra `bind` parameters. `defer-accept` as lockstep's and nginx's listeners defer.
 start_haproxy() {
   cat > "$WORK/haproxy.cfg" <<CONF
 global
@@ -248,7 +250,7 @@ defaults
   option forwardfor
   http-reuse always
 frontend fe
-  bind 127.0.0.1:$1 $3
+  bind 127.0.0.1:$1 defer-accept $3
   default_backend be
 backend be
   server b1 127.0.0.1:$2

@@ -15,6 +15,9 @@
 # log. All traffic stays on 127.0.0.1. Results go to stdout and $OUT (a markdown fragment).
 # Pingora is the Rust anchor: the smallest reverse proxy on Cloudflare's crates
 # (e2e/bench/pingora, built here in release on first use; PINGORA=path/to/binary skips that).
+# lockstep, nginx (`deferred`) and haproxy (`defer-accept`) accept a connection once its client
+# has sent (TCP_DEFER_ACCEPT); Pingora 0.8's listener options have no such setting, so it takes
+# each connection on the handshake and wakes again for the request.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

@@ -627,10 +627,14 @@ async fn connections_above_the_listener_limit_are_closed_at_accept() {
     )
     .await;
     let p = server.local_addr();
-    let held: Vec<TcpStream> = vec![
-        TcpStream::connect(p).await.expect("connect"),
-        TcpStream::connect(p).await.expect("connect"),
-    ];
+    // Each held connection sends the start of a head: the listener defers accepting a
+    // connection until its client speaks, and a silent one would not count for a second.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(p).await.expect("connect");
+        stream.write_all(b"GET / HTTP/1.1\r\n").await.expect("send");
+        held.push(stream);
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let refused = raw(
         p,
@@ -652,6 +656,37 @@ async fn connections_above_the_listener_limit_are_closed_at_accept() {
     )
     .await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+}
+
+/// A client that connects and says nothing costs the proxy nothing for about a second: the
+/// kernel holds the connection (deferred accept) and hands it over when the client speaks, or
+/// after that second, when the head timeout takes over as for any other connection.
+#[tokio::test]
+async fn a_silent_connection_is_taken_only_when_it_speaks_or_after_a_second() {
+    let be = backend("b").await;
+    let state = state_with(&router_config("web", &[rule("app.test", "/", &url(be.addr))]));
+    let server = proxy(state.clone(), ProxyOptions::default()).await;
+    let p = server.local_addr();
+    let mut talker = TcpStream::connect(p).await.expect("connect");
+    let _silent = TcpStream::connect(p).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metric(&state, "lockstep_proxy_client_connections"), 0);
+    talker
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .expect("send");
+    let mut head = [0; 12];
+    talker.read_exact(&mut head).await.expect("answer");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert_eq!(metric(&state, "lockstep_proxy_client_connections"), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while metric(&state, "lockstep_proxy_client_connections") < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the silent connection was never taken"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A WebSocket upgrade the backend does not honour (it answers 200) leaves an HTTP/1

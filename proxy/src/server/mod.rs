@@ -3,11 +3,11 @@
 
 pub(crate) mod conn;
 pub(crate) mod drain;
+mod listen;
 
 use std::{net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 
 use tokio::{
-    io::unix::AsyncFd,
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
@@ -82,7 +82,10 @@ fn serve_listener(
     tls: Option<TlsAcceptor>,
 ) -> std::io::Result<Server> {
     let local_addr = listener.local_addr()?;
-    let listener = accepting(listener.into_std()?)?;
+    if let Err(error) = listen::defer_accept(&listener, listen::DEFER_ACCEPT_SECONDS) {
+        // Only a wake-up per connection is lost: each is then accepted on its handshake.
+        tracing::warn!(%error, %local_addr, "cannot defer accepting until a client sends");
+    }
     let drain = Arc::new(Drain::default());
     let connections = TaskTracker::new();
     let builder = Arc::new(conn::Builders::new(proxy.options()));
@@ -103,40 +106,8 @@ fn serve_listener(
     })
 }
 
-/// `listener` in the reactor, for [`accept`]. `AsyncFd::with_interest` is deprecated because
-/// an `AsRawFd` need not own its descriptor (one closed and reused while registered would
-/// confuse the reactor); mio's listener owns its descriptor, closed only when the `AsyncFd`
-/// drops it after deregistering it.
-fn accepting(listener: std::net::TcpListener) -> std::io::Result<AsyncFd<mio::net::TcpListener>> {
-    // mio takes the listener as it is; `accept4` on a blocking one would stall the loop.
-    listener.set_nonblocking(true)?;
-    #[allow(deprecated)]
-    AsyncFd::with_interest(
-        mio::net::TcpListener::from_std(listener),
-        tokio::io::Interest::READABLE,
-    )
-}
-
-/// The next connection, registered with the reactor as not yet readable.
-///
-/// tokio's own listener assumes each stream it accepts readable, so that its first read tries
-/// the socket at once; but a client's request usually trails its connection (with 16 clients
-/// making a connection per request, about four first reads in five found nothing and cost a
-/// system call for it: e2e/bench/syscalls.sh). Accepted with mio's `accept4` and registered as any
-/// stream is (`from_std`: nothing assumed), the first read waits for epoll to report the
-/// request, as nginx's does; epoll reports one already there as the socket is added.
-async fn accept(listener: &AsyncFd<mio::net::TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
-    loop {
-        let mut ready = listener.readable().await?;
-        if let Ok(accepted) = ready.try_io(|listener| listener.get_ref().accept()) {
-            let (stream, remote) = accepted?;
-            return Ok((TcpStream::from_std(stream.into())?, remote));
-        }
-    }
-}
-
 async fn accept_loop(
-    listener: AsyncFd<mio::net::TcpListener>,
+    listener: TcpListener,
     proxy: Arc<Proxy>,
     builder: Arc<conn::Builders>,
     drain: Arc<Drain>,
@@ -155,7 +126,9 @@ async fn accept_loop(
         }
         let (stream, remote) = tokio::select! {
             biased;
-            accepted = accept(&listener) => match accepted {
+            // tokio takes an accepted stream for readable, so that its first read tries the
+            // socket at once: deferred (listen.rs), the request is there.
+            accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
                     // Out of file descriptors or similar: back off instead of spinning; the
@@ -277,55 +250,5 @@ impl Server {
                 remaining: self.connections.len() + tunnels.len(),
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write as _;
-
-    use tokio::io::{AsyncReadExt, Interest};
-
-    use super::*;
-
-    fn listening() -> (AsyncFd<mio::net::TcpListener>, SocketAddr) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        (accepting(listener).expect("register"), addr)
-    }
-
-    /// What one read of `stream` gets, woken within seconds.
-    async fn read_soon(stream: &mut TcpStream) -> Vec<u8> {
-        let mut buf = [0; 64];
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-            .await
-            .expect("woken when bytes came")
-            .expect("read");
-        buf[..n].to_vec()
-    }
-
-    /// A stream accepted before its client sent anything is not taken for readable: its
-    /// first read waits for epoll's report instead of trying the socket and finding nothing.
-    #[tokio::test]
-    async fn an_accepted_stream_is_readable_only_once_its_request_arrives() {
-        let (listener, addr) = listening();
-        let mut client = std::net::TcpStream::connect(addr).expect("connect");
-        let (mut stream, _) = accept(&listener).await.expect("accept");
-        let early = tokio::time::timeout(Duration::from_millis(100), stream.ready(Interest::READABLE)).await;
-        assert!(early.is_err(), "readable before anything was sent: {early:?}");
-        client.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send");
-        assert_eq!(read_soon(&mut stream).await, b"GET / HTTP/1.1\r\n\r\n");
-    }
-
-    /// A request already in the socket when its connection is accepted is reported by epoll
-    /// as the socket is added: nothing is lost by not assuming it.
-    #[tokio::test]
-    async fn a_request_sent_before_the_accept_is_read() {
-        let (listener, addr) = listening();
-        let mut client = std::net::TcpStream::connect(addr).expect("connect");
-        client.write_all(b"early").expect("send");
-        std::thread::sleep(Duration::from_millis(20));
-        let (mut stream, _) = accept(&listener).await.expect("accept");
-        assert_eq!(read_soon(&mut stream).await, b"early");
     }
 }
