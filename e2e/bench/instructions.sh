@@ -21,6 +21,12 @@
 # is printed). Instructions are not time: a memcpy or an allocation costs fewer cycles per
 # instruction than parsing; confirm a change in time too.
 #
+# CACHE=1: callgrind also simulates the caches (its model of this CPU's, the run several times
+# slower) and the table adds data writes, instruction-cache misses and first-level data-cache
+# read and write misses per request: where the same instructions cost more cycles (on
+# 2026-12-06 lockstep missed the instruction cache 1.44× as often per new connection as nginx
+# and the data cache on writes 3×; RESULTS.md, "Data plane, 2026-12-06 afternoon").
+#
 # REFERENCE=nginx: every build and an nginx proxy (proxy.sh's configuration, one worker) are
 # counted alike, the whole process from after the warm-up to after the load (callgrind_control
 # zeroes, then dumps), so that lockstep's event loop counts as nginx's does. These rows are not
@@ -49,11 +55,14 @@ case $MODE in
   h2c) load=(--http2 -c 8 -p 16); collect=(--collect-atstart=yes) ;;
   *) echo "MODE is ka, new or h2c" >&2; exit 2 ;;
 esac
+CACHE=${CACHE:-}
+[[ -z "$CACHE" ]] || collect+=(--cache-sim=yes)
 REFERENCE=${REFERENCE:-}
 case $REFERENCE in
   "") ;;
   nginx)
     collect=(--collect-atstart=yes)
+    [[ -z "$CACHE" ]] || collect+=(--cache-sim=yes)
     # proxy.sh's nginx is not configured for h2c.
     [[ $MODE != h2c ]] || { echo "REFERENCE=nginx does not take MODE=h2c" >&2; exit 2; }
     ;;
@@ -76,14 +85,28 @@ count() {
     out=$(ls -t "$out".* | head -n1)
   fi
   kill -INT "$vg"; wait "$vg" || true
-  total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  # The totals line: each event's count, then its "(100.0%)"; with CACHE, the events are
+  # Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+  local totals
+  totals=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {
+    for (i = 1; i <= NF; i++) if ($i ~ /^[0-9,]+$/) { gsub(",", "", $i); printf "%s ", $i } }')
+  read -r total _ writes i1 d1r d1w _ <<<"$totals"
   local counted=$((N + 2000)) mode=$MODE
   [[ -z "$REFERENCE" ]] || { counted=$N; mode="$MODE, whole process"; }
-  echo "| $name | $mode | $counted | $total | $((total / counted)) |"
+  if [[ -n "$CACHE" ]]; then
+    echo "| $name | $mode | $counted | $total | $((total / counted)) | $((writes / counted)) | $((i1 / counted)) | $((d1r / counted)) | $((d1w / counted)) |"
+  else
+    echo "| $name | $mode | $counted | $total | $((total / counted)) |"
+  fi
 }
 
-echo "| build | mode | requests | instructions | per request |"
-echo "|---|---|---:|---:|---:|"
+if [[ -n "$CACHE" ]]; then
+  echo "| build | mode | requests | instructions | per request | data writes | I1 misses | D1 read misses | D1 write misses |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+else
+  echo "| build | mode | requests | instructions | per request |"
+  echo "|---|---|---:|---:|---:|"
+fi
 i=0
 for bin in "$@"; do
   port=$((FIRST_PORT + 2 * i)); admin=$((port + 1)); out="$WORK/$i.callgrind"
