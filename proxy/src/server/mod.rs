@@ -82,7 +82,7 @@ fn serve_listener(
     tls: Option<TlsAcceptor>,
 ) -> std::io::Result<Server> {
     let local_addr = listener.local_addr()?;
-    if let Err(error) = listen::defer_accept(&listener, listen::DEFER_ACCEPT_SECONDS) {
+    if let Err(error) = listen::defer_accept(&listener) {
         // Only a wake-up per connection is lost: each is then accepted on its handshake.
         tracing::warn!(%error, %local_addr, "cannot defer accepting until a client sends");
     }
