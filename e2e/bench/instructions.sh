@@ -55,19 +55,18 @@ case $MODE in
   h2c) load=(--http2 -c 8 -p 16); collect=(--collect-atstart=yes) ;;
   *) echo "MODE is ka, new or h2c" >&2; exit 2 ;;
 esac
-CACHE=${CACHE:-}
-[[ -z "$CACHE" ]] || collect+=(--cache-sim=yes)
 REFERENCE=${REFERENCE:-}
 case $REFERENCE in
   "") ;;
   nginx)
     collect=(--collect-atstart=yes)
-    [[ -z "$CACHE" ]] || collect+=(--cache-sim=yes)
     # proxy.sh's nginx is not configured for h2c.
     [[ $MODE != h2c ]] || { echo "REFERENCE=nginx does not take MODE=h2c" >&2; exit 2; }
     ;;
   *) echo "REFERENCE is nginx or unset" >&2; exit 2 ;;
 esac
+CACHE=${CACHE:-}
+[[ -z "$CACHE" ]] || collect+=(--cache-sim=yes)
 
 # Loads the process under callgrind (pid $1) on port $2 and prints its table row ($3: name,
 # $4: its callgrind file). With a reference, only what follows the warm-up is counted.
@@ -93,20 +92,17 @@ count() {
   read -r total _ writes i1 d1r d1w _ <<<"$totals"
   local counted=$((N + 2000)) mode=$MODE
   [[ -z "$REFERENCE" ]] || { counted=$N; mode="$MODE, whole process"; }
-  if [[ -n "$CACHE" ]]; then
-    echo "| $name | $mode | $counted | $total | $((total / counted)) | $((writes / counted)) | $((i1 / counted)) | $((d1r / counted)) | $((d1w / counted)) |"
-  else
-    echo "| $name | $mode | $counted | $total | $((total / counted)) |"
-  fi
+  local cache=""
+  [[ -z "$CACHE" ]] ||
+    cache=" $((writes / counted)) | $((i1 / counted)) | $((d1r / counted)) | $((d1w / counted)) |"
+  echo "| $name | $mode | $counted | $total | $((total / counted)) |$cache"
 }
 
-if [[ -n "$CACHE" ]]; then
-  echo "| build | mode | requests | instructions | per request | data writes | I1 misses | D1 read misses | D1 write misses |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
-else
-  echo "| build | mode | requests | instructions | per request |"
-  echo "|---|---|---:|---:|---:|"
-fi
+cache_columns=("" "")
+[[ -z "$CACHE" ]] ||
+  cache_columns=(" data writes | I1 misses | D1 read misses | D1 write misses |" "---:|---:|---:|---:|")
+echo "| build | mode | requests | instructions | per request |${cache_columns[0]}"
+echo "|---|---|---:|---:|---:|${cache_columns[1]}"
 i=0
 for bin in "$@"; do
   port=$((FIRST_PORT + 2 * i)); admin=$((port + 1)); out="$WORK/$i.callgrind"
