@@ -55,9 +55,9 @@ mod tests {
 
     use super::*;
 
-    async fn deferred_listener() -> TcpListener {
+    async fn listener_deferring(seconds: u32) -> TcpListener {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        defer_accept(&listener, 1).expect("TCP_DEFER_ACCEPT");
+        defer_accept(&listener, seconds).expect("TCP_DEFER_ACCEPT");
         listener
     }
 
@@ -65,7 +65,7 @@ mod tests {
     /// first read finds them.
     #[tokio::test]
     async fn a_connection_is_accepted_once_its_client_speaks() {
-        let listener = deferred_listener().await;
+        let listener = listener_deferring(1).await;
         let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
             .await
             .expect("connect");
@@ -84,7 +84,7 @@ mod tests {
     /// A client that never speaks is still handed over, about a second late.
     #[tokio::test]
     async fn a_silent_connection_is_accepted_about_a_second_late() {
-        let listener = deferred_listener().await;
+        let listener = listener_deferring(1).await;
         let started = Instant::now();
         let _client = TcpStream::connect(listener.local_addr().expect("addr"))
             .await
@@ -103,8 +103,7 @@ mod tests {
     /// Zero turns the option off: a silent connection is handed over at once.
     #[tokio::test]
     async fn zero_seconds_hands_connections_over_on_the_handshake() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        defer_accept(&listener, 0).expect("TCP_DEFER_ACCEPT");
+        let listener = listener_deferring(0).await;
         let _client = TcpStream::connect(listener.local_addr().expect("addr"))
             .await
             .expect("connect");
