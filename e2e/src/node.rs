@@ -68,6 +68,101 @@ impl Node {
         run(self.kubectl().args(args))
     }
 
+    /// What a failed test needs to say why: the node's conditions, taints and allocated
+    /// resources, every Pod, the last events, the end of the operators' logs, and each Pod
+    /// that is not Ready described with the end of its logs (the previous container's too
+    /// when it restarted). A CI run keeps
+    /// nothing but the test's output, so a timeout that prints only its own message leaves
+    /// no way to tell a crash loop from an unschedulable Pod or a node under disk pressure.
+    pub fn state_report(&self) -> String {
+        const SHOWN_LINES: usize = 80;
+        let mut report = String::new();
+        let mut section = |title: &str, args: &[&str]| {
+            let mut cmd = self.kubectl();
+            cmd.arg("--request-timeout=10s").args(args);
+            let text = match run(&mut cmd) {
+                Ok(out) => out,
+                Err(e) => format!("({e})"),
+            };
+            // The newest lines of a long listing (events accumulate for the whole test).
+            let lines: Vec<&str> = text.trim_end().lines().collect();
+            let shown = lines[lines.len().saturating_sub(SHOWN_LINES)..].join("\n");
+            report.push_str(&format!("--- kubectl {}: {title}\n{shown}\n", args.join(" ")));
+        };
+        section("the node", &["describe", "nodes"]);
+        section("every Pod", &["get", "pods", "--all-namespaces", "-o", "wide"]);
+        section(
+            "events",
+            &["get", "events", "--all-namespaces", "--sort-by=.lastTimestamp"],
+        );
+        let pods = run(self.kubectl().args([
+            "--request-timeout=10s",
+            "get",
+            "pods",
+            "--all-namespaces",
+            "-o",
+            "json",
+        ]))
+        .ok()
+        .and_then(|out| serde_json::from_str::<serde_json::Value>(&out).ok());
+        let pods = pods
+            .as_ref()
+            .and_then(|list| list["items"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        for pod in &pods {
+            let (Some(namespace), Some(name)) = (
+                pod["metadata"]["namespace"].as_str(),
+                pod["metadata"]["name"].as_str(),
+            ) else {
+                continue;
+            };
+            // The operator provisions fleets and writes every status: its logs say why a
+            // fleet has no Pods or a condition stays False.
+            if pod["metadata"]["labels"]["app.kubernetes.io/component"] == "operator" {
+                section(
+                    "an operator's logs",
+                    &["logs", "-n", namespace, name, "--tail=40"],
+                );
+            }
+            let ready = pod["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            if ready {
+                continue;
+            }
+            section(
+                "a Pod that is not Ready",
+                &["describe", "pod", "-n", namespace, name],
+            );
+            section(
+                "its logs",
+                &["logs", "-n", namespace, name, "--all-containers", "--tail=40"],
+            );
+            let restarted = pod["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["restartCount"].as_u64() > Some(0)));
+            if restarted {
+                section(
+                    "its previous container's logs",
+                    &[
+                        "logs",
+                        "-n",
+                        namespace,
+                        name,
+                        "--all-containers",
+                        "--previous",
+                        "--tail=40",
+                    ],
+                );
+            }
+        }
+        let disk =
+            run(Command::new("df").arg("-h").arg(self.dir.path())).unwrap_or_else(|e| format!("({e})"));
+        report.push_str(&format!("--- df -h {}\n{}", self.dir.path().display(), disk));
+        report
+    }
+
     /// The containerd socket of the node (for `ctr -a`).
     pub fn containerd_socket(&self) -> PathBuf {
         self.dir.path().join("node/containerd/containerd.sock")

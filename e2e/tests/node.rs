@@ -67,6 +67,21 @@ fn ready_pods(node: &Node, namespace: &str, selector: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Prints the cluster's state ([`Node::state_report`]) when the test panics, before the node
+/// is stopped: declared after the node, it is dropped first.
+struct ReportOnPanic<'a>(&'a Node);
+
+impl Drop for ReportOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "[node] the cluster when the test failed:\n{}",
+                self.0.state_report()
+            );
+        }
+    }
+}
+
 fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -242,6 +257,7 @@ async fn install_on_a_node_kustomize_then_helm() {
         exe.parent().unwrap().parent().unwrap().to_path_buf()
     };
     let node = tokio::task::block_in_place(|| Node::start(&bin_dir)).expect("start the node");
+    let _report = ReportOnPanic(&node);
     let started = Instant::now();
     tokio::task::block_in_place(|| kustomize_install(&node));
     eprintln!("[node] kustomize install Ready in {:?}", started.elapsed());
