@@ -462,9 +462,12 @@ async fn gateway_api_status_is_written_from_the_translation() {
 }
 
 /// A cluster without the Gateway API CRDs: the operator says so once, leaves the Gateway
-/// controller off, and the RouterConfig controller still syncs (ready) and judges.
+/// controller off, and the RouterConfig controller still syncs (ready) and judges. Once the
+/// CRDs are installed, the operator (not restarted) takes the Gateway API up: a GatewayClass
+/// of lockstep's gets `Accepted=True`. The same path covers an install that creates the CRDs
+/// and the operator together, where the apiserver may answer 429 for a new CRD at first.
 #[tokio::test]
-async fn without_the_gateway_api_crds_the_operator_keeps_working() {
+async fn without_the_gateway_api_crds_the_operator_keeps_working_and_takes_them_up_later() {
     // A control plane of its own: the shared one has the Gateway API CRDs.
     let cp = ControlPlane::start().unwrap();
     let client = cp.client().await.unwrap();
@@ -510,6 +513,19 @@ async fn without_the_gateway_api_crds_the_operator_keeps_working() {
             .count(),
         1
     );
+
+    install_gateway_api_crds(&client).await.unwrap();
+    let class = lockstep_class(&client, "late").await;
+    let classes = Api::<GatewayClass>::all(client.clone());
+    // The operator looks again every 10 s (`GATEWAY_API_LOOK_AGAIN`), well inside WAIT.
+    eventually("the class accepted once the CRDs are installed", WAIT, || async {
+        let class = classes.get(&class).await.ok()?;
+        let conditions = class.status?.conditions;
+        (cond(&conditions, "Accepted")?.0 == "True").then_some(())
+    })
+    .await
+    .unwrap();
+    operator.process.wait_for_log("Gateway API found", WAIT).unwrap();
 }
 
 /// The lockstep.dev/Ready condition of the single lockstep parent entry of `route`:

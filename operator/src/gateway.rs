@@ -33,7 +33,9 @@
 //! Unchanged conditions keep their `lastTransitionTime`, and a status equal to the one stored
 //! is not written, so a write does not trigger another one.
 //!
-//! Nothing runs when the Gateway API CRDs are not installed: [`run`] logs it once and returns.
+//! Nothing runs while the Gateway API CRDs are not installed: [`run`] logs it once and looks
+//! for them again every [`GATEWAY_API_LOOK_AGAIN`]. Whether a kind is served is asked until
+//! the apiserver answers ([`crate::served`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -45,7 +47,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -73,7 +75,7 @@ use lockstep_crds::{GatewayParameters, RouterConfig};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::{Error, Result, leader::Leadership, metrics::Metrics};
+use crate::{Error, Result, leader::Leadership, metrics::Metrics, served};
 
 /// The field manager of every status write.
 const FIELD_MANAGER: &str = "lockstep-operator";
@@ -154,17 +156,45 @@ impl Context {
     }
 }
 
-/// True when the Gateway API is served (its GatewayClass kind can be listed). Any other answer
-/// (404: CRDs not installed; 403: RBAC without the Gateway API rules) means no.
-pub async fn installed(client: &Client) -> std::result::Result<(), kube::Error> {
-    Api::<GatewayClass>::all(client.clone())
-        .list_metadata(&ListParams::default().limit(1))
-        .await
-        .map(|_| ())
+/// How long the operator waits between two looks for the Gateway API while it is not served:
+/// CRDs installed after the operator are found within this, without a restart.
+pub const GATEWAY_API_LOOK_AGAIN: Duration = Duration::from_secs(10);
+
+/// Waits until the Gateway API is served (its GatewayClass kind can be listed), after one log
+/// line if it was not at first: true then, false if `shutdown` resolves before.
+async fn gateway_api_served(
+    client: &Client,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> bool {
+    let classes = Api::<GatewayClass>::all(client.clone());
+    let mut said = false;
+    loop {
+        let answered = tokio::select! {
+            answered = served::answer(&classes, "gatewayclasses") => answered,
+            () = &mut *shutdown => return false,
+        };
+        match answered {
+            Ok(()) => return true,
+            Err(error) if !said => {
+                said = true;
+                tracing::info!(
+                    %error,
+                    look_again = ?GATEWAY_API_LOOK_AGAIN,
+                    "Gateway API not available; the Gateway controller starts once it is"
+                );
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(GATEWAY_API_LOOK_AGAIN) => {}
+            () = &mut *shutdown => return false,
+        }
+    }
 }
 
-/// Runs the Gateway API controllers until `shutdown` resolves; returns at once (after one log
-/// line) when the Gateway API CRDs are not installed, so a cluster without them keeps working.
+/// Runs the Gateway API controllers until `shutdown` resolves. While the Gateway API CRDs are
+/// not installed it only looks for them again now and then (one log line), so a cluster
+/// without them keeps working and one that installs them later gets the controllers.
 pub async fn run(
     client: Client,
     options: Options,
@@ -172,8 +202,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    if let Err(error) = installed(&client).await {
-        tracing::info!(%error, "Gateway API not available; the Gateway controller is off");
+    let mut shutdown = Box::pin(shutdown);
+    if !gateway_api_served(&client, &mut shutdown).await {
         return;
     }
     tracing::info!("Gateway API found; the Gateway controller is on");
@@ -229,8 +259,7 @@ pub async fn run(
     // BackendTLSPolicy is standard channel since v1.4; a cluster with older CRDs has none, and
     // then no backend is reached over TLS.
     let policies_api = Api::<BackendTLSPolicy>::all(client.clone());
-    let (backend_tls_policies, policy_stream) = if policies_api
-        .list_metadata(&ListParams::default().limit(1))
+    let (backend_tls_policies, policy_stream) = if served::answer(&policies_api, "backendtlspolicies")
         .await
         .map_err(
             |error| tracing::warn!(%error, "BackendTLSPolicy not available: no backend is reached over TLS"),
@@ -255,8 +284,7 @@ pub async fn run(
     // GatewayParameters is lockstep's own CRD, and `helm upgrade` installs no new CRD: without
     // it every parametersRef to one is "not found" and the rest works.
     let parameters_api = Api::<GatewayParameters>::all(client.clone());
-    let parameters_served = parameters_api
-        .list_metadata(&ListParams::default().limit(1))
+    let parameters_served = served::answer(&parameters_api, "gatewayparameters")
         .await
         .map_err(|error| {
             tracing::warn!(%error, "GatewayParameters not available: a parametersRef to one is InvalidParameters");
@@ -274,17 +302,16 @@ pub async fn run(
     // ListenerSets are standard since v1.6, but a cluster may hold older Gateway API CRDs:
     // without the kind, Gateways have their own listeners only.
     let sets_api = Api::<ListenerSet>::all(client.clone());
-    let (listener_sets, listener_set_stream) =
-        match sets_api.list_metadata(&ListParams::default().limit(1)).await {
-            Ok(_) => {
-                let (store, events) = stream(sets_api, all(), "listenersets");
-                (store, events.boxed())
-            }
-            Err(error) => {
-                tracing::info!(%error, "ListenerSets not available: Gateways have their own listeners only");
-                none_served()
-            }
-        };
+    let (listener_sets, listener_set_stream) = match served::answer(&sets_api, "listenersets").await {
+        Ok(_) => {
+            let (store, events) = stream(sets_api, all(), "listenersets");
+            (store, events.boxed())
+        }
+        Err(error) => {
+            tracing::info!(%error, "ListenerSets not available: Gateways have their own listeners only");
+            none_served()
+        }
+    };
     let (class_parameters, class_parameters_stream) = parameters_watch();
     let (deployments, deployment_stream) = stream(
         Api::<Deployment>::all(client.clone()),

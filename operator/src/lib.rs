@@ -12,6 +12,7 @@ pub mod controller;
 pub mod gateway;
 pub mod leader;
 pub mod metrics;
+pub mod served;
 
 /// Errors of the operator.
 #[derive(Debug, thiserror::Error)]

@@ -117,7 +117,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = async move {
         let _ = stop.changed().await;
     };
-    // The Gateway API front door: off (one log line) when its CRDs are not installed.
+    // The Gateway API front door: waiting (one log line) while its CRDs are not installed.
     let mut gateway_stop = shutdown_rx.clone();
     let gateway = tokio::spawn(gateway::run(
         client.clone(),
