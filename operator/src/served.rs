@@ -67,7 +67,13 @@ where
             Probe::Served => return Ok(()),
             Probe::NotServed(error) => return Err(error),
             Probe::Unknown(error) => {
-                tracing::info!(what, %error, "no answer yet whether the apiserver serves it; asking again");
+                // At info the first time only: an apiserver that never answers would
+                // otherwise fill the log.
+                if wait == FIRST_WAIT {
+                    tracing::info!(what, %error, "no answer yet whether the apiserver serves it; asking again");
+                } else {
+                    tracing::debug!(what, %error, "no answer yet whether the apiserver serves it; asking again");
+                }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(MAX_WAIT);
             }
