@@ -120,6 +120,64 @@ async fn a_trickled_head_after_a_lone_first_byte_is_cut_at_the_head_timeout() {
     assert!(after < Duration::from_millis(2500), "cut after {after:?}");
 }
 
+/// A connection's first wait with nothing due within a second sets no timer: the watchdog
+/// is woken a tick later to set it (`server/watchlist.rs`). The timeouts still hold there:
+/// a head stalled on a new connection is cut at a head timeout of 1.5 s, and a request whose
+/// backend does not answer gets its 504 at a route timeout of 1.5 s, each within a tick and
+/// a little more.
+#[tokio::test]
+async fn timeouts_of_a_second_or_more_hold_on_a_connection_s_first_wait() {
+    let (slow, _count, task) = counting_backend(Duration::from_secs(30)).await;
+    let u = url(slow);
+    let yaml = format!(
+        "apiVersion: lockstep.dev/v1alpha1\nkind: RouterConfig\nmetadata:\n  name: web\n  namespace: default\nspec:\n  rules:\n  - host: app.test\n    paths:\n    - {{path: /, backend: {{url: \"{u}\"}}, timeouts: {{request: 1500ms}}}}\n"
+    );
+    let server = proxy(
+        state_with(&yaml),
+        ProxyOptions {
+            header_read_timeout: Duration::from_millis(1500),
+            idle_timeout: Duration::from_secs(30),
+            ..Default::default()
+        },
+    )
+    .await;
+    let p = server.local_addr();
+    let within = Duration::from_millis(1400)..Duration::from_millis(2500);
+
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(p).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "a head stalled on a new connection was not cut within 5 s (head timeout 1.5 s): {closed:?}"
+    );
+    assert!(
+        within.contains(&started.elapsed()),
+        "cut after {:?}",
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    let answer = raw(
+        p,
+        b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(
+        within.contains(&started.elapsed()),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    task.abort();
+}
+
 /// An upstream that answers a POST before reading its body (401 here; 413 and 404 are as
 /// common), while the client never sends the rest of its huge body: that upstream
 /// connection is still busy sending, so it must not be handed to the next request. Eight

@@ -38,8 +38,14 @@ use crate::{
     },
     http1,
     options::ProxyOptions,
-    server::drain::Drain,
+    server::{
+        drain::Drain,
+        watchlist::{self, Watchlist},
+    },
 };
+
+/// [`watchlist::PUT_OFF_UNDER`] in the watchdog's milliseconds.
+const PUT_OFF_UNDER_MILLIS: u64 = watchlist::PUT_OFF_UNDER.as_millis() as u64;
 
 /// A client socket: a TCP stream, or TLS over one.
 pub(crate) trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -207,6 +213,8 @@ pub(crate) enum Protocol {
 pub(crate) struct Builders {
     h1: lockstep_core::http1::HeadLimits,
     h2: http2::Builder<TokioExecutor>,
+    /// Where a connection's first wait leaves its waker instead of setting a timer.
+    watchlist: Arc<Watchlist>,
 }
 
 impl Builders {
@@ -218,7 +226,11 @@ impl Builders {
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
             .timer(TokioTimer::new());
-        Self { h1, h2 }
+        Self {
+            h1,
+            h2,
+            watchlist: Watchlist::start(),
+        }
     }
 }
 
@@ -257,6 +269,7 @@ pub(crate) async fn serve<S>(
             .until_started(|| client.activity.waits_for_request())
     );
     let mut alarm = pin!(Alarm::default());
+    let mut first_wait = true;
     let mut closing = false;
     // Once closing for idleness, a peer that does not finish closing in another idle period
     // is cut off.
@@ -305,6 +318,13 @@ pub(crate) async fn serve<S>(
                     }
                 },
             };
+            // Most connections end before anything could time out: the first wait, with
+            // nothing due within a second, is woken a tick later to set the timer instead of
+            // setting it now (watchlist.rs).
+            if std::mem::take(&mut first_wait) && wake.saturating_sub(now) >= PUT_OFF_UNDER_MILLIS {
+                conn.as_ref().get_ref().builders.watchlist.wake_later(cx.waker());
+                return Poll::Pending;
+            }
             if alarm.as_mut().arm(cx, wake, now).is_pending() {
                 return Poll::Pending;
             }

@@ -4,6 +4,7 @@
 pub(crate) mod conn;
 pub(crate) mod drain;
 mod listen;
+mod watchlist;
 
 use std::{net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 
