@@ -11,8 +11,8 @@
 //! So a watchdog whose first wait has nothing due within [`PUT_OFF_UNDER`] leaves its waker
 //! here instead (a push under a lock), and this list's task wakes every such connection
 //! [`TICK`] later. A connection still waiting then sets its timer, for deadlines at least
-//! [`PUT_OFF_UNDER`] away, so none passes unseen; one that has ended is not woken at all (a
-//! finished task ignores a wake), and its entry is dropped. A later wait of the same
+//! [`PUT_OFF_UNDER`] away, so none passes unseen; one that has ended ignores the wake (its
+//! task's memory is freed with the entry). A later wait of the same
 //! connection sets the timer at once, as before: only a connection's first wait is put off.
 //!
 //! The task sleeps on a [`Notify`] while the list is empty: an idle proxy does not tick.
