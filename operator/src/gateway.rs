@@ -160,35 +160,20 @@ impl Context {
 /// CRDs installed after the operator are found within this, without a restart.
 pub const GATEWAY_API_LOOK_AGAIN: Duration = Duration::from_secs(10);
 
-/// Waits until the Gateway API is served (its GatewayClass kind can be listed), after one log
-/// line if it was not at first: true then, false if `shutdown` resolves before.
-async fn gateway_api_served(
-    client: &Client,
-    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
-) -> bool {
+/// Returns once the Gateway API is served (its GatewayClass kind can be listed), after one
+/// log line if it was not at first.
+async fn gateway_api_served(client: &Client) {
     let classes = Api::<GatewayClass>::all(client.clone());
     let mut said = false;
-    loop {
-        let answered = tokio::select! {
-            answered = served::answer(&classes, "gatewayclasses") => answered,
-            () = &mut *shutdown => return false,
-        };
-        match answered {
-            Ok(()) => return true,
-            Err(error) if !said => {
-                said = true;
-                tracing::info!(
-                    %error,
-                    look_again = ?GATEWAY_API_LOOK_AGAIN,
-                    "Gateway API not available; the Gateway controller starts once it is"
-                );
-            }
-            Err(_) => {}
+    while let Err(error) = served::answer(&classes, "gatewayclasses").await {
+        if !std::mem::replace(&mut said, true) {
+            tracing::info!(
+                %error,
+                look_again = ?GATEWAY_API_LOOK_AGAIN,
+                "Gateway API not available; the Gateway controller starts once it is"
+            );
         }
-        tokio::select! {
-            () = tokio::time::sleep(GATEWAY_API_LOOK_AGAIN) => {}
-            () = &mut *shutdown => return false,
-        }
+        tokio::time::sleep(GATEWAY_API_LOOK_AGAIN).await;
     }
 }
 
@@ -203,8 +188,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let mut shutdown = Box::pin(shutdown);
-    if !gateway_api_served(&client, &mut shutdown).await {
-        return;
+    tokio::select! {
+        () = gateway_api_served(&client) => {}
+        () = &mut shutdown => return,
     }
     tracing::info!("Gateway API found; the Gateway controller is on");
 

@@ -42,14 +42,6 @@ pub fn classify<T>(result: Result<T, kube::Error>) -> Probe {
     }
 }
 
-/// Lists one object's metadata of `api`'s kind.
-pub async fn probe<K>(api: &Api<K>) -> Probe
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    classify(api.list_metadata(&ListParams::default().limit(1)).await)
-}
-
 /// The first wait between two probes that said nothing; each wait doubles up to [`MAX_WAIT`].
 const FIRST_WAIT: Duration = Duration::from_millis(250);
 /// The longest wait between two probes that said nothing.
@@ -63,7 +55,7 @@ where
 {
     let mut wait = FIRST_WAIT;
     loop {
-        match probe(api).await {
+        match classify(api.list_metadata(&ListParams::default().limit(1)).await) {
             Probe::Served => return Ok(()),
             Probe::NotServed(error) => return Err(error),
             Probe::Unknown(error) => {
