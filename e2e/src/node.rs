@@ -108,9 +108,9 @@ impl Node {
         let pods = pods
             .as_ref()
             .and_then(|list| list["items"].as_array())
-            .cloned()
+            .map(Vec::as_slice)
             .unwrap_or_default();
-        for pod in &pods {
+        for pod in pods {
             let (Some(namespace), Some(name)) = (
                 pod["metadata"]["namespace"].as_str(),
                 pod["metadata"]["name"].as_str(),
@@ -125,10 +125,7 @@ impl Node {
                     &["logs", "-n", namespace, name, "--tail=40"],
                 );
             }
-            let ready = pod["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
-            if ready {
+            if pod_is_ready(pod) {
                 continue;
             }
             section(
@@ -186,6 +183,13 @@ impl Drop for Node {
             ));
         }
     }
+}
+
+/// Whether `pod` (a Pod as JSON) has the condition Ready=True.
+pub fn pod_is_ready(pod: &serde_json::Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 /// Runs `cmd` with no stdin; stdout on success, an error carrying stderr otherwise.

@@ -21,7 +21,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lockstep_e2e::{node::Node, repo_root};
+use lockstep_e2e::{
+    node::{Node, pod_is_ready},
+    repo_root,
+};
 use serde_json::Value;
 
 const SYSTEM: &str = "lockstep-system";
@@ -58,11 +61,7 @@ fn ready_pods(node: &Node, namespace: &str, selector: &str) -> Vec<Value> {
         .unwrap()
         .iter()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .filter(|p| {
-            p["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-        })
+        .filter(|p| pod_is_ready(p))
         .cloned()
         .collect()
 }
