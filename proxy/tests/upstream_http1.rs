@@ -341,3 +341,122 @@ async fn a_pooled_connection_closed_under_a_request_is_retried_only_when_idempot
     .await;
     assert_eq!(post.status(), 502);
 }
+
+/// An HTTP/1 client of a route that changes no response field gets the upstream's fields
+/// as it sent them (names in its case, in its order), without the hop-by-hop ones and with
+/// the proxy's own framing; an HTTP/2 client gets the same fields from a map.
+#[tokio::test]
+async fn response_fields_reach_clients_as_sent_without_hop_by_hop_ones() {
+    let be = raw_backend(|head, _| match path(head) {
+        "/fields" => Reply::Keep(
+            b"HTTP/1.1 200 OK\r\nServer: raw\r\nX-Mixed-Case: A\r\nKeep-Alive: timeout=5\r\n\
+              Connection: keep-alive\r\nProxy-Authenticate: Basic\r\nTrailer: x-t\r\nTE: trailers\r\n\
+              Upgrade: h2c\r\nContent-Length: 2\r\nDate: Sat, 05 Dec 2026 04:00:00 GMT\r\n\r\nok"
+                .to_vec(),
+        ),
+        "/named" => Reply::Keep(
+            b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nX-Kept: 2\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+        ),
+        _ => Reply::Keep(b"HTTP/1.1 200 OK\r\nX-Chunked: yes\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec()),
+    })
+    .await;
+    let server = single_route(be.addr).await;
+    let proxy = server.local_addr();
+    let wait = Duration::from_secs(5);
+    let lowercase_lines = |text: &str| -> Vec<String> {
+        let head = &text[..text.find("\r\n\r\n").expect("a whole head")];
+        head.lines().skip(1).map(str::to_ascii_lowercase).collect()
+    };
+    let hop_by_hop = [
+        "keep-alive",
+        "proxy-authenticate",
+        "trailer",
+        "te",
+        "upgrade",
+        "x-secret",
+    ];
+
+    let text = raw(
+        proxy,
+        b"GET /fields HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK\r\nServer: raw\r\nX-Mixed-Case: A\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\r\nDate: Sat, 05 Dec 2026 04:00:00 GMT\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\nok"), "{text}");
+    let lines = lowercase_lines(&text);
+    for (name, count) in [("date", 1), ("content-length", 1), ("connection", 1)] {
+        let seen = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{name}:")))
+            .count();
+        assert_eq!(seen, count, "{name}: {text}");
+    }
+    assert!(lines.contains(&"content-length: 2".to_owned()), "{text}");
+    assert!(lines.contains(&"connection: close".to_owned()), "{text}");
+    for gone in hop_by_hop {
+        assert!(
+            !lines.iter().any(|l| l.starts_with(&format!("{gone}:"))),
+            "{gone}: {text}"
+        );
+    }
+
+    // A Connection field naming another field takes both away.
+    let text = raw(
+        proxy,
+        b"GET /named HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        wait,
+    )
+    .await;
+    let lines = lowercase_lines(&text);
+    assert!(lines.contains(&"x-kept: 2".to_owned()), "{text}");
+    assert!(!lines.iter().any(|l| l.starts_with("x-secret")), "{text}");
+    assert!(!lines.contains(&"connection: x-secret".to_owned()), "{text}");
+
+    // A chunked body is chunked to an HTTP/1.1 client and ends with the connection to an
+    // HTTP/1.0 one.
+    let text = raw(
+        proxy,
+        b"GET /chunked HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert!(text.contains("\r\nX-Chunked: yes\r\n"), "{text}");
+    assert!(
+        lowercase_lines(&text).contains(&"transfer-encoding: chunked".to_owned()),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\n2\r\nok\r\n0\r\n\r\n"), "{text}");
+    let text = raw(proxy, b"GET /chunked HTTP/1.0\r\nHost: app.test\r\n\r\n", wait).await;
+    let lines = lowercase_lines(&text);
+    assert!(
+        !lines.iter().any(|l| l.starts_with("transfer-encoding")),
+        "{text}"
+    );
+    assert!(lines.contains(&"connection: close".to_owned()), "{text}");
+    assert!(text.ends_with("\r\n\r\nok"), "{text}");
+
+    // HTTP/2: the same fields, from a map.
+    let mut h2 = h2_connect(proxy).await;
+    let request = http::Request::get("http://app.test/fields")
+        .body(empty())
+        .expect("req");
+    let response = h2.send_request(request).await.expect("h2");
+    let fields = response.headers();
+    assert_eq!(fields["server"], "raw");
+    assert_eq!(fields["x-mixed-case"], "A");
+    assert_eq!(fields["date"], "Sat, 05 Dec 2026 04:00:00 GMT");
+    for gone in hop_by_hop.iter().chain(&["connection"]) {
+        assert!(!fields.contains_key(*gone), "{gone}: {fields:?}");
+    }
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"ok");
+}

@@ -12,6 +12,8 @@ use http::{
     request::Parts,
 };
 
+use super::upstream::PassedFields;
+
 /// The limits a request head is read under (`--max-header-bytes`, `--max-header-count`).
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
@@ -322,7 +324,7 @@ pub(crate) fn field_name(name: &[u8]) -> Option<HeaderName> {
 /// letter's byte has 0x40 set, and setting 0x20 in a byte of `name` then folds exactly that
 /// letter's two cases onto it; any other byte must be equal. Without a branch per byte, so
 /// that the loop is vectorised (half the instructions of `to_ascii_lowercase` per byte).
-fn is_lowercase_of(name: &[u8], lower: &[u8]) -> bool {
+pub(crate) fn is_lowercase_of(name: &[u8], lower: &[u8]) -> bool {
     if name.len() != lower.len() {
         return false;
     }
@@ -498,16 +500,10 @@ pub fn write_response_head(
     keep_alive: bool,
     client_version: Version,
 ) -> bool {
-    out.clear();
     // One allocation for nearly every head (a connection's buffer is dropped while it
     // idles, so it grows from nothing for most responses): the status line, the fields, a
     // Date and a Connection field.
-    out.reserve(head_room(headers) + 96);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    write_status_line(out, status, head_room(headers) + 96);
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut dated = false;
     let mut asked_close = false;
@@ -522,21 +518,92 @@ pub fn write_response_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    let keep_alive = keep_alive && !asked_close;
+    end_head(out, dated, (!switching).then_some(keep_alive), client_version);
+    keep_alive
+}
+
+/// How the body of a response whose fields are passed as the upstream sent them is framed
+/// (such a response has a body: the upstream side keeps bodiless answers in a map): by its
+/// length when known, else chunked to an HTTP/1.1 client and by the connection's close to
+/// an HTTP/1.0 one.
+pub fn passed_framing(exact: Option<u64>, end_stream: bool, client_version: Version) -> ResponseFraming {
+    match if end_stream { Some(0) } else { exact } {
+        Some(0) => ResponseFraming::None,
+        Some(n) => ResponseFraming::Length(n),
+        None if client_version == Version::HTTP_11 => ResponseFraming::Chunked,
+        None => ResponseFraming::Close,
+    }
+}
+
+/// Writes the head of a response whose fields are passed as the upstream sent them
+/// (`fields`, without framing or hop-by-hop fields) into `out` (cleared first): the status
+/// line, the fields, the framing field `framing` needs, a Date when there is none, and the
+/// connection's fate, as [`write_response_head`] does.
+pub fn write_passed_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    fields: &PassedFields,
+    framing: ResponseFraming,
+    keep_alive: bool,
+    client_version: Version,
+) {
+    write_status_line(out, status, fields.lines().len() + 128);
+    out.extend_from_slice(fields.lines());
+    match framing {
+        ResponseFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa_u64(n, &mut [0; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        ResponseFraming::None => out.extend_from_slice(b"content-length: 0\r\n"),
+        ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ResponseFraming::Close => {}
+    }
+    end_head(out, fields.has_date(), Some(keep_alive), client_version);
+}
+
+/// Clears `out`, makes room for `room` bytes, and writes the status line.
+fn write_status_line(out: &mut Vec<u8>, status: StatusCode, room: usize) {
+    out.clear();
+    out.reserve(room);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends a head: a Date unless `dated`, the connection's fate unless it is the response's
+/// own (`keep_alive` None: a 101), and the empty line.
+fn end_head(out: &mut Vec<u8>, dated: bool, keep_alive: Option<bool>, client_version: Version) {
     if !dated {
         out.extend_from_slice(b"date: ");
         DATE_NOW.with(|date| out.extend_from_slice(date.borrow_mut().now()));
         out.extend_from_slice(b"\r\n");
     }
-    let keep_alive = keep_alive && !asked_close;
-    if !switching {
-        if !keep_alive {
-            out.extend_from_slice(b"connection: close\r\n");
-        } else if client_version == Version::HTTP_10 {
-            out.extend_from_slice(b"connection: keep-alive\r\n");
+    match keep_alive {
+        Some(false) => out.extend_from_slice(b"connection: close\r\n"),
+        Some(true) if client_version == Version::HTTP_10 => {
+            out.extend_from_slice(b"connection: keep-alive\r\n")
         }
+        _ => {}
     }
     out.extend_from_slice(b"\r\n");
-    keep_alive
+}
+
+/// `n` in decimal, written at the end of `buf`.
+pub(crate) fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[at..]
 }
 
 /// Room for `headers` written as a head: a generous guess from their number, not their
@@ -912,6 +979,102 @@ mod tests {
         let text = String::from_utf8(out.clone()).unwrap();
         assert_eq!(text.matches("date: ").count(), 1, "{text}");
         assert!(text.contains("date: Sat, 05 Dec 2026 04:00:00 GMT\r\n"), "{text}");
+    }
+
+    /// A head of fields passed as sent: the upstream's lines as they are, the framing
+    /// field the body needs, a Date only when the upstream sent none, and the connection's
+    /// fate as for a head written from a map.
+    #[test]
+    fn passed_heads_carry_the_upstream_s_lines_and_the_proxy_s_framing() {
+        use super::super::upstream::parse_response_into;
+        let limits = HeadLimits {
+            max_bytes: 1024,
+            max_headers: 16,
+        };
+        let passed = |bytes: &[u8]| {
+            parse_response_into(bytes, limits, false, &mut HeaderMap::new(), true)
+                .expect("valid")
+                .expect("complete")
+                .0
+                .passed
+                .expect("passed")
+        };
+        let fields = passed(b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 12\r\nX-A: b\r\n\r\n");
+        assert!(!fields.has_date());
+        let mut out = Vec::new();
+        let framing = passed_framing(Some(12), false, Version::HTTP_11);
+        assert_eq!(framing, ResponseFraming::Length(12));
+        write_passed_head(&mut out, StatusCode::OK, &fields, framing, true, Version::HTTP_11);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\nServer: up\r\nX-A: b\r\ncontent-length: 12\r\ndate: "),
+            "{text}"
+        );
+        assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
+
+        // An empty body says so; a body of unknown length is chunked to an HTTP/1.1 client
+        // and ends with the connection to an HTTP/1.0 one, which asked to keep it or not.
+        for (exact, end_stream, version, keep, framing_field, fate) in [
+            (
+                Some(0),
+                false,
+                Version::HTTP_11,
+                true,
+                "content-length: 0\r\n",
+                "",
+            ),
+            (None, true, Version::HTTP_11, true, "content-length: 0\r\n", ""),
+            (
+                None,
+                false,
+                Version::HTTP_11,
+                true,
+                "transfer-encoding: chunked\r\n",
+                "",
+            ),
+            (
+                None,
+                false,
+                Version::HTTP_11,
+                false,
+                "transfer-encoding: chunked\r\n",
+                "connection: close\r\n",
+            ),
+            (None, false, Version::HTTP_10, false, "", "connection: close\r\n"),
+            (
+                Some(3),
+                false,
+                Version::HTTP_10,
+                true,
+                "content-length: 3\r\n",
+                "connection: keep-alive\r\n",
+            ),
+        ] {
+            let framing = passed_framing(exact, end_stream, version);
+            write_passed_head(&mut out, StatusCode::OK, &fields, framing, keep, version);
+            let text = String::from_utf8(out.clone()).unwrap();
+            assert!(
+                text.contains(&format!("X-A: b\r\n{framing_field}date: ")),
+                "{text}"
+            );
+            assert!(text.ends_with(&format!(" GMT\r\n{fate}\r\n")), "{text}");
+            assert_eq!(text.matches("connection").count(), fate.len().min(1), "{text}");
+        }
+
+        // The upstream's Date is kept, and not said twice.
+        let dated =
+            passed(b"HTTP/1.1 200 OK\r\nDate: Sat, 05 Dec 2026 04:00:00 GMT\r\nContent-Length: 1\r\n\r\n");
+        write_passed_head(
+            &mut out,
+            StatusCode::OK,
+            &dated,
+            ResponseFraming::Length(1),
+            true,
+            Version::HTTP_11,
+        );
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(text.to_ascii_lowercase().matches("date: ").count(), 1, "{text}");
+        assert!(text.contains("Date: Sat, 05 Dec 2026 04:00:00 GMT\r\n"), "{text}");
     }
 
     /// A head longer than the room guessed for it is written whole: its buffer grows.

@@ -26,7 +26,8 @@ use http::{
 };
 
 use super::head::{
-    BodyFraming, ConnectionTokens, HeadLimits, Shared, field_name, head_room, parse_content_length, trim,
+    BodyFraming, ConnectionTokens, HeadLimits, Shared, field_name, head_room, is_lowercase_of, itoa_u64,
+    parse_content_length, trim,
 };
 
 /// Why a response head was refused.
@@ -70,6 +71,33 @@ pub struct ResponseHead {
     /// `Connection: close`, HTTP/1.0 with `Connection: keep-alive`; never when the body
     /// ends with the connection).
     pub keep_alive: bool,
+    /// The fields as the upstream sent them, when they were asked for and could be passed
+    /// (the response's map is then empty).
+    pub passed: Option<PassedFields>,
+}
+
+/// A response's end-to-end fields as the upstream sent them, each written `name: value`
+/// and CRLF, for an HTTP/1 client the proxy passes them to unchanged (its server copies
+/// them into the head it writes). The framing fields (Content-Length, Transfer-Encoding)
+/// and the hop-by-hop ones are left out: the proxy frames the body itself. Building,
+/// stripping, writing and dropping a map of the same fields cost about 2,250 instructions
+/// per proxied request (callgrind, a five-field response; docs/design.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassedFields {
+    lines: Vec<u8>,
+    dated: bool,
+}
+
+impl PassedFields {
+    /// The field lines, each ending in CRLF.
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
+    }
+
+    /// One of the fields is Date.
+    pub fn has_date(&self) -> bool {
+        self.dated
+    }
 }
 
 /// Header fields parsed on the stack up to this many.
@@ -83,17 +111,25 @@ pub fn parse_response(
     limits: HeadLimits,
     head_request: bool,
 ) -> Result<Option<(ResponseHead, usize)>, ResponseHeadError> {
-    parse_response_into(buf, limits, head_request, &mut HeaderMap::new())
+    parse_response_into(buf, limits, head_request, &mut HeaderMap::new(), false)
 }
 
 /// [`parse_response`], with the fields put in `storage`'s memory once a whole head came
 /// (`storage` is then left empty; whatever it held is dropped): the request's own field
 /// map, no longer needed once its answer arrives, saves the response two allocations.
+///
+/// `pass`: the response goes to a client that takes its fields as the upstream sent them
+/// (an HTTP/1 client, no filter on the response). A response with a body then keeps its
+/// fields as [`PassedFields`] and an empty map, unless a Connection field names other
+/// fields (they are looked up in a map, as for any other client). Bodiless answers (to
+/// HEAD, 1xx, 204, 304) always get a map: their Content-Length describes a body the proxy
+/// does not frame.
 pub fn parse_response_into(
     buf: &[u8],
     limits: HeadLimits,
     head_request: bool,
     storage: &mut HeaderMap,
+    pass: bool,
 ) -> Result<Option<(ResponseHead, usize)>, ResponseHeadError> {
     let max_headers = limits.max_headers.min(STACK_HEADERS);
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
@@ -121,67 +157,42 @@ pub fn parse_response_into(
         .code
         .and_then(|code| StatusCode::from_u16(code).ok())
         .ok_or(ResponseHeadError::Malformed)?;
-
-    // One copy of the head; every field value is a slice of it.
-    let shared = Shared::copy(buf, len);
-    let mut map = std::mem::take(storage);
-    map.clear();
-    map.reserve(res.headers.len());
-    let mut content_length: Option<u64> = None;
-    let mut transfer_encoding = false;
-    let mut only_chunked = false;
-    let mut close = false;
-    let mut keep_alive_token = false;
-    for header in res.headers.iter() {
-        let name = field_name(header.name.as_bytes()).ok_or(ResponseHeadError::Malformed)?;
-        if name == CONTENT_LENGTH {
-            let n = parse_content_length(header.value).ok_or(ResponseHeadError::Framing)?;
-            match content_length {
-                Some(first) if first != n => return Err(ResponseHeadError::Framing),
-                Some(_) => continue,
-                None => content_length = Some(n),
-            }
-        } else if name == TRANSFER_ENCODING {
-            // A second field makes a list, which is refused like one.
-            only_chunked = !transfer_encoding && trim(header.value).eq_ignore_ascii_case(b"chunked");
-            transfer_encoding = true;
-        } else if name == CONNECTION {
-            // A 101's `upgrade` is not only persistence: it goes in, for the switch.
-            let tokens = ConnectionTokens::of(header.value);
-            close |= tokens.close;
-            keep_alive_token |= tokens.keep_alive;
-            if tokens.only_persistence {
-                continue;
-            }
-        }
-        // Made only for a field that is kept: a Connection that only says whether to
-        // persist, or a repeated Content-Length, never needs one (about 150 instructions).
-        let value = shared.value(header.value).ok_or(ResponseHeadError::Malformed)?;
-        map.append(name, value);
-    }
-
     let bodiless = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
+
+    let passed = if pass && !bodiless {
+        pass_fields(res.headers, len)?
+    } else {
+        None
+    };
+    let (map, framing, passed) = match passed {
+        Some((passed, framing)) => (HeaderMap::new(), framing, Some(passed)),
+        None => {
+            let (map, framing) = map_fields(res.headers, buf, len, storage)?;
+            (map, framing, None)
+        }
+    };
+
     let body = if bodiless {
         ResponseBodyFraming::Empty
-    } else if transfer_encoding {
-        if !only_chunked || version == Version::HTTP_10 || content_length.is_some() {
+    } else if framing.transfer_encoding {
+        if !framing.only_chunked || version == Version::HTTP_10 || framing.content_length.is_some() {
             return Err(ResponseHeadError::Framing);
         }
         ResponseBodyFraming::Chunked
     } else {
-        match content_length {
+        match framing.content_length {
             Some(0) => ResponseBodyFraming::Empty,
             Some(n) => ResponseBodyFraming::Length(n),
             None => ResponseBodyFraming::Close,
         }
     };
     let keep_alive = body != ResponseBodyFraming::Close
-        && !close
+        && !framing.close
         && match version {
-            Version::HTTP_10 => keep_alive_token,
+            Version::HTTP_10 => framing.keep_alive_token,
             _ => true,
         };
     let mut response = Response::new(());
@@ -193,9 +204,155 @@ pub fn parse_response_into(
             response,
             body,
             keep_alive,
+            passed,
         },
         len,
     )))
+}
+
+/// What a response head's fields say about its framing and its connection.
+#[derive(Default)]
+struct FramingFields {
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    only_chunked: bool,
+    close: bool,
+    keep_alive_token: bool,
+}
+
+impl FramingFields {
+    /// A Content-Length field: false for a repeat of the same number, which is read once.
+    fn content_length(&mut self, value: &[u8]) -> Result<bool, ResponseHeadError> {
+        let n = parse_content_length(value).ok_or(ResponseHeadError::Framing)?;
+        match self.content_length {
+            Some(first) if first != n => Err(ResponseHeadError::Framing),
+            Some(_) => Ok(false),
+            None => {
+                self.content_length = Some(n);
+                Ok(true)
+            }
+        }
+    }
+
+    fn transfer_encoding(&mut self, value: &[u8]) {
+        // A second field makes a list, which is refused like one.
+        self.only_chunked = !self.transfer_encoding && trim(value).eq_ignore_ascii_case(b"chunked");
+        self.transfer_encoding = true;
+    }
+
+    fn connection(&mut self, value: &[u8]) -> ConnectionTokens {
+        let tokens = ConnectionTokens::of(value);
+        self.close |= tokens.close;
+        self.keep_alive_token |= tokens.keep_alive;
+        tokens
+    }
+}
+
+/// The fields put in a map (`storage`'s memory) whose values share one copy of the head.
+fn map_fields(
+    fields: &[httparse::Header<'_>],
+    buf: &[u8],
+    len: usize,
+    storage: &mut HeaderMap,
+) -> Result<(HeaderMap, FramingFields), ResponseHeadError> {
+    // One copy of the head; every field value is a slice of it.
+    let shared = Shared::copy(buf, len);
+    let mut map = std::mem::take(storage);
+    map.clear();
+    map.reserve(fields.len());
+    let mut framing = FramingFields::default();
+    for header in fields {
+        let name = field_name(header.name.as_bytes()).ok_or(ResponseHeadError::Malformed)?;
+        if name == CONTENT_LENGTH {
+            if !framing.content_length(header.value)? {
+                continue;
+            }
+        } else if name == TRANSFER_ENCODING {
+            framing.transfer_encoding(header.value);
+        } else if name == CONNECTION {
+            // A 101's `upgrade` is not only persistence: it goes in, for the switch.
+            if framing.connection(header.value).only_persistence {
+                continue;
+            }
+        }
+        // Made only for a field that is kept: a Connection that only says whether to
+        // persist, or a repeated Content-Length, never needs one (about 150 instructions).
+        let value = shared.value(header.value).ok_or(ResponseHeadError::Malformed)?;
+        map.append(name, value);
+    }
+    Ok((map, framing))
+}
+
+/// The fields as they are passed on, or None when a Connection field names other fields
+/// (which a map then finds and the request path removes).
+fn pass_fields(
+    fields: &[httparse::Header<'_>],
+    len: usize,
+) -> Result<Option<(PassedFields, FramingFields)>, ResponseHeadError> {
+    // Each line gains at most a space and a CR over its form in the head.
+    let mut passed = PassedFields {
+        lines: Vec::with_capacity(len + 2 * fields.len()),
+        dated: false,
+    };
+    let mut framing = FramingFields::default();
+    for header in fields {
+        let name = header.name.as_bytes();
+        match PassedName::of(name) {
+            PassedName::EndToEnd => {}
+            PassedName::Date => passed.dated = true,
+            PassedName::HopByHop => continue,
+            PassedName::ContentLength => {
+                framing.content_length(header.value)?;
+                continue;
+            }
+            PassedName::TransferEncoding => {
+                framing.transfer_encoding(header.value);
+                continue;
+            }
+            PassedName::Connection => {
+                if framing.connection(header.value).only_persistence {
+                    continue;
+                }
+                return Ok(None);
+            }
+        }
+        // Not checked again as `HeaderValue` checks a value: httparse has refused every
+        // byte it refuses (a control byte other than HTAB, DEL), as the tests pin.
+        passed.lines.extend_from_slice(name);
+        passed.lines.extend_from_slice(b": ");
+        passed.lines.extend_from_slice(header.value);
+        passed.lines.extend_from_slice(b"\r\n");
+    }
+    Ok(Some((passed, framing)))
+}
+
+/// What a field's name makes of it when fields are passed as sent.
+enum PassedName {
+    EndToEnd,
+    Date,
+    /// Hop-by-hop by definition (RFC 9110 §7.6.1), Keep-Alive, and any `proxy-` field: left
+    /// out, as the request path strips them from a map.
+    HopByHop,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+}
+
+impl PassedName {
+    fn of(name: &[u8]) -> Self {
+        let is = |lower: &[u8]| is_lowercase_of(name, lower);
+        match name.len() {
+            2 if is(b"te") => Self::HopByHop,
+            4 if is(b"date") => Self::Date,
+            7 if is(b"trailer") || is(b"upgrade") => Self::HopByHop,
+            10 if is(b"connection") => Self::Connection,
+            10 if is(b"keep-alive") => Self::HopByHop,
+            14 if is(b"content-length") => Self::ContentLength,
+            17 if is(b"transfer-encoding") => Self::TransferEncoding,
+            n if n > 6 && is_lowercase_of(&name[..6], b"proxy-") => Self::HopByHop,
+            _ => Self::EndToEnd,
+        }
+    }
 }
 
 /// How a request's body is framed toward the upstream: empty when the body has already
@@ -274,19 +431,6 @@ pub fn write_request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[at..]
-}
-
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -298,8 +442,152 @@ mod tests {
         max_headers: 8,
     };
 
+    /// Parses `bytes` into a map, and again with its fields passed as sent: both readings
+    /// must agree on the outcome, the framing and the connection, and the passed fields
+    /// must be the map's minus what the request path strips from a map (hop-by-hop and
+    /// `proxy-` fields; Content-Length, which the proxy writes from the framing).
     fn parse(bytes: &[u8]) -> Result<ResponseHead, ResponseHeadError> {
-        parse_response(bytes, LIMITS, false).map(|r| r.expect("complete").0)
+        parse_within(bytes, LIMITS)
+    }
+
+    fn parse_within(bytes: &[u8], limits: HeadLimits) -> Result<ResponseHead, ResponseHeadError> {
+        let mapped = parse_response(bytes, limits, false).map(|r| r.expect("complete").0);
+        let passing = parse_response_into(bytes, limits, false, &mut HeaderMap::new(), true)
+            .map(|r| r.expect("complete").0);
+        match (&mapped, &passing) {
+            (Ok(mapped), Ok(passing)) => {
+                assert_eq!(mapped.response.status(), passing.response.status());
+                assert_eq!(mapped.body, passing.body);
+                assert_eq!(mapped.keep_alive, passing.keep_alive);
+                assert!(mapped.passed.is_none());
+                if let Some(passed) = &passing.passed {
+                    assert!(passing.response.headers().is_empty());
+                    assert_eq!(sorted_lines(passed), end_to_end(mapped.response.headers()));
+                    assert_eq!(passed.has_date(), mapped.response.headers().contains_key("date"));
+                }
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            (a, b) => panic!("the readings disagree: {a:?} and {b:?}"),
+        }
+        mapped
+    }
+
+    /// Passed field lines as lowercase names and values, sorted.
+    fn sorted_lines(passed: &PassedFields) -> Vec<(String, Vec<u8>)> {
+        let text = passed.lines();
+        assert!(text.is_empty() || text.ends_with(b"\r\n"));
+        let mut lines: Vec<(String, Vec<u8>)> = text
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                let line = line.strip_suffix(b"\r").expect("CRLF");
+                let colon = line.iter().position(|b| *b == b':').expect("a colon");
+                let value = line[colon + 1..].strip_prefix(b" ").expect("one space");
+                (
+                    String::from_utf8(line[..colon].to_ascii_lowercase()).expect("a name"),
+                    value.to_vec(),
+                )
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// A map's fields that a client is sent, as [`sorted_lines`] gives them.
+    fn end_to_end(map: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+        let hop_by_hop = [
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ];
+        let mut lines: Vec<(String, Vec<u8>)> = map
+            .iter()
+            .filter(|(name, _)| {
+                let name = name.as_str();
+                name != "content-length" && !hop_by_hop.contains(&name) && !name.starts_with("proxy-")
+            })
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn fields_passed_as_sent_are_the_end_to_end_ones_with_their_bytes() {
+        let bytes = b"HTTP/1.1 200 OK\r\nServer: up\r\nDATE: Sun, 06 Dec 2026 17:00:00 GMT\r\n\
+            Content-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+            Proxy-Authenticate: Basic\r\nTE: trailers\r\nTrailer: x\r\nX-Mixed-Case:  a\tb\r\n\
+            Set-Cookie: a=1\r\nX-Other: \xe9\r\nSet-Cookie: b=2\r\n\r\nok";
+        let limits = HeadLimits {
+            max_bytes: 1024,
+            max_headers: 16,
+        };
+        let head = parse_response_into(bytes, limits, false, &mut HeaderMap::new(), true)
+            .expect("valid")
+            .expect("complete")
+            .0;
+        let passed = head.passed.expect("passed");
+        assert_eq!(
+            passed.lines(),
+            &b"Server: up\r\nDATE: Sun, 06 Dec 2026 17:00:00 GMT\r\nX-Mixed-Case: a\tb\r\n\
+               Set-Cookie: a=1\r\nX-Other: \xe9\r\nSet-Cookie: b=2\r\n"[..],
+            "the upstream's names, order and values; framing and hop-by-hop fields left out"
+        );
+        assert!(passed.has_date());
+        assert_eq!(head.body, ResponseBodyFraming::Length(2));
+        assert!(head.keep_alive);
+        parse_within(bytes, limits).expect("valid");
+    }
+
+    #[test]
+    fn fields_are_put_in_a_map_where_they_cannot_pass_as_sent() {
+        let pass = |bytes: &[u8], head_request: bool| {
+            parse_response_into(bytes, LIMITS, head_request, &mut HeaderMap::new(), true)
+                .expect("valid")
+                .expect("complete")
+                .0
+        };
+        // Bodiless answers: their Content-Length describes a body the proxy does not frame.
+        for bytes in [
+            &b"HTTP/1.1 204 No Content\r\nX-A: b\r\n\r\n"[..],
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            let head = pass(bytes, false);
+            assert!(head.passed.is_none(), "{}", String::from_utf8_lossy(bytes));
+            assert!(!head.response.headers().is_empty());
+        }
+        let head = pass(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
+        assert!(head.passed.is_none());
+        assert_eq!(
+            head.response.headers()[CONTENT_LENGTH],
+            "5",
+            "a HEAD answer keeps its length"
+        );
+        // A Connection field naming another field: the request path finds both in a map.
+        let head = pass(
+            b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(head.passed.is_none());
+        assert_eq!(head.response.headers()["x-secret"], "1");
+        assert_eq!(head.response.headers()[CONNECTION], "x-secret");
+    }
+
+    /// Every byte a field value may hold, passed or mapped: the same answer (the passed
+    /// reading relies on httparse to refuse what `HeaderValue` refuses).
+    #[test]
+    fn passed_values_are_refused_where_a_map_refuses_them() {
+        for byte in 0..=u8::MAX {
+            let mut bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: a".to_vec();
+            bytes.push(byte);
+            bytes.extend_from_slice(b"b\r\n\r\n");
+            let _ = parse(&bytes);
+        }
     }
 
     #[test]
@@ -353,7 +641,13 @@ mod tests {
         request_fields.insert(CONTENT_LENGTH, HeaderValue::from_static("7"));
         let capacity = request_fields.capacity();
 
-        let partial = parse_response_into(b"HTTP/1.1 200 OK\r\nX-A", LIMITS, false, &mut request_fields);
+        let partial = parse_response_into(
+            b"HTTP/1.1 200 OK\r\nX-A",
+            LIMITS,
+            false,
+            &mut request_fields,
+            false,
+        );
         assert!(partial.expect("valid").is_none());
         assert_eq!(request_fields.len(), 2, "a partial head leaves the map alone");
 
@@ -362,6 +656,7 @@ mod tests {
             LIMITS,
             false,
             &mut request_fields,
+            false,
         )
         .expect("valid")
         .expect("complete");

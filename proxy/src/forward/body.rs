@@ -10,6 +10,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use lockstep_core::http1::upstream::PassedFields;
 
 use super::{RequestGuard, pool::UpstreamBody};
 
@@ -74,6 +75,16 @@ impl ProxyBody {
         Self {
             kind: Kind::Full(None),
             _guard: None,
+        }
+    }
+
+    /// The response's fields as an HTTP/1 upstream sent them, when they were passed (the
+    /// response's map then holds none of them): taken once, by the HTTP/1 server, which
+    /// writes them into the head.
+    pub(crate) fn take_passed_fields(&mut self) -> Option<PassedFields> {
+        match &mut self.kind {
+            Kind::Upstream(body) | Kind::Bounded(body, _) => body.take_passed_fields(),
+            Kind::Full(_) => None,
         }
     }
 

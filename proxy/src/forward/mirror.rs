@@ -77,7 +77,7 @@ pub(crate) fn send(proxy: &Proxy, mirrors: &[&MirrorRule], parts: &Parts, body: 
             let _permit = permit;
             let exchange = async {
                 let response = pool
-                    .send(&peer, head, body)
+                    .send(&peer, head, body, false)
                     .await
                     .map_err(|failure| upstream::classify(&peer.authority, failure.error).to_string())?;
                 // Read to its end, so that the pooled connection serves again.

@@ -45,6 +45,7 @@ use self::{
     peer::{Balancer, EndpointGuard, PeerAuthority},
     pool::Pool,
     request_body::{BodySlot, ClientBody},
+    upstream::ClientTakes,
 };
 use crate::{
     http1::upgrade::OnUpgrade,
@@ -383,7 +384,15 @@ impl Proxy {
                 .is_some()
                 .then(|| parts.extensions.remove::<OnUpgrade>())
                 .flatten();
-            let grpc_trailers = facts.hop_by_hop.te() && filter::wants_trailers(&parts);
+            let takes = ClientTakes {
+                trailers: facts.hop_by_hop.te() && filter::wants_trailers(&parts),
+                // The response's fields reach the client as the upstream sent them unless
+                // something here changes them (a filter or CORS) or the client speaks
+                // HTTP/2 (hyper writes its head from a map).
+                fields_as_sent: parts.version < http::Version::HTTP_2
+                    && route.filters.response_headers.is_none()
+                    && route.filters.cors.is_none(),
+            };
             filter::prepare_request(
                 &mut parts,
                 facts.host,
@@ -410,18 +419,12 @@ impl Proxy {
             };
             mirror::send(self, &mirrors, &parts, &body);
             let mut answer = match route.retry.as_ref().filter(|p| p.attempts > 0) {
-                None => upstream::send(self, client, route, parts, body, grpc_trailers).await?,
+                None => upstream::send(self, client, route, parts, body, takes).await?,
                 // Boxed, as the rarer path: inline, every request's future would carry room
                 // for it.
                 Some(policy) => {
                     Box::pin(upstream::send_with_retries(
-                        self,
-                        client,
-                        route,
-                        policy,
-                        parts,
-                        body,
-                        grpc_trailers,
+                        self, client, route, policy, parts, body, takes,
                     ))
                     .await?
                 }

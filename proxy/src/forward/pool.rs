@@ -34,6 +34,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::{body::Incoming, client::conn::http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lockstep_core::FastMap;
+use lockstep_core::http1::upstream::PassedFields;
 use tokio::net::TcpStream;
 
 use crate::{
@@ -146,7 +147,8 @@ impl Pool {
     /// Sends `req` to `peer` over a pooled or new connection, in HTTP/2 when it says h2c (h2c,
     /// or h2 by ALPN over TLS), over TLS verified as its `tls` says when that is set,
     /// presenting its client certificate when the upstream asks for one. The response body
-    /// puts an HTTP/1 connection back when it ends.
+    /// puts an HTTP/1 connection back when it ends. `pass_fields`: an HTTP/1 upstream's
+    /// response fields may stay as it sent them (see `client::exchange`).
     ///
     /// A function returning an `async move` block, as the other steps a request awaits
     /// through (see `Proxy::handle`). The head comes boxed: it passes through every future
@@ -156,6 +158,7 @@ impl Pool {
         peer: &Peer,
         head: Box<Parts>,
         body: RequestBody,
+        pass_fields: bool,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, SendFailure>> + Send {
         let h2c = peer.h2c;
         let key = peer
@@ -187,7 +190,7 @@ impl Pool {
                         Err(error) => return Err(SendFailure::unsent(error, head, body)),
                     },
                 };
-                match client::exchange(conn, head, body, reused).await {
+                match client::exchange(conn, head, body, reused, pass_fields).await {
                     Ok(response) => {
                         let checkin = Checkin { pool, peer: key };
                         return Ok(response.map(|body| UpstreamBody::http1(body, checkin)));
@@ -399,6 +402,15 @@ impl UpstreamBody {
         })));
         this.release();
         this
+    }
+
+    /// The response's fields as an HTTP/1 upstream sent them, when they were passed (see
+    /// `client::exchange`).
+    pub(crate) fn take_passed_fields(&mut self) -> Option<PassedFields> {
+        match &mut self.0 {
+            Kind::Http1(http1) => http1.body.take_passed_fields(),
+            Kind::Http2(_) => None,
+        }
     }
 
     /// The upstream connection after a 101 (HTTP/1 only).

@@ -29,6 +29,17 @@ use super::{
     request_body::BodySlot,
 };
 
+/// What the client side takes of an upstream's answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientTakes {
+    /// The client sent `TE: trailers` (a gRPC client), which is passed on to HTTP/2
+    /// upstreams only.
+    pub trailers: bool,
+    /// An HTTP/1 client whose response no filter changes: an HTTP/1 upstream's response
+    /// fields are passed to it as the upstream sent them, never put in a map.
+    pub fields_as_sent: bool,
+}
+
 /// What came back, and the peer it came from (its in-flight guard lives as long as the
 /// response body).
 pub(crate) struct Answer {
@@ -37,7 +48,7 @@ pub(crate) struct Answer {
 }
 
 /// Sends a prepared request to a backend of a route with a retry policy, retrying as it
-/// says. `trailers`: as for [`send`].
+/// says. `takes`: as for [`send`].
 pub(crate) async fn send_with_retries(
     proxy: &Proxy,
     client: &ClientConnection,
@@ -45,7 +56,7 @@ pub(crate) async fn send_with_retries(
     policy: &RetryPolicy,
     parts: Box<Parts>,
     body: BodySlot,
-    trailers: bool,
+    takes: ClientTakes,
 ) -> Result<Answer, ProxyError> {
     let mut retries_left = policy.attempts;
     let (mut backend, mut headers) = route.pick().ok_or_else(|| ProxyError::NoBackends)?;
@@ -65,7 +76,7 @@ pub(crate) async fn send_with_retries(
             Err(_) if failed.is_some() => proxy.balancer.select(&proxy.state, backend, None)?,
             Err(e) => return Err(e),
         };
-        let result = attempt(proxy, client, route, &peer, parts, &body, trailers)
+        let result = attempt(proxy, client, route, &peer, parts, &body, takes)
             .await
             .map_err(|failed| failed.error);
         // A status or a response timeout means the upstream may have acted on the request:
@@ -111,8 +122,8 @@ pub(crate) async fn send_with_retries(
 }
 
 /// Sends a prepared request to a backend of a route without a retry policy: one attempt,
-/// and the one connect retry of an idempotent request. `trailers`: the client sent
-/// `TE: trailers` (a gRPC client), which is passed on to HTTP/2 upstreams only.
+/// and the one connect retry of an idempotent request. `takes`: what the client takes of
+/// the answer, which shapes the request and how the response is read.
 ///
 /// A function returning an `async move` block, as the other steps a request awaits through
 /// (see `Proxy::handle`).
@@ -122,7 +133,7 @@ pub(crate) fn send(
     route: &Route,
     mut parts: Box<Parts>,
     body: BodySlot,
-    trailers: bool,
+    takes: ClientTakes,
 ) -> impl Future<Output = Result<Answer, ProxyError>> + Send {
     let picked = route.pick().map(|(backend, headers)| {
         if let Some(ops) = headers {
@@ -140,7 +151,7 @@ pub(crate) fn send(
         // The attempt's outcome is taken apart in statements of their own: awaited inside a
         // `match` on it, the whole `Result` (a response's room, 288 bytes) would be kept in
         // this future across the second attempt's await, on every request.
-        let (err, parts) = match attempt(proxy, client, route, &peer, parts, &body, trailers).await {
+        let (err, parts) = match attempt(proxy, client, route, &peer, parts, &body, takes).await {
             Ok(response) => return Ok(Answer { response, peer }),
             Err(Failed {
                 error,
@@ -161,7 +172,7 @@ pub(crate) fn send(
             Err(_) => return Err(err),
         };
         drop(peer);
-        let response = Box::pin(attempt(proxy, client, route, &second, parts, &body, trailers))
+        let response = Box::pin(attempt(proxy, client, route, &second, parts, &body, takes))
             .await
             .map_err(|failed| failed.error)?;
         Ok(Answer {
@@ -185,9 +196,9 @@ fn attempt<'a>(
     peer: &'a Peer,
     mut parts: Box<Parts>,
     body: &BodySlot,
-    trailers: bool,
+    takes: ClientTakes,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, Failed>> + Send + 'a {
-    let request = address_head(peer, &mut parts, trailers).map(|()| (parts, body.attempt()));
+    let request = address_head(peer, &mut parts, takes.trailers).map(|()| (parts, body.attempt()));
     let timeout = route
         .timeouts
         .backend_request
@@ -199,7 +210,10 @@ fn attempt<'a>(
         // copied it again when it was awaited, and the boxed request future held it whole.
         // One allocation costs fewer instructions than those copies (instructions.sh).
         match client
-            .within(timeout, Box::pin(proxy.pool.send(peer, head, body)))
+            .within(
+                timeout,
+                Box::pin(proxy.pool.send(peer, head, body, takes.fields_as_sent)),
+            )
             .await
         {
             Some(Ok(response)) => Ok(response),

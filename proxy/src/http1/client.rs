@@ -151,7 +151,9 @@ pub(crate) enum Failure<B> {
 
 /// Sends `request` over `conn` and reads the response head. `reused`: the connection
 /// carried an exchange before (a failure before any response byte may then be a close
-/// the upstream made while it idled).
+/// the upstream made while it idled). `pass_fields`: the response goes to an HTTP/1 client
+/// unchanged, and its fields may stay as the upstream sent them
+/// ([`ResponseBody::take_passed_fields`]).
 ///
 /// A function returning an `async move` block that holds the request's parts once (an
 /// `async fn` would hold the request and its parts).
@@ -160,6 +162,7 @@ pub(crate) fn exchange<B>(
     mut parts: Box<Parts>,
     body: B,
     reused: bool,
+    pass_fields: bool,
 ) -> impl Future<Output = Result<Response<ResponseBody<B>>, Failure<B>>> + Send
 where
     B: Body<Data = Bytes> + Unpin + Send,
@@ -168,7 +171,10 @@ where
     let head_request = parts.method == Method::HEAD;
     let mut writer = RequestWriter::new(&parts, body);
     async move {
-        let mut reader = HeadReader::default();
+        let mut reader = HeadReader {
+            pass_fields,
+            ..HeadReader::default()
+        };
         let mut write_failed = None;
         // The request's field map, written out already, lends its memory to the response's:
         // a response head ends any chance to send the request again (see `Failure::Stale`).
@@ -210,6 +216,7 @@ where
             response,
             body: framing,
             keep_alive,
+            passed,
         } = head;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let state = match framing {
@@ -229,6 +236,7 @@ where
             keep_alive: keep_alive && !switching,
             switching,
             idle: None,
+            passed,
         };
         if matches!(body.state, BodyState::Done) && !switching {
             body.end();
@@ -247,6 +255,8 @@ struct HeadReader {
     informational: usize,
     /// How many times a head was parsed.
     parses: usize,
+    /// The final head's fields may stay as sent (see `exchange`).
+    pass_fields: bool,
 }
 
 impl HeadReader {
@@ -261,7 +271,13 @@ impl HeadReader {
             if std::mem::take(&mut self.parse_due)
                 && let Some((head, len)) = {
                     self.parses += 1;
-                    upstream::parse_response_into(&self.buf, RESPONSE_HEAD_LIMITS, head_request, fields)?
+                    upstream::parse_response_into(
+                        &self.buf,
+                        RESPONSE_HEAD_LIMITS,
+                        head_request,
+                        fields,
+                        self.pass_fields,
+                    )?
                 }
             {
                 self.buf.advance(len);
@@ -284,7 +300,13 @@ impl HeadReader {
                 }
                 self.received += filled.len();
                 self.parses += 1;
-                match upstream::parse_response_into(filled, RESPONSE_HEAD_LIMITS, head_request, fields)? {
+                match upstream::parse_response_into(
+                    filled,
+                    RESPONSE_HEAD_LIMITS,
+                    head_request,
+                    fields,
+                    self.pass_fields,
+                )? {
                     Some((head, len)) => {
                         self.buf.extend_from_slice(&filled[len..]);
                         match self.final_head(head)? {
@@ -506,6 +528,8 @@ pub(crate) struct ResponseBody<B> {
     switching: bool,
     /// The connection, once the exchange ended so that it can carry another.
     idle: Option<Connection>,
+    /// The response's fields as the upstream sent them, when they were passed.
+    passed: Option<upstream::PassedFields>,
 }
 
 impl<B> ResponseBody<B>
@@ -516,6 +540,12 @@ where
     /// The connection, if the exchange ended exactly and it may carry another (taken once).
     pub(crate) fn take_idle(&mut self) -> Option<Connection> {
         self.idle.take()
+    }
+
+    /// The response's fields as the upstream sent them, when `exchange` was asked to pass
+    /// them and could (the response's map is then empty). Taken once, by the HTTP/1 server.
+    pub(crate) fn take_passed_fields(&mut self) -> Option<upstream::PassedFields> {
+        self.passed.take()
     }
 
     /// The connection after a 101, with the bytes the upstream sent after its head.

@@ -544,8 +544,23 @@ where
         if exchange.continue_at == Some(0) {
             exchange.continue_at = None;
         }
-        let (parts, body) = response.into_parts();
+        let (parts, mut body) = response.into_parts();
         let mut headers = parts.headers;
+        // Fields passed as the upstream sent them: the map holds none of them (nothing
+        // changes such a response's fields, see `ClientTakes`), and a 101 is never passed.
+        if let Some(fields) = body.take_passed_fields() {
+            let framing = head::passed_framing(body.size_hint().exact(), body.is_end_stream(), ctx.version);
+            let keep = keep_alive && framing != ResponseFraming::Close && !self.client.is_closing();
+            head::write_passed_head(
+                &mut self.out.bytes,
+                parts.status,
+                &fields,
+                framing,
+                keep,
+                ctx.version,
+            );
+            return (keep, BodyWriter::new(framing, trailers), body);
+        }
         let framing = if switching {
             ResponseFraming::None
         } else {
@@ -561,17 +576,7 @@ where
             switching || (keep_alive && framing != ResponseFraming::Close && !self.client.is_closing());
         // A response that says `Connection: close` closes the connection too.
         let keep = head::write_response_head(&mut self.out.bytes, parts.status, &headers, keep, ctx.version);
-        let writer = BodyWriter {
-            framing,
-            remaining: match framing {
-                ResponseFraming::Length(n) => n,
-                _ => 0,
-            },
-            trailers,
-            done: framing == ResponseFraming::None,
-            body_pending: false,
-        };
-        (keep, writer, body)
+        (keep, BodyWriter::new(framing, trailers), body)
     }
 
     fn poll_write_body(
@@ -712,6 +717,19 @@ struct BodyWriter {
 }
 
 impl BodyWriter {
+    fn new(framing: ResponseFraming, trailers: bool) -> Self {
+        Self {
+            framing,
+            remaining: match framing {
+                ResponseFraming::Length(n) => n,
+                _ => 0,
+            },
+            trailers,
+            done: framing == ResponseFraming::None,
+            body_pending: false,
+        }
+    }
+
     fn frame(&mut self, frame: Frame<Bytes>, out: &mut Outgoing) {
         match frame.into_data() {
             Ok(mut data) => {
