@@ -13,7 +13,9 @@
 //!    all within the route's `timeouts.request` (504 when it passes first);
 //! 5. response: hop-by-hop headers out, the route's response header filter, protocol
 //!    switches tunnelled ([`upgrade`]), the body streamed back ([`body`]), metrics and the
-//!    access log.
+//!    access log. An HTTP/1 upstream's response to an HTTP/1 client whose route changes no
+//!    response field never has a field map: the upstream client keeps its end-to-end fields
+//!    as the upstream sent them and the HTTP/1 server copies them ([`upstream::ClientTakes`]).
 //!
 //! The served configuration is loaded once per request, so a request that started on one
 //! table finishes on it whatever swaps happen meanwhile.
