@@ -549,6 +549,10 @@ where
         // Fields passed as the upstream sent them: the map holds none of them (nothing
         // changes such a response's fields, see `ClientTakes`), and a 101 is never passed.
         if let Some(fields) = body.take_passed_fields() {
+            debug_assert!(
+                headers.is_empty(),
+                "a field added to a passed response: {headers:?}"
+            );
             let framing = head::passed_framing(body.size_hint().exact(), body.is_end_stream(), ctx.version);
             let keep = keep_alive && framing != ResponseFraming::Close && !self.client.is_closing();
             head::write_passed_head(
