@@ -18,13 +18,34 @@ pub mod head;
 pub mod upstream;
 
 use bytes::BytesMut;
-use http::{HeaderMap, request::Parts};
+use http::{
+    HeaderMap, HeaderName,
+    header::{CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE},
+    request::Parts,
+};
 
 pub use self::{
     chunked::{Chunk, ChunkError, ChunkedDecoder},
     head::{BodyFraming, HeadError, HeadLimits, RequestHead, parse_request},
     upstream::{ResponseBodyFraming, ResponseHead, ResponseHeadError, parse_response},
 };
+
+/// The fields that describe one connection and never cross the proxy: hop-by-hop by
+/// definition (RFC 9110 §7.6.1, and Keep-Alive of RFC 2068), Connection first. Besides
+/// these, the fields a Connection field names and every `proxy-` field are this hop's
+/// only. The request path strips them all from a map (`lockstep-proxy`'s
+/// `forward::filter`); a response's fields passed as sent leave them out
+/// ([`upstream::PassedFields`], whose tests go through this list).
+pub static HOP_BY_HOP: [&HeaderName; 6] = [
+    &CONNECTION,
+    &KEEP_ALIVE,
+    &TE,
+    &TRAILER,
+    &TRANSFER_ENCODING,
+    &UPGRADE,
+];
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// A request read whole from bytes, as [`decode_request`] gives it.
 #[derive(Debug)]

@@ -495,19 +495,12 @@ mod tests {
 
     /// A map's fields that a client is sent, as [`sorted_lines`] gives them.
     fn end_to_end(map: &HeaderMap) -> Vec<(String, Vec<u8>)> {
-        let hop_by_hop = [
-            "connection",
-            "keep-alive",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-        ];
         let mut lines: Vec<(String, Vec<u8>)> = map
             .iter()
             .filter(|(name, _)| {
-                let name = name.as_str();
-                name != "content-length" && !hop_by_hop.contains(&name) && !name.starts_with("proxy-")
+                *name != CONTENT_LENGTH
+                    && !super::super::HOP_BY_HOP.contains(name)
+                    && !name.as_str().starts_with("proxy-")
             })
             .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
             .collect();
@@ -540,6 +533,29 @@ mod tests {
         assert_eq!(head.body, ResponseBodyFraming::Length(2));
         assert!(head.keep_alive);
         parse_within(bytes, limits).expect("valid");
+    }
+
+    /// The hop-by-hop list the request path strips from a map, in any case, and any
+    /// `proxy-` field: none is passed.
+    #[test]
+    fn every_hop_by_hop_field_is_left_out_of_passed_fields() {
+        let names = super::super::HOP_BY_HOP.iter().map(|name| name.as_str());
+        for name in names.chain(["proxy-authenticate"]) {
+            for name in [name.to_owned(), name.to_ascii_uppercase()] {
+                let (value, length) = match name.to_ascii_lowercase().as_str() {
+                    "connection" => ("close", "Content-Length: 0\r\n"),
+                    "transfer-encoding" => ("chunked", ""),
+                    _ => ("x", "Content-Length: 0\r\n"),
+                };
+                let bytes = format!("HTTP/1.1 200 OK\r\n{name}: {value}\r\n{length}X-Kept: 1\r\n\r\n");
+                let head = parse_response_into(bytes.as_bytes(), LIMITS, false, &mut HeaderMap::new(), true)
+                    .expect("valid")
+                    .expect("complete")
+                    .0;
+                assert_eq!(head.passed.expect("passed").lines(), b"X-Kept: 1\r\n", "{name}");
+                parse(bytes.as_bytes()).expect("valid");
+            }
+        }
     }
 
     #[test]

@@ -5,15 +5,14 @@
 
 use http::{
     HeaderMap, HeaderName, HeaderValue, Uri, Version,
-    header::{CONNECTION, Entry, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE},
+    header::{CONNECTION, Entry, HOST, TE, TRANSFER_ENCODING, UPGRADE},
     request::Parts,
     uri::PathAndQuery,
 };
-use lockstep_core::{Route, traffic::RewriteRule};
+use lockstep_core::{Route, http1::HOP_BY_HOP, traffic::RewriteRule};
 
 use super::error::ProxyError;
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -307,16 +306,6 @@ fn strip_present(headers: &mut HeaderMap, found: HopByHop) {
 /// The lengths of the names in `HOP_BY_HOP`, one bit each: te 2, trailer and upgrade 7,
 /// connection and keep-alive 10, transfer-encoding 17.
 const HOP_BY_HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 17;
-
-/// Hop-by-hop by definition (RFC 9110 §7.6.1, and Keep-Alive of RFC 2068); Connection first.
-static HOP_BY_HOP: [&HeaderName; 6] = [
-    &CONNECTION,
-    &KEEP_ALIVE,
-    &TE,
-    &TRAILER,
-    &TRANSFER_ENCODING,
-    &UPGRADE,
-];
 
 /// Where TE, Transfer-Encoding and Upgrade are in `HOP_BY_HOP`.
 const TE_AT: usize = 2;

@@ -548,24 +548,14 @@ where
         let mut headers = parts.headers;
         // Fields passed as the upstream sent them: the map holds none of them (nothing
         // changes such a response's fields, see `ClientTakes`), and a 101 is never passed.
-        if let Some(fields) = body.take_passed_fields() {
+        let passed = body.take_passed_fields();
+        let framing = if passed.is_some() {
             debug_assert!(
                 headers.is_empty(),
                 "a field added to a passed response: {headers:?}"
             );
-            let framing = head::passed_framing(body.size_hint().exact(), body.is_end_stream(), ctx.version);
-            let keep = keep_alive && framing != ResponseFraming::Close && !self.client.is_closing();
-            head::write_passed_head(
-                &mut self.out.bytes,
-                parts.status,
-                &fields,
-                framing,
-                keep,
-                ctx.version,
-            );
-            return (keep, BodyWriter::new(framing, trailers), body);
-        }
-        let framing = if switching {
+            head::passed_framing(body.size_hint().exact(), body.is_end_stream(), ctx.version)
+        } else if switching {
             ResponseFraming::None
         } else {
             head::response_framing(
@@ -578,8 +568,21 @@ where
         };
         let keep =
             switching || (keep_alive && framing != ResponseFraming::Close && !self.client.is_closing());
-        // A response that says `Connection: close` closes the connection too.
-        let keep = head::write_response_head(&mut self.out.bytes, parts.status, &headers, keep, ctx.version);
+        let keep = match &passed {
+            Some(fields) => {
+                head::write_passed_head(
+                    &mut self.out.bytes,
+                    parts.status,
+                    fields,
+                    framing,
+                    keep,
+                    ctx.version,
+                );
+                keep
+            }
+            // A response that says `Connection: close` closes the connection too.
+            None => head::write_response_head(&mut self.out.bytes, parts.status, &headers, keep, ctx.version),
+        };
         (keep, BodyWriter::new(framing, trailers), body)
     }
 
