@@ -37,7 +37,6 @@ use lockstep_core::http1::{
 use super::{
     body::{self, BodyError, Channel, Http1Body, Shared},
     outgoing::Outgoing,
-    read_now,
     upgrade::{OnUpgrade, Upgraded},
 };
 use crate::forward::{
@@ -177,7 +176,7 @@ pub(crate) fn serve<S>(
     http2_preface: bool,
 ) -> impl Future<Output = io::Result<Ended<S>>> + Send
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ClientStream,
 {
     let mut conn = Conn {
         io,
@@ -285,6 +284,13 @@ where
     }
 }
 
+/// A client connection as the server reads and writes it.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether the client has sent bytes not read yet (they are read and dropped): looks
+    /// without waiting, and without arranging to be woken.
+    fn has_unread(&mut self) -> bool;
+}
+
 /// A request handed to the request path.
 struct Dispatched {
     /// The request path's answer. Boxed: the request path's state lives only while a
@@ -359,7 +365,7 @@ fn dispatch(
 
 impl<S> Conn<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ClientStream,
 {
     /// Reads and parses the next request head.
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<HeadRead>> {
@@ -649,10 +655,7 @@ where
 
     /// Whether the client has sent bytes not read yet: looks without waiting.
     fn unread(&mut self) -> bool {
-        matches!(
-            read_now(&mut self.io, &mut [MaybeUninit::uninit(); 64]),
-            Poll::Ready(Ok(n)) if n > 0
-        )
+        self.io.has_unread()
     }
 
     /// Closes the connection's sending side, then reads and discards what the client still
@@ -815,6 +818,12 @@ mod tests {
         assert_eq!(Preface::of(b"PO"), Preface::Not);
         assert_eq!(Preface::of(b"GET / HTTP/1.1\r\n"), Preface::Not);
         assert_eq!(Preface::of(b"PRI * HTTP/1.1\r\n\r\n"), Preface::Not);
+    }
+
+    impl ClientStream for tokio::io::DuplexStream {
+        fn has_unread(&mut self) -> bool {
+            false
+        }
     }
 
     /// Every idle keep-alive connection holds this future: the request's state (the request

@@ -40,6 +40,7 @@ use crate::{
     options::ProxyOptions,
     server::{
         drain::Drain,
+        socket::ClientTcp,
         watchlist::{self, Watchlist},
     },
 };
@@ -51,17 +52,33 @@ const PUT_OFF_UNDER_MILLIS: u64 = watchlist::PUT_OFF_UNDER.as_millis() as u64;
 pub(crate) trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Turns Nagle's algorithm off: small responses must not wait for an acknowledgement.
     fn set_nodelay(&self);
-}
 
-impl ClientSocket for tokio::net::TcpStream {
-    fn set_nodelay(&self) {
-        let _ = tokio::net::TcpStream::set_nodelay(self, true);
+    /// Whether the client has sent bytes not read yet (they are read and dropped): looks
+    /// without waiting, and without arranging to be woken.
+    fn has_unread(&mut self) -> bool
+    where
+        Self: Sized,
+    {
+        matches!(
+            http1::read_now(self, &mut [std::mem::MaybeUninit::uninit(); 64]),
+            Poll::Ready(Ok(n)) if n > 0
+        )
     }
 }
 
-impl ClientSocket for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+impl ClientSocket for ClientTcp {
     fn set_nodelay(&self) {
-        let _ = self.get_ref().0.set_nodelay(true);
+        let _ = ClientTcp::set_nodelay(self);
+    }
+
+    fn has_unread(&mut self) -> bool {
+        ClientTcp::has_unread(self)
+    }
+}
+
+impl ClientSocket for tokio_rustls::server::TlsStream<ClientTcp> {
+    fn set_nodelay(&self) {
+        let _ = self.get_ref().0.set_nodelay();
     }
 }
 
@@ -156,6 +173,12 @@ impl<S: ClientSocket> TrackedStream<S> {
             Poll::Ready(_) => {}
         }
         polled
+    }
+}
+
+impl<S: ClientSocket> http1::server::ClientStream for TrackedStream<S> {
+    fn has_unread(&mut self) -> bool {
+        self.replay.is_some() || self.inner.has_unread()
     }
 }
 

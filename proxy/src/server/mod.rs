@@ -4,18 +4,20 @@
 pub(crate) mod conn;
 pub(crate) mod drain;
 mod listen;
+mod socket;
 mod watchlist;
 
 use std::{net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 
-use tokio::{
-    net::{TcpListener, TcpStream},
-    task::JoinHandle,
-};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use self::{conn::Protocol, drain::Drain};
+use self::{
+    conn::Protocol,
+    drain::Drain,
+    socket::{ClientTcp, Listener},
+};
 use crate::{
     forward::{Proxy, client::Transport},
     options::ProxyOptions,
@@ -87,6 +89,7 @@ fn serve_listener(
         // Only a wake-up per connection is lost: each is then accepted on its handshake.
         tracing::warn!(%error, %local_addr, "cannot defer accepting until a client sends");
     }
+    let listener = Listener::new(listener)?;
     let drain = Arc::new(Drain::default());
     let connections = TaskTracker::new();
     let builder = Arc::new(conn::Builders::new(proxy.options()));
@@ -108,7 +111,7 @@ fn serve_listener(
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     proxy: Arc<Proxy>,
     builder: Arc<conn::Builders>,
     drain: Arc<Drain>,
@@ -127,8 +130,8 @@ async fn accept_loop(
         }
         let (stream, remote) = tokio::select! {
             biased;
-            // tokio takes an accepted stream for readable, so that its first read tries the
-            // socket at once: deferred (listen.rs), the request is there.
+            // Deferred (listen.rs), the request is there: the stream's first read tries the
+            // socket at once, without registering it (socket.rs).
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
@@ -183,7 +186,7 @@ async fn accept_loop(
             }
             Some(acceptor) => {
                 // The handshake's flights must not wait for Nagle's algorithm either.
-                let _ = stream.set_nodelay(true);
+                let _ = stream.set_nodelay();
                 connections.spawn(async move {
                     gauge.inc();
                     Box::pin(serve_tls_connection(
@@ -201,7 +204,7 @@ async fn serve_tls_connection(
     proxy: Arc<Proxy>,
     builder: Arc<conn::Builders>,
     acceptor: TlsAcceptor,
-    stream: TcpStream,
+    stream: ClientTcp,
     remote: SocketAddr,
     drain: Arc<Drain>,
 ) {
