@@ -227,10 +227,29 @@ mod tests {
 
     use super::*;
 
-    async fn listening() -> (Listener, SocketAddr) {
+    /// A client connected to a new listener, having sent `sent` (when not empty) before its
+    /// connection is accepted, and the accepted socket.
+    async fn accepted(sent: &[u8]) -> (std::net::TcpStream, ClientTcp) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        (Listener::new(listener).expect("listener"), addr)
+        let listener = Listener::new(listener).expect("listener");
+        let mut client = std::net::TcpStream::connect(addr).expect("connect");
+        if !sent.is_empty() {
+            client.write_all(sent).expect("send");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (socket, _) = listener.accept().await.expect("accept");
+        (client, socket)
+    }
+
+    /// What the socket's next read gets, within five seconds.
+    async fn next_read(socket: &mut ClientTcp) -> Vec<u8> {
+        let mut buf = [0; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+            .await
+            .expect("woken by the bytes")
+            .expect("read");
+        buf[..n].to_vec()
     }
 
     fn is_direct(socket: &ClientTcp) -> bool {
@@ -241,14 +260,8 @@ mod tests {
     /// at for more bytes and closed without ever being registered with the reactor.
     #[tokio::test]
     async fn a_request_already_in_is_answered_without_registering() {
-        let (listener, addr) = listening().await;
-        let mut client = std::net::TcpStream::connect(addr).expect("connect");
-        client.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send");
-        std::thread::sleep(Duration::from_millis(20));
-        let (mut socket, _) = listener.accept().await.expect("accept");
-        let mut head = [0; 64];
-        let n = socket.read(&mut head).await.expect("read");
-        assert_eq!(&head[..n], b"GET / HTTP/1.1\r\n\r\n");
+        let (mut client, mut socket) = accepted(b"GET / HTTP/1.1\r\n\r\n").await;
+        assert_eq!(next_read(&mut socket).await, b"GET / HTTP/1.1\r\n\r\n");
         socket.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.expect("write");
         assert!(!socket.has_unread(), "nothing more was sent");
         assert!(is_direct(&socket), "registered: {socket:?}");
@@ -263,9 +276,7 @@ mod tests {
     /// come: nothing is lost between the failed read and the registration.
     #[tokio::test]
     async fn a_read_that_finds_nothing_waits_for_the_bytes() {
-        let (listener, addr) = listening().await;
-        let mut client = std::net::TcpStream::connect(addr).expect("connect");
-        let (mut socket, _) = listener.accept().await.expect("accept");
+        let (mut client, mut socket) = accepted(b"").await;
         let mut buf = [0; 16];
         let early = tokio::time::timeout(Duration::from_millis(50), socket.read(&mut buf)).await;
         assert!(early.is_err(), "read before anything was sent: {early:?}");
@@ -274,22 +285,14 @@ mod tests {
             "still unregistered after a read that would block"
         );
         client.write_all(b"late").expect("send");
-        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
-            .await
-            .expect("woken by the bytes")
-            .expect("read");
-        assert_eq!(&buf[..n], b"late");
+        assert_eq!(next_read(&mut socket).await, b"late");
     }
 
     /// A read that took less than it asked for emptied the socket: the next read waits for
     /// epoll (registering) instead of trying, and still gets what comes later.
     #[tokio::test]
     async fn a_read_after_the_socket_ran_dry_waits_for_epoll() {
-        let (listener, addr) = listening().await;
-        let mut client = std::net::TcpStream::connect(addr).expect("connect");
-        client.write_all(b"first").expect("send");
-        std::thread::sleep(Duration::from_millis(20));
-        let (mut socket, _) = listener.accept().await.expect("accept");
+        let (mut client, mut socket) = accepted(b"first").await;
         let mut buf = [0; 16];
         assert_eq!(socket.read(&mut buf).await.expect("read"), 5);
         assert!(
@@ -297,20 +300,14 @@ mod tests {
             "{socket:?}"
         );
         client.write_all(b"second").expect("send");
-        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
-            .await
-            .expect("woken")
-            .expect("read");
-        assert_eq!(&buf[..n], b"second");
+        assert_eq!(next_read(&mut socket).await, b"second");
         assert!(!is_direct(&socket), "the second read registered");
     }
 
     /// Bytes waiting are seen without registering (and dropped, as a lingering close would).
     #[tokio::test]
     async fn waiting_bytes_are_seen_without_registering() {
-        let (listener, addr) = listening().await;
-        let mut client = std::net::TcpStream::connect(addr).expect("connect");
-        let (mut socket, _) = listener.accept().await.expect("accept");
+        let (mut client, mut socket) = accepted(b"").await;
         assert!(!socket.has_unread());
         client.write_all(b"more").expect("send");
         std::thread::sleep(Duration::from_millis(20));
@@ -321,9 +318,7 @@ mod tests {
     /// A write the socket cannot take whole waits for the client to read, registered.
     #[tokio::test]
     async fn a_write_that_would_block_waits_for_the_client_to_read() {
-        let (listener, addr) = listening().await;
-        let client = std::net::TcpStream::connect(addr).expect("connect");
-        let (mut socket, _) = listener.accept().await.expect("accept");
+        let (client, mut socket) = accepted(b"").await;
         let body = vec![7u8; 8 * 1024 * 1024];
         let reader = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
