@@ -965,27 +965,35 @@ async fn a_gateway_naming_a_fleet_is_served_and_waits_are_exact() {
     .unwrap();
     assert_eq!(answers("two").await, Vec::<String>::new());
 
-    // Moved to another controller's class: lockstep serves nothing for it any more; moved
+    // Moved to a class that does not exist yet, then created as another controller's:
+    // lockstep serves nothing for it any more, whichever event the operator sees first (the
+    // class's event names no lockstep Gateway, so the Gateway's own event must do); moved
     // back: served again.
     let foreign = format!("{class}-foreign");
-    create(
-        &Api::<GatewayClass>::all(client.clone()),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-               "metadata": {"name": foreign}, "spec": {"controllerName": FOREIGN_CONTROLLER}}),
-    )
-    .await;
     let move_to = |class: &str| Patch::Merge(json!({"spec": {"gatewayClassName": class}}));
     gateways
         .patch("gw", &PatchParams::default(), &move_to(&foreign))
         .await
         .unwrap();
     eventually(
-        "no generated RouterConfig once the class is another's",
+        "no generated RouterConfig once the class is none of lockstep's",
         WAIT,
         || async { generated_listeners().await.is_empty().then_some(()) },
     )
     .await
     .unwrap();
+    create(
+        &Api::<GatewayClass>::all(client.clone()),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": foreign}, "spec": {"controllerName": FOREIGN_CONTROLLER}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        generated_listeners().await,
+        Vec::<String>::new(),
+        "once the class is another's"
+    );
     gateways
         .patch("gw", &PatchParams::default(), &move_to(&class))
         .await

@@ -926,6 +926,11 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
     ctx.synced().await?;
     let class_ref = ObjectRef::<GatewayClass>::new(&gw.spec.gateway_class_name);
     let Some(class) = ctx.classes.get(&class_ref) else {
+        // A class not (yet) known is none of lockstep's: what was served for the Gateway
+        // goes now. Waiting for the class's own event would not do: it reconciles only the
+        // Gateways of lockstep's classes, which this one, moved to another class, is not.
+        // Should the class turn out to be lockstep's, its event brings the Gateway back.
+        stop_serving(&ctx, &gw).await;
         return Ok(Action::await_change());
     };
     let (http_routes, grpc_routes) = (cloned(&ctx.http_routes), cloned(&ctx.grpc_routes));
@@ -951,9 +956,7 @@ async fn reconcile_gateway(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action
     let now = Timestamp::now();
     let Some(mut translation) = translate(inputs, now) else {
         // Not (or no longer) of a lockstep class: nothing of lockstep's is served for it.
-        delete_owned(&ctx, &gw, &[]).await;
-        delete_owned_copies(&ctx, &gw, &[]).await;
-        delete_provisioned(&ctx, &gw).await;
+        stop_serving(&ctx, &gw).await;
         return Ok(Action::await_change());
     };
     let gw_ns = gw.namespace().unwrap_or_default();
@@ -1402,6 +1405,13 @@ async fn delete_owned_copies(ctx: &Context, gw: &Gateway, keep: &[String]) {
             delete_object(ctx, copy.as_ref()).await;
         }
     }
+}
+
+/// Deletes everything generated or provisioned for `gw`: it is none of lockstep's.
+async fn stop_serving(ctx: &Context, gw: &Gateway) {
+    delete_owned(ctx, gw, &[]).await;
+    delete_owned_copies(ctx, gw, &[]).await;
+    delete_provisioned(ctx, gw).await;
 }
 
 /// Deletes the generated RouterConfigs owned by `gw` except those named in `keep`.
