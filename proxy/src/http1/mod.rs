@@ -35,3 +35,12 @@ pub(crate) fn read_now<R: tokio::io::AsyncRead + Unpin>(
         .poll_read(&mut cx, &mut buf)
         .map_ok(|()| buf.filled().len())
 }
+
+/// Whether the peer has sent bytes not read yet (up to 64 of them are read and dropped):
+/// looks without waiting, and without arranging to be woken.
+pub(crate) fn has_unread<R: tokio::io::AsyncRead + Unpin>(io: &mut R) -> bool {
+    matches!(
+        read_now(io, &mut [std::mem::MaybeUninit::uninit(); 64]),
+        std::task::Poll::Ready(Ok(n)) if n > 0
+    )
+}

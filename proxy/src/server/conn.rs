@@ -59,10 +59,7 @@ pub(crate) trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     where
         Self: Sized,
     {
-        matches!(
-            http1::read_now(self, &mut [std::mem::MaybeUninit::uninit(); 64]),
-            Poll::Ready(Ok(n)) if n > 0
-        )
+        http1::has_unread(self)
     }
 }
 

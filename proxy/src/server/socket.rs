@@ -111,9 +111,7 @@ impl ClientTcp {
     pub(crate) fn has_unread(&mut self) -> bool {
         match self {
             ClientTcp::Direct { socket, .. } => matches!(socket.read(&mut [0; 64]), Ok(n) if n > 0),
-            ClientTcp::Registered(stream) => {
-                matches!(crate::http1::read_now(stream, &mut [mem::MaybeUninit::uninit(); 64]), Poll::Ready(Ok(n)) if n > 0)
-            }
+            ClientTcp::Registered(stream) => crate::http1::has_unread(stream),
             ClientTcp::Failed => false,
         }
     }
