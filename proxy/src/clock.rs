@@ -8,8 +8,11 @@
 //! counts the calls; perf put `__vdso_clock_gettime` at 0.4 µs per new-connection request).
 //! `CLOCK_MONOTONIC_COARSE` returns the time of the last timer tick from the same vDSO page
 //! without reading the TSC, at the tick's resolution (4 ms at `HZ=250`). Each reading is up
-//! to a tick behind the true time, so a span measured with it is off by up to a tick either
-//! way, and a timeout fires up to a tick early or late: nothing here is that close.
+//! to a tick (and the millisecond it drops) behind the true time, so a span measured with it
+//! is off by up to that much either way. A timeout must not pass early (a backend answering
+//! in 298 ms under a 300 ms limit gets its answer through), so each is padded by the most a
+//! reading lags ([`max_lag_millis`]): it passes up to two ticks late, never early. An idle
+//! upstream connection's age is not padded: dropping it a tick early is the safe side.
 //!
 //! What needs precision keeps `Instant`: request latency (the histogram) and the deadlines
 //! tokio's timers compute.
@@ -38,6 +41,26 @@ impl CoarseInstant {
     pub(crate) fn millis_elapsed(self) -> u64 {
         read_millis().saturating_sub(self.0)
     }
+}
+
+/// The most a reading lags the true time, in whole milliseconds: the clock's resolution
+/// (a tick), rounded up, and the millisecond a reading drops. Read once.
+pub(crate) fn max_lag_millis() -> u64 {
+    static LAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LAG.get_or_init(|| resolution_millis() + 1)
+}
+
+#[cfg(target_os = "linux")]
+fn resolution_millis() -> u64 {
+    let res = rustix::time::clock_getres(rustix::time::ClockId::MonotonicCoarse);
+    let nanos =
+        u64::try_from(res.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(res.tv_nsec).unwrap_or(0);
+    nanos.div_ceil(1_000_000)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn resolution_millis() -> u64 {
+    0
 }
 
 #[cfg(target_os = "linux")]
