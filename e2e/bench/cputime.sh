@@ -13,7 +13,8 @@
 # context switches (/proc/PID/status: how often it slept in epoll_wait) and minor page faults
 # (a fault is kernel time no system call count shows) before and after.
 # MODE=new (default): a connection per request (oha sends `Connection: close`), CONNS at a
-# time (default 16); MODE=ka: CONNS keep-alive connections.
+# time (default 16); MODE=ka: CONNS keep-alive connections; MODE=open: CONNS keep-alive
+# connections sent RATE requests a second (default 16,000; proxy.sh's latency phase).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -39,7 +40,7 @@ wait_port $NGINX_PORT
 # "utime stime minor-faults voluntary-switches" of pid $1.
 sample() { echo "$(awk '{print $14, $15, $10}' "/proc/$1/stat") $(awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$1/status")"; }
 
-echo "- Command: \`MODE=$MODE CONNS=$CONNS REPS=$REPS DURATION=$DURATION e2e/bench/cputime.sh $*\`"
+echo "- Command: \`MODE=$MODE ${RATE:+RATE=$RATE }CONNS=$CONNS REPS=$REPS DURATION=$DURATION e2e/bench/cputime.sh $*\`"
 echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ); $(machine); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| round | target | requests | user µs | system µs | total µs | page faults per request | sleeps per request |"

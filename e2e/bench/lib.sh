@@ -41,12 +41,15 @@ builds_from_args() {
 }
 
 # load_for_mode: oha's connection flags for MODE in the array `load`: new, a connection per
-# request (oha sends `Connection: close`), CONNS at a time; ka, CONNS keep-alive connections.
+# request (oha sends `Connection: close`), CONNS at a time; ka, CONNS keep-alive connections;
+# open, CONNS keep-alive connections sent RATE requests a second (open loop, as proxy.sh's
+# latency phase: a proxy that is not saturated sleeps between requests).
 load_for_mode() {
   case $MODE in
     new) load=(-c "$CONNS" --disable-keepalive) ;;
     ka) load=(-c "$CONNS") ;;
-    *) echo "MODE is new or ka" >&2; exit 2 ;;
+    open) load=(-c "$CONNS" -q "${RATE:-16000}" --latency-correction) ;;
+    *) echo "MODE is new, ka or open" >&2; exit 2 ;;
   esac
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -9,7 +9,8 @@
 # CPU 0) serves oha for DURATION seconds while `perf stat` counts its entries into each system
 # call (the `syscalls:sys_enter_*` tracepoints, which cost little and do not slow the proxy
 # the way strace or valgrind do); each row is calls per request, the last the total. MODE=new (default): a connection per request (oha sends `Connection: close`), CONNS
-# at a time (default 16); MODE=ka: CONNS keep-alive connections.
+# at a time (default 16); MODE=ka: CONNS keep-alive connections; MODE=open: CONNS keep-alive
+# connections sent RATE requests a second (default 16,000; proxy.sh's latency phase).
 #
 # Why at full speed: what a proxy finds when it reads depends on timing. Under valgrind a
 # request is always in the socket when its connection is accepted; at full speed, with 16
@@ -69,7 +70,7 @@ count "$NGINX_PID" $NGINX_PORT "$WORK/calls.$i"
 names+=(nginx)
 log "nginx: $COUNTED requests"
 
-echo "- Command: \`MODE=$MODE CONNS=$CONNS DURATION=$DURATION e2e/bench/syscalls.sh $*\`"
+echo "- Command: \`MODE=$MODE ${RATE:+RATE=$RATE }CONNS=$CONNS DURATION=$DURATION e2e/bench/syscalls.sh $*\`"
 echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ); $(machine); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 python3 - "$WORK" "${names[@]}" <<'PY'
