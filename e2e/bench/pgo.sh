@@ -12,7 +12,7 @@
 # SIGTERM, so that the profile is written on the way out); `llvm-profdata` from Debian's
 # llvm-22 (rustc 1.95's LLVM is 22; installed if missing) merges the profile, and a second
 # release build uses it. Both builds have target dirs of their own under
-# ${CARGO_TARGET_DIR:-target}/pgo (about 2 × 5 minutes on 2 cores, cached after that).
+# ${CARGO_TARGET_DIR:-target}/pgo (17 minutes on 2 cores with both empty; cached after that).
 #
 # What it is not: the build users get. The image (Dockerfile) and `cargo build --release` do
 # not use a profile, and this one is trained on plain HTTP/1 only: code it never ran (TLS,

@@ -101,6 +101,16 @@ mod tests {
         assert!(coarse_elapsed >= Duration::from_millis(40), "{coarse_elapsed:?}");
     }
 
+    /// The padding counts the dropped millisecond and a whole tick: a padded timeout is never
+    /// zero (the watchdog's "none") and never passes early.
+    #[test]
+    fn the_lag_covers_a_tick_and_the_dropped_millisecond() {
+        assert!(max_lag_millis() >= 1);
+        // A coarse tick is a millisecond at the least (HZ is at most 1000).
+        #[cfg(target_os = "linux")]
+        assert!(max_lag_millis() >= 2, "{}", max_lag_millis());
+    }
+
     #[test]
     fn readings_never_go_backwards() {
         let mut last = CoarseInstant::now();

@@ -122,12 +122,12 @@ impl ClientConnection {
 }
 
 /// A timeout in the watchdog's milliseconds: padded by the most a coarse reading lags, so
-/// that it never passes before its time (`clock.rs`), and so never zero ("none").
+/// that it never passes before its time (`clock.rs`), and so never zero ("none": the lag
+/// counts at least the millisecond a reading drops).
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis())
         .unwrap_or(u64::MAX / 4)
         .saturating_add(crate::clock::max_lag_millis())
-        .max(1)
 }
 
 pin_project_lite::pin_project! {
