@@ -1,5 +1,5 @@
-# Shared by the data-plane benchmarks (proxy.sh, tls.sh, idle.sh, wrk.sh, builds.sh,
-# big-table.sh, traffic.sh); sourced, not run.
+# Shared by the data-plane benchmarks (proxy.sh, tls.sh, idle.sh, wrk.sh, builds.sh, big-table.sh,
+# traffic.sh, cputime.sh, syscalls.sh, instructions.sh, pgo.sh, stay.sh); sourced, not run.
 # Expects ROOT and WORK to be set; defines PIDS (stopped on exit by pid) and the helpers below.
 PIDS=()
 CLEANUP_HOOKS=()
