@@ -92,6 +92,31 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The value after `prefix` on the first line of `text` that starts with it, quotes dropped.
+fn declared(text: &str, prefix: &str) -> String {
+    let line = text
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starts with {prefix:?}"));
+    line[prefix.len()..].trim().trim_matches('"').to_string()
+}
+
+/// The image is built with the oldest Rust the workspace claims to build with: the
+/// Dockerfile's default `RUST_VERSION` is the workspace's `rust-version`. Apart, a raised
+/// minimum would leave the image on a toolchain that cannot build the code (this machine has
+/// no docker to find out), or the image would run on a toolchain nothing here claims. That
+/// the minimum does build the workspace is a check of its own (CONTRIBUTING.md).
+#[test]
+fn the_image_builds_with_the_declared_minimum_rust() {
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    assert_eq!(
+        declared(&dockerfile, "ARG RUST_VERSION="),
+        declared(&manifest, "rust-version ="),
+        "the Dockerfile's RUST_VERSION and the workspace's rust-version"
+    );
+}
+
 #[test]
 fn local_images_match_the_dockerfile() {
     let bin_dir = {
