@@ -8,10 +8,10 @@ Every request carries a unique path (oha --rand-regex-url). A request's stay in 
 proxy's request to the backend): what the proxy adds, without the backend's time. The stamps
 are taken by the kernel as each segment leaves its sender, so the load generator's and the
 backend's scheduling are not in it; the kernel's delivery to the proxy and the proxy's waking
-on its core are. The capture (tcpdump -w, nanosecond stamps) holds
-the segments that carry data (PSH) between the client and the proxy and between the proxy and
-the backend; each HTTP/1 message here fits one loopback segment. Exchanges are paired in order
-on each connection (the load sends no pipelined requests) and joined across the proxy by path.
+on its core are. The capture (tcpdump -w, nanosecond stamps) holds the segments that carry
+data (PSH) between the client and the proxy and between the proxy and the backend; each HTTP/1
+message here fits one loopback segment. Exchanges are paired in order on each connection (the
+load sends no pipelined requests) and joined across the proxy by path.
 
 Prints one line: requests seen on both sides, requests answered to the client, the stay's p50,
 p90, p99, p99.9 and max, then p50 and p99 of its two legs (in: the client's request to the

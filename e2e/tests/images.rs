@@ -103,9 +103,9 @@ fn declared(text: &str, prefix: &str) -> String {
 
 /// The image is built with the oldest Rust the workspace claims to build with: the
 /// Dockerfile's default `RUST_VERSION` is the workspace's `rust-version`. Apart, a raised
-/// minimum would leave the image on a toolchain that cannot build the code (this machine has
-/// no docker to find out), or the image would run on a toolchain nothing here claims. That
-/// the minimum does build the workspace is a check of its own (CONTRIBUTING.md).
+/// minimum would leave the image on a toolchain that cannot build the code (no test here runs
+/// the image build to find out), or the image would be built with a toolchain nothing here
+/// claims. That the minimum does build the workspace is a check of its own (CONTRIBUTING.md).
 #[test]
 fn the_image_builds_with_the_declared_minimum_rust() {
     let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
