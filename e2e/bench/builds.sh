@@ -78,9 +78,7 @@ PY
 
 PERF_HZ=4999
 if [[ -n "${SYMBOLS:-}" ]]; then
-  command -v perf >/dev/null || {
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
-  }
+  command -v perf >/dev/null || apt_install linux-perf
   echo "| round | mode | target | user µs/req | kernel µs/req | $(sed 's/,/ µs\/req | /g' <<<"$SYMBOLS") µs/req |" > "$WORK/symbols.md"
   echo "|---|---|---|---:|---:|$(sed 's/[^,]*/---:/g; s/,/|/g' <<<"$SYMBOLS")|" >> "$WORK/symbols.md"
 fi

@@ -11,12 +11,14 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /tmp/lockstep-bench-crosscpu.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+# shellcheck source=lib.sh
+source "$ROOT/e2e/bench/lib.sh"
+CLEANUP_HOOKS+=("rm -rf '$WORK'")
 RUNS=${RUNS:-3}
 TRIPS=${TRIPS:-160000}
 PERIOD_NS=${PERIOD_NS:-62500}
 gcc -O2 -o "$WORK/echo" "$ROOT/e2e/bench/crosscpu/echo.c"
-echo "Cross-CPU TCP echo (\`e2e/bench/crosscpu.sh\`, $(date -u +%Y-%m-%dT%H:%MZ); $(nproc) × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $TRIPS trips every $PERIOD_NS ns)"
+echo "Cross-CPU TCP echo (\`e2e/bench/crosscpu.sh\`, $(date -u +%Y-%m-%dT%H:%MZ); $(machine); $TRIPS trips every $PERIOD_NS ns)"
 for run in $(seq "$RUNS"); do
   echo "run $run: $("$WORK/echo" "$TRIPS" "$PERIOD_NS")"
 done

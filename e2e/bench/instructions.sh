@@ -42,10 +42,7 @@ BACKEND_PORT=18940; FIRST_PORT=18941
 source "$ROOT/e2e/bench/lib.sh"
 builds_from_args "$@"
 bench_tools
-if ! command -v valgrind >/dev/null; then
-  log "installing valgrind"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
-fi
+command -v valgrind >/dev/null || apt_install valgrind
 
 start_backend $BACKEND_PORT
 write_bench_routes $BACKEND_PORT

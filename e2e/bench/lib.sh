@@ -1,5 +1,6 @@
 # Shared by the data-plane benchmarks (proxy.sh, tls.sh, idle.sh, wrk.sh, builds.sh, big-table.sh,
-# traffic.sh, cputime.sh, syscalls.sh, instructions.sh, pgo.sh, stay.sh); sourced, not run.
+# traffic.sh, cputime.sh, syscalls.sh, instructions.sh, pgo.sh, stay.sh, crosscpu.sh); sourced,
+# not run.
 # Expects ROOT and WORK to be set; defines PIDS (stopped on exit by pid) and the helpers below.
 PIDS=()
 CLEANUP_HOOKS=()
@@ -12,11 +13,16 @@ trap cleanup EXIT
 
 log() { echo "[bench] $*" >&2; }
 
+# apt_install PKG...: Debian packages a benchmark needs and the machine lacks (callers check).
+apt_install() {
+  log "installing $*"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 # nginx, haproxy and oha if missing; lockstep-proxy built with the release profile.
 bench_tools() {
   if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
-    log "installing nginx and haproxy"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy >/dev/null
+    apt_install nginx haproxy
   fi
   export PATH="$HOME/.cargo/bin:$PATH"
   if ! command -v oha >/dev/null; then

@@ -31,10 +31,8 @@ LOCKSTEP=built-below   # bench_tools installs the tools and builds nothing
 bench_tools
 llvm_version=$(rustc -vV | awk '/^LLVM version/ {split($3, v, "."); print v[1]}')
 profdata=llvm-profdata-$llvm_version
-if ! command -v "$profdata" >/dev/null; then
-  log "installing llvm-$llvm_version (llvm-profdata for rustc's LLVM)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "llvm-$llvm_version" >/dev/null
-fi
+# llvm-profdata for rustc's LLVM
+command -v "$profdata" >/dev/null || apt_install "llvm-$llvm_version"
 
 raw="$TARGET/profiles"
 rm -rf "$raw"; mkdir -p "$raw"

@@ -27,10 +27,7 @@ BACKEND_PORT=18930; LOCKSTEP_PORT=18931; NGINX_PORT=18932; HAPROXY_PORT=18933; A
 # shellcheck source=lib.sh
 source "$ROOT/e2e/bench/lib.sh"
 bench_tools
-if ! command -v tcpdump >/dev/null; then
-  log "installing tcpdump"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump >/dev/null
-fi
+command -v tcpdump >/dev/null || apt_install tcpdump
 
 start_lockstep_and_nginx
 start_haproxy $HAPROXY_PORT $BACKEND_PORT ""

@@ -147,9 +147,7 @@ if [[ " $CASES " == *" idle "* ]]; then
 fi
 if [[ " $CASES " == *" profile "* ]]; then
   perf_hz=4999
-  command -v perf >/dev/null || {
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
-  }
+  command -v perf >/dev/null || apt_install linux-perf
   for t in "${TARGETS[@]}"; do target_load "$t" -z "${WARMUP}s" "${H2_LOAD[@]}" >/dev/null; done
   {
     echo "- Profile: \`CASES=profile e2e/bench/tls.sh\` (h2 over TLS, 8 connections × 16 streams, ${DURATION} s per target under \`perf record -e cpu-clock -F $perf_hz\`), $(date -u +%Y-%m-%dT%H:%MZ); $(machine)"
